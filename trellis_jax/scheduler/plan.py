@@ -1,0 +1,92 @@
+"""The scheduler -> runner contract: one `StepPlan` per engine step, and `StepOutputs` back.
+
+Pure host data (python ints / lists, no jax, no numpy required), unpadded. The runner pads it to a
+compiled bucket; the scheduler never sees buckets or device arrays.
+
+Lifecycle of a step: `Scheduler.schedule() -> StepPlan`, `Runner.run(plan) -> StepOutputs`,
+`Scheduler.commit(plan, outputs)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingArrays:
+    """Per-sequence sampling knobs, all dynamic on device (a new value never recompiles).
+
+    temperature == 0 means greedy. top_k <= 0 means off; top_p == 1 and min_p == 0 are off.
+    Penalties follow the OpenAI / vLLM conventions: presence and frequency act on generated tokens,
+    repetition (multiplicative, 1 = off) acts on prompt + generated tokens.
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    num_logprobs: int = 0  # top-N logprobs to return (0 = only the sampled token's logprob)
+
+
+@dataclass(frozen=True)
+class SequenceWork:
+    """One sequence's share of a step.
+
+    Computes KV for `token_ids` at positions start_pos .. start_pos+len(token_ids)-1, writing them into
+    `page_ids` (the full page-table row: covers every position < start_pos + len(token_ids)). Positions
+    < start_pos are already in the pages (cached prefix or earlier chunks).
+    If `sample` is true the runner samples the next token from the logits of the last new token.
+    `penalty_context` are the generated token ids so far (presence/frequency), `prompt_token_ids` the prompt
+    (repetition penalty also covers it); both may be empty when no penalty is active.
+    `rng_step` is the number of tokens this sequence has sampled so far: with `sampling.seed`, it makes
+    sampling reproducible regardless of batch composition.
+    """
+
+    request_id: str
+    token_ids: list[int]
+    start_pos: int
+    page_ids: list[int]
+    sample: bool
+    sampling: SamplingArrays = field(default_factory=SamplingArrays)
+    rng_step: int = 0
+    penalty_context: list[int] = field(default_factory=list)
+    prompt_token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def kv_len(self) -> int:
+        return self.start_pos + len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """All work of one step: prefill chunks and decodes mixed in one ragged batch."""
+
+    sequences: list[SequenceWork]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s.token_ids) for s in self.sequences)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.sequences
+
+
+@dataclass(frozen=True)
+class SampledToken:
+    """The runner's answer for one sequence that had `sample=True`."""
+
+    token_id: int
+    logprob: float
+    top_logprobs: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepOutputs:
+    """request_id -> sampled token, for every sequence of the plan with sample=True."""
+
+    tokens: dict[str, SampledToken]
