@@ -1,0 +1,19 @@
+"""The Llama-family model: config, parameter layout, paged-KV forward and cost model.
+
+Owns: `ModelConfig` (static, hashable), the params pytree layout (`params.py`), `KVPages` and
+`StepInputs` (the data crossing into the forward), `forward` / `jit_forward`. Imports jax, numpy and
+`pallas_kernels` only (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
+"""
+
+from trellis_jax.model.config import ModelConfig
+from trellis_jax.model.forward import forward, jit_forward
+from trellis_jax.model.inputs import StepInputs, build_step_inputs, sequential_page_tables
+from trellis_jax.model.kv import KVPages, init_kv_pages, kv_pages_bytes
+from trellis_jax.model.params import check_params, init_params, param_shapes
+from trellis_jax.model.rope import RopeScaling
+
+__all__ = [
+    "ModelConfig", "RopeScaling", "KVPages", "StepInputs", "forward", "jit_forward", "init_kv_pages",
+    "kv_pages_bytes", "build_step_inputs", "sequential_page_tables", "init_params", "check_params",
+    "param_shapes",
+]

@@ -1,0 +1,80 @@
+"""The functional Llama-family forward over paged KV: (params, kv, batch) -> (logits, kv).
+
+Contract (docs/CONTRACTS.md, "Model"): `forward(params, kv, batch, *, config, attn_impl)` embeds
+batch.token_ids, runs the decoder layers with `lax.scan` over the stacked layer weights (compile time
+flat in depth), carrying the KV pages through the scan, and returns float32 logits [S, vocab] for the
+rows batch.logits_indices plus the updated pages. Each layer writes its new K/V with `write_kv(...,
+layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single attention dispatch point
+(`attn_impl` picks the kernel backend; None lets the kernel package choose). Arithmetic follows Hugging
+Face: norms and RoPE in float32, matmuls in the params' dtype, residual stream in the params' dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
+from trellis_jax.model.inputs import StepInputs
+from trellis_jax.model.kv import KVPages
+from trellis_jax.model.rope import apply_rope, inverse_frequencies
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight * normed.astype(x.dtype)
+
+
+def _project_qkv(h, lp, config):
+    q, k, v = h @ lp["wq"], h @ lp["wk"], h @ lp["wv"]
+    if config.attention_bias:
+        q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
+    rows = h.shape[0]
+    return (q.reshape(rows, config.num_heads, config.head_dim),
+            k.reshape(rows, config.num_kv_heads, config.head_dim),
+            v.reshape(rows, config.num_kv_heads, config.head_dim))
+
+
+def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl):
+    h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps)
+    q, k, v = _project_qkv(h, lp, config)
+    q = apply_rope(q, batch.positions, inv_freq)
+    k = apply_rope(k, batch.positions, inv_freq)
+    k_pages, v_pages = write_kv(kv.k, kv.v, layer, k, v, batch.slot_mapping)
+    out = ragged_paged_attention(q, k_pages, v_pages, layer, batch.kv_lens, batch.page_table,
+                                 batch.cu_q_lens, batch.num_seqs, sliding_window=config.sliding_window,
+                                 implementation=attn_impl)  # [T, Hq, D]
+    return out.reshape(x.shape[0], config.q_size) @ lp["wo"], KVPages(k_pages, v_pages)
+
+
+def _mlp(x, lp, config):
+    h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
+    return (jax.nn.silu(h @ lp["w_gate"]) * (h @ lp["w_up"])) @ lp["w_down"]
+
+
+def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl):
+    x, kv = carry
+    lp, layer = layer_inputs
+    attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
+    x = x + attn_out
+    x = x + _mlp(x, lp, config)
+    return (x, kv), None
+
+
+def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: str | None = None):
+    """-> (logits [S, vocab] float32, kv). `config` and `attn_impl` are static under jit."""
+    inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    x = params["embed"][batch.token_ids]  # [T, H]
+    layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
+    step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl)
+    (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (params["layers"], layer_ids))
+    last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
+    head = params["embed"].T if config.tie_word_embeddings else params["lm_head"]
+    return (last @ head).astype(jnp.float32), kv
+
+
+# Jitted entry point: config/attn_impl static (hashable), KV pages donated so the scatter is in place.
+jit_forward = jax.jit(forward, static_argnames=("config", "attn_impl"), donate_argnames=("kv",))

@@ -1,0 +1,41 @@
+"""KVPages: the device KV cache as pages, and allocation of an empty one.
+
+Contract (docs/CONTRACTS.md, "KV pages"): `KVPages(k, v)` is a NamedTuple pytree, each array
+[num_layers, num_kv_heads, num_pages, page_size, head_dim] in the model's dtype. Page 0 is the padding
+sink: the allocator never hands it out; padded tokens write there.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class KVPages(NamedTuple):
+    k: jax.Array  # [L, Hkv, P, S, D]
+    v: jax.Array  # [L, Hkv, P, S, D]
+
+    @property
+    def num_pages(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def page_size(self) -> int:
+        return self.k.shape[3]
+
+
+def init_kv_pages(config, num_pages: int, page_size: int, dtype: str | None = None) -> KVPages:
+    """Zeroed pages for `config` (dtype defaults to the model's). num_pages includes the sink page 0."""
+    if num_pages < 2 or page_size < 1:
+        raise ValueError(f"need num_pages >= 2 (page 0 is the sink) and page_size >= 1, "
+                         f"got {num_pages}, {page_size}")
+    shape = (config.num_layers, config.num_kv_heads, num_pages, page_size, config.head_dim)
+    zeros = jnp.zeros(shape, jnp.dtype(dtype or config.dtype))
+    return KVPages(zeros, jnp.zeros_like(zeros))
+
+
+def kv_pages_bytes(config, num_pages: int, page_size: int, dtype: str | None = None) -> int:
+    """Device bytes `init_kv_pages` would allocate (K and V)."""
+    return num_pages * page_size * config.kv_bytes_per_token(dtype)

@@ -1,0 +1,72 @@
+"""The parameter pytree of a Llama-family model: its layout, a shape check, and random initialisation.
+
+Contract: params is a nested dict of arrays in the config's dtype, matmul weights stored [in, out] so the
+forward computes x @ W, per-layer weights stacked on a leading num_layers axis (the forward scans them):
+  embed [V, H]; final_norm [H]; lm_head [H, V] (absent when embeddings are tied)
+  layers: attn_norm [L, H], wq [L, H, Hq*D], wk/wv [L, H, Hkv*D], wo [L, Hq*D, H],
+          bq [L, Hq*D], bk/bv [L, Hkv*D] (only with attention_bias),
+          mlp_norm [L, H], w_gate/w_up [L, H, I], w_down [L, I, H]
+Loaders build this from checkpoints and call `check_params`; nothing else knows checkpoint names.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def param_shapes(config) -> dict:
+    """The expected pytree of shapes (tuples) for `config`."""
+    c = config
+    L, H, I = c.num_layers, c.hidden_size, c.intermediate_size
+    layers = {
+        "attn_norm": (L, H),
+        "wq": (L, H, c.q_size), "wk": (L, H, c.kv_size), "wv": (L, H, c.kv_size),
+        "wo": (L, c.q_size, H),
+        "mlp_norm": (L, H),
+        "w_gate": (L, H, I), "w_up": (L, H, I), "w_down": (L, I, H),
+    }
+    if c.attention_bias:
+        layers.update(bq=(L, c.q_size), bk=(L, c.kv_size), bv=(L, c.kv_size))
+    shapes = {"embed": (c.vocab_size, H), "final_norm": (H,), "layers": layers}
+    if not c.tie_word_embeddings:
+        shapes["lm_head"] = (H, c.vocab_size)
+    return shapes
+
+
+def check_params(params: dict, config, source: str = "params") -> None:
+    """Raise ValueError naming every missing, unexpected or mis-shaped entry."""
+    problems = []
+    _compare(params, param_shapes(config), "", problems)
+    if problems:
+        raise ValueError(f"{source}: parameters do not match the config: " + "; ".join(problems))
+
+
+def _compare(actual, expected, prefix, problems):
+    if not isinstance(actual, dict):
+        problems.append(f"{prefix or 'root'} should be a dict")
+        return
+    for key in sorted(set(expected) | set(actual)):
+        name = prefix + key
+        if key not in actual:
+            problems.append(f"missing {name}")
+        elif key not in expected:
+            problems.append(f"unexpected {name}")
+        elif isinstance(expected[key], dict):
+            _compare(actual[key], expected[key], name + ".", problems)
+        elif tuple(actual[key].shape) != expected[key]:
+            problems.append(f"{name} has shape {tuple(actual[key].shape)}, expected {expected[key]}")
+
+
+def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
+    """Random params (normal * scale, norms at 1) for tests and benchmarks without a checkpoint."""
+    shapes = param_shapes(config)
+    leaves, treedef = jax.tree_util.tree_flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    paths = [jax.tree_util.keystr(p) for p, _ in
+             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]]
+    keys = jax.random.split(key, len(leaves))
+    dtype = jnp.dtype(config.dtype)
+    arrays = [jnp.ones(shape, dtype) if "norm" in path else
+              (scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+              for path, shape, k in zip(paths, leaves, keys)]
+    return jax.tree_util.tree_unflatten(treedef, arrays)
