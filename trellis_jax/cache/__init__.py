@@ -1,0 +1,24 @@
+"""The RadixAttention prefix cache: page allocator, radix tree over token ids, eviction policies,
+tenant namespaces, stats and an integrity check.
+
+Owns: which KV page ids hold which token prefixes, and who may use or evict them.
+May import: the standard library only (no jax, no numpy): it deals in token ids and int page ids, so
+the scheduler and the ablation tools (simulation mode) run it without any device memory.
+Lifecycle and the method-by-method contract: ``radix_cache.py``.
+"""
+
+from trellis_jax.cache import policies as _builtin_policies  # noqa: F401  (registers lru, lfu, ...)
+from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
+from trellis_jax.cache.integrity import IntegrityError
+from trellis_jax.cache.node import SHARED, TreeNode
+from trellis_jax.cache.policy import EvictionPolicy, HeapPolicy, get_policy, policy_names, register_policy
+from trellis_jax.cache.radix_cache import InsertResult, MatchResult, RadixCache
+from trellis_jax.cache.stats import CacheStats
+
+DEFAULT_PAGE_SIZE = 16
+
+__all__ = [
+    "CacheStats", "DEFAULT_PAGE_SIZE", "EvictionPolicy", "HeapPolicy", "InsertResult", "IntegrityError",
+    "MatchResult", "OutOfPagesError", "PageAllocator", "RadixCache", "SHARED", "TreeNode", "get_policy",
+    "policy_names", "register_policy",
+]

@@ -1,0 +1,345 @@
+"""RadixCache: the RadixAttention prefix cache over page ids (pure host Python, single-threaded).
+
+Keys are token ids at page granularity: only whole pages enter the tree; a request's partial last page
+stays private to it. The cache owns a ``PageAllocator`` (page 0 is the padding sink, never handed out).
+Every page id is in exactly one state:
+
+    free       on the allocator's free list
+    private    allocated, not in the tree: owned by one request (its uncached suffix, its partial page)
+    evictable  in the tree, on a path no request has locked (evict() may free it)
+    locked     in the tree, on the path of a held lock (never evicted)
+    free + private + evictable + locked == num_pages - 1
+
+Request lifecycle (what the scheduler does, and who owns which pages)::
+
+    m = cache.match(prompt, ns)           pages [0, m.num_cached_tokens) come from the tree
+    cache.lock(m.handle)                   ...and stay there while locked
+    own = cache.alloc_pages(k)             private pages for the rest (may evict unlocked leaves)
+    ... prefill/decode writes KV into `own` ...
+    r = cache.insert(full_pages_tokens, m.page_ids + own_full, ns)
+    cache.lock(r.handle); cache.unlock(m.handle)
+    page_table[:len(r.page_ids)] = r.page_ids       duplicates of `own` were freed by the cache
+    ... finish: cache.unlock(r.handle); cache.free_pages(own pages still private, e.g. partial page)
+
+Methods (mutation / locking):
+- ``match(tokens, namespace="") -> MatchResult(num_cached_tokens, page_ids, handle)``: longest cached
+  prefix of whole pages visible to ``namespace``. Mutates structure only by splitting the node the match
+  ends in (so the handle covers exactly the matched pages) and refreshes access metadata on the path.
+  Locks nothing: lock the handle before the next mutating call, or it may be evicted or trimmed.
+- ``lock(handle)`` / ``unlock(handle)``: +1 / -1 reference count on every node from handle to root. The
+  root handle (nothing cached) is a no-op. Unlocking below zero or using an evicted handle: ValueError.
+- ``insert(tokens, page_ids, namespace="", priority=None) -> InsertResult(num_present_tokens, page_ids,
+  handle)``: ``len(tokens)`` must be a multiple of ``page_size`` and ``len(page_ids)`` the page count,
+  else ValueError. ``page_ids`` are the tree's canonical pages for the whole key. Passed pages for the
+  already-present prefix that differ from the tree's are duplicates: the cache frees them (the caller
+  must rewrite its page table). Passed pages for the new suffix become tree-owned (the caller must not
+  free them). The returned handle is NOT locked. All pages are validated before anything changes.
+- ``alloc_pages(n)``: n private pages, evicting unlocked leaves if needed; OutOfPagesError (with the
+  counts) if ``n > free + evictable``, and then nothing changes. ``free_pages(ids)``: private pages back.
+- ``can_allocate(n)``; ``evict(num_pages) -> int``: frees up to ``num_pages`` unlocked pages in policy
+  order, cascading to parents that become unlocked leaves; a leaf holding more pages than needed loses
+  only its tail pages. Returns the pages freed (fewer when not enough are evictable; no error).
+- Counts ``num_free_pages``, ``num_evictable_pages``, ``num_locked_pages``, ``num_private_pages``,
+  ``num_pages``; ``stats`` (CacheStats snapshot), ``reset_stats()``, ``check_integrity()``.
+
+Namespaces (tenant / cache_salt): prefixes in different namespaces never match. Namespaces listed in
+``shared_namespaces`` all write to one public trunk that every namespace can match as a prefix; what a
+tenant inserts after it is private to that tenant (see ``tree.py``).
+
+``enabled=False`` (``--disable-radix-cache``): match always returns 0 cached tokens and the root handle;
+insert takes ownership of nothing and frees nothing (num_present_tokens=0, page_ids echoed back): the
+caller keeps its pages private and frees them itself with ``free_pages``. Allocation works as usual.
+
+Simulation mode is the normal mode: the cache deals in page ids only, never in device memory, so the
+ablation tools run it unchanged with pools of any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from trellis_jax.cache import integrity
+from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
+from trellis_jax.cache.node import SHARED, TreeNode
+from trellis_jax.cache.policy import EvictionPolicy, get_policy
+from trellis_jax.cache.stats import CacheStats, Counters
+from trellis_jax.cache.tree import longest_match, path_pages, split
+
+
+class MatchResult(NamedTuple):
+    num_cached_tokens: int
+    page_ids: list[int]
+    handle: TreeNode
+
+
+class InsertResult(NamedTuple):
+    num_present_tokens: int
+    page_ids: list[int]
+    handle: TreeNode
+
+
+class RadixCache:
+    def __init__(self, num_pages: int, page_size: int, policy: str | EvictionPolicy = "lru",
+                 shared_namespaces: frozenset[str] = frozenset(), enabled: bool = True) -> None:
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
+        if not all(isinstance(ns, str) for ns in shared_namespaces):
+            raise ValueError(f"shared_namespaces must hold str names, got {shared_namespaces!r}")
+        self.allocator = PageAllocator(num_pages)
+        self.page_size = page_size
+        self.enabled = enabled
+        self.shared_namespaces = frozenset(shared_namespaces)
+        self._policy = get_policy(policy)
+        self._root = TreeNode((), [], None, None, 0)
+        self._in_tree = bytearray(num_pages)
+        self._evictable = 0
+        self._locked = 0
+        self._logical_locked_tokens = 0
+        self._tick = 0
+        self._counters = Counters()
+
+    # ---- counts -------------------------------------------------------------------------------
+    @property
+    def num_pages(self) -> int:
+        return self.allocator.num_pages
+
+    @property
+    def num_free_pages(self) -> int:
+        return self.allocator.num_free
+
+    @property
+    def num_evictable_pages(self) -> int:
+        return self._evictable
+
+    @property
+    def num_locked_pages(self) -> int:
+        return self._locked
+
+    @property
+    def num_private_pages(self) -> int:
+        return self.allocator.num_allocated - self._evictable - self._locked
+
+    @property
+    def policy(self) -> EvictionPolicy:
+        return self._policy
+
+    def can_allocate(self, n: int) -> bool:
+        return n <= self.allocator.num_free + self._evictable
+
+    # ---- match / lock ---------------------------------------------------------------------------
+    def match(self, tokens: Sequence[int], namespace: str = "") -> MatchResult:
+        """Longest visible cached prefix (whole pages). Splits the end node; refreshes access. No lock."""
+        owner = self._owner(namespace)
+        self._counters.match_calls += 1
+        key = self._page_key(tokens)
+        if not self.enabled or not key:
+            self._counters.miss_tokens += len(tokens)
+            return MatchResult(0, [], self._root)
+        self._tick += 1
+        node, pages_in_node, matched = longest_match(self._root, key, owner, self.page_size, bool(self.shared_namespaces))
+        if pages_in_node < len(node.pages):
+            node = self._split(node, pages_in_node)
+        self._counters.hit_tokens += matched
+        self._counters.miss_tokens += len(tokens) - matched
+        self._touch(node, hit=True)
+        return MatchResult(matched, path_pages(node, len(node.pages)), node)
+
+    def lock(self, handle: TreeNode) -> None:
+        """Pin the path root..handle: its pages cannot be evicted until the matching unlock."""
+        if handle is self._root:
+            return
+        self._check_alive(handle)
+        node = handle
+        while node is not self._root:
+            if node.lock_ref == 0:
+                self._evictable -= len(node.pages)
+                self._locked += len(node.pages)
+                if not node.children:
+                    self._policy.discard_candidate(node)
+            node.lock_ref += 1
+            node = node.parent
+        self._logical_locked_tokens += handle.depth
+
+    def unlock(self, handle: TreeNode) -> None:
+        """Release one lock taken by ``lock(handle)``; nodes whose count reaches 0 become evictable."""
+        if handle is self._root:
+            return
+        self._check_alive(handle)
+        if handle.lock_ref <= 0:
+            raise ValueError(f"unlock without a matching lock: {handle!r}")
+        self._logical_locked_tokens -= handle.depth
+        node = handle
+        while node is not self._root:
+            node.lock_ref -= 1
+            if node.lock_ref == 0:
+                self._evictable += len(node.pages)
+                self._locked -= len(node.pages)
+                if not node.children:
+                    self._policy.add_candidate(node)
+            node = node.parent
+
+    # ---- insert -------------------------------------------------------------------------------
+    def insert(self, tokens: Sequence[int], page_ids: Sequence[int], namespace: str = "",
+               priority: int | None = None) -> InsertResult:
+        """Add whole pages under ``namespace``; frees the caller's duplicates; returns canonical pages."""
+        owner = self._owner(namespace)
+        key, page_ids = self._insert_args(tokens, page_ids)
+        if not self.enabled or not key:
+            self._check_private(page_ids)
+            return InsertResult(0, page_ids, self._root)
+        self._tick += 1
+        ps = self.page_size
+        node, pages_in_node, present_tokens = longest_match(self._root, key, owner, ps, bool(self.shared_namespaces))
+        present = present_tokens // ps
+        canonical = path_pages(node, pages_in_node)
+        duplicates = [mine for mine, tree in zip(page_ids[:present], canonical) if mine != tree]
+        self._check_private(duplicates + page_ids[present:])
+        if pages_in_node < len(node.pages):
+            node = self._split(node, pages_in_node)
+        if duplicates:
+            self.allocator.free(duplicates)
+            self._counters.duplicate_pages_freed += len(duplicates)
+        if present < len(page_ids):
+            node = self._add_leaf(node, key[present_tokens:], page_ids[present:], owner)
+        self._touch(node, hit=False, priority=priority)
+        return InsertResult(present_tokens, canonical + page_ids[present:], node)
+
+    def _insert_args(self, tokens: Sequence[int], page_ids: Sequence[int]) -> tuple[tuple, list[int]]:
+        if len(tokens) % self.page_size:
+            raise ValueError(f"insert needs whole pages: {len(tokens)} tokens, page_size {self.page_size}")
+        page_ids = list(page_ids)
+        if len(page_ids) != len(tokens) // self.page_size:
+            raise ValueError(f"{len(tokens)} tokens need {len(tokens) // self.page_size} page ids, got {len(page_ids)}")
+        if len(set(page_ids)) != len(page_ids):
+            raise ValueError(f"duplicate page ids passed to insert: {page_ids}")
+        return tuple(tokens), page_ids
+
+    def _check_private(self, page_ids: list[int]) -> None:
+        for page in page_ids:
+            if not isinstance(page, int) or not self.allocator.is_allocated(page) or self._in_tree[page]:
+                raise ValueError(f"page {page!r} is not a private page (allocated, outside the tree)")
+
+    def _add_leaf(self, parent: TreeNode, key: tuple, pages: list[int], owner) -> TreeNode:
+        if parent is not self._root and not parent.children and parent.lock_ref == 0:
+            self._policy.discard_candidate(parent)
+        leaf = TreeNode(key, pages, owner, parent, self._tick)
+        leaf.access_count = 1  # its creation counts as the first use (LFU/SLRU start new nodes at 1)
+        parent.children[(owner, key[:self.page_size])] = leaf
+        for page in pages:
+            self._in_tree[page] = 1
+        self._evictable += len(pages)
+        self._counters.inserted_pages += len(pages)
+        self._policy.on_insert(leaf)
+        self._policy.add_candidate(leaf)
+        return leaf
+
+    # ---- allocation and eviction -----------------------------------------------------------------
+    def alloc_pages(self, n: int) -> list[int]:
+        """``n`` private pages, evicting unlocked leaves if needed; OutOfPagesError changes nothing."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"number of pages must be an int >= 0, got {n!r}")
+        short = n - self.allocator.num_free
+        if short > self._evictable:
+            raise OutOfPagesError(
+                f"cannot allocate {n} pages: {self.allocator.num_free} free, {self._evictable} evictable, "
+                f"{self._locked} locked, {self.num_private_pages} private (pool of {self.num_pages - 1})")
+        if short > 0:
+            self._evict(short)
+        return self.allocator.alloc(n)
+
+    def free_pages(self, page_ids: Sequence[int]) -> None:
+        """Return private pages (allocated, not in the tree) to the pool; all checked before any is freed."""
+        page_ids = list(page_ids)
+        self._check_private(page_ids)
+        self.allocator.free(page_ids)
+
+    def evict(self, num_pages: int) -> int:
+        """Free up to ``num_pages`` unlocked tree pages in policy order; returns how many were freed."""
+        if not isinstance(num_pages, int) or num_pages < 0:
+            raise ValueError(f"number of pages must be an int >= 0, got {num_pages!r}")
+        return self._evict(num_pages)
+
+    def _evict(self, num_pages: int) -> int:
+        freed = 0
+        while freed < num_pages:
+            victim = self._policy.pop_victim()
+            if victim is None:
+                break
+            take = min(len(victim.pages), num_pages - freed)
+            self._policy.on_evict(victim, take)
+            pages = victim.pages[len(victim.pages) - take:]
+            if take < len(victim.pages):
+                self._trim_leaf(victim, take)
+            else:
+                self._remove_leaf(victim)
+            for page in pages:
+                self._in_tree[page] = 0
+            self.allocator.free(pages)
+            self._evictable -= take
+            freed += take
+        self._counters.evicted_pages += freed
+        return freed
+
+    def _trim_leaf(self, leaf: TreeNode, num_pages: int) -> None:
+        del leaf.pages[len(leaf.pages) - num_pages:]
+        leaf.key = leaf.key[:len(leaf.pages) * self.page_size]
+        leaf.depth = leaf.parent.depth + len(leaf.key)
+        self._policy.add_candidate(leaf)
+
+    def _remove_leaf(self, leaf: TreeNode) -> None:
+        parent = leaf.parent
+        del parent.children[(leaf.owner, leaf.key[:self.page_size])]
+        leaf.alive = False
+        leaf.parent = None
+        if parent is not self._root and not parent.children and parent.lock_ref == 0:
+            self._policy.add_candidate(parent)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def _owner(self, namespace: str):
+        if not isinstance(namespace, str):
+            raise ValueError(f"namespace must be a str, got {namespace!r}")
+        return SHARED if namespace in self.shared_namespaces else namespace
+
+    def _page_key(self, tokens: Sequence[int]) -> tuple:
+        full = len(tokens) - len(tokens) % self.page_size
+        return tuple(tokens[:full])
+
+    def _split(self, node: TreeNode, num_pages: int) -> TreeNode:
+        upper = split(node, num_pages, self.page_size)
+        self._policy.on_split(upper, node)
+        return upper
+
+    def _touch(self, node: TreeNode, hit: bool, priority: int | None = None) -> None:
+        tick, policy = self._tick, self._policy
+        while node is not self._root:
+            node.last_access = tick
+            node.access_count += hit
+            if priority is not None and priority > node.priority:
+                node.priority = priority
+            policy.on_access(node)
+            node = node.parent
+
+    def _check_alive(self, handle: TreeNode) -> None:
+        if not isinstance(handle, TreeNode) or not handle.alive:
+            raise ValueError(f"handle was evicted or is not a cache handle: {handle!r}")
+
+    # ---- stats and checks -------------------------------------------------------------------------
+    @property
+    def stats(self) -> CacheStats:
+        c = self._counters
+        return CacheStats(
+            hit_tokens=c.hit_tokens, miss_tokens=c.miss_tokens, match_calls=c.match_calls,
+            inserted_pages=c.inserted_pages, duplicate_pages_freed=c.duplicate_pages_freed,
+            evicted_pages=c.evicted_pages, resident_pages=self._evictable + self._locked,
+            evictable_pages=self._evictable, locked_pages=self._locked, private_pages=self.num_private_pages,
+            free_pages=self.num_free_pages, locked_logical_tokens=self._logical_locked_tokens,
+            page_size=self.page_size)
+
+    def reset_stats(self) -> None:
+        """Zero the cumulative counters (gauges are always current)."""
+        self._counters = Counters()
+
+    def check_integrity(self) -> None:
+        """Recompute every invariant; raises IntegrityError (an AssertionError) with details."""
+        integrity.check_integrity(self)
