@@ -22,11 +22,12 @@ from pallas_kernels.ragged_paged_attention.write_kv import write_kv  # noqa: F40
 # name -> (module, function); every entry takes the contract's arguments plus the keyword options.
 _BACKENDS = {
     "reference": ("pallas_kernels.ragged_paged_attention.reference", "ragged_paged_attention_reference"),
+    "xla": ("pallas_kernels.ragged_paged_attention.xla_cpu", "xla_ragged_paged_attention"),
 }
 _FALLBACK_ORDER = {
-    "hopper": ("reference",),
-    "gpu": ("reference",),
-    "cpu": ("reference",),
+    "hopper": ("xla",),
+    "gpu": ("xla",),
+    "cpu": ("xla",),
 }
 _SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 

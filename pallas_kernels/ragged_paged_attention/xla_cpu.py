@@ -1,0 +1,177 @@
+"""XLA implementation tuned for CPU: online softmax over page chunks, never a contiguous copy of a context.
+
+Same contract and semantics as `reference.py`. Two strategies run in every call, on disjoint query rows:
+  * decode rows (their sequence has exactly one new token): compacted into at most min(T, B) rows, then
+    one loop over KV chunks of `decode_chunk_pages` pages shared by all rows. Each step gathers the
+    chunk of every row ([Hkv, R, C*S, D], small enough to stay in cache), so the KV is read once;
+  * prefill/extend rows (more than one new token): query blocks of `prefill_block_rows` rows; each block
+    loops over the sequences it holds and, per sequence, over the KV chunks its rows can see (causal and
+    sliding-window chunks are skipped, not masked), as [Hkv, rows*G, D] x [Hkv, chunk, D] matmuls.
+Trip counts are dynamic (while loops), so padding, short contexts and empty strategies cost ~nothing.
+Layout choices were measured on a 2-core AVX-512 VM (see BENCHMARKS.md): decode scores are computed as
+K @ q^T (output [.., n, g]); the XLA CPU dot is ~3x slower in the q @ K^T orientation when g is small.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.ragged_paged_attention.reference import apply_soft_cap, row_positions
+
+_NEG_INF = -jnp.inf
+
+
+def _online_update(state, logits, visible, values, pv_equation):
+    """One flash-attention step. logits [..., n] masked by `visible`; state (m, l, acc) in float32."""
+    m, l, acc = state
+    logits = jnp.where(visible, logits, _NEG_INF)
+    m_new = jnp.maximum(m, jnp.max(logits, axis=-1))
+    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # rows that saw nothing yet stay at 0/0
+    alpha = jnp.exp(m - m_safe)
+    probs = jnp.exp(logits - m_safe[..., None])
+    l_new = l * alpha + jnp.sum(probs, axis=-1)
+    acc_new = acc * alpha[..., None] + jnp.einsum(pv_equation, probs, values)
+    return m_new, l_new, acc_new
+
+
+def _finish(state):
+    _, l, acc = state
+    return acc / jnp.where(l > 0, l, 1.0)[..., None]
+
+
+def _gather_chunk(pages, layer, page_ids):
+    """pages [L, Hkv, P, S, D], page_ids [..., C] -> [Hkv, ..., C*S, D] in float32."""
+    chunk = pages.at[layer, :, page_ids].get(mode="promise_in_bounds")  # [..., C, Hkv, S, D]
+    chunk = jnp.moveaxis(chunk, -3, 0)  # [Hkv, ..., C, S, D]
+    shape = chunk.shape
+    return chunk.reshape(*shape[:-3], shape[-3] * shape[-2], shape[-1]).astype(jnp.float32)
+
+
+def _chunk_range(pos_lo, pos_hi, chunk_tokens, sliding_window):
+    """Chunks [first, last) that rows with positions pos_lo..pos_hi can see (empty when pos_hi < 0)."""
+    first = 0 if sliding_window is None else jnp.maximum(pos_lo - sliding_window + 1, 0) // chunk_tokens
+    last = jnp.where(pos_hi >= 0, pos_hi // chunk_tokens + 1, 0)
+    return jnp.asarray(first, jnp.int32), jnp.maximum(last, first).astype(jnp.int32)
+
+
+def _visible(q_pos, k_pos, sliding_window):
+    visible = k_pos <= q_pos
+    if sliding_window is not None:
+        visible &= q_pos - k_pos < sliding_window
+    return visible
+
+
+def _decode_rows(q, k_pages, v_pages, layer, page_table, seq_of, q_pos, rows, *, soft_cap,
+                 sliding_window, chunk_pages):
+    """Attention for the (compacted) decode rows `rows` [R] (value T = absent).  -> [R, Hkv, G, D]."""
+    num_rows = q.shape[0]
+    num_kv_heads, page_size = k_pages.shape[1], k_pages.shape[3]
+    present = rows < num_rows
+    safe_rows = jnp.where(present, rows, 0)
+    pos = jnp.where(present, q_pos[safe_rows], -1)  # [R]; -1 sees nothing
+    row_pages = page_table[jnp.maximum(seq_of[safe_rows], 0)]  # [R, max_pages]
+    qg = q[safe_rows].reshape(rows.shape[0], num_kv_heads, -1, q.shape[-1])
+    qg = jnp.swapaxes(qg, 0, 1)  # [Hkv, R, G, D]
+    chunk_tokens = chunk_pages * page_size
+    valid_pos = jnp.where(present, pos, jnp.iinfo(jnp.int32).max)
+    first, last = _chunk_range(jnp.min(valid_pos), jnp.max(pos), chunk_tokens, sliding_window)
+
+    def step(c, state):
+        ids = jax.lax.dynamic_slice_in_dim(row_pages, c * chunk_pages, chunk_pages, axis=1)
+        k = _gather_chunk(k_pages, layer, ids)  # [Hkv, R, n, D]
+        v = _gather_chunk(v_pages, layer, ids)
+        logits = jnp.swapaxes(jnp.einsum("krnd,krgd->krng", k, qg), -1, -2)  # scale is folded into q
+        logits = apply_soft_cap(logits, soft_cap)
+        k_pos = c * chunk_tokens + jnp.arange(chunk_tokens, dtype=jnp.int32)
+        visible = _visible(pos[None, :, None, None], k_pos[None, None, None, :], sliding_window)
+        return _online_update(state, logits, visible, v, "krgn,krnd->krgd")
+
+    shape = qg.shape[:-1]
+    state = (jnp.full(shape, _NEG_INF), jnp.zeros(shape), jnp.zeros(qg.shape))
+    state = jax.lax.fori_loop(first, last, step, state)
+    return jnp.swapaxes(_finish(state), 0, 1)
+
+
+def _prefill_block(q_block, k_pages, v_pages, layer, page_table, blk_seq, blk_pos, *, soft_cap,
+                   sliding_window, chunk_pages, num_seqs_max):
+    """One block of rows (blk_seq = -1 where not handled here).  q_block [Hkv, Tq, G, D] -> same."""
+    page_size = k_pages.shape[3]
+    chunk_tokens = chunk_pages * page_size
+    b_lo = jnp.min(jnp.where(blk_seq >= 0, blk_seq, num_seqs_max))
+    b_hi = jnp.max(blk_seq)
+
+    def one_sequence(b, state):
+        mine = blk_seq == b
+        pos = jnp.where(mine, blk_pos, -1)
+        first, last = _chunk_range(jnp.min(jnp.where(mine, blk_pos, jnp.iinfo(jnp.int32).max)),
+                                   jnp.max(pos), chunk_tokens, sliding_window)
+
+        def step(c, state):
+            ids = jax.lax.dynamic_slice_in_dim(page_table[b], c * chunk_pages, chunk_pages)
+            k = _gather_chunk(k_pages, layer, ids)  # [Hkv, n, D]
+            v = _gather_chunk(v_pages, layer, ids)
+            logits = apply_soft_cap(jnp.einsum("ktgd,knd->ktgn", q_block, k), soft_cap)
+            k_pos = c * chunk_tokens + jnp.arange(chunk_tokens, dtype=jnp.int32)
+            visible = _visible(pos[None, :, None, None], k_pos[None, None, None, :], sliding_window)
+            return _online_update(state, logits, visible, v, "ktgn,knd->ktgd")
+
+        return jax.lax.fori_loop(first, last, step, state)
+
+    shape = q_block.shape[:-1]
+    state = (jnp.full(shape, _NEG_INF), jnp.zeros(shape), jnp.zeros(q_block.shape))
+    return _finish(jax.lax.fori_loop(b_lo, b_hi + 1, one_sequence, state))
+
+
+def _prefill_rows(q, k_pages, v_pages, layer, page_table, seq_of, q_pos, *, soft_cap, sliding_window,
+                  chunk_pages, block_rows):
+    """Attention for rows with seq_of >= 0, block by block.  -> [T, Hkv, G, D] (other rows: 0)."""
+    num_rows, _, head_dim = q.shape
+    num_kv_heads = k_pages.shape[1]
+    block_rows = min(block_rows, num_rows)
+    num_blocks = -(-num_rows // block_rows)
+    pad = num_blocks * block_rows - num_rows
+    qg = jnp.pad(q, ((0, pad), (0, 0), (0, 0))).reshape(num_blocks * block_rows, num_kv_heads, -1, head_dim)
+    qg = jnp.moveaxis(qg.reshape(num_blocks, block_rows, *qg.shape[1:]), 2, 1)  # [nb, Hkv, Tq, G, D]
+    seq_of = jnp.pad(seq_of, (0, pad), constant_values=-1).reshape(num_blocks, block_rows)
+    q_pos = jnp.pad(q_pos, (0, pad), constant_values=-1).reshape(num_blocks, block_rows)
+
+    def one_block(i, out):
+        block = _prefill_block(qg[i], k_pages, v_pages, layer, page_table, seq_of[i], q_pos[i],
+                               soft_cap=soft_cap, sliding_window=sliding_window,
+                               chunk_pages=chunk_pages, num_seqs_max=page_table.shape[0])
+        return out.at[i].set(jnp.moveaxis(block, 0, 1))
+
+    out = jnp.zeros((num_blocks, block_rows, num_kv_heads, qg.shape[3], head_dim), jnp.float32)
+    out = jax.lax.fori_loop(0, num_blocks, one_block, out)
+    return out.reshape(num_blocks * block_rows, num_kv_heads, -1, head_dim)[:num_rows]
+
+
+def _pad_page_table(page_table, multiple):
+    extra = -page_table.shape[1] % multiple
+    return jnp.pad(page_table, ((0, 0), (0, extra)))  # extra entries point at the sink page
+
+
+def xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
+                               sm_scale=None, soft_cap=None, sliding_window=None,
+                               decode_chunk_pages=None, prefill_chunk_tokens=256, prefill_block_rows=128):
+    """See the module docstring; knobs are static.  q [T, Hq, D] -> [T, Hq, D] (q.dtype)."""
+    num_rows, num_q_heads, head_dim = q.shape
+    num_kv_heads, page_size = k_pages.shape[1], k_pages.shape[3]
+    scale = head_dim ** -0.5 if sm_scale is None else sm_scale
+    qf = q.astype(jnp.float32) * scale
+    seq_of, q_pos = row_positions(cu_q_lens, kv_lens, num_seqs, num_rows)
+    q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
+    is_decode = (seq_of >= 0) & (q_lens[jnp.maximum(seq_of, 0)] == 1)
+    options = dict(soft_cap=soft_cap, sliding_window=sliding_window)
+
+    decode_pages = decode_chunk_pages or max(1, 128 // page_size)
+    prefill_pages = max(1, prefill_chunk_tokens // page_size)
+    num_decode = min(num_rows, page_table.shape[0])
+    decode_rows = jnp.nonzero(is_decode, size=num_decode, fill_value=num_rows)[0].astype(jnp.int32)
+    decoded = _decode_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, decode_pages), seq_of,
+                           q_pos, decode_rows, chunk_pages=decode_pages, **options)
+    out = _prefill_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, prefill_pages),
+                        jnp.where(is_decode, -1, seq_of), q_pos, chunk_pages=prefill_pages,
+                        block_rows=prefill_block_rows, **options)
+    out = out.at[decode_rows].set(decoded, mode="drop")
+    return out.reshape(num_rows, num_q_heads, head_dim).astype(q.dtype)
