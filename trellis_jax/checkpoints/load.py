@@ -1,0 +1,60 @@
+"""load_model: one entry point for every checkpoint kind (docs/CONTRACTS.md, "Checkpoints").
+
+`spec` is a GGUF file, a Hugging Face directory, an orbax directory written by `save_orbax`, a preset
+name from `configs/`, or None for the default model. Weights come back in `dtype` ("float32" or
+"bfloat16") with the tokenizer the checkpoint carries (None for a directory without tokenizer files).
+"""
+
+from __future__ import annotations
+
+import os
+
+from trellis_jax.checkpoints.default_model import default_gguf_path
+from trellis_jax.checkpoints.errors import CheckpointError
+from trellis_jax.checkpoints.loaded import LoadedModel
+from trellis_jax.checkpoints.presets import resolve_preset
+
+GGUF_MAGIC = b"GGUF"
+HF_TOKENIZER_FILE = "tokenizer.json"
+
+
+def load_model(spec: str | os.PathLike | None = None, *, dtype: str | None = None) -> LoadedModel:
+    """Load weights, config and tokenizer. `dtype` None means float32 (or the preset's dtype)."""
+    if spec is not None and not os.path.exists(spec):
+        spec, preset_dtype = resolve_preset(str(spec))
+        dtype = dtype or preset_dtype
+    dtype = dtype or "float32"
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    path = default_gguf_path() if spec is None else os.fspath(spec)
+    if os.path.isdir(path):
+        return _load_directory(path, dtype)
+    return _load_gguf(path, dtype)
+
+
+def _load_gguf(path: str, dtype: str) -> LoadedModel:
+    from trellis_jax.checkpoints.gguf_loader import load_gguf_weights
+    from trellis_jax.tokenizer import Tokenizer
+
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise CheckpointError(path, "not a GGUF file (bad magic); expected a .gguf file or a model directory")
+    config, params = load_gguf_weights(path, dtype)
+    return LoadedModel(config, params, Tokenizer.from_gguf(path), os.path.abspath(path))
+
+
+def _load_directory(path: str, dtype: str) -> LoadedModel:
+    from trellis_jax.checkpoints.hf_loader import load_hf_weights
+    from trellis_jax.checkpoints.orbax_io import is_orbax_dir, load_orbax
+
+    if is_orbax_dir(path):
+        return load_orbax(path, dtype)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise CheckpointError(path, "not a model directory: no config.json (Hugging Face) and no "
+                                    "trellis_model.json (orbax checkpoint)")
+    config, params = load_hf_weights(path, dtype)
+    tokenizer = None
+    if os.path.isfile(os.path.join(path, HF_TOKENIZER_FILE)):
+        from trellis_jax.tokenizer import Tokenizer
+        tokenizer = Tokenizer.from_hf_dir(path)
+    return LoadedModel(config, params, tokenizer, os.path.abspath(path))
