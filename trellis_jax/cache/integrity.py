@@ -75,8 +75,9 @@ def _check_pages(cache, tree_pages: list[int]) -> None:
     _require(len(set(tree_pages)) == len(tree_pages), "a page is owned by two tree nodes")
     _require(not set(free) & set(tree_pages), f"pages both free and in the tree: {sorted(set(free) & set(tree_pages))[:8]}")
     _require(all(allocator.is_allocated(p) for p in tree_pages), "a tree page is not allocated")
-    _require(all(cache._in_tree[p] for p in tree_pages), "tree page missing from the in-tree map")
-    _require(sum(cache._in_tree) == len(tree_pages), "in-tree map marks pages that no node holds")
+    mapped = [page for page, node in enumerate(cache._page_node) if node is not None]
+    _require(sorted(mapped) == sorted(tree_pages), "page->node map disagrees with the tree's pages")
+    _require(all(page in cache._page_node[page].pages for page in tree_pages), "page->node map points elsewhere")
     total = cache.num_free_pages + cache.num_evictable_pages + cache.num_locked_pages + cache.num_private_pages
     _require(cache.num_private_pages >= 0, f"negative private page count {cache.num_private_pages}")
     _require(total == cache.num_pages - 1,

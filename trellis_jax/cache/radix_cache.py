@@ -92,7 +92,7 @@ class RadixCache:
         self.shared_namespaces = frozenset(shared_namespaces)
         self._policy = get_policy(policy)
         self._root = TreeNode((), [], None, None, 0)
-        self._in_tree = bytearray(num_pages)
+        self._page_node: list[TreeNode | None] = [None] * num_pages  # tree page -> node holding it
         self._evictable = 0
         self._locked = 0
         self._logical_locked_tokens = 0
@@ -193,7 +193,8 @@ class RadixCache:
         node, pages_in_node, present_tokens = longest_match(self._root, key, owner, ps, bool(self.shared_namespaces))
         present = present_tokens // ps
         canonical = path_pages(node, pages_in_node)
-        duplicates = [mine for mine, tree in zip(page_ids[:present], canonical) if mine != tree]
+        differing = [(i, mine) for i, (mine, tree) in enumerate(zip(page_ids, canonical)) if mine != tree]
+        duplicates = [mine for i, mine in differing if not self._is_alternate_copy(mine, i, key, owner)]
         self._check_private(duplicates + page_ids[present:])
         if pages_in_node < len(node.pages):
             node = self._split(node, pages_in_node)
@@ -215,9 +216,23 @@ class RadixCache:
             raise ValueError(f"duplicate page ids passed to insert: {page_ids}")
         return tuple(tokens), page_ids
 
+    def _is_alternate_copy(self, page: int, index: int, key: tuple, owner) -> bool:
+        """True if ``page`` is a tree page for the same tokens on another visible path.
+
+        A private prefix can coexist with a shared copy inserted later; a request locked on the private
+        copy passes those pages while the canonical path is the shared one. They stay in the tree (the
+        caller's old lock still holds them) instead of being freed as duplicates.
+        """
+        node = self._page_node[page] if isinstance(page, int) and 0 < page < self.num_pages else None
+        if node is None or node.owner not in (owner, SHARED):
+            return False
+        ps, offset = self.page_size, node.pages.index(page)
+        end = node.depth - (len(node.pages) - 1 - offset) * ps
+        return end == (index + 1) * ps and node.key[offset * ps:(offset + 1) * ps] == key[end - ps:end]
+
     def _check_private(self, page_ids: list[int]) -> None:
         for page in page_ids:
-            if not isinstance(page, int) or not self.allocator.is_allocated(page) or self._in_tree[page]:
+            if not isinstance(page, int) or not self.allocator.is_allocated(page) or self._page_node[page]:
                 raise ValueError(f"page {page!r} is not a private page (allocated, outside the tree)")
 
     def _add_leaf(self, parent: TreeNode, key: tuple, pages: list[int], owner) -> TreeNode:
@@ -227,7 +242,7 @@ class RadixCache:
         leaf.access_count = 1  # its creation counts as the first use (LFU/SLRU start new nodes at 1)
         parent.children[(owner, key[:self.page_size])] = leaf
         for page in pages:
-            self._in_tree[page] = 1
+            self._page_node[page] = leaf
         self._evictable += len(pages)
         self._counters.inserted_pages += len(pages)
         self._policy.on_insert(leaf)
@@ -274,7 +289,7 @@ class RadixCache:
             else:
                 self._remove_leaf(victim)
             for page in pages:
-                self._in_tree[page] = 0
+                self._page_node[page] = None
             self.allocator.free(pages)
             self._evictable -= take
             freed += take
@@ -307,6 +322,8 @@ class RadixCache:
 
     def _split(self, node: TreeNode, num_pages: int) -> TreeNode:
         upper = split(node, num_pages, self.page_size)
+        for page in upper.pages:
+            self._page_node[page] = upper
         self._policy.on_split(upper, node)
         return upper
 
