@@ -1,0 +1,75 @@
+"""`IncrementalDetokenizer`: turns a stream of token ids into a stream of text pieces.
+
+Contract: `"".join(push(i) for i in ids) + flush() == tokenizer.decode(ids, skip_special_tokens)`, and
+no piece ever ends in a U+FFFD that only stands for an incomplete UTF-8 sequence (a character split
+across tokens is emitted once it is complete; `flush()` emits what is left, as `decode` would).
+Streaming responses and stop-string matching rely on this.
+
+Byte-level vocabularies (GPT-2, Llama 3, Qwen2, SmolLM) take the fast path: each id's bytes go through
+an incremental UTF-8 decoder, O(1) per token. Other decoders (sentencepiece with byte fallback, where
+the first token's leading space is stripped) re-decode the ids of the stream each push and emit the
+new suffix, holding back a trailing U+FFFD until more ids arrive — exact for any prefix-stable decoder.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+from .token_bytes import TokenBytes, has_byte_level_decoder
+from .tokenizer import Tokenizer
+
+_REPLACEMENT = "\ufffd"
+
+
+def _token_bytes_of(tokenizer: Tokenizer) -> TokenBytes | None:
+    # One cache per Tokenizer, shared by all its detokenizers (the Tokenizer itself stays read-only).
+    cached = tokenizer.__dict__.get("_token_bytes", False)
+    if cached is False:
+        hf = tokenizer.hf_tokenizer
+        cached = TokenBytes(hf, tokenizer.special_ids) if has_byte_level_decoder(hf) else None
+        tokenizer.__dict__["_token_bytes"] = cached
+    return cached
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True):
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.token_ids: list[int] = []
+        self._emitted: list[str] = []
+        self._emitted_len = 0
+        self._bytes = _token_bytes_of(tokenizer)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    @property
+    def text(self) -> str:
+        """Everything emitted so far."""
+        return "".join(self._emitted)
+
+    def push(self, token_id: int) -> str:
+        """Add one generated id; return the text it completes (possibly "")."""
+        token_id = self.tokenizer.check_ids([token_id])[0]
+        self.token_ids.append(token_id)
+        if self._bytes is not None:
+            piece = self._utf8.decode(self._bytes.get(token_id, self.skip_special_tokens), final=False)
+        else:
+            piece = self._redecode_suffix(final=False)
+        return self._emit(piece)
+
+    def flush(self) -> str:
+        """End of stream: emit whatever was held back (an incomplete sequence becomes U+FFFD)."""
+        if self._bytes is not None:
+            return self._emit(self._utf8.decode(b"", final=True))
+        return self._emit(self._redecode_suffix(final=True))
+
+    def _emit(self, piece: str) -> str:
+        if piece:
+            self._emitted.append(piece)
+            self._emitted_len += len(piece)
+        return piece
+
+    def _redecode_suffix(self, *, final: bool) -> str:
+        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=self.skip_special_tokens)
+        if not final:
+            text = text.rstrip(_REPLACEMENT)  # may be an incomplete character: wait for the next id
+        return text[self._emitted_len :]

@@ -1,0 +1,60 @@
+"""The raw bytes each token id stands for, for tokenizers whose decoder is byte-level (GPT-2 style).
+
+`tokenizers`' ByteLevel decoder maps every character of a token through GPT-2's byte alphabet (`Ġ` is
+a space, `Ċ` a newline, ...), or, when a token holds a character outside that alphabet (an added
+token like `<|x y|>`), takes the token's own UTF-8 bytes; the decoded text is the concatenation of
+these bytes decoded as UTF-8 with U+FFFD for invalid sequences. `TokenBytes` reproduces exactly that
+per id, so a stream can be decoded incrementally without re-decoding the whole sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from tokenizers import Tokenizer as HFTokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def byte_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in character for each byte value, inverted (char -> byte)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def has_byte_level_decoder(tok: HFTokenizer) -> bool:
+    decoder = json.loads(tok.to_str()).get("decoder") or {}
+    return decoder.get("type") == "ByteLevel"
+
+
+class TokenBytes:
+    """id -> bytes for a byte-level tokenizer; special ids map to b"" when skipped. Computed lazily and cached."""
+
+    def __init__(self, tok: HFTokenizer, special_ids: frozenset[int]):
+        self._tok = tok
+        self._special_ids = special_ids
+        self._cache: dict[int, bytes] = {}
+
+    def get(self, token_id: int, skip_special_tokens: bool) -> bytes:
+        if skip_special_tokens and token_id in self._special_ids:
+            return b""
+        cached = self._cache.get(token_id)
+        if cached is None:
+            cached = self._cache[token_id] = self._compute(token_id)
+        return cached
+
+    def _compute(self, token_id: int) -> bytes:
+        token = self._tok.id_to_token(token_id)
+        if token is None:
+            raise ValueError(f"token id {token_id} is outside the vocabulary")
+        alphabet = byte_alphabet()
+        if all(ch in alphabet for ch in token):
+            return bytes(alphabet[ch] for ch in token)
+        return token.encode("utf-8")

@@ -1,0 +1,192 @@
+"""`Tokenizer`: a Hugging Face `tokenizers.Tokenizer` plus the model's special tokens and chat template.
+
+Built from a GGUF file (`from_gguf`) or a Hugging Face directory (`from_hf_dir`); token ids are the
+model's. `encode` parses special-token text such as `<|im_start|>` by default and prepends BOS when the
+model asks for it (never twice: a prompt whose text already starts with BOS is left alone).
+`eos_token_ids` holds every id that ends a turn: EOS, the GGUF eot/eom ids, `generation_config.json`'s
+eos ids, and well-known end-of-turn specials present in the vocabulary (`<|im_end|>`, `<|eot_id|>`, ...).
+Instances are immutable after construction and safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tokenizers import Tokenizer as HFTokenizer
+
+from .chat_template import ChatTemplate
+from .errors import ChatTemplateError, TokenizerError
+
+# Specials that end an assistant turn in common chat formats (llama.cpp treats the same set as end-of-generation).
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+)
+
+
+class Tokenizer:
+    def __init__(
+        self,
+        hf_tokenizer: HFTokenizer,
+        *,
+        bos_token_id: int | None,
+        eos_token_id: int | None,
+        extra_eos_ids: Iterable[int] = (),
+        add_bos: bool = False,
+        chat_template: str | None = None,
+        source: str = "<memory>",
+    ):
+        self.source = source
+        self._tok = hf_tokenizer
+        # A copy that treats special-token text as plain text (parse_special=False); a separate object
+        # because the flag lives on the Rust tokenizer and flipping it would race between threads.
+        self._tok_literal = HFTokenizer.from_str(hf_tokenizer.to_str())
+        self._tok_literal.encode_special_tokens = True
+        self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
+        self.special_ids = frozenset(
+            token_id for token_id, added in hf_tokenizer.get_added_tokens_decoder().items() if added.special
+        )
+        self.bos_token_id = self._checked_id(bos_token_id, "bos")
+        self.eos_token_id = self._checked_id(eos_token_id, "eos")
+        self.add_bos = bool(add_bos) and self.bos_token_id is not None
+        self.eos_token_ids = self._end_of_turn_ids(extra_eos_ids)
+        self.bos_token = self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else None
+        self.eos_token = self.id_to_token(self.eos_token_id) if self.eos_token_id is not None else None
+        specials = {"bos_token": self.bos_token, "eos_token": self.eos_token}
+        self.chat_template = ChatTemplate(chat_template, specials, origin=source) if chat_template else None
+
+    # --- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike, *, reader=None) -> "Tokenizer":
+        """Tokenizer from a GGUF file's metadata; `reader` reuses an open `gguf.GGUFReader` of `path`."""
+        from .gguf_builder import build_tokenizer
+        from .gguf_vocab import read_gguf_vocab
+
+        vocab = read_gguf_vocab(path, reader=reader)
+        add_bos = vocab.add_bos if vocab.add_bos is not None else vocab.model == "llama"
+        ids = vocab.special_ids
+        return cls(
+            build_tokenizer(vocab),
+            bos_token_id=ids.get("bos"),
+            eos_token_id=ids.get("eos"),
+            extra_eos_ids=[ids[k] for k in ("eot", "eom") if k in ids],
+            add_bos=add_bos,
+            chat_template=vocab.chat_template,
+            source=vocab.source,
+        )
+
+    @classmethod
+    def from_hf_dir(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Tokenizer from a Hugging Face directory (tokenizer.json, tokenizer_config.json, ...)."""
+        from .hf_dir import read_hf_dir, token_string
+
+        files = read_hf_dir(path)
+        tok = files.tokenizer
+        bos_id = _id_of(tok, token_string(files.config.get("bos_token")))
+        eos_id = _id_of(tok, token_string(files.config.get("eos_token")))
+        add_bos = files.config.get("add_bos_token")
+        if add_bos is None:  # no explicit flag: does tokenizer.json's post-processor prepend BOS?
+            with_specials = tok.encode("a", add_special_tokens=True).ids
+            add_bos = bos_id is not None and with_specials[:1] == [bos_id] != tok.encode("a", add_special_tokens=False).ids[:1]
+        if eos_id is None and files.generation_eos_ids:
+            eos_id = files.generation_eos_ids[0]
+        return cls(
+            tok,
+            bos_token_id=bos_id,
+            eos_token_id=eos_id,
+            extra_eos_ids=files.generation_eos_ids,
+            add_bos=bool(add_bos),
+            chat_template=files.chat_template,
+            source=files.source,
+        )
+
+    def _checked_id(self, token_id: int | None, name: str) -> int | None:
+        if token_id is not None and not 0 <= token_id < self.vocab_size:
+            raise TokenizerError(f"{self.source}: {name} token id {token_id} outside the vocabulary ({self.vocab_size})")
+        return token_id
+
+    def _end_of_turn_ids(self, extra: Iterable[int]) -> tuple[int, ...]:
+        ids = [self.eos_token_id] if self.eos_token_id is not None else []
+        ids += [self._checked_id(int(i), "eos") for i in extra]
+        for text in END_OF_TURN_TOKENS:
+            token_id = self._tok.token_to_id(text)
+            if token_id is not None and token_id in self.special_ids:
+                ids.append(token_id)
+        return tuple(dict.fromkeys(ids))  # dedupe, keep order
+
+    # --- text <-> ids -------------------------------------------------------------------------------
+
+    def encode(self, text: str, parse_special: bool = True, add_bos: bool | None = None) -> list[int]:
+        """Token ids of `text`. `parse_special`: special-token text becomes its single id (else it is
+        tokenized as plain characters). `add_bos`: None follows the model's own setting."""
+        if not isinstance(text, str):
+            raise TokenizerError(f"encode() takes a str, got {type(text).__name__}")
+        tok = self._tok if parse_special else self._tok_literal
+        ids = tok.encode(text, add_special_tokens=False).ids
+        want_bos = self.add_bos if add_bos is None else add_bos and self.bos_token_id is not None
+        if want_bos and ids[:1] != [self.bos_token_id]:
+            ids.insert(0, self.bos_token_id)
+        return ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(self.check_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def check_ids(self, ids: Sequence[int]) -> list[int]:
+        """`ids` as a list of ints, or `TokenizerError` naming the first one outside the vocabulary."""
+        ids = [int(i) for i in ids]
+        for position, token_id in enumerate(ids):
+            if not 0 <= token_id < self.vocab_size:
+                raise TokenizerError(f"token id {token_id} at position {position} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return ids
+
+    def id_to_token(self, token_id: int) -> str:
+        token = self._tok.id_to_token(int(token_id))
+        if token is None:
+            raise TokenizerError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return token
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self.special_ids
+
+    @property
+    def hf_tokenizer(self) -> HFTokenizer:
+        """The underlying `tokenizers.Tokenizer` (do not mutate it)."""
+        return self._tok
+
+    # --- chat ---------------------------------------------------------------------------------------
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.chat_template is not None
+
+    def apply_chat_template(self, messages: Any, add_generation_prompt: bool = True, **kwargs: Any) -> str:
+        """The prompt text for `messages` (a list of {'role', 'content'} dicts), HF semantics."""
+        if self.chat_template is None:
+            raise ChatTemplateError(
+                f"{self.source}: this model has no chat template; send a plain prompt (completions) instead"
+            )
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def encode_chat(self, messages: Any, add_generation_prompt: bool = True, **kwargs: Any) -> list[int]:
+        """Token ids of the rendered chat; like HF, the template supplies BOS itself (none is added)."""
+        text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **kwargs)
+        return self.encode(text, parse_special=True, add_bos=False)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size}, eos_token_ids={self.eos_token_ids})"
+
+
+def _id_of(tok: HFTokenizer, token: str | None) -> int | None:
+    return tok.token_to_id(token) if token else None
