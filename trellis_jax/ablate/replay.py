@@ -1,0 +1,168 @@
+"""Simulation-mode replay: a trace through the production ``RadixCache`` (no model, no device).
+
+Each request goes through the cache exactly as the engine's scheduler drives it (``scheduler/kv_manager``):
+
+    m = match(prompt[:-1], ns); lock(m)       at least one prompt token is always computed (its logits)
+    own = alloc_pages(pages(kv_len) - |m|)    may evict unlocked leaves by the policy; kv_len below
+    insert(kv tokens cut to whole pages, m.page_ids + own, ns)   duplicates are freed by the cache
+    unlock(m); free_pages(own pages still private: the partial last page)
+
+``kv_len = prompt_len + max(output_len - 1, 0)``: the engine computes KV for the prompt and for every
+generated token but the last (sampled, never fed back), and inserts those whole pages, so the next turn
+of a chat (prompt = history + reply + new message) hits the reply too.
+
+A batch of up to ``max_batch`` requests is admitted (match, lock, allocate) before any of them finishes
+(insert, unlock), so running requests hold their pages while others are admitted; the engine publishes
+pages during prefill/decode, so with ``max_batch > 1`` sibling requests see each other's pages a little
+later here than in the engine. A request that cannot get its pages with nothing else running (prompt +
+output larger than the pool) is counted as rejected, with no hit. Capacity ``num_pages`` counts usable
+pages; the cache gets one more for the padding sink (page 0).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from trellis_jax.ablate.queueing import ServerModel, WaitingQueue
+from trellis_jax.ablate.trace import Trace, TraceRequest
+from trellis_jax.cache import OutOfPagesError, RadixCache, get_policy
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    num_pages: int
+    page_size: int = 16
+    policy: str = "lru"
+    order: str = "fcfs"
+    window: int = 16
+    max_batch: int = 1
+    check_integrity: bool = False  # run cache.check_integrity() after every batch (tests)
+
+    def __post_init__(self):
+        if self.num_pages < 1 or self.page_size < 1 or self.max_batch < 1:
+            raise ValueError(f"num_pages, page_size and max_batch must be >= 1: {self}")
+
+
+@dataclass
+class ReplayResult:
+    config: ReplayConfig
+    cached_tokens: np.ndarray  # [num_requests] hit tokens per request (trace order)
+    prompt_tokens: np.ndarray  # [num_requests]
+    served_order: list[int]  # trace indices in the order they were admitted
+    rejected: list[int]  # trace indices that did not fit in the pool
+    evicted_pages: int
+    inserted_pages: int
+    peak_pages: int  # most pages ever allocated at once (tree + private)
+    wall_s: float
+
+    @property
+    def hit_tokens(self) -> int:
+        return int(self.cached_tokens.sum())
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hit_tokens / int(self.prompt_tokens.sum())
+
+
+def kv_len(request: TraceRequest) -> int:
+    """Tokens whose KV the engine computes (and inserts, as whole pages) for this request."""
+    return request.prompt_len + max(request.output_len - 1, 0)
+
+
+@dataclass
+class _Running:
+    index: int
+    tokens: list[int]  # the kv_len tokens: prompt + output minus the last sampled token
+    match_pages: list[int]
+    handle: object
+    own_pages: list[int]
+
+
+class _Simulator:
+    def __init__(self, trace: Trace, config: ReplayConfig, server: ServerModel) -> None:
+        self.trace, self.config, self.server = trace, config, server
+        self.cache = RadixCache(config.num_pages + 1, config.page_size, policy=get_policy(config.policy),
+                                shared_namespaces=trace.shared_namespaces)
+        n = len(trace)
+        self.cached = np.zeros(n, np.int64)
+        self.served: list[int] = []
+        self.rejected: list[int] = []
+        self.peak_pages = 0
+
+    def prefix_len(self, request: TraceRequest) -> int:
+        prompt = request.prompt[:-1].tolist()
+        return self.cache.match(prompt, request.namespace).num_cached_tokens
+
+    def admit(self, index: int) -> _Running | None:
+        request, cache = self.trace.requests[index], self.cache
+        tokens = np.concatenate([request.prompt, request.output[:max(request.output_len - 1, 0)]]).tolist()
+        match = cache.match(tokens[:request.prompt_len - 1], request.namespace)
+        cache.lock(match.handle)
+        need = -(-len(tokens) // self.config.page_size) - len(match.page_ids)
+        try:
+            own = cache.alloc_pages(need)
+        except OutOfPagesError:
+            cache.unlock(match.handle)
+            return None
+        self.peak_pages = max(self.peak_pages, self.config.num_pages - cache.num_free_pages)
+        self.cached[index] = match.num_cached_tokens
+        return _Running(index, tokens, list(match.page_ids), match.handle, own)
+
+    def finish(self, run: _Running) -> None:
+        cache, ps = self.cache, self.config.page_size
+        full = len(run.tokens) // ps
+        new_full = full - len(run.match_pages)
+        private = run.own_pages
+        if new_full > 0:
+            cache.insert(run.tokens[:full * ps], run.match_pages + run.own_pages[:new_full],
+                         self.trace.requests[run.index].namespace)
+            private = run.own_pages[new_full:]
+        cache.unlock(run.handle)
+        if private:
+            cache.free_pages(private)
+
+    def run_batch(self, queue: WaitingQueue) -> None:
+        running: list[_Running] = []
+        for index in queue.candidates(self.prefix_len):
+            if len(running) == self.config.max_batch:
+                break
+            run = self.admit(index)
+            if run is None:
+                if running:
+                    break  # retried once the running batch has finished
+                self.rejected.append(index)
+            else:
+                running.append(run)
+                self.served.append(index)
+            queue.remove(index)
+        for run in running:
+            self.finish(run)
+        if queue.timed and running:
+            queue.advance(self.batch_seconds(running))
+        if self.config.check_integrity:
+            self.cache.check_integrity()
+
+    def batch_seconds(self, running: list[_Running]) -> float:
+        requests = self.trace.requests
+        uncached = sum(requests[r.index].prompt_len - int(self.cached[r.index]) for r in running)
+        return self.server.batch_seconds(uncached, max(requests[r.index].output_len for r in running))
+
+    def run(self) -> None:
+        queue = WaitingQueue(self.trace, self.config.order, self.config.window)
+        while queue:
+            self.run_batch(queue)
+
+
+def replay(trace: Trace, config: ReplayConfig, server: ServerModel = ServerModel()) -> ReplayResult:
+    """Replay ``trace`` through a fresh ``RadixCache`` built from ``config``; see the module docstring."""
+    start = time.perf_counter()
+    sim = _Simulator(trace, config, server)
+    sim.run()
+    wall = time.perf_counter() - start
+    stats = sim.cache.stats
+    prompt_tokens = np.fromiter((r.prompt_len for r in trace.requests), np.int64, len(trace))
+    return ReplayResult(config, sim.cached, prompt_tokens, sim.served, sim.rejected, stats.evicted_pages,
+                        stats.inserted_pages, sim.peak_pages, wall)
