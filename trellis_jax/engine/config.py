@@ -1,0 +1,78 @@
+"""`EngineConfig`: every engine option (what `LLM(**options)`, the server and the batch job accept).
+
+KV memory: give at most one of num_pages, kv_memory (bytes, or a string like "512MiB" / "2GB") and
+kv_memory_fraction (of free device memory); none = the runner's default. deterministic=True compiles a
+single token/sequence bucket, so every step runs the same shapes and a sequence's floats do not depend
+on what else is in the batch (slower: every step is padded to the largest bucket).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+from trellis_jax.scheduler.config import SCHEDULE_POLICIES
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(value: int | str) -> int:
+    """1048576, "1048576", "512MiB", "2GB" -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot read {value!r} as a memory size (e.g. 536870912, '512MiB', '2GB')")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str | None = None  # GGUF file, HF dir, orbax dir or preset; None = the default model
+    dtype: str = "float32"
+    page_size: int = 16
+    num_pages: int | None = None
+    kv_memory: int | str | None = None
+    kv_memory_fraction: float | None = None
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 512
+    max_model_len: int | None = None  # None: the model's context length, capped at 4096
+    eviction_policy: str = "lru"
+    schedule_policy: str = "lpm"
+    disable_radix_cache: bool = False
+    shared_namespaces: tuple[str, ...] = ()
+    deterministic: bool = False
+    attn_impl: str | None = None
+    compile_cache_dir: str | None = None
+    warmup: bool = True
+    check_integrity_when_idle: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")
+        if self.max_num_seqs > self.max_num_batched_tokens:
+            raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
+                             f"({self.max_num_batched_tokens})")
+        if self.schedule_policy not in SCHEDULE_POLICIES:
+            raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")
+        budgets = [n for n in ("num_pages", "kv_memory", "kv_memory_fraction") if getattr(self, n) is not None]
+        if len(budgets) > 1:
+            raise ValueError(f"give at most one KV budget, got {budgets}")
+        if self.kv_memory is not None:
+            parse_bytes(self.kv_memory)
+        object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
+
+    @property
+    def kv_memory_bytes(self) -> int | None:
+        return None if self.kv_memory is None else parse_bytes(self.kv_memory)
+
+    @classmethod
+    def from_options(cls, **options) -> EngineConfig:
+        """Keyword options -> config; an unknown option is a clear error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown engine option(s) {unknown}; known: {sorted(known)}")
+        return cls(**options)

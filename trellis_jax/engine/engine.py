@@ -1,0 +1,147 @@
+"""Engine: requests in, `step()` = schedule -> runner.run -> commit, streaming deltas and final outputs out.
+
+Single-threaded (AsyncEngine puts it on its own thread). The engine knows token ids, the scheduler and
+the runner; the text side of each completion lives in completion.py. A request with n > 1 becomes n
+scheduler sequences "<id>#<i>" over the same prompt: the first to run computes the prompt's pages
+and publishes them to the radix tree, the others wait for them and match them (shared, not recomputed).
+
+    add_request(id, prompt_token_ids, SamplingParams, namespace=, priority=)  (RequestRejected if it can never run)
+    step() -> [OutputDelta]          every completion that produced something, finished ones last-delta'd
+    abort(id) -> bool                at any stage; its streams get a final delta with finish_reason "abort"
+    pop_finished() -> [RequestOutput]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trellis_jax.engine.completion import CompletionState
+from trellis_jax.engine.outputs import OutputDelta, RequestOutput
+from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.scheduler import RequestEvent, Scheduler, StepOutputs
+
+
+class _RequestState:
+    def __init__(self, request_id: str, prompt: list[int], sampling: SamplingParams, completions) -> None:
+        self.request_id = request_id
+        self.prompt = prompt
+        self.sampling = sampling
+        self.completions: list[CompletionState] = completions
+
+    @property
+    def finished(self) -> bool:
+        return all(c.finished for c in self.completions)
+
+    def to_output(self) -> RequestOutput:
+        return RequestOutput(self.request_id, self.prompt, [c.output for c in self.completions])
+
+
+class Engine:
+    def __init__(self, scheduler: Scheduler, runner, *, make_detokenizer: Callable[[bool], object],
+                 eos_token_ids: tuple[int, ...] = ()) -> None:
+        """make_detokenizer(skip_special_tokens) -> an object with push(token_id) -> str and flush() -> str."""
+        self.scheduler = scheduler
+        self.runner = runner
+        self.eos_token_ids = tuple(eos_token_ids)
+        self._make_detokenizer = make_detokenizer
+        self._requests: dict[str, _RequestState] = {}
+        self._sequences: dict[str, tuple[_RequestState, int]] = {}  # scheduler id -> (request, index)
+        self._finished: list[RequestOutput] = []
+        self._pending: list[OutputDelta] = []
+        self.num_steps = 0
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams, *,
+                    namespace: str = "", priority: int = 0) -> None:
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        stop_ids = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(self.eos_token_ids))
+        completions = [CompletionState(i, self._make_detokenizer(sampling.skip_special_tokens), sampling.stop,
+                                       sampling.logprobs is not None) for i in range(sampling.n)]
+        state = _RequestState(request_id, list(prompt_token_ids), sampling, completions)
+        seq_ids = self._sequence_ids(request_id, sampling.n)
+        try:
+            for index, seq_id in enumerate(seq_ids):
+                self.scheduler.add_request(seq_id, state.prompt, sampling.to_arrays(index),
+                                           max_tokens=sampling.max_tokens, stop_token_ids=stop_ids,
+                                           namespace=namespace, priority=priority)
+                self._sequences[seq_id] = (state, index)
+        except ValueError:
+            for seq_id in seq_ids:
+                if self._sequences.pop(seq_id, None) is not None:
+                    self.scheduler.finish(seq_id, "abort")
+            raise
+        self._requests[request_id] = state
+
+    @staticmethod
+    def _sequence_ids(request_id: str, n: int) -> list[str]:
+        return [request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)]
+
+    def abort(self, request_id: str) -> bool:
+        state = self._requests.get(request_id)
+        if state is None:
+            return False
+        for seq_id in self._sequence_ids(request_id, state.sampling.n):
+            self.scheduler.finish(seq_id, "abort")
+            self._sequences.pop(seq_id, None)
+        for completion in state.completions:
+            completion.finish("abort")
+        self._collect(state, self._pending)
+        return True
+
+    def abort_all(self) -> None:
+        """Abort every request and drop undelivered deltas (after a failed step)."""
+        for request_id in list(self._requests):
+            self.abort(request_id)
+        self._pending = []
+        self._finished = []
+
+    def has_unfinished(self) -> bool:
+        """True while a request runs or a delta (e.g. of an abort) is still to be returned by step()."""
+        return bool(self._requests) or bool(self._pending)
+
+    def step(self) -> list[OutputDelta]:
+        """One engine step; returns the deltas of every completion that progressed (or was aborted)."""
+        deltas, self._pending = self._pending, []
+        if not self.scheduler.has_unfinished():
+            return deltas
+        plan = self.scheduler.schedule()
+        outputs = self.runner.run(plan) if not plan.is_empty else StepOutputs({})
+        events = self.scheduler.commit(plan, outputs)
+        if plan.is_empty and not events:
+            raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
+        self.num_steps += 1
+        touched = {}
+        for event in events:
+            state = self._apply(event)
+            if state is not None:
+                touched[state.request_id] = state
+        for state in touched.values():
+            self._collect(state, deltas)
+        return deltas
+
+    def _apply(self, event: RequestEvent) -> _RequestState | None:
+        entry = self._sequences.get(event.request_id)
+        if entry is None:
+            return None
+        state, index = entry
+        completion = state.completions[index]
+        completion.output.num_cached_tokens = event.num_cached_tokens
+        if event.token is None:
+            completion.finish(event.finish_reason or "abort")
+        elif completion.on_token(event.token, event.finish_reason):
+            self.scheduler.finish(event.request_id, "stop")  # a stop string: the scheduler did not see it
+        if completion.finished:
+            del self._sequences[event.request_id]
+        return state
+
+    def _collect(self, state: _RequestState, deltas: list[OutputDelta]) -> None:
+        for completion in state.completions:
+            delta = completion.delta(state.request_id, len(state.prompt))
+            if delta is not None:
+                deltas.append(delta)
+        if state.finished and self._requests.pop(state.request_id, None) is not None:
+            self._finished.append(state.to_output())
+
+    def pop_finished(self) -> list[RequestOutput]:
+        finished, self._finished = self._finished, []
+        return finished

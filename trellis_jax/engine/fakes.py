@@ -1,0 +1,130 @@
+"""Fakes for host-side tests of the scheduler, engine and server: outputs computable by hand.
+
+`FakeRunner` honours the StepPlan contract like the real runner: it keeps a fake KV pool (one token id
+per slot), writes every new token at `page_ids[pos // page_size]`, and in mode "sum" computes the next
+token from the context it *reads back through the page table*, so a wrong page (a cache bug) changes the
+output. Formulas (V = vocab_size):
+  "sum":       next = (sum of the sequence's tokens at positions 0 .. kv_len-1) % V
+  "increment": next = (last token + 1) % V
+With temperature > 0 a seeded offset is added: random.Random(f"{seed}:{rng_step}").randrange(V).
+`ByteTokenizer` is a tiny tokenizer over UTF-8 bytes (ids 0-255) plus BOS "<s>" 256 and EOS "</s>" 257.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+
+from trellis_jax.scheduler.plan import SampledToken, SequenceWork, StepOutputs, StepPlan
+
+BOS_ID = 256
+EOS_ID = 257
+_SPECIALS = {"<s>": BOS_ID, "</s>": EOS_ID}
+
+
+class FakeRunner:
+    def __init__(self, num_pages: int, page_size: int, *, vocab_size: int = 258, mode: str = "sum",
+                 max_num_tokens: int = 4096, max_num_seqs: int = 256) -> None:
+        if mode not in ("sum", "increment"):
+            raise ValueError(f"mode must be 'sum' or 'increment', got {mode!r}")
+        self.num_pages, self.page_size, self.vocab_size, self.mode = num_pages, page_size, vocab_size, mode
+        self.max_num_tokens, self.max_num_seqs = max_num_tokens, max_num_seqs
+        self.kv: dict[int, int] = {}  # slot (page * page_size + offset) -> token id
+        self.num_steps = 0
+        self.num_tokens_computed = 0
+        self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
+
+    def run(self, plan: StepPlan) -> StepOutputs:
+        self._check(plan)
+        self.num_steps += 1
+        self.num_tokens_computed += plan.num_tokens
+        tokens = {}
+        for work in plan.sequences:
+            self.computed.append((work.request_id, work.start_pos, len(work.token_ids)))
+            self._write(work)
+            if work.sample:
+                tokens[work.request_id] = self._sample(work)
+        return StepOutputs(tokens)
+
+    def _check(self, plan: StepPlan) -> None:
+        if plan.num_tokens > self.max_num_tokens or len(plan.sequences) > self.max_num_seqs:
+            raise ValueError(f"plan of {plan.num_tokens} tokens / {len(plan.sequences)} seqs exceeds the runner")
+        for work in plan.sequences:
+            if len(work.page_ids) * self.page_size < work.kv_len or not work.token_ids:
+                raise ValueError(f"bad work for {work.request_id}: {len(work.page_ids)} pages for kv_len {work.kv_len}")
+            if any(p <= 0 or p >= self.num_pages for p in work.page_ids):
+                raise ValueError(f"page id out of range (or the sink page 0) in {work.page_ids}")
+
+    def _slot(self, work: SequenceWork, pos: int) -> int:
+        return work.page_ids[pos // self.page_size] * self.page_size + pos % self.page_size
+
+    def _write(self, work: SequenceWork) -> None:
+        for i, token in enumerate(work.token_ids):
+            self.kv[self._slot(work, work.start_pos + i)] = token
+
+    def _sample(self, work: SequenceWork) -> SampledToken:
+        if self.mode == "sum":
+            base = sum(self.kv[self._slot(work, pos)] for pos in range(work.kv_len))
+        else:
+            base = work.token_ids[-1] + 1
+        if work.sampling.temperature > 0:
+            base += random.Random(f"{work.sampling.seed}:{work.rng_step}").randrange(self.vocab_size)
+        token = base % self.vocab_size
+        top = [((token + k) % self.vocab_size, -0.5 - k) for k in range(work.sampling.num_logprobs)]
+        return SampledToken(token, -0.5, top)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids; "<s>" / "</s>" parsed as BOS / EOS when parse_special."""
+
+    bos_token_id = BOS_ID
+    eos_token_ids = (EOS_ID,)
+    vocab_size = 258
+
+    def encode(self, text: str, parse_special: bool = True) -> list[int]:
+        ids: list[int] = []
+        i = 0
+        while i < len(text):
+            special = next((s for s in _SPECIALS if parse_special and text.startswith(s, i)), None)
+            if special:
+                ids.append(_SPECIALS[special])
+                i += len(special)
+            else:
+                ids.extend(text[i].encode())
+                i += 1
+        return ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        out, pending = [], bytearray()
+        for token in ids:
+            if token < 256:
+                pending.append(token)
+                continue
+            out.append(pending.decode(errors="replace"))
+            pending = bytearray()
+            if not skip_special_tokens:
+                out.append("<s>" if token == BOS_ID else "</s>")
+        out.append(pending.decode(errors="replace"))
+        return "".join(out)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        text = "".join(f"<{m['role']}>{m['content']}</s>" for m in messages)
+        return text + ("<assistant>" if add_generation_prompt else "")
+
+
+class ByteDetokenizer:
+    """Incremental detokenizer for ByteTokenizer (same push/flush contract as the real one)."""
+
+    def __init__(self, tokenizer: ByteTokenizer | None = None, *, skip_special_tokens: bool = True) -> None:
+        self.skip_special_tokens = skip_special_tokens
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def push(self, token_id: int) -> str:
+        if token_id < 256:
+            return self._utf8.decode(bytes([token_id]))
+        held = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return held if self.skip_special_tokens else held + ("<s>" if token_id == BOS_ID else "</s>")
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)

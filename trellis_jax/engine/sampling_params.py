@@ -1,0 +1,138 @@
+"""User-facing sampling parameters (`SamplingParams`), validated on construction.
+
+The engine turns them into the runner's per-sequence `SamplingArrays` (scheduler/plan.py); nothing here
+touches jax. Defaults follow the OpenAI API where it has one (temperature 1, top_p 1, no penalties).
+`SamplingParams.from_openai(body)` maps an OpenAI-style request body (completions or chat) onto them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from trellis_jax.scheduler.plan import SamplingArrays
+
+MAX_LOGPROBS = 20
+_SEED_RANGE = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one prompt's completions.
+
+    temperature 0 is greedy. top_k 0 (or -1) is off; top_p 1 and min_p 0 are off. presence/frequency
+    penalties act on generated tokens, repetition_penalty (1 = off) on prompt + generated tokens.
+    seed makes sampling reproducible (same seed => same output, whatever the batch); with n > 1,
+    completion i uses seed + i. stop: strings that end a completion (excluded from the text), checked
+    on the detokenized text across token boundaries. stop_token_ids end it too (as do the model's EOS
+    ids unless ignore_eos). max_tokens None means "until the context length cap". logprobs None returns
+    none; 0 returns the sampled token's logprob; N adds the top-N alternatives.
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    max_tokens: int | None = 16
+    logprobs: int | None = None
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        # Accept the convenient spellings (a single stop string, lists) but store tuples: frozen + hashable.
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids or ()))
+        if self.top_k == -1:
+            object.__setattr__(self, "top_k", 0)
+        _check(self.n >= 1, "n", self.n, ">= 1")
+        _check(self.temperature >= 0.0, "temperature", self.temperature, ">= 0")
+        _check(0.0 < self.top_p <= 1.0, "top_p", self.top_p, "in (0, 1]")
+        _check(self.top_k >= 0, "top_k", self.top_k, ">= 0 (0 or -1 = off)")
+        _check(0.0 <= self.min_p <= 1.0, "min_p", self.min_p, "in [0, 1]")
+        _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", self.presence_penalty, "in [-2, 2]")
+        _check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", self.frequency_penalty, "in [-2, 2]")
+        _check(self.repetition_penalty > 0.0, "repetition_penalty", self.repetition_penalty, "> 0")
+        _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", self.max_tokens, ">= 1 or None")
+        _check(self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS, "logprobs", self.logprobs,
+               f"None or in [0, {MAX_LOGPROBS}]")
+        _check(all(s for s in self.stop), "stop", self.stop, "non-empty strings")
+        _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", self.stop_token_ids, ">= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def with_updates(self, **changes) -> SamplingParams:
+        return replace(self, **changes)
+
+    def to_arrays(self, completion_index: int = 0, default_seed: int | None = None) -> SamplingArrays:
+        """The runner's view of completion `completion_index` (its seed is seed + index)."""
+        base_seed = self.seed if self.seed is not None else default_seed
+        if base_seed is None:
+            base_seed = random.randrange(_SEED_RANGE)
+        return SamplingArrays(
+            temperature=float(self.temperature), top_k=int(self.top_k), top_p=float(self.top_p),
+            min_p=float(self.min_p), presence_penalty=float(self.presence_penalty),
+            frequency_penalty=float(self.frequency_penalty),
+            repetition_penalty=float(self.repetition_penalty),
+            seed=(int(base_seed) + completion_index) % _SEED_RANGE,
+            num_logprobs=int(self.logprobs or 0),
+        )
+
+    @classmethod
+    def from_openai(cls, body: dict, **defaults) -> SamplingParams:
+        """Sampling fields of an OpenAI completions/chat request body (unknown keys are ignored).
+
+        Chat's `logprobs: bool` + `top_logprobs: int` and completions' `logprobs: int` both map to
+        `logprobs`. vLLM-style extras (top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos)
+        are accepted too. `defaults` fill fields the body does not set.
+        """
+        fields = dict(defaults)
+        for key in ("n", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                    "repetition_penalty", "seed", "stop_token_ids", "ignore_eos", "skip_special_tokens"):
+            if body.get(key) is not None:
+                fields[key] = body[key]
+        if body.get("stop") is not None:
+            fields["stop"] = body["stop"]
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None:
+            fields["max_tokens"] = max_tokens
+        logprobs = body.get("logprobs")
+        if isinstance(logprobs, bool):
+            fields["logprobs"] = int(body.get("top_logprobs") or 0) if logprobs else None
+        elif logprobs is not None:
+            fields["logprobs"] = logprobs
+        _check_types(fields)
+        return cls(**fields)
+
+
+_INT_FIELDS = ("n", "top_k", "seed", "max_tokens", "logprobs")
+_FLOAT_FIELDS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+
+
+def _check_types(fields: dict) -> None:
+    for key in _INT_FIELDS:
+        value = fields.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+    for key in _FLOAT_FIELDS:
+        value = fields.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+    stop = fields.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (
+            isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop)):
+        raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
+
+
+def _check(ok: bool, name: str, value, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"SamplingParams.{name} must be {expected}, got {value!r}")

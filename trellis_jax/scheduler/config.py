@@ -1,0 +1,33 @@
+"""`SchedulerConfig`: the scheduler's knobs, validated on construction (frozen, hashable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEDULE_POLICIES = ("lpm", "lpm-window", "dfs-weight", "fcfs", "priority")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """page_size: tokens per KV page. max_num_seqs: sequences per step. max_num_batched_tokens: the
+    per-step token budget (decodes take 1 each, prefill is chunked into what is left).
+    max_model_len: context length cap (prompt + output). schedule_policy: order of admission, see
+    scheduler/policy.py. enable_prefix_cache False: no radix tree (every page private, freed at the end).
+    lpm_window: how many of the oldest waiting requests "lpm-window" matches per step (bounds its cost).
+    """
+
+    page_size: int = 16
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 512
+    max_model_len: int = 2048
+    schedule_policy: str = "lpm"
+    enable_prefix_cache: bool = True
+    lpm_window: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "lpm_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"SchedulerConfig.{name} must be a positive int, got {value!r}")
+        if self.schedule_policy not in SCHEDULE_POLICIES:
+            raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")

@@ -1,0 +1,94 @@
+"""Page bookkeeping of running requests on top of the RadixCache (see request.py for the layout).
+
+The only scheduler module that talks to the cache. With the prefix cache disabled the cache runs with
+`enabled=False`: nothing matches, nothing enters the tree, every page stays private and is freed at the end.
+
+    acquire_prefix(req)   match req.token_ids[:-1] and lock it (at least one token is always computed:
+                          its logits give the next token); sets page_ids/num_computed
+    grow(req, kv_len)     private pages so that page_ids cover kv_len positions (evicts if needed)
+    publish(req)          insert every page filled since the last call; swap to the canonical pages,
+                          move the lock to the new handle
+    release(req)          unlock, free the private pages; req holds nothing afterwards
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trellis_jax.cache import OutOfPagesError, RadixCache
+from trellis_jax.scheduler.request import Request
+
+
+def pages_for(num_tokens: int, page_size: int) -> int:
+    return -(-num_tokens // page_size)
+
+
+class KVManager:
+    def __init__(self, cache: RadixCache) -> None:
+        self.cache = cache
+        self.page_size = cache.page_size
+
+    @property
+    def prefix_cache_enabled(self) -> bool:
+        return self.cache.enabled
+
+    @property
+    def num_usable_pages(self) -> int:
+        return self.cache.num_pages - 1  # page 0 is the padding sink
+
+    @property
+    def num_available_pages(self) -> int:
+        """Pages an allocation can get right now: free + evictable."""
+        return self.cache.num_free_pages + self.cache.num_evictable_pages
+
+    def cached_prefix_length(self, tokens: Sequence[int], namespace: str) -> int:
+        """How many leading tokens (whole pages, at most len-1) are in the tree; locks nothing."""
+        return self.cache.match(tokens[:len(tokens) - 1], namespace).num_cached_tokens
+
+    def acquire_prefix(self, request: Request) -> int:
+        """Match and lock the request's cached prefix; returns the number of cached tokens."""
+        tokens = request.token_ids
+        match = self.cache.match(tokens[:len(tokens) - 1], request.namespace or "")
+        self.cache.lock(match.handle)
+        request.handle = match.handle
+        request.page_ids = list(match.page_ids)
+        request.num_tree_pages = len(match.page_ids)
+        request.num_computed = match.num_cached_tokens
+        return match.num_cached_tokens
+
+    def grow(self, request: Request, kv_len: int) -> bool:
+        """Allocate private pages until page_ids cover kv_len positions; False (nothing changed) if short."""
+        missing = pages_for(kv_len, self.page_size) - len(request.page_ids)
+        if missing <= 0:
+            return True
+        try:
+            request.page_ids.extend(self.cache.alloc_pages(missing))
+        except OutOfPagesError:
+            return False
+        return True
+
+    def publish(self, request: Request) -> int:
+        """Insert the pages filled since the last publish into the tree; returns the tree page count."""
+        full_pages = request.num_computed // self.page_size
+        if not self.cache.enabled or full_pages <= request.num_tree_pages:
+            return request.num_tree_pages
+        tokens = request.token_ids[:full_pages * self.page_size]
+        result = self.cache.insert(tokens, request.page_ids[:full_pages], request.namespace or "")
+        self.cache.lock(result.handle)
+        self.cache.unlock(request.handle)
+        request.handle = result.handle
+        request.page_ids[:full_pages] = result.page_ids
+        request.num_tree_pages = full_pages
+        return full_pages
+
+    def release(self, request: Request) -> None:
+        """Give back everything the request holds: unlock its tree path, free its private pages."""
+        if request.handle is not None:
+            self.cache.unlock(request.handle)
+        private = request.page_ids[request.num_tree_pages:]
+        if private:
+            self.cache.free_pages(private)
+        request.handle = None
+        request.page_ids = []
+        request.num_tree_pages = 0
+        request.num_computed = 0

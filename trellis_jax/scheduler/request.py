@@ -1,0 +1,85 @@
+"""The scheduler's view of one sequence: its tokens, how far its KV is computed, and its pages.
+
+Page ownership of a running request (page_size S, cached/computed positions):
+
+    page_ids:  [ tree pages (locked via `handle`) | private pages (owned by this request) ]
+               [0 .............. num_tree_pages) [num_tree_pages ........ len(page_ids))
+    positions: pages cover 0 .. len(page_ids)*S - 1; KV is valid for positions < num_computed.
+
+A waiting request holds no pages and no lock. `token_ids` = prompt + generated tokens; the last
+generated token has no KV yet (it is the next step's input).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from trellis_jax.scheduler.plan import SampledToken, SamplingArrays
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """What commit reports per request: a new token (or None) and the finish reason (or None)."""
+
+    request_id: str
+    token: SampledToken | None
+    finish_reason: str | None = None
+    num_cached_tokens: int = 0  # prompt tokens found in the tree when the request was first admitted
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingArrays
+    max_tokens: int | None
+    stop_token_ids: frozenset[int]
+    namespace: str | None
+    priority: int
+    arrival: int
+    token_ids: list[int] = field(default_factory=list)
+    status: RequestStatus = RequestStatus.WAITING
+    finish_reason: str | None = None
+    num_computed: int = 0
+    page_ids: list[int] = field(default_factory=list)
+    num_tree_pages: int = 0
+    handle: object = None
+    num_cached_tokens: int | None = None  # prompt tokens found in the tree at first admission
+    num_preemptions: int = 0
+    page_hashes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.token_ids:
+            self.token_ids = list(self.prompt_token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - len(self.prompt_token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[len(self.prompt_token_ids):]
+
+    @property
+    def num_to_compute(self) -> int:
+        return len(self.token_ids) - self.num_computed
+
+    @property
+    def is_prefilling(self) -> bool:
+        """True until the KV of every token but the last is computed (the last is the decode input)."""
+        return self.num_to_compute > 1
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED

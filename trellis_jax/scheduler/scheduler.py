@@ -1,0 +1,249 @@
+"""Scheduler: continuous batching with chunked prefill over the radix cache (host only, no jax).
+
+One step: `schedule() -> StepPlan`, the runner computes it, `commit(plan, outputs) -> [RequestEvent]`.
+
+schedule():
+  1. Running requests, decodes first, then prefill continuations (oldest first within each), under
+     the per-step token budget: a decode takes 1 token, a prefill chunk what is left, so a long prompt
+     never stalls the running decodes. Pages are grown as needed; when the pool (free + evictable) is
+     short, the youngest running request is preempted (recompute: its private pages freed, its tree
+     pages unlocked but kept, it goes back to waiting and later re-matches them).
+  2. If nothing was preempted, waiting requests in policy order are admitted while budget, sequence
+     slots and pages (free + evictable minus what running prefills still need) allow. A request whose
+     first uncached page another running request is computing right now is deferred one step: that
+     page enters the tree as soon as it is filled, and the deferred request matches it then.
+commit(): advances computed lengths, publishes every newly filled page to the tree, appends sampled
+  tokens, applies stop token ids / max_tokens / the context cap, releases finished requests.
+A request that cannot fit alone in the pool finishes with "length"; none ever leaks a page.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from trellis_jax.cache import RadixCache
+from trellis_jax.scheduler.config import SchedulerConfig
+from trellis_jax.scheduler.inflight import InflightPrefixes
+from trellis_jax.scheduler.kv_manager import KVManager, pages_for
+from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
+from trellis_jax.scheduler.policy import make_policy
+from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
+from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
+
+
+class RequestRejected(ValueError):
+    """The request can never run here (too long for the context cap or the KV pool)."""
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, cache: RadixCache) -> None:
+        if cache.page_size != config.page_size:
+            raise ValueError(f"cache page_size {cache.page_size} != scheduler page_size {config.page_size}")
+        if cache.enabled != config.enable_prefix_cache:
+            raise ValueError(f"cache enabled={cache.enabled} but enable_prefix_cache={config.enable_prefix_cache}")
+        self.config = config
+        self.kv = KVManager(cache)
+        self.policy = make_policy(config.schedule_policy, page_size=config.page_size, lpm_window=config.lpm_window)
+        self.inflight = InflightPrefixes(config.page_size)
+        self.waiting: dict[str, Request] = {}
+        self.running: list[Request] = []
+        self.requests: dict[str, Request] = {}
+        self.stats = SchedulerStats()
+        self._events: list[RequestEvent] = []
+        self._arrivals = itertools.count()
+
+    # ---- requests ---------------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingArrays, *,
+                    max_tokens: int | None = None, stop_token_ids: Iterable[int] = (), namespace: str = "",
+                    priority: int = 0) -> Request:
+        """Queue a request; RequestRejected if it can never run, ValueError on a duplicate id."""
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        self.check_fits(request_id, prompt_token_ids)
+        request = Request(request_id, list(prompt_token_ids), sampling, max_tokens, frozenset(stop_token_ids),
+                          namespace or "", priority, next(self._arrivals))
+        self.requests[request_id] = request
+        self.waiting[request_id] = request
+        return request
+
+    def check_fits(self, request_id: str, prompt: list[int]) -> None:
+        """RequestRejected if this prompt could never run (reads only the config: safe from any thread)."""
+        if not prompt:
+            raise RequestRejected(f"request {request_id!r}: empty prompt")
+        if len(prompt) >= self.config.max_model_len:
+            raise RequestRejected(f"request {request_id!r}: prompt of {len(prompt)} tokens leaves no room under "
+                                  f"the context length cap of {self.config.max_model_len}")
+        needed = pages_for(len(prompt) + 1, self.config.page_size)
+        if needed > self.kv.num_usable_pages:
+            raise RequestRejected(f"request {request_id!r}: needs {needed} KV pages, the pool has "
+                                  f"{self.kv.num_usable_pages}")
+
+    def finish(self, request_id: str, reason: str = "abort") -> bool:
+        """End a request at any stage (abort, a stop string); frees its pages. False if unknown/finished."""
+        request = self.requests.get(request_id)
+        if request is None:
+            return False
+        self._finish(request, reason)
+        return True
+
+    def abort(self, request_id: str) -> bool:
+        return self.finish(request_id, "abort")
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    # ---- step -------------------------------------------------------------------------------------
+    def schedule(self) -> StepPlan:
+        step = StepBuilder(self.config.max_num_batched_tokens)
+        decodes = [r for r in self.running if not r.is_prefilling]
+        prefills = [r for r in self.running if r.is_prefilling]
+        for request in decodes + prefills:
+            if request.status is not RequestStatus.RUNNING:
+                continue  # preempted or finished earlier in this loop
+            n = min(request.num_to_compute, step.budget)
+            if n > 0 and self._grow(request, request.num_computed + n, step):
+                step.add(self._work(request, n))
+        if not step.preempted:
+            self._admit(step)
+        self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
+        return StepPlan(step.sequences())
+
+    def commit(self, plan: StepPlan, outputs: StepOutputs) -> list[RequestEvent]:
+        events, self._events = self._events, []
+        for work in plan.sequences:
+            request = self.requests.get(work.request_id)
+            if request is None or request.status is not RequestStatus.RUNNING or request.num_computed != work.start_pos:
+                continue  # finished or preempted since the plan was made
+            self._advance(request, work)
+            if work.sample:
+                events.append(self._append_token(request, outputs, work.request_id))
+        return events
+
+    def _advance(self, request: Request, work: SequenceWork) -> None:
+        request.num_computed += len(work.token_ids)
+        self.stats.observe_computed(len(work.token_ids), is_decode=work.sample and len(work.token_ids) == 1)
+        if self.kv.prefix_cache_enabled:
+            self.inflight.mark_computed(request, self.kv.publish(request))
+
+    def _append_token(self, request: Request, outputs: StepOutputs, request_id: str) -> RequestEvent:
+        if request_id not in outputs.tokens:
+            raise ValueError(f"runner returned no token for request {request_id!r} (sample=True)")
+        token = outputs.tokens[request_id]
+        request.token_ids.append(token.token_id)
+        reason = self._stop_reason(request, token.token_id)
+        if reason is not None:
+            self._finish(request, reason, emit=False)
+        return RequestEvent(request_id, token, reason, request.num_cached_tokens or 0)
+
+    def _stop_reason(self, request: Request, token_id: int) -> str | None:
+        if token_id in request.stop_token_ids:
+            return "stop"
+        if request.max_tokens is not None and request.num_output_tokens >= request.max_tokens:
+            return "length"
+        if len(request.token_ids) >= self.config.max_model_len:
+            return "length"
+        return None
+
+    # ---- admission --------------------------------------------------------------------------------
+    def _admit(self, step: StepBuilder) -> None:
+        if not self.waiting:
+            return
+        for request in self.policy.order(list(self.waiting.values()), self._cached_prefix_length):
+            if step.budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                return
+            if not self._try_admit(request, step):
+                return
+
+    def _cached_prefix_length(self, request: Request) -> int:
+        if not self.kv.prefix_cache_enabled:
+            return 0
+        return self.kv.cached_prefix_length(request.token_ids, request.namespace)
+
+    def _try_admit(self, request: Request, step: StepBuilder) -> bool:
+        """Admit `request` if it fits; True to keep admitting others, False to stop this step."""
+        total_pages = pages_for(len(request.token_ids), self.config.page_size)
+        if total_pages > self.kv.num_usable_pages:  # grew past the pool while preempted
+            self._finish(request, "length", emit=True)
+            return True
+        cached = self.kv.acquire_prefix(request)
+        if self.kv.prefix_cache_enabled and self.inflight.blocks(request, cached):
+            self.kv.release(request)
+            return True
+        if total_pages - len(request.page_ids) > self.kv.num_available_pages - self._pages_owed_to_prefills():
+            self.kv.release(request)
+            return False
+        n = min(request.num_to_compute, step.budget)
+        if not self.kv.grow(request, request.num_computed + n):
+            self.kv.release(request)
+            return False
+        self._start_running(request, cached)
+        step.add(self._work(request, n))
+        return True
+
+    def _start_running(self, request: Request, cached: int) -> None:
+        del self.waiting[request.request_id]
+        self.running.append(request)
+        request.status = RequestStatus.RUNNING
+        if request.num_cached_tokens is None:
+            request.num_cached_tokens = cached
+            self.stats.observe_admitted(request.num_prompt_tokens, cached)
+        if self.kv.prefix_cache_enabled:
+            self.inflight.register(request)
+
+    def _pages_owed_to_prefills(self) -> int:
+        """Pages running prefills will still allocate to finish their prompts."""
+        ps = self.config.page_size
+        return sum(max(0, pages_for(len(r.token_ids), ps) - len(r.page_ids)) for r in self.running if r.is_prefilling)
+
+    # ---- memory pressure --------------------------------------------------------------------------
+    def _grow(self, request: Request, kv_len: int, step: StepBuilder) -> bool:
+        """Pages for kv_len positions, preempting the youngest running requests if short."""
+        while not self.kv.grow(request, kv_len):
+            victim = max(self.running, key=lambda r: r.arrival)
+            if victim is request and len(self.running) == 1:
+                self._finish(request, "length", emit=True)  # alone, and the pool still cannot hold it
+                return False
+            self._preempt(victim, step)
+            if victim is request:
+                return False
+        return True
+
+    def _preempt(self, request: Request, step: StepBuilder) -> None:
+        self.running.remove(request)
+        self.inflight.release(request)
+        self.kv.release(request)
+        request.status = RequestStatus.WAITING
+        request.num_preemptions += 1
+        self.waiting[request.request_id] = request
+        step.drop(request.request_id)
+        self.stats.num_preemptions += 1
+
+    def _finish(self, request: Request, reason: str, emit: bool = False) -> None:
+        if request.status is RequestStatus.RUNNING:
+            self.running.remove(request)
+            self.inflight.release(request)
+            self.kv.release(request)
+        else:
+            self.waiting.pop(request.request_id, None)
+        request.status = RequestStatus.FINISHED
+        request.finish_reason = reason
+        del self.requests[request.request_id]
+        if emit:
+            self._events.append(RequestEvent(request.request_id, None, reason, request.num_cached_tokens or 0))
+
+    def _work(self, request: Request, n: int) -> SequenceWork:
+        start = request.num_computed
+        s = request.sampling
+        penalized = s.presence_penalty != 0.0 or s.frequency_penalty != 0.0 or s.repetition_penalty != 1.0
+        return SequenceWork(
+            request_id=request.request_id,
+            token_ids=request.token_ids[start:start + n],
+            start_pos=start,
+            page_ids=request.page_ids[:pages_for(start + n, self.config.page_size)],
+            sample=start + n == len(request.token_ids),
+            sampling=s,
+            rng_step=request.num_output_tokens,
+            penalty_context=request.output_token_ids if penalized else [],
+            prompt_token_ids=list(request.prompt_token_ids) if s.repetition_penalty != 1.0 else [],
+        )

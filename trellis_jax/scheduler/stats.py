@@ -1,0 +1,60 @@
+"""Scheduler counters (`SchedulerStats`) and the per-step plan under construction (`StepBuilder`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trellis_jax.scheduler.plan import SequenceWork
+
+
+@dataclass
+class SchedulerStats:
+    """Cumulative since construction. Pages in use = locked + private (evictable tree pages are not)."""
+
+    num_preemptions: int = 0
+    num_admitted: int = 0
+    num_prompt_tokens: int = 0
+    num_cached_prompt_tokens: int = 0  # prompt tokens found in the tree at first admission
+    num_prefill_tokens_computed: int = 0  # every computed token that was not a plain decode
+    num_decode_tokens_computed: int = 0
+    peak_pages_in_use: int = 0
+
+    def observe_admitted(self, num_prompt_tokens: int, num_cached: int) -> None:
+        self.num_admitted += 1
+        self.num_prompt_tokens += num_prompt_tokens
+        self.num_cached_prompt_tokens += num_cached
+
+    def observe_computed(self, num_tokens: int, is_decode: bool) -> None:
+        if is_decode:
+            self.num_decode_tokens_computed += num_tokens
+        else:
+            self.num_prefill_tokens_computed += num_tokens
+
+    def observe_pages(self, pages_in_use: int) -> None:
+        self.peak_pages_in_use = max(self.peak_pages_in_use, pages_in_use)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.num_cached_prompt_tokens / self.num_prompt_tokens if self.num_prompt_tokens else 0.0
+
+
+class StepBuilder:
+    """The sequences of the step being scheduled and the token budget left (preemption refunds it)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.preempted = False
+        self._works: dict[str, SequenceWork] = {}
+
+    def add(self, work: SequenceWork) -> None:
+        self._works[work.request_id] = work
+        self.budget -= len(work.token_ids)
+
+    def drop(self, request_id: str) -> None:
+        self.preempted = True
+        work = self._works.pop(request_id, None)
+        if work is not None:
+            self.budget += len(work.token_ids)
+
+    def sequences(self) -> list[SequenceWork]:
+        return list(self._works.values())
