@@ -108,7 +108,12 @@ class ModelConfig:
         arch = _hf_architecture(hf)
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
-        sliding = hf.get("sliding_window") if arch == "mistral" or hf.get("use_sliding_window") else None
+        if hf.get("hidden_act", "silu") not in ("silu", "swish") or hf.get("mlp_bias"):
+            raise ValueError(f"only SiLU-gated MLPs without bias are supported (hidden_act="
+                             f"{hf.get('hidden_act')!r}, mlp_bias={hf.get('mlp_bias')!r})")
+        if arch == "qwen2" and hf.get("use_sliding_window"):
+            raise ValueError("Qwen2 use_sliding_window (a window on some layers only) is not supported")
+        sliding = hf.get("sliding_window") if arch == "mistral" else None
         return cls(
             architecture=arch,
             vocab_size=int(hf["vocab_size"]),

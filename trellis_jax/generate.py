@@ -1,0 +1,122 @@
+"""See the model talk: a simple batched decoding loop over the paged forward, and its CLI.
+
+    python -m trellis_jax.generate --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--json]
+                                   [--model GGUF|HF_DIR|ORBAX_DIR|PRESET] [--dtype float32|bfloat16]
+
+Contract: `generate_tokens(loaded, prompts, max_tokens, ...)` prefills every prompt in one call, then
+decodes all sequences together with fixed shapes (one compile for prefill, one for decode), greedy at
+temperature 0, else sampling from softmax(logits / T) with a seeded numpy generator. A sequence stops
+after one of `stop_ids` (kept in the output) or max_tokens. The prompt text is tokenized with the
+model's special tokens recognised, so a pre-rendered chat prompt works as given; `--chat` wraps it as
+one user message with the model's chat template. The engine (trellis_jax/engine) is the real server path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
+
+PAGE_SIZE = 16
+
+
+def generate_tokens(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *, temperature: float = 0.0,
+                    seed: int = 0, stop_ids: Sequence[int] = (), attn_impl: str | None = None) -> list[list[int]]:
+    """New token ids for each prompt (batched decoding over paged KV)."""
+    if max_tokens < 1 or not prompts or min(len(p) for p in prompts) < 1:
+        raise ValueError(f"need max_tokens >= 1 and non-empty prompts, got {max_tokens}, {[len(p) for p in prompts]}")
+    config = loaded.config
+    if max(len(p) for p in prompts) + max_tokens > config.max_position_embeddings:
+        raise ValueError(f"prompt + max_tokens exceeds the model's context ({config.max_position_embeddings})")
+    tables = sequential_page_tables([len(p) + max_tokens for p in prompts], PAGE_SIZE)
+    pages_per_seq = max(len(t) for t in tables)
+    kv = init_kv_pages(config, 1 + sum(len(t) for t in tables), PAGE_SIZE)
+    rng = np.random.default_rng(seed)
+    step = dict(config=config, attn_impl=attn_impl)
+
+    batch = build_step_inputs(prompts, [0] * len(prompts), tables, PAGE_SIZE, pages_per_seq=pages_per_seq,
+                              num_token_rows=_bucket(sum(len(p) for p in prompts)))
+    logits, kv = jit_forward(loaded.params, kv, batch, **step)
+    outputs = [[token] for token in _sample(np.asarray(logits), temperature, rng)]
+    lengths = [len(p) for p in prompts]
+    for _ in range(max_tokens - 1):
+        if all(_finished(out, stop_ids) for out in outputs):
+            break
+        batch = build_step_inputs([[out[-1]] for out in outputs], lengths, tables, PAGE_SIZE,
+                                  pages_per_seq=pages_per_seq)
+        logits, kv = jit_forward(loaded.params, kv, batch, **step)
+        lengths = [n + 1 for n in lengths]
+        for out, token in zip(outputs, _sample(np.asarray(logits), temperature, rng)):
+            if not _finished(out, stop_ids):
+                out.append(token)
+    return outputs
+
+
+def _bucket(num_tokens: int) -> int:
+    """Pad prefill lengths to a power of two (>= 16) so nearby prompt sizes share one compile."""
+    return max(16, 1 << (num_tokens - 1).bit_length())
+
+
+def _finished(tokens: list[int], stop_ids: Sequence[int]) -> bool:
+    return bool(tokens) and tokens[-1] in stop_ids
+
+
+def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> list[int]:
+    """logits [S, V] -> one token per row."""
+    if temperature <= 0:
+        return [int(i) for i in logits.argmax(axis=-1)]
+    scaled = logits / temperature
+    probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return [int(rng.choice(len(row), p=row)) for row in probs]
+
+
+def prompt_token_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
+    if chat:
+        return tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    return tokenizer.encode(prompt, parse_special=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m trellis_jax.generate", description=__doc__.split("\n")[0])
+    parser.add_argument("--prompt", required=True, help="prompt text (special tokens such as <|im_start|> are parsed)")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt as one user message (chat template)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print prompt_token_ids, token_ids and text as JSON")
+    parser.add_argument("--model", default=None, help="GGUF file, HF dir, orbax dir or preset (default: SmolLM2-135M)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    args = parser.parse_args(argv)
+    if args.max_tokens < 1 or args.temperature < 0:
+        parser.error("--max-tokens must be >= 1 and --temperature >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    from trellis_jax.checkpoints import load_model
+
+    args = parse_args(argv)
+    loaded = load_model(args.model, dtype=args.dtype)
+    if loaded.tokenizer is None:
+        print(f"error: {loaded.source} has no tokenizer files; cannot tokenize a text prompt", file=sys.stderr)
+        return 2
+    tokenizer = loaded.tokenizer
+    prompt_ids = prompt_token_ids(tokenizer, args.prompt, args.chat)
+    [token_ids] = generate_tokens(loaded, [prompt_ids], args.max_tokens, temperature=args.temperature,
+                                  seed=args.seed, stop_ids=tokenizer.eos_token_ids)
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    if args.json:
+        print(json.dumps({"prompt_token_ids": prompt_ids, "token_ids": token_ids, "text": text}, ensure_ascii=False))
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
