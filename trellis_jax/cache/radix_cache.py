@@ -26,6 +26,7 @@ Methods (mutation / locking):
   prefix of whole pages visible to ``namespace``. Mutates structure only by splitting the node the match
   ends in (so the handle covers exactly the matched pages) and refreshes access metadata on the path.
   Locks nothing: lock the handle before the next mutating call, or it may be evicted or trimmed.
+- ``peek(tokens, namespace="") -> int``: what match would return in tokens; mutates nothing.
 - ``lock(handle)`` / ``unlock(handle)``: +1 / -1 reference count on every node from handle to root. The
   root handle (nothing cached) is a no-op. Unlocking below zero or using an evicted handle: ValueError.
 - ``insert(tokens, page_ids, namespace="", priority=None) -> InsertResult(num_present_tokens, page_ids,
@@ -144,6 +145,17 @@ class RadixCache:
         self._counters.miss_tokens += len(tokens) - matched
         self._touch(node, hit=True)
         return MatchResult(matched, path_pages(node, len(node.pages)), node)
+
+    def peek(self, tokens: Sequence[int], namespace: str = "") -> int:
+        """Cached tokens ``match`` would return, without mutating anything (no split, access or stats).
+
+        For cache-aware ordering in the scheduler: how much of a waiting prompt is cached right now.
+        """
+        key = self._page_key(tokens)
+        owner = self._owner(namespace)
+        if not self.enabled or not key:
+            return 0
+        return longest_match(self._root, key, owner, self.page_size, bool(self.shared_namespaces))[2]
 
     def lock(self, handle: TreeNode) -> None:
         """Pin the path root..handle: its pages cannot be evicted until the matching unlock."""
