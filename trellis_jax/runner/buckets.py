@@ -1,0 +1,93 @@
+"""The finite set of step shapes the runner compiles: (token rows T, sequence rows S, pages per row P).
+
+Contract: `BucketSet.select(num_tokens, num_seqs, num_pages)` returns the smallest compiled shape that
+holds a step, or raises `BucketOverflowError` naming the limit it exceeds; `BucketSet.all()` lists every
+shape `select` can return, which is exactly what warm-up compiles. A shape with more sequence rows than
+token rows is kept only when it is the smallest one that holds T one-token sequences (pure decode), so
+the count of shapes stays near |T buckets| x |S buckets|.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class Bucket(NamedTuple):
+    num_tokens: int  # T
+    num_seqs: int  # S
+    pages_per_seq: int  # P
+
+
+class BucketOverflowError(ValueError):
+    """A step is larger than the largest compiled bucket (the scheduler must respect the runner's limits)."""
+
+
+def powers_of_two(low: int, high: int) -> tuple[int, ...]:
+    """low, 2*low, ... up to and including `high` (added even if not a power of two)."""
+    if not 1 <= low <= high:
+        raise ValueError(f"need 1 <= low <= high, got {low}, {high}")
+    values = []
+    value = low
+    while value < high:
+        values.append(value)
+        value *= 2
+    return tuple(values) + (high,)
+
+
+@dataclass(frozen=True)
+class BucketSet:
+    token_buckets: tuple[int, ...]
+    seq_buckets: tuple[int, ...]
+    page_buckets: tuple[int, ...]
+
+    def __post_init__(self):
+        for name in ("token_buckets", "seq_buckets", "page_buckets"):
+            values = tuple(getattr(self, name))
+            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
+            object.__setattr__(self, name, tuple(sorted(set(values))))
+        if self.max_num_seqs > self.max_num_tokens:
+            raise ValueError(f"largest seq bucket {self.max_num_seqs} exceeds largest token bucket "
+                             f"{self.max_num_tokens}: a step of that many sequences could never be filled")
+
+    @property
+    def max_num_tokens(self) -> int:
+        return self.token_buckets[-1]
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.seq_buckets[-1]
+
+    @property
+    def max_pages_per_seq(self) -> int:
+        return self.page_buckets[-1]
+
+    def select(self, num_tokens: int, num_seqs: int, num_pages: int) -> Bucket:
+        """Smallest bucket with T >= num_tokens, S >= num_seqs, P >= num_pages."""
+        if num_seqs < 1 or num_tokens < num_seqs:
+            raise ValueError(f"a step needs >= 1 sequence and >= 1 token per sequence, "
+                             f"got {num_tokens} tokens for {num_seqs} sequences")
+        tokens = _smallest_at_least(self.token_buckets, num_tokens, "tokens", "max_num_tokens")
+        seqs = _smallest_at_least(self.seq_buckets, num_seqs, "sequences", "max_num_seqs")
+        pages = _smallest_at_least(self.page_buckets, num_pages, "pages per sequence", "max_pages_per_seq")
+        return Bucket(tokens, seqs, pages)
+
+    def all(self) -> list[Bucket]:
+        """Every bucket `select` can return, smallest first."""
+        shapes = []
+        for tokens in self.token_buckets:
+            fitting = [s for s in self.seq_buckets if s <= tokens]
+            above = [s for s in self.seq_buckets if s > tokens][:1]  # holds `tokens` one-token sequences
+            for seqs in fitting + above:
+                shapes.extend(Bucket(tokens, seqs, pages) for pages in self.page_buckets)
+        return shapes
+
+
+def _smallest_at_least(values: tuple[int, ...], needed: int, what: str, limit_name: str) -> int:
+    index = bisect.bisect_left(values, needed)
+    if index == len(values):
+        raise BucketOverflowError(f"step has {needed} {what}, more than the largest compiled bucket "
+                                  f"({limit_name} = {values[-1]}); the scheduler must stay within it")
+    return values[index]

@@ -1,0 +1,146 @@
+"""Packing: a host `StepPlan` -> padded numpy arrays of one compiled bucket (the ragged layout).
+
+Contract: `pack(plan, buckets, page_size=, num_pages=, vocab_size=, max_logprobs=)` validates the plan
+(clear ValueError on bad ids, pages, positions or knobs; BucketOverflowError past the largest bucket)
+and returns a `PackedStep`: the bucket, the model's `StepInputs`, the sampling knobs and which rows
+sample. Padding follows docs/CONTRACTS.md: padded token rows write to slot 0 of the sink page 0, padded
+page-table entries are 0, padded sequences have kv_len 0 and an empty query range. Only the pages a
+sequence needs (ceil(kv_len / page_size)) enter its page-table row, so the page bucket is the smallest
+that covers the step's longest context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trellis_jax.model.inputs import StepInputs
+from trellis_jax.runner.buckets import Bucket, BucketSet
+from trellis_jax.runner.penalties import has_penalty, penalty_arrays
+from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepPlan
+
+SEED_MODULUS = 2 ** 32  # seeds are folded into uint32 (the PRNG key's width)
+
+
+@dataclass(frozen=True)
+class PackedStep:
+    bucket: Bucket
+    model_inputs: StepInputs  # numpy int32 arrays, bucket-shaped
+    knobs: dict  # SamplingInputs field -> numpy array of shape [S]; penalties separately
+    penalties: tuple | None  # (output_counts [S, V] i32, prompt_mask [S, V] bool) or None: none active
+    sampled_rows: list[tuple[int, str, int]]  # (row, request_id, num_logprobs) for sample=True rows
+
+
+def pack(plan: StepPlan, buckets: BucketSet, *, page_size: int, num_pages: int, vocab_size: int,
+         max_logprobs: int) -> PackedStep:
+    seqs = plan.sequences
+    if not seqs:
+        raise ValueError("cannot run an empty StepPlan")
+    _check_unique_ids(seqs)
+    pages_needed = [_pages_needed(s, page_size) for s in seqs]
+    bucket = buckets.select(plan.num_tokens, len(seqs), max(pages_needed))
+    model_inputs = _pack_model_inputs(seqs, bucket, pages_needed, page_size, num_pages, vocab_size)
+    for s in seqs:
+        _check_sampling(s, max_logprobs)
+    knobs = _pack_knobs(seqs, bucket.num_seqs)
+    active = [s.sample and has_penalty(s.sampling.presence_penalty, s.sampling.frequency_penalty,
+                                       s.sampling.repetition_penalty) for s in seqs]
+    penalties = penalty_arrays([s.penalty_context for s in seqs], [s.prompt_token_ids for s in seqs],
+                               active, bucket.num_seqs, vocab_size)
+    sampled = [(row, s.request_id, s.sampling.num_logprobs) for row, s in enumerate(seqs) if s.sample]
+    return PackedStep(bucket, model_inputs, knobs, penalties, sampled)
+
+
+def _pages_needed(seq: SequenceWork, page_size: int) -> int:
+    if not seq.token_ids:
+        raise ValueError(f"request {seq.request_id!r}: a SequenceWork needs at least one token")
+    if seq.start_pos < 0:
+        raise ValueError(f"request {seq.request_id!r}: start_pos must be >= 0, got {seq.start_pos}")
+    needed = -(-seq.kv_len // page_size)
+    if len(seq.page_ids) < needed:
+        raise ValueError(f"request {seq.request_id!r}: {seq.kv_len} tokens need {needed} pages of "
+                         f"{page_size}, page_ids has {len(seq.page_ids)}")
+    return needed
+
+
+def _pack_model_inputs(seqs, bucket: Bucket, pages_needed, page_size: int, num_pages: int,
+                       vocab_size: int) -> StepInputs:
+    tokens, rows, pages = bucket
+    q_lens = np.array([len(s.token_ids) for s in seqs], np.int32)
+    total = int(q_lens.sum())
+    cu_q_lens = np.full(rows + 1, total, np.int32)
+    cu_q_lens[0] = 0
+    cu_q_lens[1:len(seqs) + 1] = np.cumsum(q_lens)
+    page_table = np.zeros((rows, pages), np.int32)
+    kv_lens = np.zeros(rows, np.int32)
+    positions = np.zeros(tokens, np.int32)
+    slot_mapping = np.zeros(tokens, np.int32)  # padding rows -> slot 0 of the sink page 0
+    token_ids = np.zeros(tokens, np.int32)
+    new_tokens = np.concatenate([np.asarray(s.token_ids, np.int64) for s in seqs])
+    _check_range(new_tokens, vocab_size, "token ids")
+    token_ids[:total] = new_tokens
+    for b, (seq, needed) in enumerate(zip(seqs, pages_needed)):
+        row_pages = np.asarray(seq.page_ids[:needed], np.int64)
+        if row_pages.min() < 1 or row_pages.max() >= num_pages:
+            raise ValueError(f"request {seq.request_id!r}: page ids must be in [1, {num_pages}) "
+                             f"(page 0 is the padding sink), got {row_pages.min()}..{row_pages.max()}")
+        page_table[b, :needed] = row_pages
+        kv_lens[b] = seq.kv_len
+        start, end = cu_q_lens[b], cu_q_lens[b + 1]
+        seq_positions = np.arange(seq.start_pos, seq.kv_len, dtype=np.int64)
+        positions[start:end] = seq_positions
+        slot_mapping[start:end] = row_pages[seq_positions // page_size] * page_size + seq_positions % page_size
+    logits_indices = np.zeros(rows, np.int32)
+    logits_indices[:len(seqs)] = cu_q_lens[1:len(seqs) + 1] - 1
+    return StepInputs(token_ids=token_ids, positions=positions, slot_mapping=slot_mapping,
+                      page_table=page_table, kv_lens=kv_lens, cu_q_lens=cu_q_lens,
+                      num_seqs=np.array(len(seqs), np.int32), logits_indices=logits_indices)
+
+
+def _pack_knobs(seqs, rows: int) -> dict:
+    """SamplingInputs fields (except the penalty counts) as [rows] arrays, neutral on padding rows."""
+    neutral = SamplingArrays()
+    columns = {
+        "temperature": np.float32, "top_k": np.int32, "top_p": np.float32, "min_p": np.float32,
+        "presence_penalty": np.float32, "frequency_penalty": np.float32,
+        "repetition_penalty": np.float32, "num_logprobs": np.int32,
+    }
+    knobs = {}
+    for name, dtype in columns.items():
+        values = [getattr(s.sampling, name) for s in seqs]
+        knobs[name] = np.array(values + [getattr(neutral, name)] * (rows - len(seqs)), dtype)
+    seeds = [s.sampling.seed % SEED_MODULUS for s in seqs]
+    knobs["seed"] = np.array(seeds + [0] * (rows - len(seqs)), np.uint32)
+    knobs["rng_step"] = np.array([s.rng_step for s in seqs] + [0] * (rows - len(seqs)), np.int32)
+    return knobs
+
+
+def _check_sampling(seq: SequenceWork, max_logprobs: int) -> None:
+    p = seq.sampling
+    problems = []
+    if not p.temperature >= 0:
+        problems.append(f"temperature={p.temperature} (need >= 0)")
+    if not 0 < p.top_p <= 1:
+        problems.append(f"top_p={p.top_p} (need 0 < top_p <= 1)")
+    if not 0 <= p.min_p <= 1:
+        problems.append(f"min_p={p.min_p} (need 0 <= min_p <= 1)")
+    if not p.repetition_penalty > 0:
+        problems.append(f"repetition_penalty={p.repetition_penalty} (need > 0)")
+    if not 0 <= p.num_logprobs <= max_logprobs:
+        problems.append(f"num_logprobs={p.num_logprobs} (need 0..{max_logprobs})")
+    if seq.rng_step < 0:
+        problems.append(f"rng_step={seq.rng_step} (need >= 0)")
+    if problems:
+        raise ValueError(f"request {seq.request_id!r}: invalid sampling: {', '.join(problems)}")
+
+
+def _check_range(ids: np.ndarray, vocab_size: int, what: str) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"{what} must be in [0, {vocab_size}), got {ids.min()}..{ids.max()}")
+
+
+def _check_unique_ids(seqs) -> None:
+    ids = [s.request_id for s in seqs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"a StepPlan holds each request at most once, got duplicates in {ids}")

@@ -1,0 +1,166 @@
+"""Runner: the device side of the engine. Owns the params and the KV pages; runs one `StepPlan` per call.
+
+Contract:
+  runner = Runner(model, page_size=16, num_pages=... | kv_memory_bytes=... | kv_memory_fraction=...,
+                  token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
+                  attn_impl=None, compile_cache_dir=None, max_logprobs=20)
+  runner.warmup()            compiles every bucket ahead of time (progress bar); idempotent
+  runner.run(plan) -> StepOutputs
+The step is one jitted program per bucket, forward + sampling fused, kv pages donated; compiled
+executables live in a dict keyed by bucket, so after warm-up a step never compiles (`num_compilations`
+counts this runner's compilations; `compile_count.backend_compile_count()` every XLA compile). A bucket
+missing at run time (no warm-up) is compiled then and counted. Plans larger than the largest bucket raise
+`BucketOverflowError`: the scheduler keeps within `max_num_tokens`, `max_num_seqs` and `max_context_len`.
+Nothing else may hold the KV pages: every step replaces them (the old buffers are donated).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from trellis_jax.model.kv import init_kv_pages
+from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two
+from trellis_jax.runner.kv_pool import KVPoolSize, size_kv_pool
+from trellis_jax.runner.packing import PackedStep, pack
+from trellis_jax.runner.sampling import SamplerOutputs, SamplingInputs
+from trellis_jax.runner.step import RunnerInputs, abstract_inputs, make_step
+from trellis_jax.scheduler.plan import SampledToken, StepOutputs, StepPlan
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_BUCKETS = powers_of_two(8, 1024)
+DEFAULT_SEQ_BUCKETS = powers_of_two(1, 32)
+DEFAULT_MAX_LOGPROBS = 20
+
+
+class Runner:
+    def __init__(self, model, *, page_size: int = 16, num_pages: int | None = None,
+                 kv_memory_bytes: int | None = None, kv_memory_fraction: float | None = None,
+                 token_buckets=DEFAULT_TOKEN_BUCKETS, seq_buckets=DEFAULT_SEQ_BUCKETS,
+                 page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
+                 compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS):
+        """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair."""
+        self.config, self.params = _unpack_model(model)
+        self.page_size = page_size
+        self.max_context_len = max_context_len or self.config.max_position_embeddings
+        max_pages = -(-self.max_context_len // page_size)
+        self.buckets = BucketSet(tuple(token_buckets), tuple(seq_buckets), tuple(page_buckets or (max_pages,)))
+        if self.buckets.max_pages_per_seq * page_size < self.max_context_len:
+            raise ValueError(f"page_buckets top out at {self.buckets.max_pages_per_seq} pages of {page_size} "
+                             f"tokens, less than max_context_len={self.max_context_len}")
+        if not 0 <= max_logprobs <= self.config.vocab_size:
+            raise ValueError(f"max_logprobs must be in [0, vocab_size], got {max_logprobs}")
+        self.max_logprobs = max_logprobs
+        self.attn_impl = attn_impl
+        if compile_cache_dir is not None:
+            enable_persistent_compile_cache(compile_cache_dir)
+        self.kv_pool = size_kv_pool(
+            self.config, page_size=page_size, num_pages=num_pages, kv_memory_bytes=kv_memory_bytes,
+            kv_memory_fraction=kv_memory_fraction,
+            default_pages=1 + self.buckets.max_num_seqs * self.buckets.max_pages_per_seq)
+        logger.info("KV pool: %s", self.kv_pool.describe())
+        self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size)
+        self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs), donate_argnums=(1,))
+        self._executables: dict[Bucket, jax.stages.Compiled] = {}
+        self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
+        self.num_compilations = 0
+        self.compile_seconds = 0.0
+
+    # ---- limits the scheduler must respect ------------------------------------------------------
+    @property
+    def max_num_tokens(self) -> int:
+        return self.buckets.max_num_tokens
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.buckets.max_num_seqs
+
+    @property
+    def max_pages_per_seq(self) -> int:
+        return self.buckets.max_pages_per_seq
+
+    @property
+    def num_pages(self) -> int:
+        """Pages in the pool, including the sink page 0 (the allocator hands out 1..num_pages-1)."""
+        return self.kv_pool.num_pages
+
+    @property
+    def compiled_buckets(self) -> list[Bucket]:
+        return list(self._executables)
+
+    # ---- compilation ----------------------------------------------------------------------------
+    def warmup(self, progress: bool = True) -> float:
+        """Compile every bucket not compiled yet; returns the seconds spent."""
+        start = time.perf_counter()
+        missing = [b for b in self.buckets.all() if b not in self._executables]
+        for bucket in tqdm(missing, desc="compiling step buckets", unit="bucket", disable=not progress):
+            self._compile(bucket)
+        return time.perf_counter() - start
+
+    def _compile(self, bucket: Bucket) -> jax.stages.Compiled:
+        start = time.perf_counter()
+        shapes = abstract_inputs(bucket, self.config.vocab_size)
+        executable = self._jitted_step.lower(self.params, self._kv, shapes).compile()
+        self._executables[bucket] = executable
+        self.num_compilations += 1
+        self.compile_seconds += time.perf_counter() - start
+        self._zero_penalty_arrays(bucket.num_seqs)
+        return executable
+
+    def _zero_penalty_arrays(self, rows: int) -> tuple[jax.Array, jax.Array]:
+        """Device-resident 'no penalty' counts per row count, made once (device_put: no compile)."""
+        if rows not in self._zero_penalties:
+            vocab = self.config.vocab_size
+            self._zero_penalties[rows] = (jax.device_put(np.zeros((rows, vocab), np.int32)),
+                                          jax.device_put(np.zeros((rows, vocab), np.bool_)))
+        return self._zero_penalties[rows]
+
+    # ---- stepping -------------------------------------------------------------------------------
+    def run(self, plan: StepPlan) -> StepOutputs:
+        """Run one step: write the plan's KV, sample for sequences with sample=True."""
+        packed = pack(plan, self.buckets, page_size=self.page_size, num_pages=self.num_pages,
+                      vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs)
+        executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
+        outputs, self._kv = executable(self.params, self._kv, self._inputs(packed))
+        return _step_outputs(packed, jax.device_get(outputs))
+
+    def _inputs(self, packed: PackedStep) -> RunnerInputs:
+        counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(packed.bucket.num_seqs)
+        sampling = SamplingInputs(output_counts=counts, prompt_mask=prompt_mask, **packed.knobs)
+        return RunnerInputs(packed.model_inputs, sampling)
+
+
+def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:
+    tokens = {}
+    for row, request_id, num_logprobs in packed.sampled_rows:
+        top = [(int(t), float(lp)) for t, lp in zip(outputs.top_token_ids[row, :num_logprobs],
+                                                   outputs.top_logprobs[row, :num_logprobs])]
+        tokens[request_id] = SampledToken(int(outputs.token_ids[row]), float(outputs.logprobs[row]), top)
+    return StepOutputs(tokens)
+
+
+def _unpack_model(model):
+    if hasattr(model, "config") and hasattr(model, "params"):
+        return model.config, model.params
+    if isinstance(model, tuple) and len(model) == 2:
+        return model
+    raise TypeError(f"Runner needs a LoadedModel or a (config, params) pair, got {type(model).__name__}")
+
+
+def enable_persistent_compile_cache(directory: str) -> None:
+    """Store every compiled program under `directory` so the next process loads instead of compiling.
+
+    Process-wide (a JAX setting). Resets JAX's cache state so the directory takes effect even after
+    earlier compilations in this process.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.set_cache_dir(str(directory))
+    compilation_cache.reset_cache()
