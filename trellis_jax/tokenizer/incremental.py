@@ -7,28 +7,32 @@ Streaming responses and stop-string matching rely on this.
 
 Byte-level vocabularies (GPT-2, Llama 3, Qwen2, SmolLM) take the fast path: each id's bytes go through
 an incremental UTF-8 decoder, O(1) per token. Other decoders (sentencepiece with byte fallback, where
-the first token's leading space is stripped) re-decode the ids of the stream each push and emit the
-new suffix, holding back a trailing U+FFFD until more ids arrive — exact for any prefix-stable decoder.
+the first token's leading space is stripped) re-decode the stream's ids each push (O(n) per token) and
+emit the new suffix. They hold back a trailing run of byte-fallback tokens (the run decodes as a whole:
+a later invalid byte turns the entire run into U+FFFD) and, for any other decoder, a trailing U+FFFD.
 """
 
 from __future__ import annotations
 
 import codecs
 
-from .token_bytes import TokenBytes, has_byte_level_decoder
+from .token_bytes import TokenBytes, byte_fallback_ids, has_byte_level_decoder
 from .tokenizer import Tokenizer
 
 _REPLACEMENT = "\ufffd"
 
 
-def _token_bytes_of(tokenizer: Tokenizer) -> TokenBytes | None:
-    # One cache per Tokenizer, shared by all its detokenizers (the Tokenizer itself stays read-only).
-    cached = tokenizer.__dict__.get("_token_bytes", False)
-    if cached is False:
+def _decoding_tables(tokenizer: Tokenizer) -> tuple[TokenBytes | None, frozenset[int]]:
+    # Built once per Tokenizer and shared by all its detokenizers (the Tokenizer itself stays read-only).
+    tables = tokenizer.__dict__.get("_detokenizer_tables")
+    if tables is None:
         hf = tokenizer.hf_tokenizer
-        cached = TokenBytes(hf, tokenizer.special_ids) if has_byte_level_decoder(hf) else None
-        tokenizer.__dict__["_token_bytes"] = cached
-    return cached
+        if has_byte_level_decoder(hf):
+            tables = (TokenBytes(hf, tokenizer.special_ids), frozenset())
+        else:
+            tables = (None, byte_fallback_ids(hf))
+        tokenizer.__dict__["_detokenizer_tables"] = tables
+    return tables
 
 
 class IncrementalDetokenizer:
@@ -38,7 +42,7 @@ class IncrementalDetokenizer:
         self.token_ids: list[int] = []
         self._emitted: list[str] = []
         self._emitted_len = 0
-        self._bytes = _token_bytes_of(tokenizer)
+        self._bytes, self._byte_fallback_ids = _decoding_tables(tokenizer)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
     @property
@@ -69,7 +73,17 @@ class IncrementalDetokenizer:
         return piece
 
     def _redecode_suffix(self, *, final: bool) -> str:
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=self.skip_special_tokens)
+        stable = len(self.token_ids) if final else self._stable_length()
+        text = self.tokenizer.decode(self.token_ids[:stable], skip_special_tokens=self.skip_special_tokens)
         if not final:
             text = text.rstrip(_REPLACEMENT)  # may be an incomplete character: wait for the next id
         return text[self._emitted_len :]
+
+    def _stable_length(self) -> int:
+        """Ids whose text is final: all but a trailing run of byte-fallback tokens (skipped specials
+        inside the run do not end it, since the decoder never sees them)."""
+        stable = len(self.token_ids)
+        skipped = self.tokenizer.special_ids if self.skip_special_tokens else frozenset()
+        while stable and (self.token_ids[stable - 1] in self._byte_fallback_ids or self.token_ids[stable - 1] in skipped):
+            stable -= 1
+        return stable

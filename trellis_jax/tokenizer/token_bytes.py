@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -32,6 +33,18 @@ def byte_alphabet() -> dict[str, int]:
 def has_byte_level_decoder(tok: HFTokenizer) -> bool:
     decoder = json.loads(tok.to_str()).get("decoder") or {}
     return decoder.get("type") == "ByteLevel"
+
+
+_BYTE_FALLBACK_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def byte_fallback_ids(tok: HFTokenizer) -> frozenset[int]:
+    """Ids of sentencepiece byte tokens (`<0xE2>`) when the decoder has a ByteFallback step, else empty.
+    ByteFallback decodes each run of consecutive byte tokens as a whole: one invalid byte in a run turns
+    every byte of the run into U+FFFD, so a run's text is only final once a non-byte token ends it."""
+    if '"ByteFallback"' not in json.dumps(json.loads(tok.to_str()).get("decoder")):
+        return frozenset()
+    return frozenset(i for token, i in tok.get_vocab(with_added_tokens=False).items() if _BYTE_FALLBACK_TOKEN.fullmatch(token))
 
 
 class TokenBytes:
