@@ -122,7 +122,8 @@ class Scheduler:
 
     def _advance(self, request: Request, work: SequenceWork) -> None:
         request.num_computed += len(work.token_ids)
-        self.stats.observe_computed(len(work.token_ids), is_decode=work.sample and len(work.token_ids) == 1)
+        in_prompt = max(0, min(request.num_computed, request.num_prompt_tokens) - work.start_pos)
+        self.stats.observe_computed(in_prompt, len(work.token_ids) - in_prompt)
         if self.kv.prefix_cache_enabled:
             self.inflight.mark_computed(request, self.kv.publish(request))
 

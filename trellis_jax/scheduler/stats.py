@@ -15,8 +15,8 @@ class SchedulerStats:
     num_admitted: int = 0
     num_prompt_tokens: int = 0
     num_cached_prompt_tokens: int = 0  # prompt tokens found in the tree at first admission
-    num_prefill_tokens_computed: int = 0  # every computed token that was not a plain decode
-    num_decode_tokens_computed: int = 0
+    num_prefill_tokens_computed: int = 0  # computed positions inside the prompt (cache hits skip these)
+    num_decode_tokens_computed: int = 0  # computed positions after the prompt (incl. recompute after preemption)
     peak_pages_in_use: int = 0
 
     def observe_admitted(self, num_prompt_tokens: int, num_cached: int) -> None:
@@ -24,11 +24,9 @@ class SchedulerStats:
         self.num_prompt_tokens += num_prompt_tokens
         self.num_cached_prompt_tokens += num_cached
 
-    def observe_computed(self, num_tokens: int, is_decode: bool) -> None:
-        if is_decode:
-            self.num_decode_tokens_computed += num_tokens
-        else:
-            self.num_prefill_tokens_computed += num_tokens
+    def observe_computed(self, num_prompt_positions: int, num_later_positions: int) -> None:
+        self.num_prefill_tokens_computed += num_prompt_positions
+        self.num_decode_tokens_computed += num_later_positions
 
     def observe_pages(self, pages_in_use: int) -> None:
         self.peak_pages_in_use = max(self.peak_pages_in_use, pages_in_use)
