@@ -40,11 +40,18 @@ def _finish(state):
 
 
 def _gather_chunk(pages, layer, page_ids):
-    """pages [L, Hkv, P, S, D], page_ids [..., C] -> [Hkv, ..., C*S, D] in float32."""
-    chunk = pages.at[layer, :, page_ids].get(mode="promise_in_bounds")  # [..., C, Hkv, S, D]
-    chunk = jnp.moveaxis(chunk, -3, 0)  # [Hkv, ..., C, S, D]
+    """pages [L, Hkv, P, S, D], page_ids [..., C] -> [Hkv, ..., C*S, D] in float32.
+
+    Gathers whole rows of a [L*Hkv*P, S*D] view: XLA CPU copies such rows at memcpy speed, while the
+    same gather on the 5-d array ran ~2x slower (measured).
+    """
+    num_layers, num_kv_heads, num_pages, page_size, head_dim = pages.shape
+    rows = pages.reshape(num_layers * num_kv_heads * num_pages, page_size * head_dim)
+    heads = jnp.arange(num_kv_heads, dtype=jnp.int32).reshape((num_kv_heads,) + (1,) * page_ids.ndim)
+    index = (layer * num_kv_heads + heads) * num_pages + page_ids[None]
+    chunk = rows.at[index].get(mode="promise_in_bounds")  # [Hkv, ..., C, S*D]
     shape = chunk.shape
-    return chunk.reshape(*shape[:-3], shape[-3] * shape[-2], shape[-1]).astype(jnp.float32)
+    return chunk.reshape(*shape[:-2], shape[-2] * page_size, head_dim).astype(jnp.float32)
 
 
 def _chunk_range(pos_lo, pos_hi, chunk_tokens, sliding_window):
