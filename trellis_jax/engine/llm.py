@@ -44,6 +44,8 @@ class LLM:
         params = self._per_prompt(sampling_params, len(prompts))
         token_ids = [to_token_ids(p, self.tokenizer) for p in prompts]
         ids = [f"gen-{next(self._ids)}" for _ in prompts]
+        for request_id, tokens in zip(ids, token_ids):
+            self.engine.scheduler.check_fits(request_id, tokens)
         try:
             for request_id, tokens, sp in zip(ids, token_ids, params):
                 self.engine.add_request(request_id, tokens, sp, namespace=namespace)
