@@ -9,10 +9,12 @@ JSONL format, one request per line (keys other than these are ignored)::
 
     {"id": "r1", "prompt_tokens": [1, 2, 3], "output_tokens": [4, 5], "namespace": "a", "arrival_time": 0.5}
 
-- the prompt is ``prompt_tokens``; or ``prompt`` (text) or ``messages`` (an OpenAI chat message list,
-  rendered with the chat template) when a tokenizer is given;
-- the output is ``output_tokens``; or ``output`` (text, tokenizer needed); or ``output_len`` (that many
-  synthetic tokens, unique to the request: nothing later can hit them); or nothing (no output).
+- the prompt is ``prompt_tokens`` (or ``prompt_token_ids``, as the benchmark harness writes it); or
+  ``prompt`` (text) or ``messages`` (an OpenAI chat message list, rendered with the chat template) when
+  a tokenizer is given;
+- the output is ``output_tokens``; or ``output`` (text, tokenizer needed); or ``output_len`` (or
+  ``max_tokens``): that many synthetic tokens, unique to the request, so nothing later can hit them;
+  or nothing (no output).
 Bad lines raise ``TraceError`` naming the line.
 """
 
@@ -142,13 +144,14 @@ def _request_from_record(rec: dict, tokenizer, synthetic: _SyntheticTokens, defa
 
 
 def _prompt_tokens(rec: dict, tokenizer) -> list[int]:
-    if "prompt_tokens" in rec:
-        return rec["prompt_tokens"]
+    for key in ("prompt_tokens", "prompt_token_ids"):
+        if key in rec:
+            return rec[key]
     if "prompt" in rec or "messages" in rec:
         if tokenizer is None:
             raise TraceError("a text prompt ('prompt' or 'messages') needs a tokenizer (--tokenizer)")
         if "messages" in rec:
-            return tokenizer.encode(tokenizer.apply_chat_template(rec["messages"], add_generation_prompt=True))
+            return tokenizer.encode_chat(rec["messages"], add_generation_prompt=True)
         return tokenizer.encode(rec["prompt"])
     raise TraceError("no prompt: give 'prompt_tokens', 'prompt' or 'messages'")
 
@@ -159,9 +162,9 @@ def _output_tokens(rec: dict, tokenizer, synthetic: _SyntheticTokens):
     if "output" in rec:
         if tokenizer is None:
             raise TraceError("a text 'output' needs a tokenizer (--tokenizer)")
-        return tokenizer.encode(rec["output"], parse_special=False)
-    if "output_len" in rec:
-        n = rec["output_len"]
+        return tokenizer.encode(rec["output"], parse_special=False, add_bos=False)
+    if "output_len" in rec or "max_tokens" in rec:
+        n = rec.get("output_len", rec.get("max_tokens"))
         if not isinstance(n, int) or n < 0:
             raise TraceError(f"output_len must be an int >= 0, got {n!r}")
         return synthetic.take(n)
