@@ -1,0 +1,53 @@
+"""Bucket selection: smallest fitting shape, every selectable shape is compiled, clear overflow errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from trellis_jax.runner.buckets import Bucket, BucketOverflowError, BucketSet, powers_of_two
+
+BUCKETS = BucketSet(token_buckets=(4, 16, 64), seq_buckets=(1, 8, 32), page_buckets=(2, 8))
+
+
+def test_select_returns_the_smallest_fitting_bucket():
+    assert BUCKETS.select(3, 1, 1) == Bucket(4, 1, 2)
+    assert BUCKETS.select(17, 2, 5) == Bucket(64, 8, 8)
+
+
+def test_every_selectable_bucket_is_listed_for_warmup():
+    listed = set(BUCKETS.all())
+    for tokens, seqs, pages in itertools.product(range(1, 65), range(1, 33), range(1, 9)):
+        if seqs <= tokens:
+            assert BUCKETS.select(tokens, seqs, pages) in listed
+
+
+def test_listed_buckets_are_all_selectable():
+    selected = {BUCKETS.select(tokens, seqs, pages)
+                for tokens, seqs, pages in itertools.product(range(1, 65), range(1, 33), range(1, 9))
+                if seqs <= tokens}
+    assert selected == set(BUCKETS.all())
+
+
+@pytest.mark.parametrize("tokens, seqs, pages, limit", [(65, 1, 1, "max_num_tokens = 64"),
+                                                        (64, 33, 1, "max_num_seqs = 32"),
+                                                        (4, 1, 9, "max_pages_per_seq = 8")])
+def test_oversized_step_names_the_limit(tokens, seqs, pages, limit):
+    with pytest.raises(BucketOverflowError, match=limit):
+        BUCKETS.select(tokens, seqs, pages)
+
+
+def test_more_sequences_than_tokens_is_rejected():
+    with pytest.raises(ValueError, match="1 token per sequence"):
+        BUCKETS.select(2, 3, 1)
+
+
+def test_seq_bucket_larger_than_token_bucket_is_rejected():
+    with pytest.raises(ValueError, match="exceeds largest token bucket"):
+        BucketSet((4,), (8,), (1,))
+
+
+def test_powers_of_two_end_at_the_limit():
+    assert powers_of_two(8, 100) == (8, 16, 32, 64, 100)
+    assert powers_of_two(1, 4) == (1, 2, 4)
