@@ -67,3 +67,9 @@ def test_decode_rejects_ids_outside_vocabulary(smollm2):
 def test_encode_rejects_non_text(smollm2):
     with pytest.raises(TokenizerError, match="takes a str"):
         smollm2.encode(b"bytes")
+
+
+def test_token_bytes_are_raw_bytes_even_for_partial_characters(smollm2):
+    ids = smollm2.encode("你好 world")
+    assert b"".join(smollm2.token_bytes(i) for i in ids) == "你好 world".encode()
+    assert smollm2.token_bytes(smollm2.token_to_id("<|im_end|>")) == b"<|im_end|>"

@@ -22,7 +22,7 @@ from .tokenizer import Tokenizer
 _REPLACEMENT = "\ufffd"
 
 
-def _decoding_tables(tokenizer: Tokenizer) -> tuple[TokenBytes | None, frozenset[int]]:
+def decoding_tables(tokenizer: Tokenizer) -> tuple[TokenBytes | None, frozenset[int]]:
     # Built once per Tokenizer and shared by all its detokenizers (the Tokenizer itself stays read-only).
     tables = tokenizer.__dict__.get("_detokenizer_tables")
     if tables is None:
@@ -42,7 +42,7 @@ class IncrementalDetokenizer:
         self.token_ids: list[int] = []
         self._emitted: list[str] = []
         self._emitted_len = 0
-        self._bytes, self._byte_fallback_ids = _decoding_tables(tokenizer)
+        self._bytes, self._byte_fallback_ids = decoding_tables(tokenizer)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
     @property

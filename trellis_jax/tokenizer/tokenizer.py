@@ -160,6 +160,17 @@ class Tokenizer:
     def is_special(self, token_id: int) -> bool:
         return token_id in self.special_ids
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes one token stands for (OpenAI logprobs report them): exact for byte-level
+        vocabularies, where a token may hold part of a character; else the UTF-8 of its decoded text."""
+        from .incremental import decoding_tables
+
+        token_id = self.check_ids([token_id])[0]
+        table, _ = decoding_tables(self)
+        if table is not None:
+            return table.get(token_id, skip_special_tokens=False)
+        return self.decode([token_id], skip_special_tokens=False).encode("utf-8")
+
     @property
     def hf_tokenizer(self) -> HFTokenizer:
         """The underlying `tokenizers.Tokenizer` (do not mutate it)."""
