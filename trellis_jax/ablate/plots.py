@@ -1,0 +1,57 @@
+"""PNG plots of a grid: hit rate vs capacity, one curve per policy, the offline optimum dashed.
+
+One figure per workload x page size, one panel per scheduling order. In every panel the dashed black
+line is the offline optimum for arrival order (``fcfs_optimal_hit_rate``) and the dotted grey line the
+ceiling for any order and capacity. A reordering scheduler (``lpm``) can beat the arrival-order optimum:
+its own per-cell optimum is in the tables (``fraction_of_optimal``). matplotlib is imported lazily
+with the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trellis_jax.ablate.report import group_rows
+
+
+def plot_grid(rows: list[dict], out_dir: str | Path) -> dict[tuple, Path]:
+    """Write one PNG per (workload, page size) into ``out_dir``; returns their paths by that key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    panels: dict[tuple, dict[str, list[dict]]] = {}
+    for (workload, page_size, order), group in group_rows(rows).items():
+        panels.setdefault((workload, page_size), {})[order] = group
+    paths = {}
+    for (workload, page_size), by_order in panels.items():
+        fig, axes = plt.subplots(1, len(by_order), figsize=(5.2 * len(by_order), 4), sharey=True, squeeze=False)
+        for ax, (order, group) in zip(axes[0], by_order.items()):
+            _panel(ax, group, f"{workload} — {order}, page size {page_size}")
+        axes[0][0].set_ylabel("token hit rate")
+        axes[0][-1].legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        path = out_dir / f"{workload}_p{page_size}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths[(workload, page_size)] = path
+    return paths
+
+
+def _panel(ax, rows: list[dict], title: str) -> None:
+    capacities = sorted({r["capacity_pages"] for r in rows})
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        points = sorted((r["capacity_pages"], r["hit_rate"]) for r in rows if r["policy"] == policy)
+        ax.plot(*zip(*points), marker="o", markersize=3, label=policy)
+    by_cap = {r["capacity_pages"]: r for r in rows}
+    if by_cap[capacities[0]].get("fcfs_optimal_hit_rate") is not None:
+        ax.plot(capacities, [by_cap[c]["fcfs_optimal_hit_rate"] for c in capacities], "k--", label="optimal (arrival order)")
+    ax.plot(capacities, [by_cap[c]["ceiling_hit_rate"] for c in capacities], ":", color="grey", label="ceiling (any order)")
+    ax.set_xscale("log")
+    ax.set_xlabel("cache capacity (pages)")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)

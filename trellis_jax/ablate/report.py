@@ -1,0 +1,86 @@
+"""Grid results on disk: CSV and JSON (every row, every metric) and a markdown summary.
+
+The markdown summary has one table per workload x page size x order: a row per policy, a column per
+capacity, each cell ``hit rate (fraction of the offline optimum for that cell's order)``, then the
+bounds, and a line per capacity naming the best policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+
+def write_csv(rows: list[dict], path: str | Path) -> None:
+    if not rows:
+        raise ValueError("no rows to write")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with Path(path).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(rows: list[dict], path: str | Path, meta: dict | None = None) -> None:
+    Path(path).write_text(json.dumps({"meta": meta or {}, "rows": rows}, indent=1))
+
+
+def read_json(path: str | Path) -> list[dict]:
+    return json.loads(Path(path).read_text())["rows"]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows by (workload, page_size, order), in first-seen order."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["workload"], row["page_size"], row["order"])].append(row)
+    return groups
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One table (rows of one workload x page size x order)."""
+    capacities = sorted({r["capacity_pages"] for r in rows})
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    cell = {(r["policy"], r["capacity_pages"]): r for r in rows}
+    lines = ["| policy | " + " | ".join(f"{c} pages" for c in capacities) + " |",
+             "|---" * (len(capacities) + 1) + "|"]
+    for policy in policies:
+        values = []
+        for c in capacities:
+            r = cell.get((policy, c))
+            frac = r.get("fraction_of_optimal") if r else None
+            values.append("" if r is None else _pct(r["hit_rate"]) + (f" ({_pct(frac)})" if frac is not None else ""))
+        lines.append(f"| {policy} | " + " | ".join(values) + " |")
+    for label, key in (("optimal, arrival order", "fcfs_optimal_hit_rate"), ("ceiling, any order", "ceiling_hit_rate")):
+        by_cap = {r["capacity_pages"]: r.get(key) for r in rows}
+        lines.append(f"| *{label}* | " + " | ".join(_pct(by_cap[c]) for c in capacities) + " |")
+    best = [max((r for r in rows if r["capacity_pages"] == c), key=lambda r: r["hit_rate"])["policy"] for c in capacities]
+    lines.append("| *best policy* | " + " | ".join(best) + " |")
+    return "\n".join(lines)
+
+
+def markdown_summary(rows: list[dict], title: str = "Cache-policy ablation", plots: dict | None = None) -> str:
+    """The whole summary: one section per group; ``plots`` maps (workload, page_size) to an image path."""
+    out = [f"# {title}", "",
+           "Cells: token hit rate (in brackets: fraction of the offline optimum for the order that cell "
+           "actually served requests in). Capacities in pages.", ""]
+    seen_plots = set()
+    for (workload, page_size, order), group in group_rows(rows).items():
+        r0 = group[0]
+        out.append(f"## {workload} — page size {page_size}, order {order}")
+        out.append(f"{r0['num_requests']} requests, {r0['prompt_tokens']} prompt tokens.")
+        out.append("")
+        out.append(markdown_table(group))
+        out.append("")
+        key = (workload, page_size)
+        if plots and key in plots and key not in seen_plots:
+            seen_plots.add(key)
+            out.append(f"![{workload}, page size {page_size}]({plots[key]})")
+            out.append("")
+    return "\n".join(out)
