@@ -42,8 +42,8 @@ class KVManager:
         return self.cache.num_free_pages + self.cache.num_evictable_pages
 
     def cached_prefix_length(self, tokens: Sequence[int], namespace: str) -> int:
-        """How many leading tokens (whole pages, at most len-1) are in the tree; locks nothing."""
-        return self.cache.match(tokens[:len(tokens) - 1], namespace).num_cached_tokens
+        """How many leading tokens (whole pages, at most len-1) are in the tree; mutates nothing."""
+        return self.cache.peek(tokens[:len(tokens) - 1], namespace)
 
     def acquire_prefix(self, request: Request) -> int:
         """Match and lock the request's cached prefix; returns the number of cached tokens."""
