@@ -19,14 +19,20 @@ import jax.numpy as jnp
 
 from pallas_kernels.ragged_paged_attention.write_kv import write_kv  # noqa: F401  (re-exported)
 
-# name -> (module, function); every entry takes the contract's arguments plus the keyword options.
+# name -> (module, function, availability check or None); every function takes the contract's
+# arguments plus the keyword options. "pallas_interpret" runs the Triton kernel's body through the Pallas
+# interpreter (any platform; slow; for tests).
+_PACKAGE = "pallas_kernels.ragged_paged_attention"
 _BACKENDS = {
-    "reference": ("pallas_kernels.ragged_paged_attention.reference", "ragged_paged_attention_reference"),
-    "xla": ("pallas_kernels.ragged_paged_attention.xla_cpu", "xla_ragged_paged_attention"),
+    "reference": (f"{_PACKAGE}.reference", "ragged_paged_attention_reference", None),
+    "xla": (f"{_PACKAGE}.xla_cpu", "xla_ragged_paged_attention", None),
+    "pallas_triton": (f"{_PACKAGE}.pallas_triton", "triton_ragged_paged_attention", "check_available"),
+    "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention",
+                         "check_interpret_available"),
 }
 _FALLBACK_ORDER = {
-    "hopper": ("xla",),
-    "gpu": ("xla",),
+    "hopper": ("pallas_triton", "xla"),
+    "gpu": ("pallas_triton", "xla"),
     "cpu": ("xla",),
 }
 _SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -53,11 +59,10 @@ def _load(name):
     if name not in _BACKENDS:
         raise ValueError(f"ragged_paged_attention: unknown implementation {name!r}; "
                          f"choose one of {sorted(_BACKENDS)} or None")
-    module_name, function_name = _BACKENDS[name]
+    module_name, function_name, check_name = _BACKENDS[name]
     module = importlib.import_module(module_name)
-    check = getattr(module, "check_available", None)
-    if check is not None:
-        problem = check(_platform_kind())
+    if check_name is not None:
+        problem = getattr(module, check_name)(_platform_kind())
         if problem:
             raise UnavailableError(f"ragged_paged_attention: implementation {name!r} cannot run here: {problem}")
     return getattr(module, function_name)

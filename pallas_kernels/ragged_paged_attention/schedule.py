@@ -1,0 +1,51 @@
+"""Work list for the Pallas kernels: the ragged query rows cut into (sequence, row block) items.
+
+Computed with jnp inside the jitted step (no host round trip). Each item is one block of up to
+`block_rows` consecutive query rows of one sequence; the kernel grid runs over a static upper bound of
+items (`max_items`), and items past the real count have `rows == 0` (kernels skip them).
+
+Fields (all int32 [max_items]):
+  seq        sequence b of the item (0 for empty items)
+  row_start  first query row (index into the flattened T rows)
+  rows       number of valid rows in this item (0 = empty)
+  pos_start  absolute position of the first row (the prefix offset: kv_len - q_len + block offset)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+
+class WorkItems(NamedTuple):
+    seq: jnp.ndarray
+    row_start: jnp.ndarray
+    rows: jnp.ndarray
+    pos_start: jnp.ndarray
+
+
+def max_items(num_rows, num_seqs_max, block_rows):
+    """Static bound: every sequence adds at most one partial block."""
+    return -(-num_rows // block_rows) + num_seqs_max
+
+
+def build_work_items(cu_q_lens, kv_lens, num_seqs, *, num_rows, block_rows):
+    num_seqs_max = kv_lens.shape[0]
+    q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
+    active = jnp.arange(num_seqs_max) < num_seqs
+    blocks = jnp.where(active, -(-q_lens // block_rows), 0)  # [B]
+    first_item = jnp.cumsum(blocks) - blocks  # exclusive prefix sum
+    total = jnp.sum(blocks)
+    n = max_items(num_rows, num_seqs_max, block_rows)
+    item = jnp.arange(n, dtype=jnp.int32)
+    seq = jnp.searchsorted(first_item + blocks, item, side="right").astype(jnp.int32)
+    seq = jnp.minimum(seq, num_seqs_max - 1)
+    block = item - first_item[seq]
+    offset = block * block_rows
+    rows = jnp.where(item < total, jnp.clip(q_lens[seq] - offset, 0, block_rows), 0)
+    return WorkItems(
+        seq=jnp.where(rows > 0, seq, 0).astype(jnp.int32),
+        row_start=jnp.where(rows > 0, cu_q_lens[seq] + offset, 0).astype(jnp.int32),
+        rows=rows.astype(jnp.int32),
+        pos_start=jnp.where(rows > 0, kv_lens[seq] - q_lens[seq] + offset, 0).astype(jnp.int32),
+    )
