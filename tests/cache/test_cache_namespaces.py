@@ -96,3 +96,18 @@ def test_tenant_b_never_observes_tenant_a_private_pages(inserts, probe):
             a_private |= set(r.page_ids[r.num_present_tokens // 2:])
     m = cache.match(probe, "b")
     assert not set(m.page_ids) & a_private
+
+
+def test_insert_through_a_private_copy_of_a_shared_prefix_keeps_that_copy():
+    cache = RadixCache(16, 2, shared_namespaces=frozenset({"public"}))
+    private = insert(cache, SYSTEM, "tenant-a")
+    cache.lock(private.handle)  # a running request holds the private copy
+    shared = insert(cache, SYSTEM, "public")
+    tail = cache.alloc_pages(1)
+    r = cache.insert(SYSTEM + [1, 2], private.page_ids + tail, "tenant-a")
+    assert r.num_present_tokens == 4 and r.page_ids == shared.page_ids + tail
+    assert all(cache.allocator.is_allocated(p) for p in private.page_ids)  # still locked, not freed
+    cache.lock(r.handle)
+    cache.unlock(private.handle)
+    assert cache.evict(2) == 2 and cache.match(SYSTEM + [1, 2], "tenant-a").page_ids == r.page_ids
+    cache.check_integrity()

@@ -46,7 +46,18 @@ class PageAllocator:
 
     def is_allocated(self, page_id: int) -> bool:
         """True for a page handed out and not yet freed (False for page 0 and out-of-range ids)."""
-        return 0 < page_id < self.num_pages and self._state[page_id] == _ALLOCATED
+        return type(page_id) is int and 0 < page_id < self.num_pages and self._state[page_id] == _ALLOCATED
+
+    def are_allocated(self, pages: list[int]) -> bool:
+        """True if every id is an int page currently handed out (one tight loop: hot path)."""
+        if not pages:
+            return True
+        try:  # C-speed: range by min/max, states gathered by map (non-int ids raise TypeError)
+            if min(pages) <= 0 or max(pages) >= self.num_pages:
+                return False
+            return bytes(map(self._state.__getitem__, pages)).count(_ALLOCATED) == len(pages)
+        except TypeError:
+            return False
 
     def alloc(self, n: int) -> list[int]:
         """Take ``n`` pages; raises OutOfPagesError (changing nothing) when fewer are free."""
@@ -73,9 +84,9 @@ class PageAllocator:
     def _check_freeable(self, pages: list[int]) -> None:
         if len(set(pages)) != len(pages):
             raise ValueError(f"duplicate page ids in free(): {sorted(pages)}")
-        for page in pages:
-            if not isinstance(page, int) or not self.is_allocated(page):
-                raise ValueError(f"page {page!r} is not an allocated page of this pool (page 0 is reserved)")
+        if not self.are_allocated(pages):
+            bad = next(p for p in pages if not self.is_allocated(p))
+            raise ValueError(f"page {bad!r} is not an allocated page of this pool (page 0 is reserved)")
 
     def free_page_ids(self) -> list[int]:
         """A copy of the free stack (for integrity checks and tests)."""

@@ -66,6 +66,7 @@ from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
 from trellis_jax.cache.stats import CacheStats, Counters
 from trellis_jax.cache.tree import longest_match, path_pages, split
+from trellis_jax.cache.validate import check_private, insert_args, is_alternate_copy
 
 
 class MatchResult(NamedTuple):
@@ -196,7 +197,7 @@ class RadixCache:
                priority: int | None = None) -> InsertResult:
         """Add whole pages under ``namespace``; frees the caller's duplicates; returns canonical pages."""
         owner = self._owner(namespace)
-        key, page_ids = self._insert_args(tokens, page_ids)
+        key, page_ids = insert_args(tokens, page_ids, self.page_size)
         if not self.enabled or not key:
             self._check_private(page_ids)
             return InsertResult(0, page_ids, self._root)
@@ -205,8 +206,10 @@ class RadixCache:
         node, pages_in_node, present_tokens = longest_match(self._root, key, owner, ps, bool(self.shared_namespaces))
         present = present_tokens // ps
         canonical = path_pages(node, pages_in_node)
-        differing = [(i, mine) for i, (mine, tree) in enumerate(zip(page_ids, canonical)) if mine != tree]
-        duplicates = [mine for i, mine in differing if not self._is_alternate_copy(mine, i, key, owner)]
+        duplicates = []
+        if page_ids[:present] != canonical:  # usual case: the caller passed the pages match gave it
+            duplicates = [mine for i, (mine, tree) in enumerate(zip(page_ids, canonical))
+                          if mine != tree and not is_alternate_copy(self._page_node, mine, i, key, owner, ps)]
         self._check_private(duplicates + page_ids[present:])
         if pages_in_node < len(node.pages):
             node = self._split(node, pages_in_node)
@@ -218,34 +221,8 @@ class RadixCache:
         self._touch(node, hit=False, priority=priority)
         return InsertResult(present_tokens, canonical + page_ids[present:], node)
 
-    def _insert_args(self, tokens: Sequence[int], page_ids: Sequence[int]) -> tuple[tuple, list[int]]:
-        if len(tokens) % self.page_size:
-            raise ValueError(f"insert needs whole pages: {len(tokens)} tokens, page_size {self.page_size}")
-        page_ids = list(page_ids)
-        if len(page_ids) != len(tokens) // self.page_size:
-            raise ValueError(f"{len(tokens)} tokens need {len(tokens) // self.page_size} page ids, got {len(page_ids)}")
-        if len(set(page_ids)) != len(page_ids):
-            raise ValueError(f"duplicate page ids passed to insert: {page_ids}")
-        return tuple(tokens), page_ids
-
-    def _is_alternate_copy(self, page: int, index: int, key: tuple, owner) -> bool:
-        """True if ``page`` is a tree page for the same tokens on another visible path.
-
-        A private prefix can coexist with a shared copy inserted later; a request locked on the private
-        copy passes those pages while the canonical path is the shared one. They stay in the tree (the
-        caller's old lock still holds them) instead of being freed as duplicates.
-        """
-        node = self._page_node[page] if isinstance(page, int) and 0 < page < self.num_pages else None
-        if node is None or node.owner not in (owner, SHARED):
-            return False
-        ps, offset = self.page_size, node.pages.index(page)
-        end = node.depth - (len(node.pages) - 1 - offset) * ps
-        return end == (index + 1) * ps and node.key[offset * ps:(offset + 1) * ps] == key[end - ps:end]
-
     def _check_private(self, page_ids: list[int]) -> None:
-        for page in page_ids:
-            if not isinstance(page, int) or not self.allocator.is_allocated(page) or self._page_node[page]:
-                raise ValueError(f"page {page!r} is not a private page (allocated, outside the tree)")
+        check_private(self.allocator, self._page_node, page_ids)
 
     def _add_leaf(self, parent: TreeNode, key: tuple, pages: list[int], owner) -> TreeNode:
         if parent is not self._root and not parent.children and parent.lock_ref == 0:
