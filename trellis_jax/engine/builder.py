@@ -18,16 +18,38 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 4096
 
 
-def build_engine(config: EngineConfig, loaded=None) -> tuple[Engine, object]:
-    """Returns the engine and the model's tokenizer. `loaded`: an already loaded LoadedModel (optional)."""
+def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine, object]:
+    """Returns the engine and the model's tokenizer.
+
+    `loaded`: an already loaded LoadedModel; `runner`: an existing Runner over that model to reuse (its
+    pages are overwritten before they are read, so engines may take turns on one runner, not interleave).
+    """
     from trellis_jax.checkpoints import load_model
-    from trellis_jax.runner import Runner
-    from trellis_jax.runner.buckets import powers_of_two
     from trellis_jax.tokenizer import IncrementalDetokenizer
 
     loaded = loaded or load_model(config.model, dtype=config.dtype)
     if loaded.tokenizer is None:
         raise ValueError(f"model {loaded.source} has no tokenizer; the engine needs one")
+    runner = runner or make_runner(config, loaded)
+    cache = RadixCache(runner.num_pages, config.page_size, policy=config.eviction_policy,
+                       shared_namespaces=frozenset(config.shared_namespaces), enabled=not config.disable_radix_cache)
+    scheduler = Scheduler(SchedulerConfig(
+        page_size=config.page_size, max_num_seqs=min(config.max_num_seqs, runner.max_num_seqs),
+        max_num_batched_tokens=min(config.max_num_batched_tokens, runner.max_num_tokens),
+        max_model_len=runner.max_context_len, schedule_policy=config.schedule_policy,
+        enable_prefix_cache=not config.disable_radix_cache), cache)
+    tokenizer = loaded.tokenizer
+    engine = Engine(scheduler, runner,
+                    make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
+                    eos_token_ids=tuple(tokenizer.eos_token_ids))
+    return engine, tokenizer
+
+
+def make_runner(config: EngineConfig, loaded):
+    """The device side: KV pool sized from the config, buckets up to the scheduler's limits, warmed up."""
+    from trellis_jax.runner import Runner
+    from trellis_jax.runner.buckets import powers_of_two
+
     max_model_len = config.max_model_len or min(loaded.config.max_position_embeddings, DEFAULT_MAX_MODEL_LEN)
     tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
     runner = Runner(
@@ -36,16 +58,7 @@ def build_engine(config: EngineConfig, loaded=None) -> tuple[Engine, object]:
         token_buckets=(tokens,) if config.deterministic else powers_of_two(min(8, tokens), tokens),
         seq_buckets=(seqs,) if config.deterministic else powers_of_two(1, seqs),
         max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir)
+    logger.info("KV pool: %s", runner.kv_pool.describe())
     if config.warmup:
         runner.warmup()
-    cache = RadixCache(runner.num_pages, config.page_size, policy=config.eviction_policy,
-                       shared_namespaces=frozenset(config.shared_namespaces), enabled=not config.disable_radix_cache)
-    scheduler = Scheduler(SchedulerConfig(
-        page_size=config.page_size, max_num_seqs=min(seqs, runner.max_num_seqs),
-        max_num_batched_tokens=min(tokens, runner.max_num_tokens), max_model_len=max_model_len,
-        schedule_policy=config.schedule_policy, enable_prefix_cache=not config.disable_radix_cache), cache)
-    tokenizer = loaded.tokenizer
-    engine = Engine(scheduler, runner,
-                    make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
-                    eos_token_ids=tuple(tokenizer.eos_token_ids))
-    return engine, tokenizer
+    return runner

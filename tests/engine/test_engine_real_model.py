@@ -1,0 +1,76 @@
+"""The real default model: cache on vs off give identical greedy tokens over a shared-prefix workload.
+
+Both engines take turns on one deterministic runner (a single compiled bucket, so a sequence's floats
+do not depend on the batch): one compilation in all, asserted, so a mixed workload after warm-up
+compiles nothing new.
+"""
+
+import pytest
+
+from trellis_jax.engine.api import LLM, EngineConfig, SamplingParams
+from trellis_jax.engine.builder import build_engine, make_runner
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = "You are a concise assistant for a hardware store. Answer in one short sentence. "
+QUESTIONS = ["Do you sell hammers?", "What time do you open?", "Where are the screws?", "Can I return paint?",
+             "Do you cut keys?", "Is parking free?", "Do you rent ladders?", "Are dogs allowed?",
+             "Do you sell lumber?", "Who can help me?", "Do you deliver?", "Are there gift cards?",
+             "Can you mix paint?", "Do you sell grills?", "Is there a sale?", "Do you fix lamps?"]
+FEW_SHOT = "Classify the sentiment.\nText: I love it. Label: positive\nText: It broke. Label: negative\n"
+BRANCHES = ["Text: Great value. Label: positive\n", "Text: Waste of money. Label: negative\n"]
+QUERIES = ["Text: Works fine. Label:", "Text: Never again. Label:", "Text: So happy. Label:", "Text: Meh. Label:"]
+
+
+def chats():
+    turns = ["Hi, I need a drill.", "Cordless, please.", "Under fifty dollars?", "Which battery?",
+             "Any warranty?", "Can I order online?", "When does it arrive?", "Thanks!"]
+    messages, out = [], []
+    for i, turn in enumerate(turns):
+        messages = messages + [{"role": "user", "content": turn}]
+        out.append(list(messages))
+        messages = messages + [{"role": "assistant", "content": f"Sure, answer number {i}."}]
+    return out
+
+
+def workload():
+    prompts = [SYSTEM + q for q in QUESTIONS] + chats()
+    prompts += [FEW_SHOT + branch + query for branch in BRANCHES for query in QUERIES]
+    return prompts
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from trellis_jax.checkpoints import load_model
+
+    loaded = load_model(None)
+    config = EngineConfig(num_pages=160, max_num_batched_tokens=128, max_num_seqs=8, deterministic=True)
+    runner = make_runner(config, loaded)
+    on = LLM.from_engine(*build_engine(config, loaded, runner))
+    off_config = EngineConfig(num_pages=160, max_num_batched_tokens=128, max_num_seqs=8, deterministic=True,
+                              disable_radix_cache=True)
+    off = LLM.from_engine(*build_engine(off_config, loaded, runner))
+    return on, off, runner
+
+
+def test_cache_on_and_off_give_identical_greedy_tokens(engines):
+    on, off, runner = engines
+    compiled = runner.num_compilations
+    params = SamplingParams(temperature=0, max_tokens=4)
+    prompts = workload()
+    assert len(prompts) >= 32
+    with_cache = on.generate(prompts, params)
+    without = off.generate(prompts, params)
+    assert [o.token_ids for o in with_cache] == [o.token_ids for o in without]
+    assert sum(o.num_cached_tokens for o in with_cache) > sum(o.num_prompt_tokens for o in with_cache) // 3
+    assert all(o.num_cached_tokens == 0 for o in without)
+    assert runner.num_compilations == compiled == 1  # nothing compiled after warm-up
+
+
+def test_real_tokenizer_text_and_stop_strings(engines):
+    on, _, _ = engines
+    first = on.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6))[0]
+    assert first.text and first.finish_reason in ("length", "stop")
+    stop = first.text[2:5]
+    stopped = on.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6, stop=[stop]))[0]
+    assert stopped.finish_reason == "stop" and stopped.text == first.text[:first.text.index(stop)]
