@@ -139,14 +139,14 @@ class Driver:
         if req in self.requests:
             self.requests.remove(req)
 
-    def commit(self, index: int) -> None:
+    def commit(self, index: int, priority: int | None = None) -> None:
         req = self.requests[index % len(self.requests)]
         full = len(req.tokens) // self.ps
         key = req.tokens[:full * self.ps]
         n_new = full - len(req.tree_pages)
         passed = req.tree_pages + req.own_pages[:n_new]
         expected = self.visible(req.namespace, key)
-        r = self.cache.insert(key, passed, req.namespace)
+        r = self.cache.insert(key, passed, req.namespace, priority=priority)
         present = len(expected)
         assert r.num_present_tokens == present * self.ps
         self.assert_pages_visible(req.namespace, key, r.page_ids[:present])

@@ -21,6 +21,13 @@ Request lifecycle (what the scheduler does, and who owns which pages)::
     page_table[:len(r.page_ids)] = r.page_ids       duplicates of `own` were freed by the cache
     ... finish: cache.unlock(r.handle); cache.free_pages(own pages still private, e.g. partial page)
 
+What insert does to the token ranges of one request (P = page_size, | = page boundary)::
+
+    tokens         0 |...........| present |..............| len(key) |...| len(prompt)
+    tree before      [ canonical pages   ]
+    caller passes    [ same ids or dups  ][ new pages     ]            [partial page]
+    after insert     [ tree: dups freed by the cache, new pages owned ] [still private]
+
 Methods (mutation / locking):
 - ``match(tokens, namespace="") -> MatchResult(num_cached_tokens, page_ids, handle)``: longest cached
   prefix of whole pages visible to ``namespace``. Mutates structure only by splitting the node the match
