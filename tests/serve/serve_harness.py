@@ -1,0 +1,65 @@
+"""Helpers for the server tests: a fake engine with outputs computable by hand, and a real uvicorn
+server on a free loopback port running in a background thread.
+
+Fake engine: FakeRunner in "increment" mode over the byte tokenizer, so the completion of a prompt
+whose last byte is b is the bytes b+1, b+2, ... (prompt "abc" -> "defg..."), until max_tokens or EOS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from trellis_jax.engine.api import AsyncEngine
+from trellis_jax.engine.fakes import make_fake_engine
+from trellis_jax.serve.app import ServerSettings, create_app
+from trellis_jax.serve.server import bind_socket, make_server, url_of
+
+
+def fake_engine(*, num_pages: int = 256, page_size: int = 4, max_model_len: int = 256, **options) -> AsyncEngine:
+    engine, _runner, _cache, tokenizer = make_fake_engine(num_pages=num_pages, page_size=page_size, mode="increment",
+                                                          max_model_len=max_model_len, **options)
+    return AsyncEngine(engine, tokenizer)
+
+
+def expected_increment(prompt: str, max_tokens: int) -> str:
+    last = prompt.encode()[-1]
+    return bytes((last + 1 + i) for i in range(max_tokens) if last + 1 + i < 256).decode("latin-1")
+
+
+class ServerThread:
+    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread."""
+
+    def __init__(self, app):
+        self.sock = bind_socket("127.0.0.1", 0)
+        self.url = url_of(self.sock)
+        self.server = make_server(app, graceful_timeout_s=5, log_level="warning")
+        self.server.config.install_signal_handlers = False
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=30, **kwargs)
+
+
+def serve_fake(**settings) -> tuple[ServerThread, AsyncEngine]:
+    engine = fake_engine()
+    app = create_app(engine, ServerSettings(model_name="fake-model", **settings))
+    return ServerThread(app), engine

@@ -1,0 +1,97 @@
+"""`python -m trellis_jax.serve [--model PATH|preset] [--host 127.0.0.1] [--port 8000] ...`
+
+With no arguments: the default model (SmolLM2-135M-Instruct) on http://127.0.0.1:8000. Prints the URL,
+the model, the KV budget and how long start-up took (compilation shows a progress bar). API keys come
+from --api-key (repeatable) or TRELLIS_API_KEYS (comma-separated); several keys = one tenant each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m trellis_jax.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="GGUF file, HF directory, orbax checkpoint or preset (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--served-model-name", default=None, help="the name clients send as `model` (default: derived from --model)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", action="append", default=[], help="require 'Authorization: Bearer KEY' (repeatable)")
+    p.add_argument("--max-body-bytes", type=int, default=4 * 2**20)
+    p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--page-size", type=int, default=16)
+    p.add_argument("--kv-memory", default=None, help="KV pool size, e.g. 512MiB (default: the runner's)")
+    p.add_argument("--max-num-seqs", type=int, default=32)
+    p.add_argument("--max-num-batched-tokens", type=int, default=512)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--eviction-policy", default="lru")
+    p.add_argument("--schedule-policy", default="lpm")
+    p.add_argument("--disable-radix-cache", action="store_true")
+    p.add_argument("--deterministic", action="store_true", help="one compiled shape: batch-invariant outputs, slower")
+    p.add_argument("--compile-cache-dir", default=None)
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU gauge")
+    p.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth for the utilisation gauge")
+    p.add_argument("--log-level", default="info")
+    return p.parse_args(argv)
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    return dict(model=args.model, dtype=args.dtype, page_size=args.page_size, kv_memory=args.kv_memory,
+                max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                max_model_len=args.max_model_len, eviction_policy=args.eviction_policy,
+                schedule_policy=args.schedule_policy, disable_radix_cache=args.disable_radix_cache,
+                deterministic=args.deterministic, compile_cache_dir=args.compile_cache_dir)
+
+
+def served_name(args: argparse.Namespace) -> str:
+    if args.served_model_name:
+        return args.served_model_name
+    if args.model is None:
+        return "SmolLM2-135M-Instruct"
+    base = os.path.basename(os.path.normpath(args.model))
+    return base[:-5] if base.endswith(".gguf") else base
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trellis_jax.serve.server import bind_socket, make_server, url_of
+
+    api_keys = tuple(args.api_key) + tuple(k for k in os.environ.get("TRELLIS_API_KEYS", "").split(",") if k)
+    sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
+    start = time.perf_counter()
+    print(f"trellis-serve: loading {served_name(args)} and compiling (this takes a while on CPU)...", flush=True)
+    from trellis_jax.engine.api import AsyncEngine
+    from trellis_jax.serve.app import ServerSettings, create_app
+    from trellis_jax.serve.costs import CostModel, ceilings_for
+
+    engine = AsyncEngine.from_options(**engine_options(args))
+    runner = engine.engine.runner
+    settings = ServerSettings(model_name=served_name(args), api_keys=api_keys, max_body_bytes=args.max_body_bytes,
+                              cost=CostModel(runner.config), ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps))
+    app = create_app(engine, settings)
+    pool = getattr(runner, "kv_pool", None)
+    print(f"trellis-serve: {url_of(sock)}/v1  model={settings.model_name}  "
+          f"KV={pool.describe() if pool is not None else runner.num_pages}  "
+          f"auth={'on' if api_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
+    server = make_server(app, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
+    server.run(sockets=[sock])
+    return 0
+
+
+def _device_kind() -> str | None:
+    try:
+        import jax
+
+        return jax.devices()[0].device_kind
+    except Exception:  # no backend: no ceilings
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

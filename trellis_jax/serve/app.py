@@ -1,0 +1,192 @@
+"""The FastAPI app: routes, auth, model check, disconnect handling. `create_app(engine, settings)`.
+
+`engine` is an `AsyncEngine` (or anything with its generate/abort/shutdown/tokenizer surface). Routes:
+POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream=true), GET /v1/models,
+GET /v1/models/{id}, GET /health, GET /metrics. With API keys configured, /v1/* needs
+`Authorization: Bearer <key>`; /health and /metrics stay open (the server binds loopback by default).
+A client that disconnects aborts its request (its engine streams are cancelled, pages freed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from trellis_jax.serve import requests_prep
+from trellis_jax.serve.costs import Ceilings, CostModel
+from trellis_jax.serve.errors import APIError, error_response, install_error_handlers
+from trellis_jax.serve.generation import Job, run_job, stream_job
+from trellis_jax.serve.limits import BodySizeLimit, BodyTooLarge
+from trellis_jax.serve.metrics import RequestMetrics, ServerMetrics
+from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
+from trellis_jax.serve.responses import LogprobFormatter
+from trellis_jax.serve.tenancy import Tenancy
+
+_DISCONNECT_POLL_S = 0.25
+
+
+@dataclass
+class ServerSettings:
+    model_name: str = "default"
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 2**20
+    cost: CostModel = field(default_factory=CostModel)
+    ceilings: Ceilings | None = None
+    shutdown_engine: bool = True  # stop the engine thread when the app shuts down
+
+
+def _max_model_len(engine) -> int:
+    scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
+    return scheduler.config.max_model_len if scheduler is not None else 2048
+
+
+def _running_batch(engine):
+    scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
+    return (lambda: max(1, len(scheduler.running))) if scheduler is not None else (lambda: 1)
+
+
+def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    tenancy = Tenancy(settings.api_keys)
+    metrics = ServerMetrics(engine, settings.cost, settings.ceilings)
+    formatter = LogprobFormatter(engine.tokenizer)
+    max_model_len = _max_model_len(engine)
+    running_batch = _running_batch(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if settings.shutdown_engine:
+            await asyncio.to_thread(engine.shutdown)
+
+    app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan)
+    app.state.metrics, app.state.engine, app.state.settings = metrics, engine, settings
+    install_error_handlers(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge):
+        return error_response(413, str(exc))
+
+    def tenant(request: Request) -> str:
+        return tenancy.authenticate(request.headers.get("authorization"))
+
+    def check_model(name: str) -> None:
+        if name != settings.model_name:
+            raise APIError(404, f"model {name!r} does not exist; this server serves {settings.model_name!r} "
+                                "(see GET /v1/models)", param="model", code="model_not_found")
+
+    def model_card() -> dict:
+        return {"id": settings.model_name, "object": "model", "created": int(app.state.started),
+                "owned_by": "trellis-jax", "max_model_len": max_model_len}
+
+    app.state.started = time.time()
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": settings.model_name}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models(_: str = Depends(tenant)):
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, _: str = Depends(tenant)):
+        check_model(model_id)
+        return model_card()
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request, tenant_ns: str = Depends(tenant)):
+        check_model(body.model)
+        prompts = requests_prep.completion_prompts(body, engine.tokenizer)
+        sampling = requests_prep.sampling_params(
+            body, prompts, max_model_len, requested_max=body.max_tokens,
+            default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
+        job = Job("completions", f"cmpl-{uuid.uuid4().hex}", settings.model_name, int(time.time()), prompts, sampling,
+                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs is not None)
+        return await respond(job, body.stream, request)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request, tenant_ns: str = Depends(tenant)):
+        check_model(body.model)
+        prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        sampling = requests_prep.sampling_params(
+            body, prompts, max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
+            default_max=None, logprobs=logprobs)
+        job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", settings.model_name, int(time.time()), prompts, sampling,
+                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs)
+        return await respond(job, body.stream, request)
+
+    def precheck(job: Job) -> None:
+        scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
+        if scheduler is None:
+            return
+        for i, prompt in enumerate(job.prompts):
+            try:
+                scheduler.check_fits(f"{job.request_id}-{i}", prompt)
+            except ValueError as error:
+                raise APIError(400, str(error), param="prompt") from error
+
+    async def respond(job: Job, stream: bool, request: Request):
+        precheck(job)
+        tracker = RequestMetrics(metrics, settings.cost, running_batch)
+        if stream:
+            events = _tracked_stream(stream_job(engine, job, tracker, settings.cost, formatter), tracker, job.kind, metrics)
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        task = asyncio.create_task(run_job(engine, job, tracker, settings.cost, formatter))
+        try:
+            body = await _until_done_or_gone(task, request)
+        except APIError:
+            tracker.finish(job.kind, "error")
+            raise
+        if body is None:  # the client left: its request was aborted
+            metrics.disconnects.inc()
+            tracker.finish(job.kind, "disconnected")
+            return Response(status_code=499)
+        tracker.finish(job.kind, "ok")
+        return JSONResponse(body)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _until_done_or_gone(task: asyncio.Task, request: Request):
+    """The task's result, or None after cancelling it if the client disconnects first."""
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+
+
+async def _tracked_stream(events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics) -> AsyncIterator[str]:
+    status = "disconnected"
+    try:
+        async for event in events:
+            yield event
+        status = "ok"
+    finally:
+        if status == "disconnected":
+            metrics.disconnects.inc()
+        await events.aclose()
+        tracker.finish(kind, status)

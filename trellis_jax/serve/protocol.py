@@ -1,0 +1,151 @@
+"""Request bodies of the OpenAI API we serve, as pydantic models (validation = the 400 messages).
+
+Types are strict where a wrong type would be silently coerced into something else (a string for a
+number); unknown fields are ignored, as OpenAI-compatible servers commonly do, so newer clients work.
+Ranges follow the OpenAI reference; extras: top_k, min_p, repetition_penalty, cache_salt, ignore_eos,
+stop_token_ids, skip_special_tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+
+MAX_N = 16
+MAX_STOP_STRINGS = 16
+MAX_LOGPROBS = 20
+
+Number = StrictFloat | StrictInt
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
+class SamplingFields(BaseModel):
+    """Fields shared by /v1/completions and /v1/chat/completions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    seed: StrictInt | None = None
+    presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+    # extras (vLLM-style)
+    top_k: Annotated[StrictInt, Field(ge=-1)] | None = None
+    min_p: Annotated[Number, Field(ge=0, le=1)] | None = None
+    repetition_penalty: Annotated[Number, Field(gt=0, le=10)] | None = None
+    ignore_eos: StrictBool | None = None
+    stop_token_ids: list[Annotated[StrictInt, Field(ge=0)]] | None = None
+    skip_special_tokens: StrictBool | None = None
+    cache_salt: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
+    logit_bias: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _non_empty_stop(cls, stop):
+        values = [stop] if isinstance(stop, str) else stop or []
+        if any(not s for s in values):
+            raise ValueError("stop strings must be non-empty")
+        return stop
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, bias):
+        if bias:
+            raise ValueError("logit_bias is not supported by this server; leave it out")
+        return bias
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+PromptIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: Annotated[StrictStr, Field(min_length=1)] | PromptIds | Annotated[
+        list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)
+    ] | Annotated[list[PromptIds], Field(min_length=1)]
+    logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    echo: StrictBool = False
+    best_of: StrictInt | None = None
+    suffix: StrictStr | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, best_of, info):
+        if best_of is not None and best_of != info.data.get("n", 1):
+            raise ValueError("best_of other than n is not supported; leave it out")
+        return best_of
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, suffix):
+        if suffix:
+            raise ValueError("suffix (insertion) is not supported; leave it out")
+        return suffix
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, echo):
+        if echo:
+            raise ValueError("echo is not supported; leave it out")
+        return echo
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt(s) as a list: one string or id list per completion group."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and isinstance(p[0], int):
+            return [p]
+        return list(p)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, tool_call_id... go to the template as given
+    role: Annotated[StrictStr, Field(min_length=1)]
+    content: StrictStr | list[TextPart] | None = None
+
+    def for_template(self) -> dict[str, Any]:
+        message = self.model_dump(exclude_none=True)
+        if isinstance(self.content, list):  # the templates we render expect a string
+            message["content"] = "".join(part.text for part in self.content)
+        elif self.content is None and not message.get("tool_calls"):
+            message["content"] = ""
+        return message
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    logprobs: StrictBool = False
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    add_generation_prompt: StrictBool = True
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, top, info):
+        if top and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return top

@@ -1,0 +1,67 @@
+"""Turn validated request bodies into engine work: token ids per prompt, SamplingParams capped by the
+context, the tenant namespace. Every problem a client can fix is an APIError 400 saying what to fix."""
+
+from __future__ import annotations
+
+from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.serve.errors import APIError
+from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat defaults to the context left
+
+
+def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
+    prompts = []
+    for i, prompt in enumerate(req.prompts()):
+        if isinstance(prompt, str):
+            prompts.append(list(tokenizer.encode(prompt, parse_special=True)))
+        else:
+            bad = [t for t in prompt if t >= tokenizer.vocab_size]
+            if bad:
+                raise APIError(400, f"prompt {i} has token id {bad[0]} outside the vocabulary (size {tokenizer.vocab_size})",
+                               param="prompt")
+            prompts.append(list(prompt))
+        if not prompts[-1]:
+            raise APIError(400, f"prompt {i} is empty after tokenization", param="prompt")
+    return prompts
+
+
+def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
+    messages = [m.for_template() for m in req.messages]
+    extras = dict(req.chat_template_kwargs or {})
+    if req.tools:
+        extras["tools"] = req.tools
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=req.add_generation_prompt, **extras)
+    except (ValueError, KeyError, TypeError) as error:  # ChatTemplateError is a ValueError
+        raise APIError(400, f"cannot build the chat prompt: {error}", param="messages") from error
+    ids = list(tokenizer.encode(text, parse_special=True))
+    if not ids:
+        raise APIError(400, "the chat renders to an empty prompt", param="messages")
+    return ids
+
+
+def sampling_params(req: SamplingFields, prompts: list[list[int]], max_model_len: int, *, requested_max: int | None,
+                    default_max: int | None, logprobs: int | None) -> SamplingParams:
+    """SamplingParams for the request; max_tokens is capped so prompt + output fit the context."""
+    longest = max(len(p) for p in prompts)
+    if longest >= max_model_len:
+        raise APIError(400, f"the prompt has {longest} tokens but this model's context is {max_model_len} tokens "
+                            "(prompt + completion); shorten the prompt", param="messages" if hasattr(req, "messages") else "prompt",
+                       code="context_length_exceeded")
+    room = max_model_len - longest
+    wanted = requested_max if requested_max is not None else default_max
+    max_tokens = room if wanted is None else min(wanted, room)
+    fields = {
+        "n": req.n, "max_tokens": max_tokens, "logprobs": logprobs, "seed": req.seed,
+        "stop": req.stop or (), "stop_token_ids": req.stop_token_ids or (),
+    }
+    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                 "repetition_penalty", "ignore_eos", "skip_special_tokens"):
+        value = getattr(req, name)
+        if value is not None:
+            fields[name] = value
+    try:
+        return SamplingParams(**fields)
+    except ValueError as error:
+        raise APIError(400, str(error)) from error
