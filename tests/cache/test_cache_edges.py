@@ -197,3 +197,14 @@ def test_peek_reports_the_match_length_without_mutating():
     before = (r.handle.last_access, r.handle.num_pages, cache.stats)
     assert cache.peek([1, 2, 3, 4, 9, 9]) == 4
     assert (r.handle.last_access, r.handle.num_pages, cache.stats) == before
+
+
+def test_handle_of_another_cache_is_refused():
+    other = RadixCache(8, 2).match([1, 2]).handle
+    with pytest.raises(ValueError, match="not a handle of this cache"):
+        RadixCache(8, 2).lock(other)
+
+
+def test_shared_namespaces_must_be_a_set_of_names():
+    with pytest.raises(ValueError, match="shared_namespaces"):
+        RadixCache(8, 2, shared_namespaces="public")

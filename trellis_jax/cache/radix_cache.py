@@ -89,11 +89,18 @@ class InsertResult(NamedTuple):
 
 
 class RadixCache:
+    """Prefix cache over ``num_pages`` page ids of ``page_size`` tokens (see the module docstring).
+
+    ``policy``: a registered name (``policy_names()``) or a fresh ``EvictionPolicy`` instance.
+    ``shared_namespaces``: names that write to the public trunk every namespace can match.
+    ``enabled=False``: the ``--disable-radix-cache`` mode (nothing is ever cached).
+    """
+
     def __init__(self, num_pages: int, page_size: int, policy: str | EvictionPolicy = "lru",
                  shared_namespaces: frozenset[str] = frozenset(), enabled: bool = True) -> None:
         if not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
-        if not all(isinstance(ns, str) for ns in shared_namespaces):
+        if isinstance(shared_namespaces, str) or not all(isinstance(ns, str) for ns in shared_namespaces):
             raise ValueError(f"shared_namespaces must hold str names, got {shared_namespaces!r}")
         self.allocator = PageAllocator(num_pages)
         self.page_size = page_size
@@ -224,18 +231,19 @@ class RadixCache:
             self.allocator.free(duplicates)
             self._counters.duplicate_pages_freed += len(duplicates)
         if present < len(page_ids):
-            node = self._add_leaf(node, key[present_tokens:], page_ids[present:], owner)
+            node = self._add_leaf(node, key[present_tokens:], page_ids[present:], owner, priority)
         self._touch(node, hit=False, priority=priority)
         return InsertResult(present_tokens, canonical + page_ids[present:], node)
 
     def _check_private(self, page_ids: list[int]) -> None:
         check_private(self.allocator, self._page_node, page_ids)
 
-    def _add_leaf(self, parent: TreeNode, key: tuple, pages: list[int], owner) -> TreeNode:
+    def _add_leaf(self, parent: TreeNode, key: tuple, pages: list[int], owner, priority: int | None) -> TreeNode:
         if parent is not self._root and not parent.children and parent.lock_ref == 0:
             self._policy.discard_candidate(parent)
         leaf = TreeNode(key, pages, owner, parent, self._tick)
         leaf.access_count = 1  # its creation counts as the first use (LFU/SLRU start new nodes at 1)
+        leaf.priority = priority if priority is not None else 0
         parent.children[(owner, key[:self.page_size])] = leaf
         for page in pages:
             self._page_node[page] = leaf
@@ -334,8 +342,9 @@ class RadixCache:
             node = node.parent
 
     def _check_alive(self, handle: TreeNode) -> None:
-        if not isinstance(handle, TreeNode) or not handle.alive:
-            raise ValueError(f"handle was evicted or is not a cache handle: {handle!r}")
+        # Only roots have no parent, and our own root was handled by the caller: a foreign root is refused.
+        if not isinstance(handle, TreeNode) or not handle.alive or handle.parent is None:
+            raise ValueError(f"handle was evicted or is not a handle of this cache: {handle!r}")
 
     # ---- stats and checks -------------------------------------------------------------------------
     @property
