@@ -3,8 +3,8 @@
 Orders (``ORDERS``):
 - ``fcfs``: arrival order;
 - ``lpm``: longest cached prefix first among the ``window`` oldest waiting requests (ties by arrival),
-  the engine's ``lpm-window``. The prefix length comes from ``RadixCache.match`` exactly as the engine's
-  scheduler gets it, side effects included (a match refreshes the access metadata of the path).
+  the engine's ``lpm-window``. The prefix length comes from ``RadixCache.peek`` (of ``prompt[:-1]``),
+  as the engine's scheduler gets it: looking does not refresh any policy metadata.
 
 Time: without arrival times every request is waiting from the start. With them a simulated clock runs:
 a batch takes ``sum(uncached prompt tokens) / prefill_tokens_per_s + max(output tokens) /

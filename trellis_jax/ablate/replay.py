@@ -93,8 +93,7 @@ class _Simulator:
         self.peak_pages = 0
 
     def prefix_len(self, request: TraceRequest) -> int:
-        prompt = request.prompt[:-1].tolist()
-        return self.cache.match(prompt, request.namespace).num_cached_tokens
+        return self.cache.peek(request.prompt[:-1].tolist(), request.namespace)
 
     def admit(self, index: int) -> _Running | None:
         request, cache = self.trace.requests[index], self.cache

@@ -73,8 +73,8 @@ class _Tokens:
 
     def take(self, n: int) -> np.ndarray:
         if self.vocab_size is not None:
-            return self.rng.integers(0, self.vocab_size, n, dtype=np.int64)
-        ids = np.arange(self.next, self.next + n, dtype=np.int64)
+            return self.rng.integers(0, self.vocab_size, n, dtype=np.int32)
+        ids = np.arange(self.next, self.next + n, dtype=np.int32)
         self.next += n
         return ids
 
@@ -113,7 +113,7 @@ class _Generator:
             k = int(self.rng.choice(spec.num_prefixes, p=self.popularity))
             history = self.prefixes[(namespace, k)]
         else:
-            history = np.zeros(0, np.int64)
+            history = np.zeros(0, np.int32)
         turns = int(spec.turns) if spec.fixed_turns else int(self.rng.geometric(1.0 / spec.turns))
         return _Session(history, namespace, turns)
 

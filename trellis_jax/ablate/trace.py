@@ -29,6 +29,7 @@ import numpy as np
 
 # Synthetic output tokens (``output_len``) are drawn above every real vocabulary so they never collide.
 SYNTHETIC_TOKEN_BASE = 1 << 30
+_MAX_TOKEN_ID = np.iinfo(np.int32).max  # ids are stored as int32 (a 100M-token trace fits in 400 MB)
 
 
 class TraceError(ValueError):
@@ -38,8 +39,8 @@ class TraceError(ValueError):
 @dataclass(frozen=True, eq=False)
 class TraceRequest:
     request_id: str
-    prompt: np.ndarray  # [prompt_len] int64 token ids, prompt_len >= 1
-    output: np.ndarray  # [output_len] int64 token ids the engine generated (may be empty)
+    prompt: np.ndarray  # [prompt_len] int32 token ids, prompt_len >= 1
+    output: np.ndarray  # [output_len] int32 token ids the engine generated (may be empty)
     namespace: str = ""
     arrival_time: float | None = None
 
@@ -98,12 +99,12 @@ def _as_token_array(tokens, what: str) -> np.ndarray:
     if array.ndim != 1:
         raise TraceError(f"{what}: token ids must be a flat list, got shape {array.shape}")
     if array.size == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int32)
     if not np.issubdtype(array.dtype, np.integer):
         raise TraceError(f"{what}: token ids must be ints, got dtype {array.dtype}")
-    if array.min() < 0:
-        raise TraceError(f"{what}: token ids must be >= 0, got {int(array.min())}")
-    return array.astype(np.int64, copy=False)
+    if array.min() < 0 or array.max() > _MAX_TOKEN_ID:
+        raise TraceError(f"{what}: token ids must be in [0, {_MAX_TOKEN_ID}], got {int(array.min())}..{int(array.max())}")
+    return array.astype(np.int32, copy=False)
 
 
 # ---- JSONL ------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class _SyntheticTokens:
         self.next = SYNTHETIC_TOKEN_BASE
 
     def take(self, n: int) -> np.ndarray:
-        ids = np.arange(self.next, self.next + n, dtype=np.int64)
+        ids = np.arange(self.next, self.next + n, dtype=np.int32)
         self.next += n
         return ids
 
