@@ -18,10 +18,37 @@ from trellis_jax.serve.app import ServerSettings, create_app
 from trellis_jax.serve.server import bind_socket, make_server, url_of
 
 
-def fake_engine(*, num_pages: int = 256, page_size: int = 4, max_model_len: int = 256, **options) -> AsyncEngine:
-    engine, _runner, _cache, tokenizer = make_fake_engine(num_pages=num_pages, page_size=page_size, mode="increment",
-                                                          max_model_len=max_model_len, **options)
+def fake_engine(*, num_pages: int = 256, page_size: int = 4, max_model_len: int = 256, step_s: float = 0.0,
+                **options) -> AsyncEngine:
+    """`step_s` > 0 makes every engine step take that long (to leave time to disconnect mid-stream)."""
+    engine, runner, _cache, tokenizer = make_fake_engine(num_pages=num_pages, page_size=page_size, mode="increment",
+                                                         max_model_len=max_model_len, **options)
+    if step_s:
+        run = runner.run
+
+        def slow_run(plan):
+            time.sleep(step_s)
+            return run(plan)
+
+        runner.run = slow_run
     return AsyncEngine(engine, tokenizer)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def engine_idle(engine: AsyncEngine) -> bool:
+    """No request left in the engine or scheduler and no page held (only the tree's evictable pages)."""
+    scheduler = engine.engine.scheduler
+    cache = scheduler.kv.cache
+    return (not engine.engine.has_unfinished() and not scheduler.requests and cache.num_locked_pages == 0
+            and cache.num_private_pages == 0)
 
 
 def expected_increment(prompt: str, max_tokens: int) -> str:
@@ -59,7 +86,7 @@ class ServerThread:
         return httpx.post(self.url + path, timeout=30, **kwargs)
 
 
-def serve_fake(**settings) -> tuple[ServerThread, AsyncEngine]:
-    engine = fake_engine()
+def serve_fake(step_s: float = 0.0, **settings) -> tuple[ServerThread, AsyncEngine]:
+    engine = fake_engine(step_s=step_s)
     app = create_app(engine, ServerSettings(model_name="fake-model", **settings))
     return ServerThread(app), engine

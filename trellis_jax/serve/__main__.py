@@ -60,7 +60,7 @@ def served_name(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from trellis_jax.serve.server import bind_socket, make_server, url_of
+    from trellis_jax.serve.server import bind_socket, serve, url_of
 
     api_keys = tuple(args.api_key) + tuple(k for k in os.environ.get("TRELLIS_API_KEYS", "").split(",") if k)
     sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     print(f"trellis-serve: {url_of(sock)}/v1  model={settings.model_name}  "
           f"KV={pool.describe() if pool is not None else runner.num_pages}  "
           f"auth={'on' if api_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
-    server = make_server(app, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
-    server.run(sockets=[sock])
+    serve(app, sock, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
+    print("trellis-serve: shut down cleanly", flush=True)
     return 0
 
 

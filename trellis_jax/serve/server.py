@@ -7,7 +7,9 @@ freed), run the app's shutdown (the engine thread stops) and return, so the proc
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 
 import uvicorn
 
@@ -32,3 +34,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(app, sock: socket.socket, *, graceful_timeout_s: float = 30.0, log_level: str = "info") -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (returns; the caller exits 0).
+
+    uvicorn re-raises the captured signal after its graceful shutdown, to the handler that was in place
+    before it started; a no-op handler there keeps that from killing the process (exit status 0
+    instead of -15) once everything has been shut down properly."""
+    server = make_server(app, graceful_timeout_s=graceful_timeout_s, log_level=log_level)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _already_handled) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _already_handled(signum, frame) -> None:
+    """uvicorn's graceful shutdown already acted on this signal."""

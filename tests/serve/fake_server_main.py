@@ -1,0 +1,28 @@
+"""Run the real serving path (uvicorn + signal handling + app shutdown) over a slow fake engine, for
+the SIGTERM test: prints the URL, serves until SIGTERM, then prints a summary of the engine's state."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from serve_harness import engine_idle, fake_engine  # noqa: E402
+
+from trellis_jax.serve.app import ServerSettings, create_app  # noqa: E402
+from trellis_jax.serve.server import bind_socket, serve, url_of  # noqa: E402
+
+
+def main() -> int:
+    engine = fake_engine(step_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.02)
+    sock = bind_socket("127.0.0.1", 0)
+    print(f"URL {url_of(sock)}", flush=True)
+    serve(create_app(engine, ServerSettings(model_name="fake-model")), sock, graceful_timeout_s=10, log_level="warning")
+    engine.engine.scheduler.kv.cache.check_integrity()
+    print(f"STOPPED idle={engine_idle(engine)} thread_alive={engine.is_running}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
