@@ -1,0 +1,128 @@
+"""`python -m tools.bench` — the CPU comparison, workload files, and the BENCHMARKS.md section.
+
+    python -m tools.bench run [--preset cpu] [--systems a,b] [--workloads a,b] [--repeats 2] [--out results/bench]
+                              [--update-benchmarks]    # also rewrite BENCHMARKS.md's "Against other engines"
+    python -m tools.bench workloads --preset cpu --seed 0 --out results/bench/workloads   # JSONL only
+    python -m tools.bench report results/bench/results.json [--update-benchmarks]        # re-render
+
+`run` prints which systems it found and skips, writes results.json, report.md and PNGs into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from . import systems as system_registry
+from .model_files import default_gguf, f32_gguf
+from .workloads import PRESETS, WORKLOADS
+
+BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "bench"
+DEFAULT_SYSTEMS = ("trellis", "trellis-nocache", "trellis-http", "hf", "hf-reuse", "llama.cpp-Q4_1",
+                   "llama.cpp-Q4_1-ramcache", "llama.cpp-F32", "llama.cpp-F32-ramcache", "llama.cpp-http")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v for v in value.split(",") if v)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the comparison")
+    run.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    run.add_argument("--systems", type=_csv, default=DEFAULT_SYSTEMS)
+    run.add_argument("--workloads", type=_csv, default=WORKLOADS)
+    run.add_argument("--repeats", type=int, default=2)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    run.add_argument("--out", type=Path, default=Path("results/bench"))
+    run.add_argument("--kv-memory", default="512MiB", help="Trellis KV pool")
+    run.add_argument("--run-timeout", type=float, default=900.0, help="seconds one (system, workload) may take")
+    run.add_argument("--update-benchmarks", action="store_true")
+    wl = sub.add_parser("workloads", help="write the workload JSONL files only")
+    wl.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    wl.add_argument("--seed", type=int, default=0)
+    wl.add_argument("--out", type=Path, default=Path("results/bench/workloads"))
+    rep = sub.add_parser("report", help="re-render report.md / plots from a results.json")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--update-benchmarks", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.command == "workloads":
+        return _write_workloads(args)
+    if args.command == "report":
+        result = json.loads(args.results.read_text())
+        _report(result, args.results.parent, result.get("command", "?"), args.update_benchmarks)
+        return 0
+    return _run(args, "python -m tools.bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+
+
+def _write_workloads(args) -> int:
+    from .requests import write_jsonl
+    from .tokenizer import BenchTokenizer
+    from .workloads import generate
+
+    tokenizer = BenchTokenizer.load(default_gguf())
+    for name in WORKLOADS:
+        requests = generate(name, args.seed, PRESETS[args.preset][name], tokenizer)
+        write_jsonl(requests, args.out / f"{name}-seed{args.seed}.jsonl")
+        print(f"{name}: {len(requests)} requests, {sum(r.num_prompt_tokens for r in requests)} prompt tokens, "
+              f"{sum(r.reusable_prefix_tokens for r in requests)} reusable")
+    return 0
+
+
+def _run(args, command: str) -> int:
+    from .harness import BenchConfig, run_comparison
+    from .tokenizer import BenchTokenizer
+
+    unknown = [s for s in args.systems if s not in system_registry.SYSTEMS]
+    if unknown:
+        raise SystemExit(f"unknown system(s) {unknown}; known: {', '.join(system_registry.SYSTEMS)}")
+    cache_dir = args.out / "cache"
+    q4 = default_gguf()
+    needs_f32 = any("F32" in s or s == "llama.cpp-http" for s in args.systems)
+    settings = {
+        "gguf_q4": str(q4), "gguf_f32": str(f32_gguf(cache_dir) if needs_f32 else q4), "threads": args.threads,
+        "n_ctx": 2048, "log_dir": str(args.out / "logs"),
+        "trellis_options": {"kv_memory": args.kv_memory, "compile_cache_dir": str((cache_dir / "jax").resolve())},
+        "trellis_server_args": ["--kv-memory", args.kv_memory, "--compile-cache-dir", str((cache_dir / "jax").resolve())],
+        "ports": {"trellis-http": 18431, "llama.cpp-http": 18432},
+    }
+    config = BenchConfig(out_dir=args.out, preset=args.preset, systems=args.systems, workloads=args.workloads,
+                         repeats=args.repeats, seed=args.seed, threads=args.threads,
+                         run_timeout_s=args.run_timeout, settings=settings)
+    result = run_comparison(config, BenchTokenizer.load(q4))
+    result["command"] = command
+    (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    _report(result, args.out, command, args.update_benchmarks)
+    return 0
+
+
+def _report(result: dict, out_dir: Path, command: str, update_benchmarks: bool) -> None:
+    from .plots import write_plots
+    from .report import markdown, update_section
+
+    plots = write_plots(result, out_dir)
+    (out_dir / "report.md").write_text(markdown(result, command, [p.name for p in plots]))
+    print((out_dir / "report.md").read_text())
+    if update_benchmarks:
+        DOCS_DIR.mkdir(parents=True, exist_ok=True)
+        for plot in plots:
+            shutil.copy(plot, DOCS_DIR / plot.name)
+        rel = [f"docs/bench/{p.name}" for p in plots]
+        update_section(BENCHMARKS_MD, markdown(result, command, rel))
+        print(f"updated {BENCHMARKS_MD}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

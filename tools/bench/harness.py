@@ -1,0 +1,136 @@
+"""The comparison run: every available system on every workload, alternating, repeated.
+
+`run_comparison(config)`:
+1. says which systems it found and which it skips (and why), one line each;
+2. starts one worker per system (load + warm-up, untimed);
+3. for each repeat r and workload w (generated with seed + r, so no run can reuse an earlier run's
+   prompts), runs every system in an order rotated by (r, w) — systems alternate instead of running
+   back to back — and records per-run metrics plus the 1-minute load average at that moment;
+4. writes `results.json` (machine, config, every run, medians per (system, workload), skips, misses).
+A system whose worker fails to start or dies is reported as a miss, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import systems as system_registry
+from .metrics import run_metrics, summarize
+from .requests import write_jsonl
+from .runners.base import RequestResult
+from .workloads import PRESETS, WORKLOADS, generate
+from .worker import Worker, WorkerError
+
+
+@dataclass
+class BenchConfig:
+    out_dir: Path
+    preset: str = "cpu"
+    systems: tuple[str, ...] = system_registry.SYSTEMS
+    workloads: tuple[str, ...] = WORKLOADS
+    repeats: int = 2
+    seed: int = 0
+    threads: int = os.cpu_count() or 1
+    run_timeout_s: float = 900.0
+    settings: dict = field(default_factory=dict)     # passed to systems.build in each worker
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run_comparison(config: BenchConfig, tokenizer) -> dict:
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = {s: why for s in config.systems if (why := system_registry.missing(s))}
+    for name, why in skipped.items():
+        log(f"skip {name}: {why}")
+    workers, misses = _start_workers([s for s in config.systems if s not in skipped], config.settings)
+    log(f"systems in this run: {', '.join(workers) or 'none'}")
+    machine = _machine(tokenizer)
+    runs = []
+    try:
+        for repeat in range(config.repeats):
+            for wi, workload in enumerate(config.workloads):
+                requests = generate(workload, config.seed + repeat, PRESETS[config.preset][workload], tokenizer)
+                write_jsonl(requests, out / "workloads" / f"{workload}-seed{config.seed + repeat}.jsonl")
+                for name in _rotated(list(workers), repeat + wi):
+                    run = _one_run(workers, misses, name, workload, repeat, requests, config.run_timeout_s)
+                    if run is not None:
+                        runs.append(run)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    machine["loadavg_end"] = os.getloadavg()
+    summary = summarize(runs)
+    result = {"machine": machine, "config": _config_dict(config), "skipped": skipped, "misses": misses,
+              "systems": {n: w.info for n, w in workers.items()}, "runs": runs,
+              "summary": [{"system": s, "workload": w, **row} for (s, w), row in summary.items()]}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def _start_workers(names, settings):
+    workers, misses = {}, []
+    for name in names:
+        log(f"starting {name} (load + warm-up)...")
+        started = time.perf_counter()
+        try:
+            workers[name] = Worker(name, settings)
+            log(f"  {name} ready in {time.perf_counter() - started:.0f}s: {workers[name].info['description']}")
+        except WorkerError as error:
+            log(f"  {name} did not start: {str(error).splitlines()[-1]}")
+            misses.append({"system": name, "stage": "start", "error": str(error)[-2000:]})
+    return workers, misses
+
+
+def _one_run(workers, misses, name, workload, repeat, requests, timeout_s):
+    load_before = os.getloadavg()[0]
+    try:
+        raw = workers[name].run(requests, timeout_s)
+    except WorkerError as error:
+        log(f"  {name} failed on {workload}: {str(error).splitlines()[-1]}")
+        misses.append({"system": name, "workload": workload, "repeat": repeat, "error": str(error)[-2000:]})
+        if not workers[name]._proc.is_alive():
+            workers.pop(name).close()
+        return None
+    results = [RequestResult(**r) for r in raw["results"]]
+    metrics = run_metrics(results, raw["wall_s"], reusable_tokens=sum(r.reusable_prefix_tokens for r in requests),
+                          kv_peak_bytes=raw["kv_peak_bytes"], rss_peak_bytes=raw["rss_peak_bytes"],
+                          cache_hit_rate=raw["stats"].get("cache_hit_rate"))
+    log(f"  {workload:13s} r{repeat} {name:24s} {metrics['output_tokens_per_s']:7.1f} tok/s  "
+        f"{metrics['requests_per_s']:5.2f} req/s  TTFT p50 {metrics['ttft_p50_s']:.2f}s  load {load_before:.1f}")
+    return {"system": name, "workload": workload, "repeat": repeat, "loadavg_1m": load_before,
+            "stats": raw["stats"], "results": raw["results"], **metrics}
+
+
+def _rotated(items: list, k: int) -> list:
+    if not items:
+        return items
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def _machine(tokenizer) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("trellis-jax", "jax", "jaxlib", "torch", "transformers", "llama_cpp_python"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "platform": platform.platform(),
+            "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
+            "tokenizer": tokenizer.source, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def _config_dict(config: BenchConfig) -> dict:
+    return {"preset": config.preset, "systems": list(config.systems), "workloads": list(config.workloads),
+            "repeats": config.repeats, "seed": config.seed, "threads": config.threads,
+            "sizes": {w: PRESETS[config.preset][w] for w in config.workloads}, "settings": config.settings}

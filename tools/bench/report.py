@@ -1,0 +1,138 @@
+"""The markdown report of a comparison run, its verdict against the issue's targets, and BENCHMARKS.md.
+
+`markdown(result, command)` renders: how it was measured (command, machine, load, definitions), the
+skipped systems and the misses, one table row per (workload, system) with medians over repeats, and
+the targets: on each shared-prefix workload Trellis (cache on) must reach >= 2x the output tokens/s of
+the best llama.cpp configuration and a lower p50 TTFT; on `no_share` it must be at least level with
+llama.cpp F32. A missed target is printed as MISSED with the ratio — never hidden.
+`update_section(path, text)` replaces (or appends) only the "Against other engines" section.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SECTION_TITLE = "## Against other engines"
+SHARED_WORKLOADS = ("shared_system", "multi_turn", "few_shot", "agentic")
+MIB = 2**20
+
+
+def markdown(result: dict, command: str, plots: list[str] = ()) -> str:
+    lines = [SECTION_TITLE, ""] + _preamble(result, command) + [""]
+    lines += _table(result) + [""] + _targets(result) + [""] + _definitions()
+    lines += [""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _preamble(result, command) -> list[str]:
+    m, c = result["machine"], result["config"]
+    loads = [r["loadavg_1m"] for r in result["runs"]]
+    load_range = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "n/a"
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    out = [
+        "Same model (SmolLM2-135M-Instruct, from the same GGUF), same prompts and token ids, greedy, every",
+        f"request generating exactly its `max_tokens` (EOS ignored/banned). Regenerate with:",
+        "", "```", command, "```", "",
+        f"Measured {m['started_utc']} UTC on {m['cpu_count']} cores ({m['processor'] or m['platform']}), "
+        f"threads per engine: {c['threads']}; 1-minute load average during the runs: {load_range} "
+        f"(the machine was shared with other jobs: absolute numbers are noisy, ratios within one run less so). "
+        f"Preset `{c['preset']}`, {c['repeats']} repeat(s) per cell (medians shown), systems alternating. "
+        f"Versions: {versions}. Token counts: {m['tokenizer']}.",
+    ]
+    for name, why in result["skipped"].items():
+        out.append(f"- skipped **{name}**: {why}")
+    for miss in result["misses"]:
+        where = miss.get("workload", miss.get("stage"))
+        out.append(f"- MISS **{miss['system']}** ({where}): {miss['error'].strip().splitlines()[-1][:200]}")
+    return out
+
+
+def _table(result) -> list[str]:
+    head = ("| workload | system | out tok/s | req/s | TTFT p50 s | TTFT p99 s | prefill computed / skipped "
+            "(ideal skip) | peak KV MiB | peak RSS MiB | cache hit |")
+    lines = [head, "|" + "---|" * 10]
+    order = {n: i for i, n in enumerate(result["config"]["systems"])}
+    rows = sorted(result["summary"], key=lambda r: (result["config"]["workloads"].index(r["workload"]),
+                                                    order.get(r["system"], 99)))
+    for r in rows:
+        prefill = ("n/a" if r["prefill_computed"] is None else
+                   f"{r['prefill_computed']:,.0f} / {r['prefill_skipped']:,.0f}") + f" ({r['reusable_tokens']:,.0f})"
+        lines.append(f"| {r['workload']} | {r['system']} | {r['output_tokens_per_s']:.1f} | "
+                     f"{r['requests_per_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p99_s']:.2f} | {prefill} | "
+                     f"{_mib(r['kv_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} | {_pct(r['cache_hit_rate'])} |")
+    return lines
+
+
+def verdicts(result: dict) -> list[dict]:
+    """One verdict per workload: Trellis (cache on) against the best llama.cpp configuration."""
+    rows = {(r["system"], r["workload"]): r for r in result["summary"]}
+    out = []
+    for workload in result["config"]["workloads"]:
+        trellis = rows.get(("trellis", workload))
+        if workload in SHARED_WORKLOADS:
+            peers = [r for (s, w), r in rows.items() if w == workload and s.startswith("llama.cpp-") and s != "llama.cpp-http"]
+            need = 2.0
+        else:
+            peers = [r for key in [("llama.cpp-F32", workload)] if (r := rows.get(key))]
+            need = 1.0
+        if trellis is None or not peers:
+            out.append({"workload": workload, "status": "NOT MEASURED", "detail": "Trellis or llama.cpp missing"})
+            continue
+        best = max(peers, key=lambda r: r["output_tokens_per_s"])
+        ratio = trellis["output_tokens_per_s"] / best["output_tokens_per_s"]
+        ttft_ok = workload not in SHARED_WORKLOADS or trellis["ttft_p50_s"] < min(p["ttft_p50_s"] for p in peers)
+        met = ratio >= need and ttft_ok
+        out.append({"workload": workload, "status": "met" if met else "MISSED", "ratio": ratio, "need": need,
+                    "best_peer": best["system"], "ttft_ok": ttft_ok,
+                    "trellis_ttft": trellis["ttft_p50_s"], "peer_ttft": min(p["ttft_p50_s"] for p in peers)})
+    return out
+
+
+def _targets(result) -> list[str]:
+    lines = ["Targets (issue 7): shared-prefix workloads need Trellis (cache on) >= 2.0x the output tok/s of the best",
+             "llama.cpp configuration and a lower p50 TTFT than every llama.cpp configuration; `no_share` needs >= 1.0x",
+             "llama.cpp F32.", "", "| workload | verdict | Trellis / best llama.cpp tok/s | needed | p50 TTFT Trellis vs best llama.cpp |",
+             "|---|---|---|---|---|"]
+    for v in verdicts(result):
+        if v["status"] == "NOT MEASURED":
+            lines.append(f"| {v['workload']} | NOT MEASURED | {v['detail']} | | |")
+            continue
+        lines.append(f"| {v['workload']} | {v['status']} | {v['ratio']:.2f}x (vs {v['best_peer']}) | {v['need']:.1f}x | "
+                     f"{v['trellis_ttft']:.2f}s vs {v['peer_ttft']:.2f}s{'' if v['ttft_ok'] else ' (MISSED)'} |")
+    return lines
+
+
+def _definitions() -> list[str]:
+    return [
+        "Definitions: *TTFT* from the moment a request's wave is submitted (all requests of a wave arrive",
+        "together; a chat's next turn or an agent's forks arrive when the previous wave has finished), so it",
+        "includes queueing — llama.cpp and transformers serve one request at a time. *out tok/s* and *req/s*",
+        "over the run's wall time. *prefill computed / skipped*: prompt tokens evaluated vs reused, summed over",
+        "the run (n/a where the system does not report it, e.g. over HTTP without usage details); *ideal skip*",
+        "is the most any prefix cache could reuse (each prompt's longest common prefix with an earlier prompt).",
+        "*peak KV*: Trellis = pages in use x page bytes (pool preallocated); transformers = live + stored",
+        "DynamicCaches; llama.cpp = its n_ctx context KV (f16, allocated up front) + LlamaRAMCache size; HTTP",
+        "systems: not separable, see RSS. *peak RSS* of the engine's process (the server's for HTTP).",
+        "*cache hit*: Trellis' cached prompt tokens / prompt tokens in the run.",
+    ]
+
+
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value / MIB:,.0f}"
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{100 * value:.0f}%"
+
+
+def update_section(path: Path, text: str) -> None:
+    """Replace the '## Against other engines' section of `path` (up to the next '## '), or append it."""
+    path = Path(path)
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(doc):
+        doc = pattern.sub(lambda _: text.rstrip() + "\n\n", doc, count=1)
+    else:
+        doc = doc.rstrip() + "\n\n" + text
+    path.write_text(doc.rstrip() + "\n")

@@ -1,0 +1,77 @@
+"""The systems the harness knows, how to build each one, and which of them this machine can run.
+
+`SYSTEMS` maps a system name to (what it needs importable, a builder taking the settings dict). The
+settings are plain data (paths, thread count, Trellis options, ports) so they cross into worker
+processes. `missing(name)` returns why a system cannot run here (a module that does not import, or a
+file that is absent) or None; the harness prints one line per skipped system and goes on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+# name -> modules that must be importable
+REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "trellis": ("trellis_jax.engine.api",),
+    "trellis-nocache": ("trellis_jax.engine.api",),
+    "trellis-http": ("trellis_jax.serve", "httpx"),
+    "hf": ("torch", "transformers"),
+    "hf-reuse": ("torch", "transformers"),
+    "llama.cpp-Q4_1": ("llama_cpp",),
+    "llama.cpp-Q4_1-ramcache": ("llama_cpp",),
+    "llama.cpp-F32": ("llama_cpp",),
+    "llama.cpp-F32-ramcache": ("llama_cpp",),
+    "llama.cpp-http": ("llama_cpp", "httpx", "sse_starlette", "starlette_context", "pydantic_settings"),
+}
+SYSTEMS = tuple(REQUIREMENTS)
+
+
+def missing(name: str) -> str | None:
+    if name not in REQUIREMENTS:
+        raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
+    for module in REQUIREMENTS[name]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"python module {module!r} is not installed"
+    return None
+
+
+def build(name: str, settings: dict):
+    """The runner for `name` (imports happen here, inside the worker process)."""
+    from .runners import hf, llamacpp, openai_http, trellis
+
+    q4, f32 = Path(settings["gguf_q4"]), Path(settings["gguf_f32"])
+    threads = settings["threads"]
+    if name in ("trellis", "trellis-nocache"):
+        return trellis.TrellisRunner(q4, cache=name == "trellis", options=settings["trellis_options"])
+    if name == "trellis-http":
+        return trellis.trellis_http_runner(q4, cache=True, port=settings["ports"]["trellis-http"],
+                                           server_args=settings["trellis_server_args"], log_dir=settings["log_dir"])
+    if name in ("hf", "hf-reuse"):
+        return hf.HFRunner(hf.gguf_model_loader(q4), reuse=name == "hf-reuse", threads=threads)
+    if name.startswith("llama.cpp-") and name != "llama.cpp-http":
+        path = f32 if "-F32" in name else q4
+        return llamacpp.LlamaCppRunner(path, ram_cache=name.endswith("-ramcache"), threads=threads,
+                                       n_ctx=settings["n_ctx"])
+    if name == "llama.cpp-http":
+        return llama_server_runner(f32, settings)
+    raise ValueError(f"unknown system {name!r}")
+
+
+def llama_server_runner(gguf_path: Path, settings: dict):
+    from .runners.openai_http import OpenAIHTTPRunner, ServerProcess, python_module_command
+
+    port = settings["ports"]["llama.cpp-http"]
+    command = python_module_command(
+        "llama_cpp.server", "--model", str(gguf_path), "--port", str(port), "--n_ctx", str(settings["n_ctx"]),
+        "--n_threads", str(settings["threads"]), "--n_threads_batch", str(settings["threads"]),
+        "--interrupt_requests", "False")
+    server = ServerProcess(command, port, Path(settings["log_dir"]) / f"llama-server-{port}.log")
+    ban = {str(t): -100 for t in (0, 1, 2)}
+    return OpenAIHTTPRunner(server, name="llama.cpp-http",
+                            description="llama_cpp.server (F32 GGUF) over HTTP, prefix reuse of the previous prompt",
+                            extra_body={"logit_bias": ban})
