@@ -48,17 +48,25 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
 def make_runner(config: EngineConfig, loaded):
     """The device side: KV pool sized from the config, buckets up to the scheduler's limits, warmed up."""
     from trellis_jax.runner import Runner
-    from trellis_jax.runner.buckets import powers_of_two
 
     max_model_len = config.max_model_len or min(loaded.config.max_position_embeddings, DEFAULT_MAX_MODEL_LEN)
-    tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
+    token_buckets, seq_buckets = _buckets(config)
     runner = Runner(
         loaded, page_size=config.page_size, num_pages=config.num_pages, kv_memory_bytes=config.kv_memory_bytes,
         kv_memory_fraction=config.kv_memory_fraction,
-        token_buckets=(tokens,) if config.deterministic else powers_of_two(min(8, tokens), tokens),
-        seq_buckets=(seqs,) if config.deterministic else powers_of_two(1, seqs),
+        token_buckets=token_buckets, seq_buckets=seq_buckets,
         max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir)
     logger.info("KV pool: %s", runner.kv_pool.describe())
     if config.warmup:
         runner.warmup()
     return runner
+
+
+def _buckets(config: EngineConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    from trellis_jax.runner.buckets import powers_of_two
+
+    tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
+    if config.deterministic:
+        return (tokens,), (seqs,)
+    return (config.token_buckets or powers_of_two(min(8, tokens), tokens),
+            config.seq_buckets or powers_of_two(1, seqs))

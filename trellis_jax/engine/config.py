@@ -3,7 +3,8 @@
 KV memory: give at most one of num_pages, kv_memory (bytes, or a string like "512MiB" / "2GB") and
 kv_memory_fraction (of free device memory); none = the runner's default. deterministic=True compiles a
 single token/sequence bucket, so every step runs the same shapes and a sequence's floats do not depend
-on what else is in the batch (slower: every step is padded to the largest bucket).
+on what else is in the batch (slower: every step is padded to the largest bucket). token_buckets /
+seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class EngineConfig:
     disable_radix_cache: bool = False
     shared_namespaces: tuple[str, ...] = ()
     deterministic: bool = False
+    token_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_batched_tokens
+    seq_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_seqs
     attn_impl: str | None = None
     compile_cache_dir: str | None = None
     warmup: bool = True
@@ -63,6 +66,8 @@ class EngineConfig:
         if self.kv_memory is not None:
             parse_bytes(self.kv_memory)
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
+        if self.deterministic and (self.token_buckets or self.seq_buckets):
+            raise ValueError("deterministic mode compiles one bucket; do not also give token_buckets/seq_buckets")
 
     @property
     def kv_memory_bytes(self) -> int | None:
