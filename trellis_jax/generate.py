@@ -16,18 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
+from trellis_jax.model import KVPages, build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
 
 PAGE_SIZE = 16
 
 
-def generate_tokens(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *, temperature: float = 0.0,
-                    seed: int = 0, stop_ids: Sequence[int] = (), attn_impl: str | None = None) -> list[list[int]]:
-    """New token ids for each prompt (batched decoding over paged KV)."""
+class Prefilled(NamedTuple):
+    """The state after prefilling a batch: what the decode loop continues from."""
+    logits: np.ndarray  # [S, vocab] at each prompt's last token
+    kv: KVPages
+    tables: list[list[int]]
+    pages_per_seq: int
+
+
+def prefill(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *, attn_impl: str | None = None) -> Prefilled:
+    """Run every prompt in one forward call, with pages reserved for `max_tokens` more tokens each."""
     if max_tokens < 1 or not prompts or min(len(p) for p in prompts) < 1:
         raise ValueError(f"need max_tokens >= 1 and non-empty prompts, got {max_tokens}, {[len(p) for p in prompts]}")
     config = loaded.config
@@ -36,20 +43,25 @@ def generate_tokens(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *
     tables = sequential_page_tables([len(p) + max_tokens for p in prompts], PAGE_SIZE)
     pages_per_seq = max(len(t) for t in tables)
     kv = init_kv_pages(config, 1 + sum(len(t) for t in tables), PAGE_SIZE)
-    rng = np.random.default_rng(seed)
-    step = dict(config=config, attn_impl=attn_impl)
-
     batch = build_step_inputs(prompts, [0] * len(prompts), tables, PAGE_SIZE, pages_per_seq=pages_per_seq,
                               num_token_rows=_bucket(sum(len(p) for p in prompts)))
-    logits, kv = jit_forward(loaded.params, kv, batch, **step)
-    outputs = [[token] for token in _sample(np.asarray(logits), temperature, rng)]
-    lengths = [len(p) for p in prompts]
+    logits, kv = jit_forward(loaded.params, kv, batch, config=config, attn_impl=attn_impl)
+    return Prefilled(np.asarray(logits), kv, tables, pages_per_seq)
+
+
+def generate_tokens(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *, temperature: float = 0.0,
+                    seed: int = 0, stop_ids: Sequence[int] = (), attn_impl: str | None = None) -> list[list[int]]:
+    """New token ids for each prompt (batched decoding over paged KV)."""
+    state = prefill(loaded, prompts, max_tokens, attn_impl=attn_impl)
+    rng = np.random.default_rng(seed)
+    kv, lengths = state.kv, [len(p) for p in prompts]
+    outputs = [[token] for token in _sample(state.logits, temperature, rng)]
     for _ in range(max_tokens - 1):
         if all(_finished(out, stop_ids) for out in outputs):
             break
-        batch = build_step_inputs([[out[-1]] for out in outputs], lengths, tables, PAGE_SIZE,
-                                  pages_per_seq=pages_per_seq)
-        logits, kv = jit_forward(loaded.params, kv, batch, **step)
+        batch = build_step_inputs([[out[-1]] for out in outputs], lengths, state.tables, PAGE_SIZE,
+                                  pages_per_seq=state.pages_per_seq)
+        logits, kv = jit_forward(loaded.params, kv, batch, config=loaded.config, attn_impl=attn_impl)
         lengths = [n + 1 for n in lengths]
         for out, token in zip(outputs, _sample(np.asarray(logits), temperature, rng)):
             if not _finished(out, stop_ids):
