@@ -28,14 +28,14 @@ import numpy as np
 
 from trellis_jax.ablate.queueing import ServerModel, WaitingQueue
 from trellis_jax.ablate.trace import Trace, TraceRequest
-from trellis_jax.cache import OutOfPagesError, RadixCache, get_policy
+from trellis_jax.cache import EvictionPolicy, OutOfPagesError, RadixCache, get_policy
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
     num_pages: int
     page_size: int = 16
-    policy: str = "lru"
+    policy: str | EvictionPolicy = "lru"  # a name, or an instance used as is (one replay only: it keeps state)
     order: str = "fcfs"
     window: int = 16
     max_batch: int = 1

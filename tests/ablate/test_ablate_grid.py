@@ -1,0 +1,64 @@
+"""The grid, its outputs and the command line, on a small workload."""
+
+import csv
+import json
+
+import pytest
+
+from ablate_traces import trace_of
+from trellis_jax.ablate.cli import main
+from trellis_jax.ablate.grid import GridSpec, run_grid
+from trellis_jax.ablate.workloads import workload
+
+
+@pytest.fixture(scope="module")
+def rows():
+    spec = GridSpec(policies=("lru", "lfu"), capacities=(32, 128), page_sizes=(8,), orders=("fcfs", "lpm"))
+    return run_grid(workload("few_shot", scale=0.1), spec)
+
+
+def test_one_row_per_cell(rows):
+    cells = {(r["policy"], r["capacity_pages"], r["order"], r["page_size"]) for r in rows}
+    assert len(rows) == len(cells) == 2 * 2 * 2
+
+
+def test_every_cell_is_within_its_bounds(rows):
+    for r in rows:
+        assert r["hit_rate"] <= r["optimal_hit_rate"] <= r["ceiling_hit_rate"]
+        assert 0 < r["fraction_of_optimal"] <= 1
+
+
+def test_saved_tokens_and_flops_agree(rows):
+    for r in rows:
+        assert r["prefill_tokens_saved"] + r["prefill_tokens_computed"] == r["prompt_tokens"]
+        assert (r["prefill_flops_saved"] > 0) == (r["prefill_tokens_saved"] > 0)
+        assert 0 <= r["prefill_flops_saved_frac"] <= 1
+
+
+def test_more_capacity_never_hurts_lru_here(rows):
+    lru = {r["capacity_pages"]: r["hit_rate"] for r in rows if r["policy"] == "lru" and r["order"] == "fcfs"}
+    assert lru[128] >= lru[32]
+
+
+def test_unknown_policy_fails_before_any_replay():
+    with pytest.raises(ValueError, match="unknown eviction policy"):
+        GridSpec(policies=("nope",))
+
+
+def test_auto_capacities_reach_the_working_set():
+    trace = trace_of(list(range(100)), list(range(100)))
+    rows = run_grid(trace, GridSpec(policies=("lru",), orders=("fcfs",), page_sizes=(4,), with_optimal=False))
+    assert max(r["capacity_pages"] for r in rows) == 25  # 100 tokens of KV in pages of 4
+    assert all("optimal_hit_rate" not in r for r in rows)
+
+
+def test_cli_writes_csv_json_summary_and_plots(tmp_path):
+    out = tmp_path / "out"
+    assert main(["--workload", "shared_system", "--scale", "0.05", "--policies", "lru,arc", "--capacities", "16,64",
+                 "--page-sizes", "16", "--out", str(out)]) == 0
+    with (out / "rows.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2 * 2 * 2
+    assert len(json.loads((out / "rows.json").read_text())["rows"]) == 8
+    summary = (out / "summary.md").read_text()
+    assert "## shared_system — page size 16, order lpm" in summary and "plots/shared_system_p16.png" in summary
+    assert (out / "plots" / "shared_system_p16.png").stat().st_size > 1000

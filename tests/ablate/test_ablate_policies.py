@@ -1,0 +1,47 @@
+"""The example ARC policy: registered by name in the cache's registry, sound under random use, adaptive."""
+
+import random
+
+from ablate_traces import single_page_trace
+from trellis_jax.ablate import ReplayConfig, replay
+from trellis_jax.ablate.policies.arc import ARCPolicy
+from trellis_jax.cache import RadixCache, get_policy, policy_names
+
+
+def test_arc_is_registered_in_the_cache_registry():
+    assert "arc" in policy_names() and isinstance(get_policy("arc"), ARCPolicy)
+
+
+def test_arc_keeps_the_cache_consistent_under_random_requests():
+    rng = random.Random(0)
+    cache = RadixCache(num_pages=24, page_size=2, policy="arc")
+    for _ in range(400):
+        prompt = [rng.randrange(3) for _ in range(rng.randrange(2, 14))]
+        match = cache.match(prompt[:-1])
+        cache.lock(match.handle)
+        own = cache.alloc_pages(-(-len(prompt) // 2) - len(match.page_ids))
+        full = len(prompt) // 2
+        new = full - len(match.page_ids)
+        if new > 0:
+            cache.insert(prompt[:full * 2], match.page_ids + own[:new])
+        cache.unlock(match.handle)
+        cache.free_pages(own[max(new, 0):])
+        cache.check_integrity()
+    policy = cache.policy
+    assert policy.pages[0] + policy.pages[1] == cache.num_evictable_pages + cache.num_locked_pages
+
+
+def test_arc_protects_a_reused_page_from_a_scan():
+    # "a" is hit twice (frequent), then a scan of one-off pages: ARC evicts the scan, LRU evicts "a"
+    keys = "aaa" + "bcdefg" + "a"
+    arc = replay(single_page_trace(keys), ReplayConfig(num_pages=4, page_size=2, policy="arc"))
+    lru = replay(single_page_trace(keys), ReplayConfig(num_pages=4, page_size=2, policy="lru"))
+    assert arc.cached_tokens[-1] == 2 and lru.cached_tokens[-1] == 0
+
+
+def test_ghost_hit_in_the_recent_list_grows_the_recent_target():
+    # A paging cache of 3 pages: d pushes out "a" (recent, least recently used), leaving a ghost in B1;
+    # "a" comes back: a ghost hit, so the recent target grows by its one page
+    policy = ARCPolicy()
+    replay(single_page_trace("abcda"), ReplayConfig(num_pages=4, page_size=2, policy=policy))
+    assert policy.target_recent_pages == 1
