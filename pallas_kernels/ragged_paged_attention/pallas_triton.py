@@ -54,6 +54,7 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
     page_size, head_dim = k_ref.shape[1], k_ref.shape[2]
     chunk_tokens = chunk_pages * page_size
     tile_rows = block_rows * padded_group
+    exact = False if q_ref.dtype == jnp.float32 else None  # f32 inputs: no TF32 rounding in the dots
 
     r = jnp.arange(tile_rows, dtype=jnp.int32)
     row_valid = ((r // padded_group) < rows) & ((r % padded_group) < group)
@@ -73,7 +74,7 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
         ids = page_base + page_table_ref[seq, pl.ds(c * chunk_pages, chunk_pages)]
         k = k_ref[ids].reshape(chunk_tokens, head_dim)
         v = v_ref[ids].reshape(chunk_tokens, head_dim)
-        logits = plgpu.dot(q, k.T).astype(jnp.float32) * sm_scale  # [M, n]
+        logits = plgpu.dot(q, k, trans_b=True, allow_tf32=exact).astype(jnp.float32) * sm_scale  # [M, n]
         if soft_cap is not None:
             logits = soft_cap * jnp.tanh(logits / soft_cap)
         k_pos = c * chunk_tokens + jnp.arange(chunk_tokens, dtype=jnp.int32)
@@ -86,7 +87,7 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
         alpha = jnp.exp2((m - m_safe) * _LOG2E)
         p = jnp.exp2((logits - m_safe[:, None]) * _LOG2E)
         l = l * alpha + jnp.sum(p, axis=1)
-        acc = acc * alpha[:, None] + plgpu.dot(p.astype(v.dtype), v).astype(jnp.float32)
+        acc = acc * alpha[:, None] + plgpu.dot(p.astype(v.dtype), v, allow_tf32=exact).astype(jnp.float32)
         return acc, m_new, l
 
     init = (jnp.zeros((tile_rows, head_dim), jnp.float32), jnp.full((tile_rows,), -jnp.inf, jnp.float32),
