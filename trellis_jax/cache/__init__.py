@@ -15,7 +15,7 @@ from trellis_jax.cache.policy import EvictionPolicy, HeapPolicy, get_policy, pol
 from trellis_jax.cache.radix_cache import InsertResult, MatchResult, RadixCache
 from trellis_jax.cache.stats import CacheStats
 
-# 16 tokens per page on GPU and CPU: 2.6x less host work per request than page size 1 for a ~0.4 %
+# 16 tokens per page on GPU and CPU: ~2.7x less host work per request than page size 1 for a ~0.4 %
 # lower hit rate, and a natural kernel tile; measured and argued in BENCHMARKS.md ("Radix cache").
 DEFAULT_PAGE_SIZE = 16
 

@@ -274,7 +274,10 @@ class RadixCache:
         self.allocator.free(page_ids)
 
     def evict(self, num_pages: int) -> int:
-        """Free up to ``num_pages`` unlocked tree pages in policy order; returns how many were freed."""
+        """Free up to ``num_pages`` unlocked tree pages in policy order; returns how many were freed.
+
+        Cost O(k log n) amortized for k victim nodes among n evictable leaves (lazy heap, see policy.py).
+        """
         if not isinstance(num_pages, int) or num_pages < 0:
             raise ValueError(f"number of pages must be an int >= 0, got {num_pages!r}")
         return self._evict(num_pages)
