@@ -52,3 +52,14 @@ def test_dfs_weight_runs_the_largest_prefix_group_first_and_keeps_groups_togethe
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown schedule policy"):
         make_policy("random", page_size=4)
+
+
+def test_lpm_window_bounds_tree_lookups_per_step_with_thousands_waiting(harness):
+    h = harness(num_pages=256, schedule_policy="lpm-window", lpm_window=32, max_num_seqs=4)
+    for i in range(2000):
+        h.add(f"r{i}", [1 + i % 200, 2, 3, 4, 5, 6, 7, 8, 9], max_tokens=2)
+    peeks = []
+    original = h.cache.peek
+    h.cache.peek = lambda tokens, namespace="": peeks.append(1) or original(tokens, namespace)
+    h.step()
+    assert 0 < len(peeks) <= 32
