@@ -2,6 +2,7 @@
 
 import pytest
 
+from trellis_jax.cache import policy as policy_module
 from trellis_jax.cache import EvictionPolicy, HeapPolicy, RadixCache, get_policy, policy_names, register_policy
 
 A, B, C = [1, 1], [2, 2], [3, 3]
@@ -129,9 +130,18 @@ def test_policy_hooks_are_called_on_insert_access_split_and_evict():
     assert ("split", (1, 2), (3,)) in policy.calls and policy.calls[-1] == ("evict", (3,), 1)
 
 
-def test_registered_custom_policy_is_usable_by_name():
+def test_registered_custom_policy_is_usable_by_name(monkeypatch):
+    monkeypatch.setattr(policy_module, "_REGISTRY", dict(policy_module._REGISTRY))  # undone after the test
     register_policy("test-recording", RecordingPolicy)
     cache = RadixCache(8, 1, policy="test-recording")
     assert isinstance(cache.policy, RecordingPolicy) and isinstance(cache.policy, EvictionPolicy)
     with pytest.raises(ValueError, match="already registered"):
         register_policy("test-recording", HeapPolicy)
+
+
+def test_a_policy_instance_in_use_cannot_serve_a_second_cache():
+    policy = get_policy("lru")
+    cache = RadixCache(8, 1, policy=policy)
+    cache.insert([1], cache.alloc_pages(1))
+    with pytest.raises(ValueError, match="already in use"):
+        RadixCache(8, 1, policy=policy)

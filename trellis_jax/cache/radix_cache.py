@@ -107,6 +107,8 @@ class RadixCache:
         self.enabled = enabled
         self.shared_namespaces = frozenset(shared_namespaces)
         self._policy = get_policy(policy)
+        if self._policy.num_candidates:
+            raise ValueError("this policy instance is already in use by another cache; pass a fresh one")
         self._root = TreeNode((), [], None, None, 0)
         self._page_node: list[TreeNode | None] = [None] * num_pages  # tree page -> node holding it
         self._evictable = 0
