@@ -99,7 +99,16 @@ def load_gguf_weights(path, dtype: str = "float32"):
             array = unpermute_rope_rows(array, heads)
         return array
 
-    return config, assemble_params(fetch, config, str(path))
+    gguf_name_of = {hf: g for g, hf in _expected_gguf_names(config.num_layers)}
+    return config, assemble_params(fetch, config, str(path), lambda hf: gguf_name_of.get(hf, hf))
+
+
+def _expected_gguf_names(num_layers: int):
+    """(GGUF name, HF name) of every tensor a model may need, so errors can name absent ones in GGUF terms."""
+    pairs = [(g, hf) for g, hf in GGUF_TO_HF.items()]
+    for i in range(num_layers):
+        pairs += [(f"blk.{i}.{g}", f"model.layers.{i}.{hf}") for g, hf in GGUF_LAYER_TO_HF.items()]
+    return pairs
 
 
 def _hf_name(gguf_name: str) -> str:

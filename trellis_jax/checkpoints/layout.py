@@ -1,20 +1,20 @@
 """Checkpoint tensor names -> the model's params pytree (shared by the GGUF and safetensors loaders).
 
-Contract: `assemble_params(fetch, config, source)` asks `fetch(name)` for each tensor under its Hugging
-Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when absent; it
-checks every shape, transposes linear weights to [in, out], stacks layers and casts to config.dtype.
-A missing or mis-shaped tensor raises CheckpointError naming the source file and the tensor.
+Contract: `assemble_params(fetch, config, source, display_name)` asks `fetch(name)` for each tensor under
+its Hugging Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when
+absent; it checks every shape, transposes linear weights to [in, out], stacks layers and casts to
+config.dtype. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
+tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from trellis_jax.checkpoints.errors import CheckpointError
-
-import jax.numpy as jnp
 
 Fetch = Callable[[str], "np.ndarray | None"]
 
@@ -35,41 +35,43 @@ LAYER_TENSORS = {
 }
 
 
-def assemble_params(fetch: Fetch, config, source: str) -> dict:
+def assemble_params(fetch: Fetch, config, source: str, display_name: Callable[[str], str] = str) -> dict:
     from trellis_jax.model import param_shapes  # the single statement of the layout
 
     shapes = param_shapes(config)
-    dtype = jnp.dtype(config.dtype)
+    reader = _TensorReader(fetch, source, display_name, jnp.dtype(config.dtype))
     params = {
-        "embed": _cast(_tensor(fetch, "model.embed_tokens.weight", shapes["embed"], source), dtype),
-        "final_norm": _cast(_tensor(fetch, "model.norm.weight", shapes["final_norm"], source), dtype),
-        "layers": {key: _stacked(fetch, key, shape, config.num_layers, source, dtype)
-                   for key, shape in shapes["layers"].items()},
+        "embed": reader.single("model.embed_tokens.weight", shapes["embed"]),
+        "final_norm": reader.single("model.norm.weight", shapes["final_norm"]),
+        "layers": {key: reader.stacked(key, shape) for key, shape in shapes["layers"].items()},
     }
     if "lm_head" in shapes:
-        head_shape = shapes["lm_head"][::-1]
-        params["lm_head"] = _cast(_tensor(fetch, "lm_head.weight", head_shape, source).T, dtype)
+        params["lm_head"] = reader.single("lm_head.weight", shapes["lm_head"], transpose=True)
     return params
 
 
-def _stacked(fetch, key, shape, num_layers, source, dtype):
-    name, transpose = LAYER_TENSORS[key]
-    per_layer = shape[1:][::-1] if transpose else shape[1:]
-    out = np.empty(shape, dtype)  # filled layer by layer: peak memory stays ~ one copy of the weights
-    for i in range(num_layers):
-        tensor = _tensor(fetch, f"model.layers.{i}.{name}", per_layer, source)
-        out[i] = tensor.T if transpose else tensor
-    return jnp.asarray(out)
+class _TensorReader:
+    def __init__(self, fetch, source, display_name, dtype):
+        self.fetch, self.source, self.display_name, self.dtype = fetch, source, display_name, dtype
 
+    def single(self, name, shape, transpose=False):
+        tensor = self.checked(name, shape[::-1] if transpose else shape)
+        return jnp.asarray(np.asarray(tensor.T if transpose else tensor).astype(self.dtype, copy=False))
 
-def _tensor(fetch, name, shape, source):
-    tensor = fetch(name)
-    if tensor is None:
-        raise CheckpointError(source, f"missing tensor {name!r}")
-    if tuple(tensor.shape) != tuple(shape):
-        raise CheckpointError(source, f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
-    return tensor
+    def stacked(self, key, shape):
+        name, transpose = LAYER_TENSORS[key]
+        per_layer = shape[1:][::-1] if transpose else shape[1:]
+        out = np.empty(shape, self.dtype)  # filled layer by layer: peak memory ~ one copy of the weights
+        for i in range(shape[0]):
+            tensor = self.checked(f"model.layers.{i}.{name}", per_layer)
+            out[i] = tensor.T if transpose else tensor
+        return jnp.asarray(out)
 
-
-def _cast(array, dtype):
-    return jnp.asarray(np.asarray(array).astype(dtype, copy=False))
+    def checked(self, name, shape):
+        tensor = self.fetch(name)
+        if tensor is None:
+            raise CheckpointError(self.source, f"missing tensor {self.display_name(name)!r}")
+        if tuple(tensor.shape) != tuple(shape):
+            raise CheckpointError(self.source, f"tensor {self.display_name(name)!r} has shape "
+                                               f"{tuple(tensor.shape)}, expected {tuple(shape)}")
+        return tensor
