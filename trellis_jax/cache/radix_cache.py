@@ -117,6 +117,11 @@ class RadixCache:
         self._tick = 0
         self._counters = Counters()
 
+    def __repr__(self) -> str:
+        return (f"RadixCache(num_pages={self.num_pages}, page_size={self.page_size}, policy={self._policy.name!r}, "
+                f"enabled={self.enabled}, free={self.num_free_pages}, evictable={self._evictable}, "
+                f"locked={self._locked}, private={self.num_private_pages})")
+
     # ---- counts -------------------------------------------------------------------------------
     @property
     def num_pages(self) -> int:
