@@ -8,6 +8,7 @@ on a miss when full. Hits below are in pages; each page is 2 tokens.
 import pytest
 
 from ablate_traces import single_page_trace, trace_of
+from trellis_jax.ablate.trace import Trace, TraceRequest
 from trellis_jax.ablate import ReplayConfig, replay
 from trellis_jax.ablate import optimal
 
@@ -94,3 +95,21 @@ def test_request_larger_than_the_pool_is_rejected():
     trace = trace_of([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3])
     result = replay(trace, ReplayConfig(num_pages=3, page_size=2))
     assert result.rejected == [0] and result.served_order == [1]
+
+
+def timed(*arrivals):
+    # r0 fills the cache; r1 shares nothing; r2 shares r0's pages
+    prompts = [[1, 2, 3, 4, 5], [7, 7, 7, 7, 7], [1, 2, 3, 4, 9]]
+    return Trace([TraceRequest(f"r{i}", p, [], "", t) for i, (p, t) in enumerate(zip(prompts, arrivals))])
+
+
+def test_lpm_cannot_reorder_requests_that_have_not_arrived():
+    # r1 and r2 arrive long after each previous request is done: each runs alone, in arrival order
+    result = replay(timed(0.0, 100.0, 200.0), ReplayConfig(num_pages=16, page_size=2, order="lpm", window=4))
+    assert result.served_order == [0, 1, 2]
+
+
+def test_lpm_reorders_requests_that_wait_together():
+    # r1 and r2 arrive while r0 runs (it takes 5 tokens / 2000 tok/s): both wait, r2 has the longer prefix
+    result = replay(timed(0.0, 0.001, 0.002), ReplayConfig(num_pages=16, page_size=2, order="lpm", window=4))
+    assert result.served_order == [0, 2, 1]
