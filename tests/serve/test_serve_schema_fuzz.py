@@ -1,0 +1,26 @@
+"""Schema fuzz: schemathesis generates requests (valid and invalid) from the server's own OpenAPI
+document; whatever they contain, the server never answers 5xx and every error is OpenAI-shaped."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+from serve_harness import fake_engine
+
+from trellis_jax.serve.app import ServerSettings, create_app
+
+schemathesis = pytest.importorskip("schemathesis")
+
+ENGINE = fake_engine()
+APP = create_app(ENGINE, ServerSettings(model_name="fake-model", shutdown_engine=False))
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_5xx_and_openai_errors(case):
+    response = case.call()
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert error["message"] and error["type"]
