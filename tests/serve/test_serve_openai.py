@@ -136,3 +136,15 @@ def test_metrics_count_requests_and_tokens(client, fake_server):
                  "trellis_prefill_flops_saved_total", "trellis_preemptions_total", "trellis_evicted_pages_total",
                  "trellis_compilations_total", "trellis_e2e_request_latency_seconds_count"):
         assert name in after, name
+
+
+def test_metrics_count_error_responses_by_status(fake_server):
+    def count():
+        for line in httpx.get(fake_server.url + "/metrics").text.splitlines():
+            if line.startswith('trellis_http_responses_total{path="/v1/completions",status="400"}'):
+                return float(line.split()[1])
+        return 0.0
+
+    before = count()
+    httpx.post(fake_server.url + "/v1/completions", json={"model": MODEL, "prompt": "x", "n": 0})
+    assert count() == before + 1

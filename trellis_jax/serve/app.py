@@ -25,7 +25,7 @@ from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, error_response, install_error_handlers
 from trellis_jax.serve.generation import Job, run_job, stream_job
 from trellis_jax.serve.limits import BodySizeLimit, BodyTooLarge
-from trellis_jax.serve.metrics import RequestMetrics, ServerMetrics
+from trellis_jax.serve.metrics import RequestMetrics, ResponseCounter, ServerMetrics
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trellis_jax.serve.responses import LogprobFormatter
 from trellis_jax.serve.tenancy import Tenancy
@@ -160,6 +160,8 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         return JSONResponse(body)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    known = frozenset(route.path for route in app.routes if "{" not in getattr(route, "path", "{"))
+    app.add_middleware(ResponseCounter, metrics=metrics, known_paths=known)  # outermost: sees the 413s too
     return app
 
 

@@ -39,6 +39,8 @@ class ServerMetrics:
         self.prefill_flops = Counter("trellis_prefill_flops_computed", "Prefill FLOPs computed", registry=r)
         self.decode_bytes = Counter("trellis_decode_bytes_read", "Bytes read by decode tokens (KV + weight share)", registry=r)
         self.disconnects = Counter("trellis_client_disconnects", "Requests aborted because the client left", registry=r)
+        self.responses = Counter("trellis_http_responses", "HTTP responses by route and status code",
+                                 ["path", "status"], registry=r)
         self.prefill_flops_total = 0.0  # plain mirrors of the two counters, for the utilisation gauges
         self.decode_bytes_total = 0.0
         self.collector = EngineCollector(engine, self, ceilings)
@@ -151,3 +153,26 @@ class RequestMetrics:
     def finish(self, endpoint: str, status: str) -> None:
         self.metrics.e2e.observe(time.monotonic() - self.start)
         self.metrics.requests.labels(endpoint, status).inc()
+
+
+class ResponseCounter:
+    """ASGI middleware counting every HTTP response by path and status, errors included (a 400 from
+    validation never reaches a handler, so it is counted here). Unknown paths share one label."""
+
+    def __init__(self, app, metrics: ServerMetrics, known_paths: frozenset[str]):
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = known_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        label = path if path in self.known_paths else "other"
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.metrics.responses.labels(label, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
