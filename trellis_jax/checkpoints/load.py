@@ -2,7 +2,7 @@
 
 `spec` is a GGUF file, a Hugging Face directory, an orbax directory written by `save_orbax`, a preset
 name from `configs/`, or None for the default model. Weights come back in `dtype` ("float32" or
-"bfloat16") with the tokenizer the checkpoint carries (None for a directory without tokenizer files).
+"bfloat16"; None: float32, or the saved dtype for an orbax directory) with the tokenizer the checkpoint carries (None for a directory without tokenizer files).
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ HF_TOKENIZER_FILE = "tokenizer.json"
 
 
 def load_model(spec: str | os.PathLike | None = None, *, dtype: str | None = None) -> LoadedModel:
-    """Load weights, config and tokenizer. `dtype` None means float32 (or the preset's dtype)."""
+    """Load weights, config and tokenizer (see the module docstring for `spec` and `dtype`)."""
     if spec is not None and not os.path.exists(spec):
         spec, preset_dtype = resolve_preset(str(spec))
         dtype = dtype or preset_dtype
-    dtype = dtype or "float32"
-    if dtype not in ("float32", "bfloat16"):
+    if dtype not in (None, "float32", "bfloat16"):
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     path = default_gguf_path() if spec is None else os.fspath(spec)
     if os.path.isdir(path):
         return _load_directory(path, dtype)
-    return _load_gguf(path, dtype)
+    return _load_gguf(path, dtype or "float32")
 
 
 def _load_gguf(path: str, dtype: str) -> LoadedModel:
@@ -43,7 +42,7 @@ def _load_gguf(path: str, dtype: str) -> LoadedModel:
     return LoadedModel(config, params, Tokenizer.from_gguf(path), os.path.abspath(path))
 
 
-def _load_directory(path: str, dtype: str) -> LoadedModel:
+def _load_directory(path: str, dtype: str | None) -> LoadedModel:
     from trellis_jax.checkpoints.hf_loader import load_hf_weights
     from trellis_jax.checkpoints.orbax_io import is_orbax_dir, load_orbax
 
@@ -52,7 +51,7 @@ def _load_directory(path: str, dtype: str) -> LoadedModel:
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise CheckpointError(path, "not a model directory: no config.json (Hugging Face) and no "
                                     "trellis_model.json (orbax checkpoint)")
-    config, params = load_hf_weights(path, dtype)
+    config, params = load_hf_weights(path, dtype or "float32")
     tokenizer = None
     if os.path.isfile(os.path.join(path, HF_TOKENIZER_FILE)):
         from trellis_jax.tokenizer import Tokenizer

@@ -1,0 +1,67 @@
+"""Orbax save/restore round trips and sharded Hugging Face checkpoints load like single-file ones."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from checkpoint_testlib import hf_tensors
+
+from trellis_jax.checkpoints import CheckpointError, load_model, save_orbax
+
+
+def assert_same_params(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("dtype", ("float32", "bfloat16"))
+def test_orbax_roundtrip_keeps_params_config_and_tokenizer(dtype, tiny_model, tmp_path):
+    original = tiny_model("qwen2", dtype)
+    restored = load_model(save_orbax(original, tmp_path / "ckpt"))
+    assert restored.config == original.config
+    assert_same_params(restored.params, original.params)
+    text = "<|im_start|>user\nthe cat sat<|im_end|>"
+    assert restored.tokenizer.encode(text) == original.tokenizer.encode(text)
+    assert restored.tokenizer.eos_token_ids == original.tokenizer.eos_token_ids
+    messages = [{"role": "user", "content": "hi"}]
+    assert restored.tokenizer.apply_chat_template(messages) == original.tokenizer.apply_chat_template(messages)
+
+
+def test_orbax_keeps_llama3_rope_scaling(tiny_model, tmp_path):
+    original = tiny_model("llama")
+    restored = load_model(str(save_orbax(original, tmp_path / "ckpt")))
+    assert restored.config.rope_scaling == original.config.rope_scaling is not None
+
+
+def test_orbax_refuses_to_overwrite(tiny_model, tmp_path):
+    save_orbax(tiny_model("llama"), tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="exists and is not empty"):
+        save_orbax(tiny_model("llama"), tmp_path / "ckpt")
+
+
+def test_sharded_safetensors_match_single_file(tiny_model, fixtures_dir, tmp_path):
+    from safetensors.numpy import save_file
+
+    source = fixtures_dir / "tiny_llama"
+    tensors = hf_tensors(source)
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for shard, shard_names in shards.items():
+        save_file({n: tensors[n] for n in shard_names}, str(tmp_path / shard))
+        weight_map.update({n: shard for n in shard_names})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "config.json").write_text((source / "config.json").read_text())
+    sharded = load_model(str(tmp_path))
+    assert sharded.tokenizer is None  # weights-only directory
+    assert_same_params(sharded.params, tiny_model("llama").params)
+
+
+def test_preset_resolves_to_its_checkpoint(default_model):
+    from trellis_jax.checkpoints import preset_names
+
+    assert "smollm2-135m" in preset_names()
+    assert load_model("smollm2-135m").source == default_model.source
