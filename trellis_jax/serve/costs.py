@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trellis_jax.model import cost
-
 # Peak dense bf16 tensor FLOP/s and memory bandwidth (bytes/s) from the vendors' datasheets (SXM parts).
 DEVICE_CEILINGS = {
     "H200": (989e12, 4.8e12),
@@ -47,21 +45,25 @@ class CostModel:
     def __init__(self, config=None, dtype: str | None = None):
         self.config = config
         self.dtype = dtype or getattr(config, "dtype", "float32")
+        if config is not None:  # imported only with a real model: the package pulls in jax
+            from trellis_jax.model import cost
+
+            self._cost = cost
 
     def flops_saved(self, cached_tokens: int) -> float:
-        return cost.prefill_flops(self.config, cached_tokens) if self.config and cached_tokens else 0.0
+        return self._cost.prefill_flops(self.config, cached_tokens) if self.config and cached_tokens else 0.0
 
     def kv_bytes_reread(self, cached_tokens: int) -> int:
-        return cost.kv_bytes_per_token(self.config, self.dtype) * cached_tokens if self.config else 0
+        return self._cost.kv_bytes_per_token(self.config, self.dtype) * cached_tokens if self.config else 0
 
     def prefill_flops(self, prompt_tokens: int, cached_tokens: int) -> float:
         if not self.config or prompt_tokens <= cached_tokens:
             return 0.0
-        return cost.prefill_flops(self.config, prompt_tokens - cached_tokens, cached_tokens)
+        return self._cost.prefill_flops(self.config, prompt_tokens - cached_tokens, cached_tokens)
 
     def decode_bytes(self, context_len: int, batch_size: int) -> float:
         """Bytes one decode token reads: its context's KV plus its share of the weights."""
         if not self.config:
             return 0.0
-        kv = cost.kv_bytes_per_token(self.config, self.dtype) * context_len
-        return kv + cost.weight_bytes(self.config, self.dtype) / max(1, batch_size)
+        kv = self._cost.kv_bytes_per_token(self.config, self.dtype) * context_len
+        return kv + self._cost.weight_bytes(self.config, self.dtype) / max(1, batch_size)
