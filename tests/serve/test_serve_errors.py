@@ -108,3 +108,8 @@ def test_unsupported_features_are_refused_not_ignored(fake_server):
     for field, value in (("echo", True), ("suffix", "end"), ("best_of", 3)):
         r = post(fake_server, "/v1/completions", json={"model": MODEL, "prompt": "hi", field: value})
         assert_error(r, 400, "not supported", param=field)
+
+
+def test_too_many_completions_in_one_request(fake_server):
+    r = post(fake_server, "/v1/completions", json={"model": MODEL, "prompt": ["a"] * 10, "n": 16})
+    assert_error(r, 400, "160 completions", param="prompt")

@@ -8,9 +8,14 @@ from trellis_jax.serve.errors import APIError
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat defaults to the context left
+MAX_CHOICES = 64  # prompts x n in one request: more is a batch job, not an API call
 
 
 def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
+    count = len(req.prompts())
+    if count * req.n > MAX_CHOICES:
+        raise APIError(400, f"{count} prompts x n={req.n} asks for {count * req.n} completions; at most {MAX_CHOICES} "
+                            "per request (split it into several requests)", param="prompt")
     prompts = []
     for i, prompt in enumerate(req.prompts()):
         if isinstance(prompt, str):
