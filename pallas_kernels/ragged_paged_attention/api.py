@@ -29,6 +29,7 @@ _BACKENDS = {
     "pallas_triton": (f"{_PACKAGE}.pallas_triton", "triton_ragged_paged_attention", "check_available"),
     "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention",
                          "check_interpret_available"),
+    "pallas_mosaic": (f"{_PACKAGE}.pallas_mosaic_gpu", "mosaic_ragged_paged_attention", "check_available"),
 }
 _FALLBACK_ORDER = {
     "hopper": ("pallas_triton", "xla"),

@@ -29,23 +29,40 @@ def max_items(num_rows, num_seqs_max, block_rows):
     return -(-num_rows // block_rows) + num_seqs_max
 
 
+def _blocks_per_sequence(cu_q_lens, num_seqs, block_rows):
+    """-> (row blocks of each sequence [B] (0 for padding sequences), index of its first item [B])."""
+    q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
+    active = jnp.arange(q_lens.shape[0]) < num_seqs
+    blocks = jnp.where(active, -(-q_lens // block_rows), 0)
+    return blocks, jnp.cumsum(blocks) - blocks
+
+
 def build_work_items(cu_q_lens, kv_lens, num_seqs, *, num_rows, block_rows):
     num_seqs_max = kv_lens.shape[0]
     q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
-    active = jnp.arange(num_seqs_max) < num_seqs
-    blocks = jnp.where(active, -(-q_lens // block_rows), 0)  # [B]
-    first_item = jnp.cumsum(blocks) - blocks  # exclusive prefix sum
-    total = jnp.sum(blocks)
+    blocks, first_item = _blocks_per_sequence(cu_q_lens, num_seqs, block_rows)
     n = max_items(num_rows, num_seqs_max, block_rows)
     item = jnp.arange(n, dtype=jnp.int32)
     seq = jnp.searchsorted(first_item + blocks, item, side="right").astype(jnp.int32)
     seq = jnp.minimum(seq, num_seqs_max - 1)
-    block = item - first_item[seq]
-    offset = block * block_rows
-    rows = jnp.where(item < total, jnp.clip(q_lens[seq] - offset, 0, block_rows), 0)
+    offset = (item - first_item[seq]) * block_rows
+    rows = jnp.where(item < jnp.sum(blocks), jnp.clip(q_lens[seq] - offset, 0, block_rows), 0)
     return WorkItems(
         seq=jnp.where(rows > 0, seq, 0).astype(jnp.int32),
         row_start=jnp.where(rows > 0, cu_q_lens[seq] + offset, 0).astype(jnp.int32),
         rows=rows.astype(jnp.int32),
         pos_start=jnp.where(rows > 0, kv_lens[seq] - q_lens[seq] + offset, 0).astype(jnp.int32),
     )
+
+
+def row_items(cu_q_lens, num_seqs, *, num_rows, block_rows):
+    """Inverse map: for each query row, (its work item, its row within the item), int32 [T] each.
+
+    Padding rows (t >= cu_q_lens[num_seqs]) map to some valid item; callers mask them.
+    """
+    blocks, first_item = _blocks_per_sequence(cu_q_lens, num_seqs, block_rows)
+    rows = jnp.arange(num_rows, dtype=jnp.int32)
+    seq = jnp.clip(jnp.searchsorted(cu_q_lens, rows, side="right") - 1, 0, blocks.shape[0] - 1)
+    local = jnp.maximum(rows - cu_q_lens[seq], 0)
+    item = jnp.minimum(first_item[seq] + local // block_rows, max_items(num_rows, blocks.shape[0], block_rows) - 1)
+    return item.astype(jnp.int32), (local % block_rows).astype(jnp.int32)
