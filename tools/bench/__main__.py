@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--out", type=Path, default=Path("results/bench"))
     run.add_argument("--kv-memory", default="512MiB", help="Trellis KV pool")
     run.add_argument("--run-timeout", type=float, default=900.0, help="seconds one (system, workload) may take")
+    run.add_argument("--llama-cpp-path", default=None,
+                     help="directory holding a llama_cpp package to use if the venv has none (put first on sys.path)")
     run.add_argument("--update-benchmarks", action="store_true")
     wl = sub.add_parser("workloads", help="write the workload JSONL files only")
     wl.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
@@ -85,6 +87,10 @@ def _run(args, command: str) -> int:
     from .harness import BenchConfig, run_comparison
     from .tokenizer import BenchTokenizer
 
+    if args.llama_cpp_path:
+        path = str(Path(args.llama_cpp_path).resolve())
+        sys.path.insert(0, path)               # workers are spawned with this sys.path
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")]))
     unknown = [s for s in args.systems if s not in system_registry.SYSTEMS]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; known: {', '.join(system_registry.SYSTEMS)}")

@@ -118,6 +118,7 @@ def _rotated(items: list, k: int) -> list:
 
 def _machine(tokenizer) -> dict:
     import importlib.metadata as md
+    import importlib.util
 
     versions = {}
     for package in ("trellis-jax", "jax", "jaxlib", "torch", "transformers", "llama_cpp_python"):
@@ -125,6 +126,8 @@ def _machine(tokenizer) -> dict:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
             versions[package] = None
+    spec = importlib.util.find_spec("llama_cpp")
+    versions["llama_cpp_location"] = os.path.dirname(spec.origin) if spec and spec.origin else None
     return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "platform": platform.platform(),
             "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
             "tokenizer": tokenizer.source, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}

@@ -29,7 +29,7 @@ def _preamble(result, command) -> list[str]:
     m, c = result["machine"], result["config"]
     loads = [r["loadavg_1m"] for r in result["runs"]]
     load_range = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "n/a"
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "llama_cpp_location")
     out = [
         "Same model (SmolLM2-135M-Instruct, from the same GGUF), same prompts and token ids, greedy, every",
         f"request generating exactly its `max_tokens` (EOS ignored/banned). Regenerate with:",
@@ -40,6 +40,8 @@ def _preamble(result, command) -> list[str]:
         f"Preset `{c['preset']}`, {c['repeats']} repeat(s) per cell (medians shown), systems alternating. "
         f"Versions: {versions}. Token counts: {m['tokenizer']}.",
     ]
+    if m["versions"].get("llama_cpp_location"):
+        out.append(f"llama_cpp imported from `{m['versions']['llama_cpp_location']}`.")
     for name, why in result["skipped"].items():
         out.append(f"- skipped **{name}**: {why}")
     for miss in result["misses"]:

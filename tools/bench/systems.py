@@ -41,24 +41,33 @@ def missing(name: str) -> str | None:
 
 
 def build(name: str, settings: dict):
-    """The runner for `name` (imports happen here, inside the worker process)."""
-    from .runners import hf, llamacpp, openai_http, trellis
+    """The runner for `name` (imports happen here, inside the worker process).
 
-    q4, f32 = Path(settings["gguf_q4"]), Path(settings["gguf_f32"])
-    threads = settings["threads"]
+    settings: gguf_q4 / gguf_f32 (paths), threads, n_ctx, log_dir, ports, trellis_model (what Trellis
+    loads; default gguf_q4), trellis_options, trellis_server_args, and optionally hf_model
+    ({"dir": path, "dtype": "bfloat16", "device": "cuda"}; default: dequantized from gguf_q4 on CPU).
+    """
+    from .runners import hf, llamacpp, trellis
+
+    q4 = Path(settings["gguf_q4"]) if settings.get("gguf_q4") else None
+    threads = settings.get("threads")
+    trellis_model = settings.get("trellis_model") or q4
     if name in ("trellis", "trellis-nocache"):
-        return trellis.TrellisRunner(q4, cache=name == "trellis", options=settings["trellis_options"])
+        return trellis.TrellisRunner(trellis_model, cache=name == "trellis", options=settings["trellis_options"])
     if name == "trellis-http":
-        return trellis.trellis_http_runner(q4, cache=True, port=settings["ports"]["trellis-http"],
+        return trellis.trellis_http_runner(trellis_model, cache=True, port=settings["ports"]["trellis-http"],
                                            server_args=settings["trellis_server_args"], log_dir=settings["log_dir"])
     if name in ("hf", "hf-reuse"):
-        return hf.HFRunner(hf.gguf_model_loader(q4), reuse=name == "hf-reuse", threads=threads)
+        spec = settings.get("hf_model")
+        loader = hf.dir_model_loader(**spec) if spec else hf.gguf_model_loader(q4)
+        return hf.HFRunner(loader, reuse=name == "hf-reuse", threads=threads,
+                           device=(spec or {}).get("device", "cpu"))
     if name.startswith("llama.cpp-") and name != "llama.cpp-http":
-        path = f32 if "-F32" in name else q4
+        path = Path(settings["gguf_f32"]) if "-F32" in name else q4
         return llamacpp.LlamaCppRunner(path, ram_cache=name.endswith("-ramcache"), threads=threads,
                                        n_ctx=settings["n_ctx"])
     if name == "llama.cpp-http":
-        return llama_server_runner(f32, settings)
+        return llama_server_runner(Path(settings["gguf_f32"]), settings)
     raise ValueError(f"unknown system {name!r}")
 
 

@@ -36,6 +36,14 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
         "agentic": dict(trunk_tokens=768, branch_tokens=32, num_branches=8, max_tokens=16),
         "no_share": dict(prompt_tokens=256, num_requests=8, max_tokens=16),
     },
+    # GPU mode (Llama-3.2-1B-shaped, bf16): longer prefixes, more requests, still minutes per system.
+    "gpu": {
+        "shared_system": dict(system_tokens=2048, question_tokens=48, num_requests=32, max_tokens=32),
+        "multi_turn": dict(system_tokens=256, turn_tokens=128, num_chats=8, num_turns=4, max_tokens=32),
+        "few_shot": dict(header_tokens=1024, question_tokens=48, num_headers=4, questions_per_header=8, max_tokens=32),
+        "agentic": dict(trunk_tokens=4096, branch_tokens=64, num_branches=32, max_tokens=32),
+        "no_share": dict(prompt_tokens=1024, num_requests=32, max_tokens=32),
+    },
 }
 
 

@@ -132,3 +132,13 @@ def gguf_model_loader(gguf_path):
         return AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     return load
+
+
+def dir_model_loader(dir, dtype: str = "bfloat16", device: str = "cuda"):
+    """A loader for an HF model directory (GPU mode: random Llama-3.2-1B-shaped weights)."""
+    def load():
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(dir), dtype=getattr(torch, dtype)).to(device)
+    return load
