@@ -91,6 +91,8 @@ SWEEPS = {
                                   {"num_kv_splits": 8, "chunk_tokens": 128, "num_warps": 8}],
     ("pallas_triton", "extend"): [{}, {"block_rows": 32, "chunk_tokens": 64, "num_warps": 8},
                                   {"block_rows": 32, "chunk_tokens": 128, "num_warps": 8, "num_stages": 3}],
+    ("pallas_mosaic", "decode"): [{}, {"num_kv_splits": 8}, {"chunk_tokens": 128, "num_kv_splits": 4}],
+    ("pallas_mosaic", "extend"): [{}, {"chunk_tokens": 128}],
 }
 
 
