@@ -94,6 +94,7 @@ async def run_load(url: str, model: str, args) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 8)
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as client:
         expected = await references(client, model, prompts, args.max_tokens)
+        print(f"  {len(expected)} reference outputs computed alone; starting the load", file=sys.stderr, flush=True)
         queue: asyncio.Queue = asyncio.Queue()
         for messages in prompts:
             queue.put_nowait((messages, rng.randint(1, 3) if rng.random() < args.disconnect_frac else None))
@@ -104,6 +105,8 @@ async def run_load(url: str, model: str, args) -> dict:
                 messages, hang_up = queue.get_nowait()
                 status, text, ttft = await stream_chat(client, model, messages, args.max_tokens, hang_up)
                 results.append((json.dumps(messages), status, text, ttft, hang_up))
+                if len(results) % 50 == 0:
+                    print(f"  {len(results)}/{args.requests} requests done", file=sys.stderr, flush=True)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.clients)))
