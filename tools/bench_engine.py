@@ -169,10 +169,15 @@ def main(argv=None) -> None:
     engines = {name: build_engine(EngineConfig(**base, disable_radix_cache=(name == "off")), loaded, runner)[0]
                for name in ("on", "off")}
     tokenizer = loaded.tokenizer
-    report = {"shared": shared_scenario(engines, tokenizer, args)}
-    report["multi"] = multi_turn_scenario(engines, tokenizer, args)
-    report["control"] = control_scenario(engines, tokenizer, args)
-    report["pages"] = pages_scenario(args)
+    report = {}
+    for name, scenario in (("pages", lambda: pages_scenario(args)),
+                           ("shared", lambda: shared_scenario(engines, tokenizer, args)),
+                           ("multi", lambda: multi_turn_scenario(engines, tokenizer, args)),
+                           ("control", lambda: control_scenario(engines, tokenizer, args))):
+        start = time.perf_counter()
+        report[name] = scenario()
+        shown = {k: v for k, v in report[name].items() if not k.endswith("_tokens")}
+        print(f"[{name} done in {time.perf_counter() - start:.0f} s] {shown}", flush=True)
     report["compilations"] = runner.num_compilations
     print_report(report, args)
     if args.json:
