@@ -2,7 +2,8 @@
 
 With no arguments: the default model (SmolLM2-135M-Instruct) on http://127.0.0.1:8000. Prints the URL,
 the model, the KV budget and how long start-up took (compilation shows a progress bar). API keys come
-from --api-key (repeatable) or TRELLIS_API_KEYS (comma-separated); several keys = one tenant each.
+from --api-key (repeatable), TRELLIS_API_KEY or TRELLIS_API_KEYS (comma-separated); several keys =
+one tenant each (each key's prefix cache is private to it).
 """
 
 from __future__ import annotations
@@ -57,12 +58,18 @@ def served_name(args: argparse.Namespace) -> str:
     return base[:-5] if base.endswith(".gguf") else base
 
 
+def api_keys_from(args: argparse.Namespace, environ) -> tuple[str, ...]:
+    """--api-key values, then TRELLIS_API_KEYS (comma-separated) and TRELLIS_API_KEY; duplicates dropped."""
+    from_env = environ.get("TRELLIS_API_KEYS", "").split(",") + [environ.get("TRELLIS_API_KEY", "")]
+    return tuple(dict.fromkeys(list(args.api_key) + [k.strip() for k in from_env if k.strip()]))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trellis_jax.serve.server import bind_socket, serve, url_of
 
-    api_keys = tuple(args.api_key) + tuple(k for k in os.environ.get("TRELLIS_API_KEYS", "").split(",") if k)
+    api_keys = api_keys_from(args, os.environ)
     sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
     start = time.perf_counter()
     print(f"trellis-serve: loading {served_name(args)} and compiling (this takes a while on CPU)...", flush=True)

@@ -1,0 +1,24 @@
+"""CLI options: safe defaults, served model names, API keys from flags and the environment."""
+
+from __future__ import annotations
+
+from trellis_jax.serve.__main__ import api_keys_from, engine_options, parse_args, served_name
+
+
+def test_defaults_bind_loopback_on_8000_with_the_default_model():
+    args = parse_args([])
+    assert (args.host, args.port, args.model, args.api_key) == ("127.0.0.1", 8000, None, [])
+    assert served_name(args) == "SmolLM2-135M-Instruct"
+    assert engine_options(args)["model"] is None
+
+
+def test_served_name_from_model_path_or_flag():
+    assert served_name(parse_args(["--model", "/models/Qwen2.5-0.5B.gguf"])) == "Qwen2.5-0.5B"
+    assert served_name(parse_args(["--model", "/models/llama-dir/"])) == "llama-dir"
+    assert served_name(parse_args(["--served-model-name", "mine"])) == "mine"
+
+
+def test_api_keys_from_flags_and_environment():
+    args = parse_args(["--api-key", "a", "--api-key", "b"])
+    assert api_keys_from(args, {"TRELLIS_API_KEYS": "c, d,,a", "TRELLIS_API_KEY": "e"}) == ("a", "b", "c", "d", "e")
+    assert api_keys_from(parse_args([]), {}) == ()
