@@ -13,7 +13,7 @@ from trellis_jax.ablate.workloads import workload
 
 @pytest.fixture(scope="module")
 def rows():
-    spec = GridSpec(policies=("lru", "lfu"), capacities=(32, 128), page_sizes=(8,), orders=("fcfs", "lpm"))
+    spec = GridSpec(policies=("lru", "lfu"), capacities=(160, 480), page_sizes=(8,), orders=("fcfs", "lpm"))
     return run_grid(workload("few_shot", scale=0.1), spec)
 
 
@@ -25,7 +25,19 @@ def test_one_row_per_cell(rows):
 def test_every_cell_is_within_its_bounds(rows):
     for r in rows:
         assert r["hit_rate"] <= r["optimal_hit_rate"] <= r["ceiling_hit_rate"]
-        assert 0 < r["fraction_of_optimal"] <= 1
+        assert 0 < r["fraction_of_optimal"] <= 1 and 0 < r["fraction_of_ceiling"] <= 1
+
+
+def test_auto_capacities_start_where_the_largest_request_fits():
+    trace = trace_of(list(range(40)), list(range(200)))
+    rows = run_grid(trace, GridSpec(policies=("lru",), orders=("fcfs",), page_sizes=(4,), with_optimal=False))
+    assert min(r["capacity_pages"] for r in rows) == 50 and all(r["rejected"] == 0 for r in rows)
+
+
+def test_nothing_to_hit_gives_no_fraction():
+    trace = trace_of([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    row = run_grid(trace, GridSpec(policies=("lru",), orders=("fcfs",), page_sizes=(2,), capacities=(8,)))[0]
+    assert row["optimal_hit_rate"] == 0 and row["fraction_of_optimal"] is None and row["fraction_of_ceiling"] is None
 
 
 def test_saved_tokens_and_flops_agree(rows):
@@ -37,7 +49,7 @@ def test_saved_tokens_and_flops_agree(rows):
 
 def test_more_capacity_never_hurts_lru_here(rows):
     lru = {r["capacity_pages"]: r["hit_rate"] for r in rows if r["policy"] == "lru" and r["order"] == "fcfs"}
-    assert lru[128] >= lru[32]
+    assert lru[480] >= lru[160]
 
 
 def test_unknown_policy_fails_before_any_replay():
@@ -60,5 +72,5 @@ def test_cli_writes_csv_json_summary_and_plots(tmp_path):
         assert len(list(csv.DictReader(f))) == 2 * 2 * 2
     assert len(json.loads((out / "rows.json").read_text())["rows"]) == 8
     summary = (out / "summary.md").read_text()
-    assert "## shared_system — page size 16, order lpm" in summary and "plots/shared_system_p16.png" in summary
+    assert "## shared_system — page size 16, order lpm" in summary and "| lpm | arc |" in summary and "plots/shared_system_p16.png" in summary
     assert (out / "plots" / "shared_system_p16.png").stat().st_size > 1000

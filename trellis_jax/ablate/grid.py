@@ -8,7 +8,8 @@
 - ``optimal_hit_rate``: the offline bound (``optimal.py``) for the order this cell actually served the
   requests in, and ``fraction_of_optimal`` = hit_rate / optimal_hit_rate;
 - ``fcfs_optimal_hit_rate``: the bound for arrival order (the dashed reference line of the plots);
-- ``ceiling_hit_rate``: the bound for any order and any capacity.
+- ``ceiling_hit_rate``: the bound for any order and any capacity, and ``fraction_of_ceiling``.
+Fractions are None where the bound is 0 (nothing could hit).
 Capacities are in pages (usable pages; the cache adds the padding sink). ``capacities=None`` picks
 ``auto_capacities``: a geometric ladder up to the trace's working set at that page size.
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 from trellis_jax.ablate import costs, optimal
 from trellis_jax.ablate.queueing import ORDERS, ServerModel
-from trellis_jax.ablate.replay import ReplayConfig, ReplayResult, replay
+from trellis_jax.ablate.replay import ReplayConfig, ReplayResult, kv_len, replay
 from trellis_jax.ablate.trace import Trace
 from trellis_jax.cache import get_policy
 
@@ -51,10 +52,12 @@ class GridSpec:
             raise ValueError(f"capacities must be >= 1 pages, got {self.capacities}")
 
 
-def auto_capacities(refs: optimal.PageReferences, steps: int = 6) -> tuple[int, ...]:
-    """``steps`` capacities from 1/32 of the distinct pages referenced (at least 8) up to all of them."""
-    working_set = max(8, len(np.unique(refs.nodes)))
-    ladder = np.geomspace(max(8, working_set / 32), working_set, steps)
+def auto_capacities(trace: Trace, refs: optimal.PageReferences, steps: int = 6) -> tuple[int, ...]:
+    """``steps`` capacities, geometric, from 1/32 of the distinct pages referenced up to all of them;
+    never below what the largest request needs on its own (smaller pools only reject requests)."""
+    largest = max(-(-kv_len(r) // refs.page_size) for r in trace.requests)
+    working_set = max(8, largest, len(np.unique(refs.nodes)))
+    ladder = np.geomspace(max(8, largest, working_set / 32), working_set, steps)
     return tuple(sorted({int(round(c)) for c in ladder}))
 
 
@@ -87,7 +90,7 @@ def run_grid(trace: Trace, spec: GridSpec, server: ServerModel = ServerModel(), 
     rows = []
     for page_size in spec.page_sizes:
         refs, _ = bounds.refs(page_size, arrival)
-        capacities = spec.capacities or auto_capacities(refs)
+        capacities = spec.capacities or auto_capacities(trace, refs)
         ceiling = optimal.ceiling_hits(refs) * page_size / prompt_tokens
         for capacity in capacities:
             fcfs_optimal = bounds.optimal_hit_tokens(page_size, arrival, capacity) / prompt_tokens \
@@ -96,7 +99,8 @@ def run_grid(trace: Trace, spec: GridSpec, server: ServerModel = ServerModel(), 
                 config = ReplayConfig(capacity, page_size, policy, order, spec.window, spec.max_batch)
                 result = replay(trace, config, server)
                 row = _row(trace, result, total_flops, model_config)
-                row.update(fcfs_optimal_hit_rate=fcfs_optimal, ceiling_hit_rate=ceiling)
+                row.update(fcfs_optimal_hit_rate=fcfs_optimal, ceiling_hit_rate=ceiling,
+                           fraction_of_ceiling=row["hit_rate"] / ceiling if ceiling else None)
                 if spec.with_optimal:
                     _add_optimal(row, bounds, result)
                 rows.append(row)
@@ -126,5 +130,5 @@ def _add_optimal(row: dict, bounds: _Bounds, result: ReplayResult) -> None:
     hit_tokens = bounds.optimal_hit_tokens(c.page_size, result.served_order, c.num_pages)
     row["optimal_hit_tokens"] = hit_tokens
     row["optimal_hit_rate"] = hit_tokens / row["prompt_tokens"]
-    row["fraction_of_optimal"] = result.hit_tokens / hit_tokens if hit_tokens else 1.0
+    row["fraction_of_optimal"] = result.hit_tokens / hit_tokens if hit_tokens else None  # 0/0: nothing to get
     row["optimal_wall_s"] = time.perf_counter() - start

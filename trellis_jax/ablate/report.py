@@ -1,8 +1,9 @@
 """Grid results on disk: CSV and JSON (every row, every metric) and a markdown summary.
 
-The markdown summary has one table per workload x page size x order: a row per policy, a column per
-capacity, each cell ``hit rate (fraction of the offline optimum for that cell's order)``, then the
-bounds, and a line per capacity naming the best policy.
+The markdown summary opens with a league table (per order and policy, means over all cells) and has
+one table per workload x page size x order: a row per policy, a column per capacity, each cell ``hit
+rate (fraction of the offline optimum for that cell's order)``, then the bounds, and a line per
+capacity naming the best policy.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def markdown_table(rows: list[dict]) -> str:
         for c in capacities:
             r = cell.get((policy, c))
             frac = r.get("fraction_of_optimal") if r else None
-            values.append("" if r is None else _pct(r["hit_rate"]) + (f" ({_pct(frac)})" if frac is not None else ""))
+            values.append("" if r is None else _pct(r["hit_rate"]) + (f" ({_pct(frac)})" if frac is not None else "")
+                          + (f" [{r['rejected']} rejected]" if r["rejected"] else ""))
         lines.append(f"| {policy} | " + " | ".join(values) + " |")
     for label, key in (("optimal, arrival order", "fcfs_optimal_hit_rate"), ("ceiling, any order", "ceiling_hit_rate")):
         by_cap = {r["capacity_pages"]: r.get(key) for r in rows}
@@ -65,11 +67,38 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def league_table(rows: list[dict]) -> str:
+    """Per order and policy, means over every cell where something could hit: fraction of the offline
+    optimum (same order), fraction of the ceiling, hit rate; and how many cells the policy won."""
+    rows = [r for r in rows if r.get("ceiling_hit_rate")]
+    wins: dict[tuple, int] = defaultdict(int)
+    by_cell: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_cell[(r["workload"], r["page_size"], r["order"], r["capacity_pages"])].append(r)
+    for cell in by_cell.values():
+        best = max(r["hit_rate"] for r in cell)
+        for r in cell:
+            wins[(r["order"], r["policy"])] += r["hit_rate"] == best
+    lines = ["| order | policy | mean % of optimum | mean % of ceiling | mean hit rate | cells won |",
+             "|---|---|---|---|---|---|"]
+    keys = list(dict.fromkeys((r["order"], r["policy"]) for r in rows))
+    for order, policy in keys:
+        group = [r for r in rows if (r["order"], r["policy"]) == (order, policy)]
+        fractions = [r["fraction_of_optimal"] for r in group if r.get("fraction_of_optimal") is not None]
+        mean_opt = sum(fractions) / len(fractions) if fractions else None
+        mean_ceiling = sum(r["hit_rate"] / r["ceiling_hit_rate"] for r in group) / len(group)
+        mean_hit = sum(r["hit_rate"] for r in group) / len(group)
+        lines.append(f"| {order} | {policy} | {_pct(mean_opt)} | {_pct(mean_ceiling)} | {_pct(mean_hit)} | "
+                     f"{wins[(order, policy)]}/{len([c for c in by_cell if c[2] == order])} |")
+    return "\n".join(lines)
+
+
 def markdown_summary(rows: list[dict], title: str = "Cache-policy ablation", plots: dict | None = None) -> str:
     """The whole summary: one section per group; ``plots`` maps (workload, page_size) to an image path."""
     out = [f"# {title}", "",
            "Cells: token hit rate (in brackets: fraction of the offline optimum for the order that cell "
-           "actually served requests in). Capacities in pages.", ""]
+           "actually served requests in). Capacities in pages.", "",
+           "## All workloads", "", league_table(rows), ""]
     seen_plots = set()
     for (workload, page_size, order), group in group_rows(rows).items():
         r0 = group[0]
