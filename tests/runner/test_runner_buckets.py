@@ -12,8 +12,18 @@ BUCKETS = BucketSet(token_buckets=(4, 16, 64), seq_buckets=(1, 8, 32), page_buck
 
 
 def test_select_returns_the_smallest_fitting_bucket():
-    assert BUCKETS.select(3, 1, 1) == Bucket(4, 1, 2)
-    assert BUCKETS.select(17, 2, 5) == Bucket(64, 8, 8)
+    assert BUCKETS.select(3, 1, 1) == Bucket(4, 8, 2)
+    assert BUCKETS.select(17, 2, 5) == Bucket(64, 32, 8)
+
+
+def test_decode_steps_get_as_many_sequence_rows_as_tokens():
+    decode = BucketSet(token_buckets=(2, 8, 32, 128), seq_buckets=(1, 2, 8, 32), page_buckets=(4,))
+    assert [decode.select(n, n, 1).num_seqs for n in (1, 2, 5, 8, 20, 32)] == [2, 2, 8, 8, 32, 32]
+    assert decode.select(100, 1, 1) == Bucket(128, 32, 4)
+
+
+def test_one_compiled_shape_per_token_and_page_bucket():
+    assert len(BUCKETS.all()) == 3 * 2
 
 
 def test_every_selectable_bucket_is_listed_for_warmup():

@@ -24,7 +24,7 @@ DECODE = SequenceWork("d", token_ids=[21], start_pos=4, page_ids=[5, 6], sample=
 
 
 def test_picks_the_smallest_bucket():
-    assert do_pack(PREFILL_CHUNK, DECODE).bucket == Bucket(8, 2, 4)
+    assert do_pack(PREFILL_CHUNK, DECODE).bucket == Bucket(8, 4, 4)
 
 
 def test_ragged_rows_positions_and_slots():
@@ -33,9 +33,9 @@ def test_ragged_rows_positions_and_slots():
     np.testing.assert_array_equal(inputs.positions[:4], [6, 7, 8, 4])
     # positions 6, 7 live in page 3 (offsets 2, 3), position 8 in page 7 (offset 0); decode pos 4 in page 6
     np.testing.assert_array_equal(inputs.slot_mapping[:4], [3 * 4 + 2, 3 * 4 + 3, 7 * 4, 6 * 4])
-    np.testing.assert_array_equal(inputs.cu_q_lens, [0, 3, 4])
-    np.testing.assert_array_equal(inputs.kv_lens, [9, 5])
-    np.testing.assert_array_equal(inputs.logits_indices, [2, 3])
+    np.testing.assert_array_equal(inputs.cu_q_lens, [0, 3, 4, 4, 4])
+    np.testing.assert_array_equal(inputs.kv_lens, [9, 5, 0, 0])
+    np.testing.assert_array_equal(inputs.logits_indices, [2, 3, 0, 0])
     assert int(inputs.num_seqs) == 2
 
 
@@ -48,7 +48,7 @@ def test_padded_tokens_write_into_the_sink_page():
 def test_page_table_rows_are_padded_with_the_sink_page():
     inputs = pack(StepPlan([DECODE]), BucketSet((8,), (1, 2), (4,)), page_size=PAGE_SIZE, num_pages=NUM_PAGES,
                   vocab_size=VOCAB, max_logprobs=5).model_inputs
-    np.testing.assert_array_equal(inputs.page_table, [[5, 6, 0, 0]])
+    np.testing.assert_array_equal(inputs.page_table, [[5, 6, 0, 0], [0, 0, 0, 0]])
 
 
 def test_padding_sequences_are_empty():
@@ -68,9 +68,9 @@ def test_only_needed_pages_enter_the_table():
 
 def test_sampling_knobs_are_per_row_with_neutral_padding():
     packed = do_pack(PREFILL_CHUNK, DECODE)
-    np.testing.assert_allclose(packed.knobs["temperature"], [0.0, 0.7])
-    np.testing.assert_array_equal(packed.knobs["seed"], [0, 5])  # folded into uint32
-    np.testing.assert_array_equal(packed.knobs["rng_step"], [0, 3])
+    np.testing.assert_allclose(packed.knobs["temperature"], [0.0, 0.7, 0.0, 0.0])
+    np.testing.assert_array_equal(packed.knobs["seed"], [0, 5, 0, 0])  # folded into uint32
+    np.testing.assert_array_equal(packed.knobs["rng_step"], [0, 3, 0, 0])
     assert packed.sampled_rows == [(1, "d", 2)]
     assert packed.penalties is None
 

@@ -108,6 +108,11 @@ def test_plan_beyond_the_largest_bucket_is_refused(runner):
         runner.run(StepPlan(many))
 
 
+def test_one_token_bucket_is_refused(tiny_random_model):
+    with pytest.raises(ValueError, match="token buckets must be >= 2"):
+        Runner(tiny_random_model, page_size=PAGE_SIZE, num_pages=8, token_buckets=(1, 4), seq_buckets=(1,))
+
+
 def test_kv_memory_budget_sizes_the_pool(tiny_random_model):
     config, _ = tiny_random_model
     page_bytes = PAGE_SIZE * config.kv_bytes_per_token()

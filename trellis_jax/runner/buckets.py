@@ -2,9 +2,12 @@
 
 Contract: `BucketSet.select(num_tokens, num_seqs, num_pages)` returns the smallest compiled shape that
 holds a step, or raises `BucketOverflowError` naming the limit it exceeds; `BucketSet.all()` lists every
-shape `select` can return, which is exactly what warm-up compiles. A shape with more sequence rows than
-token rows is kept only when it is the smallest one that holds T one-token sequences (pure decode), so
-the count of shapes stays near |T buckets| x |S buckets|.
+shape `select` can return, which is exactly what warm-up compiles.
+
+Each token bucket T is paired with one sequence bucket: the smallest S >= min(T, max_num_seqs), i.e. the
+rows a pure decode of T sequences needs. So decode steps get exact S (the LM head and the sampler run on
+S rows), a prefill-heavy step pays for at most max_num_seqs rows of logits (a few ms next to its
+forward), and warm-up compiles |T buckets| x |P buckets| programs instead of a full T x S grid.
 """
 
 from __future__ import annotations
@@ -64,25 +67,24 @@ class BucketSet:
     def max_pages_per_seq(self) -> int:
         return self.page_buckets[-1]
 
+    def seqs_for(self, tokens: int) -> int:
+        """The sequence rows paired with token bucket `tokens`."""
+        return _smallest_at_least(self.seq_buckets, min(tokens, self.max_num_seqs), "sequences", "max_num_seqs")
+
     def select(self, num_tokens: int, num_seqs: int, num_pages: int) -> Bucket:
         """Smallest bucket with T >= num_tokens, S >= num_seqs, P >= num_pages."""
         if num_seqs < 1 or num_tokens < num_seqs:
             raise ValueError(f"a step needs >= 1 sequence and >= 1 token per sequence, "
                              f"got {num_tokens} tokens for {num_seqs} sequences")
+        _smallest_at_least(self.seq_buckets, num_seqs, "sequences", "max_num_seqs")  # overflow check
         tokens = _smallest_at_least(self.token_buckets, num_tokens, "tokens", "max_num_tokens")
-        seqs = _smallest_at_least(self.seq_buckets, num_seqs, "sequences", "max_num_seqs")
         pages = _smallest_at_least(self.page_buckets, num_pages, "pages per sequence", "max_pages_per_seq")
-        return Bucket(tokens, seqs, pages)
+        return Bucket(tokens, self.seqs_for(tokens), pages)  # seqs_for(tokens) >= min(T, max S) >= num_seqs
 
     def all(self) -> list[Bucket]:
         """Every bucket `select` can return, smallest first."""
-        shapes = []
-        for tokens in self.token_buckets:
-            fitting = [s for s in self.seq_buckets if s <= tokens]
-            above = [s for s in self.seq_buckets if s > tokens][:1]  # holds `tokens` one-token sequences
-            for seqs in fitting + above:
-                shapes.extend(Bucket(tokens, seqs, pages) for pages in self.page_buckets)
-        return shapes
+        return [Bucket(tokens, self.seqs_for(tokens), pages)
+                for tokens in self.token_buckets for pages in self.page_buckets]
 
 
 def _smallest_at_least(values: tuple[int, ...], needed: int, what: str, limit_name: str) -> int:

@@ -33,7 +33,10 @@ from trellis_jax.scheduler.plan import SampledToken, StepOutputs, StepPlan
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOKEN_BUCKETS = powers_of_two(8, 1024)
+# Smallest token bucket is 2: with one token row XLA rewrites the KV scatter into a dynamic-update-slice
+# and copies the whole KV pool once per layer (measured: a batch-1 decode step took seconds, not ms).
+MIN_TOKEN_BUCKET = 2
+DEFAULT_TOKEN_BUCKETS = powers_of_two(2, 1024)
 DEFAULT_SEQ_BUCKETS = powers_of_two(1, 32)
 DEFAULT_MAX_LOGPROBS = 20
 
@@ -50,6 +53,9 @@ class Runner:
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)
         self.buckets = BucketSet(tuple(token_buckets), tuple(seq_buckets), tuple(page_buckets or (max_pages,)))
+        if self.buckets.token_buckets[0] < MIN_TOKEN_BUCKET:
+            raise ValueError(f"token buckets must be >= {MIN_TOKEN_BUCKET} (a one-row step makes XLA copy the "
+                             f"whole KV pool per layer), got {self.buckets.token_buckets}")
         if self.buckets.max_pages_per_seq * page_size < self.max_context_len:
             raise ValueError(f"page_buckets top out at {self.buckets.max_pages_per_seq} pages of {page_size} "
                              f"tokens, less than max_context_len={self.max_context_len}")

@@ -1,0 +1,165 @@
+"""Raw step speed of the Runner against this machine's own ceilings, measured in one run.
+
+    python tools/bench_step.py [--model SPEC] [--context 1024] [--batches 1 8 32] [--json out.json]
+
+Measures, on the default model in float32 unless told otherwise:
+  * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
+  * prefill of --prefill-tokens tokens in one step (tok/s);
+  * decode steps at each batch size with every sequence at --context tokens of context (tok/s).
+Each number is the median of --repeats timed steps after one untimed step, with the process CPU time
+beside it (CPU time well above wall time x cores means the machine was shared). Decode contexts are
+set up by position, not by prefilling them: attention reads the same number of KV bytes whatever they
+hold, so the timing is the same and the benchmark takes seconds instead of minutes. The "floor" columns
+are what the ceilings allow: matmul FLOPs at the sgemm rate (prefill) and weight + KV bytes at the read
+rate (decode); the gap between step and floor is mostly attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from trellis_jax.checkpoints import load_model
+from trellis_jax.runner import Runner
+from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
+from trellis_jax.scheduler.plan import SequenceWork, StepPlan
+
+TARGETS = {"prefill": 600.0, "decode_b1": 30.0, "decode_b8": 150.0, "decode_b32": 250.0}
+
+
+def median_time(fn, repeats: int) -> tuple[float, float]:
+    """(median wall seconds, median process CPU seconds) of `repeats` calls after one warm call."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    wall, _ = median_time(lambda: matmul(a, b).block_until_ready(), repeats)
+    return 2 * size ** 3 / wall / 1e9
+
+
+def memory_read_gbps(mib: int = 512, repeats: int = 5) -> float:
+    data = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    wall, _ = median_time(lambda: total(data).block_until_ready(), repeats)
+    return data.nbytes / wall / 1e9
+
+
+def pages_for(tokens: int, page_size: int) -> int:
+    return -(-tokens // page_size)
+
+
+def prefill_plan(num_tokens: int, page_size: int) -> StepPlan:
+    pages = list(range(1, 1 + pages_for(num_tokens, page_size)))
+    return StepPlan([SequenceWork("prefill", [(7 * i + 1) % 1000 + 10 for i in range(num_tokens)], 0, pages, True)])
+
+
+def decode_plans(batch: int, context: int, steps: int, page_size: int, first_page: int):
+    """One plan per step; sequence b owns a disjoint page range and decodes at position context + step."""
+    per_seq = pages_for(context + steps + 1, page_size)
+    tables = [list(range(first_page + b * per_seq, first_page + (b + 1) * per_seq)) for b in range(batch)]
+    return [StepPlan([SequenceWork(f"d{b}", [100 + b], context + step, tables[b], True, rng_step=step)
+                      for b in range(batch)]) for step in range(steps)]
+
+
+def run_plans(runner: Runner, plans) -> None:
+    for plan in plans:
+        runner.run(plan)
+
+
+def bench(args) -> dict:
+    load_start = os.getloadavg()[0]
+    ceilings = {"sgemm_gflops": sgemm_gflops(), "mem_read_gbps": memory_read_gbps()}
+    model = load_model(args.model, dtype=args.dtype)
+    config = model.config
+    max_batch = max(args.batches)
+    steps = args.repeats + 1
+    decode_pages = max_batch * pages_for(args.context + steps + 1, args.page_size)
+    num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages
+    decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
+    runner = Runner(model, page_size=args.page_size, num_pages=num_pages,
+                    token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
+                    attn_impl=args.attn_impl)
+    print(f"KV pool: {runner.kv_pool.describe()}", file=sys.stderr)
+    compile_seconds = runner.warmup()
+    results = {"model": model.source, "dtype": args.dtype, "page_size": args.page_size, "context": args.context,
+               "ceilings": ceilings, "buckets": len(runner.compiled_buckets), "warmup_seconds": compile_seconds}
+
+    plan = prefill_plan(args.prefill_tokens, args.page_size)
+    wall, cpu = median_time(lambda: runner.run(plan), args.repeats)
+    floor = config.prefill_flops(args.prefill_tokens) / (ceilings["sgemm_gflops"] * 1e9)
+    results["prefill"] = {"tokens": args.prefill_tokens, "seconds": wall, "cpu_seconds": cpu,
+                          "tok_per_s": args.prefill_tokens / wall, "floor_seconds": floor}
+
+    first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
+    weight_bytes = config.weight_bytes()
+    for batch in args.batches:
+        plans = decode_plans(batch, args.context, steps, args.page_size, first_page)
+        run_plans(runner, plans[:1])
+        timings = [median_time(lambda p=p: runner.run(p), 1) for p in plans[1:]]
+        wall = statistics.median(t[0] for t in timings)
+        cpu = statistics.median(t[1] for t in timings)
+        kv_bytes = batch * (args.context + 1) * config.kv_bytes_per_token()
+        floor = (weight_bytes + kv_bytes) / (ceilings["mem_read_gbps"] * 1e9)
+        results[f"decode_b{batch}"] = {"batch": batch, "seconds": wall, "cpu_seconds": cpu,
+                                       "tok_per_s": batch / wall, "floor_seconds": floor}
+    results["loadavg_start_end"] = [load_start, os.getloadavg()[0]]
+    results["compilations_after_warmup"] = runner.num_compilations - len(runner.compiled_buckets)
+    return results
+
+
+def markdown(results: dict) -> str:
+    c = results["ceilings"]
+    lines = [f"ceilings: sgemm {c['sgemm_gflops']:.0f} GFLOP/s, memory read {c['mem_read_gbps']:.1f} GB/s; "
+             f"warm-up {results['warmup_seconds']:.0f} s for {results['buckets']} buckets; "
+             f"load average {results['loadavg_start_end'][0]:.1f} -> {results['loadavg_start_end'][1]:.1f}",
+             "", "| step | tok/s | target | step ms | CPU ms | floor ms |", "|---|---|---|---|---|---|"]
+    for name, target in TARGETS.items():
+        if name in results:
+            r = results[name]
+            lines.append(f"| {name} | {r['tok_per_s']:.0f} | {target:.0f} | {1000 * r['seconds']:.0f} | "
+                         f"{1000 * r['cpu_seconds']:.0f} | {1000 * r['floor_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="checkpoint spec (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--page-size", type=int, default=16)
+    parser.add_argument("--context", type=int, default=1024, help="context of every decoding sequence")
+    parser.add_argument("--prefill-tokens", type=int, default=1024)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--attn-impl", default=None)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    results = bench(args)
+    print(markdown(results))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
