@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     run.add_argument("--out", type=Path, default=Path("results/bench"))
+    run.add_argument("--cache-dir", type=Path, default=Path("results/bench-cache"),
+                     help="F32 GGUF and JAX compile cache, kept across runs (the first run compiles)")
+    run.add_argument("--start-timeout", type=float, default=3600.0, help="seconds a system may take to load + warm up")
     run.add_argument("--kv-memory", default="512MiB", help="Trellis KV pool")
     run.add_argument("--run-timeout", type=float, default=900.0, help="seconds one (system, workload) may take")
     run.add_argument("--llama-cpp-path", default=None,
@@ -94,7 +97,7 @@ def _run(args, command: str) -> int:
     unknown = [s for s in args.systems if s not in system_registry.SYSTEMS]
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; known: {', '.join(system_registry.SYSTEMS)}")
-    cache_dir = args.out / "cache"
+    cache_dir = args.cache_dir
     q4 = default_gguf()
     needs_f32 = any("F32" in s or s == "llama.cpp-http" for s in args.systems)
     settings = {
@@ -106,7 +109,7 @@ def _run(args, command: str) -> int:
     }
     config = BenchConfig(out_dir=args.out, preset=args.preset, systems=args.systems, workloads=args.workloads,
                          repeats=args.repeats, seed=args.seed, threads=args.threads,
-                         run_timeout_s=args.run_timeout, settings=settings)
+                         run_timeout_s=args.run_timeout, start_timeout_s=args.start_timeout, settings=settings)
     result = run_comparison(config, BenchTokenizer.load(q4))
     result["command"] = command
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))

@@ -37,6 +37,7 @@ class BenchConfig:
     seed: int = 0
     threads: int = os.cpu_count() or 1
     run_timeout_s: float = 900.0
+    start_timeout_s: float = 3600.0
     settings: dict = field(default_factory=dict)     # passed to systems.build in each worker
 
 
@@ -50,7 +51,8 @@ def run_comparison(config: BenchConfig, tokenizer) -> dict:
     skipped = {s: why for s in config.systems if (why := system_registry.missing(s))}
     for name, why in skipped.items():
         log(f"skip {name}: {why}")
-    workers, misses = _start_workers([s for s in config.systems if s not in skipped], config.settings)
+    workers, misses = _start_workers([s for s in config.systems if s not in skipped], config.settings,
+                                     config.start_timeout_s)
     log(f"systems in this run: {', '.join(workers) or 'none'}")
     machine = _machine(tokenizer)
     runs = []
@@ -75,13 +77,13 @@ def run_comparison(config: BenchConfig, tokenizer) -> dict:
     return result
 
 
-def _start_workers(names, settings):
+def _start_workers(names, settings, timeout_s):
     workers, misses = {}, []
     for name in names:
         log(f"starting {name} (load + warm-up)...")
         started = time.perf_counter()
         try:
-            workers[name] = Worker(name, settings)
+            workers[name] = Worker(name, settings, timeout_s)
             log(f"  {name} ready in {time.perf_counter() - started:.0f}s: {workers[name].info['description']}")
         except WorkerError as error:
             log(f"  {name} did not start: {str(error).splitlines()[-1]}")

@@ -1,0 +1,20 @@
+"""System registry: unknown names are errors, absent peers are reported with the reason."""
+
+import pytest
+
+from tools.bench import systems
+
+
+def test_unknown_system_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown system"):
+        systems.missing("vllm")
+
+
+def test_a_system_whose_module_is_absent_says_which(monkeypatch):
+    monkeypatch.setitem(systems.REQUIREMENTS, "hf", ("surely_not_installed_module_xyz",))
+    assert "surely_not_installed_module_xyz" in systems.missing("hf")
+
+
+def test_a_system_whose_modules_import_is_available(monkeypatch):
+    monkeypatch.setitem(systems.REQUIREMENTS, "hf", ("json",))
+    assert systems.missing("hf") is None
