@@ -45,3 +45,26 @@ def test_ghost_hit_in_the_recent_list_grows_the_recent_target():
     policy = ARCPolicy()
     replay(single_page_trace("abcda"), ReplayConfig(num_pages=4, page_size=2, policy=policy))
     assert policy.target_recent_pages == 1
+
+
+DEEP_FIRST = '''
+from trellis_jax.cache import HeapPolicy, register_policy
+
+@register_policy("test_deep_first")
+class DeepFirst(HeapPolicy):
+    name = "test_deep_first"
+    def sort_key(self, node):
+        return -node.depth, node.last_access
+'''
+
+
+def test_a_policy_in_one_small_file_runs_in_the_cli(tmp_path, monkeypatch):
+    (tmp_path / "my_ablate_policy.py").write_text(DEEP_FIRST)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from trellis_jax.ablate.cli import main
+
+    out = tmp_path / "out"
+    assert main(["--policy-module", "my_ablate_policy", "--policies", "lru,test_deep_first", "--workload", "few_shot",
+                 "--scale", "0.03", "--capacities", "64", "--orders", "fcfs", "--no-plots", "--out", str(out)]) == 0
+    assert "test_deep_first" in (out / "rows.csv").read_text()
+    assert RadixCache(8, 2, policy="test_deep_first").policy.name == "test_deep_first"
