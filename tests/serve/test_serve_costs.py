@@ -34,3 +34,26 @@ def test_ceilings_by_device_kind_and_overrides():
     assert (h200.flops_per_s, h200.bytes_per_s) == (989e12, 4.8e12)
     assert ceilings_for("cpu") is None
     assert ceilings_for("cpu", peak_tflops=1.5, peak_gbps=50).bytes_per_s == 50e9
+
+
+def test_live_utilisation_gauges_with_known_ceilings():
+    import re
+
+    import httpx
+    from serve_harness import ServerThread, fake_engine
+
+    from trellis_jax.serve.app import ServerSettings, create_app
+    from trellis_jax.serve.costs import Ceilings
+
+    engine = fake_engine()
+    settings = ServerSettings(model_name="fake-model", cost=CostModel(SMOLLM2_135M), ceilings=Ceilings(1e12, 1e9))
+    with ServerThread(create_app(engine, settings)) as server:
+        httpx.get(server.url + "/metrics")  # starts the interval
+        body = {"model": "fake-model", "prompt": "a prompt of a few tokens", "max_tokens": 4, "temperature": 0}
+        assert httpx.post(server.url + "/v1/completions", json=body).status_code == 200
+        text = httpx.get(server.url + "/metrics").text
+    engine.shutdown()
+    assert float(re.search(r"^trellis_prefill_mfu (\S+)", text, re.M).group(1)) > 0
+    assert float(re.search(r"^trellis_decode_bandwidth_utilisation (\S+)", text, re.M).group(1)) > 0
+    assert float(re.search(r"^trellis_prefill_flops_computed_total (\S+)", text, re.M).group(1)) == cost.prefill_flops(
+        SMOLLM2_135M, len(body["prompt"]))
