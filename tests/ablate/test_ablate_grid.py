@@ -74,3 +74,11 @@ def test_cli_writes_csv_json_summary_and_plots(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "## shared_system — page size 16, order lpm" in summary and "| lpm | arc |" in summary and "plots/shared_system_p16.png" in summary
     assert (out / "plots" / "shared_system_p16.png").stat().st_size > 1000
+
+
+def test_cli_rerenders_from_rows_without_replaying(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    main(["--workload", "no_share", "--scale", "0.02", "--policies", "lru", "--capacities", "64", "--orders", "fcfs",
+          "--no-plots", "--out", str(first)])
+    assert main(["--from-rows", str(first / "rows.json"), "--no-plots", "--out", str(second)]) == 0
+    assert (second / "summary.md").read_text() == (first / "summary.md").read_text()

@@ -25,7 +25,7 @@ from trellis_jax.ablate import policies as _example_policies  # noqa: F401  (reg
 from trellis_jax.ablate.chatlog import read_chat_log
 from trellis_jax.ablate.grid import GridSpec, run_grid
 from trellis_jax.ablate.plots import plot_grid
-from trellis_jax.ablate.report import markdown_summary, write_csv, write_json
+from trellis_jax.ablate.report import markdown_summary, read_json, write_csv, write_json
 from trellis_jax.ablate.trace import Trace, read_jsonl, write_jsonl
 from trellis_jax.ablate.workloads import WORKLOADS, workload
 
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, default=Path("results/ablate"))
     out.add_argument("--no-plots", action="store_true")
     out.add_argument("--save-traces", action="store_true", help="also write each trace as JSONL in --out")
+    out.add_argument("--from-rows", type=Path, help="re-render summary and plots from a rows.json, no replay")
     return p
 
 
@@ -101,20 +102,28 @@ def main(argv: list[str] | None = None) -> int:
     spec = GridSpec(args.policies, args.capacities, args.page_sizes, args.orders, args.window, args.max_batch,
                     with_optimal=not args.no_optimal)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for trace in load_traces(args):
-        if args.save_traces:
-            write_jsonl(trace, args.out / f"{trace.name}.jsonl")
-        start = time.perf_counter()
-        rows += run_grid(trace, spec, progress=_print_row)
-        print(f"{trace.name}: {len(trace)} requests, grid in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    write_csv(rows, args.out / "rows.csv")
-    write_json(rows, args.out / "rows.json", meta={"argv": sys.argv[1:] if argv is None else argv})
+    if args.from_rows:
+        rows = read_json(args.from_rows)
+    else:
+        rows = run_traces(load_traces(args), spec, args.out if args.save_traces else None)
+        write_csv(rows, args.out / "rows.csv")
+        write_json(rows, args.out / "rows.json", meta={"argv": sys.argv[1:] if argv is None else argv})
     plots = {} if args.no_plots else plot_grid(rows, args.out / "plots")
     relative = {k: p.relative_to(args.out) for k, p in plots.items()}
     (args.out / "summary.md").write_text(markdown_summary(rows, plots=relative))
     print(f"wrote {args.out}/rows.csv, rows.json, summary.md" + (", plots/" if plots else ""), file=sys.stderr)
     return 0
+
+
+def run_traces(traces: list[Trace], spec: GridSpec, save_dir: Path | None) -> list[dict]:
+    rows = []
+    for trace in traces:
+        if save_dir is not None:
+            write_jsonl(trace, save_dir / f"{trace.name}.jsonl")
+        start = time.perf_counter()
+        rows += run_grid(trace, spec, progress=_print_row)
+        print(f"{trace.name}: {len(trace)} requests, grid in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return rows
 
 
 def _print_row(row: dict) -> None:

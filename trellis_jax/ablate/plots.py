@@ -13,6 +13,8 @@ from pathlib import Path
 
 from trellis_jax.ablate.report import group_rows
 
+_MARKERS = "osD^v<>ph*"
+
 
 def plot_grid(rows: list[dict], out_dir: str | Path) -> dict[tuple, Path]:
     """Write one PNG per (workload, page size) into ``out_dir``; returns their paths by that key."""
@@ -43,9 +45,11 @@ def plot_grid(rows: list[dict], out_dir: str | Path) -> dict[tuple, Path]:
 
 def _panel(ax, rows: list[dict], title: str) -> None:
     capacities = sorted({r["capacity_pages"] for r in rows})
-    for policy in dict.fromkeys(r["policy"] for r in rows):
+    for i, policy in enumerate(dict.fromkeys(r["policy"] for r in rows)):
         points = sorted((r["capacity_pages"], r["hit_rate"]) for r in rows if r["policy"] == policy)
-        ax.plot(*zip(*points), marker="o", markersize=3, label=policy)
+        # Distinct markers, shrinking: identical curves (lru and fifo often are) stay visible.
+        ax.plot(*zip(*points), marker=_MARKERS[i % len(_MARKERS)], markersize=max(3, 8 - i), linewidth=1.2,
+                alpha=0.85, label=policy)
     by_cap = {r["capacity_pages"]: r for r in rows}
     if by_cap[capacities[0]].get("fcfs_optimal_hit_rate") is not None:
         ax.plot(capacities, [by_cap[c]["fcfs_optimal_hit_rate"] for c in capacities], "k--", label="optimal (arrival order)")
