@@ -73,3 +73,8 @@ def test_token_bytes_are_raw_bytes_even_for_partial_characters(smollm2):
     ids = smollm2.encode("你好 world")
     assert b"".join(smollm2.token_bytes(i) for i in ids) == "你好 world".encode()
     assert smollm2.token_bytes(smollm2.token_to_id("<|im_end|>")) == b"<|im_end|>"
+
+
+def test_unk_and_pad_ids_from_metadata(smollm2):
+    assert (smollm2.unk_token_id, smollm2.pad_token_id) == (0, 2)
+    assert smollm2.chat_template.special_tokens["pad_token"] == "<|im_end|>"

@@ -40,6 +40,8 @@ class Tokenizer:
         bos_token_id: int | None,
         eos_token_id: int | None,
         extra_eos_ids: Iterable[int] = (),
+        unk_token_id: int | None = None,
+        pad_token_id: int | None = None,
         add_bos: bool = False,
         chat_template: str | None = None,
         source: str = "<memory>",
@@ -56,11 +58,14 @@ class Tokenizer:
         )
         self.bos_token_id = self._checked_id(bos_token_id, "bos")
         self.eos_token_id = self._checked_id(eos_token_id, "eos")
+        self.unk_token_id = self._checked_id(unk_token_id, "unk")
+        self.pad_token_id = self._checked_id(pad_token_id, "pad")
         self.add_bos = bool(add_bos) and self.bos_token_id is not None
         self.eos_token_ids = self._end_of_turn_ids(extra_eos_ids)
         self.bos_token = self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else None
         self.eos_token = self.id_to_token(self.eos_token_id) if self.eos_token_id is not None else None
-        specials = {"bos_token": self.bos_token, "eos_token": self.eos_token}
+        specials = {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                    "unk_token": self._token_or_none(self.unk_token_id), "pad_token": self._token_or_none(self.pad_token_id)}
         self.chat_template = ChatTemplate(chat_template, specials, origin=source) if chat_template else None
 
     # --- construction -------------------------------------------------------------------------------
@@ -79,6 +84,8 @@ class Tokenizer:
             bos_token_id=ids.get("bos"),
             eos_token_id=ids.get("eos"),
             extra_eos_ids=[ids[k] for k in ("eot", "eom") if k in ids],
+            unk_token_id=ids.get("unk"),
+            pad_token_id=ids.get("pad"),
             add_bos=add_bos,
             chat_template=vocab.chat_template,
             source=vocab.source,
@@ -104,10 +111,15 @@ class Tokenizer:
             bos_token_id=bos_id,
             eos_token_id=eos_id,
             extra_eos_ids=files.generation_eos_ids,
+            unk_token_id=_id_of(tok, token_string(files.config.get("unk_token"))),
+            pad_token_id=_id_of(tok, token_string(files.config.get("pad_token"))),
             add_bos=bool(add_bos),
             chat_template=files.chat_template,
             source=files.source,
         )
+
+    def _token_or_none(self, token_id: int | None) -> str | None:
+        return None if token_id is None else self.id_to_token(token_id)
 
     def _checked_id(self, token_id: int | None, name: str) -> int | None:
         if token_id is not None and not 0 <= token_id < self.vocab_size:
