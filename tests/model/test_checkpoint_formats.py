@@ -60,8 +60,14 @@ def test_sharded_safetensors_match_single_file(tiny_model, fixtures_dir, tmp_pat
     assert_same_params(sharded.params, tiny_model("llama").params)
 
 
-def test_preset_resolves_to_its_checkpoint(default_model):
+def test_presets_name_the_default_model():
     from trellis_jax.checkpoints import preset_names
+    from trellis_jax.checkpoints.presets import resolve_preset
 
     assert "smollm2-135m" in preset_names()
-    assert load_model("smollm2-135m").source == default_model.source
+    assert resolve_preset("smollm2-135m") == (None, "float32")  # None: load_model's default model
+
+
+def test_tiny_presets_load_the_fixture_checkpoints(tiny_model):
+    loaded = load_model("tiny-mistral")
+    assert loaded.source == tiny_model("mistral").source and loaded.config.sliding_window == 6
