@@ -149,6 +149,14 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
     plgpu.wait_smem_to_gmem(0)
 
 
+def _compiler_params(lowering_semantics):
+    """"lane" (the kernel is written in the WGMMA-layout style), "warpgroup", or None (JAX's default)."""
+    if lowering_semantics is None:
+        return plgpu.CompilerParams(approx_math=True)
+    semantics = {"lane": plgpu.LoweringSemantics.Lane, "warpgroup": plgpu.LoweringSemantics.Warpgroup}
+    return plgpu.CompilerParams(approx_math=True, lowering_semantics=semantics[lowering_semantics])
+
+
 def _smem_tile(shape, dtype):
     swizzle = 128
     tiling = plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize))
@@ -157,7 +165,7 @@ def _smem_tile(shape, dtype):
 
 def mosaic_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
                                   sm_scale=None, soft_cap=None, sliding_window=None, chunk_tokens=64,
-                                  num_kv_splits=None, interpret=None):
+                                  num_kv_splits=None, lowering_semantics="lane", interpret=None):
     """See the module docstring; keyword arguments are static.  q [T, Hq, D] -> [T, Hq, D]."""
     _check_shapes(q, k_pages, chunk_tokens)
     num_rows, num_q_heads, head_dim = q.shape
@@ -191,7 +199,7 @@ def mosaic_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
                        plgpu.Barrier(num_arrivals=chunk_pages, num_barriers=_SLOTS))
         + ((_smem_tile((_TILE_ROWS, chunk_tokens), q.dtype),) if interpret is not None else ()),
         grid=(num_items, num_kv_heads, num_splits), grid_names=("item", "head", "split"),
-        compiler_params=plgpu.CompilerParams(approx_math=True), interpret=interpret)
+        compiler_params=_compiler_params(lowering_semantics), interpret=interpret)
     out, m, l = run(jnp.reshape(layer, (1,)).astype(jnp.int32), *items, table, qg,
                     layout.flat_pages(k_pages), layout.flat_pages(v_pages))
     return _gather_rows(out, m, l, cu_q_lens, num_seqs, num_rows, num_q_heads, padded_group, block_rows,

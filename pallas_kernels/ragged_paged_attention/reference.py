@@ -23,7 +23,7 @@ def row_positions(cu_q_lens, kv_lens, num_seqs, num_rows):
     """Per query row: owning sequence (or -1 for padding) and absolute position.  [T] int32 each."""
     rows = jnp.arange(num_rows, dtype=jnp.int32)
     # seq_of[t] = b with cu_q_lens[b] <= t < cu_q_lens[b+1]; side="right" skips empty sequences.
-    seq_of = jnp.searchsorted(cu_q_lens, rows, side="right").astype(jnp.int32) - 1
+    seq_of = jnp.searchsorted(cu_q_lens, rows, side="right", method="compare_all").astype(jnp.int32) - 1
     seq_of = jnp.clip(seq_of, 0, kv_lens.shape[0] - 1)
     valid = rows < cu_q_lens[num_seqs]
     q_start = cu_q_lens[seq_of]

@@ -43,7 +43,8 @@ def build_work_items(cu_q_lens, kv_lens, num_seqs, *, num_rows, block_rows):
     blocks, first_item = _blocks_per_sequence(cu_q_lens, num_seqs, block_rows)
     n = max_items(num_rows, num_seqs_max, block_rows)
     item = jnp.arange(n, dtype=jnp.int32)
-    seq = jnp.searchsorted(first_item + blocks, item, side="right").astype(jnp.int32)
+    # compare_all: one fused comparison instead of a loop of tiny kernels (B and items are small)
+    seq = jnp.searchsorted(first_item + blocks, item, side="right", method="compare_all").astype(jnp.int32)
     seq = jnp.minimum(seq, num_seqs_max - 1)
     offset = (item - first_item[seq]) * block_rows
     rows = jnp.where(item < jnp.sum(blocks), jnp.clip(q_lens[seq] - offset, 0, block_rows), 0)
@@ -62,7 +63,9 @@ def row_items(cu_q_lens, num_seqs, *, num_rows, block_rows):
     """
     blocks, first_item = _blocks_per_sequence(cu_q_lens, num_seqs, block_rows)
     rows = jnp.arange(num_rows, dtype=jnp.int32)
-    seq = jnp.clip(jnp.searchsorted(cu_q_lens, rows, side="right") - 1, 0, blocks.shape[0] - 1)
+    seq = jnp.searchsorted(cu_q_lens, rows, side="right", method="compare_all") - 1
+    seq = jnp.clip(seq, 0, blocks.shape[0] - 1)
     local = jnp.maximum(rows - cu_q_lens[seq], 0)
-    item = jnp.minimum(first_item[seq] + local // block_rows, max_items(num_rows, blocks.shape[0], block_rows) - 1)
+    last_item = max_items(num_rows, blocks.shape[0], block_rows) - 1
+    item = jnp.minimum(first_item[seq] + local // block_rows, last_item)
     return item.astype(jnp.int32), (local % block_rows).astype(jnp.int32)
