@@ -19,7 +19,16 @@ import numpy as np
 
 
 def apply_penalties(logits: jax.Array, knobs) -> jax.Array:
-    """logits [S, V] f32 -> penalised logits [S, V]. `knobs` is a SamplingInputs."""
+    """logits [S, V] f32 -> penalised logits [S, V]. `knobs` is a SamplingInputs.
+
+    Skipped (the [S, V] counts are not even read) when no row has a penalty.
+    """
+    active = jnp.any((knobs.presence_penalty != 0) | (knobs.frequency_penalty != 0)
+                     | (knobs.repetition_penalty != 1))
+    return jax.lax.cond(active, lambda: _penalise(logits, knobs), lambda: logits)
+
+
+def _penalise(logits: jax.Array, knobs) -> jax.Array:
     counts = knobs.output_counts.astype(jnp.float32)  # [S, V]
     generated = counts > 0
     seen = knobs.prompt_mask | generated

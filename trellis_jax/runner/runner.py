@@ -17,7 +17,9 @@ Nothing else may hold the KV pages: every step replaces them (the old buffers ar
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import jax
 import numpy as np
@@ -100,21 +102,37 @@ class Runner:
         return list(self._executables)
 
     # ---- compilation ----------------------------------------------------------------------------
-    def warmup(self, progress: bool = True) -> float:
-        """Compile every bucket not compiled yet; returns the seconds spent."""
+    def warmup(self, progress: bool = True, workers: int | None = None) -> float:
+        """Compile every bucket not compiled yet; returns the seconds spent.
+
+        Tracing runs here, one bucket after another; the XLA compilations (which release the GIL) run on
+        `workers` threads (default: one per CPU core), so warm-up scales with the cores.
+        """
         start = time.perf_counter()
         missing = [b for b in self.buckets.all() if b not in self._executables]
-        for bucket in tqdm(missing, desc="compiling step buckets", unit="bucket", disable=not progress):
-            self._compile(bucket)
+        workers = max(1, min(workers or os.cpu_count() or 1, len(missing) or 1))
+        with ThreadPoolExecutor(workers) as pool, \
+                tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar:
+            futures = {pool.submit(self._lower(bucket).compile): bucket for bucket in missing}
+            for future in as_completed(futures):
+                self._store(futures[future], future.result())
+                bar.update()
+        self.compile_seconds += time.perf_counter() - start
         return time.perf_counter() - start
 
+    def _lower(self, bucket: Bucket) -> jax.stages.Lowered:
+        return self._jitted_step.lower(self.params, self._kv, abstract_inputs(bucket, self.config.vocab_size))
+
     def _compile(self, bucket: Bucket) -> jax.stages.Compiled:
+        """Compile one bucket now (a run() that found no executable for its bucket)."""
         start = time.perf_counter()
-        shapes = abstract_inputs(bucket, self.config.vocab_size)
-        executable = self._jitted_step.lower(self.params, self._kv, shapes).compile()
+        executable = self._store(bucket, self._lower(bucket).compile())
+        self.compile_seconds += time.perf_counter() - start
+        return executable
+
+    def _store(self, bucket: Bucket, executable: jax.stages.Compiled) -> jax.stages.Compiled:
         self._executables[bucket] = executable
         self.num_compilations += 1
-        self.compile_seconds += time.perf_counter() - start
         self._zero_penalty_arrays(bucket.num_seqs)
         return executable
 
