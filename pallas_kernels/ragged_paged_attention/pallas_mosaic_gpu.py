@@ -81,9 +81,10 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
     chunk = chunk_pages * page_size
     dtype = q_smem.dtype
 
-    first = 0 if sliding_window is None else jnp.maximum(pos_start - sliding_window + 1, 0) // chunk
-    end = jnp.where(rows > 0, (pos_start + rows - 1) // chunk + 1, first)
-    per_split = (end - first + num_splits - 1) // num_splits
+    div = lambda a, b: lax.div(a, jnp.int32(b))  # operands are >= 0: truncation == floor
+    first = jnp.int32(0) if sliding_window is None else div(jnp.maximum(pos_start - sliding_window + 1, 0), chunk)
+    end = jnp.where(rows > 0, div(jnp.maximum(pos_start + rows - 1, 0), chunk) + 1, first)
+    per_split = div(end - first + num_splits - 1, num_splits)
     lo = first + split * per_split
     hi = jnp.minimum(lo + per_split, end)
     page_base = (layer_ref[0] * num_kv_heads + head) * num_pages
@@ -102,7 +103,7 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
 
     def body(c, carry):
         acc, m, l = carry
-        slot = lax.rem(c - lo, _SLOTS)
+        slot = lax.rem(c - lo, jnp.int32(_SLOTS))
         plgpu.barrier_wait(k_bars.at[slot])
 
         def qk(acc_ref):
