@@ -12,6 +12,12 @@ def test_defaults_bind_loopback_on_8000_with_the_default_model():
     assert engine_options(args)["model"] is None
 
 
+def test_compile_cache_on_by_default_and_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
+    assert engine_options(parse_args([]))["compile_cache_dir"] == "/tmp/xdg/trellis-jax/xla"
+    assert engine_options(parse_args(["--no-compile-cache"]))["compile_cache_dir"] is None
+
+
 def test_served_name_from_model_path_or_flag():
     assert served_name(parse_args(["--model", "/models/Qwen2.5-0.5B.gguf"])) == "Qwen2.5-0.5B"
     assert served_name(parse_args(["--model", "/models/llama-dir/"])) == "llama-dir"

@@ -34,7 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule-policy", default="lpm")
     p.add_argument("--disable-radix-cache", action="store_true")
     p.add_argument("--deterministic", action="store_true", help="one compiled shape: batch-invariant outputs, slower")
-    p.add_argument("--compile-cache-dir", default=None)
+    p.add_argument("--compile-cache-dir", default=default_compile_cache_dir(),
+                   help="keep compiled step programs here so the next start skips compiling (default: %(default)s)")
+    p.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU gauge")
     p.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth for the utilisation gauge")
     p.add_argument("--log-level", default="info")
@@ -46,7 +48,13 @@ def engine_options(args: argparse.Namespace) -> dict:
                 max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                 max_model_len=args.max_model_len, eviction_policy=args.eviction_policy,
                 schedule_policy=args.schedule_policy, disable_radix_cache=args.disable_radix_cache,
-                deterministic=args.deterministic, compile_cache_dir=args.compile_cache_dir)
+                deterministic=args.deterministic,
+                compile_cache_dir=None if args.no_compile_cache else args.compile_cache_dir)
+
+
+def default_compile_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "trellis-jax", "xla")
 
 
 def served_name(args: argparse.Namespace) -> str:
