@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     from trellis_jax.serve.server import bind_socket, serve, url_of
 
     api_keys = api_keys_from(args, os.environ)
+    if not api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"trellis-serve: WARNING: listening on {args.host} without an API key: anyone who can reach "
+              "this address can use the model (pass --api-key)", file=sys.stderr, flush=True)
     sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
     start = time.perf_counter()
     print(f"trellis-serve: loading {served_name(args)} and compiling (this takes a while on CPU)...", flush=True)
