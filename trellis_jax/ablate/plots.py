@@ -55,6 +55,13 @@ def _panel(ax, rows: list[dict], title: str) -> None:
         ax.plot(capacities, [by_cap[c]["fcfs_optimal_hit_rate"] for c in capacities], "k--", label="optimal (arrival order)")
     ax.plot(capacities, [by_cap[c]["ceiling_hit_rate"] for c in capacities], ":", color="grey", label="ceiling (any order)")
     ax.set_xscale("log")
+    # Label exactly the capacities that were run (log-scale minor labels would overlap).
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(capacities))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticklabels([str(c) for c in capacities], fontsize=7)
     ax.set_xlabel("cache capacity (pages)")
     ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 1)
