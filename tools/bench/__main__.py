@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--cache-dir", type=Path, default=Path("results/bench-cache"),
                      help="F32 GGUF and JAX compile cache, kept across runs (the first run compiles)")
     run.add_argument("--start-timeout", type=float, default=3600.0, help="seconds a system may take to load + warm up")
+    run.add_argument("--time-budget", type=float, default=None,
+                     help="seconds after start-up; later runs are skipped and listed as not run")
     run.add_argument("--kv-memory", default="512MiB", help="Trellis KV pool")
     run.add_argument("--run-timeout", type=float, default=900.0, help="seconds one (system, workload) may take")
     run.add_argument("--llama-cpp-path", default=None,
@@ -63,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds normally, so the workers and servers are closed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.command == "workloads":
         return _write_workloads(args)
     if args.command == "report":
@@ -109,7 +114,8 @@ def _run(args, command: str) -> int:
     }
     config = BenchConfig(out_dir=args.out, preset=args.preset, systems=args.systems, workloads=args.workloads,
                          repeats=args.repeats, seed=args.seed, threads=args.threads,
-                         run_timeout_s=args.run_timeout, start_timeout_s=args.start_timeout, settings=settings)
+                         run_timeout_s=args.run_timeout, start_timeout_s=args.start_timeout,
+                         time_budget_s=args.time_budget, settings=settings)
     result = run_comparison(config, BenchTokenizer.load(q4))
     result["command"] = command
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))

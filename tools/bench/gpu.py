@@ -164,10 +164,14 @@ def _run_workloads(args, model_dir: Path, compile_cache: Path, mode: dict) -> No
     settings = {"trellis_model": str(model_dir),
                 "trellis_options": {**mode["trellis"], "compile_cache_dir": str(compile_cache)},
                 "hf_model": {"dir": str(model_dir), "dtype": "bfloat16", "device": mode["device"]},
+                "model_description": "random-weight Llama-3.2-1B-shaped model, bf16, one HF directory"
+                if not args.tiny else "toy random Llama on CPU (--tiny script check)",
                 "log_dir": str(args.out / "logs"), "trellis_server_args": [], "ports": {}, "n_ctx": 8192}
     config = BenchConfig(out_dir=args.out, preset=mode["preset"], systems=tuple(args.systems.split(",")), repeats=1,
                          threads=None, settings=settings)
     result = run_comparison(config, BenchTokenizer.load(model_dir))
+    micro_path = args.out / "micro.json"
+    result["micro"] = json.loads(micro_path.read_text()) if micro_path.is_file() else None
     result["command"] = "python -m tools.bench.gpu " + " ".join(sys.argv[1:])
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     _report(result, args.out, result["command"], update_benchmarks=False)

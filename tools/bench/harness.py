@@ -38,6 +38,7 @@ class BenchConfig:
     threads: int = os.cpu_count() or 1
     run_timeout_s: float = 900.0
     start_timeout_s: float = 3600.0
+    time_budget_s: float | None = None    # after this, no new run starts; the rest are listed as not run
     settings: dict = field(default_factory=dict)     # passed to systems.build in each worker
 
 
@@ -55,13 +56,17 @@ def run_comparison(config: BenchConfig, tokenizer) -> dict:
                                      config.start_timeout_s)
     log(f"systems in this run: {', '.join(workers) or 'none'}")
     machine = _machine(tokenizer)
-    runs = []
+    runs, deadline = [], time.monotonic() + (config.time_budget_s or float("inf"))
     try:
         for repeat in range(config.repeats):
             for wi, workload in enumerate(config.workloads):
                 requests = generate(workload, config.seed + repeat, PRESETS[config.preset][workload], tokenizer)
                 write_jsonl(requests, out / "workloads" / f"{workload}-seed{config.seed + repeat}.jsonl")
                 for name in _rotated(list(workers), repeat + wi):
+                    if time.monotonic() > deadline:
+                        misses.append({"system": name, "workload": workload, "repeat": repeat,
+                                       "error": "not run: the time budget (--time-budget) was spent"})
+                        continue
                     run = _one_run(workers, misses, name, workload, repeat, requests, config.run_timeout_s)
                     if run is not None:
                         runs.append(run)

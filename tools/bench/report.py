@@ -20,7 +20,12 @@ MIB = 2**20
 
 def markdown(result: dict, command: str, plots: list[str] = ()) -> str:
     lines = [SECTION_TITLE, ""] + _preamble(result, command) + [""]
-    lines += _table(result) + [""] + _targets(result) + [""] + _definitions()
+    lines += _table(result) + [""]
+    if any(s.startswith("llama.cpp") for s in result["config"]["systems"]):
+        lines += _targets(result) + [""]
+    if result.get("micro"):
+        lines += _micro(result["micro"]) + [""]
+    lines += _definitions()
     lines += [""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -30,9 +35,10 @@ def _preamble(result, command) -> list[str]:
     loads = [r["loadavg_1m"] for r in result["runs"]]
     load_range = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "n/a"
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "llama_cpp_location")
+    model = c.get("settings", {}).get("model_description", "SmolLM2-135M-Instruct, from the same GGUF")
     out = [
-        "Same model (SmolLM2-135M-Instruct, from the same GGUF), same prompts and token ids, greedy, every",
-        f"request generating exactly its `max_tokens` (EOS ignored/banned). Regenerate with:",
+        f"Same model ({model}), same prompts and token ids, greedy, every",
+        "request generating exactly its `max_tokens` (EOS ignored/banned). Regenerate with:",
         "", "```", command, "```", "",
         f"Measured {m['started_utc']} UTC on {m['cpu_count']} cores ({m['processor'] or m['platform']}), "
         f"threads per engine: {c['threads']}; 1-minute load average during the runs: {load_range} "
@@ -121,7 +127,28 @@ def _definitions() -> list[str]:
 
 
 def _mib(value) -> str:
-    return "n/a" if value is None else f"{value / MIB:,.0f}"
+    if value is None:
+        return "n/a"
+    return f"{value / MIB:,.1f}" if value < 10 * MIB else f"{value / MIB:,.0f}"
+
+
+# The issue's reference figures on the H200 (transformers 5.17 eager bf16) and Trellis' targets there.
+MICRO_REFERENCE = {"prefill_ms_median": (19.3, "<= 12"), "decode_tok_s_batch1": (88.6, ">= 800"),
+                   "decode_tok_s_batch32": (2826.0, ">= 10,000")}
+
+
+def _micro(micro: dict) -> list[str]:
+    lines = ["Micro-benchmarks (prefill of one prompt; greedy decode rates after the first token):", "",
+             "| metric | Trellis | transformers (measured) | transformers reference (issue) | Trellis target |",
+             "|---|---|---|---|---|"]
+    trellis, hf = micro.get("trellis", {}), {**micro.get("hf", {}), **micro.get("hf-batch32", {})}
+    for key, (reference, target) in MICRO_REFERENCE.items():
+        def fmt(d):
+            value = d.get(key)
+            return "error" if "error" in d and value is None else ("n/a" if value is None else f"{value:,.1f}")
+        label = key.replace("prefill_ms_median", f"prefill {trellis.get('prefill_tokens', '?')} tokens, ms")
+        lines.append(f"| {label} | {fmt(trellis)} | {fmt(hf)} | {reference:,.1f} | {target} |")
+    return lines
 
 
 def _pct(value) -> str:

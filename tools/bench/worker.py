@@ -57,12 +57,31 @@ class Worker:
         return payload
 
 
+def _exit_when_orphaned(runner_box: list) -> None:
+    """A watchdog thread: if the harness dies (killed, not closed), stop the runner and exit."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        if runner_box:
+            runner_box[0].close()
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _serve(conn, system: str, settings: dict) -> None:
     from .systems import build
 
-    runner = None
+    runner, box = None, []
+    _exit_when_orphaned(box)
     try:
         runner = build(system, settings)
+        box.append(runner)
         runner.start()
         conn.send(("ok", {"name": runner.name, "description": runner.description}))
     except BaseException:

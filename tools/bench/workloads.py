@@ -36,6 +36,14 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
         "agentic": dict(trunk_tokens=768, branch_tokens=32, num_branches=8, max_tokens=16),
         "no_share": dict(prompt_tokens=256, num_requests=8, max_tokens=16),
     },
+    # For a heavily loaded 2-core machine: the same structure at about half the lengths.
+    "cpu-quick": {
+        "shared_system": dict(system_tokens=256, question_tokens=16, num_requests=6, max_tokens=8),
+        "multi_turn": dict(system_tokens=64, turn_tokens=32, num_chats=2, num_turns=3, max_tokens=8),
+        "few_shot": dict(header_tokens=192, question_tokens=16, num_headers=2, questions_per_header=3, max_tokens=8),
+        "agentic": dict(trunk_tokens=384, branch_tokens=24, num_branches=4, max_tokens=8),
+        "no_share": dict(prompt_tokens=128, num_requests=4, max_tokens=8),
+    },
     # GPU mode (Llama-3.2-1B-shaped, bf16): longer prefixes, more requests, still minutes per system.
     "gpu": {
         "shared_system": dict(system_tokens=2048, question_tokens=48, num_requests=32, max_tokens=32),

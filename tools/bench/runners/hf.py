@@ -51,7 +51,10 @@ class HFRunner(Runner):
 
     def start(self) -> None:
         import torch
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()          # keep the harness log readable
+        hf_logging.set_verbosity_error()
         if self.threads:
             torch.set_num_threads(self.threads)
         self.model = self._load()

@@ -35,7 +35,8 @@ class ServerProcess:
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -125,6 +126,17 @@ class OpenAIHTTPRunner(Runner):
         n_out = (usage or {}).get("completion_tokens") or text_chunks
         details = (usage or {}).get("prompt_tokens_details") or {}
         return (first if first is not None else finish), finish, n_out, details.get("cached_tokens")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the worker that started us dies."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def python_module_command(module: str, *args: str) -> list[str]:
