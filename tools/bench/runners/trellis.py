@@ -29,11 +29,12 @@ class TrellisRunner(Runner):
         self._ids = 0
         self._stats_at_reset = None
 
-    def start(self) -> None:
+    def start(self, llm=None) -> None:
+        """Build the LLM (or adopt `llm`, e.g. one over a fake engine in tests) and warm it up."""
         from trellis_jax.engine.api import LLM, SamplingParams
 
         self._sampling = SamplingParams
-        self.llm = LLM(model=str(self.gguf_path) if self.gguf_path else None,
+        self.llm = llm or LLM(model=str(self.gguf_path) if self.gguf_path else None,
                        disable_radix_cache=not self.cache, **self.options)
         self.llm.generate([[1, 2, 3, 4]], SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True))
 
@@ -81,9 +82,12 @@ class TrellisRunner(Runner):
     def memory(self) -> MemoryView:
         if self.llm is None:
             return MemoryView(kv_bytes=None, pid=os.getpid())
+        pool = getattr(self.llm.engine.runner, "kv_pool", None)
+        if pool is None:
+            return MemoryView(kv_bytes=None, pid=os.getpid())
         radix = self._radix
         in_use = radix.num_pages - radix.num_free_pages - 1
-        return MemoryView(kv_bytes=in_use * self.llm.engine.runner.kv_pool.bytes_per_page, pid=os.getpid())
+        return MemoryView(kv_bytes=in_use * pool.bytes_per_page, pid=os.getpid())
 
     def stats(self) -> dict:
         now_counts = _counters(self.llm.engine.scheduler.stats)
