@@ -41,13 +41,20 @@ def prefill_flops(c, num_tokens: int, cached_tokens: int = 0) -> float:
     if num_tokens < 0 or cached_tokens < 0:
         raise ValueError(f"token counts must be >= 0, got {num_tokens}, {cached_tokens}")
     matmuls = 2 * (c.num_layers * _layer_matmul_params(c) + c.hidden_size * c.vocab_size) * num_tokens
-    attended = sum(_attended(c, cached_tokens + i + 1) for i in range(num_tokens)) if c.sliding_window \
-        else num_tokens * cached_tokens + num_tokens * (num_tokens + 1) // 2
+    attended = _attended_sum(c, cached_tokens + 1, cached_tokens + num_tokens)
     return float(matmuls + c.num_layers * 4 * c.q_size * attended)
 
 
 def _attended(c, context_len: int) -> int:
     return min(context_len, c.sliding_window) if c.sliding_window else context_len
+
+
+def _attended_sum(c, first: int, last: int) -> int:
+    """sum(_attended(c, n) for n in first..last), in closed form (prompts can be long)."""
+    window = c.sliding_window or last
+    growing_last = min(last, window)  # contexts still inside the window attend to all of themselves
+    growing = (first + growing_last) * (growing_last - first + 1) // 2 if growing_last >= first else 0
+    return growing + window * max(0, last - max(first - 1, window))
 
 
 def kv_bytes_per_token(c, dtype: str) -> int:
