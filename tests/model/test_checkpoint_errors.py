@@ -116,3 +116,9 @@ def test_missing_default_model_package_says_how_to_install(monkeypatch):
 def test_bad_dtype(fixtures_dir):
     with pytest.raises(ValueError, match="dtype must be"):
         load_model(str(fixtures_dir / "tiny_llama"), dtype="int8")
+
+
+def test_gguf_partial_rotary_is_rejected(tmp_path, fixtures_dir):
+    path = write_tiny_gguf(tmp_path / "m.gguf", fixtures_dir / "tiny_llama", metadata={"llama.rope.dimension_count": 8})
+    with pytest.raises(CheckpointError, match=r"m\.gguf: bad model metadata: partial rotary"):
+        load_gguf_weights(path)

@@ -145,6 +145,10 @@ class ModelConfig:
         hidden = int(meta[p + "embedding_length"])
         vocab = meta.get(p + "vocab_size") or meta.get("tokenizer.ggml.tokens_count")
         sliding = meta.get(p + "attention.sliding_window")
+        head_dim = int(meta.get(p + "attention.key_length") or hidden // num_heads)
+        rope_dims = meta.get(p + "rope.dimension_count")
+        if rope_dims is not None and int(rope_dims) != head_dim:
+            raise ValueError(f"partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported")
         return cls(
             architecture="qwen2" if arch == "qwen2" else ("mistral" if sliding else "llama"),
             vocab_size=int(vocab),
@@ -153,7 +157,7 @@ class ModelConfig:
             num_layers=int(meta[p + "block_count"]),
             num_heads=num_heads,
             num_kv_heads=int(meta.get(p + "attention.head_count_kv") or num_heads),
-            head_dim=int(meta.get(p + "attention.key_length") or hidden // num_heads),
+            head_dim=head_dim,
             rms_norm_eps=float(meta.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
             rope_theta=float(meta.get(p + "rope.freq_base", 10000.0)),
             rope_scaling=RopeScaling.from_gguf(meta, p, rope_freq_factors),
