@@ -1,6 +1,6 @@
 """Raw step speed of the Runner against this machine's own ceilings, measured in one run.
 
-    python tools/bench_step.py [--model SPEC] [--context 1024] [--batches 1 8 32] [--json out.json]
+    python tools/bench_step.py [--model SPEC] [--context 1024] [--batches 1 8 32] [--profile] [--json out.json]
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -120,9 +120,56 @@ def bench(args) -> dict:
         floor = (weight_bytes + kv_bytes) / (ceilings["mem_read_gbps"] * 1e9)
         results[f"decode_b{batch}"] = {"batch": batch, "seconds": wall, "cpu_seconds": cpu,
                                        "tok_per_s": batch / wall, "floor_seconds": floor}
+    if args.profile:
+        biggest = max(args.batches)
+        plan = decode_plans(biggest, args.context, steps + 1, args.page_size, first_page)[-1]
+        results[f"profile_decode_b{biggest}"] = profile(runner, plan, args.repeats)
     results["loadavg_start_end"] = [load_start, os.getloadavg()[0]]
     results["compilations_after_warmup"] = runner.num_compilations - len(runner.compiled_buckets)
     return results
+
+
+def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
+    """Where a step's time goes (CPU ms): the runner vs the model's forward alone, the attention kernel
+    alone (one layer, times num_layers) and the sampler alone, on the same plan."""
+    from pallas_kernels.ragged_paged_attention import ragged_paged_attention
+    from trellis_jax.model import jit_forward
+    from trellis_jax.runner.packing import pack
+    from trellis_jax.runner.sampling import sample
+
+    config = runner.config
+    packed = pack(plan, runner.buckets, page_size=runner.page_size, num_pages=runner.num_pages,
+                  vocab_size=config.vocab_size, max_logprobs=runner.max_logprobs)
+    batch = jax.tree.map(jnp.asarray, packed.model_inputs)
+    state = {}  # the runner's pages, borrowed after its own timing and handed back at the end
+
+    def forward_only():
+        logits, state["kv"] = jit_forward(runner.params, state["kv"], batch, config=config)
+        logits.block_until_ready()
+
+    def attention_layer():
+        q = jnp.ones((batch.token_ids.shape[0], config.num_heads, config.head_dim), jnp.float32)
+        return ragged_paged_attention(q, state["kv"].k, state["kv"].v, jnp.int32(0), batch.kv_lens, batch.page_table,
+                                      batch.cu_q_lens, batch.num_seqs, implementation=runner.attn_impl)
+
+    attention = jax.jit(attention_layer)
+    inputs = jax.tree.map(jnp.asarray, runner._inputs(packed))
+    logits = jax.random.normal(jax.random.key(0), (packed.bucket.num_seqs, config.vocab_size), jnp.float32)
+    sampler = jax.jit(lambda logits, knobs: sample(logits, knobs, max_logprobs=runner.max_logprobs))
+    hot = inputs.sampling._replace(temperature=inputs.sampling.temperature + 0.8,
+                                   top_p=inputs.sampling.top_p * 0.9, top_k=inputs.sampling.top_k + 40,
+                                   num_logprobs=inputs.sampling.num_logprobs + 5)
+    timings = {"runner_run": median_time(lambda: runner.run(plan), repeats)}
+    state["kv"] = runner._kv
+    timings |= {
+        "forward_only": median_time(forward_only, repeats),
+        "attention_all_layers": tuple(config.num_layers * t for t in
+                                      median_time(lambda: attention().block_until_ready(), repeats)),
+        "sampler_greedy": median_time(lambda: sampler(logits, inputs.sampling).token_ids.block_until_ready(), repeats),
+        "sampler_topk_topp_logprobs": median_time(lambda: sampler(logits, hot).token_ids.block_until_ready(), repeats),
+    }
+    runner._kv = state["kv"]
+    return {name: {"cpu_ms": 1000 * cpu, "wall_ms": 1000 * wall} for name, (wall, cpu) in timings.items()}
 
 
 def markdown(results: dict) -> str:
@@ -132,13 +179,16 @@ def markdown(results: dict) -> str:
              f"load average {results['loadavg_start_end'][0]:.1f} -> {results['loadavg_start_end'][1]:.1f}",
              "", "| step | tok/s | target | step ms | CPU ms | tok per CPU-s | floor ms |",
              "|---|---|---|---|---|---|---|"]
-    for name, target in TARGETS.items():
-        if name in results:
-            r = results[name]
-            tokens = r["tok_per_s"] * r["seconds"]
-            lines.append(f"| {name} | {r['tok_per_s']:.0f} | {target:.0f} | {1000 * r['seconds']:.0f} | "
-                         f"{1000 * r['cpu_seconds']:.0f} | {tokens / r['cpu_seconds']:.0f} | "
-                         f"{1000 * r['floor_seconds']:.0f} |")
+    for name in [k for k in results if k == "prefill" or k.startswith("decode_")]:
+        r, target = results[name], TARGETS.get(name, float("nan"))
+        tokens = r["tok_per_s"] * r["seconds"]
+        lines.append(f"| {name} | {r['tok_per_s']:.0f} | {target:.0f} | {1000 * r['seconds']:.0f} | "
+                     f"{1000 * r['cpu_seconds']:.0f} | {tokens / r['cpu_seconds']:.0f} | "
+                     f"{1000 * r['floor_seconds']:.0f} |")
+    for key, parts in results.items():
+        if key.startswith("profile_"):
+            lines += ["", f"{key} (ms): " + ", ".join(f"{name} {t['cpu_ms']:.1f} CPU / {t['wall_ms']:.1f} wall"
+                                                     for name, t in parts.items())]
     return "\n".join(lines)
 
 
@@ -152,6 +202,8 @@ def parse_args(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--attn-impl", default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also split the largest decode step: runner vs forward vs attention vs sampler")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 

@@ -101,6 +101,12 @@ def test_bad_sequences_get_a_clear_error(seq, message):
         do_pack(seq)
 
 
+def test_context_past_the_limit_is_rejected():
+    with pytest.raises(ValueError, match="9 tokens of context exceed max_context_len=8"):
+        pack(StepPlan([PREFILL_CHUNK]), BUCKETS, page_size=PAGE_SIZE, num_pages=NUM_PAGES, vocab_size=VOCAB,
+             max_logprobs=5, max_context_len=8)
+
+
 def test_duplicate_requests_are_rejected():
     with pytest.raises(ValueError, match="duplicates"):
         do_pack(DECODE, DECODE)

@@ -33,11 +33,15 @@ class PackedStep:
 
 
 def pack(plan: StepPlan, buckets: BucketSet, *, page_size: int, num_pages: int, vocab_size: int,
-         max_logprobs: int) -> PackedStep:
+         max_logprobs: int, max_context_len: int | None = None) -> PackedStep:
     seqs = plan.sequences
     if not seqs:
         raise ValueError("cannot run an empty StepPlan")
     _check_unique_ids(seqs)
+    longest = max(seqs, key=lambda s: s.kv_len)
+    if max_context_len is not None and longest.kv_len > max_context_len:
+        raise ValueError(f"request {longest.request_id!r}: {longest.kv_len} tokens of context exceed "
+                         f"max_context_len={max_context_len}")
     pages_needed = [_pages_needed(s, page_size) for s in seqs]
     bucket = buckets.select(plan.num_tokens, len(seqs), max(pages_needed))
     model_inputs = _pack_model_inputs(seqs, bucket, pages_needed, page_size, num_pages, vocab_size)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from trellis_jax.model.kv import init_kv_pages
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two
-from trellis_jax.runner.kv_pool import KVPoolSize, size_kv_pool
+from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs, SamplingInputs
 from trellis_jax.runner.step import RunnerInputs, abstract_inputs, make_step
@@ -148,7 +148,8 @@ class Runner:
     def run(self, plan: StepPlan) -> StepOutputs:
         """Run one step: write the plan's KV, sample for sequences with sample=True."""
         packed = pack(plan, self.buckets, page_size=self.page_size, num_pages=self.num_pages,
-                      vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs)
+                      vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
+                      max_context_len=self.max_context_len)
         executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
         outputs, self._kv = executable(self.params, self._kv, self._inputs(packed))
         return _step_outputs(packed, jax.device_get(outputs))
