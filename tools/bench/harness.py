@@ -135,9 +135,19 @@ def _machine(tokenizer) -> dict:
             versions[package] = None
     spec = importlib.util.find_spec("llama_cpp")
     versions["llama_cpp_location"] = os.path.dirname(spec.origin) if spec and spec.origin else None
-    return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "platform": platform.platform(),
+    return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "gpu": _gpu_name(), "platform": platform.platform(),
             "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
             "tokenizer": tokenizer.source, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def _gpu_name() -> str | None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return out.stdout.strip() or None
 
 
 def _config_dict(config: BenchConfig) -> dict:

@@ -40,7 +40,8 @@ def _preamble(result, command) -> list[str]:
         f"Same model ({model}), same prompts and token ids, greedy, every",
         "request generating exactly its `max_tokens` (EOS ignored/banned). Regenerate with:",
         "", "```", command, "```", "",
-        f"Measured {m['started_utc']} UTC on {m['cpu_count']} cores ({m['processor'] or m['platform']}), "
+        f"Measured {m['started_utc']} UTC on {m['cpu_count']} cores ({m['processor'] or m['platform']})"
+        + (f" and {m['gpu']}" if m.get("gpu") else "") + ", "
         f"threads per engine: {c['threads']}; 1-minute load average during the runs: {load_range} "
         f"(the machine was shared with other jobs: absolute numbers are noisy, ratios within one run less so). "
         f"Preset `{c['preset']}`, {c['repeats']} repeat(s) per cell (medians shown), systems alternating. "

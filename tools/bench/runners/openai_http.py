@@ -62,12 +62,16 @@ class ServerProcess:
 
 class OpenAIHTTPRunner(Runner):
     def __init__(self, server: ServerProcess, *, name: str, description: str, extra_body: dict,
-                 model: str = "default", flush_path: str | None = None):
+                 model: str | None = None, flush_path: str | None = None):
         self.server, self.name, self.description = server, name, description
         self.extra_body, self.model, self.flush_path = extra_body, model, flush_path
 
     def start(self) -> None:
+        import httpx
+
         self.server.start()
+        if self.model is None:                       # whatever the server serves (it may check the name)
+            self.model = httpx.get(self.server.base_url + "/v1/models", timeout=10.0).json()["data"][0]["id"]
         self._stream_one("Hello", 2, now())          # warm-up
 
     def reset(self) -> None:
