@@ -72,11 +72,11 @@ def scalar_metadata(reader) -> dict:
     return meta
 
 
-def load_gguf_weights(path, dtype: str = "float32"):
-    """-> (ModelConfig, params) from a GGUF file."""
+def load_gguf_weights(path, dtype: str = "float32", *, reader=None):
+    """-> (ModelConfig, params) from a GGUF file; `reader` reuses an `open_gguf(path)` result."""
     from trellis_jax.model import ModelConfig
 
-    reader = open_gguf(path)
+    reader = reader or open_gguf(path)
     tensors = {t.name: t for t in reader.tensors}
     meta = scalar_metadata(reader)
     freq_factors = tensors.get("rope_freqs.weight")

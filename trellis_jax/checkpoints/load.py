@@ -32,14 +32,15 @@ def load_model(spec: str | os.PathLike | None = None, *, dtype: str | None = Non
 
 
 def _load_gguf(path: str, dtype: str) -> LoadedModel:
-    from trellis_jax.checkpoints.gguf_loader import load_gguf_weights
+    from trellis_jax.checkpoints.gguf_loader import load_gguf_weights, open_gguf
     from trellis_jax.tokenizer import Tokenizer
 
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise CheckpointError(path, "not a GGUF file (bad magic); expected a .gguf file or a model directory")
-    config, params = load_gguf_weights(path, dtype)
-    return LoadedModel(config, params, Tokenizer.from_gguf(path), os.path.abspath(path))
+    reader = open_gguf(path)  # parsing the header and vocabulary is slow: share it with the tokenizer
+    config, params = load_gguf_weights(path, dtype, reader=reader)
+    return LoadedModel(config, params, Tokenizer.from_gguf(path, reader=reader), os.path.abspath(path))
 
 
 def _load_directory(path: str, dtype: str | None) -> LoadedModel:
