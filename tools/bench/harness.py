@@ -110,6 +110,9 @@ def _one_run(workers, misses, name, workload, repeat, requests, timeout_s):
     metrics = run_metrics(results, raw["wall_s"], reusable_tokens=sum(r.reusable_prefix_tokens for r in requests),
                           kv_peak_bytes=raw["kv_peak_bytes"], rss_peak_bytes=raw["rss_peak_bytes"],
                           cache_hit_rate=raw["stats"].get("cache_hit_rate"))
+    if metrics["cache_hit_rate"] is None and name.startswith("trellis") and metrics["prefill_skipped"] is not None:
+        # Over HTTP the hit rate comes from the usage's cached_tokens (no scheduler counters there).
+        metrics["cache_hit_rate"] = metrics["prefill_skipped"] / metrics["prompt_tokens"]
     log(f"  {workload:13s} r{repeat} {name:24s} {metrics['output_tokens_per_s']:7.1f} tok/s  "
         f"{metrics['requests_per_s']:5.2f} req/s  TTFT p50 {metrics['ttft_p50_s']:.2f}s  load {load_before:.1f}")
     return {"system": name, "workload": workload, "repeat": repeat, "loadavg_1m": load_before,
