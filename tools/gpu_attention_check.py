@@ -87,8 +87,7 @@ def perf(impl, sweeps, results, ceilings):
                     f"{achieved:8.2f} {unit} ({row['pct_of_ceiling']:.0f}% of ceiling)")
 
 
-VARIANTS = {"pallas_mosaic": [{"lowering_semantics": "lane"}, {"lowering_semantics": None},
-                              {"lowering_semantics": "warpgroup"}]}
+VARIANTS = {"pallas_mosaic": [{"lowering_semantics": "lane", "experimental": True}]}
 SWEEPS = {
     ("pallas_triton", "decode"): [{}, {"num_kv_splits": 8}, {"num_kv_splits": 8, "chunk_tokens": 128},
                                   {"num_kv_splits": 16, "num_stages": 4}],

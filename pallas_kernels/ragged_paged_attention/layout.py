@@ -1,9 +1,9 @@
 """Array layouts shared by the Pallas kernels (plain jnp, run around the kernels inside the same jit).
 
-Kernels see queries as row blocks of a 2-d matrix per KV head: q [T, Hq, D] becomes
+The Mosaic kernel sees queries as row blocks of a 2-d matrix per KV head: q [T, Hq, D] becomes
 [Hkv, (T + pad) * Gp, D], row r of a kv head = token r // Gp, q head (within the group) r % Gp, where Gp
 is the group size G = Hq / Hkv rounded up to a power of two (the padding rows are zeros and are never
-stored). Pages become [L * Hkv * P, S, D] so one vector of flat page ids gathers a KV chunk.
+used). The Triton kernel gathers the same tile rows straight from [T, Hq, D]. Pages become [L * Hkv * P, S, D] so one vector of flat page ids gathers a KV chunk.
 Partial results of KV splits are merged with the usual log-sum-exp rule.
 """
 from __future__ import annotations
@@ -22,15 +22,6 @@ def group_rows(q, num_kv_heads, padded_group, extra_rows):
     qg = q.reshape(num_rows, num_kv_heads, group, head_dim)
     qg = jnp.pad(qg, ((0, extra_rows), (0, 0), (0, padded_group - group), (0, 0)))
     return jnp.swapaxes(qg, 0, 1).reshape(num_kv_heads, -1, head_dim)
-
-
-def ungroup_rows(out, num_rows, num_q_heads, padded_group):
-    """[..., Hkv, R * Gp, D] -> [..., T, Hq, D] (drops the padding rows and padded heads)."""
-    *lead, num_kv_heads, grouped_rows, head_dim = out.shape
-    group = num_q_heads // num_kv_heads
-    out = out.reshape(*lead, num_kv_heads, grouped_rows // padded_group, padded_group, head_dim)
-    out = jnp.moveaxis(out[..., :num_rows, :group, :], -4, -3)  # [..., T, Hkv, G, D]
-    return out.reshape(*lead, num_rows, num_q_heads, head_dim)
 
 
 def flat_pages(pages):

@@ -103,6 +103,8 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
     tile_mask = jnp.broadcast_to(row_valid[:, None], acc.shape)
     # Masked-off rows go to distinct spare rows past T (out has T + M rows): no two lanes of a tile
     # share an address, which interpret mode (a scatter) needs; on the GPU the mask alone suffices.
+    spare_token = jnp.where(row_valid, token, num_rows + r)
+    spare_head = jnp.where(row_valid, q_head, 0)
     tok2 = jnp.where(tile_mask, tok2, num_rows + r[:, None])
     head2 = jnp.where(tile_mask, head2, 0)
     if num_splits == 1:
@@ -111,8 +113,8 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
     else:
         m_ref, l_ref = ml_refs
         plgpu.store(o_ref.at[split, tok2, head2, dim2], acc, mask=tile_mask)
-        plgpu.store(m_ref.at[split, tok2[:, 0], head2[:, 0]], m, mask=row_valid)
-        plgpu.store(l_ref.at[split, tok2[:, 0], head2[:, 0]], l, mask=row_valid)
+        plgpu.store(m_ref.at[split, spare_token, spare_head], m, mask=row_valid)
+        plgpu.store(l_ref.at[split, spare_token, spare_head], l, mask=row_valid)
 
 
 def triton_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
