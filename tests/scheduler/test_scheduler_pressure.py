@@ -47,9 +47,10 @@ def test_stress_small_pool_every_request_completes_or_is_refused(harness, seed):
     rng = random.Random(seed)
     h = harness(num_pages=20, page_size=4, max_num_batched_tokens=24, max_num_seqs=8)
     prefixes = [[rng.randrange(1, 250) for _ in range(rng.randrange(4, 40))] for _ in range(4)]
-    added, refused, aborted = set(), set(), set()
+    added, refused, aborted, prompts = set(), set(), set(), {}
     for i in range(60):
         prompt = rng.choice(prefixes)[:rng.randrange(1, 40)] + [rng.randrange(1, 250) for _ in range(rng.randrange(1, 30))]
+        prompts[f"r{i}"] = prompt
         try:
             h.add(f"r{i}", prompt, max_tokens=rng.randrange(1, 30))
             added.add(f"r{i}")
@@ -63,9 +64,19 @@ def test_stress_small_pool_every_request_completes_or_is_refused(harness, seed):
             aborted.add(victim)
     h.run()
     assert set(h.finished) == added - aborted
+    for request_id, (tokens, _) in h.finished.items():  # KV read back through shared pages is right
+        assert tokens == sum_oracle(prompts[request_id], len(tokens))
     assert all(reason in ("length", "stop") for _, reason in h.finished.values())
     assert h.scheduler.requests == {} and not h.scheduler.running and not h.scheduler.waiting
     assert h.all_pages_back()
+
+
+def sum_oracle(prompt, count):
+    """FakeRunner "sum" by hand: each token is the sum of everything before it, mod 258."""
+    sequence = list(prompt)
+    for _ in range(count):
+        sequence.append(sum(sequence) % 258)
+    return sequence[len(prompt):]
 
 
 def test_abort_while_waiting(harness):
