@@ -42,6 +42,17 @@ def test_youngest_running_request_is_preempted_and_still_completes(harness):
     assert h.finished["young"] == alone.finished["young"]  # recompute gives the same tokens
 
 
+def test_lower_priority_request_is_preempted_before_a_younger_important_one(harness):
+    h = harness(num_pages=9, page_size=4, max_num_batched_tokens=32)
+    h.add("old-unimportant", [1, 2, 3], max_tokens=16, priority=5)
+    h.add("young-important", [4, 5, 6], max_tokens=16, priority=0)
+    while h.scheduler.stats.num_preemptions == 0:
+        h.step()
+    assert h.scheduler.requests["old-unimportant"] in h.scheduler.waiting.values()
+    h.run()
+    assert len(h.finished) == 2
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_stress_small_pool_every_request_completes_or_is_refused(harness, seed):
     rng = random.Random(seed)

@@ -6,7 +6,8 @@ schedule():
   1. Running requests, decodes first, then prefill continuations (oldest first within each), under
      the per-step token budget: a decode takes 1 token, a prefill chunk what is left, so a long prompt
      never stalls the running decodes. Pages are grown as needed; when the pool (free + evictable) is
-     short, the youngest running request is preempted (recompute: its private pages freed, its tree
+     short, the youngest running request of the lowest priority (largest `priority` value; all equal
+     unless the caller sets them) is preempted (recompute: its private pages freed, its tree
      pages unlocked but kept, it goes back to waiting and later re-matches them).
   2. If nothing was preempted, waiting requests in policy order are admitted while budget, sequence
      slots and pages (free + evictable minus what running prefills still need) allow. A request whose
@@ -199,9 +200,9 @@ class Scheduler:
 
     # ---- memory pressure --------------------------------------------------------------------------
     def _grow(self, request: Request, kv_len: int, step: StepBuilder) -> bool:
-        """Pages for kv_len positions, preempting the youngest running requests if short."""
+        """Pages for kv_len positions, preempting (lowest priority, then youngest first) if short."""
         while not self.kv.grow(request, kv_len):
-            victim = max(self.running, key=lambda r: r.arrival)
+            victim = max(self.running, key=lambda r: (r.priority, r.arrival))
             if victim is request and len(self.running) == 1:
                 self._finish(request, "length", emit=True)  # alone, and the pool still cannot hold it
                 return False
