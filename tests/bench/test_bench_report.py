@@ -6,7 +6,7 @@ from tools.bench.report import SECTION_TITLE, markdown, update_section, verdicts
 def _row(system, workload, tps, ttft):
     return {"system": system, "workload": workload, "output_tokens_per_s": tps, "ttft_p50_s": ttft,
             "ttft_p99_s": ttft, "requests_per_s": 1.0, "prefill_computed": None, "prefill_skipped": None,
-            "reusable_tokens": 0, "kv_peak_bytes": None, "rss_peak_bytes": 2**20, "cache_hit_rate": None,
+            "reusable_tokens": 0, "kv_peak_bytes": None, "rss_peak_bytes": 2**20, "cache_hit_rate": None, "repeats": 1,
             "ttfts_s": [ttft]}
 
 

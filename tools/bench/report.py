@@ -58,16 +58,16 @@ def _preamble(result, command) -> list[str]:
 
 
 def _table(result) -> list[str]:
-    head = ("| workload | system | out tok/s | req/s | TTFT p50 s | TTFT p99 s | prefill computed / skipped "
+    head = ("| workload | system | runs | out tok/s | req/s | TTFT p50 s | TTFT p99 s | prefill computed / skipped "
             "(ideal skip) | peak KV MiB | peak RSS MiB | cache hit |")
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     order = {n: i for i, n in enumerate(result["config"]["systems"])}
     rows = sorted(result["summary"], key=lambda r: (result["config"]["workloads"].index(r["workload"]),
                                                     order.get(r["system"], 99)))
     for r in rows:
         prefill = ("n/a" if r["prefill_computed"] is None else
                    f"{r['prefill_computed']:,.0f} / {r['prefill_skipped']:,.0f}") + f" ({r['reusable_tokens']:,.0f})"
-        lines.append(f"| {r['workload']} | {r['system']} | {r['output_tokens_per_s']:.1f} | "
+        lines.append(f"| {r['workload']} | {r['system']} | {r['repeats']} | {r['output_tokens_per_s']:.1f} | "
                      f"{r['requests_per_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p99_s']:.2f} | {prefill} | "
                      f"{_mib(r['kv_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} | {_pct(r['cache_hit_rate'])} |")
     return lines
