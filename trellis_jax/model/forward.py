@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.model.kv import KVPages
+from trellis_jax.model.params import check_params
 from trellis_jax.model.rope import apply_rope, inverse_frequencies
 
 
@@ -64,8 +65,22 @@ def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl):
     return (x, kv), None
 
 
+def validate(params: dict, kv: KVPages, batch: StepInputs, config) -> None:
+    """Trace-time checks (shapes only, free at run time); ValueError names the offending values."""
+    check_params(params, config)
+    expected = (config.num_layers, config.num_kv_heads, config.head_dim)
+    if len(kv) != 2 or kv[0].shape != kv[1].shape or (kv[0].shape[:2] + kv[0].shape[4:]) != expected:
+        raise ValueError(f"KV pages must be [L={expected[0]}, Hkv={expected[1]}, P, S, D={expected[2]}] for this "
+                         f"config, got {[tuple(x.shape) for x in kv]}")
+    rows = batch.token_ids.shape
+    if batch.positions.shape != rows or batch.slot_mapping.shape != rows:
+        raise ValueError(f"token_ids {rows}, positions {batch.positions.shape} and slot_mapping "
+                         f"{batch.slot_mapping.shape} must have the same shape [T]")
+
+
 def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: str | None = None):
     """-> (logits [S, vocab] float32, kv). `config` and `attn_impl` are static under jit."""
+    validate(params, kv, batch, config)
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = params["embed"][batch.token_ids]  # [T, H]
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
