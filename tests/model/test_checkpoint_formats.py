@@ -71,3 +71,19 @@ def test_presets_name_the_default_model():
 def test_tiny_presets_load_the_fixture_checkpoints(tiny_model):
     loaded = load_model("tiny-mistral")
     assert loaded.source == tiny_model("mistral").source and loaded.config.sliding_window == 6
+
+
+def test_convert_cli_writes_a_loadable_orbax_dir(tiny_model, fixtures_dir, tmp_path, capsys):
+    from trellis_jax.checkpoints.__main__ import main
+
+    assert main(["--model", str(fixtures_dir / "tiny_mistral"), "--out", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
+    converted = load_model(str(tmp_path / "out"))
+    assert converted.config == tiny_model("mistral", "bfloat16").config
+    assert_same_params(converted.params, tiny_model("mistral", "bfloat16").params)
+
+
+def test_convert_cli_reports_a_bad_source(tmp_path, capsys):
+    from trellis_jax.checkpoints.__main__ import main
+
+    assert main(["--model", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert "no config.json" in capsys.readouterr().err
