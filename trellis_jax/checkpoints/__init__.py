@@ -3,6 +3,7 @@
 Owns the mapping from checkpoint formats to the model's params pytree and default-model resolution.
 Imports model, tokenizer, safetensors, orbax, and gguf lazily (the GPU image may lack gguf). Every bad
 input raises CheckpointError (a ValueError) naming the file and the problem.
+`python -m trellis_jax.checkpoints --out DIR` converts any checkpoint to a fast-loading orbax directory.
 """
 
 from trellis_jax.checkpoints.default_model import default_gguf_path
