@@ -114,14 +114,17 @@ def main(argv=None) -> int:
     from trellis_jax.checkpoints import load_model
 
     args = parse_args(argv)
-    loaded = load_model(args.model, dtype=args.dtype)
-    if loaded.tokenizer is None:
-        print(f"error: {loaded.source} has no tokenizer files; cannot tokenize a text prompt", file=sys.stderr)
+    try:  # bad checkpoints (CheckpointError), empty or too long prompts: one line, no traceback
+        loaded = load_model(args.model, dtype=args.dtype)
+        if loaded.tokenizer is None:
+            raise ValueError(f"{loaded.source} has no tokenizer files; cannot tokenize a text prompt")
+        tokenizer = loaded.tokenizer
+        prompt_ids = prompt_token_ids(tokenizer, args.prompt, args.chat)
+        [token_ids] = generate_tokens(loaded, [prompt_ids], args.max_tokens, temperature=args.temperature,
+                                      seed=args.seed, stop_ids=tokenizer.eos_token_ids)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    tokenizer = loaded.tokenizer
-    prompt_ids = prompt_token_ids(tokenizer, args.prompt, args.chat)
-    [token_ids] = generate_tokens(loaded, [prompt_ids], args.max_tokens, temperature=args.temperature,
-                                  seed=args.seed, stop_ids=tokenizer.eos_token_ids)
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
     if args.json:
         print(json.dumps({"prompt_token_ids": prompt_ids, "token_ids": token_ids, "text": text}, ensure_ascii=False))

@@ -52,3 +52,8 @@ def test_bad_arguments_are_rejected(capsys):
     with pytest.raises(SystemExit):
         generate.parse_args(["--prompt", "x", "--max-tokens", "0"])
 
+
+
+def test_an_empty_prompt_is_a_one_line_error(capsys, fixtures_dir):
+    assert generate.main(["--model", str(fixtures_dir / "tiny_llama"), "--prompt", ""]) == 2
+    assert "non-empty prompts" in capsys.readouterr().err
