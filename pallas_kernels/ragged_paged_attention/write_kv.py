@@ -24,6 +24,12 @@ def _check(pages, new, slot_mapping, name):
 
 def _write_one(pages, layer, new, slot_mapping):
     num_layers, num_kv_heads, num_pages, page_size, head_dim = pages.shape
+    if new.shape[0] == 1:
+        # XLA rewrites a one-row scatter into a dynamic-update-slice, which inside the model's layer scan
+        # copied the whole pool per layer (runner measurement: 2.4 s vs 0.12 s per step); writing the
+        # same row twice to the same slot keeps it a scatter with an order-independent result.
+        new = jnp.concatenate([new, new])
+        slot_mapping = jnp.concatenate([slot_mapping, slot_mapping])
     flat = pages.reshape(num_layers, num_kv_heads, num_pages * page_size, head_dim)
     # Index as [layer, :, slot] so XLA emits one scatter into the whole buffer (no per-layer copy).
     flat = flat.at[layer, :, slot_mapping].set(new.astype(pages.dtype), mode="drop")
