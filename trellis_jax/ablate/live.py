@@ -10,7 +10,7 @@ tokens the model actually generated as outputs (the engine inserts those, not th
 size, page size and policy, and lists the requests where the two disagree (none, if the simulator is
 faithful). The engine's cache should be fresh (nothing inserted yet); ``compare`` empties it first.
 
-``python -m trellis_jax.ablate.live --workload shared_system --scale 0.05 --num-pages 96`` runs it on
+``python -m trellis_jax.ablate.live --workload shared_system --scale 0.02 --num-pages 96`` runs it on
 the default model and prints the comparison as JSON.
 """
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m trellis_jax.ablate.live", description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", default="shared_system", choices=WORKLOADS)
-    p.add_argument("--scale", type=float, default=0.05)
+    p.add_argument("--scale", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="engine model (default: the default model)")
     p.add_argument("--num-pages", type=int, default=96, help="engine KV pool (page 0 included)")
