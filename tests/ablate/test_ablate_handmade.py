@@ -113,3 +113,11 @@ def test_lpm_reorders_requests_that_wait_together():
     # r1 and r2 arrive while r0 runs (it takes 5 tokens / 2000 tok/s): both wait, r2 has the longer prefix
     result = replay(timed(0.0, 0.001, 0.002), ReplayConfig(num_pages=16, page_size=2, order="lpm", window=4))
     assert result.served_order == [0, 2, 1]
+
+
+def test_dfs_runs_requests_sharing_an_uncached_prefix_back_to_back():
+    # Nothing is cached yet; r1 and r3 share pages [5 5][6 6]: dfs puts the heavier subtree first
+    # (r1, r3: two requests) and serves r3 right after r1, so r3 hits; fcfs serves r2 in between
+    trace = trace_of([1, 1, 2, 2, 9], [5, 5, 6, 6, 7], [3, 3, 4, 4, 8], [5, 5, 6, 6, 8])
+    dfs = replay(trace, ReplayConfig(num_pages=16, page_size=2, order="dfs", window=4))
+    assert dfs.served_order[:2] == [1, 3] and dfs.cached_tokens[3] == 4

@@ -69,7 +69,7 @@ def small_traces(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(small_traces(), st.sampled_from([1, 2, 4]), st.integers(3, 24), st.sampled_from(["fcfs", "lpm"]),
+@given(small_traces(), st.sampled_from([1, 2, 4]), st.integers(3, 24), st.sampled_from(["fcfs", "lpm", "dfs"]),
        st.sampled_from([1, 2]))
 def test_optimal_bound_is_above_every_policy(trace, page_size, capacity, order, max_batch):
     for policy in POLICIES:

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--policy-module", action="append", default=[], help="module to import (registers policies)")
     grid.add_argument("--capacities", type=_ints, help="pages (default: a ladder up to the working set)")
     grid.add_argument("--page-sizes", type=_ints, default=(16,))
-    grid.add_argument("--orders", type=_names, default=("fcfs", "lpm"))
+    grid.add_argument("--orders", type=_names, default=("fcfs", "lpm"), help="fcfs, lpm, dfs")
     grid.add_argument("--window", type=int, default=16, help="lpm: waiting requests considered")
     grid.add_argument("--max-batch", type=int, default=1, help="requests admitted before any finishes")
     grid.add_argument("--no-optimal", action="store_true", help="skip the offline optimal bound")

@@ -125,7 +125,7 @@ class _Simulator:
 
     def run_batch(self, queue: WaitingQueue) -> None:
         running: list[_Running] = []
-        for index in queue.candidates(self.prefix_len):
+        for index in queue.candidates(self.prefix_len, self.config.page_size):
             if len(running) == self.config.max_batch:
                 break
             run = self.admit(index)
