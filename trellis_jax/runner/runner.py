@@ -4,8 +4,10 @@ Contract:
   runner = Runner(model, page_size=16, num_pages=... | kv_memory_bytes=... | kv_memory_fraction=...,
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
                   attn_impl=None, compile_cache_dir=None, max_logprobs=20)
-  runner.warmup()            compiles every bucket ahead of time (progress bar); idempotent
+  runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
   runner.run(plan) -> StepOutputs
+  limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
+  (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
 The step is one jitted program per bucket, forward + sampling fused, kv pages donated; compiled
 executables live in a dict keyed by bucket, so after warm-up a step never compiles (`num_compilations`
 counts this runner's compilations; `compile_count.backend_compile_count()` every XLA compile). A bucket
@@ -44,6 +46,8 @@ DEFAULT_MAX_LOGPROBS = 20
 
 
 class Runner:
+    """Params + KV pages + one compiled step per bucket. Not thread-safe: one `run` at a time."""
+
     def __init__(self, model, *, page_size: int = 16, num_pages: int | None = None,
                  kv_memory_bytes: int | None = None, kv_memory_fraction: float | None = None,
                  token_buckets=DEFAULT_TOKEN_BUCKETS, seq_buckets=DEFAULT_SEQ_BUCKETS,

@@ -86,10 +86,8 @@ def scale_by_temperature(logits: jax.Array, temperature: jax.Array) -> jax.Array
 def filter_logits(logits: jax.Array, knobs: SamplingInputs) -> jax.Array:
     """min-p, then top-k, then top-p (renormalised over what top-k kept). [S, V] -> [S, V]."""
     logits = min_p_mask(logits, knobs.min_p)
-    needs_search = jnp.any((knobs.top_k > 0) | (knobs.top_p < 1.0))
-    return jax.lax.cond(needs_search,
-                        lambda: top_p_mask(top_k_mask(logits, knobs.top_k), knobs.top_p),
-                        lambda: logits)
+    logits = jax.lax.cond(jnp.any(knobs.top_k > 0), lambda: top_k_mask(logits, knobs.top_k), lambda: logits)
+    return jax.lax.cond(jnp.any(knobs.top_p < 1.0), lambda: top_p_mask(logits, knobs.top_p), lambda: logits)
 
 
 def draw(logits: jax.Array, seed: jax.Array, rng_step: jax.Array) -> jax.Array:
