@@ -44,10 +44,12 @@ def check_correctness(impl, knobs):
     for name, q_lens, kv_lens, s, hkv, hq, d, dtype, opts in CHECKS:
         args = bench.paged_inputs(q_lens, kv_lens, kv_heads=hkv, q_heads=hq, head_dim=d, page_size=s,
                                   dtype=jnp.dtype(dtype), seed=3)
+        run = lambda name, **kw: jax.jit(
+            lambda *a: api.ragged_paged_attention(*a, implementation=name, **opts, **kw))(*args)
         with jax.default_matmul_precision("highest"):  # the oracle must not round f32 to TF32
-            ref = jax.jit(lambda *a: api.ragged_paged_attention(*a, implementation="reference", **opts))(*args)
+            ref = run("reference")
         try:
-            out = jax.jit(lambda *a: api.ragged_paged_attention(*a, implementation=impl, **opts, **knobs))(*args)
+            out = run(impl, **knobs)
             out = np.asarray(out.astype(jnp.float32))
         except Exception as error:  # report and go on: one backend must not hide the others
             log(f"  {impl:<14} {name:<22} ERROR {type(error).__name__}: {str(error)[:1500]}")
@@ -79,7 +81,8 @@ def perf(impl, sweeps, results, ceilings):
                     achieved, ceiling, unit = nbytes / seconds / 1e12, ceilings["read_GBps"] / 1e3, "TB/s"
                 else:
                     flops = 4 * bench.causal_pairs(q_lens, kv_lens) * 32 * head_dim
-                    achieved, ceiling, unit = flops / seconds / 1e12, ceilings["matmul_GFLOPs"] / 1e3, "TFLOP/s"
+                    achieved, unit = flops / seconds / 1e12, "TFLOP/s"
+                    ceiling = ceilings["matmul_GFLOPs"] / 1e3
                 row = dict(impl=impl, kind=kind, head_dim=head_dim, options=options, us=seconds * 1e6,
                            achieved=achieved, unit=unit, pct_of_ceiling=100 * achieved / ceiling)
                 results.append(row)

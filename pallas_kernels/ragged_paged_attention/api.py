@@ -67,7 +67,8 @@ def _load(name):
     if check_name is not None:
         problem = getattr(module, check_name)(_platform_kind())
         if problem:
-            raise UnavailableError(f"ragged_paged_attention: implementation {name!r} cannot run here: {problem}")
+            raise UnavailableError(
+                f"ragged_paged_attention: implementation {name!r} cannot run here: {problem}")
     return getattr(module, function_name)
 
 

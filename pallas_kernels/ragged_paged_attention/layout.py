@@ -3,7 +3,8 @@
 The Mosaic kernel sees queries as row blocks of a 2-d matrix per KV head: q [T, Hq, D] becomes
 [Hkv, (T + pad) * Gp, D], row r of a kv head = token r // Gp, q head (within the group) r % Gp, where Gp
 is the group size G = Hq / Hkv rounded up to a power of two (the padding rows are zeros and are never
-used). The Triton kernel gathers the same tile rows straight from [T, Hq, D]. Pages become [L * Hkv * P, S, D] so one vector of flat page ids gathers a KV chunk.
+used). The Triton kernel gathers the same tile rows straight from [T, Hq, D].
+Pages become [L * Hkv * P, S, D] so one vector of flat page ids gathers a KV chunk.
 Partial results of KV splits are merged with the usual log-sum-exp rule.
 """
 from __future__ import annotations

@@ -87,7 +87,8 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
     dtype = q_smem.dtype
 
     div = lambda a, b: lax.div(a, jnp.int32(b))  # operands are >= 0: truncation == floor
-    first = jnp.int32(0) if sliding_window is None else div(jnp.maximum(pos_start - sliding_window + 1, 0), chunk)
+    first = (jnp.int32(0) if sliding_window is None
+             else div(jnp.maximum(pos_start - sliding_window + 1, 0), chunk))
     end = jnp.where(rows > 0, div(jnp.maximum(pos_start + rows - 1, 0), chunk) + 1, first)
     per_split = div(end - first + num_splits - 1, num_splits)
     lo = first + split * per_split

@@ -140,21 +140,23 @@ def triton_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
         num_kv_heads=num_kv_heads, num_pages=num_pages,
         sm_scale=head_dim ** -0.5 if sm_scale is None else sm_scale, soft_cap=soft_cap,
         sliding_window=sliding_window, num_splits=num_splits)
-    inputs = [jnp.reshape(layer, (1,)).astype(jnp.int32), *items, layout.pad_page_table(page_table, chunk_pages),
-              q, layout.flat_pages(k_pages), layout.flat_pages(v_pages)]
+    table = layout.pad_page_table(page_table, chunk_pages)
+    inputs = [jnp.reshape(layer, (1,)).astype(jnp.int32), *items, table, q,
+              layout.flat_pages(k_pages), layout.flat_pages(v_pages)]
     spare_rows = num_rows + block_rows * padded_group
     if num_splits == 1:  # written in place into zeros, so padding rows come out as 0
         out_shape, aliases = [jax.ShapeDtypeStruct((spare_rows,) + q.shape[1:], q.dtype)], {len(inputs): 0}
         inputs.append(jnp.zeros((spare_rows,) + q.shape[1:], q.dtype))
     else:
         split_shape = (num_splits, spare_rows, num_q_heads)
-        out_shape = [jax.ShapeDtypeStruct(split_shape + (head_dim,), jnp.float32),
-                     jax.ShapeDtypeStruct(split_shape, jnp.float32), jax.ShapeDtypeStruct(split_shape, jnp.float32)]
+        stats = jax.ShapeDtypeStruct(split_shape, jnp.float32)  # running max, running sum
+        out_shape = [jax.ShapeDtypeStruct(split_shape + (head_dim,), jnp.float32), stats, stats]
         aliases = {}
     params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
     grid = (items.seq.shape[0], num_kv_heads, num_splits)
     outs = pl.pallas_call(kernel, out_shape=out_shape, grid=grid, input_output_aliases=aliases,
-                          interpret=interpret, compiler_params=params, name="ragged_paged_attention_triton")(*inputs)
+                          interpret=interpret, compiler_params=params,
+                          name="ragged_paged_attention_triton")(*inputs)
     if num_splits == 1:
         return outs[0][:num_rows]
     out = layout.merge_splits(*(x[:, :num_rows] for x in outs))
