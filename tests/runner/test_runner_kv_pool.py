@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import jax
 import pytest
 
 from runner_helpers import TINY
-from trellis_jax.runner.kv_pool import size_kv_pool
+from trellis_jax.runner.kv_pool import default_budget_bytes, size_kv_pool
 
 PAGE_BYTES = 4 * TINY.kv_bytes_per_token()  # page_size 4
 
@@ -28,6 +29,15 @@ def test_fraction_of_free_memory_gives_some_pages():
 
 def test_default_is_capped_by_the_requested_default():
     assert size_kv_pool(TINY, page_size=4, default_pages=33).num_pages == 33
+
+
+def test_default_budget_on_a_cpu_host_stays_within_4_gib():
+    assert 0 < default_budget_bytes(jax.devices("cpu")[0]) <= 4 * 2 ** 30
+
+
+def test_default_pages_are_capped_by_the_default_budget():
+    pool = size_kv_pool(TINY, page_size=4, default_pages=10 ** 12)
+    assert pool.num_bytes <= default_budget_bytes()
 
 
 def test_two_budgets_at_once_are_rejected():

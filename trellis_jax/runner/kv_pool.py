@@ -3,7 +3,8 @@
 Contract: `size_kv_pool(config, page_size=, num_pages=, kv_memory_bytes=, kv_memory_fraction=,
 default_pages=)` takes at most one of the three budgets (a page count, bytes, or a fraction of the
 device's free memory) and returns a `KVPoolSize`; with none it uses `default_pages`, capped at half the
-free memory. The count includes the sink page 0, so usable pages are num_pages - 1. A budget too small
+free memory of an accelerator, or on a CPU host at a quarter of the available RAM and at most 4 GiB
+(vLLM's CPU default: the host is shared with everything else). The count includes the sink page 0, so usable pages are num_pages - 1. A budget too small
 for two pages (the sink plus one usable page) raises ValueError.
 """
 
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import jax
 
 MIB = 1024 * 1024
-DEFAULT_FREE_FRACTION_CAP = 0.5
+DEFAULT_FREE_FRACTION_CAP = 0.5  # accelerators
+DEFAULT_HOST_FRACTION_CAP = 0.25  # CPU: the KV lives in the host RAM everything else uses too
+DEFAULT_HOST_BYTES_CAP = 4 * 1024 * MIB
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,19 @@ def size_kv_pool(config, *, page_size: int, num_pages: int | None = None, kv_mem
         if kv_memory_bytes is not None:
             num_pages = kv_memory_bytes // bytes_per_page
         else:
-            cap = int(free_device_memory() * DEFAULT_FREE_FRACTION_CAP) // bytes_per_page
-            num_pages = min(default_pages, cap)
+            num_pages = min(default_pages, default_budget_bytes() // bytes_per_page)
     if num_pages < 2:
         raise ValueError(f"KV budget holds {num_pages} pages of {bytes_per_page} bytes; need >= 2 "
                          f"(the sink page 0 and one usable page)")
     return KVPoolSize(int(num_pages), page_size, bytes_per_page)
+
+
+def default_budget_bytes(device: jax.Device | None = None) -> int:
+    """The most KV memory taken when no budget is given."""
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        return min(int(free_device_memory(device) * DEFAULT_HOST_FRACTION_CAP), DEFAULT_HOST_BYTES_CAP)
+    return int(free_device_memory(device) * DEFAULT_FREE_FRACTION_CAP)
 
 
 def free_device_memory(device: jax.Device | None = None) -> int:
