@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--llama-cpp-path", default=None,
                      help="directory holding a llama_cpp package to use if the venv has none (put first on sys.path)")
     run.add_argument("--update-benchmarks", action="store_true")
+    run.add_argument("--note", action="append", default=[], help="a line quoted at the top of the report")
     wl = sub.add_parser("workloads", help="write the workload JSONL files only")
     wl.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     wl.add_argument("--seed", type=int, default=0)
@@ -61,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     rep = sub.add_parser("report", help="re-render report.md / plots from a results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--update-benchmarks", action="store_true")
+    rep.add_argument("--note", action="append", default=[], help="a line quoted at the top of the report")
     return p.parse_args(argv)
 
 
@@ -72,6 +74,7 @@ def main(argv=None) -> int:
         return _write_workloads(args)
     if args.command == "report":
         result = json.loads(args.results.read_text())
+        result["notes"] = result.get("notes", []) + args.note
         _report(result, args.results.parent, result.get("command", "?"), args.update_benchmarks)
         return 0
     return _run(args, "python -m tools.bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
@@ -118,6 +121,7 @@ def _run(args, command: str) -> int:
                          time_budget_s=args.time_budget, settings=settings)
     result = run_comparison(config, BenchTokenizer.load(q4))
     result["command"] = command
+    result["notes"] = args.note
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     _report(result, args.out, command, args.update_benchmarks)
     return 0

@@ -19,7 +19,8 @@ MIB = 2**20
 
 
 def markdown(result: dict, command: str, plots: list[str] = ()) -> str:
-    lines = [SECTION_TITLE, ""] + _preamble(result, command) + [""]
+    notes = "\n>\n".join(f"> {line}" for line in result.get("notes", [])).splitlines()
+    lines = [SECTION_TITLE, ""] + (notes + [""] if notes else []) + _preamble(result, command) + [""]
     lines += _table(result) + [""]
     if any(s.startswith("llama.cpp") for s in result["config"]["systems"]):
         lines += _targets(result) + [""]
