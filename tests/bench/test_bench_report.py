@@ -62,3 +62,13 @@ def test_update_section_appends_when_absent(tmp_path):
     path.write_text("# B\n\n## Radix cache\nkeep me\n")
     update_section(path, f"{SECTION_TITLE}\nnew\n")
     assert path.read_text().endswith(f"keep me\n\n{SECTION_TITLE}\nnew\n")
+
+
+def test_agreement_counts_identical_outputs_per_request():
+    from tools.bench.agreement import agreement
+
+    def run(system, outs):
+        return {"system": system, "workload": "w", "repeat": 0,
+                "results": [{"id": i, "output_token_ids": o} for i, o in enumerate(outs)]}
+    runs = [run("hf", [[1, 2], [3, 4]]), run("trellis", [[1, 2], [3, 5]]), run("llama", [[], []])]
+    assert agreement(runs) == {"trellis": (1, 2)}

@@ -21,7 +21,7 @@ MIB = 2**20
 def markdown(result: dict, command: str, plots: list[str] = ()) -> str:
     notes = "\n>\n".join(f"> {line}" for line in result.get("notes", [])).splitlines()
     lines = [SECTION_TITLE, ""] + (notes + [""] if notes else []) + _preamble(result, command) + [""]
-    lines += _table(result) + [""]
+    lines += _table(result) + [""] + _agreement(result)
     if any(s.startswith("llama.cpp") for s in result["config"]["systems"]):
         lines += _targets(result) + [""]
     if result.get("micro"):
@@ -72,6 +72,17 @@ def _table(result) -> list[str]:
                      f"{r['requests_per_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p99_s']:.2f} | {prefill} | "
                      f"{_mib(r['kv_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} | {_pct(r['cache_hit_rate'])} |")
     return lines
+
+
+def _agreement(result) -> list[str]:
+    from .agreement import agreement
+
+    counts = agreement(result["runs"])
+    if not counts:
+        return []
+    parts = [f"{system} {same}/{total}" for system, (same, total) in sorted(counts.items())]
+    return ["Greedy agreement with transformers (requests whose output token ids are all identical; "
+            "llama.cpp streams text, so it is not compared): " + ", ".join(parts) + ".", ""]
 
 
 def verdicts(result: dict) -> list[dict]:
