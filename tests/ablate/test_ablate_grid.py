@@ -82,3 +82,22 @@ def test_cli_rerenders_from_rows_without_replaying(tmp_path):
           "--no-plots", "--out", str(first)])
     assert main(["--from-rows", str(first / "rows.json"), "--no-plots", "--out", str(second)]) == 0
     assert (second / "summary.md").read_text() == (first / "summary.md").read_text()
+
+
+def test_cli_reads_a_trace_file(tmp_path):
+    trace_path = tmp_path / "t.jsonl"
+    trace_path.write_text("".join(json.dumps({"prompt_tokens": list(range(40)) + [i], "output_len": 2}) + "\n"
+                                  for i in range(100, 106)))
+    out = tmp_path / "out"
+    assert main(["--trace", str(trace_path), "--policies", "lru", "--capacities", "32", "--page-sizes", "4",
+                 "--orders", "fcfs", "--no-plots", "--out", str(out)]) == 0
+    row = json.loads((out / "rows.json").read_text())["rows"][0]
+    assert row["workload"] == "t" and row["hit_tokens"] == 5 * 40  # 10 shared pages of 4, hit by requests 2..6
+
+
+def test_speed_check_reports_its_numbers(capsys):
+    from trellis_jax.ablate.speed import main as speed_main
+
+    assert speed_main(["--requests", "300", "--capacity", "2048"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["requests"] == 300 and 0 < report["hit_rate"] < 1 and report["replay_s"] >= 0
