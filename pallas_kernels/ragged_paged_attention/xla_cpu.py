@@ -79,7 +79,8 @@ def _decode_rows(q, k_pages, v_pages, layer, page_table, seq_of, q_pos, rows, *,
     present = rows < num_rows
     safe_rows = jnp.where(present, rows, 0)
     pos = jnp.where(present, q_pos[safe_rows], -1)  # [R]; -1 sees nothing
-    row_pages = page_table[jnp.maximum(seq_of[safe_rows], 0)]  # [R, max_pages]
+    # Absent rows read only the sink page (cache-resident) instead of some sequence's context.
+    row_pages = jnp.where(present[:, None], page_table[jnp.maximum(seq_of[safe_rows], 0)], 0)
     qg = q[safe_rows].reshape(rows.shape[0], num_kv_heads, -1, q.shape[-1])
     qg = jnp.swapaxes(qg, 0, 1)  # [Hkv, R, G, D]
     chunk_tokens = chunk_pages * page_size
