@@ -78,8 +78,8 @@ def run_batch(engine: Engine, tokenizer, input_path: str, output_path: str, *,
                 out.write(result_line(output, output.request_id))
                 out.flush()
                 _count(summary, output)
-                bar.update(1)
                 bar.set_postfix_str(_postfix(summary, time.perf_counter() - start), refresh=False)
+                bar.update(1)
     summary.seconds = time.perf_counter() - start
     print(summary.describe(), file=log)
     return summary
