@@ -148,7 +148,7 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
         logits.block_until_ready()
 
     def attention_layer():
-        q = jnp.ones((batch.token_ids.shape[0], config.num_heads, config.head_dim), jnp.float32)
+        q = jnp.ones((batch.token_ids.shape[0], config.num_heads, config.head_dim), state["kv"].k.dtype)
         return ragged_paged_attention(q, state["kv"].k, state["kv"].v, jnp.int32(0), batch.kv_lens, batch.page_table,
                                       batch.cu_q_lens, batch.num_seqs, implementation=runner.attn_impl)
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step import decode_plans, median_time, pages_for, prefill_plan  # noqa: E402
+from bench_step import decode_plans, median_time, pages_for, prefill_plan, profile  # noqa: E402
 
 from trellis_jax.model.config import ModelConfig  # noqa: E402
 from trellis_jax.model.params import init_params  # noqa: E402
@@ -56,7 +56,15 @@ def read_tbps(gib: float = 2.0, repeats: int = 10) -> float:
     return data.nbytes / wall / 1e12
 
 
+def unroll_layer_scan() -> None:
+    """Experiment: unroll every lax.scan (the layer loop included) to see what the loop costs on a GPU."""
+    import functools
+    jax.lax.scan = functools.partial(jax.lax.scan, unroll=True)
+
+
 def bench(args) -> dict:
+    if args.unroll:
+        unroll_layer_scan()
     config = ModelConfig.from_hf_config(TINY if args.tiny else LLAMA_32_1B, dtype="bfloat16")
     params = init_params(config, jax.random.key(0))
     steps = args.repeats + 1
@@ -66,7 +74,7 @@ def bench(args) -> dict:
     runner = Runner((config, params), page_size=args.page_size, num_pages=num_pages,
                     token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
                     max_context_len=max(args.prefill_tokens, args.context + steps + 1), attn_impl=args.attn_impl)
-    results = {"device": str(jax.devices()[0]), "jax": jax.__version__, "config": "tiny" if args.tiny else "llama-3.2-1b",
+    results = {"device": str(jax.devices()[0]), "jax": jax.__version__, "config": ("tiny" if args.tiny else "llama-3.2-1b") + (" unrolled" if args.unroll else ""),
                "ceilings": {"bf16_matmul_tflops": matmul_tflops(), "read_tbps": read_tbps()},
                "warmup_seconds": runner.warmup(), "kv_pool": runner.kv_pool.describe()}
     plan = prefill_plan(args.prefill_tokens, args.page_size)
@@ -82,6 +90,10 @@ def bench(args) -> dict:
         moved = config.weight_bytes() + batch * (args.context + 1) * config.kv_bytes_per_token()
         results[f"decode_b{batch}"] = {"batch": batch, "context": args.context, "ms": 1000 * wall,
                                        "tok/s": batch / wall, "tbps": moved / wall / 1e12}
+    if args.profile:
+        for batch in args.batches:
+            plan = decode_plans(batch, args.context, steps + 2, args.page_size, first_page)[-1]
+            results[f"profile_decode_b{batch}"] = profile(runner, plan, args.repeats)
     results["compilations_after_warmup"] = runner.num_compilations - len(runner.compiled_buckets)
     return results
 
@@ -98,6 +110,9 @@ def table(results: dict) -> str:
             unit, goal = TARGETS.get(name, ("", None))
             target = f"{'<=' if unit == 'ms' else '>='} {goal:g} {unit}" if goal else "-"
             lines.append(f"| {name} | {r['ms']:.2f} | {r['tok/s']:.0f} | {rate} | {target} |")
+    for key, parts in results.items():
+        if key.startswith("profile_"):
+            lines += ["", f"{key} (wall ms): " + ", ".join(f"{name} {t['wall_ms']:.2f}" for name, t in parts.items())]
     return "\n".join(lines)
 
 
@@ -110,6 +125,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--attn-impl", default=None)
+    parser.add_argument("--profile", action="store_true", help="split each decode step: runner vs forward vs "
+                        "attention vs sampler")
+    parser.add_argument("--unroll", action="store_true", help="experiment: unroll the layer scan")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     start = time.perf_counter()
