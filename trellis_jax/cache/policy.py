@@ -21,6 +21,7 @@ leaves per eviction.
 from __future__ import annotations
 
 import heapq
+import importlib
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -135,14 +136,30 @@ def register_policy(name: str, factory: Callable[..., EvictionPolicy] | None = N
 
 
 def get_policy(policy: str | EvictionPolicy = "lru", **kwargs) -> EvictionPolicy:
-    """A fresh policy instance by name (kwargs go to its factory), or ``policy`` itself if an instance."""
+    """A fresh policy instance by name (kwargs go to its factory), or ``policy`` itself if an instance.
+
+    ``"package.module:name"`` first imports the module (which registers ``name``): a policy defined
+    outside this package works wherever a name is taken, e.g. the server's ``--eviction-policy``.
+    """
     if isinstance(policy, EvictionPolicy):
         if kwargs:
             raise ValueError("keyword arguments only apply when the policy is given by name")
         return policy
+    if isinstance(policy, str) and policy not in _REGISTRY and ":" in policy:
+        policy = _import_policy_module(policy)
     if policy not in _REGISTRY:
         raise ValueError(f"unknown eviction policy {policy!r}; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[policy](**kwargs)
+
+
+def _import_policy_module(spec: str) -> str:
+    """Import the module of ``"package.module:name"``; returns ``name``."""
+    module, _, name = spec.partition(":")
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"eviction policy {spec!r}: cannot import module {module!r} ({e})") from None
+    return name
 
 
 def policy_names() -> list[str]:
