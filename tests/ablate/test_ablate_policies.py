@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from ablate_traces import single_page_trace
 from trellis_jax.ablate import ReplayConfig, replay
 from trellis_jax.ablate.policies.arc import ARCPolicy
@@ -68,3 +70,27 @@ def test_a_policy_in_one_small_file_runs_in_the_cli(tmp_path, monkeypatch):
                  "--scale", "0.03", "--capacities", "64", "--orders", "fcfs", "--no-plots", "--out", str(out)]) == 0
     assert "test_deep_first" in (out / "rows.csv").read_text()
     assert RadixCache(8, 2, policy="test_deep_first").policy.name == "test_deep_first"
+
+
+MODULE_POLICY = '''
+from trellis_jax.cache import HeapPolicy, register_policy
+
+@register_policy("test_by_module")
+class ByModule(HeapPolicy):
+    name = "test_by_module"
+    def sort_key(self, node):
+        return node.last_access
+'''
+
+
+def test_module_colon_name_imports_the_policy_for_name_only_entry_points(tmp_path, monkeypatch):
+    # What the server's --eviction-policy passes through: a plain string, resolved by get_policy
+    (tmp_path / "my_ablate_module_policy.py").write_text(MODULE_POLICY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert get_policy("my_ablate_module_policy:test_by_module").name == "test_by_module"
+    assert RadixCache(8, 2, policy="trellis_jax.ablate.policies.arc:arc").policy.name == "arc"
+
+
+def test_module_colon_name_with_a_missing_module_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module_xyz'"):
+        get_policy("no_such_module_xyz:arc")
