@@ -47,9 +47,10 @@ def median_time(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+def sgemm_gflops(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+    """Matmul rate of a jitted size^3 product (GFLOP/s); float32 by default (sgemm)."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     wall, _ = median_time(lambda: matmul(a, b).block_until_ready(), repeats)
     return 2 * size ** 3 / wall / 1e9

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step import decode_plans, median_time, pages_for, prefill_plan, profile  # noqa: E402
+from bench_step import decode_plans, median_time, pages_for, prefill_plan, profile, sgemm_gflops  # noqa: E402
 
 from trellis_jax.model.config import ModelConfig  # noqa: E402
 from trellis_jax.model.params import init_params  # noqa: E402
@@ -42,11 +42,7 @@ TARGETS = {"prefill": ("ms", 12.0), "decode_b1": ("tok/s", 800.0), "decode_b32":
 
 
 def matmul_tflops(size: int = 8192, repeats: int = 10) -> float:
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.bfloat16)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.bfloat16)
-    matmul = jax.jit(lambda x, y: x @ y)
-    wall, _ = median_time(lambda: matmul(a, b).block_until_ready(), repeats)
-    return 2 * size ** 3 / wall / 1e12
+    return sgemm_gflops(size, repeats, jnp.bfloat16) / 1e3
 
 
 def read_tbps(gib: float = 2.0, repeats: int = 10) -> float:
