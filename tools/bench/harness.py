@@ -138,9 +138,17 @@ def _machine(tokenizer) -> dict:
             versions[package] = None
     spec = importlib.util.find_spec("llama_cpp")
     versions["llama_cpp_location"] = os.path.dirname(spec.origin) if spec and spec.origin else None
-    return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "gpu": _gpu_name(), "platform": platform.platform(),
+    return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "gpu": _gpu_name(), "commit": _commit(), "platform": platform.platform(),
             "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
             "tokenizer": tokenizer.source, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    return out.stdout.strip() or None
 
 
 def _gpu_name() -> str | None:

@@ -46,7 +46,8 @@ def _preamble(result, command) -> list[str]:
         f"threads per engine: {c['threads']}; 1-minute load average during the runs: {load_range} "
         f"(the machine was shared with other jobs: absolute numbers are noisy, ratios within one run less so). "
         f"Preset `{c['preset']}`, {c['repeats']} repeat(s) per cell (medians shown), systems alternating. "
-        f"Versions: {versions}. Token counts: {m['tokenizer']}.",
+        f"Versions: {versions}" + (f", repository at {m['commit']}" if m.get("commit") else "")
+        + f". Token counts: {m['tokenizer']}.",
     ]
     if m["versions"].get("llama_cpp_location"):
         out.append(f"llama_cpp imported from `{m['versions']['llama_cpp_location']}`.")
