@@ -62,6 +62,7 @@ def _throughput(rows, workloads, systems, path):
 
 def _ttft(rows, workloads, systems, path):
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, axes = plt.subplots(1, len(workloads), figsize=(3.2 * len(workloads), 4.5), sharey=False)
     axes = axes if len(workloads) > 1 else [axes]
@@ -70,6 +71,9 @@ def _ttft(rows, workloads, systems, path):
         ax.boxplot([rows[(s, workload)]["ttfts_s"] for s in present], showfliers=True)
         ax.set_xticks(range(1, len(present) + 1), present, rotation=70, fontsize=7)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="both", labelsize=7)
         ax.set_title(workload, fontsize=9)
     axes[0].set_ylabel("TTFT s (log; from wave arrival)")
     fig.tight_layout()
