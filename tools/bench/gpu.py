@@ -27,6 +27,7 @@ from .requests import BenchRequest
 MODES = {
     "h200": dict(device="cuda", preset="gpu", shape=None, prefill=2048, decode=256, batch=32,
                  trellis=dict(dtype="bfloat16", kv_memory="16GiB", max_num_seqs=32, max_num_batched_tokens=2048,
+                              max_model_len=8192,      # the agentic trunk is 4096 tokens + a branch
                               token_buckets=(32, 64, 256, 2048), seq_buckets=(1, 8, 32))),
     # --tiny: the same code path on CPU with a toy model, to check the script without a GPU.
     "tiny": dict(device="cpu", preset="tiny", prefill=64, decode=8, batch=4,
