@@ -55,7 +55,8 @@ def make_runner(config: EngineConfig, loaded):
         loaded, page_size=config.page_size, num_pages=config.num_pages, kv_memory_bytes=config.kv_memory_bytes,
         kv_memory_fraction=config.kv_memory_fraction,
         token_buckets=token_buckets, seq_buckets=seq_buckets,
-        max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir)
+        max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir,
+        unroll_layers=config.unroll_layers)
     logger.info("KV pool: %s", runner.kv_pool.describe())
     if config.warmup:
         runner.warmup()

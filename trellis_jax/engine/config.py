@@ -46,6 +46,7 @@ class EngineConfig:
     token_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_batched_tokens
     seq_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_seqs
     attn_impl: str | None = None
+    unroll_layers: bool = False  # faster steps on GPU, much longer compiles (see model.forward)
     compile_cache_dir: str | None = None
     warmup: bool = True
     check_integrity_when_idle: bool = True

@@ -3,7 +3,7 @@
 Contract:
   runner = Runner(model, page_size=16, num_pages=... | kv_memory_bytes=... | kv_memory_fraction=...,
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
-                  attn_impl=None, compile_cache_dir=None, max_logprobs=20)
+                  attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False)
   runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
   runner.run(plan) -> StepOutputs
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
@@ -52,7 +52,8 @@ class Runner:
                  kv_memory_bytes: int | None = None, kv_memory_fraction: float | None = None,
                  token_buckets=DEFAULT_TOKEN_BUCKETS, seq_buckets=DEFAULT_SEQ_BUCKETS,
                  page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
-                 compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS):
+                 compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
+                 unroll_layers: bool = False):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair."""
         self.config, self.params = _unpack_model(model)
         self.page_size = page_size
@@ -77,7 +78,9 @@ class Runner:
             default_pages=1 + self.buckets.max_num_seqs * self.buckets.max_pages_per_seq)
         logger.info("KV pool: %s", self.kv_pool.describe())
         self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size)
-        self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs), donate_argnums=(1,))
+        self.unroll_layers = bool(unroll_layers)
+        self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs, self.unroll_layers),
+                                    donate_argnums=(1,))
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
         self.num_compilations = 0

@@ -26,9 +26,10 @@ class RunnerInputs(NamedTuple):
     sampling: SamplingInputs
 
 
-def make_step(config, attn_impl: str | None, max_logprobs: int):
+def make_step(config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False):
     def step(params, kv_pages, inputs: RunnerInputs):
-        logits, kv_pages = forward(params, kv_pages, inputs.model, config=config, attn_impl=attn_impl)  # [S, V]
+        logits, kv_pages = forward(params, kv_pages, inputs.model, config=config, attn_impl=attn_impl,
+                                   unroll_layers=unroll_layers)  # [S, V]
         return sample(logits, inputs.sampling, max_logprobs=max_logprobs), kv_pages
     return step
 

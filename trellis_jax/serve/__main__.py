@@ -34,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule-policy", default="lpm")
     p.add_argument("--disable-radix-cache", action="store_true")
     p.add_argument("--deterministic", action="store_true", help="one compiled shape: batch-invariant outputs, slower")
+    p.add_argument("--unroll-layers", action="store_true",
+                   help="unroll the layer loop: faster steps on GPU (~1.4x decode on an H200), ~8x longer compiles")
     p.add_argument("--compile-cache-dir", default=default_compile_cache_dir(),
                    help="keep compiled step programs here so the next start skips compiling (default: %(default)s)")
     p.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
@@ -48,7 +50,7 @@ def engine_options(args: argparse.Namespace) -> dict:
                 max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                 max_model_len=args.max_model_len, eviction_policy=args.eviction_policy,
                 schedule_policy=args.schedule_policy, disable_radix_cache=args.disable_radix_cache,
-                deterministic=args.deterministic,
+                deterministic=args.deterministic, unroll_layers=args.unroll_layers,
                 compile_cache_dir=None if args.no_compile_cache else args.compile_cache_dir)
 
 
