@@ -5,8 +5,10 @@ import itertools
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
+from ablate_traces import single_page_trace
 from trellis_jax.ablate import ReplayConfig, replay
 from trellis_jax.ablate import optimal
+from trellis_jax.ablate.clairvoyant import clairvoyant_replay
 from trellis_jax.ablate.policies import arc  # noqa: F401  (registers "arc")
 from trellis_jax.ablate.trace import Trace, TraceRequest
 from trellis_jax.cache import policy_names
@@ -88,3 +90,16 @@ def test_shared_namespaces_keep_the_bound_valid():
     result = replay(trace, ReplayConfig(16, 2))
     refs = optimal.page_references(trace, result.served_order, 2)
     assert result.hit_tokens == 4 and optimal.belady_hits(refs, 16) * 2 >= 4
+
+
+def test_clairvoyant_tree_policy_reaches_belady_on_a_paging_trace():
+    # "aabcdabea" in a 3-page tree: d evicts c (never used again); a, b hit; e evicts b or d; a hits -> 4
+    assert clairvoyant_replay(single_page_trace("aabcdabea"), 4, 2).hit_tokens == 2 * 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(small_traces(), st.sampled_from([1, 2, 4]), st.integers(3, 24))
+def test_clairvoyant_tree_policy_is_feasible_hence_below_the_bound(trace, page_size, capacity):
+    result = clairvoyant_replay(trace, capacity, page_size, check_integrity=True)
+    refs = optimal.page_references(trace, result.served_order, page_size)
+    assert result.hit_tokens <= optimal.belady_hits(refs, capacity) * page_size

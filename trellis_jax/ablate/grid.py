@@ -7,7 +7,9 @@
   ``wall_s`` (the replay alone);
 - ``optimal_hit_rate``: the offline bound (``optimal.py``) for the order this cell actually served the
   requests in, and ``fraction_of_optimal`` = hit_rate / optimal_hit_rate;
-- ``fcfs_optimal_hit_rate``: the bound for arrival order (the dashed reference line of the plots);
+- ``fcfs_optimal_hit_rate``: the bound for arrival order (the dashed reference line of the plots), and
+  ``fcfs_clairvoyant_hit_rate``: what the clairvoyant tree policy (``clairvoyant.py``) achieves in
+  arrival order, a feasible lower end for the true optimum (None with shared namespaces);
 - ``ceiling_hit_rate``: the bound for any order and any capacity, and ``fraction_of_ceiling``.
 Fractions are None where the bound is 0 (nothing could hit).
 Capacities are in pages (usable pages; the cache adds the padding sink). ``capacities=None`` picks
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trellis_jax.ablate import costs, optimal
+from trellis_jax.ablate.clairvoyant import clairvoyant_replay
 from trellis_jax.ablate.queueing import ORDERS, ServerModel
 from trellis_jax.ablate.replay import ReplayConfig, ReplayResult, kv_len, replay
 from trellis_jax.ablate.trace import Trace
@@ -95,11 +98,14 @@ def run_grid(trace: Trace, spec: GridSpec, server: ServerModel = ServerModel(), 
         for capacity in capacities:
             fcfs_optimal = bounds.optimal_hit_tokens(page_size, arrival, capacity) / prompt_tokens \
                 if spec.with_optimal else None
+            clairvoyant = clairvoyant_replay(trace, capacity, page_size).hit_rate \
+                if spec.with_optimal and not trace.shared_namespaces else None
             for order, policy in itertools.product(spec.orders, spec.policies):
                 config = ReplayConfig(capacity, page_size, policy, order, spec.window, spec.max_batch)
                 result = replay(trace, config, server)
                 row = _row(trace, result, total_flops, model_config)
-                row.update(fcfs_optimal_hit_rate=fcfs_optimal, ceiling_hit_rate=ceiling,
+                row.update(fcfs_optimal_hit_rate=fcfs_optimal, fcfs_clairvoyant_hit_rate=clairvoyant,
+                           ceiling_hit_rate=ceiling,
                            fraction_of_ceiling=row["hit_rate"] / ceiling if ceiling else None)
                 if spec.with_optimal:
                     _add_optimal(row, bounds, result)

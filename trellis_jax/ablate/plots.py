@@ -1,8 +1,9 @@
 """PNG plots of a grid: hit rate vs capacity, one curve per policy, the offline optimum dashed.
 
 One figure per workload x page size, one panel per scheduling order. In every panel the dashed black
-line is the offline optimum for arrival order (``fcfs_optimal_hit_rate``) and the dotted grey line the
-ceiling for any order and capacity. A reordering scheduler (``lpm``) can beat the arrival-order optimum:
+line is the offline optimum bound for arrival order (``fcfs_optimal_hit_rate``), the dash-dotted line
+what a clairvoyant policy achieves through the real tree in that order (the true optimum lies between
+the two), and the dotted grey line the ceiling for any order and capacity. A reordering scheduler (``lpm``) can beat the arrival-order optimum:
 its own per-cell optimum is in the tables (``fraction_of_optimal``). matplotlib is imported lazily
 with the Agg backend (no display needed).
 """
@@ -52,7 +53,11 @@ def _panel(ax, rows: list[dict], title: str) -> None:
                 alpha=0.85, label=policy)
     by_cap = {r["capacity_pages"]: r for r in rows}
     if by_cap[capacities[0]].get("fcfs_optimal_hit_rate") is not None:
-        ax.plot(capacities, [by_cap[c]["fcfs_optimal_hit_rate"] for c in capacities], "k--", label="optimal (arrival order)")
+        ax.plot(capacities, [by_cap[c]["fcfs_optimal_hit_rate"] for c in capacities], "k--",
+                label="optimal bound (arrival order)")
+    if by_cap[capacities[0]].get("fcfs_clairvoyant_hit_rate") is not None:
+        ax.plot(capacities, [by_cap[c]["fcfs_clairvoyant_hit_rate"] for c in capacities], "-.", color="black",
+                linewidth=0.9, label="clairvoyant tree policy (arrival order)")
     ax.plot(capacities, [by_cap[c]["ceiling_hit_rate"] for c in capacities], ":", color="grey", label="ceiling (any order)")
     ax.set_xscale("log")
     # Label exactly the capacities that were run (log-scale minor labels would overlap).

@@ -22,6 +22,7 @@ pages; the cache gets one more for the padding sink (page 0).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,10 @@ class _Running:
 
 
 class _Simulator:
-    def __init__(self, trace: Trace, config: ReplayConfig, server: ServerModel) -> None:
+    def __init__(self, trace: Trace, config: ReplayConfig, server: ServerModel,
+                 before_admit: Callable[[int], None] | None = None) -> None:
         self.trace, self.config, self.server = trace, config, server
+        self.before_admit = before_admit
         self.cache = RadixCache(config.num_pages + 1, config.page_size, policy=get_policy(config.policy),
                                 shared_namespaces=trace.shared_namespaces)
         n = len(trace)
@@ -97,6 +100,8 @@ class _Simulator:
 
     def admit(self, index: int) -> _Running | None:
         request, cache = self.trace.requests[index], self.cache
+        if self.before_admit is not None:
+            self.before_admit(index)
         tokens = np.concatenate([request.prompt, request.output[:max(request.output_len - 1, 0)]]).tolist()
         match = cache.match(tokens[:request.prompt_len - 1], request.namespace)
         cache.lock(match.handle)
@@ -155,10 +160,13 @@ class _Simulator:
             self.run_batch(queue)
 
 
-def replay(trace: Trace, config: ReplayConfig, server: ServerModel = ServerModel()) -> ReplayResult:
-    """Replay ``trace`` through a fresh ``RadixCache`` built from ``config``; see the module docstring."""
+def replay(trace: Trace, config: ReplayConfig, server: ServerModel = ServerModel(),
+           before_admit: Callable[[int], None] | None = None) -> ReplayResult:
+    """Replay ``trace`` through a fresh ``RadixCache`` built from ``config``; see the module docstring.
+
+    ``before_admit(trace_index)`` runs before each admission (a clairvoyant policy's clock)."""
     start = time.perf_counter()
-    sim = _Simulator(trace, config, server)
+    sim = _Simulator(trace, config, server, before_admit)
     sim.run()
     wall = time.perf_counter() - start
     stats = sim.cache.stats
