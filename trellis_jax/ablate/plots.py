@@ -31,12 +31,13 @@ def plot_grid(rows: list[dict], out_dir: str | Path) -> dict[tuple, Path]:
         panels.setdefault((workload, page_size), {})[order] = group
     paths = {}
     for (workload, page_size), by_order in panels.items():
-        fig, axes = plt.subplots(1, len(by_order), figsize=(5.2 * len(by_order), 4), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(by_order), figsize=(5.2 * len(by_order), 4.6), sharey=True, squeeze=False)
         for ax, (order, group) in zip(axes[0], by_order.items()):
             _panel(ax, group, f"{workload} — {order}, page size {page_size}")
         axes[0][0].set_ylabel("token hit rate")
-        axes[0][-1].legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below the panels
         path = out_dir / f"{workload}_p{page_size}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
