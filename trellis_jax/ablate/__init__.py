@@ -3,17 +3,20 @@ simulation mode (no model, no device), over a grid of policies x capacities x pa
 orders, against an offline optimal bound; plots and a markdown summary. ``python -m trellis_jax.ablate``.
 
 Owns: trace formats and generators (``trace``, ``synthetic``, ``workloads``, ``chatlog``), the replay
-(``replay``, ``queueing``), the bound (``optimal``), the grid and its outputs (``grid``, ``report``,
-``plots``) and example policies (``policies``). May import: ``trellis_jax.cache`` (the same classes the
-engine uses; no tree is reimplemented here), numpy, the model's cost formula, matplotlib (plots only)
-and, for the live mode only, the engine.
+(``replay``, ``queueing``), the bounds (``optimal``: relaxed upper bound; ``clairvoyant``: achievable
+with future knowledge), the grid and its outputs (``grid``, ``report``, ``plots``), example policies
+(``policies``), the live comparison with the engine (``live``) and the speed check (``speed``).
+May import: ``trellis_jax.cache`` (the same classes the engine uses; no tree is reimplemented here),
+numpy, the model's cost formula (lazily), the tokenizer (text traces), matplotlib (plots only) and, for
+the live mode only, the engine.
 """
 
+from trellis_jax.ablate.grid import GridSpec, run_grid
 from trellis_jax.ablate.replay import ReplayConfig, ReplayResult, replay
 from trellis_jax.ablate.synthetic import SyntheticSpec, generate
 from trellis_jax.ablate.trace import Trace, TraceError, TraceRequest, read_jsonl, write_jsonl
 
 __all__ = [
-    "ReplayConfig", "ReplayResult", "SyntheticSpec", "Trace", "TraceError", "TraceRequest", "generate",
-    "read_jsonl", "replay", "write_jsonl",
+    "GridSpec", "ReplayConfig", "ReplayResult", "SyntheticSpec", "Trace", "TraceError", "TraceRequest", "generate",
+    "read_jsonl", "replay", "run_grid", "write_jsonl",
 ]
