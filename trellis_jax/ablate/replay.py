@@ -94,14 +94,20 @@ class _Simulator:
         self.served: list[int] = []
         self.rejected: list[int] = []
         self.peak_pages = 0
+        self.peek_tokens: dict[int, list[int]] = {}  # id(waiting request) -> prompt[:-1] (lpm only)
 
     def prefix_len(self, request: TraceRequest) -> int:
-        return self.cache.peek(request.prompt[:-1].tolist(), request.namespace)
+        # A waiting prompt is peeked at every admission until it runs: convert it to a list once.
+        tokens = self.peek_tokens.get(id(request))
+        if tokens is None:
+            tokens = self.peek_tokens[id(request)] = request.prompt[:-1].tolist()
+        return self.cache.peek(tokens, request.namespace)
 
     def admit(self, index: int) -> _Running | None:
         request, cache = self.trace.requests[index], self.cache
         if self.before_admit is not None:
             self.before_admit(index)
+        self.peek_tokens.pop(id(request), None)
         tokens = np.concatenate([request.prompt, request.output[:max(request.output_len - 1, 0)]]).tolist()
         match = cache.match(tokens[:request.prompt_len - 1], request.namespace)
         cache.lock(match.handle)
