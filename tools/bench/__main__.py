@@ -128,10 +128,14 @@ def _run(args, command: str) -> int:
 
 
 def _report(result: dict, out_dir: Path, command: str, update_benchmarks: bool) -> None:
-    from .plots import write_plots
     from .report import markdown, update_section
 
-    plots = write_plots(result, out_dir)
+    try:
+        from .plots import write_plots
+        plots = write_plots(result, out_dir)
+    except ImportError as error:               # e.g. no matplotlib on a bare GPU image: tables only
+        print(f"no plots: {error}")
+        plots = []
     (out_dir / "report.md").write_text(markdown(result, command, [p.name for p in plots]))
     print((out_dir / "report.md").read_text())
     if update_benchmarks:

@@ -92,15 +92,21 @@ class PeakSampler:
             self._sample()
 
     def _sample(self) -> None:
-        import psutil
-
         view = self._runner.memory()
-        try:
-            self.peak_rss_bytes = max(self.peak_rss_bytes, psutil.Process(view.pid).memory_info().rss)
-        except psutil.Error:
-            pass
+        rss = _rss_bytes(view.pid)
+        if rss is not None:
+            self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
         if view.kv_bytes is not None:
             self.peak_kv_bytes = max(self.peak_kv_bytes or 0, view.kv_bytes)
+
+
+def _rss_bytes(pid: int) -> int | None:
+    """Resident set size from /proc (Linux; no psutil needed on a bare GPU image); None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def now() -> float:
