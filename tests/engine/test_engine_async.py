@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -44,9 +45,15 @@ def test_n_completions_stream_with_their_index(engine):
 
 
 def test_abort_mid_stream_ends_it_with_abort_and_frees_pages(engine):
+    # The fake runner is so fast that the engine thread could reach EOS before the abort lands: slow each
+    # step a little and ignore EOS, so only the abort can end this stream.
+    original = engine.engine.step
+    engine.engine.step = lambda: time.sleep(0.005) or original()
+
     async def main():
         seen = []
-        async for delta in engine.generate("a", SamplingParams(temperature=0, max_tokens=10_000), "long"):
+        sampling = SamplingParams(temperature=0, max_tokens=10_000, ignore_eos=True)
+        async for delta in engine.generate("a", sampling, "long"):
             seen.append(delta)
             if len(seen) == 3:
                 engine.abort("long")
