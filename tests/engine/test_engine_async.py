@@ -18,6 +18,14 @@ def engine():
     async_engine.shutdown()
 
 
+def slow_steps(engine) -> SamplingParams:
+    """The fake runner is so fast that the engine thread could reach EOS before an abort lands: slow each
+    step a little and return sampling that ignores EOS, so only the abort can end the stream."""
+    original = engine.engine.step
+    engine.engine.step = lambda: time.sleep(0.005) or original()
+    return SamplingParams(temperature=0, max_tokens=10_000, ignore_eos=True)
+
+
 async def collect(stream):
     return [d async for d in stream]
 
@@ -45,15 +53,11 @@ def test_n_completions_stream_with_their_index(engine):
 
 
 def test_abort_mid_stream_ends_it_with_abort_and_frees_pages(engine):
-    # The fake runner is so fast that the engine thread could reach EOS before the abort lands: slow each
-    # step a little and ignore EOS, so only the abort can end this stream.
-    original = engine.engine.step
-    engine.engine.step = lambda: time.sleep(0.005) or original()
+    only_abort_can_end_it = slow_steps(engine)
 
     async def main():
         seen = []
-        sampling = SamplingParams(temperature=0, max_tokens=10_000, ignore_eos=True)
-        async for delta in engine.generate("a", sampling, "long"):
+        async for delta in engine.generate("a", only_abort_can_end_it, "long"):
             seen.append(delta)
             if len(seen) == 3:
                 engine.abort("long")
@@ -74,8 +78,10 @@ def test_leaving_the_stream_early_aborts_the_request(engine):
 
 
 def test_abort_before_the_request_reaches_the_engine_thread(engine):
+    only_abort_can_end_it = slow_steps(engine)
+
     async def main():
-        stream = engine.generate("a", SamplingParams(temperature=0, max_tokens=10_000), "early")
+        stream = engine.generate("a", only_abort_can_end_it, "early")
         first = asyncio.ensure_future(stream.__anext__())
         await asyncio.sleep(0)  # generate() has queued the request; the engine thread may not have seen it
         engine.abort("early")
