@@ -28,6 +28,7 @@ _PACKAGE = "pallas_kernels.ragged_paged_attention"
 _BACKENDS = {
     "reference": (f"{_PACKAGE}.reference", "ragged_paged_attention_reference", None),
     "xla": (f"{_PACKAGE}.xla_cpu", "xla_ragged_paged_attention", None),
+    "cpu_native": (f"{_PACKAGE}.cpu_native", "native_ragged_paged_attention", "check_available"),
     "pallas_triton": (f"{_PACKAGE}.pallas_triton", "triton_ragged_paged_attention", "check_available"),
     "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention",
                          "check_interpret_available"),
@@ -36,7 +37,7 @@ _BACKENDS = {
 _FALLBACK_ORDER = {
     "hopper": ("pallas_triton", "xla"),
     "gpu": ("pallas_triton", "xla"),
-    "cpu": ("xla",),
+    "cpu": ("cpu_native", "xla"),
 }
 _SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 

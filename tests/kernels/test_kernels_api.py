@@ -17,8 +17,21 @@ def _args(**overrides):
     return [values[n] for n in names]
 
 
-def test_cpu_default_is_xla():
+def test_cpu_default_is_the_native_kernel_when_it_builds():
+    assert api.default_implementation() == "cpu_native"
+
+
+def test_cpu_default_falls_back_to_xla_when_native_is_disabled(monkeypatch):
+    from pallas_kernels.ragged_paged_attention import cpu_native
+
+    monkeypatch.setattr(cpu_native, "load_target", _refuse)
     assert api.default_implementation() == "xla"
+
+
+def _refuse(*_):
+    from pallas_kernels.native.build import NativeUnavailable
+
+    raise NativeUnavailable("disabled for this test")
 
 
 def test_unknown_implementation_names_the_choices():

@@ -1,0 +1,103 @@
+"""Build-on-first-use for the C++ CPU kernels in this folder, registered as XLA FFI targets.
+
+Contract: `load_target(source, symbol, target)` compiles `source` (a file here) once per machine into a
+shared library cached under `cache_dir()`, registers `symbol` as the CPU FFI custom-call `target`, and
+returns None; on any failure it raises `NativeUnavailable` with the reason (no compiler, compile error,
+disabled by TRELLIS_NATIVE=0). Callers treat that as "use the XLA path". Nothing is built at import time.
+
+The cache key covers the source and this folder's headers, the flags, the compiler's version, jaxlib's version (the FFI headers)
+and the CPU's feature flags (the library is built with -march=native), so a cache directory shared
+between machines or upgrades never loads a library built for something else. Builds write to a temporary
+file and rename it into place, so concurrent first uses cannot load a half-written library.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-math-errno")
+_lock = threading.Lock()
+_registered: dict[str, str] = {}  # target -> library path
+
+
+class NativeUnavailable(RuntimeError):
+    """The native kernel cannot be built or loaded here; the message says why."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TRELLIS_NATIVE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "trellis-jax", "native")
+    return Path(base)
+
+
+def _compiler() -> str:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    raise NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
+def _library_path(source: Path, compiler: str, include: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+    import jaxlib  # the FFI headers' version
+
+    key = hashlib.sha256()
+    headers = b"".join(header.read_bytes() for header in sorted(HERE.glob("*.h")))
+    for part in (source.read_bytes(), headers, " ".join(FLAGS).encode(), version.encode(), jaxlib.__version__.encode(),
+                 _cpu_flags().encode(), platform.machine().encode(), include.encode()):
+        key.update(part)
+        key.update(b"\0")
+    return cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+
+
+def _build(source: Path, library: Path, compiler: str, include: str) -> None:
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so.tmp", delete=False) as tmp:
+        partial = Path(tmp.name)
+    try:
+        command = [compiler, *FLAGS, "-isystem", include, "-I", str(HERE), str(source), "-o", str(partial)]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise NativeUnavailable(f"compiling {source.name} failed:\n{result.stderr[-2000:]}")
+        os.replace(partial, library)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def load_target(source: str, symbol: str, target: str) -> None:
+    """Build (once) and register `symbol` from `source` as the CPU FFI target `target`."""
+    if os.environ.get("TRELLIS_NATIVE", "1") == "0":
+        raise NativeUnavailable("disabled by TRELLIS_NATIVE=0")
+    with _lock:
+        if target in _registered:
+            return
+        import jax
+
+        path = HERE / source
+        compiler = _compiler()
+        include = jax.ffi.include_dir()
+        library = _library_path(path, compiler, include)
+        if not library.exists():
+            _build(path, library, compiler, include)
+        try:
+            handler = getattr(ctypes.cdll.LoadLibrary(str(library)), symbol)
+        except (OSError, AttributeError) as error:
+            raise NativeUnavailable(f"loading {library} failed: {error}") from error
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+        _registered[target] = str(library)

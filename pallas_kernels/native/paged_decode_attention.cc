@@ -1,0 +1,403 @@
+// Paged decode attention for CPU, as an XLA FFI custom call (target "trellis_paged_decode_attention").
+//
+// Contract (pallas_kernels/ragged_paged_attention/cpu_native.py is the only caller): for every sequence
+// b < num_seqs whose query length cu_q_lens[b+1] - cu_q_lens[b] is exactly 1, the query row
+// t = cu_q_lens[b] attends over keys 0..kv_lens[b]-1 of `layer` through page_table[b] (sliding window and
+// soft cap as in reference.py); every other output row is zero. Arithmetic in float32; pages are float32
+// or bfloat16.
+//
+// Why it exists: XLA:CPU reads paged K/V at 5-15 GB/s through gathers and reductions (BENCHMARKS.md),
+// while a decode step is bound by reading them once. Here each (sequence, kv head, context split) task
+// streams its pages once, computes the G query heads of the group from the same loaded row, and keeps an
+// online softmax; splits are merged at the end (flash-decoding), and tasks are shared between the
+// calling thread and XLA's intra-op thread pool.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "parallel_for.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t bf16) {
+  uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+struct Geometry {
+  int64_t num_kv_heads, num_pages, page_size, head_dim, group, max_pages;
+};
+
+// Partial softmax state of one task: m (running max), l (sum of exp), acc [G][D].
+struct Partial {
+  float* m;
+  float* l;
+  float* acc;
+};
+
+// Attends the G query heads `q` [G][D] (already scaled) over tokens [lo, hi) of one sequence's kv head.
+// KD is the compile-time head dim (0 = use geo.head_dim).
+template <typename KV, int KD>
+void attend_range(const float* q, const KV* k_head, const KV* v_head, const int32_t* pages, int64_t lo,
+                  int64_t hi, const Geometry& geo, float soft_cap, Partial out) {
+  const int64_t D = KD ? KD : geo.head_dim;
+  const int64_t G = geo.group, S = geo.page_size;
+  const int64_t page_stride = S * D;
+  float scores[16 * 64];  // [G][S] for one page; G*S <= 1024 checked by the caller
+  for (int64_t g = 0; g < G; ++g) {
+    out.m[g] = -std::numeric_limits<float>::infinity();
+    out.l[g] = 0.f;
+    std::fill(out.acc + g * D, out.acc + (g + 1) * D, 0.f);
+  }
+  for (int64_t start = lo; start < hi;) {
+    const int64_t page_index = start / S;
+    const int64_t first = start % S;
+    const int64_t last = std::min<int64_t>(S, hi - page_index * S);
+    const int64_t page = pages[page_index];
+    const KV* k_page = k_head + page * page_stride;
+    const KV* v_page = v_head + page * page_stride;
+    for (int64_t j = first; j < last; ++j) {
+      const KV* k_row = k_page + j * D;
+      float k_f[KD ? KD : 256];
+      for (int64_t d = 0; d < D; ++d) k_f[d] = to_float(k_row[d]);
+      for (int64_t g = 0; g < G; ++g) {
+        const float* qg = q + g * D;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < D; ++d) s += qg[d] * k_f[d];
+        if (soft_cap > 0.f) s = soft_cap * std::tanh(s / soft_cap);
+        scores[g * S + j] = s;
+      }
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      float* sg = scores + g * S;
+      float m_new = out.m[g];
+      for (int64_t j = first; j < last; ++j) m_new = std::max(m_new, sg[j]);
+      const float alpha = std::exp(out.m[g] - m_new);  // exp(-inf) = 0 on the first page
+      float sum = 0.f;
+      for (int64_t j = first; j < last; ++j) {
+        sg[j] = std::exp(sg[j] - m_new);
+        sum += sg[j];
+      }
+      out.l[g] = out.l[g] * alpha + sum;
+      out.m[g] = m_new;
+      float* acc = out.acc + g * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) acc[d] *= alpha;
+    }
+    for (int64_t j = first; j < last; ++j) {
+      const KV* v_row = v_page + j * D;
+      float v_f[KD ? KD : 256];
+      for (int64_t d = 0; d < D; ++d) v_f[d] = to_float(v_row[d]);
+      for (int64_t g = 0; g < G; ++g) {
+        const float p = scores[g * S + j];
+        float* acc = out.acc + g * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) acc[d] += p * v_f[d];
+      }
+    }
+    start = page_index * S + last;
+  }
+}
+
+#if defined(__AVX512F__)
+// AVX-512 path for 16-token pages and head dims that are multiples of 16 (the default geometry). Scores
+// of a page are 16 dot products reduced together by a transpose tree (45 shuffles/adds instead of 16
+// serial horizontal sums), so the softmax and exp run on one vector per page and query head.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+// r[j] -> vector whose lane j is the sum of r[j]'s lanes.
+inline __m512 sum_lanes_16(__m512 r[16]) {
+  __m512 x[8], y[4], z[2];
+  for (int i = 0; i < 8; ++i)
+    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]), _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 2; ++i)
+    z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// exp(x) for finite x <= 0 (softmax arguments), ~1 ulp: 2^n * p(r) with r in [-ln2/2, ln2/2].
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+template <typename KV, int KD>
+void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, const int32_t* pages, int64_t lo,
+                         int64_t hi, const Geometry& geo, float soft_cap, Partial out) {
+  constexpr int C = KD / 16;  // 16-float chunks per row
+  constexpr int64_t kPage = 16 * KD;
+  const int64_t G = geo.group;
+  for (int64_t g = 0; g < G; ++g) {
+    out.m[g] = -std::numeric_limits<float>::infinity();
+    out.l[g] = 0.f;
+    std::fill(out.acc + g * KD, out.acc + (g + 1) * KD, 0.f);
+  }
+  // Pages outer, query heads inner: each page is read from memory once and reused from L1 by the G heads
+  // of the group; the next page is prefetched while this one is computed.
+  for (int64_t start = lo; start < hi;) {
+    const int64_t page_index = start / 16, first = start % 16;
+    const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
+    const KV* k_page = k_head + pages[page_index] * kPage;
+    const KV* v_page = v_head + pages[page_index] * kPage;
+    if (page_index * 16 + 16 < hi) {
+      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * kPage);
+      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * kPage);
+      for (int64_t off = 0; off < kPage * static_cast<int64_t>(sizeof(KV)); off += 64) {
+        _mm_prefetch(k_next + off, _MM_HINT_T0);
+        _mm_prefetch(v_next + off, _MM_HINT_T0);
+      }
+    }
+    const __mmask16 valid = static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1));
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = q + g * KD;
+      __m512 partial[16];
+      for (int j = 0; j < 16; ++j) {  // rows outside [first, last) are read (the page exists) and masked
+        __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(qg), load16(k_page + j * KD));
+        for (int c = 1; c < C; ++c)
+          sum = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), load16(k_page + j * KD + 16 * c), sum);
+        partial[j] = sum;
+      }
+      __m512 scores = sum_lanes_16(partial);
+      if (soft_cap > 0.f) {
+        alignas(64) float tmp[16];
+        _mm512_store_ps(tmp, scores);
+        for (float& t : tmp) t = soft_cap * std::tanh(t / soft_cap);
+        scores = _mm512_load_ps(tmp);
+      }
+      const float m = out.m[g];
+      const float m_new = std::max(m, _mm512_mask_reduce_max_ps(valid, scores));
+      const float alpha = std::exp(m - m_new);  // 0 on the first page (m = -inf)
+      const __m512 probs = _mm512_maskz_mov_ps(
+          valid, exp_nonpositive(_mm512_sub_ps(_mm512_mask_mov_ps(_mm512_set1_ps(m_new), valid, scores),
+                                               _mm512_set1_ps(m_new))));
+      out.l[g] = out.l[g] * alpha + _mm512_reduce_add_ps(probs);
+      out.m[g] = m_new;
+      alignas(64) float p[16];
+      _mm512_store_ps(p, probs);
+      float* acc_g = out.acc + g * KD;
+      __m512 acc[C];
+      const __m512 a = _mm512_set1_ps(alpha);
+      for (int c = 0; c < C; ++c) acc[c] = _mm512_mul_ps(_mm512_loadu_ps(acc_g + 16 * c), a);
+      for (int64_t j = first; j < last; ++j) {  // only valid rows: others may hold anything, even NaN
+        const __m512 pj = _mm512_set1_ps(p[j]);
+        for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(pj, load16(v_page + j * KD + 16 * c), acc[c]);
+      }
+      for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc_g + 16 * c, acc[c]);
+    }
+    start = page_index * 16 + last;
+  }
+}
+#endif
+
+template <typename KV, int KD>
+void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_pages, int64_t layer,
+         const int32_t* kv_lens, const int32_t* page_table, const int32_t* cu_q_lens, int64_t num_seqs,
+         const Geometry& geo, float soft_cap, int64_t sliding_window, int64_t min_split_tokens,
+         float* out) {
+  const int64_t D = geo.head_dim, G = geo.group, Hkv = geo.num_kv_heads;
+  struct Item {
+    int64_t seq, head, lo, hi;
+  };
+  std::vector<Item> items;
+  std::vector<int64_t> item_of_row_head;  // first item of (decode row, head); splits are consecutive
+  std::vector<int64_t> rows;              // query row of each decode sequence
+  std::vector<int64_t> splits_of;
+  int64_t num_decode = 0;
+  for (int64_t b = 0; b < num_seqs; ++b) num_decode += cu_q_lens[b + 1] - cu_q_lens[b] == 1;
+  // Enough tasks to keep every thread busy (~8 each), but never splits shorter than min_split_tokens.
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t wanted_splits = (8 * threads + num_decode * Hkv - 1) / std::max<int64_t>(1, num_decode * Hkv);
+  for (int64_t b = 0; b < num_seqs; ++b) {
+    if (cu_q_lens[b + 1] - cu_q_lens[b] != 1) continue;
+    const int64_t kv_len = std::min<int64_t>(kv_lens[b], geo.max_pages * geo.page_size);
+    const int64_t pos = kv_len - 1;
+    const int64_t lo = sliding_window > 0 ? std::max<int64_t>(0, pos - sliding_window + 1) : 0;
+    const int64_t hi = std::max<int64_t>(lo, kv_len);
+    // Split long contexts so that small batches still use every thread; splits are whole pages.
+    const int64_t span = hi - lo;
+    const int64_t splits = std::max<int64_t>(
+        1, std::min<int64_t>(wanted_splits, span / std::max<int64_t>(min_split_tokens, 1)));
+    const int64_t per_split = std::max<int64_t>(
+        geo.page_size, ((span + splits - 1) / splits + geo.page_size - 1) / geo.page_size * geo.page_size);
+    rows.push_back(cu_q_lens[b]);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      item_of_row_head.push_back(items.size());
+      int64_t count = 0;
+      for (int64_t a = lo; a < hi || count == 0;) {  // an empty context still gets one (empty) item
+        const int64_t z = std::min<int64_t>(hi, (a / per_split + 1) * per_split);
+        items.push_back({b, h, a, std::max(a, z)});
+        ++count;
+        a = std::max(a, z);
+        if (a >= hi) break;
+      }
+      splits_of.push_back(count);
+    }
+  }
+  const int64_t num_items = items.size();
+  std::vector<float> scratch(num_items * G * (D + 2));
+  const int64_t layer_stride = Hkv * geo.num_pages * geo.page_size * D;
+  const int64_t head_stride = geo.num_pages * geo.page_size * D;
+  const float* q_rows = q;
+  std::vector<int64_t> row_of_item(num_items);
+  for (size_t r = 0, i = 0; r < rows.size(); ++r)
+    for (int64_t h = 0; h < Hkv; ++h)
+      for (int64_t s = 0; s < splits_of[r * Hkv + h]; ++s) row_of_item[i++] = rows[r];
+
+  trellis::parallel_for(pool, num_items, [&](int64_t i) {
+    const Item& it = items[i];
+    float* base = scratch.data() + i * G * (D + 2);
+    Partial part{base, base + G, base + 2 * G};
+    const float* qh = q_rows + (row_of_item[i] * Hkv + it.head) * G * D;
+    const KV* k_head = k_pages + layer * layer_stride + it.head * head_stride;
+    const KV* v_head = v_pages + layer * layer_stride + it.head * head_stride;
+    const int32_t* pages = page_table + it.seq * geo.max_pages;
+#if defined(__AVX512F__)
+    if constexpr (KD % 16 == 0 && KD > 0) {
+      if (geo.page_size == 16) {
+        attend_range_avx512<KV, KD>(qh, k_head, v_head, pages, it.lo, it.hi, geo, soft_cap, part);
+        return;
+      }
+    }
+#endif
+    attend_range<KV, KD>(qh, k_head, v_head, pages, it.lo, it.hi, geo, soft_cap, part);
+  });
+
+  // Merge the splits of each (row, head) group into out.
+  for (size_t r = 0, w = 0; r < rows.size(); ++r) {
+    for (int64_t h = 0; h < Hkv; ++h, ++w) {
+      const int64_t first = item_of_row_head[w], count = splits_of[w];
+      for (int64_t g = 0; g < G; ++g) {
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t s = 0; s < count; ++s) m = std::max(m, scratch[(first + s) * G * (D + 2) + g]);
+        float* dst = out + (rows[r] * Hkv + h) * G * D + g * D;
+        std::fill(dst, dst + D, 0.f);
+        if (!std::isfinite(m)) continue;  // saw no key: zeros, as the reference
+        float l = 0.f;
+        for (int64_t s = 0; s < count; ++s) {
+          const float* base = scratch.data() + (first + s) * G * (D + 2);
+          const float weight = std::exp(base[g] - m);
+          l += base[G + g] * weight;
+          const float* acc = base + 2 * G + g * D;
+          for (int64_t d = 0; d < D; ++d) dst[d] += weight * acc[d];
+        }
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        for (int64_t d = 0; d < D; ++d) dst[d] *= inv;
+      }
+    }
+  }
+}
+
+template <typename KV>
+void dispatch_head_dim(ffi::ThreadPool& pool, const float* q, const KV* k, const KV* v, int64_t layer,
+                       const int32_t* kv_lens, const int32_t* table, const int32_t* cu, int64_t num_seqs,
+                       const Geometry& geo, float soft_cap, int64_t window, int64_t min_split, float* out) {
+  if (geo.head_dim == 64)
+    run<KV, 64>(pool, q, k, v, layer, kv_lens, table, cu, num_seqs, geo, soft_cap, window, min_split, out);
+  else if (geo.head_dim == 128)
+    run<KV, 128>(pool, q, k, v, layer, kv_lens, table, cu, num_seqs, geo, soft_cap, window, min_split, out);
+  else
+    run<KV, 0>(pool, q, k, v, layer, kv_lens, table, cu, num_seqs, geo, soft_cap, window, min_split, out);
+}
+
+ffi::Error PagedDecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::AnyBuffer k_pages,
+                                ffi::AnyBuffer v_pages, ffi::Buffer<ffi::S32> layer,
+                                ffi::Buffer<ffi::S32> kv_lens, ffi::Buffer<ffi::S32> page_table,
+                                ffi::Buffer<ffi::S32> cu_q_lens, ffi::Buffer<ffi::S32> num_seqs,
+                                ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window,
+                                int64_t min_split_tokens) {
+  auto q_dims = q.dimensions();
+  auto k_dims = k_pages.dimensions();
+  auto t_dims = page_table.dimensions();
+  if (q_dims.size() != 3 || k_dims.size() != 5 || t_dims.size() != 2)
+    return ffi::Error::InvalidArgument("paged_decode_attention: q must be [T,Hq,D], pages [L,Hkv,P,S,D]");
+  if (k_pages.element_type() != v_pages.element_type())
+    return ffi::Error::InvalidArgument("paged_decode_attention: k/v pages dtypes differ");
+  Geometry geo{k_dims[1], k_dims[2], k_dims[3], k_dims[4], q_dims[1] / k_dims[1], t_dims[1]};
+  if (q_dims[2] != geo.head_dim || q_dims[1] % geo.num_kv_heads || geo.head_dim > 256 ||
+      geo.group * geo.page_size > 1024)
+    return ffi::Error::InvalidArgument("paged_decode_attention: unsupported geometry");
+  const int64_t layer_id = layer.typed_data()[0];
+  const int64_t seqs = std::min<int64_t>(num_seqs.typed_data()[0], t_dims[0]);
+  if (layer_id < 0 || layer_id >= k_dims[0])
+    return ffi::Error::InvalidArgument("paged_decode_attention: layer out of range");
+  float* o = out->typed_data();
+  std::fill(o, o + out->element_count(), 0.f);
+  // Page ids and row offsets come from the host scheduler; clamp rather than read out of bounds.
+  const int32_t* cu = cu_q_lens.typed_data();
+  for (int64_t b = 0; b < seqs; ++b)
+    if (cu[b] < 0 || cu[b + 1] > q_dims[0] || cu[b + 1] < cu[b])
+      return ffi::Error::InvalidArgument("paged_decode_attention: cu_q_lens out of range");
+  const int32_t* table = page_table.typed_data();
+  for (int64_t i = 0; i < seqs * geo.max_pages; ++i)
+    if (table[i] < 0 || table[i] >= geo.num_pages)
+      return ffi::Error::InvalidArgument("paged_decode_attention: page id out of range");
+  if (k_pages.element_type() == ffi::F32) {
+    dispatch_head_dim<float>(pool, q.typed_data(), k_pages.typed_data<float>(), v_pages.typed_data<float>(),
+                             layer_id, kv_lens.typed_data(), table, cu, seqs, geo, soft_cap, sliding_window,
+                             min_split_tokens, o);
+  } else if (k_pages.element_type() == ffi::BF16) {
+    dispatch_head_dim<uint16_t>(pool, q.typed_data(), reinterpret_cast<const uint16_t*>(k_pages.untyped_data()),
+                                reinterpret_cast<const uint16_t*>(v_pages.untyped_data()), layer_id,
+                                kv_lens.typed_data(), table, cu, seqs, geo, soft_cap, sliding_window,
+                                min_split_tokens, o);
+  } else {
+    return ffi::Error::InvalidArgument("paged_decode_attention: pages must be float32 or bfloat16");
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisPagedDecodeAttention, PagedDecodeAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("soft_cap")
+                                  .Attr<int64_t>("sliding_window")
+                                  .Attr<int64_t>("min_split_tokens"));
