@@ -16,6 +16,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.layer_matmul import choose as choose_matmul
+from pallas_kernels.layer_matmul import layer_matmul
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.model.kv import KVPages
@@ -29,8 +31,11 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return weight * normed.astype(x.dtype)
 
 
+MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
 def _project_qkv(h, lp, config):
-    q, k, v = h @ lp["wq"], h @ lp["wk"], h @ lp["wv"]
+    q, k, v = lp.matmul(h, "wq"), lp.matmul(h, "wk"), lp.matmul(h, "wv")
     if config.attention_bias:
         q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
     rows = h.shape[0]
@@ -48,17 +53,34 @@ def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl)
     out = ragged_paged_attention(q, k_pages, v_pages, layer, batch.kv_lens, batch.page_table,
                                  batch.cu_q_lens, batch.num_seqs, sliding_window=config.sliding_window,
                                  implementation=attn_impl)  # [T, Hq, D]
-    return out.reshape(x.shape[0], config.q_size) @ lp["wo"], KVPages(k_pages, v_pages)
+    return lp.matmul(out.reshape(x.shape[0], config.q_size), "wo"), KVPages(k_pages, v_pages)
 
 
 def _mlp(x, lp, config):
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
-    return (jax.nn.silu(h @ lp["w_gate"]) * (h @ lp["w_up"])) @ lp["w_down"]
+    return lp.matmul(jax.nn.silu(lp.matmul(h, "w_gate")) * lp.matmul(h, "w_up"), "w_down")
 
 
-def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl):
+class _LayerParams:
+    """One layer's weights inside the scan: the scanned slice, plus (native path) the stacked matrices,
+    which `layer_matmul` reads in place instead of XLA copying each layer's slice out first."""
+
+    def __init__(self, sliced, stacked, layer):
+        self.sliced, self.stacked, self.layer = sliced, stacked, layer
+
+    def __getitem__(self, name):
+        return self.sliced[name]
+
+    def matmul(self, h, name):
+        if name in self.stacked:
+            return layer_matmul(h, self.stacked[name], self.layer, implementation="native")
+        return h @ self.sliced[name]
+
+
+def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked):
     x, kv = carry
-    lp, layer = layer_inputs
+    sliced, layer = layer_inputs
+    lp = _LayerParams(sliced, stacked, layer)
     attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
     x = x + attn_out
     x = x + _mlp(x, lp, config)
@@ -89,8 +111,14 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = params["embed"][batch.token_ids]  # [T, H]
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
-    step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl)
-    (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (params["layers"], layer_ids), unroll=bool(unroll_layers))
+    layers = params["layers"]
+    # Small-batch CPU steps read the matrices in place (native layer_matmul); the scan slices the rest.
+    native = not unroll_layers and choose_matmul(x, layers["wq"]) == "native"
+    stacked = {name: layers[name] for name in MATRICES} if native else {}
+    sliced = {name: value for name, value in layers.items() if name not in stacked}
+    step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl,
+                             stacked=stacked)
+    (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
     head = params["embed"].T if config.tie_word_embeddings else params["lm_head"]
     return (last @ head).astype(jnp.float32), kv

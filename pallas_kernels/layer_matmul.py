@@ -1,0 +1,61 @@
+"""`layer_matmul(x, w, layer)`: x @ w[layer] for stacked layer weights, without copying the layer out.
+
+Contract: x [M, K], w [L, K, N], layer int32[] -> [M, K] @ w[layer] of shape [M, N] in x's dtype.
+`implementation`: "native" (the C++ CPU custom call in native/layer_matmul.cc; float32 only), "xla"
+(`x @ w[layer]`, the reference and the fallback), or None to pick: native on CPU for float32 when it
+builds here and M <= `NATIVE_MAX_ROWS`, else xla. The choice is made at trace time from static shapes.
+
+Why: inside a scan over layers XLA:CPU copies each layer's slice of the stacked weights before the dot,
+so small-batch decode steps moved every weight byte twice (BENCHMARKS.md, "Runner / raw speed").
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.native.build import NativeUnavailable, load_target
+
+TARGET = "trellis_layer_matmul"
+# Above this many rows XLA's GEMM (YNNPACK) matched or beat the native kernel (measured, BENCHMARKS.md).
+NATIVE_MAX_ROWS = 4
+
+
+def native_available() -> str | None:
+    """None when the native kernel can run here, else the reason."""
+    if jax.devices()[0].platform != "cpu":
+        return "the native kernel is a CPU custom call"
+    try:
+        load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
+    except NativeUnavailable as error:
+        return str(error)
+    return None
+
+
+def reference_layer_matmul(x, w, layer):
+    return x @ jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False)
+
+
+def native_layer_matmul(x, w, layer):
+    load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], w.shape[2]), jnp.float32),
+                            vmap_method="sequential")
+    return call(x.astype(jnp.float32), w, jnp.asarray(layer, jnp.int32))
+
+
+def choose(x, w, implementation=None) -> str:
+    """The implementation `layer_matmul` will use for these (static) shapes and dtypes."""
+    if implementation is not None:
+        if implementation not in ("native", "xla"):
+            raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
+        return implementation
+    fits = x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.shape[0] <= NATIVE_MAX_ROWS
+    return "native" if fits and native_available() is None else "xla"
+
+
+def layer_matmul(x, w, layer, *, implementation=None):
+    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N]; see the module docstring."""
+    if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
+    if choose(x, w, implementation) == "native":
+        return native_layer_matmul(x, w, layer).astype(x.dtype)
+    return reference_layer_matmul(x, w, layer)

@@ -1,0 +1,48 @@
+"""`layer_matmul`: the native CPU kernel against x @ w[layer], and the trace-time choice of implementation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels import layer_matmul as lm
+
+
+def _inputs(rows, k, n, layers=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((rows, k)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((layers, k, n)), jnp.float32)
+    return x, w
+
+
+@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100)])
+def test_native_matches_reference(rows, k, n):
+    x, w = _inputs(rows, k, n)
+    for layer in range(w.shape[0]):
+        got = jax.jit(lambda x, w, l: lm.layer_matmul(x, w, l, implementation="native"))(x, w, jnp.int32(layer))
+        np.testing.assert_allclose(got, x @ w[layer], rtol=2e-5, atol=2e-4 * np.sqrt(k))
+
+
+def test_native_inside_a_scan_reads_each_layer():
+    x, w = _inputs(2, 48, 40, layers=5)
+    scan = jax.jit(lambda x, w: jax.lax.scan(
+        lambda c, l: (c, lm.layer_matmul(x, w, l, implementation="native")), 0, jnp.arange(5))[1])
+    np.testing.assert_allclose(scan(x, w), jnp.einsum("mk,lkn->lmn", x, w), rtol=2e-5, atol=1e-4)
+
+
+def test_choice_is_native_only_for_small_float32_batches():
+    x, w = _inputs(lm.NATIVE_MAX_ROWS, 8, 8)
+    assert lm.choose(x, w) == "native"
+    assert lm.choose(jnp.zeros((lm.NATIVE_MAX_ROWS + 1, 8)), w) == "xla"
+    assert lm.choose(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == "xla"
+
+
+def test_shape_mismatch_is_a_clear_error():
+    x, w = _inputs(2, 8, 8)
+    with pytest.raises(ValueError, match=r"x must be \[M, K\] and w \[L, K, N\]"):
+        lm.layer_matmul(x[:, :5], w, 0)
+
+
+def test_unknown_implementation_is_refused():
+    x, w = _inputs(1, 8, 8)
+    with pytest.raises(ValueError, match="unknown implementation 'cuda'"):
+        lm.layer_matmul(x, w, 0, implementation="cuda")
