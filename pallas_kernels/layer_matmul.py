@@ -16,8 +16,10 @@ import jax.numpy as jnp
 from pallas_kernels.native.build import NativeUnavailable, load_target
 
 TARGET = "trellis_layer_matmul"
-# Above this many rows XLA's GEMM (YNNPACK) matched or beat the native kernel (measured, BENCHMARKS.md).
-NATIVE_MAX_ROWS = 4
+# Up to a decode batch of 32 the native kernel beat XLA (slice copy + YNNPACK) at every size measured
+# (BENCHMARKS.md); above it, steps are prefill chunks where the copy is amortised over many tokens.
+NATIVE_MAX_ROWS = 32
+NATIVE_KERNEL_MAX_ROWS = 64  # the kernel's own limit (its accumulators live in L1)
 
 
 def native_available() -> str | None:
@@ -57,5 +59,7 @@ def layer_matmul(x, w, layer, *, implementation=None):
     if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":
+        if x.shape[0] > NATIVE_KERNEL_MAX_ROWS:
+            raise ValueError(f"layer_matmul: the native kernel takes at most {NATIVE_KERNEL_MAX_ROWS} rows, got {x.shape[0]}")
         return native_layer_matmul(x, w, layer).astype(x.dtype)
     return reference_layer_matmul(x, w, layer)

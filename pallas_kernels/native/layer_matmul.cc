@@ -1,6 +1,6 @@
 // y = x @ w[layer] for stacked layer weights, as an XLA FFI custom call (target "trellis_layer_matmul").
 //
-// Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32, w [L, K, N] float32,
+// Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32 (M <= 64), w [L, K, N] float32,
 // layer int32[] -> y [M, N] float32. Meant for small M (decode steps): the weights are streamed once,
 // straight out of the stacked array.
 //
@@ -17,6 +17,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -25,36 +29,77 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kBlock = 1024;                // output columns per task (accumulators: M x 4 KB)
+constexpr int64_t kRowsPerBlock = 16;           // weight rows streamed together
 constexpr int64_t kParallelBytes = 512 * 1024;  // weight bytes per task before splitting pays
 
-// Columns [n0, n0 + width) of all M rows. Weight rows are streamed in order (whole `width`-float
-// segments, so the hardware prefetcher sees long sequential runs); the M x width accumulators stay in L1
-// and four weight rows are folded into them per pass, which keeps loads/stores per FMA low.
+#if defined(__AVX512F__)
+// Rows [m0, m0 + MT) x columns [n0, n0 + width) accumulate over weight rows [k0, k0 + kb) in registers
+// (MT x 32 columns), then add into `acc` (MT x width, in L1). The kb weight rows are read as kb
+// sequential streams, 128 bytes at a time, which the hardware prefetcher follows.
+template <int MT>
+void k_block_avx512(const float* x, const float* w, int64_t K, int64_t N, int64_t m0, int64_t n0, int64_t width,
+                    int64_t k0, int64_t kb, float* acc) {
+  for (int64_t n = 0; n < width; n += 32) {
+    const int64_t left = width - n;
+    const __mmask16 lo = static_cast<__mmask16>(left >= 16 ? 0xFFFF : (1u << left) - 1);
+    const __mmask16 hi = static_cast<__mmask16>(left >= 32 ? 0xFFFF : left > 16 ? (1u << (left - 16)) - 1 : 0);
+    __m512 r[MT][2];
+    for (int m = 0; m < MT; ++m) r[m][0] = r[m][1] = _mm512_setzero_ps();
+    const float* wk = w + k0 * N + n0 + n;
+    const float* xk = x + m0 * K + k0;
+    for (int64_t k = 0; k < kb; ++k, wk += N) {
+      const __m512 w0 = _mm512_maskz_loadu_ps(lo, wk);
+      const __m512 w1 = _mm512_maskz_loadu_ps(hi, wk + 16);
+      for (int m = 0; m < MT; ++m) {
+        const __m512 xm = _mm512_set1_ps(xk[m * K + k]);
+        r[m][0] = _mm512_fmadd_ps(xm, w0, r[m][0]);
+        r[m][1] = _mm512_fmadd_ps(xm, w1, r[m][1]);
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      float* am = acc + m * width + n;
+      _mm512_mask_storeu_ps(am, lo, _mm512_add_ps(_mm512_maskz_loadu_ps(lo, am), r[m][0]));
+      _mm512_mask_storeu_ps(am + 16, hi, _mm512_add_ps(_mm512_maskz_loadu_ps(hi, am + 16), r[m][1]));
+    }
+  }
+}
+
+void k_block(const float* x, const float* w, int64_t K, int64_t N, int64_t m0, int64_t rows, int64_t n0,
+             int64_t width, int64_t k0, int64_t kb, float* acc) {
+  switch (rows) {
+    case 1: return k_block_avx512<1>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    case 2: return k_block_avx512<2>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    case 3: return k_block_avx512<3>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    case 4: return k_block_avx512<4>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    case 5: return k_block_avx512<5>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    case 6: return k_block_avx512<6>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    case 7: return k_block_avx512<7>(x, w, K, N, m0, n0, width, k0, kb, acc);
+    default: return k_block_avx512<8>(x, w, K, N, m0, n0, width, k0, kb, acc);
+  }
+}
+#else
+void k_block(const float* x, const float* w, int64_t K, int64_t N, int64_t m0, int64_t rows, int64_t n0,
+             int64_t width, int64_t k0, int64_t kb, float* acc) {
+  for (int64_t k = k0; k < k0 + kb; ++k)
+    for (int64_t m = 0; m < rows; ++m) {
+      const float xm = x[(m0 + m) * K + k];
+      const float* wk = w + k * N + n0;
+      float* am = acc + m * width;
+#pragma omp simd
+      for (int64_t n = 0; n < width; ++n) am[n] += xm * wk[n];
+    }
+}
+#endif
+
+// Columns [n0, n0 + width) of all M rows: weight rows in blocks of kRowsPerBlock; within a block every
+// group of up to 8 output rows reuses the block's weights from L1, so weights come from memory once.
 void column_block(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
                   int64_t width, float* acc) {
   std::fill(acc, acc + M * width, 0.f);
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const float* w0 = w + k * N + n0;
-    const float* w1 = w0 + N;
-    const float* w2 = w1 + N;
-    const float* w3 = w2 + N;
-    for (int64_t m = 0; m < M; ++m) {
-      const float* xm = x + m * K + k;
-      const float x0 = xm[0], x1 = xm[1], x2 = xm[2], x3 = xm[3];
-      float* am = acc + m * width;
-#pragma omp simd
-      for (int64_t n = 0; n < width; ++n) am[n] += x0 * w0[n] + x1 * w1[n] + x2 * w2[n] + x3 * w3[n];
-    }
-  }
-  for (; k < K; ++k) {
-    const float* wk = w + k * N + n0;
-    for (int64_t m = 0; m < M; ++m) {
-      const float xk = x[m * K + k];
-      float* am = acc + m * width;
-#pragma omp simd
-      for (int64_t n = 0; n < width; ++n) am[n] += xk * wk[n];
-    }
+  for (int64_t k0 = 0; k0 < K; k0 += kRowsPerBlock) {
+    const int64_t kb = std::min<int64_t>(kRowsPerBlock, K - k0);
+    for (int64_t m0 = 0; m0 < M; m0 += 8)
+      k_block(x, w, K, N, m0, std::min<int64_t>(8, M - m0), n0, width, k0, kb, acc + m0 * width);
   }
   for (int64_t m = 0; m < M; ++m) std::copy(acc + m * width, acc + (m + 1) * width, y + m * N + n0);
 }

@@ -14,7 +14,7 @@ def _inputs(rows, k, n, layers=3, seed=0):
     return x, w
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100)])
+@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100), (13, 70, 50), (32, 576, 1536)])
 def test_native_matches_reference(rows, k, n):
     x, w = _inputs(rows, k, n)
     for layer in range(w.shape[0]):
@@ -40,6 +40,12 @@ def test_shape_mismatch_is_a_clear_error():
     x, w = _inputs(2, 8, 8)
     with pytest.raises(ValueError, match=r"x must be \[M, K\] and w \[L, K, N\]"):
         lm.layer_matmul(x[:, :5], w, 0)
+
+
+def test_native_refuses_more_rows_than_it_tiles():
+    x, w = _inputs(lm.NATIVE_KERNEL_MAX_ROWS + 1, 8, 8)
+    with pytest.raises(ValueError, match="at most 64 rows"):
+        lm.layer_matmul(x, w, 0, implementation="native")
 
 
 def test_unknown_implementation_is_refused():
