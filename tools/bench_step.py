@@ -85,19 +85,24 @@ def run_plans(runner: Runner, plans) -> None:
         runner.run(plan)
 
 
+def make_runner(model, args) -> Runner:
+    """A Runner with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
+    steps = args.repeats + 1
+    decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
+    num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages
+    decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
+    return Runner(model, page_size=args.page_size, num_pages=num_pages,
+                  token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
+                  attn_impl=args.attn_impl)
+
+
 def bench(args) -> dict:
     load_start = os.getloadavg()[0]
     ceilings = {"sgemm_gflops": sgemm_gflops(), "mem_read_gbps": memory_read_gbps()}
     model = load_model(args.model, dtype=args.dtype)
     config = model.config
-    max_batch = max(args.batches)
     steps = args.repeats + 1
-    decode_pages = max_batch * pages_for(args.context + steps + 1, args.page_size)
-    num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages
-    decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
-    runner = Runner(model, page_size=args.page_size, num_pages=num_pages,
-                    token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
-                    attn_impl=args.attn_impl)
+    runner = make_runner(model, args)
     print(f"KV pool: {runner.kv_pool.describe()}", file=sys.stderr)
     compile_seconds = runner.warmup()
     results = {"model": model.source, "dtype": args.dtype, "page_size": args.page_size, "context": args.context,
@@ -173,6 +178,51 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
     return {name: {"cpu_ms": 1000 * cpu, "wall_ms": 1000 * wall} for name, (wall, cpu) in timings.items()}
 
 
+def compare_native(args) -> dict:
+    """Native CPU kernels on vs off (TRELLIS_NATIVE=0 gives the pure-XLA paths), one step of each in turn.
+
+    Both runners live in one process and alternate step by step, so load from neighbours hits both alike;
+    the kernels are chosen at trace time, so the flag only has to be set while each runner compiles.
+    """
+    model = load_model(args.model, dtype=args.dtype)
+    runners = {}
+    for mode, flag in (("native", "1"), ("xla", "0")):
+        os.environ["TRELLIS_NATIVE"] = flag
+        runners[mode] = make_runner(model, args)
+        runners[mode].warmup()
+    os.environ.pop("TRELLIS_NATIVE")
+    steps = args.repeats + 1
+    first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
+    work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size)] * steps}
+    for batch in args.batches:
+        work[f"decode_b{batch}"] = decode_plans(batch, args.context, steps, args.page_size, first_page)
+    results = {"loadavg_start": os.getloadavg()[0]}
+    for name, plans in work.items():
+        walls = {mode: [] for mode in runners}
+        for i, plan in enumerate(plans):
+            for mode, runner in runners.items():
+                start = time.perf_counter()
+                runner.run(plan)
+                if i:  # the first step of each kind is a warm-up
+                    walls[mode].append(time.perf_counter() - start)
+        tokens = args.prefill_tokens if name == "prefill" else int(name.split("_b")[1])
+        results[name] = {mode: tokens / statistics.median(w) for mode, w in walls.items()}
+    results["loadavg_end"] = os.getloadavg()[0]
+    results["compilations_after_warmup"] = {m: r.num_compilations - len(r.compiled_buckets) for m, r in runners.items()}
+    return results
+
+
+def compare_markdown(results: dict) -> str:
+    lines = [f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
+             f"warm-up {results['compilations_after_warmup']}", "",
+             "| step | native tok/s | xla tok/s | native / xla | target |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        if name == "prefill" or name.startswith("decode_"):
+            lines.append(f"| {name} | {r['native']:.0f} | {r['xla']:.0f} | {r['native'] / r['xla']:.2f}x | "
+                         f"{TARGETS.get(name, float('nan')):.0f} |")
+    return "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     c = results["ceilings"]
     lines = [f"ceilings: sgemm {c['sgemm_gflops']:.0f} GFLOP/s, memory read {c['mem_read_gbps']:.1f} GB/s; "
@@ -205,14 +255,20 @@ def parse_args(argv=None):
     parser.add_argument("--attn-impl", default=None)
     parser.add_argument("--profile", action="store_true",
                         help="also split the largest decode step: runner vs forward vs attention vs sampler")
+    parser.add_argument("--compare-native", action="store_true",
+                        help="instead: native CPU kernels vs the pure-XLA paths, alternating step by step")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    results = bench(args)
-    print(markdown(results))
+    if args.compare_native:
+        results = compare_native(args)
+        print(compare_markdown(results))
+    else:
+        results = bench(args)
+        print(markdown(results))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)

@@ -52,3 +52,14 @@ def test_unknown_implementation_is_refused():
     x, w = _inputs(1, 8, 8)
     with pytest.raises(ValueError, match="unknown implementation 'cuda'"):
         lm.layer_matmul(x, w, 0, implementation="cuda")
+
+
+def test_choice_falls_back_to_xla_when_native_cannot_build(monkeypatch):
+    def refuse(*_):
+        raise lm.NativeUnavailable("no compiler here")
+
+    monkeypatch.setattr(lm, "load_target", refuse)
+    x, w = _inputs(1, 8, 8)
+    assert lm.native_available() == "no compiler here"
+    assert lm.choose(x, w) == "xla"
+    np.testing.assert_allclose(lm.layer_matmul(x, w, 1), x @ w[1], rtol=1e-6)
