@@ -120,8 +120,12 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
                              stacked=stacked)
     (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
-    head = params["embed"].T if config.tie_word_embeddings else params["lm_head"]
-    return (last @ head).astype(jnp.float32), kv
+    if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
+        head = params["lm_head"]
+        logits = layer_matmul(last, head[None], 0) if choose_matmul(last, head[None]) == "native" else last @ head
+    else:
+        logits = last @ params["embed"].T
+    return logits.astype(jnp.float32), kv
 
 
 # Jitted entry point: config/attn_impl static (hashable), KV pages donated so the scatter is in place.

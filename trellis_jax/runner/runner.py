@@ -27,7 +27,9 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from pallas_kernels.layer_matmul import choose as choose_matmul
 from trellis_jax.model.kv import init_kv_pages
+from trellis_jax.model.params import with_materialised_head
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
@@ -53,9 +55,20 @@ class Runner:
                  token_buckets=DEFAULT_TOKEN_BUCKETS, seq_buckets=DEFAULT_SEQ_BUCKETS,
                  page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
                  compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
-                 unroll_layers: bool = False):
-        """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair."""
+                 unroll_layers: bool = False, materialise_head: bool | None = None):
+        """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
+
+        `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
+        more embedding in memory, a faster head on CPU); None = only where the native CPU matmul runs.
+        """
         self.config, self.params = _unpack_model(model)
+        if materialise_head is None:
+            head_shape = jax.ShapeDtypeStruct((1, self.config.hidden_size, self.config.vocab_size),
+                                              self.params["embed"].dtype)
+            rows = jax.ShapeDtypeStruct((1, self.config.hidden_size), self.params["embed"].dtype)
+            materialise_head = choose_matmul(rows, head_shape) == "native"
+        if materialise_head:
+            self.params = with_materialised_head(self.params, self.config)
         self.page_size = page_size
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)

@@ -1,0 +1,58 @@
+"""The CPU speed paths compute what the plain XLA forward computes.
+
+Small float32 steps on CPU run their matmuls through the native `layer_matmul` (weights read in place)
+and, with tied embeddings, can use a materialised embed.T as the LM head. Same prompt, decode step after
+prefill, with and without each: logits and written K/V agree to float32 rounding.
+"""
+import jax
+import numpy as np
+import pytest
+
+from model_testlib import PAGE_SIZE
+from pallas_kernels import layer_matmul as lm
+from trellis_jax.model import build_step_inputs, check_params, forward, init_kv_pages, sequential_page_tables
+from trellis_jax.model.params import with_materialised_head
+
+PROMPT = np.random.default_rng(5).integers(3, 320, 19).tolist()
+
+
+def _prefill_then_decode(config, params):
+    """Fresh jit (the path is chosen at trace time) -> (decode logits, k pages, v pages)."""
+    step = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers"))
+    tables = sequential_page_tables([len(PROMPT) + 1], PAGE_SIZE)
+    kv = init_kv_pages(config, 1 + len(tables[0]), PAGE_SIZE)
+    _, kv = step(params, kv, build_step_inputs([PROMPT], [0], tables, PAGE_SIZE), config=config)
+    logits, kv = step(params, kv, build_step_inputs([[7]], [len(PROMPT)], tables, PAGE_SIZE), config=config)
+    return np.asarray(logits), np.asarray(kv.k), np.asarray(kv.v)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_native_matmuls_match_xla(tiny_model, monkeypatch, arch):
+    loaded = tiny_model(arch)
+    native = _prefill_then_decode(loaded.config, loaded.params)
+    monkeypatch.setattr(lm, "native_available", lambda: "turned off for this test")
+    plain = _prefill_then_decode(loaded.config, loaded.params)
+    for a, b in zip(native, plain):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_materialised_head_matches_the_tied_embedding(tiny_model):
+    loaded = tiny_model("qwen2")  # tied embeddings
+    with_head = with_materialised_head(loaded.params, loaded.config)
+    np.testing.assert_array_equal(with_head["lm_head"], np.asarray(loaded.params["embed"]).T)
+    check_params(with_head, loaded.config)
+    for a, b in zip(_prefill_then_decode(loaded.config, with_head),
+                    _prefill_then_decode(loaded.config, loaded.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_untied_params_are_left_alone(tiny_model):
+    loaded = tiny_model("llama")
+    assert with_materialised_head(loaded.params, loaded.config) is loaded.params
+
+
+def test_a_misshapen_materialised_head_is_refused(tiny_model):
+    loaded = tiny_model("qwen2")
+    bad = {**loaded.params, "lm_head": loaded.params["embed"]}  # [V, H], not [H, V]
+    with pytest.raises(ValueError, match="lm_head has shape"):
+        check_params(bad, loaded.config)
