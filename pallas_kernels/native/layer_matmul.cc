@@ -30,6 +30,7 @@ namespace {
 
 constexpr int64_t kBlock = 1024;                // output columns per task (accumulators: M x 4 KB)
 constexpr int64_t kRowsPerBlock = 16;           // weight rows streamed together
+constexpr int64_t kPrefetchColumns = 256;       // how far ahead in each weight row to prefetch
 constexpr int64_t kParallelBytes = 512 * 1024;  // weight bytes per task before splitting pays
 
 #if defined(__AVX512F__)
@@ -47,7 +48,12 @@ void k_block_avx512(const float* x, const float* w, int64_t K, int64_t N, int64_
     for (int m = 0; m < MT; ++m) r[m][0] = r[m][1] = _mm512_setzero_ps();
     const float* wk = w + k0 * N + n0 + n;
     const float* xk = x + m0 * K + k0;
+    const bool prefetch = n + kPrefetchColumns + 32 <= width;
     for (int64_t k = 0; k < kb; ++k, wk += N) {
+      if (prefetch) {  // the same rows, a few strips ahead: 16 streams are more than the prefetcher follows
+        _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchColumns), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchColumns + 16), _MM_HINT_T0);
+      }
       const __m512 w0 = _mm512_maskz_loadu_ps(lo, wk);
       const __m512 w1 = _mm512_maskz_loadu_ps(hi, wk + 16);
       for (int m = 0; m < MT; ++m) {

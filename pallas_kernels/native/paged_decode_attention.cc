@@ -181,8 +181,8 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
       const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * kPage);
       const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * kPage);
       for (int64_t off = 0; off < kPage * static_cast<int64_t>(sizeof(KV)); off += 64) {
-        _mm_prefetch(k_next + off, _MM_HINT_T0);
-        _mm_prefetch(v_next + off, _MM_HINT_T0);
+        _mm_prefetch(k_next + off, _MM_HINT_T1);
+        _mm_prefetch(v_next + off, _MM_HINT_T1);
       }
     }
     const __mmask16 valid = static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1));
