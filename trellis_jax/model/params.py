@@ -85,4 +85,4 @@ def with_materialised_head(params: dict, config) -> dict:
     """
     if not config.tie_word_embeddings or "lm_head" in params:
         return params
-    return {**params, "lm_head": jnp.asarray(params["embed"].T).copy()}
+    return {**params, "lm_head": jnp.transpose(params["embed"])}  # a new, contiguous array
