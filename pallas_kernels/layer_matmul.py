@@ -27,9 +27,11 @@ def native_available() -> str | None:
     if jax.devices()[0].platform != "cpu":
         return "the native kernel is a CPU custom call"
     try:
-        load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
+        library = load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
     except NativeUnavailable as error:
         return str(error)
+    if not library.TrellisLayerMatmulIsVectorized():
+        return "built without AVX-512, where the portable loops are slower than XLA (BENCHMARKS.md)"
     return None
 
 

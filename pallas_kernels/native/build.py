@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-math-errno")
 _lock = threading.Lock()
-_registered: dict[str, str] = {}  # target -> library path
+_registered: dict[str, ctypes.CDLL] = {}  # target -> its library
 
 
 class NativeUnavailable(RuntimeError):
@@ -53,13 +53,18 @@ def _cpu_flags() -> str:
         return platform.processor()
 
 
+def _flags() -> tuple[str, ...]:
+    """FLAGS plus TRELLIS_NATIVE_CFLAGS (e.g. "-mno-avx512f" to build and test the portable paths)."""
+    return FLAGS + tuple(os.environ.get("TRELLIS_NATIVE_CFLAGS", "").split())
+
+
 def _library_path(source: Path, compiler: str, include: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     import jaxlib  # the FFI headers' version
 
     key = hashlib.sha256()
     headers = b"".join(header.read_bytes() for header in sorted(HERE.glob("*.h")))
-    for part in (source.read_bytes(), headers, " ".join(FLAGS).encode(), version.encode(), jaxlib.__version__.encode(),
+    for part in (source.read_bytes(), headers, " ".join(_flags()).encode(), version.encode(), jaxlib.__version__.encode(),
                  _cpu_flags().encode(), platform.machine().encode(), include.encode()):
         key.update(part)
         key.update(b"\0")
@@ -71,7 +76,7 @@ def _build(source: Path, library: Path, compiler: str, include: str) -> None:
     with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so.tmp", delete=False) as tmp:
         partial = Path(tmp.name)
     try:
-        command = [compiler, *FLAGS, "-isystem", include, "-I", str(HERE), str(source), "-o", str(partial)]
+        command = [compiler, *_flags(), "-isystem", include, "-I", str(HERE), str(source), "-o", str(partial)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise NativeUnavailable(f"compiling {source.name} failed:\n{result.stderr[-2000:]}")
@@ -80,13 +85,13 @@ def _build(source: Path, library: Path, compiler: str, include: str) -> None:
         partial.unlink(missing_ok=True)
 
 
-def load_target(source: str, symbol: str, target: str) -> None:
-    """Build (once) and register `symbol` from `source` as the CPU FFI target `target`."""
+def load_target(source: str, symbol: str, target: str) -> ctypes.CDLL:
+    """Build (once) and register `symbol` from `source` as the CPU FFI target `target`; -> the library."""
     if os.environ.get("TRELLIS_NATIVE", "1") == "0":
         raise NativeUnavailable("disabled by TRELLIS_NATIVE=0")
     with _lock:
         if target in _registered:
-            return
+            return _registered[target]
         import jax
 
         path = HERE / source
@@ -96,8 +101,10 @@ def load_target(source: str, symbol: str, target: str) -> None:
         if not library.exists():
             _build(path, library, compiler, include)
         try:
-            handler = getattr(ctypes.cdll.LoadLibrary(str(library)), symbol)
+            loaded = ctypes.cdll.LoadLibrary(str(library))
+            handler = getattr(loaded, symbol)
         except (OSError, AttributeError) as error:
             raise NativeUnavailable(f"loading {library} failed: {error}") from error
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
-        _registered[target] = str(library)
+        _registered[target] = loaded
+        return loaded

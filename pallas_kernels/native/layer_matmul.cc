@@ -153,3 +153,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisLayerMatmul, LayerMatmul,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+// Whether this build has the register-tiled AVX-512 path. The portable loops were measured 1.1-2.4x
+// slower than XLA for 2+ rows (BENCHMARKS.md), so the Python side only uses this kernel when it does.
+extern "C" int TrellisLayerMatmulIsVectorized() {
+#if defined(__AVX512F__)
+  return 1;
+#else
+  return 0;
+#endif
+}

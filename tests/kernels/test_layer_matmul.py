@@ -30,6 +30,8 @@ def test_native_inside_a_scan_reads_each_layer():
 
 
 def test_choice_is_native_only_for_small_float32_batches():
+    if reason := lm.native_available():
+        pytest.skip(reason)
     x, w = _inputs(lm.NATIVE_MAX_ROWS, 8, 8)
     assert lm.choose(x, w) == "native"
     assert lm.choose(jnp.zeros((lm.NATIVE_MAX_ROWS + 1, 8)), w) == "xla"
@@ -63,3 +65,12 @@ def test_choice_falls_back_to_xla_when_native_cannot_build(monkeypatch):
     assert lm.native_available() == "no compiler here"
     assert lm.choose(x, w) == "xla"
     np.testing.assert_allclose(lm.layer_matmul(x, w, 1), x @ w[1], rtol=1e-6)
+
+
+def test_a_build_without_avx512_is_not_chosen(monkeypatch):
+    class PortableBuild:
+        def TrellisLayerMatmulIsVectorized(self):
+            return 0
+
+    monkeypatch.setattr(lm, "load_target", lambda *_: PortableBuild())
+    assert "without AVX-512" in lm.native_available()
