@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-math-errno")
 _lock = threading.Lock()
 _registered: dict[str, ctypes.CDLL] = {}  # target -> its library
+_failed: dict[str, str] = {}  # target -> why it could not be built (not retried in this process)
 
 
 class NativeUnavailable(RuntimeError):
@@ -92,19 +93,32 @@ def load_target(source: str, symbol: str, target: str) -> ctypes.CDLL:
     with _lock:
         if target in _registered:
             return _registered[target]
-        import jax
-
-        path = HERE / source
-        compiler = _compiler()
-        include = jax.ffi.include_dir()
-        library = _library_path(path, compiler, include)
-        if not library.exists():
-            _build(path, library, compiler, include)
+        if target in _failed:  # a failed build costs seconds: do not repeat it for every traced bucket
+            raise NativeUnavailable(_failed[target])
         try:
-            loaded = ctypes.cdll.LoadLibrary(str(library))
-            handler = getattr(loaded, symbol)
-        except (OSError, AttributeError) as error:
-            raise NativeUnavailable(f"loading {library} failed: {error}") from error
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
-        _registered[target] = loaded
-        return loaded
+            _registered[target] = _build_and_register(source, symbol, target)
+        except NativeUnavailable as error:
+            _failed[target] = str(error)
+            raise
+        return _registered[target]
+
+
+def _build_and_register(source: str, symbol: str, target: str) -> ctypes.CDLL:
+    import jax
+
+    path = HERE / source
+    compiler = _compiler()
+    include = jax.ffi.include_dir()
+    library = _library_path(path, compiler, include)
+    if not library.exists():
+        try:
+            _build(path, library, compiler, include)
+        except OSError as error:  # e.g. a read-only or full cache directory
+            raise NativeUnavailable(f"building {source} in {library.parent} failed: {error}") from error
+    try:
+        loaded = ctypes.cdll.LoadLibrary(str(library))
+        handler = getattr(loaded, symbol)
+    except (OSError, AttributeError) as error:
+        raise NativeUnavailable(f"loading {library} failed: {error}") from error
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+    return loaded

@@ -82,3 +82,25 @@ def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("TRELLIS_NATIVE", "0")
     with pytest.raises(build.NativeUnavailable, match="TRELLIS_NATIVE=0"):
         build.load_target("layer_matmul.cc", "TrellisLayerMatmul", "trellis_test_never_registered")
+
+
+def test_an_unwritable_cache_is_reported_not_raised_as_oserror(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("TRELLIS_NATIVE_CACHE", str(blocker / "native"))
+    with pytest.raises(build.NativeUnavailable, match="building layer_matmul.cc in .* failed"):
+        build.load_target("layer_matmul.cc", "TrellisLayerMatmul", "trellis_test_unwritable_cache")
+
+
+def test_a_failed_build_is_not_retried(monkeypatch):
+    calls = []
+
+    def failing_build(*args):
+        calls.append(args)
+        raise build.NativeUnavailable("compiler exploded")
+
+    monkeypatch.setattr(build, "_build_and_register", failing_build)
+    for _ in range(3):
+        with pytest.raises(build.NativeUnavailable, match="compiler exploded"):
+            build.load_target("layer_matmul.cc", "TrellisLayerMatmul", "trellis_test_fails_once")
+    assert len(calls) == 1
