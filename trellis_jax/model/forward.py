@@ -7,6 +7,9 @@ rows batch.logits_indices plus the updated pages. Each layer writes its new K/V 
 layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single attention dispatch point
 (`attn_impl` picks the kernel backend; None lets the kernel package choose). Arithmetic follows Hugging
 Face: norms and RoPE in float32, matmuls in the params' dtype, residual stream in the params' dtype.
+On CPU, float32 steps of at most `NATIVE_MAX_ROWS` tokens run their matmuls through
+`pallas_kernels.layer_matmul`, which reads the stacked weights in place (XLA would copy each layer's slice
+out first); the LM head uses `lm_head` when present (for tied models, a materialised embed.T).
 """
 
 from __future__ import annotations
