@@ -204,7 +204,8 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
       }
       const float m = out.m[g];
       const float m_new = std::max(m, _mm512_mask_reduce_max_ps(valid, scores));
-      const float alpha = std::exp(m - m_new);  // 0 on the first page (m = -inf)
+      // 0 on the first page (m = -inf); most later pages leave the max alone, and exp is scalar here.
+      const float alpha = m_new == m ? 1.f : std::exp(m - m_new);
       const __m512 probs = _mm512_maskz_mov_ps(
           valid, exp_nonpositive(_mm512_sub_ps(_mm512_mask_mov_ps(_mm512_set1_ps(m_new), valid, scores),
                                                _mm512_set1_ps(m_new))));
