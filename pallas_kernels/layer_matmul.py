@@ -16,10 +16,10 @@ import jax.numpy as jnp
 from pallas_kernels.native.build import NativeUnavailable, load_target
 
 TARGET = "trellis_layer_matmul"
-# Up to a decode batch of 32 the native kernel beat XLA (slice copy + YNNPACK) at every size measured
-# (BENCHMARKS.md); above it, steps are prefill chunks where the copy is amortised over many tokens.
-NATIVE_MAX_ROWS = 32
-NATIVE_KERNEL_MAX_ROWS = 64  # the kernel's own limit (its accumulators live in L1)
+# 30-layer scans of SmolLM2's matrices (BENCHMARKS.md): native/XLA 0.6-0.8 up to 32 rows, 0.9 at 64, even
+# at 128, slower at 256 (XLA's GEMM wins once the slice copy is amortised over enough rows).
+NATIVE_MAX_ROWS = 64
+NATIVE_KERNEL_MAX_ROWS = 64  # the kernel's own limit (accumulators: rows x 4 KB per column block)
 
 
 def native_available() -> str | None:
