@@ -56,3 +56,13 @@ def test_a_misshapen_materialised_head_is_refused(tiny_model):
     bad = {**loaded.params, "lm_head": loaded.params["embed"]}  # [V, H], not [H, V]
     with pytest.raises(ValueError, match="lm_head has shape"):
         check_params(bad, loaded.config)
+
+
+def test_runner_keeps_the_tied_embedding_alone_when_told(tiny_model):
+    from trellis_jax.runner import Runner
+
+    loaded = tiny_model("qwen2")
+    plain = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=False)
+    copied = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=True)
+    assert "lm_head" not in plain.params
+    np.testing.assert_array_equal(copied.params["lm_head"], np.asarray(loaded.params["embed"]).T)

@@ -28,3 +28,8 @@ def test_api_keys_from_flags_and_environment():
     args = parse_args(["--api-key", "a", "--api-key", "b"])
     assert api_keys_from(args, {"TRELLIS_API_KEYS": "c, d,,a", "TRELLIS_API_KEY": "e"}) == ("a", "b", "c", "d", "e")
     assert api_keys_from(parse_args([]), {}) == ()
+
+
+def test_materialised_head_is_automatic_unless_turned_off():
+    assert engine_options(parse_args([]))["materialise_head"] is None
+    assert engine_options(parse_args(["--no-materialise-head"]))["materialise_head"] is False

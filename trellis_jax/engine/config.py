@@ -47,6 +47,7 @@ class EngineConfig:
     seq_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_seqs
     attn_impl: str | None = None
     unroll_layers: bool = False  # faster steps on GPU, much longer compiles (see model.forward)
+    materialise_head: bool | None = None  # tied models: keep embed.T for the LM head (None: where it pays, CPU)
     compile_cache_dir: str | None = None
     warmup: bool = True
     check_integrity_when_idle: bool = True

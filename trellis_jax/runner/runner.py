@@ -3,7 +3,8 @@
 Contract:
   runner = Runner(model, page_size=16, num_pages=... | kv_memory_bytes=... | kv_memory_fraction=...,
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
-                  attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False)
+                  attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False,
+                  materialise_head=None)
   runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
   runner.run(plan) -> StepOutputs
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
