@@ -16,9 +16,11 @@ import numpy as np
 
 from pallas_kernels.native.build import NativeUnavailable, load_target
 from pallas_kernels.ragged_paged_attention.reference import row_positions
-from pallas_kernels.ragged_paged_attention.xla_cpu import _pad_page_table, _prefill_rows
+from pallas_kernels.ragged_paged_attention.xla_cpu import _pad_page_table, _prefill_rows, xla_ragged_paged_attention
 
 TARGET = "trellis_paged_decode_attention"
+# The kernel keeps one page of scores per query head on the stack ([G, S] <= 1024) and rows of <= 256.
+MAX_GROUP_TIMES_PAGE, MAX_HEAD_DIM = 1024, 256
 _SOURCE, _SYMBOL = "paged_decode_attention.cc", "TrellisPagedDecodeAttention"
 
 
@@ -48,7 +50,14 @@ def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
                                   prefill_chunk_tokens=256, prefill_block_rows=128):
     """See the module docstring; knobs are static.  q [T, Hq, D] -> [T, Hq, D] (q.dtype)."""
     num_rows, num_q_heads, head_dim = q.shape
-    page_size = k_pages.shape[3]
+    num_kv_heads, page_size = k_pages.shape[1], k_pages.shape[3]
+    unsupported = k_pages.dtype not in (jnp.float32, jnp.bfloat16)  # float16 pages: XLA path
+    if unsupported or (num_q_heads // num_kv_heads) * page_size > MAX_GROUP_TIMES_PAGE or head_dim > MAX_HEAD_DIM:
+        # Pages the kernel does not take run the XLA path whole (decided at trace time, never an error).
+        return xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
+                                          sm_scale=sm_scale, soft_cap=soft_cap, sliding_window=sliding_window,
+                                          prefill_chunk_tokens=prefill_chunk_tokens,
+                                          prefill_block_rows=prefill_block_rows)
     scale = head_dim ** -0.5 if sm_scale is None else sm_scale
     qf = q.astype(jnp.float32) * scale
     decoded = native_decode_attention(qf, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,

@@ -104,3 +104,11 @@ def test_a_failed_build_is_not_retried(monkeypatch):
         with pytest.raises(build.NativeUnavailable, match="compiler exploded"):
             build.load_target("layer_matmul.cc", "TrellisLayerMatmul", "trellis_test_fails_once")
     assert len(calls) == 1
+
+
+def test_geometry_past_the_kernel_limits_runs_the_xla_path():
+    big = Case("decode_group_16_page_128", q_lens=(1, 1), kv_lens=(300, 129), page_size=128, num_kv_heads=1,
+               group=16, head_dim=64)  # G * S = 2048 > the kernel's 1024
+    out, expected = run_native(big)
+    assert_close(out, expected, "float32")
+
