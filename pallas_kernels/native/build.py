@@ -2,13 +2,15 @@
 
 Contract: `load_target(source, symbol, target)` compiles `source` (a file here) once per machine into a
 shared library cached under `cache_dir()`, registers `symbol` as the CPU FFI custom-call `target`, and
-returns None; on any failure it raises `NativeUnavailable` with the reason (no compiler, compile error,
-disabled by TRELLIS_NATIVE=0). Callers treat that as "use the XLA path". Nothing is built at import time.
+returns the loaded library; on any failure it raises `NativeUnavailable` with the reason (no compiler,
+compile error, unwritable cache, disabled by TRELLIS_NATIVE=0), remembered for the process. Callers treat
+that as "use the XLA path". Nothing is built at import time.
 
-The cache key covers the source and this folder's headers, the flags, the compiler's version, jaxlib's version (the FFI headers)
-and the CPU's feature flags (the library is built with -march=native), so a cache directory shared
-between machines or upgrades never loads a library built for something else. Builds write to a temporary
-file and rename it into place, so concurrent first uses cannot load a half-written library.
+The cache key covers the source and this folder's headers, the flags, the compiler's version, jaxlib's
+version (the FFI headers) and the CPU's feature flags (the library is built with -march=native), so a
+cache directory shared between machines or upgrades never loads a library built for something else.
+Builds write to a temporary file and rename it into place, so concurrent first uses cannot load a
+half-written library.
 """
 from __future__ import annotations
 

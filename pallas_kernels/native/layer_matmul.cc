@@ -10,11 +10,7 @@
 // (parallel only when a matrix is big enough to repay waking XLA's intra-op pool); each block streams its
 // weight rows in order and keeps the M x block accumulators in L1.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <thread>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -136,11 +132,7 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
     if (n0 >= N) return;
     column_block(xs, w_layer, ys, M, K, N, n0, std::min<int64_t>(block, N - n0), acc.data());
   };
-  if (blocks == 1) {
-    run_block(0);
-  } else {
-    trellis::parallel_for(pool, blocks, run_block);
-  }
+  trellis::parallel_for(pool, blocks, run_block);  // one block: runs here, wakes no helper
   return ffi::Error::Success();
 }
 

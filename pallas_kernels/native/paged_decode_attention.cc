@@ -12,14 +12,10 @@
 // online softmax; splits are merged at the end (flash-decoding), and tasks are shared between the
 // calling thread and XLA's intra-op thread pool.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <limits>
-#include <memory>
-#include <thread>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -234,13 +230,14 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
          const Geometry& geo, float soft_cap, int64_t sliding_window, int64_t min_split_tokens,
          float* out) {
   const int64_t D = geo.head_dim, G = geo.group, Hkv = geo.num_kv_heads;
-  struct Item {
-    int64_t seq, head, lo, hi;
+  struct Item {  // one task: a context split of one (sequence, kv head)
+    int64_t seq, row, head, lo, hi;
+  };
+  struct Group {  // the consecutive items of one (decode row, kv head), merged at the end
+    int64_t row, head, first, count;
   };
   std::vector<Item> items;
-  std::vector<int64_t> item_of_row_head;  // first item of (decode row, head); splits are consecutive
-  std::vector<int64_t> rows;              // query row of each decode sequence
-  std::vector<int64_t> splits_of;
+  std::vector<Group> groups;
   int64_t num_decode = 0;
   for (int64_t b = 0; b < num_seqs; ++b) num_decode += cu_q_lens[b + 1] - cu_q_lens[b] == 1;
   // Enough tasks to keep every thread busy (~8 each), but never splits shorter than min_split_tokens.
@@ -248,6 +245,7 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
   const int64_t wanted_splits = (8 * threads + num_decode * Hkv - 1) / std::max<int64_t>(1, num_decode * Hkv);
   for (int64_t b = 0; b < num_seqs; ++b) {
     if (cu_q_lens[b + 1] - cu_q_lens[b] != 1) continue;
+    const int64_t row = cu_q_lens[b];
     const int64_t kv_len = std::min<int64_t>(kv_lens[b], geo.max_pages * geo.page_size);
     const int64_t pos = kv_len - 1;
     const int64_t lo = sliding_window > 0 ? std::max<int64_t>(0, pos - sliding_window + 1) : 0;
@@ -258,35 +256,26 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
         1, std::min<int64_t>(wanted_splits, span / std::max<int64_t>(min_split_tokens, 1)));
     const int64_t per_split = std::max<int64_t>(
         geo.page_size, ((span + splits - 1) / splits + geo.page_size - 1) / geo.page_size * geo.page_size);
-    rows.push_back(cu_q_lens[b]);
     for (int64_t h = 0; h < Hkv; ++h) {
-      item_of_row_head.push_back(items.size());
-      int64_t count = 0;
-      for (int64_t a = lo; a < hi || count == 0;) {  // an empty context still gets one (empty) item
-        const int64_t z = std::min<int64_t>(hi, (a / per_split + 1) * per_split);
-        items.push_back({b, h, a, std::max(a, z)});
-        ++count;
-        a = std::max(a, z);
-        if (a >= hi) break;
+      const int64_t first = items.size();
+      for (int64_t a = lo; a < hi || static_cast<int64_t>(items.size()) == first;) {  // empty context: one empty item
+        const int64_t z = std::max(a, std::min<int64_t>(hi, (a / per_split + 1) * per_split));
+        items.push_back({b, row, h, a, z});
+        if ((a = z) >= hi) break;
       }
-      splits_of.push_back(count);
+      groups.push_back({row, h, first, static_cast<int64_t>(items.size()) - first});
     }
   }
   const int64_t num_items = items.size();
   std::vector<float> scratch(num_items * G * (D + 2));
   const int64_t layer_stride = Hkv * geo.num_pages * geo.page_size * D;
   const int64_t head_stride = geo.num_pages * geo.page_size * D;
-  const float* q_rows = q;
-  std::vector<int64_t> row_of_item(num_items);
-  for (size_t r = 0, i = 0; r < rows.size(); ++r)
-    for (int64_t h = 0; h < Hkv; ++h)
-      for (int64_t s = 0; s < splits_of[r * Hkv + h]; ++s) row_of_item[i++] = rows[r];
 
   trellis::parallel_for(pool, num_items, [&](int64_t i) {
     const Item& it = items[i];
     float* base = scratch.data() + i * G * (D + 2);
     Partial part{base, base + G, base + 2 * G};
-    const float* qh = q_rows + (row_of_item[i] * Hkv + it.head) * G * D;
+    const float* qh = q + (it.row * Hkv + it.head) * G * D;
     const KV* k_head = k_pages + layer * layer_stride + it.head * head_stride;
     const KV* v_head = v_pages + layer * layer_stride + it.head * head_stride;
     const int32_t* pages = page_table + it.seq * geo.max_pages;
@@ -301,27 +290,24 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
     attend_range<KV, KD>(qh, k_head, v_head, pages, it.lo, it.hi, geo, soft_cap, part);
   });
 
-  // Merge the splits of each (row, head) group into out.
-  for (size_t r = 0, w = 0; r < rows.size(); ++r) {
-    for (int64_t h = 0; h < Hkv; ++h, ++w) {
-      const int64_t first = item_of_row_head[w], count = splits_of[w];
-      for (int64_t g = 0; g < G; ++g) {
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t s = 0; s < count; ++s) m = std::max(m, scratch[(first + s) * G * (D + 2) + g]);
-        float* dst = out + (rows[r] * Hkv + h) * G * D + g * D;
-        std::fill(dst, dst + D, 0.f);
-        if (!std::isfinite(m)) continue;  // saw no key: zeros, as the reference
-        float l = 0.f;
-        for (int64_t s = 0; s < count; ++s) {
-          const float* base = scratch.data() + (first + s) * G * (D + 2);
-          const float weight = std::exp(base[g] - m);
-          l += base[G + g] * weight;
-          const float* acc = base + 2 * G + g * D;
-          for (int64_t d = 0; d < D; ++d) dst[d] += weight * acc[d];
-        }
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        for (int64_t d = 0; d < D; ++d) dst[d] *= inv;
+  // Merge each group's splits into its rows of out.
+  for (const Group& group : groups) {
+    for (int64_t g = 0; g < G; ++g) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < group.count; ++s) m = std::max(m, scratch[(group.first + s) * G * (D + 2) + g]);
+      float* dst = out + (group.row * Hkv + group.head) * G * D + g * D;
+      std::fill(dst, dst + D, 0.f);
+      if (!std::isfinite(m)) continue;  // saw no key: zeros, as the reference
+      float l = 0.f;
+      for (int64_t s = 0; s < group.count; ++s) {
+        const float* base = scratch.data() + (group.first + s) * G * (D + 2);
+        const float weight = std::exp(base[g] - m);
+        l += base[G + g] * weight;
+        const float* acc = base + 2 * G + g * D;
+        for (int64_t d = 0; d < D; ++d) dst[d] += weight * acc[d];
       }
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      for (int64_t d = 0; d < D; ++d) dst[d] *= inv;
     }
   }
 }

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.native.build import NativeUnavailable, load_target
-from pallas_kernels.ragged_paged_attention.reference import row_positions
-from pallas_kernels.ragged_paged_attention.xla_cpu import _pad_page_table, _prefill_rows, xla_ragged_paged_attention
+from pallas_kernels.ragged_paged_attention.xla_cpu import classify_rows, extend_rows, xla_ragged_paged_attention
 
 TARGET = "trellis_paged_decode_attention"
 # The kernel keeps one page of scores per query head on the stack ([G, S] <= 1024) and rows of <= 256.
@@ -63,18 +62,14 @@ def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     decoded = native_decode_attention(qf, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
                                       soft_cap=soft_cap, sliding_window=sliding_window,
                                       min_split_tokens=min_split_tokens)
-    seq_of, q_pos = row_positions(cu_q_lens, kv_lens, num_seqs, num_rows)
-    q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
-    is_decode = (seq_of >= 0) & (q_lens[jnp.maximum(seq_of, 0)] == 1)
-    prefill_pages = max(1, prefill_chunk_tokens // page_size)
-    prefill_seq_of = jnp.where(is_decode, -1, seq_of)
+    seq_of, q_pos, is_decode = classify_rows(cu_q_lens, kv_lens, num_seqs, num_rows)
 
-    def extend_rows():
-        return _prefill_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, prefill_pages), prefill_seq_of,
-                             q_pos, chunk_pages=prefill_pages, block_rows=prefill_block_rows, soft_cap=soft_cap,
-                             sliding_window=sliding_window).reshape(qf.shape)
+    def extend():
+        return extend_rows(qf, k_pages, v_pages, layer, page_table, seq_of, q_pos, is_decode, soft_cap=soft_cap,
+                           sliding_window=sliding_window, chunk_tokens=prefill_chunk_tokens,
+                           block_rows=prefill_block_rows)
 
     # A decode-only step skips the prefill strategy entirely (its set-up alone cost ~60 us per layer).
-    extended = jax.lax.cond(jnp.any(prefill_seq_of >= 0), extend_rows, lambda: jnp.zeros_like(qf))
-    out = decoded + extended
-    return out.astype(q.dtype)
+    has_extend_rows = jnp.any((seq_of >= 0) & ~is_decode)
+    extended = jax.lax.cond(has_extend_rows, extend, lambda: jnp.zeros_like(qf))
+    return (decoded + extended).astype(q.dtype)

@@ -164,27 +164,42 @@ def _pad_page_table(page_table, multiple):
     return jnp.pad(page_table, ((0, 0), (0, extra)))  # extra entries point at the sink page
 
 
+def classify_rows(cu_q_lens, kv_lens, num_seqs, num_rows):
+    """-> (seq_of, q_pos, is_decode), each [T]: owning sequence (-1: padding), position, and whether the
+    row is its sequence's only new token (a decode row)."""
+    seq_of, q_pos = row_positions(cu_q_lens, kv_lens, num_seqs, num_rows)
+    q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
+    return seq_of, q_pos, (seq_of >= 0) & (q_lens[jnp.maximum(seq_of, 0)] == 1)
+
+
+def extend_rows(qf, k_pages, v_pages, layer, page_table, seq_of, q_pos, is_decode, *, soft_cap, sliding_window,
+                chunk_tokens, block_rows):
+    """The blocked prefill strategy for every row that is not a decode row.  qf [T, Hq, D] (float32,
+    scaled) -> same shape; decode and padding rows are 0."""
+    chunk_pages = max(1, chunk_tokens // k_pages.shape[3])
+    out = _prefill_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, chunk_pages),
+                        jnp.where(is_decode, -1, seq_of), q_pos, chunk_pages=chunk_pages, block_rows=block_rows,
+                        soft_cap=soft_cap, sliding_window=sliding_window)
+    return out.reshape(qf.shape)
+
+
 def xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
                                sm_scale=None, soft_cap=None, sliding_window=None,
                                decode_chunk_pages=None, prefill_chunk_tokens=256, prefill_block_rows=128):
     """See the module docstring; knobs are static.  q [T, Hq, D] -> [T, Hq, D] (q.dtype)."""
     num_rows, num_q_heads, head_dim = q.shape
-    num_kv_heads, page_size = k_pages.shape[1], k_pages.shape[3]
+    page_size = k_pages.shape[3]
     scale = head_dim ** -0.5 if sm_scale is None else sm_scale
     qf = q.astype(jnp.float32) * scale
-    seq_of, q_pos = row_positions(cu_q_lens, kv_lens, num_seqs, num_rows)
-    q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
-    is_decode = (seq_of >= 0) & (q_lens[jnp.maximum(seq_of, 0)] == 1)
+    seq_of, q_pos, is_decode = classify_rows(cu_q_lens, kv_lens, num_seqs, num_rows)
     options = dict(soft_cap=soft_cap, sliding_window=sliding_window)
 
     decode_pages = decode_chunk_pages or max(1, 64 // page_size)  # 64 tokens: measured best (4-8 flat)
-    prefill_pages = max(1, prefill_chunk_tokens // page_size)
     num_decode = min(num_rows, page_table.shape[0])
     decode_rows = jnp.nonzero(is_decode, size=num_decode, fill_value=num_rows)[0].astype(jnp.int32)
     decoded = _decode_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, decode_pages), seq_of,
                            q_pos, decode_rows, chunk_pages=decode_pages, **options)
-    out = _prefill_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, prefill_pages),
-                        jnp.where(is_decode, -1, seq_of), q_pos, chunk_pages=prefill_pages,
-                        block_rows=prefill_block_rows, **options)
-    out = out.at[decode_rows].set(decoded, mode="drop")
-    return out.reshape(num_rows, num_q_heads, head_dim).astype(q.dtype)
+    out = extend_rows(qf, k_pages, v_pages, layer, page_table, seq_of, q_pos, is_decode,
+                      chunk_tokens=prefill_chunk_tokens, block_rows=prefill_block_rows, **options)
+    out = out.at[decode_rows].set(decoded.reshape(-1, num_q_heads, head_dim), mode="drop")
+    return out.astype(q.dtype)

@@ -13,6 +13,8 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+# The default model's attention geometry (SmolLM2-135M: 3 kv heads, GQA 3, head_dim 64, page 16).
+SMOLLM = dict(num_kv_heads=3, group=3, head_dim=64, page_size=16)
 POISON_K = 3.0e2  # exp(q.k) of such a key would swamp every real one
 POISON_V = 1.0e6
 
@@ -110,3 +112,15 @@ def assert_close(actual, expected, dtype):
     assert not np.isnan(actual).any(), "output has NaN rows (an unwritten or poisoned element)"
     tol = tolerance(dtype) * max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(actual, expected, rtol=tolerance(dtype), atol=tol)
+
+
+def run_against_oracle(case: Case, implementation: str, **knobs):
+    """Jitted `ragged_paged_attention` with `implementation` and tuning knobs on `case`
+    -> (its output, the dense oracle's)."""
+    import jax
+
+    from pallas_kernels.ragged_paged_attention import ragged_paged_attention
+
+    args, kwargs, contiguous = make_case(case)
+    out = jax.jit(lambda *a: ragged_paged_attention(*a, implementation=implementation, **kwargs, **knobs))(*args)
+    return out, dense_attention(case, args, contiguous)

@@ -11,11 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels_testlib import Case, assert_close, dense_attention, make_case
+from kernels_testlib import SMOLLM, Case, assert_close, make_case, run_against_oracle
 from pallas_kernels.native import build
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention
 
-SMOLLM = dict(num_kv_heads=3, group=3, head_dim=64, page_size=16)
 LONG = Case("decode_long", q_lens=(1, 1, 1), kv_lens=(700, 33, 260), **SMOLLM)
 MANY = Case("decode_many", q_lens=(1,) * 40, kv_lens=tuple(range(1, 400, 10)), **SMOLLM)
 WINDOW = Case("window_split", q_lens=(1, 1, 2), kv_lens=(500, 301, 40), sliding_window=75, **SMOLLM)
@@ -24,9 +23,7 @@ BF16 = Case("decode_bf16_soft_cap", q_lens=(1, 1, 4), kv_lens=(300, 17, 20), sof
 
 
 def run_native(case, **knobs):
-    args, kwargs, contiguous = make_case(case)
-    out = jax.jit(lambda *a: ragged_paged_attention(*a, implementation="cpu_native", **kwargs, **knobs))(*args)
-    return out, dense_attention(case, args, contiguous)
+    return run_against_oracle(case, "cpu_native", **knobs)
 
 
 @pytest.mark.parametrize("min_split_tokens", [16, 48, 100000])

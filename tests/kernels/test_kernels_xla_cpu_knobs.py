@@ -8,13 +8,10 @@ split and share sequences; decode and extend rows in one batch (the two strategi
 sliding-window decode that skips whole chunks; soft-capped GQA decode. Shapes follow the default model
 (3 kv heads, GQA 3, head_dim 64, page 16); pages nobody owns are poisoned (kernels_testlib).
 """
-import jax
 import pytest
 
-from kernels_testlib import Case, assert_close, dense_attention, make_case
-from pallas_kernels.ragged_paged_attention import ragged_paged_attention
+from kernels_testlib import SMOLLM, Case, assert_close, run_against_oracle
 
-SMOLLM = dict(num_kv_heads=3, group=3, head_dim=64, page_size=16)
 DECODE = Case("decode_ragged", q_lens=(1,) * 5, kv_lens=(1, 17, 48, 100, 161), extra_seqs=2, **SMOLLM)
 MIXED = Case("decode_and_extend", q_lens=(1, 20, 1, 5, 0), kv_lens=(70, 40, 33, 90, 12), **SMOLLM)
 WINDOW = Case("decode_sliding_window", q_lens=(1, 1, 1), kv_lens=(200, 50, 5), sliding_window=20, **SMOLLM)
@@ -22,9 +19,7 @@ SOFT_CAP = Case("decode_soft_cap", q_lens=(1, 1, 3), kv_lens=(130, 7, 64), soft_
 
 
 def run_xla(case, **knobs):
-    args, kwargs, contiguous = make_case(case)
-    out = jax.jit(lambda *a: ragged_paged_attention(*a, implementation="xla", **kwargs, **knobs))(*args)
-    return out, dense_attention(case, args, contiguous)
+    return run_against_oracle(case, "xla", **knobs)
 
 
 @pytest.mark.parametrize("chunk_pages", [1, 3, 64])

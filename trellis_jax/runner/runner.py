@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from pallas_kernels.layer_matmul import choose as choose_matmul
+from pallas_kernels.layer_matmul import native_available as native_matmul_available
 from trellis_jax.model.kv import init_kv_pages
 from trellis_jax.model.params import with_materialised_head
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two
@@ -63,11 +63,8 @@ class Runner:
         more embedding in memory, a faster head on CPU); None = only where the native CPU matmul runs.
         """
         self.config, self.params = _unpack_model(model)
-        if materialise_head is None:
-            head_shape = jax.ShapeDtypeStruct((1, self.config.hidden_size, self.config.vocab_size),
-                                              self.params["embed"].dtype)
-            rows = jax.ShapeDtypeStruct((1, self.config.hidden_size), self.params["embed"].dtype)
-            materialise_head = choose_matmul(rows, head_shape) == "native"
+        if materialise_head is None:  # where the forward's head would run the native matmul
+            materialise_head = self.params["embed"].dtype == np.float32 and native_matmul_available() is None
         if materialise_head:
             self.params = with_materialised_head(self.params, self.config)
         self.page_size = page_size
