@@ -53,84 +53,32 @@ def _running_batch(engine):
     return (lambda: max(1, len(scheduler.running))) if scheduler is not None else (lambda: 1)
 
 
-def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
-    settings = settings or ServerSettings()
-    tenancy = Tenancy(settings.api_keys)
-    metrics = ServerMetrics(engine, settings.cost, settings.ceilings)
-    formatter = LogprobFormatter(engine.tokenizer)
-    max_model_len = _max_model_len(engine)
-    running_batch = _running_batch(engine)
+class _Handlers:
+    """What the routes share: auth, the model check, and running a job as JSON or SSE."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        if settings.shutdown_engine:
-            await asyncio.to_thread(engine.shutdown)
+    def __init__(self, engine, settings: ServerSettings):
+        self.engine, self.settings = engine, settings
+        self.tenancy = Tenancy(settings.api_keys)
+        self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings)
+        self.formatter = LogprobFormatter(engine.tokenizer)
+        self.max_model_len = _max_model_len(engine)
+        self.running_batch = _running_batch(engine)
+        self.started = time.time()
 
-    app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan)
-    app.state.metrics, app.state.engine, app.state.settings = metrics, engine, settings
-    install_error_handlers(app)
+    def tenant(self, request: Request) -> str:
+        return self.tenancy.authenticate(request.headers.get("authorization"))
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge):
-        return error_response(413, str(exc))
-
-    def tenant(request: Request) -> str:
-        return tenancy.authenticate(request.headers.get("authorization"))
-
-    def check_model(name: str) -> None:
-        if name != settings.model_name:
-            raise APIError(404, f"model {name!r} does not exist; this server serves {settings.model_name!r} "
+    def check_model(self, name: str) -> None:
+        if name != self.settings.model_name:
+            raise APIError(404, f"model {name!r} does not exist; this server serves {self.settings.model_name!r} "
                                 "(see GET /v1/models)", param="model", code="model_not_found")
 
-    def model_card() -> dict:
-        return {"id": settings.model_name, "object": "model", "created": int(app.state.started),
-                "owned_by": "trellis-jax", "max_model_len": max_model_len}
+    def model_card(self) -> dict:
+        return {"id": self.settings.model_name, "object": "model", "created": int(self.started),
+                "owned_by": "trellis-jax", "max_model_len": self.max_model_len}
 
-    app.state.started = time.time()
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": settings.model_name}
-
-    @app.get("/metrics")
-    async def prometheus_metrics():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    async def list_models(_: str = Depends(tenant)):
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str, _: str = Depends(tenant)):
-        check_model(model_id)
-        return model_card()
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request, tenant_ns: str = Depends(tenant)):
-        check_model(body.model)
-        prompts = requests_prep.completion_prompts(body, engine.tokenizer)
-        sampling = requests_prep.sampling_params(
-            body, prompts, max_model_len, requested_max=body.max_tokens,
-            default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
-        job = Job("completions", f"cmpl-{uuid.uuid4().hex}", settings.model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs is not None)
-        return await respond(job, body.stream, request)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request, tenant_ns: str = Depends(tenant)):
-        check_model(body.model)
-        prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
-        logprobs = (body.top_logprobs or 0) if body.logprobs else None
-        sampling = requests_prep.sampling_params(
-            body, prompts, max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
-            default_max=None, logprobs=logprobs)
-        job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", settings.model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs)
-        return await respond(job, body.stream, request)
-
-    def precheck(job: Job) -> None:
-        scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
+    def precheck(self, job: Job) -> None:
+        scheduler = getattr(getattr(self.engine, "engine", None), "scheduler", None)
         if scheduler is None:
             return
         for i, prompt in enumerate(job.prompts):
@@ -139,14 +87,16 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
             except ValueError as error:
                 raise APIError(400, str(error), param="prompt") from error
 
-    async def respond(job: Job, stream: bool, request: Request):
-        precheck(job)
-        tracker = RequestMetrics(metrics, settings.cost, running_batch)
+    async def respond(self, job: Job, stream: bool, request: Request):
+        self.precheck(job)
+        cost, metrics = self.settings.cost, self.metrics
+        tracker = RequestMetrics(metrics, cost, self.running_batch)
         if stream:
-            events = _tracked_stream(stream_job(engine, job, tracker, settings.cost, formatter), tracker, job.kind, metrics)
+            events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
+                                     metrics)
             return StreamingResponse(events, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        task = asyncio.create_task(run_job(engine, job, tracker, settings.cost, formatter))
+        task = asyncio.create_task(run_job(self.engine, job, tracker, cost, self.formatter))
         try:
             body = await _until_done_or_gone(task, request)
         except APIError:
@@ -159,10 +109,79 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         tracker.finish(job.kind, "ok")
         return JSONResponse(body)
 
+
+def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    handlers = _Handlers(engine, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if settings.shutdown_engine:
+            await asyncio.to_thread(engine.shutdown)
+
+    app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan)
+    app.state.metrics, app.state.engine, app.state.settings = handlers.metrics, engine, settings
+    app.state.started = handlers.started
+    install_error_handlers(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge):
+        return error_response(413, str(exc))
+
+    _add_info_routes(app, handlers)
+    _add_generation_routes(app, handlers)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     known = frozenset(route.path for route in app.routes if "{" not in getattr(route, "path", "{"))
-    app.add_middleware(ResponseCounter, metrics=metrics, known_paths=known)  # outermost: sees the 413s too
+    app.add_middleware(ResponseCounter, metrics=handlers.metrics, known_paths=known)  # outermost: sees 413s too
     return app
+
+
+def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": handlers.settings.model_name}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(generate_latest(handlers.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models(_: str = Depends(handlers.tenant)):
+        return {"object": "list", "data": [handlers.model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, _: str = Depends(handlers.tenant)):
+        handlers.check_model(model_id)
+        return handlers.model_card()
+
+
+def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
+    engine, model_name = handlers.engine, handlers.settings.model_name
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request, tenant_ns: str = Depends(handlers.tenant)):
+        handlers.check_model(body.model)
+        prompts = requests_prep.completion_prompts(body, engine.tokenizer)
+        sampling = requests_prep.sampling_params(
+            body, prompts, handlers.max_model_len, requested_max=body.max_tokens,
+            default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
+        job = Job("completions", f"cmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
+                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs is not None)
+        return await handlers.respond(job, body.stream, request)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request,
+                               tenant_ns: str = Depends(handlers.tenant)):
+        handlers.check_model(body.model)
+        prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        sampling = requests_prep.sampling_params(
+            body, prompts, handlers.max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
+            default_max=None, logprobs=logprobs)
+        job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
+                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs)
+        return await handlers.respond(job, body.stream, request)
 
 
 async def _until_done_or_gone(task: asyncio.Task, request: Request):
