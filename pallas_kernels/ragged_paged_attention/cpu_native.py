@@ -46,7 +46,7 @@ def native_decode_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_
 
 def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
                                   sm_scale=None, soft_cap=None, sliding_window=None, min_split_tokens=256,
-                                  prefill_chunk_tokens=256, prefill_block_rows=128):
+                                  prefill_chunk_tokens=256, prefill_tile_rows=(32, 128)):
     """See the module docstring; knobs are static.  q [T, Hq, D] -> [T, Hq, D] (q.dtype)."""
     num_rows, num_q_heads, head_dim = q.shape
     num_kv_heads, page_size = k_pages.shape[1], k_pages.shape[3]
@@ -56,7 +56,7 @@ def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
         return xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
                                           sm_scale=sm_scale, soft_cap=soft_cap, sliding_window=sliding_window,
                                           prefill_chunk_tokens=prefill_chunk_tokens,
-                                          prefill_block_rows=prefill_block_rows)
+                                          prefill_tile_rows=prefill_tile_rows)
     scale = head_dim ** -0.5 if sm_scale is None else sm_scale
     qf = q.astype(jnp.float32) * scale
     decoded = native_decode_attention(qf, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
@@ -65,9 +65,9 @@ def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     seq_of, q_pos, is_decode = classify_rows(cu_q_lens, kv_lens, num_seqs, num_rows)
 
     def extend():
-        return extend_rows(qf, k_pages, v_pages, layer, page_table, seq_of, q_pos, is_decode, soft_cap=soft_cap,
-                           sliding_window=sliding_window, chunk_tokens=prefill_chunk_tokens,
-                           block_rows=prefill_block_rows)
+        return extend_rows(qf, k_pages, v_pages, layer, page_table, kv_lens, cu_q_lens, num_seqs,
+                           soft_cap=soft_cap, sliding_window=sliding_window, chunk_tokens=prefill_chunk_tokens,
+                           tile_rows=prefill_tile_rows)
 
     # A decode-only step skips the prefill strategy entirely (its set-up alone cost ~60 us per layer).
     has_extend_rows = jnp.any((seq_of >= 0) & ~is_decode)

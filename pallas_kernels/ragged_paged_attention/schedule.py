@@ -29,18 +29,22 @@ def max_items(num_rows, num_seqs_max, block_rows):
     return -(-num_rows // block_rows) + num_seqs_max
 
 
-def _blocks_per_sequence(cu_q_lens, num_seqs, block_rows):
-    """-> (row blocks of each sequence [B] (0 for padding sequences), index of its first item [B])."""
+def _blocks_per_sequence(cu_q_lens, num_seqs, block_rows, min_rows=1, max_rows=None):
+    """-> (row blocks of each sequence [B] (0 for padding sequences and those with fewer than `min_rows`
+    or more than `max_rows` new rows), index of its first item [B])."""
     q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
-    active = jnp.arange(q_lens.shape[0]) < num_seqs
+    active = (jnp.arange(q_lens.shape[0]) < num_seqs) & (q_lens >= min_rows)
+    if max_rows is not None:
+        active &= q_lens <= max_rows
     blocks = jnp.where(active, -(-q_lens // block_rows), 0)
     return blocks, jnp.cumsum(blocks) - blocks
 
 
-def build_work_items(cu_q_lens, kv_lens, num_seqs, *, num_rows, block_rows):
+def build_work_items(cu_q_lens, kv_lens, num_seqs, *, num_rows, block_rows, min_rows=1, max_rows=None):
+    """Items of the sequences with min_rows..max_rows new rows, in sequence order; real items first."""
     num_seqs_max = kv_lens.shape[0]
     q_lens = cu_q_lens[1:] - cu_q_lens[:-1]
-    blocks, first_item = _blocks_per_sequence(cu_q_lens, num_seqs, block_rows)
+    blocks, first_item = _blocks_per_sequence(cu_q_lens, num_seqs, block_rows, min_rows, max_rows)
     n = max_items(num_rows, num_seqs_max, block_rows)
     item = jnp.arange(n, dtype=jnp.int32)
     # compare_all: one fused comparison instead of a loop of tiny kernels (B and items are small)

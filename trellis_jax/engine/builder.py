@@ -64,10 +64,10 @@ def make_runner(config: EngineConfig, loaded):
 
 
 def _buckets(config: EngineConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    from trellis_jax.runner.buckets import powers_of_two
+    from trellis_jax.runner.buckets import powers_of_two, prefill_friendly
 
     tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
     if config.deterministic:
         return (tokens,), (seqs,)
-    return (config.token_buckets or powers_of_two(min(8, tokens), tokens),
+    return (config.token_buckets or prefill_friendly(min(8, tokens), tokens),
             config.seq_buckets or powers_of_two(1, seqs))

@@ -43,7 +43,7 @@ class EngineConfig:
     disable_radix_cache: bool = False
     shared_namespaces: tuple[str, ...] = ()
     deterministic: bool = False
-    token_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_batched_tokens
+    token_buckets: tuple[int, ...] | None = None  # None: runner.buckets.prefill_friendly(8, max_num_batched_tokens)
     seq_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_seqs
     attn_impl: str | None = None
     unroll_layers: bool = False  # faster steps on GPU, much longer compiles (see model.forward)

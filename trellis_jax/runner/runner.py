@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from pallas_kernels.layer_matmul import native_available as native_matmul_available
 from trellis_jax.model.kv import init_kv_pages
 from trellis_jax.model.params import with_materialised_head
-from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two
+from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs, SamplingInputs
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 # Smallest token bucket is 2: with one token row XLA rewrites the KV scatter into a dynamic-update-slice
 # and copies the whole KV pool once per layer (measured: a batch-1 decode step took seconds, not ms).
 MIN_TOKEN_BUCKET = 2
-DEFAULT_TOKEN_BUCKETS = powers_of_two(2, 1024)
+DEFAULT_TOKEN_BUCKETS = prefill_friendly(2, 1024)
 DEFAULT_SEQ_BUCKETS = powers_of_two(1, 32)
 DEFAULT_MAX_LOGPROBS = 20
 
