@@ -22,6 +22,7 @@
 #include <immintrin.h>
 #endif
 
+#include "attention_common.h"
 #include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -29,17 +30,8 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-inline float to_float(float x) { return x; }
-inline float to_float(uint16_t bf16) {
-  uint32_t bits = static_cast<uint32_t>(bf16) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
-
-struct Geometry {
-  int64_t num_kv_heads, num_pages, page_size, head_dim, group, max_pages;
-};
+using trellis::Geometry;
+using trellis::to_float;
 
 // Partial softmax state of one task: m (running max), l (sum of exp), acc [G][D].
 struct Partial {
@@ -117,11 +109,8 @@ void attend_range(const float* q, const KV* k_head, const KV* v_head, const int3
 // AVX-512 path for 16-token pages and head dims that are multiples of 16 (the default geometry). Scores
 // of a page are 16 dot products reduced together by a transpose tree (45 shuffles/adds instead of 16
 // serial horizontal sums), so the softmax and exp run on one vector per page and query head.
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p) {
-  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
+using trellis::load16;
+using trellis::exp_nonpositive;
 
 // r[j] -> vector whose lane j is the sum of r[j]'s lanes.
 inline __m512 sum_lanes_16(__m512 r[16]) {
@@ -136,23 +125,6 @@ inline __m512 sum_lanes_16(__m512 r[16]) {
                          _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
   return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
                        _mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-// exp(x) for finite x <= 0 (softmax arguments), ~1 ulp: 2^n * p(r) with r in [-ln2/2, ln2/2].
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(p, n);
 }
 
 template <typename KV, int KD>
@@ -331,31 +303,24 @@ ffi::Error PagedDecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
                                 ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window,
                                 int64_t min_split_tokens) {
   auto q_dims = q.dimensions();
-  auto k_dims = k_pages.dimensions();
-  auto t_dims = page_table.dimensions();
-  if (q_dims.size() != 3 || k_dims.size() != 5 || t_dims.size() != 2)
-    return ffi::Error::InvalidArgument("paged_decode_attention: q must be [T,Hq,D], pages [L,Hkv,P,S,D]");
   if (k_pages.element_type() != v_pages.element_type())
     return ffi::Error::InvalidArgument("paged_decode_attention: k/v pages dtypes differ");
-  Geometry geo{k_dims[1], k_dims[2], k_dims[3], k_dims[4], q_dims[1] / k_dims[1], t_dims[1]};
-  if (q_dims[2] != geo.head_dim || q_dims[1] % geo.num_kv_heads || geo.head_dim > 256 ||
-      geo.group * geo.page_size > 1024)
-    return ffi::Error::InvalidArgument("paged_decode_attention: unsupported geometry");
+  Geometry geo;
+  if (auto error = trellis::check_geometry("paged_decode_attention", q_dims, k_pages.dimensions(),
+                                           page_table.dimensions(), geo);
+      error.failure())
+    return error;
   const int64_t layer_id = layer.typed_data()[0];
-  const int64_t seqs = std::min<int64_t>(num_seqs.typed_data()[0], t_dims[0]);
-  if (layer_id < 0 || layer_id >= k_dims[0])
+  const int64_t seqs = std::min<int64_t>(num_seqs.typed_data()[0], page_table.dimensions()[0]);
+  if (layer_id < 0 || layer_id >= k_pages.dimensions()[0])
     return ffi::Error::InvalidArgument("paged_decode_attention: layer out of range");
   float* o = out->typed_data();
   std::fill(o, o + out->element_count(), 0.f);
-  // Page ids and row offsets come from the host scheduler; clamp rather than read out of bounds.
   const int32_t* cu = cu_q_lens.typed_data();
-  for (int64_t b = 0; b < seqs; ++b)
-    if (cu[b] < 0 || cu[b + 1] > q_dims[0] || cu[b + 1] < cu[b])
-      return ffi::Error::InvalidArgument("paged_decode_attention: cu_q_lens out of range");
   const int32_t* table = page_table.typed_data();
-  for (int64_t i = 0; i < seqs * geo.max_pages; ++i)
-    if (table[i] < 0 || table[i] >= geo.num_pages)
-      return ffi::Error::InvalidArgument("paged_decode_attention: page id out of range");
+  if (auto error = trellis::check_rows_and_pages("paged_decode_attention", cu, table, seqs, q_dims[0], geo);
+      error.failure())
+    return error;
   if (k_pages.element_type() == ffi::F32) {
     dispatch_head_dim<float>(pool, q.typed_data(), k_pages.typed_data<float>(), v_pages.typed_data<float>(),
                              layer_id, kv_lens.typed_data(), table, cu, seqs, geo, soft_cap, sliding_window,

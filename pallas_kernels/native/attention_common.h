@@ -1,0 +1,81 @@
+// Pieces shared by the native paged-attention kernels (decode and extend): page geometry, the
+// element conversions for float32 / bfloat16 pages, the AVX-512 exp, and the argument checks that keep
+// host-supplied page ids and row offsets from being read out of bounds.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace trellis {
+
+struct Geometry {
+  int64_t num_kv_heads, num_pages, page_size, head_dim, group, max_pages;
+};
+
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t bf16) {
+  uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+#if defined(__AVX512F__)
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+// exp(x) for x <= 0 (softmax arguments; -inf and anything below -87 give ~1e-38, callers mask those),
+// ~1 ulp: 2^n * p(r) with r in [-ln2/2, ln2/2].
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+// Shape checks shared by the kernels; on success fills `geo`. `name` prefixes the error messages.
+inline xla::ffi::Error check_geometry(const char* name, xla::ffi::Span<const int64_t> q_dims,
+                                      xla::ffi::Span<const int64_t> k_dims, xla::ffi::Span<const int64_t> t_dims,
+                                      Geometry& geo) {
+  if (q_dims.size() != 3 || k_dims.size() != 5 || t_dims.size() != 2)
+    return xla::ffi::Error::InvalidArgument(std::string(name) + ": q must be [T,Hq,D], pages [L,Hkv,P,S,D]");
+  geo = Geometry{k_dims[1], k_dims[2], k_dims[3], k_dims[4], q_dims[1] / k_dims[1], t_dims[1]};
+  if (q_dims[2] != geo.head_dim || q_dims[1] % geo.num_kv_heads || geo.head_dim > 256 ||
+      geo.group * geo.page_size > 1024)
+    return xla::ffi::Error::InvalidArgument(std::string(name) + ": unsupported geometry");
+  return xla::ffi::Error::Success();
+}
+
+// Row offsets and page ids come from the host scheduler: refuse bad ones rather than read out of bounds.
+inline xla::ffi::Error check_rows_and_pages(const char* name, const int32_t* cu, const int32_t* table,
+                                            int64_t seqs, int64_t num_rows, const Geometry& geo) {
+  for (int64_t b = 0; b < seqs; ++b)
+    if (cu[b] < 0 || cu[b + 1] > num_rows || cu[b + 1] < cu[b])
+      return xla::ffi::Error::InvalidArgument(std::string(name) + ": cu_q_lens out of range");
+  for (int64_t i = 0; i < seqs * geo.max_pages; ++i)
+    if (table[i] < 0 || table[i] >= geo.num_pages)
+      return xla::ffi::Error::InvalidArgument(std::string(name) + ": page id out of range");
+  return xla::ffi::Error::Success();
+}
+
+}  // namespace trellis

@@ -1,0 +1,318 @@
+// Paged extend (prefill) attention for CPU, as an XLA FFI custom call (target "trellis_paged_extend_attention").
+//
+// Contract (pallas_kernels/ragged_paged_attention/cpu_native.py is the only caller): for every sequence
+// b < num_seqs with q_len = cu_q_lens[b+1] - cu_q_lens[b] >= 2, query row t of it sits at position
+// kv_lens[b] - q_len + (t - cu_q_lens[b]) (the prefix offset) and attends causally, and within the sliding
+// window if one is given, over that sequence's keys of `layer` through page_table[b]; soft cap as in
+// reference.py. Every other output row is zero. q is float32 and already scaled; pages are float32 or
+// bfloat16; arithmetic is float32.
+//
+// Why it exists: XLA:CPU runs this as small batched matmuls plus separate mask/max/exp/sum passes and
+// reached ~80 GFLOP/s of useful work on a 2-core AVX-512 VM whose matmuls run at ~220 (BENCHMARKS.md).
+// Layout here: a task is (sequence, kv head, tile of 16 query rows). Its 16*G query vectors are the
+// vector lanes: Q is transposed once per task into [D][16G], so the scores of one 16-key page are 16
+// vectors built from broadcast key elements, and the online softmax (row max, exp, sum) is element-wise
+// across those vectors, with no horizontal reductions. P.V accumulates into a transposed [D][16G]
+// accumulator that stays in L1/L2. Tasks are claimed longest first from XLA's intra-op thread pool.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "attention_common.h"
+#include "parallel_for.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using trellis::Geometry;
+using trellis::to_float;
+
+constexpr int64_t kTileRows = 16;  // query rows per task: 16*G lanes, a whole number of vectors for any G
+
+struct Task {
+  int64_t seq, head, row0, rows, pos0, cost;
+};
+
+struct Options {
+  float soft_cap;
+  int64_t window;  // 0 = none
+};
+
+inline int64_t first_visible(int64_t pos, int64_t window) {
+  return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+}
+
+// Portable path (any page size, no AVX-512): one query vector at a time with a scalar online softmax.
+template <typename KV>
+void extend_task_portable(const Task& t, const float* q, const KV* k_head, const KV* v_head,
+                          const int32_t* pages, const Geometry& geo, Options opt, float* out) {
+  const int64_t D = geo.head_dim, G = geo.group, S = geo.page_size, Hq = geo.num_kv_heads * G;
+  std::vector<float> acc(D);
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const int64_t pos = t.pos0 + r;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qv = q + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      float m = -std::numeric_limits<float>::infinity(), l = 0.f;
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t key = first_visible(pos, opt.window); key <= pos; ++key) {
+        const int64_t offset = (static_cast<int64_t>(pages[key / S]) * S + key % S) * D;
+        float s = 0.f;
+        for (int64_t d = 0; d < D; ++d) s += qv[d] * to_float(k_head[offset + d]);
+        if (opt.soft_cap > 0.f) s = opt.soft_cap * std::tanh(s / opt.soft_cap);
+        const float m_new = std::max(m, s);
+        const float alpha = std::exp(m - m_new), p = std::exp(s - m_new);
+        l = l * alpha + p;
+        for (int64_t d = 0; d < D; ++d) acc[d] = acc[d] * alpha + p * to_float(v_head[offset + d]);
+        m = m_new;
+      }
+      float* dst = out + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      for (int64_t d = 0; d < D; ++d) dst[d] = acc[d] * inv;
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// Per-thread working set of one task: Q^T and the accumulator, [D][M] each, M = 16*G lanes.
+struct Scratch {
+  std::vector<float> qt, acc, m, l, kbuf, vbuf;
+  std::vector<int32_t> qpos;
+};
+
+// K or V rows [16][D] of one page as float32: the page itself, or a converted copy of a bfloat16 page.
+inline const float* page_rows(const float* page, int64_t, std::vector<float>&) { return page; }
+inline const float* page_rows(const uint16_t* page, int64_t n, std::vector<float>& buf) {
+  for (int64_t i = 0; i < n; ++i) buf[i] = to_float(page[i]);
+  return buf.data();
+}
+
+// Scores of 16 lanes (query vectors) against the 16 keys of a page: s[j] lane m = q_m . k_j.
+inline void page_scores(const float* qt, int64_t lanes, const float* keys, int64_t D, __m512 s[16]) {
+  for (int j = 0; j < 16; ++j) s[j] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; ++d) {
+    const __m512 qd = _mm512_loadu_ps(qt + d * lanes);
+    for (int j = 0; j < 16; ++j) s[j] = _mm512_fmadd_ps(qd, _mm512_set1_ps(keys[j * D + d]), s[j]);
+  }
+}
+
+// acc[d] (16 lanes) = acc[d] * alpha + sum_j p[j] * v_j[d], eight rows of the accumulator at a time so
+// that eight independent FMA chains hide the FMA latency.
+inline void accumulate_values(float* acc, int64_t lanes, const float* values, int64_t D, __m512 alpha,
+                              const __m512 p[16]) {
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    __m512 a[8];
+    for (int i = 0; i < 8; ++i) a[i] = _mm512_mul_ps(_mm512_loadu_ps(acc + (d + i) * lanes), alpha);
+    for (int j = 0; j < 16; ++j)
+      for (int i = 0; i < 8; ++i) a[i] = _mm512_fmadd_ps(p[j], _mm512_set1_ps(values[j * D + d + i]), a[i]);
+    for (int i = 0; i < 8; ++i) _mm512_storeu_ps(acc + (d + i) * lanes, a[i]);
+  }
+  for (; d < D; ++d) {
+    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(acc + d * lanes), alpha);
+    for (int j = 0; j < 16; ++j) a = _mm512_fmadd_ps(p[j], _mm512_set1_ps(values[j * D + d]), a);
+    _mm512_storeu_ps(acc + d * lanes, a);
+  }
+}
+
+template <typename KV>
+void extend_task_avx512(const Task& t, const float* q, const KV* k_head, const KV* v_head, const int32_t* pages,
+                        const Geometry& geo, Options opt, float* out, Scratch& sc) {
+  const int64_t D = geo.head_dim, G = geo.group, Hq = geo.num_kv_heads * G;
+  const int64_t M = kTileRows * G;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  sc.qt.assign(D * M, 0.f);
+  sc.acc.assign(D * M, 0.f);
+  sc.m.assign(M, neg_inf);
+  sc.l.assign(M, 0.f);
+  sc.qpos.resize(M);
+  sc.kbuf.resize(16 * D);
+  sc.vbuf.resize(16 * D);
+  const int64_t min_pos = t.pos0, max_pos = t.pos0 + t.rows - 1;
+  for (int64_t r = 0; r < kTileRows; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t lane = r * G + g;
+      sc.qpos[lane] = static_cast<int32_t>(r < t.rows ? t.pos0 + r : max_pos);  // padding lanes: finite, unused
+      if (r >= t.rows) continue;
+      const float* src = q + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      for (int64_t d = 0; d < D; ++d) sc.qt[d * M + lane] = src[d];
+    }
+  }
+  const int64_t lo = first_visible(min_pos, opt.window), hi = max_pos + 1;
+  const int64_t page_elems = 16 * D;
+  for (int64_t page_index = lo / 16; page_index * 16 < hi; ++page_index) {
+    const int64_t key0 = page_index * 16;
+    if ((page_index + 1) * 16 < hi) {
+      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * page_elems);
+      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * page_elems);
+      for (int64_t off = 0; off < page_elems * static_cast<int64_t>(sizeof(KV)); off += 64) {
+        _mm_prefetch(k_next + off, _MM_HINT_T1);
+        _mm_prefetch(v_next + off, _MM_HINT_T1);
+      }
+    }
+    const float* keys = page_rows(k_head + pages[page_index] * page_elems, page_elems, sc.kbuf);
+    const float* values = page_rows(v_head + pages[page_index] * page_elems, page_elems, sc.vbuf);
+    // Keys past some row's position, or before some row's window, need a per-lane mask on this page.
+    const bool masked = key0 + 15 > min_pos || (opt.window > 0 && key0 <= max_pos - opt.window);
+    for (int64_t chunk = 0; chunk < M; chunk += 16) {
+      __m512 s[16];
+      page_scores(sc.qt.data() + chunk, M, keys, D, s);
+      if (opt.soft_cap > 0.f) {
+        alignas(64) float tmp[16];
+        for (int j = 0; j < 16; ++j) {
+          _mm512_store_ps(tmp, s[j]);
+          for (float& x : tmp) x = opt.soft_cap * std::tanh(x / opt.soft_cap);
+          s[j] = _mm512_load_ps(tmp);
+        }
+      }
+      __mmask16 keep[16];
+      for (int j = 0; j < 16; ++j) keep[j] = 0xFFFF;
+      if (masked) {
+        const __m512i pos = _mm512_loadu_si512(sc.qpos.data() + chunk);
+        for (int j = 0; j < 16; ++j) {
+          const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(key0 + j));
+          keep[j] = _mm512_cmple_epi32_mask(key, pos);
+          if (opt.window > 0)
+            keep[j] &= _mm512_cmpgt_epi32_mask(_mm512_add_epi32(key, _mm512_set1_epi32(opt.window)), pos);
+          s[j] = _mm512_mask_mov_ps(_mm512_set1_ps(neg_inf), keep[j], s[j]);
+        }
+      }
+      __m512 page_max = s[0];
+      for (int j = 1; j < 16; ++j) page_max = _mm512_max_ps(page_max, s[j]);
+      const __m512 m_old = _mm512_loadu_ps(sc.m.data() + chunk);
+      const __m512 m_new = _mm512_max_ps(m_old, page_max);
+      // Lanes that have seen no visible key yet keep max -inf; subtract 0 there so nothing becomes NaN.
+      const __m512 m_safe = _mm512_mask_mov_ps(m_new, _mm512_cmp_ps_mask(m_new, _mm512_set1_ps(neg_inf), _CMP_EQ_OQ),
+                                               _mm512_setzero_ps());
+      const __m512 alpha = trellis::exp_nonpositive(_mm512_sub_ps(m_old, m_safe));
+      __m512 p[16], sum = _mm512_setzero_ps();
+      for (int j = 0; j < 16; ++j) {
+        p[j] = _mm512_maskz_mov_ps(keep[j], trellis::exp_nonpositive(_mm512_sub_ps(s[j], m_safe)));
+        sum = _mm512_add_ps(sum, p[j]);
+      }
+      _mm512_storeu_ps(sc.l.data() + chunk, _mm512_fmadd_ps(_mm512_loadu_ps(sc.l.data() + chunk), alpha, sum));
+      _mm512_storeu_ps(sc.m.data() + chunk, m_new);
+      accumulate_values(sc.acc.data() + chunk, M, values, D, alpha, p);
+    }
+  }
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t lane = r * G + g;
+      float* dst = out + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      const float inv = sc.l[lane] > 0.f ? 1.f / sc.l[lane] : 0.f;
+      for (int64_t d = 0; d < D; ++d) dst[d] = sc.acc[d * M + lane] * inv;
+    }
+  }
+}
+#endif
+
+// Whether this build takes the vectorised path for `page_size` (the caller prefers XLA otherwise).
+bool vectorized(int64_t page_size) {
+#if defined(__AVX512F__)
+  return page_size == 16;
+#else
+  (void)page_size;
+  return false;
+#endif
+}
+
+template <typename KV>
+void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_pages, int64_t layer,
+         const int32_t* kv_lens, const int32_t* page_table, const int32_t* cu_q_lens, int64_t num_seqs,
+         const Geometry& geo, Options opt, float* out) {
+  const int64_t Hkv = geo.num_kv_heads;
+  std::vector<Task> tasks;
+  for (int64_t b = 0; b < num_seqs; ++b) {
+    const int64_t q_len = cu_q_lens[b + 1] - cu_q_lens[b];
+    if (q_len < 2) continue;
+    const int64_t kv_len = std::min<int64_t>(kv_lens[b], geo.max_pages * geo.page_size);
+    for (int64_t offset = 0; offset < q_len; offset += kTileRows) {
+      const int64_t rows = std::min(kTileRows, q_len - offset);
+      const int64_t pos0 = kv_len - q_len + offset;
+      if (pos0 + rows - 1 < 0) continue;  // kv_lens shorter than the new rows: nothing to see (as the reference)
+      const int64_t span = pos0 + rows - first_visible(pos0, opt.window);
+      for (int64_t h = 0; h < Hkv; ++h) tasks.push_back({b, h, cu_q_lens[b] + offset, rows, pos0, span});
+    }
+  }
+  // Longest first, so the last tasks claimed are short and the threads finish together.
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+  const int64_t layer_stride = Hkv * geo.num_pages * geo.page_size * geo.head_dim;
+  const int64_t head_stride = geo.num_pages * geo.page_size * geo.head_dim;
+  trellis::parallel_for(pool, static_cast<int64_t>(tasks.size()), [&](int64_t i) {
+    const Task& t = tasks[i];
+    const KV* k_head = k_pages + layer * layer_stride + t.head * head_stride;
+    const KV* v_head = v_pages + layer * layer_stride + t.head * head_stride;
+    const int32_t* pages = page_table + t.seq * geo.max_pages;
+#if defined(__AVX512F__)
+    if (vectorized(geo.page_size)) {
+      thread_local Scratch scratch;
+      extend_task_avx512<KV>(t, q, k_head, v_head, pages, geo, opt, out, scratch);
+      return;
+    }
+#endif
+    extend_task_portable<KV>(t, q, k_head, v_head, pages, geo, opt, out);
+  });
+}
+
+ffi::Error PagedExtendAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::AnyBuffer k_pages,
+                                ffi::AnyBuffer v_pages, ffi::Buffer<ffi::S32> layer,
+                                ffi::Buffer<ffi::S32> kv_lens, ffi::Buffer<ffi::S32> page_table,
+                                ffi::Buffer<ffi::S32> cu_q_lens, ffi::Buffer<ffi::S32> num_seqs,
+                                ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window) {
+  const char* name = "paged_extend_attention";
+  if (k_pages.element_type() != v_pages.element_type())
+    return ffi::Error::InvalidArgument("paged_extend_attention: k/v pages dtypes differ");
+  Geometry geo;
+  if (auto error = trellis::check_geometry(name, q.dimensions(), k_pages.dimensions(), page_table.dimensions(), geo);
+      error.failure())
+    return error;
+  const int64_t layer_id = layer.typed_data()[0];
+  const int64_t seqs = std::min<int64_t>(num_seqs.typed_data()[0], page_table.dimensions()[0]);
+  if (layer_id < 0 || layer_id >= k_pages.dimensions()[0])
+    return ffi::Error::InvalidArgument("paged_extend_attention: layer out of range");
+  float* o = out->typed_data();
+  std::fill(o, o + out->element_count(), 0.f);
+  const int32_t* cu = cu_q_lens.typed_data();
+  const int32_t* table = page_table.typed_data();
+  if (auto error = trellis::check_rows_and_pages(name, cu, table, seqs, q.dimensions()[0], geo); error.failure())
+    return error;
+  const Options opt{soft_cap, sliding_window};
+  if (k_pages.element_type() == ffi::F32) {
+    run<float>(pool, q.typed_data(), k_pages.typed_data<float>(), v_pages.typed_data<float>(), layer_id,
+               kv_lens.typed_data(), table, cu, seqs, geo, opt, o);
+  } else if (k_pages.element_type() == ffi::BF16) {
+    run<uint16_t>(pool, q.typed_data(), reinterpret_cast<const uint16_t*>(k_pages.untyped_data()),
+                  reinterpret_cast<const uint16_t*>(v_pages.untyped_data()), layer_id, kv_lens.typed_data(), table,
+                  cu, seqs, geo, opt, o);
+  } else {
+    return ffi::Error::InvalidArgument("paged_extend_attention: pages must be float32 or bfloat16");
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// 1 when this build runs the vectorised path for `page_size`, for the Python side's choice of backend.
+extern "C" int TrellisExtendAttentionIsVectorized(int64_t page_size) { return vectorized(page_size) ? 1 : 0; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisPagedExtendAttention, PagedExtendAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("soft_cap")
+                                  .Attr<int64_t>("sliding_window"));
