@@ -1,6 +1,9 @@
-"""`layer_matmul(x, w, layer)`: x @ w[layer] for stacked layer weights, without copying the layer out.
+"""`layer_matmul(x, w, layer, rows=None)`: x @ w[layer] for stacked layer weights, without copying the
+layer out.
 
 Contract: x [M, K], w [L, K, N], layer int32[] -> [M, K] @ w[layer] of shape [M, N] in x's dtype.
+`rows` (an int32 scalar, may be traced): only the first `rows` rows matter; the rest of the result is
+zero and the native kernel does not compute them (a step padded to its bucket skips its padding).
 `implementation`: "native" (the C++ CPU custom call in native/layer_matmul.cc; float32 only), "xla"
 (`x @ w[layer]`, the reference and the fallback), or None to pick: native on CPU for float32 when it
 builds here and M <= `NATIVE_MAX_ROWS`, else xla. The choice is made at trace time from static shapes.
@@ -35,15 +38,19 @@ def native_available() -> str | None:
     return None
 
 
-def reference_layer_matmul(x, w, layer):
-    return x @ jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False)
+def reference_layer_matmul(x, w, layer, rows=None):
+    y = x @ jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False)
+    if rows is None:
+        return y
+    return jnp.where(jnp.arange(x.shape[0])[:, None] < rows, y, jnp.zeros((), y.dtype))
 
 
-def native_layer_matmul(x, w, layer):
+def native_layer_matmul(x, w, layer, rows=None):
     load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], w.shape[2]), jnp.float32),
                             vmap_method="sequential")
-    return call(x.astype(jnp.float32), w, jnp.asarray(layer, jnp.int32))
+    rows = x.shape[0] if rows is None else rows
+    return call(x.astype(jnp.float32), w, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
 
 
 def choose(x, w, implementation=None) -> str:
@@ -56,12 +63,12 @@ def choose(x, w, implementation=None) -> str:
     return "native" if fits and native_available() is None else "xla"
 
 
-def layer_matmul(x, w, layer, *, implementation=None):
-    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N]; see the module docstring."""
+def layer_matmul(x, w, layer, rows=None, *, implementation=None):
+    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N], rows past `rows` zero; see the module docstring."""
     if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":
         if x.shape[0] > NATIVE_KERNEL_MAX_ROWS:
             raise ValueError(f"layer_matmul: the native kernel takes at most {NATIVE_KERNEL_MAX_ROWS} rows, got {x.shape[0]}")
-        return native_layer_matmul(x, w, layer).astype(x.dtype)
-    return reference_layer_matmul(x, w, layer)
+        return native_layer_matmul(x, w, layer, rows).astype(x.dtype)
+    return reference_layer_matmul(x, w, layer, rows)

@@ -1,8 +1,9 @@
 // y = x @ w[layer] for stacked layer weights, as an XLA FFI custom call (target "trellis_layer_matmul").
 //
 // Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32 (M <= 64), w [L, K, N] float32,
-// layer int32[] -> y [M, N] float32. Meant for small M (decode steps): the weights are streamed once,
-// straight out of the stacked array.
+// layer int32[], rows int32[] -> y [M, N] float32 whose first min(rows, M) rows are x @ w[layer] and the
+// rest zero. Meant for small M (decode steps): the weights are streamed once, straight out of the stacked
+// array; `rows` lets a step padded to its bucket skip the padding (a batch-1 decode pads to 8 rows).
 //
 // Why it exists: inside the model's scan over layers, XLA:CPU copies each layer's weights out of the
 // stacked array (a dynamic-slice) before its dot, which doubled the bytes a batch-1 decode step moves
@@ -107,18 +108,21 @@ void column_block(const float* x, const float* w, float* y, int64_t M, int64_t K
 }
 
 ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                       ffi::Buffer<ffi::S32> layer, ffi::ResultBuffer<ffi::F32> y) {
+                       ffi::Buffer<ffi::S32> layer, ffi::Buffer<ffi::S32> rows, ffi::ResultBuffer<ffi::F32> y) {
   auto x_dims = x.dimensions();
   auto w_dims = w.dimensions();
   if (x_dims.size() != 2 || w_dims.size() != 3 || x_dims[1] != w_dims[1])
     return ffi::Error::InvalidArgument("layer_matmul: x must be [M, K] and w [L, K, N]");
-  const int64_t M = x_dims[0], K = w_dims[1], N = w_dims[2];
+  const int64_t K = w_dims[1], N = w_dims[2];
+  const int64_t M = std::clamp<int64_t>(rows.typed_data()[0], 0, x_dims[0]);  // rows past M: zeros
   const int64_t layer_id = layer.typed_data()[0];
-  if (M > 64) return ffi::Error::InvalidArgument("layer_matmul: at most 64 rows (meant for decode steps)");
+  if (x_dims[0] > 64) return ffi::Error::InvalidArgument("layer_matmul: at most 64 rows (meant for decode steps)");
   if (layer_id < 0 || layer_id >= w_dims[0]) return ffi::Error::InvalidArgument("layer_matmul: layer out of range");
   const float* w_layer = w.typed_data() + layer_id * K * N;
   const float* xs = x.typed_data();
   float* ys = y->typed_data();
+  std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
+  if (M == 0) return ffi::Error::Success();
   // Column blocks of at most kBlock floats keep the accumulators in L1. Parallel only for big matrices:
   // waking the pool costs ~20 us, as long as streaming half a megabyte.
   const int64_t min_cols = std::max<int64_t>(16, (kParallelBytes / 4 / std::max<int64_t>(K, 1) + 15) / 16 * 16);
@@ -143,6 +147,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisLayerMatmul, LayerMatmul,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 

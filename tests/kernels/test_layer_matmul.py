@@ -22,6 +22,16 @@ def test_native_matches_reference(rows, k, n):
         np.testing.assert_allclose(got, x @ w[layer], rtol=2e-5, atol=2e-4 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("valid", [0, 1, 5, 8, 11])
+def test_rows_past_the_valid_count_are_zero_and_the_rest_exact(valid):
+    x, w = _inputs(8, 96, 80)
+    for implementation in ("native", "xla"):
+        got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 1, r, implementation=implementation))(
+            x, w, jnp.int32(valid))
+        expected = np.where(np.arange(8)[:, None] < valid, x @ w[1], 0.0)
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-3, err_msg=implementation)
+
+
 def test_native_inside_a_scan_reads_each_layer():
     x, w = _inputs(2, 48, 40, layers=5)
     scan = jax.jit(lambda x, w: jax.lax.scan(

@@ -66,24 +66,25 @@ def _mlp(x, lp, config):
 
 class _LayerParams:
     """One layer's weights inside the scan: the scanned slice, plus (native path) the stacked matrices,
-    which `layer_matmul` reads in place instead of XLA copying each layer's slice out first."""
+    which `layer_matmul` reads in place instead of XLA copying each layer's slice out first, computing
+    only the step's `rows` real tokens (the bucket's padding rows come out zero)."""
 
-    def __init__(self, sliced, stacked, layer):
-        self.sliced, self.stacked, self.layer = sliced, stacked, layer
+    def __init__(self, sliced, stacked, layer, rows):
+        self.sliced, self.stacked, self.layer, self.rows = sliced, stacked, layer, rows
 
     def __getitem__(self, name):
         return self.sliced[name]
 
     def matmul(self, h, name):
         if name in self.stacked:
-            return layer_matmul(h, self.stacked[name], self.layer, implementation="native")
+            return layer_matmul(h, self.stacked[name], self.layer, self.rows, implementation="native")
         return h @ self.sliced[name]
 
 
 def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked):
     x, kv = carry
     sliced, layer = layer_inputs
-    lp = _LayerParams(sliced, stacked, layer)
+    lp = _LayerParams(sliced, stacked, layer, batch.cu_q_lens[batch.num_seqs])
     attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
     x = x + attn_out
     x = x + _mlp(x, lp, config)
@@ -125,7 +126,8 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
-        logits = layer_matmul(last, head[None], 0) if choose_matmul(last, head[None]) == "native" else last @ head
+        native_head = choose_matmul(last, head[None]) == "native"
+        logits = layer_matmul(last, head[None], 0, batch.num_seqs) if native_head else last @ head
     else:
         logits = last @ params["embed"].T
     return logits.astype(jnp.float32), kv
