@@ -1,6 +1,8 @@
 """Raw step speed of the Runner against this machine's own ceilings, measured in one run.
 
     python tools/bench_step.py [--model SPEC] [--context 1024] [--batches 1 8 32] [--profile] [--json out.json]
+    python tools/bench_step.py --compare-native      # native CPU kernels vs pure XLA, alternating
+    python tools/bench_step.py --compare-kv-dtype    # float32 vs bfloat16 KV pages, alternating
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -85,7 +87,7 @@ def run_plans(runner: Runner, plans) -> None:
         runner.run(plan)
 
 
-def make_runner(model, args) -> Runner:
+def make_runner(model, args, kv_dtype: str | None = None) -> Runner:
     """A Runner with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
     steps = args.repeats + 1
     decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
@@ -93,7 +95,7 @@ def make_runner(model, args) -> Runner:
     decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
     return Runner(model, page_size=args.page_size, num_pages=num_pages,
                   token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
-                  attn_impl=args.attn_impl)
+                  attn_impl=args.attn_impl, kv_dtype=kv_dtype or args.kv_dtype)
 
 
 def bench(args) -> dict:
@@ -191,6 +193,20 @@ def compare_native(args) -> dict:
         runners[mode] = make_runner(model, args)
         runners[mode].warmup()
     os.environ.pop("TRELLIS_NATIVE")
+    return alternate(runners, args)
+
+
+def compare_kv_dtype(args) -> dict:
+    """float32 vs bfloat16 KV pages (same float32 model), alternating step by step in one process."""
+    model = load_model(args.model, dtype=args.dtype)
+    runners = {kv: make_runner(model, args, kv_dtype=kv) for kv in ("float32", "bfloat16")}
+    for runner in runners.values():
+        runner.warmup()
+    return alternate(runners, args)
+
+
+def alternate(runners: dict, args) -> dict:
+    """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn."""
     steps = args.repeats + 1
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
     work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size)] * steps}
@@ -213,12 +229,13 @@ def compare_native(args) -> dict:
 
 
 def compare_markdown(results: dict) -> str:
+    a, b = results["compilations_after_warmup"]
     lines = [f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
              f"warm-up {results['compilations_after_warmup']}", "",
-             "| step | native tok/s | xla tok/s | native / xla | target |", "|---|---|---|---|---|"]
+             f"| step | {a} tok/s | {b} tok/s | {a} / {b} | target |", "|---|---|---|---|---|"]
     for name, r in results.items():
         if name == "prefill" or name.startswith("decode_"):
-            lines.append(f"| {name} | {r['native']:.0f} | {r['xla']:.0f} | {r['native'] / r['xla']:.2f}x | "
+            lines.append(f"| {name} | {r[a]:.0f} | {r[b]:.0f} | {r[a] / r[b]:.2f}x | "
                          f"{TARGETS.get(name, float('nan')):.0f} |")
     return "\n".join(lines)
 
@@ -253,18 +270,21 @@ def parse_args(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--attn-impl", default=None)
+    parser.add_argument("--kv-dtype", default=None, help="KV page dtype (default: the model's)")
     parser.add_argument("--profile", action="store_true",
                         help="also split the largest decode step: runner vs forward vs attention vs sampler")
     parser.add_argument("--compare-native", action="store_true",
                         help="instead: native CPU kernels vs the pure-XLA paths, alternating step by step")
+    parser.add_argument("--compare-kv-dtype", action="store_true",
+                        help="instead: float32 vs bfloat16 KV pages, alternating step by step")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.compare_native:
-        results = compare_native(args)
+    if args.compare_native or args.compare_kv_dtype:
+        results = compare_native(args) if args.compare_native else compare_kv_dtype(args)
         print(compare_markdown(results))
     else:
         results = bench(args)

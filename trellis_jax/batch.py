@@ -121,6 +121,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule-policy", default="lpm")
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--kv-memory", default=None, help='KV pool budget, e.g. "1GiB" (default: the runner\'s)')
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="dtype of the KV pages (auto: the model's); bfloat16 halves KV memory and decode reads")
     p.add_argument("--max-num-seqs", type=int, default=32)
     p.add_argument("--max-num-batched-tokens", type=int, default=512)
     p.add_argument("--max-model-len", type=int, default=None)
@@ -137,7 +139,8 @@ def main(argv=None) -> int:
     from trellis_jax.engine.config import EngineConfig
 
     config = EngineConfig(
-        model=args.model, page_size=args.page_size, kv_memory=args.kv_memory, max_num_seqs=args.max_num_seqs,
+        model=args.model, page_size=args.page_size, kv_memory=args.kv_memory,
+        kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         eviction_policy=args.eviction_policy, schedule_policy=args.schedule_policy,
         disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic)

@@ -3,11 +3,19 @@
 Contract (docs/CONTRACTS.md): k/v_pages [L, Hkv, P, S, D]; k_new/v_new [T, Hkv, D];
 slot_mapping [T] int32 = page_id * page_size + offset_in_page; padded tokens map into page 0 (the sink,
 so duplicate writes there are harmless). Slots outside [0, P*S) are dropped, never wrapped.
-The new values are cast to the pages' dtype.
+The new values are cast to the pages' dtype (bfloat16: rounded to nearest even).
+
+On CPU, bfloat16 pages are written by a small native kernel (native/write_kv.cc) that updates the donated
+pages in place: XLA:CPU widens a bfloat16 scatter to float32 over the whole operand, converting the entire
+pool per layer (a batch-1 decode step of SmolLM2 took seconds instead of ~30 ms). Where that kernel does
+not build, the XLA scatter runs (correct, slow).
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+
+from pallas_kernels.native.build import NativeUnavailable, load_target
 
 
 def _check(pages, new, slot_mapping, name):
@@ -30,10 +38,28 @@ def _write_one(pages, layer, new, slot_mapping):
         # same row twice to the same slot keeps it a scatter with an order-independent result.
         new = jnp.concatenate([new, new])
         slot_mapping = jnp.concatenate([slot_mapping, slot_mapping])
+    if pages.dtype == jnp.bfloat16 and _native_bf16_writer():
+        call = jax.ffi.ffi_call(_BF16_TARGET, jax.ShapeDtypeStruct(pages.shape, pages.dtype),
+                                input_output_aliases={0: 0}, vmap_method="sequential")
+        return call(pages, jnp.asarray(layer, jnp.int32), new.astype(jnp.float32), slot_mapping.astype(jnp.int32))
     flat = pages.reshape(num_layers, num_kv_heads, num_pages * page_size, head_dim)
     # Index as [layer, :, slot] so XLA emits one scatter into the whole buffer (no per-layer copy).
     flat = flat.at[layer, :, slot_mapping].set(new.astype(pages.dtype), mode="drop")
     return flat.reshape(pages.shape)
+
+
+_BF16_TARGET = "trellis_write_kv_bf16"
+
+
+def _native_bf16_writer() -> bool:
+    """Whether the in-place bfloat16 writer runs here (CPU, and it builds)."""
+    if jax.devices()[0].platform != "cpu":
+        return False
+    try:
+        load_target("write_kv.cc", "TrellisWriteKvBf16", _BF16_TARGET)
+    except NativeUnavailable:
+        return False
+    return True
 
 
 def write_kv(k_pages, v_pages, layer, k_new, v_new, slot_mapping):

@@ -1,4 +1,9 @@
-"""write_kv: new K/V land in their slots of the named layer, nothing else changes."""
+"""write_kv: new K/V land in their slots of the named layer, nothing else changes.
+
+bfloat16 pages on CPU go through the native in-place writer: its rounding must equal XLA's float32 ->
+bfloat16 conversion bit for bit, under jit with the pages donated as in the model's step.
+"""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -35,6 +40,26 @@ def test_values_are_cast_to_the_page_dtype():
     k2, v2 = write_kv(k, v, 0, jnp.full((1, H, D), 1.5), jnp.full((1, H, D), 2.5), jnp.array([0]))
     assert k2.dtype == v2.dtype == jnp.bfloat16
     assert float(k2[0, 0, 0, 0, 0]) == 1.5
+    assert float(k[0, 0, 0, 0, 0]) == 0.0  # not donated: the caller's pages are left as they were
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_16_bit_pages_round_like_xla_under_jit_with_donation(dtype):
+    rng = np.random.default_rng(0)
+    k = jnp.asarray(rng.standard_normal((L, H, P, S, D)), dtype)
+    v = jnp.asarray(rng.standard_normal((L, H, P, S, D)), dtype)
+    new_k = jnp.asarray(rng.standard_normal((4, H, D)) * 3, jnp.float32)
+    new_v = jnp.asarray(rng.standard_normal((4, H, D)) * 1e-3, jnp.float32)
+    slots = jnp.array([3, 17, P * S + 2, 8], jnp.int32)  # the third is out of range: dropped
+    expected_k, expected_v = np.array(k, np.float32), np.array(v, np.float32)
+    for t in (0, 1, 3):
+        expected_k[1, :, int(slots[t]) // S, int(slots[t]) % S] = np.asarray(new_k[t].astype(dtype), np.float32)
+        expected_v[1, :, int(slots[t]) // S, int(slots[t]) % S] = np.asarray(new_v[t].astype(dtype), np.float32)
+    step = jax.jit(lambda k, v: write_kv(k, v, jnp.int32(1), new_k, new_v, slots), donate_argnums=(0, 1))
+    k2, v2 = step(k, v)
+    assert k2.dtype == v2.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(k2, np.float32), expected_k)
+    np.testing.assert_array_equal(np.asarray(v2, np.float32), expected_v)
 
 
 def test_out_of_range_slots_are_dropped_not_wrapped():

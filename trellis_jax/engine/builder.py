@@ -56,7 +56,7 @@ def make_runner(config: EngineConfig, loaded):
         kv_memory_fraction=config.kv_memory_fraction,
         token_buckets=token_buckets, seq_buckets=seq_buckets,
         max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir,
-        unroll_layers=config.unroll_layers, materialise_head=config.materialise_head)
+        unroll_layers=config.unroll_layers, materialise_head=config.materialise_head, kv_dtype=config.kv_cache_dtype)
     logger.info("KV pool: %s", runner.kv_pool.describe())
     if config.warmup:
         runner.warmup()

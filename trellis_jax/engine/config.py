@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
 
+KV_CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -31,6 +32,7 @@ def parse_bytes(value: int | str) -> int:
 class EngineConfig:
     model: str | None = None  # GGUF file, HF dir, orbax dir or preset; None = the default model
     dtype: str = "float32"
+    kv_cache_dtype: str | None = None  # KV pages: None = the model's dtype; "bfloat16" halves KV memory and reads
     page_size: int = 16
     num_pages: int | None = None
     kv_memory: int | str | None = None
@@ -67,6 +69,8 @@ class EngineConfig:
             raise ValueError(f"give at most one KV budget, got {budgets}")
         if self.kv_memory is not None:
             parse_bytes(self.kv_memory)
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
         if self.deterministic and (self.token_buckets or self.seq_buckets):
             raise ValueError("deterministic mode compiles one bucket; do not also give token_buckets/seq_buckets")

@@ -1,7 +1,7 @@
 """Sizing the KV page pool from a memory budget, and the one-line report printed at start-up.
 
 Contract: `size_kv_pool(config, page_size=, num_pages=, kv_memory_bytes=, kv_memory_fraction=,
-default_pages=)` takes at most one of the three budgets (a page count, bytes, or a fraction of the
+default_pages=, kv_dtype=)` (kv_dtype: the pages' dtype, default the model's) takes at most one of the three budgets (a page count, bytes, or a fraction of the
 device's free memory) and returns a `KVPoolSize`; with none it uses `default_pages`, capped at half the
 free memory of an accelerator, or on a CPU host at a quarter of the available RAM and at most 4 GiB
 (vLLM's CPU default: the host is shared with everything else). The count includes the sink page 0, so usable pages are num_pages - 1. A budget too small
@@ -40,14 +40,14 @@ class KVPoolSize:
 
 
 def size_kv_pool(config, *, page_size: int, num_pages: int | None = None, kv_memory_bytes: int | None = None,
-                 kv_memory_fraction: float | None = None, default_pages: int) -> KVPoolSize:
+                 kv_memory_fraction: float | None = None, default_pages: int, kv_dtype: str | None = None) -> KVPoolSize:
     given = [name for name, value in (("num_pages", num_pages), ("kv_memory_bytes", kv_memory_bytes),
                                       ("kv_memory_fraction", kv_memory_fraction)) if value is not None]
     if len(given) > 1:
         raise ValueError(f"give at most one KV budget, got {given}")
     if page_size < 1:
         raise ValueError(f"page_size must be >= 1, got {page_size}")
-    bytes_per_page = page_size * config.kv_bytes_per_token()
+    bytes_per_page = page_size * config.kv_bytes_per_token(kv_dtype)
     if num_pages is None:
         if kv_memory_fraction is not None:
             if not 0 < kv_memory_fraction <= 1:

@@ -56,13 +56,16 @@ class Runner:
                  token_buckets=DEFAULT_TOKEN_BUCKETS, seq_buckets=DEFAULT_SEQ_BUCKETS,
                  page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
                  compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
-                 unroll_layers: bool = False, materialise_head: bool | None = None):
+                 unroll_layers: bool = False, materialise_head: bool | None = None, kv_dtype: str | None = None):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
         `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
         more embedding in memory, a faster head on CPU); None = only where the native CPU matmul runs.
+        `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
+        bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         """
         self.config, self.params = _unpack_model(model)
+        self.kv_dtype = _check_kv_dtype(kv_dtype or self.config.dtype)
         if materialise_head is None:  # where the forward's head would run the native matmul
             materialise_head = self.params["embed"].dtype == np.float32 and native_matmul_available() is None
         if materialise_head:
@@ -86,9 +89,9 @@ class Runner:
         self.kv_pool = size_kv_pool(
             self.config, page_size=page_size, num_pages=num_pages, kv_memory_bytes=kv_memory_bytes,
             kv_memory_fraction=kv_memory_fraction,
-            default_pages=1 + self.buckets.max_num_seqs * self.buckets.max_pages_per_seq)
+            default_pages=1 + self.buckets.max_num_seqs * self.buckets.max_pages_per_seq, kv_dtype=self.kv_dtype)
         logger.info("KV pool: %s", self.kv_pool.describe())
-        self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size)
+        self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size, self.kv_dtype)
         self.unroll_layers = bool(unroll_layers)
         self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs, self.unroll_layers),
                                     donate_argnums=(1,))
@@ -185,6 +188,16 @@ def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:
                                                    outputs.top_logprobs[row, :num_logprobs])]
         tokens[request_id] = SampledToken(int(outputs.token_ids[row]), float(outputs.logprobs[row]), top)
     return StepOutputs(tokens)
+
+
+KV_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _check_kv_dtype(dtype) -> str:
+    name = str(dtype)
+    if name not in KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {dtype!r}")
+    return name
 
 
 def _unpack_model(model):
