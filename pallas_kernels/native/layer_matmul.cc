@@ -29,6 +29,7 @@ constexpr int64_t kBlock = 1024;                // output columns per task (accu
 constexpr int64_t kRowsPerBlock = 16;           // weight rows streamed together
 constexpr int64_t kPrefetchColumns = 256;       // how far ahead in each weight row to prefetch
 constexpr int64_t kParallelBytes = 512 * 1024;  // weight bytes per task before splitting pays
+constexpr int64_t kParallelMacs = 1 << 20;      // or multiply-adds per task (many rows, small matrices)
 
 #if defined(__AVX512F__)
 // Rows [m0, m0 + MT) x columns [n0, n0 + width) accumulate over weight rows [k0, k0 + kb) in registers
@@ -123,9 +124,11 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
-  // Column blocks of at most kBlock floats keep the accumulators in L1. Parallel only for big matrices:
-  // waking the pool costs ~20 us, as long as streaming half a megabyte.
-  const int64_t min_cols = std::max<int64_t>(16, (kParallelBytes / 4 / std::max<int64_t>(K, 1) + 15) / 16 * 16);
+  // Column blocks of at most kBlock floats keep the accumulators in L1. Parallel only for big enough
+  // work: waking the pool costs ~20 us, as long as streaming half a megabyte or ~1M multiply-adds.
+  const int64_t cols_for_bytes = kParallelBytes / 4 / std::max<int64_t>(K, 1);
+  const int64_t cols_for_macs = kParallelMacs / std::max<int64_t>(M * K, 1);
+  const int64_t min_cols = std::max<int64_t>(16, (std::min(cols_for_bytes, cols_for_macs) + 15) / 16 * 16);
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t blocks = std::max<int64_t>((N + kBlock - 1) / kBlock, std::min<int64_t>(threads, N / min_cols));
   const int64_t block = ((N + blocks - 1) / blocks + 15) / 16 * 16;  // balanced, whole vectors

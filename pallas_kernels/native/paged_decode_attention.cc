@@ -130,7 +130,8 @@ inline __m512 sum_lanes_16(__m512 r[16]) {
 template <typename KV, int KD>
 void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, const int32_t* pages, int64_t lo,
                          int64_t hi, const Geometry& geo, float soft_cap, Partial out) {
-  constexpr int C = KD / 16;  // 16-float chunks per row
+  constexpr int C = KD / 16;                  // 16-float chunks per row
+  constexpr int HB = C < 24 ? 24 / C : 1;      // query heads per P.V pass: HB * C accumulators in registers
   constexpr int64_t kPage = 16 * KD;
   const int64_t G = geo.group;
   for (int64_t g = 0; g < G; ++g) {
@@ -138,8 +139,12 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
     out.l[g] = 0.f;
     std::fill(out.acc + g * KD, out.acc + (g + 1) * KD, 0.f);
   }
-  // Pages outer, query heads inner: each page is read from memory once and reused from L1 by the G heads
-  // of the group; the next page is prefetched while this one is computed.
+  alignas(64) float probs[64 * 16];  // [G][16] of the current page; G * 16 <= 1024 checked by the caller
+  float alpha[64];
+  // Pages outer: each page is read from memory once and reused from L1 by the G heads of the group; the
+  // next page is prefetched while this one is computed. Per page, three passes over the heads (scores,
+  // softmax, P.V) instead of one head at a time, so the heads' dependency chains overlap and each V row
+  // is loaded once per block of heads.
   for (int64_t start = lo; start < hi;) {
     const int64_t page_index = start / 16, first = start % 16;
     const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
@@ -154,7 +159,7 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
       }
     }
     const __mmask16 valid = static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1));
-    for (int64_t g = 0; g < G; ++g) {
+    for (int64_t g = 0; g < G; ++g) {  // scores and online softmax of each head
       const float* qg = q + g * KD;
       __m512 partial[16];
       for (int j = 0; j < 16; ++j) {  // rows outside [first, last) are read (the page exists) and masked
@@ -173,23 +178,35 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
       const float m = out.m[g];
       const float m_new = std::max(m, _mm512_mask_reduce_max_ps(valid, scores));
       // 0 on the first page (m = -inf); most later pages leave the max alone, and exp is scalar here.
-      const float alpha = m_new == m ? 1.f : std::exp(m - m_new);
-      const __m512 probs = _mm512_maskz_mov_ps(
+      alpha[g] = m_new == m ? 1.f : std::exp(m - m_new);
+      const __m512 p = _mm512_maskz_mov_ps(
           valid, exp_nonpositive(_mm512_sub_ps(_mm512_mask_mov_ps(_mm512_set1_ps(m_new), valid, scores),
                                                _mm512_set1_ps(m_new))));
-      out.l[g] = out.l[g] * alpha + _mm512_reduce_add_ps(probs);
+      out.l[g] = out.l[g] * alpha[g] + _mm512_reduce_add_ps(p);
       out.m[g] = m_new;
-      alignas(64) float p[16];
-      _mm512_store_ps(p, probs);
-      float* acc_g = out.acc + g * KD;
-      __m512 acc[C];
-      const __m512 a = _mm512_set1_ps(alpha);
-      for (int c = 0; c < C; ++c) acc[c] = _mm512_mul_ps(_mm512_loadu_ps(acc_g + 16 * c), a);
-      for (int64_t j = first; j < last; ++j) {  // only valid rows: others may hold anything, even NaN
-        const __m512 pj = _mm512_set1_ps(p[j]);
-        for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(pj, load16(v_page + j * KD + 16 * c), acc[c]);
+      _mm512_store_ps(probs + g * 16, p);
+    }
+    for (int64_t g0 = 0; g0 < G; g0 += HB) {  // P.V, HB heads at a time
+      const int64_t heads = std::min<int64_t>(HB, G - g0);
+      __m512 acc[HB][C];
+      for (int h = 0; h < HB; ++h) {
+        if (h >= heads) break;
+        const __m512 a = _mm512_set1_ps(alpha[g0 + h]);
+        for (int c = 0; c < C; ++c) acc[h][c] = _mm512_mul_ps(_mm512_loadu_ps(out.acc + (g0 + h) * KD + 16 * c), a);
       }
-      for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc_g + 16 * c, acc[c]);
+      for (int64_t j = first; j < last; ++j) {  // only valid rows: others may hold anything, even NaN
+        for (int c = 0; c < C; ++c) {
+          const __m512 v = load16(v_page + j * KD + 16 * c);
+          for (int h = 0; h < HB; ++h) {
+            if (h >= heads) break;
+            acc[h][c] = _mm512_fmadd_ps(_mm512_set1_ps(probs[(g0 + h) * 16 + j]), v, acc[h][c]);
+          }
+        }
+      }
+      for (int h = 0; h < HB; ++h) {
+        if (h >= heads) break;
+        for (int c = 0; c < C; ++c) _mm512_storeu_ps(out.acc + (g0 + h) * KD + 16 * c, acc[h][c]);
+      }
     }
     start = page_index * 16 + last;
   }

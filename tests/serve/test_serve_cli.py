@@ -33,3 +33,12 @@ def test_api_keys_from_flags_and_environment():
 def test_materialised_head_is_automatic_unless_turned_off():
     assert engine_options(parse_args([]))["materialise_head"] is None
     assert engine_options(parse_args(["--no-materialise-head"]))["materialise_head"] is False
+
+
+def test_kv_cache_dtype_defaults_to_the_models_and_passes_a_choice_through():
+    from trellis_jax.engine.config import EngineConfig
+
+    assert engine_options(parse_args([]))["kv_cache_dtype"] is None
+    options = engine_options(parse_args(["--kv-cache-dtype", "bfloat16"]))
+    assert options["kv_cache_dtype"] == "bfloat16"
+    assert EngineConfig.from_options(**options).kv_cache_dtype == "bfloat16"
