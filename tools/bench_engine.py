@@ -166,7 +166,9 @@ def main(argv=None) -> None:
                 token_buckets=tuple(sorted({args.num_requests, 128, args.budget})), seq_buckets=(8, args.num_requests))
     start = time.perf_counter()
     runner = make_runner(EngineConfig(**base), loaded)
-    print(f"warm-up (compile) {time.perf_counter() - start:.1f} s; KV pool {runner.kv_pool.describe()}")
+    warm_compilations = runner.num_compilations
+    print(f"warm-up (compile) {time.perf_counter() - start:.1f} s, {warm_compilations} programs; "
+          f"KV pool {runner.kv_pool.describe()}")
     engines = {name: build_engine(EngineConfig(**base, disable_radix_cache=(name == "off")), loaded, runner)[0]
                for name in ("on", "off")}
     tokenizer = loaded.tokenizer
@@ -181,7 +183,7 @@ def main(argv=None) -> None:
         report[name] = scenario()
         shown = {k: v for k, v in report[name].items() if not k.endswith("_tokens")}
         print(f"[{name} done in {time.perf_counter() - start:.0f} s] {shown}", flush=True)
-    report["compilations"] = runner.num_compilations
+    report["compilations"] = runner.num_compilations - warm_compilations  # after warm-up: should stay 0
     if len(report) == 5:
         print_report(report, args)
     else:
