@@ -130,7 +130,8 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t cols_for_macs = kParallelMacs / std::max<int64_t>(M * K, 1);
   const int64_t min_cols = std::max<int64_t>(16, (std::min(cols_for_bytes, cols_for_macs) + 15) / 16 * 16);
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t blocks = std::max<int64_t>((N + kBlock - 1) / kBlock, std::min<int64_t>(threads, N / min_cols));
+  int64_t blocks = std::max<int64_t>((N + kBlock - 1) / kBlock, std::min<int64_t>(threads, N / min_cols));
+  if (blocks > threads) blocks = (blocks + threads - 1) / threads * threads;  // no thread left with one less
   const int64_t block = ((N + blocks - 1) / blocks + 15) / 16 * 16;  // balanced, whole vectors
   auto run_block = [&](int64_t i) {
     thread_local std::vector<float> acc;

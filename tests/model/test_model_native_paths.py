@@ -1,8 +1,9 @@
 """The CPU speed paths compute what the plain XLA forward computes.
 
 Small float32 steps on CPU run their matmuls through the native `layer_matmul` (weights read in place)
-and, with tied embeddings, can use a materialised embed.T as the LM head. Same prompt, decode step after
-prefill, with and without each: logits and written K/V agree to float32 rounding.
+and, with tied embeddings, can use a materialised embed.T as the LM head; runners may fuse the projections
+that read the same input (w_qkv, w_gate_up). Same prompt, decode step after prefill, with and without
+each: logits and written K/V agree to float32 rounding.
 """
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from model_testlib import PAGE_SIZE
 from pallas_kernels import layer_matmul as lm
 from trellis_jax.model import build_step_inputs, check_params, forward, init_kv_pages, sequential_page_tables
-from trellis_jax.model.params import with_materialised_head
+from trellis_jax.model.params import with_fused_projections, with_materialised_head
 
 PROMPT = np.random.default_rng(5).integers(3, 320, 19).tolist()
 
@@ -66,3 +67,35 @@ def test_runner_keeps_the_tied_embedding_alone_when_told(tiny_model):
     copied = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=True)
     assert "lm_head" not in plain.params
     np.testing.assert_array_equal(copied.params["lm_head"], np.asarray(loaded.params["embed"]).T)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # qwen2: q/k/v biases stay separate
+@pytest.mark.parametrize("native", [True, False])
+def test_fused_projections_match_the_separate_ones(tiny_model, monkeypatch, arch, native):
+    loaded = tiny_model(arch)
+    fused = with_fused_projections(loaded.params)
+    assert {"w_qkv", "w_gate_up"} <= set(fused["layers"]) and not {"wq", "wk", "w_up"} & set(fused["layers"])
+    check_params(fused, loaded.config)
+    if not native:
+        monkeypatch.setattr(lm, "native_available", lambda: "turned off for this test")
+    for a, b in zip(_prefill_then_decode(loaded.config, fused), _prefill_then_decode(loaded.config, loaded.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_a_half_fused_layout_is_refused(tiny_model):
+    loaded = tiny_model("llama")
+    fused = with_fused_projections(loaded.params)
+    both = {**fused, "layers": {**fused["layers"], "wq": loaded.params["layers"]["wq"]}}
+    with pytest.raises(ValueError, match="unexpected layers.wq"):
+        check_params(both, loaded.config)
+
+
+def test_runner_fuses_only_when_told_or_where_the_native_matmul_runs(tiny_model):
+    from trellis_jax.runner import Runner
+
+    loaded = tiny_model("llama")
+    plain = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=False)
+    fused = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=True)
+    assert "wq" in plain.params["layers"] and "w_qkv" not in plain.params["layers"]
+    np.testing.assert_array_equal(fused.params["layers"]["w_gate_up"][..., :loaded.config.intermediate_size],
+                                  loaded.params["layers"]["w_gate"])

@@ -34,11 +34,12 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return weight * normed.astype(x.dtype)
 
 
-MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
-
-
 def _project_qkv(h, lp, config):
-    q, k, v = lp.matmul(h, "wq"), lp.matmul(h, "wk"), lp.matmul(h, "wv")
+    if "w_qkv" in lp:  # fused projections (params.with_fused_projections): one matmul, split after
+        qkv = lp.matmul(h, "w_qkv")
+        q, k, v = jnp.split(qkv, [config.q_size, config.q_size + config.kv_size], axis=-1)
+    else:
+        q, k, v = lp.matmul(h, "wq"), lp.matmul(h, "wk"), lp.matmul(h, "wv")
     if config.attention_bias:
         q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
     rows = h.shape[0]
@@ -61,7 +62,11 @@ def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl)
 
 def _mlp(x, lp, config):
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
-    return lp.matmul(jax.nn.silu(lp.matmul(h, "w_gate")) * lp.matmul(h, "w_up"), "w_down")
+    if "w_gate_up" in lp:
+        gate, up = jnp.split(lp.matmul(h, "w_gate_up"), 2, axis=-1)
+    else:
+        gate, up = lp.matmul(h, "w_gate"), lp.matmul(h, "w_up")
+    return lp.matmul(jax.nn.silu(gate) * up, "w_down")
 
 
 class _LayerParams:
@@ -74,6 +79,9 @@ class _LayerParams:
 
     def __getitem__(self, name):
         return self.sliced[name]
+
+    def __contains__(self, name):
+        return name in self.sliced or name in self.stacked
 
     def matmul(self, h, name):
         if name in self.stacked:
@@ -117,8 +125,9 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
     # Small-batch CPU steps read the matrices in place (native layer_matmul); the scan slices the rest.
-    native = not unroll_layers and choose_matmul(x, layers["wq"]) == "native"
-    stacked = {name: layers[name] for name in MATRICES} if native else {}
+    matrices = [name for name, value in layers.items() if value.ndim == 3]  # [L, in, out] weights
+    native = not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native"
+    stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value for name, value in layers.items() if name not in stacked}
     step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl,
                              stacked=stacked)
