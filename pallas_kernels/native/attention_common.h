@@ -3,6 +3,7 @@
 // host-supplied page ids and row offsets from being read out of bounds.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -76,6 +77,53 @@ inline xla::ffi::Error check_rows_and_pages(const char* name, const int32_t* cu,
     if (table[i] < 0 || table[i] >= geo.num_pages)
       return xla::ffi::Error::InvalidArgument(std::string(name) + ": page id out of range");
   return xla::ffi::Error::Success();
+}
+
+// The checked inputs of a paged-attention custom call (both kernels share the same operands).
+struct PagedCall {
+  Geometry geo;
+  const float* q;
+  int64_t layer, seqs;
+  const int32_t *kv_lens, *table, *cu;
+  float* out;
+};
+
+// Checks every operand, zero-fills `out` and fills `call`; then runs body(k, v) with the pages typed as
+// float or uint16_t (bfloat16 bits). `name` prefixes the error messages.
+template <typename Body>
+xla::ffi::Error with_paged_call(const char* name, xla::ffi::Buffer<xla::ffi::F32> q, xla::ffi::AnyBuffer k_pages,
+                                xla::ffi::AnyBuffer v_pages, xla::ffi::Buffer<xla::ffi::S32> layer,
+                                xla::ffi::Buffer<xla::ffi::S32> kv_lens, xla::ffi::Buffer<xla::ffi::S32> page_table,
+                                xla::ffi::Buffer<xla::ffi::S32> cu_q_lens, xla::ffi::Buffer<xla::ffi::S32> num_seqs,
+                                xla::ffi::ResultBuffer<xla::ffi::F32>& out, PagedCall& call, Body&& body) {
+  using xla::ffi::Error;
+  if (k_pages.element_type() != v_pages.element_type())
+    return Error::InvalidArgument(std::string(name) + ": k/v pages dtypes differ");
+  if (auto error = check_geometry(name, q.dimensions(), k_pages.dimensions(), page_table.dimensions(), call.geo);
+      error.failure())
+    return error;
+  call.q = q.typed_data();
+  call.layer = layer.typed_data()[0];
+  call.seqs = std::min<int64_t>(num_seqs.typed_data()[0], page_table.dimensions()[0]);
+  if (call.layer < 0 || call.layer >= k_pages.dimensions()[0])
+    return Error::InvalidArgument(std::string(name) + ": layer out of range");
+  call.out = out->typed_data();
+  std::fill(call.out, call.out + out->element_count(), 0.f);
+  call.kv_lens = kv_lens.typed_data();
+  call.cu = cu_q_lens.typed_data();
+  call.table = page_table.typed_data();
+  if (auto error = check_rows_and_pages(name, call.cu, call.table, call.seqs, q.dimensions()[0], call.geo);
+      error.failure())
+    return error;
+  if (k_pages.element_type() == xla::ffi::F32) {
+    body(k_pages.typed_data<float>(), v_pages.typed_data<float>());
+  } else if (k_pages.element_type() == xla::ffi::BF16) {
+    body(reinterpret_cast<const uint16_t*>(k_pages.untyped_data()),
+         reinterpret_cast<const uint16_t*>(v_pages.untyped_data()));
+  } else {
+    return Error::InvalidArgument(std::string(name) + ": pages must be float32 or bfloat16");
+  }
+  return Error::Success();
 }
 
 }  // namespace trellis

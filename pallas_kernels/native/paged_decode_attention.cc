@@ -319,38 +319,13 @@ ffi::Error PagedDecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
                                 ffi::Buffer<ffi::S32> cu_q_lens, ffi::Buffer<ffi::S32> num_seqs,
                                 ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window,
                                 int64_t min_split_tokens) {
-  auto q_dims = q.dimensions();
-  if (k_pages.element_type() != v_pages.element_type())
-    return ffi::Error::InvalidArgument("paged_decode_attention: k/v pages dtypes differ");
-  Geometry geo;
-  if (auto error = trellis::check_geometry("paged_decode_attention", q_dims, k_pages.dimensions(),
-                                           page_table.dimensions(), geo);
-      error.failure())
-    return error;
-  const int64_t layer_id = layer.typed_data()[0];
-  const int64_t seqs = std::min<int64_t>(num_seqs.typed_data()[0], page_table.dimensions()[0]);
-  if (layer_id < 0 || layer_id >= k_pages.dimensions()[0])
-    return ffi::Error::InvalidArgument("paged_decode_attention: layer out of range");
-  float* o = out->typed_data();
-  std::fill(o, o + out->element_count(), 0.f);
-  const int32_t* cu = cu_q_lens.typed_data();
-  const int32_t* table = page_table.typed_data();
-  if (auto error = trellis::check_rows_and_pages("paged_decode_attention", cu, table, seqs, q_dims[0], geo);
-      error.failure())
-    return error;
-  if (k_pages.element_type() == ffi::F32) {
-    dispatch_head_dim<float>(pool, q.typed_data(), k_pages.typed_data<float>(), v_pages.typed_data<float>(),
-                             layer_id, kv_lens.typed_data(), table, cu, seqs, geo, soft_cap, sliding_window,
-                             min_split_tokens, o);
-  } else if (k_pages.element_type() == ffi::BF16) {
-    dispatch_head_dim<uint16_t>(pool, q.typed_data(), reinterpret_cast<const uint16_t*>(k_pages.untyped_data()),
-                                reinterpret_cast<const uint16_t*>(v_pages.untyped_data()), layer_id,
-                                kv_lens.typed_data(), table, cu, seqs, geo, soft_cap, sliding_window,
-                                min_split_tokens, o);
-  } else {
-    return ffi::Error::InvalidArgument("paged_decode_attention: pages must be float32 or bfloat16");
-  }
-  return ffi::Error::Success();
+  trellis::PagedCall c;
+  return trellis::with_paged_call(
+      "paged_decode_attention", q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, out, c,
+      [&](auto* k, auto* v) {
+        dispatch_head_dim(pool, c.q, k, v, c.layer, c.kv_lens, c.table, c.cu, c.seqs, c.geo, soft_cap,
+                          sliding_window, min_split_tokens, c.out);
+      });
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -266,35 +267,14 @@ ffi::Error PagedExtendAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
                                 ffi::Buffer<ffi::S32> kv_lens, ffi::Buffer<ffi::S32> page_table,
                                 ffi::Buffer<ffi::S32> cu_q_lens, ffi::Buffer<ffi::S32> num_seqs,
                                 ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window) {
-  const char* name = "paged_extend_attention";
-  if (k_pages.element_type() != v_pages.element_type())
-    return ffi::Error::InvalidArgument("paged_extend_attention: k/v pages dtypes differ");
-  Geometry geo;
-  if (auto error = trellis::check_geometry(name, q.dimensions(), k_pages.dimensions(), page_table.dimensions(), geo);
-      error.failure())
-    return error;
-  const int64_t layer_id = layer.typed_data()[0];
-  const int64_t seqs = std::min<int64_t>(num_seqs.typed_data()[0], page_table.dimensions()[0]);
-  if (layer_id < 0 || layer_id >= k_pages.dimensions()[0])
-    return ffi::Error::InvalidArgument("paged_extend_attention: layer out of range");
-  float* o = out->typed_data();
-  std::fill(o, o + out->element_count(), 0.f);
-  const int32_t* cu = cu_q_lens.typed_data();
-  const int32_t* table = page_table.typed_data();
-  if (auto error = trellis::check_rows_and_pages(name, cu, table, seqs, q.dimensions()[0], geo); error.failure())
-    return error;
+  trellis::PagedCall c;
   const Options opt{soft_cap, sliding_window};
-  if (k_pages.element_type() == ffi::F32) {
-    run<float>(pool, q.typed_data(), k_pages.typed_data<float>(), v_pages.typed_data<float>(), layer_id,
-               kv_lens.typed_data(), table, cu, seqs, geo, opt, o);
-  } else if (k_pages.element_type() == ffi::BF16) {
-    run<uint16_t>(pool, q.typed_data(), reinterpret_cast<const uint16_t*>(k_pages.untyped_data()),
-                  reinterpret_cast<const uint16_t*>(v_pages.untyped_data()), layer_id, kv_lens.typed_data(), table,
-                  cu, seqs, geo, opt, o);
-  } else {
-    return ffi::Error::InvalidArgument("paged_extend_attention: pages must be float32 or bfloat16");
-  }
-  return ffi::Error::Success();
+  return trellis::with_paged_call(
+      "paged_extend_attention", q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, out, c,
+      [&](auto* k, auto* v) {
+        using KV = std::remove_const_t<std::remove_pointer_t<decltype(k)>>;
+        run<KV>(pool, c.q, k, v, c.layer, c.kv_lens, c.table, c.cu, c.seqs, c.geo, opt, c.out);
+      });
 }
 
 }  // namespace
