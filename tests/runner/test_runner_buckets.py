@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from trellis_jax.runner.buckets import Bucket, BucketOverflowError, BucketSet, powers_of_two
+from trellis_jax.runner.buckets import Bucket, BucketOverflowError, BucketSet, powers_of_two, prefill_friendly
 
 BUCKETS = BucketSet(token_buckets=(4, 16, 64), seq_buckets=(1, 8, 32), page_buckets=(2, 8))
 
@@ -61,3 +61,21 @@ def test_seq_bucket_larger_than_token_bucket_is_rejected():
 def test_powers_of_two_end_at_the_limit():
     assert powers_of_two(8, 100) == (8, 16, 32, 64, 100)
     assert powers_of_two(1, 4) == (1, 2, 4)
+
+
+def test_prefill_friendly_buckets_are_four_per_octave_above_128():
+    assert prefill_friendly(8, 512) == (8, 16, 32, 64, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+    assert prefill_friendly(8, 300) == (8, 16, 32, 64, 128, 160, 192, 224, 256, 300)
+    assert prefill_friendly(8, 64) == (8, 16, 32, 64)
+
+
+def test_prefill_friendly_pads_a_step_by_at_most_a_quarter_above_128():
+    buckets = prefill_friendly(2, 1024)
+    for tokens in range(129, 1025):
+        padded = min(b for b in buckets if b >= tokens)
+        assert padded - tokens < padded / 4, (tokens, padded)
+
+
+def test_prefill_friendly_refuses_an_empty_range():
+    with pytest.raises(ValueError, match="need 1 <= low <= high"):
+        prefill_friendly(64, 8)
