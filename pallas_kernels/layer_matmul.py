@@ -34,7 +34,7 @@ def native_available() -> str | None:
     except NativeUnavailable as error:
         return str(error)
     if not library.TrellisLayerMatmulIsVectorized():
-        return "built without AVX-512, where the portable loops are slower than XLA (BENCHMARKS.md)"
+        return "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA (BENCHMARKS.md)"
     return None
 
 

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -79,6 +79,57 @@ void k_block(const float* x, const float* w, int64_t K, int64_t N, int64_t m0, i
     case 6: return k_block_avx512<6>(x, w, K, N, m0, n0, width, k0, kb, acc);
     case 7: return k_block_avx512<7>(x, w, K, N, m0, n0, width, k0, kb, acc);
     default: return k_block_avx512<8>(x, w, K, N, m0, n0, width, k0, kb, acc);
+  }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// AVX2 + FMA (most laptops and desktops without AVX-512): the same scheme with 8-float vectors, MT rows x
+// 16 columns in registers (16 ymm registers: MT <= 4 keeps 2 * MT accumulators, 2 weights, 1 broadcast);
+// the columns left over past the last full 16 run as scalar loops.
+template <int MT>
+void k_block_avx2(const float* x, const float* w, int64_t K, int64_t N, int64_t m0, int64_t n0, int64_t width,
+                  int64_t k0, int64_t kb, float* acc) {
+  const float* xk = x + m0 * K + k0;
+  int64_t n = 0;
+  for (; n + 16 <= width; n += 16) {
+    __m256 r[MT][2];
+    for (int m = 0; m < MT; ++m) r[m][0] = r[m][1] = _mm256_setzero_ps();
+    const float* wk = w + k0 * N + n0 + n;
+    const bool prefetch = n + kPrefetchColumns + 16 <= width;
+    for (int64_t k = 0; k < kb; ++k, wk += N) {
+      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchColumns), _MM_HINT_T0);
+      const __m256 w0 = _mm256_loadu_ps(wk);
+      const __m256 w1 = _mm256_loadu_ps(wk + 8);
+      for (int m = 0; m < MT; ++m) {
+        const __m256 xm = _mm256_broadcast_ss(xk + m * K + k);
+        r[m][0] = _mm256_fmadd_ps(xm, w0, r[m][0]);
+        r[m][1] = _mm256_fmadd_ps(xm, w1, r[m][1]);
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      float* am = acc + m * width + n;
+      _mm256_storeu_ps(am, _mm256_add_ps(_mm256_loadu_ps(am), r[m][0]));
+      _mm256_storeu_ps(am + 8, _mm256_add_ps(_mm256_loadu_ps(am + 8), r[m][1]));
+    }
+  }
+  for (int64_t k = 0; n < width && k < kb; ++k)  // tail columns
+    for (int m = 0; m < MT; ++m) {
+      const float xm = xk[m * K + k];
+      const float* wk = w + (k0 + k) * N + n0;
+      for (int64_t c = n; c < width; ++c) acc[m * width + c] += xm * wk[c];
+    }
+}
+
+void k_block(const float* x, const float* w, int64_t K, int64_t N, int64_t m0, int64_t rows, int64_t n0,
+             int64_t width, int64_t k0, int64_t kb, float* acc) {
+  for (int64_t done = 0; done < rows; done += 4) {  // groups of at most 4 rows (registers)
+    const int64_t r = std::min<int64_t>(4, rows - done);
+    float* a = acc + done * width;
+    switch (r) {
+      case 1: k_block_avx2<1>(x, w, K, N, m0 + done, n0, width, k0, kb, a); break;
+      case 2: k_block_avx2<2>(x, w, K, N, m0 + done, n0, width, k0, kb, a); break;
+      case 3: k_block_avx2<3>(x, w, K, N, m0 + done, n0, width, k0, kb, a); break;
+      default: k_block_avx2<4>(x, w, K, N, m0 + done, n0, width, k0, kb, a);
+    }
   }
 }
 #else
@@ -155,10 +206,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisLayerMatmul, LayerMatmul,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-// Whether this build has the register-tiled AVX-512 path. The portable loops were measured 1.1-2.4x
-// slower than XLA for 2+ rows (BENCHMARKS.md), so the Python side only uses this kernel when it does.
+// Whether this build has a register-tiled path (AVX-512, or AVX2 + FMA). The portable loops were measured
+// 1.1-2.4x slower than XLA for 2+ rows (BENCHMARKS.md), so the Python side only uses this kernel when it does.
 extern "C" int TrellisLayerMatmulIsVectorized() {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   return 1;
 #else
   return 0;
