@@ -18,7 +18,7 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -213,6 +213,116 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// AVX2 + FMA path (no AVX-512) for 16-token pages and head dims that are multiples of 8: the AVX-512
+// scheme with 8-lane vectors. The 16 scores of a page are two vectors, each reduced from 8 dot-product
+// partials by a horizontal-add tree.
+using trellis::exp_nonpositive8;
+using trellis::load8;
+
+// r[j] -> vector whose lane j is the sum of r[j]'s lanes.
+inline __m256 sum_lanes_8(const __m256 r[8]) {
+  const __m256 t0 = _mm256_hadd_ps(r[0], r[1]), t1 = _mm256_hadd_ps(r[2], r[3]);
+  const __m256 t2 = _mm256_hadd_ps(r[4], r[5]), t3 = _mm256_hadd_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+inline float max_lanes(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return std::max(_mm_cvtss_f32(m), _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)));
+}
+
+inline float sum_lanes(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+
+template <typename KV, int KD>
+void attend_range_avx2(const float* q, const KV* k_head, const KV* v_head, const int32_t* pages, int64_t lo,
+                       int64_t hi, const Geometry& geo, float soft_cap, Partial out) {
+  constexpr int C = KD / 8;
+  constexpr int64_t kPage = 16 * KD;
+  const int64_t G = geo.group;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t g = 0; g < G; ++g) {
+    out.m[g] = neg_inf;
+    out.l[g] = 0.f;
+    std::fill(out.acc + g * KD, out.acc + (g + 1) * KD, 0.f);
+  }
+  const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t start = lo; start < hi;) {
+    const int64_t page_index = start / 16, first = start % 16;
+    const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
+    const KV* k_page = k_head + pages[page_index] * kPage;
+    const KV* v_page = v_head + pages[page_index] * kPage;
+    if (page_index * 16 + 16 < hi) {
+      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * kPage);
+      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * kPage);
+      for (int64_t off = 0; off < kPage * static_cast<int64_t>(sizeof(KV)); off += 64) {
+        _mm_prefetch(k_next + off, _MM_HINT_T1);
+        _mm_prefetch(v_next + off, _MM_HINT_T1);
+      }
+    }
+    __m256 valid[2];  // all-ones lanes for keys in [first, last)
+    for (int h = 0; h < 2; ++h) {
+      const __m256 key = _mm256_add_ps(lane, _mm256_set1_ps(8.f * h));
+      valid[h] = _mm256_and_ps(_mm256_cmp_ps(key, _mm256_set1_ps(static_cast<float>(first)), _CMP_GE_OQ),
+                               _mm256_cmp_ps(key, _mm256_set1_ps(static_cast<float>(last)), _CMP_LT_OQ));
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = q + g * KD;
+      __m256 scores[2];
+      for (int h = 0; h < 2; ++h) {
+        __m256 partial[8];
+        for (int j = 0; j < 8; ++j) {  // rows outside [first, last) are read (the page exists) and masked
+          const KV* k_row = k_page + (8 * h + j) * KD;
+          __m256 sum = _mm256_mul_ps(_mm256_loadu_ps(qg), load8(k_row));
+          for (int c = 1; c < C; ++c) sum = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), load8(k_row + 8 * c), sum);
+          partial[j] = sum;
+        }
+        scores[h] = sum_lanes_8(partial);
+        if (soft_cap > 0.f) {
+          alignas(32) float tmp[8];
+          _mm256_store_ps(tmp, scores[h]);
+          for (float& t : tmp) t = soft_cap * std::tanh(t / soft_cap);
+          scores[h] = _mm256_load_ps(tmp);
+        }
+      }
+      const __m256 ninf = _mm256_set1_ps(neg_inf);
+      const float page_max = max_lanes(_mm256_max_ps(_mm256_blendv_ps(ninf, scores[0], valid[0]),
+                                                     _mm256_blendv_ps(ninf, scores[1], valid[1])));
+      const float m = out.m[g];
+      const float m_new = std::max(m, page_max);
+      const float alpha = m_new == m ? 1.f : std::exp(m - m_new);
+      alignas(32) float p[16];
+      __m256 total = _mm256_setzero_ps();
+      for (int h = 0; h < 2; ++h) {  // invalid lanes: exp(0) then zeroed, so garbage never reaches exp
+        const __m256 x = _mm256_blendv_ps(_mm256_setzero_ps(), _mm256_sub_ps(scores[h], _mm256_set1_ps(m_new)),
+                                          valid[h]);
+        const __m256 probs = _mm256_and_ps(exp_nonpositive8(x), valid[h]);
+        _mm256_store_ps(p + 8 * h, probs);
+        total = _mm256_add_ps(total, probs);
+      }
+      out.l[g] = out.l[g] * alpha + sum_lanes(total);
+      out.m[g] = m_new;
+      float* acc_g = out.acc + g * KD;
+      __m256 acc[C];
+      const __m256 a = _mm256_set1_ps(alpha);
+      for (int c = 0; c < C; ++c) acc[c] = _mm256_mul_ps(_mm256_loadu_ps(acc_g + 8 * c), a);
+      for (int64_t j = first; j < last; ++j) {
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pj, load8(v_page + j * KD + 8 * c), acc[c]);
+      }
+      for (int c = 0; c < C; ++c) _mm256_storeu_ps(acc_g + 8 * c, acc[c]);
+    }
+    start = page_index * 16 + last;
+  }
+}
+#endif
+
 template <typename KV, int KD>
 void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_pages, int64_t layer,
          const int32_t* kv_lens, const int32_t* page_table, const int32_t* cu_q_lens, int64_t num_seqs,
@@ -272,6 +382,13 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
     if constexpr (KD % 16 == 0 && KD > 0) {
       if (geo.page_size == 16) {
         attend_range_avx512<KV, KD>(qh, k_head, v_head, pages, it.lo, it.hi, geo, soft_cap, part);
+        return;
+      }
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if constexpr (KD % 8 == 0 && KD > 0 && KD <= 128) {  // C = KD / 8 accumulators in 16 ymm registers
+      if (geo.page_size == 16) {
+        attend_range_avx2<KV, KD>(qh, k_head, v_head, pages, it.lo, it.hi, geo, soft_cap, part);
         return;
       }
     }
