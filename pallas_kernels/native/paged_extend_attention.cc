@@ -21,7 +21,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -81,7 +81,8 @@ void extend_task_portable(const Task& t, const float* q, const KV* k_head, const
   }
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define TRELLIS_EXTEND_VECTORISED 1
 // Per-thread working set of one task: Q^T and the accumulator, [D][M] each, M = 16*G lanes.
 struct Scratch {
   std::vector<float> qt, acc, m, l, kbuf, vbuf;
@@ -95,6 +96,62 @@ inline const float* page_rows(const uint16_t* page, int64_t n, std::vector<float
   return buf.data();
 }
 
+// Where a page's keys need a per-lane mask: past some row's position, or before some row's window.
+inline bool needs_mask(int64_t key0, int64_t keys, int64_t min_pos, int64_t max_pos, Options opt) {
+  return key0 + keys - 1 > min_pos || (opt.window > 0 && key0 <= max_pos - opt.window);
+}
+
+// One task on the vector lanes: Q^T in, pages streamed (next one prefetched), `page_step(sc, M, keys, values,
+// key0, min_pos, max_pos)` folds a page into the online softmax of every lane, normalised rows out.
+template <typename KV, typename PageStep>
+void extend_task_vectorised(const Task& t, const float* q, const KV* k_head, const KV* v_head, const int32_t* pages,
+                            const Geometry& geo, Options opt, float* out, Scratch& sc, PageStep&& page_step) {
+  const int64_t D = geo.head_dim, G = geo.group, Hq = geo.num_kv_heads * G;
+  const int64_t M = kTileRows * G;
+  sc.qt.assign(D * M, 0.f);
+  sc.acc.assign(D * M, 0.f);
+  sc.m.assign(M, -std::numeric_limits<float>::infinity());
+  sc.l.assign(M, 0.f);
+  sc.qpos.resize(M);
+  sc.kbuf.resize(16 * D);
+  sc.vbuf.resize(16 * D);
+  const int64_t min_pos = t.pos0, max_pos = t.pos0 + t.rows - 1;
+  for (int64_t r = 0; r < kTileRows; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t lane = r * G + g;
+      sc.qpos[lane] = static_cast<int32_t>(r < t.rows ? t.pos0 + r : max_pos);  // padding lanes: finite, unused
+      if (r >= t.rows) continue;
+      const float* src = q + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      for (int64_t d = 0; d < D; ++d) sc.qt[d * M + lane] = src[d];
+    }
+  }
+  const int64_t lo = first_visible(min_pos, opt.window), hi = max_pos + 1;
+  const int64_t page_elems = 16 * D;
+  for (int64_t page_index = lo / 16; page_index * 16 < hi; ++page_index) {
+    if ((page_index + 1) * 16 < hi) {
+      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * page_elems);
+      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * page_elems);
+      for (int64_t off = 0; off < page_elems * static_cast<int64_t>(sizeof(KV)); off += 64) {
+        _mm_prefetch(k_next + off, _MM_HINT_T1);
+        _mm_prefetch(v_next + off, _MM_HINT_T1);
+      }
+    }
+    const float* keys = page_rows(k_head + pages[page_index] * page_elems, page_elems, sc.kbuf);
+    const float* values = page_rows(v_head + pages[page_index] * page_elems, page_elems, sc.vbuf);
+    page_step(sc, M, keys, values, page_index * 16, min_pos, max_pos);
+  }
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t lane = r * G + g;
+      float* dst = out + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      const float inv = sc.l[lane] > 0.f ? 1.f / sc.l[lane] : 0.f;
+      for (int64_t d = 0; d < D; ++d) dst[d] = sc.acc[d * M + lane] * inv;
+    }
+  }
+}
+#endif
+
+#if defined(__AVX512F__)
 // Scores of 16 lanes (query vectors) against the 16 keys of a page: s[j] lane m = q_m . k_j.
 inline void page_scores(const float* qt, int64_t lanes, const float* keys, int64_t D, __m512 s[16]) {
   for (int j = 0; j < 16; ++j) s[j] = _mm512_setzero_ps();
@@ -123,92 +180,127 @@ inline void accumulate_values(float* acc, int64_t lanes, const float* values, in
   }
 }
 
-template <typename KV>
-void extend_task_avx512(const Task& t, const float* q, const KV* k_head, const KV* v_head, const int32_t* pages,
-                        const Geometry& geo, Options opt, float* out, Scratch& sc) {
-  const int64_t D = geo.head_dim, G = geo.group, Hq = geo.num_kv_heads * G;
-  const int64_t M = kTileRows * G;
+// A 16-key page folded into the online softmax of all M lanes, 16 lanes at a time.
+inline void page_step_avx512(Scratch& sc, int64_t M, const float* keys, const float* values, int64_t D,
+                             int64_t key0, int64_t min_pos, int64_t max_pos, Options opt) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  sc.qt.assign(D * M, 0.f);
-  sc.acc.assign(D * M, 0.f);
-  sc.m.assign(M, neg_inf);
-  sc.l.assign(M, 0.f);
-  sc.qpos.resize(M);
-  sc.kbuf.resize(16 * D);
-  sc.vbuf.resize(16 * D);
-  const int64_t min_pos = t.pos0, max_pos = t.pos0 + t.rows - 1;
-  for (int64_t r = 0; r < kTileRows; ++r) {
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t lane = r * G + g;
-      sc.qpos[lane] = static_cast<int32_t>(r < t.rows ? t.pos0 + r : max_pos);  // padding lanes: finite, unused
-      if (r >= t.rows) continue;
-      const float* src = q + ((t.row0 + r) * Hq + t.head * G + g) * D;
-      for (int64_t d = 0; d < D; ++d) sc.qt[d * M + lane] = src[d];
-    }
-  }
-  const int64_t lo = first_visible(min_pos, opt.window), hi = max_pos + 1;
-  const int64_t page_elems = 16 * D;
-  for (int64_t page_index = lo / 16; page_index * 16 < hi; ++page_index) {
-    const int64_t key0 = page_index * 16;
-    if ((page_index + 1) * 16 < hi) {
-      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * page_elems);
-      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * page_elems);
-      for (int64_t off = 0; off < page_elems * static_cast<int64_t>(sizeof(KV)); off += 64) {
-        _mm_prefetch(k_next + off, _MM_HINT_T1);
-        _mm_prefetch(v_next + off, _MM_HINT_T1);
-      }
-    }
-    const float* keys = page_rows(k_head + pages[page_index] * page_elems, page_elems, sc.kbuf);
-    const float* values = page_rows(v_head + pages[page_index] * page_elems, page_elems, sc.vbuf);
-    // Keys past some row's position, or before some row's window, need a per-lane mask on this page.
-    const bool masked = key0 + 15 > min_pos || (opt.window > 0 && key0 <= max_pos - opt.window);
-    for (int64_t chunk = 0; chunk < M; chunk += 16) {
-      __m512 s[16];
-      page_scores(sc.qt.data() + chunk, M, keys, D, s);
-      if (opt.soft_cap > 0.f) {
-        alignas(64) float tmp[16];
-        for (int j = 0; j < 16; ++j) {
-          _mm512_store_ps(tmp, s[j]);
-          for (float& x : tmp) x = opt.soft_cap * std::tanh(x / opt.soft_cap);
-          s[j] = _mm512_load_ps(tmp);
-        }
-      }
-      __mmask16 keep[16];
-      for (int j = 0; j < 16; ++j) keep[j] = 0xFFFF;
-      if (masked) {
-        const __m512i pos = _mm512_loadu_si512(sc.qpos.data() + chunk);
-        for (int j = 0; j < 16; ++j) {
-          const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(key0 + j));
-          keep[j] = _mm512_cmple_epi32_mask(key, pos);
-          if (opt.window > 0)
-            keep[j] &= _mm512_cmpgt_epi32_mask(_mm512_add_epi32(key, _mm512_set1_epi32(opt.window)), pos);
-          s[j] = _mm512_mask_mov_ps(_mm512_set1_ps(neg_inf), keep[j], s[j]);
-        }
-      }
-      __m512 page_max = s[0];
-      for (int j = 1; j < 16; ++j) page_max = _mm512_max_ps(page_max, s[j]);
-      const __m512 m_old = _mm512_loadu_ps(sc.m.data() + chunk);
-      const __m512 m_new = _mm512_max_ps(m_old, page_max);
-      // Lanes that have seen no visible key yet keep max -inf; subtract 0 there so nothing becomes NaN.
-      const __m512 m_safe = _mm512_mask_mov_ps(m_new, _mm512_cmp_ps_mask(m_new, _mm512_set1_ps(neg_inf), _CMP_EQ_OQ),
-                                               _mm512_setzero_ps());
-      const __m512 alpha = trellis::exp_nonpositive(_mm512_sub_ps(m_old, m_safe));
-      __m512 p[16], sum = _mm512_setzero_ps();
+  const bool masked = needs_mask(key0, 16, min_pos, max_pos, opt);
+  for (int64_t chunk = 0; chunk < M; chunk += 16) {
+    __m512 s[16];
+    page_scores(sc.qt.data() + chunk, M, keys, D, s);
+    if (opt.soft_cap > 0.f) {
+      alignas(64) float tmp[16];
       for (int j = 0; j < 16; ++j) {
-        p[j] = _mm512_maskz_mov_ps(keep[j], trellis::exp_nonpositive(_mm512_sub_ps(s[j], m_safe)));
-        sum = _mm512_add_ps(sum, p[j]);
+        _mm512_store_ps(tmp, s[j]);
+        for (float& x : tmp) x = opt.soft_cap * std::tanh(x / opt.soft_cap);
+        s[j] = _mm512_load_ps(tmp);
       }
-      _mm512_storeu_ps(sc.l.data() + chunk, _mm512_fmadd_ps(_mm512_loadu_ps(sc.l.data() + chunk), alpha, sum));
-      _mm512_storeu_ps(sc.m.data() + chunk, m_new);
-      accumulate_values(sc.acc.data() + chunk, M, values, D, alpha, p);
     }
+    __mmask16 keep[16];
+    for (int j = 0; j < 16; ++j) keep[j] = 0xFFFF;
+    if (masked) {
+      const __m512i pos = _mm512_loadu_si512(sc.qpos.data() + chunk);
+      for (int j = 0; j < 16; ++j) {
+        const __m512i key = _mm512_set1_epi32(static_cast<int32_t>(key0 + j));
+        keep[j] = _mm512_cmple_epi32_mask(key, pos);
+        if (opt.window > 0)
+          keep[j] &= _mm512_cmpgt_epi32_mask(_mm512_add_epi32(key, _mm512_set1_epi32(opt.window)), pos);
+        s[j] = _mm512_mask_mov_ps(_mm512_set1_ps(neg_inf), keep[j], s[j]);
+      }
+    }
+    __m512 page_max = s[0];
+    for (int j = 1; j < 16; ++j) page_max = _mm512_max_ps(page_max, s[j]);
+    const __m512 m_old = _mm512_loadu_ps(sc.m.data() + chunk);
+    const __m512 m_new = _mm512_max_ps(m_old, page_max);
+    // Lanes that have seen no visible key yet keep max -inf; subtract 0 there so nothing becomes NaN.
+    const __m512 m_safe = _mm512_mask_mov_ps(m_new, _mm512_cmp_ps_mask(m_new, _mm512_set1_ps(neg_inf), _CMP_EQ_OQ),
+                                             _mm512_setzero_ps());
+    const __m512 alpha = trellis::exp_nonpositive(_mm512_sub_ps(m_old, m_safe));
+    __m512 p[16], sum = _mm512_setzero_ps();
+    for (int j = 0; j < 16; ++j) {
+      p[j] = _mm512_maskz_mov_ps(keep[j], trellis::exp_nonpositive(_mm512_sub_ps(s[j], m_safe)));
+      sum = _mm512_add_ps(sum, p[j]);
+    }
+    _mm512_storeu_ps(sc.l.data() + chunk, _mm512_fmadd_ps(_mm512_loadu_ps(sc.l.data() + chunk), alpha, sum));
+    _mm512_storeu_ps(sc.m.data() + chunk, m_new);
+    accumulate_values(sc.acc.data() + chunk, M, values, D, alpha, p);
   }
-  for (int64_t r = 0; r < t.rows; ++r) {
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t lane = r * G + g;
-      float* dst = out + ((t.row0 + r) * Hq + t.head * G + g) * D;
-      const float inv = sc.l[lane] > 0.f ? 1.f / sc.l[lane] : 0.f;
-      for (int64_t d = 0; d < D; ++d) dst[d] = sc.acc[d * M + lane] * inv;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// AVX2 + FMA: 8 lanes, and a page taken as two halves of 8 keys (16 ymm registers: 8 score vectors).
+inline void half_page_scores(const float* qt, int64_t lanes, const float* keys, int64_t D, __m256 s[8]) {
+  for (int j = 0; j < 8; ++j) s[j] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < D; ++d) {
+    const __m256 qd = _mm256_loadu_ps(qt + d * lanes);
+    for (int j = 0; j < 8; ++j) s[j] = _mm256_fmadd_ps(qd, _mm256_broadcast_ss(keys + j * D + d), s[j]);
+  }
+}
+
+inline void accumulate_values(float* acc, int64_t lanes, const float* values, int64_t D, __m256 alpha,
+                              const __m256 p[8]) {
+  int64_t d = 0;
+  for (; d + 4 <= D; d += 4) {  // 4 independent chains (8 p + 4 accumulators + broadcast fit 16 registers)
+    __m256 a[4];
+    for (int i = 0; i < 4; ++i) a[i] = _mm256_mul_ps(_mm256_loadu_ps(acc + (d + i) * lanes), alpha);
+    for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 4; ++i) a[i] = _mm256_fmadd_ps(p[j], _mm256_broadcast_ss(values + j * D + d + i), a[i]);
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(acc + (d + i) * lanes, a[i]);
+  }
+  for (; d < D; ++d) {
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + d * lanes), alpha);
+    for (int j = 0; j < 8; ++j) a = _mm256_fmadd_ps(p[j], _mm256_broadcast_ss(values + j * D + d), a);
+    _mm256_storeu_ps(acc + d * lanes, a);
+  }
+}
+
+inline void page_step_avx2(Scratch& sc, int64_t M, const float* keys, const float* values, int64_t D,
+                           int64_t key0, int64_t min_pos, int64_t max_pos, Options opt) {
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  for (int half = 0; half < 2; ++half) {
+    const int64_t k0 = key0 + 8 * half;
+    if (k0 > max_pos) break;  // every lane's keys end before this half
+    const bool masked = needs_mask(k0, 8, min_pos, max_pos, opt);
+    const float* half_keys = keys + 8 * half * D;
+    const float* half_values = values + 8 * half * D;
+    for (int64_t chunk = 0; chunk < M; chunk += 8) {
+      __m256 s[8];
+      half_page_scores(sc.qt.data() + chunk, M, half_keys, D, s);
+      if (opt.soft_cap > 0.f) {
+        alignas(32) float tmp[8];
+        for (int j = 0; j < 8; ++j) {
+          _mm256_store_ps(tmp, s[j]);
+          for (float& x : tmp) x = opt.soft_cap * std::tanh(x / opt.soft_cap);
+          s[j] = _mm256_load_ps(tmp);
+        }
+      }
+      __m256 keep[8];
+      for (int j = 0; j < 8; ++j) keep[j] = all;
+      if (masked) {  // positions are < 2^24, exact as floats
+        const __m256 pos = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc.qpos.data() + chunk)));
+        for (int j = 0; j < 8; ++j) {
+          const __m256 key = _mm256_set1_ps(static_cast<float>(k0 + j));
+          keep[j] = _mm256_cmp_ps(key, pos, _CMP_LE_OQ);
+          if (opt.window > 0)
+            keep[j] = _mm256_and_ps(keep[j], _mm256_cmp_ps(_mm256_add_ps(key, _mm256_set1_ps(static_cast<float>(opt.window))),
+                                                           pos, _CMP_GT_OQ));
+          s[j] = _mm256_blendv_ps(neg_inf, s[j], keep[j]);
+        }
+      }
+      __m256 page_max = s[0];
+      for (int j = 1; j < 8; ++j) page_max = _mm256_max_ps(page_max, s[j]);
+      const __m256 m_old = _mm256_loadu_ps(sc.m.data() + chunk);
+      const __m256 m_new = _mm256_max_ps(m_old, page_max);
+      const __m256 m_safe = _mm256_blendv_ps(m_new, _mm256_setzero_ps(), _mm256_cmp_ps(m_new, neg_inf, _CMP_EQ_OQ));
+      const __m256 alpha = trellis::exp_nonpositive8(_mm256_sub_ps(m_old, m_safe));
+      __m256 p[8], sum = _mm256_setzero_ps();
+      for (int j = 0; j < 8; ++j) {
+        p[j] = _mm256_and_ps(trellis::exp_nonpositive8(_mm256_sub_ps(s[j], m_safe)), keep[j]);
+        sum = _mm256_add_ps(sum, p[j]);
+      }
+      _mm256_storeu_ps(sc.l.data() + chunk, _mm256_fmadd_ps(_mm256_loadu_ps(sc.l.data() + chunk), alpha, sum));
+      _mm256_storeu_ps(sc.m.data() + chunk, m_new);
+      accumulate_values(sc.acc.data() + chunk, M, half_values, D, alpha, p);
     }
   }
 }
@@ -216,7 +308,7 @@ void extend_task_avx512(const Task& t, const float* q, const KV* k_head, const K
 
 // Whether this build takes the vectorised path for `page_size` (the caller prefers XLA otherwise).
 bool vectorized(int64_t page_size) {
-#if defined(__AVX512F__)
+#if defined(TRELLIS_EXTEND_VECTORISED)
   return page_size == 16;
 #else
   (void)page_size;
@@ -251,10 +343,18 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
     const KV* k_head = k_pages + layer * layer_stride + t.head * head_stride;
     const KV* v_head = v_pages + layer * layer_stride + t.head * head_stride;
     const int32_t* pages = page_table + t.seq * geo.max_pages;
-#if defined(__AVX512F__)
+#if defined(TRELLIS_EXTEND_VECTORISED)
     if (vectorized(geo.page_size)) {
       thread_local Scratch scratch;
-      extend_task_avx512<KV>(t, q, k_head, v_head, pages, geo, opt, out, scratch);
+      extend_task_vectorised(t, q, k_head, v_head, pages, geo, opt, out, scratch,
+                             [&](Scratch& sc, int64_t M, const float* keys, const float* values, int64_t key0,
+                                 int64_t min_pos, int64_t max_pos) {
+#if defined(__AVX512F__)
+                               page_step_avx512(sc, M, keys, values, geo.head_dim, key0, min_pos, max_pos, opt);
+#else
+                               page_step_avx2(sc, M, keys, values, geo.head_dim, key0, min_pos, max_pos, opt);
+#endif
+                             });
       return;
     }
 #endif
