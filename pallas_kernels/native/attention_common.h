@@ -80,6 +80,21 @@ inline __m256 exp_nonpositive8(__m256 x) {
 }
 #endif
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// Asks for the K and V of page `pages[next]` to be brought into L2 while the current page is computed
+// (pages are scattered, so the hardware prefetchers cannot guess the next one).
+template <typename KV>
+inline void prefetch_page(const KV* k_head, const KV* v_head, const int32_t* pages, int64_t next,
+                          int64_t page_elems) {
+  const char* k_next = reinterpret_cast<const char*>(k_head + pages[next] * page_elems);
+  const char* v_next = reinterpret_cast<const char*>(v_head + pages[next] * page_elems);
+  for (int64_t off = 0; off < page_elems * static_cast<int64_t>(sizeof(KV)); off += 64) {
+    _mm_prefetch(k_next + off, _MM_HINT_T1);
+    _mm_prefetch(v_next + off, _MM_HINT_T1);
+  }
+}
+#endif
+
 // Shape checks shared by the kernels; on success fills `geo`. `name` prefixes the error messages.
 inline xla::ffi::Error check_geometry(const char* name, xla::ffi::Span<const int64_t> q_dims,
                                       xla::ffi::Span<const int64_t> k_dims, xla::ffi::Span<const int64_t> t_dims,

@@ -150,14 +150,7 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
     const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
     const KV* k_page = k_head + pages[page_index] * kPage;
     const KV* v_page = v_head + pages[page_index] * kPage;
-    if (page_index * 16 + 16 < hi) {
-      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * kPage);
-      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * kPage);
-      for (int64_t off = 0; off < kPage * static_cast<int64_t>(sizeof(KV)); off += 64) {
-        _mm_prefetch(k_next + off, _MM_HINT_T1);
-        _mm_prefetch(v_next + off, _MM_HINT_T1);
-      }
-    }
+    if (page_index * 16 + 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, kPage);
     const __mmask16 valid = static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1));
     for (int64_t g = 0; g < G; ++g) {  // scores and online softmax of each head
       const float* qg = q + g * KD;
@@ -258,14 +251,7 @@ void attend_range_avx2(const float* q, const KV* k_head, const KV* v_head, const
     const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
     const KV* k_page = k_head + pages[page_index] * kPage;
     const KV* v_page = v_head + pages[page_index] * kPage;
-    if (page_index * 16 + 16 < hi) {
-      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * kPage);
-      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * kPage);
-      for (int64_t off = 0; off < kPage * static_cast<int64_t>(sizeof(KV)); off += 64) {
-        _mm_prefetch(k_next + off, _MM_HINT_T1);
-        _mm_prefetch(v_next + off, _MM_HINT_T1);
-      }
-    }
+    if (page_index * 16 + 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, kPage);
     __m256 valid[2];  // all-ones lanes for keys in [first, last)
     for (int h = 0; h < 2; ++h) {
       const __m256 key = _mm256_add_ps(lane, _mm256_set1_ps(8.f * h));

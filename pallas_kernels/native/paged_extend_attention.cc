@@ -128,14 +128,7 @@ void extend_task_vectorised(const Task& t, const float* q, const KV* k_head, con
   const int64_t lo = first_visible(min_pos, opt.window), hi = max_pos + 1;
   const int64_t page_elems = 16 * D;
   for (int64_t page_index = lo / 16; page_index * 16 < hi; ++page_index) {
-    if ((page_index + 1) * 16 < hi) {
-      const char* k_next = reinterpret_cast<const char*>(k_head + pages[page_index + 1] * page_elems);
-      const char* v_next = reinterpret_cast<const char*>(v_head + pages[page_index + 1] * page_elems);
-      for (int64_t off = 0; off < page_elems * static_cast<int64_t>(sizeof(KV)); off += 64) {
-        _mm_prefetch(k_next + off, _MM_HINT_T1);
-        _mm_prefetch(v_next + off, _MM_HINT_T1);
-      }
-    }
+    if ((page_index + 1) * 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, page_elems);
     const float* keys = page_rows(k_head + pages[page_index] * page_elems, page_elems, sc.kbuf);
     const float* values = page_rows(v_head + pages[page_index] * page_elems, page_elems, sc.vbuf);
     page_step(sc, M, keys, values, page_index * 16, min_pos, max_pos);
