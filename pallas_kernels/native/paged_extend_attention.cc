@@ -101,47 +101,6 @@ inline bool needs_mask(int64_t key0, int64_t keys, int64_t min_pos, int64_t max_
   return key0 + keys - 1 > min_pos || (opt.window > 0 && key0 <= max_pos - opt.window);
 }
 
-// One task on the vector lanes: Q^T in, pages streamed (next one prefetched), `page_step(sc, M, keys, values,
-// key0, min_pos, max_pos)` folds a page into the online softmax of every lane, normalised rows out.
-template <typename KV, typename PageStep>
-void extend_task_vectorised(const Task& t, const float* q, const KV* k_head, const KV* v_head, const int32_t* pages,
-                            const Geometry& geo, Options opt, float* out, Scratch& sc, PageStep&& page_step) {
-  const int64_t D = geo.head_dim, G = geo.group, Hq = geo.num_kv_heads * G;
-  const int64_t M = kTileRows * G;
-  sc.qt.assign(D * M, 0.f);
-  sc.acc.assign(D * M, 0.f);
-  sc.m.assign(M, -std::numeric_limits<float>::infinity());
-  sc.l.assign(M, 0.f);
-  sc.qpos.resize(M);
-  sc.kbuf.resize(16 * D);
-  sc.vbuf.resize(16 * D);
-  const int64_t min_pos = t.pos0, max_pos = t.pos0 + t.rows - 1;
-  for (int64_t r = 0; r < kTileRows; ++r) {
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t lane = r * G + g;
-      sc.qpos[lane] = static_cast<int32_t>(r < t.rows ? t.pos0 + r : max_pos);  // padding lanes: finite, unused
-      if (r >= t.rows) continue;
-      const float* src = q + ((t.row0 + r) * Hq + t.head * G + g) * D;
-      for (int64_t d = 0; d < D; ++d) sc.qt[d * M + lane] = src[d];
-    }
-  }
-  const int64_t lo = first_visible(min_pos, opt.window), hi = max_pos + 1;
-  const int64_t page_elems = 16 * D;
-  for (int64_t page_index = lo / 16; page_index * 16 < hi; ++page_index) {
-    if ((page_index + 1) * 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, page_elems);
-    const float* keys = page_rows(k_head + pages[page_index] * page_elems, page_elems, sc.kbuf);
-    const float* values = page_rows(v_head + pages[page_index] * page_elems, page_elems, sc.vbuf);
-    page_step(sc, M, keys, values, page_index * 16, min_pos, max_pos);
-  }
-  for (int64_t r = 0; r < t.rows; ++r) {
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t lane = r * G + g;
-      float* dst = out + ((t.row0 + r) * Hq + t.head * G + g) * D;
-      const float inv = sc.l[lane] > 0.f ? 1.f / sc.l[lane] : 0.f;
-      for (int64_t d = 0; d < D; ++d) dst[d] = sc.acc[d * M + lane] * inv;
-    }
-  }
-}
 #endif
 
 #if defined(__AVX512F__)
@@ -174,8 +133,8 @@ inline void accumulate_values(float* acc, int64_t lanes, const float* values, in
 }
 
 // A 16-key page folded into the online softmax of all M lanes, 16 lanes at a time.
-inline void page_step_avx512(Scratch& sc, int64_t M, const float* keys, const float* values, int64_t D,
-                             int64_t key0, int64_t min_pos, int64_t max_pos, Options opt) {
+inline void page_step(Scratch& sc, int64_t M, const float* keys, const float* values, int64_t D, int64_t key0,
+                      int64_t min_pos, int64_t max_pos, Options opt) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   const bool masked = needs_mask(key0, 16, min_pos, max_pos, opt);
   for (int64_t chunk = 0; chunk < M; chunk += 16) {
@@ -246,8 +205,9 @@ inline void accumulate_values(float* acc, int64_t lanes, const float* values, in
   }
 }
 
-inline void page_step_avx2(Scratch& sc, int64_t M, const float* keys, const float* values, int64_t D,
-                           int64_t key0, int64_t min_pos, int64_t max_pos, Options opt) {
+// A 16-key page folded into the online softmax of all M lanes, 8 keys and 8 lanes at a time.
+inline void page_step(Scratch& sc, int64_t M, const float* keys, const float* values, int64_t D, int64_t key0,
+                      int64_t min_pos, int64_t max_pos, Options opt) {
   const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   for (int half = 0; half < 2; ++half) {
@@ -299,6 +259,50 @@ inline void page_step_avx2(Scratch& sc, int64_t M, const float* keys, const floa
 }
 #endif
 
+#if defined(TRELLIS_EXTEND_VECTORISED)
+// One task on the vector lanes: Q^T in, pages streamed (next one prefetched), each folded into the online
+// softmax of every lane by this build's `page_step`, normalised rows out.
+template <typename KV>
+void extend_task_vectorised(const Task& t, const float* q, const KV* k_head, const KV* v_head, const int32_t* pages,
+                            const Geometry& geo, Options opt, float* out, Scratch& sc) {
+  const int64_t D = geo.head_dim, G = geo.group, Hq = geo.num_kv_heads * G;
+  const int64_t M = kTileRows * G;
+  sc.qt.assign(D * M, 0.f);
+  sc.acc.assign(D * M, 0.f);
+  sc.m.assign(M, -std::numeric_limits<float>::infinity());
+  sc.l.assign(M, 0.f);
+  sc.qpos.resize(M);
+  sc.kbuf.resize(16 * D);
+  sc.vbuf.resize(16 * D);
+  const int64_t min_pos = t.pos0, max_pos = t.pos0 + t.rows - 1;
+  for (int64_t r = 0; r < kTileRows; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t lane = r * G + g;
+      sc.qpos[lane] = static_cast<int32_t>(r < t.rows ? t.pos0 + r : max_pos);  // padding lanes: finite, unused
+      if (r >= t.rows) continue;
+      const float* src = q + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      for (int64_t d = 0; d < D; ++d) sc.qt[d * M + lane] = src[d];
+    }
+  }
+  const int64_t lo = first_visible(min_pos, opt.window), hi = max_pos + 1;
+  const int64_t page_elems = 16 * D;
+  for (int64_t page_index = lo / 16; page_index * 16 < hi; ++page_index) {
+    if ((page_index + 1) * 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, page_elems);
+    const float* keys = page_rows(k_head + pages[page_index] * page_elems, page_elems, sc.kbuf);
+    const float* values = page_rows(v_head + pages[page_index] * page_elems, page_elems, sc.vbuf);
+    page_step(sc, M, keys, values, D, page_index * 16, min_pos, max_pos, opt);
+  }
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t lane = r * G + g;
+      float* dst = out + ((t.row0 + r) * Hq + t.head * G + g) * D;
+      const float inv = sc.l[lane] > 0.f ? 1.f / sc.l[lane] : 0.f;
+      for (int64_t d = 0; d < D; ++d) dst[d] = sc.acc[d * M + lane] * inv;
+    }
+  }
+}
+#endif
+
 // Whether this build takes the vectorised path for `page_size` (the caller prefers XLA otherwise).
 bool vectorized(int64_t page_size) {
 #if defined(TRELLIS_EXTEND_VECTORISED)
@@ -339,15 +343,7 @@ void run(ffi::ThreadPool& pool, const float* q, const KV* k_pages, const KV* v_p
 #if defined(TRELLIS_EXTEND_VECTORISED)
     if (vectorized(geo.page_size)) {
       thread_local Scratch scratch;
-      extend_task_vectorised(t, q, k_head, v_head, pages, geo, opt, out, scratch,
-                             [&](Scratch& sc, int64_t M, const float* keys, const float* values, int64_t key0,
-                                 int64_t min_pos, int64_t max_pos) {
-#if defined(__AVX512F__)
-                               page_step_avx512(sc, M, keys, values, geo.head_dim, key0, min_pos, max_pos, opt);
-#else
-                               page_step_avx2(sc, M, keys, values, geo.head_dim, key0, min_pos, max_pos, opt);
-#endif
-                             });
+      extend_task_vectorised<KV>(t, q, k_head, v_head, pages, geo, opt, out, scratch);
       return;
     }
 #endif

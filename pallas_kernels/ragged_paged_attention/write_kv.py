@@ -31,6 +31,10 @@ def _check(pages, new, slot_mapping, name):
 
 
 def _write_one(pages, layer, new, slot_mapping):
+    if pages.dtype == jnp.bfloat16 and _native_bf16_writer():
+        call = jax.ffi.ffi_call(_BF16_TARGET, jax.ShapeDtypeStruct(pages.shape, pages.dtype),
+                                input_output_aliases={0: 0}, vmap_method="sequential")
+        return call(pages, jnp.asarray(layer, jnp.int32), new.astype(jnp.float32), slot_mapping.astype(jnp.int32))
     num_layers, num_kv_heads, num_pages, page_size, head_dim = pages.shape
     if new.shape[0] == 1:
         # XLA rewrites a one-row scatter into a dynamic-update-slice, which inside the model's layer scan
@@ -38,10 +42,6 @@ def _write_one(pages, layer, new, slot_mapping):
         # same row twice to the same slot keeps it a scatter with an order-independent result.
         new = jnp.concatenate([new, new])
         slot_mapping = jnp.concatenate([slot_mapping, slot_mapping])
-    if pages.dtype == jnp.bfloat16 and _native_bf16_writer():
-        call = jax.ffi.ffi_call(_BF16_TARGET, jax.ShapeDtypeStruct(pages.shape, pages.dtype),
-                                input_output_aliases={0: 0}, vmap_method="sequential")
-        return call(pages, jnp.asarray(layer, jnp.int32), new.astype(jnp.float32), slot_mapping.astype(jnp.int32))
     flat = pages.reshape(num_layers, num_kv_heads, num_pages * page_size, head_dim)
     # Index as [layer, :, slot] so XLA emits one scatter into the whole buffer (no per-layer copy).
     flat = flat.at[layer, :, slot_mapping].set(new.astype(pages.dtype), mode="drop")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
 
-KV_CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
+KV_CACHE_DTYPES = (None, *KV_DTYPES)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 

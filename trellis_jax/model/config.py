@@ -23,6 +23,7 @@ HF_ARCHITECTURES = {
 }
 HF_MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
 DTYPES = ("float32", "bfloat16")
+KV_DTYPES = ("float32", "bfloat16", "float16")  # KV pages may be narrower than the model (runner kv_dtype)
 
 
 @dataclasses.dataclass(frozen=True)

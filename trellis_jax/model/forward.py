@@ -89,10 +89,10 @@ class _LayerParams:
         return h @ self.sliced[name]
 
 
-def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked):
+def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows):
     x, kv = carry
     sliced, layer = layer_inputs
-    lp = _LayerParams(sliced, stacked, layer, batch.cu_q_lens[batch.num_seqs])
+    lp = _LayerParams(sliced, stacked, layer, rows)
     attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
     x = x + attn_out
     x = x + _mlp(x, lp, config)
@@ -130,7 +130,7 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value for name, value in layers.items() if name not in stacked}
     step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl,
-                             stacked=stacked)
+                             stacked=stacked, rows=batch.cu_q_lens[batch.num_seqs])
     (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pallas_kernels.layer_matmul import native_available as native_matmul_available
+from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import init_kv_pages
 from trellis_jax.model.params import with_fused_projections, with_materialised_head
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
@@ -193,9 +194,6 @@ def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:
                                                    outputs.top_logprobs[row, :num_logprobs])]
         tokens[request_id] = SampledToken(int(outputs.token_ids[row]), float(outputs.logprobs[row]), top)
     return StepOutputs(tokens)
-
-
-KV_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _check_kv_dtype(dtype) -> str:
