@@ -42,3 +42,10 @@ def test_kv_cache_dtype_defaults_to_the_models_and_passes_a_choice_through():
     options = engine_options(parse_args(["--kv-cache-dtype", "bfloat16"]))
     assert options["kv_cache_dtype"] == "bfloat16"
     assert EngineConfig.from_options(**options).kv_cache_dtype == "bfloat16"
+
+
+def test_engine_config_offers_exactly_the_kv_dtypes_the_runner_takes():
+    from trellis_jax.engine.config import KV_CACHE_DTYPES
+    from trellis_jax.model.config import KV_DTYPES
+
+    assert KV_CACHE_DTYPES == (None, *KV_DTYPES)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
 
-KV_CACHE_DTYPES = (None, *KV_DTYPES)
+# None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
+# engine API keeps out of its import (tests/scheduler); tests/serve checks the two lists agree.
+KV_CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
