@@ -14,7 +14,7 @@ def _inputs(rows, k, n, layers=3, seed=0):
     return x, w
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100), (13, 70, 50), (32, 576, 1536)])
+@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100), (13, 70, 50), (32, 576, 1536), (9, 33, 97), (64, 130, 1000)])
 def test_native_matches_reference(rows, k, n):
     x, w = _inputs(rows, k, n)
     for layer in range(w.shape[0]):
