@@ -6,10 +6,13 @@ Contract: x [M, K], w [L, K, N], layer int32[] -> [M, K] @ w[layer] of shape [M,
 zero and the native kernel does not compute them (a step padded to its bucket skips its padding).
 `implementation`: "native" (the C++ CPU custom call in native/layer_matmul.cc; float32 only), "xla"
 (`x @ w[layer]`, the reference and the fallback), or None to pick: native on CPU for float32 when it
-builds here and M <= `NATIVE_MAX_ROWS`, else xla. The choice is made at trace time from static shapes.
+builds here with a vectorised path and M is within the rows that build was measured to win
+(`native_max_rows()`: any M with AVX-512, up to 64 with AVX2), else xla. The choice is made at trace
+time from static shapes.
 
 Why: inside a scan over layers XLA:CPU copies each layer's slice of the stacked weights before the dot,
-so small-batch decode steps moved every weight byte twice (BENCHMARKS.md, "Runner / raw speed").
+so small-batch decode steps moved every weight byte twice; and the kernel's register-tiled strips run at
+~200-220 GFLOP/s on AVX-512 where XLA's GEMM does 150-200 (BENCHMARKS.md, "Runner / raw speed").
 """
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ import jax.numpy as jnp
 from pallas_kernels.native.build import NativeUnavailable, load_target
 
 TARGET = "trellis_layer_matmul"
-# 30-layer scans of SmolLM2's matrices (BENCHMARKS.md): native/XLA 0.6-0.8 up to 32 rows, 0.9 at 64, even
-# at 128, slower at 256 (XLA's GEMM wins once the slice copy is amortised over enough rows).
-NATIVE_MAX_ROWS = 64
-NATIVE_KERNEL_MAX_ROWS = 64  # the kernel's own limit (accumulators: rows x 4 KB per column block)
+
+
+def _library():
+    return load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
 
 
 def native_available() -> str | None:
@@ -30,12 +33,18 @@ def native_available() -> str | None:
     if jax.devices()[0].platform != "cpu":
         return "the native kernel is a CPU custom call"
     try:
-        library = load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
+        library = _library()
     except NativeUnavailable as error:
         return str(error)
     if not library.TrellisLayerMatmulIsVectorized():
         return "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA (BENCHMARKS.md)"
     return None
+
+
+def native_max_rows() -> int | None:
+    """The most rows for which `choose` picks the native kernel (None: no limit); needs native_available()."""
+    limit = int(_library().TrellisLayerMatmulPreferredMaxRows())
+    return limit or None
 
 
 def reference_layer_matmul(x, w, layer, rows=None):
@@ -46,7 +55,7 @@ def reference_layer_matmul(x, w, layer, rows=None):
 
 
 def native_layer_matmul(x, w, layer, rows=None):
-    load_target("layer_matmul.cc", "TrellisLayerMatmul", TARGET)
+    _library()
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], w.shape[2]), jnp.float32),
                             vmap_method="sequential")
     rows = x.shape[0] if rows is None else rows
@@ -59,8 +68,10 @@ def choose(x, w, implementation=None) -> str:
         if implementation not in ("native", "xla"):
             raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
         return implementation
-    fits = x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.shape[0] <= NATIVE_MAX_ROWS
-    return "native" if fits and native_available() is None else "xla"
+    if x.dtype != jnp.float32 or w.dtype != jnp.float32 or native_available() is not None:
+        return "xla"
+    limit = native_max_rows()
+    return "native" if limit is None or x.shape[0] <= limit else "xla"
 
 
 def layer_matmul(x, w, layer, rows=None, *, implementation=None):
@@ -68,7 +79,5 @@ def layer_matmul(x, w, layer, rows=None, *, implementation=None):
     if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":
-        if x.shape[0] > NATIVE_KERNEL_MAX_ROWS:
-            raise ValueError(f"layer_matmul: the native kernel takes at most {NATIVE_KERNEL_MAX_ROWS} rows, got {x.shape[0]}")
         return native_layer_matmul(x, w, layer, rows).astype(x.dtype)
     return reference_layer_matmul(x, w, layer, rows)

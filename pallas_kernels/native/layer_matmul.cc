@@ -1,9 +1,9 @@
 // y = x @ w[layer] for stacked layer weights, as an XLA FFI custom call (target "trellis_layer_matmul").
 //
-// Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32 (M <= 64), w [L, K, N] float32,
+// Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32, w [L, K, N] float32,
 // layer int32[], rows int32[] -> y [M, N] float32 whose first min(rows, M) rows are x @ w[layer] and the
-// rest zero. Meant for small M (decode steps): the weights are streamed once, straight out of the stacked
-// array; `rows` lets a step padded to its bucket skip the padding (a batch-1 decode pads to 8 rows).
+// rest zero. The weights are read straight out of the stacked array (once per 512 rows); `rows` lets a
+// step padded to its bucket skip the padding (a batch-1 decode pads to 8 rows).
 //
 // Why it exists: inside the model's scan over layers, XLA:CPU copies each layer's weights out of the
 // stacked array (a dynamic-slice) before its dot, which doubled the bytes a batch-1 decode step moves
@@ -28,6 +28,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kBlock = 1024;                // output columns per task at most
+constexpr int64_t kRowBlock = 512;              // rows per pass over a block's strips
 constexpr int64_t kParallelBytes = 512 * 1024;  // weight bytes per task before splitting pays
 constexpr int64_t kParallelMacs = 1 << 20;      // or multiply-adds per task (many rows, small matrices)
 
@@ -102,16 +103,20 @@ void strip_rows(const float* x, const float* w, float* y, int64_t K, int64_t N, 
   strip_tile<MT>(x, w, y, K, N, m0, n, mask, next);
 }
 
-// Columns [n0, n0 + width) of all M rows, strip by strip.
+// Columns [n0, n0 + width) of all M rows: blocks of kRowBlock rows (whose x stays in L2/L3 while the
+// strips pass), each strip by strip.
 void column_block(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
                   int64_t width) {
   const int64_t end = n0 + width;
-  for (int64_t n = n0; n < end; n += kStrip) {
-    simd::Mask mask[kStripVectors];
-    for (int v = 0; v < kStripVectors; ++v) mask[v] = simd::mask_for(end - n - simd::kLanes * v);
-    const float* next = n + 2 * kStrip <= end ? w + n + kStrip : nullptr;  // a partial last strip: not worth it
-    for (int64_t m0 = 0; m0 < M; m0 += simd::kTileRows)
-      strip_rows<simd::kTileRows>(x, w, y, K, N, m0, std::min<int64_t>(simd::kTileRows, M - m0), n, mask, next);
+  for (int64_t r0 = 0; r0 < M; r0 += kRowBlock) {
+    const int64_t r1 = std::min(M, r0 + kRowBlock);
+    for (int64_t n = n0; n < end; n += kStrip) {
+      simd::Mask mask[kStripVectors];
+      for (int v = 0; v < kStripVectors; ++v) mask[v] = simd::mask_for(end - n - simd::kLanes * v);
+      const float* next = n + 2 * kStrip <= end ? w + n + kStrip : nullptr;  // a partial last strip: not worth it
+      for (int64_t m0 = r0; m0 < r1; m0 += simd::kTileRows)
+        strip_rows<simd::kTileRows>(x, w, y, K, N, m0, std::min<int64_t>(simd::kTileRows, r1 - m0), n, mask, next);
+    }
   }
 }
 #else
@@ -139,7 +144,6 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t K = w_dims[1], N = w_dims[2];
   const int64_t M = std::clamp<int64_t>(rows.typed_data()[0], 0, x_dims[0]);  // rows past M: zeros
   const int64_t layer_id = layer.typed_data()[0];
-  if (x_dims[0] > 64) return ffi::Error::InvalidArgument("layer_matmul: at most 64 rows (meant for decode steps)");
   if (layer_id < 0 || layer_id >= w_dims[0]) return ffi::Error::InvalidArgument("layer_matmul: layer out of range");
   const float* w_layer = w.typed_data() + layer_id * K * N;
   const float* xs = x.typed_data();
@@ -181,5 +185,15 @@ extern "C" int TrellisLayerMatmulIsVectorized() {
   return 1;
 #else
   return 0;
+#endif
+}
+
+// Up to how many rows this build was measured faster than XLA's GEMM (0: any). AVX-512 beat XLA from 1
+// to 1024 rows (1.1-1.3x; BENCHMARKS.md); the AVX2 path was only measured against XLA up to 64 rows.
+extern "C" int TrellisLayerMatmulPreferredMaxRows() {
+#if defined(__AVX512F__)
+  return 0;
+#else
+  return 64;
 #endif
 }

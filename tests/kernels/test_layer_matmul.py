@@ -14,7 +14,7 @@ def _inputs(rows, k, n, layers=3, seed=0):
     return x, w
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100), (13, 70, 50), (32, 576, 1536), (9, 33, 97), (64, 130, 1000)])
+@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100), (13, 70, 50), (32, 576, 1536), (9, 33, 97), (64, 130, 1000), (600, 40, 100)])
 def test_native_matches_reference(rows, k, n):
     x, w = _inputs(rows, k, n)
     for layer in range(w.shape[0]):
@@ -39,25 +39,35 @@ def test_native_inside_a_scan_reads_each_layer():
     np.testing.assert_allclose(scan(x, w), jnp.einsum("mk,lkn->lmn", x, w), rtol=2e-5, atol=1e-4)
 
 
-def test_choice_is_native_only_for_small_float32_batches():
+def test_choice_is_native_for_float32_within_the_builds_row_limit():
     if reason := lm.native_available():
         pytest.skip(reason)
-    x, w = _inputs(lm.NATIVE_MAX_ROWS, 8, 8)
+    limit = lm.native_max_rows()
+    x, w = _inputs(limit or 4096, 8, 8)
     assert lm.choose(x, w) == "native"
-    assert lm.choose(jnp.zeros((lm.NATIVE_MAX_ROWS + 1, 8)), w) == "xla"
+    if limit is not None:
+        assert lm.choose(jnp.zeros((limit + 1, 8)), w) == "xla"
     assert lm.choose(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == "xla"
+
+
+def test_only_the_avx512_build_is_unlimited(monkeypatch):
+    class Build:
+        def __init__(self, limit):
+            self.limit = limit
+
+        def TrellisLayerMatmulPreferredMaxRows(self):
+            return self.limit
+
+    monkeypatch.setattr(lm, "load_target", lambda *_: Build(0))
+    assert lm.native_max_rows() is None
+    monkeypatch.setattr(lm, "load_target", lambda *_: Build(64))
+    assert lm.native_max_rows() == 64
 
 
 def test_shape_mismatch_is_a_clear_error():
     x, w = _inputs(2, 8, 8)
     with pytest.raises(ValueError, match=r"x must be \[M, K\] and w \[L, K, N\]"):
         lm.layer_matmul(x[:, :5], w, 0)
-
-
-def test_native_refuses_more_rows_than_it_tiles():
-    x, w = _inputs(lm.NATIVE_KERNEL_MAX_ROWS + 1, 8, 8)
-    with pytest.raises(ValueError, match="at most 64 rows"):
-        lm.layer_matmul(x, w, 0, implementation="native")
 
 
 def test_unknown_implementation_is_refused():

@@ -28,7 +28,8 @@ def test_only_the_sequence_pages_and_the_sink_are_written(tiny_model):
     pages = [40, 7, 33, 2, 19, 11]
     _, kv = run(loaded, [pages], 1 + SEQ_ROWS * PAGES_PER_SEQ)
     written = {p for p in range(kv.k.shape[2]) if np.abs(np.asarray(kv.k[:, :, p])).max() > 0}
-    assert written == set(pages) | {0}  # padded token rows land in the sink page 0
+    # Padded token rows write into the sink page 0 (zeros where the native matmul skips padding rows).
+    assert set(pages) <= written <= set(pages) | {0}
 
 
 def test_float32_and_bfloat16_logits_are_float32(tiny_model):

@@ -7,9 +7,9 @@ rows batch.logits_indices plus the updated pages. Each layer writes its new K/V 
 layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single attention dispatch point
 (`attn_impl` picks the kernel backend; None lets the kernel package choose). Arithmetic follows Hugging
 Face: norms and RoPE in float32, matmuls in the params' dtype, residual stream in the params' dtype.
-On CPU, float32 steps of at most `NATIVE_MAX_ROWS` tokens run their matmuls through
-`pallas_kernels.layer_matmul`, which reads the stacked weights in place (XLA would copy each layer's slice
-out first); the LM head uses `lm_head` when present (for tied models, a materialised embed.T).
+On CPU, float32 steps run their matmuls through `pallas_kernels.layer_matmul` wherever it was measured
+faster (`layer_matmul.choose`: any step with AVX-512, up to 64 tokens with AVX2), which reads the stacked
+weights in place (XLA would copy each layer's slice out first); the LM head uses `lm_head` when present (for tied models, a materialised embed.T).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     x = params["embed"][batch.token_ids]  # [T, H]
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
-    # Small-batch CPU steps read the matrices in place (native layer_matmul); the scan slices the rest.
+    # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
     matrices = [name for name, value in layers.items() if value.ndim == 3]  # [L, in, out] weights
     native = not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native"
     stacked = {name: layers[name] for name in matrices} if native else {}
