@@ -23,9 +23,12 @@ def apply_penalties(logits: jax.Array, knobs) -> jax.Array:
 
     Skipped (the [S, V] counts are not even read) when no row has a penalty.
     """
-    active = jnp.any((knobs.presence_penalty != 0) | (knobs.frequency_penalty != 0)
-                     | (knobs.repetition_penalty != 1))
-    return jax.lax.cond(active, lambda: _penalise(logits, knobs), lambda: logits)
+    return jax.lax.cond(penalties_active(knobs), lambda: _penalise(logits, knobs), lambda: logits)
+
+
+def penalties_active(knobs) -> jax.Array:
+    """bool[]: whether some row of the batch has a penalty."""
+    return jnp.any((knobs.presence_penalty != 0) | (knobs.frequency_penalty != 0) | (knobs.repetition_penalty != 1))
 
 
 def _penalise(logits: jax.Array, knobs) -> jax.Array:

@@ -11,8 +11,9 @@ log_softmax of the unprocessed logits (vLLM's "raw_logprobs"), so they do not de
 Randomness: row b's noise is a hash of (seed[b], rng_step[b]) (rng.py), so a request with a seed gets the
 same tokens whatever else shares its batch and wherever its row sits.
 Costly passes (the top-k/top-p threshold searches, the random draw, the top-N) run under `lax.cond`
-and are skipped when no row of the batch needs them: a greedy batch costs one row max (`lax.top_k` with
-k=1, which XLA CPU runs ~2x faster than argmax) and one logsumexp.
+and are skipped when no row of the batch needs them: a greedy batch without penalties costs one row max
+and one logsumexp of the raw logits (`pallas_kernels.greedy_stats`: a native pass on CPU, else
+`lax.top_k` with k=1, which XLA CPU runs ~2x faster than argmax, and `logsumexp`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.greedy_stats import greedy_stats
 from trellis_jax.runner.filters import min_p_mask, top_k_mask, top_p_mask
-from trellis_jax.runner.penalties import apply_penalties
+from trellis_jax.runner.penalties import apply_penalties, penalties_active
 from trellis_jax.runner.rng import gumbel_noise
 
 
@@ -54,9 +56,9 @@ class SamplerOutputs(NamedTuple):
 def sample(logits: jax.Array, knobs: SamplingInputs, *, max_logprobs: int) -> SamplerOutputs:
     """logits [S, V] float32 -> the next token of every row, with its raw logprob and the raw top-N."""
     logits = logits.astype(jnp.float32)
-    log_normalizer = jax.nn.logsumexp(logits, axis=-1)  # [S]
+    raw_ids, log_normalizer = greedy_stats(logits)  # [S], [S]
     processed = apply_penalties(logits, knobs)  # [S, V]
-    greedy_ids = argmax_rows(processed)  # [S]
+    greedy_ids = jax.lax.cond(penalties_active(knobs), lambda: argmax_rows(processed), lambda: raw_ids)  # [S]
     token_ids = jax.lax.cond(jnp.any(knobs.temperature > 0),
                              lambda: _draw_or_greedy(processed, greedy_ids, knobs),
                              lambda: greedy_ids)
