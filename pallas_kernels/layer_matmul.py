@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.layer_matmul_bf16 import is_packed, packed_matmul
 from pallas_kernels.native.build import NativeUnavailable, load_target
 
 TARGET = "trellis_layer_matmul"
@@ -63,7 +64,7 @@ def native_layer_matmul(x, w, layer, rows=None):
 
 
 def choose(x, w, implementation=None) -> str:
-    """The implementation `layer_matmul` will use for these (static) shapes and dtypes."""
+    """The implementation `layer_matmul` will use for these (static) shapes and dtypes (float32 weights)."""
     if implementation is not None:
         if implementation not in ("native", "xla"):
             raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
@@ -75,7 +76,12 @@ def choose(x, w, implementation=None) -> str:
 
 
 def layer_matmul(x, w, layer, rows=None, *, implementation=None):
-    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N], rows past `rows` zero; see the module docstring."""
+    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N], rows past `rows` zero; see the module docstring.
+
+    Weights packed by `layer_matmul_bf16.pack_pairs` ([L, ceil(K/2), N, 2] bfloat16) take the bf16 path.
+    """
+    if is_packed(w):
+        return packed_matmul(x, w, layer, rows, implementation=implementation)
     if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":

@@ -20,6 +20,7 @@
 #include <immintrin.h>
 #endif
 
+#include "column_blocks.h"
 #include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -27,10 +28,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kBlock = 1024;                // output columns per task at most
-constexpr int64_t kRowBlock = 512;              // rows per pass over a block's strips
-constexpr int64_t kParallelBytes = 512 * 1024;  // weight bytes per task before splitting pays
-constexpr int64_t kParallelMacs = 1 << 20;      // or multiply-adds per task (many rows, small matrices)
+constexpr int64_t kRowBlock = 512;  // rows per pass over a block's strips
 
 #if defined(__AVX512F__)
 // 8 rows x 3 vectors: 24 accumulators + 3 weights + 1 broadcast of the 32 zmm registers.
@@ -150,20 +148,12 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
-  // Column blocks of at most kBlock floats, so the pool can balance them. Parallel only for big enough
-  // work: waking the pool costs ~20 us, as long as streaming half a megabyte or ~1M multiply-adds.
-  const int64_t cols_for_bytes = kParallelBytes / 4 / std::max<int64_t>(K, 1);
-  const int64_t cols_for_macs = kParallelMacs / std::max<int64_t>(M * K, 1);
-  const int64_t min_cols = std::max<int64_t>(16, (std::min(cols_for_bytes, cols_for_macs) + 15) / 16 * 16);
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  int64_t blocks = std::max<int64_t>((N + kBlock - 1) / kBlock, std::min<int64_t>(threads, N / min_cols));
-  if (blocks > threads) blocks = (blocks + threads - 1) / threads * threads;  // no thread left with one less
-  const int64_t block = ((N + blocks - 1) / blocks + 15) / 16 * 16;  // balanced, whole vectors
+  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(float), pool.num_threads());
   auto run_block = [&](int64_t i) {
-    const int64_t n0 = i * block;
-    if (n0 < N) column_block(xs, w_layer, ys, M, K, N, n0, std::min<int64_t>(block, N - n0));
+    const int64_t n0 = i * blocks.width;
+    if (n0 < N) column_block(xs, w_layer, ys, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));
   };
-  trellis::parallel_for(pool, blocks, run_block);  // one block: runs here, wakes no helper
+  trellis::parallel_for(pool, blocks.count, run_block);  // one block: runs here, wakes no helper
   return ffi::Error::Success();
 }
 

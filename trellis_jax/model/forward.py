@@ -9,7 +9,9 @@ layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single at
 Face: norms and RoPE in float32, matmuls in the params' dtype, residual stream in the params' dtype.
 On CPU, float32 steps run their matmuls through `pallas_kernels.layer_matmul` wherever it was measured
 faster (`layer_matmul.choose`: any step with AVX-512, up to 64 tokens with AVX2), which reads the stacked
-weights in place (XLA would copy each layer's slice out first); the LM head uses `lm_head` when present (for tied models, a materialised embed.T).
+weights in place (XLA would copy each layer's slice out first). A bfloat16 model's weights packed by
+`params.with_packed_matmuls` always go through it (its native bf16 kernel, or the reference elsewhere).
+The LM head uses `lm_head` when present (for tied models, a materialised embed.T).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.layer_matmul import choose as choose_matmul
 from pallas_kernels.layer_matmul import layer_matmul
+from pallas_kernels.layer_matmul_bf16 import is_packed
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.model.kv import KVPages
@@ -85,7 +88,8 @@ class _LayerParams:
 
     def matmul(self, h, name):
         if name in self.stacked:
-            return layer_matmul(h, self.stacked[name], self.layer, self.rows, implementation="native")
+            w = self.stacked[name]  # packed bf16 pairs: native where AVX512_BF16 runs, else the reference
+            return layer_matmul(h, w, self.layer, self.rows, implementation=None if is_packed(w) else "native")
         return h @ self.sliced[name]
 
 
@@ -125,8 +129,9 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
     # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
-    matrices = [name for name, value in layers.items() if value.ndim == 3]  # [L, in, out] weights
-    native = not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native"
+    matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed(value)]  # [L, in, out]
+    packed = is_packed(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
+    native = packed or (not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native")
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value for name, value in layers.items() if name not in stacked}
     step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl,
@@ -135,7 +140,7 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
-        native_head = choose_matmul(last, head[None]) == "native"
+        native_head = is_packed(head) or choose_matmul(last, head[None]) == "native"
         logits = layer_matmul(last, head[None], 0, batch.num_seqs) if native_head else last @ head
     else:
         logits = last @ params["embed"].T

@@ -9,6 +9,8 @@ forward computes x @ W, per-layer weights stacked on a leading num_layers axis (
           mlp_norm [L, H], w_gate/w_up [L, H, I], w_down [L, I, H]
   A runner may fuse the projections that read the same input (`with_fused_projections`): w_qkv
   [L, H, Hq*D + 2*Hkv*D] instead of wq/wk/wv and w_gate_up [L, H, 2*I] instead of w_gate/w_up.
+  A runner may also pack the matmul weights of a bfloat16 model as row pairs for the native bf16 CPU
+  kernel (`with_packed_matmuls`): every [..., K, N] matrix becomes [..., ceil(K/2), N, 2].
 Loaders build this from checkpoints and call `check_params`; nothing else knows checkpoint names.
 """
 
@@ -68,8 +70,15 @@ def _compare(actual, expected, prefix, problems):
             problems.append(f"unexpected {name}")
         elif isinstance(expected[key], dict):
             _compare(actual[key], expected[key], name + ".", problems)
-        elif tuple(actual[key].shape) != expected[key]:
+        elif tuple(actual[key].shape) not in (expected[key], _packed_shape(expected[key])):
             problems.append(f"{name} has shape {tuple(actual[key].shape)}, expected {expected[key]}")
+
+
+def _packed_shape(shape: tuple) -> tuple | None:
+    """The shape `with_packed_matmuls` gives a matrix of `shape` (None for vectors and norms)."""
+    if len(shape) < 2:
+        return None
+    return shape[:-2] + (-(-shape[-2] // 2), shape[-1], 2)
 
 
 def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
@@ -99,6 +108,29 @@ def with_fused_projections(params: dict) -> dict:
         if fused not in layers:
             layers[fused] = jnp.concatenate([layers.pop(part) for part in parts], axis=-1)
     return {**params, "layers": layers}
+
+
+def packed_matrix_names(params: dict) -> list[str]:
+    """The layer matrices (3-d, [L, in, out]) that `with_packed_matmuls` packs, in params order."""
+    return [name for name, value in params["layers"].items() if value.ndim == 3]
+
+
+def with_packed_matmuls(params: dict) -> dict:
+    """params with every layer matrix and a present lm_head packed as bfloat16 row pairs
+    (pallas_kernels.layer_matmul_bf16.pack_pairs); norms, biases and the embedding unchanged.
+
+    For bfloat16 models on CPUs with AVX512_BF16: the native kernel reads this layout directly (twice
+    the multiply-adds per instruction of float32). Same memory as the bf16 matrices it replaces.
+    """
+    from pallas_kernels.layer_matmul_bf16 import pack_pairs
+
+    layers = dict(params["layers"])
+    for name in packed_matrix_names(params):
+        layers[name] = pack_pairs(layers[name])
+    packed = {**params, "layers": layers}
+    if "lm_head" in params:
+        packed["lm_head"] = pack_pairs(params["lm_head"])
+    return packed
 
 
 def with_materialised_head(params: dict, config) -> dict:

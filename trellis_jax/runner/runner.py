@@ -25,13 +25,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from pallas_kernels.layer_matmul import native_available as native_matmul_available
+from pallas_kernels.layer_matmul_bf16 import native_available as native_bf16_matmul_available
 from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import init_kv_pages
-from trellis_jax.model.params import with_fused_projections, with_materialised_head
+from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
@@ -58,7 +60,7 @@ class Runner:
                  page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
                  compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
                  unroll_layers: bool = False, materialise_head: bool | None = None, kv_dtype: str | None = None,
-                 fuse_projections: bool | None = None):
+                 fuse_projections: bool | None = None, pack_bf16: bool | None = None):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
         `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
@@ -66,16 +68,25 @@ class Runner:
         `fuse_projections`: keep wq/wk/wv and w_gate/w_up concatenated (params.with_fused_projections), so
         a small-batch step streams them in two matmuls instead of five; same memory. None = where the
         native CPU matmul runs.
+        `pack_bf16`: with a bfloat16 model, pack the matmul weights as row pairs for the native AVX512_BF16
+        kernel (params.with_packed_matmuls; same memory; head materialised and projections fused too).
+        None = where that kernel runs.
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         """
         self.config, self.params = _unpack_model(model)
         self.kv_dtype = _check_kv_dtype(kv_dtype or self.config.dtype)
-        native_matmul = self.params["embed"].dtype == np.float32 and native_matmul_available() is None
+        bf16 = self.params["embed"].dtype == jnp.bfloat16
+        if pack_bf16 and not bf16:
+            raise ValueError(f"pack_bf16 needs a bfloat16 model, got {self.params['embed'].dtype}")
+        pack = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
+        native_matmul = pack or (self.params["embed"].dtype == np.float32 and native_matmul_available() is None)
         if materialise_head if materialise_head is not None else native_matmul:
             self.params = with_materialised_head(self.params, self.config)
         if fuse_projections if fuse_projections is not None else native_matmul:
             self.params = with_fused_projections(self.params)
+        if pack:
+            self.params = with_packed_matmuls(self.params)
         self.page_size = page_size
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)

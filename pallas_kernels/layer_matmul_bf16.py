@@ -1,0 +1,94 @@
+"""x @ w[layer] for stacked weights packed as bfloat16 row pairs: the bf16 CPU path of `layer_matmul`.
+
+Contract: `pack_pairs(w)` turns [..., K, N] weights into [..., ceil(K/2), N, 2] bfloat16 (rows 2i and
+2i+1 interleaved per column; an odd K gets a zero row). `packed_matmul(x, wp, layer, rows)`: x [M, K]
+(any float dtype) @ w[layer] -> [M, N] in x's dtype, where x is rounded to bfloat16 and the products
+of the bf16 values are summed in float32; rows past `rows` are zero. `implementation`: "native" (the
+C++ CPU custom call in native/layer_matmul_bf16.cc, needs AVX512_BF16), "xla" (unpack and a float32
+dot: the reference, and the fallback elsewhere), or None to pick native where it runs.
+
+Why: on CPUs with AVX512_BF16 (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+), one vdpbf16ps does
+twice the multiply-adds of a float32 FMA and the packed weights are half the bytes, so a bfloat16
+model's matmuls run ~2x the float32 path where XLA:CPU's bf16 dots are slower than its float32 ones
+(BENCHMARKS.md, "Runner / raw speed"). The pair layout is what that instruction reads.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.native.build import NativeUnavailable, load_target
+
+TARGET = "trellis_layer_matmul_bf16"
+
+
+def is_packed(w) -> bool:
+    """Whether `w` is in pack_pairs' layout ([..., K/2, N, 2] bfloat16)."""
+    return w.ndim >= 3 and w.shape[-1] == 2 and w.dtype == jnp.bfloat16
+
+
+def pack_pairs(w):
+    """[..., K, N] -> [..., ceil(K/2), N, 2] bfloat16."""
+    *lead, k, n = w.shape
+    if k % 2:
+        w = jnp.pad(w, [(0, 0)] * len(lead) + [(0, 1), (0, 0)])
+        k += 1
+    return jnp.swapaxes(w.astype(jnp.bfloat16).reshape(*lead, k // 2, 2, n), -1, -2)
+
+
+def unpack_pairs(wp):
+    """pack_pairs' inverse up to the padding row: [..., K2, N, 2] -> [..., 2*K2, N]."""
+    *lead, k2, n, _ = wp.shape
+    return jnp.swapaxes(wp, -1, -2).reshape(*lead, 2 * k2, n)
+
+
+def native_available() -> str | None:
+    """None when the native kernel can run here, else the reason."""
+    if jax.devices()[0].platform != "cpu":
+        return "the native kernel is a CPU custom call"
+    try:
+        library = load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
+    except NativeUnavailable as error:
+        return str(error)
+    if not library.TrellisLayerMatmulBf16IsVectorized():
+        return "this CPU (or build) has no AVX512_BF16"
+    return None
+
+
+def _padded_bf16(x, wp):
+    x = x.astype(jnp.bfloat16)
+    missing = 2 * wp.shape[-3] - x.shape[1]
+    return jnp.pad(x, [(0, 0), (0, missing)]) if missing else x
+
+
+def _mask_rows(y, rows):
+    if rows is None:
+        return y
+    return jnp.where(jnp.arange(y.shape[0])[:, None] < rows, y, jnp.zeros((), y.dtype))
+
+
+def reference_packed_matmul(x, wp, layer, rows=None):
+    w = unpack_pairs(jax.lax.dynamic_index_in_dim(wp, layer, axis=0, keepdims=False)).astype(jnp.float32)
+    y = jnp.dot(_padded_bf16(x, wp).astype(jnp.float32), w, precision=jax.lax.Precision.HIGHEST)
+    return _mask_rows(y, rows).astype(x.dtype)
+
+
+def native_packed_matmul(x, wp, layer, rows=None):
+    load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], wp.shape[2]), jnp.float32),
+                            vmap_method="sequential")
+    rows = x.shape[0] if rows is None else rows
+    y = call(_padded_bf16(x, wp), wp, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
+    return y.astype(x.dtype)
+
+
+def packed_matmul(x, wp, layer, rows=None, *, implementation=None):
+    """x [M, K] @ unpack(wp[layer]) -> [M, N] in x's dtype; see the module docstring."""
+    if x.ndim != 2 or wp.ndim != 4 or not is_packed(wp) or x.shape[1] not in (2 * wp.shape[1], 2 * wp.shape[1] - 1):
+        raise ValueError(f"layer_matmul: x must be [M, K] and packed w [L, ceil(K/2), N, 2] bfloat16, got "
+                         f"{x.shape} and {wp.shape} {wp.dtype}")
+    if implementation not in (None, "native", "xla"):
+        raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
+    if implementation == "native" or (implementation is None and native_available() is None):
+        return native_packed_matmul(x, wp, layer, rows)
+    return reference_packed_matmul(x, wp, layer, rows)

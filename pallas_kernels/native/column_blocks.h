@@ -1,0 +1,26 @@
+// How the native matmuls split the output columns of one call into tasks for XLA's intra-op pool.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace trellis {
+
+struct ColumnBlocks {
+  int64_t count, width;  // tasks, and columns per task (the last may be narrower or empty)
+};
+
+// Blocks of at most 1024 columns, so the pool can balance them; parallel only for big enough work:
+// waking the pool costs ~20 us, as long as streaming half a megabyte of weights or ~1M multiply-adds.
+inline ColumnBlocks column_blocks(int64_t M, int64_t K, int64_t N, int64_t weight_bytes, int64_t threads) {
+  constexpr int64_t kBlock = 1024, kParallelBytes = 512 * 1024, kParallelMacs = 1 << 20;
+  const int64_t cols_for_bytes = kParallelBytes / weight_bytes / std::max<int64_t>(K, 1);
+  const int64_t cols_for_macs = kParallelMacs / std::max<int64_t>(M * K, 1);
+  const int64_t min_cols = std::max<int64_t>(16, (std::min(cols_for_bytes, cols_for_macs) + 15) / 16 * 16);
+  threads = std::max<int64_t>(1, threads);
+  int64_t blocks = std::max<int64_t>((N + kBlock - 1) / kBlock, std::min<int64_t>(threads, N / min_cols));
+  if (blocks > threads) blocks = (blocks + threads - 1) / threads * threads;  // no thread left with one less
+  return {blocks, ((N + blocks - 1) / blocks + 15) / 16 * 16};  // balanced, whole vectors
+}
+
+}  // namespace trellis

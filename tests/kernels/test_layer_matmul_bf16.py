@@ -1,0 +1,91 @@
+"""The packed bfloat16 matmul: layout round trip, native kernel vs the reference, the dispatch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pallas_kernels.layer_matmul_bf16 as bf
+from pallas_kernels.layer_matmul import layer_matmul
+
+
+def _native_or_skip():
+    if reason := bf.native_available():
+        pytest.skip(reason)
+
+
+def _inputs(rows, k, n, layers=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(rows, k)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(layers, k, n)), jnp.bfloat16)
+    return x, w
+
+
+def _exact(x, w, layer):
+    """The products of the bf16 values summed in float64."""
+    return np.asarray(x, np.float64) @ np.asarray(w[layer], np.float64)
+
+
+@pytest.mark.parametrize("k", [6, 7])
+def test_pack_round_trip_keeps_every_weight(k):
+    _, w = _inputs(1, k, 5)
+    packed = bf.pack_pairs(w)
+    assert packed.shape == (3, (k + 1) // 2, 5, 2) and packed.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(bf.unpack_pairs(packed)[:, :k], w)
+    assert not np.asarray(bf.unpack_pairs(packed)[:, k:], np.float32).any()  # odd K: a zero row
+
+
+@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 8, 33), (13, 70, 50), (32, 576, 960),
+                                      (9, 34, 97), (600, 40, 100), (4, 7, 20)])
+def test_native_matches_the_exact_products(rows, k, n):
+    _native_or_skip()
+    x, w = _inputs(rows, k, n, seed=rows + k + n)
+    y = bf.packed_matmul(x, bf.pack_pairs(w), 1, implementation="native")
+    assert y.dtype == jnp.bfloat16
+    y32 = bf.packed_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 1, implementation="native")
+    np.testing.assert_allclose(np.asarray(y32), _exact(x, w, 1), rtol=2e-5, atol=2e-4 * np.sqrt(k))
+
+
+def test_reference_matches_the_exact_products():
+    x, w = _inputs(5, 33, 40)
+    y = bf.packed_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 2, implementation="xla")
+    np.testing.assert_allclose(np.asarray(y), _exact(x, w, 2), rtol=1e-5, atol=1e-4)
+
+
+def test_rows_past_the_valid_count_are_zero():
+    _native_or_skip()
+    x, w = _inputs(11, 48, 64)
+    y = np.asarray(bf.packed_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 0, 5, implementation="native"))
+    assert not y[5:].any()
+    np.testing.assert_allclose(y[:5], _exact(x, w, 0)[:5], rtol=2e-5, atol=2e-3)
+
+
+def test_native_inside_a_scan_reads_each_layer():
+    _native_or_skip()
+    x, w = _inputs(2, 48, 40, layers=5)
+    packed = bf.pack_pairs(w)
+    scan = jax.jit(lambda x, w: jax.lax.scan(
+        lambda c, l: (c, bf.packed_matmul(x, w, l, implementation="native")), 0, jnp.arange(5))[1])
+    expected = np.einsum("mk,lkn->lmn", np.asarray(x, np.float64), np.asarray(w, np.float64))
+    np.testing.assert_allclose(np.asarray(scan(x.astype(jnp.float32), packed)), expected, rtol=2e-5, atol=2e-3)
+
+
+def test_layer_matmul_dispatches_packed_weights():
+    x, w = _inputs(3, 16, 24)
+    y = layer_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 1)
+    np.testing.assert_allclose(np.asarray(y), _exact(x, w, 1), rtol=2e-5, atol=1e-3)
+
+
+def test_mismatched_shapes_are_a_clear_error():
+    x, w = _inputs(2, 16, 8)
+    with pytest.raises(ValueError, match=r"packed w \[L, ceil\(K/2\), N, 2\]"):
+        bf.packed_matmul(x[:, :12], bf.pack_pairs(w), 0)
+
+
+def test_a_cpu_without_avx512_bf16_is_not_chosen(monkeypatch):
+    class PortableBuild:
+        def TrellisLayerMatmulBf16IsVectorized(self):
+            return 0
+
+    monkeypatch.setattr(bf, "load_target", lambda *_: PortableBuild())
+    assert "AVX512_BF16" in bf.native_available()

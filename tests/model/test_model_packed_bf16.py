@@ -1,0 +1,64 @@
+"""A bfloat16 model with its matmul weights packed as row pairs (params.with_packed_matmuls) computes
+what the unpacked bfloat16 model computes, through the native AVX512_BF16 kernel or its reference."""
+import jax
+import numpy as np
+import pytest
+
+from model_testlib import PAGE_SIZE
+from pallas_kernels import layer_matmul_bf16 as bf
+from trellis_jax.model import build_step_inputs, check_params, forward, init_kv_pages, sequential_page_tables
+from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
+
+PROMPT = np.random.default_rng(7).integers(3, 320, 21).tolist()
+
+
+def _prefill_then_decode(config, params):
+    step = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers"))
+    tables = sequential_page_tables([len(PROMPT) + 1], PAGE_SIZE)
+    kv = init_kv_pages(config, 1 + len(tables[0]), PAGE_SIZE)
+    first, kv = step(params, kv, build_step_inputs([PROMPT], [0], tables, PAGE_SIZE), config=config)
+    logits, kv = step(params, kv, build_step_inputs([[7]], [len(PROMPT)], tables, PAGE_SIZE), config=config)
+    return np.asarray(first, np.float32), np.asarray(logits, np.float32)
+
+
+def _packed(loaded):
+    return with_packed_matmuls(with_fused_projections(with_materialised_head(loaded.params, loaded.config)))
+
+
+def _assert_bf16_close(a, b):
+    np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-2 * float(np.abs(b).max()))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_params_pass_the_shape_check(tiny_model, arch):
+    loaded = tiny_model(arch, "bfloat16")
+    packed = _packed(loaded)
+    assert all(value.shape[-1] == 2 for name, value in packed["layers"].items() if name.startswith("w"))
+    check_params(packed, loaded.config)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_model_matches_the_unpacked_one(tiny_model, arch):
+    loaded = tiny_model(arch, "bfloat16")
+    for packed, plain in zip(_prefill_then_decode(loaded.config, _packed(loaded)),
+                             _prefill_then_decode(loaded.config, loaded.params)):
+        _assert_bf16_close(packed, plain)
+
+
+def test_reference_path_matches_the_native_one(tiny_model, monkeypatch):
+    if reason := bf.native_available():
+        pytest.skip(reason)
+    loaded = tiny_model("llama", "bfloat16")
+    native = _prefill_then_decode(loaded.config, _packed(loaded))
+    monkeypatch.setattr(bf, "native_available", lambda: "turned off for this test")
+    for a, b in zip(native, _prefill_then_decode(loaded.config, _packed(loaded))):
+        _assert_bf16_close(a, b)
+
+
+def test_runner_packs_only_bfloat16_models(tiny_model):
+    from trellis_jax.runner import Runner
+
+    packed = Runner(tiny_model("llama", "bfloat16"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=True)
+    assert bf.is_packed(packed.params["layers"]["w_qkv"])
+    with pytest.raises(ValueError, match="pack_bf16 needs a bfloat16 model"):
+        Runner(tiny_model("llama"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=True)
