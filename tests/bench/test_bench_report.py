@@ -72,3 +72,10 @@ def test_agreement_counts_identical_outputs_per_request():
                 "results": [{"id": i, "output_token_ids": o} for i, o in enumerate(outs)]}
     runs = [run("hf", [[1, 2], [3, 4]]), run("trellis", [[1, 2], [3, 5]]), run("llama", [[], []])]
     assert agreement(runs) == {"trellis": (1, 2)}
+
+
+def test_trellis_bf16_is_judged_against_llama_cpp_bf16_on_the_control():
+    rows = [_row("trellis-bf16", "no_share", 10.0, 1.0), _row("llama.cpp-F32", "no_share", 5.0, 1.0),
+            _row("llama.cpp-BF16", "no_share", 12.0, 1.0)]
+    (v,) = [v for v in verdicts(_result(rows), "trellis-bf16") if v["workload"] == "no_share"]
+    assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-BF16"

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from . import systems as system_registry
-from .model_files import default_gguf, f32_gguf
+from .model_files import converted_gguf, default_gguf
 from .workloads import PRESETS, WORKLOADS
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
@@ -108,8 +108,10 @@ def _run(args, command: str) -> int:
     cache_dir = args.cache_dir
     q4 = default_gguf()
     needs_f32 = any("F32" in s or s == "llama.cpp-http" for s in args.systems)
+    needs_bf16 = any("BF16" in s for s in args.systems)
     settings = {
-        "gguf_q4": str(q4), "gguf_f32": str(f32_gguf(cache_dir) if needs_f32 else q4), "threads": args.threads,
+        "gguf_q4": str(q4), "gguf_f32": str(converted_gguf(cache_dir, "F32") if needs_f32 else q4),
+        "gguf_bf16": str(converted_gguf(cache_dir, "BF16") if needs_bf16 else q4), "threads": args.threads,
         "n_ctx": 2048, "log_dir": str(args.out / "logs"),
         "trellis_options": {"kv_memory": args.kv_memory, "compile_cache_dir": str((cache_dir / "jax").resolve())},
         "trellis_server_args": ["--kv-memory", args.kv_memory, "--compile-cache-dir", str((cache_dir / "jax").resolve())],

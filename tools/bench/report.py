@@ -86,17 +86,22 @@ def _agreement(result) -> list[str]:
             "llama.cpp streams text, so it is not compared): " + ", ".join(parts) + ".", ""]
 
 
-def verdicts(result: dict) -> list[dict]:
-    """One verdict per workload: Trellis (cache on) against the best llama.cpp configuration."""
+# Trellis variant -> the llama.cpp configuration in the same precision (the no-sharing control's peer).
+SAME_PRECISION_PEER = {"trellis": "llama.cpp-F32", "trellis-bf16": "llama.cpp-BF16"}
+
+
+def verdicts(result: dict, system: str = "trellis") -> list[dict]:
+    """One verdict per workload: `system` (a Trellis variant, cache on) against the best llama.cpp
+    configuration; on the control, against llama.cpp in the same precision."""
     rows = {(r["system"], r["workload"]): r for r in result["summary"]}
     out = []
     for workload in result["config"]["workloads"]:
-        trellis = rows.get(("trellis", workload))
+        trellis = rows.get((system, workload))
         if workload in SHARED_WORKLOADS:
             peers = [r for (s, w), r in rows.items() if w == workload and s.startswith("llama.cpp-") and s != "llama.cpp-http"]
             need = 2.0
         else:
-            peers = [r for key in [("llama.cpp-F32", workload)] if (r := rows.get(key))]
+            peers = [r for key in [(SAME_PRECISION_PEER[system], workload)] if (r := rows.get(key))]
             need = 1.0
         if trellis is None or not peers:
             out.append({"workload": workload, "status": "NOT MEASURED", "detail": "Trellis or llama.cpp missing"})
@@ -114,9 +119,17 @@ def verdicts(result: dict) -> list[dict]:
 def _targets(result) -> list[str]:
     lines = ["Targets (issue 7): shared-prefix workloads need Trellis (cache on) >= 2.0x the output tok/s of the best",
              "llama.cpp configuration and a lower p50 TTFT than every llama.cpp configuration; `no_share` needs >= 1.0x",
-             "llama.cpp F32.", "", "| workload | verdict | Trellis / best llama.cpp tok/s | needed | p50 TTFT Trellis vs best llama.cpp |",
+             "llama.cpp in the same precision (F32 for `trellis`, BF16 for `trellis-bf16`)."]
+    for system in SAME_PRECISION_PEER:
+        if system == "trellis" or system in result["config"]["systems"]:
+            lines += _target_table(result, system)
+    return lines
+
+
+def _target_table(result, system: str) -> list[str]:
+    lines = ["", f"`{system}`:", "", "| workload | verdict | Trellis / best llama.cpp tok/s | needed | p50 TTFT Trellis vs best llama.cpp |",
              "|---|---|---|---|---|"]
-    for v in verdicts(result):
+    for v in verdicts(result, system):
         if v["status"] == "NOT MEASURED":
             lines.append(f"| {v['workload']} | NOT MEASURED | {v['detail']} | | |")
             continue

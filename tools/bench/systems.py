@@ -15,6 +15,7 @@ from pathlib import Path
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "trellis": ("trellis_jax.engine.api",),
     "trellis-nocache": ("trellis_jax.engine.api",),
+    "trellis-bf16": ("trellis_jax.engine.api",),
     "trellis-http": ("trellis_jax.serve", "httpx"),
     "hf": ("torch", "transformers"),
     "hf-reuse": ("torch", "transformers"),
@@ -22,6 +23,8 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "llama.cpp-Q4_1-ramcache": ("llama_cpp",),
     "llama.cpp-F32": ("llama_cpp",),
     "llama.cpp-F32-ramcache": ("llama_cpp",),
+    "llama.cpp-BF16": ("llama_cpp",),
+    "llama.cpp-BF16-ramcache": ("llama_cpp",),
     "llama.cpp-http": ("llama_cpp", "httpx", "sse_starlette", "starlette_context", "pydantic_settings"),
 }
 SYSTEMS = tuple(REQUIREMENTS)
@@ -43,7 +46,7 @@ def missing(name: str) -> str | None:
 def build(name: str, settings: dict):
     """The runner for `name` (imports happen here, inside the worker process).
 
-    settings: gguf_q4 / gguf_f32 (paths), threads, n_ctx, log_dir, ports, trellis_model (what Trellis
+    settings: gguf_q4 / gguf_f32 / gguf_bf16 (paths), threads, n_ctx, log_dir, ports, trellis_model (what Trellis
     loads; default gguf_q4), trellis_options, trellis_server_args, and optionally hf_model
     ({"dir": path, "dtype": "bfloat16", "device": "cuda"}; default: dequantized from gguf_q4 on CPU).
     """
@@ -54,6 +57,9 @@ def build(name: str, settings: dict):
     trellis_model = settings.get("trellis_model") or q4
     if name in ("trellis", "trellis-nocache"):
         return trellis.TrellisRunner(trellis_model, cache=name == "trellis", options=settings["trellis_options"])
+    if name == "trellis-bf16":  # the bfloat16 model (native AVX512_BF16 matmuls where the CPU has them)
+        return trellis.TrellisRunner(trellis_model, cache=True, name=name,
+                                     options={**settings["trellis_options"], "dtype": "bfloat16"})
     if name == "trellis-http":
         return trellis.trellis_http_runner(trellis_model, cache=True, port=settings["ports"]["trellis-http"],
                                            server_args=settings["trellis_server_args"], log_dir=settings["log_dir"])
@@ -63,7 +69,7 @@ def build(name: str, settings: dict):
         return hf.HFRunner(loader, reuse=name == "hf-reuse", threads=threads,
                            device=(spec or {}).get("device", "cpu"))
     if name.startswith("llama.cpp-") and name != "llama.cpp-http":
-        path = Path(settings["gguf_f32"]) if "-F32" in name else q4
+        path = Path(settings["gguf_f32"]) if "-F32" in name else Path(settings["gguf_bf16"]) if "-BF16" in name else q4
         return llamacpp.LlamaCppRunner(path, ram_cache=name.endswith("-ramcache"), threads=threads,
                                        n_ctx=settings["n_ctx"])
     if name == "llama.cpp-http":

@@ -25,6 +25,8 @@ class TrellisRunner(Runner):
         self.options = dict(options)
         self.name = name or ("trellis" if cache else "trellis-nocache")
         self.description = "Trellis-JAX offline engine, radix cache " + ("on" if cache else "off")
+        if self.options.get("dtype"):
+            self.description += f", {self.options['dtype']} model"
         self.llm = None
         self._ids = 0
         self._stats_at_reset = None
