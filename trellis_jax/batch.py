@@ -116,6 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="requests JSONL")
     p.add_argument("--output", required=True, help="results JSONL (appended to; ids already there are skipped)")
     p.add_argument("--model", default=None, help="GGUF file, HF dir, orbax dir or preset (default: SmolLM2-135M)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="model dtype; bfloat16 is ~1.5x faster on CPUs with AVX512_BF16 (native kernels)")
     p.add_argument("--disable-radix-cache", action="store_true")
     p.add_argument("--eviction-policy", default="lru")
     p.add_argument("--schedule-policy", default="lpm")
@@ -136,19 +138,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from trellis_jax.engine.builder import build_engine
-    from trellis_jax.engine.config import EngineConfig
 
-    config = EngineConfig(
-        model=args.model, page_size=args.page_size, kv_memory=args.kv_memory,
-        kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-        eviction_policy=args.eviction_policy, schedule_policy=args.schedule_policy,
-        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic)
+    config = engine_config(args)
     engine, tokenizer = build_engine(config)
     run_batch(engine, tokenizer, args.input, args.output,
               default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
               progress=not args.no_progress)
     return 0
+
+
+def engine_config(args: argparse.Namespace):
+    """The EngineConfig the command line asks for."""
+    from trellis_jax.engine.config import EngineConfig
+
+    return EngineConfig(
+        model=args.model, dtype=args.dtype, page_size=args.page_size, kv_memory=args.kv_memory,
+        kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+        eviction_policy=args.eviction_policy, schedule_policy=args.schedule_policy,
+        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic)
 
 
 if __name__ == "__main__":

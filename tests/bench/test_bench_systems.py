@@ -18,3 +18,11 @@ def test_a_system_whose_module_is_absent_says_which(monkeypatch):
 def test_a_system_whose_modules_import_is_available(monkeypatch):
     monkeypatch.setitem(systems.REQUIREMENTS, "hf", ("json",))
     assert systems.missing("hf") is None
+
+
+@pytest.mark.parametrize("file,label", [("m.F32.gguf", "F32"), ("m.BF16.gguf", "BF16"), ("m.Q4_1.gguf", "Q4_1")])
+def test_llama_cpp_runner_is_named_after_its_file_precision(file, label):
+    from tools.bench.runners.llamacpp import LlamaCppRunner
+
+    runner = LlamaCppRunner(file, ram_cache=True, threads=1)
+    assert runner.name == f"llama.cpp-{label}-ramcache" and f"{label} GGUF" in runner.description

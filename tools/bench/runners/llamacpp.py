@@ -12,6 +12,7 @@ KV cache (n_ctx x layers x 2 x kv width, f16, allocated up front) + the RAM cach
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .base import MemoryView, RequestResult, Runner, now
 
@@ -27,7 +28,7 @@ class LlamaCppRunner(Runner):
         self.n_ctx = n_ctx
         self.ram_cache_bytes = ram_cache_bytes
         self.logit_bias = {int(t): -1e9 for t in ban_token_ids}
-        quant = "F32" if "F32" in str(gguf_path) else "Q4_1"
+        quant = next((q for q in ("F32", "BF16") if f".{q}." in Path(gguf_path).name), "Q4_1")
         self.name = name or f"llama.cpp-{quant}" + ("-ramcache" if ram_cache else "")
         self.description = f"llama-cpp-python, {quant} GGUF, " + (
             "prefix reuse + LlamaRAMCache" if ram_cache else "prefix reuse of the previous prompt")
