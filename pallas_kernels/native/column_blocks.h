@@ -23,4 +23,19 @@ inline ColumnBlocks column_blocks(int64_t M, int64_t K, int64_t N, int64_t weigh
   return {blocks, ((N + blocks - 1) / blocks + 15) / 16 * 16};  // balanced, whole vectors
 }
 
+// The register-tiled kernels' walk over one block of columns [n0, n0 + width): rows in passes of
+// `row_block` (whose inputs stay in L2/L3 while the strips pass), each pass strip by strip (`strip`
+// columns), each strip in groups of at most `tile_rows` rows. Calls tile(m0, rows, n, has_next), where
+// has_next says a whole strip follows in this block (worth prefetching; a partial last one is not).
+template <typename Tile>
+void for_each_tile(int64_t M, int64_t n0, int64_t width, int64_t strip, int64_t tile_rows, int64_t row_block,
+                   Tile&& tile) {
+  const int64_t end = n0 + width;
+  for (int64_t r0 = 0; r0 < M; r0 += row_block) {
+    const int64_t r1 = std::min(M, r0 + row_block);
+    for (int64_t n = n0; n < end; n += strip)
+      for (int64_t m0 = r0; m0 < r1; m0 += tile_rows) tile(m0, std::min(tile_rows, r1 - m0), n, n + 2 * strip <= end);
+  }
+}
+
 }  // namespace trellis

@@ -101,21 +101,15 @@ void strip_rows(const float* x, const float* w, float* y, int64_t K, int64_t N, 
   strip_tile<MT>(x, w, y, K, N, m0, n, mask, next);
 }
 
-// Columns [n0, n0 + width) of all M rows: blocks of kRowBlock rows (whose x stays in L2/L3 while the
-// strips pass), each strip by strip.
+// Columns [n0, n0 + width) of all M rows, tile by tile (trellis::for_each_tile).
 void column_block(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
                   int64_t width) {
-  const int64_t end = n0 + width;
-  for (int64_t r0 = 0; r0 < M; r0 += kRowBlock) {
-    const int64_t r1 = std::min(M, r0 + kRowBlock);
-    for (int64_t n = n0; n < end; n += kStrip) {
-      simd::Mask mask[kStripVectors];
-      for (int v = 0; v < kStripVectors; ++v) mask[v] = simd::mask_for(end - n - simd::kLanes * v);
-      const float* next = n + 2 * kStrip <= end ? w + n + kStrip : nullptr;  // a partial last strip: not worth it
-      for (int64_t m0 = r0; m0 < r1; m0 += simd::kTileRows)
-        strip_rows<simd::kTileRows>(x, w, y, K, N, m0, std::min<int64_t>(simd::kTileRows, r1 - m0), n, mask, next);
-    }
-  }
+  trellis::for_each_tile(M, n0, width, kStrip, simd::kTileRows, kRowBlock, [&](int64_t m0, int64_t rows, int64_t n,
+                                                                              bool has_next) {
+    simd::Mask mask[kStripVectors];
+    for (int v = 0; v < kStripVectors; ++v) mask[v] = simd::mask_for(n0 + width - n - simd::kLanes * v);
+    strip_rows<simd::kTileRows>(x, w, y, K, N, m0, rows, n, mask, has_next ? w + n + kStrip : nullptr);
+  });
 }
 #else
 // Portable loops: each weight row is read once per block and added into every output row.

@@ -66,22 +66,18 @@ void strip_rows(const uint16_t* x, const uint16_t* w, float* y, int64_t K, int64
   strip_tile<MT>(x, w, y, K, N, m0, n, mask, next);
 }
 
+// Columns [n0, n0 + width) of all M rows, tile by tile (trellis::for_each_tile).
 void column_block(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
                   int64_t width) {
-  const int64_t end = n0 + width;
-  for (int64_t r0 = 0; r0 < M; r0 += kRowBlock) {
-    const int64_t r1 = std::min(M, r0 + kRowBlock);
-    for (int64_t n = n0; n < end; n += kStrip) {
-      __mmask16 mask[kVectors];
-      for (int v = 0; v < kVectors; ++v) {
-        const int64_t left = end - n - 16 * v;
-        mask[v] = static_cast<__mmask16>(left >= 16 ? 0xFFFF : left > 0 ? (1u << left) - 1 : 0);
-      }
-      const uint16_t* next = n + 2 * kStrip <= end ? w + 2 * (n + kStrip) : nullptr;
-      for (int64_t m0 = r0; m0 < r1; m0 += kTileRows)
-        strip_rows<kTileRows>(x, w, y, K, N, m0, std::min<int64_t>(kTileRows, r1 - m0), n, mask, next);
+  trellis::for_each_tile(M, n0, width, kStrip, kTileRows, kRowBlock, [&](int64_t m0, int64_t rows, int64_t n,
+                                                                         bool has_next) {
+    __mmask16 mask[kVectors];
+    for (int v = 0; v < kVectors; ++v) {
+      const int64_t left = n0 + width - n - 16 * v;
+      mask[v] = static_cast<__mmask16>(left >= 16 ? 0xFFFF : left > 0 ? (1u << left) - 1 : 0);
     }
-  }
+    strip_rows<kTileRows>(x, w, y, K, N, m0, rows, n, mask, has_next ? w + 2 * (n + kStrip) : nullptr);
+  });
 }
 #else
 float bf16_to_float(uint16_t v) {

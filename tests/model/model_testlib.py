@@ -1,8 +1,9 @@
 """Helpers for the model tests: run prompts through the paged forward and read reference fixtures."""
 
+import jax
 import numpy as np
 
-from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
+from trellis_jax.model import build_step_inputs, forward, init_kv_pages, jit_forward, sequential_page_tables
 
 PAGE_SIZE = 4  # small pages so short prompts span several pages
 # Fixed padded shapes (token rows, sequence rows, pages per sequence): one compile per model config.
@@ -48,3 +49,14 @@ class PagedSequences:
         for i in order:
             self.cached[i] += len(chunks[i])
         return {i: np.asarray(logits[row]) for row, i in enumerate(order)}
+
+
+def prefill_then_decode(config, params, prompt):
+    """A fresh jit (speed paths are chosen at trace time) of `prompt`'s prefill, then one decode step of
+    token 7 -> (prefill logits, decode logits, k pages, v pages) as float32 numpy arrays."""
+    step = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers"))
+    tables = sequential_page_tables([len(prompt) + 1], PAGE_SIZE)
+    kv = init_kv_pages(config, 1 + len(tables[0]), PAGE_SIZE)
+    first, kv = step(params, kv, build_step_inputs([prompt], [0], tables, PAGE_SIZE), config=config)
+    logits, kv = step(params, kv, build_step_inputs([[7]], [len(prompt)], tables, PAGE_SIZE), config=config)
+    return tuple(np.asarray(a, np.float32) for a in (first, logits, kv.k, kv.v))

@@ -5,26 +5,20 @@ and, with tied embeddings, can use a materialised embed.T as the LM head; runner
 that read the same input (w_qkv, w_gate_up). Same prompt, decode step after prefill, with and without
 each: logits and written K/V agree to float32 rounding.
 """
-import jax
 import numpy as np
 import pytest
 
-from model_testlib import PAGE_SIZE
+from model_testlib import prefill_then_decode
 from pallas_kernels import layer_matmul as lm
-from trellis_jax.model import build_step_inputs, check_params, forward, init_kv_pages, sequential_page_tables
+from trellis_jax.model import check_params
 from trellis_jax.model.params import with_fused_projections, with_materialised_head
 
 PROMPT = np.random.default_rng(5).integers(3, 320, 19).tolist()
 
 
 def _prefill_then_decode(config, params):
-    """Fresh jit (the path is chosen at trace time) -> (decode logits, k pages, v pages)."""
-    step = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers"))
-    tables = sequential_page_tables([len(PROMPT) + 1], PAGE_SIZE)
-    kv = init_kv_pages(config, 1 + len(tables[0]), PAGE_SIZE)
-    _, kv = step(params, kv, build_step_inputs([PROMPT], [0], tables, PAGE_SIZE), config=config)
-    logits, kv = step(params, kv, build_step_inputs([[7]], [len(PROMPT)], tables, PAGE_SIZE), config=config)
-    return np.asarray(logits), np.asarray(kv.k), np.asarray(kv.v)
+    """-> (decode logits, k pages, v pages)."""
+    return prefill_then_decode(config, params, PROMPT)[1:]
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

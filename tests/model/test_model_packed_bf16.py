@@ -1,24 +1,19 @@
 """A bfloat16 model with its matmul weights packed as row pairs (params.with_packed_matmuls) computes
 what the unpacked bfloat16 model computes, through the native AVX512_BF16 kernel or its reference."""
-import jax
 import numpy as np
 import pytest
 
-from model_testlib import PAGE_SIZE
+from model_testlib import prefill_then_decode
 from pallas_kernels import layer_matmul_bf16 as bf
-from trellis_jax.model import build_step_inputs, check_params, forward, init_kv_pages, sequential_page_tables
+from trellis_jax.model import check_params
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 
 PROMPT = np.random.default_rng(7).integers(3, 320, 21).tolist()
 
 
 def _prefill_then_decode(config, params):
-    step = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers"))
-    tables = sequential_page_tables([len(PROMPT) + 1], PAGE_SIZE)
-    kv = init_kv_pages(config, 1 + len(tables[0]), PAGE_SIZE)
-    first, kv = step(params, kv, build_step_inputs([PROMPT], [0], tables, PAGE_SIZE), config=config)
-    logits, kv = step(params, kv, build_step_inputs([[7]], [len(PROMPT)], tables, PAGE_SIZE), config=config)
-    return np.asarray(first, np.float32), np.asarray(logits, np.float32)
+    """-> (prefill logits, decode logits)."""
+    return prefill_then_decode(config, params, PROMPT)[:2]
 
 
 def _packed(loaded):
