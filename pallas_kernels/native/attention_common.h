@@ -95,6 +95,15 @@ inline void prefetch_page(const KV* k_head, const KV* v_head, const int32_t* pag
 }
 #endif
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// Asks for one row (`elems` values) of a page into L2.
+template <typename KV>
+inline void prefetch_row(const KV* row, int64_t elems) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < elems * static_cast<int64_t>(sizeof(KV)); off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
+}
+#endif
+
 // Shape checks shared by the kernels; on success fills `geo`. `name` prefixes the error messages.
 inline xla::ffi::Error check_geometry(const char* name, xla::ffi::Span<const int64_t> q_dims,
                                       xla::ffi::Span<const int64_t> k_dims, xla::ffi::Span<const int64_t> t_dims,

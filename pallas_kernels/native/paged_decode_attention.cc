@@ -150,12 +150,18 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
     const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
     const KV* k_page = k_head + pages[page_index] * kPage;
     const KV* v_page = v_head + pages[page_index] * kPage;
-    if (page_index * 16 + 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, kPage);
+    // The next page is prefetched row by row inside the passes below (K in the scores pass, V before
+    // P.V) rather than all at once: a burst of 128 prefetches fills the miss buffers and stalls this
+    // page's compute behind them (B=32 x 1024 context: 2.7 -> 2.2 ms per layer, BENCHMARKS.md).
+    const bool has_next = page_index * 16 + 16 < hi;
+    const KV* k_next = has_next ? k_head + pages[page_index + 1] * kPage : nullptr;
+    const KV* v_next = has_next ? v_head + pages[page_index + 1] * kPage : nullptr;
     const __mmask16 valid = static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1));
     for (int64_t g = 0; g < G; ++g) {  // scores and online softmax of each head
       const float* qg = q + g * KD;
       __m512 partial[16];
       for (int j = 0; j < 16; ++j) {  // rows outside [first, last) are read (the page exists) and masked
+        if (g == 0 && k_next) trellis::prefetch_row(k_next + j * KD, KD);
         __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(qg), load16(k_page + j * KD));
         for (int c = 1; c < C; ++c)
           sum = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), load16(k_page + j * KD + 16 * c), sum);
@@ -187,6 +193,8 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
         const __m512 a = _mm512_set1_ps(alpha[g0 + h]);
         for (int c = 0; c < C; ++c) acc[h][c] = _mm512_mul_ps(_mm512_loadu_ps(out.acc + (g0 + h) * KD + 16 * c), a);
       }
+      if (g0 == 0 && v_next)
+        for (int j = 0; j < 16; ++j) trellis::prefetch_row(v_next + j * KD, KD);
       for (int64_t j = first; j < last; ++j) {  // only valid rows: others may hold anything, even NaN
         for (int c = 0; c < C; ++c) {
           const __m512 v = load16(v_page + j * KD + 16 * c);
@@ -251,7 +259,9 @@ void attend_range_avx2(const float* q, const KV* k_head, const KV* v_head, const
     const int64_t last = std::min<int64_t>(16, hi - page_index * 16);
     const KV* k_page = k_head + pages[page_index] * kPage;
     const KV* v_page = v_head + pages[page_index] * kPage;
-    if (page_index * 16 + 16 < hi) trellis::prefetch_page(k_head, v_head, pages, page_index + 1, kPage);
+    const bool has_next = page_index * 16 + 16 < hi;  // prefetched row by row, as in the AVX-512 path
+    const KV* k_next = has_next ? k_head + pages[page_index + 1] * kPage : nullptr;
+    const KV* v_next = has_next ? v_head + pages[page_index + 1] * kPage : nullptr;
     __m256 valid[2];  // all-ones lanes for keys in [first, last)
     for (int h = 0; h < 2; ++h) {
       const __m256 key = _mm256_add_ps(lane, _mm256_set1_ps(8.f * h));
@@ -265,6 +275,7 @@ void attend_range_avx2(const float* q, const KV* k_head, const KV* v_head, const
         __m256 partial[8];
         for (int j = 0; j < 8; ++j) {  // rows outside [first, last) are read (the page exists) and masked
           const KV* k_row = k_page + (8 * h + j) * KD;
+          if (g == 0 && k_next) trellis::prefetch_row(k_next + (8 * h + j) * KD, KD);
           __m256 sum = _mm256_mul_ps(_mm256_loadu_ps(qg), load8(k_row));
           for (int c = 1; c < C; ++c) sum = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), load8(k_row + 8 * c), sum);
           partial[j] = sum;
@@ -298,6 +309,8 @@ void attend_range_avx2(const float* q, const KV* k_head, const KV* v_head, const
       __m256 acc[C];
       const __m256 a = _mm256_set1_ps(alpha);
       for (int c = 0; c < C; ++c) acc[c] = _mm256_mul_ps(_mm256_loadu_ps(acc_g + 8 * c), a);
+      if (g == 0 && v_next)
+        for (int j = 0; j < 16; ++j) trellis::prefetch_row(v_next + j * KD, KD);
       for (int64_t j = first; j < last; ++j) {
         const __m256 pj = _mm256_set1_ps(p[j]);
         for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pj, load8(v_page + j * KD + 8 * c), acc[c]);
