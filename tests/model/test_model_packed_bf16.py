@@ -57,3 +57,11 @@ def test_runner_packs_only_bfloat16_models(tiny_model):
     assert bf.is_packed(packed.params["layers"]["w_qkv"])
     with pytest.raises(ValueError, match="pack_bf16 needs a bfloat16 model"):
         Runner(tiny_model("llama"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=True)
+
+
+def test_runner_warns_when_a_bf16_model_cannot_use_the_native_kernel(tiny_model, caplog):
+    from trellis_jax.runner import Runner
+
+    with caplog.at_level("WARNING", logger="trellis_jax.runner.runner"):
+        Runner(tiny_model("llama", "bfloat16"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=False)
+    assert "--dtype float32 is faster here" in caplog.text

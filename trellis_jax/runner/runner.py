@@ -87,6 +87,10 @@ class Runner:
             self.params = with_fused_projections(self.params)
         if pack:
             self.params = with_packed_matmuls(self.params)
+        elif bf16 and jax.devices()[0].platform == "cpu":
+            logger.warning("bfloat16 model without the native bf16 matmul (%s): its matmuls run through XLA's bf16 "
+                           "dots, which are several times slower than float32 on CPU (BENCHMARKS.md); "
+                           "--dtype float32 is faster here", native_bf16_matmul_available() or "turned off")
         self.page_size = page_size
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)
