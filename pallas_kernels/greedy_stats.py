@@ -14,22 +14,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.native.build import NativeUnavailable, load_target
+from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_greedy_stats"
 
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    if jax.devices()[0].platform != "cpu":
-        return "the native kernel is a CPU custom call"
-    try:
-        library = load_target("greedy_stats.cc", "TrellisGreedyStats", TARGET)
-    except NativeUnavailable as error:
-        return str(error)
-    if not library.TrellisGreedyStatsIsVectorized():
-        return "built without AVX-512, where the scalar loops are slower than XLA"
-    return None
+    return cpu_kernel_unavailable(lambda: load_target("greedy_stats.cc", "TrellisGreedyStats", TARGET),
+                                  "TrellisGreedyStatsIsVectorized",
+                                  "built without AVX-512, where the scalar loops are slower than XLA")
 
 
 def reference_greedy_stats(logits):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.layer_matmul_bf16 import is_packed, packed_matmul
-from pallas_kernels.native.build import NativeUnavailable, load_target
+from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul"
 
@@ -31,15 +31,9 @@ def _library():
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    if jax.devices()[0].platform != "cpu":
-        return "the native kernel is a CPU custom call"
-    try:
-        library = _library()
-    except NativeUnavailable as error:
-        return str(error)
-    if not library.TrellisLayerMatmulIsVectorized():
-        return "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA (BENCHMARKS.md)"
-    return None
+    return cpu_kernel_unavailable(lambda: _library(), "TrellisLayerMatmulIsVectorized",
+                                  "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA "
+                                  "(BENCHMARKS.md)")
 
 
 def native_max_rows() -> int | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.native.build import NativeUnavailable, load_target
+from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul_bf16"
 
@@ -44,15 +44,8 @@ def unpack_pairs(wp):
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    if jax.devices()[0].platform != "cpu":
-        return "the native kernel is a CPU custom call"
-    try:
-        library = load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
-    except NativeUnavailable as error:
-        return str(error)
-    if not library.TrellisLayerMatmulBf16IsVectorized():
-        return "this CPU (or build) has no AVX512_BF16"
-    return None
+    return cpu_kernel_unavailable(lambda: load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET),
+                                  "TrellisLayerMatmulBf16IsVectorized", "this CPU (or build) has no AVX512_BF16")
 
 
 def _padded_bf16(x, wp):

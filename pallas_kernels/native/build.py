@@ -105,6 +105,23 @@ def load_target(source: str, symbol: str, target: str) -> ctypes.CDLL:
         return _registered[target]
 
 
+def cpu_kernel_unavailable(load, vectorized: str | None = None, slow: str = "") -> str | None:
+    """None when a CPU FFI kernel can run here, else the reason: the default device is not a CPU, `load()`
+    (which builds and registers it, returning the library) raised NativeUnavailable, or the library's
+    `vectorized()` flag function says its fast path was not compiled in (then `slow` is the reason)."""
+    import jax
+
+    if jax.devices()[0].platform != "cpu":
+        return "the native kernel is a CPU custom call"
+    try:
+        library = load()
+    except NativeUnavailable as error:
+        return str(error)
+    if vectorized and not getattr(library, vectorized)():
+        return slow
+    return None
+
+
 def _build_and_register(source: str, symbol: str, target: str) -> ctypes.CDLL:
     import jax
 

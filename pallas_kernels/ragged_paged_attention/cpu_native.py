@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels.native.build import NativeUnavailable, load_target
+from pallas_kernels.native.build import NativeUnavailable, cpu_kernel_unavailable, load_target
 from pallas_kernels.ragged_paged_attention.xla_cpu import classify_rows, extend_rows, xla_ragged_paged_attention
 
 TARGET = "trellis_paged_decode_attention"
@@ -33,11 +33,7 @@ def check_available(platform_kind):
     """None when the native kernel can run here, else the reason."""
     if platform_kind != "cpu":
         return "the native kernel is a CPU custom call"
-    try:
-        load_target(_SOURCE, _SYMBOL, TARGET)
-    except NativeUnavailable as error:
-        return str(error)
-    return None
+    return cpu_kernel_unavailable(lambda: load_target(_SOURCE, _SYMBOL, TARGET))
 
 
 def native_extend_vectorized(page_size: int) -> bool:

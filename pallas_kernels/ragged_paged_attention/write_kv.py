@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.native.build import NativeUnavailable, load_target
+from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 
 def _check(pages, new, slot_mapping, name):
@@ -53,13 +53,7 @@ _BF16_TARGET = "trellis_write_kv_bf16"
 
 def _native_bf16_writer() -> bool:
     """Whether the in-place bfloat16 writer runs here (CPU, and it builds)."""
-    if jax.devices()[0].platform != "cpu":
-        return False
-    try:
-        load_target("write_kv.cc", "TrellisWriteKvBf16", _BF16_TARGET)
-    except NativeUnavailable:
-        return False
-    return True
+    return cpu_kernel_unavailable(lambda: load_target("write_kv.cc", "TrellisWriteKvBf16", _BF16_TARGET)) is None
 
 
 def write_kv(k_pages, v_pages, layer, k_new, v_new, slot_mapping):

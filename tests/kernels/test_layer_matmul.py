@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import layer_matmul as lm
+from pallas_kernels.native.build import NativeUnavailable
 
 
 def _inputs(rows, k, n, layers=3, seed=0):
@@ -78,7 +79,7 @@ def test_unknown_implementation_is_refused():
 
 def test_choice_falls_back_to_xla_when_native_cannot_build(monkeypatch):
     def refuse(*_):
-        raise lm.NativeUnavailable("no compiler here")
+        raise NativeUnavailable("no compiler here")
 
     monkeypatch.setattr(lm, "load_target", refuse)
     x, w = _inputs(1, 8, 8)
