@@ -37,8 +37,9 @@ from trellis_jax.model.params import with_fused_projections, with_materialised_h
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
-from trellis_jax.runner.sampling import SamplerOutputs, SamplingInputs
-from trellis_jax.runner.step import RunnerInputs, abstract_inputs, make_step
+from trellis_jax.runner.sampling import SamplerOutputs
+from trellis_jax.runner import wire
+from trellis_jax.runner.step import abstract_inputs, make_step
 from trellis_jax.scheduler.plan import SampledToken, StepOutputs, StepPlan
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Runner:
         return time.perf_counter() - start
 
     def _lower(self, bucket: Bucket) -> jax.stages.Lowered:
-        return self._jitted_step.lower(self.params, self._kv, abstract_inputs(bucket, self.config.vocab_size))
+        return self._jitted_step.lower(self.params, self._kv, *abstract_inputs(bucket, self.config.vocab_size))
 
     def _compile(self, bucket: Bucket) -> jax.stages.Compiled:
         """Compile one bucket now (a run() that found no executable for its bucket)."""
@@ -193,13 +194,13 @@ class Runner:
                       vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
                       max_context_len=self.max_context_len)
         executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
-        outputs, self._kv = executable(self.params, self._kv, self._inputs(packed))
+        outputs, self._kv = executable(self.params, self._kv, *self._inputs(packed))
         return _step_outputs(packed, jax.device_get(outputs))
 
-    def _inputs(self, packed: PackedStep) -> RunnerInputs:
+    def _inputs(self, packed: PackedStep) -> tuple:
+        """The step's arguments after (params, kv_pages): the two wire buffers and the penalty arrays."""
         counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(packed.bucket.num_seqs)
-        sampling = SamplingInputs(output_counts=counts, prompt_mask=prompt_mask, **packed.knobs)
-        return RunnerInputs(packed.model_inputs, sampling)
+        return (*wire.encode(packed.model_inputs, packed.knobs), counts, prompt_mask)
 
 
 def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:

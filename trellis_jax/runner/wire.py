@@ -1,0 +1,70 @@
+"""The step's host inputs as two int32 buffers: two host-to-device transfers per step instead of eighteen.
+
+Contract: `encode(model_inputs, knobs) -> (tokens [T, 3], seqs [S, P + 14])`, numpy int32, from a
+PackedStep's StepInputs and sampling knobs: per token row (token id, position, KV slot); per sequence
+row its page-table row, then kv_len, its end in cu_q_lens, its logits index, top_k, rng_step,
+num_logprobs, the number of sequences (the same in every row), and the seed and the float knobs
+bit-cast to int32. `decode(tokens, seqs, output_counts, prompt_mask) -> RunnerInputs` runs inside the
+jitted step and slices them back out (static offsets: the bucket is the buffers' shapes).
+
+Why: every input array of a jitted call is its own host-to-device copy; on a GPU that is a transfer and
+a dispatch each, and session 1 measured ~1.5 ms of host work per decode step on the H200 with ~20
+inputs (BENCHMARKS.md, "Whole model on the H200"). The [S, V] penalty arrays stay separate: they are
+device-resident zeros unless a row has a penalty.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from trellis_jax.model.inputs import StepInputs
+from trellis_jax.runner.sampling import SamplingInputs
+
+INT_COLUMNS = ("kv_lens", "cu_q_end", "logits_indices", "top_k", "rng_step", "num_logprobs", "num_seqs")
+BITCAST_COLUMNS = ("seed", "temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty",
+                   "repetition_penalty")
+NUM_COLUMNS = len(INT_COLUMNS) + len(BITCAST_COLUMNS)  # after the page-table row
+
+
+class RunnerInputs(NamedTuple):
+    """What the step computes with, decoded from the wire."""
+
+    model: StepInputs
+    sampling: SamplingInputs
+
+
+def encode(model: StepInputs, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.stack([model.token_ids, model.positions, model.slot_mapping], axis=1).astype(np.int32)
+    rows = model.kv_lens.shape[0]
+    ints = {"kv_lens": model.kv_lens, "cu_q_end": model.cu_q_lens[1:], "logits_indices": model.logits_indices,
+            "top_k": knobs["top_k"], "rng_step": knobs["rng_step"], "num_logprobs": knobs["num_logprobs"],
+            "num_seqs": np.full(rows, model.num_seqs, np.int32)}
+    columns = [np.asarray(ints[name], np.int32) for name in INT_COLUMNS]
+    columns += [np.ascontiguousarray(knobs[name]).view(np.int32) for name in BITCAST_COLUMNS]
+    seqs = np.concatenate([model.page_table.astype(np.int32), np.stack(columns, axis=1)], axis=1)
+    return np.ascontiguousarray(tokens), np.ascontiguousarray(seqs)
+
+
+def decode(tokens: jax.Array, seqs: jax.Array, output_counts: jax.Array, prompt_mask: jax.Array):
+    pages = seqs.shape[1] - NUM_COLUMNS
+    column = {name: seqs[:, pages + i] for i, name in enumerate(INT_COLUMNS + BITCAST_COLUMNS)}
+
+    def bits(name, dtype):
+        return jax.lax.bitcast_convert_type(column[name], dtype)
+
+    model = StepInputs(token_ids=tokens[:, 0], positions=tokens[:, 1], slot_mapping=tokens[:, 2],
+                       page_table=seqs[:, :pages], kv_lens=column["kv_lens"],
+                       cu_q_lens=jnp.concatenate([jnp.zeros(1, jnp.int32), column["cu_q_end"]]),
+                       num_seqs=column["num_seqs"][0], logits_indices=column["logits_indices"])
+    sampling = SamplingInputs(
+        temperature=bits("temperature", jnp.float32), top_k=column["top_k"], top_p=bits("top_p", jnp.float32),
+        min_p=bits("min_p", jnp.float32), presence_penalty=bits("presence_penalty", jnp.float32),
+        frequency_penalty=bits("frequency_penalty", jnp.float32),
+        repetition_penalty=bits("repetition_penalty", jnp.float32), seed=bits("seed", jnp.uint32),
+        rng_step=column["rng_step"], num_logprobs=column["num_logprobs"], output_counts=output_counts,
+        prompt_mask=prompt_mask)
+    return RunnerInputs(model, sampling)
