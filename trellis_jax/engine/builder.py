@@ -6,14 +6,11 @@ mean the same thing on both sides. The scheduler's limits are clipped to the run
 
 from __future__ import annotations
 
-import logging
-
 from trellis_jax.cache import RadixCache
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_LEN = 4096
 
@@ -57,7 +54,6 @@ def make_runner(config: EngineConfig, loaded):
         token_buckets=token_buckets, seq_buckets=seq_buckets,
         max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir,
         unroll_layers=config.unroll_layers, materialise_head=config.materialise_head, kv_dtype=config.kv_cache_dtype)
-    logger.info("KV pool: %s", runner.kv_pool.describe())
     if config.warmup:
         runner.warmup()
     return runner
