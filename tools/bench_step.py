@@ -142,6 +142,7 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
     alone (one layer, times num_layers) and the sampler alone, on the same plan."""
     from pallas_kernels.ragged_paged_attention import ragged_paged_attention
     from trellis_jax.model import jit_forward
+    from trellis_jax.runner import wire
     from trellis_jax.runner.packing import pack
     from trellis_jax.runner.sampling import sample
 
@@ -161,7 +162,7 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
                                       batch.cu_q_lens, batch.num_seqs, implementation=runner.attn_impl)
 
     attention = jax.jit(attention_layer)
-    inputs = jax.tree.map(jnp.asarray, runner._inputs(packed))
+    inputs = wire.decode(*(jnp.asarray(a) for a in runner._inputs(packed)))
     logits = jax.random.normal(jax.random.key(0), (packed.bucket.num_seqs, config.vocab_size), jnp.float32)
     sampler = jax.jit(lambda logits, knobs: sample(logits, knobs, max_logprobs=runner.max_logprobs))
     hot = inputs.sampling._replace(temperature=inputs.sampling.temperature + 0.8,
