@@ -18,20 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def apply_penalties(logits: jax.Array, knobs) -> jax.Array:
-    """logits [S, V] f32 -> penalised logits [S, V]. `knobs` is a SamplingInputs.
-
-    Skipped (the [S, V] counts are not even read) when no row has a penalty.
-    """
-    return jax.lax.cond(penalties_active(knobs), lambda: _penalise(logits, knobs), lambda: logits)
-
-
 def penalties_active(knobs) -> jax.Array:
-    """bool[]: whether some row of the batch has a penalty."""
+    """bool[]: whether some row of the batch has a penalty (else the sampler skips `penalise` entirely,
+    and the [S, V] counts are not even read)."""
     return jnp.any((knobs.presence_penalty != 0) | (knobs.frequency_penalty != 0) | (knobs.repetition_penalty != 1))
 
 
-def _penalise(logits: jax.Array, knobs) -> jax.Array:
+def penalise(logits: jax.Array, knobs) -> jax.Array:
+    """logits [S, V] f32 -> penalised logits [S, V]. `knobs` is a SamplingInputs."""
     counts = knobs.output_counts.astype(jnp.float32)  # [S, V]
     generated = counts > 0
     seen = knobs.prompt_mask | generated

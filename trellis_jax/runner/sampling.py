@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.greedy_stats import greedy_stats
 from trellis_jax.runner.filters import min_p_mask, top_k_mask, top_p_mask
-from trellis_jax.runner.penalties import apply_penalties, penalties_active
+from trellis_jax.runner.penalties import penalise, penalties_active
 from trellis_jax.runner.rng import gumbel_noise
 
 
@@ -57,14 +57,18 @@ def sample(logits: jax.Array, knobs: SamplingInputs, *, max_logprobs: int) -> Sa
     """logits [S, V] float32 -> the next token of every row, with its raw logprob and the raw top-N."""
     logits = logits.astype(jnp.float32)
     raw_ids, log_normalizer = greedy_stats(logits)  # [S], [S]
-    processed = apply_penalties(logits, knobs)  # [S, V]
-    greedy_ids = jax.lax.cond(penalties_active(knobs), lambda: argmax_rows(processed), lambda: raw_ids)  # [S]
+    processed, greedy_ids = jax.lax.cond(  # [S, V], [S]: penalised logits and their argmax, or the raw ones
+        penalties_active(knobs), lambda: _with_argmax(penalise(logits, knobs)), lambda: (logits, raw_ids))
     token_ids = jax.lax.cond(jnp.any(knobs.temperature > 0),
                              lambda: _draw_or_greedy(processed, greedy_ids, knobs),
                              lambda: greedy_ids)
     token_logprobs = jnp.take_along_axis(logits, token_ids[:, None], axis=-1)[:, 0] - log_normalizer  # [S]
     top_ids, top_values = _top_logprobs(logits, log_normalizer, knobs.num_logprobs, max_logprobs)
     return SamplerOutputs(token_ids, token_logprobs, top_ids, top_values)
+
+
+def _with_argmax(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return logits, argmax_rows(logits)
 
 
 def argmax_rows(logits: jax.Array) -> jax.Array:
