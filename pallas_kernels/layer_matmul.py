@@ -42,8 +42,8 @@ def native_max_rows() -> int | None:
     return limit or None
 
 
-def reference_layer_matmul(x, w, layer, rows=None):
-    y = x @ jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False)
+def reference_layer_matmul(x, w, layer, rows=None, out_dtype=None):
+    y = jnp.dot(x, jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False), preferred_element_type=out_dtype)
     if rows is None:
         return y
     return jnp.where(jnp.arange(x.shape[0])[:, None] < rows, y, jnp.zeros((), y.dtype))
@@ -69,15 +69,16 @@ def choose(x, w, implementation=None) -> str:
     return "native" if limit is None or x.shape[0] <= limit else "xla"
 
 
-def layer_matmul(x, w, layer, rows=None, *, implementation=None):
-    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N], rows past `rows` zero; see the module docstring.
+def layer_matmul(x, w, layer, rows=None, *, implementation=None, out_dtype=None):
+    """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N] in out_dtype (default x's dtype), rows past `rows` zero;
+    see the module docstring.
 
     Weights packed by `layer_matmul_bf16.pack_pairs` ([L, ceil(K/2), N, 2] bfloat16) take the bf16 path.
     """
     if is_packed(w):
-        return packed_matmul(x, w, layer, rows, implementation=implementation)
+        return packed_matmul(x, w, layer, rows, implementation=implementation, out_dtype=out_dtype)
     if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":
-        return native_layer_matmul(x, w, layer, rows).astype(x.dtype)
-    return reference_layer_matmul(x, w, layer, rows)
+        return native_layer_matmul(x, w, layer, rows).astype(out_dtype or x.dtype)
+    return reference_layer_matmul(x, w, layer, rows, out_dtype)

@@ -60,28 +60,29 @@ def _mask_rows(y, rows):
     return jnp.where(jnp.arange(y.shape[0])[:, None] < rows, y, jnp.zeros((), y.dtype))
 
 
-def reference_packed_matmul(x, wp, layer, rows=None):
+def reference_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
     w = unpack_pairs(jax.lax.dynamic_index_in_dim(wp, layer, axis=0, keepdims=False)).astype(jnp.float32)
     y = jnp.dot(_padded_bf16(x, wp).astype(jnp.float32), w, precision=jax.lax.Precision.HIGHEST)
-    return _mask_rows(y, rows).astype(x.dtype)
+    return _mask_rows(y, rows).astype(out_dtype or x.dtype)
 
 
-def native_packed_matmul(x, wp, layer, rows=None):
+def native_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
     load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], wp.shape[2]), jnp.float32),
                             vmap_method="sequential")
     rows = x.shape[0] if rows is None else rows
     y = call(_padded_bf16(x, wp), wp, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
-    return y.astype(x.dtype)
+    return y.astype(out_dtype or x.dtype)
 
 
-def packed_matmul(x, wp, layer, rows=None, *, implementation=None):
-    """x [M, K] @ unpack(wp[layer]) -> [M, N] in x's dtype; see the module docstring."""
+def packed_matmul(x, wp, layer, rows=None, *, implementation=None, out_dtype=None):
+    """x [M, K] @ unpack(wp[layer]) -> [M, N] in out_dtype (default x's dtype); see the module docstring.
+    The sums are float32 either way: out_dtype=float32 skips rounding them to bfloat16."""
     if x.ndim != 2 or wp.ndim != 4 or not is_packed(wp) or x.shape[1] not in (2 * wp.shape[1], 2 * wp.shape[1] - 1):
         raise ValueError(f"layer_matmul: x must be [M, K] and packed w [L, ceil(K/2), N, 2] bfloat16, got "
                          f"{x.shape} and {wp.shape} {wp.dtype}")
     if implementation not in (None, "native", "xla"):
         raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
     if implementation == "native" or (implementation is None and native_available() is None):
-        return native_packed_matmul(x, wp, layer, rows)
-    return reference_packed_matmul(x, wp, layer, rows)
+        return native_packed_matmul(x, wp, layer, rows, out_dtype)
+    return reference_packed_matmul(x, wp, layer, rows, out_dtype)

@@ -96,3 +96,14 @@ def test_a_cpu_without_avx512_bf16_is_not_chosen(monkeypatch):
 
     monkeypatch.setattr(bf, "load_target", lambda *_: PortableBuild())
     assert "AVX512_BF16" in bf.native_available()
+
+
+@pytest.mark.parametrize("implementation", ["native", "xla"])
+def test_out_dtype_float32_returns_the_unrounded_sums_of_bf16_inputs(implementation):
+    if implementation == "native":
+        _built_or_skip()
+    x, w = _inputs(6, 64, 48, seed=7)
+    y = layer_matmul(x, bf.pack_pairs(w), 0, implementation=implementation, out_dtype=jnp.float32)
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y), _exact(x, w, 0), rtol=2e-5, atol=2e-3)
+    assert not np.array_equal(np.asarray(y), np.asarray(y.astype(jnp.bfloat16), np.float32))  # not rounded
