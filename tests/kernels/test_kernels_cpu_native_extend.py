@@ -9,6 +9,7 @@ sliding windows that start mid-page, and the portable loops (page size 8, not ve
 TRELLIS_NATIVE_CFLAGS=-mno-avx512f, the same tests check the AVX2 + FMA path. Decode rows
 in the same batch stay with the decode kernel; padded rows and sequences stay zero / untouched.
 """
+import dataclasses
 import os
 
 import jax.numpy as jnp
@@ -51,6 +52,14 @@ def test_float32_matches_oracle(case):
 
 def test_bfloat16_pages_with_soft_cap_match_oracle():
     out, expected = run_native_extend(BF16_CAP)
+    assert_close(out, expected, "bfloat16")
+
+
+@pytest.mark.parametrize("case", [RAGGED, LONG_PREFIX, GQA_1, GQA_4_D128, GQA_8, ODD_DIM, WINDOW], ids=str)
+def test_bfloat16_pages_match_oracle(case):
+    """Where AVX512_BF16 builds, head dims that are multiples of 32 take the bf16 dot-product path (Q and the
+    probabilities rounded to bf16); head_dim 36 converts the pages to float32 instead."""
+    out, expected = run_native_extend(dataclasses.replace(case, dtype="bfloat16"))
     assert_close(out, expected, "bfloat16")
 
 
