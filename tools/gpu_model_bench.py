@@ -64,12 +64,14 @@ def bench(args) -> dict:
     config = ModelConfig.from_hf_config(TINY if args.tiny else LLAMA_32_1B, dtype="bfloat16")
     params = init_params(config, jax.random.key(0))
     steps = args.repeats + 1
-    per_seq = pages_for(args.context + steps + 1, args.page_size)
+    # --profile decodes two steps further than the timed plans: size pages and context for those too.
+    longest = args.context + steps + 3
+    per_seq = pages_for(longest, args.page_size)
     num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + max(args.batches) * per_seq
     decode_buckets = {max(MIN_TOKEN_BUCKET, b) for b in args.batches}
     runner = Runner((config, params), page_size=args.page_size, num_pages=num_pages,
                     token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
-                    max_context_len=max(args.prefill_tokens, args.context + steps + 1), attn_impl=args.attn_impl)
+                    max_context_len=max(args.prefill_tokens, longest), attn_impl=args.attn_impl)
     results = {"device": str(jax.devices()[0]), "jax": jax.__version__, "config": ("tiny" if args.tiny else "llama-3.2-1b") + (" unrolled" if args.unroll else ""),
                "ceilings": {"bf16_matmul_tflops": matmul_tflops(), "read_tbps": read_tbps()},
                "warmup_seconds": runner.warmup(), "kv_pool": runner.kv_pool.describe()}
