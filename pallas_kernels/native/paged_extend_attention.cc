@@ -14,8 +14,9 @@
 // vectors built from broadcast key elements, and the online softmax (row max, exp, sum) is element-wise
 // across those vectors, with no horizontal reductions. P.V accumulates into a transposed [D][16G]
 // accumulator that stays in L1/L2. Tasks are claimed longest first from XLA's intra-op thread pool.
-// bfloat16 pages on AVX512_BF16 CPUs take both products through vdpbf16ps (Q and the probabilities
-// rounded to bfloat16; 1.4-1.6x the float32-converting path on the default model's shapes).
+// bfloat16 pages of a bfloat16 model (attribute bf16_products) on AVX512_BF16 CPUs take both products
+// through vdpbf16ps (Q and the probabilities rounded to bfloat16; 1.4-1.6x the float32-converting path on
+// the default model's shapes). A float32 model with bfloat16 pages keeps float32 math.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -47,7 +48,8 @@ struct Task {
 
 struct Options {
   float soft_cap;
-  int64_t window;  // 0 = none
+  int64_t window;       // 0 = none
+  bool bf16_products;   // bfloat16 pages: multiply in bf16 where AVX512_BF16 builds (q was bf16 already)
 };
 
 inline int64_t first_visible(int64_t pos, int64_t window) {
@@ -361,7 +363,7 @@ void extend_task_vectorised(const Task& t, const float* q, const KV* k_head, con
   const int64_t D = geo.head_dim, G = geo.group, Hq = geo.num_kv_heads * G;
   const int64_t M = kTileRows * G;
 #if defined(TRELLIS_EXTEND_BF16_DOT)
-  const bool bf16_dot = std::is_same_v<KV, uint16_t> && D % 32 == 0;
+  const bool bf16_dot = std::is_same_v<KV, uint16_t> && opt.bf16_products && D % 32 == 0;
 #else
   const bool bf16_dot = false;
 #endif
@@ -473,9 +475,10 @@ ffi::Error PagedExtendAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
                                 ffi::AnyBuffer v_pages, ffi::Buffer<ffi::S32> layer,
                                 ffi::Buffer<ffi::S32> kv_lens, ffi::Buffer<ffi::S32> page_table,
                                 ffi::Buffer<ffi::S32> cu_q_lens, ffi::Buffer<ffi::S32> num_seqs,
-                                ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window) {
+                                ffi::ResultBuffer<ffi::F32> out, float soft_cap, int64_t sliding_window,
+                                bool bf16_products) {
   trellis::PagedCall c;
-  const Options opt{soft_cap, sliding_window};
+  const Options opt{soft_cap, sliding_window, bf16_products};
   return trellis::with_paged_call(
       "paged_extend_attention", q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, out, c,
       [&](auto* k, auto* v) {
@@ -502,4 +505,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisPagedExtendAttention, PagedExtendAttention,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("soft_cap")
-                                  .Attr<int64_t>("sliding_window"));
+                                  .Attr<int64_t>("sliding_window")
+                                  .Attr<bool>("bf16_products"));

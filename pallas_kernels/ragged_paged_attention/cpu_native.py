@@ -61,12 +61,14 @@ def native_decode_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_
 
 
 def native_extend_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                            soft_cap=None, sliding_window=None):
+                            soft_cap=None, sliding_window=None, bf16_products=False):
     """q [T, Hq, D] float32 (already scaled) -> [T, Hq, D] float32; rows of sequences with one new
-    token (decode rows) and padding rows are 0."""
+    token (decode rows) and padding rows are 0. bf16_products: with bfloat16 pages, multiply in bfloat16
+    (q and the probabilities rounded) where the CPU has AVX512_BF16; for models whose q is bfloat16."""
     load_target(_EXTEND_SOURCE, _EXTEND_SYMBOL, EXTEND_TARGET)
     return _ffi_attention(EXTEND_TARGET, q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
-                          soft_cap=np.float32(soft_cap or 0.0), sliding_window=np.int64(sliding_window or 0))
+                          soft_cap=np.float32(soft_cap or 0.0), sliding_window=np.int64(sliding_window or 0),
+                          bf16_products=bool(bf16_products))
 
 
 def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
@@ -92,7 +94,8 @@ def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     if native_extend is None:
         native_extend = native_extend_vectorized(page_size)
     if native_extend:
-        extended = native_extend_attention(*args, soft_cap=soft_cap, sliding_window=sliding_window)
+        extended = native_extend_attention(*args, soft_cap=soft_cap, sliding_window=sliding_window,
+                                           bf16_products=q.dtype == jnp.bfloat16)
     else:
         extended = _xla_extend(*args, soft_cap=soft_cap, sliding_window=sliding_window,
                                chunk_tokens=prefill_chunk_tokens, tile_rows=prefill_tile_rows)

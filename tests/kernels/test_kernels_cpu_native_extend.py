@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels_testlib import SMOLLM, Case, assert_close, make_case, run_against_oracle
+from kernels_testlib import SMOLLM, Case, assert_close, dense_attention, make_case, run_against_oracle
 from pallas_kernels.ragged_paged_attention.cpu_native import native_extend_attention, native_extend_vectorized
 
 RAGGED = Case("ragged_rows", q_lens=(17, 2, 1, 40, 15), kv_lens=(17, 300, 50, 77, 200), **SMOLLM)
@@ -61,6 +61,22 @@ def test_bfloat16_pages_match_oracle(case):
     probabilities rounded to bf16); head_dim 36 converts the pages to float32 instead."""
     out, expected = run_native_extend(dataclasses.replace(case, dtype="bfloat16"))
     assert_close(out, expected, "bfloat16")
+
+
+def test_float32_queries_over_bfloat16_pages_keep_float32_math():
+    """A float32 model with bfloat16 KV pages: only the pages are rounded, the products stay float32."""
+    import jax
+
+    from pallas_kernels.ragged_paged_attention import ragged_paged_attention
+
+    case = dataclasses.replace(LONG_PREFIX, dtype="bfloat16")
+    args, kwargs, contiguous = make_case(case)
+    q = jnp.asarray(np.random.default_rng(3).standard_normal(args[0].shape), jnp.float32)
+    args = (q,) + args[1:]
+    out = jax.jit(lambda *a: ragged_paged_attention(*a, implementation="cpu_native", native_extend=True,
+                                                    **kwargs))(*args)
+    assert out.dtype == jnp.float32
+    assert_close(out, dense_attention(case, args, contiguous), "float32")
 
 
 def test_native_and_xla_extend_paths_agree():
