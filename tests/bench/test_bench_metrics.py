@@ -51,3 +51,8 @@ def test_summarize_takes_medians_per_system_and_workload():
     assert summary[("a", "w")]["repeats"] == 3
     assert summary[("a", "w")]["kv_peak_bytes"] is None
     assert summary[("b", "w")]["ttfts_s"] == [9.0]
+
+
+def test_summarize_keeps_the_spread_of_throughput_over_repeats():
+    runs = [{"system": "a", "workload": "w", "ttfts_s": [], "output_tokens_per_s": tps} for tps in (4.0, 9.0, 6.0)]
+    assert summarize(runs)[("a", "w")]["output_tokens_per_s_range"] == [4.0, 9.0]

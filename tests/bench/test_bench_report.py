@@ -49,6 +49,11 @@ def test_markdown_names_skipped_systems_and_the_command():
     assert "skipped **hf**: no torch" in text and "python -m tools.bench run" in text
 
 
+def test_table_shows_the_median_and_the_spread_of_repeats():
+    row = dict(_row("trellis", "no_share", 6.0, 1.0), repeats=3, output_tokens_per_s_range=[4.0, 9.0])
+    assert "| no_share | trellis | 3 | 6.0 (4.0–9.0) |" in markdown(_result([row]), "cmd")
+
+
 def test_update_section_replaces_only_its_own_section(tmp_path):
     path = tmp_path / "B.md"
     path.write_text(f"# B\n\n## Radix cache\nkeep me\n\n{SECTION_TITLE}\nold\n\n## Later\nkeep too\n")

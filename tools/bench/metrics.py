@@ -51,7 +51,8 @@ def run_metrics(results, wall_s: float, *, reusable_tokens: int, kv_peak_bytes, 
 
 
 def summarize(runs: list[dict]) -> dict[tuple[str, str], dict]:
-    """{(system, workload): medians over repeats + all TTFT samples + the repeat count}."""
+    """{(system, workload): medians over repeats + all TTFT samples + the repeat count + the lowest and
+    highest output tok/s of the repeats (`output_tokens_per_s_range`, so a report can show the spread)}."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
         groups[(run["system"], run["workload"])].append(run)
@@ -61,5 +62,7 @@ def summarize(runs: list[dict]) -> dict[tuple[str, str], dict]:
         for name in NUMERIC:
             values = [run[name] for run in group if run.get(name) is not None]
             row[name] = statistics.median(values) if values else None
+        throughputs = [run["output_tokens_per_s"] for run in group if run.get("output_tokens_per_s") is not None]
+        row["output_tokens_per_s_range"] = [min(throughputs), max(throughputs)] if throughputs else None
         summary[key] = row
     return summary

@@ -69,10 +69,19 @@ def _table(result) -> list[str]:
     for r in rows:
         prefill = ("n/a" if r["prefill_computed"] is None else
                    f"{r['prefill_computed']:,.0f} / {r['prefill_skipped']:,.0f}") + f" ({r['reusable_tokens']:,.0f})"
-        lines.append(f"| {r['workload']} | {r['system']} | {r['repeats']} | {r['output_tokens_per_s']:.1f} | "
+        lines.append(f"| {r['workload']} | {r['system']} | {r['repeats']} | {_throughput(r)} | "
                      f"{r['requests_per_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p99_s']:.2f} | {prefill} | "
                      f"{_mib(r['kv_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} | {_pct(r['cache_hit_rate'])} |")
     return lines
+
+
+def _throughput(row) -> str:
+    """Median output tok/s, and the spread of the repeats when there were several."""
+    spread = row.get("output_tokens_per_s_range")
+    median = f"{row['output_tokens_per_s']:.1f}"
+    if not spread or row["repeats"] < 2:
+        return median
+    return f"{median} ({spread[0]:.1f}–{spread[1]:.1f})"
 
 
 def _agreement(result) -> list[str]:
@@ -143,7 +152,7 @@ def _definitions() -> list[str]:
         "Definitions: *TTFT* from the moment a request's wave is submitted (all requests of a wave arrive",
         "together; a chat's next turn or an agent's forks arrive when the previous wave has finished), so it",
         "includes queueing — llama.cpp and transformers serve one request at a time. *out tok/s* and *req/s*",
-        "over the run's wall time. *prefill computed / skipped*: prompt tokens evaluated vs reused, summed over",
+        "over the run's wall time (out tok/s: median, and the lowest–highest repeat in parentheses). *prefill computed / skipped*: prompt tokens evaluated vs reused, summed over",
         "the run (n/a where the system does not report it, e.g. over HTTP without usage details); *ideal skip*",
         "is the most any prefix cache could reuse (each prompt's longest common prefix with an earlier prompt).",
         "*peak KV*: Trellis = pages in use x page bytes (pool preallocated); transformers = live + stored",
