@@ -65,13 +65,15 @@ def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl)
 
 def _mlp(x, lp, config):
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
-    # The activation runs in float32 whatever the model dtype: in bfloat16, XLA:CPU rounded after every
-    # op of silu (a chain of converts that cost 3x the float32 fusion) and lost precision doing so.
-    f32 = jnp.float32
+    # Where the matmul's sums leave a native kernel as float32 anyway (the CPU kernels), the activation
+    # takes them unrounded: in bfloat16, XLA:CPU rounded after every op of silu (a chain of converts that
+    # cost 3x the float32 fusion) and lost precision doing so. XLA's own dots (GPU) keep the model dtype,
+    # so their output traffic does not double.
+    act_dtype = jnp.float32 if lp.native_sums("w_gate_up" if "w_gate_up" in lp else "w_gate") else h.dtype
     if "w_gate_up" in lp:
-        gate, up = jnp.split(lp.matmul(h, "w_gate_up", out_dtype=f32), 2, axis=-1)
+        gate, up = jnp.split(lp.matmul(h, "w_gate_up", out_dtype=act_dtype), 2, axis=-1)
     else:
-        gate, up = lp.matmul(h, "w_gate", out_dtype=f32), lp.matmul(h, "w_up", out_dtype=f32)
+        gate, up = lp.matmul(h, "w_gate", out_dtype=act_dtype), lp.matmul(h, "w_up", out_dtype=act_dtype)
     return lp.matmul((jax.nn.silu(gate) * up).astype(h.dtype), "w_down")
 
 
@@ -88,6 +90,10 @@ class _LayerParams:
 
     def __contains__(self, name):
         return name in self.sliced or name in self.stacked
+
+    def native_sums(self, name) -> bool:
+        """Whether `name` is multiplied by a native CPU kernel (its sums come out as float32)."""
+        return name in self.stacked
 
     def matmul(self, h, name, out_dtype=None):
         """h @ the layer's matrix `name`, in out_dtype (default h's dtype; the sums are float32 on CPU)."""
