@@ -26,8 +26,13 @@ def native_available() -> str | None:
                                   "built without AVX-512, where the scalar loops are slower than XLA")
 
 
+def argmax_rows(logits):
+    """[S, V] -> [S] int32, the first index of each row's maximum (as jnp.argmax, but ~2x faster on CPU)."""
+    return jax.lax.top_k(logits, 1)[1][:, 0].astype(jnp.int32)
+
+
 def reference_greedy_stats(logits):
-    ids = jax.lax.top_k(logits, 1)[1][:, 0].astype(jnp.int32)  # first index of the max, ~2x argmax on CPU
+    ids = argmax_rows(logits)
     lse = jax.nn.logsumexp(logits, axis=-1)
     # Rows of -inf: logsumexp gives -inf already; top_k's index is 0 as in the native kernel.
     return ids, lse.astype(jnp.float32)

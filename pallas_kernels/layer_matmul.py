@@ -1,7 +1,8 @@
-"""`layer_matmul(x, w, layer, rows=None)`: x @ w[layer] for stacked layer weights, without copying the
-layer out.
+"""`layer_matmul(x, w, layer, rows=None, out_dtype=None)`: x @ w[layer] for stacked layer weights, without
+copying the layer out.
 
-Contract: x [M, K], w [L, K, N], layer int32[] -> [M, K] @ w[layer] of shape [M, N] in x's dtype.
+Contract: x [M, K], w [L, K, N], layer int32[] -> [M, K] @ w[layer] of shape [M, N] in out_dtype (default
+x's dtype; the native kernels sum in float32, so out_dtype=float32 costs nothing there).
 `rows` (an int32 scalar, may be traced): only the first `rows` rows matter; the rest of the result is
 zero and the native kernel does not compute them (a step padded to its bucket skips its padding).
 `implementation`: "native" (the C++ CPU custom call in native/layer_matmul.cc; float32 only), "xla"
@@ -31,7 +32,7 @@ def _library():
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    return cpu_kernel_unavailable(lambda: _library(), "TrellisLayerMatmulIsVectorized",
+    return cpu_kernel_unavailable(_library, "TrellisLayerMatmulIsVectorized",
                                   "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA "
                                   "(BENCHMARKS.md)")
 

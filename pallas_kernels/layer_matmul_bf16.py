@@ -1,9 +1,9 @@
 """x @ w[layer] for stacked weights packed as bfloat16 row pairs: the bf16 CPU path of `layer_matmul`.
 
 Contract: `pack_pairs(w)` turns [..., K, N] weights into [..., ceil(K/2), N, 2] bfloat16 (rows 2i and
-2i+1 interleaved per column; an odd K gets a zero row). `packed_matmul(x, wp, layer, rows)`: x [M, K]
-(any float dtype) @ w[layer] -> [M, N] in x's dtype, where x is rounded to bfloat16 and the products
-of the bf16 values are summed in float32; rows past `rows` are zero. `implementation`: "native" (the
+2i+1 interleaved per column; an odd K gets a zero row). `packed_matmul(x, wp, layer, rows, out_dtype=None)`:
+x [M, K] (any float dtype) @ w[layer] -> [M, N] in out_dtype (default x's dtype), where x is rounded to
+bfloat16 and the products of the bf16 values are summed in float32; rows past `rows` are zero. `implementation`: "native" (the
 C++ CPU custom call in native/layer_matmul_bf16.cc, needs AVX512_BF16), "xla" (unpack and a float32
 dot: the reference, and the fallback elsewhere), or None to pick native where it runs.
 

@@ -69,7 +69,7 @@ def _mlp(x, lp, config):
     # takes them unrounded: in bfloat16, XLA:CPU rounded after every op of silu (a chain of converts that
     # cost 3x the float32 fusion) and lost precision doing so. XLA's own dots (GPU) keep the model dtype,
     # so their output traffic does not double.
-    act_dtype = jnp.float32 if lp.native_sums("w_gate_up" if "w_gate_up" in lp else "w_gate") else h.dtype
+    act_dtype = jnp.float32 if lp.native else h.dtype
     if "w_gate_up" in lp:
         gate, up = jnp.split(lp.matmul(h, "w_gate_up", out_dtype=act_dtype), 2, axis=-1)
     else:
@@ -91,9 +91,10 @@ class _LayerParams:
     def __contains__(self, name):
         return name in self.sliced or name in self.stacked
 
-    def native_sums(self, name) -> bool:
-        """Whether `name` is multiplied by a native CPU kernel (its sums come out as float32)."""
-        return name in self.stacked
+    @property
+    def native(self) -> bool:
+        """Whether the matrices go through the native CPU kernels (all or none; their sums are float32)."""
+        return bool(self.stacked)
 
     def matmul(self, h, name, out_dtype=None):
         """h @ the layer's matrix `name`, in out_dtype (default h's dtype; the sums are float32 on CPU)."""
