@@ -74,7 +74,7 @@ def layer_matmul(x, w, layer, rows=None, *, implementation=None, out_dtype=None)
     """x [M, K] @ w[layer] (w [L, K, N]) -> [M, N] in out_dtype (default x's dtype), rows past `rows` zero;
     see the module docstring.
 
-    Weights packed by `layer_matmul_bf16.pack_pairs` ([L, ceil(K/2), N, 2] bfloat16) take the bf16 path.
+    Weights packed by `layer_matmul_bf16.pack_pairs` ([L, N/W, ceil(K/2), W, 2] bfloat16) take the bf16 path.
     """
     if is_packed(w):
         return packed_matmul(x, w, layer, rows, implementation=implementation, out_dtype=out_dtype)

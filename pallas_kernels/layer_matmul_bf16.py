@@ -1,7 +1,8 @@
 """x @ w[layer] for stacked weights packed as bfloat16 row pairs: the bf16 CPU path of `layer_matmul`.
 
-Contract: `pack_pairs(w)` turns [..., K, N] weights into [..., ceil(K/2), N, 2] bfloat16 (rows 2i and
-2i+1 interleaved per column; an odd K gets a zero row). `packed_matmul(x, wp, layer, rows, out_dtype=None)`:
+Contract: `pack_pairs(w)` turns [..., K, N] weights into [..., N/W, ceil(K/2), W, 2] bfloat16: strips of
+W = `strip_width(N)` columns (48 or 16 where they divide N, else all N), each strip stored whole, rows 2i
+and 2i+1 interleaved per column (an odd K gets a zero row). `packed_matmul(x, wp, layer, rows, out_dtype=None)`:
 x [M, K] (any float dtype) @ w[layer] -> [M, N] in out_dtype (default x's dtype), where x is rounded to
 bfloat16 and the products of the bf16 values are summed in float32; rows past `rows` are zero. `implementation`: "native" (the
 C++ CPU custom call in native/layer_matmul_bf16.cc, needs AVX512_BF16), "xla" (unpack and a float32
@@ -10,7 +11,8 @@ dot: the reference, and the fallback elsewhere), or None to pick native where it
 Why: on CPUs with AVX512_BF16 (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+), one vdpbf16ps does
 twice the multiply-adds of a float32 FMA and the packed weights are half the bytes, so a bfloat16
 model's matmuls run ~2x the float32 path where XLA:CPU's bf16 dots are slower than its float32 ones
-(BENCHMARKS.md, "Runner / raw speed"). The pair layout is what that instruction reads.
+(BENCHMARKS.md, "Runner / raw speed"). The pair layout is what that instruction reads; whole strips make
+the kernel's walk down K a sequential read (what a weight-bound decode step needs).
 """
 from __future__ import annotations
 
@@ -23,23 +25,44 @@ TARGET = "trellis_layer_matmul_bf16"
 
 
 def is_packed(w) -> bool:
-    """Whether `w` is in pack_pairs' layout ([..., K/2, N, 2] bfloat16)."""
-    return w.ndim >= 3 and w.shape[-1] == 2 and w.dtype == jnp.bfloat16
+    """Whether `w` is in pack_pairs' layout ([..., S, K/2, W, 2] bfloat16)."""
+    return w.ndim >= 4 and w.shape[-1] == 2 and w.dtype == jnp.bfloat16
+
+
+def strip_width(n: int) -> int:
+    """The columns pack_pairs stores together: the kernel's 48-column register strip where it divides N,
+    else its 16-column vectors, else (N not a multiple of 16) the whole matrix as one strip."""
+    return next((width for width in (48, 16) if n % width == 0), n)
+
+
+def packed_shape(shape: tuple) -> tuple:
+    """The shape pack_pairs gives a [..., K, N] matrix."""
+    *lead, k, n = shape
+    width = strip_width(n)
+    return (*lead, n // width, -(-k // 2), width, 2)
+
+
+def packed_dims(wp) -> tuple[int, int]:
+    """(row pairs K2, columns N) of a packed matrix."""
+    return wp.shape[-3], wp.shape[-4] * wp.shape[-2]
 
 
 def pack_pairs(w):
-    """[..., K, N] -> [..., ceil(K/2), N, 2] bfloat16."""
+    """[..., K, N] -> [..., N/W, ceil(K/2), W, 2] bfloat16 (see the module docstring)."""
     *lead, k, n = w.shape
     if k % 2:
         w = jnp.pad(w, [(0, 0)] * len(lead) + [(0, 1), (0, 0)])
         k += 1
-    return jnp.swapaxes(w.astype(jnp.bfloat16).reshape(*lead, k // 2, 2, n), -1, -2)
+    width = strip_width(n)
+    pairs = w.astype(jnp.bfloat16).reshape(*lead, k // 2, 2, n // width, width)  # [..., K2, 2, S, W]
+    return jnp.moveaxis(pairs, (-4, -3, -2, -1), (-3, -1, -4, -2))  # [..., S, K2, W, 2]
 
 
 def unpack_pairs(wp):
-    """pack_pairs' inverse up to the padding row: [..., K2, N, 2] -> [..., 2*K2, N]."""
-    *lead, k2, n, _ = wp.shape
-    return jnp.swapaxes(wp, -1, -2).reshape(*lead, 2 * k2, n)
+    """pack_pairs' inverse up to the padding row: [..., S, K2, W, 2] -> [..., 2*K2, S*W]."""
+    *lead, strips, k2, width, _ = wp.shape
+    pairs = jnp.moveaxis(wp, (-4, -3, -2, -1), (-2, -4, -1, -3))  # [..., K2, 2, S, W]
+    return pairs.reshape(*lead, 2 * k2, strips * width)
 
 
 def native_available() -> str | None:
@@ -50,7 +73,7 @@ def native_available() -> str | None:
 
 def _padded_bf16(x, wp):
     x = x.astype(jnp.bfloat16)
-    missing = 2 * wp.shape[-3] - x.shape[1]
+    missing = 2 * packed_dims(wp)[0] - x.shape[1]
     return jnp.pad(x, [(0, 0), (0, missing)]) if missing else x
 
 
@@ -68,7 +91,7 @@ def reference_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
 
 def native_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
     load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
-    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], wp.shape[2]), jnp.float32),
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], packed_dims(wp)[1]), jnp.float32),
                             vmap_method="sequential")
     rows = x.shape[0] if rows is None else rows
     y = call(_padded_bf16(x, wp), wp, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
@@ -78,8 +101,8 @@ def native_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
 def packed_matmul(x, wp, layer, rows=None, *, implementation=None, out_dtype=None):
     """x [M, K] @ unpack(wp[layer]) -> [M, N] in out_dtype (default x's dtype); see the module docstring.
     The sums are float32 either way: out_dtype=float32 skips rounding them to bfloat16."""
-    if x.ndim != 2 or wp.ndim != 4 or not is_packed(wp) or x.shape[1] not in (2 * wp.shape[1], 2 * wp.shape[1] - 1):
-        raise ValueError(f"layer_matmul: x must be [M, K] and packed w [L, ceil(K/2), N, 2] bfloat16, got "
+    if x.ndim != 2 or wp.ndim != 5 or not is_packed(wp) or x.shape[1] not in (2 * wp.shape[2], 2 * wp.shape[2] - 1):
+        raise ValueError(f"layer_matmul: x must be [M, K] and packed w [L, S, ceil(K/2), W, 2] bfloat16, got "
                          f"{x.shape} and {wp.shape} {wp.dtype}")
     if implementation not in (None, "native", "xla"):
         raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")

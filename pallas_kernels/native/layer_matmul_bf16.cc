@@ -2,15 +2,20 @@
 // (target "trellis_layer_matmul_bf16").
 //
 // Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] bfloat16 with K even; w
-// [L, K/2, N, 2] bfloat16, the stacked [L, K, N] weights with rows 2i and 2i+1 interleaved per column
-// (layer_matmul.pack_pairs); layer int32[], rows int32[] -> y [M, N] float32 whose first min(rows, M)
-// rows are x @ w[layer] (exact products of the bf16 values, summed in float32) and the rest zero.
+// [L, S, K/2, W, 2] bfloat16, the stacked [L, K, N = S*W] weights cut into S strips of W columns, each
+// strip stored whole (all its row pairs) before the next, rows 2i and 2i+1 interleaved per column
+// (layer_matmul_bf16.pack_pairs); W is a multiple of 16 or all of N (S = 1); layer int32[], rows int32[]
+// -> y [M, N] float32 whose first min(rows, M) rows are x @ w[layer] (exact products of the bf16 values,
+// summed in float32) and the rest zero.
 //
 // Why: AVX512_BF16's vdpbf16ps does 32 bf16 multiply-adds per instruction where the float32 FMA does
 // 16, and bf16 weights are half the bytes a decode step streams. The pair layout is what the
 // instruction reads: lane n of a weight vector holds (w[2i][n], w[2i+1][n]) and row m's (x[m][2i],
 // x[m][2i+1]) is one 32-bit broadcast. The loop structure is layer_matmul.cc's: strips of columns whose
-// sums stay in registers over all of K, the next strip prefetched into L2.
+// sums stay in registers over all of K, the next strip prefetched into L2. Storing each strip whole makes
+// that walk over K one sequential read per 16-column vector instead of a 192-byte read per row pair at
+// the matrix's row stride: a bf16 decode step of SmolLM2-135M (bound by reading the weights) went from
+// ~15 to ~12.5 ms at batch 1; prefill lost ~3 % (BENCHMARKS.md, sixth session).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -34,19 +39,35 @@ constexpr int64_t kRowBlock = 512;          // rows per pass over a block's stri
 
 inline __m512bh as_bf16_pairs(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
-// y[m0 .. m0+MT) x strip [n, n + kStrip) over all K/2 row pairs; `next` (or null) is the following strip.
+// Where 16-column vector v of the register strip at column n starts (row pair 0); a vector never crosses
+// a stored strip, as W is a multiple of 16 or all of N.
+struct Layout {
+  int64_t K2, W;  // row pairs, stored strip width
+  const uint16_t* vector(const uint16_t* w, int64_t column) const {
+    return w + (column / W) * K2 * 2 * W + 2 * (column % W);
+  }
+};
+
+// y[m0 .. m0+MT) x strip [n, n + kStrip) over all K/2 row pairs; `next` says the following strip is
+// worth prefetching.
 template <int MT>
-void strip_tile(const uint16_t* x, const uint16_t* w, float* y, int64_t K, int64_t N, int64_t m0, int64_t n,
-                const __mmask16* mask, const uint16_t* next) {
+void strip_tile(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t K, int64_t N, int64_t m0,
+                int64_t n, const __mmask16* mask, bool next) {
   __m512 r[MT][kVectors];
   for (int m = 0; m < MT; ++m)
     for (int v = 0; v < kVectors; ++v) r[m][v] = _mm512_setzero_ps();
-  const uint16_t* wk = w + 2 * n;
-  for (int64_t k2 = 0; k2 < K / 2; ++k2, wk += 2 * N) {
+  const uint16_t* wv_at[kVectors];
+  const uint16_t* next_at[kVectors];
+  for (int v = 0; v < kVectors; ++v) {
+    wv_at[v] = layout.vector(w, std::min(n + 16 * v, N - 1));  // masked-off vectors point inside w
+    next_at[v] = layout.vector(w, std::min(n + kStrip + 16 * v, N - 1));
+  }
+  const int64_t step = 2 * layout.W;
+  for (int64_t k2 = 0; k2 < K / 2; ++k2) {
     if (next)  // one prefetch per 64-byte line (16 columns x 2 rows) of the next strip's row pair
-      for (int v = 0; v < kVectors; ++v) _mm_prefetch(reinterpret_cast<const char*>(next + k2 * 2 * N + 32 * v), _MM_HINT_T1);
+      for (int v = 0; v < kVectors; ++v) _mm_prefetch(reinterpret_cast<const char*>(next_at[v] + k2 * step), _MM_HINT_T1);
     __m512bh wv[kVectors];
-    for (int v = 0; v < kVectors; ++v) wv[v] = as_bf16_pairs(_mm512_maskz_loadu_epi32(mask[v], wk + 32 * v));
+    for (int v = 0; v < kVectors; ++v) wv[v] = as_bf16_pairs(_mm512_maskz_loadu_epi32(mask[v], wv_at[v] + k2 * step));
     for (int m = 0; m < MT; ++m) {
       int32_t pair;
       std::memcpy(&pair, x + (m0 + m) * K + 2 * k2, sizeof(pair));
@@ -59,16 +80,16 @@ void strip_tile(const uint16_t* x, const uint16_t* w, float* y, int64_t K, int64
 }
 
 template <int MT>
-void strip_rows(const uint16_t* x, const uint16_t* w, float* y, int64_t K, int64_t N, int64_t m0, int64_t rows,
-                int64_t n, const __mmask16* mask, const uint16_t* next) {
+void strip_rows(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t K, int64_t N, int64_t m0,
+                int64_t rows, int64_t n, const __mmask16* mask, bool next) {
   if constexpr (MT > 1)
-    if (rows < MT) return strip_rows<MT - 1>(x, w, y, K, N, m0, rows, n, mask, next);
-  strip_tile<MT>(x, w, y, K, N, m0, n, mask, next);
+    if (rows < MT) return strip_rows<MT - 1>(x, w, y, layout, K, N, m0, rows, n, mask, next);
+  strip_tile<MT>(x, w, y, layout, K, N, m0, n, mask, next);
 }
 
 // Columns [n0, n0 + width) of all M rows, tile by tile (trellis::for_each_tile).
-void column_block(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                  int64_t width) {
+void column_block(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t M, int64_t K, int64_t N,
+                  int64_t n0, int64_t width) {
   trellis::for_each_tile(M, n0, width, kStrip, kTileRows, kRowBlock, [&](int64_t m0, int64_t rows, int64_t n,
                                                                          bool has_next) {
     __mmask16 mask[kVectors];
@@ -76,10 +97,14 @@ void column_block(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int
       const int64_t left = n0 + width - n - 16 * v;
       mask[v] = static_cast<__mmask16>(left >= 16 ? 0xFFFF : left > 0 ? (1u << left) - 1 : 0);
     }
-    strip_rows<kTileRows>(x, w, y, K, N, m0, rows, n, mask, has_next ? w + 2 * (n + kStrip) : nullptr);
+    strip_rows<kTileRows>(x, w, y, layout, K, N, m0, rows, n, mask, has_next);
   });
 }
 #else
+struct Layout {
+  int64_t K2, W;
+};
+
 float bf16_to_float(uint16_t v) {
   const uint32_t bits = static_cast<uint32_t>(v) << 16;
   float out;
@@ -88,12 +113,13 @@ float bf16_to_float(uint16_t v) {
 }
 
 // Portable loops (reference speed only: Python picks this kernel where AVX512_BF16 builds).
-void column_block(const uint16_t* x, const uint16_t* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                  int64_t width) {
+void column_block(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t M, int64_t K, int64_t N,
+                  int64_t n0, int64_t width) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = n0; n < n0 + width; ++n) {
+      const uint16_t* column = w + (n / layout.W) * layout.K2 * 2 * layout.W + 2 * (n % layout.W);
       float sum = 0.f;
-      for (int64_t k = 0; k < K; ++k) sum += bf16_to_float(x[m * K + k]) * bf16_to_float(w[((k / 2) * N + n) * 2 + k % 2]);
+      for (int64_t k = 0; k < K; ++k) sum += bf16_to_float(x[m * K + k]) * bf16_to_float(column[(k / 2) * 2 * layout.W + k % 2]);
       y[m * N + n] = sum;
     }
 }
@@ -103,9 +129,12 @@ ffi::Error LayerMatmulBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::
                            ffi::Buffer<ffi::S32> layer, ffi::Buffer<ffi::S32> rows, ffi::ResultBuffer<ffi::F32> y) {
   auto x_dims = x.dimensions();
   auto w_dims = w.dimensions();
-  if (x_dims.size() != 2 || w_dims.size() != 4 || w_dims[3] != 2 || x_dims[1] != 2 * w_dims[1])
-    return ffi::Error::InvalidArgument("layer_matmul_bf16: x must be [M, K] and w [L, K/2, N, 2] (K even)");
-  const int64_t K = x_dims[1], N = w_dims[2];
+  if (x_dims.size() != 2 || w_dims.size() != 5 || w_dims[4] != 2 || x_dims[1] != 2 * w_dims[2] ||
+      (w_dims[3] % 16 != 0 && w_dims[1] != 1))
+    return ffi::Error::InvalidArgument(
+        "layer_matmul_bf16: x must be [M, K] and w [L, S, K/2, W, 2] (K even; W a multiple of 16, or S = 1)");
+  const int64_t K = x_dims[1], N = w_dims[1] * w_dims[3];
+  const Layout layout{K / 2, w_dims[3]};
   const int64_t M = std::clamp<int64_t>(rows.typed_data()[0], 0, x_dims[0]);  // rows past M: zeros
   const int64_t layer_id = layer.typed_data()[0];
   if (layer_id < 0 || layer_id >= w_dims[0])
@@ -118,7 +147,7 @@ ffi::Error LayerMatmulBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::
   const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(uint16_t), pool.num_threads());
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width;
-    if (n0 < N) column_block(xs, w_layer, ys, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));
+    if (n0 < N) column_block(xs, w_layer, ys, layout, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));
   };
   trellis::parallel_for(pool, blocks.count, run_block);
   return ffi::Error::Success();

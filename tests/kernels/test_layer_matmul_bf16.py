@@ -33,17 +33,25 @@ def _exact(x, w, layer):
     return np.asarray(x, np.float64) @ np.asarray(w[layer], np.float64)
 
 
-@pytest.mark.parametrize("k", [6, 7])
-def test_pack_round_trip_keeps_every_weight(k):
-    _, w = _inputs(1, k, 5)
+@pytest.mark.parametrize("k,n,width", [(6, 5, 5), (7, 5, 5), (6, 96, 48), (7, 32, 16), (4, 80, 16)])
+def test_pack_round_trip_keeps_every_weight(k, n, width):
+    _, w = _inputs(1, k, n)
     packed = bf.pack_pairs(w)
-    assert packed.shape == (3, (k + 1) // 2, 5, 2) and packed.dtype == jnp.bfloat16
+    assert packed.shape == (3, n // width, (k + 1) // 2, width, 2) and packed.dtype == jnp.bfloat16
     np.testing.assert_array_equal(bf.unpack_pairs(packed)[:, :k], w)
     assert not np.asarray(bf.unpack_pairs(packed)[:, k:], np.float32).any()  # odd K: a zero row
 
 
+def test_pack_stores_each_strip_whole():
+    _, w = _inputs(1, 4, 96, layers=1)
+    packed = np.asarray(bf.pack_pairs(w), np.float32)[0]  # [S=2, K2=2, W=48, 2]
+    w = np.asarray(w, np.float32)[0]
+    for s, k2, j, p in [(0, 0, 0, 0), (1, 0, 5, 1), (1, 1, 47, 0), (0, 1, 20, 1)]:
+        assert packed[s, k2, j, p] == w[2 * k2 + p, 48 * s + j]
+
+
 @pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 8, 33), (13, 70, 50), (32, 576, 960),
-                                      (9, 34, 97), (600, 40, 100), (4, 7, 20)])
+                                      (9, 34, 97), (600, 40, 100), (4, 7, 20), (1, 64, 112), (5, 32, 240), (17, 64, 4096)])
 def test_native_matches_the_exact_products(rows, k, n):
     _built_or_skip()
     x, w = _inputs(rows, k, n, seed=rows + k + n)
@@ -85,7 +93,7 @@ def test_layer_matmul_dispatches_packed_weights():
 
 def test_mismatched_shapes_are_a_clear_error():
     x, w = _inputs(2, 16, 8)
-    with pytest.raises(ValueError, match=r"packed w \[L, ceil\(K/2\), N, 2\]"):
+    with pytest.raises(ValueError, match=r"packed w \[L, S, ceil\(K/2\), W, 2\]"):
         bf.packed_matmul(x[:, :12], bf.pack_pairs(w), 0)
 
 

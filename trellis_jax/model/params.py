@@ -10,7 +10,8 @@ forward computes x @ W, per-layer weights stacked on a leading num_layers axis (
   A runner may fuse the projections that read the same input (`with_fused_projections`): w_qkv
   [L, H, Hq*D + 2*Hkv*D] instead of wq/wk/wv and w_gate_up [L, H, 2*I] instead of w_gate/w_up.
   A runner may also pack the matmul weights of a bfloat16 model as row pairs for the native bf16 CPU
-  kernel (`with_packed_matmuls`): every [..., K, N] matrix becomes [..., ceil(K/2), N, 2].
+  kernel (`with_packed_matmuls`): every [..., K, N] matrix becomes [..., N/W, ceil(K/2), W, 2]
+  (strips of W columns; pallas_kernels.layer_matmul_bf16.pack_pairs).
 Loaders build this from checkpoints and call `check_params`; nothing else knows checkpoint names.
 """
 
@@ -78,7 +79,9 @@ def _packed_shape(shape: tuple) -> tuple | None:
     """The shape `with_packed_matmuls` gives a matrix of `shape` (None for vectors and norms)."""
     if len(shape) < 2:
         return None
-    return shape[:-2] + (-(-shape[-2] // 2), shape[-1], 2)
+    from pallas_kernels.layer_matmul_bf16 import packed_shape
+
+    return packed_shape(shape)
 
 
 def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
