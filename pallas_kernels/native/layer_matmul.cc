@@ -1,8 +1,9 @@
 // y = x @ w[layer] for stacked layer weights, as an XLA FFI custom call (target "trellis_layer_matmul").
 //
-// Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32, w [L, K, N] float32,
-// layer int32[], rows int32[] -> y [M, N] float32 whose first min(rows, M) rows are x @ w[layer] and the
-// rest zero. The weights are read straight out of the stacked array (once per 512 rows); `rows` lets a
+// Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32, w [L, K, N] float32
+// or [L, S, K, W] float32 (the same weights cut into S strips of W columns, each stored whole:
+// layer_matmul.pack_strips; W a multiple of 16, or S = 1), layer int32[], rows int32[] -> y [M, N = S*W]
+// float32 whose first min(rows, M) rows are x @ w[layer] and the rest zero. The weights are read straight out of the stacked array (once per 512 rows); `rows` lets a
 // step padded to its bucket skip the padding (a batch-1 decode pads to 8 rows).
 //
 // Why it exists: inside the model's scan over layers, XLA:CPU copies each layer's weights out of the
@@ -12,7 +13,9 @@
 // strip: a strip is a few vectors of columns; groups of rows keep their strip's sums in registers over all
 // of K and store them once. The strip's weights come from memory for the first group, from L1/L2 for the
 // others, and meanwhile every group prefetches the next strip: without that prefetch the column-strided
-// rows stall the cores (78 vs 179 GFLOP/s at 32 rows, BENCHMARKS.md).
+// rows stall the cores (78 vs 179 GFLOP/s at 32 rows, BENCHMARKS.md). Strips stored whole turn each
+// vector's walk down K into one sequential read, which a weight-bound decode step needs (BENCHMARKS.md,
+// sixth session).
 #include <algorithm>
 #include <cstdint>
 
@@ -68,21 +71,23 @@ inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 constexpr int kStripVectors = simd::kTileVectors;
 constexpr int64_t kStrip = simd::kLanes * kStripVectors;  // columns per strip
 
-// y[m0 .. m0+MT) x strip [n, n + kStrip) = x rows @ w columns over all K, in registers. `next` (or null)
-// is the following strip, prefetched into L2 while this one computes.
+// y[m0 .. m0+MT) x strip [n, n + kStrip) = x rows @ w columns over all K, in registers. Vector v's
+// weights start at w + v * stride and advance `step` per row; `next` (or null) is the following strip's
+// (same stride), prefetched into L2 while this one computes.
 template <int MT>
-void strip_tile(const float* x, const float* w, float* y, int64_t K, int64_t N, int64_t m0, int64_t n,
-                const simd::Mask* mask, const float* next) {
+void strip_tile(const float* x, const float* w, int64_t stride, int64_t step, const float* next, float* y,
+                int64_t K, int64_t N, int64_t m0, int64_t n, const simd::Mask* mask) {
   simd::Vec r[MT][kStripVectors];
   for (int m = 0; m < MT; ++m)
     for (int v = 0; v < kStripVectors; ++v) r[m][v] = simd::zero();
   const float* xm0 = x + m0 * K;
-  const float* wk = w + n;
-  for (int64_t k = 0; k < K; ++k, wk += N) {
-    if (next)  // one prefetch per 64-byte line of the next strip's row k
-      for (int64_t c = 0; c < kStrip; c += 16) _mm_prefetch(reinterpret_cast<const char*>(next + k * N + c), _MM_HINT_T1);
+  const float* wk = w;
+  for (int64_t k = 0; k < K; ++k, wk += step) {
+    if (next)  // the next strip's row k, one prefetch per vector (a 64-byte line on AVX-512)
+      for (int v = 0; v < kStripVectors; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(next + k * step + v * stride), _MM_HINT_T1);
     simd::Vec wv[kStripVectors];
-    for (int v = 0; v < kStripVectors; ++v) wv[v] = simd::load(wk + simd::kLanes * v, mask[v]);
+    for (int v = 0; v < kStripVectors; ++v) wv[v] = simd::load(wk + v * stride, mask[v]);
     for (int m = 0; m < MT; ++m) {
       const simd::Vec xm = simd::broadcast(xm0[m * K + k]);
       for (int v = 0; v < kStripVectors; ++v) r[m][v] = simd::fma(xm, wv[v], r[m][v]);
@@ -94,36 +99,55 @@ void strip_tile(const float* x, const float* w, float* y, int64_t K, int64_t N, 
 
 // The last group of rows may be short: pick the tile with exactly that many rows.
 template <int MT>
-void strip_rows(const float* x, const float* w, float* y, int64_t K, int64_t N, int64_t m0, int64_t rows, int64_t n,
-                const simd::Mask* mask, const float* next) {
+void strip_rows(const float* x, const float* w, int64_t stride, int64_t step, const float* next, float* y,
+                int64_t K, int64_t N, int64_t m0, int64_t rows, int64_t n, const simd::Mask* mask) {
   if constexpr (MT > 1)
-    if (rows < MT) return strip_rows<MT - 1>(x, w, y, K, N, m0, rows, n, mask, next);
-  strip_tile<MT>(x, w, y, K, N, m0, n, mask, next);
+    if (rows < MT) return strip_rows<MT - 1>(x, w, stride, step, next, y, K, N, m0, rows, n, mask);
+  strip_tile<MT>(x, w, stride, step, next, y, K, N, m0, n, mask);
 }
 
 // Columns [n0, n0 + width) of all M rows, tile by tile (trellis::for_each_tile).
-void column_block(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                  int64_t width) {
+void column_block(const float* x, const float* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K,
+                  int64_t N, int64_t n0, int64_t width) {
+  const int64_t end = n0 + width, step = layout.row_step();
   trellis::for_each_tile(M, n0, width, kStrip, simd::kTileRows, kRowBlock, [&](int64_t m0, int64_t rows, int64_t n,
                                                                               bool has_next) {
     simd::Mask mask[kStripVectors];
-    for (int v = 0; v < kStripVectors; ++v) mask[v] = simd::mask_for(n0 + width - n - simd::kLanes * v);
-    strip_rows<simd::kTileRows>(x, w, y, K, N, m0, rows, n, mask, has_next ? w + n + kStrip : nullptr);
+    for (int v = 0; v < kStripVectors; ++v) mask[v] = simd::mask_for(end - n - simd::kLanes * v);
+    const trellis::VectorRun run = trellis::vector_run(layout, n, end, simd::kLanes, kStripVectors);
+    if (run.uniform) {
+      const trellis::VectorRun after = trellis::vector_run(layout, n + kStrip, end, simd::kLanes, kStripVectors);
+      const bool prefetch = has_next && after.uniform && after.stride == run.stride;
+      strip_rows<simd::kTileRows>(x, w + run.base, run.stride, step, prefetch ? w + after.base : nullptr, y, K, N, m0,
+                                  rows, n, mask);
+      return;
+    }
+    for (int v = 0; v < kStripVectors; ++v) {  // a tile straddling strips: one vector at a time
+      simd::Mask one[kStripVectors];
+      for (int u = 0; u < kStripVectors; ++u) one[u] = u == v ? mask[v] : simd::mask_for(0);
+      const int64_t column = std::min(n + simd::kLanes * v, N - 1);
+      strip_rows<simd::kTileRows>(x, w + layout.offset(column), 0, step, nullptr, y, K, N, m0, rows, n, one);
+    }
   });
 }
 #else
-// Portable loops: each weight row is read once per block and added into every output row.
-void column_block(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                  int64_t width) {
+// Portable loops: each weight row is read once per block and added into every output row, a stored strip
+// at a time.
+void column_block(const float* x, const float* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K,
+                  int64_t N, int64_t n0, int64_t width) {
   for (int64_t m = 0; m < M; ++m) std::fill(y + m * N + n0, y + m * N + n0 + width, 0.f);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t m = 0; m < M; ++m) {
-      const float xm = x[m * K + k];
-      const float* wk = w + k * N + n0;
-      float* ym = y + m * N + n0;
+  for (int64_t c0 = n0; c0 < n0 + width;) {
+    const int64_t c1 = std::min(n0 + width, (c0 / layout.width + 1) * layout.width);  // this strip's part
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t m = 0; m < M; ++m) {
+        const float xm = x[m * K + k];
+        const float* wk = w + layout.offset(c0) + k * layout.row_step();
+        float* ym = y + m * N + c0;
 #pragma omp simd
-      for (int64_t n = 0; n < width; ++n) ym[n] += xm * wk[n];
-    }
+        for (int64_t n = 0; n < c1 - c0; ++n) ym[n] += xm * wk[n];
+      }
+    c0 = c1;
+  }
 }
 #endif
 
@@ -131,9 +155,13 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
                        ffi::Buffer<ffi::S32> layer, ffi::Buffer<ffi::S32> rows, ffi::ResultBuffer<ffi::F32> y) {
   auto x_dims = x.dimensions();
   auto w_dims = w.dimensions();
-  if (x_dims.size() != 2 || w_dims.size() != 3 || x_dims[1] != w_dims[1])
-    return ffi::Error::InvalidArgument("layer_matmul: x must be [M, K] and w [L, K, N]");
-  const int64_t K = w_dims[1], N = w_dims[2];
+  const bool strips = w_dims.size() == 4;  // [L, S, K, W], else [L, K, N]
+  if (x_dims.size() != 2 || (w_dims.size() != 3 && !strips) || x_dims[1] != w_dims[strips ? 2 : 1] ||
+      (strips && w_dims[3] % 16 != 0 && w_dims[1] != 1))
+    return ffi::Error::InvalidArgument(
+        "layer_matmul: x must be [M, K] and w [L, K, N] or [L, S, K, W] (W a multiple of 16, or S = 1)");
+  const int64_t K = x_dims[1], N = strips ? w_dims[1] * w_dims[3] : w_dims[2];
+  const trellis::StripLayout layout{K, strips ? w_dims[3] : N, 1};
   const int64_t M = std::clamp<int64_t>(rows.typed_data()[0], 0, x_dims[0]);  // rows past M: zeros
   const int64_t layer_id = layer.typed_data()[0];
   if (layer_id < 0 || layer_id >= w_dims[0]) return ffi::Error::InvalidArgument("layer_matmul: layer out of range");
@@ -142,10 +170,14 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
+  #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(float), pool.num_threads(), kStrip);
+#else
   const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(float), pool.num_threads());
+#endif
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width;
-    if (n0 < N) column_block(xs, w_layer, ys, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));
+    if (n0 < N) column_block(xs, w_layer, ys, layout, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));
   };
   trellis::parallel_for(pool, blocks.count, run_block);  // one block: runs here, wakes no helper
   return ffi::Error::Success();

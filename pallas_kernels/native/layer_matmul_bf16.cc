@@ -15,7 +15,8 @@
 // sums stay in registers over all of K, the next strip prefetched into L2. Storing each strip whole makes
 // that walk over K one sequential read per 16-column vector instead of a 192-byte read per row pair at
 // the matrix's row stride: a bf16 decode step of SmolLM2-135M (bound by reading the weights) went from
-// ~15 to ~12.5 ms at batch 1; prefill lost ~3 % (BENCHMARKS.md, sixth session).
+// ~15 to ~12.3 ms at batch 1, prefill level (BENCHMARKS.md, sixth session). The tile takes one pointer and
+// a vector stride: with a pointer per vector GCC kept the 24 accumulators on the stack.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -39,35 +40,21 @@ constexpr int64_t kRowBlock = 512;          // rows per pass over a block's stri
 
 inline __m512bh as_bf16_pairs(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
-// Where 16-column vector v of the register strip at column n starts (row pair 0); a vector never crosses
-// a stored strip, as W is a multiple of 16 or all of N.
-struct Layout {
-  int64_t K2, W;  // row pairs, stored strip width
-  const uint16_t* vector(const uint16_t* w, int64_t column) const {
-    return w + (column / W) * K2 * 2 * W + 2 * (column % W);
-  }
-};
-
-// y[m0 .. m0+MT) x strip [n, n + kStrip) over all K/2 row pairs; `next` says the following strip is
-// worth prefetching.
+// y[m0 .. m0+MT) x strip [n, n + kStrip) over all K/2 row pairs. Vector v's weights start at
+// w + v * stride and advance `step` per row pair; `next` (or null) is the following strip's (same stride).
 template <int MT>
-void strip_tile(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t K, int64_t N, int64_t m0,
-                int64_t n, const __mmask16* mask, bool next) {
+void strip_tile(const uint16_t* x, const uint16_t* w, int64_t stride, int64_t step, const uint16_t* next, float* y,
+                int64_t K, int64_t N, int64_t m0, int64_t n, const __mmask16* mask) {
   __m512 r[MT][kVectors];
   for (int m = 0; m < MT; ++m)
     for (int v = 0; v < kVectors; ++v) r[m][v] = _mm512_setzero_ps();
-  const uint16_t* wv_at[kVectors];
-  const uint16_t* next_at[kVectors];
-  for (int v = 0; v < kVectors; ++v) {
-    wv_at[v] = layout.vector(w, std::min(n + 16 * v, N - 1));  // masked-off vectors point inside w
-    next_at[v] = layout.vector(w, std::min(n + kStrip + 16 * v, N - 1));
-  }
-  const int64_t step = 2 * layout.W;
-  for (int64_t k2 = 0; k2 < K / 2; ++k2) {
+  const uint16_t* wk = w;
+  for (int64_t k2 = 0; k2 < K / 2; ++k2, wk += step) {
     if (next)  // one prefetch per 64-byte line (16 columns x 2 rows) of the next strip's row pair
-      for (int v = 0; v < kVectors; ++v) _mm_prefetch(reinterpret_cast<const char*>(next_at[v] + k2 * step), _MM_HINT_T1);
+      for (int v = 0; v < kVectors; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(next + k2 * step + v * stride), _MM_HINT_T1);
     __m512bh wv[kVectors];
-    for (int v = 0; v < kVectors; ++v) wv[v] = as_bf16_pairs(_mm512_maskz_loadu_epi32(mask[v], wv_at[v] + k2 * step));
+    for (int v = 0; v < kVectors; ++v) wv[v] = as_bf16_pairs(_mm512_maskz_loadu_epi32(mask[v], wk + v * stride));
     for (int m = 0; m < MT; ++m) {
       int32_t pair;
       std::memcpy(&pair, x + (m0 + m) * K + 2 * k2, sizeof(pair));
@@ -80,31 +67,41 @@ void strip_tile(const uint16_t* x, const uint16_t* w, float* y, Layout layout, i
 }
 
 template <int MT>
-void strip_rows(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t K, int64_t N, int64_t m0,
-                int64_t rows, int64_t n, const __mmask16* mask, bool next) {
+void strip_rows(const uint16_t* x, const uint16_t* w, int64_t stride, int64_t step, const uint16_t* next, float* y,
+                int64_t K, int64_t N, int64_t m0, int64_t rows, int64_t n, const __mmask16* mask) {
   if constexpr (MT > 1)
-    if (rows < MT) return strip_rows<MT - 1>(x, w, y, layout, K, N, m0, rows, n, mask, next);
-  strip_tile<MT>(x, w, y, layout, K, N, m0, n, mask, next);
+    if (rows < MT) return strip_rows<MT - 1>(x, w, stride, step, next, y, K, N, m0, rows, n, mask);
+  strip_tile<MT>(x, w, stride, step, next, y, K, N, m0, n, mask);
 }
 
 // Columns [n0, n0 + width) of all M rows, tile by tile (trellis::for_each_tile).
-void column_block(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t M, int64_t K, int64_t N,
-                  int64_t n0, int64_t width) {
+void column_block(const uint16_t* x, const uint16_t* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K,
+                  int64_t N, int64_t n0, int64_t width) {
+  const int64_t end = n0 + width, step = layout.row_step();
   trellis::for_each_tile(M, n0, width, kStrip, kTileRows, kRowBlock, [&](int64_t m0, int64_t rows, int64_t n,
                                                                          bool has_next) {
     __mmask16 mask[kVectors];
     for (int v = 0; v < kVectors; ++v) {
-      const int64_t left = n0 + width - n - 16 * v;
+      const int64_t left = end - n - 16 * v;
       mask[v] = static_cast<__mmask16>(left >= 16 ? 0xFFFF : left > 0 ? (1u << left) - 1 : 0);
     }
-    strip_rows<kTileRows>(x, w, y, layout, K, N, m0, rows, n, mask, has_next);
+    const trellis::VectorRun run = trellis::vector_run(layout, n, end, 16, kVectors);
+    if (run.uniform) {
+      const trellis::VectorRun after = trellis::vector_run(layout, n + kStrip, end, 16, kVectors);
+      const bool prefetch = has_next && after.uniform && after.stride == run.stride;
+      strip_rows<kTileRows>(x, w + run.base, run.stride, step, prefetch ? w + after.base : nullptr, y, K, N, m0, rows,
+                            n, mask);
+      return;
+    }
+    for (int v = 0; v < kVectors; ++v) {  // a tile straddling strips: one vector at a time
+      __mmask16 one[kVectors] = {};
+      one[v] = mask[v];
+      strip_rows<kTileRows>(x, w + layout.offset(std::min(n + 16 * v, N - 1)), 0, step, nullptr, y, K, N, m0, rows,
+                            n, one);
+    }
   });
 }
 #else
-struct Layout {
-  int64_t K2, W;
-};
-
 float bf16_to_float(uint16_t v) {
   const uint32_t bits = static_cast<uint32_t>(v) << 16;
   float out;
@@ -113,13 +110,13 @@ float bf16_to_float(uint16_t v) {
 }
 
 // Portable loops (reference speed only: Python picks this kernel where AVX512_BF16 builds).
-void column_block(const uint16_t* x, const uint16_t* w, float* y, Layout layout, int64_t M, int64_t K, int64_t N,
+void column_block(const uint16_t* x, const uint16_t* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K, int64_t N,
                   int64_t n0, int64_t width) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = n0; n < n0 + width; ++n) {
-      const uint16_t* column = w + (n / layout.W) * layout.K2 * 2 * layout.W + 2 * (n % layout.W);
+      const uint16_t* column = w + layout.offset(n);
       float sum = 0.f;
-      for (int64_t k = 0; k < K; ++k) sum += bf16_to_float(x[m * K + k]) * bf16_to_float(column[(k / 2) * 2 * layout.W + k % 2]);
+      for (int64_t k = 0; k < K; ++k) sum += bf16_to_float(x[m * K + k]) * bf16_to_float(column[(k / 2) * layout.row_step() + k % 2]);
       y[m * N + n] = sum;
     }
 }
@@ -134,7 +131,7 @@ ffi::Error LayerMatmulBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::
     return ffi::Error::InvalidArgument(
         "layer_matmul_bf16: x must be [M, K] and w [L, S, K/2, W, 2] (K even; W a multiple of 16, or S = 1)");
   const int64_t K = x_dims[1], N = w_dims[1] * w_dims[3];
-  const Layout layout{K / 2, w_dims[3]};
+  const trellis::StripLayout layout{K / 2, w_dims[3], 2};
   const int64_t M = std::clamp<int64_t>(rows.typed_data()[0], 0, x_dims[0]);  // rows past M: zeros
   const int64_t layer_id = layer.typed_data()[0];
   if (layer_id < 0 || layer_id >= w_dims[0])
@@ -144,7 +141,11 @@ ffi::Error LayerMatmulBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
+  #if defined(__AVX512BF16__) && defined(__AVX512F__)
+  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(uint16_t), pool.num_threads(), kStrip);
+#else
   const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(uint16_t), pool.num_threads());
+#endif
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width;
     if (n0 < N) column_block(xs, w_layer, ys, layout, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));

@@ -23,6 +23,38 @@ def test_native_matches_reference(rows, k, n):
         np.testing.assert_allclose(got, x @ w[layer], rtol=2e-5, atol=2e-4 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("k,n,width", [(5, 33, 33), (4, 96, 48), (3, 112, 16)])
+def test_strips_round_trip_keeps_every_weight(k, n, width):
+    _, w = _inputs(1, k, n)
+    strips = lm.pack_strips(w)
+    assert strips.shape == (3, n // width, k, width) and lm.is_strips(strips)
+    np.testing.assert_array_equal(lm.unpack_strips(strips), w)
+
+
+def test_strips_store_each_strip_whole():
+    _, w = _inputs(1, 3, 96, layers=1)
+    strips = np.asarray(lm.pack_strips(w))[0]  # [S=2, K=3, W=48]
+    assert strips[1, 2, 5] == w[0, 2, 48 + 5] and strips[0, 1, 47] == w[0, 1, 47]
+
+
+@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (3, 7, 33), (4, 1536, 576), (2, 64, 112), (13, 70, 480),
+                                      (1, 8, 4096), (600, 40, 96)])
+def test_native_reads_strips_like_the_plain_layout(rows, k, n):
+    x, w = _inputs(rows, k, n, seed=rows + n)
+    strips = lm.pack_strips(w)
+    for implementation in ("native", "xla"):
+        got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 2, r, implementation=implementation))(
+            x, strips, jnp.int32(rows - 1))
+        expected = np.where(np.arange(rows)[:, None] < rows - 1, x @ w[2], 0.0)
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-4 * np.sqrt(k), err_msg=implementation)
+
+
+def test_strips_with_a_mismatched_input_are_a_clear_error():
+    x, w = _inputs(2, 16, 48)
+    with pytest.raises(ValueError, match=r"float32 strips \[L, S, K, W\]"):
+        lm.layer_matmul(x[:, :8], lm.pack_strips(w), 0)
+
+
 @pytest.mark.parametrize("valid", [0, 1, 5, 8, 11])
 def test_rows_past_the_valid_count_are_zero_and_the_rest_exact(valid):
     x, w = _inputs(8, 96, 80)

@@ -2,7 +2,7 @@
 
 Small float32 steps on CPU run their matmuls through the native `layer_matmul` (weights read in place)
 and, with tied embeddings, can use a materialised embed.T as the LM head; runners may fuse the projections
-that read the same input (w_qkv, w_gate_up). Same prompt, decode step after prefill, with and without
+that read the same input (w_qkv, w_gate_up) and store the matrices as column strips (with_packed_matmuls). Same prompt, decode step after prefill, with and without
 each: logits and written K/V agree to float32 rounding.
 """
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from model_testlib import prefill_then_decode
 from pallas_kernels import layer_matmul as lm
 from trellis_jax.model import check_params
-from trellis_jax.model.params import with_fused_projections, with_materialised_head
+from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 
 PROMPT = np.random.default_rng(5).integers(3, 320, 19).tolist()
 
@@ -58,7 +58,8 @@ def test_runner_keeps_the_tied_embedding_alone_when_told(tiny_model):
 
     loaded = tiny_model("qwen2")
     plain = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=False)
-    copied = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=True)
+    copied = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=True,
+                    pack_f32=False)  # the head as it is materialised, not packed
     assert "lm_head" not in plain.params
     np.testing.assert_array_equal(copied.params["lm_head"], np.asarray(loaded.params["embed"]).T)
 
@@ -89,7 +90,32 @@ def test_runner_fuses_only_when_told_or_where_the_native_matmul_runs(tiny_model)
 
     loaded = tiny_model("llama")
     plain = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=False)
-    fused = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=True)
+    fused = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=True,
+                   pack_f32=False)  # the fused matrix as it is concatenated, not packed
     assert "wq" in plain.params["layers"] and "w_qkv" not in plain.params["layers"]
     np.testing.assert_array_equal(fused.params["layers"]["w_gate_up"][..., :loaded.config.intermediate_size],
                                   loaded.params["layers"]["w_gate"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_float32_strips_match_the_plain_layout(tiny_model, monkeypatch, native):
+    loaded = tiny_model("qwen2")  # tied: the materialised head is packed too
+    plain = with_fused_projections(with_materialised_head(loaded.params, loaded.config))
+    strips = with_packed_matmuls(plain)
+    assert lm.is_strips(strips["layers"]["w_qkv"]) and strips["lm_head"].ndim == 3
+    check_params(strips, loaded.config)
+    expected = _prefill_then_decode(loaded.config, plain)
+    if not native:
+        monkeypatch.setattr(lm, "native_available", lambda: "turned off for this test")
+    for a, b in zip(_prefill_then_decode(loaded.config, strips), expected):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_runner_stores_float32_strips_where_the_native_kernel_runs_every_step(tiny_model):
+    from trellis_jax.runner import Runner
+
+    runner = Runner(tiny_model("llama"), num_pages=8, token_buckets=(2,), seq_buckets=(2,))
+    every_step = lm.native_available() is None and lm.native_max_rows() is None
+    assert lm.is_strips(runner.params["layers"]["w_qkv"]) == every_step
+    with pytest.raises(ValueError, match="pack_f32 needs a float32 model"):
+        Runner(tiny_model("llama", "bfloat16"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_f32=True)

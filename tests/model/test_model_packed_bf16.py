@@ -50,7 +50,7 @@ def test_reference_path_matches_the_native_one(tiny_model, monkeypatch):
         _assert_bf16_close(a, b)
 
 
-def test_runner_packs_only_bfloat16_models(tiny_model):
+def test_runner_packs_bf16_pairs_only_for_bfloat16_models(tiny_model):
     from trellis_jax.runner import Runner
 
     packed = Runner(tiny_model("llama", "bfloat16"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=True)

@@ -9,8 +9,9 @@ layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single at
 Face: norms and RoPE in float32, matmuls in the params' dtype, residual stream in the params' dtype.
 On CPU, float32 steps run their matmuls through `pallas_kernels.layer_matmul` wherever it was measured
 faster (`layer_matmul.choose`: any step with AVX-512, up to 64 tokens with AVX2), which reads the stacked
-weights in place (XLA would copy each layer's slice out first). A bfloat16 model's weights packed by
-`params.with_packed_matmuls` always go through it (its native bf16 kernel, or the reference elsewhere).
+weights in place (XLA would copy each layer's slice out first). Weights packed by
+`params.with_packed_matmuls` (bf16 row pairs, float32 strips) always go through it (its native kernels,
+or the reference where they cannot run).
 The LM head uses `lm_head` when present (for tied models, a materialised embed.T).
 """
 
@@ -21,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.layer_matmul import choose as choose_matmul
+from pallas_kernels.layer_matmul import choose as choose_matmul, is_strips
 from pallas_kernels.layer_matmul import layer_matmul
 from pallas_kernels.layer_matmul_bf16 import is_packed
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
@@ -99,8 +100,9 @@ class _LayerParams:
     def matmul(self, h, name, out_dtype=None):
         """h @ the layer's matrix `name`, in out_dtype (default h's dtype; the sums are float32 on CPU)."""
         if name in self.stacked:
-            w = self.stacked[name]  # packed bf16 pairs: native where AVX512_BF16 runs, else the reference
-            return layer_matmul(h, w, self.layer, self.rows, implementation=None if is_packed(w) else "native",
+            w = self.stacked[name]  # packed: native where it runs, else the reference
+            packed = is_packed(w) or is_strips(w)
+            return layer_matmul(h, w, self.layer, self.rows, implementation=None if packed else "native",
                                 out_dtype=out_dtype)
         return jnp.dot(h, self.sliced[name], preferred_element_type=out_dtype)
 
@@ -141,8 +143,8 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
     # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
-    matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed(value)]  # [L, in, out]
-    packed = is_packed(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
+    matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed(value) or is_strips(value)]
+    packed = is_packed(layers[matrices[0]]) or is_strips(layers[matrices[0]])  # only layer_matmul reads them
     native = packed or (not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native")
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value for name, value in layers.items() if name not in stacked}
@@ -152,7 +154,7 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
-        native_head = is_packed(head) or choose_matmul(last, head[None]) == "native"
+        native_head = is_packed(head) or is_strips(head[None]) or choose_matmul(last, head[None]) == "native"
         logits = layer_matmul(last, head[None], 0, batch.num_seqs) if native_head else last @ head
     else:
         logits = last @ params["embed"].T

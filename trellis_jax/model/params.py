@@ -9,9 +9,10 @@ forward computes x @ W, per-layer weights stacked on a leading num_layers axis (
           mlp_norm [L, H], w_gate/w_up [L, H, I], w_down [L, I, H]
   A runner may fuse the projections that read the same input (`with_fused_projections`): w_qkv
   [L, H, Hq*D + 2*Hkv*D] instead of wq/wk/wv and w_gate_up [L, H, 2*I] instead of w_gate/w_up.
-  A runner may also pack the matmul weights of a bfloat16 model as row pairs for the native bf16 CPU
-  kernel (`with_packed_matmuls`): every [..., K, N] matrix becomes [..., N/W, ceil(K/2), W, 2]
-  (strips of W columns; pallas_kernels.layer_matmul_bf16.pack_pairs).
+  A runner may also pack the matmul weights for the native CPU kernels (`with_packed_matmuls`): every
+  [..., K, N] matrix becomes strips of W columns, each stored whole: [..., N/W, ceil(K/2), W, 2] row pairs
+  for a bfloat16 model (pallas_kernels.layer_matmul_bf16.pack_pairs), [..., N/W, K, W] for float32
+  (pallas_kernels.layer_matmul.pack_strips).
 Loaders build this from checkpoints and call `check_params`; nothing else knows checkpoint names.
 """
 
@@ -71,17 +72,18 @@ def _compare(actual, expected, prefix, problems):
             problems.append(f"unexpected {name}")
         elif isinstance(expected[key], dict):
             _compare(actual[key], expected[key], name + ".", problems)
-        elif tuple(actual[key].shape) not in (expected[key], _packed_shape(expected[key])):
+        elif tuple(actual[key].shape) not in (expected[key], *_packed_shapes(expected[key])):
             problems.append(f"{name} has shape {tuple(actual[key].shape)}, expected {expected[key]}")
 
 
-def _packed_shape(shape: tuple) -> tuple | None:
-    """The shape `with_packed_matmuls` gives a matrix of `shape` (None for vectors and norms)."""
+def _packed_shapes(shape: tuple) -> tuple:
+    """The shapes `with_packed_matmuls` may give a matrix of `shape` (none for vectors and norms)."""
     if len(shape) < 2:
-        return None
+        return ()
+    from pallas_kernels.layer_matmul import strips_shape
     from pallas_kernels.layer_matmul_bf16 import packed_shape
 
-    return packed_shape(shape)
+    return packed_shape(shape), strips_shape(shape)
 
 
 def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
@@ -119,20 +121,24 @@ def packed_matrix_names(params: dict) -> list[str]:
 
 
 def with_packed_matmuls(params: dict) -> dict:
-    """params with every layer matrix and a present lm_head packed as bfloat16 row pairs
-    (pallas_kernels.layer_matmul_bf16.pack_pairs); norms, biases and the embedding unchanged.
+    """params with every layer matrix and a present lm_head packed for the native CPU matmuls: bfloat16 as
+    row pairs in strips (pallas_kernels.layer_matmul_bf16.pack_pairs), float32 as strips
+    (pallas_kernels.layer_matmul.pack_strips); norms, biases and the embedding unchanged.
 
-    For bfloat16 models on CPUs with AVX512_BF16: the native kernel reads this layout directly (twice
-    the multiply-adds per instruction of float32). Same memory as the bf16 matrices it replaces.
+    Same memory as the matrices they replace. bfloat16 (CPUs with AVX512_BF16): the pairs are what
+    vdpbf16ps reads, twice the multiply-adds per instruction of float32. Both: a strip stored whole makes
+    the kernel's walk down K sequential, which a weight-bound decode step needs.
     """
+    from pallas_kernels.layer_matmul import pack_strips
     from pallas_kernels.layer_matmul_bf16 import pack_pairs
 
+    pack = pack_pairs if params["embed"].dtype == jnp.bfloat16 else pack_strips
     layers = dict(params["layers"])
     for name in packed_matrix_names(params):
-        layers[name] = pack_pairs(layers[name])
+        layers[name] = pack(layers[name])
     packed = {**params, "layers": layers}
     if "lm_head" in params:
-        packed["lm_head"] = pack_pairs(params["lm_head"])
+        packed["lm_head"] = pack(params["lm_head"])
     return packed
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from pallas_kernels.layer_matmul import native_available as native_matmul_available
+from pallas_kernels.layer_matmul import native_available as native_matmul_available, native_max_rows
 from pallas_kernels.layer_matmul_bf16 import native_available as native_bf16_matmul_available
 from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import init_kv_pages
@@ -61,7 +61,8 @@ class Runner:
                  page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
                  compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
                  unroll_layers: bool = False, materialise_head: bool | None = None, kv_dtype: str | None = None,
-                 fuse_projections: bool | None = None, pack_bf16: bool | None = None):
+                 fuse_projections: bool | None = None, pack_bf16: bool | None = None,
+                 pack_f32: bool | None = None):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
         `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
@@ -72,6 +73,10 @@ class Runner:
         `pack_bf16`: with a bfloat16 model, pack the matmul weights as row pairs for the native AVX512_BF16
         kernel (params.with_packed_matmuls; same memory; head materialised and projections fused too).
         None = where that kernel runs.
+        `pack_f32`: with a float32 model, store the matmul weights as column strips (params.with_packed_matmuls)
+        that the native kernel reads sequentially (decode ~15 % faster; BENCHMARKS.md, sixth session). None =
+        where that kernel runs every step (its AVX-512 build; the AVX2 build hands big steps to XLA, which
+        reads only the plain layout).
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         """
@@ -80,8 +85,13 @@ class Runner:
         bf16 = self.params["embed"].dtype == jnp.bfloat16
         if pack_bf16 and not bf16:
             raise ValueError(f"pack_bf16 needs a bfloat16 model, got {self.params['embed'].dtype}")
+        f32 = self.params["embed"].dtype == np.float32
+        if pack_f32 and not f32:
+            raise ValueError(f"pack_f32 needs a float32 model, got {self.params['embed'].dtype}")
         pack = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
-        native_matmul = pack or (self.params["embed"].dtype == np.float32 and native_matmul_available() is None)
+        native_matmul = pack or (f32 and native_matmul_available() is None)
+        pack = pack or (f32 and (pack_f32 if pack_f32 is not None else
+                                 native_matmul and native_max_rows() is None))
         if materialise_head if materialise_head is not None else native_matmul:
             self.params = with_materialised_head(self.params, self.config)
         if fuse_projections if fuse_projections is not None else native_matmul:
