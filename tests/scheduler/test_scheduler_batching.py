@@ -74,3 +74,49 @@ def test_context_length_cap_ends_with_length(harness):
     h.run()
     tokens, reason = h.finished["a"]
     assert reason == "length" and 5 + len(tokens) == 8
+
+
+def _first_step_ids(h):
+    plan, _ = h.step()
+    return [s.request_id for s in plan.sequences]
+
+
+def test_a_saturated_step_admits_no_second_prefill(harness):
+    h = harness(max_num_batched_tokens=512, prefill_saturation_tokens=64)
+    h.add("a", range(1, 101), max_tokens=3)
+    h.add("b", range(201, 301), max_tokens=3)
+    assert _first_step_ids(h) == ["a"]
+    plan, _ = h.step()
+    assert sorted((s.request_id, len(s.token_ids)) for s in plan.sequences) == [("a", 1), ("b", 100)]
+
+
+def test_small_prefills_share_a_step_until_the_saturation_point(harness):
+    h = harness(max_num_batched_tokens=512, prefill_saturation_tokens=64)
+    for i in range(4):
+        h.add(f"r{i}", range(100 * i + 1, 100 * i + 31), max_tokens=2)  # 30 tokens each
+    assert _first_step_ids(h) == ["r0", "r1", "r2"]  # 30, 60 (< 64: admit one more), 90
+
+
+def test_without_a_saturation_point_every_prefill_that_fits_is_admitted(harness):
+    h = harness(max_num_batched_tokens=512)
+    h.add("a", range(1, 101), max_tokens=3)
+    h.add("b", range(201, 301), max_tokens=3)
+    assert sorted(_first_step_ids(h)) == ["a", "b"]
+
+
+def test_the_saturation_point_does_not_hold_back_running_work(harness):
+    h = harness(max_num_batched_tokens=40, prefill_saturation_tokens=8)
+    h.add("long", range(1, 101), max_tokens=2)
+    h.step()  # the first 40-token chunk
+    plan, _ = h.step()
+    assert [(s.request_id, len(s.token_ids)) for s in plan.sequences] == [("long", 40)]  # a continuation
+    h.run()
+    assert h.finished["long"][1] == "length"
+
+
+def test_a_bad_saturation_point_is_refused():
+    import pytest
+    from trellis_jax.scheduler import SchedulerConfig
+
+    with pytest.raises(ValueError, match="prefill_saturation_tokens"):
+        SchedulerConfig(prefill_saturation_tokens=0)

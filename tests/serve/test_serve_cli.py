@@ -49,3 +49,11 @@ def test_engine_config_offers_exactly_the_kv_dtypes_the_runner_takes():
     from trellis_jax.model.config import KV_DTYPES
 
     assert KV_CACHE_DTYPES == (None, *KV_DTYPES)
+
+
+def test_prefill_saturation_is_off_by_default_and_passes_a_value_through():
+    from trellis_jax.engine.config import EngineConfig
+
+    assert engine_options(parse_args([]))["prefill_saturation_tokens"] is None
+    options = engine_options(parse_args(["--prefill-saturation-tokens", "64"]))
+    assert EngineConfig(**options).prefill_saturation_tokens == 64

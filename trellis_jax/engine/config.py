@@ -5,6 +5,9 @@ kv_memory_fraction (of free device memory); none = the runner's default. determi
 single token/sequence bucket, so every step runs the same shapes and a sequence's floats do not depend
 on what else is in the batch (slower: every step is padded to the largest bucket). token_buckets /
 seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
+prefill_saturation_tokens: once a step holds this many prompt tokens, waiting requests wait for the next
+step (scheduler.config; None: off). A latency knob: on CPU, whose matmuls reach their FLOP ceiling at ~64
+rows, 64 cut the bench's p50 TTFT by 6-32 % and its throughput by up to 12 % (BENCHMARKS.md, sixth session).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class EngineConfig:
     max_model_len: int | None = None  # None: the model's context length, capped at 4096
     eviction_policy: str = "lru"
     schedule_policy: str = "lpm"
+    prefill_saturation_tokens: int | None = None  # None: off (admit prefills while the budget lasts)
     disable_radix_cache: bool = False
     shared_namespaces: tuple[str, ...] = ()
     deterministic: bool = False
@@ -61,6 +65,10 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")
+        saturation = self.prefill_saturation_tokens
+        if saturation is not None and (not isinstance(saturation, int) or isinstance(saturation, bool) or saturation < 1):
+            raise ValueError(f"EngineConfig.prefill_saturation_tokens must be a positive int or None (off), "
+                             f"got {saturation!r}")
         if self.max_num_seqs > self.max_num_batched_tokens:
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")

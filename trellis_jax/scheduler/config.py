@@ -14,6 +14,10 @@ class SchedulerConfig:
     max_model_len: context length cap (prompt + output). schedule_policy: order of admission, see
     scheduler/policy.py. enable_prefix_cache False: no radix tree (every page private, freed at the end).
     lpm_window: how many of the oldest waiting requests "lpm-window" matches per step (bounds its cost).
+    prefill_saturation_tokens: stop admitting waiting requests into a step once its prefill tokens reach
+    this many (None: admit while the budget lasts). Where one prefill of that size already keeps the
+    device at its compute ceiling (a CPU from ~64 rows), a second prefill in the same step gains nothing
+    and delays the first one's first token; in the next step it runs beside the first one's decode.
     """
 
     page_size: int = 16
@@ -23,11 +27,16 @@ class SchedulerConfig:
     schedule_policy: str = "lpm"
     enable_prefix_cache: bool = True
     lpm_window: int = 128
+    prefill_saturation_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "lpm_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SchedulerConfig.{name} must be a positive int, got {value!r}")
+        saturation = self.prefill_saturation_tokens
+        if saturation is not None and (not isinstance(saturation, int) or saturation < 1):
+            raise ValueError(f"SchedulerConfig.prefill_saturation_tokens must be a positive int or None, "
+                             f"got {saturation!r}")
         if self.schedule_policy not in SCHEDULE_POLICIES:
             raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")

@@ -10,7 +10,8 @@ schedule():
      unless the caller sets them) is preempted (recompute: its private pages freed, its tree
      pages unlocked but kept, it goes back to waiting and later re-matches them).
   2. If nothing was preempted, waiting requests in policy order are admitted while budget, sequence
-     slots and pages (free + evictable minus what running prefills still need) allow. A request whose
+     slots and pages (free + evictable minus what running prefills still need) allow, and (with
+     `prefill_saturation_tokens`) while the step's prompt tokens are below that saturation point. A request whose
      first uncached page another running request is computing right now is deferred one step: that
      page enters the tree as soon as it is filled, and the deferred request matches it then.
 commit(): advances computed lengths, publishes every newly filled page to the tree, appends sampled
@@ -104,7 +105,7 @@ class Scheduler:
                 continue  # preempted or finished earlier in this loop
             n = min(request.num_to_compute, step.budget)
             if n > 0 and self._grow(request, request.num_computed + n, step):
-                step.add(self._work(request, n))
+                step.add(self._work(request, n), self._prefill_tokens(request, n))
         if not step.preempted:
             self._admit(step)
         self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
@@ -151,8 +152,11 @@ class Scheduler:
     def _admit(self, step: StepBuilder) -> None:
         if not self.waiting:
             return
+        saturation = self.config.prefill_saturation_tokens
         for request in self.policy.order(list(self.waiting.values()), self._cached_prefix_length):
             if step.budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                return
+            if saturation is not None and step.prefill_tokens >= saturation:
                 return
             if not self._try_admit(request, step):
                 return
@@ -180,8 +184,13 @@ class Scheduler:
             self.kv.release(request)
             return False
         self._start_running(request, cached)
-        step.add(self._work(request, n))
+        step.add(self._work(request, n), self._prefill_tokens(request, n))
         return True
+
+    @staticmethod
+    def _prefill_tokens(request: Request, n: int) -> int:
+        """The next `n` tokens `request` computes as prefill work (a decode's one token is not)."""
+        return n if request.is_prefilling else 0
 
     def _start_running(self, request: Request, cached: int) -> None:
         del self.waiting[request.request_id]

@@ -37,22 +37,28 @@ class SchedulerStats:
 
 
 class StepBuilder:
-    """The sequences of the step being scheduled and the token budget left (preemption refunds it)."""
+    """The sequences of the step being scheduled, the token budget left (preemption refunds it) and how
+    many of the step's tokens are prompt (prefill) tokens."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
+        self.prefill_tokens = 0
         self.preempted = False
         self._works: dict[str, SequenceWork] = {}
+        self._prefill: dict[str, int] = {}
 
-    def add(self, work: SequenceWork) -> None:
+    def add(self, work: SequenceWork, prefill_tokens: int = 0) -> None:
         self._works[work.request_id] = work
         self.budget -= len(work.token_ids)
+        self._prefill[work.request_id] = prefill_tokens
+        self.prefill_tokens += prefill_tokens
 
     def drop(self, request_id: str) -> None:
         self.preempted = True
         work = self._works.pop(request_id, None)
         if work is not None:
             self.budget += len(work.token_ids)
+            self.prefill_tokens -= self._prefill.pop(request_id)
 
     def sequences(self) -> list[SequenceWork]:
         return list(self._works.values())
