@@ -2,8 +2,11 @@
 
 Both engines take turns on one deterministic runner (a single compiled bucket, so a sequence's floats
 do not depend on the batch): one compilation in all, asserted, so a mixed workload after warm-up
-compiles nothing new.
+compiles nothing new. An engine is not used again once another has written into the runner's pages:
+its radix tree would read the other's KV. Later tests take a fresh engine (an empty cache) instead.
 """
+
+import dataclasses
 
 import pytest
 
@@ -40,11 +43,18 @@ def workload():
 
 
 @pytest.fixture(scope="module")
-def engines():
+def loaded():
     from trellis_jax.checkpoints import load_model
 
-    loaded = load_model(None)
-    config = EngineConfig(num_pages=160, max_num_batched_tokens=128, max_num_seqs=8, deterministic=True)
+    return load_model(None)
+
+
+CONFIG = EngineConfig(num_pages=160, max_num_batched_tokens=128, max_num_seqs=8, deterministic=True)
+
+
+@pytest.fixture(scope="module")
+def engines(loaded):
+    config = CONFIG
     runner = make_runner(config, loaded)
     on = LLM.from_engine(*build_engine(config, loaded, runner))
     off_config = EngineConfig(num_pages=160, max_num_batched_tokens=128, max_num_seqs=8, deterministic=True,
@@ -67,10 +77,28 @@ def test_cache_on_and_off_give_identical_greedy_tokens(engines):
     assert runner.num_compilations == compiled == 1  # nothing compiled after warm-up
 
 
-def test_real_tokenizer_text_and_stop_strings(engines):
-    on, _, _ = engines
-    first = on.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6))[0]
-    assert first.text and first.finish_reason in ("length", "stop")
+def _fresh(loaded, runner, **options):
+    """A new engine (empty cache) over the shared runner."""
+    return LLM.from_engine(*build_engine(dataclasses.replace(CONFIG, **options), loaded, runner))
+
+
+def test_prefill_saturation_changes_the_schedule_not_the_tokens(engines, loaded):
+    _, _, runner = engines
+    params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    prompts = workload()[:6]
+    plain = [o.token_ids for o in _fresh(loaded, runner).generate(prompts, params)]
+    saturated = _fresh(loaded, runner, prefill_saturation_tokens=16)
+    assert saturated.engine.scheduler.config.prefill_saturation_tokens == 16
+    assert [o.token_ids for o in saturated.generate(prompts, params)] == plain
+
+
+def test_real_tokenizer_text_and_stop_strings(engines, loaded):
+    _, _, runner = engines
+    llm = _fresh(loaded, runner)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)  # raw text: EOS may come first
+    first = llm.generate(SYSTEM + QUESTIONS[0], params)[0]
+    assert first.text and first.finish_reason == "length"
     stop = first.text[2:5]
-    stopped = on.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6, stop=[stop]))[0]
+    stopped = llm.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True,
+                                                                 stop=[stop]))[0]
     assert stopped.finish_reason == "stop" and stopped.text == first.text[:first.text.index(stop)]

@@ -18,8 +18,9 @@ DEFAULT_MAX_MODEL_LEN = 4096
 def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine, object]:
     """Returns the engine and the model's tokenizer.
 
-    `loaded`: an already loaded LoadedModel; `runner`: an existing Runner over that model to reuse (its
-    pages are overwritten before they are read, so engines may take turns on one runner, not interleave).
+    `loaded`: an already loaded LoadedModel; `runner`: an existing Runner over that model to reuse. The new
+    engine's cache starts empty, so it writes every page before reading it; an engine whose pages another
+    engine has since written must not be used again (its radix tree would read the other's KV).
     """
     from trellis_jax.checkpoints import load_model
     from trellis_jax.tokenizer import IncrementalDetokenizer
@@ -34,7 +35,8 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         page_size=config.page_size, max_num_seqs=min(config.max_num_seqs, runner.max_num_seqs),
         max_num_batched_tokens=min(config.max_num_batched_tokens, runner.max_num_tokens),
         max_model_len=runner.max_context_len, schedule_policy=config.schedule_policy,
-        enable_prefix_cache=not config.disable_radix_cache), cache)
+        enable_prefix_cache=not config.disable_radix_cache,
+        prefill_saturation_tokens=config.prefill_saturation_tokens), cache)
     tokenizer = loaded.tokenizer
     engine = Engine(scheduler, runner,
                     make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
