@@ -8,22 +8,17 @@
 // Why it exists: XLA:CPU widens a bfloat16 scatter to float32 over the whole operand, and a scatter of
 // the uint16 bit patterns needs bitcasts that it materialises as copies; either way every layer of
 // every step converted or copied the entire KV pool (a batch-1 decode step took ~0.2-4 s instead of ~30 ms).
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "bf16.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-inline uint16_t to_bf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  if (std::isnan(x)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stay NaN
-  return static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-}
+using trellis::to_bf16;
 
 ffi::Error WriteKvBf16(ffi::AnyBuffer pages, ffi::Buffer<ffi::S32> layer, ffi::Buffer<ffi::F32> rows,
                        ffi::Buffer<ffi::S32> slot_mapping, ffi::Result<ffi::AnyBuffer> out) {

@@ -25,17 +25,12 @@ import jax.numpy as jnp
 from pallas_kernels.layer_matmul import choose as choose_matmul, is_strips
 from pallas_kernels.layer_matmul import layer_matmul
 from pallas_kernels.layer_matmul_bf16 import is_packed
+from pallas_kernels.rms_norm import rms_norm  # Hugging Face's order; a native kernel on CPU
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.model.kv import KVPages
 from trellis_jax.model.params import check_params
 from trellis_jax.model.rope import apply_rope, inverse_frequencies
-
-
-def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return weight * normed.astype(x.dtype)
 
 
 def _project_qkv(h, lp, config):
