@@ -4,9 +4,10 @@ Contract: `pack_pairs(w)` turns [..., K, N] weights into [..., N/W, ceil(K/2), W
 W = `strip_width(N)` columns (48 or 16 where they divide N, else all N), each strip stored whole, rows 2i
 and 2i+1 interleaved per column (an odd K gets a zero row). `packed_matmul(x, wp, layer, rows, out_dtype=None)`:
 x [M, K] (any float dtype) @ w[layer] -> [M, N] in out_dtype (default x's dtype), where x is rounded to
-bfloat16 and the products of the bf16 values are summed in float32; rows past `rows` are zero. `implementation`: "native" (the
-C++ CPU custom call in native/layer_matmul_bf16.cc, needs AVX512_BF16), "xla" (unpack and a float32
-dot: the reference, and the fallback elsewhere), or None to pick native where it runs.
+bfloat16 and the products of the bf16 values are summed in float32; rows past `rows` are zero.
+`implementation`: "native" (the C++ CPU custom call in native/layer_matmul_bf16.cc, needs AVX512_BF16),
+"xla" (unpack and a float32 dot: the reference, and the fallback elsewhere), or None to pick native where
+it runs.
 
 Why: on CPUs with AVX512_BF16 (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+), one vdpbf16ps does
 twice the multiply-adds of a float32 FMA and the packed weights are half the bytes, so a bfloat16

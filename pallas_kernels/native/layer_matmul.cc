@@ -3,8 +3,9 @@
 // Contract (pallas_kernels/layer_matmul.py is the only caller): x [M, K] float32, w [L, K, N] float32
 // or [L, S, K, W] float32 (the same weights cut into S strips of W columns, each stored whole:
 // layer_matmul.pack_strips; W a multiple of 16, or S = 1), layer int32[], rows int32[] -> y [M, N = S*W]
-// float32 whose first min(rows, M) rows are x @ w[layer] and the rest zero. The weights are read straight out of the stacked array (once per 512 rows); `rows` lets a
-// step padded to its bucket skip the padding (a batch-1 decode pads to 8 rows).
+// float32 whose first min(rows, M) rows are x @ w[layer] and the rest zero. The weights are read straight
+// out of the stacked array (once per 512 rows); `rows` lets a step padded to its bucket skip the padding
+// (a batch-1 decode pads to 8 rows).
 //
 // Why it exists: inside the model's scan over layers, XLA:CPU copies each layer's weights out of the
 // stacked array (a dynamic-slice) before its dot, which doubled the bytes a batch-1 decode step moves
@@ -70,6 +71,7 @@ inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 constexpr int kStripVectors = simd::kTileVectors;
 constexpr int64_t kStrip = simd::kLanes * kStripVectors;  // columns per strip
+constexpr int64_t kBlockAlign = kStrip;                      // column blocks hold whole register strips
 
 // y[m0 .. m0+MT) x strip [n, n + kStrip) = x rows @ w columns over all K, in registers. Vector v's
 // weights start at w + v * stride and advance `step` per row; `next` (or null) is the following strip's
@@ -131,6 +133,8 @@ void column_block(const float* x, const float* w, float* y, trellis::StripLayout
   });
 }
 #else
+constexpr int64_t kBlockAlign = 16;
+
 // Portable loops: each weight row is read once per block and added into every output row, a stored strip
 // at a time.
 void column_block(const float* x, const float* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K,
@@ -170,11 +174,8 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
-  #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(float), pool.num_threads(), kStrip);
-#else
-  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(float), pool.num_threads());
-#endif
+  const trellis::ColumnBlocks blocks =
+      trellis::column_blocks(M, K, N, sizeof(float), pool.num_threads(), kBlockAlign);
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width;
     if (n0 < N) column_block(xs, w_layer, ys, layout, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));

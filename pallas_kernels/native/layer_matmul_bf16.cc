@@ -25,6 +25,7 @@
 #include <immintrin.h>
 #endif
 
+#include "bf16.h"
 #include "column_blocks.h"
 #include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
@@ -37,6 +38,7 @@ namespace {
 constexpr int kTileRows = 8, kVectors = 3;  // 24 accumulators + 3 weight pairs + 1 broadcast
 constexpr int64_t kStrip = 16 * kVectors;   // output columns per strip
 constexpr int64_t kRowBlock = 512;          // rows per pass over a block's strips
+constexpr int64_t kBlockAlign = kStrip;      // column blocks hold whole register strips
 
 inline __m512bh as_bf16_pairs(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
@@ -102,21 +104,18 @@ void column_block(const uint16_t* x, const uint16_t* w, float* y, trellis::Strip
   });
 }
 #else
-float bf16_to_float(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
+constexpr int64_t kBlockAlign = 16;
+using trellis::from_bf16;
 
 // Portable loops (reference speed only: Python picks this kernel where AVX512_BF16 builds).
-void column_block(const uint16_t* x, const uint16_t* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K, int64_t N,
-                  int64_t n0, int64_t width) {
+void column_block(const uint16_t* x, const uint16_t* w, float* y, trellis::StripLayout layout, int64_t M, int64_t K,
+                  int64_t N, int64_t n0, int64_t width) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = n0; n < n0 + width; ++n) {
       const uint16_t* column = w + layout.offset(n);
       float sum = 0.f;
-      for (int64_t k = 0; k < K; ++k) sum += bf16_to_float(x[m * K + k]) * bf16_to_float(column[(k / 2) * layout.row_step() + k % 2]);
+      for (int64_t k = 0; k < K; ++k)
+        sum += from_bf16(x[m * K + k]) * from_bf16(column[(k / 2) * layout.row_step() + k % 2]);
       y[m * N + n] = sum;
     }
 }
@@ -141,11 +140,8 @@ ffi::Error LayerMatmulBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
-  #if defined(__AVX512BF16__) && defined(__AVX512F__)
-  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(uint16_t), pool.num_threads(), kStrip);
-#else
-  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, sizeof(uint16_t), pool.num_threads());
-#endif
+  const trellis::ColumnBlocks blocks =
+      trellis::column_blocks(M, K, N, sizeof(uint16_t), pool.num_threads(), kBlockAlign);
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width;
     if (n0 < N) column_block(xs, w_layer, ys, layout, M, K, N, n0, std::min<int64_t>(blocks.width, N - n0));

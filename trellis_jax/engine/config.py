@@ -66,7 +66,8 @@ class EngineConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")
         saturation = self.prefill_saturation_tokens
-        if saturation is not None and (not isinstance(saturation, int) or isinstance(saturation, bool) or saturation < 1):
+        bad = isinstance(saturation, bool) or not isinstance(saturation, int) or saturation < 1
+        if saturation is not None and bad:
             raise ValueError(f"EngineConfig.prefill_saturation_tokens must be a positive int or None (off), "
                              f"got {saturation!r}")
         if self.max_num_seqs > self.max_num_batched_tokens:
