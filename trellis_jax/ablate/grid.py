@@ -75,7 +75,7 @@ class _Bounds:
         key = (page_size, tuple(order))
         if key not in self._refs:
             refs = optimal.page_references(self.trace, order, page_size)
-            self._refs[key] = (refs, optimal.next_counted_use(refs))
+            self._refs[key] = (refs, optimal.next_gainful_reference(refs))
         return self._refs[key]
 
     def optimal_hit_tokens(self, page_size: int, order: Sequence[int], capacity: int) -> int:

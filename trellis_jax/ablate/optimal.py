@@ -22,9 +22,10 @@ and reply pages must be inserted. With shared namespaces the namespace is droppe
 
 Why the algorithm is optimal for the relaxation: with free loads and bypass, keeping page x between two
 consecutive references of x earns 1 exactly when the later one is counted, and the problem is choosing
-such intervals with at most ``capacity`` overlapping at any time; "keep the page whose next counted use
-is soonest, evict the one whose next counted use is furthest" is the classic greedy (earliest right
-endpoint) that is optimal for that interval problem (Belady 1966; bypass variant). The tests check it
+such intervals with at most ``capacity`` overlapping at any time; "keep the pages whose intervals end
+soonest, evict (or bypass) the one whose interval ends furthest" is the classic greedy (earliest right
+endpoint) that is optimal for that interval problem (Belady 1966; bypass variant). A page is never kept
+past its next reference: if that one is uncounted, it earns nothing and may reload the page for free. The tests check it
 against exhaustive search on small traces. Cost: O(references x log capacity) in Python.
 
 ``ceiling`` is the bound for any order and any capacity: every counted reference hits except the first
@@ -78,23 +79,20 @@ def page_references(trace: Trace, order: Sequence[int], page_size: int) -> PageR
     return PageReferences(np.array(nodes, np.int64), np.array(counted, bool), page_size)
 
 
-def next_counted_use(refs: PageReferences) -> np.ndarray:
-    """[R] position of the next counted reference to the same node after each reference (NEVER if none)."""
+def next_gainful_reference(refs: PageReferences) -> np.ndarray:
+    """[R] position of the next reference to the same node after each reference, where that reference is
+    counted; NEVER where the next reference is uncounted or there is none. Keeping a page past its next
+    reference is never needed (that reference may load it again for free), so this is when keeping it from
+    here pays, if ever."""
     n = len(refs.nodes)
     if n == 0:
         return np.zeros(0, np.int64)
     pos = np.arange(n, dtype=np.int64)
     by_node = np.lexsort((pos, refs.nodes))
-    nodes, positions = refs.nodes[by_node], pos[by_node]
-    big = n + 1
-    # Suffix minimum per node group in one pass: offsetting each group by node * big keeps a group's
-    # running minimum from ever reaching into the group after it (reversed, groups go downwards).
-    value = np.where(refs.counted[by_node], positions, big - 1) + nodes * big
-    suffix_min = np.minimum.accumulate(value[::-1])[::-1]
+    nodes, positions, counted = refs.nodes[by_node], pos[by_node], refs.counted[by_node]
     following = np.full(n, NEVER, np.int64)
-    same_node = nodes[1:] == nodes[:-1]
-    nxt = suffix_min[1:] - nodes[1:] * big
-    following[:-1] = np.where(same_node & (nxt < big - 1), nxt, NEVER)
+    gainful = (nodes[1:] == nodes[:-1]) & counted[1:]
+    following[:-1] = np.where(gainful, positions[1:], NEVER)
     result = np.empty(n, np.int64)
     result[by_node] = following
     return result
@@ -104,8 +102,8 @@ def belady_hits(refs: PageReferences, capacity: int, next_use: np.ndarray | None
     """Most counted references that can hit with ``capacity`` pages (Belady with bypass); in pages."""
     if capacity < 0:
         raise ValueError(f"capacity must be >= 0, got {capacity}")
-    next_use = next_counted_use(refs) if next_use is None else next_use
-    cached: dict[int, int] = {}  # node -> its next counted use
+    next_use = next_gainful_reference(refs) if next_use is None else next_use
+    cached: dict[int, int] = {}  # node -> the reference its stay pays off at
     heap: list[tuple[int, int]] = []  # (-next use, node); entries whose value is stale are skipped
     hits = 0
     for node, counted, nxt in zip(refs.nodes.tolist(), refs.counted.tolist(), next_use.tolist()):
@@ -123,7 +121,7 @@ def belady_hits(refs: PageReferences, capacity: int, next_use: np.ndarray | None
             while cached.get(heap[0][1]) != -heap[0][0]:
                 heapq.heappop(heap)
             if -heap[0][0] <= nxt:
-                continue  # bypass: every cached page is needed sooner
+                continue  # bypass: every cached page pays off sooner
             del cached[heapq.heappop(heap)[1]]
         cached[node] = nxt
         heapq.heappush(heap, (-nxt, node))
