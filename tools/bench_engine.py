@@ -106,13 +106,13 @@ def multi_turn_scenario(engines, tokenizer, args) -> dict:
     return out
 
 
-def control_scenario(engines, tokenizer, args) -> dict:
+def control_scenario(make_engines, tokenizer, args) -> dict:
     params = SamplingParams(temperature=0, max_tokens=args.new_tokens, ignore_eos=True)
-    out = {name: [] for name in engines}
+    out = {"on": [], "off": []}
     for round_ in range(2):  # fresh prompts each round: a repeat would hit the cache
         rng = random.Random(30 + round_)
         prompts = [[100 + 40 * round_ + i] + text_tokens(tokenizer, rng, 200) for i in range(args.num_requests)]
-        for name, engine in engines.items():
+        for name, engine in make_engines().items():  # new engines: the other one wrote the runner's pages
             out[name].append(drive(engine, prompts, params)[0].throughput)
     return {name: max(values) for name, values in out.items()}
 
@@ -169,14 +169,16 @@ def main(argv=None) -> None:
     warm_compilations = runner.num_compilations
     print(f"warm-up (compile) {time.perf_counter() - start:.1f} s, {warm_compilations} programs; "
           f"KV pool {runner.kv_pool.describe()}")
-    engines = {name: build_engine(EngineConfig(**base, disable_radix_cache=(name == "off")), loaded, runner)[0]
-               for name in ("on", "off")}
+    def fresh_engines():  # per scenario: an engine may not step again after another wrote the runner's pages
+        return {name: build_engine(EngineConfig(**base, disable_radix_cache=(name == "off")), loaded, runner)[0]
+                for name in ("on", "off")}
+
     tokenizer = loaded.tokenizer
     report = {}
     for name, scenario in (("pages", lambda: pages_scenario(args)),
-                           ("shared", lambda: shared_scenario(engines, tokenizer, args)),
-                           ("multi", lambda: multi_turn_scenario(engines, tokenizer, args)),
-                           ("control", lambda: control_scenario(engines, tokenizer, args))):
+                           ("shared", lambda: shared_scenario(fresh_engines(), tokenizer, args)),
+                           ("multi", lambda: multi_turn_scenario(fresh_engines(), tokenizer, args)),
+                           ("control", lambda: control_scenario(fresh_engines, tokenizer, args))):
         if name not in args.scenarios.split(","):
             continue
         start = time.perf_counter()

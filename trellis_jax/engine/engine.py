@@ -9,6 +9,10 @@ and publishes them to the radix tree, the others wait for them and match them (s
     step() -> [OutputDelta]          every completion that produced something, finished ones last-delta'd
     abort(id) -> bool                at any stage; its streams get a final delta with finish_reason "abort"
     pop_finished() -> [RequestOutput]
+
+Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
+pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
+requests hold pages would read that engine's KV. Its next step raises RuntimeError instead.
 """
 
 from __future__ import annotations
@@ -99,13 +103,27 @@ class Engine:
         """True while a request runs or a delta (e.g. of an abort) is still to be returned by step()."""
         return bool(self._requests) or bool(self._pending)
 
+    def _check_pages_are_ours(self) -> None:
+        other = getattr(self.runner, "last_engine", None)
+        if other is None or other is self or self.num_steps == 0:
+            return
+        holds_kv = any(request.num_computed > 0 for request in self.scheduler.running)
+        if self.scheduler.kv.prefix_cache_enabled or holds_kv:
+            raise RuntimeError("another engine has run steps on this engine's runner since its last step, "
+                               "overwriting KV pages this engine's cache or running requests hold; build a new "
+                               "engine over the runner (trellis_jax.engine.builder.build_engine) instead")
+
     def step(self) -> list[OutputDelta]:
         """One engine step; returns the deltas of every completion that progressed (or was aborted)."""
         deltas, self._pending = self._pending, []
         if not self.scheduler.has_unfinished():
             return deltas
         plan = self.scheduler.schedule()
+        if not plan.is_empty:
+            self._check_pages_are_ours()
         outputs = self.runner.run(plan) if not plan.is_empty else StepOutputs({})
+        if not plan.is_empty and hasattr(self.runner, "last_engine"):
+            self.runner.last_engine = self
         events = self.scheduler.commit(plan, outputs)
         if plan.is_empty and not events:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")

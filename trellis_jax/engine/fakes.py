@@ -33,6 +33,7 @@ class FakeRunner:
         self.num_steps = 0
         self.num_tokens_computed = 0
         self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
+        self.last_engine = None  # as Runner: the engine whose step last wrote the pages
 
     def run(self, plan: StepPlan) -> StepOutputs:
         self._check(plan)
@@ -131,16 +132,17 @@ class ByteDetokenizer:
 
 
 def make_fake_engine(*, num_pages: int = 64, page_size: int = 4, mode: str = "sum", enable_prefix_cache: bool = True,
-                     eviction_policy: str = "lru", **scheduler_options):
-    """An Engine over FakeRunner + ByteTokenizer: returns (engine, runner, cache, tokenizer)."""
+                     eviction_policy: str = "lru", runner: FakeRunner | None = None, **scheduler_options):
+    """An Engine over FakeRunner + ByteTokenizer: returns (engine, runner, cache, tokenizer). `runner`: take
+    turns on an existing FakeRunner instead of a new one."""
     from trellis_jax.cache import RadixCache
     from trellis_jax.engine.engine import Engine
     from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
     config = SchedulerConfig(page_size=page_size, enable_prefix_cache=enable_prefix_cache, **scheduler_options)
     cache = RadixCache(num_pages, page_size, policy=eviction_policy, enabled=enable_prefix_cache)
-    runner = FakeRunner(num_pages, page_size, mode=mode, max_num_tokens=config.max_num_batched_tokens,
-                        max_num_seqs=config.max_num_seqs)
+    runner = runner or FakeRunner(num_pages, page_size, mode=mode, max_num_tokens=config.max_num_batched_tokens,
+                                  max_num_seqs=config.max_num_seqs)
     engine = Engine(Scheduler(config, cache), runner,
                     make_detokenizer=lambda skip: ByteDetokenizer(skip_special_tokens=skip), eos_token_ids=(EOS_ID,))
     return engine, runner, cache, ByteTokenizer()

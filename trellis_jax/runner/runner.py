@@ -103,6 +103,7 @@ class Runner:
                            "dots, which are several times slower than float32 on CPU (BENCHMARKS.md); "
                            "--dtype float32 is faster here", native_bf16_matmul_available() or "turned off")
         self.page_size = page_size
+        self.last_engine = None  # the engine whose step last wrote the KV pages (engine.Engine checks it)
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)
         self.buckets = BucketSet(tuple(token_buckets), tuple(seq_buckets), tuple(page_buckets or (max_pages,)))

@@ -1,0 +1,41 @@
+"""Engines taking turns on one runner: an engine whose pages another engine overwrote refuses to step."""
+
+import pytest
+
+from trellis_jax.engine.fakes import make_fake_engine
+from trellis_jax.engine.sampling_params import SamplingParams
+
+PROMPT = list(range(10, 30))
+
+
+def _generate(engine, request_id, max_tokens=3):
+    engine.add_request(request_id, PROMPT, SamplingParams(temperature=0, max_tokens=max_tokens))
+    while engine.scheduler.has_unfinished():
+        engine.step()
+    return engine.pop_finished()
+
+
+def test_a_cached_engine_refuses_to_step_after_another_wrote_its_pages():
+    first, runner, _, _ = make_fake_engine()
+    _generate(first, "a")
+    second, *_ = make_fake_engine(runner=runner)
+    _generate(second, "b")
+    first.add_request("c", PROMPT, SamplingParams(temperature=0, max_tokens=2))
+    with pytest.raises(RuntimeError, match="build a new engine"):
+        first.step()
+
+
+def test_a_fresh_engine_may_take_over_the_runner():
+    first, runner, _, _ = make_fake_engine()
+    _generate(first, "a")
+    fresh, *_ = make_fake_engine(runner=runner)
+    assert _generate(fresh, "b")[0].outputs[0].finish_reason == "length"
+    assert runner.last_engine is fresh
+
+
+def test_an_idle_engine_without_a_cache_may_be_reused():
+    plain, runner, _, _ = make_fake_engine(enable_prefix_cache=False)
+    _generate(plain, "a")
+    other, *_ = make_fake_engine(runner=runner)
+    _generate(other, "b")
+    assert _generate(plain, "c")[0].outputs[0].finish_reason == "length"
