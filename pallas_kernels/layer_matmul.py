@@ -50,6 +50,11 @@ def is_strips(w) -> bool:
     return w.ndim == 4 and w.dtype == jnp.float32
 
 
+def is_packed_layout(w) -> bool:
+    """Whether `w` is in a layout only `layer_matmul` reads: bf16 row pairs or float32 strips."""
+    return is_packed(w) or is_strips(w)
+
+
 def strips_shape(shape: tuple) -> tuple:
     """The shape pack_strips gives a [..., K, N] matrix."""
     *lead, k, n = shape
@@ -88,7 +93,8 @@ def native_layer_matmul(x, w, layer, rows=None):
 
 
 def choose(x, w, implementation=None) -> str:
-    """The implementation `layer_matmul` will use for these (static) shapes and dtypes (float32 weights)."""
+    """The implementation `layer_matmul` will use for these (static) shapes and dtypes (float32 weights).
+    Float32 strips take the native kernel whenever it runs (XLA would have to unpack them first)."""
     if implementation is not None:
         if implementation not in ("native", "xla"):
             raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
@@ -96,7 +102,7 @@ def choose(x, w, implementation=None) -> str:
     if x.dtype != jnp.float32 or w.dtype != jnp.float32 or native_available() is not None:
         return "xla"
     limit = native_max_rows()
-    return "native" if limit is None or x.shape[0] <= limit else "xla"
+    return "native" if is_strips(w) or limit is None or x.shape[0] <= limit else "xla"
 
 
 def layer_matmul(x, w, layer, rows=None, *, implementation=None, out_dtype=None):
@@ -112,12 +118,7 @@ def layer_matmul(x, w, layer, rows=None, *, implementation=None, out_dtype=None)
         if x.ndim != 2 or x.shape[1] != w.shape[2]:
             raise ValueError(f"layer_matmul: x must be [M, K] and float32 strips [L, S, K, W], got {x.shape} and "
                              f"{w.shape}")
-        if implementation is None:
-            implementation = "native" if native_available() is None else "xla"
-        if choose(x, w, implementation) == "native":
-            return native_layer_matmul(x, w, layer, rows).astype(out_dtype or x.dtype)
-        return reference_layer_matmul(x, w, layer, rows, out_dtype)
-    if x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
+    elif x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":
         return native_layer_matmul(x, w, layer, rows).astype(out_dtype or x.dtype)

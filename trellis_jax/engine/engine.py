@@ -103,15 +103,18 @@ class Engine:
         """True while a request runs or a delta (e.g. of an abort) is still to be returned by step()."""
         return bool(self._requests) or bool(self._pending)
 
-    def _check_pages_are_ours(self) -> None:
-        other = getattr(self.runner, "last_engine", None)
-        if other is None or other is self or self.num_steps == 0:
-            return
-        holds_kv = any(request.num_computed > 0 for request in self.scheduler.running)
-        if self.scheduler.kv.prefix_cache_enabled or holds_kv:
+    def _holds_kv(self) -> bool:
+        """Whether pages on the runner still mean something to this engine (its cache, or running requests)."""
+        return self.scheduler.kv.prefix_cache_enabled or any(r.num_computed > 0 for r in self.scheduler.running)
+
+    def _claim_runner(self) -> None:
+        """Mark the runner's pages as this engine's, refusing if another engine wrote pages we still hold."""
+        other = self.runner.last_engine
+        if other is not None and other is not self and self.num_steps > 0 and self._holds_kv():
             raise RuntimeError("another engine has run steps on this engine's runner since its last step, "
                                "overwriting KV pages this engine's cache or running requests hold; build a new "
                                "engine over the runner (trellis_jax.engine.builder.build_engine) instead")
+        self.runner.last_engine = self
 
     def step(self) -> list[OutputDelta]:
         """One engine step; returns the deltas of every completion that progressed (or was aborted)."""
@@ -119,11 +122,11 @@ class Engine:
         if not self.scheduler.has_unfinished():
             return deltas
         plan = self.scheduler.schedule()
-        if not plan.is_empty:
-            self._check_pages_are_ours()
-        outputs = self.runner.run(plan) if not plan.is_empty else StepOutputs({})
-        if not plan.is_empty and hasattr(self.runner, "last_engine"):
-            self.runner.last_engine = self
+        if plan.is_empty:
+            outputs = StepOutputs({})
+        else:
+            self._claim_runner()
+            outputs = self.runner.run(plan)
         events = self.scheduler.commit(plan, outputs)
         if plan.is_empty and not events:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")

@@ -22,9 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.layer_matmul import choose as choose_matmul, is_strips
-from pallas_kernels.layer_matmul import layer_matmul
-from pallas_kernels.layer_matmul_bf16 import is_packed
+from pallas_kernels.layer_matmul import choose as choose_matmul, is_packed_layout, layer_matmul
 from pallas_kernels.rms_norm import rms_norm  # Hugging Face's order; a native kernel on CPU
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from trellis_jax.model.inputs import StepInputs
@@ -96,8 +94,7 @@ class _LayerParams:
         """h @ the layer's matrix `name`, in out_dtype (default h's dtype; the sums are float32 on CPU)."""
         if name in self.stacked:
             w = self.stacked[name]  # packed: native where it runs, else the reference
-            packed = is_packed(w) or is_strips(w)
-            return layer_matmul(h, w, self.layer, self.rows, implementation=None if packed else "native",
+            return layer_matmul(h, w, self.layer, self.rows, implementation=None if is_packed_layout(w) else "native",
                                 out_dtype=out_dtype)
         return jnp.dot(h, self.sliced[name], preferred_element_type=out_dtype)
 
@@ -138,8 +135,8 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
     # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
-    matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed(value) or is_strips(value)]
-    packed = is_packed(layers[matrices[0]]) or is_strips(layers[matrices[0]])  # only layer_matmul reads them
+    matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
+    packed = is_packed_layout(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
     native = packed or (not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native")
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value for name, value in layers.items() if name not in stacked}
@@ -149,7 +146,7 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
-        native_head = is_packed(head) or is_strips(head[None]) or choose_matmul(last, head[None]) == "native"
+        native_head = is_packed_layout(head[None]) or choose_matmul(last, head[None]) == "native"
         logits = layer_matmul(last, head[None], 0, batch.num_seqs) if native_head else last @ head
     else:
         logits = last @ params["embed"].T

@@ -88,15 +88,14 @@ class Runner:
         f32 = self.params["embed"].dtype == np.float32
         if pack_f32 and not f32:
             raise ValueError(f"pack_f32 needs a float32 model, got {self.params['embed'].dtype}")
-        pack = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
-        native_matmul = pack or (f32 and native_matmul_available() is None)
-        pack = pack or (f32 and (pack_f32 if pack_f32 is not None else
-                                 native_matmul and native_max_rows() is None))
+        pairs = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
+        native_matmul = pairs or (f32 and native_matmul_available() is None)
+        strips = f32 and (pack_f32 if pack_f32 is not None else native_matmul and native_max_rows() is None)
         if materialise_head if materialise_head is not None else native_matmul:
             self.params = with_materialised_head(self.params, self.config)
         if fuse_projections if fuse_projections is not None else native_matmul:
             self.params = with_fused_projections(self.params)
-        if pack:
+        if pairs or strips:
             self.params = with_packed_matmuls(self.params)
         elif bf16 and jax.devices()[0].platform == "cpu":
             logger.warning("bfloat16 model without the native bf16 matmul (%s): its matmuls run through XLA's bf16 "

@@ -35,7 +35,8 @@ class SchedulerConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SchedulerConfig.{name} must be a positive int, got {value!r}")
         saturation = self.prefill_saturation_tokens
-        if saturation is not None and (not isinstance(saturation, int) or saturation < 1):
+        bad = isinstance(saturation, bool) or not isinstance(saturation, int) or saturation < 1
+        if saturation is not None and bad:
             raise ValueError(f"SchedulerConfig.prefill_saturation_tokens must be a positive int or None, "
                              f"got {saturation!r}")
         if self.schedule_policy not in SCHEDULE_POLICIES:

@@ -42,23 +42,25 @@ class StepBuilder:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.prefill_tokens = 0
         self.preempted = False
         self._works: dict[str, SequenceWork] = {}
-        self._prefill: dict[str, int] = {}
+        self._prefill: dict[str, int] = {}  # request id -> its work's prefill tokens
+
+    @property
+    def prefill_tokens(self) -> int:
+        return sum(self._prefill.values())
 
     def add(self, work: SequenceWork, prefill_tokens: int = 0) -> None:
         self._works[work.request_id] = work
-        self.budget -= len(work.token_ids)
         self._prefill[work.request_id] = prefill_tokens
-        self.prefill_tokens += prefill_tokens
+        self.budget -= len(work.token_ids)
 
     def drop(self, request_id: str) -> None:
         self.preempted = True
         work = self._works.pop(request_id, None)
+        self._prefill.pop(request_id, None)
         if work is not None:
             self.budget += len(work.token_ids)
-            self.prefill_tokens -= self._prefill.pop(request_id)
 
     def sequences(self) -> list[SequenceWork]:
         return list(self._works.values())
