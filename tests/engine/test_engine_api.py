@@ -76,3 +76,14 @@ def test_from_openai_maps_chat_and_completion_fields():
     assert (completion.max_tokens, completion.logprobs, completion.top_k) == (7, 2, 40)
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingParams.from_openai({"max_tokens": "many"})
+
+
+def test_lookup_decoding_returns_every_token_of_plain_greedy_decoding():
+    params = SamplingParams(temperature=0, max_tokens=9, ignore_eos=True)
+    prompts = [list(range(40, 60)) + [40, 41], "abcabcabc", [7, 7, 7, 7]]
+    plain = fake_llm(mode="increment")[0].generate(prompts, params)
+    llm, engine, *_ = fake_llm(mode="increment", num_lookup_tokens=3)
+    fast = llm.generate(prompts, params)
+    assert [(o.token_ids, o.text, o.finish_reason) for o in fast] == [(o.token_ids, o.text, o.finish_reason)
+                                                                       for o in plain]
+    assert engine.scheduler.stats.num_accepted_draft_tokens > 0

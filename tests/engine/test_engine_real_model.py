@@ -102,3 +102,16 @@ def test_real_tokenizer_text_and_stop_strings(engines, loaded):
     stopped = llm.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True,
                                                                  stop=[stop]))[0]
     assert stopped.finish_reason == "stop" and stopped.text == first.text[:first.text.index(stop)]
+
+
+def test_lookup_decoding_changes_the_steps_not_the_tokens(engines, loaded):
+    _, _, runner = engines
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    prompts = ["one two three four five six seven eight nine ten one two three four five six seven eight",
+               SYSTEM + QUESTIONS[2], "Repeat after me: the quick brown fox. Repeat after me: the quick"]
+    plain = _fresh(loaded, runner)  # prompts one at a time: a batch takes as many steps as its slowest request
+    expected = [plain.generate(prompt, params)[0].token_ids for prompt in prompts]
+    fast = _fresh(loaded, runner, num_lookup_tokens=3)  # the plain engine is done with the runner's pages
+    assert [fast.generate(prompt, params)[0].token_ids for prompt in prompts] == expected
+    assert fast.engine.scheduler.stats.num_accepted_draft_tokens > 0
+    assert fast.engine.num_steps < plain.engine.num_steps

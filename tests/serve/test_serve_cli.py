@@ -57,3 +57,21 @@ def test_prefill_saturation_is_off_by_default_and_passes_a_value_through():
     assert engine_options(parse_args([]))["prefill_saturation_tokens"] is None
     options = engine_options(parse_args(["--prefill-saturation-tokens", "64"]))
     assert EngineConfig(**options).prefill_saturation_tokens == 64
+
+
+def test_lookup_decoding_is_off_by_default_and_passes_a_count_through():
+    from trellis_jax.engine.config import EngineConfig
+
+    assert EngineConfig(**engine_options(parse_args([]))).num_lookup_tokens == 0
+    assert EngineConfig(**engine_options(parse_args(["--num-lookup-tokens", "3"]))).num_lookup_tokens == 3
+
+
+def test_bad_lookup_settings_are_clear_errors():
+    import pytest
+
+    from trellis_jax.engine.config import EngineConfig
+
+    with pytest.raises(ValueError, match="num_lookup_tokens"):
+        EngineConfig(num_lookup_tokens=-1)
+    with pytest.raises(ValueError, match="lookup_max_step_tokens"):
+        EngineConfig(lookup_max_step_tokens=0)

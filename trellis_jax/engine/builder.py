@@ -36,7 +36,8 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         max_num_batched_tokens=min(config.max_num_batched_tokens, runner.max_num_tokens),
         max_model_len=runner.max_context_len, schedule_policy=config.schedule_policy,
         enable_prefix_cache=not config.disable_radix_cache,
-        prefill_saturation_tokens=config.prefill_saturation_tokens), cache)
+        prefill_saturation_tokens=config.prefill_saturation_tokens,
+        num_lookup_tokens=config.num_lookup_tokens, lookup_max_step_tokens=config.lookup_max_step_tokens), cache)
     tokenizer = loaded.tokenizer
     engine = Engine(scheduler, runner,
                     make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),

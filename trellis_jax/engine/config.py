@@ -8,6 +8,9 @@ seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, 
 prefill_saturation_tokens: once a step holds this many prompt tokens, waiting requests wait for the next
 step (scheduler.config; None: off). A latency knob: on CPU, whose matmuls reach their FLOP ceiling at ~64
 rows, 64 cut the bench's p50 TTFT by 6-32 % and its throughput by up to 12 % (BENCHMARKS.md, sixth session).
+num_lookup_tokens: speculative decoding by prompt lookup (scheduler.config): greedy requests without
+penalties also verify up to this many tokens guessed from their own context in each decode step; the
+output is plain greedy decoding's, in fewer steps when the continuation repeats its context. 0: off.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class EngineConfig:
     eviction_policy: str = "lru"
     schedule_policy: str = "lpm"
     prefill_saturation_tokens: int | None = None  # None: off (admit prefills while the budget lasts)
+    num_lookup_tokens: int = 0  # prompt-lookup speculative decoding for greedy requests (0: off)
+    lookup_max_step_tokens: int = 8  # guesses only ride in steps of fewer tokens (CPU: up to ~8 rows cost ~1)
     disable_radix_cache: bool = False
     shared_namespaces: tuple[str, ...] = ()
     deterministic: bool = False
@@ -61,15 +66,18 @@ class EngineConfig:
     check_integrity_when_idle: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens"):
+        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")
         saturation = self.prefill_saturation_tokens
         bad = isinstance(saturation, bool) or not isinstance(saturation, int) or saturation < 1
         if saturation is not None and bad:
             raise ValueError(f"EngineConfig.prefill_saturation_tokens must be a positive int or None (off), "
                              f"got {saturation!r}")
+        lookup = self.num_lookup_tokens
+        if isinstance(lookup, bool) or not isinstance(lookup, int) or lookup < 0:
+            raise ValueError(f"EngineConfig.num_lookup_tokens must be an int >= 0 (0: off), got {lookup!r}")
         if self.max_num_seqs > self.max_num_batched_tokens:
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")

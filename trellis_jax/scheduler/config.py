@@ -18,6 +18,11 @@ class SchedulerConfig:
     this many (None: admit while the budget lasts). Where one prefill of that size already keeps the
     device at its compute ceiling (a CPU from ~64 rows), a second prefill in the same step gains nothing
     and delays the first one's first token; in the next step it runs beside the first one's decode.
+    num_lookup_tokens: speculative decoding by prompt lookup (scheduler/lookup.py): each greedy decode
+    without penalties also verifies up to this many tokens guessed from its own context, as extra rows of
+    the same step; the guesses the model agrees with are kept (the output is what plain greedy decoding
+    gives). 0: off. lookup_max_step_tokens: guesses are added only while the step holds fewer tokens than
+    this, so they ride along in steps bound by reading the weights and never push a step into compute.
     """
 
     page_size: int = 16
@@ -28,12 +33,18 @@ class SchedulerConfig:
     enable_prefix_cache: bool = True
     lpm_window: int = 128
     prefill_saturation_tokens: int | None = None
+    num_lookup_tokens: int = 0
+    lookup_max_step_tokens: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "lpm_window"):
+        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "lpm_window",
+                     "lookup_max_step_tokens"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SchedulerConfig.{name} must be a positive int, got {value!r}")
+        lookup = self.num_lookup_tokens
+        if isinstance(lookup, bool) or not isinstance(lookup, int) or lookup < 0:
+            raise ValueError(f"SchedulerConfig.num_lookup_tokens must be an int >= 0 (0: off), got {lookup!r}")
         saturation = self.prefill_saturation_tokens
         bad = isinstance(saturation, bool) or not isinstance(saturation, int) or saturation < 1
         if saturation is not None and bad:

@@ -54,6 +54,7 @@ class Request:
     num_cached_tokens: int | None = None  # prompt tokens found in the tree at first admission
     num_preemptions: int = 0
     page_hashes: list[int] = field(default_factory=list)
+    lookup: object = None  # the scheduler's NgramIndex over token_ids (prompt-lookup drafts), made on first use
 
     def __post_init__(self) -> None:
         if not self.token_ids:

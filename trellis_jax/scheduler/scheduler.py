@@ -14,8 +14,16 @@ schedule():
      `prefill_saturation_tokens`) while the step's prompt tokens are below that saturation point. A request whose
      first uncached page another running request is computing right now is deferred one step: that
      page enters the tree as soon as it is filled, and the deferred request matches it then.
+  3. With `num_lookup_tokens`, while the step holds fewer than `lookup_max_step_tokens` tokens and has
+     sequence slots left, each greedy decode without penalties gets up to that many guessed tokens
+     (prompt lookup, lookup.py) as extra one-token rows ("<id>\\x00draft<i>") at the positions after it,
+     over the same pages (grown to cover them). Row i attends to the decode token and guesses < i, whose
+     KV the same step writes first, so its sampled token is the greedy successor of guess i.
 commit(): advances computed lengths, publishes every newly filled page to the tree, appends sampled
-  tokens, applies stop token ids / max_tokens / the context cap, releases finished requests.
+  tokens, applies stop token ids / max_tokens / the context cap, releases finished requests. A decode
+  with guesses keeps its own token, then each guess while the model's token before it equals it (and
+  the token that model then sampled after it): KV beyond the kept tokens is never published and is
+  overwritten by later steps.
 A request that cannot fit alone in the pool finishes with "length"; none ever leaks a page.
 """
 
@@ -28,14 +36,22 @@ from trellis_jax.cache import RadixCache
 from trellis_jax.scheduler.config import SchedulerConfig
 from trellis_jax.scheduler.inflight import InflightPrefixes
 from trellis_jax.scheduler.kv_manager import KVManager, pages_for
+from trellis_jax.scheduler.lookup import NgramIndex
 from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
 from trellis_jax.scheduler.policy import make_policy
 from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
 
 
+DRAFT_MARK = "\x00draft"  # request ids may not contain NUL, so a draft row's id never names a request
+
+
 class RequestRejected(ValueError):
     """The request can never run here (too long for the context cap or the KV pool)."""
+
+
+def draft_row_id(request_id: str, index: int) -> str:
+    return f"{request_id}{DRAFT_MARK}{index}"
 
 
 class Scheduler:
@@ -62,6 +78,8 @@ class Scheduler:
         """Queue a request; RequestRejected if it can never run, ValueError on a duplicate id."""
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
+        if "\x00" in request_id:
+            raise ValueError(f"request id {request_id!r} contains a NUL character")
         self.check_fits(request_id, prompt_token_ids)
         request = Request(request_id, list(prompt_token_ids), sampling, max_tokens, frozenset(stop_token_ids),
                           namespace or "", priority, next(self._arrivals))
@@ -108,18 +126,38 @@ class Scheduler:
                 step.add(self._work(request, n), self._prefill_tokens(request, n))
         if not step.preempted:
             self._admit(step)
+        if self.config.num_lookup_tokens:
+            self._add_drafts(step)
         self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
         return StepPlan(step.sequences())
 
     def commit(self, plan: StepPlan, outputs: StepOutputs) -> list[RequestEvent]:
         events, self._events = self._events, []
+        drafts: dict[str, list[SequenceWork]] = {}
+        for work in plan.sequences:
+            if DRAFT_MARK in work.request_id:
+                drafts.setdefault(work.request_id.split(DRAFT_MARK)[0], []).append(work)
         for work in plan.sequences:
             request = self.requests.get(work.request_id)
             if request is None or request.status is not RequestStatus.RUNNING or request.num_computed != work.start_pos:
-                continue  # finished or preempted since the plan was made
+                continue  # finished or preempted since the plan was made (draft rows name no request)
             self._advance(request, work)
             if work.sample:
                 events.append(self._append_token(request, outputs, work.request_id))
+                if work.request_id in drafts:
+                    events += self._accept_drafts(request, drafts[work.request_id], outputs)
+        return events
+
+    def _accept_drafts(self, request: Request, rows: list[SequenceWork], outputs: StepOutputs) -> list[RequestEvent]:
+        """Keep each guess (in order) while the token sampled before it equals it, and the token sampled
+        after it; the first disagreement drops the rest (their KV is past num_computed)."""
+        events = []
+        for row in rows:
+            if request.status is not RequestStatus.RUNNING or request.token_ids[-1] != row.token_ids[0]:
+                break
+            self._advance(request, row)
+            events.append(self._append_token(request, outputs, row.request_id))
+        self.stats.observe_drafts(len(rows), len(events))
         return events
 
     def _advance(self, request: Request, work: SequenceWork) -> None:
@@ -129,15 +167,16 @@ class Scheduler:
         if self.kv.prefix_cache_enabled:
             self.inflight.mark_computed(request, self.kv.publish(request))
 
-    def _append_token(self, request: Request, outputs: StepOutputs, request_id: str) -> RequestEvent:
-        if request_id not in outputs.tokens:
-            raise ValueError(f"runner returned no token for request {request_id!r} (sample=True)")
-        token = outputs.tokens[request_id]
+    def _append_token(self, request: Request, outputs: StepOutputs, row_id: str) -> RequestEvent:
+        """Append the token sampled for plan row `row_id` (the request's own row or one of its draft rows)."""
+        if row_id not in outputs.tokens:
+            raise ValueError(f"runner returned no token for row {row_id!r} (sample=True)")
+        token = outputs.tokens[row_id]
         request.token_ids.append(token.token_id)
         reason = self._stop_reason(request, token.token_id)
         if reason is not None:
             self._finish(request, reason, emit=False)
-        return RequestEvent(request_id, token, reason, request.num_cached_tokens or 0)
+        return RequestEvent(request.request_id, token, reason, request.num_cached_tokens or 0)
 
     def _stop_reason(self, request: Request, token_id: int) -> str | None:
         if token_id in request.stop_token_ids:
@@ -147,6 +186,44 @@ class Scheduler:
         if len(request.token_ids) >= self.config.max_model_len:
             return "length"
         return None
+
+    # ---- prompt-lookup drafts ---------------------------------------------------------------------
+    def _add_drafts(self, step: StepBuilder) -> None:
+        limit = self.config.lookup_max_step_tokens
+        for work in step.sequences():
+            room = min(limit - step.num_tokens, self.config.max_num_seqs - len(step), step.budget)
+            if room <= 0:
+                return
+            request = self.requests[work.request_id]
+            guesses = self._guesses(request, work, room)
+            if not guesses or not self._grow_for_drafts(request, work.kv_len + len(guesses)):
+                continue
+            for i, token in enumerate(guesses):
+                start = work.kv_len + i
+                step.add(SequenceWork(
+                    request_id=draft_row_id(work.request_id, i), token_ids=[token], start_pos=start,
+                    page_ids=request.page_ids[:pages_for(start + 1, self.config.page_size)], sample=True,
+                    sampling=work.sampling, rng_step=work.rng_step + 1 + i))
+
+    def _guesses(self, request: Request, work: SequenceWork, room: int) -> list[int]:
+        """Up to `room` guessed tokens after this decode, or [] when it may not speculate."""
+        if not (work.sample and len(work.token_ids) == 1 and _plain_greedy(request.sampling)):
+            return []
+        left = self.config.max_model_len - work.kv_len - 1  # the last guess's own sample must fit too
+        if request.max_tokens is not None:
+            left = min(left, request.max_tokens - request.num_output_tokens - 1)
+        if min(room, left, self.config.num_lookup_tokens) <= 0:
+            return []
+        if request.lookup is None:
+            request.lookup = NgramIndex()
+        return request.lookup.propose(request.token_ids, min(room, left, self.config.num_lookup_tokens))
+
+    def _grow_for_drafts(self, request: Request, kv_len: int) -> bool:
+        """Pages for the guesses, only from what running prefills will not need (a guess never preempts)."""
+        missing = pages_for(kv_len, self.config.page_size) - len(request.page_ids)
+        if missing > 0 and missing > self.kv.num_available_pages - self._pages_owed_to_prefills():
+            return False
+        return self.kv.grow(request, kv_len)
 
     # ---- admission --------------------------------------------------------------------------------
     def _admit(self, step: StepBuilder) -> None:
@@ -246,7 +323,7 @@ class Scheduler:
     def _work(self, request: Request, n: int) -> SequenceWork:
         start = request.num_computed
         s = request.sampling
-        penalized = s.presence_penalty != 0.0 or s.frequency_penalty != 0.0 or s.repetition_penalty != 1.0
+        penalized = _penalized(s)
         return SequenceWork(
             request_id=request.request_id,
             token_ids=request.token_ids[start:start + n],
@@ -258,3 +335,12 @@ class Scheduler:
             penalty_context=request.output_token_ids if penalized else [],
             prompt_token_ids=list(request.prompt_token_ids) if s.repetition_penalty != 1.0 else [],
         )
+
+
+def _penalized(s: SamplingArrays) -> bool:
+    return s.presence_penalty != 0.0 or s.frequency_penalty != 0.0 or s.repetition_penalty != 1.0
+
+
+def _plain_greedy(s: SamplingArrays) -> bool:
+    """Greedy without penalties: the next token depends only on the context, so guesses can be verified."""
+    return s.temperature == 0.0 and not _penalized(s)

@@ -18,6 +18,8 @@ class SchedulerStats:
     num_prefill_tokens_computed: int = 0  # computed positions inside the prompt (cache hits skip these)
     num_decode_tokens_computed: int = 0  # computed positions after the prompt (incl. recompute after preemption)
     peak_pages_in_use: int = 0
+    num_draft_tokens: int = 0  # tokens guessed by prompt lookup and verified in a step
+    num_accepted_draft_tokens: int = 0  # of those, the ones the model agreed with (kept)
 
     def observe_admitted(self, num_prompt_tokens: int, num_cached: int) -> None:
         self.num_admitted += 1
@@ -30,6 +32,10 @@ class SchedulerStats:
 
     def observe_pages(self, pages_in_use: int) -> None:
         self.peak_pages_in_use = max(self.peak_pages_in_use, pages_in_use)
+
+    def observe_drafts(self, num_verified: int, num_accepted: int) -> None:
+        self.num_draft_tokens += num_verified
+        self.num_accepted_draft_tokens += num_accepted
 
     @property
     def cache_hit_rate(self) -> float:
@@ -64,3 +70,10 @@ class StepBuilder:
 
     def sequences(self) -> list[SequenceWork]:
         return list(self._works.values())
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(work.token_ids) for work in self._works.values())
+
+    def __len__(self) -> int:
+        return len(self._works)

@@ -91,6 +91,10 @@ class EngineCollector:
         for name, doc, value in (
             ("trellis_preemptions", "Requests preempted (recompute)", scheduler.stats.num_preemptions),
             ("trellis_evicted_pages", "Cache pages evicted", stats.evicted_pages),
+            ("trellis_lookup_draft_tokens", "Tokens guessed by prompt lookup and verified",
+             scheduler.stats.num_draft_tokens),
+            ("trellis_lookup_accepted_tokens", "Guessed tokens the model agreed with (kept)",
+             scheduler.stats.num_accepted_draft_tokens),
         ):
             family = CounterMetricFamily(name, doc)
             family.add_metric([], float(value))
