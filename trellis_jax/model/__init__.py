@@ -8,12 +8,12 @@ Owns: `ModelConfig` (static, hashable), the params pytree layout (`params.py`), 
 from trellis_jax.model.config import ModelConfig
 from trellis_jax.model.forward import forward, jit_forward
 from trellis_jax.model.inputs import StepInputs, build_step_inputs, sequential_page_tables
-from trellis_jax.model.kv import KVPages, init_kv_pages, kv_pages_bytes
+from trellis_jax.model.kv import KVPages, copy_pages, init_kv_pages, kv_pages_bytes
 from trellis_jax.model.params import check_params, init_params, param_shapes
 from trellis_jax.model.rope import RopeScaling
 
 __all__ = [
     "ModelConfig", "RopeScaling", "KVPages", "StepInputs", "forward", "jit_forward", "init_kv_pages",
     "kv_pages_bytes", "build_step_inputs", "sequential_page_tables", "init_params", "check_params",
-    "param_shapes",
+    "param_shapes", "copy_pages",
 ]

@@ -2,7 +2,8 @@
 
 Contract (docs/CONTRACTS.md, "KV pages"): `KVPages(k, v)` is a NamedTuple pytree, each array
 [num_layers, num_kv_heads, num_pages, page_size, head_dim] in the model's dtype. Page 0 is the padding
-sink: the allocator never hands it out; padded tokens write there.
+sink: the allocator never hands it out; padded tokens write there. `copy_pages` copies whole pages (the
+radix cache's partial-page reuse: a request starts its page as a copy of a sibling's).
 """
 
 from __future__ import annotations
@@ -39,3 +40,11 @@ def init_kv_pages(config, num_pages: int, page_size: int, dtype: str | None = No
 def kv_pages_bytes(config, num_pages: int, page_size: int, dtype: str | None = None) -> int:
     """Device bytes `init_kv_pages` would allocate (K and V)."""
     return num_pages * page_size * config.kv_bytes_per_token(dtype)
+
+
+def copy_pages(kv: KVPages, src: jax.Array, dst: jax.Array, count: jax.Array) -> KVPages:
+    """kv with page dst[i] := page src[i] (every layer and head, K and V) for i < count; src and dst may be
+    padded past count (pallas_kernels.ragged_paged_attention.copy_pages: in place when kv is donated)."""
+    from pallas_kernels.ragged_paged_attention.copy_pages import copy_pages as copy
+
+    return KVPages(copy(kv.k, src, dst, count), copy(kv.v, src, dst, count))
