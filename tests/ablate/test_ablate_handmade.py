@@ -57,6 +57,13 @@ def test_last_prompt_token_is_always_computed():
     assert result.cached_tokens.tolist() == [0, 2]
 
 
+def test_partial_pages_count_the_tokens_a_sibling_page_shares():
+    # As above, with the engine's partial-page reuse: token 3 is copied from the cached page [3 4]
+    trace = trace_of([1, 2, 3, 4], [1, 2, 3, 4])
+    result = replay(trace, ReplayConfig(num_pages=16, page_size=2, partial_pages=True))
+    assert result.cached_tokens.tolist() == [0, 3]
+
+
 def test_next_turn_hits_the_previous_reply():
     # Turn 1: prompt 1..5, reply 6 7 8: KV of 1..7 (the last sampled token is never fed back) -> pages
     # [1 2][3 4][5 6] enter the tree. Turn 2: prompt 1..10, matched on 1..9 -> 3 pages = 6 tokens.

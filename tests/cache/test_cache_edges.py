@@ -208,3 +208,18 @@ def test_handle_of_another_cache_is_refused():
 def test_shared_namespaces_must_be_a_set_of_names():
     with pytest.raises(ValueError, match="shared_namespaces"):
         RadixCache(8, 2, shared_namespaces="public")
+
+
+def test_partial_page_is_the_sibling_sharing_the_most_leading_tokens():
+    cache = RadixCache(16, 4)
+    cached(cache, [1, 2, 3, 4, 5, 6, 9, 9])
+    cached(cache, [1, 2, 3, 4, 5, 6, 7, 9])
+    tokens = [1, 2, 3, 4, 5, 6, 7, 8]
+    m = cache.match(tokens)
+    before = cache.stats
+    partial = cache.partial_page(m.handle, tokens)
+    assert partial.num_tokens == 3 and partial.page_id == cache.match([1, 2, 3, 4, 5, 6, 7, 9]).page_ids[1]
+    assert cache.partial_page(m.handle, [1, 2, 3, 4, 8]) is None  # no sibling starts with 8
+    assert cache.partial_page(cache.match([]).handle, [1, 2]).num_tokens == 2  # from the root, few tokens left
+    assert before.hit_tokens == cache.stats.hit_tokens - 8  # only the two extra matches counted
+    cache.check_integrity()

@@ -115,3 +115,14 @@ def test_lookup_decoding_changes_the_steps_not_the_tokens(engines, loaded):
     assert [fast.generate(prompt, params)[0].token_ids for prompt in prompts] == expected
     assert fast.engine.scheduler.stats.num_accepted_draft_tokens > 0
     assert fast.engine.num_steps < plain.engine.num_steps
+
+
+def test_partial_page_copies_change_the_work_not_the_tokens(engines, loaded):
+    _, _, runner = engines
+    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)  # long enough to fill a second page
+    prompts = [SYSTEM + q for q in QUESTIONS[:6]]  # run one by one: each finds the earlier ones' pages
+    off = _fresh(loaded, runner, disable_radix_cache=True)
+    expected = [off.generate(p, params)[0].token_ids for p in prompts]
+    on = _fresh(loaded, runner)
+    assert [on.generate(p, params)[0].token_ids for p in prompts] == expected
+    assert on.engine.scheduler.stats.num_partial_page_tokens > 0

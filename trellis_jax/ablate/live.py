@@ -74,7 +74,8 @@ def live_replay(trace: Trace, llm) -> LiveResult:
 def sim_config_for(llm) -> ReplayConfig:
     """The simulator cell that mirrors the engine's cache: same usable pages, page size and policy."""
     cache = engine_cache(llm)
-    return ReplayConfig(num_pages=cache.num_pages - 1, page_size=cache.page_size, policy=cache.policy.name)
+    return ReplayConfig(num_pages=cache.num_pages - 1, page_size=cache.page_size, policy=cache.policy.name,
+                        partial_pages=True)
 
 
 def compare(trace: Trace, llm) -> Comparison:

@@ -3,6 +3,9 @@
 Each request goes through the cache exactly as the engine's scheduler drives it (``scheduler/kv_manager``):
 
     m = match(prompt[:-1], ns); lock(m)       at least one prompt token is always computed (its logits)
+    p = partial_page(m, prompt[:-1], ns)      with partial_pages: a sibling page starting with the next
+                                              tokens, locked while the prompt's own pages are allocated
+                                              (the engine copies it); its shared tokens count as hits
     own = alloc_pages(pages(kv_len) - |m|)    may evict unlocked leaves by the policy; kv_len below
     insert(kv tokens cut to whole pages, m.page_ids + own, ns)   duplicates are freed by the cache
     unlock(m); free_pages(own pages still private: the partial last page)
@@ -41,6 +44,9 @@ class ReplayConfig:
     window: int = 16
     max_batch: int = 1
     check_integrity: bool = False  # run cache.check_integrity() after every batch (tests)
+    # Also reuse the first tokens of a sibling's page, as the engine does (copied into the request's own
+    # page). Off by default: the optimal bound (optimal.py) and the policy grid count whole-page hits.
+    partial_pages: bool = False
 
     def __post_init__(self):
         if self.num_pages < 1 or self.page_size < 1 or self.max_batch < 1:
@@ -111,15 +117,53 @@ class _Simulator:
         tokens = np.concatenate([request.prompt, request.output[:max(request.output_len - 1, 0)]]).tolist()
         match = cache.match(tokens[:request.prompt_len - 1], request.namespace)
         cache.lock(match.handle)
-        need = -(-len(tokens) // self.config.page_size) - len(match.page_ids)
-        try:
-            own = cache.alloc_pages(need)
-        except OutOfPagesError:
-            cache.unlock(match.handle)
+        prompt_pages = -(-request.prompt_len // self.config.page_size) - len(match.page_ids)
+        source = self._partial_page_source(match, tokens[:request.prompt_len - 1], request)
+        copied = source.num_tokens if source is not None else 0
+        own = self._allocate(-(-len(tokens) // self.config.page_size) - len(match.page_ids), prompt_pages, match,
+                             source)
+        if own is None:
             return None
         self.peak_pages = max(self.peak_pages, self.config.num_pages - cache.num_free_pages)
-        self.cached[index] = match.num_cached_tokens
+        self.cached[index] = match.num_cached_tokens + copied
         return _Running(index, tokens, list(match.page_ids), match.handle, own)
+
+    def _allocate(self, need: int, prompt_pages: int, match, source) -> list[int] | None:
+        """The request's own pages, or None (every lock released) when the pool cannot hold them. With a
+        partial-page source, the prompt's pages come while it is locked (the engine's first step copies it,
+        then lets it go) and the output's after (the engine grows them while decoding)."""
+        cache, own = self.cache, []
+        first = min(need, prompt_pages) if source is not None else need
+        try:
+            own += cache.alloc_pages(first)
+            if source is not None:
+                cache.unlock(source.handle)
+                source = None
+            own += cache.alloc_pages(need - first)
+        except OutOfPagesError:
+            if source is not None:
+                cache.unlock(source.handle)
+            cache.unlock(match.handle)
+            if own:
+                cache.free_pages(own)
+            return None
+        return own
+
+    def _partial_page_source(self, match, tokens, request):
+        """As KVManager.acquire_partial_page: the sibling page to copy the next tokens from, locked, or None
+        (partial_pages off, no such page, or locking it would leave fewer evictable pages than the prompt
+        still needs)."""
+        cache = self.cache
+        source = cache.partial_page(match.handle, tokens, request.namespace) if self.config.partial_pages else None
+        if source is None:
+            return None
+        available = cache.num_free_pages + cache.num_evictable_pages
+        spare = available - (-(-request.prompt_len // self.config.page_size) - len(match.page_ids))
+        cache.lock(source.handle)
+        if available - (cache.num_free_pages + cache.num_evictable_pages) > spare:
+            cache.unlock(source.handle)
+            return None
+        return source
 
     def finish(self, run: _Running) -> None:
         cache, ps = self.cache, self.config.page_size

@@ -12,7 +12,7 @@ from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.integrity import IntegrityError
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, HeapPolicy, get_policy, policy_names, register_policy
-from trellis_jax.cache.radix_cache import InsertResult, MatchResult, RadixCache
+from trellis_jax.cache.radix_cache import InsertResult, MatchResult, PartialPage, RadixCache
 from trellis_jax.cache.stats import CacheStats
 
 # 16 tokens per page on GPU and CPU: ~2.7x less host work per request than page size 1 for a ~0.4 %
@@ -21,6 +21,6 @@ DEFAULT_PAGE_SIZE = 16
 
 __all__ = [
     "CacheStats", "DEFAULT_PAGE_SIZE", "EvictionPolicy", "HeapPolicy", "InsertResult", "IntegrityError",
-    "MatchResult", "OutOfPagesError", "PageAllocator", "RadixCache", "SHARED", "TreeNode", "get_policy",
+    "MatchResult", "OutOfPagesError", "PageAllocator", "PartialPage", "RadixCache", "SHARED", "TreeNode", "get_policy",
     "policy_names", "register_policy",
 ]

@@ -34,6 +34,10 @@ Methods (mutation / locking):
   ends in (so the handle covers exactly the matched pages) and refreshes access metadata on the path.
   Locks nothing: lock the handle before the next mutating call, or it may be evicted or trimmed.
 - ``peek(tokens, namespace="") -> int``: what match would return in tokens; mutates nothing.
+- ``partial_page(handle, tokens, namespace="") -> PartialPage(page_id, num_tokens, handle) | None``: after a
+  match ending at ``handle``, the tree page whose first tokens continue ``tokens`` furthest into the next
+  page (a sibling branch's first page). The caller copies those positions into a private page, locking
+  the returned handle until the copy is done; so a request reuses part of a page. Mutates nothing.
 - ``lock(handle)`` / ``unlock(handle)``: +1 / -1 reference count on every node from handle to root. The
   root handle (nothing cached) is a no-op. Unlocking below zero or using an evicted handle: ValueError.
 - ``insert(tokens, page_ids, namespace="", priority=None) -> InsertResult(num_present_tokens, page_ids,
@@ -72,7 +76,7 @@ from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
 from trellis_jax.cache.stats import CacheStats, Counters
-from trellis_jax.cache.tree import longest_match, path_pages, split
+from trellis_jax.cache.tree import best_partial_child, longest_match, path_pages, split
 from trellis_jax.cache.validate import check_private, insert_args, is_alternate_copy
 
 
@@ -80,6 +84,12 @@ class MatchResult(NamedTuple):
     num_cached_tokens: int
     page_ids: list[int]
     handle: TreeNode
+
+
+class PartialPage(NamedTuple):
+    page_id: int  # a tree page whose first num_tokens tokens continue the match
+    num_tokens: int  # 1 .. page_size - 1 (or the tokens left, if fewer)
+    handle: TreeNode  # the node holding page_id first: lock it while the page is being copied
 
 
 class InsertResult(NamedTuple):
@@ -167,6 +177,28 @@ class RadixCache:
         self._counters.miss_tokens += len(tokens) - matched
         self._touch(node, hit=True)
         return MatchResult(matched, path_pages(node, len(node.pages)), node)
+
+    def partial_page(self, handle: TreeNode, tokens: Sequence[int], namespace: str = "") -> PartialPage | None:
+        """The cached page that continues a match ending at ``handle`` furthest into its next page.
+
+        ``tokens`` are the tokens ``match`` was given; the match covered ``handle.depth`` of them. Looks at
+        the first page of every child of ``handle`` visible to ``namespace`` and returns the one sharing the
+        longest prefix with tokens[depth : depth + page_size], or None (no child shares a token, the cache is
+        off, or no tokens are left). Whole pages only enter the tree, so this is how a request reuses part of
+        a page: the caller copies that page's first num_tokens positions into a private page of its own,
+        holding a lock on ``handle`` until the copy is done. Mutates nothing.
+        """
+        if not self.enabled:
+            return None
+        if handle is not self._root:
+            self._check_alive(handle)
+        depth = handle.depth
+        want = tuple(tokens[depth:depth + self.page_size])
+        found = best_partial_child(handle, want, self._owner(namespace), self.page_size, bool(self.shared_namespaces))
+        if found is None:
+            return None
+        child, length = found
+        return PartialPage(child.pages[0], length, child)
 
     def peek(self, tokens: Sequence[int], namespace: str = "") -> int:
         """Cached tokens ``match`` would return, without mutating anything (no split, access or stats).

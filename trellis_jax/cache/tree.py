@@ -75,6 +75,28 @@ def longest_match(root: TreeNode, key: tuple, owner, page_size: int, has_shared:
     return best
 
 
+def best_partial_child(node: TreeNode, want: tuple, owner, page_size: int, has_shared: bool):
+    """(child, tokens) for the child of ``node`` visible to ``owner`` whose first page starts with the longest
+    prefix of ``want`` (at most one page of tokens), or None when no child shares even the first token.
+
+    Visible children follow ``longest_match``'s rule: the owner's own, plus shared ones while the path is
+    still shared (``node`` is the root or a shared node).
+    """
+    if not want:
+        return None
+    shared_ok = has_shared and owner is not SHARED and (node.parent is None or node.owner is SHARED)
+    best, best_len = None, 0
+    for (child_owner, first_page), child in node.children.items():
+        if first_page[0] != want[0] or not (child_owner == owner or (shared_ok and child_owner is SHARED)):
+            continue
+        length = 1
+        while length < len(want) and length < page_size and first_page[length] == want[length]:
+            length += 1
+        if length > best_len:
+            best, best_len = child, length
+    return (best, best_len) if best is not None else None
+
+
 def path_pages(node: TreeNode, pages_in_node: int) -> list[int]:
     """Page ids from the root down to ``node``, keeping only the first ``pages_in_node`` of ``node``."""
     chunks = [node.pages[:pages_in_node]]

@@ -1,9 +1,9 @@
 """Fakes for host-side tests of the scheduler, engine and server: outputs computable by hand.
 
 `FakeRunner` honours the StepPlan contract like the real runner: it keeps a fake KV pool (one token id
-per slot), writes every new token at `page_ids[pos // page_size]`, and in mode "sum" computes the next
-token from the context it *reads back through the page table*, so a wrong page (a cache bug) changes the
-output. Formulas (V = vocab_size):
+per slot), applies the plan's page_copies first, writes every new token at `page_ids[pos // page_size]`,
+and in mode "sum" computes the next token from the context it *reads back through the page table*, so a
+wrong page or a wrong copy (a cache bug) changes the output. Formulas (V = vocab_size):
   "sum":       next = (sum of the sequence's tokens at positions 0 .. kv_len-1) % V
   "increment": next = (last token + 1) % V
 With temperature > 0 a seeded offset is added: random.Random(f"{seed}:{rng_step}").randrange(V).
@@ -31,12 +31,21 @@ class FakeRunner:
         self.max_num_tokens, self.max_num_seqs = max_num_tokens, max_num_seqs
         self.kv: dict[int, int] = {}  # slot (page * page_size + offset) -> token id
         self.num_steps = 0
+        self.num_page_copies = 0
         self.num_tokens_computed = 0
         self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
         self.last_engine = None  # as Runner: the engine whose step last wrote the pages
 
     def run(self, plan: StepPlan) -> StepOutputs:
         self._check(plan)
+        for src, dst in plan.page_copies:  # before any write, as the real runner
+            for offset in range(self.page_size):
+                slot = src * self.page_size + offset
+                if slot in self.kv:
+                    self.kv[dst * self.page_size + offset] = self.kv[slot]
+                else:
+                    self.kv.pop(dst * self.page_size + offset, None)
+        self.num_page_copies += len(plan.page_copies)
         self.num_steps += 1
         self.num_tokens_computed += plan.num_tokens
         tokens = {}

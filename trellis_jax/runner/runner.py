@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pallas_kernels.layer_matmul import native_available as native_matmul_available, native_max_rows
 from pallas_kernels.layer_matmul_bf16 import native_available as native_bf16_matmul_available
 from trellis_jax.model.config import KV_DTYPES
-from trellis_jax.model.kv import init_kv_pages
+from trellis_jax.model.kv import copy_pages, init_kv_pages
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.kv_pool import size_kv_pool
@@ -128,6 +128,7 @@ class Runner:
         self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs, self.unroll_layers),
                                     donate_argnums=(1,))
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
+        self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
         self.num_compilations = 0
         self.compile_seconds = 0.0
@@ -170,8 +171,25 @@ class Runner:
             for future in as_completed(futures):
                 self._store(futures[future], future.result())
                 bar.update()
+        self._page_copier()
         self.compile_seconds += time.perf_counter() - start
         return time.perf_counter() - start
+
+    def _page_copier(self) -> jax.stages.Compiled:
+        """copy_pages compiled once for max_num_seqs copies (a step admits at most that many requests)."""
+        if self._copier is None:
+            index = jax.ShapeDtypeStruct((self.max_num_seqs,), jnp.int32)
+            count = jax.ShapeDtypeStruct((), jnp.int32)
+            self._copier = jax.jit(copy_pages, donate_argnums=(0,)).lower(self._kv, index, index, count).compile()
+        return self._copier
+
+    def _copy_pages(self, copies: list[tuple[int, int]]) -> None:
+        if len(copies) > self.max_num_seqs or any(not 0 < p < self.num_pages for pair in copies for p in pair):
+            raise ValueError(f"page copies must be at most {self.max_num_seqs} pairs of pages in 1..{self.num_pages - 1}, "
+                             f"got {copies}")
+        src, dst = np.zeros(self.max_num_seqs, np.int32), np.zeros(self.max_num_seqs, np.int32)
+        src[:len(copies)], dst[:len(copies)] = zip(*copies)
+        self._kv = self._page_copier()(self._kv, src, dst, np.int32(len(copies)))
 
     def _lower(self, bucket: Bucket) -> jax.stages.Lowered:
         return self._jitted_step.lower(self.params, self._kv, *abstract_inputs(bucket, self.config.vocab_size))
@@ -204,6 +222,8 @@ class Runner:
                       vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
                       max_context_len=self.max_context_len)
         executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
+        if plan.page_copies:  # after pack validated the plan, before the step reads the pages
+            self._copy_pages(plan.page_copies)
         outputs, self._kv = executable(self.params, self._kv, *self._inputs(packed))
         return _step_outputs(packed, jax.device_get(outputs))
 

@@ -5,6 +5,10 @@ The only scheduler module that talks to the cache. With the prefix cache disable
 
     acquire_prefix(req)   match req.token_ids[:-1] and lock it (at least one token is always computed:
                           its logits give the next token); sets page_ids/num_computed
+    acquire_partial_page(req, spare)  where a tree page of a sibling branch starts with the next tokens,
+                          take the next private page as its copy (req.page_copy; the source locked in
+                          req.copy_lock) and count those positions as computed
+    copy_done(req)        the step has copied: unlock the source
     grow(req, kv_len)     private pages so that page_ids cover kv_len positions (evicts if needed)
     publish(req)          insert every page filled since the last call; swap to the canonical pages,
                           move the lock to the new handle
@@ -46,7 +50,7 @@ class KVManager:
         return self.cache.peek(tokens[:len(tokens) - 1], namespace)
 
     def acquire_prefix(self, request: Request) -> int:
-        """Match and lock the request's cached prefix; returns the number of cached tokens."""
+        """Match and lock the request's cached prefix (whole pages); returns the number of cached tokens."""
         tokens = request.token_ids
         match = self.cache.match(tokens[:len(tokens) - 1], request.namespace or "")
         self.cache.lock(match.handle)
@@ -55,6 +59,36 @@ class KVManager:
         request.num_tree_pages = len(match.page_ids)
         request.num_computed = match.num_cached_tokens
         return match.num_cached_tokens
+
+    def acquire_partial_page(self, request: Request, spare_pages: int) -> int:
+        """After acquire_prefix: where a tree page of a sibling branch starts with the request's next tokens,
+        take the request's next page now as a copy of it (request.page_copy, the source locked in
+        request.copy_lock) and return the positions it saves; 0 when none shares a token, or when locking
+        the source would take more than `spare_pages` pages out of what allocations can evict."""
+        tokens = request.token_ids[:len(request.token_ids) - 1]
+        partial = self.cache.partial_page(request.handle, tokens, request.namespace or "")
+        if partial is None:
+            return 0
+        available = self.num_available_pages
+        self.cache.lock(partial.handle)  # before allocating: eviction must not take the source
+        if available - self.num_available_pages > spare_pages:
+            self.cache.unlock(partial.handle)
+            return 0
+        try:
+            own = self.cache.alloc_pages(1)[0]
+        except OutOfPagesError:
+            self.cache.unlock(partial.handle)
+            return 0
+        request.page_ids.append(own)
+        request.page_copy, request.copy_lock = (partial.page_id, own), partial.handle
+        request.num_computed += partial.num_tokens
+        return partial.num_tokens
+
+    def copy_done(self, request: Request) -> None:
+        """The step that copied request.page_copy has run: the source may be evicted again."""
+        if request.copy_lock is not None:
+            self.cache.unlock(request.copy_lock)
+        request.page_copy, request.copy_lock = None, None
 
     def grow(self, request: Request, kv_len: int) -> bool:
         """Allocate private pages until page_ids cover kv_len positions; False (nothing changed) if short."""
@@ -83,6 +117,7 @@ class KVManager:
 
     def release(self, request: Request) -> None:
         """Give back everything the request holds: unlock its tree path, free its private pages."""
+        self.copy_done(request)
         if request.handle is not None:
             self.cache.unlock(request.handle)
         private = request.page_ids[request.num_tree_pages:]

@@ -63,9 +63,15 @@ class SequenceWork:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """All work of one step: prefill chunks and decodes mixed in one ragged batch."""
+    """All work of one step: prefill chunks and decodes mixed in one ragged batch.
+
+    `page_copies` (src, dst): before computing, copy every position of page src into page dst (all
+    layers, K and V). A newly admitted request reuses the first tokens of a cached page that way; its
+    work then starts after them, and positions past them are overwritten or never read.
+    """
 
     sequences: list[SequenceWork]
+    page_copies: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

@@ -6,7 +6,9 @@ Page ownership of a running request (page_size S, cached/computed positions):
                [0 .............. num_tree_pages) [num_tree_pages ........ len(page_ids))
     positions: pages cover 0 .. len(page_ids)*S - 1; KV is valid for positions < num_computed.
 
-A waiting request holds no pages and no lock. `token_ids` = prompt + generated tokens; the last
+Right after admission the first private page may start with positions copied from a tree page that a
+sibling branch filled (`page_copy`, kv_manager.py); the step that runs first copies them, and until its
+commit the source stays locked (`copy_lock`). A waiting request holds no pages and no lock. `token_ids` = prompt + generated tokens; the last
 generated token has no KV yet (it is the next step's input).
 """
 
@@ -55,6 +57,8 @@ class Request:
     num_preemptions: int = 0
     page_hashes: list[int] = field(default_factory=list)
     lookup: object = None  # the scheduler's NgramIndex over token_ids (prompt-lookup drafts), made on first use
+    page_copy: tuple[int, int] | None = None  # (tree page, own page) to copy before this step computes (see kv_manager)
+    copy_lock: object = None  # the tree handle locked until that copy has run
 
     def __post_init__(self) -> None:
         if not self.token_ids:

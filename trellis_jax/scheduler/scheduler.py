@@ -13,7 +13,9 @@ schedule():
      slots and pages (free + evictable minus what running prefills still need) allow, and (with
      `prefill_saturation_tokens`) while the step's prompt tokens are below that saturation point. A request whose
      first uncached page another running request is computing right now is deferred one step: that
-     page enters the tree as soon as it is filled, and the deferred request matches it then.
+     page enters the tree as soon as it is filled, and the deferred request matches it then. An
+     admitted request whose next page starts like a cached sibling page gets those positions copied
+     into its first private page by the step (`StepPlan.page_copies`) and computes only the rest.
   3. With `num_lookup_tokens`, while the step holds fewer than `lookup_max_step_tokens` tokens and has
      sequence slots left, each greedy decode without penalties gets up to that many guessed tokens
      (prompt lookup, lookup.py) as extra one-token rows ("<id>\\x00draft<i>") at the positions after it,
@@ -129,10 +131,13 @@ class Scheduler:
         if self.config.num_lookup_tokens:
             self._add_drafts(step)
         self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
-        return StepPlan(step.sequences())
+        copies = [r.page_copy for r in self.running if r.page_copy is not None]  # admitted in this step
+        return StepPlan(step.sequences(), copies)
 
     def commit(self, plan: StepPlan, outputs: StepOutputs) -> list[RequestEvent]:
         events, self._events = self._events, []
+        for request in self.running:
+            self.kv.copy_done(request)  # the step copied every pending page (all were admitted in it)
         drafts: dict[str, list[SequenceWork]] = {}
         for work in plan.sequences:
             if DRAFT_MARK in work.request_id:
@@ -253,9 +258,15 @@ class Scheduler:
         if self.kv.prefix_cache_enabled and self.inflight.blocks(request, cached):
             self.kv.release(request)
             return True
-        if total_pages - len(request.page_ids) > self.kv.num_available_pages - self._pages_owed_to_prefills():
+        spare = self.kv.num_available_pages - self._pages_owed_to_prefills() - (total_pages - len(request.page_ids))
+        if spare < 0:
             self.kv.release(request)
             return False
+        if self.kv.prefix_cache_enabled:
+            copied = self.kv.acquire_partial_page(request, spare)
+            cached += copied
+            if request.num_cached_tokens is None:  # first admission: counted with the cached prompt tokens
+                self.stats.num_partial_page_tokens += copied
         n = min(request.num_to_compute, step.budget)
         if not self.kv.grow(request, request.num_computed + n):
             self.kv.release(request)

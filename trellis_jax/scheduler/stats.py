@@ -15,6 +15,7 @@ class SchedulerStats:
     num_admitted: int = 0
     num_prompt_tokens: int = 0
     num_cached_prompt_tokens: int = 0  # prompt tokens found in the tree at first admission
+    num_partial_page_tokens: int = 0  # of those, tokens copied from a sibling's page (partial-page reuse)
     num_prefill_tokens_computed: int = 0  # computed positions inside the prompt (cache hits skip these)
     num_decode_tokens_computed: int = 0  # computed positions after the prompt (incl. recompute after preemption)
     peak_pages_in_use: int = 0
