@@ -1,8 +1,10 @@
 """RadixCache: the RadixAttention prefix cache over page ids (pure host Python, single-threaded).
 
 Keys are token ids at page granularity: only whole pages enter the tree; a request's partial last page
-stays private to it. The cache owns a ``PageAllocator`` (page 0 is the padding sink, never handed out).
-Every page id is in exactly one state:
+stays private to it. A later request can still reuse the first tokens of a cached page: ``partial_page``
+names the sibling page to copy them from (the scheduler does the copy through the runner). The cache
+owns a ``PageAllocator`` (page 0 is the padding sink, never handed out). Every page id is in exactly one
+state:
 
     free       on the allocator's free list
     private    allocated, not in the tree: owned by one request (its uncached suffix, its partial page)
