@@ -64,3 +64,22 @@ def test_cache_off_copies_nothing(harness):
     h.add("b", SYSTEM + [70, 71], max_tokens=1)
     h.run()
     assert h.runner.num_page_copies == 0
+
+
+def test_a_finished_requests_last_partial_page_starts_the_next_turn(harness):
+    h = harness()
+    h.add("turn1", SYSTEM, max_tokens=1)  # 10 positions computed: 2 whole pages and 2 tokens of a third
+    h.run()
+    turn2 = h.add("turn2", SYSTEM + [99, 98], max_tokens=2)
+    h.run()
+    assert turn2.num_cached_tokens == 10 and h.runner.num_page_copies == 1
+    assert h.finished["turn2"][0] == sum_oracle(SYSTEM + [99, 98], 2)
+    assert h.all_pages_back()
+
+
+def test_a_cached_tail_page_is_never_a_whole_page_match(harness):
+    h = harness()
+    h.add("a", [1, 2, 3, 4, 5, 6], max_tokens=1)  # tail page: 5 6 + padding
+    h.run()
+    assert h.cache.match([1, 2, 3, 4, 5, 6, 7, 8], "").num_cached_tokens == 4
+    assert h.cache.num_evictable_pages == 2  # the whole page and the tail page

@@ -7,6 +7,8 @@ Each request goes through the cache exactly as the engine's scheduler drives it 
                                               tokens, locked while the prompt's own pages are allocated
                                               (the engine copies it); its shared tokens count as hits
     own = alloc_pages(pages(kv_len) - |m|)    may evict unlocked leaves by the policy; kv_len below
+    (with partial_pages, at the end the partly filled last page enters the tree too, its key padded with
+    TAIL_PAD, as the engine's KVManager.cache_tail_page does)
     insert(kv tokens cut to whole pages, m.page_ids + own, ns)   duplicates are freed by the cache
     unlock(m); free_pages(own pages still private: the partial last page)
 
@@ -33,6 +35,7 @@ import numpy as np
 from trellis_jax.ablate.queueing import ServerModel, WaitingQueue
 from trellis_jax.ablate.trace import Trace, TraceRequest
 from trellis_jax.cache import EvictionPolicy, OutOfPagesError, RadixCache, get_policy
+from trellis_jax.scheduler.kv_manager import TAIL_PAD
 
 
 @dataclass(frozen=True)
@@ -170,10 +173,15 @@ class _Simulator:
         full = len(run.tokens) // ps
         new_full = full - len(run.match_pages)
         private = run.own_pages
+        namespace = self.trace.requests[run.index].namespace
         if new_full > 0:
-            cache.insert(run.tokens[:full * ps], run.match_pages + run.own_pages[:new_full],
-                         self.trace.requests[run.index].namespace)
+            cache.insert(run.tokens[:full * ps], run.match_pages + run.own_pages[:new_full], namespace)
             private = run.own_pages[new_full:]
+        valid = len(run.tokens) - full * ps
+        if self.config.partial_pages and valid and private:  # as KVManager.cache_tail_page
+            cache.insert(run.tokens + [TAIL_PAD] * (ps - valid), run.match_pages + run.own_pages[:new_full + 1],
+                         namespace)
+            private = private[1:]
         cache.unlock(run.handle)
         if private:
             cache.free_pages(private)

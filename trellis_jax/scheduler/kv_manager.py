@@ -9,6 +9,7 @@ The only scheduler module that talks to the cache. With the prefix cache disable
                           take the next private page as its copy (req.page_copy; the source locked in
                           req.copy_lock) and count those positions as computed
     copy_done(req)        the step has copied: unlock the source
+    release(req, keep_tail)  at the end: the partly filled last page may enter the tree (cache_tail_page)
     grow(req, kv_len)     private pages so that page_ids cover kv_len positions (evicts if needed)
     publish(req)          insert every page filled since the last call; swap to the canonical pages,
                           move the lock to the new handle
@@ -21,6 +22,9 @@ from collections.abc import Sequence
 
 from trellis_jax.cache import OutOfPagesError, RadixCache
 from trellis_jax.scheduler.request import Request
+
+
+TAIL_PAD = -1  # fills a cached tail page's key past its valid tokens; token ids are never negative
 
 
 def pages_for(num_tokens: int, page_size: int) -> int:
@@ -84,6 +88,19 @@ class KVManager:
         request.num_computed += partial.num_tokens
         return partial.num_tokens
 
+    def cache_tail_page(self, request: Request) -> None:
+        """Insert the page holding the request's last positions past its whole pages, keyed by those tokens
+        padded with TAIL_PAD (no real token: a whole-page match never enters it), so that a later request
+        starting the same way can copy them (acquire_partial_page): the next chat turn re-sends this
+        turn's prompt, and an agent's forks this transcript. Needs every whole page published."""
+        ps, full = self.page_size, request.num_computed // self.page_size
+        valid = request.num_computed - full * ps
+        if not self.cache.enabled or valid == 0 or full != request.num_tree_pages or len(request.page_ids) <= full:
+            return
+        tokens = request.token_ids[:request.num_computed] + [TAIL_PAD] * (ps - valid)
+        self.cache.insert(tokens, request.page_ids[:full + 1], request.namespace or "")
+        request.num_tree_pages = full + 1  # tree-owned now (or freed by insert as a duplicate): not private
+
     def copy_done(self, request: Request) -> None:
         """The step that copied request.page_copy has run: the source may be evicted again."""
         if request.copy_lock is not None:
@@ -115,9 +132,13 @@ class KVManager:
         request.num_tree_pages = full_pages
         return full_pages
 
-    def release(self, request: Request) -> None:
-        """Give back everything the request holds: unlock its tree path, free its private pages."""
+    def release(self, request: Request, keep_tail: bool = False) -> None:
+        """Give back everything the request holds: unlock its tree path, free its private pages. With
+        `keep_tail` (a request that ran to its end), its last, partly filled page enters the tree first
+        (cache_tail_page)."""
         self.copy_done(request)
+        if keep_tail:
+            self.cache_tail_page(request)
         if request.handle is not None:
             self.cache.unlock(request.handle)
         private = request.page_ids[request.num_tree_pages:]

@@ -322,7 +322,7 @@ class Scheduler:
         if request.status is RequestStatus.RUNNING:
             self.running.remove(request)
             self.inflight.release(request)
-            self.kv.release(request)
+            self.kv.release(request, keep_tail=True)  # its last partial page may start a later prompt
         else:
             self.waiting.pop(request.request_id, None)
         request.status = RequestStatus.FINISHED
