@@ -1,10 +1,10 @@
 """RadixCache: the RadixAttention prefix cache over page ids (pure host Python, single-threaded).
 
-Keys are token ids at page granularity: only whole pages enter the tree; a request's partial last page
-stays private to it. A later request can still reuse the first tokens of a cached page: ``partial_page``
-names the sibling page to copy them from (the scheduler does the copy through the runner; it also caches
-a finished request's last, partly filled page under a key padded with -1, which only partial_page can
-use). The cache
+Keys are token ids at page granularity: only whole pages enter the tree; a running request's partial
+last page stays private to it. A later request can still reuse the first tokens of a cached page:
+``partial_page`` names the sibling page to copy them from (the scheduler does the copy through the
+runner). The scheduler also inserts a finished request's last, partly filled page under a key padded
+with -1 (no token id), which a whole-page match never enters and only ``partial_page`` uses. The cache
 owns a ``PageAllocator`` (page 0 is the padding sink, never handed out). Every page id is in exactly one
 state:
 
