@@ -52,7 +52,7 @@ class EngineConfig:
     schedule_policy: str = "lpm"
     prefill_saturation_tokens: int | None = None  # None: off (admit prefills while the budget lasts)
     num_lookup_tokens: int = 0  # prompt-lookup speculative decoding for greedy requests (0: off)
-    lookup_max_step_tokens: int = 8  # guesses only ride in steps of fewer tokens (CPU: up to ~8 rows cost ~1)
+    lookup_max_step_tokens: int = 8  # guesses only join steps of fewer tokens (here 8 rows cost ~1.1x one row)
     disable_radix_cache: bool = False
     shared_namespaces: tuple[str, ...] = ()
     deterministic: bool = False

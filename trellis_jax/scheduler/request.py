@@ -6,10 +6,11 @@ Page ownership of a running request (page_size S, cached/computed positions):
                [0 .............. num_tree_pages) [num_tree_pages ........ len(page_ids))
     positions: pages cover 0 .. len(page_ids)*S - 1; KV is valid for positions < num_computed.
 
-Right after admission the first private page may start with positions copied from a tree page that a
-sibling branch filled (`page_copy`, kv_manager.py); the step that runs first copies them, and until its
-commit the source stays locked (`copy_lock`). A waiting request holds no pages and no lock. `token_ids` = prompt + generated tokens; the last
-generated token has no KV yet (it is the next step's input).
+Right after admission the first private page may start with positions copied from a tree page (a
+sibling branch's, or an earlier request's cached last page: `page_copy`, kv_manager.py); the first step
+copies them, and until its commit the source stays locked (`copy_lock`). A waiting request holds no
+pages and no lock. `token_ids` = prompt + generated tokens; the last generated token has no KV yet (it
+is the next step's input).
 """
 
 from __future__ import annotations
