@@ -135,7 +135,8 @@ def test_metrics_count_requests_and_tokens(client, fake_server):
                  'trellis_scheduler_requests{state="waiting"}', "trellis_prefix_cache_hits_tokens_total",
                  "trellis_prefill_flops_saved_total", "trellis_preemptions_total", "trellis_evicted_pages_total",
                  "trellis_compilations_total", "trellis_e2e_request_latency_seconds_count",
-                 "trellis_lookup_draft_tokens_total", "trellis_lookup_accepted_tokens_total"):
+                 "trellis_lookup_draft_tokens_total", "trellis_lookup_accepted_tokens_total",
+                 "trellis_prefix_cache_partial_page_tokens_total"):
         assert name in after, name
 
 

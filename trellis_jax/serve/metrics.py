@@ -91,6 +91,8 @@ class EngineCollector:
         for name, doc, value in (
             ("trellis_preemptions", "Requests preempted (recompute)", scheduler.stats.num_preemptions),
             ("trellis_evicted_pages", "Cache pages evicted", stats.evicted_pages),
+            ("trellis_prefix_cache_partial_page_tokens", "Cached prompt tokens copied from part of a cached page",
+             scheduler.stats.num_partial_page_tokens),
             ("trellis_lookup_draft_tokens", "Tokens guessed by prompt lookup and verified",
              scheduler.stats.num_draft_tokens),
             ("trellis_lookup_accepted_tokens", "Guessed tokens the model agreed with (kept)",
