@@ -35,7 +35,7 @@ import numpy as np
 from trellis_jax.ablate.queueing import ServerModel, WaitingQueue
 from trellis_jax.ablate.trace import Trace, TraceRequest
 from trellis_jax.cache import EvictionPolicy, OutOfPagesError, RadixCache, get_policy
-from trellis_jax.scheduler.kv_manager import TAIL_PAD
+from trellis_jax.scheduler.kv_manager import TAIL_PAD, lock_partial_source
 
 
 @dataclass(frozen=True)
@@ -160,13 +160,9 @@ class _Simulator:
         source = cache.partial_page(match.handle, tokens, request.namespace) if self.config.partial_pages else None
         if source is None:
             return None
-        available = cache.num_free_pages + cache.num_evictable_pages
-        spare = available - (-(-request.prompt_len // self.config.page_size) - len(match.page_ids))
-        cache.lock(source.handle)
-        if available - (cache.num_free_pages + cache.num_evictable_pages) > spare:
-            cache.unlock(source.handle)
-            return None
-        return source
+        needed = -(-request.prompt_len // self.config.page_size) - len(match.page_ids)
+        spare = cache.num_free_pages + cache.num_evictable_pages - needed
+        return source if lock_partial_source(cache, source, spare) else None
 
     def finish(self, run: _Running) -> None:
         cache, ps = self.cache, self.config.page_size

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from trellis_jax.scheduler.config import SCHEDULE_POLICIES
+from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
 # None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
 # engine API keeps out of its import (tests/scheduler); tests/serve checks the two lists agree.
@@ -67,17 +67,9 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")
-        saturation = self.prefill_saturation_tokens
-        bad = isinstance(saturation, bool) or not isinstance(saturation, int) or saturation < 1
-        if saturation is not None and bad:
-            raise ValueError(f"EngineConfig.prefill_saturation_tokens must be a positive int or None (off), "
-                             f"got {saturation!r}")
-        lookup = self.num_lookup_tokens
-        if isinstance(lookup, bool) or not isinstance(lookup, int) or lookup < 0:
-            raise ValueError(f"EngineConfig.num_lookup_tokens must be an int >= 0 (0: off), got {lookup!r}")
+            check_int(self, name, minimum=1)
+        check_int(self, "prefill_saturation_tokens", minimum=1, optional=True)
+        check_int(self, "num_lookup_tokens", minimum=0)
         if self.max_num_seqs > self.max_num_batched_tokens:
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.ragged_paged_attention.copy_pages import copy_pages as copy_page_slices
+
 
 class KVPages(NamedTuple):
     k: jax.Array  # [L, Hkv, P, S, D]
@@ -45,6 +47,4 @@ def kv_pages_bytes(config, num_pages: int, page_size: int, dtype: str | None = N
 def copy_pages(kv: KVPages, src: jax.Array, dst: jax.Array, count: jax.Array) -> KVPages:
     """kv with page dst[i] := page src[i] (every layer and head, K and V) for i < count; src and dst may be
     padded past count (pallas_kernels.ragged_paged_attention.copy_pages: in place when kv is donated)."""
-    from pallas_kernels.ragged_paged_attention.copy_pages import copy_pages as copy
-
-    return KVPages(copy(kv.k, src, dst, count), copy(kv.v, src, dst, count))
+    return KVPages(copy_page_slices(kv.k, src, dst, count), copy_page_slices(kv.v, src, dst, count))

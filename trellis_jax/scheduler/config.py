@@ -7,6 +7,17 @@ from dataclasses import dataclass
 SCHEDULE_POLICIES = ("lpm", "lpm-window", "dfs-weight", "fcfs", "priority")
 
 
+def check_int(config, name: str, *, minimum: int, optional: bool = False) -> None:
+    """ValueError unless config.<name> is an int >= minimum (not a bool), or None where `optional`."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{type(config).__name__}.{name} must be {kind}{' or None (off)' if optional else ''}, "
+                         f"got {value!r}")
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """page_size: tokens per KV page. max_num_seqs: sequences per step. max_num_batched_tokens: the
@@ -39,16 +50,8 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "lpm_window",
                      "lookup_max_step_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SchedulerConfig.{name} must be a positive int, got {value!r}")
-        lookup = self.num_lookup_tokens
-        if isinstance(lookup, bool) or not isinstance(lookup, int) or lookup < 0:
-            raise ValueError(f"SchedulerConfig.num_lookup_tokens must be an int >= 0 (0: off), got {lookup!r}")
-        saturation = self.prefill_saturation_tokens
-        bad = isinstance(saturation, bool) or not isinstance(saturation, int) or saturation < 1
-        if saturation is not None and bad:
-            raise ValueError(f"SchedulerConfig.prefill_saturation_tokens must be a positive int or None, "
-                             f"got {saturation!r}")
+            check_int(self, name, minimum=1)
+        check_int(self, "num_lookup_tokens", minimum=0)
+        check_int(self, "prefill_saturation_tokens", minimum=1, optional=True)
         if self.schedule_policy not in SCHEDULE_POLICIES:
             raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")

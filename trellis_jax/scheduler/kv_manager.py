@@ -31,6 +31,18 @@ def pages_for(num_tokens: int, page_size: int) -> int:
     return -(-num_tokens // page_size)
 
 
+def lock_partial_source(cache: RadixCache, partial, spare_pages: int) -> bool:
+    """Lock the page a request will copy (before allocating: eviction must not take it), unless that takes
+    more than `spare_pages` pages out of what allocations can evict; True if it is locked. The ablation
+    replay uses it too, so the simulator decides as the engine does."""
+    available = cache.num_free_pages + cache.num_evictable_pages
+    cache.lock(partial.handle)
+    if available - (cache.num_free_pages + cache.num_evictable_pages) > spare_pages:
+        cache.unlock(partial.handle)
+        return False
+    return True
+
+
 class KVManager:
     def __init__(self, cache: RadixCache) -> None:
         self.cache = cache
@@ -73,10 +85,7 @@ class KVManager:
         partial = self.cache.partial_page(request.handle, tokens, request.namespace or "")
         if partial is None:
             return 0
-        available = self.num_available_pages
-        self.cache.lock(partial.handle)  # before allocating: eviction must not take the source
-        if available - self.num_available_pages > spare_pages:
-            self.cache.unlock(partial.handle)
+        if not lock_partial_source(self.cache, partial, spare_pages):
             return 0
         try:
             own = self.cache.alloc_pages(1)[0]

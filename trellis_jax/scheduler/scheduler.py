@@ -262,11 +262,10 @@ class Scheduler:
         if spare < 0:
             self.kv.release(request)
             return False
-        if self.kv.prefix_cache_enabled:
-            copied = self.kv.acquire_partial_page(request, spare)
-            cached += copied
-            if request.num_cached_tokens is None:  # first admission: counted with the cached prompt tokens
-                self.stats.num_partial_page_tokens += copied
+        copied = self.kv.acquire_partial_page(request, spare)  # 0 with the cache off (nothing matches)
+        cached += copied
+        if request.num_cached_tokens is None:  # first admission: counted with the cached prompt tokens
+            self.stats.num_partial_page_tokens += copied
         n = min(request.num_to_compute, step.budget)
         if not self.kv.grow(request, request.num_computed + n):
             self.kv.release(request)

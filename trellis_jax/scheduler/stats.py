@@ -49,6 +49,7 @@ class StepBuilder:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
+        self._capacity = budget
         self.preempted = False
         self._works: dict[str, SequenceWork] = {}
         self._prefill: dict[str, int] = {}  # request id -> its work's prefill tokens
@@ -74,7 +75,7 @@ class StepBuilder:
 
     @property
     def num_tokens(self) -> int:
-        return sum(len(work.token_ids) for work in self._works.values())
+        return self._capacity - self.budget  # every add spends its tokens, every drop refunds them
 
     def __len__(self) -> int:
         return len(self._works)
