@@ -20,6 +20,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from trellis_jax.dtypes import DTYPE_CHOICES
 from trellis_jax.model import KVPages, build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
 
 PAGE_SIZE = 16
@@ -103,7 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print prompt_token_ids, token_ids and text as JSON")
     parser.add_argument("--model", default=None, help="GGUF file, HF dir, orbax dir or preset (default: SmolLM2-135M)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                        help="float32 (default: this is the plain reference loop), bfloat16, or auto")
     args = parser.parse_args(argv)
     if args.max_tokens < 1 or args.temperature < 0:
         parser.error("--max-tokens must be >= 1 and --temperature >= 0")

@@ -82,5 +82,5 @@ def test_cli_flags_parse():
 def test_batch_cli_passes_the_model_dtype_through():
     from trellis_jax.batch import engine_config, parse_args
 
-    assert engine_config(parse_args(["--input", "i", "--output", "o"])).dtype == "float32"
+    assert engine_config(parse_args(["--input", "i", "--output", "o"])).dtype == "auto"
     assert engine_config(parse_args(["--input", "i", "--output", "o", "--dtype", "bfloat16"])).dtype == "bfloat16"

@@ -65,7 +65,7 @@ def test_presets_name_the_default_model():
     from trellis_jax.checkpoints.presets import resolve_preset
 
     assert "smollm2-135m" in preset_names()
-    assert resolve_preset("smollm2-135m") == (None, "float32")  # None: load_model's default model
+    assert resolve_preset("smollm2-135m") == (None, None)  # load_model's default model, no dtype pinned
 
 
 def test_tiny_presets_load_the_fixture_checkpoints(tiny_model):

@@ -75,3 +75,8 @@ def test_bad_lookup_settings_are_clear_errors():
         EngineConfig(num_lookup_tokens=-1)
     with pytest.raises(ValueError, match="lookup_max_step_tokens"):
         EngineConfig(lookup_max_step_tokens=0)
+
+
+def test_model_dtype_defaults_to_auto_and_can_be_pinned():
+    assert engine_options(parse_args([]))["dtype"] == "auto"
+    assert engine_options(parse_args(["--dtype", "float32"]))["dtype"] == "float32"

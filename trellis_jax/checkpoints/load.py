@@ -1,8 +1,10 @@
 """load_model: one entry point for every checkpoint kind (docs/CONTRACTS.md, "Checkpoints").
 
 `spec` is a GGUF file, a Hugging Face directory, an orbax directory written by `save_orbax`, a preset
-name from `configs/`, or None for the default model. Weights come back in `dtype` ("float32" or
-"bfloat16"; None: float32, or the saved dtype for an orbax directory) with the tokenizer the checkpoint carries (None for a directory without tokenizer files).
+name from `configs/`, or None for the default model. Weights come back in `dtype`: "float32",
+"bfloat16", or "auto" (the preset's dtype if it names one, else `trellis_jax.dtypes.resolve_dtype`'s choice for
+this machine); None means the preset's, else float32, or the saved dtype for an orbax directory. The
+tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 
 from trellis_jax.checkpoints.default_model import default_gguf_path
+from trellis_jax.dtypes import AUTO, resolve_dtype
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.loaded import LoadedModel
 from trellis_jax.checkpoints.presets import resolve_preset
@@ -22,9 +25,9 @@ def load_model(spec: str | os.PathLike | None = None, *, dtype: str | None = Non
     """Load weights, config and tokenizer (see the module docstring for `spec` and `dtype`)."""
     if spec is not None and not os.path.exists(spec):
         spec, preset_dtype = resolve_preset(str(spec))
-        dtype = dtype or preset_dtype
-    if dtype not in (None, "float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        dtype = preset_dtype if dtype in (None, AUTO) and preset_dtype else dtype
+    if dtype is not None:
+        dtype = resolve_dtype(dtype)
     path = default_gguf_path() if spec is None else os.fspath(spec)
     if os.path.isdir(path):
         return _load_directory(path, dtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from trellis_jax.dtypes import DTYPE_CHOICES
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
 # None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
@@ -39,7 +40,7 @@ def parse_bytes(value: int | str) -> int:
 @dataclass(frozen=True)
 class EngineConfig:
     model: str | None = None  # GGUF file, HF dir, orbax dir or preset; None = the default model
-    dtype: str = "float32"
+    dtype: str = "auto"  # "auto": bfloat16 where this machine computes it natively, else float32 (trellis_jax.dtypes)
     kv_cache_dtype: str | None = None  # KV pages: None = the model's dtype; "bfloat16" halves KV memory and reads
     page_size: int = 16
     num_pages: int | None = None
@@ -80,6 +81,8 @@ class EngineConfig:
             raise ValueError(f"give at most one KV budget, got {budgets}")
         if self.kv_memory is not None:
             parse_bytes(self.kv_memory)
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))

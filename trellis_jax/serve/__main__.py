@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from trellis_jax.dtypes import DTYPE_CHOICES
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trellis_jax.serve", description=__doc__.split("\n\n")[0])
@@ -24,8 +26,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--api-key", action="append", default=[], help="require 'Authorization: Bearer KEY' (repeatable)")
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20)
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="model dtype; bfloat16 is ~1.5x faster on CPUs with AVX512_BF16 (native kernels)")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="model dtype; auto (default): bfloat16 where this machine computes it natively (GPUs, "
+                        "CPUs with AVX512_BF16: ~1.7x float32's speed), else float32")
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--kv-memory", default=None, help="KV pool size, e.g. 512MiB (default: the runner's)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],

@@ -1,0 +1,38 @@
+"""Model dtypes, and what "auto" means on this machine.
+
+Contract: `MODEL_DTYPES` are the dtypes weights load in; `DTYPE_CHOICES` adds "auto", the engine's
+default. `resolve_dtype(dtype)` returns a model dtype: anything but "auto" unchanged, and "auto" as
+bfloat16 where this machine computes it natively (any accelerator; a CPU whose AVX512_BF16 matmul
+kernel runs here), else float32.
+
+Why auto is the default: SmolLM2 and most Llama-family models are trained and published in bfloat16,
+and on such machines it is ~1.7x the float32 engine's speed (half the weight bytes every decode step
+reads; twice the multiply-adds per instruction in prefill). Where bfloat16 would be emulated (a CPU
+without AVX512_BF16), float32 is the faster choice, so auto picks it. Pass dtype="float32" for outputs
+that track a float32 reference.
+"""
+
+from __future__ import annotations
+
+MODEL_DTYPES = ("float32", "bfloat16")
+AUTO = "auto"
+DTYPE_CHOICES = (AUTO, *MODEL_DTYPES)
+
+
+def resolve_dtype(dtype: str) -> str:
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {dtype!r}")
+    if dtype != AUTO:
+        return dtype
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+def native_bfloat16() -> bool:
+    """Whether this machine's default JAX backend multiplies bfloat16 natively (imports jax)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return True
+    from pallas_kernels.layer_matmul_bf16 import native_available
+
+    return native_available() is None
