@@ -84,3 +84,11 @@ def test_trellis_bf16_is_judged_against_llama_cpp_bf16_on_the_control():
             _row("llama.cpp-BF16", "no_share", 12.0, 1.0)]
     (v,) = [v for v in verdicts(_result(rows), "trellis-bf16") if v["workload"] == "no_share"]
     assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-BF16"
+
+
+def test_trellis_auto_is_judged_in_the_precision_its_runner_recorded():
+    rows = [_row("trellis", "no_share", 10.0, 1.0), _row("llama.cpp-F32", "no_share", 5.0, 1.0),
+            _row("llama.cpp-BF16", "no_share", 12.0, 1.0)]
+    result = dict(_result(rows), systems={"trellis": {"precision": "bfloat16"}})
+    (v,) = [v for v in verdicts(result) if v["workload"] == "no_share"]
+    assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-BF16"

@@ -25,7 +25,7 @@ from .workloads import PRESETS, WORKLOADS
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "bench"
-DEFAULT_SYSTEMS = ("trellis", "trellis-nocache", "trellis-bf16", "trellis-http", "hf", "hf-reuse", "llama.cpp-Q4_1",
+DEFAULT_SYSTEMS = ("trellis", "trellis-f32", "trellis-nocache", "trellis-http", "hf", "hf-reuse", "llama.cpp-Q4_1",
                    "llama.cpp-Q4_1-ramcache", "llama.cpp-F32", "llama.cpp-F32-ramcache", "llama.cpp-BF16",
                    "llama.cpp-BF16-ramcache", "llama.cpp-http")
 

@@ -95,8 +95,16 @@ def _agreement(result) -> list[str]:
             "llama.cpp streams text, so it is not compared): " + ", ".join(parts) + ".", ""]
 
 
-# Trellis variant -> the llama.cpp configuration in the same precision (the no-sharing control's peer).
-SAME_PRECISION_PEER = {"trellis": "llama.cpp-F32", "trellis-bf16": "llama.cpp-BF16"}
+# A Trellis model dtype -> the llama.cpp configuration in that precision (the no-sharing control's peer).
+SAME_PRECISION_PEER = {"float32": "llama.cpp-F32", "bfloat16": "llama.cpp-BF16"}
+# Trellis systems with the cache on, and the dtype each runs when the run did not record one ("trellis"
+# takes the engine's dtype="auto"; results written before it existed ran float32).
+TRELLIS_SYSTEMS = {"trellis": "float32", "trellis-f32": "float32", "trellis-bf16": "bfloat16"}
+
+
+def precision(result: dict, system: str) -> str:
+    """The model dtype `system` ran in this result (recorded by its runner, else TRELLIS_SYSTEMS')."""
+    return (result.get("systems", {}).get(system) or {}).get("precision") or TRELLIS_SYSTEMS[system]
 
 
 def verdicts(result: dict, system: str = "trellis") -> list[dict]:
@@ -110,7 +118,7 @@ def verdicts(result: dict, system: str = "trellis") -> list[dict]:
             peers = [r for (s, w), r in rows.items() if w == workload and s.startswith("llama.cpp-") and s != "llama.cpp-http"]
             need = 2.0
         else:
-            peers = [r for key in [(SAME_PRECISION_PEER[system], workload)] if (r := rows.get(key))]
+            peers = [r for key in [(SAME_PRECISION_PEER[precision(result, system)], workload)] if (r := rows.get(key))]
             need = 1.0
         if trellis is None or not peers:
             out.append({"workload": workload, "status": "NOT MEASURED", "detail": "Trellis or llama.cpp missing"})
@@ -128,15 +136,16 @@ def verdicts(result: dict, system: str = "trellis") -> list[dict]:
 def _targets(result) -> list[str]:
     lines = ["Targets (issue 7): shared-prefix workloads need Trellis (cache on) >= 2.0x the output tok/s of the best",
              "llama.cpp configuration and a lower p50 TTFT than every llama.cpp configuration; `no_share` needs >= 1.0x",
-             "llama.cpp in the same precision (F32 for `trellis`, BF16 for `trellis-bf16`)."]
-    for system in SAME_PRECISION_PEER:
+             "llama.cpp in the same precision (F32 for a float32 model, BF16 for a bfloat16 one). `trellis` is the",
+             "engine's defaults (dtype auto); `trellis-f32` and `trellis-bf16` pin the model dtype."]
+    for system in TRELLIS_SYSTEMS:
         if system == "trellis" or system in result["config"]["systems"]:
             lines += _target_table(result, system)
     return lines
 
 
 def _target_table(result, system: str) -> list[str]:
-    lines = ["", f"`{system}`:", "", "| workload | verdict | Trellis / best llama.cpp tok/s | needed | p50 TTFT Trellis vs best llama.cpp |",
+    lines = ["", f"`{system}` ({precision(result, system)} model):", "", "| workload | verdict | Trellis / best llama.cpp tok/s | needed | p50 TTFT Trellis vs best llama.cpp |",
              "|---|---|---|---|---|"]
     for v in verdicts(result, system):
         if v["status"] == "NOT MEASURED":

@@ -15,6 +15,7 @@ from pathlib import Path
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "trellis": ("trellis_jax.engine.api",),
     "trellis-nocache": ("trellis_jax.engine.api",),
+    "trellis-f32": ("trellis_jax.engine.api",),
     "trellis-bf16": ("trellis_jax.engine.api",),
     "trellis-http": ("trellis_jax.serve", "httpx"),
     "hf": ("torch", "transformers"),
@@ -57,9 +58,10 @@ def build(name: str, settings: dict):
     trellis_model = settings.get("trellis_model") or q4
     if name in ("trellis", "trellis-nocache"):
         return trellis.TrellisRunner(trellis_model, cache=name == "trellis", options=settings["trellis_options"])
-    if name == "trellis-bf16":  # the bfloat16 model (native AVX512_BF16 matmuls where the CPU has them)
+    if name in ("trellis-f32", "trellis-bf16"):  # a pinned model dtype ("trellis" takes the engine's auto)
+        dtype = {"trellis-f32": "float32", "trellis-bf16": "bfloat16"}[name]
         return trellis.TrellisRunner(trellis_model, cache=True, name=name,
-                                     options={**settings["trellis_options"], "dtype": "bfloat16"})
+                                     options={**settings["trellis_options"], "dtype": dtype})
     if name == "trellis-http":
         return trellis.trellis_http_runner(trellis_model, cache=True, port=settings["ports"]["trellis-http"],
                                            server_args=settings["trellis_server_args"], log_dir=settings["log_dir"])

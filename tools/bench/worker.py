@@ -83,7 +83,8 @@ def _serve(conn, system: str, settings: dict) -> None:
         runner = build(system, settings)
         box.append(runner)
         runner.start()
-        conn.send(("ok", {"name": runner.name, "description": runner.description}))
+        conn.send(("ok", {"name": runner.name, "description": runner.description,
+                          "precision": getattr(runner, "precision", None)}))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return

@@ -25,8 +25,7 @@ class TrellisRunner(Runner):
         self.options = dict(options)
         self.name = name or ("trellis" if cache else "trellis-nocache")
         self.description = "Trellis-JAX offline engine, radix cache " + ("on" if cache else "off")
-        if self.options.get("dtype"):
-            self.description += f", {self.options['dtype']} model"
+        self.precision = None  # the model dtype the engine runs ("auto" resolved), known once started
         self.llm = None
         self._ids = 0
         self._stats_at_reset = None
@@ -39,6 +38,11 @@ class TrellisRunner(Runner):
         self.llm = llm or LLM(model=str(self.gguf_path) if self.gguf_path else None,
                        disable_radix_cache=not self.cache, **self.options)
         self.llm.generate([[1, 2, 3, 4]], SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True))
+        self.precision = getattr(getattr(self.llm.engine.runner, "config", None), "dtype", None)
+        if self.precision:
+            self.description += f", {self.precision} model"
+            if self.options.get("dtype", "auto") == "auto":
+                self.description += " (dtype auto)"
 
     @property
     def _radix(self):
