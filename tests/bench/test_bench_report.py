@@ -92,3 +92,12 @@ def test_trellis_auto_is_judged_in_the_precision_its_runner_recorded():
     result = dict(_result(rows), systems={"trellis": {"precision": "bfloat16"}})
     (v,) = [v for v in verdicts(result) if v["workload"] == "no_share"]
     assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-BF16"
+
+
+def test_the_issue_s_list_leaves_llama_cpp_bf16_out_of_the_shared_targets():
+    rows = [_row("trellis", "shared_system", 30.0, 1.0), _row("llama.cpp-F32", "shared_system", 10.0, 2.0),
+            _row("llama.cpp-BF16", "shared_system", 20.0, 3.0)]
+    (every,) = [v for v in verdicts(_result(rows)) if v["workload"] == "shared_system"]
+    (issue,) = [v for v in verdicts(_result(rows), issue_peers_only=True) if v["workload"] == "shared_system"]
+    assert every["status"] == "MISSED" and every["best_peer"] == "llama.cpp-BF16"
+    assert issue["status"] == "met" and issue["best_peer"] == "llama.cpp-F32" and issue["ratio"] == 3.0
