@@ -115,7 +115,9 @@ def main(argv=None) -> int:
                               cost=CostModel(runner.config), ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps))
     app = create_app(engine, settings)
     pool = getattr(runner, "kv_pool", None)
-    print(f"trellis-serve: {url_of(sock)}/v1  model={settings.model_name}  "
+    dtype = getattr(runner.config, "dtype", None)
+    dtype_note = f" ({dtype}{', --dtype auto' if args.dtype == 'auto' else ''})" if dtype else ""
+    print(f"trellis-serve: {url_of(sock)}/v1  model={settings.model_name}{dtype_note}  "
           f"KV={pool.describe() if pool is not None else runner.num_pages}  "
           f"auth={'on' if api_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
     serve(app, sock, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
