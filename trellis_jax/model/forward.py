@@ -5,8 +5,13 @@ batch.token_ids, runs the decoder layers with `lax.scan` over the stacked layer 
 flat in depth), carrying the KV pages through the scan, and returns float32 logits [S, vocab] for the
 rows batch.logits_indices plus the updated pages. Each layer writes its new K/V with `write_kv(...,
 layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single attention dispatch point
-(`attn_impl` picks the kernel backend; None lets the kernel package choose). Arithmetic follows Hugging
-Face: norms and RoPE in float32, matmuls in the params' dtype, residual stream in the params' dtype.
+(`attn_impl` picks the kernel backend; None lets the kernel package choose). Arithmetic: every matmul
+sums in float32 and takes its inputs in the params' dtype; the residual stream, norms, q/k/v and RoPE are
+float32, then q is rounded to the params' dtype and k/v to the KV pages'. For a float32 model that is
+Hugging Face's arithmetic. For a bfloat16 model it is llama.cpp's rather than Hugging Face's (which keeps
+the stream and q/k/v in bfloat16, rounding after every matmul and add): on 27 bench prompts the bf16
+engine's 32 greedy tokens matched the float32 engine's on 22 instead of 9, at no measurable cost
+(BENCHMARKS.md, eighth session).
 On CPU, float32 steps run their matmuls through `pallas_kernels.layer_matmul` wherever it was measured
 faster (`layer_matmul.choose`: any step with AVX-512, up to 64 tokens with AVX2), which reads the stacked
 weights in place (XLA would copy each layer's slice out first). Weights packed by
@@ -30,13 +35,15 @@ from trellis_jax.model.kv import KVPages
 from trellis_jax.model.params import check_params
 from trellis_jax.model.rope import apply_rope, inverse_frequencies
 
+NORMS = ("attn_norm", "mlp_norm")  # the per-layer norm weights (cast to float32 once, before the scan)
+
 
 def _project_qkv(h, lp, config):
     if "w_qkv" in lp:  # fused projections (params.with_fused_projections): one matmul, split after
-        qkv = lp.matmul(h, "w_qkv")
+        qkv = lp.matmul(h, "w_qkv", out_dtype=jnp.float32)
         q, k, v = jnp.split(qkv, [config.q_size, config.q_size + config.kv_size], axis=-1)
     else:
-        q, k, v = lp.matmul(h, "wq"), lp.matmul(h, "wk"), lp.matmul(h, "wv")
+        q, k, v = (lp.matmul(h, name, out_dtype=jnp.float32) for name in ("wq", "wk", "wv"))
     if config.attention_bias:
         q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
     rows = h.shape[0]
@@ -46,19 +53,20 @@ def _project_qkv(h, lp, config):
 
 
 def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl):
-    h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps)
+    h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps).astype(lp.dtype)
     q, k, v = _project_qkv(h, lp, config)
     q = apply_rope(q, batch.positions, inv_freq)
     k = apply_rope(k, batch.positions, inv_freq)
+    q, k, v = q.astype(lp.dtype), k.astype(kv.k.dtype), v.astype(kv.v.dtype)
     k_pages, v_pages = write_kv(kv.k, kv.v, layer, k, v, batch.slot_mapping)
     out = ragged_paged_attention(q, k_pages, v_pages, layer, batch.kv_lens, batch.page_table,
                                  batch.cu_q_lens, batch.num_seqs, sliding_window=config.sliding_window,
                                  implementation=attn_impl)  # [T, Hq, D]
-    return lp.matmul(out.reshape(x.shape[0], config.q_size), "wo"), KVPages(k_pages, v_pages)
+    return lp.matmul(out.reshape(x.shape[0], config.q_size), "wo", out_dtype=x.dtype), KVPages(k_pages, v_pages)
 
 
 def _mlp(x, lp, config):
-    h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
+    h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps).astype(lp.dtype)
     # Where the matmul's sums leave a native kernel as float32 anyway (the CPU kernels), the activation
     # takes them unrounded: in bfloat16, XLA:CPU rounded after every op of silu (a chain of converts that
     # cost 3x the float32 fusion) and lost precision doing so. XLA's own dots (GPU) keep the model dtype,
@@ -68,7 +76,7 @@ def _mlp(x, lp, config):
         gate, up = jnp.split(lp.matmul(h, "w_gate_up", out_dtype=act_dtype), 2, axis=-1)
     else:
         gate, up = lp.matmul(h, "w_gate", out_dtype=act_dtype), lp.matmul(h, "w_up", out_dtype=act_dtype)
-    return lp.matmul((jax.nn.silu(gate) * up).astype(h.dtype), "w_down")
+    return lp.matmul((jax.nn.silu(gate) * up).astype(h.dtype), "w_down", out_dtype=x.dtype)
 
 
 class _LayerParams:
@@ -76,8 +84,8 @@ class _LayerParams:
     which `layer_matmul` reads in place instead of XLA copying each layer's slice out first, computing
     only the step's `rows` real tokens (the bucket's padding rows come out zero)."""
 
-    def __init__(self, sliced, stacked, layer, rows):
-        self.sliced, self.stacked, self.layer, self.rows = sliced, stacked, layer, rows
+    def __init__(self, sliced, stacked, layer, rows, dtype):
+        self.sliced, self.stacked, self.layer, self.rows, self.dtype = sliced, stacked, layer, rows, dtype
 
     def __getitem__(self, name):
         return self.sliced[name]
@@ -99,10 +107,10 @@ class _LayerParams:
         return jnp.dot(h, self.sliced[name], preferred_element_type=out_dtype)
 
 
-def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows):
+def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows, dtype):
     x, kv = carry
     sliced, layer = layer_inputs
-    lp = _LayerParams(sliced, stacked, layer, rows)
+    lp = _LayerParams(sliced, stacked, layer, rows, dtype)
     attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
     x = x + attn_out
     x = x + _mlp(x, lp, config)
@@ -131,25 +139,29 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     """
     validate(params, kv, batch, config)
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
-    x = params["embed"][batch.token_ids]  # [T, H]
+    dtype = params["embed"].dtype  # the matmuls' input dtype; the residual stream is float32
+    x = params["embed"][batch.token_ids].astype(jnp.float32)  # [T, H]
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
     # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
     matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
     packed = is_packed_layout(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
-    native = packed or (not unroll_layers and choose_matmul(x, layers[matrices[0]]) == "native")
+    native = packed or (not unroll_layers and choose_matmul(x.astype(dtype), layers[matrices[0]]) == "native")
     stacked = {name: layers[name] for name in matrices} if native else {}
-    sliced = {name: value for name, value in layers.items() if name not in stacked}
+    sliced = {name: value.astype(jnp.float32) if name in NORMS else value
+              for name, value in layers.items() if name not in stacked}  # norms act on the float32 stream
     step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl,
-                             stacked=stacked, rows=batch.cu_q_lens[batch.num_seqs])
+                             stacked=stacked, rows=batch.cu_q_lens[batch.num_seqs], dtype=dtype)
     (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
-    last = rms_norm(x[batch.logits_indices], params["final_norm"], config.rms_norm_eps)  # [S, H]
+    final_norm = params["final_norm"].astype(jnp.float32)
+    last = rms_norm(x[batch.logits_indices], final_norm, config.rms_norm_eps).astype(dtype)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
         native_head = is_packed_layout(head[None]) or choose_matmul(last, head[None]) == "native"
-        logits = layer_matmul(last, head[None], 0, batch.num_seqs) if native_head else last @ head
+        logits = (layer_matmul(last, head[None], 0, batch.num_seqs, out_dtype=jnp.float32) if native_head
+                  else jnp.dot(last, head, preferred_element_type=jnp.float32))
     else:
-        logits = last @ params["embed"].T
+        logits = jnp.dot(last, params["embed"].T, preferred_element_type=jnp.float32)
     return logits.astype(jnp.float32), kv
 
 
