@@ -1,0 +1,17 @@
+"""tools.greedy_agreement's counting: identical runs and the first token where they part."""
+from tools.greedy_agreement import first_divergence, summary
+
+
+def test_first_divergence_is_the_first_differing_position_or_the_common_length():
+    assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert first_divergence([1, 2, 3], [1, 2, 3]) == 3
+    assert first_divergence([1, 2], [1, 2, 3]) == 2
+
+
+def test_summary_counts_prompts_identical_to_each_reference():
+    runs = {"trellis-f32": [[1, 2], [3, 4]], "llama.cpp-F32": [[1, 2], [3, 5]], "trellis-bf16": [[1, 9], [3, 5]]}
+    rows = {r["system"]: r for r in summary(runs)}
+    assert rows["trellis-bf16"]["identical_to_trellis-f32"] == 0
+    assert rows["trellis-bf16"]["identical_to_llama.cpp-F32"] == 1
+    assert rows["trellis-bf16"]["first_divergence"] == [1, 1]
+    assert rows["trellis-f32"]["identical_to_trellis-f32"] == 2

@@ -1,0 +1,116 @@
+"""How closely each precision's greedy output tracks the float32 model's, on the bench's prompts.
+
+    python -m tools.greedy_agreement [--max-tokens 32] [--systems trellis-f32,trellis-bf16,llama.cpp-F32,...]
+                                     [--cache-dir results/bench-cache] [--json out.json]
+
+Every prompt of the `cpu` preset's five workloads (seed 0) gets `--max-tokens` greedy tokens from each
+system, EOS included (nothing stops early), one prompt at a time. Systems: Trellis' engine pinned to float32
+or bfloat16, and llama.cpp (llama-cpp-python, if installed) on the F32 and BF16 GGUFs written from the
+default model and on the original Q4_1. For each system it prints how many prompts' tokens are identical to
+Trellis float32's and to llama.cpp F32's, and where each prompt first diverges from Trellis float32's.
+Greedy decoding flips at near-ties, so this counts how often a precision's rounding changes the text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SYSTEMS = ("trellis-f32", "trellis-bf16", "llama.cpp-F32", "llama.cpp-BF16", "llama.cpp-Q4_1")
+REFERENCE, PEER_REFERENCE = "trellis-f32", "llama.cpp-F32"
+
+
+def bench_prompts() -> list[list[int]]:
+    from tools.bench.model_files import default_gguf
+    from tools.bench.tokenizer import BenchTokenizer
+    from tools.bench.workloads import PRESETS, WORKLOADS, generate
+
+    tokenizer = BenchTokenizer.load(default_gguf())
+    return [list(r.prompt_token_ids) for w in WORKLOADS for r in generate(w, 0, PRESETS["cpu"][w], tokenizer)]
+
+
+def trellis_tokens(dtype: str, prompts, max_tokens: int) -> list[list[int]]:
+    from trellis_jax.engine.api import LLM, SamplingParams
+
+    llm = LLM(dtype=dtype, kv_memory="256MiB")
+    outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
+    return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int]]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, seed=0,
+                verbose=False)
+    try:
+        runs = []
+        for prompt in prompts:
+            tokens = []
+            for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+                tokens.append(int(token))
+                if len(tokens) == max_tokens:
+                    break
+            runs.append(tokens)
+        return runs
+    finally:
+        llm.close()
+
+
+def generate_all(systems, prompts, max_tokens: int, cache_dir: Path) -> dict[str, list[list[int]]]:
+    from tools.bench.model_files import converted_gguf, default_gguf
+
+    out = {}
+    for name in systems:
+        if name.startswith("trellis-"):
+            out[name] = trellis_tokens({"trellis-f32": "float32", "trellis-bf16": "bfloat16"}[name], prompts, max_tokens)
+        else:
+            precision = name.split("-", 1)[1]
+            path = default_gguf() if precision == "Q4_1" else converted_gguf(cache_dir, precision)
+            out[name] = llama_cpp_tokens(path, prompts, max_tokens)
+    return out
+
+
+def first_divergence(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def summary(runs: dict[str, list[list[int]]]) -> list[dict]:
+    rows = []
+    for name, seqs in runs.items():
+        row = {"system": name, "prompts": len(seqs)}
+        for ref in (REFERENCE, PEER_REFERENCE):
+            if ref in runs:
+                row[f"identical_to_{ref}"] = sum(a == b for a, b in zip(seqs, runs[ref]))
+        if REFERENCE in runs:
+            row["first_divergence"] = sorted(first_divergence(a, b) for a, b in zip(seqs, runs[REFERENCE]))
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tools.greedy_agreement", description=__doc__.split("\n\n")[0])
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--cache-dir", type=Path, default=Path("results/bench-cache"), help="where the F32/BF16 GGUFs go")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    prompts = bench_prompts()
+    runs = generate_all(systems, prompts, args.max_tokens, args.cache_dir)
+    rows = summary(runs)
+    print(f"{len(prompts)} prompts x {args.max_tokens} greedy tokens")
+    print("| system | identical to trellis-f32 | identical to llama.cpp-F32 | first divergence from trellis-f32 (sorted) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        cells = [str(r.get(f"identical_to_{ref}", "n/a")) + f"/{r['prompts']}" for ref in (REFERENCE, PEER_REFERENCE)]
+        print(f"| {r['system']} | {cells[0]} | {cells[1]} | {r.get('first_divergence', 'n/a')} |")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "tokens": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
