@@ -106,7 +106,8 @@ def main(argv=None) -> None:
     print("| system | identical to trellis-f32 | identical to llama.cpp-F32 | first divergence from trellis-f32 (sorted) |")
     print("|---|---|---|---|")
     for r in rows:
-        cells = [str(r.get(f"identical_to_{ref}", "n/a")) + f"/{r['prompts']}" for ref in (REFERENCE, PEER_REFERENCE)]
+        cells = [f"{r[key]}/{r['prompts']}" if (key := f"identical_to_{ref}") in r else "n/a"
+                 for ref in (REFERENCE, PEER_REFERENCE)]
         print(f"| {r['system']} | {cells[0]} | {cells[1]} | {r.get('first_divergence', 'n/a')} |")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "tokens": runs}, indent=1))

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from trellis_jax.dtypes import DTYPE_CHOICES
-
 from trellis_jax.engine.batch_io import BatchItem, completed_ids, read_items, result_line
 from trellis_jax.engine.engine import Engine
 from trellis_jax.engine.prompts import to_token_ids

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 
 from trellis_jax.checkpoints.default_model import default_gguf_path
-from trellis_jax.dtypes import AUTO, resolve_dtype
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.loaded import LoadedModel
 from trellis_jax.checkpoints.presets import resolve_preset
+from trellis_jax.dtypes import AUTO, resolve_dtype
 
 GGUF_MAGIC = b"GGUF"
 HF_TOKENIZER_FILE = "tokenizer.json"

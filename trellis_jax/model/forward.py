@@ -57,7 +57,7 @@ def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl)
     q, k, v = _project_qkv(h, lp, config)
     q = apply_rope(q, batch.positions, inv_freq)
     k = apply_rope(k, batch.positions, inv_freq)
-    q, k, v = q.astype(lp.dtype), k.astype(kv.k.dtype), v.astype(kv.v.dtype)
+    q = q.astype(lp.dtype)  # write_kv rounds k and v to the pages' dtype itself
     k_pages, v_pages = write_kv(kv.k, kv.v, layer, k, v, batch.slot_mapping)
     out = ragged_paged_attention(q, k_pages, v_pages, layer, batch.kv_lens, batch.page_table,
                                  batch.cu_q_lens, batch.num_seqs, sliding_window=config.sliding_window,
