@@ -115,3 +115,42 @@ def wait_idle(engine, timeout=5.0):
             return True
         time.sleep(0.01)
     return False
+
+
+def test_flush_cache_evicts_finished_prefixes_so_the_next_request_starts_cold(engine):
+    prompt = "abcdefghijklmnopqrst"  # 20 tokens: several 4-token pages
+    asyncio.run(collect(engine.generate(prompt, SamplingParams(temperature=0, max_tokens=2))))
+    cache = engine.engine.scheduler.kv.cache
+    assert cache.num_evictable_pages > 0
+    freed = asyncio.run(engine.flush_cache())
+    assert freed > 0 and cache.num_evictable_pages == 0
+    deltas = asyncio.run(collect(engine.generate(prompt, SamplingParams(temperature=0, max_tokens=2))))
+    assert deltas[-1].num_cached_tokens == 0
+
+
+def test_flush_cache_leaves_a_running_request_s_pages_alone(engine):
+    only_abort_can_end_it = slow_steps(engine)
+
+    async def main():
+        stream = engine.generate("abcdefghijklmnop", only_abort_can_end_it, "long")
+        first = await stream.__anext__()
+        await engine.flush_cache()
+        second = await stream.__anext__()  # still decoding over its own pages
+        engine.abort("long")
+        rest = [d async for d in stream]
+        return first, second, rest
+
+    first, second, rest = asyncio.run(main())
+    assert second.token_ids and rest[-1].finish_reason == "abort"
+    engine.engine.scheduler.kv.cache.check_integrity()
+
+
+@pytest.mark.parametrize("ran_before", [False, True])
+def test_flush_after_shutdown_raises_instead_of_hanging(engine, ran_before):
+    from trellis_jax.engine.async_engine import EngineShutDown
+
+    if ran_before:
+        asyncio.run(collect(engine.generate("a", SamplingParams(temperature=0, max_tokens=2))))
+    engine.shutdown()
+    with pytest.raises(EngineShutDown):
+        asyncio.run(asyncio.wait_for(engine.flush_cache(), timeout=10))

@@ -76,3 +76,13 @@ def test_single_key_uses_the_shared_namespace():
 def test_duplicate_keys_are_rejected():
     with pytest.raises(ValueError, match="twice"):
         Tenancy(["k", "k"])
+
+
+def test_flush_cache_needs_a_key_and_makes_the_next_request_start_cold(keyed_server):
+    a = client_for(keyed_server, KEYS[0])
+    cached(a, PROMPT + "flush 1")
+    assert cached(a, PROMPT + "flush 2") > 0
+    assert httpx.post(keyed_server.url + "/flush_cache").status_code == 401
+    r = httpx.post(keyed_server.url + "/flush_cache", headers={"Authorization": f"Bearer {KEYS[1]}"})
+    assert r.status_code == 200 and r.json()["flushed_pages"] > 0
+    assert cached(a, PROMPT + "flush 3") == 0

@@ -4,6 +4,7 @@
     async for delta in engine.generate(prompt, SamplingParams(...), request_id="r1", namespace="tenant"):
         ...  # OutputDelta: new text / token ids / logprobs of completion delta.index; finish_reason on the last
     engine.abort("r1")       # thread-safe, returns at once; the stream ends with finish_reason "abort"
+    freed = await engine.flush_cache()   # evict every cached page no request holds, between steps
     engine.shutdown()
 
 The device loop runs on a daemon thread, so the event loop is never blocked by a step. Requests and
@@ -17,6 +18,7 @@ If a step fails, every open stream raises that exception and all requests are ab
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -103,6 +105,19 @@ class AsyncEngine:
         """Abort a request at any stage (no-op if unknown or finished). Thread-safe, does not block."""
         self._commands.put(("abort", request_id))
 
+    async def flush_cache(self) -> int:
+        """Evict every cached prefix page that no running request holds; -> pages freed (Engine.flush_cache).
+        Applied on the engine thread between steps; raises EngineShutDown if the engine stopped first."""
+        with self._lock:
+            if self._stopped:
+                raise EngineShutDown("the engine shut down")
+        self._ensure_thread()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put(("flush", done))
+        if not self.is_running:  # it stopped after the check: nobody else will answer
+            self._fail_queued_flushes()
+        return await asyncio.wrap_future(done)
+
     def shutdown(self, timeout: float | None = 30.0) -> None:
         with self._lock:
             self._stopped = True
@@ -134,6 +149,7 @@ class AsyncEngine:
                 if self.check_integrity_when_idle:
                     self.engine.scheduler.kv.cache.check_integrity()
         self._fail_all(EngineShutDown("the engine shut down"))
+        self._fail_queued_flushes()
 
     def _apply_commands(self, block: bool) -> bool:
         """Apply queued adds/aborts; False on stop."""
@@ -153,6 +169,13 @@ class AsyncEngine:
     def _apply(self, command: tuple) -> None:
         if command[0] == "abort":
             self.engine.abort(command[1])
+            return
+        if command[0] == "flush":
+            done = command[1]
+            try:
+                done.set_result(self.engine.flush_cache())
+            except Exception as error:  # an integrity failure reaches the caller, not the loop
+                done.set_exception(error)
             return
         _, request_id, token_ids, sampling, namespace, priority = command
         with self._lock:
@@ -176,6 +199,16 @@ class AsyncEngine:
                 stream = self._streams.get(delta.request_id)
                 if stream is not None and not stream.put(delta):
                     self._commands.put(("abort", delta.request_id))
+
+    def _fail_queued_flushes(self) -> None:
+        """After stop: answer flushes still queued (their callers would otherwise wait forever)."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command[0] == "flush":
+                command[1].set_exception(EngineShutDown("the engine shut down"))
 
     def _fail_all(self, error: BaseException) -> None:
         self.engine.abort_all()

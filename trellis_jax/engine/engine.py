@@ -99,6 +99,16 @@ class Engine:
         self._pending = []
         self._finished = []
 
+    def flush_cache(self) -> int:
+        """Evict every cached prefix page that no request holds (call between steps); -> pages freed.
+
+        Running requests keep their pages; the next requests start cold. For benchmarks that must not
+        reuse an earlier run's prefixes, and to hand memory back after a burst."""
+        cache = self.scheduler.kv.cache
+        freed = cache.evict(cache.num_evictable_pages)
+        cache.check_integrity()
+        return freed
+
     def has_unfinished(self) -> bool:
         """True while a request runs or a delta (e.g. of an abort) is still to be returned by step()."""
         return bool(self._requests) or bool(self._pending)

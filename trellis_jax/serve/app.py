@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from trellis_jax.serve import requests_prep
 from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, error_response, install_error_handlers
-from trellis_jax.serve.generation import Job, run_job, stream_job
+from trellis_jax.serve.generation import Job, engine_error, run_job, stream_job
 from trellis_jax.serve.limits import BodySizeLimit, BodyTooLarge
 from trellis_jax.serve.metrics import RequestMetrics, ResponseCounter, ServerMetrics
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
@@ -145,6 +145,16 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
     @app.get("/metrics")
     async def prometheus_metrics():
         return Response(generate_latest(handlers.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/flush_cache")
+    async def flush_cache(_: str = Depends(handlers.tenant)):
+        """Evict every cached prefix page no running request holds (any authenticated client may: the cache
+        holds only reusable KV, so a flush costs later requests time, never data)."""
+        try:
+            freed = await handlers.engine.flush_cache()
+        except Exception as error:  # shutting down: 503; a failed integrity check: 500 (and logged)
+            raise engine_error(error) from error
+        return {"flushed_pages": freed}
 
     @app.get("/v1/models")
     async def list_models(_: str = Depends(handlers.tenant)):

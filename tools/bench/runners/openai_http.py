@@ -77,7 +77,7 @@ class OpenAIHTTPRunner(Runner):
     def reset(self) -> None:
         if self.flush_path:
             import httpx
-            httpx.post(self.server.base_url + self.flush_path, timeout=30.0)
+            httpx.post(self.server.base_url + self.flush_path, timeout=30.0).raise_for_status()  # else runs reuse
 
     def run_wave(self, requests, t0) -> list[RequestResult]:
         arrival = now() - t0

@@ -7,7 +7,8 @@ tokens skipped). Greedy with `ignore_eos`, so every request generates exactly `m
 `reset()` evicts every unlocked radix-tree page (the next run starts cold). KV bytes = pages in use
 (all non-free pages but the sink) x bytes per page; the pool itself is allocated up front.
 Cache hit rate = cached prompt tokens / prompt tokens over the run (scheduler counters).
-HTTP: `python -m trellis_jax.serve` on a free port, driven by `OpenAIHTTPRunner` with `ignore_eos`.
+HTTP: `python -m trellis_jax.serve` on a free port, driven by `OpenAIHTTPRunner` with `ignore_eos`; its
+`reset()` posts /flush_cache, so each HTTP run also starts with a cold cache.
 """
 
 from __future__ import annotations
@@ -118,4 +119,4 @@ def trellis_http_runner(gguf_path, *, cache: bool, port: int, server_args: list[
                            os.path.join(log_dir, f"trellis-serve-{port}.log"))
     return OpenAIHTTPRunner(server, name="trellis-http" if cache else "trellis-http-nocache",
                             description="Trellis-JAX OpenAI server over HTTP, radix cache " + ("on" if cache else "off"),
-                            extra_body={"ignore_eos": True})
+                            extra_body={"ignore_eos": True}, flush_path="/flush_cache")
