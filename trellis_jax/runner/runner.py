@@ -225,12 +225,18 @@ class Runner:
         if plan.page_copies:  # after pack validated the plan, before the step reads the pages
             self._copy_pages(plan.page_copies)
         outputs, self._kv = executable(self.params, self._kv, *self._inputs(packed))
-        return _step_outputs(packed, jax.device_get(outputs))
+        return _step_outputs(packed, _to_host(outputs))
 
     def _inputs(self, packed: PackedStep) -> tuple:
         """The step's arguments after (params, kv_pages): the two wire buffers and the penalty arrays."""
         counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(packed.bucket.num_seqs)
         return (*wire.encode(packed.model_inputs, packed.knobs), counts, prompt_mask)
+
+
+def _to_host(outputs: SamplerOutputs) -> SamplerOutputs:
+    """The sampler's arrays as numpy (waits for the step). np.asarray per array: jax.device_get took ~0.26 ms
+    for these four tiny arrays on CPU, np.asarray ~0.06 ms (~2 % of a bf16 decode step)."""
+    return SamplerOutputs(*(np.asarray(array) for array in outputs))
 
 
 def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:
