@@ -113,3 +113,14 @@ def test_unsupported_features_are_refused_not_ignored(fake_server):
 def test_too_many_completions_in_one_request(fake_server):
     r = post(fake_server, "/v1/completions", json={"model": MODEL, "prompt": ["a"] * 10, "n": 16})
     assert_error(r, 400, "160 completions", param="prompt")
+
+
+def test_a_failed_flush_is_a_500_naming_it_and_the_server_keeps_serving(fake_server, fake_engine_of, monkeypatch):
+    def broken():
+        raise AssertionError("integrity check failed")
+
+    monkeypatch.setattr(fake_engine_of.engine, "flush_cache", broken)
+    r = fake_server.post("/flush_cache")
+    assert r.status_code == 500 and "flush_cache failed (AssertionError)" in r.json()["error"]["message"]
+    monkeypatch.undo()
+    assert fake_server.post("/flush_cache").status_code == 200

@@ -174,7 +174,8 @@ class AsyncEngine:
             done = command[1]
             try:
                 done.set_result(self.engine.flush_cache())
-            except Exception as error:  # an integrity failure reaches the caller, not the loop
+            except Exception as error:  # an integrity failure reaches the caller (and the log), not the loop
+                logger.exception("flush_cache failed")
                 done.set_exception(error)
             return
         _, request_id, token_ids, sampling, namespace, priority = command

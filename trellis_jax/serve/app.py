@@ -152,8 +152,11 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
         holds only reusable KV, so a flush costs later requests time, never data)."""
         try:
             freed = await handlers.engine.flush_cache()
-        except Exception as error:  # shutting down: 503; a failed integrity check: 500 (and logged)
-            raise engine_error(error) from error
+        except Exception as error:  # shutting down: 503; a failed integrity check (logged by the engine): 500
+            mapped = engine_error(error)
+            if mapped.status == 500:
+                mapped = APIError(500, f"flush_cache failed ({type(error).__name__}); see the server log")
+            raise mapped from error
         return {"flushed_pages": freed}
 
     @app.get("/v1/models")
