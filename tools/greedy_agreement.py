@@ -59,11 +59,12 @@ def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int
 
 def generate_all(systems, prompts, max_tokens: int, cache_dir: Path) -> dict[str, list[list[int]]]:
     from tools.bench.model_files import converted_gguf, default_gguf
+    from tools.bench.systems import PINNED_DTYPES
 
     out = {}
     for name in systems:
         if name.startswith("trellis-"):
-            out[name] = trellis_tokens({"trellis-f32": "float32", "trellis-bf16": "bfloat16"}[name], prompts, max_tokens)
+            out[name] = trellis_tokens(PINNED_DTYPES[name], prompts, max_tokens)
         else:
             precision = name.split("-", 1)[1]
             path = default_gguf() if precision == "Q4_1" else converted_gguf(cache_dir, precision)

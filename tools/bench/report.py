@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .systems import PINNED_DTYPES
+
 SECTION_TITLE = "## Against other engines"
 SHARED_WORKLOADS = ("shared_system", "multi_turn", "few_shot", "agentic")
 MIB = 2**20
@@ -99,7 +101,7 @@ def _agreement(result) -> list[str]:
 SAME_PRECISION_PEER = {"float32": "llama.cpp-F32", "bfloat16": "llama.cpp-BF16"}
 # Trellis systems with the cache on, and the dtype each runs when the run did not record one ("trellis"
 # takes the engine's dtype="auto"; results written before it existed ran float32).
-TRELLIS_SYSTEMS = {"trellis": "float32", "trellis-f32": "float32", "trellis-bf16": "bfloat16"}
+TRELLIS_SYSTEMS = {"trellis": "float32", **PINNED_DTYPES}
 
 
 def precision(result: dict, system: str) -> str:

@@ -29,6 +29,8 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "llama.cpp-http": ("llama_cpp", "httpx", "sse_starlette", "starlette_context", "pydantic_settings"),
 }
 SYSTEMS = tuple(REQUIREMENTS)
+# Trellis systems that pin the model dtype ("trellis" and "trellis-nocache" take the engine's dtype="auto").
+PINNED_DTYPES = {"trellis-f32": "float32", "trellis-bf16": "bfloat16"}
 
 
 def missing(name: str) -> str | None:
@@ -58,10 +60,9 @@ def build(name: str, settings: dict):
     trellis_model = settings.get("trellis_model") or q4
     if name in ("trellis", "trellis-nocache"):
         return trellis.TrellisRunner(trellis_model, cache=name == "trellis", options=settings["trellis_options"])
-    if name in ("trellis-f32", "trellis-bf16"):  # a pinned model dtype ("trellis" takes the engine's auto)
-        dtype = {"trellis-f32": "float32", "trellis-bf16": "bfloat16"}[name]
+    if name in PINNED_DTYPES:
         return trellis.TrellisRunner(trellis_model, cache=True, name=name,
-                                     options={**settings["trellis_options"], "dtype": dtype})
+                                     options={**settings["trellis_options"], "dtype": PINNED_DTYPES[name]})
     if name == "trellis-http":
         return trellis.trellis_http_runner(trellis_model, cache=True, port=settings["ports"]["trellis-http"],
                                            server_args=settings["trellis_server_args"], log_dir=settings["log_dir"])

@@ -146,7 +146,8 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
     matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
     packed = is_packed_layout(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
-    native = packed or (not unroll_layers and choose_matmul(x.astype(dtype), layers[matrices[0]]) == "native")
+    matmul_input = jax.ShapeDtypeStruct(x.shape, dtype)  # what the matmuls are fed (chosen at trace time)
+    native = packed or (not unroll_layers and choose_matmul(matmul_input, layers[matrices[0]]) == "native")
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value.astype(jnp.float32) if name in NORMS else value
               for name, value in layers.items() if name not in stacked}  # norms act on the float32 stream
