@@ -6,8 +6,8 @@ call in native/greedy_stats.cc, float32, AVX-512 builds only), "xla" (`lax.top_k
 `jax.nn.logsumexp`: the reference and the fallback), or None to pick native where it runs, else xla.
 
 Why: on CPU XLA spends ~3 ms of a batch-32 greedy decode step on these two reductions over SmolLM2's
-49152-token vocabulary (BENCHMARKS.md, "Runner / raw speed"); the native kernel reads each row twice from
-L2 in well under a millisecond.
+49152-token vocabulary (docs/benchmarks/runner-raw-speed.md, "Greedy sampler"); the native kernel reads
+each row twice from L2 in well under a millisecond.
 """
 from __future__ import annotations
 

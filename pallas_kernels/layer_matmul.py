@@ -15,7 +15,8 @@ time from static shapes.
 
 Why: inside a scan over layers XLA:CPU copies each layer's slice of the stacked weights before the dot,
 so small-batch decode steps moved every weight byte twice; and the kernel's register-tiled strips run at
-~200-220 GFLOP/s on AVX-512 where XLA's GEMM does 150-200 (BENCHMARKS.md, "Runner / raw speed").
+~200-220 GFLOP/s on AVX-512 where XLA's GEMM does 150-200 (docs/benchmarks/runner-raw-speed.md,
+"The strip matmul kernel").
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ it runs.
 Why: on CPUs with AVX512_BF16 (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+), one vdpbf16ps does
 twice the multiply-adds of a float32 FMA and the packed weights are half the bytes, so a bfloat16
 model's matmuls run ~2x the float32 path where XLA:CPU's bf16 dots are slower than its float32 ones
-(BENCHMARKS.md, "Runner / raw speed"). The pair layout is what that instruction reads; whole strips make
-the kernel's walk down K a sequential read (what a weight-bound decode step needs).
+(docs/benchmarks/runner-raw-speed.md, "The strip matmul kernel"). The pair layout is what that
+instruction reads; whole strips make the kernel's walk down K a sequential read (what a weight-bound
+decode step needs).
 """
 from __future__ import annotations
 

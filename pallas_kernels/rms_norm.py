@@ -7,7 +7,8 @@ weight of the same dtype), "xla" (the reference), or None: native where it runs 
 shapes and dtypes fit), else xla. The choice is made at trace time.
 
 Why: inside a CPU decode step XLA runs a norm of a few rows as three ops, each split across the intra-op
-pool; their wake-ups cost ~1.1-1.5 ms of a ~13 ms bf16 decode step (BENCHMARKS.md, sixth session).
+pool; their wake-ups cost ~1.1-1.5 ms of a ~13 ms bf16 decode step (docs/benchmarks/runner-raw-speed.md,
+"RMSNorm kernel").
 """
 from __future__ import annotations
 

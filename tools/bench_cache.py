@@ -1,4 +1,4 @@
-"""Micro-benchmark of the radix cache (host only, no device): not a test, numbers go to BENCHMARKS.md.
+"""Micro-benchmark of the radix cache (host only, no device): not a test, numbers go to docs/benchmarks/cache.md.
 
 Measures, per page size:
 - match and insert throughput (prompt tokens/s) on a tree holding ~1M cached tokens built from a

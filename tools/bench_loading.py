@@ -1,4 +1,4 @@
-"""Measure model loading: GGUF dequantize vs orbax restore of the converted params (BENCHMARKS.md, "Loading").
+"""Measure model loading: GGUF dequantize vs orbax restore of the converted params (docs/benchmarks/loading.md).
 
     .venv/bin/python tools/bench_loading.py [--model SPEC] [--dtype float32] [--repeats 3] [--keep DIR]
 

@@ -9,14 +9,15 @@
 //
 // Why it exists: inside the model's scan over layers, XLA:CPU copies each layer's weights out of the
 // stacked array (a dynamic-slice) before its dot, which doubled the bytes a batch-1 decode step moves
-// (BENCHMARKS.md). Here the layer index is just a pointer offset. Work is split into column blocks
-// (parallel only when a matrix is big enough to repay waking XLA's intra-op pool). A block is done strip by
+// (docs/benchmarks/runner-raw-speed.md). Here the layer index is just a pointer offset.
+// Work is split into column blocks (parallel only when a matrix is big enough to repay waking XLA's
+// intra-op pool). A block is done strip by
 // strip: a strip is a few vectors of columns; groups of rows keep their strip's sums in registers over all
 // of K and store them once. The strip's weights come from memory for the first group, from L1/L2 for the
 // others, and meanwhile every group prefetches the next strip: without that prefetch the column-strided
-// rows stall the cores (78 vs 179 GFLOP/s at 32 rows, BENCHMARKS.md). Strips stored whole turn each
-// vector's walk down K into one sequential read, which a weight-bound decode step needs (BENCHMARKS.md,
-// sixth session).
+// rows stall the cores ("The strip matmul kernel"). Strips stored whole turn each vector's walk down K
+// into one sequential read, which a weight-bound decode step needs ("Weights stored as strips"; both in
+// docs/benchmarks/runner-raw-speed.md).
 #include <algorithm>
 #include <cstdint>
 
@@ -196,7 +197,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisLayerMatmul, LayerMatmul,
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 // Whether this build has a register-tiled path (AVX-512, or AVX2 + FMA). The portable loops were measured
-// 1.1-2.4x slower than XLA for 2+ rows (BENCHMARKS.md), so the Python side only uses this kernel when it does.
+// 1.1-2.4x slower than XLA for 2+ rows (docs/benchmarks/runner-raw-speed.md, "Machines without AVX-512"),
+// so the Python side only uses this kernel when it does.
 extern "C" int TrellisLayerMatmulIsVectorized() {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   return 1;
@@ -206,7 +208,8 @@ extern "C" int TrellisLayerMatmulIsVectorized() {
 }
 
 // Up to how many rows this build was measured faster than XLA's GEMM (0: any). AVX-512 beat XLA from 1
-// to 1024 rows (1.1-1.3x; BENCHMARKS.md); the AVX2 path was only measured against XLA up to 64 rows.
+// to 1024 rows (docs/benchmarks/runner-raw-speed.md, "The strip matmul kernel"); the AVX2 path was only
+// measured against XLA up to 64 rows.
 extern "C" int TrellisLayerMatmulPreferredMaxRows() {
 #if defined(__AVX512F__)
   return 0;

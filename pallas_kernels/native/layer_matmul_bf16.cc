@@ -14,8 +14,8 @@
 // x[m][2i+1]) is one 32-bit broadcast. The loop structure is layer_matmul.cc's: strips of columns whose
 // sums stay in registers over all of K, the next strip prefetched into L2. Storing each strip whole makes
 // that walk over K one sequential read per 16-column vector instead of a 192-byte read per row pair at
-// the matrix's row stride: a bf16 decode step of SmolLM2-135M (bound by reading the weights) went from
-// ~15 to ~12.3 ms at batch 1, prefill level (BENCHMARKS.md, sixth session). The tile takes one pointer and
+// the matrix's row stride, which is what a decode step (bound by reading the weights) needs
+// (docs/benchmarks/runner-raw-speed.md, "Weights stored as strips"). The tile takes one pointer and
 // a vector stride: with a pointer per vector GCC kept the 24 accumulators on the stack.
 #include <algorithm>
 #include <cstdint>

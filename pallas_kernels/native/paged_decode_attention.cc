@@ -6,7 +6,8 @@
 // soft cap as in reference.py); every other output row is zero. Arithmetic in float32; pages are float32
 // or bfloat16.
 //
-// Why it exists: XLA:CPU reads paged K/V at 5-15 GB/s through gathers and reductions (BENCHMARKS.md),
+// Why it exists: XLA:CPU reads paged K/V at 5-15 GB/s through gathers and reductions
+// (docs/benchmarks/runner-raw-speed.md, "Native decode kernels"),
 // while a decode step is bound by reading them once. Here each (sequence, kv head, context split) task
 // streams its pages once, computes the G query heads of the group from the same loaded row, and keeps an
 // online softmax; splits are merged at the end (flash-decoding), and tasks are shared between the
@@ -152,7 +153,7 @@ void attend_range_avx512(const float* q, const KV* k_head, const KV* v_head, con
     const KV* v_page = v_head + pages[page_index] * kPage;
     // The next page is prefetched row by row inside the passes below (K in the scores pass, V before
     // P.V) rather than all at once: a burst of 128 prefetches fills the miss buffers and stalls this
-    // page's compute behind them (B=32 x 1024 context: 2.7 -> 2.2 ms per layer, BENCHMARKS.md).
+    // page's compute behind them (docs/benchmarks/runner-raw-speed.md, "The strip matmul kernel").
     const bool has_next = page_index * 16 + 16 < hi;
     const KV* k_next = has_next ? k_head + pages[page_index + 1] * kPage : nullptr;
     const KV* v_next = has_next ? v_head + pages[page_index + 1] * kPage : nullptr;

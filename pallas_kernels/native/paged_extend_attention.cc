@@ -8,7 +8,8 @@
 // bfloat16; arithmetic is float32.
 //
 // Why it exists: XLA:CPU runs this as small batched matmuls plus separate mask/max/exp/sum passes and
-// reached ~80 GFLOP/s of useful work on a 2-core AVX-512 VM whose matmuls run at ~220 (BENCHMARKS.md).
+// reached ~80 GFLOP/s of useful work on a 2-core AVX-512 VM whose matmuls run at ~220
+// (docs/benchmarks/paged-attention-cpu.md).
 // Layout here: a task is (sequence, kv head, tile of 16 query rows). Its 16*G query vectors are the
 // vector lanes: Q is transposed once per task into [D][16G], so the scores of one 16-key page are 16
 // vectors built from broadcast key elements, and the online softmax (row max, exp, sum) is element-wise

@@ -8,7 +8,8 @@
 //
 // Why it exists: in a CPU decode step each norm of a few rows was three XLA ops (sum of squares, rsqrt,
 // scale), each split across the intra-op pool and paying its wake-up: ~1.1-1.5 ms of a ~13 ms bf16 decode
-// step for the 61 norms (BENCHMARKS.md, sixth session). One call on one thread costs a few microseconds.
+// step for the 61 norms (docs/benchmarks/runner-raw-speed.md, "RMSNorm kernel"). One call on one thread
+// costs a few microseconds.
 #include <cmath>
 #include <cstdint>
 

@@ -5,9 +5,9 @@ Contract: docs/CONTRACTS.md, "Kernel API"; semantics: `reference.py` (the oracle
 `implementation=` names a backend; a named backend that cannot run here raises `UnavailableError`
 at once (no silent fallback). `None` picks by platform, first usable in this order:
   * GPU, Hopper (compute capability >= 9.0): "pallas_triton" (the fastest measured Pallas path on the
-    H200, BENCHMARKS.md; "pallas_mosaic" is experimental there), then "xla";
+    H200, docs/benchmarks/gpu.md; "pallas_mosaic" is experimental there), then "xla";
   * GPU, pre-Hopper: "pallas_triton", then "xla";
-  * CPU (and anything else): "xla" (measured faster than "reference" and interpreted Pallas).
+  * CPU (and anything else): "cpu_native" (C++ kernels, where they build), then "xla".
 Names: "reference" (jnp oracle), "xla" (CPU-tuned XLA), "pallas_triton" (GPU), "pallas_mosaic"
 (Hopper, needs experimental=True), "pallas_interpret" (the Triton kernel in the Pallas interpreter).
 Backends are imported lazily, so importing this module never needs a GPU toolchain.

@@ -4,8 +4,8 @@ Same contract and semantics as `reference.py`. Rows whose sequence has exactly o
 `pallas_kernels/native/paged_decode_attention.cc` (streams each sequence's pages once at memory speed and
 uses XLA's intra-op thread pool); rows of sequences with more new tokens go to
 `paged_extend_attention.cc` (16-row query tiles as vector lanes, ~2x XLA's blocked path on AVX-512,
-BENCHMARKS.md) where that build is vectorised for the page size, else to `xla_cpu`'s tiled extend
-strategy. The two write disjoint rows and are summed.
+docs/benchmarks/paged-attention-cpu.md) where that build is vectorised for the page size, else to
+`xla_cpu`'s tiled extend strategy. The two write disjoint rows and are summed.
 
 Available when the decode kernel builds here (a C++ compiler and jaxlib's FFI headers, which ship with
 jaxlib); otherwise `check_available` gives the reason and the platform default falls back to "xla".

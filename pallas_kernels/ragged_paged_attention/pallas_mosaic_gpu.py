@@ -12,7 +12,7 @@ Masks use only multiplies and compares on iotas: row r of the tile is token r //
 "key k visible from row r" is (k - pos_start) * Gp <= r, with r < rows * Gp for the valid rows.
 Requires page_size >= 8 (TMA row tiling) and head_dim a multiple of 64.
 
-Status (H200, JAX 0.11.2, BENCHMARKS.md): compiles and matches the reference when every program reads at
+Status (H200, JAX 0.11.2, docs/benchmarks/gpu.md): compiles and matches the reference when every program reads at
 most two KV chunks, but is wrong once a slot of the double buffer is refilled (3+ chunks), while the
 Pallas GPU interpreter runs the same kernel correctly. Until that is fixed on a GPU it only runs when
 called with `experimental=True`; the api never picks it by default.

@@ -129,7 +129,7 @@ def triton_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     decode_like = num_rows <= page_table.shape[0]
     tile_rows = 16 if decode_like else 128
     block_rows = max(block_rows or tile_rows // padded_group, -(-16 // padded_group))  # dots need M >= 16
-    # Measured on H200 (BENCHMARKS.md): 128-token chunks win for prefill at head_dim 128, 64 elsewhere.
+    # Measured on H200 (docs/benchmarks/gpu.md): 128-token chunks win for prefill at head_dim 128, 64 elsewhere.
     chunk_tokens = chunk_tokens or (128 if head_dim >= 128 and not decode_like else 64)
     chunk_pages = max(1, chunk_tokens // page_size)
     num_splits = num_kv_splits or (4 if decode_like else 1)

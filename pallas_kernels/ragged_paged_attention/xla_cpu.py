@@ -9,9 +9,9 @@ Same contract and semantics as `reference.py`. Two strategies run in every call,
     sequence (`schedule.build_work_items`); each tile loops over the KV chunks its rows can see (causal and
     sliding-window chunks are skipped, not masked), as [Hkv, rows*G, D] x [Hkv, chunk, D] matmuls.
 Trip counts are dynamic (while loops), so padding, short contexts and empty strategies cost ~nothing.
-Choices were measured on a 2-core AVX-512 VM (BENCHMARKS.md): for decode, batched dots over gathered
-chunks cost ~30% more CPU time than the fused multiply-reduces (G = 3 makes the dots skinny); pages are
-gathered as rows of a 2-d view, which runs at memcpy speed (the 5-d gather was ~2x slower).
+Choices were measured on a 2-core AVX-512 VM (docs/benchmarks/paged-attention-cpu.md): for decode, batched
+dots over gathered chunks cost ~30% more CPU time than the fused multiply-reduces (G = 3 makes the dots
+skinny); pages are gathered as rows of a 2-d view, which runs at memcpy speed (the 5-d gather was ~2x slower).
 """
 from __future__ import annotations
 

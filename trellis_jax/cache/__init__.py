@@ -16,7 +16,7 @@ from trellis_jax.cache.radix_cache import InsertResult, MatchResult, PartialPage
 from trellis_jax.cache.stats import CacheStats
 
 # 16 tokens per page on GPU and CPU: ~2.7x less host work per request than page size 1 for a ~0.4 %
-# lower hit rate, and a natural kernel tile; measured and argued in BENCHMARKS.md ("Radix cache").
+# lower hit rate, and a natural kernel tile; measured and argued in docs/benchmarks/cache.md ("Page size 16").
 DEFAULT_PAGE_SIZE = 16
 
 __all__ = [

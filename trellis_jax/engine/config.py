@@ -7,7 +7,7 @@ on what else is in the batch (slower: every step is padded to the largest bucket
 seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
 prefill_saturation_tokens: once a step holds this many prompt tokens, waiting requests wait for the next
 step (scheduler.config; None: off). A latency knob: on CPU, whose matmuls reach their FLOP ceiling at ~64
-rows, 64 cut the bench's p50 TTFT by 6-32 % and its throughput by up to 12 % (BENCHMARKS.md, sixth session).
+rows, so a second prompt only delays the first one's first token (docs/benchmarks/scheduler-knobs.md).
 num_lookup_tokens: speculative decoding by prompt lookup (scheduler.config): greedy requests without
 penalties also verify up to this many tokens guessed from their own context in each decode step; the
 output is plain greedy decoding's, in fewer steps when the continuation repeats its context. 0: off.

@@ -9,9 +9,8 @@ layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single at
 sums in float32 and takes its inputs in the params' dtype; the residual stream, norms, q/k/v and RoPE are
 float32, then q is rounded to the params' dtype and k/v to the KV pages'. For a float32 model that is
 Hugging Face's arithmetic. For a bfloat16 model it is llama.cpp's rather than Hugging Face's (which keeps
-the stream and q/k/v in bfloat16, rounding after every matmul and add): on 27 bench prompts the bf16
-engine's 32 greedy tokens matched the float32 engine's on 22 instead of 9, at no measurable cost
-(BENCHMARKS.md, eighth session).
+the stream and q/k/v in bfloat16, rounding after every matmul and add): its greedy tokens then track the
+float32 engine's far more often, at no measurable cost (docs/benchmarks/dtype-bf16.md, "bf16 arithmetic").
 On CPU, float32 steps run their matmuls through `pallas_kernels.layer_matmul` wherever it was measured
 faster (`layer_matmul.choose`: any step with AVX-512, up to 64 tokens with AVX2), which reads the stacked
 weights in place (XLA would copy each layer's slice out first). Weights packed by
@@ -135,7 +134,7 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     """-> (logits [S, vocab] float32, kv). `config`, `attn_impl` and `unroll_layers` are static under jit.
 
     `unroll_layers` unrolls the layer scan: same math, no while loop. On an H200 it made a 1B model's decode
-    step ~1.4x faster and prefill ~10% faster, at ~8x the compile time (BENCHMARKS.md); off by default.
+    step ~1.4x faster and prefill ~10% faster, at ~8x the compile time (docs/benchmarks/gpu.md); off by default.
     """
     validate(params, kv, batch, config)
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)

@@ -105,8 +105,8 @@ def with_fused_projections(params: dict) -> dict:
     separate ones are dropped from the returned tree).
 
     A small-batch step then streams the weights that read the same input in one matmul instead of three
-    or two: fewer kernel launches, and no small single-threaded matrix (BENCHMARKS.md: batch-1 decode
-    +7 %, other steps level). Same memory once the caller lets the separate arrays go.
+    or two: fewer kernel launches, and no small single-threaded matrix (docs/benchmarks/runner-raw-speed.md,
+    "Fused projections and padding rows"). Same memory once the caller lets the separate arrays go.
     """
     layers = dict(params["layers"])
     for fused, parts in FUSED.items():
@@ -146,8 +146,8 @@ def with_materialised_head(params: dict, config) -> dict:
     """Tied embeddings: params plus lm_head = a contiguous copy of embed.T, else params unchanged.
 
     The LM head then streams [H, V] rows like every other matmul instead of XLA:CPU transposing the whole
-    embedding inside each step (BENCHMARKS.md: batch-2 head 8.1 -> 3.5 ms). Costs one more embedding
-    in memory (113 MB for SmolLM2-135M in float32).
+    embedding inside each step (docs/benchmarks/runner-raw-speed.md, "Native decode kernels"). Costs one
+    more embedding in memory (113 MB for SmolLM2-135M in float32).
     """
     if not config.tie_word_embeddings or "lm_head" in params:
         return params

@@ -74,7 +74,7 @@ class Runner:
         kernel (params.with_packed_matmuls; same memory; head materialised and projections fused too).
         None = where that kernel runs.
         `pack_f32`: with a float32 model, store the matmul weights as column strips (params.with_packed_matmuls)
-        that the native kernel reads sequentially (decode ~15 % faster; BENCHMARKS.md, sixth session). None =
+        that the native kernel reads sequentially (faster decode; docs/benchmarks/runner-raw-speed.md). None =
         where that kernel runs every step (its AVX-512 build; the AVX2 build hands big steps to XLA, which
         reads only the plain layout).
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the

@@ -8,8 +8,8 @@ bit-cast to int32. `decode(tokens, seqs, output_counts, prompt_mask) -> RunnerIn
 jitted step and slices them back out (static offsets: the bucket is the buffers' shapes).
 
 Why: every input array of a jitted call is its own host-to-device copy; on a GPU that is a transfer and
-a dispatch each, and session 1 measured ~1.5 ms of host work per decode step on the H200 with ~20
-inputs (BENCHMARKS.md, "Whole model on the H200"). The [S, V] penalty arrays stay separate: they are
+a dispatch each, and host work was much of an H200 decode step's time (docs/benchmarks/gpu.md,
+"Whole model"). The [S, V] penalty arrays stay separate: they are
 device-resident zeros unless a row has a penalty.
 """
 
