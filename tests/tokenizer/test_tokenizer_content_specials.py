@@ -63,7 +63,7 @@ def test_ordinary_chats_with_tools_tokenize_as_before_in_other_templates(smollm2
 
 
 def test_special_token_text_in_tools_is_plain_text(smollm2, reference):
-    chat = next(c for c in reference["chats"] if c["template"] != "smollm2" and c["tools"])
+    chat = next(c for c in reference["chats"] if c["template"] == "tools_json")
     tokenizer = Tokenizer(smollm2.hf_tokenizer, bos_token_id=smollm2.bos_token_id, eos_token_id=smollm2.eos_token_id,
                           chat_template=chat["source"])
     def with_description(text: str) -> list[int]:
