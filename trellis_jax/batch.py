@@ -133,6 +133,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=256, help="default max_tokens for lines without one")
     p.add_argument("--temperature", type=float, default=1.0, help="default temperature for lines without one")
     p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--allow-special-tokens-in-content", action="store_true",
+                   help='let special-token text in "messages" act as control tokens (default: plain text); '
+                        '"prompt" text always parses them')
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -158,7 +161,8 @@ def engine_config(args: argparse.Namespace):
         kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         eviction_policy=args.eviction_policy, schedule_policy=args.schedule_policy,
-        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic)
+        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic,
+        allow_special_tokens_in_content=args.allow_special_tokens_in_content)
 
 
 if __name__ == "__main__":
