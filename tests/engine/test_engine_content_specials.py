@@ -55,3 +55,11 @@ def test_engine_option_lets_chat_content_special_text_act_as_control_tokens(smol
 def test_raw_string_prompts_parse_special_tokens(smollm2_model):
     tokenizer = engine_tokenizer(smollm2_model)
     assert to_token_ids("<|im_start|>", tokenizer) == [tokenizer.token_to_id("<|im_start|>")]
+
+
+def test_batch_cli_flag_reaches_the_engine_config():
+    from trellis_jax.batch import engine_config, parse_args
+
+    args = ["--input", "i", "--output", "o"]
+    assert engine_config(parse_args(args)).allow_special_tokens_in_content is False
+    assert engine_config(parse_args(args + ["--allow-special-tokens-in-content"])).allow_special_tokens_in_content
