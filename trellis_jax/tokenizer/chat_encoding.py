@@ -41,9 +41,7 @@ class ContentShield:
         self._pattern = re.compile("|".join(map(re.escape, specials))) if specials else None
         texts = list(_strings(data))
         found = sorted({m.group() for text in texts for m in self._pattern.finditer(text)}) if self._pattern else []
-        taken = set("".join(texts)) | set(template_source)
-        free = (chr(c) for c in range(_PLACEHOLDER_BASE, 0x10FFFE) if chr(c) not in taken)
-        self._placeholder = dict(zip(found, free))
+        self._placeholder = dict(zip(found, _unused_characters(texts + [template_source]))) if found else {}
         self._original = {p: s for s, p in self._placeholder.items()}
 
     @property
@@ -68,6 +66,11 @@ class ContentShield:
         for placeholder, special in self._original.items():
             text = text.replace(placeholder, special)
         return text
+
+
+def _unused_characters(texts: list[str]) -> Iterator[str]:
+    taken = set().union(*map(set, texts))
+    return (chr(c) for c in range(_PLACEHOLDER_BASE, 0x10FFFE) if chr(c) not in taken)
 
 
 def encode_shielded(text: str, shield: ContentShield, *, parsing: HFTokenizer, literal: HFTokenizer,
