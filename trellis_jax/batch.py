@@ -121,6 +121,8 @@ def _run_items(engine: Engine, tokenizer, items: deque[BatchItem], report: _Repo
             item = items.popleft()
             if _submit(engine, tokenizer, item, report):
                 in_flight[item.key] = item
+            else:
+                on_finished()  # an error record: the line is done
         if not in_flight:
             continue
         engine.step()
