@@ -23,8 +23,16 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 from trellis_jax.dtypes import DTYPE_CHOICES
-from trellis_jax.engine.batch_io import (MAX_LINE_BYTES, BatchItem, DoneInOutput, LineError, error_line, read_done,
-                                         read_items, result_line)
+from trellis_jax.engine.batch_io import (
+    MAX_LINE_BYTES,
+    BatchItem,
+    DoneInOutput,
+    LineError,
+    error_line,
+    read_done,
+    read_items,
+    result_line,
+)
 from trellis_jax.engine.engine import Engine
 from trellis_jax.engine.prompts import to_token_ids
 from trellis_jax.engine.sampling_params import SamplingParams
@@ -139,7 +147,8 @@ def _submit(engine: Engine, tokenizer, item: BatchItem, report: _Report) -> bool
         engine.add_request(item.key, tokens, item.sampling)
         return True
     except (ValueError, TypeError, KeyError) as error:  # ChatTemplateError, TokenizerError, too long, ...
-        report.failed(LineError(item.line_number, item.request_id, str(error), item.line_sha256))
+        message = str(error).replace(repr(item.key), repr(item.request_id))  # the engine names its key, not the id
+        report.failed(LineError(item.line_number, item.request_id, message, item.line_sha256))
         return False
 
 

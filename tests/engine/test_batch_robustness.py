@@ -27,7 +27,7 @@ BAD_LINES = {  # what each bad line holds -> a fragment of its error message
     b'{"id": "t3", "messages": "hi"}': '"messages" must be',
     b'{"id": 1.5, "prompt": "a"}': 'invalid "id"',
     b'{"id": "big", "prompt": "' + b"x" * 30_000 + b'"}': f"longer than {MAX_LINE_BYTES} bytes",
-    b'{"id": "long", "prompt": "' + b"x" * 150 + b'"}': "needs",  # fits the line, not the KV pool
+    b'{"id": "long", "prompt": "' + b"x" * 150 + b'"}': "request 'long': needs",  # fits the line, not the KV pool
     b"[" * 5000 + b"]" * 5000: "JSON",  # nested deeper than Python's stack
 }
 

@@ -102,7 +102,8 @@ def test_lone_surrogate_in_chat_names_the_field(smollm2):
 
 
 def _imports(path: str, package: str) -> set[str]:
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    with open(path, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
     return {f"{package}.{node.module}" for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
 

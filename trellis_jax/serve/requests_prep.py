@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from trellis_jax.engine.sampling_params import SamplingParams
 from trellis_jax.serve.errors import APIError
-from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from trellis_jax.serve.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+)
 from trellis_jax.tokenizer.valid_text import find_invalid_text
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat defaults to the context left

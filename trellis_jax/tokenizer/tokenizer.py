@@ -212,7 +212,7 @@ class Tokenizer:
             )
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
 
-    def with_special_tokens_in_content(self, allowed: bool) -> "Tokenizer":
+    def with_special_tokens_in_content(self, allowed: bool) -> Tokenizer:
         """A copy whose `encode_chat` parses special-token text in the caller's content too (`allowed`),
         as every chat encoding did before content was tokenized as text. Shares everything else."""
         clone = copy.copy(self)
