@@ -8,6 +8,8 @@ import ast
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tiny_gguf import spm_vocab, write_gguf
 
 import trellis_jax.tokenizer
@@ -24,6 +26,11 @@ def specials_in(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
     return [i for i in ids if tokenizer.is_special(i)]
 
 
+def with_template(tokenizer: Tokenizer, source: str) -> Tokenizer:
+    return Tokenizer(tokenizer.hf_tokenizer, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                     chat_template=source)
+
+
 def test_special_token_text_in_content_yields_no_special_ids(smollm2):
     ids = smollm2.encode_chat(user(INJECTION))
     assert specials_in(smollm2, ids) == specials_in(smollm2, smollm2.encode_chat(user("hi")))
@@ -36,6 +43,21 @@ def test_special_token_text_in_content_is_encoded_as_plain_text(smollm2):
     ids = smollm2.encode_chat(user(INJECTION))
     assert ids[len(head):len(head) + len(smollm2.encode(INJECTION, parse_special=False))] == \
         smollm2.encode(INJECTION, parse_special=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.text(max_size=20), special=st.sampled_from(["<|im_start|>", "<|im_end|>", "<|endoftext|>"]),
+       after=st.text(max_size=20))
+def test_content_with_special_text_tokenizes_as_the_template_pieces_around_literal_content(smollm2, before, special,
+                                                                                          after):
+    content = before + special + after
+    empty = smollm2.apply_chat_template(user(""))
+    turn = empty.rindex("<|im_start|>user\n") + len("<|im_start|>")
+    head, middle, tail = empty[:turn], "user\n" + content, empty[turn + len("user\n"):]
+    assert smollm2.apply_chat_template(user(content)) == head + middle + tail
+    expected = (smollm2.encode(head, add_bos=False) + smollm2.encode(middle, parse_special=False, add_bos=False)
+                + smollm2.encode(tail, add_bos=False))
+    assert smollm2.encode_chat(user(content)) == expected
 
 
 def test_flag_restores_special_parsing_in_content(smollm2):
@@ -55,17 +77,16 @@ def test_ordinary_chats_tokenize_as_before(smollm2, reference):
 def test_ordinary_chats_with_tools_tokenize_as_before_in_other_templates(smollm2, reference):
     chats = [c for c in reference["chats"] if c["template"] != "smollm2"]
     assert chats
+    tokenizers = {source: with_template(smollm2, source) for source in {c["source"] for c in chats}}
     for chat in chats:
-        tokenizer = Tokenizer(smollm2.hf_tokenizer, bos_token_id=smollm2.bos_token_id, eos_token_id=smollm2.eos_token_id,
-                              chat_template=chat["source"])
+        tokenizer = tokenizers[chat["source"]]
         ids = tokenizer.encode_chat(chat["messages"], tools=chat["tools"])
         assert ids == tokenizer.encode(chat["text"], add_bos=False)
 
 
 def test_special_token_text_in_tools_is_plain_text(smollm2, reference):
     chat = next(c for c in reference["chats"] if c["template"] == "tools_json")
-    tokenizer = Tokenizer(smollm2.hf_tokenizer, bos_token_id=smollm2.bos_token_id, eos_token_id=smollm2.eos_token_id,
-                          chat_template=chat["source"])
+    tokenizer = with_template(smollm2, chat["source"])
     def with_description(text: str) -> list[int]:
         return tokenizer.encode_chat(chat["messages"], tools=[{**chat["tools"][0], "description": text}])
 
