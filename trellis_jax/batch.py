@@ -2,10 +2,12 @@
 
 Line formats: trellis_jax/engine/batch_io.py. Runs every request through one Engine (continuous
 batching over the radix cache), writing each result as soon as it finishes, so an interrupted job
-resumes where it stopped (ids already in the output are skipped). A bad line, or a request that can
-never fit, is reported with its line number on stderr and skipped. A progress bar shows requests,
-tokens/s and the cache hit rate; a summary is printed at the end (requests, tokens, throughput, prefill
-tokens skipped thanks to the cache).
+resumes where it stopped (ids already in the output are skipped). No input line can stop the job: a
+line that cannot run (not UTF-8, not JSON, invalid text, wrong types, too long, a prompt that can never
+fit) gets an error record in the output and a note with its line number on stderr, and every good line
+still runs; rerunning a finished job is a no-op. A progress bar shows requests, tokens/s and the cache
+hit rate; a summary is printed at the end (requests, tokens, throughput, prefill tokens skipped thanks
+to the cache).
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ import argparse
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from tqdm.auto import tqdm
 
 from trellis_jax.dtypes import DTYPE_CHOICES
-from trellis_jax.engine.batch_io import BatchItem, completed_ids, read_items, result_line
+from trellis_jax.engine.batch_io import (
+    MAX_LINE_BYTES,
+    BatchItem,
+    DoneInOutput,
+    LineError,
+    error_line,
+    read_done,
+    read_items,
+    result_line,
+)
 from trellis_jax.engine.engine import Engine
 from trellis_jax.engine.prompts import to_token_ids
 from trellis_jax.engine.sampling_params import SamplingParams
@@ -42,74 +55,108 @@ class BatchSummary:
     def describe(self) -> str:
         rate = (self.prompt_tokens - self.cached_tokens + self.output_tokens) / self.seconds if self.seconds else 0.0
         return (f"{self.completed} requests done, {self.skipped_done} already in the output, "
-                f"{len(self.bad_lines)} bad lines skipped; {self.prompt_tokens} prompt tokens "
+                f"{len(self.bad_lines)} bad lines (error records written); {self.prompt_tokens} prompt tokens "
                 f"({self.cached_tokens} = {self.cache_hit_rate:.1%} skipped thanks to the cache), "
                 f"{self.output_tokens} generated in {self.seconds:.1f} s: {self.output_tokens / max(self.seconds, 1e-9):.1f} "
                 f"generated tok/s, {rate:.1f} computed tok/s")
 
 
+class _Report:
+    """Writes results and error records to the output (flushed one by one) and keeps the summary."""
+
+    def __init__(self, out: TextIO, summary: BatchSummary, log: TextIO):
+        self.out, self.summary, self.log = out, summary, log
+
+    def failed(self, error: LineError) -> None:
+        self.out.write(error_line(error))
+        self.out.flush()
+        self.summary.bad_lines.append((error.line_number, error.message))
+        print(f"line {error.line_number}: skipped: {error.message}", file=self.log)
+
+    def finished(self, item: BatchItem, output) -> None:
+        self.out.write(result_line(output, item.request_id))
+        self.out.flush()
+        summary = self.summary
+        summary.completed += 1
+        summary.prompt_tokens += output.num_prompt_tokens
+        summary.cached_tokens += output.num_cached_tokens
+        summary.output_tokens += sum(len(c.token_ids) for c in output.outputs)
+
+
 def run_batch(engine: Engine, tokenizer, input_path: str, output_path: str, *,
               default_sampling: SamplingParams = SamplingParams(max_tokens=256), max_pending: int = 1024,
-              progress: bool = True, log=sys.stderr) -> BatchSummary:
+              max_line_bytes: int = MAX_LINE_BYTES, progress: bool = True, log=sys.stderr) -> BatchSummary:
     summary = BatchSummary()
-    done = completed_ids(output_path)
-    items = deque()
-    seen: set[str] = set()
-    for item in read_items(input_path, default_sampling):
-        if not isinstance(item, BatchItem):
-            _bad(summary, log, *item)
-        elif item.request_id in seen:
-            _bad(summary, log, item.line_number, f"duplicate id {item.request_id!r}")
-        elif item.request_id in done:
-            seen.add(item.request_id)
-            summary.skipped_done += 1
-        else:
-            seen.add(item.request_id)
-            items.append(item)
-    start = time.perf_counter()
-    with open(output_path, "a", encoding="utf-8") as out, \
-            tqdm(total=len(items), unit="req", desc="batch", disable=not progress, file=log) as bar:
-        in_flight = 0
-        while items or in_flight:
-            while items and in_flight < max_pending:
-                in_flight += _submit(engine, tokenizer, items.popleft(), summary, log)
-            engine.step()
-            for output in engine.pop_finished():
-                in_flight -= 1
-                out.write(result_line(output, output.request_id))
-                out.flush()
-                _count(summary, output)
-                bar.set_postfix_str(_postfix(summary, time.perf_counter() - start), refresh=False)
-                bar.update(1)
+    done = read_done(output_path)
+    with open(output_path, "a", encoding="utf-8") as out:
+        report = _Report(out, summary, log)
+        entries = read_items(input_path, default_sampling, max_line_bytes=max_line_bytes)
+        items = _items_to_run(entries, done, report)
+        start = time.perf_counter()
+        with tqdm(total=len(items), unit="req", desc="batch", disable=not progress, file=log) as bar:
+            _run_items(engine, tokenizer, items, report, max_pending, lambda: _progress(bar, summary, start))
     summary.seconds = time.perf_counter() - start
     print(summary.describe(), file=log)
     return summary
 
 
-def _submit(engine: Engine, tokenizer, item: BatchItem, summary: BatchSummary, log) -> int:
+def _items_to_run(entries: Iterable[BatchItem | LineError], done: DoneInOutput, report: _Report) -> deque[BatchItem]:
+    """The lines still to run; bad lines get their error record now, lines already done are skipped."""
+    items: deque[BatchItem] = deque()
+    first_line: dict[str, int] = {}
+    for entry in entries:
+        if entry.line_sha256 in done.failed_lines:
+            report.summary.skipped_done += 1
+        elif isinstance(entry, LineError):
+            report.failed(entry)
+        elif entry.key in first_line:
+            report.failed(LineError(entry.line_number, entry.request_id, f"duplicate id {entry.request_id!r} "
+                                    f"(first on line {first_line[entry.key]})", entry.line_sha256))
+        else:
+            first_line[entry.key] = entry.line_number
+            if entry.key in done.result_keys:
+                report.summary.skipped_done += 1
+            else:
+                items.append(entry)
+    return items
+
+
+def _run_items(engine: Engine, tokenizer, items: deque[BatchItem], report: _Report, max_pending: int,
+               on_finished) -> None:
+    in_flight: dict[str, BatchItem] = {}
+    while items or in_flight:
+        while items and len(in_flight) < max_pending:
+            item = items.popleft()
+            if _submit(engine, tokenizer, item, report):
+                in_flight[item.key] = item
+            else:
+                on_finished()  # an error record: the line is done
+        if not in_flight:
+            continue
+        engine.step()
+        for output in engine.pop_finished():
+            report.finished(in_flight.pop(output.request_id), output)
+            on_finished()
+
+
+def _submit(engine: Engine, tokenizer, item: BatchItem, report: _Report) -> bool:
+    """Queues one line's request; a line the tokenizer, the chat template or the engine refuses gets an
+    error record instead (False)."""
     try:
         tokens = to_token_ids(item.prompt, tokenizer)
-        engine.add_request(item.request_id, tokens, item.sampling)
-        return 1
-    except ValueError as error:  # a prompt the chat template rejects, RequestRejected, ...
-        _bad(summary, log, item.line_number, str(error))
-        return 0
+        engine.add_request(item.key, tokens, item.sampling)
+        return True
+    except (ValueError, TypeError, KeyError) as error:  # ChatTemplateError, TokenizerError, too long, ...
+        message = str(error).replace(repr(item.key), repr(item.request_id))  # the engine names its key, not the id
+        report.failed(LineError(item.line_number, item.request_id, message, item.line_sha256))
+        return False
 
 
-def _count(summary: BatchSummary, output) -> None:
-    summary.completed += 1
-    summary.prompt_tokens += output.num_prompt_tokens
-    summary.cached_tokens += output.num_cached_tokens
-    summary.output_tokens += sum(len(c.token_ids) for c in output.outputs)
-
-
-def _postfix(summary: BatchSummary, seconds: float) -> str:
-    return f"{summary.output_tokens / max(seconds, 1e-9):.1f} tok/s, cache hit {summary.cache_hit_rate:.0%}"
-
-
-def _bad(summary: BatchSummary, log, line_number: int, reason: str) -> None:
-    summary.bad_lines.append((line_number, reason))
-    print(f"line {line_number}: skipped: {reason}", file=log)
+def _progress(bar, summary: BatchSummary, start: float) -> None:
+    seconds = time.perf_counter() - start
+    bar.set_postfix_str(f"{summary.output_tokens / max(seconds, 1e-9):.1f} tok/s, "
+                        f"cache hit {summary.cache_hit_rate:.0%}", refresh=False)
+    bar.update(1)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -133,6 +180,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=256, help="default max_tokens for lines without one")
     p.add_argument("--temperature", type=float, default=1.0, help="default temperature for lines without one")
     p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--allow-special-tokens-in-content", action="store_true",
+                   help='let special-token text in "messages" act as control tokens (default: plain text); '
+                        '"prompt" text always parses them')
+    p.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
+                   help="longer input lines get an error record instead of being read (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -145,7 +197,7 @@ def main(argv=None) -> int:
     engine, tokenizer = build_engine(config)
     run_batch(engine, tokenizer, args.input, args.output,
               default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
-              progress=not args.no_progress)
+              max_line_bytes=args.max_line_bytes, progress=not args.no_progress)
     return 0
 
 
@@ -158,7 +210,8 @@ def engine_config(args: argparse.Namespace):
         kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         eviction_policy=args.eviction_policy, schedule_policy=args.schedule_policy,
-        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic)
+        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic,
+        allow_special_tokens_in_content=args.allow_special_tokens_in_content)
 
 
 if __name__ == "__main__":

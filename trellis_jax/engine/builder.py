@@ -39,6 +39,8 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         prefill_saturation_tokens=config.prefill_saturation_tokens,
         num_lookup_tokens=config.num_lookup_tokens, lookup_max_step_tokens=config.lookup_max_step_tokens), cache)
     tokenizer = loaded.tokenizer
+    if config.allow_special_tokens_in_content:
+        tokenizer = tokenizer.with_special_tokens_in_content(True)
     engine = Engine(scheduler, runner,
                     make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
                     eos_token_ids=tuple(tokenizer.eos_token_ids))

@@ -11,6 +11,9 @@ rows, so a second prompt only delays the first one's first token (docs/benchmark
 num_lookup_tokens: speculative decoding by prompt lookup (scheduler.config): greedy requests without
 penalties also verify up to this many tokens guessed from their own context in each decode step; the
 output is plain greedy decoding's, in fewer steps when the continuation repeats its context. 0: off.
+allow_special_tokens_in_content: chat messages' special-token text (`<|im_start|>`) acts as the model's
+control tokens, as the rendered template's own markup does. Off (default): it is tokenized as plain
+text, so a user cannot open a system turn. Raw string prompts always parse special tokens.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class EngineConfig:
     compile_cache_dir: str | None = None
     warmup: bool = True
     check_integrity_when_idle: bool = True
+    allow_special_tokens_in_content: bool = False  # chat content's special-token text acts as control tokens
 
     def __post_init__(self) -> None:
         for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens"):

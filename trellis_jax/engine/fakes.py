@@ -121,6 +121,14 @@ class ByteTokenizer:
         text = "".join(f"<{m['role']}>{m['content']}</s>" for m in messages)
         return text + ("<assistant>" if add_generation_prompt else "")
 
+    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True, *, add_bos=None) -> list[int]:
+        """apply_chat_template's ids, but "<s>" / "</s>" text inside a message is plain bytes (as in Tokenizer)."""
+        ids: list[int] = []
+        for m in messages:
+            ids += self.encode(f"<{m['role']}>", parse_special=False) + self.encode(m["content"], parse_special=False)
+            ids.append(EOS_ID)
+        return ids + (self.encode("<assistant>") if add_generation_prompt else [])
+
 
 class ByteDetokenizer:
     """Incremental detokenizer for ByteTokenizer (same push/flush contract as the real one)."""

@@ -2,7 +2,8 @@
 
 A prompt is one of: a str (raw text; special tokens in it are parsed as the model's), a list of token
 ids, or a chat (a list of {"role", "content"} messages, rendered with the model's chat template plus
-the generation prompt). `split_prompts` tells one prompt from a list of prompts for `LLM.generate`.
+the generation prompt; special-token text in the messages is tokenized as plain text unless the engine
+option allow_special_tokens_in_content is on, see Tokenizer.encode_chat). `split_prompts` tells one prompt from a list of prompts for `LLM.generate`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ def to_token_ids(prompt: Prompt, tokenizer) -> list[int]:
         for message in prompt:
             if "role" not in message or "content" not in message:
                 raise ValueError(f"a chat message needs 'role' and 'content', got {message!r}")
-        return list(tokenizer.encode(tokenizer.apply_chat_template(prompt, add_generation_prompt=True),
-                                     parse_special=True))
+        return list(tokenizer.encode_chat(prompt, add_generation_prompt=True, add_bos=None))
     raise ValueError(f"a prompt is a str, a list of token ids or a list of chat messages; got {prompt!r:.200}")
 
 

@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU gauge")
     p.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth for the utilisation gauge")
+    p.add_argument("--allow-special-tokens-in-content", action="store_true",
+                   help="let special-token text in chat messages (<|im_start|>...) act as control tokens; by "
+                        "default it is plain text. Raw /v1/completions string prompts always parse them")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
@@ -70,7 +73,8 @@ def engine_options(args: argparse.Namespace) -> dict:
                 schedule_policy=args.schedule_policy, disable_radix_cache=args.disable_radix_cache,
                 deterministic=args.deterministic, unroll_layers=args.unroll_layers,
                 materialise_head=False if args.no_materialise_head else None,
-                compile_cache_dir=None if args.no_compile_cache else args.compile_cache_dir)
+                compile_cache_dir=None if args.no_compile_cache else args.compile_cache_dir,
+                allow_special_tokens_in_content=args.allow_special_tokens_in_content)
 
 
 def default_compile_cache_dir() -> str:

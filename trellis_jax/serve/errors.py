@@ -79,6 +79,12 @@ def _got(err: dict) -> str:
     return f" (got {shown[:80]}{'...' if len(shown) > 80 else ''})"
 
 
+def _undecodable(error: UnicodeDecodeError) -> str:
+    bad = error.object[error.start:error.end].hex(" ")
+    return (f"request body is not valid {error.encoding.upper()} (bytes {bad} at offset {error.start}: "
+            f"{error.reason}); send JSON text encoded as UTF-8")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -94,6 +100,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         if exc.__cause__ is not None and type(exc.__cause__).__name__ == "BodyTooLarge":
             return error_response(413, str(exc.__cause__))  # FastAPI wraps body-read errors in a 400
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            return error_response(400, _undecodable(exc.__cause__), code="invalid_text")
         message = {404: f"no route {request.method} {request.url.path}",
                    405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
         return error_response(exc.status_code, message)

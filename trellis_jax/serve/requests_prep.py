@@ -1,17 +1,36 @@
 """Turn validated request bodies into engine work: token ids per prompt, SamplingParams capped by the
-context, the tenant namespace. Every problem a client can fix is an APIError 400 saying what to fix."""
+context, the tenant namespace. Every problem a client can fix is an APIError 400 saying what to fix,
+text that is not valid Unicode (a lone surrogate such as "\\ud800", in any field) included.
+
+String prompts of /v1/completions are raw text: special-token text in them (`<|im_start|>`) is parsed as
+the model's control tokens, as documented. Chat messages are tokenized as text (only the template's markup
+yields special tokens) unless the server runs with --allow-special-tokens-in-content."""
 
 from __future__ import annotations
 
 from trellis_jax.engine.sampling_params import SamplingParams
 from trellis_jax.serve.errors import APIError
-from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from trellis_jax.serve.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+)
+from trellis_jax.tokenizer.valid_text import find_invalid_text
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat defaults to the context left
 MAX_CHOICES = 64  # prompts x n in one request: more is a batch job, not an API call
 
 
+def check_text_fields(req: SamplingFields) -> None:
+    """A 400 naming the first field (prompt, messages, stop, tools, ...) whose text is not valid Unicode."""
+    invalid = find_invalid_text(req.model_dump(exclude_none=True))
+    if invalid is not None:
+        path, problem = invalid
+        raise APIError(400, f"{path} {problem}", param=path, code="invalid_text")
+
+
 def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
+    check_text_fields(req)
     count = len(req.prompts())
     if count * req.n > MAX_CHOICES:
         raise APIError(400, f"{count} prompts x n={req.n} asks for {count * req.n} completions; at most {MAX_CHOICES} "
@@ -32,15 +51,16 @@ def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
 
 
 def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
+    check_text_fields(req)
     messages = [m.for_template() for m in req.messages]
     extras = dict(req.chat_template_kwargs or {})
     if req.tools:
         extras["tools"] = req.tools
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=req.add_generation_prompt, **extras)
-    except (ValueError, KeyError, TypeError) as error:  # ChatTemplateError is a ValueError
+        ids = list(tokenizer.encode_chat(messages, add_generation_prompt=req.add_generation_prompt, add_bos=None,
+                                         **extras))
+    except (ValueError, KeyError, TypeError) as error:  # ChatTemplateError and TokenizerError are ValueErrors
         raise APIError(400, f"cannot build the chat prompt: {error}", param="messages") from error
-    ids = list(tokenizer.encode(text, parse_special=True))
     if not ids:
         raise APIError(400, "the chat renders to an empty prompt", param="messages")
     return ids

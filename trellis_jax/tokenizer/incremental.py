@@ -16,23 +16,10 @@ from __future__ import annotations
 
 import codecs
 
-from .token_bytes import TokenBytes, byte_fallback_ids, has_byte_level_decoder
+from .token_bytes import decoding_tables
 from .tokenizer import Tokenizer
 
 _REPLACEMENT = "\ufffd"
-
-
-def decoding_tables(tokenizer: Tokenizer) -> tuple[TokenBytes | None, frozenset[int]]:
-    # Built once per Tokenizer and shared by all its detokenizers (the Tokenizer itself stays read-only).
-    tables = tokenizer.__dict__.get("_detokenizer_tables")
-    if tables is None:
-        hf = tokenizer.hf_tokenizer
-        if has_byte_level_decoder(hf):
-            tables = (TokenBytes(hf, tokenizer.special_ids), frozenset())
-        else:
-            tables = (None, byte_fallback_ids(hf))
-        tokenizer.__dict__["_detokenizer_tables"] = tables
-    return tables
 
 
 class IncrementalDetokenizer:

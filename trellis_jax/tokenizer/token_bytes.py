@@ -5,6 +5,8 @@ a space, `Ċ` a newline, ...), or, when a token holds a character outside that a
 token like `<|x y|>`), takes the token's own UTF-8 bytes; the decoded text is the concatenation of
 these bytes decoded as UTF-8 with U+FFFD for invalid sequences. `TokenBytes` reproduces exactly that
 per id, so a stream can be decoded incrementally without re-decoding the whole sequence.
+`decoding_tables(tokenizer)` builds, once per `Tokenizer`, what both `Tokenizer.token_bytes` and the
+`IncrementalDetokenizer` decode with (it lives here so neither of those modules imports the other).
 """
 
 from __future__ import annotations
@@ -71,3 +73,17 @@ class TokenBytes:
         if all(ch in alphabet for ch in token):
             return bytes(alphabet[ch] for ch in token)
         return token.encode("utf-8")
+
+
+def decoding_tables(tokenizer) -> tuple[TokenBytes | None, frozenset[int]]:
+    """(TokenBytes, empty) for a byte-level `Tokenizer`, else (None, its byte-fallback ids)."""
+    # Built once per Tokenizer and shared by all its detokenizers (the Tokenizer itself stays read-only).
+    tables = tokenizer.__dict__.get("_detokenizer_tables")
+    if tables is None:
+        hf = tokenizer.hf_tokenizer
+        if has_byte_level_decoder(hf):
+            tables = (TokenBytes(hf, tokenizer.special_ids), frozenset())
+        else:
+            tables = (None, byte_fallback_ids(hf))
+        tokenizer.__dict__["_detokenizer_tables"] = tables
+    return tables

@@ -2,7 +2,10 @@
 
 Built from a GGUF file (`from_gguf`) or a Hugging Face directory (`from_hf_dir`); token ids are the
 model's. `encode` parses special-token text such as `<|im_start|>` by default and prepends BOS when the
-model asks for it (never twice: a prompt whose text already starts with BOS is left alone).
+model asks for it (never twice: a prompt whose text already starts with BOS is left alone); text with a
+lone surrogate is a `TokenizerError`. `encode_chat` tokenizes the caller's text (message content,
+tools, template variables) as plain text, so only the template's own markup yields special ids, unless
+the tokenizer comes from `with_special_tokens_in_content(True)`.
 `eos_token_ids` holds every id that ends a turn: EOS, the GGUF eot/eom ids, `generation_config.json`'s
 eos ids, and well-known end-of-turn specials present in the vocabulary (`<|im_end|>`, `<|eot_id|>`, ...).
 Instances are immutable after construction and safe to share between threads.
@@ -10,14 +13,19 @@ Instances are immutable after construction and safe to share between threads.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from .chat_encoding import ContentShield, continuation_tokenizer, encode_shielded
 from .chat_template import ChatTemplate
 from .errors import ChatTemplateError, TokenizerError
+from .token_bytes import decoding_tables
+from .valid_text import check_text, find_invalid_text
 
 # Specials that end an assistant turn in common chat formats (llama.cpp treats the same set as end-of-generation).
 END_OF_TURN_TOKENS = (
@@ -53,9 +61,10 @@ class Tokenizer:
         self._tok_literal = HFTokenizer.from_str(hf_tokenizer.to_str())
         self._tok_literal.encode_special_tokens = True
         self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
-        self.special_ids = frozenset(
-            token_id for token_id, added in hf_tokenizer.get_added_tokens_decoder().items() if added.special
-        )
+        added_tokens = hf_tokenizer.get_added_tokens_decoder()
+        self.special_ids = frozenset(token_id for token_id, added in added_tokens.items() if added.special)
+        self._special_strings = tuple(added_tokens[token_id].content for token_id in self.special_ids)
+        self.special_tokens_in_content = False
         self.bos_token_id = self._checked_id(bos_token_id, "bos")
         self.eos_token_id = self._checked_id(eos_token_id, "eos")
         self.unk_token_id = self._checked_id(unk_token_id, "unk")
@@ -142,8 +151,11 @@ class Tokenizer:
         tokenized as plain characters). `add_bos`: None follows the model's own setting."""
         if not isinstance(text, str):
             raise TokenizerError(f"encode() takes a str, got {type(text).__name__}")
+        check_text(text)
         tok = self._tok if parse_special else self._tok_literal
-        ids = tok.encode(text, add_special_tokens=False).ids
+        return self._with_bos(tok.encode(text, add_special_tokens=False).ids, add_bos)
+
+    def _with_bos(self, ids: list[int], add_bos: bool | None) -> list[int]:
         want_bos = self.add_bos if add_bos is None else add_bos and self.bos_token_id is not None
         if want_bos and ids[:1] != [self.bos_token_id]:
             ids.insert(0, self.bos_token_id)
@@ -175,8 +187,6 @@ class Tokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes one token stands for (OpenAI logprobs report them): exact for byte-level
         vocabularies, where a token may hold part of a character; else the UTF-8 of its decoded text."""
-        from .incremental import decoding_tables
-
         token_id = self.check_ids([token_id])[0]
         table, _ = decoding_tables(self)
         if table is not None:
@@ -202,10 +212,36 @@ class Tokenizer:
             )
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
 
-    def encode_chat(self, messages: Any, add_generation_prompt: bool = True, **kwargs: Any) -> list[int]:
-        """Token ids of the rendered chat; like HF, the template supplies BOS itself (none is added)."""
+    def with_special_tokens_in_content(self, allowed: bool) -> Tokenizer:
+        """A copy whose `encode_chat` parses special-token text in the caller's content too (`allowed`),
+        as every chat encoding did before content was tokenized as text. Shares everything else."""
+        clone = copy.copy(self)
+        clone.special_tokens_in_content = bool(allowed)
+        return clone
+
+    def encode_chat(self, messages: Any, add_generation_prompt: bool = True, *, add_bos: bool | None = False,
+                    **kwargs: Any) -> list[int]:
+        """Token ids of the rendered chat. Special-token text inside `messages` or `kwargs` (tools,
+        documents, template variables) is tokenized as plain text: only the template's markup becomes
+        special ids (unless `special_tokens_in_content`). `add_bos`: like HF, the template supplies BOS
+        itself (False: none is added); None follows the model's setting, as `encode` does."""
+        invalid = find_invalid_text(messages, "messages") or find_invalid_text(kwargs)
+        if invalid is not None:
+            raise TokenizerError(f"{invalid[0]} {invalid[1]}")
+        if self.special_tokens_in_content or self.chat_template is None:
+            text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **kwargs)
+            return self.encode(text, parse_special=True, add_bos=add_bos)
+        shield = ContentShield(self._special_strings, (messages, kwargs), self.chat_template.source)
+        if shield.active:
+            messages, kwargs = shield.shield(messages), shield.shield(kwargs)
         text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **kwargs)
-        return self.encode(text, parse_special=True, add_bos=False)
+        ids = encode_shielded(text, shield, parsing=self._tok, literal=self._tok_literal,
+                              continuation=self._tok_continuation, special_ids=self.special_ids)
+        return self._with_bos(ids, add_bos)
+
+    @functools.cached_property
+    def _tok_continuation(self) -> HFTokenizer:
+        return continuation_tokenizer(self._tok_literal)
 
     def __repr__(self) -> str:
         return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size}, eos_token_ids={self.eos_token_ids})"
