@@ -5,7 +5,9 @@ counted as it arrives and refused as soon as it crosses the cap, so a huge uploa
 Time: the whole body must arrive within `read_timeout_s` of the request's headers, however it trickles in
 (a client sending one byte a second is cut off at the deadline, not kept alive by each byte). Once the
 body is complete the deadline no longer applies: later reads only wait for the client to disconnect.
-Both refusals carry OpenAI error JSON and `Connection: close` (the rest of the body is never read).
+Both refusals carry OpenAI error JSON and `Connection: close` (the rest of the body is never read), as
+does any response sent before its request's body was read in full (a route that ignores its body), so a
+slow body cannot hold the connection open after its answer.
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ class BodyLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await _refuse(send, BodyTooLarge(self.max_bytes))
         received = 0
-        body_done = False
+        body_done = declared in (None, b"0") and b"chunked" not in headers.get(b"transfer-encoding", b"").lower()
         deadline = time.monotonic() + self.read_timeout_s
         started = False
 
@@ -70,7 +73,10 @@ class BodyLimits:
 
         async def tracking_send(message):
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if not body_done:
+                    message = {**message, "headers": _closing(message.get("headers", []))}
             await send(message)
 
         try:
@@ -78,6 +84,11 @@ class BodyLimits:
         except (BodyTooLarge, BodyTooSlow) as error:  # read outside FastAPI's body parsing: answer here
             if not started:
                 await _refuse(send, error)
+
+
+def _closing(headers) -> list:
+    headers = [(name, value) for name, value in headers if name.lower() != b"connection"]
+    return [*headers, (b"connection", b"close")]
 
 
 async def _refuse(send, error: APIError) -> None:
