@@ -14,6 +14,7 @@ KEYS = ("key-alpha-0123456789", "key-beta-9876543210")
 ADMIN = "key-admin-5555555555"
 PROMPT = "Tenant A's private prefix that is long enough to fill a few pages. "
 CLOSED_WITH_KEYS = ("/metrics", "/openapi.json", "/docs", "/redoc")
+DOCS = ("/openapi.json", "/docs", "/redoc")
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +147,29 @@ def test_an_admin_key_may_generate_like_any_key(keyed_server):
 
 
 @pytest.mark.parametrize("path", CLOSED_WITH_KEYS)
-def test_metrics_and_docs_need_a_key_when_keys_are_configured(keyed_server, path):
+def test_metrics_and_docs_answer_401_without_a_key_when_keys_are_configured(keyed_server, path):
     assert httpx.get(keyed_server.url + path).status_code == 401
+
+
+@pytest.mark.parametrize("path", DOCS)
+def test_any_key_reads_the_docs(keyed_server, path):
     assert httpx.get(keyed_server.url + path, headers=bearer(KEYS[1])).status_code == 200
+
+
+def test_once_admin_keys_exist_only_they_read_every_tenant_s_metrics(keyed_server):
+    tenant = httpx.get(keyed_server.url + "/metrics", headers=bearer(KEYS[1]))
+    assert tenant.status_code == 403 and tenant.json()["error"]["code"] == "admin_key_required"
+    assert httpx.get(keyed_server.url + "/metrics", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_the_document_lists_403_for_metrics_once_admin_keys_exist(keyed_server):
+    schema = httpx.get(keyed_server.url + "/openapi.json", headers=bearer(ADMIN)).json()
+    assert {"401", "403"} <= set(schema["paths"]["/metrics"]["get"]["responses"])
+
+
+def test_without_admin_keys_any_key_reads_the_metrics():
+    tenancy = Tenancy(KEYS)
+    assert tenancy.authenticate_operator(f"Bearer {KEYS[1]}").namespace == "key1"
 
 
 @pytest.mark.parametrize("path", CLOSED_WITH_KEYS)

@@ -5,7 +5,8 @@ the model, the KV budget and how long start-up took (compilation shows a progres
 from --api-key (repeatable), TRELLIS_API_KEY or TRELLIS_API_KEYS (comma-separated); several keys =
 one tenant each (each key's prefix cache is private to it). Admin keys (--admin-api-key,
 TRELLIS_ADMIN_API_KEY or TRELLIS_ADMIN_API_KEYS) are tenants that may also flush every tenant's cache.
-With keys, /metrics and the API docs need a key too, unless --public-metrics / --open-docs.
+With keys, /metrics (an admin key once any exists) and the API docs need a key too, unless
+--public-metrics / --open-docs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[], help="require 'Authorization: Bearer KEY' (repeatable)")
     p.add_argument("--admin-api-key", action="append", default=[],
-                   help="a key that may also flush every tenant's cache (POST /flush_cache); repeatable")
+                   help="a key that may also flush every tenant's cache (POST /flush_cache) and, once any "
+                        "exists, is the only kind that reads /metrics; repeatable")
     p.add_argument("--public-metrics", action="store_true", help="with API keys, serve GET /metrics without a key")
     p.add_argument("--open-docs", action="store_true",
                    help="with API keys, serve /docs, /redoc and /openapi.json without a key")

@@ -4,7 +4,8 @@
 POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream=true), GET /v1/models,
 GET /v1/models/{id}, POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
 /redoc). With API keys configured, every route but /health needs `Authorization: Bearer <key>`;
-`public_metrics` / `open_docs` open /metrics / the docs again. Each key is a tenant (tenancy.py):
+`public_metrics` / `open_docs` open /metrics / the docs again; once admin keys exist, /metrics (every
+tenant's traffic) needs one of them. Each key is a tenant (tenancy.py):
 /flush_cache evicts only the caller's prefixes, an admin key's (or, without keys, anyone's) every tenant's.
 Request bodies are bounded in size and read time (limits.py). A client that disconnects aborts its
 request (its engine streams are cancelled, pages freed).
@@ -42,7 +43,7 @@ class ServerSettings:
     model_name: str = "default"
     api_keys: tuple[str, ...] = ()
     admin_api_keys: tuple[str, ...] = ()  # tenants that may also flush every tenant's cache
-    public_metrics: bool = False  # with keys configured, GET /metrics without a key
+    public_metrics: bool = False  # with keys configured, GET /metrics without a key (else a key; admin if any)
     open_docs: bool = False  # with keys configured, /openapi.json, /docs and /redoc without a key
     max_body_bytes: int = 4 * 2**20
     body_read_timeout_s: float = 30.0  # the whole body must arrive within this (slow clients get 408)
@@ -76,14 +77,20 @@ class _Handlers:
     def caller(self, request: Request) -> Caller:
         return self.tenancy.authenticate(request.headers.get("authorization"))
 
-    def guard(self, opened: bool) -> list:
-        """Route dependencies: the API key check, unless the server opened the route to everyone."""
-        return [] if opened else [Depends(self.caller)]
+    def operator(self, request: Request) -> Caller:
+        return self.tenancy.authenticate_operator(request.headers.get("authorization"))
 
-    def errors(self, *statuses: int) -> dict:
-        """OpenAPI responses of a route: `statuses`, and 401 where keys are configured."""
-        auth = (401,) if self.tenancy.auth_required else ()
-        return error_responses(*sorted(set(statuses) | set(auth)))
+    def guard(self, opened: bool, *, operators_only: bool = False) -> list:
+        """Route dependencies: the API key check (an admin key for `operators_only` once admin keys exist),
+        unless the server opened the route to everyone."""
+        return [] if opened else [Depends(self.operator if operators_only else self.caller)]
+
+    def errors(self, *statuses: int, operators_only: bool = False) -> dict:
+        """OpenAPI responses of a route: `statuses`, and 401 (403) where keys (admin keys) are configured."""
+        auth = {401} if self.tenancy.auth_required else set()
+        if operators_only and self.tenancy.has_admins:
+            auth.add(403)
+        return error_responses(*sorted(set(statuses) | auth))
 
     def check_model(self, name: str) -> None:
         if name != self.settings.model_name:
@@ -157,8 +164,11 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
     async def health():
         return {"status": "ok", "model": handlers.settings.model_name}
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=handlers.errors(),
-             dependencies=handlers.guard(handlers.settings.public_metrics))
+    opened = handlers.settings.public_metrics
+
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={} if opened else handlers.errors(operators_only=True),
+             dependencies=handlers.guard(opened, operators_only=True))
     async def prometheus_metrics():
         """Prometheus text exposition of the server's and the engine's counters (all tenants together)."""
         return Response(generate_latest(handlers.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 _WHY = {
     400: "invalid request: malformed JSON, a field out of range, a prompt too long for the context",
     401: "missing or invalid API key",
+    403: "a tenant's key where an admin key is needed (the figures span every tenant)",
     404: "no such model (see GET /v1/models)",
     408: "the request body did not arrive within the server's body read timeout",
     413: "the request body is larger than the server's limit",

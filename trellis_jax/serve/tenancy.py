@@ -42,6 +42,19 @@ class Tenancy:
     def auth_required(self) -> bool:
         return bool(self._keys)
 
+    @property
+    def has_admins(self) -> bool:
+        return any(caller.is_admin for _, caller in self._keys)
+
+    def authenticate_operator(self, authorization: str | None) -> Caller:
+        """As `authenticate`, for figures that span every tenant: once admin keys exist, only they may see
+        them (APIError 403 for a tenant's key); without admin keys, any key."""
+        caller = self.authenticate(authorization)
+        if self.has_admins and not caller.is_admin:
+            raise APIError(403, "this route shows every tenant's traffic: it needs an admin key",
+                           code="admin_key_required")
+        return caller
+
     def authenticate(self, authorization: str | None) -> Caller:
         """Who sends this Authorization header (namespace, admin rights), or APIError 401."""
         if not self._keys:
