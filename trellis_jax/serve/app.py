@@ -3,10 +3,10 @@
 `engine` is an `AsyncEngine` (or anything with its generate/abort/shutdown/tokenizer surface). Routes:
 POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream=true), GET /v1/models,
 GET /v1/models/{id}, POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
-/redoc). With API keys configured, every route but /health needs `Authorization: Bearer <key>`;
-`public_metrics` / `open_docs` open /metrics / the docs again; once admin keys exist, /metrics (every
-tenant's traffic) needs one of them. Each key is a tenant (tenancy.py):
-/flush_cache evicts only the caller's prefixes, an admin key's (or, without keys, anyone's) every tenant's.
+/redoc). With API keys configured, every route but /health needs `Authorization: Bearer <key>`
+(`public_metrics` / `open_docs` reopen /metrics / the docs); once admin keys exist, /metrics (every
+tenant's traffic) needs one of them. Each key is a tenant (tenancy.py): /flush_cache evicts only the
+caller's prefixes; an admin key's (or, on a server without keys, anyone's) evicts every tenant's.
 Request bodies are bounded in size and read time (limits.py). A client that disconnects aborts its
 request (its engine streams are cancelled, pages freed).
 """
@@ -80,7 +80,7 @@ class _Handlers:
     def operator(self, request: Request) -> Caller:
         return self.tenancy.authenticate_operator(request.headers.get("authorization"))
 
-    def guard(self, opened: bool, *, operators_only: bool = False) -> list:
+    def guard(self, opened: bool = False, *, operators_only: bool = False) -> list:
         """Route dependencies: the API key check (an admin key for `operators_only` once admin keys exist),
         unless the server opened the route to everyone."""
         return [] if opened else [Depends(self.operator if operators_only else self.caller)]
@@ -186,11 +186,11 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
             raise mapped from error
         return {"flushed_pages": freed}
 
-    @app.get("/v1/models", responses=handlers.errors(), dependencies=handlers.guard(False))
+    @app.get("/v1/models", responses=handlers.errors(), dependencies=handlers.guard())
     async def list_models():
         return {"object": "list", "data": [handlers.model_card()]}
 
-    @app.get("/v1/models/{model_id:path}", responses=handlers.errors(404), dependencies=handlers.guard(False))
+    @app.get("/v1/models/{model_id:path}", responses=handlers.errors(404), dependencies=handlers.guard())
     async def get_model(model_id: str):
         handlers.check_model(model_id)
         return handlers.model_card()
