@@ -12,7 +12,11 @@ from serve_harness import fake_engine
 from trellis_jax.serve.app import ServerSettings, create_app
 
 schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import allow_header_conformance, content_type_conformance, status_code_conformance  # noqa: E402
+from schemathesis.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    status_code_conformance,
+)
 
 ENGINE = fake_engine()
 APP = create_app(ENGINE, ServerSettings(model_name="fake-model", shutdown_engine=False))

@@ -85,7 +85,13 @@ from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
 from trellis_jax.cache.stats import CacheStats, Counters
-from trellis_jax.cache.tree import best_partial_child, iter_nodes, longest_match, path_pages, split
+from trellis_jax.cache.tree import (
+    best_partial_child,
+    iter_nodes,
+    longest_match,
+    path_pages,
+    split,
+)
 from trellis_jax.cache.validate import check_private, insert_args, is_alternate_copy
 
 

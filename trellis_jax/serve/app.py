@@ -21,7 +21,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trellis_jax.serve import requests_prep
@@ -30,7 +35,11 @@ from trellis_jax.serve.errors import APIError, install_error_handlers
 from trellis_jax.serve.generation import Job, engine_error, run_job, stream_job
 from trellis_jax.serve.limits import BodyLimits
 from trellis_jax.serve.metrics import RequestMetrics, ResponseCounter, ServerMetrics
-from trellis_jax.serve.openapi import error_responses, install_docs, strip_validation_422
+from trellis_jax.serve.openapi import (
+    error_responses,
+    install_docs,
+    strip_validation_422,
+)
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trellis_jax.serve.responses import LogprobFormatter
 from trellis_jax.serve.tenancy import Caller, Tenancy
@@ -174,7 +183,7 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
         return Response(generate_latest(handlers.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/flush_cache", responses=handlers.errors(500, 503))
-    async def flush_cache(caller: Caller = Depends(handlers.caller)):
+    async def flush_cache(caller: Caller = Depends(handlers.caller)):  # noqa: B008 (FastAPI idiom)
         """Evict the cached prefix pages of the caller's tenant (its cache_salt splits included) that no
         running request holds; an admin key flushes every tenant's. Answers the pages freed."""
         try:
@@ -201,7 +210,8 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     answers = handlers.errors(400, 404, 408, 413, 500, 503)
 
     @app.post("/v1/completions", responses=answers)
-    async def completions(body: CompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)):
+    async def completions(body: CompletionRequest, request: Request,
+                          caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
         prompts = requests_prep.completion_prompts(body, engine.tokenizer)
         sampling = requests_prep.sampling_params(
@@ -213,7 +223,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
 
     @app.post("/v1/chat/completions", responses=answers)
     async def chat_completions(body: ChatCompletionRequest, request: Request,
-                               caller: Caller = Depends(handlers.caller)):
+                               caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
         prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
