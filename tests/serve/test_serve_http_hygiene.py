@@ -109,6 +109,11 @@ def test_a_generation_longer_than_the_read_timeout_still_completes():
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 30
 
 
+def test_a_read_timeout_that_is_not_positive_is_refused_at_start_up():
+    with pytest.raises(ValueError, match="body_read_timeout_s"):
+        ServerSettings(body_read_timeout_s=0)
+
+
 def test_past_the_connection_cap_new_requests_get_503():
     engine = fake_engine()
     with ServerThread(create_app(engine, ServerSettings(model_name="fake-model")), limit_concurrency=2) as s:

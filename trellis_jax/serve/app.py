@@ -60,6 +60,10 @@ class ServerSettings:
     ceilings: Ceilings | None = None
     shutdown_engine: bool = True  # stop the engine thread when the app shuts down
 
+    def __post_init__(self) -> None:  # the middleware is built at the first request: fail at start-up instead
+        if not self.body_read_timeout_s > 0:
+            raise ValueError(f"body_read_timeout_s must be > 0, got {self.body_read_timeout_s!r}")
+
 
 def _max_model_len(engine) -> int:
     scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
