@@ -128,6 +128,17 @@ def test_flush_cache_evicts_finished_prefixes_so_the_next_request_starts_cold(en
     assert deltas[-1].num_cached_tokens == 0
 
 
+def test_flush_cache_of_one_namespace_keeps_the_others_cached(engine):
+    prompt, greedy = "abcdefghijklmnopqrst", SamplingParams(temperature=0, max_tokens=2)
+
+    def run(namespace):
+        return asyncio.run(collect(engine.generate(prompt, greedy, namespace=namespace)))[-1].num_cached_tokens
+
+    run("a"), run("b")
+    assert asyncio.run(engine.flush_cache("b")) > 0
+    assert run("a") > 0 and run("b") == 0
+
+
 def test_flush_cache_leaves_a_running_request_s_pages_alone(engine):
     only_abort_can_end_it = slow_steps(engine)
 

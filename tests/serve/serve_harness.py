@@ -57,12 +57,12 @@ def expected_increment(prompt: str, max_tokens: int) -> str:
 
 
 class ServerThread:
-    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread."""
+    """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread (`server_options`: make_server's)."""
 
-    def __init__(self, app):
+    def __init__(self, app, **server_options):
         self.sock = bind_socket("127.0.0.1", 0)
         self.url = url_of(self.sock)
-        self.server = make_server(app, graceful_timeout_s=5, log_level="warning")
+        self.server = make_server(app, graceful_timeout_s=5, log_level="warning", **server_options)
         self.server.config.install_signal_handlers = False
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from trellis_jax.serve.__main__ import api_keys_from, engine_options, parse_args, served_name
+import pytest
+
+from trellis_jax.serve.__main__ import admin_api_keys_from, api_keys_from, engine_options, parse_args, served_name
 
 
 def test_defaults_bind_loopback_on_8000_with_the_default_model():
@@ -28,6 +30,29 @@ def test_api_keys_from_flags_and_environment():
     args = parse_args(["--api-key", "a", "--api-key", "b"])
     assert api_keys_from(args, {"TRELLIS_API_KEYS": "c, d,,a", "TRELLIS_API_KEY": "e"}) == ("a", "b", "c", "d", "e")
     assert api_keys_from(parse_args([]), {}) == ()
+
+
+def test_admin_keys_from_flags_and_environment_apart_from_the_api_keys():
+    args = parse_args(["--admin-api-key", "root", "--api-key", "a"])
+    environ = {"TRELLIS_ADMIN_API_KEYS": "x, y", "TRELLIS_ADMIN_API_KEY": "z", "TRELLIS_API_KEY": "e"}
+    assert admin_api_keys_from(args, environ) == ("root", "x", "y", "z")
+    assert api_keys_from(args, environ) == ("a", "e")
+
+
+def test_metrics_and_docs_are_closed_by_default_and_flags_open_them():
+    assert (parse_args([]).public_metrics, parse_args([]).open_docs) == (False, False)
+    args = parse_args(["--public-metrics", "--open-docs"])
+    assert (args.public_metrics, args.open_docs) == (True, True)
+
+
+def test_http_limits_have_bounded_defaults_and_refuse_nonsense(capsys):
+    args = parse_args(["--body-read-timeout", "2.5", "--limit-concurrency", "64"])
+    assert (args.body_read_timeout, args.limit_concurrency) == (2.5, 64)
+    assert (parse_args([]).body_read_timeout, parse_args([]).limit_concurrency) == (30.0, 512)
+    for bad in (["--body-read-timeout", "0"], ["--limit-concurrency", "1"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+        assert "must be" in capsys.readouterr().err
 
 
 def test_materialised_head_is_automatic_unless_turned_off():

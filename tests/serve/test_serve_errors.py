@@ -116,7 +116,7 @@ def test_too_many_completions_in_one_request(fake_server):
 
 
 def test_a_failed_flush_is_a_500_naming_it_and_the_server_keeps_serving(fake_server, fake_engine_of, monkeypatch):
-    def broken():
+    def broken(namespace=None):
         raise AssertionError("integrity check failed")
 
     monkeypatch.setattr(fake_engine_of.engine, "flush_cache", broken)

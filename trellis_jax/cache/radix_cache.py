@@ -55,12 +55,17 @@ Methods (mutation / locking):
 - ``can_allocate(n)``; ``evict(num_pages) -> int``: frees up to ``num_pages`` unlocked pages in policy
   order, cascading to parents that become unlocked leaves; a leaf holding more pages than needed loses
   only its tail pages. Returns the pages freed (fewer when not enough are evictable; no error).
+- ``evict_namespace(namespace) -> int``: frees every unlocked page of ``namespace`` and of the namespaces
+  nested under it (see below), whatever the policy says; other namespaces, the shared trunk and locked
+  paths are untouched. Returns the pages freed.
 - Counts ``num_free_pages``, ``num_evictable_pages``, ``num_locked_pages``, ``num_private_pages``,
   ``num_pages``; ``stats`` (CacheStats snapshot), ``reset_stats()``, ``check_integrity()``.
 
 Namespaces (tenant / cache_salt): prefixes in different namespaces never match. Namespaces listed in
 ``shared_namespaces`` all write to one public trunk that every namespace can match as a prefix; what a
-tenant inserts after it is private to that tenant (see ``tree.py``).
+tenant inserts after it is private to that tenant (see ``tree.py``). Namespaces nest by "/": ``"t/x"``
+is a namespace of its own (it matches nothing of ``"t"``), but ``evict_namespace("t")`` frees it with
+``"t"``, so a tenant's flush also reaches the sub-namespaces its requests' cache_salt made.
 
 ``enabled=False`` (``--disable-radix-cache``): match always returns 0 cached tokens and the root handle;
 insert takes ownership of nothing and frees nothing (num_present_tokens=0, page_ids echoed back): the
@@ -80,7 +85,13 @@ from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
 from trellis_jax.cache.stats import CacheStats, Counters
-from trellis_jax.cache.tree import best_partial_child, longest_match, path_pages, split
+from trellis_jax.cache.tree import (
+    best_partial_child,
+    iter_nodes,
+    longest_match,
+    path_pages,
+    split,
+)
 from trellis_jax.cache.validate import check_private, insert_args, is_alternate_copy
 
 
@@ -325,26 +336,60 @@ class RadixCache:
             raise ValueError(f"number of pages must be an int >= 0, got {num_pages!r}")
         return self._evict(num_pages)
 
+    def evict_namespace(self, namespace: str) -> int:
+        """Free every unlocked tree page owned by ``namespace`` or a namespace nested under it
+        (``namespace + "/..."``); returns how many were freed. A shared namespace means the shared trunk.
+
+        Unlocked leaves of those namespaces go first, then each parent of theirs that became an unlocked leaf
+        of them, up to where the namespace's branch hangs off the root or the shared trunk. Locked paths and
+        every other namespace keep their pages. Cost O(nodes in the tree): for flushes, not the hot path.
+        """
+        owns = self._owned_by(namespace)
+        victims = [node for node in iter_nodes(self._root)
+                   if not node.children and node.lock_ref == 0 and owns(node.owner)]
+        freed = 0
+        while victims:
+            leaf = victims.pop()
+            parent = leaf.parent
+            self._policy.discard_candidate(leaf)
+            freed += self._free_tail(leaf, len(leaf.pages))
+            if parent is not self._root and not parent.children and parent.lock_ref == 0 and owns(parent.owner):
+                victims.append(parent)
+        self._counters.evicted_pages += freed
+        return freed
+
+    def _owned_by(self, namespace: str):
+        """Predicate on node owners: ``namespace``'s own and those of the namespaces nested under it."""
+        owner = self._owner(namespace)
+        if owner is SHARED:
+            return lambda node_owner: node_owner is SHARED
+        nested = namespace + "/"
+        return lambda node_owner: node_owner == owner or (isinstance(node_owner, str) and node_owner.startswith(nested))
+
     def _evict(self, num_pages: int) -> int:
         freed = 0
         while freed < num_pages:
             victim = self._policy.pop_victim()
             if victim is None:
                 break
-            take = min(len(victim.pages), num_pages - freed)
-            self._policy.on_evict(victim, take)
-            pages = victim.pages[len(victim.pages) - take:]
-            if take < len(victim.pages):
-                self._trim_leaf(victim, take)
-            else:
-                self._remove_leaf(victim)
-            for page in pages:
-                self._page_node[page] = None
-            self.allocator.free(pages)
-            self._evictable -= take
-            freed += take
+            freed += self._free_tail(victim, min(len(victim.pages), num_pages - freed))
         self._counters.evicted_pages += freed
         return freed
+
+    def _free_tail(self, leaf: TreeNode, take: int) -> int:
+        """Free the last ``take`` pages of an unlocked leaf no longer a policy candidate; the whole leaf
+        leaves the tree when that is all of them."""
+        self._policy.on_evict(leaf, take)
+        pages = leaf.pages[len(leaf.pages) - take:]
+        if take < len(leaf.pages):
+            self._trim_leaf(leaf, take)
+        else:
+            self._remove_leaf(leaf)
+        for page in pages:
+            self._page_node[page] = None
+        self.allocator.free(pages)
+        self._evictable -= take
+        return take
 
     def _trim_leaf(self, leaf: TreeNode, num_pages: int) -> None:
         del leaf.pages[len(leaf.pages) - num_pages:]

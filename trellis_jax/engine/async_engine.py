@@ -5,6 +5,7 @@
         ...  # OutputDelta: new text / token ids / logprobs of completion delta.index; finish_reason on the last
     engine.abort("r1")       # thread-safe, returns at once; the stream ends with finish_reason "abort"
     freed = await engine.flush_cache()   # evict every cached page no request holds, between steps
+    freed = await engine.flush_cache("key1")   # ... only that namespace's (and its nested ones')
     engine.shutdown()
 
 The device loop runs on a daemon thread, so the event loop is never blocked by a step. Requests and
@@ -105,15 +106,16 @@ class AsyncEngine:
         """Abort a request at any stage (no-op if unknown or finished). Thread-safe, does not block."""
         self._commands.put(("abort", request_id))
 
-    async def flush_cache(self) -> int:
-        """Evict every cached prefix page that no running request holds; -> pages freed (Engine.flush_cache).
-        Applied on the engine thread between steps; raises EngineShutDown if the engine stopped first."""
+    async def flush_cache(self, namespace: str | None = None) -> int:
+        """Evict every cached prefix page that no running request holds, of every namespace (None) or of
+        `namespace` and those nested under it; -> pages freed (Engine.flush_cache). Applied on the engine
+        thread between steps; raises EngineShutDown if the engine stopped first."""
         with self._lock:
             if self._stopped:
                 raise EngineShutDown("the engine shut down")
         self._ensure_thread()
         done: concurrent.futures.Future = concurrent.futures.Future()
-        self._commands.put(("flush", done))
+        self._commands.put(("flush", done, namespace))
         if not self.is_running:  # it stopped after the check: nobody else will answer
             self._fail_queued_flushes()
         return await asyncio.wrap_future(done)
@@ -171,9 +173,9 @@ class AsyncEngine:
             self.engine.abort(command[1])
             return
         if command[0] == "flush":
-            done = command[1]
+            _, done, namespace = command
             try:
-                done.set_result(self.engine.flush_cache())
+                done.set_result(self.engine.flush_cache(namespace))
             except Exception as error:  # an integrity failure reaches the caller (and the log), not the loop
                 logger.exception("flush_cache failed")
                 done.set_exception(error)

@@ -9,6 +9,7 @@ and publishes them to the radix tree, the others wait for them and match them (s
     step() -> [OutputDelta]          every completion that produced something, finished ones last-delta'd
     abort(id) -> bool                at any stage; its streams get a final delta with finish_reason "abort"
     pop_finished() -> [RequestOutput]
+    flush_cache(namespace=None) -> pages freed   (between steps; None = every namespace)
 
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
@@ -99,15 +100,14 @@ class Engine:
         self._pending = []
         self._finished = []
 
-    def flush_cache(self) -> int:
+    def flush_cache(self, namespace: str | None = None) -> int:
         """Evict every cached prefix page that no request holds (call between steps); -> pages freed.
 
+        `namespace` None: every tenant's pages; else only that namespace's and those nested under it
+        ("<ns>/...", its cache_salt splits), so one tenant's flush leaves the others' prefixes cached.
         Running requests keep their pages; the next requests start cold. For benchmarks that must not
         reuse an earlier run's prefixes, and to hand memory back after a burst."""
-        cache = self.scheduler.kv.cache
-        freed = cache.evict(cache.num_evictable_pages)
-        cache.check_integrity()
-        return freed
+        return self.scheduler.flush_cache(namespace)
 
     def has_unfinished(self) -> bool:
         """True while a request runs or a delta (e.g. of an abort) is still to be returned by step()."""

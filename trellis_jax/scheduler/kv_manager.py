@@ -14,6 +14,7 @@ The only scheduler module that talks to the cache. With the prefix cache disable
     publish(req)          insert every page filled since the last call; swap to the canonical pages,
                           move the lock to the new handle
     release(req)          unlock, free the private pages; req holds nothing afterwards
+    flush(namespace)      evict the tree pages no request holds (all, or one namespace's); check integrity
 """
 
 from __future__ import annotations
@@ -140,6 +141,15 @@ class KVManager:
         request.page_ids[:full_pages] = result.page_ids
         request.num_tree_pages = full_pages
         return full_pages
+
+    def flush(self, namespace: str | None = None) -> int:
+        """Evict every tree page no request holds: every namespace's (None), or only those of `namespace`
+        and the namespaces nested under it (a tenant and its cache_salt splits). Checks the cache's
+        integrity afterwards (IntegrityError); returns the pages freed. Running requests keep their pages."""
+        cache = self.cache
+        freed = cache.evict(cache.num_evictable_pages) if namespace is None else cache.evict_namespace(namespace)
+        cache.check_integrity()
+        return freed
 
     def release(self, request: Request, keep_tail: bool = False) -> None:
         """Give back everything the request holds: unlock its tree path, free its private pages. With

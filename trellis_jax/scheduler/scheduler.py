@@ -115,6 +115,11 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
+    def flush_cache(self, namespace: str | None = None) -> int:
+        """Evict the cached pages no request holds, of every namespace (None) or of one tenant's namespace
+        and those nested under it; integrity is checked after. Returns the pages freed (KVManager.flush)."""
+        return self.kv.flush(namespace)
+
     # ---- step -------------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
         step = StepBuilder(self.config.max_num_batched_tokens)

@@ -2,7 +2,8 @@
 
 Owns HTTP only: request validation (protocol.py), OpenAI error JSON (errors.py), auth and tenant
 namespaces (tenancy.py), completions/chat execution and SSE streaming (generation.py, responses.py),
-Prometheus metrics (metrics.py), the body-size limit (limits.py), the app (app.py) and the process
+Prometheus metrics (metrics.py), body size and read-time limits (limits.py), the API document and docs
+pages (openapi.py), the app (app.py) and the process
 (server.py, __main__.py). Imports the engine (`AsyncEngine` or anything with the same generate/abort/
 shutdown/tokenizer surface) and the model's cost formulas; never jax directly.
 """

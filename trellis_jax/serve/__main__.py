@@ -3,7 +3,10 @@
 With no arguments: the default model (SmolLM2-135M-Instruct) on http://127.0.0.1:8000. Prints the URL,
 the model, the KV budget and how long start-up took (compilation shows a progress bar). API keys come
 from --api-key (repeatable), TRELLIS_API_KEY or TRELLIS_API_KEYS (comma-separated); several keys =
-one tenant each (each key's prefix cache is private to it).
+one tenant each (each key's prefix cache is private to it). Admin keys (--admin-api-key,
+TRELLIS_ADMIN_API_KEY or TRELLIS_ADMIN_API_KEYS) are tenants that may also flush every tenant's cache.
+With keys, /metrics (an admin key once any exists) and the API docs need a key too, unless
+--public-metrics / --open-docs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[], help="require 'Authorization: Bearer KEY' (repeatable)")
+    p.add_argument("--admin-api-key", action="append", default=[],
+                   help="a key that may also flush every tenant's cache (POST /flush_cache) and, once any "
+                        "exists, is the only kind that reads /metrics; repeatable")
+    p.add_argument("--public-metrics", action="store_true", help="with API keys, serve GET /metrics without a key")
+    p.add_argument("--open-docs", action="store_true",
+                   help="with API keys, serve /docs, /redoc and /openapi.json without a key")
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20)
+    p.add_argument("--body-read-timeout", type=_positive(float), default=30.0,
+                   help="seconds a request body may take to arrive in full; slower clients get 408 (default 30)")
+    p.add_argument("--limit-concurrency", type=_at_least_two, default=512,
+                   help="concurrent connections held at most; past it new requests get 503 (default 512)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="model dtype; auto (default): bfloat16 where this machine computes it natively (GPUs, "
@@ -64,6 +77,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:  # uvicorn counts the request's own connection: 1 would refuse every request
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {text}")
+    return value
+
+
 def engine_options(args: argparse.Namespace) -> dict:
     return dict(model=args.model, dtype=args.dtype, page_size=args.page_size, kv_memory=args.kv_memory,
                 kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype,
@@ -93,8 +122,17 @@ def served_name(args: argparse.Namespace) -> str:
 
 def api_keys_from(args: argparse.Namespace, environ) -> tuple[str, ...]:
     """--api-key values, then TRELLIS_API_KEYS (comma-separated) and TRELLIS_API_KEY; duplicates dropped."""
-    from_env = environ.get("TRELLIS_API_KEYS", "").split(",") + [environ.get("TRELLIS_API_KEY", "")]
-    return tuple(dict.fromkeys(list(args.api_key) + [k.strip() for k in from_env if k.strip()]))
+    return _keys(args.api_key, environ, "TRELLIS_API_KEY")
+
+
+def admin_api_keys_from(args: argparse.Namespace, environ) -> tuple[str, ...]:
+    """--admin-api-key values, then TRELLIS_ADMIN_API_KEYS (comma-separated) and TRELLIS_ADMIN_API_KEY."""
+    return _keys(args.admin_api_key, environ, "TRELLIS_ADMIN_API_KEY")
+
+
+def _keys(given: list[str], environ, variable: str) -> tuple[str, ...]:
+    from_env = environ.get(variable + "S", "").split(",") + [environ.get(variable, "")]
+    return tuple(dict.fromkeys(list(given) + [k.strip() for k in from_env if k.strip()]))
 
 
 def main(argv=None) -> int:
@@ -102,8 +140,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trellis_jax.serve.server import bind_socket, serve, url_of
 
-    api_keys = api_keys_from(args, os.environ)
-    if not api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+    api_keys, admin_keys = api_keys_from(args, os.environ), admin_api_keys_from(args, os.environ)
+    if not api_keys and not admin_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"trellis-serve: WARNING: listening on {args.host} without an API key: anyone who can reach "
               "this address can use the model (pass --api-key)", file=sys.stderr, flush=True)
     sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
@@ -115,7 +153,9 @@ def main(argv=None) -> int:
 
     engine = AsyncEngine.from_options(**engine_options(args))
     runner = engine.engine.runner
-    settings = ServerSettings(model_name=served_name(args), api_keys=api_keys, max_body_bytes=args.max_body_bytes,
+    settings = ServerSettings(model_name=served_name(args), api_keys=api_keys, admin_api_keys=admin_keys,
+                              public_metrics=args.public_metrics, open_docs=args.open_docs,
+                              max_body_bytes=args.max_body_bytes, body_read_timeout_s=args.body_read_timeout,
                               cost=CostModel(runner.config), ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps))
     app = create_app(engine, settings)
     pool = getattr(runner, "kv_pool", None)
@@ -123,8 +163,9 @@ def main(argv=None) -> int:
     dtype_note = f" ({dtype}{', --dtype auto' if args.dtype == 'auto' else ''})" if dtype else ""
     print(f"trellis-serve: {url_of(sock)}/v1  model={settings.model_name}{dtype_note}  "
           f"KV={pool.describe() if pool is not None else runner.num_pages}  "
-          f"auth={'on' if api_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
-    serve(app, sock, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
+          f"auth={'on' if api_keys or admin_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
+    serve(app, sock, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level,
+          limit_concurrency=args.limit_concurrency)
     print("trellis-serve: shut down cleanly", flush=True)
     return 0
 

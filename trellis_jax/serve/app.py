@@ -2,9 +2,13 @@
 
 `engine` is an `AsyncEngine` (or anything with its generate/abort/shutdown/tokenizer surface). Routes:
 POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream=true), GET /v1/models,
-GET /v1/models/{id}, GET /health, GET /metrics. With API keys configured, /v1/* needs
-`Authorization: Bearer <key>`; /health and /metrics stay open (the server binds loopback by default).
-A client that disconnects aborts its request (its engine streams are cancelled, pages freed).
+GET /v1/models/{id}, POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
+/redoc). With API keys configured, every route but /health needs `Authorization: Bearer <key>`
+(`public_metrics` / `open_docs` reopen /metrics / the docs); once admin keys exist, /metrics (every
+tenant's traffic) needs one of them. Each key is a tenant (tenancy.py): /flush_cache evicts only the
+caller's prefixes; an admin key's (or, on a server without keys, anyone's) evicts every tenant's.
+Request bodies are bounded in size and read time (limits.py). A client that disconnects aborts its
+request (its engine streams are cancelled, pages freed).
 """
 
 from __future__ import annotations
@@ -17,18 +21,28 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trellis_jax.serve import requests_prep
 from trellis_jax.serve.costs import Ceilings, CostModel
-from trellis_jax.serve.errors import APIError, error_response, install_error_handlers
+from trellis_jax.serve.errors import APIError, install_error_handlers
 from trellis_jax.serve.generation import Job, engine_error, run_job, stream_job
-from trellis_jax.serve.limits import BodySizeLimit, BodyTooLarge
+from trellis_jax.serve.limits import BodyLimits
 from trellis_jax.serve.metrics import RequestMetrics, ResponseCounter, ServerMetrics
+from trellis_jax.serve.openapi import (
+    error_responses,
+    install_docs,
+    strip_validation_422,
+)
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trellis_jax.serve.responses import LogprobFormatter
-from trellis_jax.serve.tenancy import Tenancy
+from trellis_jax.serve.tenancy import Caller, Tenancy
 
 _DISCONNECT_POLL_S = 0.25
 
@@ -37,10 +51,18 @@ _DISCONNECT_POLL_S = 0.25
 class ServerSettings:
     model_name: str = "default"
     api_keys: tuple[str, ...] = ()
+    admin_api_keys: tuple[str, ...] = ()  # tenants that may also flush every tenant's cache
+    public_metrics: bool = False  # with keys configured, GET /metrics without a key (else a key; admin if any)
+    open_docs: bool = False  # with keys configured, /openapi.json, /docs and /redoc without a key
     max_body_bytes: int = 4 * 2**20
+    body_read_timeout_s: float = 30.0  # the whole body must arrive within this (slow clients get 408)
     cost: CostModel = field(default_factory=CostModel)
     ceilings: Ceilings | None = None
     shutdown_engine: bool = True  # stop the engine thread when the app shuts down
+
+    def __post_init__(self) -> None:  # the middleware is built at the first request: fail at start-up instead
+        if not self.body_read_timeout_s > 0:
+            raise ValueError(f"body_read_timeout_s must be > 0, got {self.body_read_timeout_s!r}")
 
 
 def _max_model_len(engine) -> int:
@@ -58,15 +80,30 @@ class _Handlers:
 
     def __init__(self, engine, settings: ServerSettings):
         self.engine, self.settings = engine, settings
-        self.tenancy = Tenancy(settings.api_keys)
+        self.tenancy = Tenancy(settings.api_keys, settings.admin_api_keys)
         self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings)
         self.formatter = LogprobFormatter(engine.tokenizer)
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
         self.started = time.time()
 
-    def tenant(self, request: Request) -> str:
+    def caller(self, request: Request) -> Caller:
         return self.tenancy.authenticate(request.headers.get("authorization"))
+
+    def operator(self, request: Request) -> Caller:
+        return self.tenancy.authenticate_operator(request.headers.get("authorization"))
+
+    def guard(self, opened: bool = False, *, operators_only: bool = False) -> list:
+        """Route dependencies: the API key check (an admin key for `operators_only` once admin keys exist),
+        unless the server opened the route to everyone."""
+        return [] if opened else [Depends(self.operator if operators_only else self.caller)]
+
+    def errors(self, *statuses: int, operators_only: bool = False) -> dict:
+        """OpenAPI responses of a route: `statuses`, and 401 (403) where keys (admin keys) are configured."""
+        auth = {401} if self.tenancy.auth_required else set()
+        if operators_only and self.tenancy.has_admins:
+            auth.add(403)
+        return error_responses(*sorted(set(statuses) | auth))
 
     def check_model(self, name: str) -> None:
         if name != self.settings.model_name:
@@ -120,18 +157,16 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         if settings.shutdown_engine:
             await asyncio.to_thread(engine.shutdown)
 
-    app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan)
+    app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # install_docs serves them, behind the key
     app.state.metrics, app.state.engine, app.state.settings = handlers.metrics, engine, settings
     app.state.started = handlers.started
     install_error_handlers(app)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge):
-        return error_response(413, str(exc))
-
     _add_info_routes(app, handlers)
     _add_generation_routes(app, handlers)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_docs(app, handlers.guard(settings.open_docs))
+    strip_validation_422(app)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s)
     known = frozenset(route.path for route in app.routes if "{" not in getattr(route, "path", "{"))
     app.add_middleware(ResponseCounter, metrics=handlers.metrics, known_paths=known)  # outermost: sees 413s too
     return app
@@ -142,16 +177,21 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
     async def health():
         return {"status": "ok", "model": handlers.settings.model_name}
 
-    @app.get("/metrics")
+    opened = handlers.settings.public_metrics
+
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={} if opened else handlers.errors(operators_only=True),
+             dependencies=handlers.guard(opened, operators_only=True))
     async def prometheus_metrics():
+        """Prometheus text exposition of the server's and the engine's counters (all tenants together)."""
         return Response(generate_latest(handlers.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/flush_cache")
-    async def flush_cache(_: str = Depends(handlers.tenant)):
-        """Evict every cached prefix page no running request holds (any authenticated client may: the cache
-        holds only reusable KV, so a flush costs later requests time, never data)."""
+    @app.post("/flush_cache", responses=handlers.errors(500, 503))
+    async def flush_cache(caller: Caller = Depends(handlers.caller)):  # noqa: B008 (FastAPI idiom)
+        """Evict the cached prefix pages of the caller's tenant (its cache_salt splits included) that no
+        running request holds; an admin key flushes every tenant's. Answers the pages freed."""
         try:
-            freed = await handlers.engine.flush_cache()
+            freed = await handlers.engine.flush_cache(None if caller.is_admin else caller.namespace)
         except Exception as error:  # shutting down: 503; a failed integrity check (logged by the engine): 500
             mapped = engine_error(error)
             if mapped.status == 500:
@@ -159,33 +199,35 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
             raise mapped from error
         return {"flushed_pages": freed}
 
-    @app.get("/v1/models")
-    async def list_models(_: str = Depends(handlers.tenant)):
+    @app.get("/v1/models", responses=handlers.errors(), dependencies=handlers.guard())
+    async def list_models():
         return {"object": "list", "data": [handlers.model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str, _: str = Depends(handlers.tenant)):
+    @app.get("/v1/models/{model_id:path}", responses=handlers.errors(404), dependencies=handlers.guard())
+    async def get_model(model_id: str):
         handlers.check_model(model_id)
         return handlers.model_card()
 
 
 def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     engine, model_name = handlers.engine, handlers.settings.model_name
+    answers = handlers.errors(400, 404, 408, 413, 500, 503)
 
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request, tenant_ns: str = Depends(handlers.tenant)):
+    @app.post("/v1/completions", responses=answers)
+    async def completions(body: CompletionRequest, request: Request,
+                          caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
         prompts = requests_prep.completion_prompts(body, engine.tokenizer)
         sampling = requests_prep.sampling_params(
             body, prompts, handlers.max_model_len, requested_max=body.max_tokens,
             default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
         job = Job("completions", f"cmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs is not None)
+                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs is not None)
         return await handlers.respond(job, body.stream, request)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=answers)
     async def chat_completions(body: ChatCompletionRequest, request: Request,
-                               tenant_ns: str = Depends(handlers.tenant)):
+                               caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
         prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
@@ -193,7 +235,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             body, prompts, handlers.max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
             default_max=None, logprobs=logprobs)
         job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(tenant_ns, body.cache_salt), body.include_usage, body.logprobs)
+                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs)
         return await handlers.respond(job, body.stream, request)
 
 

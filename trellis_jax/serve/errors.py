@@ -1,8 +1,9 @@
 """OpenAI-style error JSON: `{"error": {"message", "type", "param", "code"}}` with a 4xx/5xx status.
 
-`APIError` is raised by handlers; `install_error_handlers` maps it, pydantic validation errors,
-malformed JSON and Starlette HTTP errors (404 route, 405 method) onto that shape, and turns anything
-unexpected into a 500 whose message hides internals (the traceback goes to the log).
+`APIError` is raised by handlers (and by the body limits, from inside FastAPI's body read);
+`install_error_handlers` maps it, pydantic validation errors, malformed JSON and Starlette HTTP errors
+(404 route, 405 method with its `Allow` header) onto that shape, and turns anything unexpected into a 500
+whose message hides internals (the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
           405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
           503: "service_unavailable"}  # fmt: skip
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = dict(headers or {})
+        if status == 401:
+            self.headers.setdefault("WWW-Authenticate", "Bearer")
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -34,6 +39,10 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers=None):
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+def api_error_response(error: APIError):
+    return error_response(error.status, error.message, error.param, error.code, error.headers or None)
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
@@ -88,8 +97,7 @@ def _undecodable(error: UnicodeDecodeError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.message, exc.param, exc.code, headers)
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -98,13 +106,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        if exc.__cause__ is not None and type(exc.__cause__).__name__ == "BodyTooLarge":
-            return error_response(413, str(exc.__cause__))  # FastAPI wraps body-read errors in a 400
+        if isinstance(exc.__cause__, APIError):
+            return api_error_response(exc.__cause__)  # FastAPI wraps body-read errors (413, 408) in a 400
         if isinstance(exc.__cause__, UnicodeDecodeError):
             return error_response(400, _undecodable(exc.__cause__), code="invalid_text")
         message = {404: f"no route {request.method} {request.url.path}",
                    405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-        return error_response(exc.status_code, message)
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
