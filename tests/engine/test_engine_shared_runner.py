@@ -2,8 +2,8 @@
 
 import pytest
 
-from trellis_jax.engine.fakes import make_fake_engine
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_testing.fakes import make_fake_engine
 
 PROMPT = list(range(10, 30))
 

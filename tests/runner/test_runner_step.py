@@ -8,7 +8,7 @@ import pytest
 
 from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward
 from trellis_jax.runner import BucketOverflowError, Runner, backend_compile_count, compiled_functions
-from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepPlan
+from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
 
 PAGE_SIZE = 4
 

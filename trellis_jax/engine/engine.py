@@ -22,7 +22,8 @@ from collections.abc import Callable
 from trellis_jax.engine.completion import CompletionState
 from trellis_jax.engine.outputs import OutputDelta, RequestOutput
 from trellis_jax.engine.sampling_params import SamplingParams
-from trellis_jax.scheduler import RequestEvent, Scheduler, StepOutputs
+from trellis_jax.scheduler import RequestEvent, Scheduler
+from trellis_jax.step_plan import StepOutputs
 
 
 class _RequestState:

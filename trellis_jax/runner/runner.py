@@ -40,7 +40,7 @@ from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs
 from trellis_jax.runner import wire
 from trellis_jax.runner.step import abstract_inputs, make_step
-from trellis_jax.scheduler.plan import SampledToken, StepOutputs, StepPlan
+from trellis_jax.step_plan import SampledToken, StepOutputs, StepPlan
 
 logger = logging.getLogger(__name__)
 

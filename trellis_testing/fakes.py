@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import random
 
-from trellis_jax.scheduler.plan import SampledToken, SequenceWork, StepOutputs, StepPlan
+from trellis_jax.step_plan import SampledToken, SequenceWork, StepOutputs, StepPlan
 
 BOS_ID = 256
 EOS_ID = 257
