@@ -34,9 +34,10 @@ class FakeRunner:
         self.num_page_copies = 0
         self.num_tokens_computed = 0
         self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
-        self.last_engine = None  # as Runner: the engine whose step last wrote the pages
+        self.kv_generation = 0  # as Runner: bumped by every run()
 
     def run(self, plan: StepPlan) -> StepOutputs:
+        self.kv_generation += 1
         self._check(plan)
         for src, dst in plan.page_copies:  # before any write, as the real runner
             for offset in range(self.page_size):

@@ -108,6 +108,15 @@ def test_plan_beyond_the_largest_bucket_is_refused(runner):
         runner.run(StepPlan(many))
 
 
+def test_every_run_bumps_the_kv_generation_once_even_a_refused_one(runner):
+    before = runner.kv_generation
+    runner.run(StepPlan([SequenceWork("g", [1, 2, 3], 0, pages(30, 1), True)]))
+    assert runner.kv_generation == before + 1
+    with pytest.raises(BucketOverflowError):
+        runner.run(StepPlan([SequenceWork("big", list(range(17)), 0, pages(1, 5), False)]))
+    assert runner.kv_generation == before + 2
+
+
 def test_one_token_bucket_is_refused(tiny_random_model):
     with pytest.raises(ValueError, match="token buckets must be >= 2"):
         Runner(tiny_random_model, page_size=PAGE_SIZE, num_pages=8, token_buckets=(1, 4), seq_buckets=(1,))
