@@ -48,7 +48,7 @@ def test_an_engine_that_refused_keeps_refusing():
 
 
 def test_the_runner_keeps_no_reference_to_the_engines_that_ran_on_it():
-    engine, runner, _, _ = make_fake_engine()
+    engine, _runner, _, _ = make_fake_engine()  # the runner stays alive: only it could keep the engine alive
     _generate(engine, "a")
     gone = weakref.ref(engine)
     del engine
