@@ -1,7 +1,7 @@
 """Engine benchmarks of issue 5, cache on vs off side by side in one run (one process, one runner).
 
-    .venv/bin/python tools/bench_engine.py            # full sizes (minutes on a 2-core CPU)
-    .venv/bin/python tools/bench_engine.py --quick    # small sizes, a smoke run of the code path
+    PYTHONPATH=. .venv/bin/python tools/bench_engine.py            # full sizes (minutes on a 2-core CPU)
+    PYTHONPATH=. .venv/bin/python tools/bench_engine.py --quick    # small sizes, a smoke run of the code path
 
 Scenarios (greedy, default model, float32):
   shared   ~1500 shared + ~100 distinct prompt tokens, 32 requests, 32 new tokens; the cache is warmed
@@ -118,7 +118,7 @@ def control_scenario(make_engines, tokenizer, args) -> dict:
 
 
 def pages_scenario(args) -> dict:
-    from trellis_jax.engine.fakes import make_fake_engine
+    from trellis_testing.fakes import make_fake_engine
 
     rng = random.Random(4)
     shared = [rng.randrange(1, 250) for _ in range(args.shared_tokens)]

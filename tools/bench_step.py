@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from trellis_jax.checkpoints import load_model
 from trellis_jax.runner import Runner
 from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
-from trellis_jax.scheduler.plan import SequenceWork, StepPlan
+from trellis_jax.step_plan import SequenceWork, StepPlan
 
 TARGETS = {"prefill": 600.0, "decode_b1": 30.0, "decode_b8": 150.0, "decode_b32": 250.0}
 

@@ -8,8 +8,8 @@ import pytest
 
 from trellis_jax.ablate.live import compare
 from trellis_jax.ablate.synthetic import SyntheticSpec, generate
-from trellis_jax.engine.fakes import make_fake_engine
 from trellis_jax.engine.llm import LLM
+from trellis_testing.fakes import make_fake_engine
 
 
 @pytest.mark.parametrize("policy", ["lru", "lfu", "fifo", "mru", "slru", "cost_aware"])

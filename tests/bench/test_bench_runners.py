@@ -14,7 +14,7 @@ def _request(rid, ids, wave=0, max_tokens=3):
 
 @pytest.fixture
 def trellis():
-    fakes = pytest.importorskip("trellis_jax.engine.fakes")
+    fakes = pytest.importorskip("trellis_testing.fakes")
     from trellis_jax.engine.api import LLM
 
     engine, _, _, tokenizer = fakes.make_fake_engine(num_pages=64, page_size=4)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from trellis_jax.batch import parse_args, run_batch
-from trellis_jax.engine.fakes import make_fake_engine
+from trellis_testing.fakes import make_fake_engine
 
 
 def write_lines(path, lines):

@@ -7,7 +7,7 @@ import io
 import json
 
 from trellis_jax.batch import run_batch
-from trellis_jax.engine.fakes import make_fake_engine
+from trellis_testing.fakes import make_fake_engine
 
 MAX_LINE_BYTES = 12_000
 

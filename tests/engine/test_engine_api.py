@@ -3,7 +3,7 @@
 import pytest
 
 from trellis_jax.engine.api import LLM, RequestRejected, SamplingParams
-from trellis_jax.engine.fakes import make_fake_engine
+from trellis_testing.fakes import make_fake_engine
 
 
 def fake_llm(**options):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from trellis_jax.engine.api import AsyncEngine, RequestRejected, SamplingParams
-from trellis_jax.engine.fakes import make_fake_engine
+from trellis_testing.fakes import make_fake_engine
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Engine text side over the fake runner: stop strings across token boundaries, streaming hold-back, EOS."""
 
 from trellis_jax.engine.api import LLM, SamplingParams
-from trellis_jax.engine.fakes import EOS_ID, make_fake_engine
+from trellis_testing.fakes import EOS_ID, make_fake_engine
 
 
 def fake_llm(**options):

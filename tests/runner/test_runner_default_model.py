@@ -9,7 +9,7 @@ import pytest
 
 from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward
 from trellis_jax.runner import Runner, backend_compile_count
-from trellis_jax.scheduler.plan import SequenceWork, StepPlan
+from trellis_jax.step_plan import SequenceWork, StepPlan
 
 PAGE_SIZE, ROWS = 16, 32
 TABLE = [3, 1, 2]  # shuffled on purpose: the page table, not the page order, defines the sequence

@@ -13,7 +13,7 @@ import pytest
 
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.runner import Runner
-from trellis_jax.scheduler.plan import SequenceWork, StepPlan
+from trellis_jax.step_plan import SequenceWork, StepPlan
 
 PAGE_SIZE = 4
 

@@ -7,7 +7,7 @@ import pytest
 
 from trellis_jax.runner.buckets import Bucket, BucketOverflowError, BucketSet
 from trellis_jax.runner.packing import pack
-from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepPlan
+from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
 
 BUCKETS = BucketSet(token_buckets=(8, 32), seq_buckets=(2, 4), page_buckets=(4, 8))
 PAGE_SIZE, NUM_PAGES, VOCAB = 4, 64, 50

@@ -8,7 +8,7 @@ import pytest
 
 from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward
 from trellis_jax.runner import BucketOverflowError, Runner, backend_compile_count, compiled_functions
-from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepPlan
+from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
 
 PAGE_SIZE = 4
 
@@ -106,6 +106,15 @@ def test_plan_beyond_the_largest_bucket_is_refused(runner):
     many = [SequenceWork(f"m{i}", [1], 0, [1 + i], True) for i in range(5)]
     with pytest.raises(BucketOverflowError, match="max_num_seqs = 4"):
         runner.run(StepPlan(many))
+
+
+def test_every_run_bumps_the_kv_generation_once_even_a_refused_one(runner):
+    before = runner.kv_generation
+    runner.run(StepPlan([SequenceWork("g", [1, 2, 3], 0, pages(30, 1), True)]))
+    assert runner.kv_generation == before + 1
+    with pytest.raises(BucketOverflowError):
+        runner.run(StepPlan([SequenceWork("big", list(range(17)), 0, pages(1, 5), False)]))
+    assert runner.kv_generation == before + 2
 
 
 def test_one_token_bucket_is_refused(tiny_random_model):

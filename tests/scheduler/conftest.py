@@ -3,8 +3,9 @@
 import pytest
 
 from trellis_jax.cache import RadixCache
-from trellis_jax.engine.fakes import FakeRunner
-from trellis_jax.scheduler import SamplingArrays, Scheduler, SchedulerConfig
+from trellis_jax.scheduler import Scheduler, SchedulerConfig
+from trellis_jax.step_plan import SamplingArrays, StepOutputs
+from trellis_testing.fakes import FakeRunner
 
 
 class Harness:
@@ -27,7 +28,6 @@ class Harness:
         plan = self.scheduler.schedule()
         self.plans.append(plan)
         outputs = self.runner.run(plan) if not plan.is_empty else None
-        from trellis_jax.scheduler import StepOutputs
         events = self.scheduler.commit(plan, outputs or StepOutputs({}))
         for event in events:
             if event.token is not None:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from trellis_jax.scheduler import SamplingArrays, SchedulerConfig
+from trellis_jax.scheduler import SchedulerConfig
 from trellis_jax.scheduler.lookup import NgramIndex
 from trellis_jax.scheduler.scheduler import DRAFT_MARK
+from trellis_jax.step_plan import SamplingArrays
 
 RUN = list(range(10, 30))  # "increment" mode continues a run: every guess from it is right
 

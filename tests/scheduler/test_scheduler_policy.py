@@ -2,9 +2,9 @@
 
 import pytest
 
-from trellis_jax.scheduler import SamplingArrays
 from trellis_jax.scheduler.policy import make_policy
 from trellis_jax.scheduler.request import Request
+from trellis_jax.step_plan import SamplingArrays
 
 
 def req(i, tokens, priority=0):

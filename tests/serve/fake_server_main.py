@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]  # serve_harness, and the repo root for trellis_testing
 
 from serve_harness import engine_idle, fake_engine  # noqa: E402
 

@@ -13,9 +13,9 @@ import time
 import httpx
 
 from trellis_jax.engine.api import AsyncEngine
-from trellis_jax.engine.fakes import make_fake_engine
 from trellis_jax.serve.app import ServerSettings, create_app
 from trellis_jax.serve.server import bind_socket, make_server, url_of
+from trellis_testing.fakes import make_fake_engine
 
 
 def fake_engine(*, num_pages: int = 256, page_size: int = 4, max_model_len: int = 256, step_s: float = 0.0,

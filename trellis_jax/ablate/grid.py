@@ -6,8 +6,8 @@
   fraction of all prefill FLOPs; ``pages_evicted``, ``pages_inserted``, ``peak_pages``, ``rejected``;
   ``wall_s`` (the replay alone);
 - ``optimal_hit_rate``: the offline bound (``optimal.py``) for the order this cell actually served the
-  requests in, and ``fraction_of_optimal`` = hit_rate / optimal_hit_rate;
-- ``fcfs_optimal_hit_rate``: the bound for arrival order (the dashed reference line of the plots), and
+  requests in (the dashed lines of the plots), and ``fraction_of_optimal`` = hit_rate / optimal_hit_rate;
+- ``fcfs_optimal_hit_rate``: the bound for arrival order, every request (what reordering gains over), and
   ``fcfs_clairvoyant_hit_rate``: what the clairvoyant tree policy (``clairvoyant.py``) achieves in
   arrival order, a feasible lower end for the true optimum (None with shared namespaces);
 - ``ceiling_hit_rate``: the bound for any order and any capacity, and ``fraction_of_ceiling``.

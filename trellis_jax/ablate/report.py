@@ -3,7 +3,9 @@
 The markdown summary opens with a league table (per order and policy, means over all cells) and has
 one table per workload x page size x order: a row per policy, a column per capacity, each cell ``hit
 rate (fraction of the offline optimum for that cell's order)``, then the bounds, and a line per
-capacity naming the best policy.
+capacity naming the best policy. The bounds are the ones the fractions divide by (``own_order_bounds``,
+drawn by the plots too): for each policy, the optimum for the order its replay actually served; one row
+when every policy served the same order. The clairvoyant policy runs in arrival order: fcfs tables only.
 """
 
 from __future__ import annotations
@@ -44,6 +46,25 @@ def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def own_order_bounds(rows: list[dict]) -> dict[str | None, dict[int, float]]:
+    """The offline optimal bounds of one group (rows of one workload x page size x order): {policy: {capacity:
+    bound for the order that policy's replay served the requests in}}, i.e. the ``optimal_hit_rate`` each cell's
+    ``fraction_of_optimal`` divides by. A single entry keyed None when every policy has the same bound (an order
+    the cache does not change: fcfs, dfs); {} for rows without bounds (``with_optimal=False``)."""
+    by_policy: dict[str, dict[int, float]] = defaultdict(dict)
+    for r in rows:
+        if r.get("optimal_hit_rate") is not None:
+            by_policy[r["policy"]][r["capacity_pages"]] = r["optimal_hit_rate"]
+    curves = list(by_policy.values())
+    if curves and all(curve == curves[0] for curve in curves):
+        return {None: curves[0]}
+    return dict(by_policy)
+
+
+def order_name(order: str) -> str:
+    return "arrival order" if order == "fcfs" else f"{order} order"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One table (rows of one workload x page size x order)."""
     capacities = sorted({r["capacity_pages"] for r in rows})
@@ -59,13 +80,21 @@ def markdown_table(rows: list[dict]) -> str:
             values.append("" if r is None else _pct(r["hit_rate"]) + (f" ({_pct(frac)})" if frac is not None else "")
                           + (f" [{r['rejected']} rejected]" if r["rejected"] else ""))
         lines.append(f"| {policy} | " + " | ".join(values) + " |")
-    for label, key in (("clairvoyant (feasible), arrival order", "fcfs_clairvoyant_hit_rate"),
-                       ("optimal bound, arrival order", "fcfs_optimal_hit_rate"), ("ceiling, any order", "ceiling_hit_rate")):
-        by_cap = {r["capacity_pages"]: r.get(key) for r in rows}
-        lines.append(f"| *{label}* | " + " | ".join(_pct(by_cap[c]) for c in capacities) + " |")
+    order = rows[0]["order"]
+    if order == "fcfs":
+        lines.append(_bound_row("clairvoyant (feasible), arrival order",
+                                {r["capacity_pages"]: r.get("fcfs_clairvoyant_hit_rate") for r in rows}, capacities))
+    for policy, bound in own_order_bounds(rows).items():
+        whose = "" if policy is None else f"{policy}'s "
+        lines.append(_bound_row(f"optimal bound, {whose}{order_name(order)}", bound, capacities))
+    lines.append(_bound_row("ceiling, any order", {r["capacity_pages"]: r["ceiling_hit_rate"] for r in rows}, capacities))
     best = [max((r for r in rows if r["capacity_pages"] == c), key=lambda r: r["hit_rate"])["policy"] for c in capacities]
     lines.append("| *best policy* | " + " | ".join(best) + " |")
     return "\n".join(lines)
+
+
+def _bound_row(label: str, by_capacity: dict[int, float | None], capacities: list[int]) -> str:
+    return f"| *{label}* | " + " | ".join(_pct(by_capacity.get(c)) for c in capacities) + " |"
 
 
 def league_table(rows: list[dict]) -> str:

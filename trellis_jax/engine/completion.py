@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trellis_jax.engine.outputs import CompletionOutput, OutputDelta, TokenLogprob
-from trellis_jax.scheduler.plan import SampledToken
+from trellis_jax.step_plan import SampledToken
 
 
 class CompletionState:

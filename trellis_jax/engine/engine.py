@@ -23,7 +23,8 @@ from collections.abc import Callable
 from trellis_jax.engine.completion import CompletionState
 from trellis_jax.engine.outputs import OutputDelta, RequestOutput
 from trellis_jax.engine.sampling_params import SamplingParams
-from trellis_jax.scheduler import RequestEvent, Scheduler, StepOutputs
+from trellis_jax.scheduler import RequestEvent, Scheduler
+from trellis_jax.step_plan import StepOutputs
 
 
 class _RequestState:
@@ -54,6 +55,7 @@ class Engine:
         self._finished: list[RequestOutput] = []
         self._pending: list[OutputDelta] = []
         self.num_steps = 0
+        self._kv_generation_after_last_run: int | None = None  # None: this engine has not run the runner yet
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams, *,
                     namespace: str = "", priority: int = 0) -> None:
@@ -118,13 +120,14 @@ class Engine:
         return self.scheduler.kv.prefix_cache_enabled or any(r.num_computed > 0 for r in self.scheduler.running)
 
     def _claim_runner(self) -> None:
-        """Mark the runner's pages as this engine's, refusing if another engine wrote pages we still hold."""
-        other = self.runner.last_engine
-        if other is not None and other is not self and self.num_steps > 0 and self._holds_kv():
+        """Before a run: refuse if the runner ran for someone else since this engine's last run while this engine
+        still holds pages; else note the generation this run leaves (each run() bumps kv_generation by one)."""
+        rewritten = self._kv_generation_after_last_run not in (None, self.runner.kv_generation)
+        if rewritten and self._holds_kv():
             raise RuntimeError("another engine has run steps on this engine's runner since its last step, "
                                "overwriting KV pages this engine's cache or running requests hold; build a new "
                                "engine over the runner (trellis_jax.engine.builder.build_engine) instead")
-        self.runner.last_engine = self
+        self._kv_generation_after_last_run = self.runner.kv_generation + 1
 
     def step(self) -> list[OutputDelta]:
         """One engine step; returns the deltas of every completion that progressed (or was aborted)."""

@@ -1,6 +1,6 @@
 """User-facing sampling parameters (`SamplingParams`), validated on construction.
 
-The engine turns them into the runner's per-sequence `SamplingArrays` (scheduler/plan.py); nothing here
+The engine turns them into the runner's per-sequence `SamplingArrays` (trellis_jax/step_plan.py); nothing here
 touches jax. Defaults follow the OpenAI API where it has one (temperature 1, top_p 1, no penalties).
 `SamplingParams.from_openai(body)` maps an OpenAI-style request body (completions or chat) onto them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from trellis_jax.scheduler.plan import SamplingArrays
+from trellis_jax.step_plan import SamplingArrays
 
 MAX_LOGPROBS = 20
 _SEED_RANGE = 2**31 - 1

@@ -1,8 +1,8 @@
 """The runner: the device side of the engine (JAX). Owns params and KV pages, runs `StepPlan`s.
 
 Lifecycle: `Runner(model, ...)` sizes and allocates the KV pool, `warmup()` compiles every bucket,
-then `run(plan) -> StepOutputs` once per engine step. Imports: jax, the model package and the
-scheduler's plan contract (plain data); never the cache or the scheduler logic.
+then `run(plan) -> StepOutputs` once per engine step. Imports: jax, the model package, pallas_kernels
+and the plan contract (trellis_jax.step_plan, plain data); never the scheduler or the cache.
 Modules: buckets (shapes), packing (plan -> padded arrays), penalties + sampling (on device),
 step (the fused pure program), kv_pool (sizing), compile_count (XLA compile events), runner (the class).
 """

@@ -18,7 +18,7 @@ import numpy as np
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.buckets import Bucket, BucketSet
 from trellis_jax.runner.penalties import has_penalty, penalty_arrays
-from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepPlan
+from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
 
 SEED_MODULUS = 2 ** 32  # seeds are folded into uint32 (the PRNG key's width)
 

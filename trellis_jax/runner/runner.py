@@ -6,7 +6,7 @@ Contract:
                   attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False,
                   materialise_head=None)
   runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
-  runner.run(plan) -> StepOutputs
+  runner.run(plan) -> StepOutputs                 each call bumps runner.kv_generation by one
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
 The step is one jitted program per bucket, forward + sampling fused, kv pages donated; compiled
@@ -40,7 +40,7 @@ from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs
 from trellis_jax.runner import wire
 from trellis_jax.runner.step import abstract_inputs, make_step
-from trellis_jax.scheduler.plan import SampledToken, StepOutputs, StepPlan
+from trellis_jax.step_plan import SampledToken, StepOutputs, StepPlan
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Runner:
                            "dots, which are several times slower than float32 on CPU (BENCHMARKS.md); "
                            "--dtype float32 is faster here", native_bf16_matmul_available() or "turned off")
         self.page_size = page_size
-        self.last_engine = None  # the engine whose step last wrote the KV pages (engine.Engine checks it)
+        self.kv_generation = 0  # bumped by every run(): whoever shares the runner can tell its pages were rewritten
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)
         self.buckets = BucketSet(tuple(token_buckets), tuple(seq_buckets), tuple(page_buckets or (max_pages,)))
@@ -217,7 +217,9 @@ class Runner:
 
     # ---- stepping -------------------------------------------------------------------------------
     def run(self, plan: StepPlan) -> StepOutputs:
-        """Run one step: write the plan's KV, sample for sequences with sample=True."""
+        """Run one step: write the plan's KV, sample for sequences with sample=True. Bumps `kv_generation` by
+        one first, even if the step then fails (it may have written pages)."""
+        self.kv_generation += 1
         packed = pack(plan, self.buckets, page_size=self.page_size, num_pages=self.num_pages,
                       vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
                       max_context_len=self.max_context_len)

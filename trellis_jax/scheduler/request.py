@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from trellis_jax.scheduler.plan import SampledToken, SamplingArrays
+from trellis_jax.step_plan import SampledToken, SamplingArrays
 
 
 class RequestStatus(enum.Enum):

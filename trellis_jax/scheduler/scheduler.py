@@ -39,10 +39,10 @@ from trellis_jax.scheduler.config import SchedulerConfig
 from trellis_jax.scheduler.inflight import InflightPrefixes
 from trellis_jax.scheduler.kv_manager import KVManager, pages_for
 from trellis_jax.scheduler.lookup import NgramIndex
-from trellis_jax.scheduler.plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
 from trellis_jax.scheduler.policy import make_policy
 from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
+from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
 
 
 DRAFT_MARK = "\x00draft"  # request ids may not contain NUL, so a draft row's id never names a request

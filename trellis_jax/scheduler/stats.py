@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trellis_jax.scheduler.plan import SequenceWork
+from trellis_jax.step_plan import SequenceWork
 
 
 @dataclass

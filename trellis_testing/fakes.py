@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import random
 
-from trellis_jax.scheduler.plan import SampledToken, SequenceWork, StepOutputs, StepPlan
+from trellis_jax.step_plan import SampledToken, SequenceWork, StepOutputs, StepPlan
 
 BOS_ID = 256
 EOS_ID = 257
@@ -34,9 +34,10 @@ class FakeRunner:
         self.num_page_copies = 0
         self.num_tokens_computed = 0
         self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
-        self.last_engine = None  # as Runner: the engine whose step last wrote the pages
+        self.kv_generation = 0  # as Runner: bumped by every run()
 
     def run(self, plan: StepPlan) -> StepOutputs:
+        self.kv_generation += 1
         self._check(plan)
         for src, dst in plan.page_copies:  # before any write, as the real runner
             for offset in range(self.page_size):

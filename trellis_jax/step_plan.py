@@ -2,6 +2,8 @@
 
 Pure host data (python ints / lists, no jax, no numpy required), unpadded. The runner pads it to a
 compiled bucket; the scheduler never sees buckets or device arrays.
+A neutral module both sides import: it imports only the standard library, so loading the runner never
+loads the scheduler or the cache, and the scheduler never loads jax.
 
 Lifecycle of a step: `Scheduler.schedule() -> StepPlan`, `Runner.run(plan) -> StepOutputs`,
 `Scheduler.commit(plan, outputs)`.
