@@ -3,19 +3,23 @@
 Contract: `load_target(source, symbol, target)` compiles `source` (a file here) once per machine into a
 shared library cached under `cache_dir()`, registers `symbol` as the CPU FFI custom-call `target`, and
 returns the loaded library; on any failure it raises `NativeUnavailable` with the reason (no compiler,
-compile error, unwritable cache, disabled by TRELLIS_NATIVE=0), remembered for the process. Callers treat
-that as "use the XLA path". Nothing is built at import time.
+compile error, unwritable cache, disabled by TRELLIS_NATIVE=0), remembered for the process, and logs it
+as one warning line (except when disabled). Callers treat that as "use the XLA path". Nothing is built at
+import time.
 
 The cache key covers the source and this folder's headers, the flags, the compiler's version, jaxlib's
 version (the FFI headers) and the CPU's feature flags (the library is built with -march=native), so a
 cache directory shared between machines or upgrades never loads a library built for something else.
-Builds write to a temporary file and rename it into place, so concurrent first uses cannot load a
-half-written library.
+A cached library is checked against the sha256 recorded when it was built before it is loaded
+(`cache_entry`); one that does not match, or that fails to load, is discarded and rebuilt, with one
+warning line. Builds write to a temporary file and rename it into place, so concurrent first uses
+cannot load a half-written library.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -24,11 +28,15 @@ import tempfile
 import threading
 from pathlib import Path
 
+from pallas_kernels.native import cache_entry
+from pallas_kernels.native.cache_entry import DamagedEntry
+
 HERE = Path(__file__).resolve().parent
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-math-errno")
 _lock = threading.Lock()
 _registered: dict[str, ctypes.CDLL] = {}  # target -> its library
 _failed: dict[str, str] = {}  # target -> why it could not be built (not retried in this process)
+logger = logging.getLogger(__name__)
 
 
 class NativeUnavailable(RuntimeError):
@@ -61,7 +69,8 @@ def _flags() -> tuple[str, ...]:
     return FLAGS + tuple(os.environ.get("TRELLIS_NATIVE_CFLAGS", "").split())
 
 
-def _library_path(source: Path, compiler: str, include: str) -> Path:
+def _entry(source: Path, compiler: str, include: str) -> Path:
+    """The cache entry (see `cache_entry`) for `source` built here: a path without suffix."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     import jaxlib  # the FFI headers' version
 
@@ -71,19 +80,20 @@ def _library_path(source: Path, compiler: str, include: str) -> Path:
                  _cpu_flags().encode(), platform.machine().encode(), include.encode()):
         key.update(part)
         key.update(b"\0")
-    return cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    return cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}"
 
 
-def _build(source: Path, library: Path, compiler: str, include: str) -> None:
-    library.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so.tmp", delete=False) as tmp:
+def _build(source: Path, entry: Path, compiler: str, include: str) -> Path:
+    """Compile `source` into the cache entry `entry`; -> the library. OSError where the cache is unwritable."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".so.tmp", delete=False) as tmp:
         partial = Path(tmp.name)
     try:
         command = [compiler, *_flags(), "-isystem", include, "-I", str(HERE), str(source), "-o", str(partial)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise NativeUnavailable(f"compiling {source.name} failed:\n{result.stderr[-2000:]}")
-        os.replace(partial, library)
+        return cache_entry.store(entry, partial)
     finally:
         partial.unlink(missing_ok=True)
 
@@ -100,9 +110,17 @@ def load_target(source: str, symbol: str, target: str) -> ctypes.CDLL:
         try:
             _registered[target] = _build_and_register(source, symbol, target)
         except NativeUnavailable as error:
+            if str(error) not in _failed.values():  # "no C++ compiler found" once, not once per kernel
+                logger.warning("native kernel %s unavailable, using the XLA path: %s", source, _one_line(str(error)))
             _failed[target] = str(error)
             raise
         return _registered[target]
+
+
+def _one_line(text: str, limit: int = 600) -> str:
+    """A reason (compiler output included) squeezed onto one log line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + " ..."
 
 
 def cpu_kernel_unavailable(load, vectorized: str | None = None, slow: str = "") -> str | None:
@@ -128,16 +146,33 @@ def _build_and_register(source: str, symbol: str, target: str) -> ctypes.CDLL:
     path = HERE / source
     compiler = _compiler()
     include = jax.ffi.include_dir()
-    library = _library_path(path, compiler, include)
-    if not library.exists():
-        try:
-            _build(path, library, compiler, include)
-        except OSError as error:  # e.g. a read-only or full cache directory
-            raise NativeUnavailable(f"building {source} in {library.parent} failed: {error}") from error
+    entry = _entry(path, compiler, include)
     try:
-        loaded = ctypes.cdll.LoadLibrary(str(library))
-        handler = getattr(loaded, symbol)
-    except (OSError, AttributeError) as error:
-        raise NativeUnavailable(f"loading {library} failed: {error}") from error
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+        loaded = _load(cache_entry.verified(entry) or _built(path, entry, compiler, include), symbol)
+    except DamagedEntry as damage:
+        cache_entry.discard(entry)
+        try:
+            loaded = _load(_built(path, entry, compiler, include), symbol)
+        except (NativeUnavailable, DamagedEntry) as error:
+            raise NativeUnavailable(f"{damage}; rebuilding it failed: {error}") from error
+        logger.warning("native kernel cache: %s; rebuilt it", damage)
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(loaded, symbol)), platform="cpu")
+    return loaded
+
+
+def _built(source: Path, entry: Path, compiler: str, include: str) -> Path:
+    try:
+        return _build(source, entry, compiler, include)
+    except OSError as error:  # e.g. a read-only or full cache directory
+        raise NativeUnavailable(f"building {source.name} in {entry.parent} failed: {error}") from error
+
+
+def _load(library: Path, symbol: str) -> ctypes.CDLL:
+    """dlopen a verified library; a failure of any kind (OSError, or UnicodeDecodeError from the loader's
+    message about a garbled file, ...) marks the entry damaged."""
+    try:
+        loaded = ctypes.CDLL(str(library))
+        getattr(loaded, symbol)
+    except Exception as error:
+        raise DamagedEntry(f"loading {library} failed ({type(error).__name__}: {error})") from error
     return loaded

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -40,10 +41,4 @@ ffi::Error CopyPages(ffi::AnyBuffer pages, ffi::Buffer<ffi::S32> src, ffi::Buffe
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisCopyPages, CopyPages,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::AnyBuffer>());
+TRELLIS_FFI_HANDLER(TrellisCopyPages, CopyPages);

@@ -14,6 +14,7 @@
 
 #include "attention_common.h"  // exp_nonpositive
 #include "parallel_for.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -93,12 +94,7 @@ ffi::Error GreedyStats(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisGreedyStats, GreedyStats,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+TRELLIS_FFI_HANDLER(TrellisGreedyStats, GreedyStats);
 
 // Whether this build has the vectorised path; the scalar loops are slower than XLA (its exp vectorises).
 extern "C" int TrellisGreedyStatsIsVectorized() {

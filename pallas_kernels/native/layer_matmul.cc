@@ -27,6 +27,7 @@
 
 #include "column_blocks.h"
 #include "parallel_for.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -187,14 +188,7 @@ ffi::Error LayerMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisLayerMatmul, LayerMatmul,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+TRELLIS_FFI_HANDLER(TrellisLayerMatmul, LayerMatmul);
 
 // Whether this build has a register-tiled path (AVX-512, or AVX2 + FMA). The portable loops were measured
 // 1.1-2.4x slower than XLA for 2+ rows (docs/benchmarks/runner-raw-speed.md, "Machines without AVX-512"),

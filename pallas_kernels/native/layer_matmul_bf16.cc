@@ -28,6 +28,7 @@
 #include "bf16.h"
 #include "column_blocks.h"
 #include "parallel_for.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -152,14 +153,7 @@ ffi::Error LayerMatmulBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisLayerMatmulBf16, LayerMatmulBf16,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+TRELLIS_FFI_HANDLER(TrellisLayerMatmulBf16, LayerMatmulBf16);
 
 // Whether this build multiplies with AVX512_BF16 (the portable loops are far slower than XLA).
 extern "C" int TrellisLayerMatmulBf16IsVectorized() {

@@ -25,6 +25,7 @@
 
 #include "attention_common.h"
 #include "parallel_for.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -447,18 +448,5 @@ ffi::Error PagedDecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisPagedDecodeAttention, PagedDecodeAttention,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("soft_cap")
-                                  .Attr<int64_t>("sliding_window")
-                                  .Attr<int64_t>("min_split_tokens"));
+TRELLIS_FFI_HANDLER(TrellisPagedDecodeAttention, PagedDecodeAttention,
+                    "soft_cap", "sliding_window", "min_split_tokens");

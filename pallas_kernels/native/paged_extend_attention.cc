@@ -32,6 +32,7 @@
 
 #include "attention_common.h"
 #include "parallel_for.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -493,18 +494,5 @@ ffi::Error PagedExtendAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
 // 1 when this build runs the vectorised path for `page_size`, for the Python side's choice of backend.
 extern "C" int TrellisExtendAttentionIsVectorized(int64_t page_size) { return vectorized(page_size) ? 1 : 0; }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisPagedExtendAttention, PagedExtendAttention,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("soft_cap")
-                                  .Attr<int64_t>("sliding_window")
-                                  .Attr<bool>("bf16_products"));
+TRELLIS_FFI_HANDLER(TrellisPagedExtendAttention, PagedExtendAttention,
+                    "soft_cap", "sliding_window", "bf16_products");

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "bf16.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -61,9 +62,4 @@ ffi::Error RmsNorm(ffi::AnyBuffer x, ffi::AnyBuffer weight, float eps, ffi::Resu
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisRmsNorm, RmsNorm,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Attr<float>("eps")
-                                  .Ret<ffi::AnyBuffer>());
+TRELLIS_FFI_HANDLER(TrellisRmsNorm, RmsNorm, "eps");

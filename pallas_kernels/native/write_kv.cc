@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "bf16.h"
+#include "ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -48,10 +49,4 @@ ffi::Error WriteKvBf16(ffi::AnyBuffer pages, ffi::Buffer<ffi::S32> layer, ffi::B
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TrellisWriteKvBf16, WriteKvBf16,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::AnyBuffer>());
+TRELLIS_FFI_HANDLER(TrellisWriteKvBf16, WriteKvBf16);

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kernels_testlib import SMOLLM, Case, assert_close, make_case, run_against_oracle
-from pallas_kernels.native import build
+from pallas_kernels.native import build, cache_entry
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention
 
 LONG = Case("decode_long", q_lens=(1, 1, 1), kv_lens=(700, 33, 260), **SMOLLM)
@@ -61,11 +61,13 @@ def test_library_is_built_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("TRELLIS_NATIVE_CACHE", str(tmp_path))
     compiler = build._compiler()
     include = jax.ffi.include_dir()
-    library = build._library_path(build.HERE / "layer_matmul.cc", compiler, include)
-    assert library.parent == tmp_path and not library.exists()
-    build._build(build.HERE / "layer_matmul.cc", library, compiler, include)
-    assert library.exists() and list(tmp_path.iterdir()) == [library]  # no temporary left behind
-    assert build._library_path(build.HERE / "layer_matmul.cc", compiler, include) == library
+    entry = build._entry(build.HERE / "layer_matmul.cc", compiler, include)
+    assert entry.parent == tmp_path and cache_entry.verified(entry) is None
+    library = build._build(build.HERE / "layer_matmul.cc", entry, compiler, include)
+    assert cache_entry.verified(entry) == library
+    record = entry.with_name(entry.name + ".sha256")
+    assert sorted(tmp_path.iterdir()) == sorted([library, record])  # no temporary left behind
+    assert build._entry(build.HERE / "layer_matmul.cc", compiler, include) == entry
 
 
 def test_a_failing_compiler_is_reported(tmp_path, monkeypatch):

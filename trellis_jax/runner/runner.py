@@ -35,6 +35,7 @@ from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import copy_pages, init_kv_pages
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
+from trellis_jax.runner.compile_cache import enable_persistent_compile_cache
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs
@@ -263,17 +264,3 @@ def _unpack_model(model):
     if isinstance(model, tuple) and len(model) == 2:
         return model
     raise TypeError(f"Runner needs a LoadedModel or a (config, params) pair, got {type(model).__name__}")
-
-
-def enable_persistent_compile_cache(directory: str) -> None:
-    """Store every compiled program under `directory` so the next process loads instead of compiling.
-
-    Process-wide (a JAX setting). Resets JAX's cache state so the directory takes effect even after
-    earlier compilations in this process.
-    """
-    from jax.experimental.compilation_cache import compilation_cache
-
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    compilation_cache.set_cache_dir(str(directory))
-    compilation_cache.reset_cache()
