@@ -9,6 +9,10 @@ and publishes them to the radix tree, the others wait for them and match them (s
     step() -> [OutputDelta]          every completion that produced something, finished ones last-delta'd
     abort(id) -> bool                at any stage; its streams get a final delta with finish_reason "abort"
     pop_finished() -> [RequestOutput]
+    pop_failures() -> {id: RequestFailed}   requests a step could not run (finished with "abort")
+
+A step whose runner raises is retried without the requests whose rows fail alone (isolation.py): only
+those fail (RequestFailed, with the cause); if none can be singled out, step() raises as before.
 
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
@@ -20,9 +24,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trellis_jax.engine.completion import CompletionState
+from trellis_jax.engine.isolation import run_isolated
 from trellis_jax.engine.outputs import OutputDelta, RequestOutput
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.field_ranges import check_field
 from trellis_jax.scheduler import RequestEvent, Scheduler, StepOutputs
+from trellis_jax.scheduler.scheduler import DRAFT_MARK
+
+
+class RequestFailed(ValueError):
+    """A request's share of a step could not be packed (its values); it alone was aborted."""
+
+    def __init__(self, request_id: str, cause: Exception) -> None:
+        super().__init__(f"request {request_id!r} could not run and was aborted ({type(cause).__name__}: {cause}); "
+                         "no other request was affected")
+        self.request_id, self.cause = request_id, cause
 
 
 class _RequestState:
@@ -52,12 +68,14 @@ class Engine:
         self._sequences: dict[str, tuple[_RequestState, int]] = {}  # scheduler id -> (request, index)
         self._finished: list[RequestOutput] = []
         self._pending: list[OutputDelta] = []
+        self._failures: dict[str, RequestFailed] = {}
         self.num_steps = 0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams, *,
                     namespace: str = "", priority: int = 0) -> None:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
+        check_field("priority", priority)
         stop_ids = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(self.eos_token_ids))
         completions = [CompletionState(i, self._make_detokenizer(sampling.skip_special_tokens), sampling.stop,
                                        sampling.logprobs is not None) for i in range(sampling.n)]
@@ -81,11 +99,15 @@ class Engine:
         return [request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)]
 
     def abort(self, request_id: str) -> bool:
+        return self._end(request_id, self.scheduler.abort)
+
+    def _end(self, request_id: str, end_sequence) -> bool:
+        """Finish every completion of the request with "abort"; end_sequence(scheduler id) frees its pages."""
         state = self._requests.get(request_id)
         if state is None:
             return False
         for seq_id in self._sequence_ids(request_id, state.sampling.n):
-            self.scheduler.finish(seq_id, "abort")
+            end_sequence(seq_id)
             self._sequences.pop(seq_id, None)
         for completion in state.completions:
             completion.finish("abort")
@@ -98,6 +120,26 @@ class Engine:
             self.abort(request_id)
         self._pending = []
         self._finished = []
+        self._failures = {}
+
+    def _fail_rows(self, errors: dict[str, Exception]) -> set[str]:
+        """Abort the requests owning these plan rows (each failed alone), keeping the cause for their
+        streams; -> the scheduler ids of every sequence ended."""
+        ended = set()
+        for row_id, error in errors.items():
+            entry = self._sequences.get(row_id.split(DRAFT_MARK)[0])
+            if entry is None:
+                continue  # its request already failed through another row
+            state = entry[0]
+            self._failures[state.request_id] = RequestFailed(state.request_id, error)
+            ended.update(self._sequence_ids(state.request_id, state.sampling.n))
+            self._end(state.request_id, self.scheduler.fail)
+        return ended
+
+    def pop_failures(self) -> dict[str, RequestFailed]:
+        """Requests that steps since the last call could not run (already finished with "abort")."""
+        failures, self._failures = self._failures, {}
+        return failures
 
     def flush_cache(self) -> int:
         """Evict every cached prefix page that no request holds (call between steps); -> pages freed.
@@ -131,13 +173,13 @@ class Engine:
         deltas, self._pending = self._pending, []
         if not self.scheduler.has_unfinished():
             return deltas
-        plan = self.scheduler.schedule()
+        plan = ran = self.scheduler.schedule()
         if plan.is_empty:
             outputs = StepOutputs({})
         else:
             self._claim_runner()
-            outputs = self.runner.run(plan)
-        events = self.scheduler.commit(plan, outputs)
+            ran, outputs = run_isolated(self.runner, plan, self._fail_rows)  # ran: plan less failed requests
+        events = self.scheduler.commit(ran, outputs)
         if plan.is_empty and not events:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
         self.num_steps += 1
