@@ -115,9 +115,10 @@ class Engine:
         return True
 
     def abort_all(self) -> None:
-        """Abort every request and drop undelivered deltas (after a failed step)."""
+        """Abort every request and drop undelivered deltas (after a failed step: no tail page enters the
+        tree, as the failed step may not have made a page copy its positions count on)."""
         for request_id in list(self._requests):
-            self.abort(request_id)
+            self._end(request_id, self.scheduler.fail)
         self._pending = []
         self._finished = []
         self._failures = {}
