@@ -78,3 +78,27 @@ def chat_bodies(model: str) -> st.SearchStrategy[dict]:
 def encode(body: dict) -> bytes:
     """What a client can put on the wire: NaN / Infinity as Python's json writes them, surrogates escaped."""
     return json.dumps(body).encode()
+
+
+STEP_INT_FIELDS = ("top_k", "seed", "n", "max_tokens", "logprobs")  # reach the step's int32 / uint32 columns
+STEP_FLOAT_FIELDS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+
+
+OVERFLOW_INTS = [2**31 - 1, 2**31, -2**31 - 1, 2**32, 2**63, -2**63 - 1, 2**64]  # around int32 / uint32 / int64
+OVERFLOW_FLOATS = [math.nan, math.inf, -math.inf, 1e39, 3.4028236e38]  # not finite, or past float32
+
+
+def edge_cases(model: str) -> list[tuple[str, dict]]:
+    """Every field that reaches the step at every overflowing value, one field per body (the fuzzer's
+    explicit examples: random draws alone rarely pair the one overflowing value with an otherwise valid
+    body)."""
+    base = {"model": model, "prompt": "edge", "max_tokens": 2}
+    cases = [{field: value} for field in STEP_INT_FIELDS for value in OVERFLOW_INTS]
+    cases += [{"stop_token_ids": [v]} for v in OVERFLOW_INTS] + [{"prompt": [1, v]} for v in OVERFLOW_INTS]
+    cases += [{field: value} for field in STEP_FLOAT_FIELDS for value in OVERFLOW_FLOATS]
+    chat = [{"top_logprobs": v, "logprobs": True} for v in OVERFLOW_INTS]
+    chat += [{"max_completion_tokens": v} for v in OVERFLOW_INTS]
+    messages = [{"role": "user", "content": "edge"}]
+    return ([("/v1/completions", {**base, **case}) for case in cases]
+            + [("/v1/chat/completions", {"model": model, "messages": messages, "max_tokens": 2, **case})
+               for case in chat])

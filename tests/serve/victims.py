@@ -25,12 +25,12 @@ from trellis_jax.serve.app import ServerSettings, create_app
 
 TINY_LLAMA = pathlib.Path(__file__).parent.parent / "fixtures" / "tiny_llama"
 MODEL_NAME = "tiny-llama"
-VICTIM_TOKENS = 160
+VICTIM_TOKENS = 100
 
 
 def tiny_model_server() -> tuple[ServerThread, AsyncEngine]:
     config = EngineConfig(model=str(TINY_LLAMA), dtype="float32", deterministic=True, max_num_seqs=16,
-                          max_num_batched_tokens=64, num_pages=160, max_model_len=256)
+                          max_num_batched_tokens=64, num_pages=160, max_model_len=128)
     engine, tokenizer = build_engine(config)
     async_engine = AsyncEngine(engine, tokenizer)
     app = create_app(async_engine, ServerSettings(model_name=MODEL_NAME, shutdown_engine=False))
