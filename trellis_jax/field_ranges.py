@@ -28,11 +28,12 @@ MAX_LOGPROBS = 20  # top alternatives per token a request may ask for
 
 
 class FieldRangeError(ValueError):
-    """A request field outside its range (or of the wrong type); `.field` names it."""
+    """A request field outside its range (or of the wrong type); `.field` names it, `.detail` is the
+    message without the owner's prefix (what an HTTP client, who never wrote "SamplingParams", reads)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+    def __init__(self, field: str, detail: str, owner: str = "") -> None:
+        super().__init__(f"{owner}.{detail}" if owner else detail)
+        self.field, self.detail = field, detail
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,7 @@ def check_field(name: str, value, *, owner: str = ""):
     """`value` if FIELD_RANGES[name] holds it, else FieldRangeError ('<owner>.<name> must be ..., got ...')."""
     field = FIELD_RANGES[name]
     if not field.holds(value):
-        raise FieldRangeError(name, f"{owner + '.' if owner else ''}{name} must be {field.describe()}, "
-                                    f"got {_shown(value)}")
+        raise FieldRangeError(name, f"{name} must be {field.describe()}, got {_shown(value)}", owner)
     return value
 
 

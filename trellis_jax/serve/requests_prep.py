@@ -77,4 +77,4 @@ def _checked(build):
     try:
         return build()
     except ValueError as error:
-        raise APIError(400, str(error), param=getattr(error, "field", None)) from error
+        raise APIError(400, getattr(error, "detail", str(error)), param=getattr(error, "field", None)) from error
