@@ -104,7 +104,7 @@ def test_poison_admitted_with_a_partial_page_copy_puts_no_uncopied_page_in_the_t
 
 
 def test_a_failure_no_row_explains_still_fails_the_step():
-    engine, runner, cache, _ = poison_engine()
+    engine, runner, _cache, _ = poison_engine()
     engine.add_request("a", [1, 2, 3], GREEDY)
 
     def device_failure(plan):

@@ -11,7 +11,12 @@ import pytest
 
 from trellis_jax.engine.api import SamplingParams
 from trellis_jax.engine.fakes import make_fake_engine
-from trellis_jax.field_ranges import FIELD_RANGES, FieldRangeError, check_field, check_token_ids
+from trellis_jax.field_ranges import (
+    FIELD_RANGES,
+    FieldRangeError,
+    check_field,
+    check_token_ids,
+)
 from trellis_jax.runner import wire
 
 INT_FIELDS = ["n", "top_k", "seed", "max_tokens", "logprobs"]

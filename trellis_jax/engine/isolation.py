@@ -4,12 +4,12 @@ Contract:
     run_isolated(runner, plan, fail_rows) -> (plan that ran, its StepOutputs)
 `runner.run(plan)`; if it raises, every row of the plan is checked alone with the runner's host-side
 packing (`runner.check_plan(StepPlan([row]))`: what `run` does before it touches the device). The rows
-that fail alone are the culprits: `fail_rows({row id: error}) -> ended scheduler ids` ends their requests
-(the engine aborts them, with all their sequences, and hands each stream its error), and the step runs
-again without the rows of every ended sequence (their prompt-lookup draft rows included). What ran comes back, for
-`Scheduler.commit`. When no row fails alone (the error is not one request's: a device failure, a plan
-too big as a whole), or the runner has no `check_plan`, the original exception propagates and the
-caller fails every request, as before.
+that fail alone are the culprits: `fail_rows({row id: error}) -> ended scheduler ids` ends their
+requests (the engine aborts them, with all their sequences, and hands each stream its error), and the
+step runs again without the rows of every ended sequence (their prompt-lookup draft rows included).
+What ran comes back, for `Scheduler.commit`. When no row fails alone (the error is not one request's:
+a device failure, a plan too big as a whole), or the runner has no `check_plan`, the original
+exception propagates and the caller fails every request, as before.
 
 Why a retry of the same plan is sound: `schedule()` gave every row its pages and locked its prefix
 before the run, and `Runner.run` packs before it copies pages or runs the step, so a packing failure
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def run_isolated(runner, plan: StepPlan, fail_rows) -> tuple[StepPlan, StepOutputs]:
+    """(the plan that ran, its outputs); each retry drops at least one row, so the loop ends."""
     while True:
         try:
             return plan, runner.run(plan)

@@ -2,7 +2,8 @@
 
 A prompt is one of: a str (raw text; special tokens in it are parsed as the model's), a list of token
 ids (each in [0, the tokenizer's vocab_size): field_ranges.check_token_ids), or a chat (a list of
-{"role", "content"} messages, rendered with the model's chat template plus the generation prompt). `split_prompts` tells one prompt from a list of prompts for `LLM.generate`.
+{"role", "content"} messages, rendered with the model's chat template plus the generation prompt).
+`split_prompts` tells one prompt from a list of prompts for `LLM.generate`.
 """
 
 from __future__ import annotations
