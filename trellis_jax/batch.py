@@ -2,8 +2,9 @@
 
 Line formats: trellis_jax/engine/batch_io.py. Runs every request through one Engine (continuous
 batching over the radix cache), writing each result as soon as it finishes, so an interrupted job
-resumes where it stopped (ids already in the output are skipped). A bad line, or a request that can
-never fit, is reported with its line number on stderr and skipped. A progress bar shows requests,
+resumes where it stopped (ids already in the output are skipped). A bad line, a request that can
+never fit, or one that a step could not run (engine.RequestFailed: the others run on), is reported with
+its line number on stderr and skipped. A progress bar shows requests,
 tokens/s and the cache hit rate; a summary is printed at the end (requests, tokens, throughput, prefill
 tokens skipped thanks to the cache).
 """
@@ -66,16 +67,24 @@ def run_batch(engine: Engine, tokenizer, input_path: str, output_path: str, *,
         else:
             seen.add(item.request_id)
             items.append(item)
+    lines: dict[str, int] = {}  # request id -> its input line, for requests that fail in a step
     start = time.perf_counter()
     with open(output_path, "a", encoding="utf-8") as out, \
             tqdm(total=len(items), unit="req", desc="batch", disable=not progress, file=log) as bar:
         in_flight = 0
         while items or in_flight:
             while items and in_flight < max_pending:
-                in_flight += _submit(engine, tokenizer, items.popleft(), summary, log)
+                item = items.popleft()
+                lines[item.request_id] = item.line_number
+                in_flight += _submit(engine, tokenizer, item, summary, log)
             engine.step()
+            failed = engine.pop_failures()
             for output in engine.pop_finished():
                 in_flight -= 1
+                if output.request_id in failed:  # not written: a later run retries it
+                    _bad(summary, log, lines[output.request_id], str(failed[output.request_id]))
+                    bar.update(1)
+                    continue
                 out.write(result_line(output, output.request_id))
                 out.flush()
                 _count(summary, output)
