@@ -73,6 +73,22 @@ def test_poison_fails_alone_and_the_others_match_their_run_without_it(n):
     assert_idle_and_intact(cache)
 
 
+def test_a_request_waiting_on_the_poisons_prompt_pages_runs_once_the_poison_fails():
+    """The twin shares the poison's prompt, so it waits for the pages the poison computes (inflight
+    deferral); the poison fails instead, and the twin must compute them itself and match a clean run."""
+    prompt = list(range(1, 15))
+    engine, _runner, cache, _ = poison_engine()
+    engine.add_request("poison", prompt, GREEDY)
+    engine.add_request("twin", prompt, GREEDY)
+    outputs = run_all(engine)
+    clean, *_ = poison_engine()
+    clean.add_request("twin", prompt, GREEDY)
+    assert outputs["twin"].outputs[0].token_ids == run_all(clean)["twin"].outputs[0].token_ids
+    assert outputs["twin"].outputs[0].finish_reason == "length"
+    assert list(engine.pop_failures()) == ["poison"]
+    assert_idle_and_intact(cache)
+
+
 def test_a_step_of_only_poison_is_progress_not_a_stall():
     engine, _runner, cache, _ = poison_engine()
     engine.add_request("poison-a", [1, 2, 3], GREEDY)
