@@ -25,6 +25,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "pallas_kernels": {},
     "trellis_jax": {},  # the root __init__: the version only
     "trellis_jax.step_plan": {},  # the scheduler -> runner contract, shared by both sides
+    "trellis_jax.field_ranges": {},  # each request field's range, from the wire dtypes (numpy only): engine, runner, serve
     "trellis_jax.cache": {},
     "trellis_jax.tokenizer": {},
     "trellis_jax.scheduler": {"trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER},
@@ -32,17 +33,18 @@ ALLOWED: dict[str, dict[str, str]] = {
     # Exception: a config helper beside the layers. "auto" is bfloat16 where the native bf16 kernel runs, so it
     # asks pallas_kernels, lazily: the CLIs import it for their --dtype choices without loading jax.
     "trellis_jax.dtypes": {"pallas_kernels": LAZY},
-    "trellis_jax.runner": {"trellis_jax.step_plan": EAGER, "trellis_jax.model": EAGER, "pallas_kernels": EAGER},
+    "trellis_jax.runner": {"trellis_jax.step_plan": EAGER, "trellis_jax.field_ranges": EAGER, "trellis_jax.model": EAGER,
+                           "pallas_kernels": EAGER},
     "trellis_jax.checkpoints": {"trellis_jax.model": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER},
     # The device side only lazily (builder.py): the engine's API types and the server load without jax.
     "trellis_jax.engine": {
         "trellis_jax.scheduler": EAGER, "trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER,
-        "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.runner": LAZY,
+        "trellis_jax.field_ranges": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.runner": LAZY,
         "trellis_jax.checkpoints": LAZY, "trellis_jax.model": LAZY, "pallas_kernels": LAZY,
     },
     # Exception: the server prices requests with the model's own cost formula (serve/costs.py), lazily.
     "trellis_jax.serve": {"trellis_jax.engine": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
-                          "trellis_jax.model": LAZY},
+                          "trellis_jax.field_ranges": EAGER, "trellis_jax.model": LAZY},
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER},
     "trellis_jax.generate": {"trellis_jax.model": EAGER, "trellis_jax.checkpoints": EAGER, "trellis_jax.dtypes": EAGER},

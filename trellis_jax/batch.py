@@ -4,7 +4,7 @@ Line formats: trellis_jax/engine/batch_io.py. Runs every request through one Eng
 batching over the radix cache), writing each result as soon as it finishes, so an interrupted job
 resumes where it stopped (ids already in the output are skipped). No input line can stop the job: a
 line that cannot run (not UTF-8, not JSON, invalid text, wrong types, too long, a prompt that can never
-fit) gets an error record in the output and a note with its line number on stderr, and every good line
+fit, or a request a step could not run: engine.RequestFailed, the others run on) gets an error record in the output and a note with its line number on stderr, and every good line
 still runs; rerunning a finished job is a no-op. A progress bar shows requests, tokens/s and the cache
 hit rate; a summary is printed at the end (requests, tokens, throughput, prefill tokens skipped thanks
 to the cache).
@@ -134,8 +134,14 @@ def _run_items(engine: Engine, tokenizer, items: deque[BatchItem], report: _Repo
         if not in_flight:
             continue
         engine.step()
+        failed = engine.pop_failures()  # requests a step could not run (engine.RequestFailed); the rest ran on
         for output in engine.pop_finished():
-            report.finished(in_flight.pop(output.request_id), output)
+            item = in_flight.pop(output.request_id)
+            if output.request_id in failed:
+                message = str(failed[output.request_id]).replace(repr(item.key), repr(item.request_id))
+                report.failed(LineError(item.line_number, item.request_id, message, item.line_sha256))
+            else:
+                report.finished(item, output)
             on_finished()
 
 

@@ -57,6 +57,10 @@ class FakeRunner:
                 tokens[work.request_id] = self._sample(work)
         return StepOutputs(tokens)
 
+    def check_plan(self, plan: StepPlan) -> None:
+        """As Runner.check_plan: raise what run() would raise for this plan, changing nothing."""
+        self._check(plan)
+
     def _check(self, plan: StepPlan) -> None:
         if plan.num_tokens > self.max_num_tokens or len(plan.sequences) > self.max_num_seqs:
             raise ValueError(f"plan of {plan.num_tokens} tokens / {len(plan.sequences)} seqs exceeds the runner")

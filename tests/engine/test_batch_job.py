@@ -6,6 +6,7 @@ import json
 import pytest
 
 from trellis_jax.batch import parse_args, run_batch
+from trellis_jax.engine.batch_io import id_key
 from trellis_testing.fakes import make_fake_engine
 
 
@@ -85,3 +86,31 @@ def test_batch_cli_passes_the_model_dtype_through():
 
     assert engine_config(parse_args(["--input", "i", "--output", "o"])).dtype == "auto"
     assert engine_config(parse_args(["--input", "i", "--output", "o", "--dtype", "bfloat16"])).dtype == "bfloat16"
+
+
+def test_a_request_a_step_cannot_run_gets_an_error_record_and_the_rest_complete(tmp_path):
+    from trellis_testing.fakes import FakeRunner
+
+    class FailsForX(FakeRunner):
+        """Packing fails for the rows of request "x" (as an int32 overflow would)."""
+
+        def check_plan(self, plan):
+            super().check_plan(plan)
+            if any(w.request_id == id_key("x") for w in plan.sequences):
+                raise OverflowError("x cannot be packed")
+
+        def run(self, plan):
+            self.check_plan(plan)
+            return super().run(plan)
+
+    engine, _runner, cache, tokenizer = make_fake_engine(mode="increment", num_pages=128,
+                                                         runner=FailsForX(128, 4, mode="increment"))
+    write_lines(tmp_path / "in.jsonl", [GOOD[0], {"id": "x", "prompt": "q", "max_tokens": 3}, GOOD[2]])
+    log = io.StringIO()
+    summary = run_batch(engine, tokenizer, str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"),
+                        progress=False, log=log)
+    results = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(str(r["id"]) for r in results if "error" not in r) == ["7", "a"]
+    assert [r["id"] for r in results if "error" in r] == ["x"]
+    assert [n for n, _ in summary.bad_lines] == [2] and "x cannot be packed" in log.getvalue()
+    cache.check_integrity()

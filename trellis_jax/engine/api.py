@@ -19,18 +19,22 @@
 Options: EngineConfig (config.py). Sampling: SamplingParams (sampling_params.py), including
 `SamplingParams.from_openai(body)`. Outputs: outputs.py. Finish reasons: "stop", "length", "abort".
 Errors: RequestRejected (a ValueError) for a request that can never run here (too long for the
-context cap or the KV pool); ValueError for bad parameters or prompts.
+context cap or the KV pool); FieldRangeError (a ValueError naming the field and its range) for a
+number the step cannot carry (trellis_jax/field_ranges.py); ValueError for other bad parameters or
+prompts; RequestFailed (a ValueError) from the stream of a request a step could not run: it alone is
+aborted, the others run on (isolation.py). In LLM.generate such a request ends with "abort".
 """
 
 from trellis_jax.engine.async_engine import AsyncEngine, EngineShutDown
 from trellis_jax.engine.config import EngineConfig
-from trellis_jax.engine.engine import Engine
+from trellis_jax.engine.engine import Engine, RequestFailed
 from trellis_jax.engine.llm import LLM
 from trellis_jax.engine.outputs import FINISH_REASONS, CompletionOutput, OutputDelta, RequestOutput, TokenLogprob
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.field_ranges import FieldRangeError
 from trellis_jax.scheduler import RequestRejected
 
 __all__ = [
-    "AsyncEngine", "CompletionOutput", "Engine", "EngineConfig", "EngineShutDown", "FINISH_REASONS", "LLM",
-    "OutputDelta", "RequestOutput", "RequestRejected", "SamplingParams", "TokenLogprob",
+    "AsyncEngine", "CompletionOutput", "Engine", "EngineConfig", "EngineShutDown", "FINISH_REASONS", "FieldRangeError",
+    "LLM", "OutputDelta", "RequestFailed", "RequestOutput", "RequestRejected", "SamplingParams", "TokenLogprob",
 ]

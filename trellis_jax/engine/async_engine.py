@@ -13,7 +13,9 @@ aborts reach it through a queue and are applied between steps; deltas come back 
 `loop.call_soon_threadsafe`. A prompt is a str (special tokens parsed), token ids, or chat messages.
 Errors (a bad prompt, a request that can never fit: RequestRejected, a ValueError) are raised from the
 first `__anext__`, before any delta. Leaving the `async for` early (client gone) aborts the request.
-If a step fails, every open stream raises that exception and all requests are aborted (pages freed).
+If one request's share of a step cannot run, only its stream raises (engine.RequestFailed, a ValueError);
+the step runs on without it. If a step fails otherwise, every open stream raises that exception and all
+requests are aborted (pages freed).
 """
 
 from __future__ import annotations
@@ -197,7 +199,12 @@ class AsyncEngine:
             logger.exception("engine step failed")
             self._fail_all(error)
             return
+        failures = self.engine.pop_failures()
         with self._lock:
+            for request_id, error in failures.items():  # queued before their "abort" deltas (next step's)
+                stream = self._streams.get(request_id)
+                if stream is not None:
+                    stream.put(error)
             for delta in deltas:
                 stream = self._streams.get(delta.request_id)
                 if stream is not None and not stream.put(delta):

@@ -10,6 +10,10 @@ and publishes them to the radix tree, the others wait for them and match them (s
     abort(id) -> bool                at any stage; its streams get a final delta with finish_reason "abort"
     pop_finished() -> [RequestOutput]
     flush_cache(namespace=None) -> pages freed   (between steps; None = every namespace)
+    pop_failures() -> {id: RequestFailed}   requests a step could not run (finished with "abort")
+
+A step whose runner raises is retried without the requests whose rows fail alone (isolation.py): only
+those fail (RequestFailed, with the cause); if none can be singled out, step() raises as before.
 
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
@@ -21,10 +25,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trellis_jax.engine.completion import CompletionState
+from trellis_jax.engine.isolation import run_isolated
 from trellis_jax.engine.outputs import OutputDelta, RequestOutput
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.field_ranges import check_field
 from trellis_jax.scheduler import RequestEvent, Scheduler
+from trellis_jax.scheduler.scheduler import DRAFT_MARK
 from trellis_jax.step_plan import StepOutputs
+
+
+class RequestFailed(ValueError):
+    """A request's share of a step could not be packed (its values); it alone was aborted."""
+
+    def __init__(self, request_id: str, cause: Exception) -> None:
+        super().__init__(f"request {request_id!r} could not run and was aborted ({type(cause).__name__}: {cause}); "
+                         "no other request was affected")
+        self.request_id, self.cause = request_id, cause
 
 
 class _RequestState:
@@ -54,6 +70,7 @@ class Engine:
         self._sequences: dict[str, tuple[_RequestState, int]] = {}  # scheduler id -> (request, index)
         self._finished: list[RequestOutput] = []
         self._pending: list[OutputDelta] = []
+        self._failures: dict[str, RequestFailed] = {}
         self.num_steps = 0
         self._kv_generation_after_last_run: int | None = None  # None: this engine has not run the runner yet
 
@@ -61,6 +78,7 @@ class Engine:
                     namespace: str = "", priority: int = 0) -> None:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
+        check_field("priority", priority)
         stop_ids = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(self.eos_token_ids))
         completions = [CompletionState(i, self._make_detokenizer(sampling.skip_special_tokens), sampling.stop,
                                        sampling.logprobs is not None) for i in range(sampling.n)]
@@ -84,11 +102,15 @@ class Engine:
         return [request_id] if n == 1 else [f"{request_id}#{i}" for i in range(n)]
 
     def abort(self, request_id: str) -> bool:
+        return self._end(request_id, self.scheduler.abort)
+
+    def _end(self, request_id: str, end_sequence) -> bool:
+        """Finish every completion of the request with "abort"; end_sequence(scheduler id) frees its pages."""
         state = self._requests.get(request_id)
         if state is None:
             return False
         for seq_id in self._sequence_ids(request_id, state.sampling.n):
-            self.scheduler.finish(seq_id, "abort")
+            end_sequence(seq_id)
             self._sequences.pop(seq_id, None)
         for completion in state.completions:
             completion.finish("abort")
@@ -96,11 +118,32 @@ class Engine:
         return True
 
     def abort_all(self) -> None:
-        """Abort every request and drop undelivered deltas (after a failed step)."""
+        """Abort every request and drop undelivered deltas (after a failed step: no tail page enters the
+        tree, as the failed step may not have made a page copy its positions count on)."""
         for request_id in list(self._requests):
-            self.abort(request_id)
+            self._end(request_id, self.scheduler.fail)
         self._pending = []
         self._finished = []
+        self._failures = {}
+
+    def _fail_rows(self, errors: dict[str, Exception]) -> set[str]:
+        """Abort the requests owning these plan rows (each failed alone), keeping the cause for their
+        streams; -> the scheduler ids of every sequence ended."""
+        ended = set()
+        for row_id, error in errors.items():
+            entry = self._sequences.get(row_id.split(DRAFT_MARK)[0])
+            if entry is None:
+                continue  # its request already failed through another row
+            state = entry[0]
+            self._failures[state.request_id] = RequestFailed(state.request_id, error)
+            ended.update(self._sequence_ids(state.request_id, state.sampling.n))
+            self._end(state.request_id, self.scheduler.fail)
+        return ended
+
+    def pop_failures(self) -> dict[str, RequestFailed]:
+        """Requests that steps since the last call could not run (already finished with "abort")."""
+        failures, self._failures = self._failures, {}
+        return failures
 
     def flush_cache(self, namespace: str | None = None) -> int:
         """Evict every cached prefix page that no request holds (call between steps); -> pages freed.
@@ -119,28 +162,35 @@ class Engine:
         """Whether pages on the runner still mean something to this engine (its cache, or running requests)."""
         return self.scheduler.kv.prefix_cache_enabled or any(r.num_computed > 0 for r in self.scheduler.running)
 
-    def _claim_runner(self) -> None:
-        """Before a run: refuse if the runner ran for someone else since this engine's last run while this engine
-        still holds pages; else note the generation this run leaves (each run() bumps kv_generation by one)."""
+    def _check_runner_is_ours(self) -> None:
+        """Before a run: refuse if the runner ran for someone else since this engine's last run while this
+        engine still holds pages (each run() bumps kv_generation by one)."""
         rewritten = self._kv_generation_after_last_run not in (None, self.runner.kv_generation)
         if rewritten and self._holds_kv():
             raise RuntimeError("another engine has run steps on this engine's runner since its last step, "
                                "overwriting KV pages this engine's cache or running requests hold; build a new "
                                "engine over the runner (trellis_jax.engine.builder.build_engine) instead")
-        self._kv_generation_after_last_run = self.runner.kv_generation + 1
+
+    def _run(self, plan):
+        """(the plan that ran, its outputs): a failure isolation retry runs the runner more than once, so the
+        generation this engine leaves is read after the runs, failed or not."""
+        self._check_runner_is_ours()
+        try:
+            return run_isolated(self.runner, plan, self._fail_rows)
+        finally:
+            self._kv_generation_after_last_run = self.runner.kv_generation
 
     def step(self) -> list[OutputDelta]:
         """One engine step; returns the deltas of every completion that progressed (or was aborted)."""
         deltas, self._pending = self._pending, []
         if not self.scheduler.has_unfinished():
             return deltas
-        plan = self.scheduler.schedule()
+        plan = ran = self.scheduler.schedule()
         if plan.is_empty:
             outputs = StepOutputs({})
         else:
-            self._claim_runner()
-            outputs = self.runner.run(plan)
-        events = self.scheduler.commit(plan, outputs)
+            ran, outputs = self._run(plan)  # ran: the plan less the requests that failed alone
+        events = self.scheduler.commit(ran, outputs)
         if plan.is_empty and not events:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
         self.num_steps += 1

@@ -61,6 +61,7 @@ class LLM:
         with tqdm(total=len(ids), desc="generating", unit="req", disable=not use_tqdm) as bar:
             while len(done) < len(ids):
                 self.engine.step()
+                self.engine.pop_failures()  # they end with finish_reason "abort"; isolation.py logged why
                 for output in self.engine.pop_finished():
                     done[output.request_id] = output
                     bar.update(1)

@@ -1,12 +1,16 @@
 """Prompt forms the engine accepts, and their token ids.
 
 A prompt is one of: a str (raw text; special tokens in it are parsed as the model's), a list of token
-ids, or a chat (a list of {"role", "content"} messages, rendered with the model's chat template plus
-the generation prompt; special-token text in the messages is tokenized as plain text unless the engine
-option allow_special_tokens_in_content is on, see Tokenizer.encode_chat). `split_prompts` tells one prompt from a list of prompts for `LLM.generate`.
+ids (each in [0, the tokenizer's vocab_size): field_ranges.check_token_ids), or a chat (a list of
+{"role", "content"} messages, rendered with the model's chat template plus the generation prompt;
+special-token text in the messages is tokenized as plain text unless the engine option
+allow_special_tokens_in_content is on, see Tokenizer.encode_chat). `split_prompts` tells one prompt from
+a list of prompts for `LLM.generate`.
 """
 
 from __future__ import annotations
+
+from trellis_jax.field_ranges import check_token_ids
 
 Prompt = str | list[int] | list[dict]
 
@@ -26,7 +30,7 @@ def to_token_ids(prompt: Prompt, tokenizer) -> list[int]:
             raise ValueError("empty prompt")
         return list(tokenizer.encode(prompt, parse_special=True))
     if is_token_ids(prompt):
-        return list(prompt)
+        return check_token_ids(prompt, tokenizer.vocab_size)
     if is_chat(prompt):
         for message in prompt:
             if "role" not in message or "content" not in message:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
+from trellis_jax.field_ranges import MAX_LOGPROBS, check_field
 from trellis_jax.step_plan import SamplingArrays
 
-MAX_LOGPROBS = 20
+__all__ = ["MAX_LOGPROBS", "SamplingParams"]
 _SEED_RANGE = 2**31 - 1
 
 
@@ -49,22 +50,22 @@ class SamplingParams:
         # Accept the convenient spellings (a single stop string, lists) but store tuples: frozen + hashable.
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         object.__setattr__(self, "stop", stop)
-        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids or ()))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
+        self._check_ranges()
         if self.top_k == -1:
             object.__setattr__(self, "top_k", 0)
-        _check(self.n >= 1, "n", self.n, ">= 1")
-        _check(self.temperature >= 0.0, "temperature", self.temperature, ">= 0")
-        _check(0.0 < self.top_p <= 1.0, "top_p", self.top_p, "in (0, 1]")
-        _check(self.top_k >= 0, "top_k", self.top_k, ">= 0 (0 or -1 = off)")
-        _check(0.0 <= self.min_p <= 1.0, "min_p", self.min_p, "in [0, 1]")
-        _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", self.presence_penalty, "in [-2, 2]")
-        _check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", self.frequency_penalty, "in [-2, 2]")
-        _check(self.repetition_penalty > 0.0, "repetition_penalty", self.repetition_penalty, "> 0")
-        _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens", self.max_tokens, ">= 1 or None")
-        _check(self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS, "logprobs", self.logprobs,
-               f"None or in [0, {MAX_LOGPROBS}]")
-        _check(all(s for s in self.stop), "stop", self.stop, "non-empty strings")
-        _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", self.stop_token_ids, ">= 0")
+        _check(all(isinstance(s, str) and s for s in self.stop), "stop", self.stop, "non-empty strings")
+        for flag in ("ignore_eos", "skip_special_tokens"):
+            _check(isinstance(getattr(self, flag), bool), flag, getattr(self, flag), "a bool")
+
+    def _check_ranges(self) -> None:
+        """Every number against FIELD_RANGES (its meaning and what the step's wire dtype carries)."""
+        for name in _RANGED_FIELDS:
+            value = getattr(self, name)
+            if value is not None or name not in _OPTIONAL_FIELDS:
+                check_field(name, value, owner="SamplingParams")
+        for token in self.stop_token_ids:
+            check_field("stop_token_ids", token, owner="SamplingParams")
 
     @property
     def greedy(self) -> bool:
@@ -107,26 +108,21 @@ class SamplingParams:
             fields["max_tokens"] = max_tokens
         logprobs = body.get("logprobs")
         if isinstance(logprobs, bool):
-            fields["logprobs"] = int(body.get("top_logprobs") or 0) if logprobs else None
+            top = body.get("top_logprobs")
+            fields["logprobs"] = (check_field("top_logprobs", top) if top is not None else 0) if logprobs else None
         elif logprobs is not None:
             fields["logprobs"] = logprobs
         _check_types(fields)
         return cls(**fields)
 
 
-_INT_FIELDS = ("n", "top_k", "seed", "max_tokens", "logprobs")
-_FLOAT_FIELDS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+_RANGED_FIELDS = ("n", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                  "repetition_penalty", "seed", "max_tokens", "logprobs")
+_OPTIONAL_FIELDS = ("seed", "max_tokens", "logprobs")  # None: random seed, up to the context cap, no logprobs
 
 
 def _check_types(fields: dict) -> None:
-    for key in _INT_FIELDS:
-        value = fields.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
-    for key in _FLOAT_FIELDS:
-        value = fields.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"{key} must be a number, got {value!r}")
+    """The body's stop field (numbers are checked by SamplingParams against FIELD_RANGES)."""
     stop = fields.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop)):

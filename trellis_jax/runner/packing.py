@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trellis_jax.field_ranges import FIELD_RANGES, WIRE_FLOAT, WIRE_INT, WIRE_SEED
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.buckets import Bucket, BucketSet
 from trellis_jax.runner.penalties import has_penalty, penalty_arrays
@@ -105,32 +106,30 @@ def _pack_model_inputs(seqs, bucket: Bucket, pages_needed, page_size: int, num_p
 def _pack_knobs(seqs, rows: int) -> dict:
     """SamplingInputs fields (except the penalty counts) as [rows] arrays, neutral on padding rows."""
     neutral = SamplingArrays()
-    columns = {
-        "temperature": np.float32, "top_k": np.int32, "top_p": np.float32, "min_p": np.float32,
-        "presence_penalty": np.float32, "frequency_penalty": np.float32,
-        "repetition_penalty": np.float32, "num_logprobs": np.int32,
+    columns = {  # the wire dtypes (field_ranges bounds requests to them)
+        "temperature": WIRE_FLOAT, "top_k": WIRE_INT, "top_p": WIRE_FLOAT, "min_p": WIRE_FLOAT,
+        "presence_penalty": WIRE_FLOAT, "frequency_penalty": WIRE_FLOAT,
+        "repetition_penalty": WIRE_FLOAT, "num_logprobs": WIRE_INT,
     }
     knobs = {}
     for name, dtype in columns.items():
         values = [getattr(s.sampling, name) for s in seqs]
         knobs[name] = np.array(values + [getattr(neutral, name)] * (rows - len(seqs)), dtype)
     seeds = [s.sampling.seed % SEED_MODULUS for s in seqs]
-    knobs["seed"] = np.array(seeds + [0] * (rows - len(seqs)), np.uint32)
-    knobs["rng_step"] = np.array([s.rng_step for s in seqs] + [0] * (rows - len(seqs)), np.int32)
+    knobs["seed"] = np.array(seeds + [0] * (rows - len(seqs)), WIRE_SEED)
+    knobs["rng_step"] = np.array([s.rng_step for s in seqs] + [0] * (rows - len(seqs)), WIRE_INT)
     return knobs
 
 
+_KNOB_FIELDS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
+                "repetition_penalty")
+
+
 def _check_sampling(seq: SequenceWork, max_logprobs: int) -> None:
+    """The knobs against field_ranges.FIELD_RANGES: a value the wire cannot carry is this request's error."""
     p = seq.sampling
-    problems = []
-    if not p.temperature >= 0:
-        problems.append(f"temperature={p.temperature} (need >= 0)")
-    if not 0 < p.top_p <= 1:
-        problems.append(f"top_p={p.top_p} (need 0 < top_p <= 1)")
-    if not 0 <= p.min_p <= 1:
-        problems.append(f"min_p={p.min_p} (need 0 <= min_p <= 1)")
-    if not p.repetition_penalty > 0:
-        problems.append(f"repetition_penalty={p.repetition_penalty} (need > 0)")
+    problems = [f"{name}={getattr(p, name)!r} (need {FIELD_RANGES[name].describe()})"
+                for name in _KNOB_FIELDS if not FIELD_RANGES[name].holds(getattr(p, name))]
     if not 0 <= p.num_logprobs <= max_logprobs:
         problems.append(f"num_logprobs={p.num_logprobs} (need 0..{max_logprobs})")
     if seq.rng_step < 0:

@@ -7,6 +7,7 @@ Contract:
                   materialise_head=None)
   runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
   runner.run(plan) -> StepOutputs                 each call bumps runner.kv_generation by one
+  runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
 The step is one jitted program per bucket, forward + sampling fused, kv pages donated; compiled
@@ -221,14 +222,24 @@ class Runner:
         """Run one step: write the plan's KV, sample for sequences with sample=True. Bumps `kv_generation` by
         one first, even if the step then fails (it may have written pages)."""
         self.kv_generation += 1
-        packed = pack(plan, self.buckets, page_size=self.page_size, num_pages=self.num_pages,
-                      vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
-                      max_context_len=self.max_context_len)
+        packed = self._pack(plan)
         executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
         if plan.page_copies:  # after pack validated the plan, before the step reads the pages
             self._copy_pages(plan.page_copies)
         outputs, self._kv = executable(self.params, self._kv, *self._inputs(packed))
         return _step_outputs(packed, _to_host(outputs))
+
+    def check_plan(self, plan: StepPlan) -> None:
+        """Pack and encode `plan` on the host as run() would, raising what run() raises before it touches the
+        device (a bad id, page or knob; a value the wire cannot carry). No device work, nothing changes: the
+        engine checks a failed step's rows one by one with it to find the request at fault."""
+        packed = self._pack(plan)
+        wire.encode(packed.model_inputs, packed.knobs)
+
+    def _pack(self, plan: StepPlan) -> PackedStep:
+        return pack(plan, self.buckets, page_size=self.page_size, num_pages=self.num_pages,
+                    vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
+                    max_context_len=self.max_context_len)
 
     def _inputs(self, packed: PackedStep) -> tuple:
         """The step's arguments after (params, kv_pages): the two wire buffers and the penalty arrays."""

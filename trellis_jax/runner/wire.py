@@ -4,7 +4,8 @@ Contract: `encode(model_inputs, knobs) -> (tokens [T, 3], seqs [S, P + 14])`, nu
 PackedStep's StepInputs and sampling knobs: per token row (token id, position, KV slot); per sequence
 row its page-table row, then kv_len, its end in cu_q_lens, its logits index, top_k, rng_step,
 num_logprobs, the number of sequences (the same in every row), and the seed and the float knobs
-bit-cast to int32. `decode(tokens, seqs, output_counts, prompt_mask) -> RunnerInputs` runs inside the
+bit-cast to int32. The dtypes are field_ranges.WIRE_INT / WIRE_FLOAT / WIRE_SEED, which also bound what a
+request may ask for (field_ranges.FIELD_RANGES). `decode(tokens, seqs, output_counts, prompt_mask) -> RunnerInputs` runs inside the
 jitted step and slices them back out (static offsets: the bucket is the buffers' shapes).
 
 Why: every input array of a jitted call is its own host-to-device copy; on a GPU that is a transfer and
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trellis_jax.field_ranges import WIRE_FLOAT, WIRE_INT, WIRE_SEED
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.sampling import SamplingInputs
 
@@ -38,14 +40,14 @@ class RunnerInputs(NamedTuple):
 
 
 def encode(model: StepInputs, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
-    tokens = np.stack([model.token_ids, model.positions, model.slot_mapping], axis=1).astype(np.int32)
+    tokens = np.stack([model.token_ids, model.positions, model.slot_mapping], axis=1).astype(WIRE_INT)
     rows = model.kv_lens.shape[0]
     ints = {"kv_lens": model.kv_lens, "cu_q_end": model.cu_q_lens[1:], "logits_indices": model.logits_indices,
             "top_k": knobs["top_k"], "rng_step": knobs["rng_step"], "num_logprobs": knobs["num_logprobs"],
             "num_seqs": np.full(rows, model.num_seqs, np.int32)}
-    columns = [np.asarray(ints[name], np.int32) for name in INT_COLUMNS]
-    columns += [np.ascontiguousarray(knobs[name]).view(np.int32) for name in BITCAST_COLUMNS]
-    seqs = np.concatenate([model.page_table.astype(np.int32), np.stack(columns, axis=1)], axis=1)
+    columns = [np.asarray(ints[name], WIRE_INT) for name in INT_COLUMNS]
+    columns += [np.ascontiguousarray(knobs[name]).view(WIRE_INT) for name in BITCAST_COLUMNS]
+    seqs = np.concatenate([model.page_table.astype(WIRE_INT), np.stack(columns, axis=1)], axis=1)
     return np.ascontiguousarray(tokens), np.ascontiguousarray(seqs)
 
 
@@ -61,10 +63,10 @@ def decode(tokens: jax.Array, seqs: jax.Array, output_counts: jax.Array, prompt_
                        cu_q_lens=jnp.concatenate([jnp.zeros(1, jnp.int32), column["cu_q_end"]]),
                        num_seqs=column["num_seqs"][0], logits_indices=column["logits_indices"])
     sampling = SamplingInputs(
-        temperature=bits("temperature", jnp.float32), top_k=column["top_k"], top_p=bits("top_p", jnp.float32),
-        min_p=bits("min_p", jnp.float32), presence_penalty=bits("presence_penalty", jnp.float32),
-        frequency_penalty=bits("frequency_penalty", jnp.float32),
-        repetition_penalty=bits("repetition_penalty", jnp.float32), seed=bits("seed", jnp.uint32),
+        temperature=bits("temperature", WIRE_FLOAT), top_k=column["top_k"], top_p=bits("top_p", WIRE_FLOAT),
+        min_p=bits("min_p", WIRE_FLOAT), presence_penalty=bits("presence_penalty", WIRE_FLOAT),
+        frequency_penalty=bits("frequency_penalty", WIRE_FLOAT),
+        repetition_penalty=bits("repetition_penalty", WIRE_FLOAT), seed=bits("seed", WIRE_SEED),
         rng_step=column["rng_step"], num_logprobs=column["num_logprobs"], output_counts=output_counts,
         prompt_mask=prompt_mask)
     return RunnerInputs(model, sampling)

@@ -112,6 +112,16 @@ class Scheduler:
     def abort(self, request_id: str) -> bool:
         return self.finish(request_id, "abort")
 
+    def fail(self, request_id: str) -> bool:
+        """End a request whose share of a step could not run (engine/isolation.py): an abort whose last,
+        partly filled page never enters the tree, as its positions may never have been written (a page
+        copy counted at admission that the failed step did not make). False if unknown/finished."""
+        request = self.requests.get(request_id)
+        if request is None:
+            return False
+        self._finish(request, "abort", keep_tail=False)
+        return True
+
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
@@ -322,11 +332,11 @@ class Scheduler:
         step.drop(request.request_id)
         self.stats.num_preemptions += 1
 
-    def _finish(self, request: Request, reason: str, emit: bool = False) -> None:
+    def _finish(self, request: Request, reason: str, emit: bool = False, keep_tail: bool = True) -> None:
         if request.status is RequestStatus.RUNNING:
             self.running.remove(request)
             self.inflight.release(request)
-            self.kv.release(request, keep_tail=True)  # its last partial page may start a later prompt
+            self.kv.release(request, keep_tail=keep_tail)  # its last partial page may start a later prompt
         else:
             self.waiting.pop(request.request_id, None)
         request.status = RequestStatus.FINISHED

@@ -3,7 +3,8 @@
 Types are strict where a wrong type would be silently coerced into something else (a string for a
 number); unknown fields are ignored, as OpenAI-compatible servers commonly do, so newer clients work.
 Ranges follow the OpenAI reference; extras: top_k, min_p, repetition_penalty, cache_salt, ignore_eos,
-stop_token_ids, skip_special_tokens.
+stop_token_ids, skip_special_tokens. What the step can carry (ints past int32, floats past float32) is
+checked once, by SamplingParams against trellis_jax/field_ranges.py (requests_prep turns it into a 400).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
+from trellis_jax.field_ranges import MAX_LOGPROBS  # one bound for the server and the engine
+
 MAX_N = 16
 MAX_STOP_STRINGS = 16
-MAX_LOGPROBS = 20
 
 Number = StrictFloat | StrictInt
 

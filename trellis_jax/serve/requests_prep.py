@@ -9,6 +9,7 @@ yields special tokens) unless the server runs with --allow-special-tokens-in-con
 from __future__ import annotations
 
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.field_ranges import FieldRangeError, check_field, check_token_ids
 from trellis_jax.serve.errors import APIError
 from trellis_jax.serve.protocol import (
     ChatCompletionRequest,
@@ -40,11 +41,10 @@ def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
         if isinstance(prompt, str):
             prompts.append(list(tokenizer.encode(prompt, parse_special=True)))
         else:
-            bad = [t for t in prompt if t >= tokenizer.vocab_size]
-            if bad:
-                raise APIError(400, f"prompt {i} has token id {bad[0]} outside the vocabulary (size {tokenizer.vocab_size})",
-                               param="prompt")
-            prompts.append(list(prompt))
+            try:
+                prompts.append(check_token_ids(prompt, tokenizer.vocab_size, name=f"prompt[{i}]"))
+            except FieldRangeError as error:
+                raise APIError(400, str(error), param="prompt") from error
         if not prompts[-1]:
             raise APIError(400, f"prompt {i} is empty after tokenization", param="prompt")
     return prompts
@@ -68,7 +68,10 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
 
 def sampling_params(req: SamplingFields, prompts: list[list[int]], max_model_len: int, *, requested_max: int | None,
                     default_max: int | None, logprobs: int | None) -> SamplingParams:
-    """SamplingParams for the request; max_tokens is capped so prompt + output fit the context."""
+    """SamplingParams for the request; max_tokens is capped so prompt + output fit the context. Every number
+    is checked against field_ranges.FIELD_RANGES (max_tokens before the cap): a 400 naming the field."""
+    if requested_max is not None:
+        _checked(lambda: check_field("max_tokens", requested_max))
     longest = max(len(p) for p in prompts)
     if longest >= max_model_len:
         raise APIError(400, f"the prompt has {longest} tokens but this model's context is {max_model_len} tokens "
@@ -86,7 +89,12 @@ def sampling_params(req: SamplingFields, prompts: list[list[int]], max_model_len
         value = getattr(req, name)
         if value is not None:
             fields[name] = value
+    return _checked(lambda: SamplingParams(**fields))
+
+
+def _checked(build):
+    """build(), with a ValueError turned into a 400 (naming the field where FIELD_RANGES rejected one)."""
     try:
-        return SamplingParams(**fields)
+        return build()
     except ValueError as error:
-        raise APIError(400, str(error)) from error
+        raise APIError(400, getattr(error, "detail", str(error)), param=getattr(error, "field", None)) from error
