@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds a request body may take to arrive in full; slower clients get 408 (default 30)")
     p.add_argument("--limit-concurrency", type=_at_least_two, default=512,
                    help="concurrent connections held at most; past it new requests get 503 (default 512)")
+    p.add_argument("--max-waiting-requests", type=_non_negative_int, default=None,
+                   help="generation requests queued beyond the running batch; past it 429 with Retry-After "
+                        "(default: the quarter-context requests the KV pool holds, at least --max-num-seqs)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="model dtype; auto (default): bfloat16 where this machine computes it natively (GPUs, "
@@ -84,6 +87,13 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
     return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _at_least_two(text: str) -> int:
@@ -138,15 +148,35 @@ def _keys(given: list[str], environ, variable: str) -> tuple[str, ...]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from trellis_jax.serve.server import bind_socket, serve, url_of
+    from trellis_jax.serve.server import bind_socket, make_server, run_until_signalled, url_of
+    from trellis_jax.serve.startup import LoadingApp
 
     api_keys, admin_keys = api_keys_from(args, os.environ), admin_api_keys_from(args, os.environ)
     if not api_keys and not admin_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"trellis-serve: WARNING: listening on {args.host} without an API key: anyone who can reach "
               "this address can use the model (pass --api-key)", file=sys.stderr, flush=True)
     sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
+    gate = LoadingApp(served_name(args))
+    server = make_server(gate, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level,
+                         limit_concurrency=args.limit_concurrency)
+    print(f"trellis-serve: {url_of(sock)} answers 503 until {served_name(args)} is loaded and compiled "
+          "(this takes a while on CPU)...", flush=True)
+
+    def stop(error: BaseException) -> None:
+        print(f"trellis-serve: loading failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        server.should_exit = True
+
+    gate.load_in_background(lambda: build_app(args, api_keys, admin_keys, url_of(sock)), on_failure=stop)
+    run_until_signalled(server, sock)
+    if gate.error is not None:
+        return 1
+    print("trellis-serve: shut down cleanly", flush=True)
+    return 0
+
+
+def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: tuple[str, ...], url: str):
+    """Load the model, compile, and build the app (on the loading thread); prints the start-up line."""
     start = time.perf_counter()
-    print(f"trellis-serve: loading {served_name(args)} and compiling (this takes a while on CPU)...", flush=True)
     from trellis_jax.engine.api import AsyncEngine
     from trellis_jax.serve.app import ServerSettings, create_app
     from trellis_jax.serve.costs import CostModel, ceilings_for
@@ -156,18 +186,16 @@ def main(argv=None) -> int:
     settings = ServerSettings(model_name=served_name(args), api_keys=api_keys, admin_api_keys=admin_keys,
                               public_metrics=args.public_metrics, open_docs=args.open_docs,
                               max_body_bytes=args.max_body_bytes, body_read_timeout_s=args.body_read_timeout,
-                              cost=CostModel(runner.config), ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps))
+                              max_waiting_requests=args.max_waiting_requests, cost=CostModel(runner.config),
+                              ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps))
     app = create_app(engine, settings)
     pool = getattr(runner, "kv_pool", None)
     dtype = getattr(runner.config, "dtype", None)
     dtype_note = f" ({dtype}{', --dtype auto' if args.dtype == 'auto' else ''})" if dtype else ""
-    print(f"trellis-serve: {url_of(sock)}/v1  model={settings.model_name}{dtype_note}  "
+    print(f"trellis-serve: {url}/v1  model={settings.model_name}{dtype_note}  "
           f"KV={pool.describe() if pool is not None else runner.num_pages}  "
           f"auth={'on' if api_keys or admin_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
-    serve(app, sock, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level,
-          limit_concurrency=args.limit_concurrency)
-    print("trellis-serve: shut down cleanly", flush=True)
-    return 0
+    return app
 
 
 def _device_kind() -> str | None:

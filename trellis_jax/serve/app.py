@@ -30,6 +30,7 @@ from fastapi.responses import (
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trellis_jax.serve import requests_prep
+from trellis_jax.serve.admission import Admission, default_max_waiting
 from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, install_error_handlers
 from trellis_jax.serve.generation import Job, engine_error, run_job, stream_job
@@ -59,15 +60,31 @@ class ServerSettings:
     cost: CostModel = field(default_factory=CostModel)
     ceilings: Ceilings | None = None
     shutdown_engine: bool = True  # stop the engine thread when the app shuts down
+    max_waiting_requests: int | None = None  # requests queued beyond the running batch (None: admission.py's default)
 
     def __post_init__(self) -> None:  # the middleware is built at the first request: fail at start-up instead
         if not self.body_read_timeout_s > 0:
             raise ValueError(f"body_read_timeout_s must be > 0, got {self.body_read_timeout_s!r}")
+        if self.max_waiting_requests is not None and self.max_waiting_requests < 0:
+            raise ValueError(f"max_waiting_requests must be >= 0, got {self.max_waiting_requests!r}")
 
 
 def _max_model_len(engine) -> int:
     scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
     return scheduler.config.max_model_len if scheduler is not None else 2048
+
+
+def _admission(engine, settings: ServerSettings) -> Admission:
+    """The request cap from the scheduler's batch size and KV pool (a bare engine: one running request)."""
+    scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
+    if scheduler is None:
+        return Admission(max_running=1, max_waiting=settings.max_waiting_requests or 0)
+    config, cache = scheduler.config, scheduler.kv.cache
+    waiting = settings.max_waiting_requests
+    if waiting is None:
+        waiting = default_max_waiting(max_num_seqs=config.max_num_seqs, pool_tokens=cache.num_pages * config.page_size,
+                                      max_model_len=config.max_model_len)
+    return Admission(max_running=config.max_num_seqs, max_waiting=waiting)
 
 
 def _running_batch(engine):
@@ -85,6 +102,7 @@ class _Handlers:
         self.formatter = LogprobFormatter(engine.tokenizer)
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
+        self.admission = _admission(engine, settings)
         self.started = time.time()
 
     def caller(self, request: Request) -> Caller:
@@ -125,14 +143,27 @@ class _Handlers:
                 raise APIError(400, str(error), param="prompt") from error
 
     async def respond(self, job: Job, stream: bool, request: Request):
+        """Run `job` under the admission cap (429 past it); the slot is held until the response ends."""
         self.precheck(job)
+        self.admission.acquire()
+        if stream:
+            return self._stream(job)  # the stream releases the slot when it ends
+        try:
+            return await self._json(job, request)
+        finally:
+            self.admission.release()
+
+    def _stream(self, job: Job) -> StreamingResponse:
         cost, metrics = self.settings.cost, self.metrics
         tracker = RequestMetrics(metrics, cost, self.running_batch)
-        if stream:
-            events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
-                                     metrics)
-            return StreamingResponse(events, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
+                                 metrics, self.admission.release)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _json(self, job: Job, request: Request):
+        cost, metrics = self.settings.cost, self.metrics
+        tracker = RequestMetrics(metrics, cost, self.running_batch)
         task = asyncio.create_task(run_job(self.engine, job, tracker, cost, self.formatter))
         try:
             body = await _until_done_or_gone(task, request)
@@ -160,7 +191,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)  # install_docs serves them, behind the key
     app.state.metrics, app.state.engine, app.state.settings = handlers.metrics, engine, settings
-    app.state.started = handlers.started
+    app.state.started, app.state.admission = handlers.started, handlers.admission
     install_error_handlers(app)
     _add_info_routes(app, handlers)
     _add_generation_routes(app, handlers)
@@ -211,7 +242,7 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
 
 def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     engine, model_name = handlers.engine, handlers.settings.model_name
-    answers = handlers.errors(400, 404, 408, 413, 500, 503)
+    answers = handlers.errors(400, 404, 408, 413, 429, 500, 503)
 
     @app.post("/v1/completions", responses=answers)
     async def completions(body: CompletionRequest, request: Request,
@@ -255,13 +286,15 @@ async def _until_done_or_gone(task: asyncio.Task, request: Request):
         raise
 
 
-async def _tracked_stream(events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics) -> AsyncIterator[str]:
+async def _tracked_stream(events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics,
+                          release) -> AsyncIterator[str]:
     status = "disconnected"
     try:
         async for event in events:
             yield event
         status = "ok"
     finally:
+        release()
         if status == "disconnected":
             metrics.disconnects.inc()
         await events.aclose()
