@@ -76,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--allow-special-tokens-in-content", action="store_true",
                    help="let special-token text in chat messages (<|im_start|>...) act as control tokens; by "
                         "default it is plain text. Raw /v1/completions string prompts always parse them")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template (Hugging Face semantics) used instead of the model's (default: the model's)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
@@ -113,7 +115,7 @@ def engine_options(args: argparse.Namespace) -> dict:
                 deterministic=args.deterministic, unroll_layers=args.unroll_layers,
                 materialise_head=False if args.no_materialise_head else None,
                 compile_cache_dir=None if args.no_compile_cache else args.compile_cache_dir,
-                allow_special_tokens_in_content=args.allow_special_tokens_in_content)
+                allow_special_tokens_in_content=args.allow_special_tokens_in_content, chat_template=args.chat_template)
 
 
 def default_compile_cache_dir() -> str:

@@ -2,7 +2,7 @@
 
 `engine` is an `AsyncEngine` (or anything with its generate/abort/shutdown/tokenizer surface). Routes:
 POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream=true), GET /v1/models,
-GET /v1/models/{id}, POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
+GET /v1/models/{id}, POST /tokenize, POST /detokenize (tokenization.py), POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
 /redoc). With API keys configured, every route but /health needs `Authorization: Bearer <key>`
 (`public_metrics` / `open_docs` reopen /metrics / the docs); once admin keys exist, /metrics (every
 tenant's traffic) needs one of them. Each key is a tenant (tenancy.py): /flush_cache evicts only the
@@ -29,7 +29,8 @@ from fastapi.responses import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from trellis_jax.serve import requests_prep
+from trellis_jax import __version__
+from trellis_jax.serve import requests_prep, responses
 from trellis_jax.serve.admission import Admission, default_max_waiting
 from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, install_error_handlers
@@ -44,6 +45,7 @@ from trellis_jax.serve.openapi import (
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trellis_jax.serve.responses import LogprobFormatter
 from trellis_jax.serve.tenancy import Caller, Tenancy
+from trellis_jax.serve.tokenization import add_tokenization_routes
 
 _DISCONNECT_POLL_S = 0.25
 
@@ -87,6 +89,13 @@ def _admission(engine, settings: ServerSettings) -> Admission:
     return Admission(max_running=config.max_num_seqs, max_waiting=waiting)
 
 
+def _fingerprint(engine, settings: ServerSettings) -> str:
+    """system_fingerprint: the served model, this engine's version and the model's dtype."""
+    runner = getattr(getattr(engine, "engine", None), "runner", None)
+    dtype = getattr(getattr(runner, "config", None), "dtype", None)
+    return responses.fingerprint(settings.model_name, __version__, None if dtype is None else str(dtype))
+
+
 def _running_batch(engine):
     scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
     return (lambda: max(1, len(scheduler.running))) if scheduler is not None else (lambda: 1)
@@ -103,6 +112,7 @@ class _Handlers:
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
         self.admission = _admission(engine, settings)
+        self.fingerprint = _fingerprint(engine, settings)
         self.started = time.time()
 
     def caller(self, request: Request) -> Caller:
@@ -195,6 +205,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     _add_info_routes(app, handlers)
     _add_generation_routes(app, handlers)
+    add_tokenization_routes(app, handlers)
     install_docs(app, handlers.guard(settings.open_docs))
     strip_validation_422(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s)
@@ -252,8 +263,10 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
         sampling = requests_prep.sampling_params(
             body, prompts, handlers.max_model_len, requested_max=body.max_tokens,
             default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
+        echo = requests_prep.echo_texts(body, prompts, engine.tokenizer) if body.echo else None
         job = Job("completions", f"cmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs is not None)
+                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs is not None,
+                  echo=echo, fingerprint=handlers.fingerprint)
         return await handlers.respond(job, body.stream, request)
 
     @app.post("/v1/chat/completions", responses=answers)
@@ -266,7 +279,8 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             body, prompts, handlers.max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
             default_max=None, logprobs=logprobs)
         job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs)
+                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs,
+                  fingerprint=handlers.fingerprint)
         return await handlers.respond(job, body.stream, request)
 
 
