@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from trellis_jax.cache import get_policy
 from trellis_jax.dtypes import DTYPE_CHOICES
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
@@ -81,6 +82,7 @@ class EngineConfig:
         if self.max_num_seqs > self.max_num_batched_tokens:
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")
+        get_policy(self.eviction_policy)  # ValueError naming the registered policies
         if self.schedule_policy not in SCHEDULE_POLICIES:
             raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")
         budgets = [n for n in ("num_pages", "kv_memory", "kv_memory_fraction") if getattr(self, n) is not None]
