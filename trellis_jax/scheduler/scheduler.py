@@ -32,6 +32,7 @@ A request that cannot fit alone in the pool finishes with "length"; none ever le
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 
 from trellis_jax.cache import RadixCache
@@ -291,6 +292,7 @@ class Scheduler:
         if request.num_cached_tokens is None:
             request.num_cached_tokens = cached
             self.stats.observe_admitted(request.num_prompt_tokens, cached)
+            self.stats.queue_time_s.observe(time.monotonic() - request.queued_at)
         if self.kv.prefix_cache_enabled:
             self.inflight.register(request)
 

@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: the quarter-context requests the KV pool holds, at least --max-num-seqs)")
     http.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     http.add_argument("--peak-tflops", type=float, default=None,
-                      help="device peak for the MFU gauge (default: known for H200, H100, A100, L4)")
+                      help="device peak, exported for MFU (default: known for H200, H100, A100, L4)")
     http.add_argument("--peak-gbps", type=float, default=None,
-                      help="device memory bandwidth for the utilisation gauge (default: known for H200, H100, A100, L4)")
+                      help="device memory bandwidth, exported for bandwidth use (default: known for H200, H100, A100, L4)")
     http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                       help="server log level")
     return p

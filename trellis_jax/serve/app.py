@@ -107,11 +107,12 @@ class _Handlers:
     def __init__(self, engine, settings: ServerSettings):
         self.engine, self.settings = engine, settings
         self.tenancy = Tenancy(settings.api_keys, settings.admin_api_keys)
-        self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings)
+        self.admission = _admission(engine, settings)
+        self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings, model=settings.model_name,
+                                     admission=self.admission)
         self.formatter = LogprobFormatter(engine.tokenizer)
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
-        self.admission = _admission(engine, settings)
         self.fingerprint = _fingerprint(engine, settings)
         self.started = time.time()
 
