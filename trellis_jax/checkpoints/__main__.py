@@ -12,9 +12,9 @@ import sys
 import time
 
 from trellis_jax.checkpoints.errors import CheckpointError
-from trellis_jax.cli import new_parser
 from trellis_jax.checkpoints.load import load_model
 from trellis_jax.checkpoints.orbax_io import save_orbax
+from trellis_jax.cli import new_parser
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,6 @@ from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
-
 DEFAULT_MAX_MODEL_LEN = 4096
 
 

@@ -41,37 +41,40 @@ def _eviction_policy(name: str) -> str:
     return name
 
 
+_POLICIES = ", ".join(policy_names())
 _FLAGS: dict[str, dict] = {
-    "page_size": dict(type=int, help="tokens per KV page"),
-    "num_pages": dict(type=int, help="KV pool size in pages (at most one of --num-pages, --kv-memory, "
-                                     "--kv-memory-fraction; none: the runner's default size)"),
-    "kv_memory": dict(help="KV pool size, e.g. 512MiB or 2GB (default: room for --max-num-seqs full-length "
-                           "sequences, capped)"),
-    "kv_memory_fraction": dict(type=float, help="KV pool size as a fraction of free device memory"),
-    "max_num_seqs": dict(type=int, help="sequences per step"),
-    "max_num_batched_tokens": dict(type=int, help="tokens per step; longer prompts are prefilled in chunks"),
-    "max_model_len": dict(type=int, help="prompt + output cap per request (default: the model's context, at most 4096)"),
-    "eviction_policy": dict(type=_eviction_policy, metavar="POLICY",
-                            help=f"which cached prefixes go first when the pool is full: {', '.join(policy_names())}, "
-                                 "or 'package.module:name'"),
-    "schedule_policy": dict(choices=SCHEDULE_POLICIES, help="admission order (lpm: longest cached prefix first)"),
-    "prefill_saturation_tokens": dict(type=int, help="admit no further prompt into a step that already holds this "
-                                                     "many prompt tokens: lower time to first token (CPU: try 64); "
-                                                     "default: off"),
-    "num_lookup_tokens": dict(type=int, help="speculative decoding by prompt lookup: greedy requests also verify up "
-                                             "to this many tokens guessed from their own context (0: off; try 3)"),
-    "lookup_max_step_tokens": dict(type=int, help="prompt-lookup guesses only join steps of fewer tokens than this"),
-    "disable_radix_cache": dict(help="no prefix reuse (for comparisons)"),
-    "deterministic": dict(help="one compiled shape: batch-invariant outputs, slower"),
-    "token_buckets": dict(type=_ints, metavar="N,N,...", help="compiled token-count buckets (default: the runner's)"),
-    "seq_buckets": dict(type=_ints, metavar="N,N,...", help="compiled sequence-count buckets (default: powers of two)"),
-    "attn_impl": dict(help="attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
-                           "pallas_interpret (default: the platform's)"),
-    "unroll_layers": dict(help="unroll the layer loop: faster steps on GPU, ~8x longer compiles"),
-    "allow_special_tokens_in_content": dict(help="let special-token text in chat messages (<|im_start|>...) act "
-                                                 "as control tokens; by default it is plain text"),
-    "chat_template": dict(metavar="FILE", help="a Jinja chat template (Hugging Face semantics) used instead of the "
-                                               "model's (default: the model's)"),
+    "page_size": {"type": int, "help": "tokens per KV page"},
+    "num_pages": {"type": int, "help": "KV pool size in pages (at most one of --num-pages, --kv-memory, "
+                  "--kv-memory-fraction; none: the runner's default size)"},
+    "kv_memory": {"help": "KV pool size, e.g. 512MiB or 2GB (default: room for --max-num-seqs full-length "
+                  "sequences, capped)"},
+    "kv_memory_fraction": {"type": float, "help": "KV pool size as a fraction of free device memory"},
+    "max_num_seqs": {"type": int, "help": "sequences per step"},
+    "max_num_batched_tokens": {"type": int, "help": "tokens per step; longer prompts are prefilled in chunks"},
+    "max_model_len": {"type": int, "help": "prompt + output cap per request (default: the model's context, "
+                      "at most 4096)"},
+    "eviction_policy": {"type": _eviction_policy, "metavar": "POLICY",
+                        "help": f"which cached prefixes go first when the pool is full: {_POLICIES}, "
+                        "or 'package.module:name'"},
+    "schedule_policy": {"choices": SCHEDULE_POLICIES, "help": "admission order (lpm: longest cached prefix first)"},
+    "prefill_saturation_tokens": {"type": int, "help": "admit no further prompt into a step that already holds "
+                                  "this many prompt tokens: lower time to first token (CPU: try 64); default: off"},
+    "num_lookup_tokens": {"type": int, "help": "speculative decoding by prompt lookup: greedy requests also verify "
+                          "up to this many tokens guessed from their own context (0: off; try 3)"},
+    "lookup_max_step_tokens": {"type": int, "help": "prompt-lookup guesses only join steps of fewer tokens than this"},
+    "disable_radix_cache": {"help": "no prefix reuse (for comparisons)"},
+    "deterministic": {"help": "one compiled shape: batch-invariant outputs, slower"},
+    "token_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled token-count buckets "
+                      "(default: the runner's)"},
+    "seq_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled sequence-count buckets "
+                    "(default: powers of two)"},
+    "attn_impl": {"help": "attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
+                  "pallas_interpret (default: the platform's)"},
+    "unroll_layers": {"help": "unroll the layer loop: faster steps on GPU, ~8x longer compiles"},
+    "allow_special_tokens_in_content": {"help": "let special-token text in chat messages (<|im_start|>...) act "
+                                        "as control tokens; by default it is plain text"},
+    "chat_template": {"metavar": "FILE", "help": "a Jinja chat template (Hugging Face semantics) used instead of "
+                      "the model's (default: the model's)"},
 }
 
 

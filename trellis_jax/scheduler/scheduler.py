@@ -45,7 +45,6 @@ from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
 from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
 
-
 DRAFT_MARK = "\x00draft"  # request ids may not contain NUL, so a draft row's id never names a request
 
 

@@ -41,7 +41,7 @@ class LoadingApp:
         def load() -> None:
             try:
                 self.app = build()
-            except BaseException as error:  # noqa: BLE001 (reported to the caller, and the server keeps answering)
+            except BaseException as error:
                 self.error = error
                 logger.exception("loading the model failed")
                 if on_failure is not None:

@@ -12,7 +12,7 @@ given, must name the served model (404 otherwise). Same auth as the generation r
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from trellis_jax.serve.errors import APIError
 from trellis_jax.serve.protocol import DetokenizeRequest, TokenizeRequest
