@@ -57,11 +57,25 @@ def test_streams_hold_a_slot_until_they_end():
 
 def test_admission_refuses_past_running_plus_waiting_and_counts_refusals():
     admission = Admission(max_running=2, max_waiting=1)
-    for _ in range(3):
-        admission.acquire()
+    slots = [admission.acquire() for _ in range(3)]
     with pytest.raises(Exception, match="at capacity") as refused:
         admission.acquire()
     assert refused.value.status == 429 and admission.rejected == 1 and admission.in_flight == 3
+    slots[0].release()
+    slots[0].release()  # a second release of the same slot gives nothing back twice
+    assert admission.in_flight == 2
+
+
+def test_a_stream_the_client_leaves_at_once_gives_its_slot_back():
+    engine = fake_engine(step_s=0.05, max_num_seqs=1)
+    app = create_app(engine, ServerSettings(model_name="fake-model", max_waiting_requests=0))
+    with ServerThread(app) as server:
+        for _ in range(3):
+            with httpx.stream("POST", server.url + "/v1/completions", json={**SLOW, "stream": True, "max_tokens": 50},
+                              timeout=30) as r:
+                assert r.status_code == 200  # leaves without reading the body
+            assert wait_until(lambda: app.state.admission.in_flight == 0)
+    engine.shutdown()
 
 
 def test_default_queue_holds_the_pools_quarter_context_requests_and_at_least_a_batch():

@@ -27,6 +27,20 @@ def default_max_waiting(*, max_num_seqs: int, pool_tokens: int, max_model_len: i
     return max(max_num_seqs, pool_tokens // typical_request)
 
 
+def admission_for(engine, max_waiting: int | None) -> Admission:
+    """The cap of an AsyncEngine's server: its scheduler's batch size, and `max_waiting` or the default
+    from its KV pool (an engine without a scheduler, e.g. a stand-in: one running request)."""
+    scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
+    if scheduler is None:
+        return Admission(max_running=1, max_waiting=max_waiting or 0)
+    config, cache = scheduler.config, scheduler.kv.cache
+    if max_waiting is None:
+        max_waiting = default_max_waiting(max_num_seqs=config.max_num_seqs,
+                                          pool_tokens=cache.num_pages * config.page_size,
+                                          max_model_len=config.max_model_len)
+    return Admission(max_running=config.max_num_seqs, max_waiting=max_waiting)
+
+
 class Admission:
     """Counts the requests in the server and refuses those past `max_running + max_waiting`."""
 
@@ -41,7 +55,7 @@ class Admission:
     def capacity(self) -> int:
         return self.max_running + self.max_waiting
 
-    def acquire(self) -> None:
+    def acquire(self) -> Slot:
         """Take a slot, or raise a 429 APIError (nothing taken) when the queue is full."""
         if self.in_flight >= self.capacity:
             self.rejected += 1
@@ -49,8 +63,17 @@ class Admission:
                                 f"waiting requests); retry after {RETRY_AFTER_S} s",
                            code="rate_limit_exceeded", headers={"Retry-After": str(RETRY_AFTER_S)})
         self.in_flight += 1
+        return Slot(self)
+
+
+class Slot:
+    """One request's place; `release()` gives it back, and only the first call counts (every path that
+    ends a response may call it)."""
+
+    def __init__(self, admission: Admission):
+        self._admission: Admission | None = admission
 
     def release(self) -> None:
-        if self.in_flight <= 0:
-            raise RuntimeError("Admission.release without a matching acquire")
-        self.in_flight -= 1
+        if self._admission is not None:
+            self._admission.in_flight -= 1
+            self._admission = None

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trellis_jax import __version__
 from trellis_jax.serve import requests_prep, responses
-from trellis_jax.serve.admission import Admission, default_max_waiting
+from trellis_jax.serve.admission import admission_for
 from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, install_error_handlers
 from trellis_jax.serve.generation import Job, engine_error, run_job, stream_job
@@ -76,19 +76,6 @@ def _max_model_len(engine) -> int:
     return scheduler.config.max_model_len if scheduler is not None else 2048
 
 
-def _admission(engine, settings: ServerSettings) -> Admission:
-    """The request cap from the scheduler's batch size and KV pool (a bare engine: one running request)."""
-    scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
-    if scheduler is None:
-        return Admission(max_running=1, max_waiting=settings.max_waiting_requests or 0)
-    config, cache = scheduler.config, scheduler.kv.cache
-    waiting = settings.max_waiting_requests
-    if waiting is None:
-        waiting = default_max_waiting(max_num_seqs=config.max_num_seqs, pool_tokens=cache.num_pages * config.page_size,
-                                      max_model_len=config.max_model_len)
-    return Admission(max_running=config.max_num_seqs, max_waiting=waiting)
-
-
 def _fingerprint(engine, settings: ServerSettings) -> str:
     """system_fingerprint: the served model, this engine's version and the model's dtype."""
     runner = getattr(getattr(engine, "engine", None), "runner", None)
@@ -107,7 +94,7 @@ class _Handlers:
     def __init__(self, engine, settings: ServerSettings):
         self.engine, self.settings = engine, settings
         self.tenancy = Tenancy(settings.api_keys, settings.admin_api_keys)
-        self.admission = _admission(engine, settings)
+        self.admission = admission_for(engine, settings.max_waiting_requests)
         self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings, model=settings.model_name,
                                      admission=self.admission)
         self.formatter = LogprobFormatter(engine.tokenizer)
@@ -156,21 +143,21 @@ class _Handlers:
     async def respond(self, job: Job, stream: bool, request: Request):
         """Run `job` under the admission cap (429 past it); the slot is held until the response ends."""
         self.precheck(job)
-        self.admission.acquire()
+        slot = self.admission.acquire()
         if stream:
-            return self._stream(job)  # the stream releases the slot when it ends
+            return self._stream(job, slot)
         try:
             return await self._json(job, request)
         finally:
-            self.admission.release()
+            slot.release()
 
-    def _stream(self, job: Job) -> StreamingResponse:
+    def _stream(self, job: Job, slot) -> StreamingResponse:
         cost, metrics = self.settings.cost, self.metrics
         tracker = RequestMetrics(metrics, cost, self.running_batch)
         events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
-                                 metrics, self.admission.release)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 metrics)
+        return _SlotStream(events, slot, media_type="text/event-stream",
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def _json(self, job: Job, request: Request):
         cost, metrics = self.settings.cost, self.metrics
@@ -285,6 +272,21 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
         return await handlers.respond(job, body.stream, request)
 
 
+class _SlotStream(StreamingResponse):
+    """A stream that gives its admission slot back however it ends: finished, failed, or the client gone
+    before the first event (when the body generator never starts, its own `finally` never runs)."""
+
+    def __init__(self, content, slot, **kwargs):
+        super().__init__(content, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
 async def _until_done_or_gone(task: asyncio.Task, request: Request):
     """The task's result, or None after cancelling it if the client disconnects first."""
     try:
@@ -301,15 +303,13 @@ async def _until_done_or_gone(task: asyncio.Task, request: Request):
         raise
 
 
-async def _tracked_stream(events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics,
-                          release) -> AsyncIterator[str]:
+async def _tracked_stream(events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics) -> AsyncIterator[str]:
     status = "disconnected"
     try:
         async for event in events:
             yield event
         status = "ok"
     finally:
-        release()
         if status == "disconnected":
             metrics.disconnects.inc()
         await events.aclose()
