@@ -133,3 +133,14 @@ def test_a_failed_load_keeps_answering_503_and_reports_the_error():
     assert health.status_code == 503 and health.json()["status"] == "failed"
     assert other.json()["error"]["code"] == "load_failed"
     assert [type(e) for e in failures] == [RuntimeError]
+
+
+def test_the_server_exits_with_an_error_when_its_model_cannot_load(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "trellis_jax.serve", "--model", str(tmp_path / "missing.gguf"),
+                           "--port", "0", "--log-level", "critical"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 1
+    assert "loading failed" in done.stderr and "missing.gguf" in done.stderr
