@@ -23,7 +23,11 @@ EAGER, LAZY = "eager", "lazy"  # LAZY: only inside a function, so importing the 
 # subpackage or top-level module of trellis_jax, or pallas_kernels as a whole.
 ALLOWED: dict[str, dict[str, str]] = {
     "pallas_kernels": {},
-    "trellis_jax": {},  # the root __init__: the version only
+    # Exception: the root __init__ offers `from trellis_jax import LLM, SamplingParams`, loaded lazily (a module
+    # __getattr__), so `import trellis_jax` stays light and loads no layer.
+    "trellis_jax": {"trellis_jax.engine": LAZY},
+    # What every command line shares (--version, defaults in --help, --model/--dtype): the dtype names only.
+    "trellis_jax.cli": {"trellis_jax.dtypes": EAGER},
     "trellis_jax.step_plan": {},  # the scheduler -> runner contract, shared by both sides
     "trellis_jax.field_ranges": {},  # each request field's range, from the wire dtypes (numpy only): engine, runner, serve
     "trellis_jax.cache": {},
@@ -35,24 +39,28 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.dtypes": {"pallas_kernels": LAZY},
     "trellis_jax.runner": {"trellis_jax.step_plan": EAGER, "trellis_jax.field_ranges": EAGER, "trellis_jax.model": EAGER,
                            "pallas_kernels": EAGER},
-    "trellis_jax.checkpoints": {"trellis_jax.model": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER},
+    "trellis_jax.checkpoints": {"trellis_jax.model": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
+                                "trellis_jax.cli": EAGER},
     # The device side only lazily (builder.py): the engine's API types and the server load without jax.
     "trellis_jax.engine": {
         "trellis_jax.scheduler": EAGER, "trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER,
-        "trellis_jax.field_ranges": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.runner": LAZY,
+        "trellis_jax.field_ranges": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
+        "trellis_jax.cli": EAGER, "trellis_jax.runner": LAZY,
         "trellis_jax.checkpoints": LAZY, "trellis_jax.model": LAZY, "pallas_kernels": LAZY,
     },
     # Exception: the server prices requests with the model's own cost formula (serve/costs.py), lazily.
     "trellis_jax.serve": {"trellis_jax.engine": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
-                          "trellis_jax.field_ranges": EAGER, "trellis_jax.model": LAZY},
+                          "trellis_jax.field_ranges": EAGER, "trellis_jax.cli": EAGER, "trellis_jax.model": LAZY},
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
-    "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER},
-    "trellis_jax.generate": {"trellis_jax.model": EAGER, "trellis_jax.checkpoints": EAGER, "trellis_jax.dtypes": EAGER},
+    "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
+    "trellis_jax.generate": {"trellis_jax.model": EAGER, "trellis_jax.checkpoints": EAGER, "trellis_jax.dtypes": EAGER,
+                             "trellis_jax.cli": EAGER},
     # Simulation mode replays through the production cache and the scheduler's page helpers without jax; the
     # cost formula, text traces and the live comparison with the engine load their layers lazily.
     "trellis_jax.ablate": {
         "trellis_jax.cache": EAGER, "trellis_jax.scheduler": EAGER, "trellis_jax.model": LAZY,
         "trellis_jax.tokenizer": LAZY, "trellis_jax.checkpoints": LAZY, "trellis_jax.engine": LAZY,
+        "trellis_jax.cli": EAGER,
     },
 }
 STDLIB_ONLY = ("trellis_jax.step_plan", "trellis_jax.cache", "trellis_jax.scheduler")  # no jax, no numpy

@@ -1,4 +1,4 @@
-"""Offline batch job: `python -m trellis_jax.batch --input requests.jsonl --output results.jsonl`.
+"""Offline batch job: `trellis-batch --input requests.jsonl --output results.jsonl` (or `python -m trellis_jax.batch`).
 
 Line formats: trellis_jax/engine/batch_io.py. Runs every request through one Engine (continuous
 batching over the radix cache), writing each result as soon as it finishes, so an interrupted job
@@ -22,7 +22,8 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
-from trellis_jax.dtypes import DTYPE_CHOICES
+from trellis_jax.cli import new_parser
+from trellis_jax.engine import flags
 from trellis_jax.engine.batch_io import (
     MAX_LINE_BYTES,
     BatchItem,
@@ -34,6 +35,7 @@ from trellis_jax.engine.batch_io import (
     result_line,
 )
 from trellis_jax.engine.engine import Engine
+from trellis_jax.engine.flags import add_engine_flags, parse_engine_args
 from trellis_jax.engine.prompts import to_token_ids
 from trellis_jax.engine.sampling_params import SamplingParams
 
@@ -165,34 +167,22 @@ def _progress(bar, summary: BatchSummary, start: float) -> None:
     bar.update(1)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = new_parser("trellis-batch", __doc__.split("\n\n")[0])
+    job = p.add_argument_group("job")
+    job.add_argument("--input", required=True, help="requests JSONL (required)")
+    job.add_argument("--output", required=True, help="results JSONL, appended to; ids already there are skipped (required)")
+    job.add_argument("--max-tokens", type=int, default=256, help="max_tokens for lines without one")
+    job.add_argument("--temperature", type=float, default=1.0, help="temperature for lines without one")
+    job.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
+                     help="longer input lines get an error record instead of being read")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_flags(p)
+    return p
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m trellis_jax.batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="requests JSONL")
-    p.add_argument("--output", required=True, help="results JSONL (appended to; ids already there are skipped)")
-    p.add_argument("--model", default=None, help="GGUF file, HF dir, orbax dir or preset (default: SmolLM2-135M)")
-    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                   help="model dtype; auto (default): bfloat16 where this machine computes it natively (GPUs, "
-                        "CPUs with AVX512_BF16: ~1.7x float32's speed), else float32")
-    p.add_argument("--disable-radix-cache", action="store_true")
-    p.add_argument("--eviction-policy", default="lru")
-    p.add_argument("--schedule-policy", default="lpm")
-    p.add_argument("--page-size", type=int, default=16)
-    p.add_argument("--kv-memory", default=None, help='KV pool budget, e.g. "1GiB" (default: the runner\'s)')
-    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="dtype of the KV pages (auto: the model's); bfloat16 halves KV memory and decode reads")
-    p.add_argument("--max-num-seqs", type=int, default=32)
-    p.add_argument("--max-num-batched-tokens", type=int, default=512)
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-tokens", type=int, default=256, help="default max_tokens for lines without one")
-    p.add_argument("--temperature", type=float, default=1.0, help="default temperature for lines without one")
-    p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--allow-special-tokens-in-content", action="store_true",
-                   help='let special-token text in "messages" act as control tokens (default: plain text); '
-                        '"prompt" text always parses them')
-    p.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
-                   help="longer input lines get an error record instead of being read (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    return parse_engine_args(build_parser(), argv)
 
 
 def main(argv=None) -> int:
@@ -209,15 +199,7 @@ def main(argv=None) -> int:
 
 def engine_config(args: argparse.Namespace):
     """The EngineConfig the command line asks for."""
-    from trellis_jax.engine.config import EngineConfig
-
-    return EngineConfig(
-        model=args.model, dtype=args.dtype, page_size=args.page_size, kv_memory=args.kv_memory,
-        kv_cache_dtype=None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-        eviction_policy=args.eviction_policy, schedule_policy=args.schedule_policy,
-        disable_radix_cache=args.disable_radix_cache, deterministic=args.deterministic,
-        allow_special_tokens_in_content=args.allow_special_tokens_in_content)
+    return flags.engine_config(args)
 
 
 if __name__ == "__main__":

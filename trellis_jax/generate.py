@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from trellis_jax.dtypes import DTYPE_CHOICES
+from trellis_jax.cli import add_model_flags, new_parser
 from trellis_jax.model import KVPages, build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
 
 PAGE_SIZE = 16
@@ -95,17 +95,21 @@ def prompt_token_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
     return tokenizer.encode(prompt, parse_special=True)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m trellis_jax.generate", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("trellis-generate", __doc__.split("\n")[0])
     parser.add_argument("--prompt", required=True, help="prompt text (special tokens such as <|im_start|> are parsed)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt as one user message (chat template)")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens to generate at most")
+    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--json", action="store_true", help="print prompt_token_ids, token_ids and text as JSON")
-    parser.add_argument("--model", default=None, help="GGUF file, HF dir, orbax dir or preset (default: SmolLM2-135M)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
-                        help="float32 (default: this is the plain reference loop), bfloat16, or auto")
+    add_model_flags(parser, dtype_default="float32",
+                    dtype_help="model dtype (default: float32: this is the plain reference loop)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_tokens < 1 or args.temperature < 0:
         parser.error("--max-tokens must be >= 1 and --temperature >= 0")

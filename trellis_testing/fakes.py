@@ -96,8 +96,9 @@ class ByteTokenizer:
     eos_token_ids = (EOS_ID,)
     vocab_size = 258
 
-    def encode(self, text: str, parse_special: bool = True) -> list[int]:
-        ids: list[int] = []
+    def encode(self, text: str, parse_special: bool = True, add_bos: bool | None = None) -> list[int]:
+        """`add_bos`: True prepends BOS; None (the model's setting) and False add none."""
+        ids: list[int] = [BOS_ID] if add_bos else []
         i = 0
         while i < len(text):
             special = next((s for s in _SPECIALS if parse_special and text.startswith(s, i)), None)
@@ -128,7 +129,7 @@ class ByteTokenizer:
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True, *, add_bos=None) -> list[int]:
         """apply_chat_template's ids, but "<s>" / "</s>" text inside a message is plain bytes (as in Tokenizer)."""
-        ids: list[int] = []
+        ids: list[int] = [BOS_ID] if add_bos else []
         for m in messages:
             ids += self.encode(f"<{m['role']}>", parse_special=False) + self.encode(m["content"], parse_special=False)
             ids.append(EOS_ID)

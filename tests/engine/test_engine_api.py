@@ -87,3 +87,23 @@ def test_lookup_decoding_returns_every_token_of_plain_greedy_decoding():
     assert [(o.token_ids, o.text, o.finish_reason) for o in fast] == [(o.token_ids, o.text, o.finish_reason)
                                                                        for o in plain]
     assert engine.scheduler.stats.num_accepted_draft_tokens > 0
+
+
+def test_a_missing_chat_template_file_fails_before_the_model_loads(tmp_path):
+    from trellis_jax.engine.builder import build_engine
+    from trellis_jax.engine.config import EngineConfig
+
+    missing = str(tmp_path / "nope.jinja")
+    with pytest.raises(ValueError, match="cannot read the chat template .*nope.jinja"):
+        build_engine(EngineConfig(model="no-such-model-either", chat_template=missing))
+
+
+def test_a_chat_template_file_replaces_the_models_template(tmp_path):
+    from trellis_jax.engine.builder import build_engine
+    from trellis_jax.engine.config import EngineConfig
+
+    path = tmp_path / "plain.jinja"
+    path.write_text("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}", encoding="utf-8")
+    _, tokenizer = build_engine(EngineConfig(model="tiny-llama", chat_template=str(path), warmup=False,
+                                             max_num_seqs=2, max_num_batched_tokens=16, max_model_len=64))
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}]) == "<user>hi"

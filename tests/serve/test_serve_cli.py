@@ -105,3 +105,11 @@ def test_bad_lookup_settings_are_clear_errors():
 def test_model_dtype_defaults_to_auto_and_can_be_pinned():
     assert engine_options(parse_args([]))["dtype"] == "auto"
     assert engine_options(parse_args(["--dtype", "float32"]))["dtype"] == "float32"
+
+
+def test_waiting_queue_defaults_to_the_servers_rule_and_refuses_a_negative_depth(capsys):
+    assert parse_args([]).max_waiting_requests is None
+    assert parse_args(["--max-waiting-requests", "0"]).max_waiting_requests == 0
+    with pytest.raises(SystemExit):
+        parse_args(["--max-waiting-requests", "-1"])
+    assert "must be >= 0" in capsys.readouterr().err

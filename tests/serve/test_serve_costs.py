@@ -36,7 +36,7 @@ def test_ceilings_by_device_kind_and_overrides():
     assert ceilings_for("cpu", peak_tflops=1.5, peak_gbps=50).bytes_per_s == 50e9
 
 
-def test_live_utilisation_gauges_with_known_ceilings():
+def test_device_peaks_and_the_counters_behind_utilisation_are_exported():
     import re
 
     import httpx
@@ -48,12 +48,14 @@ def test_live_utilisation_gauges_with_known_ceilings():
     engine = fake_engine()
     settings = ServerSettings(model_name="fake-model", cost=CostModel(SMOLLM2_135M), ceilings=Ceilings(1e12, 1e9))
     with ServerThread(create_app(engine, settings)) as server:
-        httpx.get(server.url + "/metrics")  # starts the interval
         body = {"model": "fake-model", "prompt": "a prompt of a few tokens", "max_tokens": 4, "temperature": 0}
         assert httpx.post(server.url + "/v1/completions", json=body).status_code == 200
         text = httpx.get(server.url + "/metrics").text
     engine.shutdown()
-    assert float(re.search(r"^trellis_prefill_mfu (\S+)", text, re.M).group(1)) > 0
-    assert float(re.search(r"^trellis_decode_bandwidth_utilisation (\S+)", text, re.M).group(1)) > 0
-    assert float(re.search(r"^trellis_prefill_flops_computed_total (\S+)", text, re.M).group(1)) == cost.prefill_flops(
-        SMOLLM2_135M, len(body["prompt"]))
+
+    def value(name):
+        return float(re.search(rf'^{name}{{model="fake-model"}} (\S+)', text, re.M).group(1))
+
+    assert (value("trellis_device_peak_flops_per_second"), value("trellis_device_peak_bytes_per_second")) == (1e12, 1e9)
+    assert value("trellis_prefill_computed_flops_total") == cost.prefill_flops(SMOLLM2_135M, len(body["prompt"]))
+    assert value("trellis_decode_read_bytes_total") > 0

@@ -19,7 +19,7 @@ def slow_server():
 
 def disconnects(server) -> float:
     for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith("trellis_client_disconnects_total"):
+        if line.startswith("trellis_client_disconnects_total{"):
             return float(line.split()[1])
     return 0.0
 

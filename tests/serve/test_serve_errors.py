@@ -105,9 +105,14 @@ def test_unknown_route_and_wrong_method(fake_server):
 
 
 def test_unsupported_features_are_refused_not_ignored(fake_server):
-    for field, value in (("echo", True), ("suffix", "end"), ("best_of", 3)):
+    for field, value in (("suffix", "end"), ("best_of", 3)):
         r = post(fake_server, "/v1/completions", json={"model": MODEL, "prompt": "hi", field: value})
         assert_error(r, 400, "not supported", param=field)
+
+
+def test_echo_with_logprobs_is_refused_naming_the_combination(fake_server):
+    r = post(fake_server, "/v1/completions", json={"model": MODEL, "prompt": "hi", "echo": True, "logprobs": 1})
+    assert_error(r, 400, "echo with logprobs is not supported", param="echo")
 
 
 def test_too_many_completions_in_one_request(fake_server):

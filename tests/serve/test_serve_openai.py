@@ -128,25 +128,54 @@ def test_metrics_count_requests_and_tokens(client, fake_server):
     before = scrape()
     client.completions.create(model=MODEL, prompt="abc", max_tokens=4, temperature=0)
     after = scrape()
-    key = 'trellis_requests_total{endpoint="completions",status="ok"}'
+    key = 'trellis_requests_total{endpoint="completions",model="fake-model",status="ok"}'
     assert after[key] == before.get(key, 0) + 1
-    assert after["trellis_generation_tokens_total"] == before["trellis_generation_tokens_total"] + 4
-    for name in ("trellis_time_to_first_token_seconds_count", 'trellis_kv_pages{state="free"}',
-                 'trellis_scheduler_requests{state="waiting"}', "trellis_prefix_cache_hits_tokens_total",
-                 "trellis_prefill_flops_saved_total", "trellis_preemptions_total", "trellis_evicted_pages_total",
-                 "trellis_compilations_total", "trellis_e2e_request_latency_seconds_count",
+    tokens = 'trellis_generation_tokens_total{model="fake-model"}'
+    assert after[tokens] == before[tokens] + 4
+    for name in ("trellis_time_to_first_token_seconds_count", 'trellis_kv_pages{model="fake-model",state="free"}',
+                 'trellis_scheduler_requests{model="fake-model",state="waiting"}', "trellis_prefix_cache_hit_tokens_total",
+                 "trellis_prefill_saved_flops_total", "trellis_kv_reread_bytes_total", "trellis_preemptions_total",
+                 "trellis_evicted_pages_total", "trellis_compilations_total", "trellis_e2e_request_latency_seconds_count",
                  "trellis_lookup_draft_tokens_total", "trellis_lookup_accepted_tokens_total",
-                 "trellis_prefix_cache_partial_page_tokens_total"):
-        assert name in after, name
+                 "trellis_prefix_cache_partial_page_tokens_total", "trellis_queue_time_seconds_count",
+                 "trellis_prefix_cache_hit_ratio", "trellis_kv_pages_in_use_ratio", "trellis_rejected_requests_total"):
+        plain = name if "{" in name else name + '{model="fake-model"}'
+        assert plain in after, name
 
 
 def test_metrics_count_error_responses_by_status(fake_server):
     def count():
         for line in httpx.get(fake_server.url + "/metrics").text.splitlines():
-            if line.startswith('trellis_http_responses_total{path="/v1/completions",status="400"}'):
+            if line.startswith('trellis_http_responses_total{model="fake-model",path="/v1/completions",status="400"}'):
                 return float(line.split()[1])
         return 0.0
 
     before = count()
     httpx.post(fake_server.url + "/v1/completions", json={"model": MODEL, "prompt": "x", "n": 0})
     assert count() == before + 1
+
+
+def test_ratio_gauges_come_from_counters_and_do_not_reset_when_scraped(client, fake_server):
+    def scrape():
+        text = httpx.get(fake_server.url + "/metrics").text
+        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+
+    for _ in range(2):  # the second request finds the first one's pages
+        client.completions.create(model=MODEL, prompt="a shared prefix of some length", max_tokens=1, temperature=0)
+    first, second = scrape(), scrape()
+    label = '{model="fake-model"}'
+    ratio = first["trellis_prefix_cache_hit_ratio" + label]
+    hits, queried = (first[f"trellis_prefix_cache_{k}_tokens_total" + label] for k in ("hit", "queried"))
+    assert 0 < ratio == hits / queried
+    assert second["trellis_prefix_cache_hit_ratio" + label] == ratio
+
+
+def test_queue_time_is_a_histogram_of_every_admitted_request(client, fake_server):
+    def count():
+        text = httpx.get(fake_server.url + "/metrics").text
+        return float(next(line.split()[1] for line in text.splitlines()
+                          if line.startswith("trellis_queue_time_seconds_count")))
+
+    before = count()
+    client.completions.create(model=MODEL, prompt="queued", max_tokens=1, n=2, temperature=0)
+    assert count() == before + 2  # n=2: two scheduler sequences, each queued once

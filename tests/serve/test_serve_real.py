@@ -118,7 +118,7 @@ def test_completions_endpoint_on_raw_prompt(client):
 def test_pages_return_to_idle_and_sigterm_exits_zero(real_server, client, greedy_reply):
     def gauge(state):
         text = httpx.get(real_server.url + "/metrics").text
-        return float(re.search(rf'trellis_kv_pages{{state="{state}"}} (\S+)', text).group(1))
+        return float(re.search(rf'trellis_kv_pages{{model="{MODEL}",state="{state}"}} (\S+)', text).group(1))
 
     deadline = time.monotonic() + 10
     while (gauge("locked"), gauge("private")) != (0.0, 0.0) and time.monotonic() < deadline:

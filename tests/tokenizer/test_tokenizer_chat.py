@@ -90,3 +90,17 @@ def test_model_without_template_is_a_clear_error(smollm2):
     bare = Tokenizer(smollm2.hf_tokenizer, bos_token_id=None, eos_token_id=2, chat_template=None, source="bare-model")
     with pytest.raises(ChatTemplateError, match="bare-model: this model has no chat template"):
         bare.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+def test_a_replacement_template_renders_instead_of_the_models_and_leaves_the_original(smollm2):
+    plain = smollm2.with_chat_template("{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}",
+                                       origin="plain.jinja")
+    chat = [{"role": "user", "content": "hi"}]
+    assert plain.apply_chat_template(chat) == "[user] hi" + smollm2.eos_token
+    assert plain.encode_chat(chat)[-1] == smollm2.eos_token_id  # its markup is still the model's special token
+    assert smollm2.apply_chat_template(chat) != plain.apply_chat_template(chat)
+
+
+def test_a_replacement_template_that_does_not_parse_names_its_file(smollm2):
+    with pytest.raises(ChatTemplateError, match="broken.jinja: chat template does not parse"):
+        smollm2.with_chat_template("{% for m in messages %}", origin="broken.jinja")

@@ -28,6 +28,7 @@ from trellis_jax.ablate.plots import plot_grid
 from trellis_jax.ablate.report import markdown_summary, read_json, write_csv, write_json
 from trellis_jax.ablate.trace import Trace, read_jsonl, write_jsonl
 from trellis_jax.ablate.workloads import WORKLOADS, workload
+from trellis_jax.cli import new_parser
 
 DEFAULT_POLICIES = "lru,lfu,fifo,mru,slru,cost_aware,arc"
 
@@ -44,30 +45,34 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trellis_jax.ablate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser("trellis-ablate", __doc__.split("\n\n")[0], raw_description=True)
     src = p.add_argument_group("trace (give at least one)")
-    src.add_argument("--workload", action="append", default=[], choices=WORKLOADS)
-    src.add_argument("--trace", action="append", default=[], type=Path, help="JSONL trace file")
-    src.add_argument("--chat-log", action="append", default=[], type=Path, help="JSONL of chat message lists")
-    src.add_argument("--tokenizer", help="'default', a GGUF file or an HF directory (text traces)")
+    src.add_argument("--workload", action="append", default=[], choices=WORKLOADS,
+                     help="a built-in synthetic workload (repeatable; default: none)")
+    src.add_argument("--trace", action="append", default=[], type=Path, help="JSONL trace file (repeatable; default: none)")
+    src.add_argument("--chat-log", action="append", default=[], type=Path,
+                     help="JSONL of chat message lists (repeatable; default: none)")
+    src.add_argument("--tokenizer", help="'default', a GGUF file or an HF directory (text traces; default: none)")
     src.add_argument("--scale", type=float, default=1.0, help="request-count multiplier for --workload")
-    src.add_argument("--seed", type=int, default=0)
-    src.add_argument("--shared-namespace", action="append", default=[], help="namespace shared by all tenants")
+    src.add_argument("--seed", type=int, default=0, help="seed of the synthetic workloads")
+    src.add_argument("--shared-namespace", action="append", default=[],
+                     help="namespace shared by all tenants (repeatable; default: none)")
     grid = p.add_argument_group("grid")
-    grid.add_argument("--policies", type=_names, default=_names(DEFAULT_POLICIES))
-    grid.add_argument("--policy-module", action="append", default=[], help="module to import (registers policies)")
+    grid.add_argument("--policies", type=_names, default=_names(DEFAULT_POLICIES), help="eviction policies, comma-separated")
+    grid.add_argument("--policy-module", action="append", default=[],
+                      help="module to import (registers policies; repeatable; default: none)")
     grid.add_argument("--capacities", type=_ints, help="pages (default: a ladder up to the working set)")
-    grid.add_argument("--page-sizes", type=_ints, default=(16,))
+    grid.add_argument("--page-sizes", type=_ints, default=(16,), help="page sizes, comma-separated")
     grid.add_argument("--orders", type=_names, default=("fcfs", "lpm"), help="fcfs, lpm, dfs")
     grid.add_argument("--window", type=int, default=16, help="lpm: waiting requests considered")
     grid.add_argument("--max-batch", type=int, default=1, help="requests admitted before any finishes")
     grid.add_argument("--no-optimal", action="store_true", help="skip the offline optimal bound")
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("results/ablate"))
-    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--out", type=Path, default=Path("results/ablate"), help="output directory")
+    out.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     out.add_argument("--save-traces", action="store_true", help="also write each trace as JSONL in --out")
-    out.add_argument("--from-rows", type=Path, help="re-render summary and plots from a rows.json, no replay")
+    out.add_argument("--from-rows", type=Path, help="re-render summary and plots from a rows.json, no replay "
+                     "(default: none)")
     return p
 
 

@@ -8,20 +8,20 @@ The result is what `load_model(DIR)` and `--model DIR` accept; see orbax_io.py f
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.load import load_model
 from trellis_jax.checkpoints.orbax_io import save_orbax
+from trellis_jax.cli import new_parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trellis_jax.checkpoints", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="orbax directory to write")
+    parser = new_parser("python -m trellis_jax.checkpoints", __doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="orbax directory to write (required)")
     parser.add_argument("--model", default=None, help="source checkpoint (default: the default model)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="dtype to save in")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     args = parser.parse_args(argv)
     start = time.perf_counter()

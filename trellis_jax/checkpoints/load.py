@@ -1,7 +1,7 @@
 """load_model: one entry point for every checkpoint kind (docs/CONTRACTS.md, "Checkpoints").
 
 `spec` is a GGUF file, a Hugging Face directory, an orbax directory written by `save_orbax`, a preset
-name from `configs/`, or None for the default model. Weights come back in `dtype`: "float32",
+name from `trellis_jax/configs/`, or None for the default model. Weights come back in `dtype`: "float32",
 "bfloat16", or "auto" (the preset's dtype if it names one, else `trellis_jax.dtypes.resolve_dtype`'s choice for
 this machine); None means the preset's, else float32, or the saved dtype for an orbax directory. The
 tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).

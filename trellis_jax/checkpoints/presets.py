@@ -1,7 +1,9 @@
-"""Named presets from the repository's `configs/` folder: small JSON files naming a checkpoint.
+"""Named presets from the package's `trellis_jax/configs/` folder (installed with it as data): small JSON
+files naming a checkpoint.
 
-A preset file `configs/<name>.json` holds {"description": str, "checkpoint": "default" | a path
-relative to the repository root, "dtype": optional}. `resolve_preset(name)` returns (checkpoint spec,
+A preset file `trellis_jax/configs/<name>.json` holds {"description": str, "checkpoint": "default" | a path
+relative to the repository root, "dtype": optional}. Paths point into a source checkout (the tiny test
+checkpoints live in tests/fixtures), so only "default" presets work from an installed wheel. `resolve_preset(name)` returns (checkpoint spec,
 dtype or None); an unknown name raises CheckpointError listing the known ones.
 """
 
@@ -12,8 +14,9 @@ import os
 
 from trellis_jax.checkpoints.errors import CheckpointError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS_DIR = os.path.join(REPO_ROOT, "configs")
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(PACKAGE_DIR)
+CONFIGS_DIR = os.path.join(PACKAGE_DIR, "configs")
 
 
 def preset_names() -> list[str]:

@@ -11,7 +11,6 @@ from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
-
 DEFAULT_MAX_MODEL_LEN = 4096
 
 
@@ -25,6 +24,8 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
     from trellis_jax.checkpoints import load_model
     from trellis_jax.tokenizer import IncrementalDetokenizer
 
+    # Read before the slow load, so a bad path fails at once.
+    template = read_chat_template(config.chat_template) if config.chat_template is not None else None
     loaded = loaded or load_model(config.model, dtype=config.dtype)
     if loaded.tokenizer is None:
         raise ValueError(f"model {loaded.source} has no tokenizer; the engine needs one")
@@ -39,12 +40,23 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         prefill_saturation_tokens=config.prefill_saturation_tokens,
         num_lookup_tokens=config.num_lookup_tokens, lookup_max_step_tokens=config.lookup_max_step_tokens), cache)
     tokenizer = loaded.tokenizer
+    if config.chat_template is not None:
+        tokenizer = tokenizer.with_chat_template(template, origin=config.chat_template)
     if config.allow_special_tokens_in_content:
         tokenizer = tokenizer.with_special_tokens_in_content(True)
     engine = Engine(scheduler, runner,
                     make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
                     eos_token_ids=tuple(tokenizer.eos_token_ids))
     return engine, tokenizer
+
+
+def read_chat_template(path: str) -> str:
+    """The template file's text; a missing or unreadable file is a ValueError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the chat template {path!r}: {error}") from error
 
 
 def make_runner(config: EngineConfig, loaded):

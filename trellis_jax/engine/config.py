@@ -14,6 +14,8 @@ output is plain greedy decoding's, in fewer steps when the continuation repeats 
 allow_special_tokens_in_content: chat messages' special-token text (`<|im_start|>`) acts as the model's
 control tokens, as the rendered template's own markup does. Off (default): it is tokenized as plain
 text, so a user cannot open a system turn. Raw string prompts always parse special tokens.
+chat_template: the path of a Jinja chat template (Hugging Face semantics) that replaces the model's own
+for every chat; read when the engine is built (a missing file or a template that does not parse fails then).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from trellis_jax.cache import get_policy
 from trellis_jax.dtypes import DTYPE_CHOICES
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
@@ -69,6 +72,7 @@ class EngineConfig:
     warmup: bool = True
     check_integrity_when_idle: bool = True
     allow_special_tokens_in_content: bool = False  # chat content's special-token text acts as control tokens
+    chat_template: str | None = None  # a Jinja chat template file used instead of the model's
 
     def __post_init__(self) -> None:
         for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens"):
@@ -78,6 +82,7 @@ class EngineConfig:
         if self.max_num_seqs > self.max_num_batched_tokens:
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")
+        get_policy(self.eviction_policy)  # ValueError naming the registered policies
         if self.schedule_policy not in SCHEDULE_POLICIES:
             raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")
         budgets = [n for n in ("num_pages", "kv_memory", "kv_memory_fraction") if getattr(self, n) is not None]

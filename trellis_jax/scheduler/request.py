@@ -16,6 +16,7 @@ is the next step's input).
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 from trellis_jax.step_plan import SampledToken, SamplingArrays
@@ -57,6 +58,7 @@ class Request:
     num_cached_tokens: int | None = None  # prompt tokens found in the tree at first admission
     num_preemptions: int = 0
     page_hashes: list[int] = field(default_factory=list)
+    queued_at: float = field(default_factory=time.monotonic)  # when add_request queued it (queue-time metric)
     lookup: object = None  # the scheduler's NgramIndex over token_ids (prompt-lookup drafts), made on first use
     page_copy: tuple[int, int] | None = None  # (tree page, own page) to copy before this step computes (see kv_manager)
     copy_lock: object = None  # the tree handle locked until that copy has run

@@ -32,6 +32,7 @@ A request that cannot fit alone in the pool finishes with "length"; none ever le
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 
 from trellis_jax.cache import RadixCache
@@ -43,7 +44,6 @@ from trellis_jax.scheduler.policy import make_policy
 from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
 from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
-
 
 DRAFT_MARK = "\x00draft"  # request ids may not contain NUL, so a draft row's id never names a request
 
@@ -301,6 +301,7 @@ class Scheduler:
         if request.num_cached_tokens is None:
             request.num_cached_tokens = cached
             self.stats.observe_admitted(request.num_prompt_tokens, cached)
+            self.stats.queue_time_s.observe(time.monotonic() - request.queued_at)
         if self.kv.prefix_cache_enabled:
             self.inflight.register(request)
 

@@ -1,8 +1,32 @@
-"""Scheduler counters (`SchedulerStats`) and the per-step plan under construction (`StepBuilder`)."""
+"""Scheduler counters (`SchedulerStats`), a cumulative histogram of queue times (`Histogram`), and the
+per-step plan under construction (`StepBuilder`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
+
+QUEUE_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Histogram:
+    """Cumulative counts of observations per upper bound (Prometheus semantics: `counts[i]` observations
+    <= `bounds[i]`, `count` in all, `sum` of values). Plain ints and floats: a reader on another thread
+    (a metrics scrape) sees a possibly one-observation-stale but never torn view of each field."""
+
+    def __init__(self, bounds: tuple[float, ...] = QUEUE_TIME_BUCKETS) -> None:
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError(f"histogram bounds must be strictly increasing, got {bounds}")
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        for i in range(bisect.bisect_left(self.bounds, value), len(self.bounds)):
+            self.counts[i] += 1
+        self.count += 1
+        self.sum += value
 
 from trellis_jax.step_plan import SequenceWork
 
@@ -21,6 +45,7 @@ class SchedulerStats:
     peak_pages_in_use: int = 0
     num_draft_tokens: int = 0  # tokens guessed by prompt lookup and verified in a step
     num_accepted_draft_tokens: int = 0  # of those, the ones the model agreed with (kept)
+    queue_time_s: Histogram = field(default_factory=Histogram)  # add_request -> first admission, seconds
 
     def observe_admitted(self, num_prompt_tokens: int, num_cached: int) -> None:
         self.num_admitted += 1

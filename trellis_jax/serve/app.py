@@ -2,7 +2,7 @@
 
 `engine` is an `AsyncEngine` (or anything with its generate/abort/shutdown/tokenizer surface). Routes:
 POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream=true), GET /v1/models,
-GET /v1/models/{id}, POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
+GET /v1/models/{id}, POST /tokenize, POST /detokenize (tokenization.py), POST /flush_cache, GET /health, GET /metrics, and the API docs (/openapi.json, /docs,
 /redoc). With API keys configured, every route but /health needs `Authorization: Bearer <key>`
 (`public_metrics` / `open_docs` reopen /metrics / the docs); once admin keys exist, /metrics (every
 tenant's traffic) needs one of them. Each key is a tenant (tenancy.py): /flush_cache evicts only the
@@ -29,7 +29,9 @@ from fastapi.responses import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from trellis_jax.serve import requests_prep
+from trellis_jax import __version__
+from trellis_jax.serve import requests_prep, responses
+from trellis_jax.serve.admission import admission_for
 from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, install_error_handlers
 from trellis_jax.serve.generation import Job, engine_error, run_job, stream_job
@@ -43,6 +45,7 @@ from trellis_jax.serve.openapi import (
 from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trellis_jax.serve.responses import LogprobFormatter
 from trellis_jax.serve.tenancy import Caller, Tenancy
+from trellis_jax.serve.tokenization import add_tokenization_routes
 
 _DISCONNECT_POLL_S = 0.25
 
@@ -59,15 +62,25 @@ class ServerSettings:
     cost: CostModel = field(default_factory=CostModel)
     ceilings: Ceilings | None = None
     shutdown_engine: bool = True  # stop the engine thread when the app shuts down
+    max_waiting_requests: int | None = None  # requests queued beyond the running batch (None: admission.py's default)
 
     def __post_init__(self) -> None:  # the middleware is built at the first request: fail at start-up instead
         if not self.body_read_timeout_s > 0:
             raise ValueError(f"body_read_timeout_s must be > 0, got {self.body_read_timeout_s!r}")
+        if self.max_waiting_requests is not None and self.max_waiting_requests < 0:
+            raise ValueError(f"max_waiting_requests must be >= 0, got {self.max_waiting_requests!r}")
 
 
 def _max_model_len(engine) -> int:
     scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
     return scheduler.config.max_model_len if scheduler is not None else 2048
+
+
+def _fingerprint(engine, settings: ServerSettings) -> str:
+    """system_fingerprint: the served model, this engine's version and the model's dtype."""
+    runner = getattr(getattr(engine, "engine", None), "runner", None)
+    dtype = getattr(getattr(runner, "config", None), "dtype", None)
+    return responses.fingerprint(settings.model_name, __version__, None if dtype is None else str(dtype))
 
 
 def _running_batch(engine):
@@ -81,10 +94,13 @@ class _Handlers:
     def __init__(self, engine, settings: ServerSettings):
         self.engine, self.settings = engine, settings
         self.tenancy = Tenancy(settings.api_keys, settings.admin_api_keys)
-        self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings)
+        self.admission = admission_for(engine, settings.max_waiting_requests)
+        self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings, model=settings.model_name,
+                                     admission=self.admission)
         self.formatter = LogprobFormatter(engine.tokenizer)
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
+        self.fingerprint = _fingerprint(engine, settings)
         self.started = time.time()
 
     def caller(self, request: Request) -> Caller:
@@ -125,14 +141,27 @@ class _Handlers:
                 raise APIError(400, str(error), param="prompt") from error
 
     async def respond(self, job: Job, stream: bool, request: Request):
+        """Run `job` under the admission cap (429 past it); the slot is held until the response ends."""
         self.precheck(job)
+        slot = self.admission.acquire()
+        if stream:
+            return self._stream(job, slot)
+        try:
+            return await self._json(job, request)
+        finally:
+            slot.release()
+
+    def _stream(self, job: Job, slot) -> StreamingResponse:
         cost, metrics = self.settings.cost, self.metrics
         tracker = RequestMetrics(metrics, cost, self.running_batch)
-        if stream:
-            events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
-                                     metrics)
-            return StreamingResponse(events, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
+                                 metrics)
+        return _SlotStream(events, slot, media_type="text/event-stream",
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _json(self, job: Job, request: Request):
+        cost, metrics = self.settings.cost, self.metrics
+        tracker = RequestMetrics(metrics, cost, self.running_batch)
         task = asyncio.create_task(run_job(self.engine, job, tracker, cost, self.formatter))
         try:
             body = await _until_done_or_gone(task, request)
@@ -160,10 +189,11 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)  # install_docs serves them, behind the key
     app.state.metrics, app.state.engine, app.state.settings = handlers.metrics, engine, settings
-    app.state.started = handlers.started
+    app.state.started, app.state.admission = handlers.started, handlers.admission
     install_error_handlers(app)
     _add_info_routes(app, handlers)
     _add_generation_routes(app, handlers)
+    add_tokenization_routes(app, handlers)
     install_docs(app, handlers.guard(settings.open_docs))
     strip_validation_422(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s)
@@ -211,7 +241,7 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
 
 def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     engine, model_name = handlers.engine, handlers.settings.model_name
-    answers = handlers.errors(400, 404, 408, 413, 500, 503)
+    answers = handlers.errors(400, 404, 408, 413, 429, 500, 503)
 
     @app.post("/v1/completions", responses=answers)
     async def completions(body: CompletionRequest, request: Request,
@@ -221,8 +251,10 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
         sampling = requests_prep.sampling_params(
             body, prompts, handlers.max_model_len, requested_max=body.max_tokens,
             default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
+        echo = requests_prep.echo_texts(body, prompts, engine.tokenizer) if body.echo else None
         job = Job("completions", f"cmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs is not None)
+                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs is not None,
+                  echo=echo, fingerprint=handlers.fingerprint)
         return await handlers.respond(job, body.stream, request)
 
     @app.post("/v1/chat/completions", responses=answers)
@@ -235,8 +267,24 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             body, prompts, handlers.max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
             default_max=None, logprobs=logprobs)
         job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs)
+                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs,
+                  fingerprint=handlers.fingerprint)
         return await handlers.respond(job, body.stream, request)
+
+
+class _SlotStream(StreamingResponse):
+    """A stream that gives its admission slot back however it ends: finished, failed, or the client gone
+    before the first event (when the body generator never starts, its own `finally` never runs)."""
+
+    def __init__(self, content, slot, **kwargs):
+        super().__init__(content, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
 
 
 async def _until_done_or_gone(task: asyncio.Task, request: Request):

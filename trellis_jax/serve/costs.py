@@ -3,7 +3,8 @@
 - prefill FLOPs saved = the FLOPs of computing the cached prefix itself: `prefill_flops(c, cached)`
   (for a prompt of P tokens with C cached, F(P, 0) - F(P - C, C) = F(C, 0) exactly).
 - KV bytes re-read = cached tokens x KV bytes per token: cache contents read instead of recomputed.
-- prefill FLOPs computed and decode bytes read feed the live MFU / bandwidth-utilisation gauges;
+- prefill FLOPs computed and decode bytes read are counters; with the device ceilings (exported as gauges)
+  a scraper derives MFU and bandwidth use from their rates;
   a decode token reads its context's KV plus the weights, shared by the sequences decoding together.
 Device ceilings (peak dense bf16 FLOP/s, HBM bytes/s) come from a small table by device kind or from
 the CLI; unknown devices (CPU) report no utilisation unless ceilings are given.

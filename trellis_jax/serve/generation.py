@@ -32,6 +32,8 @@ class Job:
     namespace: str
     include_usage: bool = False
     logprobs: bool = False
+    echo: list[str] | None = None  # completions with echo: each prompt's text, prepended to its choices' text
+    fingerprint: str | None = None  # system_fingerprint of every response body and chunk
 
 
 @dataclass
@@ -125,10 +127,15 @@ async def run_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel, fo
         raise
     except Exception as error:
         raise engine_error(error) from error
-    choices = [_choice_json(job, i, "".join(c.text), c.logprobs, c.finish_reason, formatter)
+    choices = [_choice_json(job, i, _echoed(job, i) + "".join(c.text), c.logprobs, c.finish_reason, formatter)
                for i, c in enumerate(progress.choices)]
     body = responses.chat_body if job.kind == "chat" else responses.completion_body
-    return body(job.request_id, job.model, job.created, choices, progress.usage(cost))
+    return body(job.request_id, job.model, job.created, choices, progress.usage(cost), job.fingerprint)
+
+
+def _echoed(job: Job, index: int) -> str:
+    """The prompt text choice `index` starts with: its prompt's with echo, else nothing."""
+    return job.echo[index // job.sampling.n] if job.echo else ""
 
 
 def _choice_json(job: Job, index: int, text: str, logprobs, finish_reason, formatter) -> dict:
@@ -146,12 +153,15 @@ def sse(payload) -> str:
 async def stream_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel, formatter) -> AsyncIterator[str]:
     """SSE events; an engine error mid-stream becomes one error event, then [DONE]."""
     progress = _Progress(job, tracker)
-    chunk = responses.chat_chunk if job.kind == "chat" else responses.completion_chunk
     offsets = [0] * len(progress.choices)
-    if job.kind == "chat":  # the role comes first, once per choice, as OpenAI does
-        yield sse(chunk(job.request_id, job.model, job.created, [
-            {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-            for i in range(len(progress.choices))]))
+
+    def chunk(choices, usage_dict=None) -> dict:
+        make = responses.chat_chunk if job.kind == "chat" else responses.completion_chunk
+        return make(job.request_id, job.model, job.created, choices, usage_dict, job.fingerprint)
+
+    first = _first_chunk_choices(job, len(progress.choices))
+    if first:
+        yield sse(chunk(first))
     try:
         async for group, delta in _merged(engine, job):
             index = progress.apply(group, delta)
@@ -159,15 +169,25 @@ async def stream_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel,
                 continue
             choice = _chunk_choice(job, index, delta, formatter, offsets[index])
             offsets[index] += len(delta.text)
-            yield sse(chunk(job.request_id, job.model, job.created, [choice]))
+            yield sse(chunk([choice]))
     except Exception as error:
         api_error = error if isinstance(error, APIError) else engine_error(error)
         yield sse(error_body(api_error.status, api_error.message))
         yield "data: [DONE]\n\n"
         return
     if job.include_usage:
-        yield sse(chunk(job.request_id, job.model, job.created, [], progress.usage(cost)))
+        yield sse(chunk([], progress.usage(cost)))
     yield "data: [DONE]\n\n"
+
+
+def _first_chunk_choices(job: Job, count: int) -> list[dict]:
+    """What a stream opens with: chat's role (once per choice, as OpenAI does); completions' echoed prompt."""
+    if job.kind == "chat":
+        return [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                for i in range(count)]
+    if job.echo:
+        return [{"index": i, "text": _echoed(job, i), "logprobs": None, "finish_reason": None} for i in range(count)]
+    return []
 
 
 def _chunk_choice(job: Job, index: int, delta, formatter, text_offset: int) -> dict:

@@ -22,8 +22,9 @@ _WHY = {
     404: "no such model (see GET /v1/models)",
     408: "the request body did not arrive within the server's body read timeout",
     413: "the request body is larger than the server's limit",
+    429: "the server holds its maximum of running and waiting requests; retry after the Retry-After header's seconds",
     500: "internal error (details in the server log)",
-    503: "the server is shutting down, or it holds its maximum of concurrent connections",
+    503: "the model is still loading, the server is shutting down, or it holds its maximum of concurrent connections",
 }
 
 

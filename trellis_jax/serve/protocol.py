@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from trellis_jax.field_ranges import MAX_LOGPROBS  # one bound for the server and the engine
 
@@ -101,9 +111,10 @@ class CompletionRequest(SamplingFields):
 
     @field_validator("echo")
     @classmethod
-    def _no_echo(cls, echo):
-        if echo:
-            raise ValueError("echo is not supported; leave it out")
+    def _echo_without_logprobs(cls, echo, info):
+        if echo and info.data.get("logprobs") is not None:
+            raise ValueError("echo with logprobs is not supported (the prompt's logprobs are not computed); "
+                             "drop one of them")
         return echo
 
     def prompts(self) -> list[str | list[int]]:
@@ -151,3 +162,31 @@ class ChatCompletionRequest(SamplingFields):
         if top and not info.data.get("logprobs"):
             raise ValueError("top_logprobs needs logprobs: true")
         return top
+
+
+class TokenizeRequest(BaseModel):
+    """POST /tokenize (vLLM's shape): exactly one of `prompt` (raw text, as /v1/completions reads it) and
+    `messages` (through the chat template, as /v1/chat/completions renders it)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    prompt: StrictStr | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    add_special_tokens: StrictBool = True  # False: no BOS beyond what the text or template holds
+    add_generation_prompt: StrictBool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of prompt and messages")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    """POST /detokenize (vLLM's shape): token ids -> {"prompt": text}."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    tokens: list[Annotated[StrictInt, Field(ge=0)]]

@@ -50,15 +50,27 @@ def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
     return prompts
 
 
+def echo_texts(req: CompletionRequest, prompts: list[list[int]], tokenizer) -> list[str]:
+    """What `echo` prepends to each prompt's choices: a string prompt as sent, token ids decoded."""
+    return [p if isinstance(p, str) else tokenizer.decode(ids, skip_special_tokens=False)
+            for p, ids in zip(req.prompts(), prompts, strict=True)]
+
+
 def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
     check_text_fields(req)
-    messages = [m.for_template() for m in req.messages]
-    extras = dict(req.chat_template_kwargs or {})
-    if req.tools:
-        extras["tools"] = req.tools
+    return encode_messages(req.messages, tokenizer, add_generation_prompt=req.add_generation_prompt,
+                           template_kwargs=req.chat_template_kwargs, tools=req.tools)
+
+
+def encode_messages(messages, tokenizer, *, add_generation_prompt: bool, template_kwargs: dict | None = None,
+                    tools: list | None = None, add_bos: bool | None = None) -> list[int]:
+    """The chat's token ids through the model's template (a 400 naming `messages` if it cannot render)."""
+    extras = dict(template_kwargs or {})
+    if tools:
+        extras["tools"] = tools
     try:
-        ids = list(tokenizer.encode_chat(messages, add_generation_prompt=req.add_generation_prompt, add_bos=None,
-                                         **extras))
+        ids = list(tokenizer.encode_chat([m.for_template() for m in messages],
+                                         add_generation_prompt=add_generation_prompt, add_bos=add_bos, **extras))
     except (ValueError, KeyError, TypeError) as error:  # ChatTemplateError and TokenizerError are ValueErrors
         raise APIError(400, f"cannot build the chat prompt: {error}", param="messages") from error
     if not ids:

@@ -3,11 +3,22 @@
 `usage` always carries `prompt_tokens_details.cached_tokens` (prompt tokens served from the prefix
 cache, the OpenAI field) and, as extensions, `prefill_flops_saved` and `kv_bytes_reread` from the
 model's cost formulas, so a client sees what the cache did for its request.
+
+`system_fingerprint` identifies the serving configuration (`fingerprint`): stable across restarts of
+the same model, engine version and dtype, different when any of them changes.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from trellis_jax.serve.costs import CostModel
+
+
+def fingerprint(model: str, engine_version: str, dtype: str | None) -> str:
+    """OpenAI-style `fp_<hex>` from what decides the outputs: the model, the engine version, the dtype."""
+    digest = hashlib.sha256(f"{model}\0{engine_version}\0{dtype}".encode()).hexdigest()
+    return f"fp_{digest[:12]}"
 
 
 def usage(groups: list[tuple[int, int]], completion_tokens: int, cost: CostModel) -> dict:
@@ -63,21 +74,21 @@ class LogprobFormatter:
         return entry
 
 
-def completion_body(request_id, model, created, choices, usage_dict) -> dict:
+def completion_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
     return {"id": request_id, "object": "text_completion", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": None}
+            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
 
 
-def chat_body(request_id, model, created, choices, usage_dict) -> dict:
+def chat_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
     return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": None}
+            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
 
 
-def completion_chunk(request_id, model, created, choices, usage_dict=None) -> dict:
+def completion_chunk(request_id, model, created, choices, usage_dict=None, system_fingerprint=None) -> dict:
     return {"id": request_id, "object": "text_completion", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": None}
+            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
 
 
-def chat_chunk(request_id, model, created, choices, usage_dict=None) -> dict:
+def chat_chunk(request_id, model, created, choices, usage_dict=None, system_fingerprint=None) -> dict:
     return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": None}
+            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}

@@ -46,13 +46,17 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(app, sock: socket.socket, *, graceful_timeout_s: float = 30.0, log_level: str = "info",
           limit_concurrency: int | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully (returns; the caller exits 0).
+    """Serve `app` until SIGTERM/SIGINT, then shut down gracefully (returns; the caller exits 0)."""
+    run_until_signalled(make_server(app, graceful_timeout_s=graceful_timeout_s, log_level=log_level,
+                                    limit_concurrency=limit_concurrency), sock)
+
+
+def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Run `server` on `sock` until SIGTERM/SIGINT (or `server.should_exit`), then return.
 
     uvicorn re-raises the captured signal after its graceful shutdown, to the handler that was in place
     before it started; a no-op handler there keeps that from killing the process (exit status 0
     instead of -15) once everything has been shut down properly."""
-    server = make_server(app, graceful_timeout_s=graceful_timeout_s, log_level=log_level,
-                         limit_concurrency=limit_concurrency)
     in_main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _already_handled) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     try:

@@ -73,9 +73,7 @@ class Tokenizer:
         self.eos_token_ids = self._end_of_turn_ids(extra_eos_ids)
         self.bos_token = self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else None
         self.eos_token = self.id_to_token(self.eos_token_id) if self.eos_token_id is not None else None
-        specials = {"bos_token": self.bos_token, "eos_token": self.eos_token,
-                    "unk_token": self._token_or_none(self.unk_token_id), "pad_token": self._token_or_none(self.pad_token_id)}
-        self.chat_template = ChatTemplate(chat_template, specials, origin=source) if chat_template else None
+        self.chat_template = ChatTemplate(chat_template, self._template_specials(), origin=source) if chat_template else None
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -211,6 +209,17 @@ class Tokenizer:
                 f"{self.source}: this model has no chat template; send a plain prompt (completions) instead"
             )
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def _template_specials(self) -> dict[str, str | None]:
+        return {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                "unk_token": self._token_or_none(self.unk_token_id), "pad_token": self._token_or_none(self.pad_token_id)}
+
+    def with_chat_template(self, source: str, origin: str = "template") -> Tokenizer:
+        """A copy that renders chats with the Jinja template `source` instead of the model's (ChatTemplateError
+        if it does not parse, naming `origin`). Shares everything else."""
+        clone = copy.copy(self)
+        clone.chat_template = ChatTemplate(source, self._template_specials(), origin=origin)
+        return clone
 
     def with_special_tokens_in_content(self, allowed: bool) -> Tokenizer:
         """A copy whose `encode_chat` parses special-token text in the caller's content too (`allowed`),

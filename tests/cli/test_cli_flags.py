@@ -1,0 +1,90 @@
+"""Every command line: engine flags defined once from EngineConfig (serve and batch never drift), help with
+defaults on every flag, --version, and bad values refused with the choices before any model loads."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from trellis_jax import __version__
+from trellis_jax.ablate.cli import build_parser as ablate_parser
+from trellis_jax.batch import build_parser as batch_parser
+from trellis_jax.engine import flags
+from trellis_jax.engine.config import EngineConfig
+from trellis_jax.generate import build_parser as generate_parser
+from trellis_jax.serve.__main__ import build_parser as serve_parser
+
+PARSERS = {"trellis-serve": serve_parser, "trellis-batch": batch_parser, "trellis-generate": generate_parser,
+           "trellis-ablate": ablate_parser}
+BATCH_IO = ["--input", "in.jsonl", "--output", "out.jsonl"]
+ENGINE_ARGV = ["--model", "tiny-llama", "--dtype", "float32", "--page-size", "8", "--max-num-seqs", "4",
+               "--num-lookup-tokens", "3", "--prefill-saturation-tokens", "64", "--unroll-layers",
+               "--no-materialise-head", "--no-compile-cache", "--kv-cache-dtype", "bfloat16",
+               "--eviction-policy", "lfu", "--schedule-policy", "fcfs", "--chat-template", "t.jinja"]
+
+
+def test_every_engine_config_field_is_a_flag_or_says_why_not():
+    names = {f.name for f in dataclasses.fields(EngineConfig)}
+    options = flags.engine_options(serve_parser().parse_args([]))
+    assert set(options) == names - set(flags.NOT_FLAGS)
+    assert set(flags.NOT_FLAGS) <= names and all(flags.NOT_FLAGS.values())
+
+
+def test_serve_and_batch_build_the_same_engine_config_from_the_same_flags():
+    served = flags.engine_config(serve_parser().parse_args(ENGINE_ARGV))
+    batched = flags.engine_config(batch_parser().parse_args(BATCH_IO + ENGINE_ARGV))
+    assert served == batched
+    assert (served.page_size, served.num_lookup_tokens, served.materialise_head, served.compile_cache_dir,
+            served.kv_cache_dtype, served.chat_template) == (8, 3, False, None, "bfloat16", "t.jinja")
+
+
+def test_flag_defaults_are_the_engine_configs_own(monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
+    parsed = flags.engine_config(batch_parser().parse_args(BATCH_IO))
+    assert parsed == dataclasses.replace(EngineConfig(), compile_cache_dir="/tmp/xdg/trellis-jax/xla")
+
+
+@pytest.mark.parametrize("prog", PARSERS)
+def test_every_flag_has_help_that_shows_its_default(prog):
+    parser = PARSERS[prog]()
+    formatter = parser.formatter_class(prog)
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        text = formatter._expand_help(action) if action.help else ""
+        if not text or ("default" not in text and not action.required):
+            missing.append(action.option_strings[0])
+    assert missing == []
+
+
+@pytest.mark.parametrize("prog", PARSERS)
+def test_version_names_the_command_and_the_release(prog, capsys):
+    with pytest.raises(SystemExit) as exited:
+        PARSERS[prog]().parse_args(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"{prog} (trellis-jax) {__version__}"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--eviction-policy", "lruu"], "cost_aware', 'fifo', 'lfu', 'lru'"),
+    (["--schedule-policy", "lmp"], "choose from 'lpm', 'lpm-window'"),
+    (["--dtype", "fp16"], "choose from 'auto', 'float32', 'bfloat16'"),
+    (["--kv-cache-dtype", "int8"], "choose from 'auto', 'float32', 'bfloat16', 'float16'"),
+    (["--kv-memory", "1GiB", "--num-pages", "64"], "at most one KV budget"),
+    (["--max-num-seqs", "0"], "max_num_seqs"),
+])
+def test_a_bad_engine_value_is_a_usage_error_listing_the_choices(argv, expected, capsys):
+    from trellis_jax.batch import parse_args as batch_args
+    from trellis_jax.serve.__main__ import parse_args as serve_args
+
+    for parse in (serve_args, lambda a: batch_args(BATCH_IO + a)):
+        with pytest.raises(SystemExit) as exited:
+            parse(argv)
+        assert exited.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_the_engine_config_refuses_an_unknown_eviction_policy_from_python_too():
+    with pytest.raises(ValueError, match="unknown eviction policy 'lruu'"):
+        EngineConfig(eviction_policy="lruu")

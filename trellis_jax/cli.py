@@ -1,0 +1,49 @@
+"""What every command line shares: `new_parser(prog, description)` gives a parser with `--version` whose
+help shows each flag's default; `add_model_flags` adds `--model` and `--dtype` (choices listed), the two
+flags the engine CLIs and the reference generator have in common.
+
+Stdlib plus the dtype names only: importing it loads neither jax nor the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from trellis_jax import __version__
+from trellis_jax.dtypes import DTYPE_CHOICES
+
+MODEL_HELP = "GGUF file, Hugging Face directory, orbax directory or preset name; default: SmolLM2-135M-Instruct"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already states its default; on/off flags
+    say "off"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.default is argparse.SUPPRESS or not action.option_strings
+                or action.required):
+            return text
+        if action.nargs == 0:  # store_true / store_const
+            return f"{text} (default: off)"
+        if action.default is None or action.default == []:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+class RawDescriptionDefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """Defaults shown, and the description's own line breaks kept (examples)."""
+
+
+def new_parser(prog: str, description: str, *, raw_description: bool = False) -> argparse.ArgumentParser:
+    formatter = RawDescriptionDefaultsHelpFormatter if raw_description else DefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s (trellis-jax) {__version__}")
+    return parser
+
+
+def add_model_flags(parser: argparse.ArgumentParser, *, dtype_default: str = "auto", dtype_help: str | None = None) -> None:
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
+    parser.add_argument("--dtype", default=dtype_default, choices=DTYPE_CHOICES, help=dtype_help or (
+        "model dtype; auto: bfloat16 where this machine computes it natively (GPUs, CPUs with AVX512_BF16), "
+        "else float32"))

@@ -1,0 +1,130 @@
+"""Engine command-line flags, defined once from `EngineConfig`: the server and the batch job add them with
+`add_engine_flags(parser)` and read them back with `engine_config(args)`, so the two never drift.
+
+Every EngineConfig field is a flag `--field-name` (default: the field's) with its help from `_FLAGS`, or
+is listed in `NOT_FLAGS` with why not (tests/engine check both). `parse_engine_args(parser, argv)` also
+builds the config, so a bad value (an unknown policy, a negative size, two KV budgets) stops the command
+with a usage error before any model loads. Enum-like flags list their choices in --help and in the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, Field, fields
+
+from trellis_jax.cache import get_policy, policy_names
+from trellis_jax.cli import add_model_flags
+from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
+from trellis_jax.scheduler.config import SCHEDULE_POLICIES
+
+NOT_FLAGS = {
+    "shared_namespaces": "a tenancy layout, set from Python (LLM / build_engine)",
+    "warmup": "the CLIs always compile ahead, so a request never waits for a compile",
+    "check_integrity_when_idle": "a safety check the CLIs always keep on",
+}
+_SPECIAL = {"model", "dtype", "kv_cache_dtype", "materialise_head", "compile_cache_dir"}  # spelled by hand below
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _eviction_policy(name: str) -> str:
+    try:
+        get_policy(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; or give 'package.module:name'") from None
+    return name
+
+
+_POLICIES = ", ".join(policy_names())
+_FLAGS: dict[str, dict] = {
+    "page_size": {"type": int, "help": "tokens per KV page"},
+    "num_pages": {"type": int, "help": "KV pool size in pages (at most one of --num-pages, --kv-memory, "
+                  "--kv-memory-fraction; none: the runner's default size)"},
+    "kv_memory": {"help": "KV pool size, e.g. 512MiB or 2GB (default: room for --max-num-seqs full-length "
+                  "sequences, capped)"},
+    "kv_memory_fraction": {"type": float, "help": "KV pool size as a fraction of free device memory"},
+    "max_num_seqs": {"type": int, "help": "sequences per step"},
+    "max_num_batched_tokens": {"type": int, "help": "tokens per step; longer prompts are prefilled in chunks"},
+    "max_model_len": {"type": int, "help": "prompt + output cap per request (default: the model's context, "
+                      "at most 4096)"},
+    "eviction_policy": {"type": _eviction_policy, "metavar": "POLICY",
+                        "help": f"which cached prefixes go first when the pool is full: {_POLICIES}, "
+                        "or 'package.module:name'"},
+    "schedule_policy": {"choices": SCHEDULE_POLICIES, "help": "admission order (lpm: longest cached prefix first)"},
+    "prefill_saturation_tokens": {"type": int, "help": "admit no further prompt into a step that already holds "
+                                  "this many prompt tokens: lower time to first token (CPU: try 64); default: off"},
+    "num_lookup_tokens": {"type": int, "help": "speculative decoding by prompt lookup: greedy requests also verify "
+                          "up to this many tokens guessed from their own context (0: off; try 3)"},
+    "lookup_max_step_tokens": {"type": int, "help": "prompt-lookup guesses only join steps of fewer tokens than this"},
+    "disable_radix_cache": {"help": "no prefix reuse (for comparisons)"},
+    "deterministic": {"help": "one compiled shape: batch-invariant outputs, slower"},
+    "token_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled token-count buckets "
+                      "(default: the runner's)"},
+    "seq_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled sequence-count buckets "
+                    "(default: powers of two)"},
+    "attn_impl": {"help": "attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
+                  "pallas_interpret (default: the platform's)"},
+    "unroll_layers": {"help": "unroll the layer loop: faster steps on GPU, ~8x longer compiles"},
+    "allow_special_tokens_in_content": {"help": "let special-token text in chat messages (<|im_start|>...) act "
+                                        "as control tokens; by default it is plain text"},
+    "chat_template": {"metavar": "FILE", "help": "a Jinja chat template (Hugging Face semantics) used instead of "
+                      "the model's (default: the model's)"},
+}
+
+
+def default_compile_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "trellis-jax", "xla")
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    add_model_flags(group)
+    for field in fields(EngineConfig):
+        if field.name not in _SPECIAL and field.name not in NOT_FLAGS:
+            _add_field_flag(group, field)
+    group.add_argument("--kv-cache-dtype", default="auto", choices=["auto", *filter(None, KV_CACHE_DTYPES)],
+                       help="dtype of the KV pages (auto: the model's); bfloat16 halves KV memory and decode reads")
+    group.add_argument("--no-materialise-head", dest="materialise_head", action="store_const", const=False,
+                       default=None, help="tied-embedding models: no transposed copy of the embedding as LM head "
+                                          "(saves its memory; the CPU head gets slower)")
+    group.add_argument("--compile-cache-dir", default=default_compile_cache_dir(),
+                       help="keep compiled step programs here so the next start skips compiling (default: %(default)s)")
+    group.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
+
+
+def _add_field_flag(group, field: Field) -> None:
+    options = dict(_FLAGS[field.name])  # a KeyError here: a new EngineConfig field needs a row (or NOT_FLAGS)
+    flag = "--" + field.name.replace("_", "-")
+    if field.default is False:
+        group.add_argument(flag, action="store_true", **options)
+    else:
+        group.add_argument(flag, default=None if field.default is MISSING else field.default, **options)
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """The EngineConfig keywords the parsed flags ask for."""
+    options = {f.name: getattr(args, f.name) for f in fields(EngineConfig) if f.name not in NOT_FLAGS}
+    options["kv_cache_dtype"] = None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
+    options["compile_cache_dir"] = None if args.no_compile_cache else args.compile_cache_dir
+    return options
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(**engine_options(args))
+
+
+def parse_engine_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, then check the engine config at once: a bad combination is a usage error, before any load."""
+    args = parser.parse_args(argv)
+    try:
+        engine_config(args)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    return args
