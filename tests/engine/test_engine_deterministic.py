@@ -21,8 +21,9 @@ TARGETS = [SYSTEM + "Do you sell hammers and nails of every size, and what do th
 OTHERS = [SYSTEM + "Where are the screws?", "Tell me a long story about a dragon. " * 5, "Hi",
           "Count: 1 2 3 4 5 6 7 8 9 10 11 12 13 14", SYSTEM + "Do you sell hammers too?"]
 PARAMS = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=0)
-CONFIG = EngineConfig(num_pages=200, max_num_batched_tokens=64, max_num_seqs=8, deterministic=True,
-                      token_buckets=(16, 64), seq_buckets=(8,))  # two buckets: enough to differ, quick to compile
+# Two buckets, (4 tokens, 4 sequences) and (64, 16): a solo decode takes the first, a batch the second.
+CONFIG = EngineConfig(num_pages=200, max_num_batched_tokens=64, max_num_seqs=16, deterministic=True,
+                      token_buckets=(4, 64), seq_buckets=(4, 16))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_batched_requests_equal_their_solo_runs(default_model, runner, solo, pla
 
 
 def test_a_small_token_budget_chunks_prompts_without_changing_a_bit(default_model, runner, solo):
-    llm = _fresh(default_model, runner, max_num_batched_tokens=10)
+    llm = _fresh(default_model, runner, max_num_batched_tokens=10, max_num_seqs=4)
     outputs = llm.generate(OTHERS[:2] + TARGETS, PARAMS)
     assert [_result(o) for o in outputs[2:]] == solo
 
