@@ -1,9 +1,10 @@
 """The real default model: cache on vs off give identical greedy tokens over a shared-prefix workload.
 
-Both engines take turns on one deterministic runner (batch-invariant: a sequence's floats do not depend
-on the batch; pinned to a single bucket to keep start-up short): one compilation in all, asserted, so a
-mixed workload after warm-up compiles nothing new. An engine is not used again once another has written into the runner's pages:
-its radix tree would read the other's KV. Later tests take a fresh engine (an empty cache) instead.
+Both engines take turns on one deterministic runner (batch-invariant: a sequence's floats do not depend on the
+batch; pinned to a single bucket to keep start-up short): one compilation in all, asserted, so a mixed
+workload after warm-up compiles nothing new. An engine is not used again once another has written into the
+runner's pages: its radix tree would read the other's KV. Later tests take a fresh engine (an empty cache)
+instead.
 """
 
 import dataclasses

@@ -1,12 +1,12 @@
 """`EngineConfig`: every engine option (what `LLM(**options)`, the server and the batch job accept).
 
 KV memory: give at most one of num_pages, kv_memory (bytes, or a string like "512MiB" / "2GB") and
-kv_memory_fraction (of free device memory); none = the runner's default. deterministic=True: a sequence's floats, hence its greedy
-tokens, do not depend on what else is in the batch, how its prompt was chunked or what the cache held
-(a batch-invariant runner, runner/invariance.py: every matmul and attention row reduced in one fixed
-order; the usual buckets). Where this machine lacks those kernels (not a CPU with AVX2+FMA or AVX-512,
-other dtypes) it falls back to one compiled bucket, a weaker guarantee (engine/builder.py). token_buckets /
-seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
+kv_memory_fraction (of free device memory); none = the runner's default. deterministic=True: a sequence's
+floats, hence its greedy tokens, do not depend on what else is in the batch, how its prompt was chunked or
+what the cache held (a batch-invariant runner, runner/invariance.py: every matmul and attention row reduced in
+one fixed order; the usual buckets). Where this machine lacks those kernels (not a CPU with AVX2+FMA or
+AVX-512, other dtypes) it falls back to one compiled bucket, a weaker guarantee (engine/builder.py).
+token_buckets / seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
 prefill_saturation_tokens: once a step holds this many prompt tokens, waiting requests wait for the next
 step (scheduler.config; None: off). A latency knob: on CPU, whose matmuls reach their FLOP ceiling at ~64
 rows, 64 cut the bench's p50 TTFT by 6-32 % and its throughput by up to 12 % (BENCHMARKS.md, sixth session).

@@ -103,7 +103,7 @@ class Runner:
         pairs = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
         native_matmul = pairs or (f32 and native_matmul_available() is None)
         if self.batch_invariant and not (pairs or f32):
-            raise ValueError("batch_invariant=True needs a bfloat16 model's weights packed (pack_bf16) or float32 weights")
+            raise ValueError("batch_invariant=True needs float32 weights, or bfloat16 ones packed (pack_bf16)")
         # Strips where the native kernel runs every step: its AVX-512 build, or any build when batch-invariant.
         strips = f32 and (pack_f32 if pack_f32 is not None else
                           native_matmul and (self.batch_invariant or native_max_rows() is None))

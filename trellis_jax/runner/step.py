@@ -2,10 +2,11 @@
 
 Contract: `make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant)` returns
     step(params, kv_pages, tokens, seqs, output_counts, prompt_mask) -> (SamplerOutputs, kv_pages)
-with no side effects, its inputs in the two-buffer wire format of runner/wire.py (plus the [S, V]
-penalty arrays); the runner jits it with kv_pages donated (argument 1) and compiles it once per
-bucket. Static: config, attn_impl, max_logprobs, unroll_layers, batch_invariant and the bucket shapes. Everything else (lengths, page
-tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through the LM head.
+with no side effects, its inputs in the two-buffer wire format of runner/wire.py (plus the [S, V] penalty
+arrays); the runner jits it with kv_pages donated (argument 1) and compiles it once per bucket. Static:
+config, attn_impl, max_logprobs, unroll_layers, batch_invariant and the bucket shapes. Everything else
+(lengths, page tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through
+the LM head.
 `abstract_inputs(bucket, vocab_size)` gives the ShapeDtypeStructs (tokens, seqs, output_counts,
 prompt_mask) the runner lowers with.
 """
