@@ -3,6 +3,7 @@
     python tools/bench_step.py [--model SPEC] [--context 1024] [--batches 1 8 32] [--profile] [--json out.json]
     python tools/bench_step.py --compare-native      # native CPU kernels vs pure XLA, alternating
     python tools/bench_step.py --compare-kv-dtype    # float32 vs bfloat16 KV pages, alternating
+    python tools/bench_step.py --compare-deterministic   # batch-invariant (--deterministic) vs default kernels
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -87,7 +88,7 @@ def run_plans(runner: Runner, plans) -> None:
         runner.run(plan)
 
 
-def make_runner(model, args, kv_dtype: str | None = None) -> Runner:
+def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False) -> Runner:
     """A Runner with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
     steps = args.repeats + 1
     decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
@@ -95,7 +96,7 @@ def make_runner(model, args, kv_dtype: str | None = None) -> Runner:
     decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
     return Runner(model, page_size=args.page_size, num_pages=num_pages,
                   token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
-                  attn_impl=args.attn_impl, kv_dtype=kv_dtype or args.kv_dtype)
+                  attn_impl=args.attn_impl, kv_dtype=kv_dtype or args.kv_dtype, batch_invariant=batch_invariant)
 
 
 def bench(args) -> dict:
@@ -206,6 +207,15 @@ def compare_kv_dtype(args) -> dict:
     return alternate(runners, args)
 
 
+def compare_deterministic(args) -> dict:
+    """Batch-invariant kernels (what --deterministic runs) vs the default ones, alternating step by step."""
+    model = load_model(args.model, dtype=args.dtype)
+    runners = {mode: make_runner(model, args, batch_invariant=mode == "invariant") for mode in ("invariant", "default")}
+    for runner in runners.values():
+        runner.warmup()
+    return alternate(runners, args)
+
+
 def alternate(runners: dict, args) -> dict:
     """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn."""
     steps = args.repeats + 1
@@ -278,14 +288,18 @@ def parse_args(argv=None):
                         help="instead: native CPU kernels vs the pure-XLA paths, alternating step by step")
     parser.add_argument("--compare-kv-dtype", action="store_true",
                         help="instead: float32 vs bfloat16 KV pages, alternating step by step")
+    parser.add_argument("--compare-deterministic", action="store_true",
+                        help="batch-invariant kernels (--deterministic) vs the default ones, alternating")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.compare_native or args.compare_kv_dtype:
-        results = compare_native(args) if args.compare_native else compare_kv_dtype(args)
+    comparison = (compare_native if args.compare_native else compare_kv_dtype if args.compare_kv_dtype else
+                  compare_deterministic if args.compare_deterministic else None)
+    if comparison:
+        results = comparison(args)
         print(compare_markdown(results))
     else:
         results = bench(args)

@@ -8,7 +8,8 @@ at once (no silent fallback). `None` picks by platform, first usable in this ord
     H200, docs/benchmarks/gpu.md; "pallas_mosaic" is experimental there), then "xla";
   * GPU, pre-Hopper: "pallas_triton", then "xla";
   * CPU (and anything else): "cpu_native" (C++ kernels, where they build), then "xla".
-Names: "reference" (jnp oracle), "xla" (CPU-tuned XLA), "pallas_triton" (GPU), "pallas_mosaic"
+Names: "reference" (jnp oracle), "xla" (CPU-tuned XLA), "cpu_native" (C++ kernels), "cpu_batch_invariant"
+(every row through the decode kernel, one fixed order: `--deterministic` on CPU), "pallas_triton" (GPU), "pallas_mosaic"
 (Hopper, needs experimental=True), "pallas_interpret" (the Triton kernel in the Pallas interpreter).
 Backends are imported lazily, so importing this module never needs a GPU toolchain.
 """
@@ -29,6 +30,8 @@ _BACKENDS = {
     "reference": (f"{_PACKAGE}.reference", "ragged_paged_attention_reference", None),
     "xla": (f"{_PACKAGE}.xla_cpu", "xla_ragged_paged_attention", None),
     "cpu_native": (f"{_PACKAGE}.cpu_native", "native_ragged_paged_attention", "check_available"),
+    "cpu_batch_invariant": (f"{_PACKAGE}.cpu_batch_invariant", "batch_invariant_ragged_paged_attention",
+                            "check_available"),
     "pallas_triton": (f"{_PACKAGE}.pallas_triton", "triton_ragged_paged_attention", "check_available"),
     "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention",
                          "check_interpret_available"),

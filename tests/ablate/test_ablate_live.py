@@ -27,7 +27,8 @@ def test_simulator_matches_the_engine_on_the_default_model(default_model):
     from trellis_jax.engine.api import EngineConfig
     from trellis_jax.engine.builder import build_engine
 
-    config = EngineConfig(num_pages=16, page_size=4, max_num_batched_tokens=32, max_num_seqs=1, deterministic=True)
+    config = EngineConfig(num_pages=16, page_size=4, max_num_batched_tokens=32, max_num_seqs=1, deterministic=True,
+                          token_buckets=(32,), seq_buckets=(1,))
     llm = LLM.from_engine(*build_engine(config, default_model))
     spec = SyntheticSpec(num_requests=10, num_prefixes=2, prefix_len=20, user_len=6, output_len=2, turns=2,
                          concurrent_sessions=2, vocab_size=default_model.config.vocab_size, seed=2)

@@ -25,7 +25,7 @@ CASES = [
     Case("sliding_window_bf16", q_lens=(1, 37, 1), kv_lens=(90, 60, 5), sliding_window=20,
          dtype="bfloat16"),
 ]
-BACKENDS = ["reference", "xla", "cpu_native", "pallas_interpret"]
+BACKENDS = ["reference", "xla", "cpu_native", "cpu_batch_invariant", "pallas_interpret"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", default="lru")
     args = p.parse_args(argv)
     llm = LLM(args.model, num_pages=args.num_pages, page_size=args.page_size, eviction_policy=args.policy,
-              max_num_seqs=1, max_num_batched_tokens=256, deterministic=True)
+              max_num_seqs=1, max_num_batched_tokens=256, deterministic=True, token_buckets=(256,), seq_buckets=(1,))
     spec = dataclasses.replace(workload_spec(args.workload, args.seed, args.scale), vocab_size=llm.tokenizer.vocab_size)
     print(json.dumps(compare(generate(spec), llm).summary(), indent=1))
     return 0

@@ -2,14 +2,21 @@
 
 The runner sizes the pool; the radix cache is built over exactly the runner's page count, so page ids
 mean the same thing on both sides. The scheduler's limits are clipped to the runner's buckets.
+`deterministic=True` builds a batch-invariant runner (runner/invariance.py) with the usual buckets where this
+machine has the kernels for it; elsewhere it falls back to one compiled bucket (every step the same shapes),
+which removes the bucket's influence but not that of chunking, cache hits or a row's place in the batch.
 """
 
 from __future__ import annotations
 
 from trellis_jax.cache import RadixCache
+import logging
+
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_LEN = 4096
 
@@ -64,23 +71,39 @@ def make_runner(config: EngineConfig, loaded):
     from trellis_jax.runner import Runner
 
     max_model_len = config.max_model_len or min(loaded.config.max_position_embeddings, DEFAULT_MAX_MODEL_LEN)
-    token_buckets, seq_buckets = _buckets(config)
+    invariant = config.deterministic and _can_be_batch_invariant(config, loaded)
+    token_buckets, seq_buckets = _buckets(config, one_bucket=config.deterministic and not invariant)
     runner = Runner(
         loaded, page_size=config.page_size, num_pages=config.num_pages, kv_memory_bytes=config.kv_memory_bytes,
         kv_memory_fraction=config.kv_memory_fraction,
         token_buckets=token_buckets, seq_buckets=seq_buckets,
         max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir,
-        unroll_layers=config.unroll_layers, materialise_head=config.materialise_head, kv_dtype=config.kv_cache_dtype)
+        unroll_layers=config.unroll_layers, materialise_head=config.materialise_head, kv_dtype=config.kv_cache_dtype,
+        batch_invariant=invariant)
     if config.warmup:
         runner.warmup()
     return runner
 
 
-def _buckets(config: EngineConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _can_be_batch_invariant(config: EngineConfig, loaded) -> bool:
+    from trellis_jax.runner.invariance import batch_invariance_problem
+
+    problem = batch_invariance_problem(loaded.config, loaded.params["embed"].dtype,
+                                       config.kv_cache_dtype or loaded.config.dtype, config.page_size)
+    if problem:
+        logger.warning("deterministic mode without batch-invariant kernels (%s): one compiled bucket instead, so "
+                       "outputs still depend on chunking, cache hits and a row's place in the batch", problem)
+    return problem is None
+
+
+def _buckets(config: EngineConfig, one_bucket: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
     from trellis_jax.runner.buckets import powers_of_two, prefill_friendly
 
     tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
-    if config.deterministic:
+    if one_bucket:
+        if config.token_buckets or config.seq_buckets:
+            raise ValueError("deterministic mode without batch-invariant kernels compiles one bucket; do not also "
+                             "give token_buckets/seq_buckets")
         return (tokens,), (seqs,)
     return (config.token_buckets or prefill_friendly(min(8, tokens), tokens),
             config.seq_buckets or powers_of_two(1, seqs))

@@ -1,10 +1,12 @@
 """`EngineConfig`: every engine option (what `LLM(**options)`, the server and the batch job accept).
 
 KV memory: give at most one of num_pages, kv_memory (bytes, or a string like "512MiB" / "2GB") and
-kv_memory_fraction (of free device memory); none = the runner's default. deterministic=True compiles a
-single token/sequence bucket, so every step runs the same shapes and a sequence's floats do not depend
-on what else is in the batch (slower: every step is padded to the largest bucket). token_buckets /
-seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
+kv_memory_fraction (of free device memory); none = the runner's default. deterministic=True: a sequence's
+floats, hence its greedy tokens, do not depend on what else is in the batch, how its prompt was chunked or
+what the cache held (a batch-invariant runner, runner/invariance.py: every matmul and attention row reduced in
+one fixed order; the usual buckets). Where this machine lacks those kernels (not a CPU with AVX2+FMA or
+AVX-512, other dtypes) it falls back to one compiled bucket, a weaker guarantee (engine/builder.py).
+token_buckets / seq_buckets override the compiled bucket sizes (fewer buckets: faster start-up, more padding).
 prefill_saturation_tokens: once a step holds this many prompt tokens, waiting requests wait for the next
 step (scheduler.config; None: off). A latency knob: on CPU, whose matmuls reach their FLOP ceiling at ~64
 rows, so a second prompt only delays the first one's first token (docs/benchmarks/scheduler-knobs.md).
@@ -95,8 +97,6 @@ class EngineConfig:
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
-        if self.deterministic and (self.token_buckets or self.seq_buckets):
-            raise ValueError("deterministic mode compiles one bucket; do not also give token_buckets/seq_buckets")
 
     @property
     def kv_memory_bytes(self) -> int | None:

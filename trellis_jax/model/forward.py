@@ -17,6 +17,10 @@ weights in place (XLA would copy each layer's slice out first). Weights packed b
 `params.with_packed_matmuls` (bf16 row pairs, float32 strips) always go through it (its native kernels,
 or the reference where they cannot run).
 The LM head uses `lm_head` when present (for tied models, a materialised embed.T).
+`batch_invariant=True` (static; `--deterministic`) sends every matmul and the LM head through the native
+kernel whatever the step's row count: each output element there is one float32 sum over K in a fixed order
+(native/layer_matmul*.cc), so a token row's result does not depend on the other rows, their number or its
+place among them (XLA's GEMM may block K differently per shape). The caller checks that kernel runs here.
 """
 
 from __future__ import annotations
@@ -130,8 +134,9 @@ def validate(params: dict, kv: KVPages, batch: StepInputs, config) -> None:
 
 
 def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: str | None = None,
-            unroll_layers: bool = False):
-    """-> (logits [S, vocab] float32, kv). `config`, `attn_impl` and `unroll_layers` are static under jit.
+            unroll_layers: bool = False, batch_invariant: bool = False):
+    """-> (logits [S, vocab] float32, kv). `config`, `attn_impl`, `unroll_layers` and `batch_invariant` are
+    static under jit (`batch_invariant`: see the module docstring).
 
     `unroll_layers` unrolls the layer scan: same math, no while loop. On an H200 it made a 1B model's decode
     step ~1.4x faster and prefill ~10% faster, at ~8x the compile time (docs/benchmarks/gpu.md); off by default.
@@ -146,7 +151,8 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
     packed = is_packed_layout(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
     matmul_input = jax.ShapeDtypeStruct(x.shape, dtype)  # what the matmuls are fed (chosen at trace time)
-    native = packed or (not unroll_layers and choose_matmul(matmul_input, layers[matrices[0]]) == "native")
+    native = packed or batch_invariant or (
+        not unroll_layers and choose_matmul(matmul_input, layers[matrices[0]]) == "native")
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {name: value.astype(jnp.float32) if name in NORMS else value
               for name, value in layers.items() if name not in stacked}  # norms act on the float32 stream
@@ -157,13 +163,17 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     last = rms_norm(x[batch.logits_indices], final_norm, config.rms_norm_eps).astype(dtype)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
-        native_head = is_packed_layout(head[None]) or choose_matmul(last, head[None]) == "native"
+        native_head = batch_invariant or is_packed_layout(head[None]) or choose_matmul(last, head[None]) == "native"
         logits = (layer_matmul(last, head[None], 0, batch.num_seqs, out_dtype=jnp.float32) if native_head
                   else jnp.dot(last, head, preferred_element_type=jnp.float32))
+    elif batch_invariant:
+        raise ValueError("batch_invariant needs the LM head as a matrix: materialise a tied head first "
+                         "(params.with_materialised_head)")
     else:
         logits = jnp.dot(last, params["embed"].T, preferred_element_type=jnp.float32)
     return logits.astype(jnp.float32), kv
 
 
 # Jitted entry point: config/attn_impl static (hashable), KV pages donated so the scatter is in place.
-jit_forward = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers"), donate_argnames=("kv",))
+jit_forward = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers", "batch_invariant"),
+                      donate_argnames=("kv",))

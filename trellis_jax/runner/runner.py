@@ -4,12 +4,15 @@ Contract:
   runner = Runner(model, page_size=16, num_pages=... | kv_memory_bytes=... | kv_memory_fraction=...,
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
                   attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False,
-                  materialise_head=None)
+                  materialise_head=None, batch_invariant=False)
   runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
   runner.run(plan) -> StepOutputs                 each call bumps runner.kv_generation by one
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
+`batch_invariant=True` (`--deterministic`): a token row's floats do not depend on the rest of the step
+(runner/invariance.py): every matmul through the native kernel, attention through "cpu_batch_invariant";
+a ValueError says why where that cannot run here.
 The step is one jitted program per bucket, forward + sampling fused, kv pages donated; compiled
 executables live in a dict keyed by bucket, so after warm-up a step never compiles (`num_compilations`
 counts this runner's compilations; `compile_count.backend_compile_count()` every XLA compile). A bucket
@@ -37,6 +40,7 @@ from trellis_jax.model.kv import copy_pages, init_kv_pages
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.compile_cache import enable_persistent_compile_cache
+from trellis_jax.runner.invariance import INVARIANT_ATTENTION, batch_invariance_problem
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs
@@ -64,7 +68,7 @@ class Runner:
                  compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
                  unroll_layers: bool = False, materialise_head: bool | None = None, kv_dtype: str | None = None,
                  fuse_projections: bool | None = None, pack_bf16: bool | None = None,
-                 pack_f32: bool | None = None):
+                 pack_f32: bool | None = None, batch_invariant: bool = False):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
         `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
@@ -79,11 +83,19 @@ class Runner:
         that the native kernel reads sequentially (faster decode; docs/benchmarks/runner-raw-speed.md). None =
         where that kernel runs every step (its AVX-512 build; the AVX2 build hands big steps to XLA, which
         reads only the plain layout).
+        `batch_invariant`: a token row's floats do not depend on the rest of the step (runner/invariance.py);
+        attn_impl must then be None or "cpu_batch_invariant"; tied heads are materialised, float32 weights
+        stored as strips (every step takes the native matmul).
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         """
         self.config, self.params = _unpack_model(model)
         self.kv_dtype = _check_kv_dtype(kv_dtype or self.config.dtype)
+        self.batch_invariant = bool(batch_invariant)
+        if self.batch_invariant:
+            attn_impl = _invariant_attention(self.config, self.params["embed"].dtype, self.kv_dtype, page_size,
+                                             attn_impl)
+            materialise_head = True  # the LM head must be a matrix the native kernel reads
         bf16 = self.params["embed"].dtype == jnp.bfloat16
         if pack_bf16 and not bf16:
             raise ValueError(f"pack_bf16 needs a bfloat16 model, got {self.params['embed'].dtype}")
@@ -92,7 +104,11 @@ class Runner:
             raise ValueError(f"pack_f32 needs a float32 model, got {self.params['embed'].dtype}")
         pairs = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
         native_matmul = pairs or (f32 and native_matmul_available() is None)
-        strips = f32 and (pack_f32 if pack_f32 is not None else native_matmul and native_max_rows() is None)
+        if self.batch_invariant and not (pairs or f32):
+            raise ValueError("batch_invariant=True needs float32 weights, or bfloat16 ones packed (pack_bf16)")
+        # Strips where the native kernel runs every step: its AVX-512 build, or any build when batch-invariant.
+        strips = f32 and (pack_f32 if pack_f32 is not None else
+                          native_matmul and (self.batch_invariant or native_max_rows() is None))
         if materialise_head if materialise_head is not None else native_matmul:
             self.params = with_materialised_head(self.params, self.config)
         if fuse_projections if fuse_projections is not None else native_matmul:
@@ -127,8 +143,8 @@ class Runner:
         logger.info("KV pool: %s", self.kv_pool.describe())
         self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size, self.kv_dtype)
         self.unroll_layers = bool(unroll_layers)
-        self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs, self.unroll_layers),
-                                    donate_argnums=(1,))
+        self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs, self.unroll_layers,
+                                              self.batch_invariant), donate_argnums=(1,))
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
         self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
@@ -260,6 +276,16 @@ def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:
                                                    outputs.top_logprobs[row, :num_logprobs])]
         tokens[request_id] = SampledToken(int(outputs.token_ids[row]), float(outputs.logprobs[row]), top)
     return StepOutputs(tokens)
+
+
+def _invariant_attention(config, dtype, kv_dtype, page_size, attn_impl) -> str:
+    """The attention backend of a batch-invariant runner; ValueError where this machine cannot run one."""
+    problem = batch_invariance_problem(config, dtype, kv_dtype, page_size)
+    if problem:
+        raise ValueError(f"batch_invariant=True cannot run here: {problem}")
+    if attn_impl not in (None, INVARIANT_ATTENTION):
+        raise ValueError(f"batch_invariant=True uses attention {INVARIANT_ATTENTION!r}, not {attn_impl!r}")
+    return INVARIANT_ATTENTION
 
 
 def _check_kv_dtype(dtype) -> str:

@@ -1,11 +1,12 @@
 """The pure device step: forward + sampling fused in one program.
 
-Contract: `make_step(config, attn_impl, max_logprobs)` returns
+Contract: `make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant)` returns
     step(params, kv_pages, tokens, seqs, output_counts, prompt_mask) -> (SamplerOutputs, kv_pages)
-with no side effects, its inputs in the two-buffer wire format of runner/wire.py (plus the [S, V]
-penalty arrays); the runner jits it with kv_pages donated (argument 1) and compiles it once per
-bucket. Static: config, attn_impl, max_logprobs and the bucket shapes. Everything else (lengths, page
-tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through the LM head.
+with no side effects, its inputs in the two-buffer wire format of runner/wire.py (plus the [S, V] penalty
+arrays); the runner jits it with kv_pages donated (argument 1) and compiles it once per bucket. Static:
+config, attn_impl, max_logprobs, unroll_layers, batch_invariant and the bucket shapes. Everything else
+(lengths, page tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through
+the LM head.
 `abstract_inputs(bucket, vocab_size)` gives the ShapeDtypeStructs (tokens, seqs, output_counts,
 prompt_mask) the runner lowers with.
 """
@@ -21,11 +22,12 @@ from trellis_jax.runner.buckets import Bucket
 from trellis_jax.runner.sampling import sample
 
 
-def make_step(config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False):
+def make_step(config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False,
+              batch_invariant: bool = False):
     def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask)
         logits, kv_pages = forward(params, kv_pages, inputs.model, config=config, attn_impl=attn_impl,
-                                   unroll_layers=unroll_layers)  # [S, V]
+                                   unroll_layers=unroll_layers, batch_invariant=batch_invariant)  # [S, V]
         return sample(logits, inputs.sampling, max_logprobs=max_logprobs), kv_pages
     return step
 
