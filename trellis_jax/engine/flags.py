@@ -63,7 +63,8 @@ _FLAGS: dict[str, dict] = {
                           "up to this many tokens guessed from their own context (0: off; try 3)"},
     "lookup_max_step_tokens": {"type": int, "help": "prompt-lookup guesses only join steps of fewer tokens than this"},
     "disable_radix_cache": {"help": "no prefix reuse (for comparisons)"},
-    "deterministic": {"help": "one compiled shape: batch-invariant outputs, slower"},
+    "deterministic": {"help": "batch-invariant greedy outputs: a request's tokens do not depend on what else runs "
+                               "(CPU: native kernels in a fixed order; slower long prefills; elsewhere one compiled shape)"},
     "token_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled token-count buckets "
                       "(default: the runner's)"},
     "seq_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled sequence-count buckets "
