@@ -45,7 +45,7 @@ def check_correctness(impl, knobs):
         args = bench.paged_inputs(q_lens, kv_lens, kv_heads=hkv, q_heads=hq, head_dim=d, page_size=s,
                                   dtype=jnp.dtype(dtype), seed=3)
         run = lambda name, **kw: jax.jit(
-            lambda *a: api.ragged_paged_attention(*a, implementation=name, **opts, **kw))(*args)
+            lambda *a: api.ragged_paged_attention(*a, implementation=name, **opts, **kw))(*args)  # noqa: B023 (called at once, inside the loop)
         with jax.default_matmul_precision("highest"):  # the oracle must not round f32 to TF32
             ref = run("reference")
         try:

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pallas_kernels.ragged_paged_attention.cpu_native import (MAX_GROUP_TIMES_PAGE, MAX_HEAD_DIM, check_available,
-                                                              native_decode_attention)
+from pallas_kernels.ragged_paged_attention.cpu_native import (
+    MAX_GROUP_TIMES_PAGE,
+    MAX_HEAD_DIM,
+    check_available,
+    native_decode_attention,
+)
 
 __all__ = ["check_available", "batch_invariant_ragged_paged_attention", "unsupported_reason"]
 

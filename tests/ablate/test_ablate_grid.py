@@ -4,8 +4,8 @@ import csv
 import json
 
 import pytest
-
 from ablate_traces import trace_of
+
 from trellis_jax.ablate.cli import main
 from trellis_jax.ablate.grid import GridSpec, run_grid
 from trellis_jax.ablate.workloads import workload

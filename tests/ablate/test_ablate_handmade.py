@@ -6,11 +6,10 @@ on a miss when full. Hits below are in pages; each page is 2 tokens.
 """
 
 import pytest
-
 from ablate_traces import single_page_trace, trace_of
+
+from trellis_jax.ablate import ReplayConfig, optimal, replay
 from trellis_jax.ablate.trace import Trace, TraceRequest
-from trellis_jax.ablate import ReplayConfig, replay
-from trellis_jax.ablate import optimal
 
 # a a b c d a b e a, cache of 3 pages:
 #   lru : d evicts a; a evicts b; b evicts c; e evicts d; hits at 1, 8            -> 2

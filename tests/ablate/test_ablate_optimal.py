@@ -3,11 +3,11 @@
 import itertools
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
-
 from ablate_traces import single_page_trace
-from trellis_jax.ablate import ReplayConfig, replay
-from trellis_jax.ablate import optimal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trellis_jax.ablate import ReplayConfig, optimal, replay
 from trellis_jax.ablate.clairvoyant import clairvoyant_replay
 from trellis_jax.ablate.policies import arc  # noqa: F401  (registers "arc")
 from trellis_jax.ablate.trace import Trace, TraceRequest

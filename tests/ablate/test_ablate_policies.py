@@ -3,8 +3,8 @@
 import random
 
 import pytest
-
 from ablate_traces import single_page_trace
+
 from trellis_jax.ablate import ReplayConfig, replay
 from trellis_jax.ablate.policies.arc import ARCPolicy
 from trellis_jax.cache import RadixCache, get_policy, policy_names

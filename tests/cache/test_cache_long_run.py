@@ -7,7 +7,6 @@ the same Driver with a seeded RNG; the hypothesis machine covers shrinking on sh
 import random
 
 import pytest
-
 from cache_oracle import Driver
 
 NAMESPACES = ["", "tenant-a", "tenant-b", "public"]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from trellis_jax.cache import policy as policy_module
 from trellis_jax.cache import EvictionPolicy, HeapPolicy, RadixCache, get_policy, policy_names, register_policy
+from trellis_jax.cache import policy as policy_module
 
 A, B, C = [1, 1], [2, 2], [3, 3]
 

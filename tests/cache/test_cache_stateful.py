@@ -1,11 +1,11 @@
 """Hypothesis stateful test: random scheduler-like operations on RadixCache vs the brute-force oracle,
 with check_integrity() and a full content comparison after every step (see cache_oracle.py)."""
 
+from cache_oracle import Driver
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cache_oracle import Driver
 from trellis_jax.cache import policy_names
 
 NAMESPACES = ["", "tenant-a", "tenant-b", "public"]

@@ -10,9 +10,9 @@ import pytest
 
 from trellis_jax.engine.api import AsyncEngine, SamplingParams
 from trellis_jax.engine.engine import RequestFailed
-from trellis_testing.fakes import FakeRunner, make_fake_engine
 from trellis_jax.engine.isolation import without_rows
 from trellis_jax.step_plan import SequenceWork, StepPlan
+from trellis_testing.fakes import FakeRunner, make_fake_engine
 
 GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
 VICTIMS = {f"v{i}": [10 + i, 20, 30 + 2 * i, 40, 50 + i] for i in range(4)}

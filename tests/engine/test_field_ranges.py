@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from trellis_jax.engine.api import SamplingParams
-from trellis_testing.fakes import make_fake_engine
 from trellis_jax.field_ranges import (
     FIELD_RANGES,
     FieldRangeError,
@@ -18,6 +17,7 @@ from trellis_jax.field_ranges import (
     check_token_ids,
 )
 from trellis_jax.runner import wire
+from trellis_testing.fakes import make_fake_engine
 
 INT_FIELDS = ["n", "top_k", "seed", "max_tokens", "logprobs"]
 FLOAT_FIELDS = ["temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"]

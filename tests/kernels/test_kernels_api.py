@@ -2,8 +2,8 @@
 import jax
 import jax.numpy as jnp
 import pytest
-
 from kernels_testlib import Case, make_case
+
 from pallas_kernels.ragged_paged_attention import api
 
 CASE = Case("small", q_lens=(2, 1), kv_lens=(5, 3))

@@ -8,8 +8,8 @@ are poisoned (kernels_testlib); the Pallas interpreter starts outputs as NaN, so
 import jax
 import numpy as np
 import pytest
-
 from kernels_testlib import Case, assert_close, dense_attention, make_case
+
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention
 
 CASES = [

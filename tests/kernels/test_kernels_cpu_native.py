@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from kernels_testlib import SMOLLM, Case, assert_close, make_case, run_against_oracle
+
 from pallas_kernels.native import build, cache_entry
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention
 

@@ -15,8 +15,8 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from kernels_testlib import SMOLLM, Case, assert_close, dense_attention, make_case, run_against_oracle
+
 from pallas_kernels.ragged_paged_attention.cpu_native import native_extend_attention, native_extend_vectorized
 
 RAGGED = Case("ragged_rows", q_lens=(17, 2, 1, 40, 15), kv_lens=(17, 300, 50, 77, 200), **SMOLLM)

@@ -10,7 +10,6 @@ sliding-window decode that skips whole chunks; soft-capped GQA decode. Shapes fo
 (3 kv heads, GQA 3, head_dim 64, page 16); pages nobody owns are poisoned (kernels_testlib).
 """
 import pytest
-
 from kernels_testlib import SMOLLM, Case, assert_close, run_against_oracle
 
 DECODE = Case("decode_ragged", q_lens=(1,) * 5, kv_lens=(1, 17, 48, 100, 161), extra_seqs=2, **SMOLLM)

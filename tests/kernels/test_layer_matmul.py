@@ -43,7 +43,7 @@ def test_native_reads_strips_like_the_plain_layout(rows, k, n):
     x, w = _inputs(rows, k, n, seed=rows + n)
     strips = lm.pack_strips(w)
     for implementation in ("native", "xla"):
-        got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 2, r, implementation=implementation))(
+        got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 2, r, implementation=implementation))(  # noqa: B023 (called at once, inside the loop)
             x, strips, jnp.int32(rows - 1))
         expected = np.where(np.arange(rows)[:, None] < rows - 1, x @ w[2], 0.0)
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-4 * np.sqrt(k), err_msg=implementation)
@@ -59,7 +59,7 @@ def test_strips_with_a_mismatched_input_are_a_clear_error():
 def test_rows_past_the_valid_count_are_zero_and_the_rest_exact(valid):
     x, w = _inputs(8, 96, 80)
     for implementation in ("native", "xla"):
-        got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 1, r, implementation=implementation))(
+        got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 1, r, implementation=implementation))(  # noqa: B023 (called at once, inside the loop)
             x, w, jnp.int32(valid))
         expected = np.where(np.arange(8)[:, None] < valid, x @ w[1], 0.0)
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-3, err_msg=implementation)

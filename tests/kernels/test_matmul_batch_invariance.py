@@ -36,7 +36,7 @@ def _row_outputs(matmul, w, dtype, rows_arg):
     outputs = []
     for seed, (m, place) in enumerate(PLACES):
         x = _row_in_batch(row, m, place, seed).astype(dtype)
-        y = jax.jit(lambda x, w: matmul(x, w, 1, m if rows_arg else None))(x, w)
+        y = jax.jit(lambda x, w: matmul(x, w, 1, m if rows_arg else None))(x, w)  # noqa: B023 (called at once, inside the loop)
         outputs.append(np.asarray(y[place]))
     return outputs
 

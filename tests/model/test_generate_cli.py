@@ -7,6 +7,7 @@ import pytest
 from trellis_jax import generate
 from trellis_jax.generate import generate_tokens, prompt_token_ids
 
+
 def run_cli(capsys, *args):
     assert generate.main(list(args)) == 0
     return capsys.readouterr().out

@@ -7,8 +7,8 @@ each: logits and written K/V agree to float32 rounding.
 """
 import numpy as np
 import pytest
-
 from model_testlib import prefill_then_decode
+
 from pallas_kernels import layer_matmul as lm
 from trellis_jax.model import check_params
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls

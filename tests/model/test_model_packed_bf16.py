@@ -2,8 +2,8 @@
 what the unpacked bfloat16 model computes, through the native AVX512_BF16 kernel or its reference."""
 import numpy as np
 import pytest
-
 from model_testlib import prefill_then_decode
+
 from pallas_kernels import layer_matmul_bf16 as bf
 from trellis_jax.model import check_params
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls

@@ -2,6 +2,7 @@
 
 import numpy as np
 from model_testlib import PAGE_SIZE
+
 from trellis_jax.model import build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
 
 PROMPT = np.random.default_rng(3).integers(3, 320, 21).tolist()

@@ -3,8 +3,15 @@
 import jax
 import pytest
 
-from trellis_jax.model import (ModelConfig, build_step_inputs, check_params, forward, init_kv_pages, init_params,
-                               sequential_page_tables)
+from trellis_jax.model import (
+    ModelConfig,
+    build_step_inputs,
+    check_params,
+    forward,
+    init_kv_pages,
+    init_params,
+    sequential_page_tables,
+)
 
 CONFIG = ModelConfig("llama", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
                      num_kv_heads=2, head_dim=8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import pytest
-
 from runner_helpers import TINY
+
 from trellis_jax.model import init_params
 
 

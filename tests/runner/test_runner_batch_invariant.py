@@ -10,12 +10,11 @@ import logging
 import types
 
 import pytest
-
 from runner_helpers import TINY
+
 from trellis_jax.engine.builder import make_runner
 from trellis_jax.engine.config import EngineConfig
-from trellis_jax.runner import Runner
-from trellis_jax.runner import invariance
+from trellis_jax.runner import Runner, invariance
 
 SMALL = dict(num_pages=32, token_buckets=(8, 16), seq_buckets=(2,), max_context_len=64)
 

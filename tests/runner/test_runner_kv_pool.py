@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import pytest
-
 from runner_helpers import TINY
+
 from trellis_jax.runner.kv_pool import default_budget_bytes, size_kv_pool
 
 PAGE_BYTES = 4 * TINY.kv_bytes_per_token()  # page_size 4

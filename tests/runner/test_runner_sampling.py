@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from runner_helpers import knobs
+
 from trellis_jax.runner import backend_compile_count
 from trellis_jax.runner.filters import min_p_mask, sortable_keys, top_k_mask, top_p_mask
 from trellis_jax.runner.sampling import sample

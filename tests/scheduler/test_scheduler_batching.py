@@ -116,6 +116,7 @@ def test_the_saturation_point_does_not_hold_back_running_work(harness):
 
 def test_a_bad_saturation_point_is_refused():
     import pytest
+
     from trellis_jax.scheduler import SchedulerConfig
 
     with pytest.raises(ValueError, match="prefill_saturation_tokens"):

@@ -4,7 +4,6 @@ short on CPU; every request is small (a few greedy tokens) so the module fits th
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess

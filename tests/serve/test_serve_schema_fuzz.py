@@ -12,7 +12,7 @@ from serve_harness import fake_engine
 from trellis_jax.serve.app import ServerSettings, create_app
 
 schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import (
+from schemathesis.checks import (  # noqa: E402 (only once importorskip found it)
     allow_header_conformance,
     content_type_conformance,
     status_code_conformance,

@@ -23,8 +23,8 @@ from . import systems as system_registry
 from .metrics import run_metrics, summarize
 from .requests import write_jsonl
 from .runners.base import RequestResult
-from .workloads import PRESETS, WORKLOADS, generate
 from .worker import Worker, WorkerError
+from .workloads import PRESETS, WORKLOADS, generate
 
 
 @dataclass

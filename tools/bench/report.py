@@ -208,7 +208,7 @@ def _micro(micro: dict) -> list[str]:
     trellis, hf = micro.get("trellis", {}), {**micro.get("hf", {}), **micro.get("hf-batch32", {})}
     for key, (reference, target) in MICRO_REFERENCE.items():
         def fmt(d):
-            value = d.get(key)
+            value = d.get(key)  # noqa: B023 (called at once, inside the loop)
             return "error" if "error" in d and value is None else ("n/a" if value is None else f"{value:,.1f}")
         label = key.replace("prefill_ms_median", f"prefill {trellis.get('prefill_tokens', '?')} tokens, ms")
         lines.append(f"| {label} | {fmt(trellis)} | {fmt(hf)} | {reference:,.1f} | {target} |")

@@ -8,9 +8,10 @@ Prompts are rendered with the GGUF's own chat template, so every system sees the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass

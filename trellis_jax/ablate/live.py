@@ -91,8 +91,8 @@ def compare(trace: Trace, llm) -> Comparison:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trellis_jax.ablate.workloads import WORKLOADS, workload_spec
     from trellis_jax.ablate.synthetic import generate
+    from trellis_jax.ablate.workloads import WORKLOADS, workload_spec
     from trellis_jax.engine.llm import LLM
 
     p = argparse.ArgumentParser(prog="python -m trellis_jax.ablate.live", description=__doc__.split("\n\n")[0])

@@ -9,7 +9,7 @@ tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np

@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING
 
 import jax
 
 from trellis_jax.checkpoints.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from trellis_jax.model import ModelConfig
 from trellis_jax.checkpoints.hf_loader import read_json
 from trellis_jax.checkpoints.loaded import LoadedModel
 
@@ -51,6 +55,7 @@ def save_orbax(model: LoadedModel, directory, *, overwrite: bool = False) -> str
 def load_orbax(directory, dtype: str | None = None) -> LoadedModel:
     """Restore a directory written by `save_orbax`; `dtype` casts if it differs from the saved one."""
     import orbax.checkpoint as ocp
+
     from trellis_jax.model import param_shapes
 
     meta = read_json(os.path.join(directory, MARKER))
@@ -79,7 +84,7 @@ def _config_to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def _config_from_dict(fields: dict, path) -> "ModelConfig":
+def _config_from_dict(fields: dict, path) -> ModelConfig:
     from trellis_jax.model import ModelConfig, RopeScaling
 
     fields = dict(fields)

@@ -9,9 +9,9 @@ which removes the bucket's influence but not that of chunking, cache hits or a r
 
 from __future__ import annotations
 
-from trellis_jax.cache import RadixCache
 import logging
 
+from trellis_jax.cache import RadixCache
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.scheduler import Scheduler, SchedulerConfig

@@ -9,7 +9,8 @@ methods so callers only need the config. Unknown architectures and inconsistent 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from trellis_jax.model import cost
 from trellis_jax.model.rope import RopeScaling
@@ -84,7 +85,7 @@ class ModelConfig:
     def num_params(self) -> int:
         return cost.num_params(self)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     # ---- cost model --------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class ModelConfig:
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_hf_config(cls, hf: Mapping[str, Any], *, dtype: str = "float32") -> "ModelConfig":
+    def from_hf_config(cls, hf: Mapping[str, Any], *, dtype: str = "float32") -> ModelConfig:
         """From a parsed HF `config.json`. Raises ValueError naming an unknown architecture."""
         arch = _hf_architecture(hf)
         num_heads = int(hf["num_attention_heads"])
@@ -136,7 +137,7 @@ class ModelConfig:
 
     @classmethod
     def from_gguf_metadata(cls, meta: Mapping[str, Any], *, tied: bool, dtype: str = "float32",
-                           rope_freq_factors: tuple[float, ...] | None = None) -> "ModelConfig":
+                           rope_freq_factors: tuple[float, ...] | None = None) -> ModelConfig:
         """From GGUF key/values (`{arch}.block_count` etc.). `tied`: the file has no `output.weight`."""
         arch = meta.get("general.architecture")
         if arch not in ("llama", "qwen2"):

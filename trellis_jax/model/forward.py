@@ -30,9 +30,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.layer_matmul import choose as choose_matmul, is_packed_layout, layer_matmul
-from pallas_kernels.rms_norm import rms_norm  # Hugging Face's order; a native kernel on CPU
+from pallas_kernels.layer_matmul import choose as choose_matmul
+from pallas_kernels.layer_matmul import is_packed_layout, layer_matmul
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
+from pallas_kernels.rms_norm import rms_norm  # Hugging Face's order; a native kernel on CPU
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.model.kv import KVPages
 from trellis_jax.model.params import check_params

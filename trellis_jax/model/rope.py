@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +39,7 @@ class RopeScaling:
             raise ValueError(f"rope scaling factor must be > 0, got {self.factor}")
 
     @classmethod
-    def from_hf(cls, params: Mapping[str, Any] | None) -> "RopeScaling | None":
+    def from_hf(cls, params: Mapping[str, Any] | None) -> RopeScaling | None:
         if not params:
             return None
         kind = params.get("rope_type") or params.get("type")
@@ -55,7 +56,7 @@ class RopeScaling:
 
     @classmethod
     def from_gguf(cls, meta: Mapping[str, Any], prefix: str,
-                  freq_factors: tuple[float, ...] | None) -> "RopeScaling | None":
+                  freq_factors: tuple[float, ...] | None) -> RopeScaling | None:
         if freq_factors is not None:  # Llama-3 GGUFs carry the per-frequency factors as a tensor
             return cls("freq_factors", freq_factors=tuple(float(f) for f in freq_factors))
         kind = meta.get(prefix + "rope.scaling.type")

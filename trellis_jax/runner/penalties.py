@@ -11,7 +11,7 @@ step ships nothing extra). Application is a handful of fused element-wise ops ov
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

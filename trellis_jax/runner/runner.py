@@ -33,18 +33,19 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from pallas_kernels.layer_matmul import native_available as native_matmul_available, native_max_rows
+from pallas_kernels.layer_matmul import native_available as native_matmul_available
+from pallas_kernels.layer_matmul import native_max_rows
 from pallas_kernels.layer_matmul_bf16 import native_available as native_bf16_matmul_available
 from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import copy_pages, init_kv_pages
 from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
+from trellis_jax.runner import wire
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.compile_cache import enable_persistent_compile_cache
 from trellis_jax.runner.invariance import INVARIANT_ATTENTION, batch_invariance_problem
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs
-from trellis_jax.runner import wire
 from trellis_jax.runner.step import abstract_inputs, make_step
 from trellis_jax.step_plan import SampledToken, StepOutputs, StepPlan
 

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from trellis_jax.cache import OutOfPagesError, RadixCache
 from trellis_jax.scheduler.request import Request
 
-
 TAIL_PAD = -1  # fills a cached tail page's key past its valid tokens; token ids are never negative
 
 

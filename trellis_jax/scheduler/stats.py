@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from trellis_jax.step_plan import SequenceWork
+
 QUEUE_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -28,7 +30,6 @@ class Histogram:
         self.count += 1
         self.sum += value
 
-from trellis_jax.step_plan import SequenceWork
 
 
 @dataclass

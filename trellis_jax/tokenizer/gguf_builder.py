@@ -11,7 +11,7 @@ marks them. Any other `tokenizer.ggml.model` raises `TokenizerError`.
 
 from __future__ import annotations
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from .errors import TokenizerError
 from .gguf_vocab import BYTE, CONTROL, USER_DEFINED, GGUFVocab

@@ -11,7 +11,8 @@ failing. Add a name here once its HF `tokenizer.json` has been checked.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from tokenizers import Regex, normalizers, pre_tokenizers
 

@@ -78,7 +78,7 @@ class Tokenizer:
     # --- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike, *, reader=None) -> "Tokenizer":
+    def from_gguf(cls, path: str | os.PathLike, *, reader=None) -> Tokenizer:
         """Tokenizer from a GGUF file's metadata; `reader` reuses an open `gguf.GGUFReader` of `path`."""
         from .gguf_builder import build_tokenizer
         from .gguf_vocab import read_gguf_vocab
@@ -99,7 +99,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_hf_dir(cls, path: str | os.PathLike) -> "Tokenizer":
+    def from_hf_dir(cls, path: str | os.PathLike) -> Tokenizer:
         """Tokenizer from a Hugging Face directory (tokenizer.json, tokenizer_config.json, ...)."""
         from .hf_dir import read_hf_dir, token_string
 
