@@ -9,6 +9,7 @@ Why: on CPU XLA spends ~3 ms of a batch-32 greedy decode step on these two reduc
 49152-token vocabulary (docs/benchmarks/runner-raw-speed.md, "Greedy sampler"); the native kernel reads
 each row twice from L2 in well under a millisecond.
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,9 +22,11 @@ TARGET = "trellis_greedy_stats"
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    return cpu_kernel_unavailable(lambda: load_target("greedy_stats.cc", "TrellisGreedyStats", TARGET),
-                                  "TrellisGreedyStatsIsVectorized",
-                                  "built without AVX-512, where the scalar loops are slower than XLA")
+    return cpu_kernel_unavailable(
+        lambda: load_target("greedy_stats.cc", "TrellisGreedyStats", TARGET),
+        "TrellisGreedyStatsIsVectorized",
+        "built without AVX-512, where the scalar loops are slower than XLA",
+    )
 
 
 def argmax_rows(logits):
@@ -41,8 +44,11 @@ def reference_greedy_stats(logits):
 def native_greedy_stats(logits):
     load_target("greedy_stats.cc", "TrellisGreedyStats", TARGET)
     rows = logits.shape[0]
-    call = jax.ffi.ffi_call(TARGET, (jax.ShapeDtypeStruct((rows,), jnp.int32), jax.ShapeDtypeStruct((rows,), jnp.float32)),
-                            vmap_method="sequential")
+    call = jax.ffi.ffi_call(
+        TARGET,
+        (jax.ShapeDtypeStruct((rows,), jnp.int32), jax.ShapeDtypeStruct((rows,), jnp.float32)),
+        vmap_method="sequential",
+    )
     return call(logits.astype(jnp.float32))
 
 

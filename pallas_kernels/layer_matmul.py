@@ -18,6 +18,7 @@ so small-batch decode steps moved every weight byte twice; and the kernel's regi
 ~200-220 GFLOP/s on AVX-512 where XLA's GEMM does 150-200 (docs/benchmarks/runner-raw-speed.md,
 "The strip matmul kernel").
 """
+
 from __future__ import annotations
 
 import jax
@@ -35,9 +36,11 @@ def _library():
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    return cpu_kernel_unavailable(_library, "TrellisLayerMatmulIsVectorized",
-                                  "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA "
-                                  "(BENCHMARKS.md)")
+    return cpu_kernel_unavailable(
+        _library,
+        "TrellisLayerMatmulIsVectorized",
+        "built without AVX-512 or AVX2+FMA, where the portable loops are slower than XLA (BENCHMARKS.md)",
+    )
 
 
 def native_max_rows() -> int | None:
@@ -87,8 +90,7 @@ def reference_layer_matmul(x, w, layer, rows=None, out_dtype=None):
 def native_layer_matmul(x, w, layer, rows=None):
     _library()
     n = w.shape[1] * w.shape[3] if is_strips(w) else w.shape[2]
-    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32),
-                            vmap_method="sequential")
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32), vmap_method="sequential")
     rows = x.shape[0] if rows is None else rows
     return call(x.astype(jnp.float32), w, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
 
@@ -117,8 +119,9 @@ def layer_matmul(x, w, layer, rows=None, *, implementation=None, out_dtype=None)
         return packed_matmul(x, w, layer, rows, implementation=implementation, out_dtype=out_dtype)
     if is_strips(w):
         if x.ndim != 2 or x.shape[1] != w.shape[2]:
-            raise ValueError(f"layer_matmul: x must be [M, K] and float32 strips [L, S, K, W], got {x.shape} and "
-                             f"{w.shape}")
+            raise ValueError(
+                f"layer_matmul: x must be [M, K] and float32 strips [L, S, K, W], got {x.shape} and {w.shape}"
+            )
     elif x.ndim != 2 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"layer_matmul: x must be [M, K] and w [L, K, N], got {x.shape} and {w.shape}")
     if choose(x, w, implementation) == "native":

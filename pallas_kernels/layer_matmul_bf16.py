@@ -16,6 +16,7 @@ model's matmuls run ~2x the float32 path where XLA:CPU's bf16 dots are slower th
 instruction reads; whole strips make the kernel's walk down K a sequential read (what a weight-bound
 decode step needs).
 """
+
 from __future__ import annotations
 
 import jax
@@ -69,8 +70,11 @@ def unpack_pairs(wp):
 
 def native_available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    return cpu_kernel_unavailable(lambda: load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET),
-                                  "TrellisLayerMatmulBf16IsVectorized", "this CPU (or build) has no AVX512_BF16")
+    return cpu_kernel_unavailable(
+        lambda: load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET),
+        "TrellisLayerMatmulBf16IsVectorized",
+        "this CPU (or build) has no AVX512_BF16",
+    )
 
 
 def _padded_bf16(x, wp):
@@ -93,8 +97,9 @@ def reference_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
 
 def native_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
     load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
-    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], packed_dims(wp)[1]), jnp.float32),
-                            vmap_method="sequential")
+    call = jax.ffi.ffi_call(
+        TARGET, jax.ShapeDtypeStruct((x.shape[0], packed_dims(wp)[1]), jnp.float32), vmap_method="sequential"
+    )
     rows = x.shape[0] if rows is None else rows
     y = call(_padded_bf16(x, wp), wp, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
     return y.astype(out_dtype or x.dtype)
@@ -104,8 +109,10 @@ def packed_matmul(x, wp, layer, rows=None, *, implementation=None, out_dtype=Non
     """x [M, K] @ unpack(wp[layer]) -> [M, N] in out_dtype (default x's dtype); see the module docstring.
     The sums are float32 either way: out_dtype=float32 skips rounding them to bfloat16."""
     if x.ndim != 2 or wp.ndim != 5 or not is_packed(wp) or x.shape[1] not in (2 * wp.shape[2], 2 * wp.shape[2] - 1):
-        raise ValueError(f"layer_matmul: x must be [M, K] and packed w [L, S, ceil(K/2), W, 2] bfloat16, got "
-                         f"{x.shape} and {wp.shape} {wp.dtype}")
+        raise ValueError(
+            f"layer_matmul: x must be [M, K] and packed w [L, S, ceil(K/2), W, 2] bfloat16, got "
+            f"{x.shape} and {wp.shape} {wp.dtype}"
+        )
     if implementation not in (None, "native", "xla"):
         raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
     if implementation == "native" or (implementation is None and native_available() is None):

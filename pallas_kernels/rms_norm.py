@@ -10,6 +10,7 @@ Why: inside a CPU decode step XLA runs a norm of a few rows as three ops, each s
 pool; their wake-ups cost ~1.1-1.5 ms of a ~13 ms bf16 decode step (docs/benchmarks/runner-raw-speed.md,
 "RMSNorm kernel").
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,8 +34,13 @@ def native_available() -> str | None:
 
 
 def _fits_native(x, weight) -> bool:
-    return (x.ndim == 2 and weight.ndim == 1 and weight.shape[0] == x.shape[1] and x.dtype == weight.dtype
-            and x.dtype in (jnp.float32, jnp.bfloat16))
+    return (
+        x.ndim == 2
+        and weight.ndim == 1
+        and weight.shape[0] == x.shape[1]
+        and x.dtype == weight.dtype
+        and x.dtype in (jnp.float32, jnp.bfloat16)
+    )
 
 
 def native_rms_norm(x, weight, eps: float):
@@ -48,9 +54,12 @@ def rms_norm(x, weight, eps: float, *, implementation: str | None = None):
     if implementation not in (None, "native", "xla"):
         raise ValueError(f"rms_norm: unknown implementation {implementation!r}; use 'native', 'xla' or None")
     if implementation == "native" and not _fits_native(x, weight):
-        raise ValueError(f"rms_norm: the native kernel takes x [T, H] and weight [H] of one dtype (float32 or "
-                         f"bfloat16), got {x.dtype}{list(x.shape)} and {weight.dtype}{list(weight.shape)}")
-    if implementation == "native" or (implementation is None and _fits_native(x, weight)
-                                      and native_available() is None):
+        raise ValueError(
+            f"rms_norm: the native kernel takes x [T, H] and weight [H] of one dtype (float32 or "
+            f"bfloat16), got {x.dtype}{list(x.shape)} and {weight.dtype}{list(weight.shape)}"
+        )
+    if implementation == "native" or (
+        implementation is None and _fits_native(x, weight) and native_available() is None
+    ):
         return native_rms_norm(x, weight, eps)
     return reference_rms_norm(x, weight, eps)

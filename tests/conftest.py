@@ -1,9 +1,9 @@
 """Shared session fixtures. Keep this small: heavy objects are loaded once per test session.
 
-  fixtures_dir   tests/fixtures (reference data made by tools/make_fixtures.py)
-  default_model  the default model (SmolLM2-135M-Instruct GGUF, float32) as a LoadedModel
-  tiny_model     factory: tiny_model("llama" | "qwen2" | "mistral") -> LoadedModel of a committed tiny
-                 random checkpoint (HF dir with a tiny tokenizer), cached per session
+fixtures_dir   tests/fixtures (reference data made by tools/make_fixtures.py)
+default_model  the default model (SmolLM2-135M-Instruct GGUF, float32) as a LoadedModel
+tiny_model     factory: tiny_model("llama" | "qwen2" | "mistral") -> LoadedModel of a committed tiny
+               random checkpoint (HF dir with a tiny tokenizer), cached per session
 """
 
 import functools

@@ -37,29 +37,58 @@ ALLOWED: dict[str, dict[str, str]] = {
     # Exception: a config helper beside the layers. "auto" is bfloat16 where the native bf16 kernel runs, so it
     # asks pallas_kernels, lazily: the CLIs import it for their --dtype choices without loading jax.
     "trellis_jax.dtypes": {"pallas_kernels": LAZY},
-    "trellis_jax.runner": {"trellis_jax.step_plan": EAGER, "trellis_jax.field_ranges": EAGER, "trellis_jax.model": EAGER,
-                           "pallas_kernels": EAGER},
-    "trellis_jax.checkpoints": {"trellis_jax.model": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
-                                "trellis_jax.cli": EAGER},
+    "trellis_jax.runner": {
+        "trellis_jax.step_plan": EAGER,
+        "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.model": EAGER,
+        "pallas_kernels": EAGER,
+    },
+    "trellis_jax.checkpoints": {
+        "trellis_jax.model": EAGER,
+        "trellis_jax.tokenizer": EAGER,
+        "trellis_jax.dtypes": EAGER,
+        "trellis_jax.cli": EAGER,
+    },
     # The device side only lazily (builder.py): the engine's API types and the server load without jax.
     "trellis_jax.engine": {
-        "trellis_jax.scheduler": EAGER, "trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER,
-        "trellis_jax.field_ranges": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
-        "trellis_jax.cli": EAGER, "trellis_jax.runner": LAZY,
-        "trellis_jax.checkpoints": LAZY, "trellis_jax.model": LAZY, "pallas_kernels": LAZY,
+        "trellis_jax.scheduler": EAGER,
+        "trellis_jax.cache": EAGER,
+        "trellis_jax.step_plan": EAGER,
+        "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.tokenizer": EAGER,
+        "trellis_jax.dtypes": EAGER,
+        "trellis_jax.cli": EAGER,
+        "trellis_jax.runner": LAZY,
+        "trellis_jax.checkpoints": LAZY,
+        "trellis_jax.model": LAZY,
+        "pallas_kernels": LAZY,
     },
     # Exception: the server prices requests with the model's own cost formula (serve/costs.py), lazily.
-    "trellis_jax.serve": {"trellis_jax.engine": EAGER, "trellis_jax.tokenizer": EAGER, "trellis_jax.dtypes": EAGER,
-                          "trellis_jax.field_ranges": EAGER, "trellis_jax.cli": EAGER, "trellis_jax.model": LAZY},
+    "trellis_jax.serve": {
+        "trellis_jax.engine": EAGER,
+        "trellis_jax.tokenizer": EAGER,
+        "trellis_jax.dtypes": EAGER,
+        "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.cli": EAGER,
+        "trellis_jax.model": LAZY,
+    },
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
-    "trellis_jax.generate": {"trellis_jax.model": EAGER, "trellis_jax.checkpoints": EAGER, "trellis_jax.dtypes": EAGER,
-                             "trellis_jax.cli": EAGER},
+    "trellis_jax.generate": {
+        "trellis_jax.model": EAGER,
+        "trellis_jax.checkpoints": EAGER,
+        "trellis_jax.dtypes": EAGER,
+        "trellis_jax.cli": EAGER,
+    },
     # Simulation mode replays through the production cache and the scheduler's page helpers without jax; the
     # cost formula, text traces and the live comparison with the engine load their layers lazily.
     "trellis_jax.ablate": {
-        "trellis_jax.cache": EAGER, "trellis_jax.scheduler": EAGER, "trellis_jax.model": LAZY,
-        "trellis_jax.tokenizer": LAZY, "trellis_jax.checkpoints": LAZY, "trellis_jax.engine": LAZY,
+        "trellis_jax.cache": EAGER,
+        "trellis_jax.scheduler": EAGER,
+        "trellis_jax.model": LAZY,
+        "trellis_jax.tokenizer": LAZY,
+        "trellis_jax.checkpoints": LAZY,
+        "trellis_jax.engine": LAZY,
         "trellis_jax.cli": EAGER,
     },
 }
@@ -84,8 +113,9 @@ def package_of(module: str) -> str:
 def imports_of(source: str, module: str, *, is_package: bool = False) -> list[Import]:
     """Every import statement of a module's source, relative ones resolved, with whether it sits in a function."""
     tree = ast.parse(source)
-    lazy_nodes = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  for n in ast.walk(f)}
+    lazy_nodes = {
+        id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+    }
     here = module.split(".") if is_package else module.split(".")[:-1]
     found = []
     for node in ast.walk(tree):
@@ -93,8 +123,11 @@ def imports_of(source: str, module: str, *, is_package: bool = False) -> list[Im
         if isinstance(node, ast.Import):
             found += [Import(alias.name, lazy, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(here[:len(here) - node.level + 1] + [node.module or ""]).strip(".") if node.level \
+            base = (
+                ".".join(here[: len(here) - node.level + 1] + [node.module or ""]).strip(".")
+                if node.level
                 else node.module
+            )
             # `from trellis_jax import step_plan` imports the submodule: name it, not the root.
             names = [f"{base}.{a.name}" for a in node.names] if base == "trellis_jax" else [base]
             found += [Import(name, lazy, node.lineno) for name in names]
@@ -113,8 +146,11 @@ def product_modules() -> list[tuple[pathlib.Path, str, bool]]:
 
 
 def all_imports() -> list[tuple[pathlib.Path, str, Import]]:
-    return [(path, package_of(module), imp) for path, module, is_package in product_modules()
-            for imp in imports_of(path.read_text(), module, is_package=is_package)]
+    return [
+        (path, package_of(module), imp)
+        for path, module, is_package in product_modules()
+        for imp in imports_of(path.read_text(), module, is_package=is_package)
+    ]
 
 
 def test_every_product_package_has_a_row_in_the_table():
@@ -137,30 +173,40 @@ def test_every_import_between_packages_follows_the_table():
 
 def test_the_table_itself_has_no_cycle():
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep}))
-                   for dep in ALLOWED.get(start, {}))
+        return any(
+            dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})) for dep in ALLOWED.get(start, {})
+        )
 
     cyclic = [package for package in ALLOWED if reaches(package, package, set())]
     assert cyclic == []
 
 
 def test_host_packages_import_only_the_standard_library_and_each_other():
-    bad = [f"{path.relative_to(ROOT)}:{imp.line}: {imp.module}" for path, package, imp in all_imports()
-           if package in STDLIB_ONLY and package_of(imp.module) not in ALLOWED
-           and imp.module.split(".")[0] not in sys.stdlib_module_names]
+    bad = [
+        f"{path.relative_to(ROOT)}:{imp.line}: {imp.module}"
+        for path, package, imp in all_imports()
+        if package in STDLIB_ONLY
+        and package_of(imp.module) not in ALLOWED
+        and imp.module.split(".")[0] not in sys.stdlib_module_names
+    ]
     assert bad == []
 
 
 def test_the_parser_sees_imports_inside_functions_and_resolves_relative_ones():
     source = "from .policy import P\nfrom .. import cache\n\ndef f():\n    from trellis_jax.engine import api\n"
     found = imports_of(source, "trellis_jax.scheduler.x")
-    assert found == [Import("trellis_jax.scheduler.policy", False, 1), Import("trellis_jax.cache", False, 2),
-                     Import("trellis_jax.engine", True, 5)]
+    assert found == [
+        Import("trellis_jax.scheduler.policy", False, 1),
+        Import("trellis_jax.cache", False, 2),
+        Import("trellis_jax.engine", True, 5),
+    ]
 
 
 def test_importing_the_runner_loads_no_scheduler_or_cache_module():
-    code = ("import sys, trellis_jax.runner\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('trellis_jax.scheduler', 'trellis_jax.cache'))))")
+    code = (
+        "import sys, trellis_jax.runner\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('trellis_jax.scheduler', 'trellis_jax.cache'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

@@ -10,6 +10,7 @@ Imports only jax, numpy and pallas_kernels (runs on the bare GPU image).
       --kv-heads 8 --q-heads 32 --head-dim 128 --batch 32 --context 2048 \
       --prefill-seqs 4 --prefill-new 2048 --prefill-prefix 2048
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,11 @@ def measure_ceilings(dtype, on_gpu):
     n = 8192 if on_gpu else 1024
     a = jnp.ones((n, n), dtype)
     matmul_s = timed(jax.jit(lambda p, q: jnp.dot(p, q, preferred_element_type=jnp.float32)), a, a)
-    return {"copy_GBps": 2 * n_bytes / copy_s / 1e9, "read_GBps": n_bytes / read_s / 1e9,
-            "matmul_GFLOPs": 2 * n ** 3 / matmul_s / 1e9}
+    return {
+        "copy_GBps": 2 * n_bytes / copy_s / 1e9,
+        "read_GBps": n_bytes / read_s / 1e9,
+        "matmul_GFLOPs": 2 * n**3 / matmul_s / 1e9,
+    }
 
 
 def paged_inputs(q_lens, kv_lens, *, kv_heads, q_heads, head_dim, page_size, dtype, seed=0):
@@ -65,12 +69,20 @@ def paged_inputs(q_lens, kv_lens, *, kv_heads, q_heads, head_dim, page_size, dty
     table = np.zeros((len(q_lens), max_pages), np.int32)
     used = 0
     for b, n in enumerate(pages_per_seq):
-        table[b, :n] = order[used: used + n]
+        table[b, :n] = order[used : used + n]
         used += n
     cu = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
     q = jnp.asarray(rng.standard_normal((int(cu[-1]), q_heads, head_dim), np.float32), dtype)
-    return (q, k, v, jnp.int32(0), jnp.asarray(kv_lens, jnp.int32), jnp.asarray(table), jnp.asarray(cu),
-            jnp.int32(len(q_lens)))
+    return (
+        q,
+        k,
+        v,
+        jnp.int32(0),
+        jnp.asarray(kv_lens, jnp.int32),
+        jnp.asarray(table),
+        jnp.asarray(cu),
+        jnp.int32(len(q_lens)),
+    )
 
 
 def causal_pairs(q_lens, kv_lens):
@@ -82,7 +94,7 @@ def dense_attention(q, k, v, prefix):
     """Non-paged yardstick: q [B, Tq, Hq, D], k/v [B, Hkv, N, D] contiguous; causal with a prefix offset."""
     b, tq, hq, d = q.shape
     hkv, n = k.shape[1], k.shape[2]
-    qg = q.reshape(b, tq, hkv, hq // hkv, d).astype(jnp.float32) * d ** -0.5
+    qg = q.reshape(b, tq, hkv, hq // hkv, d).astype(jnp.float32) * d**-0.5
     logits = jnp.einsum("btkgd,bknd->bkgtn", qg, k.astype(jnp.float32))
     visible = jnp.arange(n)[None, :] <= jnp.arange(tq)[:, None] + prefix
     probs = jax.nn.softmax(jnp.where(visible, logits, -jnp.inf), axis=-1)
@@ -115,21 +127,43 @@ def bench(impls, cfg, decode, prefill, with_dense):
     flops = 4 * causal_pairs(pre_q, pre_kv) * cfg["q_heads"] * cfg["head_dim"]
     for impl in impls:
         s = run_case(impl, dec_q, dec_kv, cfg)
-        yield {"impl": impl, "workload": f"decode B={batch} ctx={context}", "ms": s * 1e3,
-               "achieved": kv_bytes / s / 1e9, "unit": "GB/s KV read"}
+        yield {
+            "impl": impl,
+            "workload": f"decode B={batch} ctx={context}",
+            "ms": s * 1e3,
+            "achieved": kv_bytes / s / 1e9,
+            "unit": "GB/s KV read",
+        }
         s = run_case(impl, pre_q, pre_kv, cfg)
-        yield {"impl": impl, "workload": f"extend {seqs}x{new} on {prefix} prefix", "ms": s * 1e3,
-               "achieved": flops / s / 1e9, "unit": "GFLOP/s useful"}
+        yield {
+            "impl": impl,
+            "workload": f"extend {seqs}x{new} on {prefix} prefix",
+            "ms": s * 1e3,
+            "achieved": flops / s / 1e9,
+            "unit": "GFLOP/s useful",
+        }
     if with_dense:
         args = (cfg["kv_heads"], cfg["q_heads"], cfg["head_dim"], cfg["dtype"])
-        s = timed(jax.jit(lambda q, k, v: dense_attention(q, k, v, context - 1)),
-                  *dense_inputs(batch, 1, context, *args))
-        yield {"impl": "dense jnp (contiguous)", "workload": f"decode B={batch} ctx={context}",
-               "ms": s * 1e3, "achieved": kv_bytes / s / 1e9, "unit": "GB/s KV read"}
-        s = timed(jax.jit(lambda q, k, v: dense_attention(q, k, v, prefix)),
-                  *dense_inputs(seqs, new, new + prefix, *args))
-        yield {"impl": "dense jnp (contiguous)", "workload": f"extend {seqs}x{new} on {prefix} prefix",
-               "ms": s * 1e3, "achieved": flops / s / 1e9, "unit": "GFLOP/s useful"}
+        s = timed(
+            jax.jit(lambda q, k, v: dense_attention(q, k, v, context - 1)), *dense_inputs(batch, 1, context, *args)
+        )
+        yield {
+            "impl": "dense jnp (contiguous)",
+            "workload": f"decode B={batch} ctx={context}",
+            "ms": s * 1e3,
+            "achieved": kv_bytes / s / 1e9,
+            "unit": "GB/s KV read",
+        }
+        s = timed(
+            jax.jit(lambda q, k, v: dense_attention(q, k, v, prefix)), *dense_inputs(seqs, new, new + prefix, *args)
+        )
+        yield {
+            "impl": "dense jnp (contiguous)",
+            "workload": f"extend {seqs}x{new} on {prefix} prefix",
+            "ms": s * 1e3,
+            "achieved": flops / s / 1e9,
+            "unit": "GFLOP/s useful",
+        }
 
 
 def main():
@@ -148,17 +182,22 @@ def main():
     parser.add_argument("--no-dense", action="store_true")
     a = parser.parse_args()
     on_gpu = jax.devices()[0].platform == "gpu"
-    cfg = dict(kv_heads=a.kv_heads, q_heads=a.q_heads, head_dim=a.head_dim, page_size=a.page_size,
-               dtype=jnp.dtype(a.dtype))
+    cfg = dict(
+        kv_heads=a.kv_heads, q_heads=a.q_heads, head_dim=a.head_dim, page_size=a.page_size, dtype=jnp.dtype(a.dtype)
+    )
     print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}  config {a}")
     ceilings = measure_ceilings(cfg["dtype"], on_gpu)
     print("ceilings: " + "  ".join(f"{k} {v:.1f}" for k, v in ceilings.items()))
     print(f"{'implementation':<24} {'workload':<32} {'ms':>9} {'achieved':>10}  unit   (% of ceiling)")
-    for r in bench(a.impls.split(","), cfg, (a.batch, a.context),
-                   (a.prefill_seqs, a.prefill_new, a.prefill_prefix), not a.no_dense):
+    for r in bench(
+        a.impls.split(","), cfg, (a.batch, a.context), (a.prefill_seqs, a.prefill_new, a.prefill_prefix), not a.no_dense
+    ):
         ceiling = ceilings["read_GBps"] if "GB/s" in r["unit"] else ceilings["matmul_GFLOPs"]
-        print(f"{r['impl']:<24} {r['workload']:<32} {r['ms']:>9.3f} {r['achieved']:>10.2f}  "
-              f"{r['unit']} ({100 * r['achieved'] / ceiling:.0f}%)", flush=True)
+        print(
+            f"{r['impl']:<24} {r['workload']:<32} {r['ms']:>9.3f} {r['achieved']:>10.2f}  "
+            f"{r['unit']} ({100 * r['achieved'] / ceiling:.0f}%)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

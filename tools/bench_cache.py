@@ -47,7 +47,7 @@ def serve(cache: RadixCache, prompt: list[int]) -> None:
     own = cache.alloc_pages(-(-len(prompt) // ps) - len(m.page_ids))
     full = len(prompt) // ps
     n_new = full - len(m.page_ids)
-    r = cache.insert(prompt[:full * ps], m.page_ids + own[:n_new])
+    r = cache.insert(prompt[: full * ps], m.page_ids + own[:n_new])
     cache.lock(r.handle)
     cache.unlock(m.handle)
     cache.unlock(r.handle)
@@ -72,7 +72,7 @@ def bench_match_insert(page_size: int, target_tokens: int, seed: int) -> dict:
     build_s = clock() - t0
     rng = random.Random(seed + 1)
     sample = rng.sample(seen, min(2000, len(seen)))
-    fresh = [p for p, _ in zip(chat_prompts(random.Random(seed)), range(len(seen) + 2000))][len(seen):]
+    fresh = [p for p, _ in zip(chat_prompts(random.Random(seed)), range(len(seen) + 2000))][len(seen) :]
     cached_tokens = cache.stats.resident_pages * page_size
     cache.reset_stats()
     t0 = clock()
@@ -88,8 +88,10 @@ def bench_match_insert(page_size: int, target_tokens: int, seed: int) -> dict:
         request_cost.append(clock() - start)
     serve_s = clock() - t0
     return {
-        "page_size": page_size, "cached_tokens": cached_tokens,
-        "build_s": build_s, "match_tok_s": match_tokens / match_s,
+        "page_size": page_size,
+        "cached_tokens": cached_tokens,
+        "build_s": build_s,
+        "match_tok_s": match_tokens / match_s,
         "serve_tok_s": sum(map(len, fresh)) / serve_s,
         "req_us_median": statistics.median(request_cost) * 1e6,
         "req_us_p99": sorted(request_cost)[int(0.99 * len(request_cost))] * 1e6,
@@ -118,8 +120,13 @@ def bench_evict(policy: str, num_leaves: int, seed: int, calls: int = 2000) -> d
         cache.evict(1)
         latencies.append(clock() - t0)
     latencies.sort()
-    return {"policy": policy, "nodes": nodes, "evict_us_median": latencies[len(latencies) // 2] * 1e6,
-            "evict_us_p99": latencies[int(0.99 * len(latencies))] * 1e6, "evict_us_max": latencies[-1] * 1e6}
+    return {
+        "policy": policy,
+        "nodes": nodes,
+        "evict_us_median": latencies[len(latencies) // 2] * 1e6,
+        "evict_us_p99": latencies[int(0.99 * len(latencies))] * 1e6,
+        "evict_us_max": latencies[-1] * 1e6,
+    }
 
 
 def main() -> None:
@@ -129,20 +136,26 @@ def main() -> None:
     parser.add_argument("--evict-leaves", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print("| page_size | cached tokens | match tok/s | serve (match+alloc+insert+lock) tok/s | "
-          "per-request µs median / p99 | mean prompt | hit rate |")
+    print(
+        "| page_size | cached tokens | match tok/s | serve (match+alloc+insert+lock) tok/s | "
+        "per-request µs median / p99 | mean prompt | hit rate |"
+    )
     print("|---|---|---|---|---|---|---|")
     for ps in map(int, args.page_sizes.split(",")):
         r = bench_match_insert(ps, args.tokens, args.seed)
-        print(f"| {ps} | {r['cached_tokens']:,} | {r['match_tok_s']:,.0f} | {r['serve_tok_s']:,.0f} | "
-              f"{r['req_us_median']:.0f} / {r['req_us_p99']:.0f} | {r['mean_prompt']:.0f} | {r['hit_rate']:.3f} |")
+        print(
+            f"| {ps} | {r['cached_tokens']:,} | {r['match_tok_s']:,.0f} | {r['serve_tok_s']:,.0f} | "
+            f"{r['req_us_median']:.0f} / {r['req_us_p99']:.0f} | {r['mean_prompt']:.0f} | {r['hit_rate']:.3f} |"
+        )
     print()
     print("| policy | nodes | evict(1) µs median | p99 | max |")
     print("|---|---|---|---|---|")
     for policy in policy_names():
         r = bench_evict(policy, args.evict_leaves, args.seed)
-        print(f"| {policy} | {r['nodes']:,} | {r['evict_us_median']:.1f} | {r['evict_us_p99']:.1f} | "
-              f"{r['evict_us_max']:.0f} |")
+        print(
+            f"| {policy} | {r['nodes']:,} | {r['evict_us_median']:.1f} | {r['evict_us_p99']:.1f} | "
+            f"{r['evict_us_max']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

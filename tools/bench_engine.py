@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from trellis_jax.engine.api import EngineConfig, SamplingParams
 from trellis_jax.engine.builder import build_engine, make_runner
 
-WORDS = ("system network cache page token model layer query answer policy store market river mountain "
-         "engine kernel memory device batch prefix radix tree value key window budget thread stream "
-         "apple orange garden window music history science planet ocean forest signal render").split()
+WORDS = (
+    "system network cache page token model layer query answer policy store market river mountain "
+    "engine kernel memory device batch prefix radix tree value key window budget thread stream "
+    "apple orange garden window music history science planet ocean forest signal render"
+).split()
 
 
 @dataclass
@@ -69,8 +71,13 @@ def drive(engine, prompts: list[list[int]], params: SamplingParams) -> tuple[Run
     wall = time.perf_counter() - start
     outputs = {o.request_id: o for o in engine.pop_finished()}
     ordered = [outputs[i] for i in ids]
-    result = RunResult(sum(first.values()) / len(first), wall, sum(len(o.token_ids) for o in ordered),
-                       stats.num_prefill_tokens_computed - before, stats.peak_pages_in_use)
+    result = RunResult(
+        sum(first.values()) / len(first),
+        wall,
+        sum(len(o.token_ids) for o in ordered),
+        stats.num_prefill_tokens_computed - before,
+        stats.peak_pages_in_use,
+    )
     return result, ordered
 
 
@@ -126,8 +133,13 @@ def pages_scenario(args) -> dict:
     need = args.num_requests * (-(-(len(prompts[0]) + args.new_tokens) // args.page_size)) + 8
     out = {}
     for name, enabled in (("on", True), ("off", False)):
-        engine, *_ = make_fake_engine(num_pages=need, page_size=args.page_size, enable_prefix_cache=enabled,
-                                      max_num_seqs=args.num_requests, max_num_batched_tokens=1 << 20)
+        engine, *_ = make_fake_engine(
+            num_pages=need,
+            page_size=args.page_size,
+            enable_prefix_cache=enabled,
+            max_num_seqs=args.num_requests,
+            max_num_batched_tokens=1 << 20,
+        )
         result, _ = drive(engine, prompts, SamplingParams(temperature=0, max_tokens=args.new_tokens, ignore_eos=True))
         out[name] = result.peak_pages
     return out
@@ -161,24 +173,38 @@ def main(argv=None) -> None:
     loaded = load_model(args.model)
     longest = args.shared_tokens + args.distinct_tokens + args.new_tokens
     pages = args.num_requests * -(-longest // args.page_size) + 64
-    base = dict(model=args.model, page_size=args.page_size, num_pages=pages, max_num_batched_tokens=args.budget,
-                max_num_seqs=args.num_requests, max_model_len=max(2048, longest + 64),
-                token_buckets=tuple(sorted({args.num_requests, 128, args.budget})), seq_buckets=(8, args.num_requests))
+    base = dict(
+        model=args.model,
+        page_size=args.page_size,
+        num_pages=pages,
+        max_num_batched_tokens=args.budget,
+        max_num_seqs=args.num_requests,
+        max_model_len=max(2048, longest + 64),
+        token_buckets=tuple(sorted({args.num_requests, 128, args.budget})),
+        seq_buckets=(8, args.num_requests),
+    )
     start = time.perf_counter()
     runner = make_runner(EngineConfig(**base), loaded)
     warm_compilations = runner.num_compilations
-    print(f"warm-up (compile) {time.perf_counter() - start:.1f} s, {warm_compilations} programs; "
-          f"KV pool {runner.kv_pool.describe()}")
+    print(
+        f"warm-up (compile) {time.perf_counter() - start:.1f} s, {warm_compilations} programs; "
+        f"KV pool {runner.kv_pool.describe()}"
+    )
+
     def fresh_engines():  # per scenario: an engine may not step again after another wrote the runner's pages
-        return {name: build_engine(EngineConfig(**base, disable_radix_cache=(name == "off")), loaded, runner)[0]
-                for name in ("on", "off")}
+        return {
+            name: build_engine(EngineConfig(**base, disable_radix_cache=(name == "off")), loaded, runner)[0]
+            for name in ("on", "off")
+        }
 
     tokenizer = loaded.tokenizer
     report = {}
-    for name, scenario in (("pages", lambda: pages_scenario(args)),
-                           ("shared", lambda: shared_scenario(fresh_engines(), tokenizer, args)),
-                           ("multi", lambda: multi_turn_scenario(fresh_engines(), tokenizer, args)),
-                           ("control", lambda: control_scenario(fresh_engines, tokenizer, args))):
+    for name, scenario in (
+        ("pages", lambda: pages_scenario(args)),
+        ("shared", lambda: shared_scenario(fresh_engines(), tokenizer, args)),
+        ("multi", lambda: multi_turn_scenario(fresh_engines(), tokenizer, args)),
+        ("control", lambda: control_scenario(fresh_engines, tokenizer, args)),
+    ):
         if name not in args.scenarios.split(","):
             continue
         start = time.perf_counter()
@@ -200,25 +226,49 @@ def print_report(report: dict, args) -> None:
     on, off = s["on"], s["off"]
     identical = sum(a == b for a, b in zip(s["on_tokens"], s["off_tokens"]))
     rows = [
-        ("shared: mean TTFT (s)", f"{on.mean_ttft_s:.2f}", f"{off.mean_ttft_s:.2f}",
-         f"{on.mean_ttft_s / off.mean_ttft_s:.3f} (target <= 0.125)"),
-        ("shared: output tok/s", f"{on.throughput:.1f}", f"{off.throughput:.1f}",
-         f"{on.throughput / off.throughput:.2f}x (target >= 5x)"),
-        ("shared: peak pages (real run)", str(on.peak_pages), str(off.peak_pages), f"{on.peak_pages / off.peak_pages:.3f}"),
-        ("multi-turn: prefill tokens computed", str(m["on"]["prefill_tokens_computed"]),
-         str(m["off"]["prefill_tokens_computed"]),
-         f"{m['on']['prefill_tokens_computed'] / m['off']['prefill_tokens_computed']:.3f} (target <= 0.25)"),
-        ("control: output tok/s (best of 2)", f"{c['on']:.1f}", f"{c['off']:.1f}",
-         f"{c['on'] / c['off']:.3f} (target >= 0.95)"),
+        (
+            "shared: mean TTFT (s)",
+            f"{on.mean_ttft_s:.2f}",
+            f"{off.mean_ttft_s:.2f}",
+            f"{on.mean_ttft_s / off.mean_ttft_s:.3f} (target <= 0.125)",
+        ),
+        (
+            "shared: output tok/s",
+            f"{on.throughput:.1f}",
+            f"{off.throughput:.1f}",
+            f"{on.throughput / off.throughput:.2f}x (target >= 5x)",
+        ),
+        (
+            "shared: peak pages (real run)",
+            str(on.peak_pages),
+            str(off.peak_pages),
+            f"{on.peak_pages / off.peak_pages:.3f}",
+        ),
+        (
+            "multi-turn: prefill tokens computed",
+            str(m["on"]["prefill_tokens_computed"]),
+            str(m["off"]["prefill_tokens_computed"]),
+            f"{m['on']['prefill_tokens_computed'] / m['off']['prefill_tokens_computed']:.3f} (target <= 0.25)",
+        ),
+        (
+            "control: output tok/s (best of 2)",
+            f"{c['on']:.1f}",
+            f"{c['off']:.1f}",
+            f"{c['on'] / c['off']:.3f} (target >= 0.95)",
+        ),
         ("pages: peak with all concurrent", str(p["on"]), str(p["off"]), f"{p['on'] / p['off']:.3f} (target <= 0.167)"),
     ]
-    print(f"\n{args.num_requests} requests, {args.shared_tokens}+{args.distinct_tokens} prompt tokens, "
-          f"{args.new_tokens} new; {args.chats} chats x {args.turns} turns; budget {args.budget}")
+    print(
+        f"\n{args.num_requests} requests, {args.shared_tokens}+{args.distinct_tokens} prompt tokens, "
+        f"{args.new_tokens} new; {args.chats} chats x {args.turns} turns; budget {args.budget}"
+    )
     print("| metric | cache on | cache off | on/off |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"greedy outputs identical on vs off (shared scenario): {identical}/{len(s['on_tokens'])}; "
-          f"compilations after warm-up: {report['compilations']} in all")
+    print(
+        f"greedy outputs identical on vs off (shared scenario): {identical}/{len(s['on_tokens'])}; "
+        f"compilations after warm-up: {report['compilations']} in all"
+    )
 
 
 if __name__ == "__main__":

@@ -53,14 +53,18 @@ def main():
         ("GGUF -> params (dequantize)", timed(lambda: load_gguf_weights(path, args.dtype)[1], args.repeats)),
         ("GGUF tokenizer", timed(lambda: Tokenizer.from_gguf(path) and 0, args.repeats)),
         ("orbax dir -> params + tokenizer (load_orbax)", timed(lambda: load_orbax(directory).params, args.repeats)),
-        ("saved tokenizer (Tokenizer.from_hf_dir)",
-         timed(lambda: Tokenizer.from_hf_dir(os.path.join(directory, "tokenizer")) and 0, args.repeats)),
+        (
+            "saved tokenizer (Tokenizer.from_hf_dir)",
+            timed(lambda: Tokenizer.from_hf_dir(os.path.join(directory, "tokenizer")) and 0, args.repeats),
+        ),
         ("load_model(GGUF), total", timed(lambda: load_model(path, dtype=args.dtype).params, args.repeats)),
         ("load_model(orbax dir), total", timed(lambda: load_model(directory).params, args.repeats)),
     ]
     size_mb = sum(x.nbytes for x in jax.tree.leaves(loaded.params)) / 2**20
-    print(f"model {os.path.basename(path)}, {args.dtype} params {size_mb:.0f} MiB, device {jax.devices()[0].platform}, "
-          f"median of {args.repeats}; one-off orbax save {save_seconds:.2f} s")
+    print(
+        f"model {os.path.basename(path)}, {args.dtype} params {size_mb:.0f} MiB, device {jax.devices()[0].platform}, "
+        f"median of {args.repeats}; one-off orbax save {save_seconds:.2f} s"
+    )
     print("| step | wall s | CPU s |\n|---|---|---|")
     for name, (wall, cpu) in rows:
         print(f"| {name} | {wall:.2f} | {cpu:.2f} |")

@@ -8,6 +8,7 @@ answer that repeats nothing, and the bench's multi-turn chat) it prints the medi
 request of both engines, the decode steps, how many guessed tokens were verified and kept, and checks
 that both produced the same tokens. Engines alternate per request, so machine noise hits both alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ import json
 import statistics
 import time
 
-CODE = '''def moving_average(values, window):
+CODE = """def moving_average(values, window):
     if window <= 0:
         raise ValueError("window must be positive")
     total = 0.0
@@ -27,13 +28,20 @@ CODE = '''def moving_average(values, window):
         if index >= window - 1:
             averages.append(total / window)
     return averages
-'''
-PASSAGE = ("The radix tree keeps the keys and values of every prompt prefix it has seen, so a request that "
-           "starts like an earlier one skips the work for the shared part. Pages that no running request "
-           "holds are evicted least recently used first when memory runs short.")
+"""
+PASSAGE = (
+    "The radix tree keeps the keys and values of every prompt prefix it has seen, so a request that "
+    "starts like an earlier one skips the work for the shared part. Pages that no running request "
+    "holds are evicted least recently used first when memory runs short."
+)
 PROMPTS = {
-    "code_edit": [{"role": "user", "content": "Rename the variable `total` to `running_sum` in this function "
-                                              "and return the whole function:\n\n" + CODE}],
+    "code_edit": [
+        {
+            "role": "user",
+            "content": "Rename the variable `total` to `running_sum` in this function "
+            "and return the whole function:\n\n" + CODE,
+        }
+    ],
     "quote": [{"role": "user", "content": "Repeat this paragraph word for word:\n\n" + PASSAGE}],
     "chat": [{"role": "user", "content": "Give three tips for keeping houseplants alive in winter."}],
 }
@@ -80,18 +88,35 @@ def main(argv=None) -> int:
                 times[key].append(time.perf_counter() - started)
                 steps[key] = llm.engine.num_steps - steps_before
                 tokens[key] = out[0].token_ids
-                drafted = (stats.num_draft_tokens - drafts_before[0], stats.num_accepted_draft_tokens - drafts_before[1])
+                drafted = (
+                    stats.num_draft_tokens - drafts_before[0],
+                    stats.num_accepted_draft_tokens - drafts_before[1],
+                )
         plain, fast = statistics.median(times["plain"]), statistics.median(times["lookup"])
-        rows.append(dict(prompt=name, plain_s=plain, lookup_s=fast, speedup=plain / fast, plain_steps=steps["plain"],
-                         lookup_steps=steps["lookup"], guessed=drafted[0], kept=drafted[1],
-                         same_tokens=tokens["plain"] == tokens["lookup"]))
-    print(f"dtype {args.dtype}, num_lookup_tokens {args.lookup}, {args.max_tokens} tokens per request, "
-          f"median of {args.repeats}")
+        rows.append(
+            dict(
+                prompt=name,
+                plain_s=plain,
+                lookup_s=fast,
+                speedup=plain / fast,
+                plain_steps=steps["plain"],
+                lookup_steps=steps["lookup"],
+                guessed=drafted[0],
+                kept=drafted[1],
+                same_tokens=tokens["plain"] == tokens["lookup"],
+            )
+        )
+    print(
+        f"dtype {args.dtype}, num_lookup_tokens {args.lookup}, {args.max_tokens} tokens per request, "
+        f"median of {args.repeats}"
+    )
     print("| prompt | plain s | lookup s | speed-up | steps plain / lookup | guesses kept / verified | same tokens |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['prompt']} | {r['plain_s']:.2f} | {r['lookup_s']:.2f} | {r['speedup']:.2f}x | "
-              f"{r['plain_steps']} / {r['lookup_steps']} | {r['kept']} / {r['guessed']} | {r['same_tokens']} |")
+        print(
+            f"| {r['prompt']} | {r['plain_s']:.2f} | {r['lookup_s']:.2f} | {r['speedup']:.2f}x | "
+            f"{r['plain_steps']} / {r['lookup_steps']} | {r['kept']} / {r['guessed']} | {r['same_tokens']} |"
+        )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -56,11 +56,11 @@ def sgemm_gflops(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float
     b = jax.random.normal(jax.random.key(1), (size, size), dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     wall, _ = median_time(lambda: matmul(a, b).block_until_ready(), repeats)
-    return 2 * size ** 3 / wall / 1e9
+    return 2 * size**3 / wall / 1e9
 
 
 def memory_read_gbps(mib: int = 512, repeats: int = 5) -> float:
-    data = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
+    data = jnp.ones((mib * 2**20 // 4,), jnp.float32)
     total = jax.jit(jnp.sum)
     wall, _ = median_time(lambda: total(data).block_until_ready(), repeats)
     return data.nbytes / wall / 1e9
@@ -79,8 +79,12 @@ def decode_plans(batch: int, context: int, steps: int, page_size: int, first_pag
     """One plan per step; sequence b owns a disjoint page range and decodes at position context + step."""
     per_seq = pages_for(context + steps + 1, page_size)
     tables = [list(range(first_page + b * per_seq, first_page + (b + 1) * per_seq)) for b in range(batch)]
-    return [StepPlan([SequenceWork(f"d{b}", [100 + b], context + step, tables[b], True, rng_step=step)
-                      for b in range(batch)]) for step in range(steps)]
+    return [
+        StepPlan(
+            [SequenceWork(f"d{b}", [100 + b], context + step, tables[b], True, rng_step=step) for b in range(batch)]
+        )
+        for step in range(steps)
+    ]
 
 
 def run_plans(runner: Runner, plans) -> None:
@@ -94,9 +98,16 @@ def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool 
     decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
     num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages
     decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
-    return Runner(model, page_size=args.page_size, num_pages=num_pages,
-                  token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
-                  attn_impl=args.attn_impl, kv_dtype=kv_dtype or args.kv_dtype, batch_invariant=batch_invariant)
+    return Runner(
+        model,
+        page_size=args.page_size,
+        num_pages=num_pages,
+        token_buckets=sorted(decode_buckets | {args.prefill_tokens}),
+        seq_buckets=sorted(decode_buckets),
+        attn_impl=args.attn_impl,
+        kv_dtype=kv_dtype or args.kv_dtype,
+        batch_invariant=batch_invariant,
+    )
 
 
 def bench(args) -> dict:
@@ -108,14 +119,26 @@ def bench(args) -> dict:
     runner = make_runner(model, args)
     print(f"KV pool: {runner.kv_pool.describe()}", file=sys.stderr)
     compile_seconds = runner.warmup()
-    results = {"model": model.source, "dtype": args.dtype, "page_size": args.page_size, "context": args.context,
-               "ceilings": ceilings, "buckets": len(runner.compiled_buckets), "warmup_seconds": compile_seconds}
+    results = {
+        "model": model.source,
+        "dtype": args.dtype,
+        "page_size": args.page_size,
+        "context": args.context,
+        "ceilings": ceilings,
+        "buckets": len(runner.compiled_buckets),
+        "warmup_seconds": compile_seconds,
+    }
 
     plan = prefill_plan(args.prefill_tokens, args.page_size)
     wall, cpu = median_time(lambda: runner.run(plan), args.repeats)
     floor = config.prefill_flops(args.prefill_tokens) / (ceilings["sgemm_gflops"] * 1e9)
-    results["prefill"] = {"tokens": args.prefill_tokens, "seconds": wall, "cpu_seconds": cpu,
-                          "tok_per_s": args.prefill_tokens / wall, "floor_seconds": floor}
+    results["prefill"] = {
+        "tokens": args.prefill_tokens,
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "tok_per_s": args.prefill_tokens / wall,
+        "floor_seconds": floor,
+    }
 
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
     weight_bytes = config.weight_bytes()
@@ -127,8 +150,13 @@ def bench(args) -> dict:
         cpu = statistics.median(t[1] for t in timings)
         kv_bytes = batch * (args.context + 1) * config.kv_bytes_per_token()
         floor = (weight_bytes + kv_bytes) / (ceilings["mem_read_gbps"] * 1e9)
-        results[f"decode_b{batch}"] = {"batch": batch, "seconds": wall, "cpu_seconds": cpu,
-                                       "tok_per_s": batch / wall, "floor_seconds": floor}
+        results[f"decode_b{batch}"] = {
+            "batch": batch,
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "tok_per_s": batch / wall,
+            "floor_seconds": floor,
+        }
     if args.profile:
         biggest = max(args.batches)
         plan = decode_plans(biggest, args.context, steps + 1, args.page_size, first_page)[-1]
@@ -148,8 +176,14 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
     from trellis_jax.runner.sampling import sample
 
     config = runner.config
-    packed = pack(plan, runner.buckets, page_size=runner.page_size, num_pages=runner.num_pages,
-                  vocab_size=config.vocab_size, max_logprobs=runner.max_logprobs)
+    packed = pack(
+        plan,
+        runner.buckets,
+        page_size=runner.page_size,
+        num_pages=runner.num_pages,
+        vocab_size=config.vocab_size,
+        max_logprobs=runner.max_logprobs,
+    )
     batch = jax.tree.map(jnp.asarray, packed.model_inputs)
     state = {}  # the runner's pages, borrowed after its own timing and handed back at the end
 
@@ -159,22 +193,35 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
 
     def attention_layer():
         q = jnp.ones((batch.token_ids.shape[0], config.num_heads, config.head_dim), state["kv"].k.dtype)
-        return ragged_paged_attention(q, state["kv"].k, state["kv"].v, jnp.int32(0), batch.kv_lens, batch.page_table,
-                                      batch.cu_q_lens, batch.num_seqs, implementation=runner.attn_impl)
+        return ragged_paged_attention(
+            q,
+            state["kv"].k,
+            state["kv"].v,
+            jnp.int32(0),
+            batch.kv_lens,
+            batch.page_table,
+            batch.cu_q_lens,
+            batch.num_seqs,
+            implementation=runner.attn_impl,
+        )
 
     attention = jax.jit(attention_layer)
     inputs = wire.decode(*(jnp.asarray(a) for a in runner._inputs(packed)))
     logits = jax.random.normal(jax.random.key(0), (packed.bucket.num_seqs, config.vocab_size), jnp.float32)
     sampler = jax.jit(lambda logits, knobs: sample(logits, knobs, max_logprobs=runner.max_logprobs))
-    hot = inputs.sampling._replace(temperature=inputs.sampling.temperature + 0.8,
-                                   top_p=inputs.sampling.top_p * 0.9, top_k=inputs.sampling.top_k + 40,
-                                   num_logprobs=inputs.sampling.num_logprobs + 5)
+    hot = inputs.sampling._replace(
+        temperature=inputs.sampling.temperature + 0.8,
+        top_p=inputs.sampling.top_p * 0.9,
+        top_k=inputs.sampling.top_k + 40,
+        num_logprobs=inputs.sampling.num_logprobs + 5,
+    )
     timings = {"runner_run": median_time(lambda: runner.run(plan), repeats)}
     state["kv"] = runner._kv
     timings |= {
         "forward_only": median_time(forward_only, repeats),
-        "attention_all_layers": tuple(config.num_layers * t for t in
-                                      median_time(lambda: attention().block_until_ready(), repeats)),
+        "attention_all_layers": tuple(
+            config.num_layers * t for t in median_time(lambda: attention().block_until_ready(), repeats)
+        ),
         "sampler_greedy": median_time(lambda: sampler(logits, inputs.sampling).token_ids.block_until_ready(), repeats),
         "sampler_topk_topp_logprobs": median_time(lambda: sampler(logits, hot).token_ids.block_until_ready(), repeats),
     }
@@ -241,33 +288,46 @@ def alternate(runners: dict, args) -> dict:
 
 def compare_markdown(results: dict) -> str:
     a, b = results["compilations_after_warmup"]
-    lines = [f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
-             f"warm-up {results['compilations_after_warmup']}", "",
-             f"| step | {a} tok/s | {b} tok/s | {a} / {b} | target |", "|---|---|---|---|---|"]
+    lines = [
+        f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
+        f"warm-up {results['compilations_after_warmup']}",
+        "",
+        f"| step | {a} tok/s | {b} tok/s | {a} / {b} | target |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         if name == "prefill" or name.startswith("decode_"):
-            lines.append(f"| {name} | {r[a]:.0f} | {r[b]:.0f} | {r[a] / r[b]:.2f}x | "
-                         f"{TARGETS.get(name, float('nan')):.0f} |")
+            lines.append(
+                f"| {name} | {r[a]:.0f} | {r[b]:.0f} | {r[a] / r[b]:.2f}x | {TARGETS.get(name, float('nan')):.0f} |"
+            )
     return "\n".join(lines)
 
 
 def markdown(results: dict) -> str:
     c = results["ceilings"]
-    lines = [f"ceilings: sgemm {c['sgemm_gflops']:.0f} GFLOP/s, memory read {c['mem_read_gbps']:.1f} GB/s; "
-             f"warm-up {results['warmup_seconds']:.0f} s for {results['buckets']} buckets; "
-             f"load average {results['loadavg_start_end'][0]:.1f} -> {results['loadavg_start_end'][1]:.1f}",
-             "", "| step | tok/s | target | step ms | CPU ms | tok per CPU-s | floor ms |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"ceilings: sgemm {c['sgemm_gflops']:.0f} GFLOP/s, memory read {c['mem_read_gbps']:.1f} GB/s; "
+        f"warm-up {results['warmup_seconds']:.0f} s for {results['buckets']} buckets; "
+        f"load average {results['loadavg_start_end'][0]:.1f} -> {results['loadavg_start_end'][1]:.1f}",
+        "",
+        "| step | tok/s | target | step ms | CPU ms | tok per CPU-s | floor ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in [k for k in results if k == "prefill" or k.startswith("decode_")]:
         r, target = results[name], TARGETS.get(name, float("nan"))
         tokens = r["tok_per_s"] * r["seconds"]
-        lines.append(f"| {name} | {r['tok_per_s']:.0f} | {target:.0f} | {1000 * r['seconds']:.0f} | "
-                     f"{1000 * r['cpu_seconds']:.0f} | {tokens / r['cpu_seconds']:.0f} | "
-                     f"{1000 * r['floor_seconds']:.0f} |")
+        lines.append(
+            f"| {name} | {r['tok_per_s']:.0f} | {target:.0f} | {1000 * r['seconds']:.0f} | "
+            f"{1000 * r['cpu_seconds']:.0f} | {tokens / r['cpu_seconds']:.0f} | "
+            f"{1000 * r['floor_seconds']:.0f} |"
+        )
     for key, parts in results.items():
         if key.startswith("profile_"):
-            lines += ["", f"{key} (ms): " + ", ".join(f"{name} {t['cpu_ms']:.1f} CPU / {t['wall_ms']:.1f} wall"
-                                                     for name, t in parts.items())]
+            lines += [
+                "",
+                f"{key} (ms): "
+                + ", ".join(f"{name} {t['cpu_ms']:.1f} CPU / {t['wall_ms']:.1f} wall" for name, t in parts.items()),
+            ]
     return "\n".join(lines)
 
 
@@ -282,22 +342,41 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--attn-impl", default=None)
     parser.add_argument("--kv-dtype", default=None, help="KV page dtype (default: the model's)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also split the largest decode step: runner vs forward vs attention vs sampler")
-    parser.add_argument("--compare-native", action="store_true",
-                        help="instead: native CPU kernels vs the pure-XLA paths, alternating step by step")
-    parser.add_argument("--compare-kv-dtype", action="store_true",
-                        help="instead: float32 vs bfloat16 KV pages, alternating step by step")
-    parser.add_argument("--compare-deterministic", action="store_true",
-                        help="batch-invariant kernels (--deterministic) vs the default ones, alternating")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also split the largest decode step: runner vs forward vs attention vs sampler",
+    )
+    parser.add_argument(
+        "--compare-native",
+        action="store_true",
+        help="instead: native CPU kernels vs the pure-XLA paths, alternating step by step",
+    )
+    parser.add_argument(
+        "--compare-kv-dtype",
+        action="store_true",
+        help="instead: float32 vs bfloat16 KV pages, alternating step by step",
+    )
+    parser.add_argument(
+        "--compare-deterministic",
+        action="store_true",
+        help="batch-invariant kernels (--deterministic) vs the default ones, alternating",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    comparison = (compare_native if args.compare_native else compare_kv_dtype if args.compare_kv_dtype else
-                  compare_deterministic if args.compare_deterministic else None)
+    comparison = (
+        compare_native
+        if args.compare_native
+        else compare_kv_dtype
+        if args.compare_kv_dtype
+        else compare_deterministic
+        if args.compare_deterministic
+        else None
+    )
     if comparison:
         results = comparison(args)
         print(compare_markdown(results))

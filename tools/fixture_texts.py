@@ -48,16 +48,25 @@ TOKENIZER_TEXTS = [
 CHAT_CASES = [
     ([{"role": "user", "content": "Hello!"}], True),
     ([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}], True),
-    ([{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"},
-      {"role": "user", "content": "And 3+3?"}], True),
+    (
+        [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "And 3+3?"},
+        ],
+        True,
+    ),
     ([{"role": "user", "content": "Bye"}], False),
 ]
 
 # Training text for the tiny fixtures' BPE tokenizer (only needs to be fixed, not meaningful).
-TOKENIZER_TRAINING_TEXT = " ".join([
-    "the cat sat on the mat and the dog sat on the log",
-    "hello world this is a tiny tokenizer for tests of a tiny model",
-    "def main(): return 0  # code with spaces and symbols",
-    "one two three four five six seven eight nine ten",
-    "user assistant system message content role",
-] * 4)
+TOKENIZER_TRAINING_TEXT = " ".join(
+    [
+        "the cat sat on the mat and the dog sat on the log",
+        "hello world this is a tiny tokenizer for tests of a tiny model",
+        "def main(): return 0  # code with spaces and symbols",
+        "one two three four five six seven eight nine ten",
+        "user assistant system message content role",
+    ]
+    * 4
+)

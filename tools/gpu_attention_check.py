@@ -6,6 +6,7 @@ Writes a JSON copy of every result to $OUT/gpu_attention_check.json when $OUT is
 Targets (issue 4, H200): decode B=32 ctx=2048 Hkv=8 page 16 bf16 >= 3.0 TB/s KV read (D=64 and 128);
 extend 4 x 2048 new tokens on a 2048 prefix bf16 >= 50% of the bf16 matmul rate measured here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,17 @@ CHECKS = [
     ("extend prefix", [3, 40, 1, 130], [20, 100, 64, 130], 16, 2, 8, 64, "bfloat16", {}),
     ("prefill page64 mha", [70, 5], [70, 200], 64, 2, 2, 128, "bfloat16", {}),
     ("gqa3 f32", [1, 33, 2], [50, 33, 80], 16, 3, 9, 64, "float32", {}),
-    ("soft cap + window", [1, 90, 1], [300, 120, 7], 16, 2, 8, 128, "bfloat16",
-     {"soft_cap": 5.0, "sliding_window": 64}),
+    (
+        "soft cap + window",
+        [1, 90, 1],
+        [300, 120, 7],
+        16,
+        2,
+        8,
+        128,
+        "bfloat16",
+        {"soft_cap": 5.0, "sliding_window": 64},
+    ),
 ]
 
 
@@ -42,10 +52,13 @@ def log(msg):
 def check_correctness(impl, knobs):
     ok = True
     for name, q_lens, kv_lens, s, hkv, hq, d, dtype, opts in CHECKS:
-        args = bench.paged_inputs(q_lens, kv_lens, kv_heads=hkv, q_heads=hq, head_dim=d, page_size=s,
-                                  dtype=jnp.dtype(dtype), seed=3)
-        run = lambda name, **kw: jax.jit(
-            lambda *a: api.ragged_paged_attention(*a, implementation=name, **opts, **kw))(*args)  # noqa: B023 (called at once, inside the loop)
+        args = bench.paged_inputs(
+            q_lens, kv_lens, kv_heads=hkv, q_heads=hq, head_dim=d, page_size=s, dtype=jnp.dtype(dtype), seed=3
+        )
+
+        def run(name, args=args, opts=opts, **kw):
+            return jax.jit(lambda *a: api.ragged_paged_attention(*a, implementation=name, **opts, **kw))(*args)
+
         with jax.default_matmul_precision("highest"):  # the oracle must not round f32 to TF32
             ref = run("reference")
         try:
@@ -73,8 +86,7 @@ def perf(impl, sweeps, results, ceilings):
                 try:
                     seconds = bench.run_case(impl, q_lens, kv_lens, cfg, **options)
                 except Exception as error:
-                    log(f"  {impl} {kind} D={head_dim} {options}: ERROR {type(error).__name__}: "
-                        f"{str(error)[:300]}")
+                    log(f"  {impl} {kind} D={head_dim} {options}: ERROR {type(error).__name__}: {str(error)[:300]}")
                     continue
                 if kind == "decode":
                     nbytes = 32 * 2048 * 8 * head_dim * 2 * 2
@@ -83,19 +95,32 @@ def perf(impl, sweeps, results, ceilings):
                     flops = 4 * bench.causal_pairs(q_lens, kv_lens) * 32 * head_dim
                     achieved, unit = flops / seconds / 1e12, "TFLOP/s"
                     ceiling = ceilings["matmul_GFLOPs"] / 1e3
-                row = dict(impl=impl, kind=kind, head_dim=head_dim, options=options, us=seconds * 1e6,
-                           achieved=achieved, unit=unit, pct_of_ceiling=100 * achieved / ceiling)
+                row = dict(
+                    impl=impl,
+                    kind=kind,
+                    head_dim=head_dim,
+                    options=options,
+                    us=seconds * 1e6,
+                    achieved=achieved,
+                    unit=unit,
+                    pct_of_ceiling=100 * achieved / ceiling,
+                )
                 results.append(row)
-                log(f"  {impl:<14} {kind:<7} D={head_dim:<4} {str(options):<52} {seconds * 1e6:9.1f} us "
-                    f"{achieved:8.2f} {unit} ({row['pct_of_ceiling']:.0f}% of ceiling)")
+                log(
+                    f"  {impl:<14} {kind:<7} D={head_dim:<4} {str(options):<52} {seconds * 1e6:9.1f} us "
+                    f"{achieved:8.2f} {unit} ({row['pct_of_ceiling']:.0f}% of ceiling)"
+                )
 
 
 VARIANTS = {"pallas_mosaic": [{"lowering_semantics": "lane", "experimental": True}]}
 SWEEPS = {
-    ("pallas_triton", "decode"): [{}, {"num_kv_splits": 8}, {"num_kv_splits": 8, "chunk_tokens": 128},
-                                  {"num_kv_splits": 16, "num_stages": 4}],
-    ("pallas_triton", "extend"): [{}, {"chunk_tokens": 128}, {"block_rows": 16, "num_warps": 4},
-                                  {"num_stages": 2}],
+    ("pallas_triton", "decode"): [
+        {},
+        {"num_kv_splits": 8},
+        {"num_kv_splits": 8, "chunk_tokens": 128},
+        {"num_kv_splits": 16, "num_stages": 4},
+    ],
+    ("pallas_triton", "extend"): [{}, {"chunk_tokens": 128}, {"block_rows": 16, "num_warps": 4}, {"num_stages": 2}],
     ("pallas_mosaic", "decode"): [{}, {"num_kv_splits": 8}, {"chunk_tokens": 128, "num_kv_splits": 4}],
     ("pallas_mosaic", "extend"): [{}, {"chunk_tokens": 128}],
 }
@@ -108,8 +133,10 @@ def main():
     a = parser.parse_args()
     started = time.time()
     device = jax.devices()[0]
-    log(f"device {device.device_kind} ({device.platform}) jax {jax.__version__}; "
-        f"default implementation: {api.default_implementation()}")
+    log(
+        f"device {device.device_kind} ({device.platform}) jax {jax.__version__}; "
+        f"default implementation: {api.default_implementation()}"
+    )
     ceilings = bench.measure_ceilings(jnp.bfloat16, device.platform == "gpu")
     log("ceilings: " + "  ".join(f"{k} {v:.1f}" for k, v in ceilings.items()))
     impls = [i for i in a.impls.split(",") if i in api.available_implementations()]
@@ -126,8 +153,17 @@ def main():
     log(f"done in {time.time() - started:.0f} s")
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "gpu_attention_check.json"), "w") as f:
-            json.dump({"device": device.device_kind, "jax": jax.__version__, "ceilings": ceilings,
-                       "correct": correct, "results": results}, f, indent=1)
+            json.dump(
+                {
+                    "device": device.device_kind,
+                    "jax": jax.__version__,
+                    "ceilings": ceilings,
+                    "correct": correct,
+                    "results": results,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

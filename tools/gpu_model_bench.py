@@ -29,15 +29,37 @@ from trellis_jax.runner import Runner  # noqa: E402
 from trellis_jax.runner.runner import MIN_TOKEN_BUCKET  # noqa: E402
 
 LLAMA_32_1B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048,
-    "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "head_dim": 64, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 131072,
-    "tie_word_embeddings": True, "hidden_act": "silu",
-    "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                     "original_max_position_embeddings": 8192},
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 128256,
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "rope_scaling": {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
 }
-TINY = dict(LLAMA_32_1B, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=1024)
+TINY = dict(
+    LLAMA_32_1B,
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1024,
+)
 TARGETS = {"prefill": ("ms", 12.0), "decode_b1": ("tok/s", 800.0), "decode_b32": ("tok/s", 10000.0)}
 
 
@@ -46,7 +68,7 @@ def matmul_tflops(size: int = 8192, repeats: int = 10) -> float:
 
 
 def read_tbps(gib: float = 2.0, repeats: int = 10) -> float:
-    data = jnp.ones((int(gib * 2 ** 30) // 2,), jnp.bfloat16)
+    data = jnp.ones((int(gib * 2**30) // 2,), jnp.bfloat16)
     total = jax.jit(lambda x: jnp.sum(x, dtype=jnp.float32))
     wall, _ = median_time(lambda: total(data).block_until_ready(), repeats)
     return data.nbytes / wall / 1e12
@@ -55,6 +77,7 @@ def read_tbps(gib: float = 2.0, repeats: int = 10) -> float:
 def unroll_layer_scan() -> None:
     """Experiment: unroll every lax.scan (the layer loop included) to see what the loop costs on a GPU."""
     import functools
+
     jax.lax.scan = functools.partial(jax.lax.scan, unroll=True)
 
 
@@ -69,25 +92,45 @@ def bench(args) -> dict:
     per_seq = pages_for(longest, args.page_size)
     num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + max(args.batches) * per_seq
     decode_buckets = {max(MIN_TOKEN_BUCKET, b) for b in args.batches}
-    runner = Runner((config, params), page_size=args.page_size, num_pages=num_pages,
-                    token_buckets=sorted(decode_buckets | {args.prefill_tokens}), seq_buckets=sorted(decode_buckets),
-                    max_context_len=max(args.prefill_tokens, longest), attn_impl=args.attn_impl)
-    results = {"device": str(jax.devices()[0]), "jax": jax.__version__, "config": ("tiny" if args.tiny else "llama-3.2-1b") + (" unrolled" if args.unroll else ""),
-               "ceilings": {"bf16_matmul_tflops": matmul_tflops(), "read_tbps": read_tbps()},
-               "warmup_seconds": runner.warmup(), "kv_pool": runner.kv_pool.describe()}
+    runner = Runner(
+        (config, params),
+        page_size=args.page_size,
+        num_pages=num_pages,
+        token_buckets=sorted(decode_buckets | {args.prefill_tokens}),
+        seq_buckets=sorted(decode_buckets),
+        max_context_len=max(args.prefill_tokens, longest),
+        attn_impl=args.attn_impl,
+    )
+    results = {
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "config": ("tiny" if args.tiny else "llama-3.2-1b") + (" unrolled" if args.unroll else ""),
+        "ceilings": {"bf16_matmul_tflops": matmul_tflops(), "read_tbps": read_tbps()},
+        "warmup_seconds": runner.warmup(),
+        "kv_pool": runner.kv_pool.describe(),
+    }
     plan = prefill_plan(args.prefill_tokens, args.page_size)
     wall, _ = median_time(lambda: runner.run(plan), args.repeats)
     flops = config.prefill_flops(args.prefill_tokens)
-    results["prefill"] = {"tokens": args.prefill_tokens, "ms": 1000 * wall, "tok/s": args.prefill_tokens / wall,
-                          "tflops": flops / wall / 1e12}
+    results["prefill"] = {
+        "tokens": args.prefill_tokens,
+        "ms": 1000 * wall,
+        "tok/s": args.prefill_tokens / wall,
+        "tflops": flops / wall / 1e12,
+    }
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
     for batch in args.batches:
         plans = decode_plans(batch, args.context, steps, args.page_size, first_page)
         runner.run(plans[0])
         wall = statistics.median(median_time(lambda p=p: runner.run(p), 1)[0] for p in plans[1:])
         moved = config.weight_bytes() + batch * (args.context + 1) * config.kv_bytes_per_token()
-        results[f"decode_b{batch}"] = {"batch": batch, "context": args.context, "ms": 1000 * wall,
-                                       "tok/s": batch / wall, "tbps": moved / wall / 1e12}
+        results[f"decode_b{batch}"] = {
+            "batch": batch,
+            "context": args.context,
+            "ms": 1000 * wall,
+            "tok/s": batch / wall,
+            "tbps": moved / wall / 1e12,
+        }
     if args.profile:
         for batch in args.batches:
             plan = decode_plans(batch, args.context, steps + 2, args.page_size, first_page)[-1]
@@ -98,10 +141,14 @@ def bench(args) -> dict:
 
 def table(results: dict) -> str:
     c = results["ceilings"]
-    lines = [f"{results['device']} jax {results['jax']} model {results['config']}: bf16 matmul "
-             f"{c['bf16_matmul_tflops']:.0f} TFLOP/s, read {c['read_tbps']:.2f} TB/s; warm-up "
-             f"{results['warmup_seconds']:.0f} s; compilations after warm-up {results['compilations_after_warmup']}",
-             "", "| step | ms | tok/s | achieved | target |", "|---|---|---|---|---|"]
+    lines = [
+        f"{results['device']} jax {results['jax']} model {results['config']}: bf16 matmul "
+        f"{c['bf16_matmul_tflops']:.0f} TFLOP/s, read {c['read_tbps']:.2f} TB/s; warm-up "
+        f"{results['warmup_seconds']:.0f} s; compilations after warm-up {results['compilations_after_warmup']}",
+        "",
+        "| step | ms | tok/s | achieved | target |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         if name == "prefill" or name.startswith("decode_b"):
             rate = f"{r['tflops']:.0f} TFLOP/s" if name == "prefill" else f"{r['tbps']:.2f} TB/s"
@@ -123,8 +170,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--attn-impl", default=None)
-    parser.add_argument("--profile", action="store_true", help="split each decode step: runner vs forward vs "
-                        "attention vs sampler")
+    parser.add_argument(
+        "--profile", action="store_true", help="split each decode step: runner vs forward vs attention vs sampler"
+    )
     parser.add_argument("--unroll", action="store_true", help="experiment: unroll the layer scan")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

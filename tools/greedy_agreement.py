@@ -41,8 +41,9 @@ def trellis_tokens(dtype: str, prompts, max_tokens: int) -> list[list[int]]:
 def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int]]:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_path), n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, seed=0,
-                verbose=False)
+    llm = Llama(
+        model_path=str(gguf_path), n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, seed=0, verbose=False
+    )
     try:
         runs = []
         for prompt in prompts:
@@ -104,11 +105,15 @@ def main(argv=None) -> None:
     runs = generate_all(systems, prompts, args.max_tokens, args.cache_dir)
     rows = summary(runs)
     print(f"{len(prompts)} prompts x {args.max_tokens} greedy tokens")
-    print("| system | identical to trellis-f32 | identical to llama.cpp-F32 | first divergence from trellis-f32 (sorted) |")
+    print(
+        "| system | identical to trellis-f32 | identical to llama.cpp-F32 | first divergence from trellis-f32 (sorted) |"
+    )
     print("|---|---|---|---|")
     for r in rows:
-        cells = [f"{r[key]}/{r['prompts']}" if (key := f"identical_to_{ref}") in r else "n/a"
-                 for ref in (REFERENCE, PEER_REFERENCE)]
+        cells = [
+            f"{r[key]}/{r['prompts']}" if (key := f"identical_to_{ref}") in r else "n/a"
+            for ref in (REFERENCE, PEER_REFERENCE)
+        ]
         print(f"| {r['system']} | {cells[0]} | {cells[1]} | {r.get('first_divergence', 'n/a')} |")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "tokens": runs}, indent=1))

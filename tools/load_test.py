@@ -41,15 +41,24 @@ SYSTEM_PROMPTS = [
     "You are a friendly cooking assistant. Suggest simple recipes with ingredients found in any supermarket "
     "and give quantities for two people in metric units.",
 ]
-QUESTIONS = ["What should I see first?", "How long does it take?", "Is it expensive?", "Can you give an example?",
-             "What is the most common mistake?", "Summarise that in one sentence.", "Why does that work?",
-             "What would you do instead?"]
+QUESTIONS = [
+    "What should I see first?",
+    "How long does it take?",
+    "Is it expensive?",
+    "Can you give an example?",
+    "What is the most common mistake?",
+    "Summarise that in one sentence.",
+    "Why does that work?",
+    "What would you do instead?",
+]
 
 
 def workload(num_requests: int, seed: int) -> list[list[dict]]:
     rng = random.Random(seed)
-    return [[{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}, {"role": "user", "content": rng.choice(QUESTIONS)}]
-            for _ in range(num_requests)]
+    return [
+        [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}, {"role": "user", "content": rng.choice(QUESTIONS)}]
+        for _ in range(num_requests)
+    ]
 
 
 async def stream_chat(client: httpx.AsyncClient, model: str, messages, max_tokens: int, hang_up_after: int | None):
@@ -121,8 +130,11 @@ def summarise(results, expected, elapsed) -> dict:
     mismatches = [r for r in completed if r[2] != expected[r[0]]]
     ttfts = sorted(r[3] for r in results if r[3] is not None)
     return {
-        "requests": len(results), "completed": len(completed), "hung_up": sum(r[4] is not None for r in results),
-        "status_5xx": sum(r[1] >= 500 for r in results), "status_4xx": sum(400 <= r[1] < 500 for r in results),
+        "requests": len(results),
+        "completed": len(completed),
+        "hung_up": sum(r[4] is not None for r in results),
+        "status_5xx": sum(r[1] >= 500 for r in results),
+        "status_4xx": sum(400 <= r[1] < 500 for r in results),
         "mismatched_outputs": len(mismatches),
         "identical_to_solo": round(1 - len(mismatches) / len(completed), 4) if completed else None,
         "elapsed_s": round(elapsed, 2),
@@ -139,32 +151,55 @@ def idle_check(engine, timeout: float = 30.0) -> dict:
     idle = wait_until(lambda: engine_idle(engine), timeout=timeout)
     cache = engine.engine.scheduler.kv.cache
     cache.check_integrity()
-    return {"idle_after": idle, "locked_pages": cache.num_locked_pages, "private_pages": cache.num_private_pages,
-            "evictable_pages": cache.num_evictable_pages, "free_pages": cache.num_free_pages,
-            "integrity": "clean", "hit_rate": round(cache.stats.hit_rate, 4)}
+    return {
+        "idle_after": idle,
+        "locked_pages": cache.num_locked_pages,
+        "private_pages": cache.num_private_pages,
+        "evictable_pages": cache.num_evictable_pages,
+        "free_pages": cache.num_free_pages,
+        "integrity": "clean",
+        "hit_rate": round(cache.stats.hit_rate, 4),
+    }
 
 
 def build_engine(args):
     if args.fake:
         from serve_harness import fake_engine
 
-        return fake_engine(num_pages=args.fake_pages, page_size=4, max_model_len=1024, max_num_seqs=args.max_num_seqs,
-                           step_s=args.fake_step_s), "fake-model", None
+        return (
+            fake_engine(
+                num_pages=args.fake_pages,
+                page_size=4,
+                max_model_len=1024,
+                max_num_seqs=args.max_num_seqs,
+                step_s=args.fake_step_s,
+            ),
+            "fake-model",
+            None,
+        )
     from trellis_jax.engine.api import AsyncEngine
     from trellis_jax.serve.costs import CostModel
 
-    engine = AsyncEngine.from_options(model=args.model, deterministic=args.deterministic,
-                                      max_num_seqs=args.max_num_seqs,
-                                      max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=1024,
-                                      kv_memory=args.kv_memory)
+    engine = AsyncEngine.from_options(
+        model=args.model,
+        deterministic=args.deterministic,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_model_len=1024,
+        kv_memory=args.kv_memory,
+    )
     return engine, "SmolLM2-135M-Instruct", CostModel(engine.engine.runner.config)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fake", action="store_true", help="fake engine instead of the real model")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
-                   help="batch-invariant engine (default); --no-deterministic: the default kernels")
+    p.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="batch-invariant engine (default); --no-deterministic: the default kernels",
+    )
     p.add_argument("--model", default=None)
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--clients", type=int, default=64)
@@ -193,8 +228,14 @@ def main(argv=None) -> int:
         summary = asyncio.run(run_load(server.url, model, args))
         summary.update(idle_check(engine))
     engine.shutdown()
-    summary.update({"engine": "fake" if args.fake else model, "deterministic": args.deterministic,
-                    "clients": args.clients, "max_tokens": args.max_tokens})
+    summary.update(
+        {
+            "engine": "fake" if args.fake else model,
+            "deterministic": args.deterministic,
+            "clients": args.clients,
+            "max_tokens": args.max_tokens,
+        }
+    )
     text = json.dumps(summary, indent=1)
     print(text)
     if args.out:

@@ -32,22 +32,48 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 GREEDY_STEPS = 8
 SMOLLM2_GREEDY_STEPS = 16
 TINY_VOCAB = 320
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 def tiny_configs():
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
-    common = dict(vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
-                  bos_token_id=None, eos_token_id=2, pad_token_id=None)
+    common = dict(
+        vocab_size=TINY_VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        head_dim=16,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        bos_token_id=None,
+        eos_token_id=2,
+        pad_token_id=None,
+    )
     return {
-        "llama": LlamaConfig(**common, num_key_value_heads=2, tie_word_embeddings=False, rope_scaling={
-            "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
-        "qwen2": Qwen2Config(**common, num_key_value_heads=1, tie_word_embeddings=True,
-                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        "llama": LlamaConfig(
+            **common,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            rope_scaling={
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        ),
+        "qwen2": Qwen2Config(
+            **common,
+            num_key_value_heads=1,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
         "mistral": MistralConfig(**common, num_key_value_heads=2, tie_word_embeddings=False, sliding_window=6),
     }
 
@@ -59,8 +85,12 @@ def train_tiny_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator([TOKENIZER_TRAINING_TEXT], trainer)
     assert tok.get_vocab_size() == TINY_VOCAB, tok.get_vocab_size()
     return tok
@@ -85,7 +115,7 @@ def torch_greedy(model, ids, steps):
         for _ in range(steps):
             logits = model(torch.tensor([out])).logits[0, -1]
             out.append(int(logits.argmax()))
-    return out[len(ids):]
+    return out[len(ids) :]
 
 
 def top2_gap(logits):
@@ -113,8 +143,14 @@ def make_tiny(name, config, tokenizer, seed):
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0].numpy()
         greedy = torch_greedy(model, ids, GREEDY_STEPS)
-        arrays.update({f"prompt_{i}": np.array(ids, np.int32), f"positions_{i}": np.array(positions, np.int32),
-                       f"logits_{i}": logits[positions].astype(np.float32), f"greedy_{i}": np.array(greedy, np.int32)})
+        arrays.update(
+            {
+                f"prompt_{i}": np.array(ids, np.int32),
+                f"positions_{i}": np.array(positions, np.int32),
+                f"logits_{i}": logits[positions].astype(np.float32),
+                f"greedy_{i}": np.array(greedy, np.int32),
+            }
+        )
         min_gap = min(min_gap, top2_gap(logits[-1]))
     np.savez_compressed(os.path.join(FIXTURES, f"tiny_{name}_reference.npz"), **arrays)
     print(f"tiny_{name}: {sum(p.numel() for p in model.parameters())} params, min top-2 gap {min_gap:.4f}")
@@ -146,8 +182,14 @@ def make_smollm2(tokenizer, model, filename):
             last = model(torch.tensor([ids])).logits[0, -1].numpy()
         vocab_ids = np.unique(np.concatenate([np.argsort(last)[-64:], fixed_ids])).astype(np.int32)
         greedy = torch_greedy(model, ids, SMOLLM2_GREEDY_STEPS)
-        arrays.update({f"prompt_{i}": np.array(ids, np.int32), f"vocab_ids_{i}": vocab_ids,
-                       f"logits_{i}": last[vocab_ids].astype(np.float32), f"greedy_{i}": np.array(greedy, np.int32)})
+        arrays.update(
+            {
+                f"prompt_{i}": np.array(ids, np.int32),
+                f"vocab_ids_{i}": vocab_ids,
+                f"logits_{i}": last[vocab_ids].astype(np.float32),
+                f"greedy_{i}": np.array(greedy, np.int32),
+            }
+        )
         gaps.append(top2_gap(last))
         print(f"  prompt {i}: {len(ids)} tokens -> {tokenizer.decode(greedy)!r}")
     np.savez_compressed(os.path.join(FIXTURES, "smollm2_reference.npz"), source=np.array(filename), **arrays)
@@ -156,13 +198,18 @@ def make_smollm2(tokenizer, model, filename):
 
 def make_tokenizer_reference(tokenizer, filename):
     cases = [{"text": text, "ids": tokenizer.encode(text, add_special_tokens=False)} for text in TOKENIZER_TEXTS]
-    chats = [{"messages": messages, "add_generation_prompt": gen,
-              "text": tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)}
-             for messages, gen in CHAT_CASES]
+    chats = [
+        {
+            "messages": messages,
+            "add_generation_prompt": gen,
+            "text": tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen),
+        }
+        for messages, gen in CHAT_CASES
+    ]
     reference = {
         "source": filename,
         "made_by": "tools/make_fixtures.py: transformers AutoTokenizer.from_pretrained(dir, gguf_file=...), "
-                   "encode(text, add_special_tokens=False) (special-token text is parsed), apply_chat_template",
+        "encode(text, add_special_tokens=False) (special-token text is parsed), apply_chat_template",
         "cases": cases,
         "chat": chats,
     }

@@ -56,11 +56,13 @@ class BatchSummary:
 
     def describe(self) -> str:
         rate = (self.prompt_tokens - self.cached_tokens + self.output_tokens) / self.seconds if self.seconds else 0.0
-        return (f"{self.completed} requests done, {self.skipped_done} already in the output, "
-                f"{len(self.bad_lines)} bad lines (error records written); {self.prompt_tokens} prompt tokens "
-                f"({self.cached_tokens} = {self.cache_hit_rate:.1%} skipped thanks to the cache), "
-                f"{self.output_tokens} generated in {self.seconds:.1f} s: {self.output_tokens / max(self.seconds, 1e-9):.1f} "
-                f"generated tok/s, {rate:.1f} computed tok/s")
+        return (
+            f"{self.completed} requests done, {self.skipped_done} already in the output, "
+            f"{len(self.bad_lines)} bad lines (error records written); {self.prompt_tokens} prompt tokens "
+            f"({self.cached_tokens} = {self.cache_hit_rate:.1%} skipped thanks to the cache), "
+            f"{self.output_tokens} generated in {self.seconds:.1f} s: {self.output_tokens / max(self.seconds, 1e-9):.1f} "
+            f"generated tok/s, {rate:.1f} computed tok/s"
+        )
 
 
 class _Report:
@@ -85,9 +87,18 @@ class _Report:
         summary.output_tokens += sum(len(c.token_ids) for c in output.outputs)
 
 
-def run_batch(engine: Engine, tokenizer, input_path: str, output_path: str, *,
-              default_sampling: SamplingParams = SamplingParams(max_tokens=256), max_pending: int = 1024,
-              max_line_bytes: int = MAX_LINE_BYTES, progress: bool = True, log=sys.stderr) -> BatchSummary:
+def run_batch(
+    engine: Engine,
+    tokenizer,
+    input_path: str,
+    output_path: str,
+    *,
+    default_sampling: SamplingParams = SamplingParams(max_tokens=256),
+    max_pending: int = 1024,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    progress: bool = True,
+    log=sys.stderr,
+) -> BatchSummary:
     summary = BatchSummary()
     done = read_done(output_path)
     with open(output_path, "a", encoding="utf-8") as out:
@@ -112,8 +123,14 @@ def _items_to_run(entries: Iterable[BatchItem | LineError], done: DoneInOutput, 
         elif isinstance(entry, LineError):
             report.failed(entry)
         elif entry.key in first_line:
-            report.failed(LineError(entry.line_number, entry.request_id, f"duplicate id {entry.request_id!r} "
-                                    f"(first on line {first_line[entry.key]})", entry.line_sha256))
+            report.failed(
+                LineError(
+                    entry.line_number,
+                    entry.request_id,
+                    f"duplicate id {entry.request_id!r} (first on line {first_line[entry.key]})",
+                    entry.line_sha256,
+                )
+            )
         else:
             first_line[entry.key] = entry.line_number
             if entry.key in done.result_keys:
@@ -123,8 +140,9 @@ def _items_to_run(entries: Iterable[BatchItem | LineError], done: DoneInOutput, 
     return items
 
 
-def _run_items(engine: Engine, tokenizer, items: deque[BatchItem], report: _Report, max_pending: int,
-               on_finished) -> None:
+def _run_items(
+    engine: Engine, tokenizer, items: deque[BatchItem], report: _Report, max_pending: int, on_finished
+) -> None:
     in_flight: dict[str, BatchItem] = {}
     while items or in_flight:
         while items and len(in_flight) < max_pending:
@@ -162,8 +180,9 @@ def _submit(engine: Engine, tokenizer, item: BatchItem, report: _Report) -> bool
 
 def _progress(bar, summary: BatchSummary, start: float) -> None:
     seconds = time.perf_counter() - start
-    bar.set_postfix_str(f"{summary.output_tokens / max(seconds, 1e-9):.1f} tok/s, "
-                        f"cache hit {summary.cache_hit_rate:.0%}", refresh=False)
+    bar.set_postfix_str(
+        f"{summary.output_tokens / max(seconds, 1e-9):.1f} tok/s, cache hit {summary.cache_hit_rate:.0%}", refresh=False
+    )
     bar.update(1)
 
 
@@ -171,11 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = new_parser("trellis-batch", __doc__.split("\n\n")[0])
     job = p.add_argument_group("job")
     job.add_argument("--input", required=True, help="requests JSONL (required)")
-    job.add_argument("--output", required=True, help="results JSONL, appended to; ids already there are skipped (required)")
+    job.add_argument(
+        "--output", required=True, help="results JSONL, appended to; ids already there are skipped (required)"
+    )
     job.add_argument("--max-tokens", type=int, default=256, help="max_tokens for lines without one")
     job.add_argument("--temperature", type=float, default=1.0, help="temperature for lines without one")
-    job.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
-                     help="longer input lines get an error record instead of being read")
+    job.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=MAX_LINE_BYTES,
+        help="longer input lines get an error record instead of being read",
+    )
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_flags(p)
     return p
@@ -191,9 +216,15 @@ def main(argv=None) -> int:
 
     config = engine_config(args)
     engine, tokenizer = build_engine(config)
-    run_batch(engine, tokenizer, args.input, args.output,
-              default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
-              max_line_bytes=args.max_line_bytes, progress=not args.no_progress)
+    run_batch(
+        engine,
+        tokenizer,
+        args.input,
+        args.output,
+        default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
+        max_line_bytes=args.max_line_bytes,
+        progress=not args.no_progress,
+    )
     return 0
 
 

@@ -21,8 +21,12 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text.lower() or action.default is argparse.SUPPRESS or not action.option_strings
-                or action.required):
+        if (
+            "default" in text.lower()
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+            or action.required
+        ):
             return text
         if action.nargs == 0:  # store_true / store_const
             return f"{text} (default: off)"
@@ -42,8 +46,17 @@ def new_parser(prog: str, description: str, *, raw_description: bool = False) ->
     return parser
 
 
-def add_model_flags(parser: argparse.ArgumentParser, *, dtype_default: str = "auto", dtype_help: str | None = None) -> None:
+def add_model_flags(
+    parser: argparse.ArgumentParser, *, dtype_default: str = "auto", dtype_help: str | None = None
+) -> None:
     parser.add_argument("--model", default=None, help=MODEL_HELP)
-    parser.add_argument("--dtype", default=dtype_default, choices=DTYPE_CHOICES, help=dtype_help or (
-        "model dtype; auto: bfloat16 where this machine computes it natively (GPUs, CPUs with AVX512_BF16), "
-        "else float32"))
+    parser.add_argument(
+        "--dtype",
+        default=dtype_default,
+        choices=DTYPE_CHOICES,
+        help=dtype_help
+        or (
+            "model dtype; auto: bfloat16 where this machine computes it natively (GPUs, CPUs with AVX512_BF16), "
+            "else float32"
+        ),
+    )

@@ -106,8 +106,11 @@ def check_token_ids(token_ids, vocab_size: int, *, name: str = "prompt_token_ids
     top = min(hi, vocab_size - 1)
     for i, token in enumerate(token_ids):
         if isinstance(token, bool) or not isinstance(token, numbers.Integral) or not lo <= token <= top:
-            raise FieldRangeError(name, f"{name}[{i}]: token id {_shown(token)} is outside the vocabulary; token "
-                                        f"ids must be integers in [{lo}, {top}]")
+            raise FieldRangeError(
+                name,
+                f"{name}[{i}]: token id {_shown(token)} is outside the vocabulary; token "
+                f"ids must be integers in [{lo}, {top}]",
+            )
     return [int(t) for t in token_ids]
 
 

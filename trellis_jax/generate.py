@@ -29,6 +29,7 @@ PAGE_SIZE = 16
 
 class Prefilled(NamedTuple):
     """The state after prefilling a batch: what the decode loop continues from."""
+
     logits: np.ndarray  # [S, vocab] at each prompt's last token
     kv: KVPages
     tables: list[list[int]]
@@ -45,14 +46,28 @@ def prefill(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *, attn_i
     tables = sequential_page_tables([len(p) + max_tokens for p in prompts], PAGE_SIZE)
     pages_per_seq = max(len(t) for t in tables)
     kv = init_kv_pages(config, 1 + sum(len(t) for t in tables), PAGE_SIZE)
-    batch = build_step_inputs(prompts, [0] * len(prompts), tables, PAGE_SIZE, pages_per_seq=pages_per_seq,
-                              num_token_rows=_bucket(sum(len(p) for p in prompts)))
+    batch = build_step_inputs(
+        prompts,
+        [0] * len(prompts),
+        tables,
+        PAGE_SIZE,
+        pages_per_seq=pages_per_seq,
+        num_token_rows=_bucket(sum(len(p) for p in prompts)),
+    )
     logits, kv = jit_forward(loaded.params, kv, batch, config=config, attn_impl=attn_impl)
     return Prefilled(np.asarray(logits), kv, tables, pages_per_seq)
 
 
-def generate_tokens(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *, temperature: float = 0.0,
-                    seed: int = 0, stop_ids: Sequence[int] = (), attn_impl: str | None = None) -> list[list[int]]:
+def generate_tokens(
+    loaded,
+    prompts: Sequence[Sequence[int]],
+    max_tokens: int,
+    *,
+    temperature: float = 0.0,
+    seed: int = 0,
+    stop_ids: Sequence[int] = (),
+    attn_impl: str | None = None,
+) -> list[list[int]]:
     """New token ids for each prompt (batched decoding over paged KV)."""
     state = prefill(loaded, prompts, max_tokens, attn_impl=attn_impl)
     rng = np.random.default_rng(seed)
@@ -61,8 +76,9 @@ def generate_tokens(loaded, prompts: Sequence[Sequence[int]], max_tokens: int, *
     for _ in range(max_tokens - 1):
         if all(_finished(out, stop_ids) for out in outputs):
             break
-        batch = build_step_inputs([[out[-1]] for out in outputs], lengths, state.tables, PAGE_SIZE,
-                                  pages_per_seq=state.pages_per_seq)
+        batch = build_step_inputs(
+            [[out[-1]] for out in outputs], lengths, state.tables, PAGE_SIZE, pages_per_seq=state.pages_per_seq
+        )
         logits, kv = jit_forward(loaded.params, kv, batch, config=loaded.config, attn_impl=attn_impl)
         lengths = [n + 1 for n in lengths]
         for out, token in zip(outputs, _sample(np.asarray(logits), temperature, rng)):
@@ -104,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--json", action="store_true", help="print prompt_token_ids, token_ids and text as JSON")
-    add_model_flags(parser, dtype_default="float32",
-                    dtype_help="model dtype (default: float32: this is the plain reference loop)")
+    add_model_flags(
+        parser, dtype_default="float32", dtype_help="model dtype (default: float32: this is the plain reference loop)"
+    )
     return parser
 
 
@@ -127,8 +144,14 @@ def main(argv=None) -> int:
             raise ValueError(f"{loaded.source} has no tokenizer files; cannot tokenize a text prompt")
         tokenizer = loaded.tokenizer
         prompt_ids = prompt_token_ids(tokenizer, args.prompt, args.chat)
-        [token_ids] = generate_tokens(loaded, [prompt_ids], args.max_tokens, temperature=args.temperature,
-                                      seed=args.seed, stop_ids=tokenizer.eos_token_ids)
+        [token_ids] = generate_tokens(
+            loaded,
+            [prompt_ids],
+            args.max_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            stop_ids=tokenizer.eos_token_ids,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

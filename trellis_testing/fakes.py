@@ -23,8 +23,16 @@ _SPECIALS = {"<s>": BOS_ID, "</s>": EOS_ID}
 
 
 class FakeRunner:
-    def __init__(self, num_pages: int, page_size: int, *, vocab_size: int = 258, mode: str = "sum",
-                 max_num_tokens: int = 4096, max_num_seqs: int = 256) -> None:
+    def __init__(
+        self,
+        num_pages: int,
+        page_size: int,
+        *,
+        vocab_size: int = 258,
+        mode: str = "sum",
+        max_num_tokens: int = 4096,
+        max_num_seqs: int = 256,
+    ) -> None:
         if mode not in ("sum", "increment"):
             raise ValueError(f"mode must be 'sum' or 'increment', got {mode!r}")
         self.num_pages, self.page_size, self.vocab_size, self.mode = num_pages, page_size, vocab_size, mode
@@ -154,8 +162,16 @@ class ByteDetokenizer:
         return self._utf8.decode(b"", final=True)
 
 
-def make_fake_engine(*, num_pages: int = 64, page_size: int = 4, mode: str = "sum", enable_prefix_cache: bool = True,
-                     eviction_policy: str = "lru", runner: FakeRunner | None = None, **scheduler_options):
+def make_fake_engine(
+    *,
+    num_pages: int = 64,
+    page_size: int = 4,
+    mode: str = "sum",
+    enable_prefix_cache: bool = True,
+    eviction_policy: str = "lru",
+    runner: FakeRunner | None = None,
+    **scheduler_options,
+):
     """An Engine over FakeRunner + ByteTokenizer: returns (engine, runner, cache, tokenizer). `runner`: take
     turns on an existing FakeRunner instead of a new one."""
     from trellis_jax.cache import RadixCache
@@ -164,8 +180,13 @@ def make_fake_engine(*, num_pages: int = 64, page_size: int = 4, mode: str = "su
 
     config = SchedulerConfig(page_size=page_size, enable_prefix_cache=enable_prefix_cache, **scheduler_options)
     cache = RadixCache(num_pages, page_size, policy=eviction_policy, enabled=enable_prefix_cache)
-    runner = runner or FakeRunner(num_pages, page_size, mode=mode, max_num_tokens=config.max_num_batched_tokens,
-                                  max_num_seqs=config.max_num_seqs)
-    engine = Engine(Scheduler(config, cache), runner,
-                    make_detokenizer=lambda skip: ByteDetokenizer(skip_special_tokens=skip), eos_token_ids=(EOS_ID,))
+    runner = runner or FakeRunner(
+        num_pages, page_size, mode=mode, max_num_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs
+    )
+    engine = Engine(
+        Scheduler(config, cache),
+        runner,
+        make_detokenizer=lambda skip: ByteDetokenizer(skip_special_tokens=skip),
+        eos_token_ids=(EOS_ID,),
+    )
     return engine, runner, cache, ByteTokenizer()

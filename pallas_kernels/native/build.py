@@ -15,6 +15,7 @@ A cached library is checked against the sha256 recorded when it was built before
 warning line. Builds write to a temporary file and rename it into place, so concurrent first uses
 cannot load a half-written library.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,7 +33,16 @@ from pallas_kernels.native import cache_entry
 from pallas_kernels.native.cache_entry import DamagedEntry
 
 HERE = Path(__file__).resolve().parent
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-math-errno")
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-mprefer-vector-width=512",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+)
 _lock = threading.Lock()
 _registered: dict[str, ctypes.CDLL] = {}  # target -> its library
 _failed: dict[str, str] = {}  # target -> why it could not be built (not retried in this process)
@@ -45,7 +55,8 @@ class NativeUnavailable(RuntimeError):
 
 def cache_dir() -> Path:
     base = os.environ.get("TRELLIS_NATIVE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "trellis-jax", "native")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "trellis-jax", "native"
+    )
     return Path(base)
 
 
@@ -76,8 +87,16 @@ def _entry(source: Path, compiler: str, include: str) -> Path:
 
     key = hashlib.sha256()
     headers = b"".join(header.read_bytes() for header in sorted(HERE.glob("*.h")))
-    for part in (source.read_bytes(), headers, " ".join(_flags()).encode(), version.encode(), jaxlib.__version__.encode(),
-                 _cpu_flags().encode(), platform.machine().encode(), include.encode()):
+    for part in (
+        source.read_bytes(),
+        headers,
+        " ".join(_flags()).encode(),
+        version.encode(),
+        jaxlib.__version__.encode(),
+        _cpu_flags().encode(),
+        platform.machine().encode(),
+        include.encode(),
+    ):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}"

@@ -15,6 +15,7 @@ Why before dlopen: the loader maps the file, and touching a page past the end of
 kills the process with SIGBUS, which no `except` can catch. Because a library's name carries its digest,
 two processes building the same entry at once cannot pair one's record with the other's library.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -13,6 +13,7 @@ Names: "reference" (jnp oracle), "xla" (CPU-tuned XLA), "cpu_native" (C++ kernel
 (Hopper, needs experimental=True), "pallas_interpret" (the Triton kernel in the Pallas interpreter).
 Backends are imported lazily, so importing this module never needs a GPU toolchain.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,11 +31,13 @@ _BACKENDS = {
     "reference": (f"{_PACKAGE}.reference", "ragged_paged_attention_reference", None),
     "xla": (f"{_PACKAGE}.xla_cpu", "xla_ragged_paged_attention", None),
     "cpu_native": (f"{_PACKAGE}.cpu_native", "native_ragged_paged_attention", "check_available"),
-    "cpu_batch_invariant": (f"{_PACKAGE}.cpu_batch_invariant", "batch_invariant_ragged_paged_attention",
-                            "check_available"),
+    "cpu_batch_invariant": (
+        f"{_PACKAGE}.cpu_batch_invariant",
+        "batch_invariant_ragged_paged_attention",
+        "check_available",
+    ),
     "pallas_triton": (f"{_PACKAGE}.pallas_triton", "triton_ragged_paged_attention", "check_available"),
-    "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention",
-                         "check_interpret_available"),
+    "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention", "check_interpret_available"),
     "pallas_mosaic": (f"{_PACKAGE}.pallas_mosaic_gpu", "mosaic_ragged_paged_attention", "check_available"),
 }
 _FALLBACK_ORDER = {
@@ -64,15 +67,15 @@ def _platform_kind():
 
 def _load(name):
     if name not in _BACKENDS:
-        raise ValueError(f"ragged_paged_attention: unknown implementation {name!r}; "
-                         f"choose one of {sorted(_BACKENDS)} or None")
+        raise ValueError(
+            f"ragged_paged_attention: unknown implementation {name!r}; choose one of {sorted(_BACKENDS)} or None"
+        )
     module_name, function_name, check_name = _BACKENDS[name]
     module = importlib.import_module(module_name)
     if check_name is not None:
         problem = getattr(module, check_name)(_platform_kind())
         if problem:
-            raise UnavailableError(
-                f"ragged_paged_attention: implementation {name!r} cannot run here: {problem}")
+            raise UnavailableError(f"ragged_paged_attention: implementation {name!r} cannot run here: {problem}")
     return getattr(module, function_name)
 
 
@@ -125,9 +128,22 @@ def validate(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seq
         _fail("q has no rows (T == 0)")
 
 
-def ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                           sm_scale=None, soft_cap=None, sliding_window=None, implementation=None,
-                           **backend_options):
+def ragged_paged_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    sm_scale=None,
+    soft_cap=None,
+    sliding_window=None,
+    implementation=None,
+    **backend_options,
+):
     """Causal attention of ragged new tokens over paged K/V with a prefix offset.
 
     q [T, Hq, D]; k/v_pages [L, Hkv, P, S, D]; layer int32[]; kv_lens int32[B];
@@ -142,7 +158,17 @@ def ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q
         _fail(f"sliding_window must be >= 1 or None, got {sliding_window}")
     name = default_implementation() if implementation is None else implementation
     kernel = _load(name)
-    return kernel(q, k_pages, v_pages, jnp.asarray(layer, jnp.int32), kv_lens.astype(jnp.int32),
-                  page_table.astype(jnp.int32), cu_q_lens.astype(jnp.int32),
-                  jnp.asarray(num_seqs, jnp.int32), sm_scale=sm_scale, soft_cap=soft_cap,
-                  sliding_window=sliding_window, **backend_options)
+    return kernel(
+        q,
+        k_pages,
+        v_pages,
+        jnp.asarray(layer, jnp.int32),
+        kv_lens.astype(jnp.int32),
+        page_table.astype(jnp.int32),
+        cu_q_lens.astype(jnp.int32),
+        jnp.asarray(num_seqs, jnp.int32),
+        sm_scale=sm_scale,
+        soft_cap=soft_cap,
+        sliding_window=sliding_window,
+        **backend_options,
+    )

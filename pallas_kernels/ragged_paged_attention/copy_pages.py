@@ -10,6 +10,7 @@ Why: the radix cache reuses the first tokens of a cached page by copying it into
 On CPU, XLA's loop took ~150 ms per copy of a bfloat16 page in a 256 MiB pool (it rewrites the whole
 operand); the kernel moves just L * Hkv page slices.
 """
+
 from __future__ import annotations
 
 import jax
@@ -35,16 +36,18 @@ def reference_copy_pages(pages, src, dst, count):
 
 def native_copy_pages(pages, src, dst, count):
     load_target("copy_pages.cc", "TrellisCopyPages", TARGET)
-    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(pages.shape, pages.dtype), input_output_aliases={0: 0},
-                            vmap_method="sequential")
+    call = jax.ffi.ffi_call(
+        TARGET, jax.ShapeDtypeStruct(pages.shape, pages.dtype), input_output_aliases={0: 0}, vmap_method="sequential"
+    )
     return call(pages, src.astype(jnp.int32), dst.astype(jnp.int32), jnp.asarray(count, jnp.int32))
 
 
 def copy_pages(pages, src, dst, count, *, implementation=None):
     """pages with page dst[i] := page src[i] for i < count (see the module docstring)."""
     if pages.ndim != 5 or src.shape != dst.shape or src.ndim != 1:
-        raise ValueError(f"copy_pages: pages must be [L, Hkv, P, S, D] and src, dst [C], got {pages.shape}, "
-                         f"{src.shape}, {dst.shape}")
+        raise ValueError(
+            f"copy_pages: pages must be [L, Hkv, P, S, D] and src, dst [C], got {pages.shape}, {src.shape}, {dst.shape}"
+        )
     if implementation not in (None, "native", "xla"):
         raise ValueError(f"copy_pages: unknown implementation {implementation!r}; use 'native', 'xla' or None")
     if implementation == "native" or (implementation is None and native_available() is None):

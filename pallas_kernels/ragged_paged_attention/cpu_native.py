@@ -10,6 +10,7 @@ docs/benchmarks/paged-attention-cpu.md) where that build is vectorised for the p
 Available when the decode kernel builds here (a C++ compiler and jaxlib's FFI headers, which ship with
 jaxlib); otherwise `check_available` gives the reason and the platform default falls back to "xla".
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -51,29 +52,90 @@ def _ffi_attention(target, q, k_pages, v_pages, layer, kv_lens, page_table, cu_q
     return call(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, **attrs)
 
 
-def native_decode_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                            soft_cap=None, sliding_window=None, min_split_tokens=256):
+def native_decode_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    soft_cap=None,
+    sliding_window=None,
+    min_split_tokens=256,
+):
     """q [T, Hq, D] float32 (already scaled) -> [T, Hq, D] float32; rows that are not decode rows are 0."""
     load_target(_SOURCE, _SYMBOL, TARGET)
-    return _ffi_attention(TARGET, q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
-                          soft_cap=np.float32(soft_cap or 0.0), sliding_window=np.int64(sliding_window or 0),
-                          min_split_tokens=np.int64(min_split_tokens))
+    return _ffi_attention(
+        TARGET,
+        q,
+        k_pages,
+        v_pages,
+        layer,
+        kv_lens,
+        page_table,
+        cu_q_lens,
+        num_seqs,
+        soft_cap=np.float32(soft_cap or 0.0),
+        sliding_window=np.int64(sliding_window or 0),
+        min_split_tokens=np.int64(min_split_tokens),
+    )
 
 
-def native_extend_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                            soft_cap=None, sliding_window=None, bf16_products=False):
+def native_extend_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    soft_cap=None,
+    sliding_window=None,
+    bf16_products=False,
+):
     """q [T, Hq, D] float32 (already scaled) -> [T, Hq, D] float32; rows of sequences with one new
     token (decode rows) and padding rows are 0. bf16_products: with bfloat16 pages, multiply in bfloat16
     (q and the probabilities rounded) where the CPU has AVX512_BF16; for models whose q is bfloat16."""
     load_target(_EXTEND_SOURCE, _EXTEND_SYMBOL, EXTEND_TARGET)
-    return _ffi_attention(EXTEND_TARGET, q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
-                          soft_cap=np.float32(soft_cap or 0.0), sliding_window=np.int64(sliding_window or 0),
-                          bf16_products=bool(bf16_products))
+    return _ffi_attention(
+        EXTEND_TARGET,
+        q,
+        k_pages,
+        v_pages,
+        layer,
+        kv_lens,
+        page_table,
+        cu_q_lens,
+        num_seqs,
+        soft_cap=np.float32(soft_cap or 0.0),
+        sliding_window=np.int64(sliding_window or 0),
+        bf16_products=bool(bf16_products),
+    )
 
 
-def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                                  sm_scale=None, soft_cap=None, sliding_window=None, min_split_tokens=256,
-                                  native_extend=None, prefill_chunk_tokens=256, prefill_tile_rows=(32, 128)):
+def native_ragged_paged_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    sm_scale=None,
+    soft_cap=None,
+    sliding_window=None,
+    min_split_tokens=256,
+    native_extend=None,
+    prefill_chunk_tokens=256,
+    prefill_tile_rows=(32, 128),
+):
     """See the module docstring; knobs are static (native_extend: None = where vectorised, True/False
     to force the native or the XLA extend path; the prefill_* knobs tune the latter).
     q [T, Hq, D] -> [T, Hq, D] (q.dtype)."""
@@ -82,23 +144,41 @@ def native_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     unsupported = k_pages.dtype not in (jnp.float32, jnp.bfloat16)  # float16 pages: XLA path
     if unsupported or (num_q_heads // num_kv_heads) * page_size > MAX_GROUP_TIMES_PAGE or head_dim > MAX_HEAD_DIM:
         # Pages the kernels do not take run the XLA path whole (decided at trace time, never an error).
-        return xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs,
-                                          sm_scale=sm_scale, soft_cap=soft_cap, sliding_window=sliding_window,
-                                          prefill_chunk_tokens=prefill_chunk_tokens,
-                                          prefill_tile_rows=prefill_tile_rows)
-    scale = head_dim ** -0.5 if sm_scale is None else sm_scale
+        return xla_ragged_paged_attention(
+            q,
+            k_pages,
+            v_pages,
+            layer,
+            kv_lens,
+            page_table,
+            cu_q_lens,
+            num_seqs,
+            sm_scale=sm_scale,
+            soft_cap=soft_cap,
+            sliding_window=sliding_window,
+            prefill_chunk_tokens=prefill_chunk_tokens,
+            prefill_tile_rows=prefill_tile_rows,
+        )
+    scale = head_dim**-0.5 if sm_scale is None else sm_scale
     qf = q.astype(jnp.float32) * scale
     args = (qf, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs)
-    decoded = native_decode_attention(*args, soft_cap=soft_cap, sliding_window=sliding_window,
-                                      min_split_tokens=min_split_tokens)
+    decoded = native_decode_attention(
+        *args, soft_cap=soft_cap, sliding_window=sliding_window, min_split_tokens=min_split_tokens
+    )
     if native_extend is None:
         native_extend = native_extend_vectorized(page_size)
     if native_extend:
-        extended = native_extend_attention(*args, soft_cap=soft_cap, sliding_window=sliding_window,
-                                           bf16_products=q.dtype == jnp.bfloat16)
+        extended = native_extend_attention(
+            *args, soft_cap=soft_cap, sliding_window=sliding_window, bf16_products=q.dtype == jnp.bfloat16
+        )
     else:
-        extended = _xla_extend(*args, soft_cap=soft_cap, sliding_window=sliding_window,
-                               chunk_tokens=prefill_chunk_tokens, tile_rows=prefill_tile_rows)
+        extended = _xla_extend(
+            *args,
+            soft_cap=soft_cap,
+            sliding_window=sliding_window,
+            chunk_tokens=prefill_chunk_tokens,
+            tile_rows=prefill_tile_rows,
+        )
     return (decoded + extended).astype(q.dtype)
 
 

@@ -7,6 +7,7 @@ used). The Triton kernel gathers the same tile rows straight from [T, Hq, D].
 Pages become [L * Hkv * P, S, D] so one vector of flat page ids gathers a KV chunk.
 Partial results of KV splits are merged with the usual log-sum-exp rule.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -17,6 +17,7 @@ most two KV chunks, but is wrong once a slot of the double buffer is refilled (3
 Pallas GPU interpreter runs the same kernel correctly. Until that is fixed on a GPU it only runs when
 called with `experimental=True`; the api never picks it by default.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,10 +75,38 @@ def _softmax_step(s, m, l, acc, visible):
     return p, m_new, l, acc
 
 
-def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_ref, q_ref, k_ref, v_ref,
-            o_ref, m_ref, l_ref, q_smem, k_smem, v_smem, m_smem, l_smem, q_bar, k_bars, v_bars, *p_smem,
-            padded_group, chunk_pages, num_kv_heads, num_pages, sm_scale, soft_cap, sliding_window,
-            num_splits, interpreted):
+def _kernel(
+    layer_ref,
+    seq_ref,
+    row_start_ref,
+    rows_ref,
+    pos_start_ref,
+    table_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    o_ref,
+    m_ref,
+    l_ref,
+    q_smem,
+    k_smem,
+    v_smem,
+    m_smem,
+    l_smem,
+    q_bar,
+    k_bars,
+    v_bars,
+    *p_smem,
+    padded_group,
+    chunk_pages,
+    num_kv_heads,
+    num_pages,
+    sm_scale,
+    soft_cap,
+    sliding_window,
+    num_splits,
+    interpreted,
+):
     item, head, split = lax.axis_index("item"), lax.axis_index("head"), lax.axis_index("split")
     # The GPU interpreter has no layouts (and no rule for layout_cast): cast only when compiling.
     cast = (lambda x, _: x) if interpreted else plgpu.layout_cast
@@ -87,8 +116,7 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
     dtype = q_smem.dtype
 
     div = lambda a, b: lax.div(a, jnp.int32(b))  # operands are >= 0: truncation == floor
-    first = (jnp.int32(0) if sliding_window is None
-             else div(jnp.maximum(pos_start - sliding_window + 1, 0), chunk))
+    first = jnp.int32(0) if sliding_window is None else div(jnp.maximum(pos_start - sliding_window + 1, 0), chunk)
     end = jnp.where(rows > 0, div(jnp.maximum(pos_start + rows - 1, 0), chunk) + 1, first)
     per_split = div(end - first + num_splits - 1, num_splits)
     lo = first + split * per_split
@@ -141,9 +169,11 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
         pl.when(c + _SLOTS < hi)(functools.partial(request, c + _SLOTS, slot))
         return acc, m, l
 
-    init = (cast(jnp.zeros((_TILE_ROWS, head_dim), jnp.float32), plgpu.Layout.WGMMA),
-            cast(jnp.full((_TILE_ROWS,), -jnp.inf, jnp.float32), plgpu.Layout.WGMMA.reduce(1)),
-            cast(jnp.zeros((_TILE_ROWS,), jnp.float32), plgpu.Layout.WGMMA.reduce(1)))
+    init = (
+        cast(jnp.zeros((_TILE_ROWS, head_dim), jnp.float32), plgpu.Layout.WGMMA),
+        cast(jnp.full((_TILE_ROWS,), -jnp.inf, jnp.float32), plgpu.Layout.WGMMA.reduce(1)),
+        cast(jnp.zeros((_TILE_ROWS,), jnp.float32), plgpu.Layout.WGMMA.reduce(1)),
+    )
     acc, m, l = lax.fori_loop(lo, hi, body, init)
     l_safe = jnp.where(l == 0.0, 1.0, l)
     q_smem[...] = (acc / lax.broadcast_in_dim(l_safe, acc.shape, [0])).astype(dtype)
@@ -157,7 +187,7 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, table_re
 
 
 def _compiler_params(lowering_semantics):
-    """"lane" (the kernel is written in the WGMMA-layout style), "warpgroup", or None (JAX's default)."""
+    """ "lane" (the kernel is written in the WGMMA-layout style), "warpgroup", or None (JAX's default)."""
     if lowering_semantics is None:
         return plgpu.CompilerParams(approx_math=True)
     semantics = {"lane": plgpu.LoweringSemantics.Lane, "warpgroup": plgpu.LoweringSemantics.Warpgroup}
@@ -170,15 +200,31 @@ def _smem_tile(shape, dtype):
     return plgpu.SMEM(shape, dtype, transforms=(tiling, plgpu.SwizzleTransform(swizzle)))
 
 
-def mosaic_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                                  sm_scale=None, soft_cap=None, sliding_window=None, chunk_tokens=64,
-                                  num_kv_splits=None, lowering_semantics="lane", experimental=False,
-                                  interpret=None):
+def mosaic_ragged_paged_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    sm_scale=None,
+    soft_cap=None,
+    sliding_window=None,
+    chunk_tokens=64,
+    num_kv_splits=None,
+    lowering_semantics="lane",
+    experimental=False,
+    interpret=None,
+):
     """See the module docstring; keyword arguments are static.  q [T, Hq, D] -> [T, Hq, D]."""
     if not experimental:
         raise NotImplementedError(
             "pallas_mosaic is wrong on H200 once a KV slot is refilled (see the module docstring); "
-            "pass experimental=True to run it anyway, or use implementation='pallas_triton'")
+            "pass experimental=True to run it anyway, or use implementation='pallas_triton'"
+        )
     _check_shapes(q, k_pages, chunk_tokens)
     num_rows, num_q_heads, head_dim = q.shape
     _, num_kv_heads, num_pages, page_size, _ = k_pages.shape
@@ -196,32 +242,52 @@ def mosaic_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     table = layout.pad_page_table(page_table, chunk_pages)
     tile = (num_items, num_splits, num_kv_heads, _TILE_ROWS)
     kernel = functools.partial(
-        _kernel, padded_group=padded_group, chunk_pages=chunk_pages, num_kv_heads=num_kv_heads,
-        num_pages=num_pages, sm_scale=head_dim ** -0.5 if sm_scale is None else sm_scale,
-        soft_cap=soft_cap, sliding_window=sliding_window, num_splits=num_splits,
-        interpreted=interpret is not None)
+        _kernel,
+        padded_group=padded_group,
+        chunk_pages=chunk_pages,
+        num_kv_heads=num_kv_heads,
+        num_pages=num_pages,
+        sm_scale=head_dim**-0.5 if sm_scale is None else sm_scale,
+        soft_cap=soft_cap,
+        sliding_window=sliding_window,
+        num_splits=num_splits,
+        interpreted=interpret is not None,
+    )
     run = plgpu.kernel(
         kernel,
-        out_type=(jax.ShapeDtypeStruct(tile + (head_dim,), q.dtype),
-                  jax.ShapeDtypeStruct(tile, jnp.float32), jax.ShapeDtypeStruct(tile, jnp.float32)),
-        scratch_types=(_smem_tile((_TILE_ROWS, head_dim), q.dtype),
-                       _smem_tile((_SLOTS, chunk_tokens, head_dim), q.dtype),
-                       _smem_tile((_SLOTS, chunk_tokens, head_dim), q.dtype),
-                       plgpu.SMEM((_TILE_ROWS,), jnp.float32), plgpu.SMEM((_TILE_ROWS,), jnp.float32),
-                       plgpu.Barrier(num_barriers=1),
-                       plgpu.Barrier(num_arrivals=chunk_pages, num_barriers=_SLOTS),
-                       plgpu.Barrier(num_arrivals=chunk_pages, num_barriers=_SLOTS))
+        out_type=(
+            jax.ShapeDtypeStruct(tile + (head_dim,), q.dtype),
+            jax.ShapeDtypeStruct(tile, jnp.float32),
+            jax.ShapeDtypeStruct(tile, jnp.float32),
+        ),
+        scratch_types=(
+            _smem_tile((_TILE_ROWS, head_dim), q.dtype),
+            _smem_tile((_SLOTS, chunk_tokens, head_dim), q.dtype),
+            _smem_tile((_SLOTS, chunk_tokens, head_dim), q.dtype),
+            plgpu.SMEM((_TILE_ROWS,), jnp.float32),
+            plgpu.SMEM((_TILE_ROWS,), jnp.float32),
+            plgpu.Barrier(num_barriers=1),
+            plgpu.Barrier(num_arrivals=chunk_pages, num_barriers=_SLOTS),
+            plgpu.Barrier(num_arrivals=chunk_pages, num_barriers=_SLOTS),
+        )
         + ((_smem_tile((_TILE_ROWS, chunk_tokens), q.dtype),) if interpret is not None else ()),
-        grid=(num_items, num_kv_heads, num_splits), grid_names=("item", "head", "split"),
-        compiler_params=_compiler_params(lowering_semantics), interpret=interpret)
-    out, m, l = run(jnp.reshape(layer, (1,)).astype(jnp.int32), *items, table, qg,
-                    layout.flat_pages(k_pages), layout.flat_pages(v_pages))
-    return _gather_rows(out, m, l, cu_q_lens, num_seqs, num_rows, num_q_heads, padded_group, block_rows,
-                        q.dtype)
+        grid=(num_items, num_kv_heads, num_splits),
+        grid_names=("item", "head", "split"),
+        compiler_params=_compiler_params(lowering_semantics),
+        interpret=interpret,
+    )
+    out, m, l = run(
+        jnp.reshape(layer, (1,)).astype(jnp.int32),
+        *items,
+        table,
+        qg,
+        layout.flat_pages(k_pages),
+        layout.flat_pages(v_pages),
+    )
+    return _gather_rows(out, m, l, cu_q_lens, num_seqs, num_rows, num_q_heads, padded_group, block_rows, q.dtype)
 
 
-def _gather_rows(out, m, l, cu_q_lens, num_seqs, num_rows, num_q_heads, padded_group, block_rows,
-                 dtype):
+def _gather_rows(out, m, l, cu_q_lens, num_seqs, num_rows, num_q_heads, padded_group, block_rows, dtype):
     """Per-item tiles out [N, ns, Hkv, 64, D], m/l [N, ns, Hkv, 64] -> rows [T, Hq, D] (splits merged)."""
     group = num_q_heads // out.shape[2]
     item, offset = row_items(cu_q_lens, num_seqs, num_rows=num_rows, block_rows=block_rows)

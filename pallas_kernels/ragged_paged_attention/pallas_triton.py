@@ -10,6 +10,7 @@ results are merged outside the kernel (flash-decoding), so short batches still f
 
 The Triton lowering is deprecated upstream in JAX 0.11 but still runs there; it stays behind the api.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,9 +46,28 @@ def check_interpret_available(platform_kind):
     return None if plgpu is not None else "jax.experimental.pallas.triton is missing from this JAX build"
 
 
-def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_table_ref, q_ref, k_ref,
-            v_ref, *refs, group, padded_group, block_rows, chunk_pages, num_kv_heads, num_pages, sm_scale,
-            soft_cap, sliding_window, num_splits):
+def _kernel(
+    layer_ref,
+    seq_ref,
+    row_start_ref,
+    rows_ref,
+    pos_start_ref,
+    page_table_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    *refs,
+    group,
+    padded_group,
+    block_rows,
+    chunk_pages,
+    num_kv_heads,
+    num_pages,
+    sm_scale,
+    soft_cap,
+    sliding_window,
+    num_splits,
+):
     o_ref, *ml_refs = refs[1:] if num_splits == 1 else refs  # (aliased zeros input, out) when unsplit
     item, head, split = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     seq, row_start, rows = seq_ref[item], row_start_ref[item], rows_ref[item]
@@ -97,8 +117,11 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
         pv = plgpu.dot(p.astype(v.dtype), v, allow_tf32=exact).astype(jnp.float32)
         return acc * alpha[:, None] + pv, m_new, l
 
-    init = (jnp.zeros((tile_rows, head_dim), jnp.float32), jnp.full((tile_rows,), -jnp.inf, jnp.float32),
-            jnp.zeros((tile_rows,), jnp.float32))
+    init = (
+        jnp.zeros((tile_rows, head_dim), jnp.float32),
+        jnp.full((tile_rows,), -jnp.inf, jnp.float32),
+        jnp.zeros((tile_rows,), jnp.float32),
+    )
     acc, m, l = jax.lax.fori_loop(lo, hi, body, init)
     tile_mask = jnp.broadcast_to(row_valid[:, None], acc.shape)
     # Masked-off rows go to distinct spare rows past T (out has T + M rows): no two lanes of a tile
@@ -117,10 +140,26 @@ def _kernel(layer_ref, seq_ref, row_start_ref, rows_ref, pos_start_ref, page_tab
         plgpu.store(l_ref.at[split, spare_token, spare_head], l, mask=row_valid)
 
 
-def triton_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                                  sm_scale=None, soft_cap=None, sliding_window=None, block_rows=None,
-                                  chunk_tokens=None, num_kv_splits=None, num_warps=None, num_stages=3,
-                                  interpret=False):
+def triton_ragged_paged_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    sm_scale=None,
+    soft_cap=None,
+    sliding_window=None,
+    block_rows=None,
+    chunk_tokens=None,
+    num_kv_splits=None,
+    num_warps=None,
+    num_stages=3,
+    interpret=False,
+):
     """See the module docstring; all keyword arguments are static.  q [T, Hq, D] -> [T, Hq, D]."""
     num_rows, num_q_heads, head_dim = q.shape
     _, num_kv_heads, num_pages, page_size, _ = k_pages.shape
@@ -136,13 +175,27 @@ def triton_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
     num_warps = num_warps or (4 if block_rows * padded_group <= 64 else 8)
     items = build_work_items(cu_q_lens, kv_lens, num_seqs, num_rows=num_rows, block_rows=block_rows)
     kernel = functools.partial(
-        _kernel, group=group, padded_group=padded_group, block_rows=block_rows, chunk_pages=chunk_pages,
-        num_kv_heads=num_kv_heads, num_pages=num_pages,
-        sm_scale=head_dim ** -0.5 if sm_scale is None else sm_scale, soft_cap=soft_cap,
-        sliding_window=sliding_window, num_splits=num_splits)
+        _kernel,
+        group=group,
+        padded_group=padded_group,
+        block_rows=block_rows,
+        chunk_pages=chunk_pages,
+        num_kv_heads=num_kv_heads,
+        num_pages=num_pages,
+        sm_scale=head_dim**-0.5 if sm_scale is None else sm_scale,
+        soft_cap=soft_cap,
+        sliding_window=sliding_window,
+        num_splits=num_splits,
+    )
     table = layout.pad_page_table(page_table, chunk_pages)
-    inputs = [jnp.reshape(layer, (1,)).astype(jnp.int32), *items, table, q,
-              layout.flat_pages(k_pages), layout.flat_pages(v_pages)]
+    inputs = [
+        jnp.reshape(layer, (1,)).astype(jnp.int32),
+        *items,
+        table,
+        q,
+        layout.flat_pages(k_pages),
+        layout.flat_pages(v_pages),
+    ]
     spare_rows = num_rows + block_rows * padded_group
     if num_splits == 1:  # written in place into zeros, so padding rows come out as 0
         out_shape, aliases = [jax.ShapeDtypeStruct((spare_rows,) + q.shape[1:], q.dtype)], {len(inputs): 0}
@@ -154,9 +207,15 @@ def triton_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_tabl
         aliases = {}
     params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
     grid = (items.seq.shape[0], num_kv_heads, num_splits)
-    outs = pl.pallas_call(kernel, out_shape=out_shape, grid=grid, input_output_aliases=aliases,
-                          interpret=interpret, compiler_params=params,
-                          name="ragged_paged_attention_triton")(*inputs)
+    outs = pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=grid,
+        input_output_aliases=aliases,
+        interpret=interpret,
+        compiler_params=params,
+        name="ragged_paged_attention_triton",
+    )(*inputs)
     if num_splits == 1:
         return outs[0][:num_rows]
     out = layout.merge_splits(*(x[:, :num_rows] for x in outs))

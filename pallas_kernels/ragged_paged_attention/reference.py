@@ -13,6 +13,7 @@ Semantics shared by all backends (`mask_for` is the single statement of them):
   * padding query rows (t >= cu_q_lens[num_seqs]) and rows that see no key produce zeros;
   * arithmetic in float32, output in q.dtype.
 """
+
 from __future__ import annotations
 
 import jax
@@ -53,13 +54,25 @@ def gather_sequence_kv(pages, layer, page_ids):
     return seq.reshape(num_kv_heads, page_ids.shape[0] * page_size, head_dim)
 
 
-def ragged_paged_attention_reference(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens,
-                                     num_seqs, *, sm_scale=None, soft_cap=None, sliding_window=None):
+def ragged_paged_attention_reference(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    sm_scale=None,
+    soft_cap=None,
+    sliding_window=None,
+):
     """Oracle: see the module docstring.  q [T, Hq, D] -> out [T, Hq, D]."""
     num_rows, num_q_heads, head_dim = q.shape
     num_kv_heads = k_pages.shape[1]
     group = num_q_heads // num_kv_heads
-    scale = head_dim ** -0.5 if sm_scale is None else sm_scale
+    scale = head_dim**-0.5 if sm_scale is None else sm_scale
     seq_of, q_pos = row_positions(cu_q_lens, kv_lens, num_seqs, num_rows)
     qf = q.astype(jnp.float32).reshape(num_rows, num_kv_heads, group, head_dim)
     k_pos = jnp.arange(page_table.shape[1] * k_pages.shape[3], dtype=jnp.int32)
@@ -81,6 +94,7 @@ def ragged_paged_attention_reference(q, k_pages, v_pages, layer, kv_lens, page_t
     def accumulate(b, out):
         return out + jnp.where(b < num_seqs, one_sequence(b), 0.0)
 
-    out = jax.lax.fori_loop(0, kv_lens.shape[0], accumulate,
-                            jnp.zeros((num_rows, num_kv_heads, group, head_dim), jnp.float32))
+    out = jax.lax.fori_loop(
+        0, kv_lens.shape[0], accumulate, jnp.zeros((num_rows, num_kv_heads, group, head_dim), jnp.float32)
+    )
     return out.reshape(num_rows, num_q_heads, head_dim).astype(q.dtype)

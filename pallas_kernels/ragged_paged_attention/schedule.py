@@ -10,6 +10,7 @@ Fields (all int32 [max_items]):
   rows       number of valid rows in this item (0 = empty)
   pos_start  absolute position of the first row (the prefix offset: kv_len - q_len + block offset)
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -10,6 +10,7 @@ pages in place: XLA:CPU widens a bfloat16 scatter to float32 over the whole oper
 pool per layer (a batch-1 decode step of SmolLM2 took seconds instead of ~30 ms). Where that kernel does
 not build, the XLA scatter runs (correct, slow).
 """
+
 from __future__ import annotations
 
 import jax
@@ -23,17 +24,24 @@ def _check(pages, new, slot_mapping, name):
         raise ValueError(f"write_kv: {name}_pages must be [L, Hkv, P, S, D], got shape {pages.shape}")
     _, num_kv_heads, _, _, head_dim = pages.shape
     if new.ndim != 3 or new.shape[1:] != (num_kv_heads, head_dim):
-        raise ValueError(f"write_kv: {name}_new must be [T, {num_kv_heads}, {head_dim}] to match "
-                         f"{name}_pages {pages.shape}, got {new.shape}")
+        raise ValueError(
+            f"write_kv: {name}_new must be [T, {num_kv_heads}, {head_dim}] to match "
+            f"{name}_pages {pages.shape}, got {new.shape}"
+        )
     if slot_mapping.shape != (new.shape[0],) or not jnp.issubdtype(slot_mapping.dtype, jnp.integer):
-        raise ValueError(f"write_kv: slot_mapping must be int [{new.shape[0]}], "
-                         f"got {slot_mapping.dtype}{list(slot_mapping.shape)}")
+        raise ValueError(
+            f"write_kv: slot_mapping must be int [{new.shape[0]}], got {slot_mapping.dtype}{list(slot_mapping.shape)}"
+        )
 
 
 def _write_one(pages, layer, new, slot_mapping):
     if pages.dtype == jnp.bfloat16 and _native_bf16_writer():
-        call = jax.ffi.ffi_call(_BF16_TARGET, jax.ShapeDtypeStruct(pages.shape, pages.dtype),
-                                input_output_aliases={0: 0}, vmap_method="sequential")
+        call = jax.ffi.ffi_call(
+            _BF16_TARGET,
+            jax.ShapeDtypeStruct(pages.shape, pages.dtype),
+            input_output_aliases={0: 0},
+            vmap_method="sequential",
+        )
         return call(pages, jnp.asarray(layer, jnp.int32), new.astype(jnp.float32), slot_mapping.astype(jnp.int32))
     num_layers, num_kv_heads, num_pages, page_size, head_dim = pages.shape
     if new.shape[0] == 1:
@@ -62,5 +70,4 @@ def write_kv(k_pages, v_pages, layer, k_new, v_new, slot_mapping):
     _check(v_pages, v_new, slot_mapping, "v")
     if k_pages.shape != v_pages.shape:
         raise ValueError(f"write_kv: k_pages {k_pages.shape} and v_pages {v_pages.shape} differ")
-    return (_write_one(k_pages, layer, k_new, slot_mapping),
-            _write_one(v_pages, layer, v_new, slot_mapping))
+    return (_write_one(k_pages, layer, k_new, slot_mapping), _write_one(v_pages, layer, v_new, slot_mapping))

@@ -13,6 +13,7 @@ Choices were measured on a 2-core AVX-512 VM (docs/benchmarks/paged-attention-cp
 dots over gathered chunks cost ~30% more CPU time than the fused multiply-reduces (G = 3 makes the dots
 skinny); pages are gathered as rows of a 2-d view, which runs at memcpy speed (the 5-d gather was ~2x slower).
 """
+
 from __future__ import annotations
 
 import jax
@@ -72,8 +73,7 @@ def _visible(q_pos, k_pos, sliding_window):
     return visible
 
 
-def _decode_rows(q, k_pages, v_pages, layer, page_table, seq_of, q_pos, rows, *, soft_cap,
-                 sliding_window, chunk_pages):
+def _decode_rows(q, k_pages, v_pages, layer, page_table, seq_of, q_pos, rows, *, soft_cap, sliding_window, chunk_pages):
     """Attention for the (compacted) decode rows `rows` [R] (value T = absent).  -> [R, Hkv, G, D]."""
     num_rows = q.shape[0]
     num_kv_heads, page_size = k_pages.shape[1], k_pages.shape[3]
@@ -111,8 +111,9 @@ def _tile_attention(q_tile, k_pages, v_pages, layer, pages, pos, *, soft_cap, sl
     table row), pos [R] (-1: not this tile's row, sees nothing) -> [Hkv, R, G, D]."""
     page_size = k_pages.shape[3]
     chunk_tokens = chunk_pages * page_size
-    first, last = _chunk_range(jnp.min(jnp.where(pos >= 0, pos, jnp.iinfo(jnp.int32).max)), jnp.max(pos),
-                               chunk_tokens, sliding_window)
+    first, last = _chunk_range(
+        jnp.min(jnp.where(pos >= 0, pos, jnp.iinfo(jnp.int32).max)), jnp.max(pos), chunk_tokens, sliding_window
+    )
 
     def step(c, state):
         ids = jax.lax.dynamic_slice_in_dim(pages, c * chunk_pages, chunk_pages)
@@ -128,8 +129,24 @@ def _tile_attention(q_tile, k_pages, v_pages, layer, pages, pos, *, soft_cap, sl
     return _finish(jax.lax.fori_loop(first, last, step, state))
 
 
-def _extend_tiles(out, qg, k_pages, v_pages, layer, page_table, kv_lens, cu_q_lens, num_seqs, *, soft_cap,
-                  sliding_window, chunk_pages, tile_rows, min_rows, max_rows):
+def _extend_tiles(
+    out,
+    qg,
+    k_pages,
+    v_pages,
+    layer,
+    page_table,
+    kv_lens,
+    cu_q_lens,
+    num_seqs,
+    *,
+    soft_cap,
+    sliding_window,
+    chunk_pages,
+    tile_rows,
+    min_rows,
+    max_rows,
+):
     """Attention for every sequence with min_rows..max_rows new tokens, as tiles of up to `tile_rows`
     rows of one sequence (`schedule.build_work_items`), written into their rows of `out`.
     qg [T, Hkv, G, D] -> out [T, Hkv, G, D] (other rows as they were).
@@ -140,8 +157,9 @@ def _extend_tiles(out, qg, k_pages, v_pages, layer, page_table, kv_lens, cu_q_le
     """
     num_rows = qg.shape[0]
     tile_rows = min(tile_rows, num_rows)
-    items = build_work_items(cu_q_lens, kv_lens, num_seqs, num_rows=num_rows, block_rows=tile_rows,
-                             min_rows=min_rows, max_rows=max_rows)
+    items = build_work_items(
+        cu_q_lens, kv_lens, num_seqs, num_rows=num_rows, block_rows=tile_rows, min_rows=min_rows, max_rows=max_rows
+    )
 
     def one_tile(t, out):
         row0, count = items.row_start[t], items.rows[t]
@@ -150,8 +168,17 @@ def _extend_tiles(out, qg, k_pages, v_pages, layer, page_table, kv_lens, cu_q_le
         mine = (offset >= 0) & (offset < count)
         pos = jnp.where(mine, items.pos_start[t] + offset, -1)
         q_tile = jnp.swapaxes(jax.lax.dynamic_slice_in_dim(qg, start, tile_rows), 0, 1)  # [Hkv, R, G, D]
-        result = _tile_attention(q_tile, k_pages, v_pages, layer, page_table[items.seq[t]], pos,
-                                 soft_cap=soft_cap, sliding_window=sliding_window, chunk_pages=chunk_pages)
+        result = _tile_attention(
+            q_tile,
+            k_pages,
+            v_pages,
+            layer,
+            page_table[items.seq[t]],
+            pos,
+            soft_cap=soft_cap,
+            sliding_window=sliding_window,
+            chunk_pages=chunk_pages,
+        )
         kept = jax.lax.dynamic_slice_in_dim(out, start, tile_rows)
         update = jnp.where(mine[:, None, None, None], jnp.swapaxes(result, 0, 1), kept)
         return jax.lax.dynamic_update_slice_in_dim(out, update, start, axis=0)
@@ -172,8 +199,21 @@ def classify_rows(cu_q_lens, kv_lens, num_seqs, num_rows):
     return seq_of, q_pos, (seq_of >= 0) & (q_lens[jnp.maximum(seq_of, 0)] == 1)
 
 
-def extend_rows(qf, k_pages, v_pages, layer, page_table, kv_lens, cu_q_lens, num_seqs, *, soft_cap,
-                sliding_window, chunk_tokens, tile_rows):
+def extend_rows(
+    qf,
+    k_pages,
+    v_pages,
+    layer,
+    page_table,
+    kv_lens,
+    cu_q_lens,
+    num_seqs,
+    *,
+    soft_cap,
+    sliding_window,
+    chunk_tokens,
+    tile_rows,
+):
     """The tiled prefill strategy for every sequence with more than one new token.  qf [T, Hq, D]
     (float32, scaled) -> same shape; decode and padding rows are 0.
 
@@ -188,20 +228,47 @@ def extend_rows(qf, k_pages, v_pages, layer, page_table, kv_lens, cu_q_lens, num
     page_table = _pad_page_table(page_table, chunk_pages)
     out = jnp.zeros(qg.shape, jnp.float32)
     for i, size in enumerate(sizes):
-        out = _extend_tiles(out, qg, k_pages, v_pages, layer, page_table, kv_lens, cu_q_lens, num_seqs,
-                            chunk_pages=chunk_pages, tile_rows=size, soft_cap=soft_cap, sliding_window=sliding_window,
-                            min_rows=2 if i == 0 else sizes[i - 1] + 1,
-                            max_rows=None if i == len(sizes) - 1 else size)
+        out = _extend_tiles(
+            out,
+            qg,
+            k_pages,
+            v_pages,
+            layer,
+            page_table,
+            kv_lens,
+            cu_q_lens,
+            num_seqs,
+            chunk_pages=chunk_pages,
+            tile_rows=size,
+            soft_cap=soft_cap,
+            sliding_window=sliding_window,
+            min_rows=2 if i == 0 else sizes[i - 1] + 1,
+            max_rows=None if i == len(sizes) - 1 else size,
+        )
     return out.reshape(qf.shape)
 
 
-def xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, cu_q_lens, num_seqs, *,
-                               sm_scale=None, soft_cap=None, sliding_window=None,
-                               decode_chunk_pages=None, prefill_chunk_tokens=256, prefill_tile_rows=(32, 128)):
+def xla_ragged_paged_attention(
+    q,
+    k_pages,
+    v_pages,
+    layer,
+    kv_lens,
+    page_table,
+    cu_q_lens,
+    num_seqs,
+    *,
+    sm_scale=None,
+    soft_cap=None,
+    sliding_window=None,
+    decode_chunk_pages=None,
+    prefill_chunk_tokens=256,
+    prefill_tile_rows=(32, 128),
+):
     """See the module docstring; knobs are static.  q [T, Hq, D] -> [T, Hq, D] (q.dtype)."""
     num_rows, num_q_heads, head_dim = q.shape
     page_size = k_pages.shape[3]
-    scale = head_dim ** -0.5 if sm_scale is None else sm_scale
+    scale = head_dim**-0.5 if sm_scale is None else sm_scale
     qf = q.astype(jnp.float32) * scale
     seq_of, q_pos, is_decode = classify_rows(cu_q_lens, kv_lens, num_seqs, num_rows)
     options = dict(soft_cap=soft_cap, sliding_window=sliding_window)
@@ -209,9 +276,30 @@ def xla_ragged_paged_attention(q, k_pages, v_pages, layer, kv_lens, page_table, 
     decode_pages = decode_chunk_pages or max(1, 64 // page_size)  # 64 tokens: measured best (4-8 flat)
     num_decode = min(num_rows, page_table.shape[0])
     decode_rows = jnp.nonzero(is_decode, size=num_decode, fill_value=num_rows)[0].astype(jnp.int32)
-    decoded = _decode_rows(qf, k_pages, v_pages, layer, _pad_page_table(page_table, decode_pages), seq_of,
-                           q_pos, decode_rows, chunk_pages=decode_pages, **options)
-    out = extend_rows(qf, k_pages, v_pages, layer, page_table, kv_lens, cu_q_lens, num_seqs,
-                      chunk_tokens=prefill_chunk_tokens, tile_rows=prefill_tile_rows, **options)
+    decoded = _decode_rows(
+        qf,
+        k_pages,
+        v_pages,
+        layer,
+        _pad_page_table(page_table, decode_pages),
+        seq_of,
+        q_pos,
+        decode_rows,
+        chunk_pages=decode_pages,
+        **options,
+    )
+    out = extend_rows(
+        qf,
+        k_pages,
+        v_pages,
+        layer,
+        page_table,
+        kv_lens,
+        cu_q_lens,
+        num_seqs,
+        chunk_tokens=prefill_chunk_tokens,
+        tile_rows=prefill_tile_rows,
+        **options,
+    )
     out = out.at[decode_rows].set(decoded.reshape(-1, num_q_heads, head_dim), mode="drop")
     return out.astype(q.dtype)

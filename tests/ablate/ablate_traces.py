@@ -20,5 +20,6 @@ def single_page_trace(keys: str, page_size: int = 2) -> Trace:
 def trace_of(*prompts, outputs=None, namespaces=None) -> Trace:
     outputs = outputs or [[] for _ in prompts]
     namespaces = namespaces or ["" for _ in prompts]
-    return Trace([TraceRequest(f"r{i}", list(p), list(o), ns)
-                  for i, (p, o, ns) in enumerate(zip(prompts, outputs, namespaces))])
+    return Trace(
+        [TraceRequest(f"r{i}", list(p), list(o), ns) for i, (p, o, ns) in enumerate(zip(prompts, outputs, namespaces))]
+    )

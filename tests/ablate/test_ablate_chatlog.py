@@ -64,8 +64,9 @@ def test_second_turn_hits_the_first_turn_and_its_reply(tmp_path):
 
 
 def test_interleaving_round_robins_open_conversations(tmp_path):
-    path = write_log(tmp_path / "c.jsonl", conversation("a", "b", "c", "d"), conversation("e", "f", "g", "h"),
-                     conversation("i", "j"))
+    path = write_log(
+        tmp_path / "c.jsonl", conversation("a", "b", "c", "d"), conversation("e", "f", "g", "h"), conversation("i", "j")
+    )
     trace = read_chat_log(path, TinyChatTokenizer(), order="interleaved", concurrent=2)
     assert [r.request_id for r in trace.requests] == ["c1-t0", "c2-t0", "c1-t1", "c2-t1", "c3-t0"]
 

@@ -25,8 +25,15 @@ def test_saving_is_the_cached_tokens_work_including_their_attention():
 
 def test_default_model_is_smollm2_135m():
     c = default_model_config()
-    assert (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
-            c.vocab_size) == (30, 576, 9, 3, 64, 1536, 49152)
+    assert (
+        c.num_layers,
+        c.hidden_size,
+        c.num_heads,
+        c.num_kv_heads,
+        c.head_dim,
+        c.intermediate_size,
+        c.vocab_size,
+    ) == (30, 576, 9, 3, 64, 1536, 49152)
 
 
 def test_more_cached_than_prompt_is_an_error():

@@ -66,31 +66,86 @@ def test_auto_capacities_reach_the_working_set():
 
 def test_cli_writes_csv_json_summary_and_plots(tmp_path):
     out = tmp_path / "out"
-    assert main(["--workload", "shared_system", "--scale", "0.05", "--policies", "lru,arc", "--capacities", "16,64",
-                 "--page-sizes", "16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--workload",
+                "shared_system",
+                "--scale",
+                "0.05",
+                "--policies",
+                "lru,arc",
+                "--capacities",
+                "16,64",
+                "--page-sizes",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with (out / "rows.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 2 * 2 * 2
     assert len(json.loads((out / "rows.json").read_text())["rows"]) == 8
     summary = (out / "summary.md").read_text()
-    assert "## shared_system — page size 16, order lpm" in summary and "| lpm | arc |" in summary and "plots/shared_system_p16.png" in summary
+    assert (
+        "## shared_system — page size 16, order lpm" in summary
+        and "| lpm | arc |" in summary
+        and "plots/shared_system_p16.png" in summary
+    )
     assert (out / "plots" / "shared_system_p16.png").stat().st_size > 1000
 
 
 def test_cli_rerenders_from_rows_without_replaying(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    main(["--workload", "no_share", "--scale", "0.02", "--policies", "lru", "--capacities", "64", "--orders", "fcfs",
-          "--no-plots", "--out", str(first)])
+    main(
+        [
+            "--workload",
+            "no_share",
+            "--scale",
+            "0.02",
+            "--policies",
+            "lru",
+            "--capacities",
+            "64",
+            "--orders",
+            "fcfs",
+            "--no-plots",
+            "--out",
+            str(first),
+        ]
+    )
     assert main(["--from-rows", str(first / "rows.json"), "--no-plots", "--out", str(second)]) == 0
     assert (second / "summary.md").read_text() == (first / "summary.md").read_text()
 
 
 def test_cli_reads_a_trace_file(tmp_path):
     trace_path = tmp_path / "t.jsonl"
-    trace_path.write_text("".join(json.dumps({"prompt_tokens": list(range(40)) + [i], "output_len": 2}) + "\n"
-                                  for i in range(100, 106)))
+    trace_path.write_text(
+        "".join(json.dumps({"prompt_tokens": list(range(40)) + [i], "output_len": 2}) + "\n" for i in range(100, 106))
+    )
     out = tmp_path / "out"
-    assert main(["--trace", str(trace_path), "--policies", "lru", "--capacities", "32", "--page-sizes", "4",
-                 "--orders", "fcfs", "--no-plots", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--trace",
+                str(trace_path),
+                "--policies",
+                "lru",
+                "--capacities",
+                "32",
+                "--page-sizes",
+                "4",
+                "--orders",
+                "fcfs",
+                "--no-plots",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads((out / "rows.json").read_text())["rows"][0]
     assert row["workload"] == "t" and row["hit_tokens"] == 5 * 40  # 10 shared pages of 4, hit by requests 2..6
 

@@ -25,8 +25,9 @@ SEQ_RECENCY = "abcadb"
 
 @pytest.mark.parametrize("policy,hits", [("lru", 2), ("fifo", 2), ("lfu", 3), ("slru", 3), ("mru", 4)])
 def test_frequency_trace_hits_per_policy(policy, hits):
-    result = replay(single_page_trace(SEQ_FREQ), ReplayConfig(num_pages=4, page_size=2, policy=policy,
-                                                               check_integrity=True))
+    result = replay(
+        single_page_trace(SEQ_FREQ), ReplayConfig(num_pages=4, page_size=2, policy=policy, check_integrity=True)
+    )
     assert result.hit_tokens == 2 * hits
 
 

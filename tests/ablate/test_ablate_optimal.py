@@ -58,8 +58,9 @@ def test_next_gainful_reference_matches_a_scan(refs):
 
 def test_a_page_dropped_before_an_uncounted_reference_is_reloaded_there():
     # Hypothesis found this: with 2 pages, n1 is evicted for n2 at position 5 and reloaded free at 7.
-    refs = optimal.PageReferences(np.array([0, 0, 0, 0, 1, 2, 0, 1, 1, 2, 0]),
-                                  np.array([0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0], bool), 1)
+    refs = optimal.PageReferences(
+        np.array([0, 0, 0, 0, 1, 2, 0, 1, 1, 2, 0]), np.array([0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0], bool), 1
+    )
     assert optimal.belady_hits(refs, 2) == exhaustive_optimum(refs, 2) == 3
 
 
@@ -78,12 +79,18 @@ def small_traces(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(small_traces(), st.sampled_from([1, 2, 4]), st.integers(3, 24), st.sampled_from(["fcfs", "lpm", "dfs"]),
-       st.sampled_from([1, 2]))
+@given(
+    small_traces(),
+    st.sampled_from([1, 2, 4]),
+    st.integers(3, 24),
+    st.sampled_from(["fcfs", "lpm", "dfs"]),
+    st.sampled_from([1, 2]),
+)
 def test_optimal_bound_is_above_every_policy(trace, page_size, capacity, order, max_batch):
     for policy in POLICIES:
-        result = replay(trace, ReplayConfig(capacity, page_size, policy, order, window=4, max_batch=max_batch,
-                                            check_integrity=True))
+        result = replay(
+            trace, ReplayConfig(capacity, page_size, policy, order, window=4, max_batch=max_batch, check_integrity=True)
+        )
         refs = optimal.page_references(trace, result.served_order, page_size)
         bound = optimal.belady_hits(refs, capacity) * page_size
         assert result.hit_tokens <= bound, (policy, result.hit_tokens, bound)
@@ -92,8 +99,10 @@ def test_optimal_bound_is_above_every_policy(trace, page_size, capacity, order, 
 
 def test_shared_namespaces_keep_the_bound_valid():
     # Tenant b hits the shared trunk written by namespace "pub": the bound must count that hit too
-    trace = Trace([TraceRequest("r0", [1, 2, 3, 4, 5], [], "pub"), TraceRequest("r1", [1, 2, 3, 4, 9], [], "b")],
-                  shared_namespaces=frozenset({"pub"}))
+    trace = Trace(
+        [TraceRequest("r0", [1, 2, 3, 4, 5], [], "pub"), TraceRequest("r1", [1, 2, 3, 4, 9], [], "b")],
+        shared_namespaces=frozenset({"pub"}),
+    )
     result = replay(trace, ReplayConfig(16, 2))
     refs = optimal.page_references(trace, result.served_order, 2)
     assert result.hit_tokens == 4 and optimal.belady_hits(refs, 16) * 2 >= 4

@@ -25,9 +25,9 @@ def test_arc_keeps_the_cache_consistent_under_random_requests():
         full = len(prompt) // 2
         new = full - len(match.page_ids)
         if new > 0:
-            cache.insert(prompt[:full * 2], match.page_ids + own[:new])
+            cache.insert(prompt[: full * 2], match.page_ids + own[:new])
         cache.unlock(match.handle)
-        cache.free_pages(own[max(new, 0):])
+        cache.free_pages(own[max(new, 0) :])
         cache.check_integrity()
     policy = cache.policy
     assert policy.pages[0] + policy.pages[1] == cache.num_evictable_pages + cache.num_locked_pages
@@ -49,7 +49,7 @@ def test_ghost_hit_in_the_recent_list_grows_the_recent_target():
     assert policy.target_recent_pages == 1
 
 
-DEEP_FIRST = '''
+DEEP_FIRST = """
 from trellis_jax.cache import HeapPolicy, register_policy
 
 @register_policy("test_deep_first")
@@ -57,7 +57,7 @@ class DeepFirst(HeapPolicy):
     name = "test_deep_first"
     def sort_key(self, node):
         return -node.depth, node.last_access
-'''
+"""
 
 
 def test_a_policy_in_one_small_file_runs_in_the_cli(tmp_path, monkeypatch):
@@ -66,13 +66,33 @@ def test_a_policy_in_one_small_file_runs_in_the_cli(tmp_path, monkeypatch):
     from trellis_jax.ablate.cli import main
 
     out = tmp_path / "out"
-    assert main(["--policy-module", "my_ablate_policy", "--policies", "lru,test_deep_first", "--workload", "few_shot",
-                 "--scale", "0.03", "--capacities", "64", "--orders", "fcfs", "--no-plots", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--policy-module",
+                "my_ablate_policy",
+                "--policies",
+                "lru,test_deep_first",
+                "--workload",
+                "few_shot",
+                "--scale",
+                "0.03",
+                "--capacities",
+                "64",
+                "--orders",
+                "fcfs",
+                "--no-plots",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "test_deep_first" in (out / "rows.csv").read_text()
     assert RadixCache(8, 2, policy="test_deep_first").policy.name == "test_deep_first"
 
 
-MODULE_POLICY = '''
+MODULE_POLICY = """
 from trellis_jax.cache import HeapPolicy, register_policy
 
 @register_policy("test_by_module")
@@ -80,7 +100,7 @@ class ByModule(HeapPolicy):
     name = "test_by_module"
     def sort_key(self, node):
         return node.last_access
-'''
+"""
 
 
 def test_module_colon_name_imports_the_policy_for_name_only_entry_points(tmp_path, monkeypatch):

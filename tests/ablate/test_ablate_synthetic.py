@@ -12,8 +12,10 @@ from trellis_jax.ablate.workloads import WORKLOADS, workload
 
 def test_same_spec_same_trace():
     a, b = generate(SyntheticSpec(num_requests=50, seed=3)), generate(SyntheticSpec(num_requests=50, seed=3))
-    assert all(np.array_equal(x.prompt, y.prompt) and np.array_equal(x.output, y.output)
-               for x, y in zip(a.requests, b.requests))
+    assert all(
+        np.array_equal(x.prompt, y.prompt) and np.array_equal(x.output, y.output)
+        for x, y in zip(a.requests, b.requests)
+    )
 
 
 def test_request_count_is_exact():
@@ -24,7 +26,7 @@ def test_next_turn_extends_prompt_and_reply():
     trace = generate(SyntheticSpec(num_requests=6, concurrent_sessions=1, turns=6, fixed_turns=True))
     for prev, cur in zip(trace.requests, trace.requests[1:]):
         history = np.concatenate([prev.prompt, prev.output])
-        assert np.array_equal(cur.prompt[:len(history)], history)
+        assert np.array_equal(cur.prompt[: len(history)], history)
 
 
 def test_branches_share_the_history_and_differ_after_it():
@@ -35,8 +37,17 @@ def test_branches_share_the_history_and_differ_after_it():
 
 
 def test_bursts_are_one_off_long_prompts():
-    spec = SyntheticSpec(num_requests=40, burst_every=10, burst_size=2, burst_len=500, prefix_len=16, user_len=8,
-                         output_len=8, turns=1, fixed_turns=True)
+    spec = SyntheticSpec(
+        num_requests=40,
+        burst_every=10,
+        burst_size=2,
+        burst_len=500,
+        prefix_len=16,
+        user_len=8,
+        output_len=8,
+        turns=1,
+        fixed_turns=True,
+    )
     long_prompts = [r for r in generate(spec).requests if r.prompt_len >= 250]
     assert len(long_prompts) == 6  # bursts start at requests 10, 22 and 34
     tokens = np.concatenate([r.prompt for r in long_prompts])

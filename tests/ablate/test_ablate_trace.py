@@ -17,18 +17,23 @@ def test_round_trip_keeps_every_field(tmp_path):
     trace = Trace([TraceRequest("a", [1, 2, 3], [4], "t1", 0.5), TraceRequest("b", [5], [], "", 1.0)])
     write_jsonl(trace, tmp_path / "t.jsonl")
     back = read_jsonl(tmp_path / "t.jsonl")
-    assert [(r.request_id, r.prompt.tolist(), r.output.tolist(), r.namespace, r.arrival_time) for r in back.requests] == \
-        [("a", [1, 2, 3], [4], "t1", 0.5), ("b", [5], [], "", 1.0)]
+    assert [
+        (r.request_id, r.prompt.tolist(), r.output.tolist(), r.namespace, r.arrival_time) for r in back.requests
+    ] == [("a", [1, 2, 3], [4], "t1", 0.5), ("b", [5], [], "", 1.0)]
 
 
 def test_benchmark_harness_spelling_is_accepted(tmp_path):
-    path = write_lines(tmp_path / "b.jsonl", {"id": "x", "prompt": "ignored", "prompt_token_ids": [7, 8], "max_tokens": 3})
+    path = write_lines(
+        tmp_path / "b.jsonl", {"id": "x", "prompt": "ignored", "prompt_token_ids": [7, 8], "max_tokens": 3}
+    )
     request = read_jsonl(path).requests[0]
     assert request.prompt.tolist() == [7, 8] and request.output_len == 3
 
 
 def test_output_len_gives_fresh_tokens_nobody_shares(tmp_path):
-    path = write_lines(tmp_path / "o.jsonl", {"prompt_tokens": [1], "output_len": 3}, {"prompt_tokens": [1], "output_len": 2})
+    path = write_lines(
+        tmp_path / "o.jsonl", {"prompt_tokens": [1], "output_len": 3}, {"prompt_tokens": [1], "output_len": 2}
+    )
     a, b = read_jsonl(path).requests
     assert set(a.output.tolist()).isdisjoint(b.output.tolist())
     assert min(a.output.min(), b.output.min()) >= SYNTHETIC_TOKEN_BASE

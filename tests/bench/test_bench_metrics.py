@@ -23,29 +23,36 @@ def test_percentile_of_nothing_is_an_error():
 
 
 def test_run_metrics_rates_over_wall_time():
-    m = run_metrics([_result(1.0, 2.0), _result(3.0, 4.0)], 4.0, reusable_tokens=20, kv_peak_bytes=None,
-                    rss_peak_bytes=7)
+    m = run_metrics(
+        [_result(1.0, 2.0), _result(3.0, 4.0)], 4.0, reusable_tokens=20, kv_peak_bytes=None, rss_peak_bytes=7
+    )
     assert m["requests_per_s"] == 0.5
     assert m["output_tokens_per_s"] == 2.0
     assert (m["ttft_p50_s"], m["ttft_p99_s"]) == (1.0, 3.0)
 
 
 def test_prefill_skipped_is_prompt_minus_computed():
-    m = run_metrics([_result(1, 2, computed=10), _result(1, 2, computed=5)], 2.0, reusable_tokens=0,
-                    kv_peak_bytes=1, rss_peak_bytes=1)
+    m = run_metrics(
+        [_result(1, 2, computed=10), _result(1, 2, computed=5)],
+        2.0,
+        reusable_tokens=0,
+        kv_peak_bytes=1,
+        rss_peak_bytes=1,
+    )
     assert (m["prefill_computed"], m["prefill_skipped"]) == (15, 45)
 
 
 def test_prefill_is_unknown_when_any_request_does_not_report_it():
-    m = run_metrics([_result(1, 2, computed=None), _result(1, 2)], 2.0, reusable_tokens=0, kv_peak_bytes=None,
-                    rss_peak_bytes=1)
+    m = run_metrics(
+        [_result(1, 2, computed=None), _result(1, 2)], 2.0, reusable_tokens=0, kv_peak_bytes=None, rss_peak_bytes=1
+    )
     assert m["prefill_computed"] is None and m["prefill_skipped"] is None
 
 
 def test_summarize_takes_medians_per_system_and_workload():
     def run(system, tps):
-        return {"system": system, "workload": "w", "ttfts_s": [tps], "output_tokens_per_s": tps,
-                "kv_peak_bytes": None}
+        return {"system": system, "workload": "w", "ttfts_s": [tps], "output_tokens_per_s": tps, "kv_peak_bytes": None}
+
     summary = summarize([run("a", 1.0), run("a", 5.0), run("a", 2.0), run("b", 9.0)])
     assert summary[("a", "w")]["output_tokens_per_s"] == 2.0
     assert summary[("a", "w")]["repeats"] == 3

@@ -4,23 +4,54 @@ from tools.bench.report import SECTION_TITLE, markdown, update_section, verdicts
 
 
 def _row(system, workload, tps, ttft):
-    return {"system": system, "workload": workload, "output_tokens_per_s": tps, "ttft_p50_s": ttft,
-            "ttft_p99_s": ttft, "requests_per_s": 1.0, "prefill_computed": None, "prefill_skipped": None,
-            "reusable_tokens": 0, "kv_peak_bytes": None, "rss_peak_bytes": 2**20, "cache_hit_rate": None, "repeats": 1,
-            "ttfts_s": [ttft]}
+    return {
+        "system": system,
+        "workload": workload,
+        "output_tokens_per_s": tps,
+        "ttft_p50_s": ttft,
+        "ttft_p99_s": ttft,
+        "requests_per_s": 1.0,
+        "prefill_computed": None,
+        "prefill_skipped": None,
+        "reusable_tokens": 0,
+        "kv_peak_bytes": None,
+        "rss_peak_bytes": 2**20,
+        "cache_hit_rate": None,
+        "repeats": 1,
+        "ttfts_s": [ttft],
+    }
 
 
 def _result(rows, workloads=("shared_system", "no_share")):
-    return {"summary": rows, "config": {"workloads": list(workloads), "systems": ["trellis", "llama.cpp-F32",
-            "llama.cpp-Q4_1"], "threads": 2, "preset": "tiny", "repeats": 1},
-            "machine": {"started_utc": "now", "cpu_count": 2, "processor": "x", "platform": "p",
-                        "versions": {"jax": "0.10"}, "tokenizer": "words"},
-            "runs": [{"loadavg_1m": 3.0}], "skipped": {"hf": "no torch"}, "misses": []}
+    return {
+        "summary": rows,
+        "config": {
+            "workloads": list(workloads),
+            "systems": ["trellis", "llama.cpp-F32", "llama.cpp-Q4_1"],
+            "threads": 2,
+            "preset": "tiny",
+            "repeats": 1,
+        },
+        "machine": {
+            "started_utc": "now",
+            "cpu_count": 2,
+            "processor": "x",
+            "platform": "p",
+            "versions": {"jax": "0.10"},
+            "tokenizer": "words",
+        },
+        "runs": [{"loadavg_1m": 3.0}],
+        "skipped": {"hf": "no torch"},
+        "misses": [],
+    }
 
 
 def test_shared_workload_needs_twice_the_best_llama_cpp():
-    rows = [_row("trellis", "shared_system", 30.0, 1.0), _row("llama.cpp-F32", "shared_system", 10.0, 2.0),
-            _row("llama.cpp-Q4_1", "shared_system", 20.0, 3.0)]
+    rows = [
+        _row("trellis", "shared_system", 30.0, 1.0),
+        _row("llama.cpp-F32", "shared_system", 10.0, 2.0),
+        _row("llama.cpp-Q4_1", "shared_system", 20.0, 3.0),
+    ]
     (v,) = [v for v in verdicts(_result(rows)) if v["workload"] == "shared_system"]
     assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-Q4_1" and v["ratio"] == 1.5
 
@@ -32,8 +63,11 @@ def test_shared_workload_needs_a_lower_ttft_too():
 
 
 def test_no_share_needs_only_parity_with_llama_cpp_f32():
-    rows = [_row("trellis", "no_share", 10.0, 9.0), _row("llama.cpp-F32", "no_share", 10.0, 1.0),
-            _row("llama.cpp-Q4_1", "no_share", 99.0, 1.0)]
+    rows = [
+        _row("trellis", "no_share", 10.0, 9.0),
+        _row("llama.cpp-F32", "no_share", 10.0, 1.0),
+        _row("llama.cpp-Q4_1", "no_share", 99.0, 1.0),
+    ]
     (v,) = [v for v in verdicts(_result(rows)) if v["workload"] == "no_share"]
     assert v["status"] == "met"
 
@@ -73,30 +107,44 @@ def test_agreement_counts_identical_outputs_per_request():
     from tools.bench.agreement import agreement
 
     def run(system, outs):
-        return {"system": system, "workload": "w", "repeat": 0,
-                "results": [{"id": i, "output_token_ids": o} for i, o in enumerate(outs)]}
+        return {
+            "system": system,
+            "workload": "w",
+            "repeat": 0,
+            "results": [{"id": i, "output_token_ids": o} for i, o in enumerate(outs)],
+        }
+
     runs = [run("hf", [[1, 2], [3, 4]]), run("trellis", [[1, 2], [3, 5]]), run("llama", [[], []])]
     assert agreement(runs) == {"trellis": (1, 2)}
 
 
 def test_trellis_bf16_is_judged_against_llama_cpp_bf16_on_the_control():
-    rows = [_row("trellis-bf16", "no_share", 10.0, 1.0), _row("llama.cpp-F32", "no_share", 5.0, 1.0),
-            _row("llama.cpp-BF16", "no_share", 12.0, 1.0)]
+    rows = [
+        _row("trellis-bf16", "no_share", 10.0, 1.0),
+        _row("llama.cpp-F32", "no_share", 5.0, 1.0),
+        _row("llama.cpp-BF16", "no_share", 12.0, 1.0),
+    ]
     (v,) = [v for v in verdicts(_result(rows), "trellis-bf16") if v["workload"] == "no_share"]
     assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-BF16"
 
 
 def test_trellis_auto_is_judged_in_the_precision_its_runner_recorded():
-    rows = [_row("trellis", "no_share", 10.0, 1.0), _row("llama.cpp-F32", "no_share", 5.0, 1.0),
-            _row("llama.cpp-BF16", "no_share", 12.0, 1.0)]
+    rows = [
+        _row("trellis", "no_share", 10.0, 1.0),
+        _row("llama.cpp-F32", "no_share", 5.0, 1.0),
+        _row("llama.cpp-BF16", "no_share", 12.0, 1.0),
+    ]
     result = dict(_result(rows), systems={"trellis": {"precision": "bfloat16"}})
     (v,) = [v for v in verdicts(result) if v["workload"] == "no_share"]
     assert v["status"] == "MISSED" and v["best_peer"] == "llama.cpp-BF16"
 
 
 def test_the_issue_s_list_leaves_llama_cpp_bf16_out_of_the_shared_targets():
-    rows = [_row("trellis", "shared_system", 30.0, 1.0), _row("llama.cpp-F32", "shared_system", 10.0, 2.0),
-            _row("llama.cpp-BF16", "shared_system", 20.0, 3.0)]
+    rows = [
+        _row("trellis", "shared_system", 30.0, 1.0),
+        _row("llama.cpp-F32", "shared_system", 10.0, 2.0),
+        _row("llama.cpp-BF16", "shared_system", 20.0, 3.0),
+    ]
     (every,) = [v for v in verdicts(_result(rows)) if v["workload"] == "shared_system"]
     (issue,) = [v for v in verdicts(_result(rows), issue_peers_only=True) if v["workload"] == "shared_system"]
     assert every["status"] == "MISSED" and every["best_peer"] == "llama.cpp-BF16"

@@ -34,7 +34,7 @@ def test_trellis_second_wave_skips_the_cached_prefix(trellis):
     t0 = now()
     trellis.run_wave([_request("a", range(10, 30))], t0)
     (second,) = trellis.run_wave([_request("b", list(range(10, 30)) + [99, 98])], t0)
-    assert second.prompt_tokens_computed == 22 - 20        # 20 cached tokens = 5 whole pages of 4
+    assert second.prompt_tokens_computed == 22 - 20  # 20 cached tokens = 5 whole pages of 4
     assert trellis.stats()["cache_hit_rate"] == pytest.approx(20 / 42)
 
 

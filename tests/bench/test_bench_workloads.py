@@ -23,8 +23,10 @@ def test_other_seed_gives_other_prompts(name, word_tokenizer):
     assert all(x.prompt != y.prompt for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("shared_system", 3), ("multi_turn", 2 * 3), ("few_shot", 2 * 2), ("agentic", 1 + 3), ("no_share", 3)])
+@pytest.mark.parametrize(
+    "name,expected",
+    [("shared_system", 3), ("multi_turn", 2 * 3), ("few_shot", 2 * 2), ("agentic", 1 + 3), ("no_share", 3)],
+)
 def test_request_counts_follow_the_sizes(name, expected, word_tokenizer):
     assert len(_gen(name, word_tokenizer)) == expected
 
@@ -48,7 +50,7 @@ def test_each_chat_turn_extends_the_previous_turn(word_tokenizer):
     requests = {r.id: r for r in _gen("multi_turn", word_tokenizer)}
     for turn in (1, 2):
         earlier, later = requests[f"multi_turn-c0-t{turn - 1}"], requests[f"multi_turn-c0-t{turn}"]
-        assert later.prompt_token_ids[:earlier.num_prompt_tokens] == earlier.prompt_token_ids
+        assert later.prompt_token_ids[: earlier.num_prompt_tokens] == earlier.prompt_token_ids
         assert later.wave == earlier.wave + 1
 
 

@@ -1,4 +1,5 @@
 """tools.greedy_agreement's counting: identical runs and the first token where they part."""
+
 from tools.greedy_agreement import first_divergence, summary
 
 

@@ -23,7 +23,7 @@ def snapshot(cache: RadixCache) -> dict[tuple, int]:
         prefix = _node_prefix(node)
         start = len(prefix) - len(node.key)
         for i, page in enumerate(node.pages):
-            entries[(node.owner, prefix[:start + (i + 1) * cache.page_size])] = page
+            entries[(node.owner, prefix[: start + (i + 1) * cache.page_size])] = page
     return entries
 
 
@@ -40,7 +40,7 @@ class Request:
     namespace: str
     tokens: list[int]
     handle: object
-    tree_pages: list[int]          # pages of the locked cached prefix (from match or insert)
+    tree_pages: list[int]  # pages of the locked cached prefix (from match or insert)
     own_pages: list[int] = field(default_factory=list)  # private pages for the rest
 
     @property
@@ -74,7 +74,7 @@ class Driver:
     def assert_pages_visible(self, ns: str, tokens, pages: list[int]) -> None:
         owner = self.owner(ns)
         for i, page in enumerate(pages):
-            prefix = tuple(tokens[:(i + 1) * self.ps])
+            prefix = tuple(tokens[: (i + 1) * self.ps])
             allowed = {self.entries.get((SHARED, prefix))}
             if owner is not SHARED:
                 allowed.add(self.entries.get((owner, prefix)))
@@ -96,7 +96,7 @@ class Driver:
             for end in range(self.ps, len(prefix), self.ps):
                 assert (owner, prefix[:end]) in after or (SHARED, prefix[:end]) in after, "orphaned suffix"
         for r in self.requests:
-            assert len(self.visible_in(after, r.namespace, r.tokens[:r.locked_tokens])) * self.ps == r.locked_tokens
+            assert len(self.visible_in(after, r.namespace, r.tokens[: r.locked_tokens])) * self.ps == r.locked_tokens
         self.entries = after
 
     def visible_in(self, entries, ns, tokens):
@@ -142,7 +142,7 @@ class Driver:
     def commit(self, index: int, priority: int | None = None) -> None:
         req = self.requests[index % len(self.requests)]
         full = len(req.tokens) // self.ps
-        key = req.tokens[:full * self.ps]
+        key = req.tokens[: full * self.ps]
         n_new = full - len(req.tree_pages)
         passed = req.tree_pages + req.own_pages[:n_new]
         expected = self.visible(req.namespace, key)
@@ -152,14 +152,14 @@ class Driver:
         self.assert_pages_visible(req.namespace, key, r.page_ids[:present])
         assert r.page_ids[present:] == passed[present:]
         for i in range(present, full):
-            self.entries[(self.owner(req.namespace), tuple(key[:(i + 1) * self.ps]))] = passed[i]
+            self.entries[(self.owner(req.namespace), tuple(key[: (i + 1) * self.ps]))] = passed[i]
         in_tree = set(self.entries.values())
         for p, q in zip(passed[:present], r.page_ids):
             # A differing tree page is the request's own copy on another visible path: kept, not freed.
             assert p == q or self.cache.allocator.is_allocated(p) == (p in in_tree), f"page {p}: duplicate not freed"
         self.cache.lock(r.handle)
         self.cache.unlock(req.handle)
-        req.handle, req.tree_pages, req.own_pages = r.handle, r.page_ids, req.own_pages[max(n_new, 0):]
+        req.handle, req.tree_pages, req.own_pages = r.handle, r.page_ids, req.own_pages[max(n_new, 0) :]
 
     def extend(self, index: int, new_tokens: list[int]) -> None:
         req = self.requests[index % len(self.requests)]

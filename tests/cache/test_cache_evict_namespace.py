@@ -100,14 +100,18 @@ def test_namespace_must_be_a_string():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "a/s", "b", "public"]), st.lists(st.integers(0, 1), max_size=8),
-                          st.booleans()), max_size=12),
-       st.sampled_from(policy_names()))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "a/s", "b", "public"]), st.lists(st.integers(0, 1), max_size=8), st.booleans()),
+        max_size=12,
+    ),
+    st.sampled_from(policy_names()),
+)
 def test_after_a_flush_the_namespace_keeps_only_locked_pages(inserts, policy):
     cache = RadixCache(64, 2, policy=policy, shared_namespaces=frozenset({"public"}))
     others = {}
     for ns, tokens, hold in inserts:
-        tokens = tokens[:len(tokens) // 2 * 2]
+        tokens = tokens[: len(tokens) // 2 * 2]
         r = insert(cache, tokens, ns)
         if hold:
             cache.lock(r.handle)
@@ -123,5 +127,8 @@ def test_after_a_flush_the_namespace_keeps_only_locked_pages(inserts, policy):
 def _unlocked_pages_outside(cache, namespace):
     from trellis_jax.cache.tree import iter_nodes
 
-    return sum(len(n.pages) for n in iter_nodes(cache._root)
-               if n.lock_ref == 0 and not (n.owner == namespace or str(n.owner).startswith(namespace + "/")))
+    return sum(
+        len(n.pages)
+        for n in iter_nodes(cache._root)
+        if n.lock_ref == 0 and not (n.owner == namespace or str(n.owner).startswith(namespace + "/"))
+    )

@@ -48,8 +48,16 @@ def test_ten_thousand_operations_match_oracle():
     assert stats.evicted_pages > 0 and stats.hit_tokens > 0 and stats.duplicate_pages_freed > 0
 
 
-@pytest.mark.parametrize(("page_size", "policy"), [
-    (1, "lfu"), (3, "slru"), (1, "cost_aware"), (2, "mru"), (2, "priority"), (1, "fifo"),
-])
+@pytest.mark.parametrize(
+    ("page_size", "policy"),
+    [
+        (1, "lfu"),
+        (3, "slru"),
+        (1, "cost_aware"),
+        (2, "mru"),
+        (2, "priority"),
+        (1, "fifo"),
+    ],
+)
 def test_every_policy_keeps_the_cache_consistent(page_size, policy):
     assert _run(page_size, policy, steps=1_000, seed=7).cache.stats.evicted_pages > 0

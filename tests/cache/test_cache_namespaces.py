@@ -28,10 +28,18 @@ def test_same_tokens_in_two_namespaces_are_stored_apart():
     cache.check_integrity()
 
 
-@pytest.mark.parametrize(("writer", "reader"), [
-    ("a", "a "), ("a", "A"), ("", " "), ("tenant", "tenant/"), ("SHARED", "public"),
-    ("1", ""), ("[1, 2]", ""),
-])
+@pytest.mark.parametrize(
+    ("writer", "reader"),
+    [
+        ("a", "a "),
+        ("a", "A"),
+        ("", " "),
+        ("tenant", "tenant/"),
+        ("SHARED", "public"),
+        ("1", ""),
+        ("[1, 2]", ""),
+    ],
+)
 def test_namespace_collision_attempts_never_hit(writer, reader):
     cache = RadixCache(16, 2, shared_namespaces=frozenset({"public"}))
     insert(cache, [1, 2, 3, 4], writer)
@@ -83,17 +91,18 @@ def test_private_copy_made_before_the_shared_one_is_still_found():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "public"]), st.lists(st.integers(0, 1), max_size=8)),
-                max_size=12),
-       st.lists(st.integers(0, 1), max_size=8))
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "public"]), st.lists(st.integers(0, 1), max_size=8)), max_size=12),
+    st.lists(st.integers(0, 1), max_size=8),
+)
 def test_tenant_b_never_observes_tenant_a_private_pages(inserts, probe):
     cache = RadixCache(64, 2, shared_namespaces=frozenset({"public"}))
     a_private = set()
     for ns, tokens in inserts:
-        tokens = tokens[:len(tokens) // 2 * 2]
+        tokens = tokens[: len(tokens) // 2 * 2]
         r = insert(cache, tokens, ns)
         if ns == "a":
-            a_private |= set(r.page_ids[r.num_present_tokens // 2:])
+            a_private |= set(r.page_ids[r.num_present_tokens // 2 :])
     m = cache.match(probe, "b")
     assert not set(m.page_ids) & a_private
 

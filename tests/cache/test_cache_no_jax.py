@@ -18,7 +18,7 @@ def test_importing_and_using_the_cache_loads_no_jax_or_numpy():
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'flax'))\n"
         "print(bad)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=CACHE_DIR.parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=CACHE_DIR.parents[1]
+    )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
-

@@ -14,8 +14,12 @@ TOKENS = st.lists(st.integers(0, 2), min_size=0, max_size=10)
 
 
 class RadixCacheMachine(RuleBasedStateMachine):
-    @initialize(page_size=st.sampled_from([1, 2, 3]), num_pages=st.integers(3, 24),
-                policy=st.sampled_from(policy_names()), shared=st.booleans())
+    @initialize(
+        page_size=st.sampled_from([1, 2, 3]),
+        num_pages=st.integers(3, 24),
+        policy=st.sampled_from(policy_names()),
+        shared=st.booleans(),
+    )
     def setup(self, page_size, num_pages, policy, shared):
         self.driver = Driver(num_pages, page_size, policy, frozenset({"public"}) if shared else frozenset())
 
@@ -53,6 +57,6 @@ class RadixCacheMachine(RuleBasedStateMachine):
 
 
 RadixCacheMachine.TestCase.settings = settings(
-    max_examples=120, stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=120, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 test_radix_cache_matches_oracle = RadixCacheMachine.TestCase

@@ -16,13 +16,38 @@ from trellis_jax.engine.config import EngineConfig
 from trellis_jax.generate import build_parser as generate_parser
 from trellis_jax.serve.__main__ import build_parser as serve_parser
 
-PARSERS = {"trellis-serve": serve_parser, "trellis-batch": batch_parser, "trellis-generate": generate_parser,
-           "trellis-ablate": ablate_parser}
+PARSERS = {
+    "trellis-serve": serve_parser,
+    "trellis-batch": batch_parser,
+    "trellis-generate": generate_parser,
+    "trellis-ablate": ablate_parser,
+}
 BATCH_IO = ["--input", "in.jsonl", "--output", "out.jsonl"]
-ENGINE_ARGV = ["--model", "tiny-llama", "--dtype", "float32", "--page-size", "8", "--max-num-seqs", "4",
-               "--num-lookup-tokens", "3", "--prefill-saturation-tokens", "64", "--unroll-layers",
-               "--no-materialise-head", "--no-compile-cache", "--kv-cache-dtype", "bfloat16",
-               "--eviction-policy", "lfu", "--schedule-policy", "fcfs", "--chat-template", "t.jinja"]
+ENGINE_ARGV = [
+    "--model",
+    "tiny-llama",
+    "--dtype",
+    "float32",
+    "--page-size",
+    "8",
+    "--max-num-seqs",
+    "4",
+    "--num-lookup-tokens",
+    "3",
+    "--prefill-saturation-tokens",
+    "64",
+    "--unroll-layers",
+    "--no-materialise-head",
+    "--no-compile-cache",
+    "--kv-cache-dtype",
+    "bfloat16",
+    "--eviction-policy",
+    "lfu",
+    "--schedule-policy",
+    "fcfs",
+    "--chat-template",
+    "t.jinja",
+]
 
 
 def test_every_engine_config_field_is_a_flag_or_says_why_not():
@@ -36,8 +61,14 @@ def test_serve_and_batch_build_the_same_engine_config_from_the_same_flags():
     served = flags.engine_config(serve_parser().parse_args(ENGINE_ARGV))
     batched = flags.engine_config(batch_parser().parse_args(BATCH_IO + ENGINE_ARGV))
     assert served == batched
-    assert (served.page_size, served.num_lookup_tokens, served.materialise_head, served.compile_cache_dir,
-            served.kv_cache_dtype, served.chat_template) == (8, 3, False, None, "bfloat16", "t.jinja")
+    assert (
+        served.page_size,
+        served.num_lookup_tokens,
+        served.materialise_head,
+        served.compile_cache_dir,
+        served.kv_cache_dtype,
+        served.chat_template,
+    ) == (8, 3, False, None, "bfloat16", "t.jinja")
 
 
 def test_flag_defaults_are_the_engine_configs_own(monkeypatch):
@@ -67,14 +98,17 @@ def test_version_names_the_command_and_the_release(prog, capsys):
     assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"{prog} (trellis-jax) {__version__}"
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["--eviction-policy", "lruu"], "cost_aware', 'fifo', 'lfu', 'lru'"),
-    (["--schedule-policy", "lmp"], "choose from 'lpm', 'lpm-window'"),
-    (["--dtype", "fp16"], "choose from 'auto', 'float32', 'bfloat16'"),
-    (["--kv-cache-dtype", "int8"], "choose from 'auto', 'float32', 'bfloat16', 'float16'"),
-    (["--kv-memory", "1GiB", "--num-pages", "64"], "at most one KV budget"),
-    (["--max-num-seqs", "0"], "max_num_seqs"),
-])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--eviction-policy", "lruu"], "cost_aware', 'fifo', 'lfu', 'lru'"),
+        (["--schedule-policy", "lmp"], "choose from 'lpm', 'lpm-window'"),
+        (["--dtype", "fp16"], "choose from 'auto', 'float32', 'bfloat16'"),
+        (["--kv-cache-dtype", "int8"], "choose from 'auto', 'float32', 'bfloat16', 'float16'"),
+        (["--kv-memory", "1GiB", "--num-pages", "64"], "at most one KV budget"),
+        (["--max-num-seqs", "0"], "max_num_seqs"),
+    ],
+)
 def test_a_bad_engine_value_is_a_usage_error_listing_the_choices(argv, expected, capsys):
     from trellis_jax.batch import parse_args as batch_args
     from trellis_jax.serve.__main__ import parse_args as serve_args

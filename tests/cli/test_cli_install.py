@@ -30,11 +30,13 @@ SCRIPTS = ("trellis-serve", "trellis-batch", "trellis-generate", "trellis-ablate
 
 
 def test_importing_the_package_loads_no_layer_and_the_offline_api_loads_on_first_use():
-    code = ("import sys, trellis_jax\n"
-            "light = not any(m.startswith(('jax', 'trellis_jax.engine')) for m in sys.modules)\n"
-            "from trellis_jax import LLM, SamplingParams\n"
-            "from trellis_jax.engine.api import LLM as EngineLLM\n"
-            "print(light, LLM is EngineLLM, SamplingParams(max_tokens=3).max_tokens)")
+    code = (
+        "import sys, trellis_jax\n"
+        "light = not any(m.startswith(('jax', 'trellis_jax.engine')) for m in sys.modules)\n"
+        "from trellis_jax import LLM, SamplingParams\n"
+        "from trellis_jax.engine.api import LLM as EngineLLM\n"
+        "print(light, LLM is EngineLLM, SamplingParams(max_tokens=3).max_tokens)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["True", "True", "3"], out.stderr
 
@@ -59,14 +61,33 @@ def installed(tmp_path_factory) -> pathlib.Path:
     env_dir = base / "venv"
     venv.create(env_dir, system_site_packages=False, with_pip=False)
     where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-    site = pathlib.Path(subprocess.run([env_dir / "bin" / "python", "-c", where], capture_output=True, text=True,
-                                       check=True).stdout.strip())
+    site = pathlib.Path(
+        subprocess.run(
+            [env_dir / "bin" / "python", "-c", where], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "host_packages.pth").write_text("\n".join(sorted(ours)) + "\n")  # plain paths: no editable finder runs
     isolation = ["--no-build-isolation"] if _host_can_build() else []
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q",
-                           "--no-deps", *isolation, str(source)], capture_output=True, text=True, env=_clean_env(),
-                          cwd=base, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(env_dir / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            *isolation,
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=base,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return env_dir / "bin"
 
@@ -83,8 +104,15 @@ def _clean_env() -> dict[str, str]:
 
 
 def _run(bin_dir: pathlib.Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True, env=_clean_env(),
-                          cwd=bin_dir, timeout=120, check=False)
+    return subprocess.run(
+        [str(bin_dir / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=bin_dir,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -96,24 +124,51 @@ def test_pip_install_gives_every_console_script_with_help_and_version(installed)
 
 @pytest.mark.slow
 def test_the_installed_package_is_not_this_checkout_and_ships_the_presets(installed):
-    code = ("import trellis_jax, os; from trellis_jax.checkpoints.presets import preset_names;"
-            "print(os.path.dirname(trellis_jax.__file__)); print(','.join(preset_names()))")
+    code = (
+        "import trellis_jax, os; from trellis_jax.checkpoints.presets import preset_names;"
+        "print(os.path.dirname(trellis_jax.__file__)); print(','.join(preset_names()))"
+    )
     out = _run(installed, "python", "-c", code).stdout.split()
     assert not out[0].startswith(str(ROOT)) and "smollm2-135m" in out[1].split(",")
 
 
 @pytest.mark.slow
 def test_the_installed_server_answers_a_chat(installed, tmp_path):
-    argv = [str(installed / "trellis-serve"), "--model", str(TINY), "--port", "0", "--deterministic",
-            "--max-num-seqs", "2", "--max-num-batched-tokens", "16", "--max-model-len", "64", "--num-pages", "16",
-            "--compile-cache-dir", str(tmp_path / "xla"), "--log-level", "warning"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_clean_env(),
-                            cwd=tmp_path)
+    argv = [
+        str(installed / "trellis-serve"),
+        "--model",
+        str(TINY),
+        "--port",
+        "0",
+        "--deterministic",
+        "--max-num-seqs",
+        "2",
+        "--max-num-batched-tokens",
+        "16",
+        "--max-model-len",
+        "64",
+        "--num-pages",
+        "16",
+        "--compile-cache-dir",
+        str(tmp_path / "xla"),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_clean_env(), cwd=tmp_path
+    )
     try:
         url = _wait_for_url(proc)
-        r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
-            "model": "tiny_llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
-            "temperature": 0})
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=60,
+            json={
+                "model": "tiny_llama",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 3,
+                "temperature": 0,
+            },
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

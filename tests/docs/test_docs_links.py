@@ -46,6 +46,8 @@ def test_benchmarks_md_is_a_report_of_at_most_30_kb():
 
 def test_readme_paragraphs_are_at_most_100_words():
     text = FENCE.sub("", (ROOT / "README.md").read_text())
-    prose = [" ".join(line for line in block.splitlines() if not line.startswith(("|", "    ", "#")))
-             for block in re.split(r"\n\s*\n", text)]
+    prose = [
+        " ".join(line for line in block.splitlines() if not line.startswith(("|", "    ", "#")))
+        for block in re.split(r"\n\s*\n", text)
+    ]
     assert max(len(p.split()) for p in prose) <= 100

@@ -18,31 +18,46 @@ def run(tmp_path, lines, **kw):
     engine, runner, cache, tokenizer = make_fake_engine(mode="increment", num_pages=128)
     write_lines(tmp_path / "in.jsonl", lines)
     log = io.StringIO()
-    summary = run_batch(engine, tokenizer, str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"),
-                        progress=False, log=log, **kw)
+    summary = run_batch(
+        engine, tokenizer, str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), progress=False, log=log, **kw
+    )
     records = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
     results = [r for r in records if "error" not in r]  # error records: tests/engine/test_batch_robustness.py
     return summary, results, log.getvalue(), runner
 
 
-GOOD = [{"id": "a", "prompt": "a", "max_tokens": 3, "temperature": 0},
-        {"id": "b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
-        {"id": 7, "prompt": "x", "max_tokens": 20, "stop": ["|"], "temperature": 0}]
+GOOD = [
+    {"id": "a", "prompt": "a", "max_tokens": 3, "temperature": 0},
+    {"id": "b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    {"id": 7, "prompt": "x", "max_tokens": 20, "stop": ["|"], "temperature": 0},
+]
 
 
 def test_writes_one_result_per_request_with_the_documented_fields(tmp_path):
     summary, results, _, _ = run(tmp_path, GOOD)
     by_id = {r["id"]: r for r in results}
     assert set(by_id) == {"a", "b", 7}
-    assert by_id["a"] == {"id": "a", "text": "bcd", "token_ids": [98, 99, 100], "prompt_tokens": 1,
-                          "cached_tokens": 0, "finish_reason": "length"}
+    assert by_id["a"] == {
+        "id": "a",
+        "text": "bcd",
+        "token_ids": [98, 99, 100],
+        "prompt_tokens": 1,
+        "cached_tokens": 0,
+        "finish_reason": "length",
+    }
     assert by_id[7]["text"] == "yz{" and by_id[7]["finish_reason"] == "stop"  # "|" follows "{"
     assert summary.completed == 3
 
 
 def test_bad_lines_are_reported_with_their_number_and_the_rest_runs(tmp_path):
-    lines = [GOOD[0], "{not json", {"id": "c"}, {"id": "d", "prompt": "p", "temperature": -2},
-             {"id": "a", "prompt": "dup"}, GOOD[1]]
+    lines = [
+        GOOD[0],
+        "{not json",
+        {"id": "c"},
+        {"id": "d", "prompt": "p", "temperature": -2},
+        {"id": "a", "prompt": "dup"},
+        GOOD[1],
+    ]
     summary, results, log, _ = run(tmp_path, lines)
     assert sorted(r["id"] for r in results) == ["a", "b"]
     assert [n for n, _ in summary.bad_lines] == [2, 3, 4, 5]
@@ -73,10 +88,30 @@ def test_a_request_too_long_for_the_pool_is_skipped_not_fatal(tmp_path):
 
 
 def test_cli_flags_parse():
-    args = parse_args(["--input", "i", "--output", "o", "--disable-radix-cache", "--eviction-policy", "lfu",
-                       "--schedule-policy", "dfs-weight", "--page-size", "32", "--model", "m.gguf"])
-    assert (args.disable_radix_cache, args.eviction_policy, args.schedule_policy, args.page_size, args.model) == \
-        (True, "lfu", "dfs-weight", 32, "m.gguf")
+    args = parse_args(
+        [
+            "--input",
+            "i",
+            "--output",
+            "o",
+            "--disable-radix-cache",
+            "--eviction-policy",
+            "lfu",
+            "--schedule-policy",
+            "dfs-weight",
+            "--page-size",
+            "32",
+            "--model",
+            "m.gguf",
+        ]
+    )
+    assert (args.disable_radix_cache, args.eviction_policy, args.schedule_policy, args.page_size, args.model) == (
+        True,
+        "lfu",
+        "dfs-weight",
+        32,
+        "m.gguf",
+    )
     with pytest.raises(SystemExit):
         parse_args(["--output", "o"])
 
@@ -103,12 +138,14 @@ def test_a_request_a_step_cannot_run_gets_an_error_record_and_the_rest_complete(
             self.check_plan(plan)
             return super().run(plan)
 
-    engine, _runner, cache, tokenizer = make_fake_engine(mode="increment", num_pages=128,
-                                                         runner=FailsForX(128, 4, mode="increment"))
+    engine, _runner, cache, tokenizer = make_fake_engine(
+        mode="increment", num_pages=128, runner=FailsForX(128, 4, mode="increment")
+    )
     write_lines(tmp_path / "in.jsonl", [GOOD[0], {"id": "x", "prompt": "q", "max_tokens": 3}, GOOD[2]])
     log = io.StringIO()
-    summary = run_batch(engine, tokenizer, str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"),
-                        progress=False, log=log)
+    summary = run_batch(
+        engine, tokenizer, str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), progress=False, log=log
+    )
     results = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sorted(str(r["id"]) for r in results if "error" not in r) == ["7", "a"]
     assert [r["id"] for r in results if "error" in r] == ["x"]

@@ -43,8 +43,15 @@ def run(tmp_path, data: bytes | None = None):
     engine, runner, _, tokenizer = make_fake_engine(mode="increment", num_pages=24, page_size=4)
     if data is not None:
         (tmp_path / "in.jsonl").write_bytes(data)
-    summary = run_batch(engine, tokenizer, str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"),
-                        progress=False, log=io.StringIO(), max_line_bytes=MAX_LINE_BYTES)
+    summary = run_batch(
+        engine,
+        tokenizer,
+        str(tmp_path / "in.jsonl"),
+        str(tmp_path / "out.jsonl"),
+        progress=False,
+        log=io.StringIO(),
+        max_line_bytes=MAX_LINE_BYTES,
+    )
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     return summary, records, runner
 

@@ -61,16 +61,27 @@ def test_all_pages_return_after_generate():
     assert cache.num_free_pages == cache.num_pages - 1
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(n=0), dict(max_tokens=0),
-                                 dict(logprobs=21), dict(stop=[""]), dict(repetition_penalty=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(n=0),
+        dict(max_tokens=0),
+        dict(logprobs=21),
+        dict(stop=[""]),
+        dict(repetition_penalty=0),
+    ],
+)
 def test_bad_sampling_params_are_clear_errors(bad):
     with pytest.raises(ValueError, match="SamplingParams"):
         SamplingParams(**bad)
 
 
 def test_from_openai_maps_chat_and_completion_fields():
-    chat = SamplingParams.from_openai({"max_completion_tokens": 5, "logprobs": True, "top_logprobs": 3,
-                                       "stop": "END", "temperature": 0.5, "seed": 3})
+    chat = SamplingParams.from_openai(
+        {"max_completion_tokens": 5, "logprobs": True, "top_logprobs": 3, "stop": "END", "temperature": 0.5, "seed": 3}
+    )
     assert (chat.max_tokens, chat.logprobs, chat.stop, chat.temperature, chat.seed) == (5, 3, ("END",), 0.5, 3)
     completion = SamplingParams.from_openai({"max_tokens": 7, "logprobs": 2, "top_k": 40})
     assert (completion.max_tokens, completion.logprobs, completion.top_k) == (7, 2, 40)
@@ -84,8 +95,9 @@ def test_lookup_decoding_returns_every_token_of_plain_greedy_decoding():
     plain = fake_llm(mode="increment")[0].generate(prompts, params)
     llm, engine, *_ = fake_llm(mode="increment", num_lookup_tokens=3)
     fast = llm.generate(prompts, params)
-    assert [(o.token_ids, o.text, o.finish_reason) for o in fast] == [(o.token_ids, o.text, o.finish_reason)
-                                                                       for o in plain]
+    assert [(o.token_ids, o.text, o.finish_reason) for o in fast] == [
+        (o.token_ids, o.text, o.finish_reason) for o in plain
+    ]
     assert engine.scheduler.stats.num_accepted_draft_tokens > 0
 
 
@@ -104,6 +116,14 @@ def test_a_chat_template_file_replaces_the_models_template(tmp_path):
 
     path = tmp_path / "plain.jinja"
     path.write_text("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}", encoding="utf-8")
-    _, tokenizer = build_engine(EngineConfig(model="tiny-llama", chat_template=str(path), warmup=False,
-                                             max_num_seqs=2, max_num_batched_tokens=16, max_model_len=64))
+    _, tokenizer = build_engine(
+        EngineConfig(
+            model="tiny-llama",
+            chat_template=str(path),
+            warmup=False,
+            max_num_seqs=2,
+            max_num_batched_tokens=16,
+            max_model_len=64,
+        )
+    )
     assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}]) == "<user>hi"

@@ -62,6 +62,7 @@ def test_abort_mid_stream_ends_it_with_abort_and_frees_pages(engine):
             if len(seen) == 3:
                 engine.abort("long")
         return seen
+
     deltas = asyncio.run(main())
     assert deltas[-1].finish_reason == "abort"
     assert wait_idle(engine)
@@ -73,6 +74,7 @@ def test_leaving_the_stream_early_aborts_the_request(engine):
         async for _ in stream:
             break
         await stream.aclose()
+
     asyncio.run(main())
     assert wait_idle(engine)
 
@@ -86,6 +88,7 @@ def test_abort_before_the_request_reaches_the_engine_thread(engine):
         await asyncio.sleep(0)  # generate() has queued the request; the engine thread may not have seen it
         engine.abort("early")
         return [await first] + [d async for d in stream]
+
     deltas = asyncio.run(main())
     assert deltas[-1].finish_reason == "abort"
     assert wait_idle(engine)
@@ -99,6 +102,7 @@ def test_rejected_prompt_raises_before_any_delta(engine):
 def test_failing_step_fails_the_stream_and_frees_everything(engine):
     def boom(plan):
         raise RuntimeError("device fell over")
+
     engine.engine.runner.run = boom
     with pytest.raises(RuntimeError, match="device fell over"):
         asyncio.run(collect(engine.generate("a", SamplingParams(max_tokens=3))))
@@ -108,6 +112,7 @@ def test_failing_step_fails_the_stream_and_frees_everything(engine):
 def wait_idle(engine, timeout=5.0):
     """True once the engine thread has no request left and every page is free or in the tree."""
     import time
+
     deadline = time.monotonic() + timeout
     cache = engine.engine.scheduler.kv.cache
     while time.monotonic() < deadline:

@@ -25,8 +25,9 @@ def count_specials(tokenizer, ids) -> int:
 def test_chat_content_special_text_is_plain_text_by_default(default_model):
     tokenizer = engine_tokenizer(default_model)
     ordinary = [{"role": "user", "content": "hi"}]
-    assert count_specials(tokenizer, to_token_ids(INJECTION, tokenizer)) == \
-        count_specials(tokenizer, to_token_ids(ordinary, tokenizer))
+    assert count_specials(tokenizer, to_token_ids(INJECTION, tokenizer)) == count_specials(
+        tokenizer, to_token_ids(ordinary, tokenizer)
+    )
 
 
 def test_engine_option_lets_chat_content_special_text_act_as_control_tokens(default_model):

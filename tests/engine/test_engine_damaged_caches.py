@@ -6,6 +6,7 @@ Each start is a child process (a truncated library loaded by mistake would kill 
 first start uses the usual native cache (read, and filled if empty, as any run does); its libraries are
 copied into a temporary TRELLIS_NATIVE_CACHE, where one is damaged: the shared cache is never touched.
 """
+
 import json
 import os
 import re
@@ -40,8 +41,13 @@ CHILD = textwrap.dedent(f"""
 
 def start(compile_cache: Path, **env) -> dict:
     """-> the child's tokens, compile-cache writes and loaded libraries, plus "logs": its log lines."""
-    done = subprocess.run([sys.executable, "-c", CHILD, str(compile_cache)], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(compile_cache)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, f"the engine died ({done.returncode}):\n{done.stderr[-3000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["logs"] = re.findall(r"LOG [^\r\n]*", done.stderr)  # log lines share a line with progress bars
@@ -64,7 +70,7 @@ def test_damaged_caches_are_repaired_and_serve_the_same_tokens(tmp_path):
         pytest.skip("the native kernels do not build here")
     copy_native_cache(clean["libraries"], native_cache)
     library = native_cache / Path(clean["libraries"][DAMAGED_KERNEL]).name
-    truncated = library.read_bytes()[:library.stat().st_size // 2]
+    truncated = library.read_bytes()[: library.stat().st_size // 2]
     library.write_bytes(truncated)
     step_entry = next(compile_cache.glob("jit_step-*-cache"))
     content = step_entry.read_bytes()
@@ -73,10 +79,13 @@ def test_damaged_caches_are_repaired_and_serve_the_same_tokens(tmp_path):
     damaged = start(compile_cache, TRELLIS_NATIVE_CACHE=str(native_cache))
     assert damaged["tokens"] == clean["tokens"]
     native_line, compile_line = sorted(damaged["logs"])  # exactly two lines, or this unpacking fails
-    assert native_line == (f"LOG pallas_kernels.native.build: native kernel cache: library {library} "
-                           f"({len(truncated)} bytes) does not match its recorded sha256; rebuilt it")
-    assert compile_line.startswith(f"LOG trellis_jax.runner.compile_cache: compile cache entry {step_entry} "
-                                   "failed to load")
+    assert native_line == (
+        f"LOG pallas_kernels.native.build: native kernel cache: library {library} "
+        f"({len(truncated)} bytes) does not match its recorded sha256; rebuilt it"
+    )
+    assert compile_line.startswith(
+        f"LOG trellis_jax.runner.compile_cache: compile cache entry {step_entry} failed to load"
+    )
 
     after = start(compile_cache, TRELLIS_NATIVE_CACHE=str(native_cache))
     assert after["tokens"] == clean["tokens"] and after["logs"] == [] and after["writes"] == 0

@@ -16,14 +16,27 @@ from trellis_jax.engine.builder import build_engine, make_runner
 pytestmark = pytest.mark.slow
 
 SYSTEM = "You are a concise assistant for a hardware store. Answer in one short sentence, and be kind. "
-TARGETS = [SYSTEM + "Do you sell hammers and nails of every size, and what do they cost?",
-           "Write a haiku about a lighthouse keeper who counts the waves every night."]
-OTHERS = [SYSTEM + "Where are the screws?", "Tell me a long story about a dragon. " * 5, "Hi",
-          "Count: 1 2 3 4 5 6 7 8 9 10 11 12 13 14", SYSTEM + "Do you sell hammers too?"]
+TARGETS = [
+    SYSTEM + "Do you sell hammers and nails of every size, and what do they cost?",
+    "Write a haiku about a lighthouse keeper who counts the waves every night.",
+]
+OTHERS = [
+    SYSTEM + "Where are the screws?",
+    "Tell me a long story about a dragon. " * 5,
+    "Hi",
+    "Count: 1 2 3 4 5 6 7 8 9 10 11 12 13 14",
+    SYSTEM + "Do you sell hammers too?",
+]
 PARAMS = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=0)
 # Two buckets, (4 tokens, 4 sequences) and (64, 16): a solo decode takes the first, a batch the second.
-CONFIG = EngineConfig(num_pages=200, max_num_batched_tokens=64, max_num_seqs=16, deterministic=True,
-                      token_buckets=(4, 64), seq_buckets=(4, 16))
+CONFIG = EngineConfig(
+    num_pages=200,
+    max_num_batched_tokens=64,
+    max_num_seqs=16,
+    deterministic=True,
+    token_buckets=(4, 64),
+    seq_buckets=(4, 16),
+)
 
 
 @pytest.fixture(scope="module")

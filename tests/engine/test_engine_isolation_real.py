@@ -12,8 +12,9 @@ from trellis_jax.engine.engine import RequestFailed
 
 pytestmark = pytest.mark.slow
 
-CONFIG = EngineConfig(dtype="float32", deterministic=True, max_num_seqs=8, max_num_batched_tokens=32,
-                      num_pages=96, max_model_len=128)
+CONFIG = EngineConfig(
+    dtype="float32", deterministic=True, max_num_seqs=8, max_num_batched_tokens=32, num_pages=96, max_model_len=128
+)
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 VICTIMS = {f"v{i}": [5 + i, 40 + 3 * i, 7, 90 + i, 11] for i in range(6)}
 

@@ -17,18 +17,40 @@ from trellis_jax.engine.builder import build_engine, make_runner
 pytestmark = pytest.mark.slow
 
 SYSTEM = "You are a concise assistant for a hardware store. Answer in one short sentence. "
-QUESTIONS = ["Do you sell hammers?", "What time do you open?", "Where are the screws?", "Can I return paint?",
-             "Do you cut keys?", "Is parking free?", "Do you rent ladders?", "Are dogs allowed?",
-             "Do you sell lumber?", "Who can help me?", "Do you deliver?", "Are there gift cards?",
-             "Can you mix paint?", "Do you sell grills?", "Is there a sale?", "Do you fix lamps?"]
+QUESTIONS = [
+    "Do you sell hammers?",
+    "What time do you open?",
+    "Where are the screws?",
+    "Can I return paint?",
+    "Do you cut keys?",
+    "Is parking free?",
+    "Do you rent ladders?",
+    "Are dogs allowed?",
+    "Do you sell lumber?",
+    "Who can help me?",
+    "Do you deliver?",
+    "Are there gift cards?",
+    "Can you mix paint?",
+    "Do you sell grills?",
+    "Is there a sale?",
+    "Do you fix lamps?",
+]
 FEW_SHOT = "Classify the sentiment.\nText: I love it. Label: positive\nText: It broke. Label: negative\n"
 BRANCHES = ["Text: Great value. Label: positive\n", "Text: Waste of money. Label: negative\n"]
 QUERIES = ["Text: Works fine. Label:", "Text: Never again. Label:", "Text: So happy. Label:", "Text: Meh. Label:"]
 
 
 def chats():
-    turns = ["Hi, I need a drill.", "Cordless, please.", "Under fifty dollars?", "Which battery?",
-             "Any warranty?", "Can I order online?", "When does it arrive?", "Thanks!"]
+    turns = [
+        "Hi, I need a drill.",
+        "Cordless, please.",
+        "Under fifty dollars?",
+        "Which battery?",
+        "Any warranty?",
+        "Can I order online?",
+        "When does it arrive?",
+        "Thanks!",
+    ]
     messages, out = [], []
     for i, turn in enumerate(turns):
         messages = messages + [{"role": "user", "content": turn}]
@@ -50,8 +72,14 @@ def loaded():
     return load_model(None)
 
 
-CONFIG = EngineConfig(num_pages=160, max_num_batched_tokens=128, max_num_seqs=8, deterministic=True,
-                      token_buckets=(128,), seq_buckets=(8,))
+CONFIG = EngineConfig(
+    num_pages=160,
+    max_num_batched_tokens=128,
+    max_num_seqs=8,
+    deterministic=True,
+    token_buckets=(128,),
+    seq_buckets=(8,),
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +128,20 @@ def test_real_tokenizer_text_and_stop_strings(engines, loaded):
     first = llm.generate(SYSTEM + QUESTIONS[0], params)[0]
     assert first.text and first.finish_reason == "length"
     stop = first.text[2:5]
-    stopped = llm.generate(SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True,
-                                                                 stop=[stop]))[0]
-    assert stopped.finish_reason == "stop" and stopped.text == first.text[:first.text.index(stop)]
+    stopped = llm.generate(
+        SYSTEM + QUESTIONS[0], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, stop=[stop])
+    )[0]
+    assert stopped.finish_reason == "stop" and stopped.text == first.text[: first.text.index(stop)]
 
 
 def test_lookup_decoding_changes_the_steps_not_the_tokens(engines, loaded):
     _, _, runner = engines
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-    prompts = ["one two three four five six seven eight nine ten one two three four five six seven eight",
-               SYSTEM + QUESTIONS[2], "Repeat after me: the quick brown fox. Repeat after me: the quick"]
+    prompts = [
+        "one two three four five six seven eight nine ten one two three four five six seven eight",
+        SYSTEM + QUESTIONS[2],
+        "Repeat after me: the quick brown fox. Repeat after me: the quick",
+    ]
     plain = _fresh(loaded, runner)  # prompts one at a time: a batch takes as many steps as its slowest request
     expected = [plain.generate(prompt, params)[0].token_ids for prompt in prompts]
     fast = _fresh(loaded, runner, num_lookup_tokens=3)  # the plain engine is done with the runner's pages

@@ -32,7 +32,7 @@ def test_stop_string_frees_the_sequence_in_the_scheduler():
 
 
 def test_streaming_holds_back_a_possible_stop_string_start():
-    engine, *_ , tokenizer = make_fake_engine(mode="increment")
+    engine, *_, tokenizer = make_fake_engine(mode="increment")
     engine.add_request("r", tokenizer.encode("a"), SamplingParams(temperature=0, max_tokens=20, stop=["cdx", "fg"]))
     texts = []
     while engine.has_unfinished():

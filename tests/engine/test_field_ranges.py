@@ -21,7 +21,7 @@ from trellis_testing.fakes import make_fake_engine
 
 INT_FIELDS = ["n", "top_k", "seed", "max_tokens", "logprobs"]
 FLOAT_FIELDS = ["temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"]
-EXTREME_INTS = [2**31, 2**63, -2**31 - 1, 2**64, -2**63 - 1]
+EXTREME_INTS = [2**31, 2**63, -(2**31) - 1, 2**64, -(2**63) - 1]
 NON_FINITE = [math.nan, math.inf, -math.inf, 1e39, -1e39]
 WRONG_TYPES = [True, False, "1", 1.5, None]
 
@@ -85,8 +85,13 @@ def test_stop_token_ids_are_int32_token_ids(value):
 
 
 def test_the_largest_carried_values_are_accepted():
-    top = SamplingParams(top_k=2**31 - 1, seed=2**32 - 1, max_tokens=2**31 - 1, stop_token_ids=[2**31 - 1],
-                         temperature=float(np.finfo(np.float32).max))
+    top = SamplingParams(
+        top_k=2**31 - 1,
+        seed=2**32 - 1,
+        max_tokens=2**31 - 1,
+        stop_token_ids=[2**31 - 1],
+        temperature=float(np.finfo(np.float32).max),
+    )
     assert (top.top_k, top.seed) == (2**31 - 1, 2**32 - 1)
     assert SamplingParams(top_k=-1).top_k == 0
 
@@ -97,8 +102,11 @@ def test_integer_valued_floats_knobs_accept_ints():
 
 @pytest.mark.parametrize("ids", [[1, 258], [1, -1], [2**31], [2**63], [1, True], [1, 2.0]])
 def test_token_id_prompts_must_be_in_the_vocabulary(ids):
-    with pytest.raises(FieldRangeError, match=r"prompt_token_ids\[\d\]: token id .* outside the vocabulary; token "
-                                              r"ids must be integers in \[0, 257\]"):
+    with pytest.raises(
+        FieldRangeError,
+        match=r"prompt_token_ids\[\d\]: token id .* outside the vocabulary; token "
+        r"ids must be integers in \[0, 257\]",
+    ):
         check_token_ids(ids, 258)
 
 
@@ -106,7 +114,7 @@ def test_check_field_returns_the_value_it_accepts():
     assert check_field("top_k", 40) == 40
 
 
-@pytest.mark.parametrize("priority", [2**31, -2**31 - 1, True, 1.0])
+@pytest.mark.parametrize("priority", [2**31, -(2**31) - 1, True, 1.0])
 def test_engine_rejects_a_priority_past_int32(priority):
     engine, *_ = make_fake_engine()
     with pytest.raises(FieldRangeError, match="priority must be an integer in"):

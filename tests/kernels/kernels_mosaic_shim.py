@@ -4,6 +4,7 @@ The interpreter (JAX 0.10, private module) cannot read a WGMMA B operand through
 wraps its wgmma callback to apply the transpose itself. `interpret_params()` returns None when the
 interpreter is not importable, so callers can skip.
 """
+
 import numpy as np
 
 

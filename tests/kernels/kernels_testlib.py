@@ -6,6 +6,7 @@ included) and every slot past a sequence's length with huge finite values: a ker
 must not see produces wildly wrong output instead of passing by luck. `dense_attention` is an
 independent per-row numpy oracle over the contiguous K/V kept beside the pages.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,7 @@ def make_case(case: Case, seed: int = 0):
     contiguous = []
     used = 0
     for b, kv_len in enumerate(case.kv_lens):
-        ids = order[used: used + pages_per_seq[b]]
+        ids = order[used : used + pages_per_seq[b]]
         used += pages_per_seq[b]
         page_table[b, : len(ids)] = ids
         k = rng.standard_normal((hkv, kv_len, d)).astype(np.float32)
@@ -66,15 +67,22 @@ def make_case(case: Case, seed: int = 0):
             v_pages[case.layer, :, ids[j // s], j % s] = v[:, j]
         contiguous.append((k, v))
     cu = np.zeros(num_seqs + case.extra_seqs + 1, np.int32)
-    cu[1: num_seqs + 1] = np.cumsum(case.q_lens)
-    cu[num_seqs + 1:] = cu[num_seqs]
+    cu[1 : num_seqs + 1] = np.cumsum(case.q_lens)
+    cu[num_seqs + 1 :] = cu[num_seqs]
     kv_lens = np.zeros(num_seqs + case.extra_seqs, np.int32)
     kv_lens[:num_seqs] = case.kv_lens
     q = rng.standard_normal((int(cu[-1]) + case.extra_rows, hkv * case.group, d)).astype(np.float32)
     dtype = jnp.dtype(case.dtype)
-    args = (jnp.asarray(q, dtype), jnp.asarray(k_pages, dtype), jnp.asarray(v_pages, dtype),
-            jnp.int32(case.layer), jnp.asarray(kv_lens), jnp.asarray(page_table), jnp.asarray(cu),
-            jnp.int32(num_seqs))
+    args = (
+        jnp.asarray(q, dtype),
+        jnp.asarray(k_pages, dtype),
+        jnp.asarray(v_pages, dtype),
+        jnp.int32(case.layer),
+        jnp.asarray(kv_lens),
+        jnp.asarray(page_table),
+        jnp.asarray(cu),
+        jnp.int32(num_seqs),
+    )
     kwargs = dict(soft_cap=case.soft_cap, sliding_window=case.sliding_window)
     return args, kwargs, contiguous
 
@@ -84,7 +92,7 @@ def dense_attention(case: Case, args, contiguous):
     q = np.asarray(jnp.asarray(args[0], jnp.float32), np.float64)
     out = np.zeros_like(q)
     cu = np.asarray(args[6])
-    scale = case.head_dim ** -0.5
+    scale = case.head_dim**-0.5
     for b, (k, v) in enumerate(contiguous):
         k = np.asarray(jnp.asarray(jnp.asarray(k, case.dtype), jnp.float32), np.float64)
         v = np.asarray(jnp.asarray(jnp.asarray(v, case.dtype), jnp.float32), np.float64)
@@ -94,11 +102,11 @@ def dense_attention(case: Case, args, contiguous):
             lo = 0 if case.sliding_window is None else max(0, pos - case.sliding_window + 1)
             for h in range(q.shape[1]):
                 kh = h // case.group
-                logits = k[kh, lo: pos + 1] @ q[cu[b] + i, h] * scale
+                logits = k[kh, lo : pos + 1] @ q[cu[b] + i, h] * scale
                 if case.soft_cap is not None:
                     logits = case.soft_cap * np.tanh(logits / case.soft_cap)
                 p = np.exp(logits - logits.max())
-                out[cu[b] + i, h] = p @ v[kh, lo: pos + 1] / p.sum()
+                out[cu[b] + i, h] = p @ v[kh, lo : pos + 1] / p.sum()
     return out
 
 

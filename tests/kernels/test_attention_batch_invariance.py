@@ -5,6 +5,7 @@ prefix, at any place among other sequences, in a step of any size, with padding.
 `test_kernels_backends` checks it against the oracle; here only bit-equality across schedules matters.
 One long sequence's K/V sit in shuffled pages; every schedule reads the same pages with the same q rows.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,14 +44,24 @@ def _step(pages, pieces, num_rows, num_table_rows=8):
     cu = np.zeros(num_table_rows + 1, np.int32)
     q = np.zeros((num_rows, HKV * GROUP, D), np.float32)
     for b, (row, kv_len, q_rows) in enumerate(pieces):
-        table[b, :len(row)] = row
+        table[b, : len(row)] = row
         kv_lens[b] = kv_len
-        q[cu[b]:cu[b] + len(q_rows)] = q_rows
+        q[cu[b] : cu[b] + len(q_rows)] = q_rows
         cu[b + 1] = cu[b] + len(q_rows)
-    cu[len(pieces) + 1:] = cu[len(pieces)]
+    cu[len(pieces) + 1 :] = cu[len(pieces)]
     run = jax.jit(lambda *a: ragged_paged_attention(*a, implementation="cpu_batch_invariant"))
-    return np.asarray(run(jnp.asarray(q), k, v, jnp.int32(1), jnp.asarray(kv_lens), jnp.asarray(table),
-                          jnp.asarray(cu), jnp.int32(len(pieces))))
+    return np.asarray(
+        run(
+            jnp.asarray(q),
+            k,
+            v,
+            jnp.int32(1),
+            jnp.asarray(kv_lens),
+            jnp.asarray(table),
+            jnp.asarray(cu),
+            jnp.int32(len(pieces)),
+        )
+    )
 
 
 def _chunk(pages, start, end):
@@ -79,15 +90,14 @@ def test_a_decoded_row_equals_the_same_row_of_a_prefill(pages, prefill, position
 def test_chunked_prefill_rows_equal_the_whole_prompt_rows(pages, prefill, cuts):
     for start, end in zip(cuts, cuts[1:]):
         out = _step(pages, [_chunk(pages, start, end)], num_rows=end - start + 3)
-        np.testing.assert_array_equal(out[:end - start], prefill[start:end], err_msg=f"chunk {start}:{end}")
+        np.testing.assert_array_equal(out[: end - start], prefill[start:end], err_msg=f"chunk {start}:{end}")
 
 
 @pytest.mark.parametrize("others_before,others_after,padding", [(1, 0, 0), (3, 2, 5), (0, 4, 37)])
-def test_rows_do_not_depend_on_the_other_sequences_or_the_padding(pages, prefill, others_before, others_after,
-                                                                  padding):
+def test_rows_do_not_depend_on_the_other_sequences_or_the_padding(pages, prefill, others_before, others_after, padding):
     before = [_other(pages, 7 * (i + 1)) for i in range(others_before)]
     after = [_other(pages, 1 + 5 * i) for i in range(others_after)]
     pieces = before + [_chunk(pages, 40, 120)] + after
     offset = sum(len(p[2]) for p in before)
     out = _step(pages, pieces, num_rows=sum(len(p[2]) for p in pieces) + padding)
-    np.testing.assert_array_equal(out[offset:offset + 80], prefill[40:120])
+    np.testing.assert_array_equal(out[offset : offset + 80], prefill[40:120])

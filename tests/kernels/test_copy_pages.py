@@ -32,8 +32,11 @@ def test_only_the_first_count_pairs_are_copied(implementation):
     if implementation == "native":
         _native_or_skip()
     pages = _pages(jnp.float32, seed=1)
-    got = np.asarray(cp.copy_pages(pages, jnp.array([1, 3], jnp.int32), jnp.array([2, 4], jnp.int32), 1,
-                                   implementation=implementation))
+    got = np.asarray(
+        cp.copy_pages(
+            pages, jnp.array([1, 3], jnp.int32), jnp.array([2, 4], jnp.int32), 1, implementation=implementation
+        )
+    )
     before = np.asarray(pages)
     np.testing.assert_array_equal(got[:, :, 2], before[:, :, 1])  # copied: every layer and head
     np.testing.assert_array_equal(np.delete(got, 2, axis=2), np.delete(before, 2, axis=2))  # nothing else

@@ -1,4 +1,5 @@
 """The api's contract: trace-time validation with the offending values, named dispatch, fallback order."""
+
 import jax
 import jax.numpy as jnp
 import pytest

@@ -5,6 +5,7 @@ lengths (1, 3, S-1, S, S+1, long), prefix offsets 0 and > 0, an empty sequence, 
 padding sequences and rows pointing at the sink page, soft-cap and sliding window. Pages nobody owns
 are poisoned (kernels_testlib); the Pallas interpreter starts outputs as NaN, so an unwritten row fails.
 """
+
 import jax
 import numpy as np
 import pytest
@@ -14,16 +15,28 @@ from pallas_kernels.ragged_paged_attention import ragged_paged_attention
 
 CASES = [
     Case("decode_ragged_lengths", q_lens=(1,) * 6, kv_lens=(1, 3, 15, 16, 17, 100), extra_seqs=2),
-    Case("prefill_offset0_mha_d128", q_lens=(1, 3, 15, 16, 17, 40), kv_lens=(1, 3, 15, 16, 17, 40),
-         group=1, head_dim=128),
-    Case("extend_cached_prefix_gqa4_bf16", q_lens=(3, 17, 1, 16, 0), kv_lens=(23, 33, 48, 17, 9),
-         group=4, dtype="bfloat16"),
+    Case(
+        "prefill_offset0_mha_d128", q_lens=(1, 3, 15, 16, 17, 40), kv_lens=(1, 3, 15, 16, 17, 40), group=1, head_dim=128
+    ),
+    Case(
+        "extend_cached_prefix_gqa4_bf16",
+        q_lens=(3, 17, 1, 16, 0),
+        kv_lens=(23, 33, 48, 17, 9),
+        group=4,
+        dtype="bfloat16",
+    ),
     Case("page_size_1", q_lens=(1, 3, 5), kv_lens=(1, 9, 5), page_size=1, extra_pages=2),
-    Case("page_size_64_d128", q_lens=(65, 1, 3), kv_lens=(65, 130, 67), page_size=64, group=4,
-         head_dim=128, num_kv_heads=1),
+    Case(
+        "page_size_64_d128",
+        q_lens=(65, 1, 3),
+        kv_lens=(65, 130, 67),
+        page_size=64,
+        group=4,
+        head_dim=128,
+        num_kv_heads=1,
+    ),
     Case("soft_cap", q_lens=(1, 20, 1), kv_lens=(40, 30, 17), soft_cap=2.0, group=1),
-    Case("sliding_window_bf16", q_lens=(1, 37, 1), kv_lens=(90, 60, 5), sliding_window=20,
-         dtype="bfloat16"),
+    Case("sliding_window_bf16", q_lens=(1, 37, 1), kv_lens=(90, 60, 5), sliding_window=20, dtype="bfloat16"),
 ]
 BACKENDS = ["reference", "xla", "cpu_native", "cpu_batch_invariant", "pallas_interpret"]
 

@@ -6,6 +6,7 @@ more (sequence, head) tasks than threads; bfloat16 pages through the vectorised 
 pool refused with an error instead of read; and the build cache (one build, reused; a clear reason when
 no compiler works or TRELLIS_NATIVE=0).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +19,7 @@ from pallas_kernels.ragged_paged_attention import ragged_paged_attention
 LONG = Case("decode_long", q_lens=(1, 1, 1), kv_lens=(700, 33, 260), **SMOLLM)
 MANY = Case("decode_many", q_lens=(1,) * 40, kv_lens=tuple(range(1, 400, 10)), **SMOLLM)
 WINDOW = Case("window_split", q_lens=(1, 1, 2), kv_lens=(500, 301, 40), sliding_window=75, **SMOLLM)
-BF16 = Case("decode_bf16_soft_cap", q_lens=(1, 1, 4), kv_lens=(300, 17, 20), soft_cap=3.0, dtype="bfloat16",
-            **SMOLLM)
+BF16 = Case("decode_bf16_soft_cap", q_lens=(1, 1, 4), kv_lens=(300, 17, 20), soft_cap=3.0, dtype="bfloat16", **SMOLLM)
 
 
 def run_native(case, **knobs):
@@ -106,8 +106,14 @@ def test_a_failed_build_is_not_retried(monkeypatch):
 
 
 def test_geometry_past_the_kernel_limits_runs_the_xla_path():
-    big = Case("decode_group_16_page_128", q_lens=(1, 1), kv_lens=(300, 129), page_size=128, num_kv_heads=1,
-               group=16, head_dim=64)  # G * S = 2048 > the kernel's 1024
+    big = Case(
+        "decode_group_16_page_128",
+        q_lens=(1, 1),
+        kv_lens=(300, 129),
+        page_size=128,
+        num_kv_heads=1,
+        group=16,
+        head_dim=64,
+    )  # G * S = 2048 > the kernel's 1024
     out, expected = run_native(big)
     assert_close(out, expected, "float32")
-

@@ -9,6 +9,7 @@ sliding windows that start mid-page, and the portable loops (page size 8, not ve
 TRELLIS_NATIVE_CFLAGS=-mno-avx512f, the same tests check the AVX2 + FMA path. Decode rows
 in the same batch stay with the decode kernel; padded rows and sequences stay zero / untouched.
 """
+
 import dataclasses
 import os
 
@@ -27,8 +28,9 @@ GQA_8 = Case("gqa_8", q_lens=(18,), kv_lens=(250,), num_kv_heads=1, group=8, hea
 ODD_DIM = Case("head_dim_36", q_lens=(19, 1, 7), kv_lens=(45, 30, 7), num_kv_heads=2, group=3, head_dim=36)
 BF16_CAP = Case("bf16_soft_cap", q_lens=(24, 1, 9), kv_lens=(130, 64, 9), soft_cap=5.0, dtype="bfloat16", **SMOLLM)
 WINDOW = Case("sliding_window", q_lens=(50, 20, 1), kv_lens=(300, 20, 90), sliding_window=37, **SMOLLM)
-PORTABLE = Case("page_8_portable", q_lens=(21, 1, 4), kv_lens=(70, 33, 4), page_size=8, num_kv_heads=2, group=3,
-                head_dim=64)
+PORTABLE = Case(
+    "page_8_portable", q_lens=(21, 1, 4), kv_lens=(70, 33, 4), page_size=8, num_kv_heads=2, group=3, head_dim=64
+)
 
 
 def run_native_extend(case):
@@ -43,8 +45,7 @@ def test_page_size_16_takes_the_vectorised_kernel_where_avx512_or_avx2_is_built(
     assert not native_extend_vectorized(8)
 
 
-@pytest.mark.parametrize("case", [RAGGED, LONG_PREFIX, GQA_1, GQA_4_D128, GQA_8, ODD_DIM, WINDOW, PORTABLE],
-                         ids=str)
+@pytest.mark.parametrize("case", [RAGGED, LONG_PREFIX, GQA_1, GQA_4_D128, GQA_8, ODD_DIM, WINDOW, PORTABLE], ids=str)
 def test_float32_matches_oracle(case):
     out, expected = run_native_extend(case)
     assert_close(out, expected, "float32")
@@ -73,8 +74,9 @@ def test_float32_queries_over_bfloat16_pages_keep_float32_math():
     args, kwargs, contiguous = make_case(case)
     q = jnp.asarray(np.random.default_rng(3).standard_normal(args[0].shape), jnp.float32)
     args = (q,) + args[1:]
-    out = jax.jit(lambda *a: ragged_paged_attention(*a, implementation="cpu_native", native_extend=True,
-                                                    **kwargs))(*args)
+    out = jax.jit(lambda *a: ragged_paged_attention(*a, implementation="cpu_native", native_extend=True, **kwargs))(
+        *args
+    )
     assert out.dtype == jnp.float32
     assert_close(out, dense_attention(case, args, contiguous), "float32")
 

@@ -3,6 +3,7 @@
 bfloat16 pages on CPU go through the native in-place writer: its rounding must equal XLA's float32 ->
 bfloat16 conversion bit for bit, under jit with the pages donated as in the model's step.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np

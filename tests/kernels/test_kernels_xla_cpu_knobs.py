@@ -9,14 +9,20 @@ rows and must leave them alone); decode and extend rows in one batch (the two st
 sliding-window decode that skips whole chunks; soft-capped GQA decode. Shapes follow the default model
 (3 kv heads, GQA 3, head_dim 64, page 16); pages nobody owns are poisoned (kernels_testlib).
 """
+
 import pytest
 from kernels_testlib import SMOLLM, Case, assert_close, run_against_oracle
 
 DECODE = Case("decode_ragged", q_lens=(1,) * 5, kv_lens=(1, 17, 48, 100, 161), extra_seqs=2, **SMOLLM)
 MIXED = Case("decode_and_extend", q_lens=(1, 20, 1, 5, 0), kv_lens=(70, 40, 33, 90, 12), **SMOLLM)
 WINDOW = Case("decode_sliding_window", q_lens=(1, 1, 1), kv_lens=(200, 50, 5), sliding_window=20, **SMOLLM)
-SHORT_EXTENDS = Case("short_extends_behind_a_long_one", q_lens=(40, 3, 1, 7, 2, 5), kv_lens=(40, 60, 9, 7, 130, 21),
-                     extra_seqs=1, **SMOLLM)
+SHORT_EXTENDS = Case(
+    "short_extends_behind_a_long_one",
+    q_lens=(40, 3, 1, 7, 2, 5),
+    kv_lens=(40, 60, 9, 7, 130, 21),
+    extra_seqs=1,
+    **SMOLLM,
+)
 SOFT_CAP = Case("decode_soft_cap", q_lens=(1, 1, 3), kv_lens=(130, 7, 64), soft_cap=2.0, **SMOLLM)
 
 

@@ -1,4 +1,5 @@
 """`layer_matmul`: the native CPU kernel against x @ w[layer], and the trace-time choice of implementation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,21 @@ def _inputs(rows, k, n, layers=3, seed=0):
     return x, w
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 7, 33), (4, 1536, 576), (1, 5, 2100), (13, 70, 50), (32, 576, 1536), (9, 33, 97), (64, 130, 1000), (600, 40, 100)])
+@pytest.mark.parametrize(
+    "rows,k,n",
+    [
+        (1, 576, 192),
+        (2, 64, 1536),
+        (3, 7, 33),
+        (4, 1536, 576),
+        (1, 5, 2100),
+        (13, 70, 50),
+        (32, 576, 1536),
+        (9, 33, 97),
+        (64, 130, 1000),
+        (600, 40, 100),
+    ],
+)
 def test_native_matches_reference(rows, k, n):
     x, w = _inputs(rows, k, n)
     for layer in range(w.shape[0]):
@@ -37,14 +52,16 @@ def test_strips_store_each_strip_whole():
     assert strips[1, 2, 5] == w[0, 2, 48 + 5] and strips[0, 1, 47] == w[0, 1, 47]
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (3, 7, 33), (4, 1536, 576), (2, 64, 112), (13, 70, 480),
-                                      (1, 8, 4096), (600, 40, 96)])
+@pytest.mark.parametrize(
+    "rows,k,n", [(1, 576, 192), (3, 7, 33), (4, 1536, 576), (2, 64, 112), (13, 70, 480), (1, 8, 4096), (600, 40, 96)]
+)
 def test_native_reads_strips_like_the_plain_layout(rows, k, n):
     x, w = _inputs(rows, k, n, seed=rows + n)
     strips = lm.pack_strips(w)
     for implementation in ("native", "xla"):
         got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 2, r, implementation=implementation))(  # noqa: B023 (called at once, inside the loop)
-            x, strips, jnp.int32(rows - 1))
+            x, strips, jnp.int32(rows - 1)
+        )
         expected = np.where(np.arange(rows)[:, None] < rows - 1, x @ w[2], 0.0)
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-4 * np.sqrt(k), err_msg=implementation)
 
@@ -60,15 +77,19 @@ def test_rows_past_the_valid_count_are_zero_and_the_rest_exact(valid):
     x, w = _inputs(8, 96, 80)
     for implementation in ("native", "xla"):
         got = jax.jit(lambda x, w, r: lm.layer_matmul(x, w, 1, r, implementation=implementation))(  # noqa: B023 (called at once, inside the loop)
-            x, w, jnp.int32(valid))
+            x, w, jnp.int32(valid)
+        )
         expected = np.where(np.arange(8)[:, None] < valid, x @ w[1], 0.0)
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-3, err_msg=implementation)
 
 
 def test_native_inside_a_scan_reads_each_layer():
     x, w = _inputs(2, 48, 40, layers=5)
-    scan = jax.jit(lambda x, w: jax.lax.scan(
-        lambda c, l: (c, lm.layer_matmul(x, w, l, implementation="native")), 0, jnp.arange(5))[1])
+    scan = jax.jit(
+        lambda x, w: jax.lax.scan(
+            lambda c, l: (c, lm.layer_matmul(x, w, l, implementation="native")), 0, jnp.arange(5)
+        )[1]
+    )
     np.testing.assert_allclose(scan(x, w), jnp.einsum("mk,lkn->lmn", x, w), rtol=2e-5, atol=1e-4)
 
 

@@ -50,8 +50,22 @@ def test_pack_stores_each_strip_whole():
         assert packed[s, k2, j, p] == w[2 * k2 + p, 48 * s + j]
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 576, 192), (2, 64, 1536), (3, 8, 33), (13, 70, 50), (32, 576, 960),
-                                      (9, 34, 97), (600, 40, 100), (4, 7, 20), (1, 64, 112), (5, 32, 240), (17, 64, 4096)])
+@pytest.mark.parametrize(
+    "rows,k,n",
+    [
+        (1, 576, 192),
+        (2, 64, 1536),
+        (3, 8, 33),
+        (13, 70, 50),
+        (32, 576, 960),
+        (9, 34, 97),
+        (600, 40, 100),
+        (4, 7, 20),
+        (1, 64, 112),
+        (5, 32, 240),
+        (17, 64, 4096),
+    ],
+)
 def test_native_matches_the_exact_products(rows, k, n):
     _built_or_skip()
     x, w = _inputs(rows, k, n, seed=rows + k + n)
@@ -79,8 +93,11 @@ def test_native_inside_a_scan_reads_each_layer():
     _native_or_skip()
     x, w = _inputs(2, 48, 40, layers=5)
     packed = bf.pack_pairs(w)
-    scan = jax.jit(lambda x, w: jax.lax.scan(
-        lambda c, l: (c, bf.packed_matmul(x, w, l, implementation="native")), 0, jnp.arange(5))[1])
+    scan = jax.jit(
+        lambda x, w: jax.lax.scan(
+            lambda c, l: (c, bf.packed_matmul(x, w, l, implementation="native")), 0, jnp.arange(5)
+        )[1]
+    )
     expected = np.einsum("mk,lkn->lmn", np.asarray(x, np.float64), np.asarray(w, np.float64))
     np.testing.assert_allclose(np.asarray(scan(x.astype(jnp.float32), packed)), expected, rtol=2e-5, atol=2e-3)
 

@@ -6,6 +6,7 @@ output element is one float32 sum over K in a fixed order, whichever register ti
 The M values cross every tile size of both builds (AVX-512: 8 rows, AVX2: 4), the 512-row pass and
 the M above which the AVX2 build hands steps to XLA by default (64).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,8 +47,9 @@ def test_float32_native_row_does_not_depend_on_the_batch(layout):
     _skip_unless(lm.native_available())
     w = jnp.asarray(np.random.default_rng(0).standard_normal((2, K, N)), jnp.float32)
     w = lm.pack_strips(w) if layout == "strips" else w
-    outputs = _row_outputs(lambda x, w, l, r: lm.layer_matmul(x, w, l, r, implementation="native"), w,
-                           jnp.float32, rows_arg=True)
+    outputs = _row_outputs(
+        lambda x, w, l, r: lm.layer_matmul(x, w, l, r, implementation="native"), w, jnp.float32, rows_arg=True
+    )
     for (m, place), y in zip(PLACES, outputs):
         np.testing.assert_array_equal(y, outputs[0], err_msg=f"M={m}, row {place}")
 
@@ -55,8 +57,12 @@ def test_float32_native_row_does_not_depend_on_the_batch(layout):
 def test_bfloat16_packed_row_does_not_depend_on_the_batch():
     _skip_unless(lmb.native_available())
     w = lmb.pack_pairs(jnp.asarray(np.random.default_rng(0).standard_normal((2, K, N)), jnp.float32))
-    outputs = _row_outputs(lambda x, w, l, r: lmb.packed_matmul(x, w, l, r, implementation="native",
-                                                                out_dtype=jnp.float32), w, jnp.bfloat16, True)
+    outputs = _row_outputs(
+        lambda x, w, l, r: lmb.packed_matmul(x, w, l, r, implementation="native", out_dtype=jnp.float32),
+        w,
+        jnp.bfloat16,
+        True,
+    )
     for (m, place), y in zip(PLACES, outputs):
         np.testing.assert_array_equal(y, outputs[0], err_msg=f"M={m}, row {place}")
 

@@ -5,6 +5,7 @@ Each load runs in a child process, because dlopen of a truncated or garbled libr
 copy_pages library (built once for the session), so a rebuild costs milliseconds and is counted; the
 cache is a temporary TRELLIS_NATIVE_CACHE, never the shared one.
 """
+
 import os
 import random
 import subprocess
@@ -37,13 +38,13 @@ CHILD = textwrap.dedent(f"""
 
 
 def truncate(data: bytes) -> bytes:
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 def garble(data: bytes) -> bytes:
     noise = random.Random(1)
     start = len(data) // 4
-    return data[:start] + bytes(noise.randrange(256) for _ in range(2048)) + data[start + 2048:]
+    return data[:start] + bytes(noise.randrange(256) for _ in range(2048)) + data[start + 2048 :]
 
 
 def empty(data: bytes) -> bytes:
@@ -64,8 +65,12 @@ def cache(tmp_path, monkeypatch, real_library):
     compiler = tmp_path / "fake-c++"
     compiler.write_text(FAKE_COMPILER)
     compiler.chmod(0o755)
-    for name, value in (("TRELLIS_NATIVE_CACHE", tmp_path / "native"), ("CXX", compiler),
-                        ("FAKE_CXX_LIBRARY", real_library), ("FAKE_CXX_LOG", tmp_path / "builds.log")):
+    for name, value in (
+        ("TRELLIS_NATIVE_CACHE", tmp_path / "native"),
+        ("CXX", compiler),
+        ("FAKE_CXX_LIBRARY", real_library),
+        ("FAKE_CXX_LOG", tmp_path / "builds.log"),
+    ):
         monkeypatch.setenv(name, str(value))
     entry = build._entry(build.HERE / SOURCE, str(compiler), jax.ffi.include_dir())
     build._build(build.HERE / SOURCE, entry, str(compiler), jax.ffi.include_dir())
@@ -74,8 +79,9 @@ def cache(tmp_path, monkeypatch, real_library):
 
 def load_in_child(**env) -> tuple[str, list[str]]:
     """-> (what the child printed: "loaded" | "unavailable", its log lines); fails on a crash."""
-    done = subprocess.run([sys.executable, "-c", CHILD], env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"the child died ({done.returncode}):\n{done.stderr[-3000:]}"
     logs = [line for line in done.stderr.splitlines() if line.startswith("LOG ")]
     return done.stdout.strip(), logs
@@ -90,8 +96,13 @@ def test_a_damaged_library_is_rebuilt_before_it_is_loaded(cache, damage):
     library = cache_entry.verified(cache)
     damaged = damage(library.read_bytes())
     library.write_bytes(damaged)
-    assert load_in_child() == ("loaded", [f"LOG native kernel cache: library {library} ({len(damaged)} bytes) "
-                                          "does not match its recorded sha256; rebuilt it"])
+    assert load_in_child() == (
+        "loaded",
+        [
+            f"LOG native kernel cache: library {library} ({len(damaged)} bytes) "
+            "does not match its recorded sha256; rebuilt it"
+        ],
+    )
     assert builds() == 2 and cache_entry.verified(cache) is not None
 
 

@@ -1,4 +1,5 @@
 """`rms_norm`: the native CPU kernel against the jnp reference, and the choice of implementation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +36,7 @@ def test_native_matches_the_reference_in_bfloat16_to_one_rounding(rows, hidden):
     want = np.asarray(rn.reference_rms_norm(x, weight, 1e-6), np.float32)
     assert got.dtype == want.dtype
     # The sums may round differently, which can move a result by one bf16 step (2^-8 relative).
-    np.testing.assert_allclose(got, want, rtol=2 ** -7, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=2**-7, atol=1e-6)
     assert np.mean(got == want) > 0.97
 
 

@@ -16,8 +16,15 @@ def logits_at_positions(loaded, ids, positions, attn_impl=None) -> np.ndarray:
     tables = sequential_page_tables([len(p) for p in prompts], PAGE_SIZE)
     kv = init_kv_pages(loaded.config, 1 + max(SEQ_ROWS * PAGES_PER_SEQ, sum(map(len, tables))), PAGE_SIZE)
     pages = max(PAGES_PER_SEQ, max(len(t) for t in tables))
-    batch = build_step_inputs(prompts, [0] * len(prompts), tables, PAGE_SIZE, num_token_rows=max(
-        TOKEN_ROWS, sum(map(len, prompts))), num_seq_rows=max(SEQ_ROWS, len(prompts)), pages_per_seq=pages)
+    batch = build_step_inputs(
+        prompts,
+        [0] * len(prompts),
+        tables,
+        PAGE_SIZE,
+        num_token_rows=max(TOKEN_ROWS, sum(map(len, prompts))),
+        num_seq_rows=max(SEQ_ROWS, len(prompts)),
+        pages_per_seq=pages,
+    )
     logits, _ = jit_forward(loaded.params, kv, batch, config=loaded.config, attn_impl=attn_impl)
     return np.asarray(logits)[: len(prompts)]
 
@@ -36,15 +43,20 @@ class PagedSequences:
         self.loaded = loaded
         self.tables = sequential_page_tables(max_lens, PAGE_SIZE)
         self.cached = [0] * len(max_lens)
-        self.kv = init_kv_pages(loaded.config, 1 + max(SEQ_ROWS * PAGES_PER_SEQ, sum(map(len, self.tables))),
-                                PAGE_SIZE)
+        self.kv = init_kv_pages(loaded.config, 1 + max(SEQ_ROWS * PAGES_PER_SEQ, sum(map(len, self.tables))), PAGE_SIZE)
 
     def step(self, chunks: dict) -> dict:
         """chunks {seq index: new token ids} -> {seq index: logits [V] at its last new token}."""
         order = sorted(chunks)
-        batch = build_step_inputs([list(chunks[i]) for i in order], [self.cached[i] for i in order],
-                                  [self.tables[i] for i in order], PAGE_SIZE, num_token_rows=TOKEN_ROWS,
-                                  num_seq_rows=SEQ_ROWS, pages_per_seq=PAGES_PER_SEQ)
+        batch = build_step_inputs(
+            [list(chunks[i]) for i in order],
+            [self.cached[i] for i in order],
+            [self.tables[i] for i in order],
+            PAGE_SIZE,
+            num_token_rows=TOKEN_ROWS,
+            num_seq_rows=SEQ_ROWS,
+            pages_per_seq=PAGES_PER_SEQ,
+        )
         logits, self.kv = jit_forward(self.loaded.params, self.kv, batch, config=self.loaded.config)
         for i in order:
             self.cached[i] += len(chunks[i])

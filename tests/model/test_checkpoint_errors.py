@@ -18,15 +18,20 @@ def copy_tiny(fixtures_dir, tmp_path, arch="llama"):
 
 
 def test_gguf_missing_tensor(tmp_path, fixtures_dir):
-    path = write_tiny_gguf(tmp_path / "m.gguf", fixtures_dir / "tiny_llama", drop=("model.layers.1.mlp.up_proj.weight",))
+    path = write_tiny_gguf(
+        tmp_path / "m.gguf", fixtures_dir / "tiny_llama", drop=("model.layers.1.mlp.up_proj.weight",)
+    )
     with pytest.raises(CheckpointError, match=r"m\.gguf: missing tensor 'blk\.1\.ffn_up\.weight'"):
         load_gguf_weights(path)
 
 
 def test_gguf_wrong_shape(tmp_path, fixtures_dir):
-    path = write_tiny_gguf(tmp_path / "m.gguf", fixtures_dir / "tiny_llama",
-                           reshape={"model.layers.0.self_attn.v_proj.weight": (64, 32)})
-    with pytest.raises(CheckpointError, match=r"m\.gguf: tensor 'blk\.0\.attn_v\.weight' has shape \(64, 32\), expected \(32, 64\)"):
+    path = write_tiny_gguf(
+        tmp_path / "m.gguf", fixtures_dir / "tiny_llama", reshape={"model.layers.0.self_attn.v_proj.weight": (64, 32)}
+    )
+    with pytest.raises(
+        CheckpointError, match=r"m\.gguf: tensor 'blk\.0\.attn_v\.weight' has shape \(64, 32\), expected \(32, 64\)"
+    ):
         load_gguf_weights(path)
 
 
@@ -37,7 +42,9 @@ def test_gguf_unknown_architecture(tmp_path, fixtures_dir):
 
 
 def test_gguf_unsupported_quant_type(tmp_path, fixtures_dir):
-    path = write_tiny_gguf(tmp_path / "m.gguf", fixtures_dir / "tiny_llama", as_int32=("model.layers.0.mlp.up_proj.weight",))
+    path = write_tiny_gguf(
+        tmp_path / "m.gguf", fixtures_dir / "tiny_llama", as_int32=("model.layers.0.mlp.up_proj.weight",)
+    )
     with pytest.raises(CheckpointError, match=r"m\.gguf: tensor 'blk\.0\.ffn_up\.weight': unsupported quant type I32"):
         load_gguf_weights(path)
 
@@ -103,7 +110,10 @@ def test_directory_without_model(tmp_path):
 
 
 def test_unknown_preset_lists_known_ones():
-    with pytest.raises(CheckpointError, match=r"no-such-model: no such checkpoint file, directory or preset; presets: \[.*'smollm2-135m'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no-such-model: no such checkpoint file, directory or preset; presets: \[.*'smollm2-135m'",
+    ):
         load_model("no-such-model")
 
 

@@ -76,7 +76,10 @@ def test_tiny_presets_load_the_fixture_checkpoints(tiny_model):
 def test_convert_cli_writes_a_loadable_orbax_dir(tiny_model, fixtures_dir, tmp_path, capsys):
     from trellis_jax.checkpoints.__main__ import main
 
-    assert main(["--model", str(fixtures_dir / "tiny_mistral"), "--out", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
+    assert (
+        main(["--model", str(fixtures_dir / "tiny_mistral"), "--out", str(tmp_path / "out"), "--dtype", "bfloat16"])
+        == 0
+    )
     converted = load_model(str(tmp_path / "out"))
     assert converted.config == tiny_model("mistral", "bfloat16").config
     assert_same_params(converted.params, tiny_model("mistral", "bfloat16").params)

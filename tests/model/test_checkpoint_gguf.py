@@ -32,12 +32,15 @@ def test_quantized_weights_dequantize_to_the_gguf_reference(qtype, tmp_path, fix
     hf_dir = fixtures_dir / "tiny_llama"
     _, params = load_gguf_weights(write_tiny_gguf(tmp_path / "m.gguf", hf_dir, qtype))
     original = hf_tensors(hf_dir)
-    for hf_name, ours in (("model.layers.1.self_attn.q_proj.weight", params["layers"]["wq"][1]),
-                          ("model.layers.0.mlp.down_proj.weight", params["layers"]["w_down"][0]),
-                          ("lm_head.weight", params["lm_head"])):
+    for hf_name, ours in (
+        ("model.layers.1.self_attn.q_proj.weight", params["layers"]["wq"][1]),
+        ("model.layers.0.mlp.down_proj.weight", params["layers"]["w_down"][0]),
+        ("lm_head.weight", params["lm_head"]),
+    ):
         # quantization works on row blocks, so it commutes with llama.cpp's row permutation
-        expected = quants.dequantize(quants.quantize(original[hf_name], gguf.GGMLQuantizationType[qtype]),
-                                     gguf.GGMLQuantizationType[qtype]).reshape(original[hf_name].shape)
+        expected = quants.dequantize(
+            quants.quantize(original[hf_name], gguf.GGMLQuantizationType[qtype]), gguf.GGMLQuantizationType[qtype]
+        ).reshape(original[hf_name].shape)
         np.testing.assert_array_equal(np.asarray(ours), expected.T, err_msg=hf_name)
 
 

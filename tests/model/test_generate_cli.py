@@ -14,8 +14,18 @@ def run_cli(capsys, *args):
 
 
 def test_json_output_is_the_greedy_continuation(capsys, tiny_model, fixtures_dir):
-    out = json.loads(run_cli(capsys, "--model", str(fixtures_dir / "tiny_llama"), "--prompt", "the cat sat",
-                             "--max-tokens", "6", "--json"))
+    out = json.loads(
+        run_cli(
+            capsys,
+            "--model",
+            str(fixtures_dir / "tiny_llama"),
+            "--prompt",
+            "the cat sat",
+            "--max-tokens",
+            "6",
+            "--json",
+        )
+    )
     loaded = tiny_model("llama")
     assert out["prompt_token_ids"] == loaded.tokenizer.encode("the cat sat")
     expected = generate_tokens(loaded, [out["prompt_token_ids"]], 6, stop_ids=loaded.tokenizer.eos_token_ids)[0]
@@ -52,7 +62,6 @@ def test_generation_stops_after_a_stop_token(tiny_model):
 def test_bad_arguments_are_rejected(capsys):
     with pytest.raises(SystemExit):
         generate.parse_args(["--prompt", "x", "--max-tokens", "0"])
-
 
 
 def test_an_empty_prompt_is_a_one_line_error(capsys, fixtures_dir):

@@ -1,5 +1,6 @@
 """A bfloat16 model keeps its residual stream in float32 (model.forward's arithmetic): only matmul inputs,
 q and the KV pages are rounded to bfloat16."""
+
 import jax
 import jax.numpy as jnp
 

@@ -16,27 +16,39 @@ def fixture_config(fixtures_dir, arch):
 
 def test_hf_configs_parse_per_architecture(fixtures_dir):
     llama, qwen2, mistral = (fixture_config(fixtures_dir, a) for a in ("llama", "qwen2", "mistral"))
-    assert llama.rope_scaling == RopeScaling("llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                             original_max_position_embeddings=64)
+    assert llama.rope_scaling == RopeScaling(
+        "llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=64
+    )
     assert (qwen2.attention_bias, qwen2.tie_word_embeddings, qwen2.group_size, qwen2.rope_theta) == (True, True, 4, 1e6)
     assert (mistral.sliding_window, mistral.attention_bias, llama.sliding_window) == (6, False, None)
 
 
 def test_transformers4_style_config_parses():
-    hf = {"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
-          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "rope_theta": 500000.0,
-          "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+    hf = {
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 100,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "rope_theta": 500000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+    }
     config = ModelConfig.from_hf_config(hf)
     assert (config.rope_theta, config.rope_scaling, config.head_dim) == (500000.0, RopeScaling("linear", 2.0), 8)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"num_kv_heads": 3}, "not a multiple"),
-    ({"architecture": "gpt2"}, "unknown architecture"),
-    ({"head_dim": 15}, "must be even"),
-    ({"dtype": "float16"}, "dtype"),
-    ({"num_layers": 0}, "positive int"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"num_kv_heads": 3}, "not a multiple"),
+        ({"architecture": "gpt2"}, "unknown architecture"),
+        ({"head_dim": 15}, "must be even"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"num_layers": 0}, "positive int"),
+    ],
+)
 def test_invalid_configs_are_rejected(change, message, fixtures_dir):
     with pytest.raises(ValueError, match=message):
         fixture_config(fixtures_dir, "llama").replace(**change)
@@ -48,8 +60,9 @@ def test_unsupported_rope_scaling_is_rejected():
 
 
 def test_llama3_scaling_keeps_high_and_slows_low_frequencies():
-    scaling = RopeScaling("llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                          original_max_position_embeddings=64)
+    scaling = RopeScaling(
+        "llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=64
+    )
     plain = inverse_frequencies(16, 10000.0, None)
     scaled = inverse_frequencies(16, 10000.0, scaling)
     wavelength = 2 * np.pi / plain

@@ -5,6 +5,7 @@ and, with tied embeddings, can use a materialised embed.T as the LM head; runner
 that read the same input (w_qkv, w_gate_up) and store the matrices as column strips (with_packed_matmuls). Same prompt, decode step after prefill, with and without
 each: logits and written K/V agree to float32 rounding.
 """
+
 import numpy as np
 import pytest
 from model_testlib import prefill_then_decode
@@ -36,8 +37,7 @@ def test_materialised_head_matches_the_tied_embedding(tiny_model):
     with_head = with_materialised_head(loaded.params, loaded.config)
     np.testing.assert_array_equal(with_head["lm_head"], np.asarray(loaded.params["embed"]).T)
     check_params(with_head, loaded.config)
-    for a, b in zip(_prefill_then_decode(loaded.config, with_head),
-                    _prefill_then_decode(loaded.config, loaded.params)):
+    for a, b in zip(_prefill_then_decode(loaded.config, with_head), _prefill_then_decode(loaded.config, loaded.params)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
 
@@ -58,8 +58,9 @@ def test_runner_keeps_the_tied_embedding_alone_when_told(tiny_model):
 
     loaded = tiny_model("qwen2")
     plain = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=False)
-    copied = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=True,
-                    pack_f32=False)  # the head as it is materialised, not packed
+    copied = Runner(
+        loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), materialise_head=True, pack_f32=False
+    )  # the head as it is materialised, not packed
     assert "lm_head" not in plain.params
     np.testing.assert_array_equal(copied.params["lm_head"], np.asarray(loaded.params["embed"]).T)
 
@@ -90,11 +91,13 @@ def test_runner_fuses_only_when_told_or_where_the_native_matmul_runs(tiny_model)
 
     loaded = tiny_model("llama")
     plain = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=False)
-    fused = Runner(loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=True,
-                   pack_f32=False)  # the fused matrix as it is concatenated, not packed
+    fused = Runner(
+        loaded, num_pages=8, token_buckets=(2,), seq_buckets=(2,), fuse_projections=True, pack_f32=False
+    )  # the fused matrix as it is concatenated, not packed
     assert "wq" in plain.params["layers"] and "w_qkv" not in plain.params["layers"]
-    np.testing.assert_array_equal(fused.params["layers"]["w_gate_up"][..., :loaded.config.intermediate_size],
-                                  loaded.params["layers"]["w_gate"])
+    np.testing.assert_array_equal(
+        fused.params["layers"]["w_gate_up"][..., : loaded.config.intermediate_size], loaded.params["layers"]["w_gate"]
+    )
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -1,5 +1,6 @@
 """A bfloat16 model with its matmul weights packed as row pairs (params.with_packed_matmuls) computes
 what the unpacked bfloat16 model computes, through the native AVX512_BF16 kernel or its reference."""
+
 import numpy as np
 import pytest
 from model_testlib import prefill_then_decode
@@ -35,8 +36,9 @@ def test_packed_params_pass_the_shape_check(tiny_model, arch):
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_packed_model_matches_the_unpacked_one(tiny_model, arch):
     loaded = tiny_model(arch, "bfloat16")
-    for packed, plain in zip(_prefill_then_decode(loaded.config, _packed(loaded)),
-                             _prefill_then_decode(loaded.config, loaded.params)):
+    for packed, plain in zip(
+        _prefill_then_decode(loaded.config, _packed(loaded)), _prefill_then_decode(loaded.config, loaded.params)
+    ):
         _assert_bf16_close(packed, plain)
 
 

@@ -10,8 +10,9 @@ PROMPT = list(range(3, 26))  # 23 tokens: 6 pages of 4
 
 def run(loaded, tables, num_pages):
     kv = init_kv_pages(loaded.config, num_pages, PAGE_SIZE)
-    batch = build_step_inputs([PROMPT], [0], tables, PAGE_SIZE, num_token_rows=TOKEN_ROWS, num_seq_rows=SEQ_ROWS,
-                              pages_per_seq=PAGES_PER_SEQ)
+    batch = build_step_inputs(
+        [PROMPT], [0], tables, PAGE_SIZE, num_token_rows=TOKEN_ROWS, num_seq_rows=SEQ_ROWS, pages_per_seq=PAGES_PER_SEQ
+    )
     logits, kv = jit_forward(loaded.params, kv, batch, config=loaded.config)
     return np.asarray(logits[0]), kv
 

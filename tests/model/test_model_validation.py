@@ -13,8 +13,9 @@ from trellis_jax.model import (
     sequential_page_tables,
 )
 
-CONFIG = ModelConfig("llama", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
-                     num_kv_heads=2, head_dim=8)
+CONFIG = ModelConfig(
+    "llama", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8
+)
 
 
 def batch():

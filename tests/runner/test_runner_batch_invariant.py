@@ -26,8 +26,7 @@ def invariant_kernels(tiny_random_model):
         pytest.skip(reason)
 
 
-def test_a_batch_invariant_runner_picks_the_invariant_attention_and_a_matrix_head(tiny_random_model,
-                                                                                 invariant_kernels):
+def test_a_batch_invariant_runner_picks_the_invariant_attention_and_a_matrix_head(tiny_random_model, invariant_kernels):
     runner = Runner(tiny_random_model, batch_invariant=True, **SMALL)
     assert runner.attn_impl == invariance.INVARIANT_ATTENTION
     assert "lm_head" in runner.params  # tied embeddings: the head the native matmul reads
@@ -48,8 +47,9 @@ def _loaded(tiny_random_model):
     return types.SimpleNamespace(config=TINY, params=tiny_random_model[1])
 
 
-DETERMINISTIC = EngineConfig(num_pages=32, max_num_batched_tokens=32, max_num_seqs=4, max_model_len=64,
-                             deterministic=True, warmup=False)
+DETERMINISTIC = EngineConfig(
+    num_pages=32, max_num_batched_tokens=32, max_num_seqs=4, max_model_len=64, deterministic=True, warmup=False
+)
 
 
 def test_deterministic_keeps_the_usual_buckets_where_the_kernels_run(tiny_random_model, invariant_kernels):
@@ -67,7 +67,14 @@ def test_deterministic_without_the_kernels_falls_back_to_one_bucket(tiny_random_
 
 def test_the_one_bucket_fallback_refuses_explicit_buckets(tiny_random_model, monkeypatch):
     monkeypatch.setattr(invariance, "batch_invariance_problem", lambda *a: "no kernels on the moon")
-    config = EngineConfig(num_pages=32, max_num_batched_tokens=32, max_num_seqs=4, max_model_len=64,
-                          deterministic=True, warmup=False, token_buckets=(8, 32))
+    config = EngineConfig(
+        num_pages=32,
+        max_num_batched_tokens=32,
+        max_num_seqs=4,
+        max_model_len=64,
+        deterministic=True,
+        warmup=False,
+        token_buckets=(8, 32),
+    )
     with pytest.raises(ValueError, match="token_buckets"):
         make_runner(config, _loaded(tiny_random_model))

@@ -34,15 +34,18 @@ def test_every_selectable_bucket_is_listed_for_warmup():
 
 
 def test_listed_buckets_are_all_selectable():
-    selected = {BUCKETS.select(tokens, seqs, pages)
-                for tokens, seqs, pages in itertools.product(range(1, 65), range(1, 33), range(1, 9))
-                if seqs <= tokens}
+    selected = {
+        BUCKETS.select(tokens, seqs, pages)
+        for tokens, seqs, pages in itertools.product(range(1, 65), range(1, 33), range(1, 9))
+        if seqs <= tokens
+    }
     assert selected == set(BUCKETS.all())
 
 
-@pytest.mark.parametrize("tokens, seqs, pages, limit", [(65, 1, 1, "max_num_tokens = 64"),
-                                                        (64, 33, 1, "max_num_seqs = 32"),
-                                                        (4, 1, 9, "max_pages_per_seq = 8")])
+@pytest.mark.parametrize(
+    "tokens, seqs, pages, limit",
+    [(65, 1, 1, "max_num_tokens = 64"), (64, 33, 1, "max_num_seqs = 32"), (4, 1, 9, "max_pages_per_seq = 8")],
+)
 def test_oversized_step_names_the_limit(tokens, seqs, pages, limit):
     with pytest.raises(BucketOverflowError, match=limit):
         BUCKETS.select(tokens, seqs, pages)

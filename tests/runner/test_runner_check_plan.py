@@ -26,12 +26,15 @@ def test_a_valid_plan_passes_without_compiling_or_touching_the_pages(runner):
     assert runner.num_compilations == 0 and runner._kv is kv
 
 
-@pytest.mark.parametrize(("work", "message"), [
-    (row(top_k=2**31), r"top_k=2147483648 \(need an integer in \[-1, 2147483647\]\)"),
-    (row(temperature=float("nan")), "temperature=nan"),
-    (row(repetition_penalty=1e39), r"repetition_penalty=1e\+39 \(need a finite number in \(0.0, "),
-    (row(tokens=(1, 2**40)), r"token ids must be in \[0, 101\)"),
-])
+@pytest.mark.parametrize(
+    ("work", "message"),
+    [
+        (row(top_k=2**31), r"top_k=2147483648 \(need an integer in \[-1, 2147483647\]\)"),
+        (row(temperature=float("nan")), "temperature=nan"),
+        (row(repetition_penalty=1e39), r"repetition_penalty=1e\+39 \(need a finite number in \(0.0, "),
+        (row(tokens=(1, 2**40)), r"token ids must be in \[0, 101\)"),
+    ],
+)
 def test_what_run_would_reject_is_raised_on_the_host(runner, work, message):
     with pytest.raises(ValueError, match=message):
         runner.check_plan(StepPlan([work]))

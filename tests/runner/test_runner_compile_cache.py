@@ -32,11 +32,17 @@ print(json.dumps({"hits": events.count("/jax/compilation_cache/cache_hits"),
 
 def run_child(cache_dir: pathlib.Path) -> dict:
     """-> the child's counts, plus "logs": its log lines (and JAX's warnings about the cache)."""
-    done = subprocess.run([sys.executable, "-c", CHILD, str(cache_dir), str(pathlib.Path(__file__).parent)],
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(cache_dir), str(pathlib.Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["logs"] = [line for line in done.stderr.splitlines()
-                      if line.startswith("LOG ") or "persistent compilation cache" in line]
+    result["logs"] = [
+        line for line in done.stderr.splitlines() if line.startswith("LOG ") or "persistent compilation cache" in line
+    ]
     return result
 
 
@@ -56,12 +62,12 @@ def test_restart_loads_the_compiled_step_from_the_cache_dir(filled_cache):
 
 
 def truncate(data: bytes) -> bytes:
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 def garble(data: bytes) -> bytes:
     middle = len(data) // 2
-    return data[:middle] + bytes(255 - b for b in data[middle:middle + 64]) + data[middle + 64:]
+    return data[:middle] + bytes(255 - b for b in data[middle : middle + 64]) + data[middle + 64 :]
 
 
 def empty(data: bytes) -> bytes:
@@ -77,6 +83,7 @@ def test_damaged_entries_are_rewritten_so_the_next_start_compiles_nothing(filled
     repaired = run_child(cache_dir)
     assert repaired["hits"] == 0 and repaired["writes"] == len(entries)
     assert sorted(line.split(" failed to load")[0] for line in repaired["logs"]) == [
-        f"LOG trellis_jax.runner.compile_cache: compile cache entry {entry}" for entry in entries]
+        f"LOG trellis_jax.runner.compile_cache: compile cache entry {entry}" for entry in entries
+    ]
     after = run_child(cache_dir)
     assert after["hits"] == len(entries) and after["writes"] == 0 and after["logs"] == []

@@ -25,8 +25,14 @@ def forward_greedy(model, tokens: list[int]) -> tuple[int, float]:
 
 @pytest.mark.slow
 def test_greedy_decode_on_the_default_model_matches_forward(default_model):
-    runner = Runner(default_model, page_size=PAGE_SIZE, num_pages=4, token_buckets=(ROWS,), seq_buckets=(1,),
-                    max_context_len=3 * PAGE_SIZE)
+    runner = Runner(
+        default_model,
+        page_size=PAGE_SIZE,
+        num_pages=4,
+        token_buckets=(ROWS,),
+        seq_buckets=(1,),
+        max_context_len=3 * PAGE_SIZE,
+    )
     runner.warmup(progress=False)
     tokens = default_model.tokenizer.encode("The capital of France is")
     outputs = runner.run(StepPlan([SequenceWork("r", list(tokens), 0, TABLE, True)]))

@@ -19,8 +19,7 @@ PAGE_SIZE = 4
 
 
 def make_runner(model, kv_dtype, **kwargs):
-    return Runner(model, page_size=PAGE_SIZE, token_buckets=(4, 16), seq_buckets=(1, 4), kv_dtype=kv_dtype,
-                  **kwargs)
+    return Runner(model, page_size=PAGE_SIZE, token_buckets=(4, 16), seq_buckets=(1, 4), kv_dtype=kv_dtype, **kwargs)
 
 
 def greedy_run(runner, prompt, steps):

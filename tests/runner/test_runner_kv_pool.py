@@ -19,7 +19,7 @@ def test_byte_budget_rounds_down_to_whole_pages():
 
 def test_report_states_pages_tokens_and_mib():
     pool = size_kv_pool(TINY, page_size=4, num_pages=256, default_pages=99)
-    mib = 256 * PAGE_BYTES / 2 ** 20
+    mib = 256 * PAGE_BYTES / 2**20
     assert pool.describe().startswith(f"256 pages x 4 tokens = 1024 tokens of KV, {mib:.1f} MiB")
 
 
@@ -32,11 +32,11 @@ def test_default_is_capped_by_the_requested_default():
 
 
 def test_default_budget_on_a_cpu_host_stays_within_4_gib():
-    assert 0 < default_budget_bytes(jax.devices("cpu")[0]) <= 4 * 2 ** 30
+    assert 0 < default_budget_bytes(jax.devices("cpu")[0]) <= 4 * 2**30
 
 
 def test_default_pages_are_capped_by_the_default_budget():
-    pool = size_kv_pool(TINY, page_size=4, default_pages=10 ** 12)
+    pool = size_kv_pool(TINY, page_size=4, default_pages=10**12)
     assert pool.num_bytes <= default_budget_bytes()
 
 

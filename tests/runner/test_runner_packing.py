@@ -14,13 +14,26 @@ PAGE_SIZE, NUM_PAGES, VOCAB = 4, 64, 50
 
 
 def do_pack(*seqs, max_logprobs=5):
-    return pack(StepPlan(list(seqs)), BUCKETS, page_size=PAGE_SIZE, num_pages=NUM_PAGES, vocab_size=VOCAB,
-                max_logprobs=max_logprobs)
+    return pack(
+        StepPlan(list(seqs)),
+        BUCKETS,
+        page_size=PAGE_SIZE,
+        num_pages=NUM_PAGES,
+        vocab_size=VOCAB,
+        max_logprobs=max_logprobs,
+    )
 
 
 PREFILL_CHUNK = SequenceWork("p", token_ids=[11, 12, 13], start_pos=6, page_ids=[9, 3, 7], sample=False)
-DECODE = SequenceWork("d", token_ids=[21], start_pos=4, page_ids=[5, 6], sample=True,
-                      sampling=SamplingArrays(temperature=0.7, seed=2 ** 32 + 5, num_logprobs=2), rng_step=3)
+DECODE = SequenceWork(
+    "d",
+    token_ids=[21],
+    start_pos=4,
+    page_ids=[5, 6],
+    sample=True,
+    sampling=SamplingArrays(temperature=0.7, seed=2**32 + 5, num_logprobs=2),
+    rng_step=3,
+)
 
 
 def test_picks_the_smallest_bucket():
@@ -46,14 +59,26 @@ def test_padded_tokens_write_into_the_sink_page():
 
 
 def test_page_table_rows_are_padded_with_the_sink_page():
-    inputs = pack(StepPlan([DECODE]), BucketSet((8,), (1, 2), (4,)), page_size=PAGE_SIZE, num_pages=NUM_PAGES,
-                  vocab_size=VOCAB, max_logprobs=5).model_inputs
+    inputs = pack(
+        StepPlan([DECODE]),
+        BucketSet((8,), (1, 2), (4,)),
+        page_size=PAGE_SIZE,
+        num_pages=NUM_PAGES,
+        vocab_size=VOCAB,
+        max_logprobs=5,
+    ).model_inputs
     np.testing.assert_array_equal(inputs.page_table, [[5, 6, 0, 0], [0, 0, 0, 0]])
 
 
 def test_padding_sequences_are_empty():
-    inputs = pack(StepPlan([DECODE]), BucketSet((8,), (4,), (4,)), page_size=PAGE_SIZE, num_pages=NUM_PAGES,
-                  vocab_size=VOCAB, max_logprobs=5).model_inputs
+    inputs = pack(
+        StepPlan([DECODE]),
+        BucketSet((8,), (4,), (4,)),
+        page_size=PAGE_SIZE,
+        num_pages=NUM_PAGES,
+        vocab_size=VOCAB,
+        max_logprobs=5,
+    ).model_inputs
     np.testing.assert_array_equal(inputs.kv_lens, [5, 0, 0, 0])
     np.testing.assert_array_equal(inputs.cu_q_lens, [0, 1, 1, 1, 1])
     np.testing.assert_array_equal(inputs.page_table[1:], 0)
@@ -76,26 +101,36 @@ def test_sampling_knobs_are_per_row_with_neutral_padding():
 
 
 def test_penalty_counts_are_built_only_for_penalised_rows():
-    penalised = SequenceWork("r", [4], start_pos=0, page_ids=[2], sample=True,
-                             sampling=SamplingArrays(frequency_penalty=0.5, repetition_penalty=1.2),
-                             penalty_context=[7, 7, 9], prompt_token_ids=[4, 1])
+    penalised = SequenceWork(
+        "r",
+        [4],
+        start_pos=0,
+        page_ids=[2],
+        sample=True,
+        sampling=SamplingArrays(frequency_penalty=0.5, repetition_penalty=1.2),
+        penalty_context=[7, 7, 9],
+        prompt_token_ids=[4, 1],
+    )
     counts, prompt_mask = do_pack(DECODE, penalised).penalties
     assert counts[0].sum() == 0 and not prompt_mask[0].any()
     assert counts[1, 7] == 2 and counts[1, 9] == 1 and counts[1].sum() == 3
     assert set(np.flatnonzero(prompt_mask[1])) == {1, 4}
 
 
-@pytest.mark.parametrize("seq, message", [
-    (SequenceWork("x", [1], 0, [0], True), r"page ids must be in \[1, 64\)"),
-    (SequenceWork("x", [1], 0, [64], True), r"page ids must be in \[1, 64\)"),
-    (SequenceWork("x", [1, 2], 3, [1], True), "5 tokens need 2 pages"),
-    (SequenceWork("x", [50], 0, [1], True), r"token ids must be in \[0, 50\)"),
-    (SequenceWork("x", [], 0, [1], True), "at least one token"),
-    (SequenceWork("x", [1], -1, [1], True), "start_pos must be >= 0"),
-    (SequenceWork("x", [1], 0, [1], True, SamplingArrays(top_p=0.0)), "top_p=0.0"),
-    (SequenceWork("x", [1], 0, [1], True, SamplingArrays(temperature=-1.0)), "temperature=-1.0"),
-    (SequenceWork("x", [1], 0, [1], True, SamplingArrays(num_logprobs=6)), r"num_logprobs=6 \(need 0..5\)"),
-])
+@pytest.mark.parametrize(
+    "seq, message",
+    [
+        (SequenceWork("x", [1], 0, [0], True), r"page ids must be in \[1, 64\)"),
+        (SequenceWork("x", [1], 0, [64], True), r"page ids must be in \[1, 64\)"),
+        (SequenceWork("x", [1, 2], 3, [1], True), "5 tokens need 2 pages"),
+        (SequenceWork("x", [50], 0, [1], True), r"token ids must be in \[0, 50\)"),
+        (SequenceWork("x", [], 0, [1], True), "at least one token"),
+        (SequenceWork("x", [1], -1, [1], True), "start_pos must be >= 0"),
+        (SequenceWork("x", [1], 0, [1], True, SamplingArrays(top_p=0.0)), "top_p=0.0"),
+        (SequenceWork("x", [1], 0, [1], True, SamplingArrays(temperature=-1.0)), "temperature=-1.0"),
+        (SequenceWork("x", [1], 0, [1], True, SamplingArrays(num_logprobs=6)), r"num_logprobs=6 \(need 0..5\)"),
+    ],
+)
 def test_bad_sequences_get_a_clear_error(seq, message):
     with pytest.raises(ValueError, match=message):
         do_pack(seq)
@@ -103,8 +138,15 @@ def test_bad_sequences_get_a_clear_error(seq, message):
 
 def test_context_past_the_limit_is_rejected():
     with pytest.raises(ValueError, match="9 tokens of context exceed max_context_len=8"):
-        pack(StepPlan([PREFILL_CHUNK]), BUCKETS, page_size=PAGE_SIZE, num_pages=NUM_PAGES, vocab_size=VOCAB,
-             max_logprobs=5, max_context_len=8)
+        pack(
+            StepPlan([PREFILL_CHUNK]),
+            BUCKETS,
+            page_size=PAGE_SIZE,
+            num_pages=NUM_PAGES,
+            vocab_size=VOCAB,
+            max_logprobs=5,
+            max_context_len=8,
+        )
 
 
 def test_duplicate_requests_are_rejected():

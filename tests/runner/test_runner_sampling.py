@@ -41,8 +41,9 @@ def test_top_k_one_is_greedy_at_any_temperature():
     np.testing.assert_array_equal(out.token_ids, np.argmax(np.asarray(logits), axis=-1))
 
 
-@pytest.mark.parametrize("top_p, expected", [(0.4, {2}), (0.6, {2, 5}), (0.79, {2, 5}), (0.81, {2, 5, 0}),
-                                             (1.0, set(range(VOCAB)))])
+@pytest.mark.parametrize(
+    "top_p, expected", [(0.4, {2}), (0.6, {2, 5}), (0.79, {2, 5}), (0.81, {2, 5, 0}), (1.0, set(range(VOCAB)))]
+)
 def test_top_p_keeps_the_smallest_prefix_reaching_the_mass(top_p, expected):
     masked = jax.jit(top_p_mask)(rows_of(LOGITS, 1), jnp.array([top_p], jnp.float32))
     assert kept(masked[0]) == expected
@@ -60,8 +61,7 @@ def test_top_k_keeps_every_tie_at_the_threshold():
     assert kept(masked[0]) == {0, 2, 3, 6}
 
 
-@pytest.mark.parametrize("min_p, expected", [(0.0, set(range(VOCAB))), (0.2, {2, 5, 0}), (0.5, {2, 5}),
-                                             (1.0, {2})])
+@pytest.mark.parametrize("min_p, expected", [(0.0, set(range(VOCAB))), (0.2, {2, 5, 0}), (0.5, {2, 5}), (1.0, {2})])
 def test_min_p_keeps_tokens_above_a_fraction_of_the_top_probability(min_p, expected):
     masked = jax.jit(min_p_mask)(rows_of(LOGITS, 1), jnp.array([min_p], jnp.float32))
     assert kept(masked[0]) == expected
@@ -78,7 +78,8 @@ def test_sampled_tokens_follow_the_softmax():
     logits = rows_of(LOGITS, draws)
     steps = np.arange(draws)
     out = jax.jit(functools.partial(sample, max_logprobs=0))(
-        logits, knobs(draws, VOCAB, temperature=1.0, seed=7, rng_step=steps))
+        logits, knobs(draws, VOCAB, temperature=1.0, seed=7, rng_step=steps)
+    )
     freq = np.bincount(np.asarray(out.token_ids), minlength=VOCAB) / draws
     np.testing.assert_allclose(freq, PROBS, atol=0.03)
 
@@ -93,8 +94,10 @@ def test_same_seed_and_step_give_the_same_token_in_any_row():
 
 def test_different_steps_of_one_seed_vary():
     logits = rows_of(np.zeros(VOCAB, np.float32))
-    tokens = {int(SAMPLE(logits, knobs(ROWS, VOCAB, temperature=1.0, seed=1, rng_step=step)).token_ids[0])
-              for step in range(16)}
+    tokens = {
+        int(SAMPLE(logits, knobs(ROWS, VOCAB, temperature=1.0, seed=1, rng_step=step)).token_ids[0])
+        for step in range(16)
+    }
     assert len(tokens) > 3
 
 
@@ -112,8 +115,16 @@ def test_presence_and_frequency_penalties_act_on_generated_counts():
     row = np.array([3.0, 2.5, 0, 0, 0, 0, 0, 0], np.float32)
     counts = np.zeros((ROWS, VOCAB), np.int32)
     counts[:, 0] = [0, 1, 2, 1]
-    out = SAMPLE(rows_of(row), knobs(ROWS, VOCAB, presence_penalty=[0.0, 0.4, 0.0, 0.6],
-                                     frequency_penalty=[1.0, 0.0, 0.2, 0.0], output_counts=counts))
+    out = SAMPLE(
+        rows_of(row),
+        knobs(
+            ROWS,
+            VOCAB,
+            presence_penalty=[0.0, 0.4, 0.0, 0.6],
+            frequency_penalty=[1.0, 0.0, 0.2, 0.0],
+            output_counts=counts,
+        ),
+    )
     # row 0: count 0, nothing changes; row 1: 3-0.4 = 2.6 > 2.5; row 2: 3-0.4 = 2.6; row 3: 3-0.6 = 2.4 < 2.5
     np.testing.assert_array_equal(out.token_ids, [0, 0, 0, 1])
 
@@ -134,6 +145,19 @@ def test_new_knob_values_do_not_recompile():
     SAMPLE(logits, knobs(ROWS, VOCAB))
     before = backend_compile_count()
     for temperature, top_p, seed in [(0.7, 0.9, 1), (1.3, 0.5, 2), (0.0, 1.0, 3)]:
-        jax.block_until_ready(SAMPLE(logits, knobs(ROWS, VOCAB, temperature=temperature, top_p=top_p, seed=seed,
-                                                   top_k=3, min_p=0.1, presence_penalty=0.5)))
+        jax.block_until_ready(
+            SAMPLE(
+                logits,
+                knobs(
+                    ROWS,
+                    VOCAB,
+                    temperature=temperature,
+                    top_p=top_p,
+                    seed=seed,
+                    top_k=3,
+                    min_p=0.1,
+                    presence_penalty=0.5,
+                ),
+            )
+        )
     assert backend_compile_count() == before

@@ -15,8 +15,9 @@ PAGE_SIZE = 4
 
 @pytest.fixture(scope="module")
 def runner(tiny_random_model):
-    runner = Runner(tiny_random_model, page_size=PAGE_SIZE, num_pages=96, token_buckets=(4, 16),
-                    seq_buckets=(1, 4), max_logprobs=5)
+    runner = Runner(
+        tiny_random_model, page_size=PAGE_SIZE, num_pages=96, token_buckets=(4, 16), seq_buckets=(1, 4), max_logprobs=5
+    )
     runner.warmup(progress=False)
     return runner
 
@@ -42,18 +43,33 @@ def mixed_workload():
     """Prefill chunks and decodes of varying lengths, batch sizes and sampling knobs."""
     greedy = SamplingArrays()
     hot = SamplingArrays(temperature=0.9, top_k=5, top_p=0.8, min_p=0.05, seed=3, num_logprobs=5)
-    penalised = SamplingArrays(temperature=0.6, presence_penalty=0.3, frequency_penalty=0.2, repetition_penalty=1.3,
-                               seed=9, num_logprobs=1)
+    penalised = SamplingArrays(
+        temperature=0.6, presence_penalty=0.3, frequency_penalty=0.2, repetition_penalty=1.3, seed=9, num_logprobs=1
+    )
     yield [SequenceWork("a", list(range(1, 14)), 0, pages(1, 4), False)]  # first chunk
-    yield [SequenceWork("a", [14, 15], 13, pages(1, 4), True, hot),  # last chunk + a fresh prompt
-           SequenceWork("b", [5, 6, 7], 0, pages(5, 1), True, greedy)]
+    yield [
+        SequenceWork("a", [14, 15], 13, pages(1, 4), True, hot),  # last chunk + a fresh prompt
+        SequenceWork("b", [5, 6, 7], 0, pages(5, 1), True, greedy),
+    ]
     for step in range(3):
-        batch = [SequenceWork("a", [20 + step], 15 + step, pages(1, 5), True, hot, rng_step=step + 1),
-                 SequenceWork("b", [30 + step], 3 + step, pages(5, 2), True, penalised, rng_step=step + 1,
-                              penalty_context=[30, 31][:step], prompt_token_ids=[5, 6, 7])]
-        yield batch[:1 + step % 2]
-    yield [SequenceWork(f"c{i}", [i + 1], 0, [20 + i], True, SamplingArrays(temperature=0.1 * i, seed=i))
-           for i in range(4)]
+        batch = [
+            SequenceWork("a", [20 + step], 15 + step, pages(1, 5), True, hot, rng_step=step + 1),
+            SequenceWork(
+                "b",
+                [30 + step],
+                3 + step,
+                pages(5, 2),
+                True,
+                penalised,
+                rng_step=step + 1,
+                penalty_context=[30, 31][:step],
+                prompt_token_ids=[5, 6, 7],
+            ),
+        ]
+        yield batch[: 1 + step % 2]
+    yield [
+        SequenceWork(f"c{i}", [i + 1], 0, [20 + i], True, SamplingArrays(temperature=0.1 * i, seed=i)) for i in range(4)
+    ]
 
 
 def test_mixed_workload_after_warmup_never_compiles(runner):
@@ -94,8 +110,10 @@ def test_seeded_sampling_ignores_batch_composition(runner):
     knobs = SamplingArrays(temperature=1.5, seed=1234)
     alone = SequenceWork("s", [9, 8, 7], 0, pages(60, 1), True, knobs, rng_step=5)
     solo = runner.run(StepPlan([alone])).tokens["s"].token_id
-    others = [SequenceWork(f"o{i}", [i + 1, i + 2], 0, [70 + i], True, SamplingArrays(temperature=1.0, seed=i))
-              for i in range(3)]
+    others = [
+        SequenceWork(f"o{i}", [i + 1, i + 2], 0, [70 + i], True, SamplingArrays(temperature=1.0, seed=i))
+        for i in range(3)
+    ]
     crowded = runner.run(StepPlan(others[:2] + [alone] + others[2:])).tokens["s"].token_id
     assert crowded == solo
 
@@ -125,7 +143,8 @@ def test_one_token_bucket_is_refused(tiny_random_model):
 def test_kv_memory_budget_sizes_the_pool(tiny_random_model):
     config, _ = tiny_random_model
     page_bytes = PAGE_SIZE * config.kv_bytes_per_token()
-    small = Runner(tiny_random_model, page_size=PAGE_SIZE, kv_memory_bytes=10 * page_bytes,
-                   token_buckets=(4,), seq_buckets=(1,))
+    small = Runner(
+        tiny_random_model, page_size=PAGE_SIZE, kv_memory_bytes=10 * page_bytes, token_buckets=(4,), seq_buckets=(1,)
+    )
     assert small.num_pages == 10
     assert small.kv_pool.describe().startswith("10 pages x 4 tokens = 40 tokens of KV")

@@ -9,18 +9,28 @@ from trellis_jax.runner import wire
 
 def _inputs(tokens=6, rows=3, pages=4):
     rng = np.random.default_rng(0)
-    model = StepInputs(token_ids=rng.integers(0, 1000, tokens).astype(np.int32),
-                       positions=np.arange(tokens, dtype=np.int32), slot_mapping=rng.integers(0, 99, tokens).astype(np.int32),
-                       page_table=rng.integers(0, 50, (rows, pages)).astype(np.int32),
-                       kv_lens=np.array([5, 9, 0], np.int32), cu_q_lens=np.array([0, 2, 6, 6], np.int32),
-                       num_seqs=np.array(2, np.int32), logits_indices=np.array([1, 5, 0], np.int32))
-    knobs = {"temperature": np.array([0.0, 0.7, 1.0], np.float32), "top_k": np.array([0, 40, -1], np.int32),
-             "top_p": np.array([1.0, 0.9, 1.0], np.float32), "min_p": np.array([0.0, 0.05, 0.0], np.float32),
-             "presence_penalty": np.array([-1.5, 0.0, 2.0], np.float32),
-             "frequency_penalty": np.array([0.25, -0.0, 0.0], np.float32),
-             "repetition_penalty": np.array([1.0, 1.1, 1e-3], np.float32),
-             "seed": np.array([0, 2**32 - 1, 2**31], np.uint32), "rng_step": np.array([0, 7, 0], np.int32),
-             "num_logprobs": np.array([0, 20, 0], np.int32)}
+    model = StepInputs(
+        token_ids=rng.integers(0, 1000, tokens).astype(np.int32),
+        positions=np.arange(tokens, dtype=np.int32),
+        slot_mapping=rng.integers(0, 99, tokens).astype(np.int32),
+        page_table=rng.integers(0, 50, (rows, pages)).astype(np.int32),
+        kv_lens=np.array([5, 9, 0], np.int32),
+        cu_q_lens=np.array([0, 2, 6, 6], np.int32),
+        num_seqs=np.array(2, np.int32),
+        logits_indices=np.array([1, 5, 0], np.int32),
+    )
+    knobs = {
+        "temperature": np.array([0.0, 0.7, 1.0], np.float32),
+        "top_k": np.array([0, 40, -1], np.int32),
+        "top_p": np.array([1.0, 0.9, 1.0], np.float32),
+        "min_p": np.array([0.0, 0.05, 0.0], np.float32),
+        "presence_penalty": np.array([-1.5, 0.0, 2.0], np.float32),
+        "frequency_penalty": np.array([0.25, -0.0, 0.0], np.float32),
+        "repetition_penalty": np.array([1.0, 1.1, 1e-3], np.float32),
+        "seed": np.array([0, 2**32 - 1, 2**31], np.uint32),
+        "rng_step": np.array([0, 7, 0], np.int32),
+        "num_logprobs": np.array([0, 20, 0], np.int32),
+    }
     return model, knobs
 
 

@@ -13,8 +13,12 @@ class Harness:
         self.config = SchedulerConfig(page_size=page_size, enable_prefix_cache=enable_prefix_cache, **options)
         self.cache = RadixCache(num_pages, page_size, enabled=enable_prefix_cache)
         self.scheduler = Scheduler(self.config, self.cache)
-        self.runner = FakeRunner(num_pages, page_size, max_num_tokens=self.config.max_num_batched_tokens,
-                                 max_num_seqs=self.config.max_num_seqs)
+        self.runner = FakeRunner(
+            num_pages,
+            page_size,
+            max_num_tokens=self.config.max_num_batched_tokens,
+            max_num_seqs=self.config.max_num_seqs,
+        )
         self.plans = []
         self.finished = {}  # request id -> (output token ids, finish reason)
         self.outputs = {}

@@ -5,8 +5,10 @@ import sys
 
 
 def test_scheduler_and_api_import_no_jax():
-    code = ("import sys, trellis_jax.scheduler, trellis_jax.engine.api, trellis_testing.fakes; "
-            "sys.exit(1 if 'jax' in sys.modules else 0)")
+    code = (
+        "import sys, trellis_jax.scheduler, trellis_jax.engine.api, trellis_testing.fakes; "
+        "sys.exit(1 if 'jax' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -63,8 +63,9 @@ def test_rejected_guesses_leave_no_trace_in_the_kv(harness):
     # the context repeat itself, so there are many guesses, right and wrong.
     prompts = [([1, 2, 1, 2, 1, 2, 3], 20), ([4, 4, 4, 4, 4, 0], 17), ([3, 1, 2, 3, 1], 9)]
     plain, _ = _outputs_and_steps(harness, prompts, mode="sum", vocab_size=5)
-    spec, h = _outputs_and_steps(harness, prompts, mode="sum", vocab_size=5, num_lookup_tokens=4,
-                                 lookup_max_step_tokens=16)
+    spec, h = _outputs_and_steps(
+        harness, prompts, mode="sum", vocab_size=5, num_lookup_tokens=4, lookup_max_step_tokens=16
+    )
     assert spec == plain
     stats = h.scheduler.stats
     assert stats.num_draft_tokens - stats.num_accepted_draft_tokens >= 5 and stats.num_accepted_draft_tokens >= 3
@@ -88,8 +89,14 @@ def test_a_stop_token_among_accepted_guesses_ends_the_request_there(harness):
     assert h.all_pages_back()
 
 
-@pytest.mark.parametrize("sampling", [SamplingArrays(temperature=0.7, seed=1), SamplingArrays(presence_penalty=0.5),
-                                      SamplingArrays(repetition_penalty=1.2)])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        SamplingArrays(temperature=0.7, seed=1),
+        SamplingArrays(presence_penalty=0.5),
+        SamplingArrays(repetition_penalty=1.2),
+    ],
+)
 def test_sampled_or_penalized_requests_get_no_guesses(harness, sampling):
     h = harness(num_lookup_tokens=3)
     h.scheduler.add_request("r", RUN + RUN[:3], sampling, max_tokens=6)
@@ -99,7 +106,7 @@ def test_sampled_or_penalized_requests_get_no_guesses(harness, sampling):
 
 
 def test_guesses_respect_the_step_token_limit_and_the_sequence_slots(harness):
-    prompts = [(RUN[i:] + RUN[i:i + 3], 10) for i in range(6)]
+    prompts = [(RUN[i:] + RUN[i : i + 3], 10) for i in range(6)]
     _, h = _outputs_and_steps(harness, prompts, num_lookup_tokens=3, lookup_max_step_tokens=8, max_num_seqs=7)
     for plan in h.plans:
         guesses = [s for s in plan.sequences if DRAFT_MARK in s.request_id]
@@ -110,8 +117,9 @@ def test_guesses_respect_the_step_token_limit_and_the_sequence_slots(harness):
 
 def test_guesses_take_no_pages_running_prefills_still_need(harness):
     # 3 usable pages of 4 tokens: the decode's guesses would need a fourth page, which does not exist.
-    outputs, h = _outputs_and_steps(harness, [([1, 2, 3, 1, 2, 3, 1, 2, 3], 3)], mode="increment",
-                                    num_pages=4, num_lookup_tokens=3)
+    outputs, h = _outputs_and_steps(
+        harness, [([1, 2, 3, 1, 2, 3, 1, 2, 3], 3)], mode="increment", num_pages=4, num_lookup_tokens=3
+    )
     assert outputs["r0"] == [4, 5, 6]
     assert h.scheduler.stats.num_preemptions == 0
 

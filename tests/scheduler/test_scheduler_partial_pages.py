@@ -39,7 +39,7 @@ def test_the_source_stays_locked_until_the_step_that_copies_it_commits(harness):
     h.run()
     h.add("b", SYSTEM + [70, 71], max_tokens=1)
     plan = h.scheduler.schedule()
-    (src, dst), = plan.page_copies
+    ((src, dst),) = plan.page_copies
     h.cache.evict(h.cache.num_pages)  # whatever is evictable goes...
     assert h.cache.match(SYSTEM + [50, 51], "").num_cached_tokens == 12  # ...but not the source page
     h.scheduler.commit(plan, h.runner.run(plan))

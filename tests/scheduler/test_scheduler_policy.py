@@ -42,8 +42,13 @@ def test_lpm_window_matches_only_the_oldest_window():
 
 def test_dfs_weight_runs_the_largest_prefix_group_first_and_keeps_groups_together():
     a, b = [1, 2, 3, 4], [9, 9, 9, 9]
-    waiting = [req(0, a + [5, 5, 5, 5, 0]), req(1, b + [6, 6, 6, 6, 0]), req(2, b + [7, 7, 7, 7, 0]),
-               req(3, a + [8, 8, 8, 8, 0]), req(4, b + [6, 6, 6, 6, 1])]
+    waiting = [
+        req(0, a + [5, 5, 5, 5, 0]),
+        req(1, b + [6, 6, 6, 6, 0]),
+        req(2, b + [7, 7, 7, 7, 0]),
+        req(3, a + [8, 8, 8, 8, 0]),
+        req(4, b + [6, 6, 6, 6, 1]),
+    ]
     order = ids(make_policy("dfs-weight", page_size=4).order(waiting, lambda r: 0))
     assert order[:3] in (["r1", "r4", "r2"], ["r4", "r1", "r2"])  # b-group (3) first, its 2-subgroup first
     assert order[3:] in (["r0", "r3"], ["r3", "r0"])

@@ -60,7 +60,9 @@ def test_stress_small_pool_every_request_completes_or_is_refused(harness, seed):
     prefixes = [[rng.randrange(1, 250) for _ in range(rng.randrange(4, 40))] for _ in range(4)]
     added, refused, aborted, prompts = set(), set(), set(), {}
     for i in range(60):
-        prompt = rng.choice(prefixes)[:rng.randrange(1, 40)] + [rng.randrange(1, 250) for _ in range(rng.randrange(1, 30))]
+        prompt = rng.choice(prefixes)[: rng.randrange(1, 40)] + [
+            rng.randrange(1, 250) for _ in range(rng.randrange(1, 30))
+        ]
         prompts[f"r{i}"] = prompt
         try:
             h.add(f"r{i}", prompt, max_tokens=rng.randrange(1, 30))
@@ -87,7 +89,7 @@ def sum_oracle(prompt, count):
     sequence = list(prompt)
     for _ in range(count):
         sequence.append(sum(sequence) % 258)
-    return sequence[len(prompt):]
+    return sequence[len(prompt) :]
 
 
 def test_abort_while_waiting(harness):

@@ -18,15 +18,25 @@ def oracle(prompt, count):
     sequence = list(prompt)
     for _ in range(count):
         sequence.append(sum(sequence) % 258)
-    return sequence[len(prompt):]
+    return sequence[len(prompt) :]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(operation, max_size=40), num_pages=st.integers(6, 30),
-       policy=st.sampled_from(["lpm", "fcfs", "dfs-weight"]), enabled=st.booleans())
+@given(
+    ops=st.lists(operation, max_size=40),
+    num_pages=st.integers(6, 30),
+    policy=st.sampled_from(["lpm", "fcfs", "dfs-weight"]),
+    enabled=st.booleans(),
+)
 def test_random_interleavings_keep_invariants(harness, ops, num_pages, policy, enabled):
-    h = harness(num_pages=num_pages, page_size=4, max_num_batched_tokens=12, max_num_seqs=4,
-                schedule_policy=policy, enable_prefix_cache=enabled)
+    h = harness(
+        num_pages=num_pages,
+        page_size=4,
+        max_num_batched_tokens=12,
+        max_num_seqs=4,
+        schedule_policy=policy,
+        enable_prefix_cache=enabled,
+    )
     prompts, aborted = {}, set()
     for op in ops:
         if op[0] == "add":

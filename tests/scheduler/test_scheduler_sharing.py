@@ -39,8 +39,13 @@ def test_later_request_reports_its_cached_prompt_tokens(harness):
 
 
 def run_workload(harness, enabled, num_pages, policy="lpm"):
-    h = harness(num_pages=num_pages, max_num_batched_tokens=24, max_num_seqs=6, enable_prefix_cache=enabled,
-                schedule_policy=policy)
+    h = harness(
+        num_pages=num_pages,
+        max_num_batched_tokens=24,
+        max_num_seqs=6,
+        enable_prefix_cache=enabled,
+        schedule_policy=policy,
+    )
     system = list(range(1, 41))
     for i in range(12):
         h.add(f"q{i}", system + [100 + i, 150 + i % 3, 7], max_tokens=6)

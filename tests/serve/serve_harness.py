@@ -18,11 +18,13 @@ from trellis_jax.serve.server import bind_socket, make_server, url_of
 from trellis_testing.fakes import make_fake_engine
 
 
-def fake_engine(*, num_pages: int = 256, page_size: int = 4, max_model_len: int = 256, step_s: float = 0.0,
-                **options) -> AsyncEngine:
+def fake_engine(
+    *, num_pages: int = 256, page_size: int = 4, max_model_len: int = 256, step_s: float = 0.0, **options
+) -> AsyncEngine:
     """`step_s` > 0 makes every engine step take that long (to leave time to disconnect mid-stream)."""
-    engine, runner, _cache, tokenizer = make_fake_engine(num_pages=num_pages, page_size=page_size, mode="increment",
-                                                         max_model_len=max_model_len, **options)
+    engine, runner, _cache, tokenizer = make_fake_engine(
+        num_pages=num_pages, page_size=page_size, mode="increment", max_model_len=max_model_len, **options
+    )
     if step_s:
         run = runner.run
 
@@ -47,8 +49,12 @@ def engine_idle(engine: AsyncEngine) -> bool:
     """No request left in the engine or scheduler and no page held (only the tree's evictable pages)."""
     scheduler = engine.engine.scheduler
     cache = scheduler.kv.cache
-    return (not engine.engine.has_unfinished() and not scheduler.requests and cache.num_locked_pages == 0
-            and cache.num_private_pages == 0)
+    return (
+        not engine.engine.has_unfinished()
+        and not scheduler.requests
+        and cache.num_locked_pages == 0
+        and cache.num_private_pages == 0
+    )
 
 
 def expected_increment(prompt: str, max_tokens: int) -> str:

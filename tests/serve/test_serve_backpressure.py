@@ -71,8 +71,9 @@ def test_a_stream_the_client_leaves_at_once_gives_its_slot_back():
     app = create_app(engine, ServerSettings(model_name="fake-model", max_waiting_requests=0))
     with ServerThread(app) as server:
         for _ in range(3):
-            with httpx.stream("POST", server.url + "/v1/completions", json={**SLOW, "stream": True, "max_tokens": 50},
-                              timeout=30) as r:
+            with httpx.stream(
+                "POST", server.url + "/v1/completions", json={**SLOW, "stream": True, "max_tokens": 50}, timeout=30
+            ) as r:
                 assert r.status_code == 200  # leaves without reading the body
             assert wait_until(lambda: app.state.admission.in_flight == 0)
     engine.shutdown()
@@ -92,6 +93,7 @@ def _slow_load(release: threading.Event, engine):
     def build():
         release.wait(30)
         return create_app(engine, ServerSettings(model_name="fake-model"))
+
     return build
 
 
@@ -139,8 +141,22 @@ def test_the_server_exits_with_an_error_when_its_model_cannot_load(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "trellis_jax.serve", "--model", str(tmp_path / "missing.gguf"),
-                           "--port", "0", "--log-level", "critical"], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trellis_jax.serve",
+            "--model",
+            str(tmp_path / "missing.gguf"),
+            "--port",
+            "0",
+            "--log-level",
+            "critical",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 1
     assert "loading failed" in done.stderr and "missing.gguf" in done.stderr

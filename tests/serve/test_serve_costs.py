@@ -8,8 +8,17 @@ from trellis_jax.model import cost
 from trellis_jax.model.config import ModelConfig
 from trellis_jax.serve.costs import CostModel, ceilings_for
 
-SMOLLM2_135M = ModelConfig(architecture="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                           num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, tie_word_embeddings=True)
+SMOLLM2_135M = ModelConfig(
+    architecture="llama",
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_layers=30,
+    num_heads=9,
+    num_kv_heads=3,
+    head_dim=64,
+    tie_word_embeddings=True,
+)
 
 
 @pytest.mark.parametrize("prompt, cached", [(100, 32), (48, 48), (17, 0)])

@@ -70,7 +70,9 @@ def test_token_id_outside_vocabulary(fake_server):
 
 
 def test_unknown_model_is_404(fake_server):
-    error = assert_error(post(fake_server, "/v1/completions", json={"model": "gpt-5", "prompt": "hi"}), 404, "fake-model")
+    error = assert_error(
+        post(fake_server, "/v1/completions", json={"model": "gpt-5", "prompt": "hi"}), 404, "fake-model"
+    )
     assert error["code"] == "model_not_found"
 
 
@@ -80,8 +82,11 @@ def test_prompt_longer_than_context(fake_server):
 
 
 def test_max_tokens_is_capped_by_the_context(fake_server):
-    r = post(fake_server, "/v1/completions", json={"model": MODEL, "prompt": "x" * 250, "max_tokens": 1000,
-                                                   "temperature": 0, "ignore_eos": True})
+    r = post(
+        fake_server,
+        "/v1/completions",
+        json={"model": MODEL, "prompt": "x" * 250, "max_tokens": 1000, "temperature": 0, "ignore_eos": True},
+    )
     assert r.status_code == 200
     assert r.json()["usage"]["completion_tokens"] <= 6
 

@@ -14,18 +14,22 @@ CHAT = [{"role": "user", "content": "hi"}]
 
 def post_raw(server, path: str, body: dict) -> httpx.Response:
     """json.dumps keeps NaN / Infinity (as Python's json does), which httpx's encoder refuses."""
-    return httpx.post(server.url + path, content=json.dumps(body).encode(), timeout=30,
-                      headers={"content-type": "application/json"})
+    return httpx.post(
+        server.url + path, content=json.dumps(body).encode(), timeout=30, headers={"content-type": "application/json"}
+    )
 
 
-@pytest.mark.parametrize(("field", "value", "range_text"), [
-    ("top_k", 2**31, "[-1, 2147483647]"),
-    ("top_k", 2**63, "[-1, 2147483647]"),
-    ("seed", 2**32, "[0, 4294967295]"),
-    ("seed", -1, "[0, 4294967295]"),
-    ("max_tokens", 2**31, "[1, 2147483647]"),
-    ("max_tokens", 2**63, "[1, 2147483647]"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "range_text"),
+    [
+        ("top_k", 2**31, "[-1, 2147483647]"),
+        ("top_k", 2**63, "[-1, 2147483647]"),
+        ("seed", 2**32, "[0, 4294967295]"),
+        ("seed", -1, "[0, 4294967295]"),
+        ("max_tokens", 2**31, "[1, 2147483647]"),
+        ("max_tokens", 2**63, "[1, 2147483647]"),
+    ],
+)
 def test_completions_int_past_its_wire_dtype_is_a_400(fake_server, field, value, range_text):
     r = post_raw(fake_server, "/v1/completions", {"model": MODEL, "prompt": "abc", field: value})
     assert r.status_code == 400, r.text
@@ -41,8 +45,9 @@ def test_stop_token_id_past_int32_is_a_400(fake_server):
 
 
 def test_chat_max_completion_tokens_past_int32_is_a_400(fake_server):
-    r = post_raw(fake_server, "/v1/chat/completions", {"model": MODEL, "messages": CHAT,
-                                                       "max_completion_tokens": 2**40})
+    r = post_raw(
+        fake_server, "/v1/chat/completions", {"model": MODEL, "messages": CHAT, "max_completion_tokens": 2**40}
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "max_tokens"
 
@@ -54,8 +59,9 @@ def test_token_prompt_past_the_vocabulary_is_a_400(fake_server, value):
     assert "outside the vocabulary" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("field", ["temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-                                   "repetition_penalty"])
+@pytest.mark.parametrize(
+    "field", ["temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"]
+)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e39])
 def test_non_finite_float_knobs_are_a_400(fake_server, field, value):
     r = post_raw(fake_server, "/v1/chat/completions", {"model": MODEL, "messages": CHAT, field: value})

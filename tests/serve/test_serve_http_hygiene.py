@@ -37,8 +37,10 @@ def trickle_post(server, path: str, declared: int, byte_every_s: float) -> tuple
     """POST whose body arrives one byte every `byte_every_s`; -> (everything the server sent, seconds until
     the server closed the connection)."""
     conn = raw_connection(server)
-    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n".encode())
+    conn.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n".encode()
+    )
     start, stop = time.monotonic(), threading.Event()
 
     def drip():
@@ -89,10 +91,12 @@ def test_a_body_that_arrives_within_the_timeout_is_served(server):
 def trickle_post_complete(server, body: bytes) -> tuple[bytes, float]:
     conn = raw_connection(server)
     start = time.monotonic()
-    conn.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+    conn.sendall(
+        f"POST /v1/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
     for i in range(0, len(body), 16):  # in pieces over ~0.1 s: slow, but well within the timeout
-        conn.sendall(body[i:i + 16])
+        conn.sendall(body[i : i + 16])
         time.sleep(0.02)
     received = b""
     while chunk := conn.recv(4096):
@@ -127,9 +131,14 @@ def test_past_the_connection_cap_new_requests_get_503():
     assert (refused, served) == (503, 200)
 
 
-@pytest.mark.parametrize(("method", "path", "allowed"), [
-    ("GET", "/flush_cache", "POST"), ("POST", "/health", "GET"), ("DELETE", "/v1/completions", "POST"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/flush_cache", "POST"),
+        ("POST", "/health", "GET"),
+        ("DELETE", "/v1/completions", "POST"),
+    ],
+)
 def test_405_names_the_allowed_methods(server, method, path, allowed):
     r = httpx.request(method, server.url + path, headers=AUTH)
     assert r.status_code == 405 and allowed in r.headers["allow"].split(", ")

@@ -36,8 +36,11 @@ def solo(tiny_server):
 
 def test_top_k_past_int32_is_a_400_and_disturbs_no_stream(tiny_server, solo):
     with Victims(tiny_server.url, NUM_VICTIMS) as victims:
-        response = httpx.post(tiny_server.url + "/v1/completions", timeout=60, json={
-            "model": MODEL_NAME, "prompt": "hello", "max_tokens": 4, "top_k": 2**31})
+        response = httpx.post(
+            tiny_server.url + "/v1/completions",
+            timeout=60,
+            json={"model": MODEL_NAME, "prompt": "hello", "max_tokens": 4, "top_k": 2**31},
+        )
         assert victims.wait_runs(1)
     assert response.status_code == 400, response.text
     assert "top_k" in response.json()["error"]["message"]
@@ -49,18 +52,27 @@ def send(url: str, path: str, body: dict) -> tuple[int, list[dict]]:
     headers = {"content-type": "application/json"}
     with httpx.stream("POST", url + path, content=encode(body), headers=headers, timeout=120) as response:
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            events = [json.loads(line[6:]) for line in response.iter_lines()
-                      if line.startswith("data: ") and line != "data: [DONE]"]
+            events = [
+                json.loads(line[6:])
+                for line in response.iter_lines()
+                if line.startswith("data: ") and line != "data: [DONE]"
+            ]
             return response.status_code, [event["error"] for event in events if "error" in event]
         response.read()
         body = response.json() if response.content else {}
         return response.status_code, [body["error"]] if isinstance(body, dict) and "error" in body else []
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/v1/completions", {"model": MODEL_NAME, "prompt": "a\ud800b", "max_tokens": 1}),
-    ("/v1/chat/completions", {"model": MODEL_NAME, "messages": [{"role": "user", "content": "\ud800"}], "max_tokens": 1}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"model": MODEL_NAME, "prompt": "a\ud800b", "max_tokens": 1}),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL_NAME, "messages": [{"role": "user", "content": "\ud800"}], "max_tokens": 1},
+        ),
+    ],
+)
 def test_lone_surrogate_text_is_not_a_5xx(tiny_server, path, body):
     assert send(tiny_server.url, path, body)[0] < 500
 
@@ -71,10 +83,19 @@ def test_fuzzed_requests_get_no_5xx_and_disturb_no_stream(tiny_server, solo):
     solo run, and the engine ends idle with its cache intact."""
     seen = []
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.one_of(st.tuples(st.just("/v1/completions"), completion_bodies(MODEL_NAME)),
-                     st.tuples(st.just("/v1/chat/completions"), chat_bodies(MODEL_NAME))))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        st.one_of(
+            st.tuples(st.just("/v1/completions"), completion_bodies(MODEL_NAME)),
+            st.tuples(st.just("/v1/chat/completions"), chat_bodies(MODEL_NAME)),
+        )
+    )
     def fuzz(case):
         path, body = case
         status, errors = send(tiny_server.url, path, body)

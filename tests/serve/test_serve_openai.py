@@ -20,24 +20,29 @@ def test_completion_text_usage_and_finish(client):
 
 
 def test_completion_stream_concatenates_to_the_same_text(client):
-    chunks = list(client.completions.create(model=MODEL, prompt="klm", max_tokens=6, temperature=0, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model=MODEL, prompt="klm", max_tokens=6, temperature=0, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected_increment("klm", 6)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
 
 
 def test_chat_completion(client):
-    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-                                       temperature=0)
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+    )
     assert r.choices[0].message.role == "assistant"
     assert r.choices[0].message.content == CHAT_HI_REPLY[:4]
     assert r.object == "chat.completion"
 
 
 def test_chat_stream_role_first_then_content(client):
-    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-                                            temperature=0, stream=True)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0, stream=True
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == CHAT_HI_REPLY[:4]
@@ -53,8 +58,9 @@ def test_n_choices(client):
 
 def test_n_choices_streamed(client):
     texts = {}
-    for chunk in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=2,
-                                                max_tokens=3, temperature=0, stream=True):
+    for chunk in client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], n=2, max_tokens=3, temperature=0, stream=True
+    ):
         for choice in chunk.choices:
             texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
     assert texts == {0: CHAT_HI_REPLY[:3], 1: CHAT_HI_REPLY[:3]}
@@ -86,8 +92,14 @@ def test_completion_logprobs(client):
 
 
 def test_chat_logprobs(client):
-    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
-                                       temperature=0, logprobs=True, top_logprobs=3)
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=2,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
     content = r.choices[0].logprobs.content
     assert [c.token for c in content] == list(CHAT_HI_REPLY[:2])
     assert content[0].bytes == [ord("?")] and len(content[0].top_logprobs) == 3
@@ -104,8 +116,16 @@ def test_repeated_prefix_reports_cached_tokens(client):
 def test_chat_usage_counts_cached_tokens_in_stream(client):
     messages = [{"role": "system", "content": "Long shared instructions " * 4}, {"role": "user", "content": "a"}]
     list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=1, temperature=0))
-    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=1, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=1,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
 
 
@@ -132,13 +152,25 @@ def test_metrics_count_requests_and_tokens(client, fake_server):
     assert after[key] == before.get(key, 0) + 1
     tokens = 'trellis_generation_tokens_total{model="fake-model"}'
     assert after[tokens] == before[tokens] + 4
-    for name in ("trellis_time_to_first_token_seconds_count", 'trellis_kv_pages{model="fake-model",state="free"}',
-                 'trellis_scheduler_requests{model="fake-model",state="waiting"}', "trellis_prefix_cache_hit_tokens_total",
-                 "trellis_prefill_saved_flops_total", "trellis_kv_reread_bytes_total", "trellis_preemptions_total",
-                 "trellis_evicted_pages_total", "trellis_compilations_total", "trellis_e2e_request_latency_seconds_count",
-                 "trellis_lookup_draft_tokens_total", "trellis_lookup_accepted_tokens_total",
-                 "trellis_prefix_cache_partial_page_tokens_total", "trellis_queue_time_seconds_count",
-                 "trellis_prefix_cache_hit_ratio", "trellis_kv_pages_in_use_ratio", "trellis_rejected_requests_total"):
+    for name in (
+        "trellis_time_to_first_token_seconds_count",
+        'trellis_kv_pages{model="fake-model",state="free"}',
+        'trellis_scheduler_requests{model="fake-model",state="waiting"}',
+        "trellis_prefix_cache_hit_tokens_total",
+        "trellis_prefill_saved_flops_total",
+        "trellis_kv_reread_bytes_total",
+        "trellis_preemptions_total",
+        "trellis_evicted_pages_total",
+        "trellis_compilations_total",
+        "trellis_e2e_request_latency_seconds_count",
+        "trellis_lookup_draft_tokens_total",
+        "trellis_lookup_accepted_tokens_total",
+        "trellis_prefix_cache_partial_page_tokens_total",
+        "trellis_queue_time_seconds_count",
+        "trellis_prefix_cache_hit_ratio",
+        "trellis_kv_pages_in_use_ratio",
+        "trellis_rejected_requests_total",
+    ):
         plain = name if "{" in name else name + '{model="fake-model"}'
         assert plain in after, name
 
@@ -173,8 +205,9 @@ def test_ratio_gauges_come_from_counters_and_do_not_reset_when_scraped(client, f
 def test_queue_time_is_a_histogram_of_every_admitted_request(client, fake_server):
     def count():
         text = httpx.get(fake_server.url + "/metrics").text
-        return float(next(line.split()[1] for line in text.splitlines()
-                          if line.startswith("trellis_queue_time_seconds_count")))
+        return float(
+            next(line.split()[1] for line in text.splitlines() if line.startswith("trellis_queue_time_seconds_count"))
+        )
 
     before = count()
     client.completions.create(model=MODEL, prompt="queued", max_tokens=1, n=2, temperature=0)

@@ -22,14 +22,32 @@ QUESTION = [
     {"role": "system", "content": "You are a concise assistant. Answer with a single word, no punctuation."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
-ARGS = ["--port", "0", "--deterministic", "--max-num-seqs", "4", "--max-num-batched-tokens", "64",
-        "--max-model-len", "512", "--kv-memory", "8MiB", "--log-level", "warning"]
+ARGS = [
+    "--port",
+    "0",
+    "--deterministic",
+    "--max-num-seqs",
+    "4",
+    "--max-num-batched-tokens",
+    "64",
+    "--max-model-len",
+    "512",
+    "--kv-memory",
+    "8MiB",
+    "--log-level",
+    "warning",
+]
 
 
 class CLIServer:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "trellis_jax.serve", *ARGS], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trellis_jax.serve", *ARGS],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.url = None
@@ -84,8 +102,16 @@ def test_greedy_chat_answers(greedy_reply):
 
 
 def test_stream_equals_non_stream_and_reports_cache_hits(client, greedy_reply):
-    chunks = list(client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == greedy_reply
     usage = chunks[-1].usage
     assert usage.prompt_tokens_details.cached_tokens >= 16  # the repeated prompt's full pages
@@ -93,8 +119,9 @@ def test_stream_equals_non_stream_and_reports_cache_hits(client, greedy_reply):
 
 
 def test_n_choices_with_logprobs(client, greedy_reply):
-    r = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=0, n=2,
-                                       logprobs=True, top_logprobs=2)
+    r = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=6, temperature=0, n=2, logprobs=True, top_logprobs=2
+    )
     for choice in r.choices:
         assert choice.message.content == greedy_reply
         tokens = choice.logprobs.content

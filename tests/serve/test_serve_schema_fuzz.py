@@ -27,8 +27,9 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_openai_errors_and_only_documented_answers(case):
     response = case.call()
-    case.validate_response(response, checks=[status_code_conformance, content_type_conformance,
-                                              allow_header_conformance])
+    case.validate_response(
+        response, checks=[status_code_conformance, content_type_conformance, allow_header_conformance]
+    )
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         error = response.json()["error"]

@@ -14,8 +14,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_server_main.py"), "0.02"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "fake_server_main.py"), "0.02"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.startswith("URL "), line
     url = line.split()[1]
@@ -31,7 +35,14 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 def test_sigterm_finishes_in_flight_stream_and_exits_zero():
     proc, url = start_server()
-    body = {"model": "fake-model", "prompt": "abc", "max_tokens": 60, "temperature": 0, "stream": True, "ignore_eos": True}
+    body = {
+        "model": "fake-model",
+        "prompt": "abc",
+        "max_tokens": 60,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
     try:
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()

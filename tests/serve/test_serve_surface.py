@@ -59,7 +59,9 @@ def test_detokenize_refuses_ids_outside_the_vocabulary(fake_server):
 
 def test_echo_prepends_the_prompt_to_every_choice(client):
     r = client.completions.create(model=MODEL, prompt=["ab", "xy"], max_tokens=3, n=2, echo=True, temperature=0)
-    assert [c.text for c in r.choices] == ["ab" + expected_increment("ab", 3)] * 2 + ["xy" + expected_increment("xy", 3)] * 2
+    assert [c.text for c in r.choices] == ["ab" + expected_increment("ab", 3)] * 2 + [
+        "xy" + expected_increment("xy", 3)
+    ] * 2
 
 
 def test_echo_of_token_ids_is_their_text(client):
@@ -68,8 +70,9 @@ def test_echo_of_token_ids_is_their_text(client):
 
 
 def test_a_streamed_echo_opens_with_the_prompt(client):
-    chunks = list(client.completions.create(model=MODEL, prompt="ab", max_tokens=3, echo=True, stream=True,
-                                            temperature=0))
+    chunks = list(
+        client.completions.create(model=MODEL, prompt="ab", max_tokens=3, echo=True, stream=True, temperature=0)
+    )
     assert chunks[0].choices[0].text == "ab"
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "ab" + expected_increment("ab", 3)
 
@@ -84,8 +87,17 @@ def test_every_response_and_chunk_carries_the_same_fingerprint(client):
 def test_the_fingerprint_is_stable_and_changes_with_model_version_or_dtype():
     base = fingerprint("m", "0.1.0", "float32")
     assert base == fingerprint("m", "0.1.0", "float32") and base.startswith("fp_")
-    assert len({base, fingerprint("n", "0.1.0", "float32"), fingerprint("m", "0.2.0", "float32"),
-                fingerprint("m", "0.1.0", "bfloat16")}) == 4
+    assert (
+        len(
+            {
+                base,
+                fingerprint("n", "0.1.0", "float32"),
+                fingerprint("m", "0.2.0", "float32"),
+                fingerprint("m", "0.1.0", "bfloat16"),
+            }
+        )
+        == 4
+    )
 
 
 def test_tokenize_needs_the_key_when_keys_are_set():

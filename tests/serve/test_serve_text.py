@@ -38,8 +38,9 @@ def test_lone_surrogate_in_chat_content_is_a_400(fake_server):
 
 def test_lone_surrogate_in_chat_text_part_is_a_400(fake_server):
     body = {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "SURROGATE"}]}]}
-    assert_invalid_text(post_raw(fake_server, "/v1/chat/completions", with_surrogate(body)),
-                        "messages[0].content[0].text")
+    assert_invalid_text(
+        post_raw(fake_server, "/v1/chat/completions", with_surrogate(body)), "messages[0].content[0].text"
+    )
 
 
 def test_lone_surrogate_in_completions_prompt_is_a_400(fake_server):
@@ -48,8 +49,13 @@ def test_lone_surrogate_in_completions_prompt_is_a_400(fake_server):
     assert r.json()["error"]["param"] == "prompt"
 
 
-@pytest.mark.parametrize("path, prompt", [("/v1/completions", {"prompt": "hi"}),
-                                          ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})])
+@pytest.mark.parametrize(
+    "path, prompt",
+    [
+        ("/v1/completions", {"prompt": "hi"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ],
+)
 def test_lone_surrogate_in_a_stop_string_is_a_400(fake_server, path, prompt):
     r = post_raw(fake_server, path, with_surrogate({"model": MODEL, **prompt, "stop": ["ok", "SURROGATE"]}))
     assert_invalid_text(r, "stop[1]")
@@ -62,10 +68,16 @@ def test_body_that_is_not_utf8_is_a_400_saying_so(fake_server):
 
 
 def test_server_keeps_serving_after_invalid_text(fake_server):
-    post_raw(fake_server, "/v1/chat/completions",
-             with_surrogate({"model": MODEL, "messages": [{"role": "user", "content": "SURROGATE"}]}))
-    r = httpx.post(fake_server.url + "/v1/completions", json={"model": MODEL, "prompt": "a", "max_tokens": 2, "temperature": 0},
-                   timeout=30)
+    post_raw(
+        fake_server,
+        "/v1/chat/completions",
+        with_surrogate({"model": MODEL, "messages": [{"role": "user", "content": "SURROGATE"}]}),
+    )
+    r = httpx.post(
+        fake_server.url + "/v1/completions",
+        json={"model": MODEL, "prompt": "a", "max_tokens": 2, "temperature": 0},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == "bc"
 
 

@@ -29,8 +29,15 @@ VICTIM_TOKENS = 100
 
 
 def tiny_model_server() -> tuple[ServerThread, AsyncEngine]:
-    config = EngineConfig(model=str(TINY_LLAMA), dtype="float32", deterministic=True, max_num_seqs=16,
-                          max_num_batched_tokens=64, num_pages=160, max_model_len=128)
+    config = EngineConfig(
+        model=str(TINY_LLAMA),
+        dtype="float32",
+        deterministic=True,
+        max_num_seqs=16,
+        max_num_batched_tokens=64,
+        num_pages=160,
+        max_model_len=128,
+    )
     engine, tokenizer = build_engine(config)
     async_engine = AsyncEngine(engine, tokenizer)
     app = create_app(async_engine, ServerSettings(model_name=MODEL_NAME, shutdown_engine=False))
@@ -39,8 +46,15 @@ def tiny_model_server() -> tuple[ServerThread, AsyncEngine]:
 
 def victim_body(index: int) -> dict:
     """A greedy stream that runs for VICTIM_TOKENS tokens (EOS ignored), its prompt distinct per index."""
-    return {"model": MODEL_NAME, "prompt": [5 + index, 40 + 3 * index, 7, 90 + index], "max_tokens": VICTIM_TOKENS,
-            "temperature": 0, "ignore_eos": True, "stream": True, "cache_salt": f"tenant-{index % 3}"}
+    return {
+        "model": MODEL_NAME,
+        "prompt": [5 + index, 40 + 3 * index, 7, 90 + index],
+        "max_tokens": VICTIM_TOKENS,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "cache_salt": f"tenant-{index % 3}",
+    }
 
 
 def stream_text(url: str, body: dict, on_first_chunk=None) -> tuple[int, str, list]:
@@ -53,7 +67,7 @@ def stream_text(url: str, body: dict, on_first_chunk=None) -> tuple[int, str, li
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            event = json.loads(line[len("data: "):])
+            event = json.loads(line[len("data: ") :])
             if "error" in event:
                 errors.append(event["error"])
                 continue

@@ -76,9 +76,18 @@ EXTRA_TEMPLATES = {
 }
 EXTRA_CONVERSATIONS = [
     [{"role": "system", "content": "Be nice. "}, {"role": "user", "content": "  Grüße 👋 "}],
-    [{"role": "user", "content": "ping"}, {"role": "tool", "content": "ignored"}, {"role": "assistant", "content": "pong"}],
+    [
+        {"role": "user", "content": "ping"},
+        {"role": "tool", "content": "ignored"},
+        {"role": "assistant", "content": "pong"},
+    ],
 ]
-TOOLS = [{"type": "function", "function": {"name": "météo", "parameters": {"type": "object", "properties": {"ville": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "météo", "parameters": {"type": "object", "properties": {"ville": {"type": "string"}}}},
+    }
+]
 
 
 SPM_TEXTS = ["hello world", " hello  the world", "héllo 😀 an", "<s>hello</s> the", "a\nb\t\tc", "", "   "]
@@ -100,7 +109,10 @@ def spm_reference() -> list[dict]:
     out = []
     for text in SPM_TEXTS:
         ids = ref(text, add_special_tokens=False)["input_ids"]
-        decoded = {skip: ref.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False) for skip in (True, False)}
+        decoded = {
+            skip: ref.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+            for skip in (True, False)
+        }
         out.append({"text": text, "ids": ids, "decoded_skip": decoded[True], "decoded": decoded[False]})
     return out
 
@@ -116,7 +128,10 @@ def main() -> None:
 
     ref = AutoTokenizer.from_pretrained(default_gguf_dir(), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     ref.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
     )
     encodings = [
         {
@@ -136,8 +151,19 @@ def main() -> None:
             chats.append({"template": "smollm2", "messages": messages, "add_generation_prompt": add, "text": text})
     for name, template in EXTRA_TEMPLATES.items():
         for messages in EXTRA_CONVERSATIONS:
-            text = ref.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, chat_template=template, tools=TOOLS)
-            chats.append({"template": name, "source": template, "messages": messages, "tools": TOOLS, "add_generation_prompt": True, "text": text})
+            text = ref.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, chat_template=template, tools=TOOLS
+            )
+            chats.append(
+                {
+                    "template": name,
+                    "source": template,
+                    "messages": messages,
+                    "tools": TOOLS,
+                    "add_generation_prompt": True,
+                    "text": text,
+                }
+            )
     data = {
         "made_by": "tests/tokenizer/make_tokenizer_reference.py",
         "transformers_version": __import__("transformers").__version__,

@@ -93,8 +93,9 @@ def test_model_without_template_is_a_clear_error(smollm2):
 
 
 def test_a_replacement_template_renders_instead_of_the_models_and_leaves_the_original(smollm2):
-    plain = smollm2.with_chat_template("{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}",
-                                       origin="plain.jinja")
+    plain = smollm2.with_chat_template(
+        "{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}", origin="plain.jinja"
+    )
     chat = [{"role": "user", "content": "hi"}]
     assert plain.apply_chat_template(chat) == "[user] hi" + smollm2.eos_token
     assert plain.encode_chat(chat)[-1] == smollm2.eos_token_id  # its markup is still the model's special token

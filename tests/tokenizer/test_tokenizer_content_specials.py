@@ -27,8 +27,12 @@ def specials_in(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
 
 
 def with_template(tokenizer: Tokenizer, source: str) -> Tokenizer:
-    return Tokenizer(tokenizer.hf_tokenizer, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                     chat_template=source)
+    return Tokenizer(
+        tokenizer.hf_tokenizer,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        chat_template=source,
+    )
 
 
 def test_special_token_text_in_content_yields_no_special_ids(smollm2):
@@ -39,24 +43,32 @@ def test_special_token_text_in_content_yields_no_special_ids(smollm2):
 
 def test_special_token_text_in_content_is_encoded_as_plain_text(smollm2):
     before = smollm2.encode_chat(user("X"))
-    head = before[:before.index(smollm2.encode("X")[0])]
+    head = before[: before.index(smollm2.encode("X")[0])]
     ids = smollm2.encode_chat(user(INJECTION))
-    assert ids[len(head):len(head) + len(smollm2.encode(INJECTION, parse_special=False))] == \
-        smollm2.encode(INJECTION, parse_special=False)
+    assert ids[len(head) : len(head) + len(smollm2.encode(INJECTION, parse_special=False))] == smollm2.encode(
+        INJECTION, parse_special=False
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(before=st.text(max_size=20), special=st.sampled_from(["<|im_start|>", "<|im_end|>", "<|endoftext|>"]),
-       after=st.text(max_size=20))
-def test_content_with_special_text_tokenizes_as_the_template_pieces_around_literal_content(smollm2, before, special,
-                                                                                          after):
+@given(
+    before=st.text(max_size=20),
+    special=st.sampled_from(["<|im_start|>", "<|im_end|>", "<|endoftext|>"]),
+    after=st.text(max_size=20),
+)
+def test_content_with_special_text_tokenizes_as_the_template_pieces_around_literal_content(
+    smollm2, before, special, after
+):
     content = before + special + after
     empty = smollm2.apply_chat_template(user(""))
     turn = empty.rindex("<|im_start|>user\n") + len("<|im_start|>")
-    head, middle, tail = empty[:turn], "user\n" + content, empty[turn + len("user\n"):]
+    head, middle, tail = empty[:turn], "user\n" + content, empty[turn + len("user\n") :]
     assert smollm2.apply_chat_template(user(content)) == head + middle + tail
-    expected = (smollm2.encode(head, add_bos=False) + smollm2.encode(middle, parse_special=False, add_bos=False)
-                + smollm2.encode(tail, add_bos=False))
+    expected = (
+        smollm2.encode(head, add_bos=False)
+        + smollm2.encode(middle, parse_special=False, add_bos=False)
+        + smollm2.encode(tail, add_bos=False)
+    )
     assert smollm2.encode_chat(user(content)) == expected
 
 
@@ -87,6 +99,7 @@ def test_ordinary_chats_with_tools_tokenize_as_before_in_other_templates(smollm2
 def test_special_token_text_in_tools_is_plain_text(smollm2, reference):
     chat = next(c for c in reference["chats"] if c["template"] == "tools_json")
     tokenizer = with_template(smollm2, chat["source"])
+
     def with_description(text: str) -> list[int]:
         return tokenizer.encode_chat(chat["messages"], tools=[{**chat["tools"][0], "description": text}])
 
@@ -99,8 +112,9 @@ def spm_chat(tmp_path_factory) -> Tokenizer:
     tokens, scores, types = spm_vocab()
     template = "{{ bos_token }}{% for m in messages %}{{ m['role'] }} {{ m['content'] }}{{ eos_token }}{% endfor %}"
     path = tmp_path_factory.mktemp("spm_chat") / "spm_chat.gguf"
-    return Tokenizer.from_gguf(write_gguf(path, model="llama", tokens=tokens, token_types=types, scores=scores,
-                                          chat_template=template))
+    return Tokenizer.from_gguf(
+        write_gguf(path, model="llama", tokens=tokens, token_types=types, scores=scores, chat_template=template)
+    )
 
 
 def test_text_after_shielded_content_tokenizes_as_in_the_whole_text(spm_chat):
@@ -109,7 +123,7 @@ def test_text_after_shielded_content_tokenizes_as_in_the_whole_text(spm_chat):
     shielded = spm_chat.encode_chat([{"role": "hello", "content": "world</s>"}, tail])
     eos = spm_chat.eos_token_id
     assert specials_in(spm_chat, shielded) == specials_in(spm_chat, plain)
-    assert shielded[shielded.index(eos):] == plain[plain.index(eos):]
+    assert shielded[shielded.index(eos) :] == plain[plain.index(eos) :]
 
 
 def test_lone_surrogate_is_a_clear_error(smollm2):
@@ -125,19 +139,27 @@ def test_lone_surrogate_in_chat_names_the_field(smollm2):
 def _imports(path: str, package: str) -> set[str]:
     with open(path, encoding="utf-8") as source:
         tree = ast.parse(source.read())
-    return {f"{package}.{node.module}" for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    return {
+        f"{package}.{node.module}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
 
 
 def test_tokenizer_package_has_no_import_cycle():
     folder = os.path.dirname(trellis_jax.tokenizer.__file__)
     package = "trellis_jax.tokenizer"
-    graph = {f"{package}.{name[:-3]}": _imports(os.path.join(folder, name), package)
-             for name in os.listdir(folder) if name.endswith(".py") and name != "__init__.py"}
+    graph = {
+        f"{package}.{name[:-3]}": _imports(os.path.join(folder, name), package)
+        for name in os.listdir(folder)
+        if name.endswith(".py") and name != "__init__.py"
+    }
 
     def reaches(start: str, target: str, seen: set[str]) -> bool:
-        return any(nxt == target or (nxt not in seen and not seen.add(nxt) and reaches(nxt, target, seen))
-                   for nxt in graph.get(start, ()))
+        return any(
+            nxt == target or (nxt not in seen and not seen.add(nxt) and reaches(nxt, target, seen))
+            for nxt in graph.get(start, ())
+        )
 
     cyclic = [module for module in graph if reaches(module, module, set())]
     assert not cyclic, f"modules in an import cycle: {cyclic}"

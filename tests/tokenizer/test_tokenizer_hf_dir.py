@@ -52,7 +52,9 @@ def test_hf_dir_special_tokens_and_eos_ids(smollm2_dir):
 def test_hf_dir_chat_template_matches_reference(smollm2_dir, reference):
     tok = Tokenizer.from_hf_dir(smollm2_dir)
     chat = next(c for c in reference["chats"] if c["template"] == SMOLLM2_TEMPLATE_KEY)
-    assert tok.apply_chat_template(chat["messages"], add_generation_prompt=chat["add_generation_prompt"]) == chat["text"]
+    assert (
+        tok.apply_chat_template(chat["messages"], add_generation_prompt=chat["add_generation_prompt"]) == chat["text"]
+    )
 
 
 def _bos_adding_tokenizer() -> HFTokenizer:
@@ -64,7 +66,9 @@ def _bos_adding_tokenizer() -> HFTokenizer:
 
 
 def test_bos_from_post_processor_when_config_is_silent(tmp_path):
-    tok = Tokenizer.from_hf_dir(write_dir(tmp_path / "d", _bos_adding_tokenizer(), {"bos_token": "<s>", "eos_token": "</s>"}))
+    tok = Tokenizer.from_hf_dir(
+        write_dir(tmp_path / "d", _bos_adding_tokenizer(), {"bos_token": "<s>", "eos_token": "</s>"})
+    )
     assert tok.add_bos is True
     assert tok.encode("hi") == [0, 2]
 
@@ -76,7 +80,12 @@ def test_explicit_add_bos_token_wins(tmp_path):
 
 
 def test_chat_template_jinja_file(tmp_path):
-    d = write_dir(tmp_path / "d", _bos_adding_tokenizer(), {"bos_token": "<s>"}, jinja="{{ bos_token }}{{ messages[0]['content'] }}")
+    d = write_dir(
+        tmp_path / "d",
+        _bos_adding_tokenizer(),
+        {"bos_token": "<s>"},
+        jinja="{{ bos_token }}{{ messages[0]['content'] }}",
+    )
     assert Tokenizer.from_hf_dir(d).apply_chat_template([{"role": "user", "content": "hi"}]) == "<s>hi"
 
 

@@ -25,9 +25,21 @@ from .workloads import PRESETS, WORKLOADS
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "bench"
-DEFAULT_SYSTEMS = ("trellis", "trellis-f32", "trellis-nocache", "trellis-http", "hf", "hf-reuse", "llama.cpp-Q4_1",
-                   "llama.cpp-Q4_1-ramcache", "llama.cpp-F32", "llama.cpp-F32-ramcache", "llama.cpp-BF16",
-                   "llama.cpp-BF16-ramcache", "llama.cpp-http")
+DEFAULT_SYSTEMS = (
+    "trellis",
+    "trellis-f32",
+    "trellis-nocache",
+    "trellis-http",
+    "hf",
+    "hf-reuse",
+    "llama.cpp-Q4_1",
+    "llama.cpp-Q4_1-ramcache",
+    "llama.cpp-F32",
+    "llama.cpp-F32-ramcache",
+    "llama.cpp-BF16",
+    "llama.cpp-BF16-ramcache",
+    "llama.cpp-http",
+)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -45,15 +57,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     run.add_argument("--out", type=Path, default=Path("results/bench"))
-    run.add_argument("--cache-dir", type=Path, default=Path("results/bench-cache"),
-                     help="F32 GGUF and JAX compile cache, kept across runs (the first run compiles)")
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("results/bench-cache"),
+        help="F32 GGUF and JAX compile cache, kept across runs (the first run compiles)",
+    )
     run.add_argument("--start-timeout", type=float, default=3600.0, help="seconds a system may take to load + warm up")
-    run.add_argument("--time-budget", type=float, default=None,
-                     help="seconds after start-up; later runs are skipped and listed as not run")
+    run.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds after start-up; later runs are skipped and listed as not run",
+    )
     run.add_argument("--kv-memory", default="512MiB", help="Trellis KV pool")
     run.add_argument("--run-timeout", type=float, default=900.0, help="seconds one (system, workload) may take")
-    run.add_argument("--llama-cpp-path", default=None,
-                     help="directory holding a llama_cpp package to use if the venv has none (put first on sys.path)")
+    run.add_argument(
+        "--llama-cpp-path",
+        default=None,
+        help="directory holding a llama_cpp package to use if the venv has none (put first on sys.path)",
+    )
     run.add_argument("--update-benchmarks", action="store_true")
     run.add_argument("--note", action="append", default=[], help="a line quoted at the top of the report")
     wl = sub.add_parser("workloads", help="write the workload JSONL files only")
@@ -90,8 +113,10 @@ def _write_workloads(args) -> int:
     for name in WORKLOADS:
         requests = generate(name, args.seed, PRESETS[args.preset][name], tokenizer)
         write_jsonl(requests, args.out / f"{name}-seed{args.seed}.jsonl")
-        print(f"{name}: {len(requests)} requests, {sum(r.num_prompt_tokens for r in requests)} prompt tokens, "
-              f"{sum(r.reusable_prefix_tokens for r in requests)} reusable")
+        print(
+            f"{name}: {len(requests)} requests, {sum(r.num_prompt_tokens for r in requests)} prompt tokens, "
+            f"{sum(r.reusable_prefix_tokens for r in requests)} reusable"
+        )
     return 0
 
 
@@ -101,7 +126,7 @@ def _run(args, command: str) -> int:
 
     if args.llama_cpp_path:
         path = str(Path(args.llama_cpp_path).resolve())
-        sys.path.insert(0, path)               # workers are spawned with this sys.path
+        sys.path.insert(0, path)  # workers are spawned with this sys.path
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")]))
     unknown = [s for s in args.systems if s not in system_registry.SYSTEMS]
     if unknown:
@@ -111,17 +136,34 @@ def _run(args, command: str) -> int:
     needs_f32 = any("F32" in s or s == "llama.cpp-http" for s in args.systems)
     needs_bf16 = any("BF16" in s for s in args.systems)
     settings = {
-        "gguf_q4": str(q4), "gguf_f32": str(converted_gguf(cache_dir, "F32") if needs_f32 else q4),
-        "gguf_bf16": str(converted_gguf(cache_dir, "BF16") if needs_bf16 else q4), "threads": args.threads,
-        "n_ctx": 2048, "log_dir": str(args.out / "logs"),
+        "gguf_q4": str(q4),
+        "gguf_f32": str(converted_gguf(cache_dir, "F32") if needs_f32 else q4),
+        "gguf_bf16": str(converted_gguf(cache_dir, "BF16") if needs_bf16 else q4),
+        "threads": args.threads,
+        "n_ctx": 2048,
+        "log_dir": str(args.out / "logs"),
         "trellis_options": {"kv_memory": args.kv_memory, "compile_cache_dir": str((cache_dir / "jax").resolve())},
-        "trellis_server_args": ["--kv-memory", args.kv_memory, "--compile-cache-dir", str((cache_dir / "jax").resolve())],
+        "trellis_server_args": [
+            "--kv-memory",
+            args.kv_memory,
+            "--compile-cache-dir",
+            str((cache_dir / "jax").resolve()),
+        ],
         "ports": {"trellis-http": 18431, "llama.cpp-http": 18432},
     }
-    config = BenchConfig(out_dir=args.out, preset=args.preset, systems=args.systems, workloads=args.workloads,
-                         repeats=args.repeats, seed=args.seed, threads=args.threads,
-                         run_timeout_s=args.run_timeout, start_timeout_s=args.start_timeout,
-                         time_budget_s=args.time_budget, settings=settings)
+    config = BenchConfig(
+        out_dir=args.out,
+        preset=args.preset,
+        systems=args.systems,
+        workloads=args.workloads,
+        repeats=args.repeats,
+        seed=args.seed,
+        threads=args.threads,
+        run_timeout_s=args.run_timeout,
+        start_timeout_s=args.start_timeout,
+        time_budget_s=args.time_budget,
+        settings=settings,
+    )
     result = run_comparison(config, BenchTokenizer.load(q4))
     result["command"] = command
     result["notes"] = args.note
@@ -135,8 +177,9 @@ def _report(result: dict, out_dir: Path, command: str, update_benchmarks: bool) 
 
     try:
         from .plots import write_plots
+
         plots = write_plots(result, out_dir)
-    except ImportError as error:               # e.g. no matplotlib on a bare GPU image: tables only
+    except ImportError as error:  # e.g. no matplotlib on a bare GPU image: tables only
         print(f"no plots: {error}")
         plots = []
     (out_dir / "report.md").write_text(markdown(result, command, [p.name for p in plots]))

@@ -25,18 +25,54 @@ from pathlib import Path
 from .requests import BenchRequest
 
 MODES = {
-    "h200": dict(device="cuda", preset="gpu", shape=None, prefill=2048, decode=256, batch=32,
-                 trellis=dict(dtype="bfloat16", kv_memory="16GiB", max_num_seqs=32, max_num_batched_tokens=2048,
-                              max_model_len=8192,      # the agentic trunk is 4096 tokens + a branch
-                              token_buckets=(32, 64, 256, 2048), seq_buckets=(1, 8, 32))),
+    "h200": dict(
+        device="cuda",
+        preset="gpu",
+        shape=None,
+        prefill=2048,
+        decode=256,
+        batch=32,
+        trellis=dict(
+            dtype="bfloat16",
+            kv_memory="16GiB",
+            max_num_seqs=32,
+            max_num_batched_tokens=2048,
+            max_model_len=8192,  # the agentic trunk is 4096 tokens + a branch
+            token_buckets=(32, 64, 256, 2048),
+            seq_buckets=(1, 8, 32),
+        ),
+    ),
     # --tiny: the same code path on CPU with a toy model, to check the script without a GPU.
-    "tiny": dict(device="cpu", preset="tiny", prefill=64, decode=8, batch=4,
-                 shape=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                            num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=512,
-                            rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1,
-                            eos_token_id=2),
-                 trellis=dict(dtype="bfloat16", kv_memory="16MiB", max_num_seqs=4, max_num_batched_tokens=64,
-                              token_buckets=(16, 64), seq_buckets=(1, 4))),
+    "tiny": dict(
+        device="cpu",
+        preset="tiny",
+        prefill=64,
+        decode=8,
+        batch=4,
+        shape=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=512,
+            max_position_embeddings=512,
+            rope_theta=10000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        trellis=dict(
+            dtype="bfloat16",
+            kv_memory="16MiB",
+            max_num_seqs=4,
+            max_num_batched_tokens=64,
+            token_buckets=(16, 64),
+            seq_buckets=(1, 4),
+        ),
+    ),
 }
 
 
@@ -48,11 +84,15 @@ def _random_prompt(seed: int, n: int, vocab: int = 500) -> list[int]:
 
 
 def _micro_requests(mode: dict):
-    prefill = [BenchRequest(f"prefill-{i}", "micro", 0, [], 1, prompt_token_ids=_random_prompt(i, mode["prefill"]))
-               for i in range(4)]
+    prefill = [
+        BenchRequest(f"prefill-{i}", "micro", 0, [], 1, prompt_token_ids=_random_prompt(i, mode["prefill"]))
+        for i in range(4)
+    ]
     batch1 = [BenchRequest("decode-1", "micro", 0, [], mode["decode"] + 1, prompt_token_ids=_random_prompt(99, 16))]
-    batch = [BenchRequest(f"decode-b{i}", "micro", 0, [], mode["decode"] + 1,
-                          prompt_token_ids=_random_prompt(100 + i, 16)) for i in range(mode["batch"])]
+    batch = [
+        BenchRequest(f"decode-b{i}", "micro", 0, [], mode["decode"] + 1, prompt_token_ids=_random_prompt(100 + i, 16))
+        for i in range(mode["batch"])
+    ]
     return prefill, batch1, batch
 
 
@@ -69,8 +109,9 @@ def micro(system: str, model_dir: Path, compile_cache: Path, mode: dict) -> dict
     from .runners.trellis import TrellisRunner
 
     if system == "trellis":
-        runner = TrellisRunner(model_dir, cache=False,
-                               options={**mode["trellis"], "compile_cache_dir": str(compile_cache)})
+        runner = TrellisRunner(
+            model_dir, cache=False, options={**mode["trellis"], "compile_cache_dir": str(compile_cache)}
+        )
     else:
         runner = HFRunner(dir_model_loader(model_dir, device=mode["device"]), reuse=False, device=mode["device"])
     runner.start()
@@ -83,12 +124,19 @@ def micro(system: str, model_dir: Path, compile_cache: Path, mode: dict) -> dict
     waves = {"decode_tok_s_batch1": batch1} | ({"decode_tok_s_batch32": batch32} if system == "trellis" else {})
     rates = {}
     for name, wave in waves.items():
-        runner.run_wave(wave, now())                     # warm-up of this shape
+        runner.run_wave(wave, now())  # warm-up of this shape
         rates[name] = _decode_rate(runner.run_wave(wave, now()))
     runner.close()
     ms = sorted(t * 1000 for t in ttfts[1:])
-    return {"system": system, "prefill_tokens": mode["prefill"], "prefill_ms_median": ms[len(ms) // 2],
-            "prefill_ms_all": ms, "decode_new_tokens": mode["decode"], "batch": mode["batch"], **rates}
+    return {
+        "system": system,
+        "prefill_tokens": mode["prefill"],
+        "prefill_ms_median": ms[len(ms) // 2],
+        "prefill_ms_all": ms,
+        "decode_new_tokens": mode["decode"],
+        "batch": mode["batch"],
+        **rates,
+    }
 
 
 def _hf_batch32(model_dir: Path, mode: dict) -> dict:
@@ -114,8 +162,11 @@ def _hf_batch32(model_dir: Path, mode: dict) -> dict:
         model.generate(ids, max_new_tokens=mode["decode"] + 1, min_new_tokens=mode["decode"] + 1, **kwargs)
         sync()
         total_s = time.perf_counter() - t
-    return {"system": "hf-batched", "batch": mode["batch"],
-            "decode_tok_s_batch32": mode["batch"] * mode["decode"] / (total_s - prefill_s)}
+    return {
+        "system": "hf-batched",
+        "batch": mode["batch"],
+        "decode_tok_s_batch32": mode["batch"] * mode["decode"] / (total_s - prefill_s),
+    }
 
 
 def main(argv=None) -> int:
@@ -128,12 +179,15 @@ def main(argv=None) -> int:
     p.add_argument("--micro-only", choices=["trellis", "hf", "hf-batch32"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     mode = MODES["tiny" if args.tiny else "h200"]
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")   # several engines share one GPU
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several engines share one GPU
     model_dir = args.out / "model"
     compile_cache = (args.out / "cache" / "jax").resolve()
     if args.micro_only:
-        result = (_hf_batch32(model_dir, mode) if args.micro_only == "hf-batch32"
-                  else micro(args.micro_only, model_dir, compile_cache, mode))
+        result = (
+            _hf_batch32(model_dir, mode)
+            if args.micro_only == "hf-batch32"
+            else micro(args.micro_only, model_dir, compile_cache, mode)
+        )
         print("MICRO " + json.dumps(result), flush=True)
         return 0
     from .random_model import write_random_llama
@@ -149,8 +203,11 @@ def main(argv=None) -> int:
 def _run_micro(out: Path, extra: list[str]) -> None:
     results = {}
     for which in ("trellis", "hf", "hf-batch32"):
-        proc = subprocess.run([sys.executable, "-m", "tools.bench.gpu", "--out", str(out), "--micro-only", which, *extra],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.bench.gpu", "--out", str(out), "--micro-only", which, *extra],
+            capture_output=True,
+            text=True,
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("MICRO ")]
         results[which] = json.loads(line[-1][6:]) if line else {"error": proc.stderr[-3000:]}
         print(which, json.dumps(results[which])[:500], flush=True)
@@ -162,14 +219,26 @@ def _run_workloads(args, model_dir: Path, compile_cache: Path, mode: dict) -> No
     from .harness import BenchConfig, run_comparison
     from .tokenizer import BenchTokenizer
 
-    settings = {"trellis_model": str(model_dir),
-                "trellis_options": {**mode["trellis"], "compile_cache_dir": str(compile_cache)},
-                "hf_model": {"dir": str(model_dir), "dtype": "bfloat16", "device": mode["device"]},
-                "model_description": "random-weight Llama-3.2-1B-shaped model, bf16, one HF directory"
-                if not args.tiny else "toy random Llama on CPU (--tiny script check)",
-                "log_dir": str(args.out / "logs"), "trellis_server_args": [], "ports": {}, "n_ctx": 8192}
-    config = BenchConfig(out_dir=args.out, preset=mode["preset"], systems=tuple(args.systems.split(",")), repeats=1,
-                         threads=None, settings=settings)
+    settings = {
+        "trellis_model": str(model_dir),
+        "trellis_options": {**mode["trellis"], "compile_cache_dir": str(compile_cache)},
+        "hf_model": {"dir": str(model_dir), "dtype": "bfloat16", "device": mode["device"]},
+        "model_description": "random-weight Llama-3.2-1B-shaped model, bf16, one HF directory"
+        if not args.tiny
+        else "toy random Llama on CPU (--tiny script check)",
+        "log_dir": str(args.out / "logs"),
+        "trellis_server_args": [],
+        "ports": {},
+        "n_ctx": 8192,
+    }
+    config = BenchConfig(
+        out_dir=args.out,
+        preset=mode["preset"],
+        systems=tuple(args.systems.split(",")),
+        repeats=1,
+        threads=None,
+        settings=settings,
+    )
     result = run_comparison(config, BenchTokenizer.load(model_dir))
     micro_path = args.out / "micro.json"
     result["micro"] = json.loads(micro_path.read_text()) if micro_path.is_file() else None

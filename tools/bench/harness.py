@@ -38,8 +38,8 @@ class BenchConfig:
     threads: int = os.cpu_count() or 1
     run_timeout_s: float = 900.0
     start_timeout_s: float = 3600.0
-    time_budget_s: float | None = None    # after this, no new run starts; the rest are listed as not run
-    settings: dict = field(default_factory=dict)     # passed to systems.build in each worker
+    time_budget_s: float | None = None  # after this, no new run starts; the rest are listed as not run
+    settings: dict = field(default_factory=dict)  # passed to systems.build in each worker
 
 
 def log(message: str) -> None:
@@ -52,8 +52,9 @@ def run_comparison(config: BenchConfig, tokenizer) -> dict:
     skipped = {s: why for s in config.systems if (why := system_registry.missing(s))}
     for name, why in skipped.items():
         log(f"skip {name}: {why}")
-    workers, misses = _start_workers([s for s in config.systems if s not in skipped], config.settings,
-                                     config.start_timeout_s)
+    workers, misses = _start_workers(
+        [s for s in config.systems if s not in skipped], config.settings, config.start_timeout_s
+    )
     log(f"systems in this run: {', '.join(workers) or 'none'}")
     machine = _machine(tokenizer)
     runs, deadline = [], time.monotonic() + (config.time_budget_s or float("inf"))
@@ -64,8 +65,14 @@ def run_comparison(config: BenchConfig, tokenizer) -> dict:
                 write_jsonl(requests, out / "workloads" / f"{workload}-seed{config.seed + repeat}.jsonl")
                 for name in _rotated(list(workers), repeat + wi):
                     if time.monotonic() > deadline:
-                        misses.append({"system": name, "workload": workload, "repeat": repeat,
-                                       "error": "not run: the time budget (--time-budget) was spent"})
+                        misses.append(
+                            {
+                                "system": name,
+                                "workload": workload,
+                                "repeat": repeat,
+                                "error": "not run: the time budget (--time-budget) was spent",
+                            }
+                        )
                         continue
                     run = _one_run(workers, misses, name, workload, repeat, requests, config.run_timeout_s)
                     if run is not None:
@@ -75,9 +82,15 @@ def run_comparison(config: BenchConfig, tokenizer) -> dict:
             worker.close()
     machine["loadavg_end"] = os.getloadavg()
     summary = summarize(runs)
-    result = {"machine": machine, "config": _config_dict(config), "skipped": skipped, "misses": misses,
-              "systems": {n: w.info for n, w in workers.items()}, "runs": runs,
-              "summary": [{"system": s, "workload": w, **row} for (s, w), row in summary.items()]}
+    result = {
+        "machine": machine,
+        "config": _config_dict(config),
+        "skipped": skipped,
+        "misses": misses,
+        "systems": {n: w.info for n, w in workers.items()},
+        "runs": runs,
+        "summary": [{"system": s, "workload": w, **row} for (s, w), row in summary.items()],
+    }
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
@@ -107,16 +120,30 @@ def _one_run(workers, misses, name, workload, repeat, requests, timeout_s):
             workers.pop(name).close()
         return None
     results = [RequestResult(**r) for r in raw["results"]]
-    metrics = run_metrics(results, raw["wall_s"], reusable_tokens=sum(r.reusable_prefix_tokens for r in requests),
-                          kv_peak_bytes=raw["kv_peak_bytes"], rss_peak_bytes=raw["rss_peak_bytes"],
-                          cache_hit_rate=raw["stats"].get("cache_hit_rate"))
+    metrics = run_metrics(
+        results,
+        raw["wall_s"],
+        reusable_tokens=sum(r.reusable_prefix_tokens for r in requests),
+        kv_peak_bytes=raw["kv_peak_bytes"],
+        rss_peak_bytes=raw["rss_peak_bytes"],
+        cache_hit_rate=raw["stats"].get("cache_hit_rate"),
+    )
     if metrics["cache_hit_rate"] is None and name.startswith("trellis") and metrics["prefill_skipped"] is not None:
         # Over HTTP the hit rate comes from the usage's cached_tokens (no scheduler counters there).
         metrics["cache_hit_rate"] = metrics["prefill_skipped"] / metrics["prompt_tokens"]
-    log(f"  {workload:13s} r{repeat} {name:24s} {metrics['output_tokens_per_s']:7.1f} tok/s  "
-        f"{metrics['requests_per_s']:5.2f} req/s  TTFT p50 {metrics['ttft_p50_s']:.2f}s  load {load_before:.1f}")
-    return {"system": name, "workload": workload, "repeat": repeat, "loadavg_1m": load_before,
-            "stats": raw["stats"], "results": raw["results"], **metrics}
+    log(
+        f"  {workload:13s} r{repeat} {name:24s} {metrics['output_tokens_per_s']:7.1f} tok/s  "
+        f"{metrics['requests_per_s']:5.2f} req/s  TTFT p50 {metrics['ttft_p50_s']:.2f}s  load {load_before:.1f}"
+    )
+    return {
+        "system": name,
+        "workload": workload,
+        "repeat": repeat,
+        "loadavg_1m": load_before,
+        "stats": raw["stats"],
+        "results": raw["results"],
+        **metrics,
+    }
 
 
 def _rotated(items: list, k: int) -> list:
@@ -138,16 +165,29 @@ def _machine(tokenizer) -> dict:
             versions[package] = None
     spec = importlib.util.find_spec("llama_cpp")
     versions["llama_cpp_location"] = os.path.dirname(spec.origin) if spec and spec.origin else None
-    return {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(), "gpu": _gpu_name(), "commit": _commit(), "platform": platform.platform(),
-            "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
-            "tokenizer": tokenizer.source, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    return {
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "gpu": _gpu_name(),
+        "commit": _commit(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "tokenizer": tokenizer.source,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
 
 
 def _commit() -> str | None:
     import subprocess
 
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
     return out.stdout.strip() or None
 
 
@@ -162,6 +202,13 @@ def _gpu_name() -> str | None:
 
 
 def _config_dict(config: BenchConfig) -> dict:
-    return {"preset": config.preset, "systems": list(config.systems), "workloads": list(config.workloads),
-            "repeats": config.repeats, "seed": config.seed, "threads": config.threads,
-            "sizes": {w: PRESETS[config.preset][w] for w in config.workloads}, "settings": config.settings}
+    return {
+        "preset": config.preset,
+        "systems": list(config.systems),
+        "workloads": list(config.workloads),
+        "repeats": config.repeats,
+        "seed": config.seed,
+        "threads": config.threads,
+        "sizes": {w: PRESETS[config.preset][w] for w in config.workloads},
+        "settings": config.settings,
+    }

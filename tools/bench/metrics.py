@@ -14,9 +14,19 @@ import math
 import statistics
 from collections import defaultdict
 
-NUMERIC = ("ttft_p50_s", "ttft_p99_s", "requests_per_s", "output_tokens_per_s", "prefill_computed",
-           "prefill_skipped", "reusable_tokens", "kv_peak_bytes", "rss_peak_bytes", "cache_hit_rate",
-           "wall_s")
+NUMERIC = (
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "requests_per_s",
+    "output_tokens_per_s",
+    "prefill_computed",
+    "prefill_skipped",
+    "reusable_tokens",
+    "kv_peak_bytes",
+    "rss_peak_bytes",
+    "cache_hit_rate",
+    "wall_s",
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -28,8 +38,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def run_metrics(results, wall_s: float, *, reusable_tokens: int, kv_peak_bytes, rss_peak_bytes,
-                cache_hit_rate=None) -> dict:
+def run_metrics(
+    results, wall_s: float, *, reusable_tokens: int, kv_peak_bytes, rss_peak_bytes, cache_hit_rate=None
+) -> dict:
     if not results or wall_s <= 0:
         raise ValueError(f"a run needs results and a positive wall time (got {len(results)}, {wall_s})")
     ttfts = [r.first_token_s - r.arrival_s for r in results]
@@ -38,15 +49,19 @@ def run_metrics(results, wall_s: float, *, reusable_tokens: int, kv_peak_bytes, 
     computed = sum(r.prompt_tokens_computed for r in results) if known else None
     return {
         "num_requests": len(results),
-        "ttft_p50_s": percentile(ttfts, 50), "ttft_p99_s": percentile(ttfts, 99), "ttfts_s": ttfts,
+        "ttft_p50_s": percentile(ttfts, 50),
+        "ttft_p99_s": percentile(ttfts, 99),
+        "ttfts_s": ttfts,
         "requests_per_s": len(results) / wall_s,
         "output_tokens_per_s": sum(r.num_output_tokens for r in results) / wall_s,
         "prompt_tokens": prompt,
         "prefill_computed": computed,
         "prefill_skipped": None if computed is None else prompt - computed,
         "reusable_tokens": reusable_tokens,
-        "kv_peak_bytes": kv_peak_bytes, "rss_peak_bytes": rss_peak_bytes,
-        "cache_hit_rate": cache_hit_rate, "wall_s": wall_s,
+        "kv_peak_bytes": kv_peak_bytes,
+        "rss_peak_bytes": rss_peak_bytes,
+        "cache_hit_rate": cache_hit_rate,
+        "wall_s": wall_s,
     }
 
 

@@ -24,9 +24,11 @@ def write_plots(result: dict, out_dir: Path) -> list[Path]:
     systems = [s for s in result["config"]["systems"] if any(k[0] == s for k in rows)]
     if not workloads or not systems:
         return []
-    return [_throughput(rows, workloads, systems, out_dir / "throughput.png"),
-            _ttft(rows, workloads, systems, out_dir / "ttft.png"),
-            _memory(rows, workloads, systems, out_dir / "memory.png")]
+    return [
+        _throughput(rows, workloads, systems, out_dir / "throughput.png"),
+        _ttft(rows, workloads, systems, out_dir / "ttft.png"),
+        _memory(rows, workloads, systems, out_dir / "memory.png"),
+    ]
 
 
 def _bars(ax, rows, workloads, systems, value, hatch_when=None):
@@ -86,9 +88,14 @@ def _memory(rows, workloads, systems, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    _bars(ax, rows, workloads, systems,
-          lambda r: (r["kv_peak_bytes"] if r["kv_peak_bytes"] is not None else r["rss_peak_bytes"]) / MIB,
-          hatch_when=lambda r: r["kv_peak_bytes"] is None)
+    _bars(
+        ax,
+        rows,
+        workloads,
+        systems,
+        lambda r: (r["kv_peak_bytes"] if r["kv_peak_bytes"] is not None else r["rss_peak_bytes"]) / MIB,
+        hatch_when=lambda r: r["kv_peak_bytes"] is None,
+    )
     ax.set_yscale("log")
     ax.set_ylabel("peak KV MiB (hatched: process RSS)")
     ax.set_title("Peak KV memory per workload")

@@ -42,13 +42,19 @@ def _preamble(result, command) -> list[str]:
     out = [
         f"Same model ({model}), same prompts and token ids, greedy, every",
         "request generating exactly its `max_tokens` (EOS ignored/banned). Regenerate with:",
-        "", "```", command, "```", "",
+        "",
+        "```",
+        command,
+        "```",
+        "",
         f"Measured {m['started_utc']} UTC on {m['cpu_count']} cores ({m['processor'] or m['platform']})"
-        + (f" and {m['gpu']}" if m.get("gpu") else "") + ", "
+        + (f" and {m['gpu']}" if m.get("gpu") else "")
+        + ", "
         f"threads per engine: {c['threads']}; 1-minute load average during the runs: {load_range} "
         f"(the machine was shared with other jobs: absolute numbers are noisy, ratios within one run less so). "
         f"Preset `{c['preset']}`, {c['repeats']} repeat(s) per cell (medians shown), systems alternating. "
-        f"Versions: {versions}" + (f", repository at {m['commit']}" if m.get("commit") else "")
+        f"Versions: {versions}"
+        + (f", repository at {m['commit']}" if m.get("commit") else "")
         + f". Token counts: {m['tokenizer']}.",
     ]
     if m["versions"].get("llama_cpp_location"):
@@ -62,18 +68,25 @@ def _preamble(result, command) -> list[str]:
 
 
 def _table(result) -> list[str]:
-    head = ("| workload | system | runs | out tok/s | req/s | TTFT p50 s | TTFT p99 s | prefill computed / skipped "
-            "(ideal skip) | peak KV MiB | peak RSS MiB | cache hit |")
+    head = (
+        "| workload | system | runs | out tok/s | req/s | TTFT p50 s | TTFT p99 s | prefill computed / skipped "
+        "(ideal skip) | peak KV MiB | peak RSS MiB | cache hit |"
+    )
     lines = [head, "|" + "---|" * 11]
     order = {n: i for i, n in enumerate(result["config"]["systems"])}
-    rows = sorted(result["summary"], key=lambda r: (result["config"]["workloads"].index(r["workload"]),
-                                                    order.get(r["system"], 99)))
+    rows = sorted(
+        result["summary"],
+        key=lambda r: (result["config"]["workloads"].index(r["workload"]), order.get(r["system"], 99)),
+    )
     for r in rows:
-        prefill = ("n/a" if r["prefill_computed"] is None else
-                   f"{r['prefill_computed']:,.0f} / {r['prefill_skipped']:,.0f}") + f" ({r['reusable_tokens']:,.0f})"
-        lines.append(f"| {r['workload']} | {r['system']} | {r['repeats']} | {_throughput(r)} | "
-                     f"{r['requests_per_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p99_s']:.2f} | {prefill} | "
-                     f"{_mib(r['kv_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} | {_pct(r['cache_hit_rate'])} |")
+        prefill = (
+            "n/a" if r["prefill_computed"] is None else f"{r['prefill_computed']:,.0f} / {r['prefill_skipped']:,.0f}"
+        ) + f" ({r['reusable_tokens']:,.0f})"
+        lines.append(
+            f"| {r['workload']} | {r['system']} | {r['repeats']} | {_throughput(r)} | "
+            f"{r['requests_per_s']:.2f} | {r['ttft_p50_s']:.2f} | {r['ttft_p99_s']:.2f} | {prefill} | "
+            f"{_mib(r['kv_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} | {_pct(r['cache_hit_rate'])} |"
+        )
     return lines
 
 
@@ -93,8 +106,11 @@ def _agreement(result) -> list[str]:
     if not counts:
         return []
     parts = [f"{system} {same}/{total}" for system, (same, total) in sorted(counts.items())]
-    return ["Greedy agreement with transformers (requests whose output token ids are all identical; "
-            "llama.cpp streams text, so it is not compared): " + ", ".join(parts) + ".", ""]
+    return [
+        "Greedy agreement with transformers (requests whose output token ids are all identical; "
+        "llama.cpp streams text, so it is not compared): " + ", ".join(parts) + ".",
+        "",
+    ]
 
 
 # A Trellis model dtype -> the llama.cpp configuration in that precision (the no-sharing control's peer).
@@ -122,8 +138,14 @@ def verdicts(result: dict, system: str = "trellis", issue_peers_only: bool = Fal
     for workload in result["config"]["workloads"]:
         trellis = rows.get((system, workload))
         if workload in SHARED_WORKLOADS:
-            peers = [r for (s, w), r in rows.items() if w == workload and s.startswith("llama.cpp-") and s != "llama.cpp-http"
-                     and (not issue_peers_only or any(m in s for m in ISSUE_PEER_MODELS))]
+            peers = [
+                r
+                for (s, w), r in rows.items()
+                if w == workload
+                and s.startswith("llama.cpp-")
+                and s != "llama.cpp-http"
+                and (not issue_peers_only or any(m in s for m in ISSUE_PEER_MODELS))
+            ]
             need = 2.0
         else:
             peers = [r for key in [(SAME_PRECISION_PEER[precision(result, system)], workload)] if (r := rows.get(key))]
@@ -135,17 +157,28 @@ def verdicts(result: dict, system: str = "trellis", issue_peers_only: bool = Fal
         ratio = trellis["output_tokens_per_s"] / best["output_tokens_per_s"]
         ttft_ok = workload not in SHARED_WORKLOADS or trellis["ttft_p50_s"] < min(p["ttft_p50_s"] for p in peers)
         met = ratio >= need and ttft_ok
-        out.append({"workload": workload, "status": "met" if met else "MISSED", "ratio": ratio, "need": need,
-                    "best_peer": best["system"], "ttft_ok": ttft_ok,
-                    "trellis_ttft": trellis["ttft_p50_s"], "peer_ttft": min(p["ttft_p50_s"] for p in peers)})
+        out.append(
+            {
+                "workload": workload,
+                "status": "met" if met else "MISSED",
+                "ratio": ratio,
+                "need": need,
+                "best_peer": best["system"],
+                "ttft_ok": ttft_ok,
+                "trellis_ttft": trellis["ttft_p50_s"],
+                "peer_ttft": min(p["ttft_p50_s"] for p in peers),
+            }
+        )
     return out
 
 
 def _targets(result) -> list[str]:
-    lines = ["Targets (issue 7): shared-prefix workloads need Trellis (cache on) >= 2.0x the output tok/s of the best",
-             "llama.cpp configuration and a lower p50 TTFT than every llama.cpp configuration; `no_share` needs >= 1.0x",
-             "llama.cpp in the same precision (F32 for a float32 model, BF16 for a bfloat16 one). `trellis` is the",
-             "engine's defaults (dtype auto); `trellis-f32` and `trellis-bf16` pin the model dtype."]
+    lines = [
+        "Targets (issue 7): shared-prefix workloads need Trellis (cache on) >= 2.0x the output tok/s of the best",
+        "llama.cpp configuration and a lower p50 TTFT than every llama.cpp configuration; `no_share` needs >= 1.0x",
+        "llama.cpp in the same precision (F32 for a float32 model, BF16 for a bfloat16 one). `trellis` is the",
+        "engine's defaults (dtype auto); `trellis-f32` and `trellis-bf16` pin the model dtype.",
+    ]
     for system in TRELLIS_SYSTEMS:
         if system == "trellis" or system in result["config"]["systems"]:
             lines += _target_table(result, system)
@@ -153,17 +186,23 @@ def _targets(result) -> list[str]:
 
 
 def _target_table(result, system: str) -> list[str]:
-    lines = ["", f"`{system}` ({precision(result, system)} model):", "",
-             "| workload | verdict vs every llama.cpp config | Trellis / best llama.cpp tok/s | needed | "
-             "p50 TTFT Trellis vs best llama.cpp | verdict vs F32/Q4_1 only (the issue's list) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"`{system}` ({precision(result, system)} model):",
+        "",
+        "| workload | verdict vs every llama.cpp config | Trellis / best llama.cpp tok/s | needed | "
+        "p50 TTFT Trellis vs best llama.cpp | verdict vs F32/Q4_1 only (the issue's list) |",
+        "|---|---|---|---|---|---|",
+    ]
     for v, w in zip(verdicts(result, system), verdicts(result, system, issue_peers_only=True)):
         if v["status"] == "NOT MEASURED":
             lines.append(f"| {v['workload']} | NOT MEASURED | {v['detail']} | | | |")
             continue
-        lines.append(f"| {v['workload']} | {v['status']} | {v['ratio']:.2f}x (vs {v['best_peer']}) | {v['need']:.1f}x | "
-                     f"{v['trellis_ttft']:.2f}s vs {v['peer_ttft']:.2f}s{'' if v['ttft_ok'] else ' (MISSED)'} | "
-                     f"{_issue_verdict(w)} |")
+        lines.append(
+            f"| {v['workload']} | {v['status']} | {v['ratio']:.2f}x (vs {v['best_peer']}) | {v['need']:.1f}x | "
+            f"{v['trellis_ttft']:.2f}s vs {v['peer_ttft']:.2f}s{'' if v['ttft_ok'] else ' (MISSED)'} | "
+            f"{_issue_verdict(w)} |"
+        )
     return lines
 
 
@@ -197,19 +236,27 @@ def _mib(value) -> str:
 
 
 # The issue's reference figures on the H200 (transformers 5.17 eager bf16) and Trellis' targets there.
-MICRO_REFERENCE = {"prefill_ms_median": (19.3, "<= 12"), "decode_tok_s_batch1": (88.6, ">= 800"),
-                   "decode_tok_s_batch32": (2826.0, ">= 10,000")}
+MICRO_REFERENCE = {
+    "prefill_ms_median": (19.3, "<= 12"),
+    "decode_tok_s_batch1": (88.6, ">= 800"),
+    "decode_tok_s_batch32": (2826.0, ">= 10,000"),
+}
 
 
 def _micro(micro: dict) -> list[str]:
-    lines = ["Micro-benchmarks (prefill of one prompt; greedy decode rates after the first token):", "",
-             "| metric | Trellis | transformers (measured) | transformers reference (issue) | Trellis target |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "Micro-benchmarks (prefill of one prompt; greedy decode rates after the first token):",
+        "",
+        "| metric | Trellis | transformers (measured) | transformers reference (issue) | Trellis target |",
+        "|---|---|---|---|---|",
+    ]
     trellis, hf = micro.get("trellis", {}), {**micro.get("hf", {}), **micro.get("hf-batch32", {})}
     for key, (reference, target) in MICRO_REFERENCE.items():
+
         def fmt(d):
             value = d.get(key)  # noqa: B023 (called at once, inside the loop)
             return "error" if "error" in d and value is None else ("n/a" if value is None else f"{value:,.1f}")
+
         label = key.replace("prefill_ms_median", f"prefill {trellis.get('prefill_tokens', '?')} tokens, ms")
         lines.append(f"| {label} | {fmt(trellis)} | {fmt(hf)} | {reference:,.1f} | {target} |")
     return lines

@@ -61,20 +61,26 @@ def build(name: str, settings: dict):
     if name in ("trellis", "trellis-nocache"):
         return trellis.TrellisRunner(trellis_model, cache=name == "trellis", options=settings["trellis_options"])
     if name in PINNED_DTYPES:
-        return trellis.TrellisRunner(trellis_model, cache=True, name=name,
-                                     options={**settings["trellis_options"], "dtype": PINNED_DTYPES[name]})
+        return trellis.TrellisRunner(
+            trellis_model, cache=True, name=name, options={**settings["trellis_options"], "dtype": PINNED_DTYPES[name]}
+        )
     if name == "trellis-http":
-        return trellis.trellis_http_runner(trellis_model, cache=True, port=settings["ports"]["trellis-http"],
-                                           server_args=settings["trellis_server_args"], log_dir=settings["log_dir"])
+        return trellis.trellis_http_runner(
+            trellis_model,
+            cache=True,
+            port=settings["ports"]["trellis-http"],
+            server_args=settings["trellis_server_args"],
+            log_dir=settings["log_dir"],
+        )
     if name in ("hf", "hf-reuse"):
         spec = settings.get("hf_model")
         loader = hf.dir_model_loader(**spec) if spec else hf.gguf_model_loader(q4)
-        return hf.HFRunner(loader, reuse=name == "hf-reuse", threads=threads,
-                           device=(spec or {}).get("device", "cpu"))
+        return hf.HFRunner(loader, reuse=name == "hf-reuse", threads=threads, device=(spec or {}).get("device", "cpu"))
     if name.startswith("llama.cpp-") and name != "llama.cpp-http":
         path = Path(settings["gguf_f32"]) if "-F32" in name else Path(settings["gguf_bf16"]) if "-BF16" in name else q4
-        return llamacpp.LlamaCppRunner(path, ram_cache=name.endswith("-ramcache"), threads=threads,
-                                       n_ctx=settings["n_ctx"])
+        return llamacpp.LlamaCppRunner(
+            path, ram_cache=name.endswith("-ramcache"), threads=threads, n_ctx=settings["n_ctx"]
+        )
     if name == "llama.cpp-http":
         return llama_server_runner(Path(settings["gguf_f32"]), settings)
     raise ValueError(f"unknown system {name!r}")
@@ -85,11 +91,25 @@ def llama_server_runner(gguf_path: Path, settings: dict):
 
     port = settings["ports"]["llama.cpp-http"]
     command = python_module_command(
-        "llama_cpp.server", "--model", str(gguf_path), "--port", str(port), "--n_ctx", str(settings["n_ctx"]),
-        "--n_threads", str(settings["threads"]), "--n_threads_batch", str(settings["threads"]),
-        "--interrupt_requests", "False")
+        "llama_cpp.server",
+        "--model",
+        str(gguf_path),
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(settings["n_ctx"]),
+        "--n_threads",
+        str(settings["threads"]),
+        "--n_threads_batch",
+        str(settings["threads"]),
+        "--interrupt_requests",
+        "False",
+    )
     server = ServerProcess(command, port, Path(settings["log_dir"]) / f"llama-server-{port}.log")
     ban = {str(t): -100 for t in (0, 1, 2)}
-    return OpenAIHTTPRunner(server, name="llama.cpp-http",
-                            description="llama_cpp.server (F32 GGUF) over HTTP, prefix reuse of the previous prompt",
-                            extra_body={"logit_bias": ban})
+    return OpenAIHTTPRunner(
+        server,
+        name="llama.cpp-http",
+        description="llama_cpp.server (F32 GGUF) over HTTP, prefix reuse of the previous prompt",
+        extra_body={"logit_bias": ban},
+    )

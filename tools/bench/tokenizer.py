@@ -16,8 +16,8 @@ from typing import Any
 
 @dataclass
 class BenchTokenizer:
-    encode: Callable[[str], list[int]]        # special tokens in the text are parsed as specials
-    render: Callable[[list[dict]], str]       # messages -> prompt text ending in the assistant header
+    encode: Callable[[str], list[int]]  # special tokens in the text are parsed as specials
+    render: Callable[[list[dict]], str]  # messages -> prompt text ending in the assistant header
     source: str
 
     def count(self, text: str) -> int:
@@ -48,8 +48,11 @@ def _from_transformers(model_path: Path) -> BenchTokenizer:
     from transformers import AutoTokenizer
 
     path = Path(model_path)
-    tok = (AutoTokenizer.from_pretrained(str(path)) if path.is_dir()
-           else AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
+    tok = (
+        AutoTokenizer.from_pretrained(str(path))
+        if path.is_dir()
+        else AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    )
     return BenchTokenizer(
         encode=lambda text: list(tok.encode(text, add_special_tokens=False)),
         render=lambda messages: tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),

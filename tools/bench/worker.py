@@ -71,6 +71,7 @@ def _exit_when_orphaned(runner_box: list) -> None:
         if runner_box:
             runner_box[0].close()
         os._exit(1)
+
     threading.Thread(target=watch, daemon=True).start()
 
 
@@ -83,8 +84,16 @@ def _serve(conn, system: str, settings: dict) -> None:
         runner = build(system, settings)
         box.append(runner)
         runner.start()
-        conn.send(("ok", {"name": runner.name, "description": runner.description,
-                          "precision": getattr(runner, "precision", None)}))
+        conn.send(
+            (
+                "ok",
+                {
+                    "name": runner.name,
+                    "description": runner.description,
+                    "precision": getattr(runner, "precision", None),
+                },
+            )
+        )
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
@@ -107,5 +116,10 @@ def _measure(runner, requests) -> dict:
         for wave in waves(requests):
             results += runner.run_wave(wave, t0)
         wall_s = now() - t0
-    return {"results": [asdict(r) for r in results], "wall_s": wall_s, "stats": runner.stats(),
-            "kv_peak_bytes": sampler.peak_kv_bytes, "rss_peak_bytes": sampler.peak_rss_bytes}
+    return {
+        "results": [asdict(r) for r in results],
+        "wall_s": wall_s,
+        "stats": runner.stats(),
+        "kv_peak_bytes": sampler.peak_kv_bytes,
+        "rss_peak_bytes": sampler.peak_rss_bytes,
+    }

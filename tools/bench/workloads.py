@@ -72,10 +72,16 @@ def _source(seed: int, *path) -> TextSource:
 def _shared_system(seed, count, *, system_tokens, question_tokens, num_requests, max_tokens):
     system = _source(seed, "system").text_of_tokens(system_tokens, count)
     return [
-        BenchRequest(f"shared_system-{i}", "shared_system", 0, [
-            {"role": "system", "content": system},
-            {"role": "user", "content": _source(seed, "q", i).text_of_tokens(question_tokens, count)},
-        ], max_tokens)
+        BenchRequest(
+            f"shared_system-{i}",
+            "shared_system",
+            0,
+            [
+                {"role": "system", "content": system},
+                {"role": "user", "content": _source(seed, "q", i).text_of_tokens(question_tokens, count)},
+            ],
+            max_tokens,
+        )
         for i in range(num_requests)
     ]
 
@@ -97,11 +103,18 @@ def _multi_turn(seed, count, *, system_tokens, turn_tokens, num_chats, num_turns
 def _few_shot(seed, count, *, header_tokens, question_tokens, num_headers, questions_per_header, max_tokens):
     headers = [_source(seed, "header", h).text_of_tokens(header_tokens, count) for h in range(num_headers)]
     return [
-        BenchRequest(f"few_shot-h{h}-q{q}", "few_shot", 0, [
-            {"role": "system", "content": headers[h]},
-            {"role": "user", "content": _source(seed, "q", h, q).text_of_tokens(question_tokens, count)},
-        ], max_tokens)
-        for q in range(questions_per_header) for h in range(num_headers)
+        BenchRequest(
+            f"few_shot-h{h}-q{q}",
+            "few_shot",
+            0,
+            [
+                {"role": "system", "content": headers[h]},
+                {"role": "user", "content": _source(seed, "q", h, q).text_of_tokens(question_tokens, count)},
+            ],
+            max_tokens,
+        )
+        for q in range(questions_per_header)
+        for h in range(num_headers)
     ]
 
 
@@ -112,10 +125,17 @@ def _agentic(seed, count, *, trunk_tokens, branch_tokens, num_branches, max_toke
     ]
     trunk = BenchRequest("agentic-trunk", "agentic", 0, transcript, max_tokens)
     branches = [
-        BenchRequest(f"agentic-b{b}", "agentic", 1, transcript + [
-            {"role": "assistant", "content": f"Plan {b}: " + _source(seed, "plan", b).text_of_tokens(8, count)},
-            {"role": "user", "content": _source(seed, "obs", b).text_of_tokens(branch_tokens, count)},
-        ], max_tokens)
+        BenchRequest(
+            f"agentic-b{b}",
+            "agentic",
+            1,
+            transcript
+            + [
+                {"role": "assistant", "content": f"Plan {b}: " + _source(seed, "plan", b).text_of_tokens(8, count)},
+                {"role": "user", "content": _source(seed, "obs", b).text_of_tokens(branch_tokens, count)},
+            ],
+            max_tokens,
+        )
         for b in range(num_branches)
     ]
     return [trunk] + branches
@@ -123,10 +143,16 @@ def _agentic(seed, count, *, trunk_tokens, branch_tokens, num_branches, max_toke
 
 def _no_share(seed, count, *, prompt_tokens, num_requests, max_tokens):
     return [
-        BenchRequest(f"no_share-{i}", "no_share", 0, [
-            {"role": "system", "content": _source(seed, "own", i).text_of_tokens(prompt_tokens, count)},
-            {"role": "user", "content": _source(seed, "ask", i).text_of_tokens(8, count)},
-        ], max_tokens)
+        BenchRequest(
+            f"no_share-{i}",
+            "no_share",
+            0,
+            [
+                {"role": "system", "content": _source(seed, "own", i).text_of_tokens(prompt_tokens, count)},
+                {"role": "user", "content": _source(seed, "ask", i).text_of_tokens(8, count)},
+            ],
+            max_tokens,
+        )
         for i in range(num_requests)
     ]
 

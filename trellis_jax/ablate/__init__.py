@@ -17,6 +17,16 @@ from trellis_jax.ablate.synthetic import SyntheticSpec, generate
 from trellis_jax.ablate.trace import Trace, TraceError, TraceRequest, read_jsonl, write_jsonl
 
 __all__ = [
-    "GridSpec", "ReplayConfig", "ReplayResult", "SyntheticSpec", "Trace", "TraceError", "TraceRequest", "generate",
-    "read_jsonl", "replay", "run_grid", "write_jsonl",
+    "GridSpec",
+    "ReplayConfig",
+    "ReplayResult",
+    "SyntheticSpec",
+    "Trace",
+    "TraceError",
+    "TraceRequest",
+    "generate",
+    "read_jsonl",
+    "replay",
+    "run_grid",
+    "write_jsonl",
 ]

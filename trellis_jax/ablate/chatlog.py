@@ -26,8 +26,14 @@ from trellis_jax.ablate.trace import Trace, TraceError, TraceRequest
 ORDERS = ("sequential", "interleaved")
 
 
-def read_chat_log(path: str | Path, tokenizer, order: str = "interleaved", concurrent: int = 8,
-                  shared_namespaces=(), name: str | None = None) -> Trace:
+def read_chat_log(
+    path: str | Path,
+    tokenizer,
+    order: str = "interleaved",
+    concurrent: int = 8,
+    shared_namespaces=(),
+    name: str | None = None,
+) -> Trace:
     """The trace of every assistant turn in the log (see the module docstring)."""
     if order not in ORDERS:
         raise ValueError(f"unknown chat-log order {order!r}; known: {ORDERS}")
@@ -42,8 +48,11 @@ def read_chat_log(path: str | Path, tokenizer, order: str = "interleaved", concu
                     conversations.append(conversation_requests(json.loads(line), tokenizer, f"c{line_no}"))
                 except (TraceError, json.JSONDecodeError) as e:
                     raise TraceError(f"{path}:{line_no}: {e}") from None
-    requests = _interleave(conversations, concurrent) if order == "interleaved" else \
-        [r for conv in conversations for r in conv]
+    requests = (
+        _interleave(conversations, concurrent)
+        if order == "interleaved"
+        else [r for conv in conversations for r in conv]
+    )
     return Trace(requests, frozenset(shared_namespaces), name or path.stem)
 
 

@@ -34,7 +34,7 @@ def _root_hash(owner) -> int:
 def _chain(parent_hash: int, key: tuple, num_pages: int, page_size: int) -> int:
     h = parent_hash
     for j in range(num_pages):
-        h = hash((h, key[j * page_size:(j + 1) * page_size]))
+        h = hash((h, key[j * page_size : (j + 1) * page_size]))
     return h
 
 
@@ -49,10 +49,10 @@ class FutureUses:
         uses: dict[int, list[int]] = defaultdict(list)
         for position, r in enumerate(trace.requests):
             counted = (r.prompt_len - 1) // page_size
-            tokens = tuple(r.prompt[:counted * page_size].tolist())
+            tokens = tuple(r.prompt[: counted * page_size].tolist())
             h = _root_hash(r.namespace)
             for j in range(counted):
-                h = hash((h, tokens[j * page_size:(j + 1) * page_size]))
+                h = hash((h, tokens[j * page_size : (j + 1) * page_size]))
                 uses[h].append(position)
         self.uses = dict(uses)
 

@@ -47,20 +47,42 @@ def _names(text: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = new_parser("trellis-ablate", __doc__.split("\n\n")[0], raw_description=True)
     src = p.add_argument_group("trace (give at least one)")
-    src.add_argument("--workload", action="append", default=[], choices=WORKLOADS,
-                     help="a built-in synthetic workload (repeatable; default: none)")
-    src.add_argument("--trace", action="append", default=[], type=Path, help="JSONL trace file (repeatable; default: none)")
-    src.add_argument("--chat-log", action="append", default=[], type=Path,
-                     help="JSONL of chat message lists (repeatable; default: none)")
+    src.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        choices=WORKLOADS,
+        help="a built-in synthetic workload (repeatable; default: none)",
+    )
+    src.add_argument(
+        "--trace", action="append", default=[], type=Path, help="JSONL trace file (repeatable; default: none)"
+    )
+    src.add_argument(
+        "--chat-log",
+        action="append",
+        default=[],
+        type=Path,
+        help="JSONL of chat message lists (repeatable; default: none)",
+    )
     src.add_argument("--tokenizer", help="'default', a GGUF file or an HF directory (text traces; default: none)")
     src.add_argument("--scale", type=float, default=1.0, help="request-count multiplier for --workload")
     src.add_argument("--seed", type=int, default=0, help="seed of the synthetic workloads")
-    src.add_argument("--shared-namespace", action="append", default=[],
-                     help="namespace shared by all tenants (repeatable; default: none)")
+    src.add_argument(
+        "--shared-namespace",
+        action="append",
+        default=[],
+        help="namespace shared by all tenants (repeatable; default: none)",
+    )
     grid = p.add_argument_group("grid")
-    grid.add_argument("--policies", type=_names, default=_names(DEFAULT_POLICIES), help="eviction policies, comma-separated")
-    grid.add_argument("--policy-module", action="append", default=[],
-                      help="module to import (registers policies; repeatable; default: none)")
+    grid.add_argument(
+        "--policies", type=_names, default=_names(DEFAULT_POLICIES), help="eviction policies, comma-separated"
+    )
+    grid.add_argument(
+        "--policy-module",
+        action="append",
+        default=[],
+        help="module to import (registers policies; repeatable; default: none)",
+    )
     grid.add_argument("--capacities", type=_ints, help="pages (default: a ladder up to the working set)")
     grid.add_argument("--page-sizes", type=_ints, default=(16,), help="page sizes, comma-separated")
     grid.add_argument("--orders", type=_names, default=("fcfs", "lpm"), help="fcfs, lpm, dfs")
@@ -71,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, default=Path("results/ablate"), help="output directory")
     out.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     out.add_argument("--save-traces", action="store_true", help="also write each trace as JSONL in --out")
-    out.add_argument("--from-rows", type=Path, help="re-render summary and plots from a rows.json, no replay "
-                     "(default: none)")
+    out.add_argument(
+        "--from-rows", type=Path, help="re-render summary and plots from a rows.json, no replay (default: none)"
+    )
     return p
 
 
@@ -104,8 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for module in args.policy_module:
         importlib.import_module(module)
-    spec = GridSpec(args.policies, args.capacities, args.page_sizes, args.orders, args.window, args.max_batch,
-                    with_optimal=not args.no_optimal)
+    spec = GridSpec(
+        args.policies,
+        args.capacities,
+        args.page_sizes,
+        args.orders,
+        args.window,
+        args.max_batch,
+        with_optimal=not args.no_optimal,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_rows:
         rows = read_json(args.from_rows)
@@ -133,7 +163,10 @@ def run_traces(traces: list[Trace], spec: GridSpec, save_dir: Path | None) -> li
 
 def _print_row(row: dict) -> None:
     frac = row.get("fraction_of_optimal")
-    print(f"  {row['workload']:>14} p{row['page_size']:<3} {row['order']:>4} {row['policy']:>10} "
-          f"cap {row['capacity_pages']:>7}: hit {100 * row['hit_rate']:5.1f}%"
-          + (f" ({100 * frac:5.1f}% of opt)" if frac is not None else "") + f"  {row['wall_s']:.2f}s",
-          file=sys.stderr)
+    print(
+        f"  {row['workload']:>14} p{row['page_size']:<3} {row['order']:>4} {row['policy']:>10} "
+        f"cap {row['capacity_pages']:>7}: hit {100 * row['hit_rate']:5.1f}%"
+        + (f" ({100 * frac:5.1f}% of opt)" if frac is not None else "")
+        + f"  {row['wall_s']:.2f}s",
+        file=sys.stderr,
+    )

@@ -21,8 +21,17 @@ def default_model_config():
     """SmolLM2-135M: 30 layers, hidden 576, 9 query / 3 KV heads of 64, MLP 1536, vocab 49152, tied."""
     from trellis_jax.model import ModelConfig
 
-    return ModelConfig(architecture="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                       num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, tie_word_embeddings=True)
+    return ModelConfig(
+        architecture="llama",
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        head_dim=64,
+        tie_word_embeddings=True,
+    )
 
 
 def prefill_flops_saved(prompt_len: int, cached: int, config=None) -> float:

@@ -83,8 +83,13 @@ class _Bounds:
         return optimal.belady_hits(refs, capacity, next_use) * page_size
 
 
-def run_grid(trace: Trace, spec: GridSpec, server: ServerModel = ServerModel(), model_config=None,
-             progress: Callable[[dict], None] | None = None) -> list[dict]:
+def run_grid(
+    trace: Trace,
+    spec: GridSpec,
+    server: ServerModel = ServerModel(),
+    model_config=None,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Every cell of ``spec`` on ``trace``; ``progress`` is called with each row as it completes."""
     bounds = _Bounds(trace)
     arrival = list(range(len(trace)))
@@ -96,17 +101,24 @@ def run_grid(trace: Trace, spec: GridSpec, server: ServerModel = ServerModel(), 
         capacities = spec.capacities or auto_capacities(trace, refs)
         ceiling = optimal.ceiling_hits(refs) * page_size / prompt_tokens
         for capacity in capacities:
-            fcfs_optimal = bounds.optimal_hit_tokens(page_size, arrival, capacity) / prompt_tokens \
-                if spec.with_optimal else None
-            clairvoyant = clairvoyant_replay(trace, capacity, page_size).hit_rate \
-                if spec.with_optimal and not trace.shared_namespaces else None
+            fcfs_optimal = (
+                bounds.optimal_hit_tokens(page_size, arrival, capacity) / prompt_tokens if spec.with_optimal else None
+            )
+            clairvoyant = (
+                clairvoyant_replay(trace, capacity, page_size).hit_rate
+                if spec.with_optimal and not trace.shared_namespaces
+                else None
+            )
             for order, policy in itertools.product(spec.orders, spec.policies):
                 config = ReplayConfig(capacity, page_size, policy, order, spec.window, spec.max_batch)
                 result = replay(trace, config, server)
                 row = _row(trace, result, total_flops, model_config)
-                row.update(fcfs_optimal_hit_rate=fcfs_optimal, fcfs_clairvoyant_hit_rate=clairvoyant,
-                           ceiling_hit_rate=ceiling,
-                           fraction_of_ceiling=row["hit_rate"] / ceiling if ceiling else None)
+                row.update(
+                    fcfs_optimal_hit_rate=fcfs_optimal,
+                    fcfs_clairvoyant_hit_rate=clairvoyant,
+                    ceiling_hit_rate=ceiling,
+                    fraction_of_ceiling=row["hit_rate"] / ceiling if ceiling else None,
+                )
                 if spec.with_optimal:
                     _add_optimal(row, bounds, result)
                 rows.append(row)
@@ -120,13 +132,27 @@ def _row(trace: Trace, result: ReplayResult, total_flops: float, model_config) -
     saved_flops = costs.total_flops_saved(result.prompt_tokens, result.cached_tokens, model_config)
     prompt_tokens = int(result.prompt_tokens.sum())
     return dict(
-        workload=trace.name, num_requests=len(trace), prompt_tokens=prompt_tokens, policy=c.policy,
-        order=c.order, page_size=c.page_size, capacity_pages=c.num_pages, capacity_tokens=c.num_pages * c.page_size,
-        window=c.window, max_batch=c.max_batch, hit_tokens=result.hit_tokens, hit_rate=result.hit_rate,
-        prefill_tokens_saved=result.hit_tokens, prefill_tokens_computed=prompt_tokens - result.hit_tokens,
-        prefill_flops_saved=saved_flops, prefill_flops_saved_frac=saved_flops / total_flops,
-        pages_evicted=result.evicted_pages, pages_inserted=result.inserted_pages, peak_pages=result.peak_pages,
-        rejected=len(result.rejected), wall_s=result.wall_s,
+        workload=trace.name,
+        num_requests=len(trace),
+        prompt_tokens=prompt_tokens,
+        policy=c.policy,
+        order=c.order,
+        page_size=c.page_size,
+        capacity_pages=c.num_pages,
+        capacity_tokens=c.num_pages * c.page_size,
+        window=c.window,
+        max_batch=c.max_batch,
+        hit_tokens=result.hit_tokens,
+        hit_rate=result.hit_rate,
+        prefill_tokens_saved=result.hit_tokens,
+        prefill_tokens_computed=prompt_tokens - result.hit_tokens,
+        prefill_flops_saved=saved_flops,
+        prefill_flops_saved_frac=saved_flops / total_flops,
+        pages_evicted=result.evicted_pages,
+        pages_inserted=result.inserted_pages,
+        peak_pages=result.peak_pages,
+        rejected=len(result.rejected),
+        wall_s=result.wall_s,
     )
 
 

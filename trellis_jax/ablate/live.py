@@ -43,12 +43,21 @@ class Comparison:
 
     def summary(self) -> dict:
         prompt_tokens = int(self.sim.prompt_tokens.sum())
-        return dict(requests=len(self.sim.prompt_tokens), prompt_tokens=prompt_tokens,
-                    live_hit_tokens=int(self.live.cached_tokens.sum()), sim_hit_tokens=self.sim.hit_tokens,
-                    live_hit_rate=int(self.live.cached_tokens.sum()) / prompt_tokens, sim_hit_rate=self.sim.hit_rate,
-                    mismatched_requests=self.mismatches, sim_pages_evicted=self.sim.evicted_pages, live_wall_s=self.live.wall_s, sim_wall_s=self.sim.wall_s,
-                    policy=self.sim.config.policy, page_size=self.sim.config.page_size,
-                    capacity_pages=self.sim.config.num_pages)
+        return dict(
+            requests=len(self.sim.prompt_tokens),
+            prompt_tokens=prompt_tokens,
+            live_hit_tokens=int(self.live.cached_tokens.sum()),
+            sim_hit_tokens=self.sim.hit_tokens,
+            live_hit_rate=int(self.live.cached_tokens.sum()) / prompt_tokens,
+            sim_hit_rate=self.sim.hit_rate,
+            mismatched_requests=self.mismatches,
+            sim_pages_evicted=self.sim.evicted_pages,
+            live_wall_s=self.live.wall_s,
+            sim_wall_s=self.sim.wall_s,
+            policy=self.sim.config.policy,
+            page_size=self.sim.config.page_size,
+            capacity_pages=self.sim.config.num_pages,
+        )
 
 
 def engine_cache(llm):
@@ -74,8 +83,9 @@ def live_replay(trace: Trace, llm) -> LiveResult:
 def sim_config_for(llm) -> ReplayConfig:
     """The simulator cell that mirrors the engine's cache: same usable pages, page size and policy."""
     cache = engine_cache(llm)
-    return ReplayConfig(num_pages=cache.num_pages - 1, page_size=cache.page_size, policy=cache.policy.name,
-                        partial_pages=True)
+    return ReplayConfig(
+        num_pages=cache.num_pages - 1, page_size=cache.page_size, policy=cache.policy.name, partial_pages=True
+    )
 
 
 def compare(trace: Trace, llm) -> Comparison:
@@ -104,8 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--policy", default="lru")
     args = p.parse_args(argv)
-    llm = LLM(args.model, num_pages=args.num_pages, page_size=args.page_size, eviction_policy=args.policy,
-              max_num_seqs=1, max_num_batched_tokens=256, deterministic=True, token_buckets=(256,), seq_buckets=(1,))
+    llm = LLM(
+        args.model,
+        num_pages=args.num_pages,
+        page_size=args.page_size,
+        eviction_policy=args.policy,
+        max_num_seqs=1,
+        max_num_batched_tokens=256,
+        deterministic=True,
+        token_buckets=(256,),
+        seq_buckets=(1,),
+    )
     spec = dataclasses.replace(workload_spec(args.workload, args.seed, args.scale), vocab_size=llm.tokenizer.vocab_size)
     print(json.dumps(compare(generate(spec), llm).summary(), indent=1))
     return 0

@@ -67,9 +67,9 @@ def page_references(trace: Trace, order: Sequence[int], page_size: int) -> PageR
     counted: list[bool] = []
     for i in order:
         r = requests[i]
-        seq = np.concatenate([r.prompt, r.output[:max(r.output_len - 1, 0)]])
+        seq = np.concatenate([r.prompt, r.output[: max(r.output_len - 1, 0)]])
         full = len(seq) // page_size
-        rows = np.ascontiguousarray(seq[:full * page_size]).view(np.dtype((np.void, 4 * page_size))).tolist()
+        rows = np.ascontiguousarray(seq[: full * page_size]).view(np.dtype((np.void, 4 * page_size))).tolist()
         parent = ("", -1) if ignore_namespace else (r.namespace, -1)
         for row in rows:
             parent = intern.setdefault((parent, row), len(intern))

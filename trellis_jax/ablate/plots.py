@@ -68,8 +68,15 @@ def draw_panel(ax, rows: list[dict], title: str) -> None:
     for i, policy in enumerate(dict.fromkeys(r["policy"] for r in rows)):
         points = sorted((r["capacity_pages"], r["hit_rate"]) for r in rows if r["policy"] == policy)
         # Distinct markers, shrinking: identical curves (lru and fifo often are) stay visible.
-        (line,) = ax.plot(*zip(*points), marker=_MARKERS[i % len(_MARKERS)], markersize=max(3, 8 - i), linewidth=1.2,
-                          alpha=0.85, label=policy, gid=f"policy:{policy}")
+        (line,) = ax.plot(
+            *zip(*points),
+            marker=_MARKERS[i % len(_MARKERS)],
+            markersize=max(3, 8 - i),
+            linewidth=1.2,
+            alpha=0.85,
+            label=policy,
+            gid=f"policy:{policy}",
+        )
         colours[policy] = line.get_color()
     for policy, bound in own_order_bounds(rows).items():
         xs = sorted(bound)
@@ -77,14 +84,34 @@ def draw_panel(ax, rows: list[dict], title: str) -> None:
             ax.plot(xs, [bound[c] for c in xs], "k--", label=f"optimal bound ({order_name(order)})", gid="optimal:*")
         else:
             # One legend entry for them all (the legend keeps the first line of a label).
-            ax.plot(xs, [bound[c] for c in xs], "--", color=colours[policy], linewidth=1.0,
-                    label=f"optimal bound, each policy's own {order_name(order)} (its colour)", gid=f"optimal:{policy}")
+            ax.plot(
+                xs,
+                [bound[c] for c in xs],
+                "--",
+                color=colours[policy],
+                linewidth=1.0,
+                label=f"optimal bound, each policy's own {order_name(order)} (its colour)",
+                gid=f"optimal:{policy}",
+            )
     by_cap = {r["capacity_pages"]: r for r in rows}
     if order == "fcfs" and by_cap[capacities[0]].get("fcfs_clairvoyant_hit_rate") is not None:
-        ax.plot(capacities, [by_cap[c]["fcfs_clairvoyant_hit_rate"] for c in capacities], "-.", color="black",
-                linewidth=0.9, label="clairvoyant tree policy (arrival order)", gid="clairvoyant")
-    ax.plot(capacities, [by_cap[c]["ceiling_hit_rate"] for c in capacities], ":", color="grey",
-            label="ceiling (any order)", gid="ceiling")
+        ax.plot(
+            capacities,
+            [by_cap[c]["fcfs_clairvoyant_hit_rate"] for c in capacities],
+            "-.",
+            color="black",
+            linewidth=0.9,
+            label="clairvoyant tree policy (arrival order)",
+            gid="clairvoyant",
+        )
+    ax.plot(
+        capacities,
+        [by_cap[c]["ceiling_hit_rate"] for c in capacities],
+        ":",
+        color="grey",
+        label="ceiling (any order)",
+        gid="ceiling",
+    )
     ax.set_xscale("log")
     # Label exactly the capacities that were run (log-scale minor labels would overlap).
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator

@@ -92,12 +92,17 @@ class _Running:
 
 
 class _Simulator:
-    def __init__(self, trace: Trace, config: ReplayConfig, server: ServerModel,
-                 before_admit: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, trace: Trace, config: ReplayConfig, server: ServerModel, before_admit: Callable[[int], None] | None = None
+    ) -> None:
         self.trace, self.config, self.server = trace, config, server
         self.before_admit = before_admit
-        self.cache = RadixCache(config.num_pages + 1, config.page_size, policy=get_policy(config.policy),
-                                shared_namespaces=trace.shared_namespaces)
+        self.cache = RadixCache(
+            config.num_pages + 1,
+            config.page_size,
+            policy=get_policy(config.policy),
+            shared_namespaces=trace.shared_namespaces,
+        )
         n = len(trace)
         self.cached = np.zeros(n, np.int64)
         self.served: list[int] = []
@@ -117,14 +122,15 @@ class _Simulator:
         if self.before_admit is not None:
             self.before_admit(index)
         self.peek_tokens.pop(id(request), None)
-        tokens = np.concatenate([request.prompt, request.output[:max(request.output_len - 1, 0)]]).tolist()
-        match = cache.match(tokens[:request.prompt_len - 1], request.namespace)
+        tokens = np.concatenate([request.prompt, request.output[: max(request.output_len - 1, 0)]]).tolist()
+        match = cache.match(tokens[: request.prompt_len - 1], request.namespace)
         cache.lock(match.handle)
         prompt_pages = -(-request.prompt_len // self.config.page_size) - len(match.page_ids)
-        source = self._partial_page_source(match, tokens[:request.prompt_len - 1], request)
+        source = self._partial_page_source(match, tokens[: request.prompt_len - 1], request)
         copied = source.num_tokens if source is not None else 0
-        own = self._allocate(-(-len(tokens) // self.config.page_size) - len(match.page_ids), prompt_pages, match,
-                             source)
+        own = self._allocate(
+            -(-len(tokens) // self.config.page_size) - len(match.page_ids), prompt_pages, match, source
+        )
         if own is None:
             return None
         self.peak_pages = max(self.peak_pages, self.config.num_pages - cache.num_free_pages)
@@ -171,12 +177,13 @@ class _Simulator:
         private = run.own_pages
         namespace = self.trace.requests[run.index].namespace
         if new_full > 0:
-            cache.insert(run.tokens[:full * ps], run.match_pages + run.own_pages[:new_full], namespace)
+            cache.insert(run.tokens[: full * ps], run.match_pages + run.own_pages[:new_full], namespace)
             private = run.own_pages[new_full:]
         valid = len(run.tokens) - full * ps
         if self.config.partial_pages and valid and private:  # as KVManager.cache_tail_page
-            cache.insert(run.tokens + [TAIL_PAD] * (ps - valid), run.match_pages + run.own_pages[:new_full + 1],
-                         namespace)
+            cache.insert(
+                run.tokens + [TAIL_PAD] * (ps - valid), run.match_pages + run.own_pages[: new_full + 1], namespace
+            )
             private = private[1:]
         cache.unlock(run.handle)
         if private:
@@ -214,8 +221,12 @@ class _Simulator:
             self.run_batch(queue)
 
 
-def replay(trace: Trace, config: ReplayConfig, server: ServerModel = ServerModel(),
-           before_admit: Callable[[int], None] | None = None) -> ReplayResult:
+def replay(
+    trace: Trace,
+    config: ReplayConfig,
+    server: ServerModel = ServerModel(),
+    before_admit: Callable[[int], None] | None = None,
+) -> ReplayResult:
     """Replay ``trace`` through a fresh ``RadixCache`` built from ``config``; see the module docstring.
 
     ``before_admit(trace_index)`` runs before each admission (a clairvoyant policy's clock)."""
@@ -225,5 +236,14 @@ def replay(trace: Trace, config: ReplayConfig, server: ServerModel = ServerModel
     wall = time.perf_counter() - start
     stats = sim.cache.stats
     prompt_tokens = np.fromiter((r.prompt_len for r in trace.requests), np.int64, len(trace))
-    return ReplayResult(config, sim.cached, prompt_tokens, sim.served, sim.rejected, stats.evicted_pages,
-                        stats.inserted_pages, sim.peak_pages, wall)
+    return ReplayResult(
+        config,
+        sim.cached,
+        prompt_tokens,
+        sim.served,
+        sim.rejected,
+        stats.evicted_pages,
+        stats.inserted_pages,
+        sim.peak_pages,
+        wall,
+    )

@@ -70,25 +70,38 @@ def markdown_table(rows: list[dict]) -> str:
     capacities = sorted({r["capacity_pages"] for r in rows})
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     cell = {(r["policy"], r["capacity_pages"]): r for r in rows}
-    lines = ["| policy | " + " | ".join(f"{c} pages" for c in capacities) + " |",
-             "|---" * (len(capacities) + 1) + "|"]
+    lines = ["| policy | " + " | ".join(f"{c} pages" for c in capacities) + " |", "|---" * (len(capacities) + 1) + "|"]
     for policy in policies:
         values = []
         for c in capacities:
             r = cell.get((policy, c))
             frac = r.get("fraction_of_optimal") if r else None
-            values.append("" if r is None else _pct(r["hit_rate"]) + (f" ({_pct(frac)})" if frac is not None else "")
-                          + (f" [{r['rejected']} rejected]" if r["rejected"] else ""))
+            values.append(
+                ""
+                if r is None
+                else _pct(r["hit_rate"])
+                + (f" ({_pct(frac)})" if frac is not None else "")
+                + (f" [{r['rejected']} rejected]" if r["rejected"] else "")
+            )
         lines.append(f"| {policy} | " + " | ".join(values) + " |")
     order = rows[0]["order"]
     if order == "fcfs":
-        lines.append(_bound_row("clairvoyant (feasible), arrival order",
-                                {r["capacity_pages"]: r.get("fcfs_clairvoyant_hit_rate") for r in rows}, capacities))
+        lines.append(
+            _bound_row(
+                "clairvoyant (feasible), arrival order",
+                {r["capacity_pages"]: r.get("fcfs_clairvoyant_hit_rate") for r in rows},
+                capacities,
+            )
+        )
     for policy, bound in own_order_bounds(rows).items():
         whose = "" if policy is None else f"{policy}'s "
         lines.append(_bound_row(f"optimal bound, {whose}{order_name(order)}", bound, capacities))
-    lines.append(_bound_row("ceiling, any order", {r["capacity_pages"]: r["ceiling_hit_rate"] for r in rows}, capacities))
-    best = [max((r for r in rows if r["capacity_pages"] == c), key=lambda r: r["hit_rate"])["policy"] for c in capacities]
+    lines.append(
+        _bound_row("ceiling, any order", {r["capacity_pages"]: r["ceiling_hit_rate"] for r in rows}, capacities)
+    )
+    best = [
+        max((r for r in rows if r["capacity_pages"] == c), key=lambda r: r["hit_rate"])["policy"] for c in capacities
+    ]
     lines.append("| *best policy* | " + " | ".join(best) + " |")
     return "\n".join(lines)
 
@@ -109,8 +122,10 @@ def league_table(rows: list[dict]) -> str:
         best = max(r["hit_rate"] for r in cell)
         for r in cell:
             wins[(r["order"], r["policy"])] += r["hit_rate"] == best
-    lines = ["| order | policy | mean % of optimum | mean % of ceiling | mean hit rate | cells won |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| order | policy | mean % of optimum | mean % of ceiling | mean hit rate | cells won |",
+        "|---|---|---|---|---|---|",
+    ]
     keys = list(dict.fromkeys((r["order"], r["policy"]) for r in rows))
     for order, policy in keys:
         group = [r for r in rows if (r["order"], r["policy"]) == (order, policy)]
@@ -118,17 +133,26 @@ def league_table(rows: list[dict]) -> str:
         mean_opt = sum(fractions) / len(fractions) if fractions else None
         mean_ceiling = sum(r["hit_rate"] / r["ceiling_hit_rate"] for r in group) / len(group)
         mean_hit = sum(r["hit_rate"] for r in group) / len(group)
-        lines.append(f"| {order} | {policy} | {_pct(mean_opt)} | {_pct(mean_ceiling)} | {_pct(mean_hit)} | "
-                     f"{wins[(order, policy)]}/{len([c for c in by_cell if c[2] == order])} |")
+        lines.append(
+            f"| {order} | {policy} | {_pct(mean_opt)} | {_pct(mean_ceiling)} | {_pct(mean_hit)} | "
+            f"{wins[(order, policy)]}/{len([c for c in by_cell if c[2] == order])} |"
+        )
     return "\n".join(lines)
 
 
 def markdown_summary(rows: list[dict], title: str = "Cache-policy ablation", plots: dict | None = None) -> str:
     """The whole summary: one section per group; ``plots`` maps (workload, page_size) to an image path."""
-    out = [f"# {title}", "",
-           "Cells: token hit rate (in brackets: fraction of the offline optimum for the order that cell "
-           "actually served requests in). Capacities in pages.", "",
-           "## All workloads", "", league_table(rows), ""]
+    out = [
+        f"# {title}",
+        "",
+        "Cells: token hit rate (in brackets: fraction of the offline optimum for the order that cell "
+        "actually served requests in). Capacities in pages.",
+        "",
+        "## All workloads",
+        "",
+        league_table(rows),
+        "",
+    ]
     seen_plots = set()
     for (workload, page_size, order), group in group_rows(rows).items():
         r0 = group[0]

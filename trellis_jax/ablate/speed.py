@@ -22,9 +22,22 @@ from trellis_jax.ablate.synthetic import SyntheticSpec, generate
 
 
 def big_spec(num_requests: int, seed: int = 0) -> SyntheticSpec:
-    return SyntheticSpec(num_requests=num_requests, num_prefixes=256, prefix_len=512, zipf_alpha=1.1,
-                         concurrent_sessions=64, turns=4, user_len=96, output_len=96, num_tenants=2,
-                         burst_every=500, burst_size=5, burst_len=4096, seed=seed, name="speed")
+    return SyntheticSpec(
+        num_requests=num_requests,
+        num_prefixes=256,
+        prefix_len=512,
+        zipf_alpha=1.1,
+        concurrent_sessions=64,
+        turns=4,
+        user_len=96,
+        output_len=96,
+        num_tenants=2,
+        burst_every=500,
+        burst_size=5,
+        burst_len=4096,
+        seed=seed,
+        name="speed",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,15 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     result = replay(trace, ReplayConfig(args.capacity, args.page_size, args.policy, args.order))
     replay_cpu_s = time.process_time() - cpu_start
     prompt_tokens = trace.num_prompt_tokens
-    print(json.dumps(dict(
-        requests=len(trace), prompt_tokens=prompt_tokens, output_tokens=trace.num_output_tokens,
-        policy=args.policy, order=args.order, capacity_pages=args.capacity, page_size=args.page_size,
-        hit_rate=round(result.hit_rate, 4), pages_evicted=result.evicted_pages, generate_s=round(generate_s, 1),
-        replay_s=round(result.wall_s, 1), replay_cpu_s=round(replay_cpu_s, 1), load_avg_1min=os.getloadavg()[0],
-        tokens_per_s=round(prompt_tokens / result.wall_s),
-        us_per_request=round(1e6 * result.wall_s / len(trace), 1),
-        max_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-    )))
+    print(
+        json.dumps(
+            dict(
+                requests=len(trace),
+                prompt_tokens=prompt_tokens,
+                output_tokens=trace.num_output_tokens,
+                policy=args.policy,
+                order=args.order,
+                capacity_pages=args.capacity,
+                page_size=args.page_size,
+                hit_rate=round(result.hit_rate, 4),
+                pages_evicted=result.evicted_pages,
+                generate_s=round(generate_s, 1),
+                replay_s=round(result.wall_s, 1),
+                replay_cpu_s=round(replay_cpu_s, 1),
+                load_avg_1min=os.getloadavg()[0],
+                tokens_per_s=round(prompt_tokens / result.wall_s),
+                us_per_request=round(1e6 * result.wall_s / len(trace), 1),
+                max_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            )
+        )
+    )
     return 0
 
 

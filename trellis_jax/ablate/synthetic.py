@@ -92,8 +92,9 @@ class _Generator:
         self.rng = np.random.default_rng(spec.seed)
         self.tokens = _Tokens(self.rng, spec.vocab_size)
         tenants = [f"t{i}" if spec.num_tenants > 1 else "" for i in range(spec.num_tenants)]
-        self.prefixes = {(ns, k): self.tokens.take(self.length(spec.prefix_len))
-                         for ns in tenants for k in range(spec.num_prefixes)}
+        self.prefixes = {
+            (ns, k): self.tokens.take(self.length(spec.prefix_len)) for ns in tenants for k in range(spec.num_prefixes)
+        }
         weights = 1.0 / np.arange(1, spec.num_prefixes + 1) ** spec.zipf_alpha
         self.popularity = weights / weights.sum() if spec.num_prefixes else None
         self.slots: list[_Session | None] = [None] * spec.concurrent_sessions
@@ -148,7 +149,7 @@ class _Generator:
                 next_burst += spec.burst_every + spec.burst_size
             else:
                 self.session_turn()
-        del self.requests[spec.num_requests:]
+        del self.requests[spec.num_requests :]
         return Trace(self.to_requests(), name=spec.name)
 
     def to_requests(self) -> list[TraceRequest]:

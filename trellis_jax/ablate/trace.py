@@ -103,7 +103,9 @@ def _as_token_array(tokens, what: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer):
         raise TraceError(f"{what}: token ids must be ints, got dtype {array.dtype}")
     if array.min() < 0 or array.max() > _MAX_TOKEN_ID:
-        raise TraceError(f"{what}: token ids must be in [0, {_MAX_TOKEN_ID}], got {int(array.min())}..{int(array.max())}")
+        raise TraceError(
+            f"{what}: token ids must be in [0, {_MAX_TOKEN_ID}], got {int(array.min())}..{int(array.max())}"
+        )
     return array.astype(np.int32, copy=False)
 
 
@@ -120,7 +122,9 @@ class _SyntheticTokens:
         return ids
 
 
-def read_jsonl(path: str | Path, tokenizer=None, shared_namespaces: Iterable[str] = (), name: str | None = None) -> Trace:
+def read_jsonl(
+    path: str | Path, tokenizer=None, shared_namespaces: Iterable[str] = (), name: str | None = None
+) -> Trace:
     """Load a trace file (format in the module docstring); ``tokenizer`` is needed for text fields."""
     path = Path(path)
     synthetic = _SyntheticTokens()
@@ -140,8 +144,13 @@ def _request_from_record(rec: dict, tokenizer, synthetic: _SyntheticTokens, defa
     if not isinstance(rec, dict):
         raise TraceError(f"each line must be a JSON object, got {type(rec).__name__}")
     request_id = str(rec.get("id", default_id))
-    return TraceRequest(request_id, _prompt_tokens(rec, tokenizer), _output_tokens(rec, tokenizer, synthetic),
-                        rec.get("namespace", ""), rec.get("arrival_time"))
+    return TraceRequest(
+        request_id,
+        _prompt_tokens(rec, tokenizer),
+        _output_tokens(rec, tokenizer, synthetic),
+        rec.get("namespace", ""),
+        rec.get("arrival_time"),
+    )
 
 
 def _prompt_tokens(rec: dict, tokenizer) -> list[int]:

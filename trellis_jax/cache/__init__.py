@@ -20,7 +20,20 @@ from trellis_jax.cache.stats import CacheStats
 DEFAULT_PAGE_SIZE = 16
 
 __all__ = [
-    "CacheStats", "DEFAULT_PAGE_SIZE", "EvictionPolicy", "HeapPolicy", "InsertResult", "IntegrityError",
-    "MatchResult", "OutOfPagesError", "PageAllocator", "PartialPage", "RadixCache", "SHARED", "TreeNode", "get_policy",
-    "policy_names", "register_policy",
+    "CacheStats",
+    "DEFAULT_PAGE_SIZE",
+    "EvictionPolicy",
+    "HeapPolicy",
+    "InsertResult",
+    "IntegrityError",
+    "MatchResult",
+    "OutOfPagesError",
+    "PageAllocator",
+    "PartialPage",
+    "RadixCache",
+    "SHARED",
+    "TreeNode",
+    "get_policy",
+    "policy_names",
+    "register_policy",
 ]

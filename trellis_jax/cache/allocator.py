@@ -67,7 +67,7 @@ class PageAllocator:
             raise OutOfPagesError(f"asked for {n} pages, {len(self._free_stack)} free of {self.num_pages - 1}")
         if n == 0:
             return []
-        pages = self._free_stack[:-n - 1:-1]  # top of the stack first
+        pages = self._free_stack[: -n - 1 : -1]  # top of the stack first
         del self._free_stack[-n:]
         for page in pages:
             self._state[page] = _ALLOCATED

@@ -44,9 +44,13 @@ def _check_nodes(cache, root: TreeNode, ps: int) -> list[int]:
         should_be = node.lock_ref == 0 and not node.children
         leaves += should_be
         _require(is_candidate == should_be, f"policy candidacy {is_candidate}, expected {should_be}: {node!r}")
-    _require(cache._policy.num_candidates == leaves,
-             f"policy holds {cache._policy.num_candidates} candidates, tree has {leaves} unlocked leaves")
-    _require(evictable == cache.num_evictable_pages, f"evictable: counter {cache.num_evictable_pages}, tree {evictable}")
+    _require(
+        cache._policy.num_candidates == leaves,
+        f"policy holds {cache._policy.num_candidates} candidates, tree has {leaves} unlocked leaves",
+    )
+    _require(
+        evictable == cache.num_evictable_pages, f"evictable: counter {cache.num_evictable_pages}, tree {evictable}"
+    )
     _require(locked == cache.num_locked_pages, f"locked: counter {cache.num_locked_pages}, tree {locked}")
     return tree_pages
 
@@ -73,13 +77,17 @@ def _check_pages(cache, tree_pages: list[int]) -> None:
     _require(0 not in free and 0 not in tree_pages, "page 0 (the padding sink) was handed out")
     _require(len(set(free)) == len(free), "a page is on the free list twice")
     _require(len(set(tree_pages)) == len(tree_pages), "a page is owned by two tree nodes")
-    _require(not set(free) & set(tree_pages), f"pages both free and in the tree: {sorted(set(free) & set(tree_pages))[:8]}")
+    _require(
+        not set(free) & set(tree_pages), f"pages both free and in the tree: {sorted(set(free) & set(tree_pages))[:8]}"
+    )
     _require(all(allocator.is_allocated(p) for p in tree_pages), "a tree page is not allocated")
     mapped = [page for page, node in enumerate(cache._page_node) if node is not None]
     _require(sorted(mapped) == sorted(tree_pages), "page->node map disagrees with the tree's pages")
     _require(all(page in cache._page_node[page].pages for page in tree_pages), "page->node map points elsewhere")
     total = cache.num_free_pages + cache.num_evictable_pages + cache.num_locked_pages + cache.num_private_pages
     _require(cache.num_private_pages >= 0, f"negative private page count {cache.num_private_pages}")
-    _require(total == cache.num_pages - 1,
-             f"free {cache.num_free_pages} + evictable {cache.num_evictable_pages} + locked {cache.num_locked_pages}"
-             f" + private {cache.num_private_pages} = {total} != num_pages - 1 = {cache.num_pages - 1}")
+    _require(
+        total == cache.num_pages - 1,
+        f"free {cache.num_free_pages} + evictable {cache.num_evictable_pages} + locked {cache.num_locked_pages}"
+        f" + private {cache.num_private_pages} = {total} != num_pages - 1 = {cache.num_pages - 1}",
+    )

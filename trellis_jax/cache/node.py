@@ -24,8 +24,19 @@ SHARED = _SharedOwner()
 
 class TreeNode:
     __slots__ = (
-        "key", "pages", "owner", "parent", "children", "depth", "lock_ref", "alive",
-        "last_access", "access_count", "created", "priority", "policy_value",
+        "key",
+        "pages",
+        "owner",
+        "parent",
+        "children",
+        "depth",
+        "lock_ref",
+        "alive",
+        "last_access",
+        "access_count",
+        "created",
+        "priority",
+        "policy_value",
     )
 
     def __init__(self, key: tuple[int, ...], pages: list[int], owner, parent: TreeNode | None, tick: int) -> None:
@@ -57,5 +68,7 @@ class TreeNode:
 
     def __repr__(self) -> str:
         head = self.key[:4]
-        return (f"TreeNode(owner={self.owner!r}, tokens={len(self.key)}, head={head}, pages={self.pages[:4]}"
-                f"{'...' if len(self.pages) > 4 else ''}, depth={self.depth}, lock_ref={self.lock_ref})")
+        return (
+            f"TreeNode(owner={self.owner!r}, tokens={len(self.key)}, head={head}, pages={self.pages[:4]}"
+            f"{'...' if len(self.pages) > 4 else ''}, depth={self.depth}, lock_ref={self.lock_ref})"
+        )

@@ -121,8 +121,14 @@ class RadixCache:
     ``enabled=False``: the ``--disable-radix-cache`` mode (nothing is ever cached).
     """
 
-    def __init__(self, num_pages: int, page_size: int, policy: str | EvictionPolicy = "lru",
-                 shared_namespaces: frozenset[str] = frozenset(), enabled: bool = True) -> None:
+    def __init__(
+        self,
+        num_pages: int,
+        page_size: int,
+        policy: str | EvictionPolicy = "lru",
+        shared_namespaces: frozenset[str] = frozenset(),
+        enabled: bool = True,
+    ) -> None:
         if not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
         if isinstance(shared_namespaces, str) or not all(isinstance(ns, str) for ns in shared_namespaces):
@@ -143,9 +149,11 @@ class RadixCache:
         self._counters = Counters()
 
     def __repr__(self) -> str:
-        return (f"RadixCache(num_pages={self.num_pages}, page_size={self.page_size}, policy={self._policy.name!r}, "
-                f"enabled={self.enabled}, free={self.num_free_pages}, evictable={self._evictable}, "
-                f"locked={self._locked}, private={self.num_private_pages})")
+        return (
+            f"RadixCache(num_pages={self.num_pages}, page_size={self.page_size}, policy={self._policy.name!r}, "
+            f"enabled={self.enabled}, free={self.num_free_pages}, evictable={self._evictable}, "
+            f"locked={self._locked}, private={self.num_private_pages})"
+        )
 
     # ---- counts -------------------------------------------------------------------------------
     @property
@@ -185,7 +193,9 @@ class RadixCache:
             self._counters.miss_tokens += len(tokens)
             return MatchResult(0, [], self._root)
         self._tick += 1
-        node, pages_in_node, matched = longest_match(self._root, key, owner, self.page_size, bool(self.shared_namespaces))
+        node, pages_in_node, matched = longest_match(
+            self._root, key, owner, self.page_size, bool(self.shared_namespaces)
+        )
         if pages_in_node < len(node.pages):
             node = self._split(node, pages_in_node)
         self._counters.hit_tokens += matched
@@ -208,7 +218,7 @@ class RadixCache:
         if handle is not self._root:
             self._check_alive(handle)
         depth = handle.depth
-        want = tuple(tokens[depth:depth + self.page_size])
+        want = tuple(tokens[depth : depth + self.page_size])
         found = best_partial_child(handle, want, self._owner(namespace), self.page_size, bool(self.shared_namespaces))
         if found is None:
             return None
@@ -261,8 +271,9 @@ class RadixCache:
             node = node.parent
 
     # ---- insert -------------------------------------------------------------------------------
-    def insert(self, tokens: Sequence[int], page_ids: Sequence[int], namespace: str = "",
-               priority: int | None = None) -> InsertResult:
+    def insert(
+        self, tokens: Sequence[int], page_ids: Sequence[int], namespace: str = "", priority: int | None = None
+    ) -> InsertResult:
         """Add whole pages under ``namespace``; frees the caller's duplicates; returns canonical pages."""
         owner = self._owner(namespace)
         key, page_ids = insert_args(tokens, page_ids, self.page_size)
@@ -276,8 +287,11 @@ class RadixCache:
         canonical = path_pages(node, pages_in_node)
         duplicates = []
         if page_ids[:present] != canonical:  # usual case: the caller passed the pages match gave it
-            duplicates = [mine for i, (mine, tree) in enumerate(zip(page_ids, canonical))
-                          if mine != tree and not is_alternate_copy(self._page_node, mine, i, key, owner, ps)]
+            duplicates = [
+                mine
+                for i, (mine, tree) in enumerate(zip(page_ids, canonical))
+                if mine != tree and not is_alternate_copy(self._page_node, mine, i, key, owner, ps)
+            ]
         self._check_private(duplicates + page_ids[present:])
         if pages_in_node < len(node.pages):
             node = self._split(node, pages_in_node)
@@ -298,7 +312,7 @@ class RadixCache:
         leaf = TreeNode(key, pages, owner, parent, self._tick)
         leaf.access_count = 1  # its creation counts as the first use (LFU/SLRU start new nodes at 1)
         leaf.priority = priority if priority is not None else 0
-        parent.children[(owner, key[:self.page_size])] = leaf
+        parent.children[(owner, key[: self.page_size])] = leaf
         for page in pages:
             self._page_node[page] = leaf
         self._evictable += len(pages)
@@ -316,7 +330,8 @@ class RadixCache:
         if short > self._evictable:
             raise OutOfPagesError(
                 f"cannot allocate {n} pages: {self.allocator.num_free} free, {self._evictable} evictable, "
-                f"{self._locked} locked, {self.num_private_pages} private (pool of {self.num_pages - 1})")
+                f"{self._locked} locked, {self.num_private_pages} private (pool of {self.num_pages - 1})"
+            )
         if short > 0:
             self._evict(short)
         return self.allocator.alloc(n)
@@ -345,8 +360,9 @@ class RadixCache:
         every other namespace keep their pages. Cost O(nodes in the tree): for flushes, not the hot path.
         """
         owns = self._owned_by(namespace)
-        victims = [node for node in iter_nodes(self._root)
-                   if not node.children and node.lock_ref == 0 and owns(node.owner)]
+        victims = [
+            node for node in iter_nodes(self._root) if not node.children and node.lock_ref == 0 and owns(node.owner)
+        ]
         freed = 0
         while victims:
             leaf = victims.pop()
@@ -380,7 +396,7 @@ class RadixCache:
         """Free the last ``take`` pages of an unlocked leaf no longer a policy candidate; the whole leaf
         leaves the tree when that is all of them."""
         self._policy.on_evict(leaf, take)
-        pages = leaf.pages[len(leaf.pages) - take:]
+        pages = leaf.pages[len(leaf.pages) - take :]
         if take < len(leaf.pages):
             self._trim_leaf(leaf, take)
         else:
@@ -392,14 +408,14 @@ class RadixCache:
         return take
 
     def _trim_leaf(self, leaf: TreeNode, num_pages: int) -> None:
-        del leaf.pages[len(leaf.pages) - num_pages:]
-        leaf.key = leaf.key[:len(leaf.pages) * self.page_size]
+        del leaf.pages[len(leaf.pages) - num_pages :]
+        leaf.key = leaf.key[: len(leaf.pages) * self.page_size]
         leaf.depth = leaf.parent.depth + len(leaf.key)
         self._policy.add_candidate(leaf)
 
     def _remove_leaf(self, leaf: TreeNode) -> None:
         parent = leaf.parent
-        del parent.children[(leaf.owner, leaf.key[:self.page_size])]
+        del parent.children[(leaf.owner, leaf.key[: self.page_size])]
         leaf.alive = False
         leaf.parent = None
         if parent is not self._root and not parent.children and parent.lock_ref == 0:
@@ -442,12 +458,20 @@ class RadixCache:
     def stats(self) -> CacheStats:
         c = self._counters
         return CacheStats(
-            hit_tokens=c.hit_tokens, miss_tokens=c.miss_tokens, match_calls=c.match_calls,
-            inserted_pages=c.inserted_pages, duplicate_pages_freed=c.duplicate_pages_freed,
-            evicted_pages=c.evicted_pages, resident_pages=self._evictable + self._locked,
-            evictable_pages=self._evictable, locked_pages=self._locked, private_pages=self.num_private_pages,
-            free_pages=self.num_free_pages, locked_logical_tokens=self._logical_locked_tokens,
-            page_size=self.page_size)
+            hit_tokens=c.hit_tokens,
+            miss_tokens=c.miss_tokens,
+            match_calls=c.match_calls,
+            inserted_pages=c.inserted_pages,
+            duplicate_pages_freed=c.duplicate_pages_freed,
+            evicted_pages=c.evicted_pages,
+            resident_pages=self._evictable + self._locked,
+            evictable_pages=self._evictable,
+            locked_pages=self._locked,
+            private_pages=self.num_private_pages,
+            free_pages=self.num_free_pages,
+            locked_logical_tokens=self._logical_locked_tokens,
+            page_size=self.page_size,
+        )
 
     def reset_stats(self) -> None:
         """Zero the cumulative counters (gauges are always current)."""

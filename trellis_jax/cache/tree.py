@@ -24,13 +24,13 @@ MatchPoint = tuple[TreeNode, int, int]
 def common_pages(node_key: tuple, key: tuple, pos: int, page_size: int) -> int:
     """Whole pages of ``node_key`` equal to ``key[pos:]``, given that the first page already matched."""
     n = len(node_key)
-    if key[pos:pos + n] == node_key:
+    if key[pos : pos + n] == node_key:
         return n // page_size
     lo, hi = 1, min(n, len(key) - pos) // page_size
     # Binary search on slice equality: O(log pages) comparisons, each one done at C speed.
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if key[pos:pos + mid * page_size] == node_key[:mid * page_size]:
+        if key[pos : pos + mid * page_size] == node_key[: mid * page_size]:
             lo = mid
         else:
             hi = mid - 1
@@ -40,7 +40,7 @@ def common_pages(node_key: tuple, key: tuple, pos: int, page_size: int) -> int:
 def walk_owner(node: TreeNode, key: tuple, pos: int, owner, page_size: int) -> MatchPoint:
     """Follow children of one owner from ``node`` (fully matched up to ``pos``) as far as ``key`` goes."""
     while pos < len(key):
-        child = node.children.get((owner, key[pos:pos + page_size]))
+        child = node.children.get((owner, key[pos : pos + page_size]))
         if child is None:
             break
         n = common_pages(child.key, key, pos, page_size)
@@ -58,7 +58,7 @@ def longest_match(root: TreeNode, key: tuple, owner, page_size: int, has_shared:
     best = walk_owner(root, key, 0, owner, page_size)
     node, pos = root, 0
     while pos < len(key):
-        child = node.children.get((SHARED, key[pos:pos + page_size]))
+        child = node.children.get((SHARED, key[pos : pos + page_size]))
         if child is None:
             break
         n = common_pages(child.key, key, pos, page_size)
@@ -68,7 +68,7 @@ def longest_match(root: TreeNode, key: tuple, owner, page_size: int, has_shared:
         if n < len(child.pages):
             break
         node = child
-        if pos < len(key) and (owner, key[pos:pos + page_size]) in node.children:
+        if pos < len(key) and (owner, key[pos : pos + page_size]) in node.children:
             branch = walk_owner(node, key, pos, owner, page_size)
             if branch[2] > best[2]:
                 best = branch

@@ -36,8 +36,9 @@ def check_private(allocator: PageAllocator, page_node: list[TreeNode | None], pa
     raise ValueError(f"page {bad!r} is not a private page (allocated, outside the tree)")
 
 
-def is_alternate_copy(page_node: list[TreeNode | None], page: int, index: int, key: tuple, owner,
-                      page_size: int) -> bool:
+def is_alternate_copy(
+    page_node: list[TreeNode | None], page: int, index: int, key: tuple, owner, page_size: int
+) -> bool:
     """True if ``page`` is a tree page holding ``key``'s page ``index`` on another visible path.
 
     A private prefix can coexist with a shared copy inserted later; a request locked on the private
@@ -49,5 +50,5 @@ def is_alternate_copy(page_node: list[TreeNode | None], page: int, index: int, k
         return False
     offset = node.pages.index(page)
     end = node.depth - (len(node.pages) - 1 - offset) * page_size
-    same_tokens = node.key[offset * page_size:(offset + 1) * page_size] == key[end - page_size:end]
+    same_tokens = node.key[offset * page_size : (offset + 1) * page_size] == key[end - page_size : end]
     return end == (index + 1) * page_size and same_tokens

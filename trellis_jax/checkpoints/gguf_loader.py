@@ -25,9 +25,12 @@ GGUF_TO_HF = {
 }
 GGUF_LAYER_TO_HF = {
     "attn_norm.weight": "input_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
-    "attn_k.weight": "self_attn.k_proj.weight", "attn_k.bias": "self_attn.k_proj.bias",
-    "attn_v.weight": "self_attn.v_proj.weight", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_v.bias": "self_attn.v_proj.bias",
     "attn_output.weight": "self_attn.o_proj.weight",
     "ffn_norm.weight": "post_attention_layernorm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
@@ -57,8 +60,9 @@ def _check_tensor_extents(reader, path):
     # A truncated file can still parse its header; its tensor views then come out short.
     for tensor in reader.tensors:
         if tensor.data.nbytes != tensor.n_bytes:
-            raise CheckpointError(path, f"truncated file: tensor {tensor.name!r} has {tensor.data.nbytes} of "
-                                        f"{tensor.n_bytes} bytes")
+            raise CheckpointError(
+                path, f"truncated file: tensor {tensor.name!r} has {tensor.data.nbytes} of {tensor.n_bytes} bytes"
+            )
 
 
 def scalar_metadata(reader) -> dict:
@@ -82,8 +86,11 @@ def load_gguf_weights(path, dtype: str = "float32", *, reader=None):
     freq_factors = tensors.get("rope_freqs.weight")
     try:
         config = ModelConfig.from_gguf_metadata(
-            meta, tied="output.weight" not in tensors, dtype=dtype,
-            rope_freq_factors=None if freq_factors is None else tuple(_dequantize(freq_factors, path).ravel()))
+            meta,
+            tied="output.weight" not in tensors,
+            dtype=dtype,
+            rope_freq_factors=None if freq_factors is None else tuple(_dequantize(freq_factors, path).ravel()),
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(path, f"bad model metadata: {exc}") from exc
     by_hf_name = {_hf_name(name): t for name, t in tensors.items()}
@@ -125,8 +132,9 @@ def _dequantize(tensor, path) -> np.ndarray:
     try:
         array = quants.dequantize(tensor.data, tensor.tensor_type)
     except NotImplementedError as exc:
-        raise CheckpointError(path, f"tensor {tensor.name!r}: unsupported quant type "
-                                    f"{tensor.tensor_type.name}") from exc
+        raise CheckpointError(
+            path, f"tensor {tensor.name!r}: unsupported quant type {tensor.tensor_type.name}"
+        ) from exc
     shape = tuple(int(d) for d in reversed(tensor.shape))
     return np.asarray(array, np.float32).reshape(shape)
 
@@ -135,5 +143,4 @@ def unpermute_rope_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
     """Inverse of llama.cpp's convert permute: rows (head, pair, 2) -> (head, 2, pair) per head."""
     out_dim = weight.shape[0]
     head_dim = out_dim // num_heads
-    return (weight.reshape(num_heads, head_dim // 2, 2, *weight.shape[1:])
-            .swapaxes(1, 2).reshape(weight.shape))
+    return weight.reshape(num_heads, head_dim // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)

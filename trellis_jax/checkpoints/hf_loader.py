@@ -57,8 +57,11 @@ def load_hf_weights(directory, dtype: str = "float32"):
             raise CheckpointError(shard, f"cannot read tensor {name!r} (truncated or corrupt?): {exc}") from exc
 
     # Report a missing tensor against the file(s) that should have held it.
-    source = os.path.join(directory, INDEX_FILE) if os.path.exists(os.path.join(directory, INDEX_FILE)) \
+    source = (
+        os.path.join(directory, INDEX_FILE)
+        if os.path.exists(os.path.join(directory, INDEX_FILE))
         else ", ".join(sorted(set(shard_of.values())))
+    )
     return config, assemble_params(fetch, config, source)
 
 

@@ -72,6 +72,8 @@ class _TensorReader:
         if tensor is None:
             raise CheckpointError(self.source, f"missing tensor {self.display_name(name)!r}")
         if tuple(tensor.shape) != tuple(shape):
-            raise CheckpointError(self.source, f"tensor {self.display_name(name)!r} has shape "
-                                               f"{tuple(tensor.shape)}, expected {tuple(shape)}")
+            raise CheckpointError(
+                self.source,
+                f"tensor {self.display_name(name)!r} has shape {tuple(tensor.shape)}, expected {tuple(shape)}",
+            )
         return tensor

@@ -53,11 +53,13 @@ def _load_directory(path: str, dtype: str | None) -> LoadedModel:
     if is_orbax_dir(path):
         return load_orbax(path, dtype)
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise CheckpointError(path, "not a model directory: no config.json (Hugging Face) and no "
-                                    "trellis_model.json (orbax checkpoint)")
+        raise CheckpointError(
+            path, "not a model directory: no config.json (Hugging Face) and no trellis_model.json (orbax checkpoint)"
+        )
     config, params = load_hf_weights(path, dtype or "float32")
     tokenizer = None
     if os.path.isfile(os.path.join(path, HF_TOKENIZER_FILE)):
         from trellis_jax.tokenizer import Tokenizer
+
         tokenizer = Tokenizer.from_hf_dir(path)
     return LoadedModel(config, params, tokenizer, os.path.abspath(path))

@@ -63,8 +63,11 @@ def load_orbax(directory, dtype: str | None = None) -> LoadedModel:
         raise CheckpointError(directory, f"unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     config = _config_from_dict(meta["config"], os.path.join(directory, MARKER))
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, config.dtype, sharding=sharding),
-                          param_shapes(config), is_leaf=lambda x: isinstance(x, tuple))
+    target = jax.tree.map(
+        lambda shape: jax.ShapeDtypeStruct(shape, config.dtype, sharding=sharding),
+        param_shapes(config),
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
     try:
         params = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "params"), target)
     except Exception as exc:
@@ -76,6 +79,7 @@ def load_orbax(directory, dtype: str | None = None) -> LoadedModel:
     tokenizer = None
     if os.path.isdir(tokenizer_dir):
         from trellis_jax.tokenizer import Tokenizer
+
         tokenizer = Tokenizer.from_hf_dir(tokenizer_dir)
     return LoadedModel(config, params, tokenizer, os.path.abspath(directory))
 

@@ -35,6 +35,18 @@ from trellis_jax.field_ranges import FieldRangeError
 from trellis_jax.scheduler import RequestRejected
 
 __all__ = [
-    "AsyncEngine", "CompletionOutput", "Engine", "EngineConfig", "EngineShutDown", "FINISH_REASONS", "FieldRangeError",
-    "LLM", "OutputDelta", "RequestFailed", "RequestOutput", "RequestRejected", "SamplingParams", "TokenLogprob",
+    "AsyncEngine",
+    "CompletionOutput",
+    "Engine",
+    "EngineConfig",
+    "EngineShutDown",
+    "FINISH_REASONS",
+    "FieldRangeError",
+    "LLM",
+    "OutputDelta",
+    "RequestFailed",
+    "RequestOutput",
+    "RequestRejected",
+    "SamplingParams",
+    "TokenLogprob",
 ]

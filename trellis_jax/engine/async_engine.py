@@ -75,8 +75,14 @@ class AsyncEngine:
         return cls(engine, tokenizer, check_integrity_when_idle=config.check_integrity_when_idle)
 
     # ---- caller side (any thread / the event loop) -------------------------------------------------
-    async def generate(self, prompt: Prompt, sampling: SamplingParams | None = None, request_id: str | None = None,
-                       namespace: str = "", priority: int = 0) -> AsyncIterator[OutputDelta]:
+    async def generate(
+        self,
+        prompt: Prompt,
+        sampling: SamplingParams | None = None,
+        request_id: str | None = None,
+        namespace: str = "",
+        priority: int = 0,
+    ) -> AsyncIterator[OutputDelta]:
         sampling = sampling or SamplingParams()
         request_id = request_id or uuid.uuid4().hex
         token_ids = to_token_ids(prompt, self.tokenizer)

@@ -119,14 +119,18 @@ def _prompt_of(body: dict, request_id: RequestId) -> str | list[dict]:
             raise BadLine('"prompt" must be a non-empty string', request_id)
         return body["prompt"]
     messages = body["messages"]
-    if (not isinstance(messages, list) or not messages
-            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in messages)):
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in messages)
+    ):
         raise BadLine('"messages" must be a non-empty list of {"role", "content"} objects', request_id)
     return messages
 
 
-def read_items(path: str, default_sampling: SamplingParams, *,
-               max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[BatchItem | LineError]:
+def read_items(
+    path: str, default_sampling: SamplingParams, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[BatchItem | LineError]:
     """A BatchItem per good line and a LineError per bad one; blank lines are skipped. Never raises for
     what a line holds: one line cannot stop the others."""
     for number, raw, digest in _raw_lines(path, max_line_bytes):
@@ -136,8 +140,9 @@ def read_items(path: str, default_sampling: SamplingParams, *,
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            yield LineError(number, None, f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1})",
-                            digest)
+            yield LineError(
+                number, None, f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1})", digest
+            )
             continue
         if not text.strip():
             continue
@@ -179,7 +184,7 @@ def read_done(path: str) -> DoneInOutput:
     with open(path, "rb") as f:
         data = f.read()
     if data and not data.endswith(b"\n"):
-        data = data[:data.rfind(b"\n") + 1]
+        data = data[: data.rfind(b"\n") + 1]
         with open(path, "wb") as f:
             f.write(data)
     for line in data.decode("utf-8", errors="replace").splitlines():
@@ -196,13 +201,18 @@ def read_done(path: str) -> DoneInOutput:
 
 def result_line(output: RequestOutput, request_id: RequestId) -> str:
     record = {
-        "id": request_id, "text": output.text, "token_ids": output.token_ids,
-        "prompt_tokens": output.num_prompt_tokens, "cached_tokens": output.num_cached_tokens,
+        "id": request_id,
+        "text": output.text,
+        "token_ids": output.token_ids,
+        "prompt_tokens": output.num_prompt_tokens,
+        "cached_tokens": output.num_cached_tokens,
         "finish_reason": output.finish_reason,
     }
     if len(output.outputs) > 1:
-        record["choices"] = [{"index": c.index, "text": c.text, "token_ids": c.token_ids,
-                              "finish_reason": c.finish_reason} for c in output.outputs]
+        record["choices"] = [
+            {"index": c.index, "text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason}
+            for c in output.outputs
+        ]
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 

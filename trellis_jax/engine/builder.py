@@ -37,23 +37,38 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
     if loaded.tokenizer is None:
         raise ValueError(f"model {loaded.source} has no tokenizer; the engine needs one")
     runner = runner or make_runner(config, loaded)
-    cache = RadixCache(runner.num_pages, config.page_size, policy=config.eviction_policy,
-                       shared_namespaces=frozenset(config.shared_namespaces), enabled=not config.disable_radix_cache)
-    scheduler = Scheduler(SchedulerConfig(
-        page_size=config.page_size, max_num_seqs=min(config.max_num_seqs, runner.max_num_seqs),
-        max_num_batched_tokens=min(config.max_num_batched_tokens, runner.max_num_tokens),
-        max_model_len=runner.max_context_len, schedule_policy=config.schedule_policy,
-        enable_prefix_cache=not config.disable_radix_cache,
-        prefill_saturation_tokens=config.prefill_saturation_tokens,
-        num_lookup_tokens=config.num_lookup_tokens, lookup_max_step_tokens=config.lookup_max_step_tokens), cache)
+    cache = RadixCache(
+        runner.num_pages,
+        config.page_size,
+        policy=config.eviction_policy,
+        shared_namespaces=frozenset(config.shared_namespaces),
+        enabled=not config.disable_radix_cache,
+    )
+    scheduler = Scheduler(
+        SchedulerConfig(
+            page_size=config.page_size,
+            max_num_seqs=min(config.max_num_seqs, runner.max_num_seqs),
+            max_num_batched_tokens=min(config.max_num_batched_tokens, runner.max_num_tokens),
+            max_model_len=runner.max_context_len,
+            schedule_policy=config.schedule_policy,
+            enable_prefix_cache=not config.disable_radix_cache,
+            prefill_saturation_tokens=config.prefill_saturation_tokens,
+            num_lookup_tokens=config.num_lookup_tokens,
+            lookup_max_step_tokens=config.lookup_max_step_tokens,
+        ),
+        cache,
+    )
     tokenizer = loaded.tokenizer
     if config.chat_template is not None:
         tokenizer = tokenizer.with_chat_template(template, origin=config.chat_template)
     if config.allow_special_tokens_in_content:
         tokenizer = tokenizer.with_special_tokens_in_content(True)
-    engine = Engine(scheduler, runner,
-                    make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
-                    eos_token_ids=tuple(tokenizer.eos_token_ids))
+    engine = Engine(
+        scheduler,
+        runner,
+        make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
+        eos_token_ids=tuple(tokenizer.eos_token_ids),
+    )
     return engine, tokenizer
 
 
@@ -74,12 +89,21 @@ def make_runner(config: EngineConfig, loaded):
     invariant = config.deterministic and _can_be_batch_invariant(config, loaded)
     token_buckets, seq_buckets = _buckets(config, one_bucket=config.deterministic and not invariant)
     runner = Runner(
-        loaded, page_size=config.page_size, num_pages=config.num_pages, kv_memory_bytes=config.kv_memory_bytes,
+        loaded,
+        page_size=config.page_size,
+        num_pages=config.num_pages,
+        kv_memory_bytes=config.kv_memory_bytes,
         kv_memory_fraction=config.kv_memory_fraction,
-        token_buckets=token_buckets, seq_buckets=seq_buckets,
-        max_context_len=max_model_len, attn_impl=config.attn_impl, compile_cache_dir=config.compile_cache_dir,
-        unroll_layers=config.unroll_layers, materialise_head=config.materialise_head, kv_dtype=config.kv_cache_dtype,
-        batch_invariant=invariant)
+        token_buckets=token_buckets,
+        seq_buckets=seq_buckets,
+        max_context_len=max_model_len,
+        attn_impl=config.attn_impl,
+        compile_cache_dir=config.compile_cache_dir,
+        unroll_layers=config.unroll_layers,
+        materialise_head=config.materialise_head,
+        kv_dtype=config.kv_cache_dtype,
+        batch_invariant=invariant,
+    )
     if config.warmup:
         runner.warmup()
     return runner
@@ -88,11 +112,15 @@ def make_runner(config: EngineConfig, loaded):
 def _can_be_batch_invariant(config: EngineConfig, loaded) -> bool:
     from trellis_jax.runner.invariance import batch_invariance_problem
 
-    problem = batch_invariance_problem(loaded.config, loaded.params["embed"].dtype,
-                                       config.kv_cache_dtype or loaded.config.dtype, config.page_size)
+    problem = batch_invariance_problem(
+        loaded.config, loaded.params["embed"].dtype, config.kv_cache_dtype or loaded.config.dtype, config.page_size
+    )
     if problem:
-        logger.warning("deterministic mode without batch-invariant kernels (%s): one compiled bucket instead, so "
-                       "outputs still depend on chunking, cache hits and a row's place in the batch", problem)
+        logger.warning(
+            "deterministic mode without batch-invariant kernels (%s): one compiled bucket instead, so "
+            "outputs still depend on chunking, cache hits and a row's place in the batch",
+            problem,
+        )
     return problem is None
 
 
@@ -102,8 +130,12 @@ def _buckets(config: EngineConfig, one_bucket: bool) -> tuple[tuple[int, ...], t
     tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
     if one_bucket:
         if config.token_buckets or config.seq_buckets:
-            raise ValueError("deterministic mode without batch-invariant kernels compiles one bucket; do not also "
-                             "give token_buckets/seq_buckets")
+            raise ValueError(
+                "deterministic mode without batch-invariant kernels compiles one bucket; do not also "
+                "give token_buckets/seq_buckets"
+            )
         return (tokens,), (seqs,)
-    return (config.token_buckets or prefill_friendly(min(8, tokens), tokens),
-            config.seq_buckets or powers_of_two(1, seqs))
+    return (
+        config.token_buckets or prefill_friendly(min(8, tokens), tokens),
+        config.seq_buckets or powers_of_two(1, seqs),
+    )

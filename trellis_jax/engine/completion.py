@@ -79,15 +79,20 @@ class CompletionState:
         out = self.output
         text_end = len(self._text) if self.finished else len(self._text) - self._held_back()
         text_end = max(text_end, self._emitted_text)
-        new_tokens = out.token_ids[self._emitted_tokens:]
+        new_tokens = out.token_ids[self._emitted_tokens :]
         if not new_tokens and text_end == self._emitted_text and (self._final_sent or not self.finished):
             return None
         self._final_sent = self.finished
         delta = OutputDelta(
-            request_id=request_id, index=out.index, text=self._text[self._emitted_text:text_end],
+            request_id=request_id,
+            index=out.index,
+            text=self._text[self._emitted_text : text_end],
             token_ids=new_tokens,
-            logprobs=out.logprobs[self._emitted_tokens:] if out.logprobs is not None else None,
-            finish_reason=out.finish_reason, num_prompt_tokens=num_prompt_tokens,
-            num_cached_tokens=out.num_cached_tokens, num_output_tokens=len(out.token_ids))
+            logprobs=out.logprobs[self._emitted_tokens :] if out.logprobs is not None else None,
+            finish_reason=out.finish_reason,
+            num_prompt_tokens=num_prompt_tokens,
+            num_cached_tokens=out.num_cached_tokens,
+            num_output_tokens=len(out.token_ids),
+        )
         self._emitted_text, self._emitted_tokens = text_end, len(out.token_ids)
         return delta

@@ -82,8 +82,9 @@ class EngineConfig:
         check_int(self, "prefill_saturation_tokens", minimum=1, optional=True)
         check_int(self, "num_lookup_tokens", minimum=0)
         if self.max_num_seqs > self.max_num_batched_tokens:
-            raise ValueError(f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
-                             f"({self.max_num_batched_tokens})")
+            raise ValueError(
+                f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens ({self.max_num_batched_tokens})"
+            )
         get_policy(self.eviction_policy)  # ValueError naming the registered policies
         if self.schedule_policy not in SCHEDULE_POLICIES:
             raise ValueError(f"unknown schedule_policy {self.schedule_policy!r}; choose from {SCHEDULE_POLICIES}")

@@ -38,8 +38,10 @@ class RequestFailed(ValueError):
     """A request's share of a step could not be packed (its values); it alone was aborted."""
 
     def __init__(self, request_id: str, cause: Exception) -> None:
-        super().__init__(f"request {request_id!r} could not run and was aborted ({type(cause).__name__}: {cause}); "
-                         "no other request was affected")
+        super().__init__(
+            f"request {request_id!r} could not run and was aborted ({type(cause).__name__}: {cause}); "
+            "no other request was affected"
+        )
         self.request_id, self.cause = request_id, cause
 
 
@@ -59,8 +61,14 @@ class _RequestState:
 
 
 class Engine:
-    def __init__(self, scheduler: Scheduler, runner, *, make_detokenizer: Callable[[bool], object],
-                 eos_token_ids: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        runner,
+        *,
+        make_detokenizer: Callable[[bool], object],
+        eos_token_ids: tuple[int, ...] = (),
+    ) -> None:
         """make_detokenizer(skip_special_tokens) -> an object with push(token_id) -> str and flush() -> str."""
         self.scheduler = scheduler
         self.runner = runner
@@ -74,21 +82,38 @@ class Engine:
         self.num_steps = 0
         self._kv_generation_after_last_run: int | None = None  # None: this engine has not run the runner yet
 
-    def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams, *,
-                    namespace: str = "", priority: int = 0) -> None:
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: SamplingParams,
+        *,
+        namespace: str = "",
+        priority: int = 0,
+    ) -> None:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
         check_field("priority", priority)
         stop_ids = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(self.eos_token_ids))
-        completions = [CompletionState(i, self._make_detokenizer(sampling.skip_special_tokens), sampling.stop,
-                                       sampling.logprobs is not None) for i in range(sampling.n)]
+        completions = [
+            CompletionState(
+                i, self._make_detokenizer(sampling.skip_special_tokens), sampling.stop, sampling.logprobs is not None
+            )
+            for i in range(sampling.n)
+        ]
         state = _RequestState(request_id, list(prompt_token_ids), sampling, completions)
         seq_ids = self._sequence_ids(request_id, sampling.n)
         try:
             for index, seq_id in enumerate(seq_ids):
-                self.scheduler.add_request(seq_id, state.prompt, sampling.to_arrays(index),
-                                           max_tokens=sampling.max_tokens, stop_token_ids=stop_ids,
-                                           namespace=namespace, priority=priority)
+                self.scheduler.add_request(
+                    seq_id,
+                    state.prompt,
+                    sampling.to_arrays(index),
+                    max_tokens=sampling.max_tokens,
+                    stop_token_ids=stop_ids,
+                    namespace=namespace,
+                    priority=priority,
+                )
                 self._sequences[seq_id] = (state, index)
         except ValueError:
             for seq_id in seq_ids:
@@ -167,9 +192,11 @@ class Engine:
         engine still holds pages (each run() bumps kv_generation by one)."""
         rewritten = self._kv_generation_after_last_run not in (None, self.runner.kv_generation)
         if rewritten and self._holds_kv():
-            raise RuntimeError("another engine has run steps on this engine's runner since its last step, "
-                               "overwriting KV pages this engine's cache or running requests hold; build a new "
-                               "engine over the runner (trellis_jax.engine.builder.build_engine) instead")
+            raise RuntimeError(
+                "another engine has run steps on this engine's runner since its last step, "
+                "overwriting KV pages this engine's cache or running requests hold; build a new "
+                "engine over the runner (trellis_jax.engine.builder.build_engine) instead"
+            )
 
     def _run(self, plan):
         """(the plan that ran, its outputs): a failure isolation retry runs the runner more than once, so the

@@ -44,38 +44,66 @@ def _eviction_policy(name: str) -> str:
 _POLICIES = ", ".join(policy_names())
 _FLAGS: dict[str, dict] = {
     "page_size": {"type": int, "help": "tokens per KV page"},
-    "num_pages": {"type": int, "help": "KV pool size in pages (at most one of --num-pages, --kv-memory, "
-                  "--kv-memory-fraction; none: the runner's default size)"},
-    "kv_memory": {"help": "KV pool size, e.g. 512MiB or 2GB (default: room for --max-num-seqs full-length "
-                  "sequences, capped)"},
+    "num_pages": {
+        "type": int,
+        "help": "KV pool size in pages (at most one of --num-pages, --kv-memory, "
+        "--kv-memory-fraction; none: the runner's default size)",
+    },
+    "kv_memory": {
+        "help": "KV pool size, e.g. 512MiB or 2GB (default: room for --max-num-seqs full-length sequences, capped)"
+    },
     "kv_memory_fraction": {"type": float, "help": "KV pool size as a fraction of free device memory"},
     "max_num_seqs": {"type": int, "help": "sequences per step"},
     "max_num_batched_tokens": {"type": int, "help": "tokens per step; longer prompts are prefilled in chunks"},
-    "max_model_len": {"type": int, "help": "prompt + output cap per request (default: the model's context, "
-                      "at most 4096)"},
-    "eviction_policy": {"type": _eviction_policy, "metavar": "POLICY",
-                        "help": f"which cached prefixes go first when the pool is full: {_POLICIES}, "
-                        "or 'package.module:name'"},
+    "max_model_len": {
+        "type": int,
+        "help": "prompt + output cap per request (default: the model's context, at most 4096)",
+    },
+    "eviction_policy": {
+        "type": _eviction_policy,
+        "metavar": "POLICY",
+        "help": f"which cached prefixes go first when the pool is full: {_POLICIES}, or 'package.module:name'",
+    },
     "schedule_policy": {"choices": SCHEDULE_POLICIES, "help": "admission order (lpm: longest cached prefix first)"},
-    "prefill_saturation_tokens": {"type": int, "help": "admit no further prompt into a step that already holds "
-                                  "this many prompt tokens: lower time to first token (CPU: try 64); default: off"},
-    "num_lookup_tokens": {"type": int, "help": "speculative decoding by prompt lookup: greedy requests also verify "
-                          "up to this many tokens guessed from their own context (0: off; try 3)"},
+    "prefill_saturation_tokens": {
+        "type": int,
+        "help": "admit no further prompt into a step that already holds "
+        "this many prompt tokens: lower time to first token (CPU: try 64); default: off",
+    },
+    "num_lookup_tokens": {
+        "type": int,
+        "help": "speculative decoding by prompt lookup: greedy requests also verify "
+        "up to this many tokens guessed from their own context (0: off; try 3)",
+    },
     "lookup_max_step_tokens": {"type": int, "help": "prompt-lookup guesses only join steps of fewer tokens than this"},
     "disable_radix_cache": {"help": "no prefix reuse (for comparisons)"},
-    "deterministic": {"help": "batch-invariant greedy outputs: a request's tokens do not depend on what else runs "
-                               "(CPU: native kernels in a fixed order; slower long prefills; elsewhere one compiled shape)"},
-    "token_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled token-count buckets "
-                      "(default: the runner's)"},
-    "seq_buckets": {"type": _ints, "metavar": "N,N,...", "help": "compiled sequence-count buckets "
-                    "(default: powers of two)"},
-    "attn_impl": {"help": "attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
-                  "pallas_interpret (default: the platform's)"},
+    "deterministic": {
+        "help": "batch-invariant greedy outputs: a request's tokens do not depend on what else runs "
+        "(CPU: native kernels in a fixed order; slower long prefills; elsewhere one compiled shape)"
+    },
+    "token_buckets": {
+        "type": _ints,
+        "metavar": "N,N,...",
+        "help": "compiled token-count buckets (default: the runner's)",
+    },
+    "seq_buckets": {
+        "type": _ints,
+        "metavar": "N,N,...",
+        "help": "compiled sequence-count buckets (default: powers of two)",
+    },
+    "attn_impl": {
+        "help": "attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
+        "pallas_interpret (default: the platform's)"
+    },
     "unroll_layers": {"help": "unroll the layer loop: faster steps on GPU, ~8x longer compiles"},
-    "allow_special_tokens_in_content": {"help": "let special-token text in chat messages (<|im_start|>...) act "
-                                        "as control tokens; by default it is plain text"},
-    "chat_template": {"metavar": "FILE", "help": "a Jinja chat template (Hugging Face semantics) used instead of "
-                      "the model's (default: the model's)"},
+    "allow_special_tokens_in_content": {
+        "help": "let special-token text in chat messages (<|im_start|>...) act "
+        "as control tokens; by default it is plain text"
+    },
+    "chat_template": {
+        "metavar": "FILE",
+        "help": "a Jinja chat template (Hugging Face semantics) used instead of the model's (default: the model's)",
+    },
 }
 
 
@@ -90,13 +118,26 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(EngineConfig):
         if field.name not in _SPECIAL and field.name not in NOT_FLAGS:
             _add_field_flag(group, field)
-    group.add_argument("--kv-cache-dtype", default="auto", choices=["auto", *filter(None, KV_CACHE_DTYPES)],
-                       help="dtype of the KV pages (auto: the model's); bfloat16 halves KV memory and decode reads")
-    group.add_argument("--no-materialise-head", dest="materialise_head", action="store_const", const=False,
-                       default=None, help="tied-embedding models: no transposed copy of the embedding as LM head "
-                                          "(saves its memory; the CPU head gets slower)")
-    group.add_argument("--compile-cache-dir", default=default_compile_cache_dir(),
-                       help="keep compiled step programs here so the next start skips compiling (default: %(default)s)")
+    group.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        choices=["auto", *filter(None, KV_CACHE_DTYPES)],
+        help="dtype of the KV pages (auto: the model's); bfloat16 halves KV memory and decode reads",
+    )
+    group.add_argument(
+        "--no-materialise-head",
+        dest="materialise_head",
+        action="store_const",
+        const=False,
+        default=None,
+        help="tied-embedding models: no transposed copy of the embedding as LM head "
+        "(saves its memory; the CPU head gets slower)",
+    )
+    group.add_argument(
+        "--compile-cache-dir",
+        default=default_compile_cache_dir(),
+        help="keep compiled step programs here so the next start skips compiling (default: %(default)s)",
+    )
     group.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
 
 

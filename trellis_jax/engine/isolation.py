@@ -37,8 +37,12 @@ def run_isolated(runner, plan: StepPlan, fail_rows) -> tuple[StepPlan, StepOutpu
             culprits = find_culprits(runner, plan)
             if not culprits:
                 raise
-            logger.warning("step failed (%s: %s); failing only the requests whose rows fail alone: %s",
-                           type(error).__name__, error, sorted(culprits))
+            logger.warning(
+                "step failed (%s: %s); failing only the requests whose rows fail alone: %s",
+                type(error).__name__,
+                error,
+                sorted(culprits),
+            )
             plan = without_rows(plan, fail_rows(culprits))
             if plan.is_empty:
                 return plan, StepOutputs({})
@@ -61,9 +65,12 @@ def find_culprits(runner, plan: StepPlan) -> dict[str, Exception]:
 def without_rows(plan: StepPlan, ended: set[str]) -> StepPlan:
     """`plan` less the rows of the `ended` scheduler ids (their draft rows too) and the page copies into
     their pages (new positions and copies only ever go to a sequence's own private pages)."""
+
     def is_ended(row) -> bool:
         return row.request_id.split(DRAFT_MARK)[0] in ended
 
     their_pages = {page for row in plan.sequences if is_ended(row) for page in row.page_ids}
-    return StepPlan([row for row in plan.sequences if not is_ended(row)],
-                    [(src, dst) for src, dst in plan.page_copies if dst not in their_pages])
+    return StepPlan(
+        [row for row in plan.sequences if not is_ended(row)],
+        [(src, dst) for src, dst in plan.page_copies if dst not in their_pages],
+    )

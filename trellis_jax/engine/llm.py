@@ -34,8 +34,14 @@ class LLM:
         llm.config, llm.engine, llm.tokenizer, llm._ids = None, engine, tokenizer, itertools.count()
         return llm
 
-    def generate(self, prompts, sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,
-                 namespace: str = "", use_tqdm: bool = False) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts,
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        namespace: str = "",
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
         """Generate for one prompt or a list (str, token ids, or chat messages); one output per prompt.
 
         Every prompt is validated and tokenized before any runs: a bad one raises and nothing is queued.

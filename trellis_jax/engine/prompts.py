@@ -20,8 +20,11 @@ def is_chat(prompt) -> bool:
 
 
 def is_token_ids(prompt) -> bool:
-    return isinstance(prompt, list) and bool(prompt) and all(isinstance(t, int) and not isinstance(t, bool)
-                                                              for t in prompt)
+    return (
+        isinstance(prompt, list)
+        and bool(prompt)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
+    )
 
 
 def to_token_ids(prompt: Prompt, tokenizer) -> list[int]:

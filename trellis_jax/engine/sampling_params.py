@@ -80,8 +80,11 @@ class SamplingParams:
         if base_seed is None:
             base_seed = random.randrange(_SEED_RANGE)
         return SamplingArrays(
-            temperature=float(self.temperature), top_k=int(self.top_k), top_p=float(self.top_p),
-            min_p=float(self.min_p), presence_penalty=float(self.presence_penalty),
+            temperature=float(self.temperature),
+            top_k=int(self.top_k),
+            top_p=float(self.top_p),
+            min_p=float(self.min_p),
+            presence_penalty=float(self.presence_penalty),
             frequency_penalty=float(self.frequency_penalty),
             repetition_penalty=float(self.repetition_penalty),
             seed=(int(base_seed) + completion_index) % _SEED_RANGE,
@@ -97,8 +100,20 @@ class SamplingParams:
         are accepted too. `defaults` fill fields the body does not set.
         """
         fields = dict(defaults)
-        for key in ("n", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                    "repetition_penalty", "seed", "stop_token_ids", "ignore_eos", "skip_special_tokens"):
+        for key in (
+            "n",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+            "seed",
+            "stop_token_ids",
+            "ignore_eos",
+            "skip_special_tokens",
+        ):
             if body.get(key) is not None:
                 fields[key] = body[key]
         if body.get("stop") is not None:
@@ -116,16 +131,30 @@ class SamplingParams:
         return cls(**fields)
 
 
-_RANGED_FIELDS = ("n", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                  "repetition_penalty", "seed", "max_tokens", "logprobs")
+_RANGED_FIELDS = (
+    "n",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+    "max_tokens",
+    "logprobs",
+)
 _OPTIONAL_FIELDS = ("seed", "max_tokens", "logprobs")  # None: random seed, up to the context cap, no logprobs
 
 
 def _check_types(fields: dict) -> None:
     """The body's stop field (numbers are checked by SamplingParams against FIELD_RANGES)."""
     stop = fields.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-            isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop)):
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))
+    ):
         raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
 
 

@@ -13,7 +13,18 @@ from trellis_jax.model.params import check_params, init_params, param_shapes
 from trellis_jax.model.rope import RopeScaling
 
 __all__ = [
-    "ModelConfig", "RopeScaling", "KVPages", "StepInputs", "forward", "jit_forward", "init_kv_pages",
-    "kv_pages_bytes", "build_step_inputs", "sequential_page_tables", "init_params", "check_params",
-    "param_shapes", "copy_pages",
+    "ModelConfig",
+    "RopeScaling",
+    "KVPages",
+    "StepInputs",
+    "forward",
+    "jit_forward",
+    "init_kv_pages",
+    "kv_pages_bytes",
+    "build_step_inputs",
+    "sequential_page_tables",
+    "init_params",
+    "check_params",
+    "param_shapes",
+    "copy_pages",
 ]

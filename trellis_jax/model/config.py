@@ -50,9 +50,19 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.architecture not in HF_MODEL_TYPES.values():
-            raise ValueError(f"unknown architecture {self.architecture!r}; known: {sorted(set(HF_MODEL_TYPES.values()))}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads", "head_dim", "max_position_embeddings"):
+            raise ValueError(
+                f"unknown architecture {self.architecture!r}; known: {sorted(set(HF_MODEL_TYPES.values()))}"
+            )
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
@@ -111,8 +121,10 @@ class ModelConfig:
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
         if hf.get("hidden_act", "silu") not in ("silu", "swish") or hf.get("mlp_bias"):
-            raise ValueError(f"only SiLU-gated MLPs without bias are supported (hidden_act="
-                             f"{hf.get('hidden_act')!r}, mlp_bias={hf.get('mlp_bias')!r})")
+            raise ValueError(
+                f"only SiLU-gated MLPs without bias are supported (hidden_act="
+                f"{hf.get('hidden_act')!r}, mlp_bias={hf.get('mlp_bias')!r})"
+            )
         if arch == "qwen2" and hf.get("use_sliding_window"):
             raise ValueError("Qwen2 use_sliding_window (a window on some layers only) is not supported")
         sliding = hf.get("sliding_window") if arch == "mistral" else None
@@ -136,8 +148,14 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_gguf_metadata(cls, meta: Mapping[str, Any], *, tied: bool, dtype: str = "float32",
-                           rope_freq_factors: tuple[float, ...] | None = None) -> ModelConfig:
+    def from_gguf_metadata(
+        cls,
+        meta: Mapping[str, Any],
+        *,
+        tied: bool,
+        dtype: str = "float32",
+        rope_freq_factors: tuple[float, ...] | None = None,
+    ) -> ModelConfig:
         """From GGUF key/values (`{arch}.block_count` etc.). `tied`: the file has no `output.weight`."""
         arch = meta.get("general.architecture")
         if arch not in ("llama", "qwen2"):
@@ -178,8 +196,10 @@ def _hf_architecture(hf: Mapping[str, Any]) -> str:
     model_type = hf.get("model_type")
     if model_type in HF_MODEL_TYPES:
         return HF_MODEL_TYPES[model_type]
-    raise ValueError(f"unknown architecture {hf.get('architectures')!r} (model_type={model_type!r}); "
-                     f"supported: {sorted(HF_ARCHITECTURES)}")
+    raise ValueError(
+        f"unknown architecture {hf.get('architectures')!r} (model_type={model_type!r}); "
+        f"supported: {sorted(HF_ARCHITECTURES)}"
+    )
 
 
 def _hf_rope_params(hf: Mapping[str, Any]) -> Mapping[str, Any] | None:

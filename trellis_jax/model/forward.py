@@ -51,9 +51,11 @@ def _project_qkv(h, lp, config):
     if config.attention_bias:
         q, k, v = q + lp["bq"], k + lp["bk"], v + lp["bv"]
     rows = h.shape[0]
-    return (q.reshape(rows, config.num_heads, config.head_dim),
-            k.reshape(rows, config.num_kv_heads, config.head_dim),
-            v.reshape(rows, config.num_kv_heads, config.head_dim))
+    return (
+        q.reshape(rows, config.num_heads, config.head_dim),
+        k.reshape(rows, config.num_kv_heads, config.head_dim),
+        v.reshape(rows, config.num_kv_heads, config.head_dim),
+    )
 
 
 def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl):
@@ -63,9 +65,18 @@ def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl)
     k = apply_rope(k, batch.positions, inv_freq)
     q = q.astype(lp.dtype)  # write_kv rounds k and v to the pages' dtype itself
     k_pages, v_pages = write_kv(kv.k, kv.v, layer, k, v, batch.slot_mapping)
-    out = ragged_paged_attention(q, k_pages, v_pages, layer, batch.kv_lens, batch.page_table,
-                                 batch.cu_q_lens, batch.num_seqs, sliding_window=config.sliding_window,
-                                 implementation=attn_impl)  # [T, Hq, D]
+    out = ragged_paged_attention(
+        q,
+        k_pages,
+        v_pages,
+        layer,
+        batch.kv_lens,
+        batch.page_table,
+        batch.cu_q_lens,
+        batch.num_seqs,
+        sliding_window=config.sliding_window,
+        implementation=attn_impl,
+    )  # [T, Hq, D]
     return lp.matmul(out.reshape(x.shape[0], config.q_size), "wo", out_dtype=x.dtype), KVPages(k_pages, v_pages)
 
 
@@ -106,8 +117,14 @@ class _LayerParams:
         """h @ the layer's matrix `name`, in out_dtype (default h's dtype; the sums are float32 on CPU)."""
         if name in self.stacked:
             w = self.stacked[name]  # packed: native where it runs, else the reference
-            return layer_matmul(h, w, self.layer, self.rows, implementation=None if is_packed_layout(w) else "native",
-                                out_dtype=out_dtype)
+            return layer_matmul(
+                h,
+                w,
+                self.layer,
+                self.rows,
+                implementation=None if is_packed_layout(w) else "native",
+                out_dtype=out_dtype,
+            )
         return jnp.dot(h, self.sliced[name], preferred_element_type=out_dtype)
 
 
@@ -126,16 +143,28 @@ def validate(params: dict, kv: KVPages, batch: StepInputs, config) -> None:
     check_params(params, config)
     expected = (config.num_layers, config.num_kv_heads, config.head_dim)
     if len(kv) != 2 or kv[0].shape != kv[1].shape or (kv[0].shape[:2] + kv[0].shape[4:]) != expected:
-        raise ValueError(f"KV pages must be [L={expected[0]}, Hkv={expected[1]}, P, S, D={expected[2]}] for this "
-                         f"config, got {[tuple(x.shape) for x in kv]}")
+        raise ValueError(
+            f"KV pages must be [L={expected[0]}, Hkv={expected[1]}, P, S, D={expected[2]}] for this "
+            f"config, got {[tuple(x.shape) for x in kv]}"
+        )
     rows = batch.token_ids.shape
     if batch.positions.shape != rows or batch.slot_mapping.shape != rows:
-        raise ValueError(f"token_ids {rows}, positions {batch.positions.shape} and slot_mapping "
-                         f"{batch.slot_mapping.shape} must have the same shape [T]")
+        raise ValueError(
+            f"token_ids {rows}, positions {batch.positions.shape} and slot_mapping "
+            f"{batch.slot_mapping.shape} must have the same shape [T]"
+        )
 
 
-def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: str | None = None,
-            unroll_layers: bool = False, batch_invariant: bool = False):
+def forward(
+    params: dict,
+    kv: KVPages,
+    batch: StepInputs,
+    *,
+    config,
+    attn_impl: str | None = None,
+    unroll_layers: bool = False,
+    batch_invariant: bool = False,
+):
     """-> (logits [S, vocab] float32, kv). `config`, `attn_impl`, `unroll_layers` and `batch_invariant` are
     static under jit (`batch_invariant`: see the module docstring).
 
@@ -152,29 +181,49 @@ def forward(params: dict, kv: KVPages, batch: StepInputs, *, config, attn_impl: 
     matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
     packed = is_packed_layout(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
     matmul_input = jax.ShapeDtypeStruct(x.shape, dtype)  # what the matmuls are fed (chosen at trace time)
-    native = packed or batch_invariant or (
-        not unroll_layers and choose_matmul(matmul_input, layers[matrices[0]]) == "native")
+    native = (
+        packed
+        or batch_invariant
+        or (not unroll_layers and choose_matmul(matmul_input, layers[matrices[0]]) == "native")
+    )
     stacked = {name: layers[name] for name in matrices} if native else {}
-    sliced = {name: value.astype(jnp.float32) if name in NORMS else value
-              for name, value in layers.items() if name not in stacked}  # norms act on the float32 stream
-    step = functools.partial(_decoder_layer, batch=batch, config=config, inv_freq=inv_freq, attn_impl=attn_impl,
-                             stacked=stacked, rows=batch.cu_q_lens[batch.num_seqs], dtype=dtype)
+    sliced = {
+        name: value.astype(jnp.float32) if name in NORMS else value
+        for name, value in layers.items()
+        if name not in stacked
+    }  # norms act on the float32 stream
+    step = functools.partial(
+        _decoder_layer,
+        batch=batch,
+        config=config,
+        inv_freq=inv_freq,
+        attn_impl=attn_impl,
+        stacked=stacked,
+        rows=batch.cu_q_lens[batch.num_seqs],
+        dtype=dtype,
+    )
     (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
     final_norm = params["final_norm"].astype(jnp.float32)
     last = rms_norm(x[batch.logits_indices], final_norm, config.rms_norm_eps).astype(dtype)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
         head = params["lm_head"]
         native_head = batch_invariant or is_packed_layout(head[None]) or choose_matmul(last, head[None]) == "native"
-        logits = (layer_matmul(last, head[None], 0, batch.num_seqs, out_dtype=jnp.float32) if native_head
-                  else jnp.dot(last, head, preferred_element_type=jnp.float32))
+        logits = (
+            layer_matmul(last, head[None], 0, batch.num_seqs, out_dtype=jnp.float32)
+            if native_head
+            else jnp.dot(last, head, preferred_element_type=jnp.float32)
+        )
     elif batch_invariant:
-        raise ValueError("batch_invariant needs the LM head as a matrix: materialise a tied head first "
-                         "(params.with_materialised_head)")
+        raise ValueError(
+            "batch_invariant needs the LM head as a matrix: materialise a tied head first "
+            "(params.with_materialised_head)"
+        )
     else:
         logits = jnp.dot(last, params["embed"].T, preferred_element_type=jnp.float32)
     return logits.astype(jnp.float32), kv
 
 
 # Jitted entry point: config/attn_impl static (hashable), KV pages donated so the scatter is in place.
-jit_forward = jax.jit(forward, static_argnames=("config", "attn_impl", "unroll_layers", "batch_invariant"),
-                      donate_argnames=("kv",))
+jit_forward = jax.jit(
+    forward, static_argnames=("config", "attn_impl", "unroll_layers", "batch_invariant"), donate_argnames=("kv",)
+)

@@ -40,18 +40,26 @@ def sequential_page_tables(max_lens: Sequence[int], page_size: int) -> list[list
     return tables
 
 
-def build_step_inputs(new_tokens: Sequence[Sequence[int]], cached_lens: Sequence[int],
-                      page_tables: Sequence[Sequence[int]], page_size: int, *,
-                      num_token_rows: int | None = None, num_seq_rows: int | None = None,
-                      pages_per_seq: int | None = None) -> StepInputs:
+def build_step_inputs(
+    new_tokens: Sequence[Sequence[int]],
+    cached_lens: Sequence[int],
+    page_tables: Sequence[Sequence[int]],
+    page_size: int,
+    *,
+    num_token_rows: int | None = None,
+    num_seq_rows: int | None = None,
+    pages_per_seq: int | None = None,
+) -> StepInputs:
     """Pack sequence b's `new_tokens[b]` after its `cached_lens[b]` cached tokens, pages `page_tables[b]`.
 
     The optional sizes pad T, S and P (fixed shapes avoid recompiles); logits are taken at each
     sequence's last new token.
     """
     if not (len(new_tokens) == len(cached_lens) == len(page_tables)) or not new_tokens:
-        raise ValueError(f"need one entry per sequence in new_tokens ({len(new_tokens)}), cached_lens "
-                         f"({len(cached_lens)}) and page_tables ({len(page_tables)}), at least one")
+        raise ValueError(
+            f"need one entry per sequence in new_tokens ({len(new_tokens)}), cached_lens "
+            f"({len(cached_lens)}) and page_tables ({len(page_tables)}), at least one"
+        )
     q_lens = [len(t) for t in new_tokens]
     if min(q_lens) < 1:
         raise ValueError(f"every sequence needs at least one new token, got lengths {q_lens}")
@@ -60,8 +68,10 @@ def build_step_inputs(new_tokens: Sequence[Sequence[int]], cached_lens: Sequence
     num_seq_rows = num_seq_rows or len(new_tokens)
     pages_per_seq = pages_per_seq or max(len(p) for p in page_tables)
     if total > num_token_rows or len(new_tokens) > num_seq_rows or max(len(p) for p in page_tables) > pages_per_seq:
-        raise ValueError(f"batch ({total} tokens, {len(new_tokens)} sequences) does not fit "
-                         f"{num_token_rows} token rows, {num_seq_rows} sequence rows, {pages_per_seq} pages")
+        raise ValueError(
+            f"batch ({total} tokens, {len(new_tokens)} sequences) does not fit "
+            f"{num_token_rows} token rows, {num_seq_rows} sequence rows, {pages_per_seq} pages"
+        )
 
     token_ids = np.zeros(num_token_rows, np.int32)
     positions = np.zeros(num_token_rows, np.int32)
@@ -75,15 +85,31 @@ def build_step_inputs(new_tokens: Sequence[Sequence[int]], cached_lens: Sequence
         end = start + len(tokens)
         seq_positions = np.arange(cached, cached + len(tokens), dtype=np.int32)
         if cached + len(tokens) > len(pages) * page_size:
-            raise ValueError(f"sequence {b}: {cached + len(tokens)} tokens need more than its {len(pages)} pages "
-                             f"of {page_size}")
+            raise ValueError(
+                f"sequence {b}: {cached + len(tokens)} tokens need more than its {len(pages)} pages of {page_size}"
+            )
         token_ids[start:end] = tokens
         positions[start:end] = seq_positions
-        slots[start:end] = np.asarray(pages, np.int32)[seq_positions // page_size] * page_size + seq_positions % page_size
-        page_table[b, :len(pages)] = pages
+        slots[start:end] = (
+            np.asarray(pages, np.int32)[seq_positions // page_size] * page_size + seq_positions % page_size
+        )
+        page_table[b, : len(pages)] = pages
         kv_lens[b] = cached + len(tokens)
         cu_q_lens[b] = start
         logits_indices[b] = end - 1
         start = end
-    return StepInputs(*(jnp.asarray(a) for a in (token_ids, positions, slots, page_table, kv_lens, cu_q_lens,
-                                                 np.int32(len(new_tokens)), logits_indices)))
+    return StepInputs(
+        *(
+            jnp.asarray(a)
+            for a in (
+                token_ids,
+                positions,
+                slots,
+                page_table,
+                kv_lens,
+                cu_q_lens,
+                np.int32(len(new_tokens)),
+                logits_indices,
+            )
+        )
+    )

@@ -32,8 +32,7 @@ class KVPages(NamedTuple):
 def init_kv_pages(config, num_pages: int, page_size: int, dtype: str | None = None) -> KVPages:
     """Zeroed pages for `config` (dtype defaults to the model's). num_pages includes the sink page 0."""
     if num_pages < 2 or page_size < 1:
-        raise ValueError(f"need num_pages >= 2 (page 0 is the sink) and page_size >= 1, "
-                         f"got {num_pages}, {page_size}")
+        raise ValueError(f"need num_pages >= 2 (page 0 is the sink) and page_size >= 1, got {num_pages}, {page_size}")
     shape = (config.num_layers, config.num_kv_heads, num_pages, page_size, config.head_dim)
     zeros = jnp.zeros(shape, jnp.dtype(dtype or config.dtype))
     return KVPages(zeros, jnp.zeros_like(zeros))

@@ -28,10 +28,14 @@ def param_shapes(config) -> dict:
     L, H, I = c.num_layers, c.hidden_size, c.intermediate_size
     layers = {
         "attn_norm": (L, H),
-        "wq": (L, H, c.q_size), "wk": (L, H, c.kv_size), "wv": (L, H, c.kv_size),
+        "wq": (L, H, c.q_size),
+        "wk": (L, H, c.kv_size),
+        "wv": (L, H, c.kv_size),
         "wo": (L, c.q_size, H),
         "mlp_norm": (L, H),
-        "w_gate": (L, H, I), "w_up": (L, H, I), "w_down": (L, I, H),
+        "w_gate": (L, H, I),
+        "w_up": (L, H, I),
+        "w_down": (L, I, H),
     }
     if c.attention_bias:
         layers.update(bq=(L, c.q_size), bk=(L, c.kv_size), bv=(L, c.kv_size))
@@ -90,13 +94,16 @@ def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
     """Random params (normal * scale, norms at 1) for tests and benchmarks without a checkpoint."""
     shapes = param_shapes(config)
     leaves, treedef = jax.tree_util.tree_flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    paths = [jax.tree_util.keystr(p) for p, _ in
-             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]]
+    paths = [
+        jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]
+    ]
     keys = jax.random.split(key, len(leaves))
     dtype = jnp.dtype(config.dtype)
-    arrays = [jnp.ones(shape, dtype) if "norm" in path else
-              (scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
-              for path, shape, k in zip(paths, leaves, keys)]
+    arrays = [
+        jnp.ones(shape, dtype) if "norm" in path else (scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+        for path, shape, k in zip(paths, leaves, keys)
+    ]
     return jax.tree_util.tree_unflatten(treedef, arrays)
 
 

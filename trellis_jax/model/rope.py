@@ -48,15 +48,19 @@ class RopeScaling:
         if kind == "linear":
             return cls("linear", factor=float(params["factor"]))
         if kind == "llama3":
-            return cls("llama3", factor=float(params["factor"]),
-                       low_freq_factor=float(params["low_freq_factor"]),
-                       high_freq_factor=float(params["high_freq_factor"]),
-                       original_max_position_embeddings=int(params["original_max_position_embeddings"]))
+            return cls(
+                "llama3",
+                factor=float(params["factor"]),
+                low_freq_factor=float(params["low_freq_factor"]),
+                high_freq_factor=float(params["high_freq_factor"]),
+                original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+            )
         raise ValueError(f"unsupported rope scaling {kind!r}; supported: {SUPPORTED_KINDS[:2]}")
 
     @classmethod
-    def from_gguf(cls, meta: Mapping[str, Any], prefix: str,
-                  freq_factors: tuple[float, ...] | None) -> RopeScaling | None:
+    def from_gguf(
+        cls, meta: Mapping[str, Any], prefix: str, freq_factors: tuple[float, ...] | None
+    ) -> RopeScaling | None:
         if freq_factors is not None:  # Llama-3 GGUFs carry the per-frequency factors as a tensor
             return cls("freq_factors", freq_factors=tuple(float(f) for f in freq_factors))
         kind = meta.get(prefix + "rope.scaling.type")

@@ -15,7 +15,17 @@ from trellis_jax.runner.kv_pool import KVPoolSize, size_kv_pool
 from trellis_jax.runner.runner import DEFAULT_MAX_LOGPROBS, DEFAULT_SEQ_BUCKETS, DEFAULT_TOKEN_BUCKETS, Runner
 
 __all__ = [
-    "Runner", "Bucket", "BucketSet", "BucketOverflowError", "powers_of_two", "KVPoolSize", "size_kv_pool",
-    "backend_compile_count", "compiled_functions", "enable_persistent_compile_cache",
-    "DEFAULT_TOKEN_BUCKETS", "DEFAULT_SEQ_BUCKETS", "DEFAULT_MAX_LOGPROBS",
+    "Runner",
+    "Bucket",
+    "BucketSet",
+    "BucketOverflowError",
+    "powers_of_two",
+    "KVPoolSize",
+    "size_kv_pool",
+    "backend_compile_count",
+    "compiled_functions",
+    "enable_persistent_compile_cache",
+    "DEFAULT_TOKEN_BUCKETS",
+    "DEFAULT_SEQ_BUCKETS",
+    "DEFAULT_MAX_LOGPROBS",
 ]

@@ -71,8 +71,10 @@ class BucketSet:
                 raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
             object.__setattr__(self, name, tuple(sorted(set(values))))
         if self.max_num_seqs > self.max_num_tokens:
-            raise ValueError(f"largest seq bucket {self.max_num_seqs} exceeds largest token bucket "
-                             f"{self.max_num_tokens}: a step of that many sequences could never be filled")
+            raise ValueError(
+                f"largest seq bucket {self.max_num_seqs} exceeds largest token bucket "
+                f"{self.max_num_tokens}: a step of that many sequences could never be filled"
+            )
 
     @property
     def max_num_tokens(self) -> int:
@@ -93,8 +95,10 @@ class BucketSet:
     def select(self, num_tokens: int, num_seqs: int, num_pages: int) -> Bucket:
         """Smallest bucket with T >= num_tokens, S >= num_seqs, P >= num_pages."""
         if num_seqs < 1 or num_tokens < num_seqs:
-            raise ValueError(f"a step needs >= 1 sequence and >= 1 token per sequence, "
-                             f"got {num_tokens} tokens for {num_seqs} sequences")
+            raise ValueError(
+                f"a step needs >= 1 sequence and >= 1 token per sequence, "
+                f"got {num_tokens} tokens for {num_seqs} sequences"
+            )
         _smallest_at_least(self.seq_buckets, num_seqs, "sequences", "max_num_seqs")  # overflow check
         tokens = _smallest_at_least(self.token_buckets, num_tokens, "tokens", "max_num_tokens")
         pages = _smallest_at_least(self.page_buckets, num_pages, "pages per sequence", "max_pages_per_seq")
@@ -102,13 +106,16 @@ class BucketSet:
 
     def all(self) -> list[Bucket]:
         """Every bucket `select` can return, smallest first."""
-        return [Bucket(tokens, self.seqs_for(tokens), pages)
-                for tokens in self.token_buckets for pages in self.page_buckets]
+        return [
+            Bucket(tokens, self.seqs_for(tokens), pages) for tokens in self.token_buckets for pages in self.page_buckets
+        ]
 
 
 def _smallest_at_least(values: tuple[int, ...], needed: int, what: str, limit_name: str) -> int:
     index = bisect.bisect_left(values, needed)
     if index == len(values):
-        raise BucketOverflowError(f"step has {needed} {what}, more than the largest compiled bucket "
-                                  f"({limit_name} = {values[-1]}); the scheduler must stay within it")
+        raise BucketOverflowError(
+            f"step has {needed} {what}, more than the largest compiled bucket "
+            f"({limit_name} = {values[-1]}); the scheduler must stay within it"
+        )
     return values[index]

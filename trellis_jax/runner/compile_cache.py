@@ -64,8 +64,17 @@ def _discard(cache_key: str, error: Exception) -> None:
         for name in _ENTRY_FILES:
             (directory / name.format(key=cache_key)).unlink(missing_ok=True)
     except OSError as unlink_error:
-        logger.warning("compile cache entry %s failed to load (%s: %s) and could not be deleted (%s); "
-                       "recompiling", entry, type(error).__name__, error, unlink_error)
+        logger.warning(
+            "compile cache entry %s failed to load (%s: %s) and could not be deleted (%s); recompiling",
+            entry,
+            type(error).__name__,
+            error,
+            unlink_error,
+        )
         return
-    logger.warning("compile cache entry %s failed to load (%s: %s); deleted it, recompiling writes it afresh",
-                   entry, type(error).__name__, error)
+    logger.warning(
+        "compile cache entry %s failed to load (%s: %s); deleted it, recompiling writes it afresh",
+        entry,
+        type(error).__name__,
+        error,
+    )

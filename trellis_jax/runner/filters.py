@@ -58,11 +58,13 @@ def top_p_mask(logits: jax.Array, top_p: jax.Array) -> jax.Array:
 def _largest_true(keys: jax.Array, predicate) -> jax.Array:
     """Per row, the largest t in [min key, max key] with predicate(t) true; predicate(min) must hold
     and be monotone (true up to a point, then false)."""
+
     def step(_, bounds):
         low, high = bounds
         mid = low + (high - low) // 2 + (high - low) % 2  # upper middle, so low always moves
         ok = predicate(mid)
         return jnp.where(ok, mid, low), jnp.where(ok, high, mid - 1)
+
     low, high = jax.lax.fori_loop(0, _SEARCH_STEPS, step, (jnp.min(keys, -1), jnp.max(keys, -1)))
     return low
 
@@ -70,10 +72,12 @@ def _largest_true(keys: jax.Array, predicate) -> jax.Array:
 def _smallest_true(keys: jax.Array, predicate) -> jax.Array:
     """Per row, the smallest t in [min key, max key] with predicate(t) true; predicate(max) must hold
     and be monotone (false up to a point, then true)."""
+
     def step(_, bounds):
         low, high = bounds
         mid = low + (high - low) // 2
         ok = predicate(mid)
         return jnp.where(ok, low, mid + 1), jnp.where(ok, mid, high)
+
     low, high = jax.lax.fori_loop(0, _SEARCH_STEPS, step, (jnp.min(keys, -1), jnp.max(keys, -1)))
     return high

@@ -39,5 +39,6 @@ def batch_invariance_problem(config, dtype, kv_dtype, page_size: int) -> str | N
     if matmul:
         return f"the native matmul cannot run: {matmul}"
     attention = cpu_batch_invariant.check_available("cpu") or cpu_batch_invariant.unsupported_reason(
-        config.num_heads, config.num_kv_heads, config.head_dim, page_size, kv_dtype)
+        config.num_heads, config.num_kv_heads, config.head_dim, page_size, kv_dtype
+    )
     return f"the batch-invariant attention cannot run: {attention}" if attention else None

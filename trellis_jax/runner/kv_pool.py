@@ -35,14 +35,31 @@ class KVPoolSize:
         return self.num_pages * self.bytes_per_page
 
     def describe(self) -> str:
-        return (f"{self.num_pages} pages x {self.page_size} tokens = {self.num_tokens} tokens of KV, "
-                f"{self.num_bytes / MIB:.1f} MiB (page 0 is the padding sink)")
+        return (
+            f"{self.num_pages} pages x {self.page_size} tokens = {self.num_tokens} tokens of KV, "
+            f"{self.num_bytes / MIB:.1f} MiB (page 0 is the padding sink)"
+        )
 
 
-def size_kv_pool(config, *, page_size: int, num_pages: int | None = None, kv_memory_bytes: int | None = None,
-                 kv_memory_fraction: float | None = None, default_pages: int, kv_dtype: str | None = None) -> KVPoolSize:
-    given = [name for name, value in (("num_pages", num_pages), ("kv_memory_bytes", kv_memory_bytes),
-                                      ("kv_memory_fraction", kv_memory_fraction)) if value is not None]
+def size_kv_pool(
+    config,
+    *,
+    page_size: int,
+    num_pages: int | None = None,
+    kv_memory_bytes: int | None = None,
+    kv_memory_fraction: float | None = None,
+    default_pages: int,
+    kv_dtype: str | None = None,
+) -> KVPoolSize:
+    given = [
+        name
+        for name, value in (
+            ("num_pages", num_pages),
+            ("kv_memory_bytes", kv_memory_bytes),
+            ("kv_memory_fraction", kv_memory_fraction),
+        )
+        if value is not None
+    ]
     if len(given) > 1:
         raise ValueError(f"give at most one KV budget, got {given}")
     if page_size < 1:
@@ -58,8 +75,10 @@ def size_kv_pool(config, *, page_size: int, num_pages: int | None = None, kv_mem
         else:
             num_pages = min(default_pages, default_budget_bytes() // bytes_per_page)
     if num_pages < 2:
-        raise ValueError(f"KV budget holds {num_pages} pages of {bytes_per_page} bytes; need >= 2 "
-                         f"(the sink page 0 and one usable page)")
+        raise ValueError(
+            f"KV budget holds {num_pages} pages of {bytes_per_page} bytes; need >= 2 "
+            f"(the sink page 0 and one usable page)"
+        )
     return KVPoolSize(int(num_pages), page_size, bytes_per_page)
 
 

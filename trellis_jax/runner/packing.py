@@ -21,7 +21,7 @@ from trellis_jax.runner.buckets import Bucket, BucketSet
 from trellis_jax.runner.penalties import has_penalty, penalty_arrays
 from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
 
-SEED_MODULUS = 2 ** 32  # seeds are folded into uint32 (the PRNG key's width)
+SEED_MODULUS = 2**32  # seeds are folded into uint32 (the PRNG key's width)
 
 
 @dataclass(frozen=True)
@@ -33,26 +33,40 @@ class PackedStep:
     sampled_rows: list[tuple[int, str, int]]  # (row, request_id, num_logprobs) for sample=True rows
 
 
-def pack(plan: StepPlan, buckets: BucketSet, *, page_size: int, num_pages: int, vocab_size: int,
-         max_logprobs: int, max_context_len: int | None = None) -> PackedStep:
+def pack(
+    plan: StepPlan,
+    buckets: BucketSet,
+    *,
+    page_size: int,
+    num_pages: int,
+    vocab_size: int,
+    max_logprobs: int,
+    max_context_len: int | None = None,
+) -> PackedStep:
     seqs = plan.sequences
     if not seqs:
         raise ValueError("cannot run an empty StepPlan")
     _check_unique_ids(seqs)
     longest = max(seqs, key=lambda s: s.kv_len)
     if max_context_len is not None and longest.kv_len > max_context_len:
-        raise ValueError(f"request {longest.request_id!r}: {longest.kv_len} tokens of context exceed "
-                         f"max_context_len={max_context_len}")
+        raise ValueError(
+            f"request {longest.request_id!r}: {longest.kv_len} tokens of context exceed "
+            f"max_context_len={max_context_len}"
+        )
     pages_needed = [_pages_needed(s, page_size) for s in seqs]
     bucket = buckets.select(plan.num_tokens, len(seqs), max(pages_needed))
     model_inputs = _pack_model_inputs(seqs, bucket, pages_needed, page_size, num_pages, vocab_size)
     for s in seqs:
         _check_sampling(s, max_logprobs)
     knobs = _pack_knobs(seqs, bucket.num_seqs)
-    active = [s.sample and has_penalty(s.sampling.presence_penalty, s.sampling.frequency_penalty,
-                                       s.sampling.repetition_penalty) for s in seqs]
-    penalties = penalty_arrays([s.penalty_context for s in seqs], [s.prompt_token_ids for s in seqs],
-                               active, bucket.num_seqs, vocab_size)
+    active = [
+        s.sample
+        and has_penalty(s.sampling.presence_penalty, s.sampling.frequency_penalty, s.sampling.repetition_penalty)
+        for s in seqs
+    ]
+    penalties = penalty_arrays(
+        [s.penalty_context for s in seqs], [s.prompt_token_ids for s in seqs], active, bucket.num_seqs, vocab_size
+    )
     sampled = [(row, s.request_id, s.sampling.num_logprobs) for row, s in enumerate(seqs) if s.sample]
     return PackedStep(bucket, model_inputs, knobs, penalties, sampled)
 
@@ -64,19 +78,22 @@ def _pages_needed(seq: SequenceWork, page_size: int) -> int:
         raise ValueError(f"request {seq.request_id!r}: start_pos must be >= 0, got {seq.start_pos}")
     needed = -(-seq.kv_len // page_size)
     if len(seq.page_ids) < needed:
-        raise ValueError(f"request {seq.request_id!r}: {seq.kv_len} tokens need {needed} pages of "
-                         f"{page_size}, page_ids has {len(seq.page_ids)}")
+        raise ValueError(
+            f"request {seq.request_id!r}: {seq.kv_len} tokens need {needed} pages of "
+            f"{page_size}, page_ids has {len(seq.page_ids)}"
+        )
     return needed
 
 
-def _pack_model_inputs(seqs, bucket: Bucket, pages_needed, page_size: int, num_pages: int,
-                       vocab_size: int) -> StepInputs:
+def _pack_model_inputs(
+    seqs, bucket: Bucket, pages_needed, page_size: int, num_pages: int, vocab_size: int
+) -> StepInputs:
     tokens, rows, pages = bucket
     q_lens = np.array([len(s.token_ids) for s in seqs], np.int32)
     total = int(q_lens.sum())
     cu_q_lens = np.full(rows + 1, total, np.int32)
     cu_q_lens[0] = 0
-    cu_q_lens[1:len(seqs) + 1] = np.cumsum(q_lens)
+    cu_q_lens[1 : len(seqs) + 1] = np.cumsum(q_lens)
     page_table = np.zeros((rows, pages), np.int32)
     kv_lens = np.zeros(rows, np.int32)
     positions = np.zeros(tokens, np.int32)
@@ -88,8 +105,10 @@ def _pack_model_inputs(seqs, bucket: Bucket, pages_needed, page_size: int, num_p
     for b, (seq, needed) in enumerate(zip(seqs, pages_needed)):
         row_pages = np.asarray(seq.page_ids[:needed], np.int64)
         if row_pages.min() < 1 or row_pages.max() >= num_pages:
-            raise ValueError(f"request {seq.request_id!r}: page ids must be in [1, {num_pages}) "
-                             f"(page 0 is the padding sink), got {row_pages.min()}..{row_pages.max()}")
+            raise ValueError(
+                f"request {seq.request_id!r}: page ids must be in [1, {num_pages}) "
+                f"(page 0 is the padding sink), got {row_pages.min()}..{row_pages.max()}"
+            )
         page_table[b, :needed] = row_pages
         kv_lens[b] = seq.kv_len
         start, end = cu_q_lens[b], cu_q_lens[b + 1]
@@ -97,19 +116,31 @@ def _pack_model_inputs(seqs, bucket: Bucket, pages_needed, page_size: int, num_p
         positions[start:end] = seq_positions
         slot_mapping[start:end] = row_pages[seq_positions // page_size] * page_size + seq_positions % page_size
     logits_indices = np.zeros(rows, np.int32)
-    logits_indices[:len(seqs)] = cu_q_lens[1:len(seqs) + 1] - 1
-    return StepInputs(token_ids=token_ids, positions=positions, slot_mapping=slot_mapping,
-                      page_table=page_table, kv_lens=kv_lens, cu_q_lens=cu_q_lens,
-                      num_seqs=np.array(len(seqs), np.int32), logits_indices=logits_indices)
+    logits_indices[: len(seqs)] = cu_q_lens[1 : len(seqs) + 1] - 1
+    return StepInputs(
+        token_ids=token_ids,
+        positions=positions,
+        slot_mapping=slot_mapping,
+        page_table=page_table,
+        kv_lens=kv_lens,
+        cu_q_lens=cu_q_lens,
+        num_seqs=np.array(len(seqs), np.int32),
+        logits_indices=logits_indices,
+    )
 
 
 def _pack_knobs(seqs, rows: int) -> dict:
     """SamplingInputs fields (except the penalty counts) as [rows] arrays, neutral on padding rows."""
     neutral = SamplingArrays()
     columns = {  # the wire dtypes (field_ranges bounds requests to them)
-        "temperature": WIRE_FLOAT, "top_k": WIRE_INT, "top_p": WIRE_FLOAT, "min_p": WIRE_FLOAT,
-        "presence_penalty": WIRE_FLOAT, "frequency_penalty": WIRE_FLOAT,
-        "repetition_penalty": WIRE_FLOAT, "num_logprobs": WIRE_INT,
+        "temperature": WIRE_FLOAT,
+        "top_k": WIRE_INT,
+        "top_p": WIRE_FLOAT,
+        "min_p": WIRE_FLOAT,
+        "presence_penalty": WIRE_FLOAT,
+        "frequency_penalty": WIRE_FLOAT,
+        "repetition_penalty": WIRE_FLOAT,
+        "num_logprobs": WIRE_INT,
     }
     knobs = {}
     for name, dtype in columns.items():
@@ -121,15 +152,17 @@ def _pack_knobs(seqs, rows: int) -> dict:
     return knobs
 
 
-_KNOB_FIELDS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-                "repetition_penalty")
+_KNOB_FIELDS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
 
 
 def _check_sampling(seq: SequenceWork, max_logprobs: int) -> None:
     """The knobs against field_ranges.FIELD_RANGES: a value the wire cannot carry is this request's error."""
     p = seq.sampling
-    problems = [f"{name}={getattr(p, name)!r} (need {FIELD_RANGES[name].describe()})"
-                for name in _KNOB_FIELDS if not FIELD_RANGES[name].holds(getattr(p, name))]
+    problems = [
+        f"{name}={getattr(p, name)!r} (need {FIELD_RANGES[name].describe()})"
+        for name in _KNOB_FIELDS
+        if not FIELD_RANGES[name].holds(getattr(p, name))
+    ]
     if not 0 <= p.num_logprobs <= max_logprobs:
         problems.append(f"num_logprobs={p.num_logprobs} (need 0..{max_logprobs})")
     if seq.rng_step < 0:

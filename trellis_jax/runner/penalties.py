@@ -32,16 +32,24 @@ def penalise(logits: jax.Array, knobs) -> jax.Array:
     repetition = knobs.repetition_penalty[:, None]  # [S, 1]
     repeated = jnp.where(logits > 0, logits / repetition, logits * repetition)
     logits = jnp.where(seen, repeated, logits)
-    return (logits - knobs.frequency_penalty[:, None] * counts
-            - knobs.presence_penalty[:, None] * generated.astype(jnp.float32))
+    return (
+        logits
+        - knobs.frequency_penalty[:, None] * counts
+        - knobs.presence_penalty[:, None] * generated.astype(jnp.float32)
+    )
 
 
 def has_penalty(presence: float, frequency: float, repetition: float) -> bool:
     return presence != 0.0 or frequency != 0.0 or repetition != 1.0
 
 
-def penalty_arrays(generated: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
-                   active: Sequence[bool], num_rows: int, vocab_size: int):
+def penalty_arrays(
+    generated: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[int]],
+    active: Sequence[bool],
+    num_rows: int,
+    vocab_size: int,
+):
     """Host counts for rows 0..len(active)-1 where `active[b]`; None when no row is active.
 
     Returns (output_counts [num_rows, V] int32, prompt_mask [num_rows, V] bool).

@@ -62,14 +62,29 @@ DEFAULT_MAX_LOGPROBS = 20
 class Runner:
     """Params + KV pages + one compiled step per bucket. Not thread-safe: one `run` at a time."""
 
-    def __init__(self, model, *, page_size: int = 16, num_pages: int | None = None,
-                 kv_memory_bytes: int | None = None, kv_memory_fraction: float | None = None,
-                 token_buckets=DEFAULT_TOKEN_BUCKETS, seq_buckets=DEFAULT_SEQ_BUCKETS,
-                 page_buckets=None, max_context_len: int | None = None, attn_impl: str | None = None,
-                 compile_cache_dir: str | None = None, max_logprobs: int = DEFAULT_MAX_LOGPROBS,
-                 unroll_layers: bool = False, materialise_head: bool | None = None, kv_dtype: str | None = None,
-                 fuse_projections: bool | None = None, pack_bf16: bool | None = None,
-                 pack_f32: bool | None = None, batch_invariant: bool = False):
+    def __init__(
+        self,
+        model,
+        *,
+        page_size: int = 16,
+        num_pages: int | None = None,
+        kv_memory_bytes: int | None = None,
+        kv_memory_fraction: float | None = None,
+        token_buckets=DEFAULT_TOKEN_BUCKETS,
+        seq_buckets=DEFAULT_SEQ_BUCKETS,
+        page_buckets=None,
+        max_context_len: int | None = None,
+        attn_impl: str | None = None,
+        compile_cache_dir: str | None = None,
+        max_logprobs: int = DEFAULT_MAX_LOGPROBS,
+        unroll_layers: bool = False,
+        materialise_head: bool | None = None,
+        kv_dtype: str | None = None,
+        fuse_projections: bool | None = None,
+        pack_bf16: bool | None = None,
+        pack_f32: bool | None = None,
+        batch_invariant: bool = False,
+    ):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
         `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
@@ -94,8 +109,9 @@ class Runner:
         self.kv_dtype = _check_kv_dtype(kv_dtype or self.config.dtype)
         self.batch_invariant = bool(batch_invariant)
         if self.batch_invariant:
-            attn_impl = _invariant_attention(self.config, self.params["embed"].dtype, self.kv_dtype, page_size,
-                                             attn_impl)
+            attn_impl = _invariant_attention(
+                self.config, self.params["embed"].dtype, self.kv_dtype, page_size, attn_impl
+            )
             materialise_head = True  # the LM head must be a matrix the native kernel reads
         bf16 = self.params["embed"].dtype == jnp.bfloat16
         if pack_bf16 and not bf16:
@@ -108,8 +124,9 @@ class Runner:
         if self.batch_invariant and not (pairs or f32):
             raise ValueError("batch_invariant=True needs float32 weights, or bfloat16 ones packed (pack_bf16)")
         # Strips where the native kernel runs every step: its AVX-512 build, or any build when batch-invariant.
-        strips = f32 and (pack_f32 if pack_f32 is not None else
-                          native_matmul and (self.batch_invariant or native_max_rows() is None))
+        strips = f32 and (
+            pack_f32 if pack_f32 is not None else native_matmul and (self.batch_invariant or native_max_rows() is None)
+        )
         if materialise_head if materialise_head is not None else native_matmul:
             self.params = with_materialised_head(self.params, self.config)
         if fuse_projections if fuse_projections is not None else native_matmul:
@@ -117,20 +134,27 @@ class Runner:
         if pairs or strips:
             self.params = with_packed_matmuls(self.params)
         elif bf16 and jax.devices()[0].platform == "cpu":
-            logger.warning("bfloat16 model without the native bf16 matmul (%s): its matmuls run through XLA's bf16 "
-                           "dots, which are several times slower than float32 on CPU (BENCHMARKS.md); "
-                           "--dtype float32 is faster here", native_bf16_matmul_available() or "turned off")
+            logger.warning(
+                "bfloat16 model without the native bf16 matmul (%s): its matmuls run through XLA's bf16 "
+                "dots, which are several times slower than float32 on CPU (BENCHMARKS.md); "
+                "--dtype float32 is faster here",
+                native_bf16_matmul_available() or "turned off",
+            )
         self.page_size = page_size
         self.kv_generation = 0  # bumped by every run(): whoever shares the runner can tell its pages were rewritten
         self.max_context_len = max_context_len or self.config.max_position_embeddings
         max_pages = -(-self.max_context_len // page_size)
         self.buckets = BucketSet(tuple(token_buckets), tuple(seq_buckets), tuple(page_buckets or (max_pages,)))
         if self.buckets.token_buckets[0] < MIN_TOKEN_BUCKET:
-            raise ValueError(f"token buckets must be >= {MIN_TOKEN_BUCKET} (a one-row step makes XLA copy the "
-                             f"whole KV pool per layer), got {self.buckets.token_buckets}")
+            raise ValueError(
+                f"token buckets must be >= {MIN_TOKEN_BUCKET} (a one-row step makes XLA copy the "
+                f"whole KV pool per layer), got {self.buckets.token_buckets}"
+            )
         if self.buckets.max_pages_per_seq * page_size < self.max_context_len:
-            raise ValueError(f"page_buckets top out at {self.buckets.max_pages_per_seq} pages of {page_size} "
-                             f"tokens, less than max_context_len={self.max_context_len}")
+            raise ValueError(
+                f"page_buckets top out at {self.buckets.max_pages_per_seq} pages of {page_size} "
+                f"tokens, less than max_context_len={self.max_context_len}"
+            )
         if not 0 <= max_logprobs <= self.config.vocab_size:
             raise ValueError(f"max_logprobs must be in [0, vocab_size], got {max_logprobs}")
         self.max_logprobs = max_logprobs
@@ -138,14 +162,21 @@ class Runner:
         if compile_cache_dir is not None:
             enable_persistent_compile_cache(compile_cache_dir)
         self.kv_pool = size_kv_pool(
-            self.config, page_size=page_size, num_pages=num_pages, kv_memory_bytes=kv_memory_bytes,
+            self.config,
+            page_size=page_size,
+            num_pages=num_pages,
+            kv_memory_bytes=kv_memory_bytes,
             kv_memory_fraction=kv_memory_fraction,
-            default_pages=1 + self.buckets.max_num_seqs * self.buckets.max_pages_per_seq, kv_dtype=self.kv_dtype)
+            default_pages=1 + self.buckets.max_num_seqs * self.buckets.max_pages_per_seq,
+            kv_dtype=self.kv_dtype,
+        )
         logger.info("KV pool: %s", self.kv_pool.describe())
         self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size, self.kv_dtype)
         self.unroll_layers = bool(unroll_layers)
-        self._jitted_step = jax.jit(make_step(self.config, attn_impl, max_logprobs, self.unroll_layers,
-                                              self.batch_invariant), donate_argnums=(1,))
+        self._jitted_step = jax.jit(
+            make_step(self.config, attn_impl, max_logprobs, self.unroll_layers, self.batch_invariant),
+            donate_argnums=(1,),
+        )
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
         self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
@@ -184,8 +215,10 @@ class Runner:
         start = time.perf_counter()
         missing = [b for b in self.buckets.all() if b not in self._executables]
         workers = max(1, min(workers or os.cpu_count() or 1, len(missing) or 1))
-        with ThreadPoolExecutor(workers) as pool, \
-                tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar:
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar,
+        ):
             futures = {pool.submit(self._lower(bucket).compile): bucket for bucket in missing}
             for future in as_completed(futures):
                 self._store(futures[future], future.result())
@@ -204,10 +237,12 @@ class Runner:
 
     def _copy_pages(self, copies: list[tuple[int, int]]) -> None:
         if len(copies) > self.max_num_seqs or any(not 0 < p < self.num_pages for pair in copies for p in pair):
-            raise ValueError(f"page copies must be at most {self.max_num_seqs} pairs of pages in 1..{self.num_pages - 1}, "
-                             f"got {copies}")
+            raise ValueError(
+                f"page copies must be at most {self.max_num_seqs} pairs of pages in 1..{self.num_pages - 1}, "
+                f"got {copies}"
+            )
         src, dst = np.zeros(self.max_num_seqs, np.int32), np.zeros(self.max_num_seqs, np.int32)
-        src[:len(copies)], dst[:len(copies)] = zip(*copies)
+        src[: len(copies)], dst[: len(copies)] = zip(*copies)
         self._kv = self._page_copier()(self._kv, src, dst, np.int32(len(copies)))
 
     def _lower(self, bucket: Bucket) -> jax.stages.Lowered:
@@ -230,8 +265,10 @@ class Runner:
         """Device-resident 'no penalty' counts per row count, made once (device_put: no compile)."""
         if rows not in self._zero_penalties:
             vocab = self.config.vocab_size
-            self._zero_penalties[rows] = (jax.device_put(np.zeros((rows, vocab), np.int32)),
-                                          jax.device_put(np.zeros((rows, vocab), np.bool_)))
+            self._zero_penalties[rows] = (
+                jax.device_put(np.zeros((rows, vocab), np.int32)),
+                jax.device_put(np.zeros((rows, vocab), np.bool_)),
+            )
         return self._zero_penalties[rows]
 
     # ---- stepping -------------------------------------------------------------------------------
@@ -254,9 +291,15 @@ class Runner:
         wire.encode(packed.model_inputs, packed.knobs)
 
     def _pack(self, plan: StepPlan) -> PackedStep:
-        return pack(plan, self.buckets, page_size=self.page_size, num_pages=self.num_pages,
-                    vocab_size=self.config.vocab_size, max_logprobs=self.max_logprobs,
-                    max_context_len=self.max_context_len)
+        return pack(
+            plan,
+            self.buckets,
+            page_size=self.page_size,
+            num_pages=self.num_pages,
+            vocab_size=self.config.vocab_size,
+            max_logprobs=self.max_logprobs,
+            max_context_len=self.max_context_len,
+        )
 
     def _inputs(self, packed: PackedStep) -> tuple:
         """The step's arguments after (params, kv_pages): the two wire buffers and the penalty arrays."""
@@ -273,8 +316,10 @@ def _to_host(outputs: SamplerOutputs) -> SamplerOutputs:
 def _step_outputs(packed: PackedStep, outputs: SamplerOutputs) -> StepOutputs:
     tokens = {}
     for row, request_id, num_logprobs in packed.sampled_rows:
-        top = [(int(t), float(lp)) for t, lp in zip(outputs.top_token_ids[row, :num_logprobs],
-                                                   outputs.top_logprobs[row, :num_logprobs])]
+        top = [
+            (int(t), float(lp))
+            for t, lp in zip(outputs.top_token_ids[row, :num_logprobs], outputs.top_logprobs[row, :num_logprobs])
+        ]
         tokens[request_id] = SampledToken(int(outputs.token_ids[row]), float(outputs.logprobs[row]), top)
     return StepOutputs(tokens)
 

@@ -58,10 +58,11 @@ def sample(logits: jax.Array, knobs: SamplingInputs, *, max_logprobs: int) -> Sa
     logits = logits.astype(jnp.float32)
     raw_ids, log_normalizer = greedy_stats(logits)  # [S], [S]
     processed, greedy_ids = jax.lax.cond(  # [S, V], [S]: penalised logits and their argmax, or the raw ones
-        penalties_active(knobs), lambda: _with_argmax(penalise(logits, knobs)), lambda: (logits, raw_ids))
-    token_ids = jax.lax.cond(jnp.any(knobs.temperature > 0),
-                             lambda: _draw_or_greedy(processed, greedy_ids, knobs),
-                             lambda: greedy_ids)
+        penalties_active(knobs), lambda: _with_argmax(penalise(logits, knobs)), lambda: (logits, raw_ids)
+    )
+    token_ids = jax.lax.cond(
+        jnp.any(knobs.temperature > 0), lambda: _draw_or_greedy(processed, greedy_ids, knobs), lambda: greedy_ids
+    )
     token_logprobs = jnp.take_along_axis(logits, token_ids[:, None], axis=-1)[:, 0] - log_normalizer  # [S]
     top_ids, top_values = _top_logprobs(logits, log_normalizer, knobs.num_logprobs, max_logprobs)
     return SamplerOutputs(token_ids, token_logprobs, top_ids, top_values)

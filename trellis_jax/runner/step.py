@@ -22,20 +22,31 @@ from trellis_jax.runner.buckets import Bucket
 from trellis_jax.runner.sampling import sample
 
 
-def make_step(config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False,
-              batch_invariant: bool = False):
+def make_step(
+    config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False, batch_invariant: bool = False
+):
     def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask)
-        logits, kv_pages = forward(params, kv_pages, inputs.model, config=config, attn_impl=attn_impl,
-                                   unroll_layers=unroll_layers, batch_invariant=batch_invariant)  # [S, V]
+        logits, kv_pages = forward(
+            params,
+            kv_pages,
+            inputs.model,
+            config=config,
+            attn_impl=attn_impl,
+            unroll_layers=unroll_layers,
+            batch_invariant=batch_invariant,
+        )  # [S, V]
         return sample(logits, inputs.sampling, max_logprobs=max_logprobs), kv_pages
+
     return step
 
 
 def abstract_inputs(bucket: Bucket, vocab_size: int) -> tuple:
     """The shapes and dtypes of one bucket's step arguments after (params, kv_pages)."""
     tokens, rows, pages = bucket
-    return (jax.ShapeDtypeStruct((tokens, 3), jnp.int32),
-            jax.ShapeDtypeStruct((rows, pages + wire.NUM_COLUMNS), jnp.int32),
-            jax.ShapeDtypeStruct((rows, vocab_size), jnp.int32),
-            jax.ShapeDtypeStruct((rows, vocab_size), jnp.bool_))
+    return (
+        jax.ShapeDtypeStruct((tokens, 3), jnp.int32),
+        jax.ShapeDtypeStruct((rows, pages + wire.NUM_COLUMNS), jnp.int32),
+        jax.ShapeDtypeStruct((rows, vocab_size), jnp.int32),
+        jax.ShapeDtypeStruct((rows, vocab_size), jnp.bool_),
+    )

@@ -27,8 +27,15 @@ from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.sampling import SamplingInputs
 
 INT_COLUMNS = ("kv_lens", "cu_q_end", "logits_indices", "top_k", "rng_step", "num_logprobs", "num_seqs")
-BITCAST_COLUMNS = ("seed", "temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-                   "repetition_penalty")
+BITCAST_COLUMNS = (
+    "seed",
+    "temperature",
+    "top_p",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
 NUM_COLUMNS = len(INT_COLUMNS) + len(BITCAST_COLUMNS)  # after the page-table row
 
 
@@ -42,9 +49,15 @@ class RunnerInputs(NamedTuple):
 def encode(model: StepInputs, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
     tokens = np.stack([model.token_ids, model.positions, model.slot_mapping], axis=1).astype(WIRE_INT)
     rows = model.kv_lens.shape[0]
-    ints = {"kv_lens": model.kv_lens, "cu_q_end": model.cu_q_lens[1:], "logits_indices": model.logits_indices,
-            "top_k": knobs["top_k"], "rng_step": knobs["rng_step"], "num_logprobs": knobs["num_logprobs"],
-            "num_seqs": np.full(rows, model.num_seqs, np.int32)}
+    ints = {
+        "kv_lens": model.kv_lens,
+        "cu_q_end": model.cu_q_lens[1:],
+        "logits_indices": model.logits_indices,
+        "top_k": knobs["top_k"],
+        "rng_step": knobs["rng_step"],
+        "num_logprobs": knobs["num_logprobs"],
+        "num_seqs": np.full(rows, model.num_seqs, np.int32),
+    }
     columns = [np.asarray(ints[name], WIRE_INT) for name in INT_COLUMNS]
     columns += [np.ascontiguousarray(knobs[name]).view(WIRE_INT) for name in BITCAST_COLUMNS]
     seqs = np.concatenate([model.page_table.astype(WIRE_INT), np.stack(columns, axis=1)], axis=1)
@@ -58,15 +71,28 @@ def decode(tokens: jax.Array, seqs: jax.Array, output_counts: jax.Array, prompt_
     def bits(name, dtype):
         return jax.lax.bitcast_convert_type(column[name], dtype)
 
-    model = StepInputs(token_ids=tokens[:, 0], positions=tokens[:, 1], slot_mapping=tokens[:, 2],
-                       page_table=seqs[:, :pages], kv_lens=column["kv_lens"],
-                       cu_q_lens=jnp.concatenate([jnp.zeros(1, jnp.int32), column["cu_q_end"]]),
-                       num_seqs=column["num_seqs"][0], logits_indices=column["logits_indices"])
+    model = StepInputs(
+        token_ids=tokens[:, 0],
+        positions=tokens[:, 1],
+        slot_mapping=tokens[:, 2],
+        page_table=seqs[:, :pages],
+        kv_lens=column["kv_lens"],
+        cu_q_lens=jnp.concatenate([jnp.zeros(1, jnp.int32), column["cu_q_end"]]),
+        num_seqs=column["num_seqs"][0],
+        logits_indices=column["logits_indices"],
+    )
     sampling = SamplingInputs(
-        temperature=bits("temperature", WIRE_FLOAT), top_k=column["top_k"], top_p=bits("top_p", WIRE_FLOAT),
-        min_p=bits("min_p", WIRE_FLOAT), presence_penalty=bits("presence_penalty", WIRE_FLOAT),
+        temperature=bits("temperature", WIRE_FLOAT),
+        top_k=column["top_k"],
+        top_p=bits("top_p", WIRE_FLOAT),
+        min_p=bits("min_p", WIRE_FLOAT),
+        presence_penalty=bits("presence_penalty", WIRE_FLOAT),
         frequency_penalty=bits("frequency_penalty", WIRE_FLOAT),
-        repetition_penalty=bits("repetition_penalty", WIRE_FLOAT), seed=bits("seed", WIRE_SEED),
-        rng_step=column["rng_step"], num_logprobs=column["num_logprobs"], output_counts=output_counts,
-        prompt_mask=prompt_mask)
+        repetition_penalty=bits("repetition_penalty", WIRE_FLOAT),
+        seed=bits("seed", WIRE_SEED),
+        rng_step=column["rng_step"],
+        num_logprobs=column["num_logprobs"],
+        output_counts=output_counts,
+        prompt_mask=prompt_mask,
+    )
     return RunnerInputs(model, sampling)

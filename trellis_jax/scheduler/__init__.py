@@ -13,6 +13,12 @@ from trellis_jax.scheduler.scheduler import RequestRejected, Scheduler
 from trellis_jax.scheduler.stats import SchedulerStats
 
 __all__ = [
-    "RequestEvent", "RequestRejected", "Request", "RequestStatus", "SCHEDULE_POLICIES", "Scheduler", "SchedulerConfig",
+    "RequestEvent",
+    "RequestRejected",
+    "Request",
+    "RequestStatus",
+    "SCHEDULE_POLICIES",
+    "Scheduler",
+    "SchedulerConfig",
     "SchedulerStats",
 ]

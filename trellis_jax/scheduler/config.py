@@ -14,8 +14,9 @@ def check_int(config, name: str, *, minimum: int, optional: bool = False) -> Non
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{type(config).__name__}.{name} must be {kind}{' or None (off)' if optional else ''}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{type(config).__name__}.{name} must be {kind}{' or None (off)' if optional else ''}, got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,14 @@ class SchedulerConfig:
     lookup_max_step_tokens: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len", "lpm_window",
-                     "lookup_max_step_tokens"):
+        for name in (
+            "page_size",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "max_model_len",
+            "lpm_window",
+            "lookup_max_step_tokens",
+        ):
             check_int(self, name, minimum=1)
         check_int(self, "num_lookup_tokens", minimum=0)
         check_int(self, "prefill_saturation_tokens", minimum=1, optional=True)

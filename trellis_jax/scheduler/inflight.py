@@ -21,7 +21,7 @@ def extend_page_hashes(request: Request, page_size: int) -> list[int]:
     tokens = request.token_ids
     previous = hashes[-1] if hashes else hash(("trellis-page-root", request.namespace))
     for k in range(len(hashes), len(tokens) // page_size):
-        previous = hash((previous, tuple(tokens[k * page_size:(k + 1) * page_size])))
+        previous = hash((previous, tuple(tokens[k * page_size : (k + 1) * page_size])))
         hashes.append(previous)
     return hashes
 

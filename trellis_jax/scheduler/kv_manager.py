@@ -63,12 +63,12 @@ class KVManager:
 
     def cached_prefix_length(self, tokens: Sequence[int], namespace: str) -> int:
         """How many leading tokens (whole pages, at most len-1) are in the tree; mutates nothing."""
-        return self.cache.peek(tokens[:len(tokens) - 1], namespace)
+        return self.cache.peek(tokens[: len(tokens) - 1], namespace)
 
     def acquire_prefix(self, request: Request) -> int:
         """Match and lock the request's cached prefix (whole pages); returns the number of cached tokens."""
         tokens = request.token_ids
-        match = self.cache.match(tokens[:len(tokens) - 1], request.namespace or "")
+        match = self.cache.match(tokens[: len(tokens) - 1], request.namespace or "")
         self.cache.lock(match.handle)
         request.handle = match.handle
         request.page_ids = list(match.page_ids)
@@ -81,7 +81,7 @@ class KVManager:
         take the request's next page now as a copy of it (request.page_copy, the source locked in
         request.copy_lock) and return the positions it saves; 0 when none shares a token, or when locking
         the source would take more than `spare_pages` pages out of what allocations can evict."""
-        tokens = request.token_ids[:len(request.token_ids) - 1]
+        tokens = request.token_ids[: len(request.token_ids) - 1]
         partial = self.cache.partial_page(request.handle, tokens, request.namespace or "")
         if partial is None:
             return 0
@@ -106,8 +106,8 @@ class KVManager:
         valid = request.num_computed - full * ps
         if not self.cache.enabled or valid == 0 or full != request.num_tree_pages or len(request.page_ids) <= full:
             return
-        tokens = request.token_ids[:request.num_computed] + [TAIL_PAD] * (ps - valid)
-        self.cache.insert(tokens, request.page_ids[:full + 1], request.namespace or "")
+        tokens = request.token_ids[: request.num_computed] + [TAIL_PAD] * (ps - valid)
+        self.cache.insert(tokens, request.page_ids[: full + 1], request.namespace or "")
         request.num_tree_pages = full + 1  # tree-owned now (or freed by insert as a duplicate): not private
 
     def copy_done(self, request: Request) -> None:
@@ -132,7 +132,7 @@ class KVManager:
         full_pages = request.num_computed // self.page_size
         if not self.cache.enabled or full_pages <= request.num_tree_pages:
             return request.num_tree_pages
-        tokens = request.token_ids[:full_pages * self.page_size]
+        tokens = request.token_ids[: full_pages * self.page_size]
         result = self.cache.insert(tokens, request.page_ids[:full_pages], request.namespace or "")
         self.cache.lock(result.handle)
         self.cache.unlock(request.handle)
@@ -159,7 +159,7 @@ class KVManager:
             self.cache_tail_page(request)
         if request.handle is not None:
             self.cache.unlock(request.handle)
-        private = request.page_ids[request.num_tree_pages:]
+        private = request.page_ids[request.num_tree_pages :]
         if private:
             self.cache.free_pages(private)
         request.handle = None

@@ -30,7 +30,7 @@ class NgramIndex:
         """Index every n-gram of `tokens` that ends before its last token (tokens only ever grow)."""
         for end in range(self._indexed, len(tokens) - 1):
             for n in range(self.min_ngram, min(self.max_ngram, end + 1) + 1):
-                self._last_end[n][tuple(tokens[end - n + 1:end + 1])] = end
+                self._last_end[n][tuple(tokens[end - n + 1 : end + 1])] = end
         self._indexed = max(self._indexed, len(tokens) - 1)
 
     def propose(self, tokens: Sequence[int], k: int) -> list[int]:
@@ -39,7 +39,7 @@ class NgramIndex:
             return []
         self.extend(tokens)
         for n in range(min(self.max_ngram, len(tokens)), self.min_ngram - 1, -1):
-            end = self._last_end[n].get(tuple(tokens[len(tokens) - n:]))
+            end = self._last_end[n].get(tuple(tokens[len(tokens) - n :]))
             if end is not None:
-                return list(tokens[end + 1:end + 1 + k])
+                return list(tokens[end + 1 : end + 1 + k])
         return []

@@ -46,7 +46,7 @@ class WindowedLongestPrefixPolicy:
 
     def order(self, waiting: Sequence[Request], prefix_len: PrefixLength) -> list[Request]:
         by_age = sorted(waiting, key=lambda r: r.arrival)
-        return _by_prefix(by_age[:self.window], prefix_len) + by_age[self.window:]
+        return _by_prefix(by_age[: self.window], prefix_len) + by_age[self.window :]
 
 
 class DfsWeightPolicy:

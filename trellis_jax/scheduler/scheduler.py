@@ -74,17 +74,33 @@ class Scheduler:
         self._arrivals = itertools.count()
 
     # ---- requests ---------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingArrays, *,
-                    max_tokens: int | None = None, stop_token_ids: Iterable[int] = (), namespace: str = "",
-                    priority: int = 0) -> Request:
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: SamplingArrays,
+        *,
+        max_tokens: int | None = None,
+        stop_token_ids: Iterable[int] = (),
+        namespace: str = "",
+        priority: int = 0,
+    ) -> Request:
         """Queue a request; RequestRejected if it can never run, ValueError on a duplicate id."""
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
         if "\x00" in request_id:
             raise ValueError(f"request id {request_id!r} contains a NUL character")
         self.check_fits(request_id, prompt_token_ids)
-        request = Request(request_id, list(prompt_token_ids), sampling, max_tokens, frozenset(stop_token_ids),
-                          namespace or "", priority, next(self._arrivals))
+        request = Request(
+            request_id,
+            list(prompt_token_ids),
+            sampling,
+            max_tokens,
+            frozenset(stop_token_ids),
+            namespace or "",
+            priority,
+            next(self._arrivals),
+        )
         self.requests[request_id] = request
         self.waiting[request_id] = request
         return request
@@ -94,12 +110,15 @@ class Scheduler:
         if not prompt:
             raise RequestRejected(f"request {request_id!r}: empty prompt")
         if len(prompt) >= self.config.max_model_len:
-            raise RequestRejected(f"request {request_id!r}: prompt of {len(prompt)} tokens leaves no room under "
-                                  f"the context length cap of {self.config.max_model_len}")
+            raise RequestRejected(
+                f"request {request_id!r}: prompt of {len(prompt)} tokens leaves no room under "
+                f"the context length cap of {self.config.max_model_len}"
+            )
         needed = pages_for(len(prompt) + 1, self.config.page_size)
         if needed > self.kv.num_usable_pages:
-            raise RequestRejected(f"request {request_id!r}: needs {needed} KV pages, the pool has "
-                                  f"{self.kv.num_usable_pages}")
+            raise RequestRejected(
+                f"request {request_id!r}: needs {needed} KV pages, the pool has {self.kv.num_usable_pages}"
+            )
 
     def finish(self, request_id: str, reason: str = "abort") -> bool:
         """End a request at any stage (abort, a stop string); frees its pages. False if unknown/finished."""
@@ -220,10 +239,17 @@ class Scheduler:
                 continue
             for i, token in enumerate(guesses):
                 start = work.kv_len + i
-                step.add(SequenceWork(
-                    request_id=draft_row_id(work.request_id, i), token_ids=[token], start_pos=start,
-                    page_ids=request.page_ids[:pages_for(start + 1, self.config.page_size)], sample=True,
-                    sampling=work.sampling, rng_step=work.rng_step + 1 + i))
+                step.add(
+                    SequenceWork(
+                        request_id=draft_row_id(work.request_id, i),
+                        token_ids=[token],
+                        start_pos=start,
+                        page_ids=request.page_ids[: pages_for(start + 1, self.config.page_size)],
+                        sample=True,
+                        sampling=work.sampling,
+                        rng_step=work.rng_step + 1 + i,
+                    )
+                )
 
     def _guesses(self, request: Request, work: SequenceWork, room: int) -> list[int]:
         """Up to `room` guessed tokens after this decode, or [] when it may not speculate."""
@@ -352,9 +378,9 @@ class Scheduler:
         penalized = _penalized(s)
         return SequenceWork(
             request_id=request.request_id,
-            token_ids=request.token_ids[start:start + n],
+            token_ids=request.token_ids[start : start + n],
             start_pos=start,
-            page_ids=request.page_ids[:pages_for(start + n, self.config.page_size)],
+            page_ids=request.page_ids[: pages_for(start + n, self.config.page_size)],
             sample=start + n == len(request.token_ids),
             sampling=s,
             rng_step=request.num_output_tokens,

@@ -31,7 +31,6 @@ class Histogram:
         self.sum += value
 
 
-
 @dataclass
 class SchedulerStats:
     """Cumulative since construction. Pages in use = locked + private (evictable tree pages are not)."""

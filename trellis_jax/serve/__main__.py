@@ -26,33 +26,67 @@ def build_parser() -> argparse.ArgumentParser:
     p = new_parser("trellis-serve", __doc__.split("\n\n")[0])
     add_engine_flags(p)
     http = p.add_argument_group("server")
-    http.add_argument("--served-model-name", default=None,
-                      help="the name clients send as `model` (default: derived from --model)")
+    http.add_argument(
+        "--served-model-name", default=None, help="the name clients send as `model` (default: derived from --model)"
+    )
     http.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, loopback only)")
     http.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
-    http.add_argument("--api-key", action="append", default=[],
-                      help="require 'Authorization: Bearer KEY' (repeatable; default: none, open)")
-    http.add_argument("--admin-api-key", action="append", default=[],
-                      help="a key that may also flush every tenant's cache (POST /flush_cache) and, once any "
-                           "exists, is the only kind that reads /metrics; repeatable (default: none)")
+    http.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="require 'Authorization: Bearer KEY' (repeatable; default: none, open)",
+    )
+    http.add_argument(
+        "--admin-api-key",
+        action="append",
+        default=[],
+        help="a key that may also flush every tenant's cache (POST /flush_cache) and, once any "
+        "exists, is the only kind that reads /metrics; repeatable (default: none)",
+    )
     http.add_argument("--public-metrics", action="store_true", help="with API keys, serve GET /metrics without a key")
-    http.add_argument("--open-docs", action="store_true",
-                      help="with API keys, serve /docs, /redoc and /openapi.json without a key")
+    http.add_argument(
+        "--open-docs", action="store_true", help="with API keys, serve /docs, /redoc and /openapi.json without a key"
+    )
     http.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="larger request bodies get 413")
-    http.add_argument("--body-read-timeout", type=_positive(float), default=30.0,
-                      help="seconds a request body may take to arrive in full; slower clients get 408")
-    http.add_argument("--limit-concurrency", type=_at_least_two, default=512,
-                      help="concurrent connections held at most; past it new requests get 503")
-    http.add_argument("--max-waiting-requests", type=_non_negative_int, default=None,
-                      help="generation requests queued beyond the running batch; past it 429 with Retry-After "
-                           "(default: the quarter-context requests the KV pool holds, at least --max-num-seqs)")
+    http.add_argument(
+        "--body-read-timeout",
+        type=_positive(float),
+        default=30.0,
+        help="seconds a request body may take to arrive in full; slower clients get 408",
+    )
+    http.add_argument(
+        "--limit-concurrency",
+        type=_at_least_two,
+        default=512,
+        help="concurrent connections held at most; past it new requests get 503",
+    )
+    http.add_argument(
+        "--max-waiting-requests",
+        type=_non_negative_int,
+        default=None,
+        help="generation requests queued beyond the running batch; past it 429 with Retry-After "
+        "(default: the quarter-context requests the KV pool holds, at least --max-num-seqs)",
+    )
     http.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
-    http.add_argument("--peak-tflops", type=float, default=None,
-                      help="device peak, exported for MFU (default: known for H200, H100, A100, L4)")
-    http.add_argument("--peak-gbps", type=float, default=None,
-                      help="device memory bandwidth, exported for bandwidth use (default: known for H200, H100, A100, L4)")
-    http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                      help="server log level")
+    http.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="device peak, exported for MFU (default: known for H200, H100, A100, L4)",
+    )
+    http.add_argument(
+        "--peak-gbps",
+        type=float,
+        default=None,
+        help="device memory bandwidth, exported for bandwidth use (default: known for H200, H100, A100, L4)",
+    )
+    http.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log level",
+    )
     return p
 
 
@@ -66,6 +100,7 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
@@ -119,14 +154,25 @@ def main(argv=None) -> int:
 
     api_keys, admin_keys = api_keys_from(args, os.environ), admin_api_keys_from(args, os.environ)
     if not api_keys and not admin_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"trellis-serve: WARNING: listening on {args.host} without an API key: anyone who can reach "
-              "this address can use the model (pass --api-key)", file=sys.stderr, flush=True)
+        print(
+            f"trellis-serve: WARNING: listening on {args.host} without an API key: anyone who can reach "
+            "this address can use the model (pass --api-key)",
+            file=sys.stderr,
+            flush=True,
+        )
     sock = bind_socket(args.host, args.port)  # fail fast on a taken port, before minutes of compiling
     gate = LoadingApp(served_name(args))
-    server = make_server(gate, graceful_timeout_s=args.graceful_timeout, log_level=args.log_level,
-                         limit_concurrency=args.limit_concurrency)
-    print(f"trellis-serve: {url_of(sock)} answers 503 until {served_name(args)} is loaded and compiled "
-          "(this takes a while on CPU)...", flush=True)
+    server = make_server(
+        gate,
+        graceful_timeout_s=args.graceful_timeout,
+        log_level=args.log_level,
+        limit_concurrency=args.limit_concurrency,
+    )
+    print(
+        f"trellis-serve: {url_of(sock)} answers 503 until {served_name(args)} is loaded and compiled "
+        "(this takes a while on CPU)...",
+        flush=True,
+    )
 
     def stop(error: BaseException) -> None:
         print(f"trellis-serve: loading failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
@@ -149,18 +195,28 @@ def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: t
 
     engine = AsyncEngine.from_options(**engine_options(args))
     runner = engine.engine.runner
-    settings = ServerSettings(model_name=served_name(args), api_keys=api_keys, admin_api_keys=admin_keys,
-                              public_metrics=args.public_metrics, open_docs=args.open_docs,
-                              max_body_bytes=args.max_body_bytes, body_read_timeout_s=args.body_read_timeout,
-                              max_waiting_requests=args.max_waiting_requests, cost=CostModel(runner.config),
-                              ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps))
+    settings = ServerSettings(
+        model_name=served_name(args),
+        api_keys=api_keys,
+        admin_api_keys=admin_keys,
+        public_metrics=args.public_metrics,
+        open_docs=args.open_docs,
+        max_body_bytes=args.max_body_bytes,
+        body_read_timeout_s=args.body_read_timeout,
+        max_waiting_requests=args.max_waiting_requests,
+        cost=CostModel(runner.config),
+        ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps),
+    )
     app = create_app(engine, settings)
     pool = getattr(runner, "kv_pool", None)
     dtype = getattr(runner.config, "dtype", None)
     dtype_note = f" ({dtype}{', --dtype auto' if args.dtype == 'auto' else ''})" if dtype else ""
-    print(f"trellis-serve: {url}/v1  model={settings.model_name}{dtype_note}  "
-          f"KV={pool.describe() if pool is not None else runner.num_pages}  "
-          f"auth={'on' if api_keys or admin_keys else 'off'}  started in {time.perf_counter() - start:.1f}s", flush=True)
+    print(
+        f"trellis-serve: {url}/v1  model={settings.model_name}{dtype_note}  "
+        f"KV={pool.describe() if pool is not None else runner.num_pages}  "
+        f"auth={'on' if api_keys or admin_keys else 'off'}  started in {time.perf_counter() - start:.1f}s",
+        flush=True,
+    )
     return app
 
 

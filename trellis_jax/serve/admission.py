@@ -35,9 +35,11 @@ def admission_for(engine, max_waiting: int | None) -> Admission:
         return Admission(max_running=1, max_waiting=max_waiting or 0)
     config, cache = scheduler.config, scheduler.kv.cache
     if max_waiting is None:
-        max_waiting = default_max_waiting(max_num_seqs=config.max_num_seqs,
-                                          pool_tokens=cache.num_pages * config.page_size,
-                                          max_model_len=config.max_model_len)
+        max_waiting = default_max_waiting(
+            max_num_seqs=config.max_num_seqs,
+            pool_tokens=cache.num_pages * config.page_size,
+            max_model_len=config.max_model_len,
+        )
     return Admission(max_running=config.max_num_seqs, max_waiting=max_waiting)
 
 
@@ -59,9 +61,13 @@ class Admission:
         """Take a slot, or raise a 429 APIError (nothing taken) when the queue is full."""
         if self.in_flight >= self.capacity:
             self.rejected += 1
-            raise APIError(429, f"the server is at capacity ({self.max_running} running and {self.max_waiting} "
-                                f"waiting requests); retry after {RETRY_AFTER_S} s",
-                           code="rate_limit_exceeded", headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise APIError(
+                429,
+                f"the server is at capacity ({self.max_running} running and {self.max_waiting} "
+                f"waiting requests); retry after {RETRY_AFTER_S} s",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         self.in_flight += 1
         return Slot(self)
 

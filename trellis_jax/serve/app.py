@@ -95,8 +95,9 @@ class _Handlers:
         self.engine, self.settings = engine, settings
         self.tenancy = Tenancy(settings.api_keys, settings.admin_api_keys)
         self.admission = admission_for(engine, settings.max_waiting_requests)
-        self.metrics = ServerMetrics(engine, settings.cost, settings.ceilings, model=settings.model_name,
-                                     admission=self.admission)
+        self.metrics = ServerMetrics(
+            engine, settings.cost, settings.ceilings, model=settings.model_name, admission=self.admission
+        )
         self.formatter = LogprobFormatter(engine.tokenizer)
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
@@ -123,12 +124,21 @@ class _Handlers:
 
     def check_model(self, name: str) -> None:
         if name != self.settings.model_name:
-            raise APIError(404, f"model {name!r} does not exist; this server serves {self.settings.model_name!r} "
-                                "(see GET /v1/models)", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"model {name!r} does not exist; this server serves {self.settings.model_name!r} (see GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
 
     def model_card(self) -> dict:
-        return {"id": self.settings.model_name, "object": "model", "created": int(self.started),
-                "owned_by": "trellis-jax", "max_model_len": self.max_model_len}
+        return {
+            "id": self.settings.model_name,
+            "object": "model",
+            "created": int(self.started),
+            "owned_by": "trellis-jax",
+            "max_model_len": self.max_model_len,
+        }
 
     def precheck(self, job: Job) -> None:
         scheduler = getattr(getattr(self.engine, "engine", None), "scheduler", None)
@@ -154,10 +164,15 @@ class _Handlers:
     def _stream(self, job: Job, slot) -> StreamingResponse:
         cost, metrics = self.settings.cost, self.metrics
         tracker = RequestMetrics(metrics, cost, self.running_batch)
-        events = _tracked_stream(stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind,
-                                 metrics)
-        return _SlotStream(events, slot, media_type="text/event-stream",
-                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        events = _tracked_stream(
+            stream_job(self.engine, job, tracker, cost, self.formatter), tracker, job.kind, metrics
+        )
+        return _SlotStream(
+            events,
+            slot,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def _json(self, job: Job, request: Request):
         cost, metrics = self.settings.cost, self.metrics
@@ -186,8 +201,9 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         if settings.shutdown_engine:
             await asyncio.to_thread(engine.shutdown)
 
-    app = FastAPI(title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)  # install_docs serves them, behind the key
+    app = FastAPI(
+        title="Trellis-JAX OpenAI-compatible server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )  # install_docs serves them, behind the key
     app.state.metrics, app.state.engine, app.state.settings = handlers.metrics, engine, settings
     app.state.started, app.state.admission = handlers.started, handlers.admission
     install_error_handlers(app)
@@ -209,9 +225,12 @@ def _add_info_routes(app: FastAPI, handlers: _Handlers) -> None:
 
     opened = handlers.settings.public_metrics
 
-    @app.get("/metrics", response_class=PlainTextResponse,
-             responses={} if opened else handlers.errors(operators_only=True),
-             dependencies=handlers.guard(opened, operators_only=True))
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={} if opened else handlers.errors(operators_only=True),
+        dependencies=handlers.guard(opened, operators_only=True),
+    )
     async def prometheus_metrics():
         """Prometheus text exposition of the server's and the engine's counters (all tenants together)."""
         return Response(generate_latest(handlers.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -244,31 +263,60 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     answers = handlers.errors(400, 404, 408, 413, 429, 500, 503)
 
     @app.post("/v1/completions", responses=answers)
-    async def completions(body: CompletionRequest, request: Request,
-                          caller: Caller = Depends(handlers.caller)):  # noqa: B008
+    async def completions(body: CompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
         prompts = requests_prep.completion_prompts(body, engine.tokenizer)
         sampling = requests_prep.sampling_params(
-            body, prompts, handlers.max_model_len, requested_max=body.max_tokens,
-            default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs=body.logprobs)
+            body,
+            prompts,
+            handlers.max_model_len,
+            requested_max=body.max_tokens,
+            default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS,
+            logprobs=body.logprobs,
+        )
         echo = requests_prep.echo_texts(body, prompts, engine.tokenizer) if body.echo else None
-        job = Job("completions", f"cmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs is not None,
-                  echo=echo, fingerprint=handlers.fingerprint)
+        job = Job(
+            "completions",
+            f"cmpl-{uuid.uuid4().hex}",
+            model_name,
+            int(time.time()),
+            prompts,
+            sampling,
+            Tenancy.namespace(caller.namespace, body.cache_salt),
+            body.include_usage,
+            body.logprobs is not None,
+            echo=echo,
+            fingerprint=handlers.fingerprint,
+        )
         return await handlers.respond(job, body.stream, request)
 
     @app.post("/v1/chat/completions", responses=answers)
-    async def chat_completions(body: ChatCompletionRequest, request: Request,
-                               caller: Caller = Depends(handlers.caller)):  # noqa: B008
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)
+    ):  # noqa: B008
         handlers.check_model(body.model)
         prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         sampling = requests_prep.sampling_params(
-            body, prompts, handlers.max_model_len, requested_max=body.max_completion_tokens or body.max_tokens,
-            default_max=None, logprobs=logprobs)
-        job = Job("chat", f"chatcmpl-{uuid.uuid4().hex}", model_name, int(time.time()), prompts, sampling,
-                  Tenancy.namespace(caller.namespace, body.cache_salt), body.include_usage, body.logprobs,
-                  fingerprint=handlers.fingerprint)
+            body,
+            prompts,
+            handlers.max_model_len,
+            requested_max=body.max_completion_tokens or body.max_tokens,
+            default_max=None,
+            logprobs=logprobs,
+        )
+        job = Job(
+            "chat",
+            f"chatcmpl-{uuid.uuid4().hex}",
+            model_name,
+            int(time.time()),
+            prompts,
+            sampling,
+            Tenancy.namespace(caller.namespace, body.cache_salt),
+            body.include_usage,
+            body.logprobs,
+            fingerprint=handlers.fingerprint,
+        )
         return await handlers.respond(job, body.stream, request)
 
 
@@ -303,7 +351,9 @@ async def _until_done_or_gone(task: asyncio.Task, request: Request):
         raise
 
 
-async def _tracked_stream(events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics) -> AsyncIterator[str]:
+async def _tracked_stream(
+    events: AsyncIterator[str], tracker: RequestMetrics, kind: str, metrics
+) -> AsyncIterator[str]:
     status = "disconnected"
     try:
         async for event in events:

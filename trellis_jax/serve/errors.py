@@ -23,8 +23,15 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = dict(headers or {})
@@ -89,9 +96,11 @@ def _got(err: dict) -> str:
 
 
 def _undecodable(error: UnicodeDecodeError) -> str:
-    bad = error.object[error.start:error.end].hex(" ")
-    return (f"request body is not valid {error.encoding.upper()} (bytes {bad} at offset {error.start}: "
-            f"{error.reason}); send JSON text encoded as UTF-8")
+    bad = error.object[error.start : error.end].hex(" ")
+    return (
+        f"request body is not valid {error.encoding.upper()} (bytes {bad} at offset {error.start}: "
+        f"{error.reason}); send JSON text encoded as UTF-8"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -110,8 +119,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return api_error_response(exc.__cause__)  # FastAPI wraps body-read errors (413, 408) in a 400
         if isinstance(exc.__cause__, UnicodeDecodeError):
             return error_response(400, _undecodable(exc.__cause__), code="invalid_text")
-        message = {404: f"no route {request.method} {request.url.path}",
-                   405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        message = {
+            404: f"no route {request.method} {request.url.path}",
+            405: f"method {request.method} not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

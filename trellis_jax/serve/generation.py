@@ -72,7 +72,7 @@ class _Progress:
     def usage(self, cost: CostModel) -> dict:
         groups = []
         for g, prompt_tokens in enumerate(self.prompt_tokens):
-            cached = min(c.cached for c in self.choices[g * self.n:(g + 1) * self.n])
+            cached = min(c.cached for c in self.choices[g * self.n : (g + 1) * self.n])
             groups.append((prompt_tokens, cached))
         return responses.usage(groups, sum(c.num_tokens for c in self.choices), cost)
 
@@ -127,8 +127,10 @@ async def run_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel, fo
         raise
     except Exception as error:
         raise engine_error(error) from error
-    choices = [_choice_json(job, i, _echoed(job, i) + "".join(c.text), c.logprobs, c.finish_reason, formatter)
-               for i, c in enumerate(progress.choices)]
+    choices = [
+        _choice_json(job, i, _echoed(job, i) + "".join(c.text), c.logprobs, c.finish_reason, formatter)
+        for i, c in enumerate(progress.choices)
+    ]
     body = responses.chat_body if job.kind == "chat" else responses.completion_body
     return body(job.request_id, job.model, job.created, choices, progress.usage(cost), job.fingerprint)
 
@@ -140,10 +142,18 @@ def _echoed(job: Job, index: int) -> str:
 
 def _choice_json(job: Job, index: int, text: str, logprobs, finish_reason, formatter) -> dict:
     if job.kind == "chat":
-        return {"index": index, "message": {"role": "assistant", "content": text},
-                "logprobs": formatter.chat(logprobs) if job.logprobs else None, "finish_reason": finish_reason}
-    return {"index": index, "text": text, "logprobs": formatter.completions(logprobs) if job.logprobs else None,
-            "finish_reason": finish_reason}
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": formatter.chat(logprobs) if job.logprobs else None,
+            "finish_reason": finish_reason,
+        }
+    return {
+        "index": index,
+        "text": text,
+        "logprobs": formatter.completions(logprobs) if job.logprobs else None,
+        "finish_reason": finish_reason,
+    }
 
 
 def sse(payload) -> str:
@@ -183,8 +193,10 @@ async def stream_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel,
 def _first_chunk_choices(job: Job, count: int) -> list[dict]:
     """What a stream opens with: chat's role (once per choice, as OpenAI does); completions' echoed prompt."""
     if job.kind == "chat":
-        return [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-                for i in range(count)]
+        return [
+            {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+            for i in range(count)
+        ]
     if job.echo:
         return [{"index": i, "text": _echoed(job, i), "logprobs": None, "finish_reason": None} for i in range(count)]
     return []
@@ -193,8 +205,15 @@ def _first_chunk_choices(job: Job, count: int) -> list[dict]:
 def _chunk_choice(job: Job, index: int, delta, formatter, text_offset: int) -> dict:
     logprobs = delta.logprobs or []
     if job.kind == "chat":
-        return {"index": index, "delta": {"content": delta.text} if delta.text else {},
-                "logprobs": formatter.chat(logprobs) if job.logprobs else None, "finish_reason": delta.finish_reason}
-    return {"index": index, "text": delta.text,
-            "logprobs": formatter.completions(logprobs, text_offset) if job.logprobs else None,
-            "finish_reason": delta.finish_reason}
+        return {
+            "index": index,
+            "delta": {"content": delta.text} if delta.text else {},
+            "logprobs": formatter.chat(logprobs) if job.logprobs else None,
+            "finish_reason": delta.finish_reason,
+        }
+    return {
+        "index": index,
+        "text": delta.text,
+        "logprobs": formatter.completions(logprobs, text_offset) if job.logprobs else None,
+        "finish_reason": delta.finish_reason,
+    }

@@ -32,8 +32,7 @@ class BodyTooSlow(APIError):
     """Raised from `receive` when the body is not complete by the deadline; answered 408."""
 
     def __init__(self, timeout_s: float):
-        super().__init__(408, f"request body not received within the server's limit of {timeout_s:g} s",
-                         headers=_CLOSE)
+        super().__init__(408, f"request body not received within the server's limit of {timeout_s:g} s", headers=_CLOSE)
 
 
 class BodyLimits:
@@ -93,7 +92,15 @@ def _closing(headers) -> list:
 
 async def _refuse(send, error: APIError) -> None:
     body = json.dumps(error_body(error.status, error.message)).encode()
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

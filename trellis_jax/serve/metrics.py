@@ -32,25 +32,41 @@ class ServerMetrics:
     """`registry` is what /metrics exposes: every metric of `own` (the counters and histograms below, and
     the engine collector) with the `model` label added."""
 
-    def __init__(self, engine, cost: CostModel, ceilings: Ceilings | None, *, model: str = "default",
-                 admission=None):
+    def __init__(self, engine, cost: CostModel, ceilings: Ceilings | None, *, model: str = "default", admission=None):
         self.own = CollectorRegistry()
         r = self.own
         self.requests = Counter("trellis_requests", "Finished HTTP requests", ["endpoint", "status"], registry=r)
-        self.ttft = Histogram("trellis_time_to_first_token_seconds", "Time to first token", buckets=_LATENCY_BUCKETS, registry=r)
-        self.itl = Histogram("trellis_inter_token_latency_seconds", "Time between output tokens", buckets=_LATENCY_BUCKETS, registry=r)
-        self.e2e = Histogram("trellis_e2e_request_latency_seconds", "Request latency", buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "trellis_time_to_first_token_seconds", "Time to first token", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.itl = Histogram(
+            "trellis_inter_token_latency_seconds", "Time between output tokens", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.e2e = Histogram(
+            "trellis_e2e_request_latency_seconds", "Request latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.prompt_tokens = Counter("trellis_prompt_tokens", "Prompt tokens", registry=r)
         self.generation_tokens = Counter("trellis_generation_tokens", "Generated tokens", registry=r)
-        self.cache_queries = Counter("trellis_prefix_cache_queried_tokens", "Prompt tokens looked up in the prefix cache", registry=r)
-        self.cache_hits = Counter("trellis_prefix_cache_hit_tokens", "Prompt tokens served from the prefix cache", registry=r)
-        self.flops_saved = Counter("trellis_prefill_saved_flops", "Prefill FLOPs avoided by prefix-cache hits", registry=r)
-        self.kv_bytes_reread = Counter("trellis_kv_reread_bytes", "Cached KV bytes reused instead of recomputed", registry=r)
+        self.cache_queries = Counter(
+            "trellis_prefix_cache_queried_tokens", "Prompt tokens looked up in the prefix cache", registry=r
+        )
+        self.cache_hits = Counter(
+            "trellis_prefix_cache_hit_tokens", "Prompt tokens served from the prefix cache", registry=r
+        )
+        self.flops_saved = Counter(
+            "trellis_prefill_saved_flops", "Prefill FLOPs avoided by prefix-cache hits", registry=r
+        )
+        self.kv_bytes_reread = Counter(
+            "trellis_kv_reread_bytes", "Cached KV bytes reused instead of recomputed", registry=r
+        )
         self.prefill_flops = Counter("trellis_prefill_computed_flops", "Prefill FLOPs computed", registry=r)
-        self.decode_bytes = Counter("trellis_decode_read_bytes", "Bytes read by decode tokens (KV + weight share)", registry=r)
+        self.decode_bytes = Counter(
+            "trellis_decode_read_bytes", "Bytes read by decode tokens (KV + weight share)", registry=r
+        )
         self.disconnects = Counter("trellis_client_disconnects", "Requests aborted because the client left", registry=r)
-        self.responses = Counter("trellis_http_responses", "HTTP responses by route and status code",
-                                 ["path", "status"], registry=r)
+        self.responses = Counter(
+            "trellis_http_responses", "HTTP responses by route and status code", ["path", "status"], registry=r
+        )
         self.queried_tokens = self.hit_tokens = 0
         self.collector = EngineCollector(engine, self, ceilings, admission)
         r.register(self.collector)
@@ -113,34 +129,55 @@ class EngineCollector:
         if scheduler is not None:
             yield from self._scheduler_metrics(scheduler)
         runner = getattr(inner, "runner", None)
-        yield _counter("trellis_compilations", "Step compilations by the runner", getattr(runner, "num_compilations", 0))
-        yield _gauge("trellis_prefix_cache_hit_ratio", "Prompt tokens served from the prefix cache / looked up "
-                     "(since start)", _ratio(self.metrics.hit_tokens, self.metrics.queried_tokens))
+        yield _counter(
+            "trellis_compilations", "Step compilations by the runner", getattr(runner, "num_compilations", 0)
+        )
+        yield _gauge(
+            "trellis_prefix_cache_hit_ratio",
+            "Prompt tokens served from the prefix cache / looked up (since start)",
+            _ratio(self.metrics.hit_tokens, self.metrics.queried_tokens),
+        )
         if self.admission is not None:
             yield from self._admission_metrics()
         if self.ceilings is not None:
-            yield _gauge("trellis_device_peak_flops_per_second", "Device peak dense FLOP/s (for MFU)",
-                         self.ceilings.flops_per_s)
-            yield _gauge("trellis_device_peak_bytes_per_second", "Device memory bandwidth (for bandwidth use)",
-                         self.ceilings.bytes_per_s)
+            yield _gauge(
+                "trellis_device_peak_flops_per_second", "Device peak dense FLOP/s (for MFU)", self.ceilings.flops_per_s
+            )
+            yield _gauge(
+                "trellis_device_peak_bytes_per_second",
+                "Device memory bandwidth (for bandwidth use)",
+                self.ceilings.bytes_per_s,
+            )
 
     def _admission_metrics(self):
-        yield _gauge("trellis_server_requests", "Generation requests the server holds (running or waiting)",
-                     self.admission.in_flight)
-        yield _gauge("trellis_server_request_capacity", "Requests the server holds at most (running + waiting cap)",
-                     self.admission.capacity)
+        yield _gauge(
+            "trellis_server_requests",
+            "Generation requests the server holds (running or waiting)",
+            self.admission.in_flight,
+        )
+        yield _gauge(
+            "trellis_server_request_capacity",
+            "Requests the server holds at most (running + waiting cap)",
+            self.admission.capacity,
+        )
         yield _counter("trellis_rejected_requests", "Requests refused with 429 (queue full)", self.admission.rejected)
 
     def _scheduler_metrics(self, scheduler):
         cache = scheduler.kv.cache
         pages = GaugeMetricFamily("trellis_kv_pages", "KV pages by state", labels=["state"])
-        for state, value in (("free", cache.num_free_pages), ("evictable", cache.num_evictable_pages),
-                             ("locked", cache.num_locked_pages), ("private", cache.num_private_pages),
-                             ("total", cache.num_pages)):
+        for state, value in (
+            ("free", cache.num_free_pages),
+            ("evictable", cache.num_evictable_pages),
+            ("locked", cache.num_locked_pages),
+            ("private", cache.num_private_pages),
+            ("total", cache.num_pages),
+        ):
             pages.add_metric([state], float(value))
         yield pages
         in_use = cache.num_locked_pages + cache.num_private_pages
-        yield _gauge("trellis_kv_pages_in_use_ratio", "KV pages held by requests / all pages", _ratio(in_use, cache.num_pages))
+        yield _gauge(
+            "trellis_kv_pages_in_use_ratio", "KV pages held by requests / all pages", _ratio(in_use, cache.num_pages)
+        )
         requests = GaugeMetricFamily("trellis_scheduler_requests", "Requests in the scheduler", labels=["state"])
         requests.add_metric(["running"], float(len(scheduler.running)))
         requests.add_metric(["waiting"], float(len(scheduler.waiting)))
@@ -149,13 +186,24 @@ class EngineCollector:
         yield _queue_time(stats.queue_time_s)
         yield _counter("trellis_preemptions", "Requests preempted (recompute)", stats.num_preemptions)
         yield _counter("trellis_evicted_pages", "Cache pages evicted", cache.stats.evicted_pages)
-        yield _counter("trellis_prefix_cache_partial_page_tokens", "Cached prompt tokens copied from part of a cached page",
-                       stats.num_partial_page_tokens)
-        yield _counter("trellis_lookup_draft_tokens", "Tokens guessed by prompt lookup and verified", stats.num_draft_tokens)
-        yield _counter("trellis_lookup_accepted_tokens", "Guessed tokens the model agreed with (kept)",
-                       stats.num_accepted_draft_tokens)
-        yield _gauge("trellis_lookup_acceptance_ratio", "Guessed tokens kept / verified (since start)",
-                     _ratio(stats.num_accepted_draft_tokens, stats.num_draft_tokens))
+        yield _counter(
+            "trellis_prefix_cache_partial_page_tokens",
+            "Cached prompt tokens copied from part of a cached page",
+            stats.num_partial_page_tokens,
+        )
+        yield _counter(
+            "trellis_lookup_draft_tokens", "Tokens guessed by prompt lookup and verified", stats.num_draft_tokens
+        )
+        yield _counter(
+            "trellis_lookup_accepted_tokens",
+            "Guessed tokens the model agreed with (kept)",
+            stats.num_accepted_draft_tokens,
+        )
+        yield _gauge(
+            "trellis_lookup_acceptance_ratio",
+            "Guessed tokens kept / verified (since start)",
+            _ratio(stats.num_accepted_draft_tokens, stats.num_draft_tokens),
+        )
 
 
 def _queue_time(histogram) -> HistogramMetricFamily:
@@ -163,8 +211,12 @@ def _queue_time(histogram) -> HistogramMetricFamily:
     counts = list(histogram.counts)  # read before count: observe() bumps the buckets first, so +Inf >= each
     buckets = [(str(float(bound)), float(n)) for bound, n in zip(histogram.bounds, counts, strict=True)]
     buckets.append(("+Inf", float(histogram.count)))
-    return HistogramMetricFamily("trellis_queue_time_seconds", "Time requests waited in the scheduler before "
-                                 "their first step", buckets=buckets, sum_value=histogram.sum)
+    return HistogramMetricFamily(
+        "trellis_queue_time_seconds",
+        "Time requests waited in the scheduler before their first step",
+        buckets=buckets,
+        sum_value=histogram.sum,
+    )
 
 
 class RequestMetrics:

@@ -87,9 +87,12 @@ PromptIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Annotated[StrictStr, Field(min_length=1)] | PromptIds | Annotated[
-        list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)
-    ] | Annotated[list[PromptIds], Field(min_length=1)]
+    prompt: (
+        Annotated[StrictStr, Field(min_length=1)]
+        | PromptIds
+        | Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[PromptIds], Field(min_length=1)]
+    )
     logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     echo: StrictBool = False
     best_of: StrictInt | None = None
@@ -113,8 +116,9 @@ class CompletionRequest(SamplingFields):
     @classmethod
     def _echo_without_logprobs(cls, echo, info):
         if echo and info.data.get("logprobs") is not None:
-            raise ValueError("echo with logprobs is not supported (the prompt's logprobs are not computed); "
-                             "drop one of them")
+            raise ValueError(
+                "echo with logprobs is not supported (the prompt's logprobs are not computed); drop one of them"
+            )
         return echo
 
     def prompts(self) -> list[str | list[int]]:

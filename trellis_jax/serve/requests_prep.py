@@ -34,8 +34,12 @@ def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
     check_text_fields(req)
     count = len(req.prompts())
     if count * req.n > MAX_CHOICES:
-        raise APIError(400, f"{count} prompts x n={req.n} asks for {count * req.n} completions; at most {MAX_CHOICES} "
-                            "per request (split it into several requests)", param="prompt")
+        raise APIError(
+            400,
+            f"{count} prompts x n={req.n} asks for {count * req.n} completions; at most {MAX_CHOICES} "
+            "per request (split it into several requests)",
+            param="prompt",
+        )
     prompts = []
     for i, prompt in enumerate(req.prompts()):
         if isinstance(prompt, str):
@@ -52,25 +56,45 @@ def completion_prompts(req: CompletionRequest, tokenizer) -> list[list[int]]:
 
 def echo_texts(req: CompletionRequest, prompts: list[list[int]], tokenizer) -> list[str]:
     """What `echo` prepends to each prompt's choices: a string prompt as sent, token ids decoded."""
-    return [p if isinstance(p, str) else tokenizer.decode(ids, skip_special_tokens=False)
-            for p, ids in zip(req.prompts(), prompts, strict=True)]
+    return [
+        p if isinstance(p, str) else tokenizer.decode(ids, skip_special_tokens=False)
+        for p, ids in zip(req.prompts(), prompts, strict=True)
+    ]
 
 
 def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
     check_text_fields(req)
-    return encode_messages(req.messages, tokenizer, add_generation_prompt=req.add_generation_prompt,
-                           template_kwargs=req.chat_template_kwargs, tools=req.tools)
+    return encode_messages(
+        req.messages,
+        tokenizer,
+        add_generation_prompt=req.add_generation_prompt,
+        template_kwargs=req.chat_template_kwargs,
+        tools=req.tools,
+    )
 
 
-def encode_messages(messages, tokenizer, *, add_generation_prompt: bool, template_kwargs: dict | None = None,
-                    tools: list | None = None, add_bos: bool | None = None) -> list[int]:
+def encode_messages(
+    messages,
+    tokenizer,
+    *,
+    add_generation_prompt: bool,
+    template_kwargs: dict | None = None,
+    tools: list | None = None,
+    add_bos: bool | None = None,
+) -> list[int]:
     """The chat's token ids through the model's template (a 400 naming `messages` if it cannot render)."""
     extras = dict(template_kwargs or {})
     if tools:
         extras["tools"] = tools
     try:
-        ids = list(tokenizer.encode_chat([m.for_template() for m in messages],
-                                         add_generation_prompt=add_generation_prompt, add_bos=add_bos, **extras))
+        ids = list(
+            tokenizer.encode_chat(
+                [m.for_template() for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                add_bos=add_bos,
+                **extras,
+            )
+        )
     except (ValueError, KeyError, TypeError) as error:  # ChatTemplateError and TokenizerError are ValueErrors
         raise APIError(400, f"cannot build the chat prompt: {error}", param="messages") from error
     if not ids:
@@ -78,26 +102,50 @@ def encode_messages(messages, tokenizer, *, add_generation_prompt: bool, templat
     return ids
 
 
-def sampling_params(req: SamplingFields, prompts: list[list[int]], max_model_len: int, *, requested_max: int | None,
-                    default_max: int | None, logprobs: int | None) -> SamplingParams:
+def sampling_params(
+    req: SamplingFields,
+    prompts: list[list[int]],
+    max_model_len: int,
+    *,
+    requested_max: int | None,
+    default_max: int | None,
+    logprobs: int | None,
+) -> SamplingParams:
     """SamplingParams for the request; max_tokens is capped so prompt + output fit the context. Every number
     is checked against field_ranges.FIELD_RANGES (max_tokens before the cap): a 400 naming the field."""
     if requested_max is not None:
         _checked(lambda: check_field("max_tokens", requested_max))
     longest = max(len(p) for p in prompts)
     if longest >= max_model_len:
-        raise APIError(400, f"the prompt has {longest} tokens but this model's context is {max_model_len} tokens "
-                            "(prompt + completion); shorten the prompt", param="messages" if hasattr(req, "messages") else "prompt",
-                       code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"the prompt has {longest} tokens but this model's context is {max_model_len} tokens "
+            "(prompt + completion); shorten the prompt",
+            param="messages" if hasattr(req, "messages") else "prompt",
+            code="context_length_exceeded",
+        )
     room = max_model_len - longest
     wanted = requested_max if requested_max is not None else default_max
     max_tokens = room if wanted is None else min(wanted, room)
     fields = {
-        "n": req.n, "max_tokens": max_tokens, "logprobs": logprobs, "seed": req.seed,
-        "stop": req.stop or (), "stop_token_ids": req.stop_token_ids or (),
+        "n": req.n,
+        "max_tokens": max_tokens,
+        "logprobs": logprobs,
+        "seed": req.seed,
+        "stop": req.stop or (),
+        "stop_token_ids": req.stop_token_ids or (),
     }
-    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                 "repetition_penalty", "ignore_eos", "skip_special_tokens"):
+    for name in (
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "ignore_eos",
+        "skip_special_tokens",
+    ):
         value = getattr(req, name)
         if value is not None:
             fields[name] = value

@@ -75,20 +75,48 @@ class LogprobFormatter:
 
 
 def completion_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
-    return {"id": request_id, "object": "text_completion", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage_dict,
+        "system_fingerprint": system_fingerprint,
+    }
 
 
 def chat_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
-    return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage_dict,
+        "system_fingerprint": system_fingerprint,
+    }
 
 
 def completion_chunk(request_id, model, created, choices, usage_dict=None, system_fingerprint=None) -> dict:
-    return {"id": request_id, "object": "text_completion", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage_dict,
+        "system_fingerprint": system_fingerprint,
+    }
 
 
 def chat_chunk(request_id, model, created, choices, usage_dict=None, system_fingerprint=None) -> dict:
-    return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": choices, "usage": usage_dict, "system_fingerprint": system_fingerprint}
+    return {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage_dict,
+        "system_fingerprint": system_fingerprint,
+    }

@@ -18,14 +18,29 @@ import threading
 import uvicorn
 
 
-def make_server(app, *, host: str = "127.0.0.1", port: int = 8000, graceful_timeout_s: float = 30.0,
-                log_level: str = "info", limit_concurrency: int | None = None) -> uvicorn.Server:
+def make_server(
+    app,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    graceful_timeout_s: float = 30.0,
+    log_level: str = "info",
+    limit_concurrency: int | None = None,
+) -> uvicorn.Server:
     if limit_concurrency is not None and limit_concurrency < 2:
-        raise ValueError(f"limit_concurrency must be >= 2 (it counts the request's own connection), "
-                         f"got {limit_concurrency}")
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=graceful_timeout_s, lifespan="on",
-                            limit_concurrency=limit_concurrency)
+        raise ValueError(
+            f"limit_concurrency must be >= 2 (it counts the request's own connection), got {limit_concurrency}"
+        )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_timeout_s,
+        lifespan="on",
+        limit_concurrency=limit_concurrency,
+    )
     return uvicorn.Server(config)
 
 
@@ -44,11 +59,21 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(app, sock: socket.socket, *, graceful_timeout_s: float = 30.0, log_level: str = "info",
-          limit_concurrency: int | None = None) -> None:
+def serve(
+    app,
+    sock: socket.socket,
+    *,
+    graceful_timeout_s: float = 30.0,
+    log_level: str = "info",
+    limit_concurrency: int | None = None,
+) -> None:
     """Serve `app` until SIGTERM/SIGINT, then shut down gracefully (returns; the caller exits 0)."""
-    run_until_signalled(make_server(app, graceful_timeout_s=graceful_timeout_s, log_level=log_level,
-                                    limit_concurrency=limit_concurrency), sock)
+    run_until_signalled(
+        make_server(
+            app, graceful_timeout_s=graceful_timeout_s, log_level=log_level, limit_concurrency=limit_concurrency
+        ),
+        sock,
+    )
 
 
 def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:

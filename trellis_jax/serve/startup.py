@@ -36,8 +36,9 @@ class LoadingApp:
     def ready(self) -> bool:
         return self.app is not None
 
-    def load_in_background(self, build: Callable[[], object],
-                           on_failure: Callable[[BaseException], None] | None = None) -> threading.Thread:
+    def load_in_background(
+        self, build: Callable[[], object], on_failure: Callable[[BaseException], None] | None = None
+    ) -> threading.Thread:
         def load() -> None:
             try:
                 self.app = build()

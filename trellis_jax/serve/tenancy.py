@@ -35,8 +35,9 @@ class Tenancy:
         if len(set(keys + admins)) != len(keys) + len(admins):
             raise ValueError("the same API key was given twice (keys must be distinct across api and admin keys)")
         per_key = len(keys) + len(admins) > 1
-        self._keys = ([(k.encode(), Caller(f"key{i}" if per_key else "", False)) for i, k in enumerate(keys)]
-                      + [(k.encode(), Caller(f"admin{i}" if per_key else "", True)) for i, k in enumerate(admins)])
+        self._keys = [(k.encode(), Caller(f"key{i}" if per_key else "", False)) for i, k in enumerate(keys)] + [
+            (k.encode(), Caller(f"admin{i}" if per_key else "", True)) for i, k in enumerate(admins)
+        ]
 
     @property
     def auth_required(self) -> bool:
@@ -51,8 +52,9 @@ class Tenancy:
         them (APIError 403 for a tenant's key); without admin keys, any key."""
         caller = self.authenticate(authorization)
         if self.has_admins and not caller.is_admin:
-            raise APIError(403, "this route shows every tenant's traffic: it needs an admin key",
-                           code="admin_key_required")
+            raise APIError(
+                403, "this route shows every tenant's traffic: it needs an admin key", code="admin_key_required"
+            )
         return caller
 
     def authenticate(self, authorization: str | None) -> Caller:

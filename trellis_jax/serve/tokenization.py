@@ -30,8 +30,14 @@ def add_tokenization_routes(app: FastAPI, handlers) -> None:
         check_text_fields(body)
         add_bos = None if body.add_special_tokens else False
         if body.messages is not None:
-            ids = encode_messages(body.messages, tokenizer, add_generation_prompt=body.add_generation_prompt,
-                                  template_kwargs=body.chat_template_kwargs, tools=body.tools, add_bos=add_bos)
+            ids = encode_messages(
+                body.messages,
+                tokenizer,
+                add_generation_prompt=body.add_generation_prompt,
+                template_kwargs=body.chat_template_kwargs,
+                tools=body.tools,
+                add_bos=add_bos,
+            )
         else:
             ids = list(tokenizer.encode(body.prompt, parse_special=True, add_bos=add_bos))
         return {"tokens": ids, "count": len(ids), "max_model_len": handlers.max_model_len}
@@ -43,6 +49,7 @@ def add_tokenization_routes(app: FastAPI, handlers) -> None:
             handlers.check_model(body.model)
         bad = [t for t in body.tokens if t >= tokenizer.vocab_size]
         if bad:
-            raise APIError(400, f"token id {bad[0]} is outside the vocabulary (size {tokenizer.vocab_size})",
-                           param="tokens")
+            raise APIError(
+                400, f"token id {bad[0]} is outside the vocabulary (size {tokenizer.vocab_size})", param="tokens"
+            )
         return {"prompt": tokenizer.decode(body.tokens, skip_special_tokens=False)}

@@ -37,7 +37,9 @@ class ContentShield:
     """Swaps special-token strings in caller data for placeholders, and back."""
 
     def __init__(self, special_tokens: Iterable[str], data: Any, template_source: str):
-        specials = sorted({s for s in special_tokens if s}, key=len, reverse=True)  # longest first: "<|end|>" vs "<|endoftext|>"
+        specials = sorted(
+            {s for s in special_tokens if s}, key=len, reverse=True
+        )  # longest first: "<|end|>" vs "<|endoftext|>"
         self._pattern = re.compile("|".join(map(re.escape, specials))) if specials else None
         texts = list(_strings(data))
         found = sorted({m.group() for text in texts for m in self._pattern.finditer(text)}) if self._pattern else []
@@ -73,8 +75,15 @@ def _unused_characters(texts: list[str]) -> Iterator[str]:
     return (chr(c) for c in range(_PLACEHOLDER_BASE, 0x10FFFE) if chr(c) not in taken)
 
 
-def encode_shielded(text: str, shield: ContentShield, *, parsing: HFTokenizer, literal: HFTokenizer,
-                    continuation: HFTokenizer, special_ids: frozenset[int]) -> list[int]:
+def encode_shielded(
+    text: str,
+    shield: ContentShield,
+    *,
+    parsing: HFTokenizer,
+    literal: HFTokenizer,
+    continuation: HFTokenizer,
+    special_ids: frozenset[int],
+) -> list[int]:
     """Ids of rendered `text`: specials where the text itself has them, shielded content as plain text.
 
     `parsing` parses special-token text, `literal` does not; `continuation` is `literal` for pieces that
@@ -96,8 +105,9 @@ def encode_shielded(text: str, shield: ContentShield, *, parsing: HFTokenizer, l
     return ids
 
 
-def _piece_ids(piece: str, start: int, ids: list[int], shield: ContentShield, literal: HFTokenizer,
-               continuation: HFTokenizer) -> list[int]:
+def _piece_ids(
+    piece: str, start: int, ids: list[int], shield: ContentShield, literal: HFTokenizer, continuation: HFTokenizer
+) -> list[int]:
     if not shield.holds_placeholder(piece):
         return ids
     encoder = literal if start == 0 else continuation

@@ -60,10 +60,14 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
     """Check the OpenAI/HF message shape: a list of mappings with a string `role` and a `content` that is
     a string, a list of parts, or null (only alongside `tool_calls`)."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise ChatTemplateError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}")
+        raise ChatTemplateError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise ChatTemplateError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(message).__name__}")
+            raise ChatTemplateError(
+                f"messages[{i}] must be a dict with 'role' and 'content', got {type(message).__name__}"
+            )
         role = message.get("role")
         if not isinstance(role, str) or not role:
             raise ChatTemplateError(f"messages[{i}] has no 'role' (a non-empty string such as 'user')")

@@ -71,6 +71,8 @@ class IncrementalDetokenizer:
         inside the run do not end it, since the decoder never sees them)."""
         stable = len(self.token_ids)
         skipped = self.tokenizer.special_ids if self.skip_special_tokens else frozenset()
-        while stable and (self.token_ids[stable - 1] in self._byte_fallback_ids or self.token_ids[stable - 1] in skipped):
+        while stable and (
+            self.token_ids[stable - 1] in self._byte_fallback_ids or self.token_ids[stable - 1] in skipped
+        ):
             stable -= 1
         return stable

@@ -21,7 +21,9 @@ from tokenizers import Tokenizer as HFTokenizer
 @functools.lru_cache(maxsize=1)
 def byte_alphabet() -> dict[str, int]:
     """GPT-2's printable stand-in character for each byte value, inverted (char -> byte)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = list(printable)
     extra = 0
     for byte in range(256):
@@ -46,7 +48,9 @@ def byte_fallback_ids(tok: HFTokenizer) -> frozenset[int]:
     every byte of the run into U+FFFD, so a run's text is only final once a non-byte token ends it."""
     if '"ByteFallback"' not in json.dumps(json.loads(tok.to_str()).get("decoder")):
         return frozenset()
-    return frozenset(i for token, i in tok.get_vocab(with_added_tokens=False).items() if _BYTE_FALLBACK_TOKEN.fullmatch(token))
+    return frozenset(
+        i for token, i in tok.get_vocab(with_added_tokens=False).items() if _BYTE_FALLBACK_TOKEN.fullmatch(token)
+    )
 
 
 class TokenBytes:

@@ -73,7 +73,9 @@ class Tokenizer:
         self.eos_token_ids = self._end_of_turn_ids(extra_eos_ids)
         self.bos_token = self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else None
         self.eos_token = self.id_to_token(self.eos_token_id) if self.eos_token_id is not None else None
-        self.chat_template = ChatTemplate(chat_template, self._template_specials(), origin=source) if chat_template else None
+        self.chat_template = (
+            ChatTemplate(chat_template, self._template_specials(), origin=source) if chat_template else None
+        )
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -110,7 +112,10 @@ class Tokenizer:
         add_bos = files.config.get("add_bos_token")
         if add_bos is None:  # no explicit flag: does tokenizer.json's post-processor prepend BOS?
             with_specials = tok.encode("a", add_special_tokens=True).ids
-            add_bos = bos_id is not None and with_specials[:1] == [bos_id] != tok.encode("a", add_special_tokens=False).ids[:1]
+            add_bos = (
+                bos_id is not None
+                and with_specials[:1] == [bos_id] != tok.encode("a", add_special_tokens=False).ids[:1]
+            )
         if eos_id is None and files.generation_eos_ids:
             eos_id = files.generation_eos_ids[0]
         return cls(
@@ -130,7 +135,9 @@ class Tokenizer:
 
     def _checked_id(self, token_id: int | None, name: str) -> int | None:
         if token_id is not None and not 0 <= token_id < self.vocab_size:
-            raise TokenizerError(f"{self.source}: {name} token id {token_id} outside the vocabulary ({self.vocab_size})")
+            raise TokenizerError(
+                f"{self.source}: {name} token id {token_id} outside the vocabulary ({self.vocab_size})"
+            )
         return token_id
 
     def _end_of_turn_ids(self, extra: Iterable[int]) -> tuple[int, ...]:
@@ -167,7 +174,9 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         for position, token_id in enumerate(ids):
             if not 0 <= token_id < self.vocab_size:
-                raise TokenizerError(f"token id {token_id} at position {position} is outside the vocabulary (0..{self.vocab_size - 1})")
+                raise TokenizerError(
+                    f"token id {token_id} at position {position} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
         return ids
 
     def id_to_token(self, token_id: int) -> str:
@@ -211,8 +220,12 @@ class Tokenizer:
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
 
     def _template_specials(self) -> dict[str, str | None]:
-        return {"bos_token": self.bos_token, "eos_token": self.eos_token,
-                "unk_token": self._token_or_none(self.unk_token_id), "pad_token": self._token_or_none(self.pad_token_id)}
+        return {
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "unk_token": self._token_or_none(self.unk_token_id),
+            "pad_token": self._token_or_none(self.pad_token_id),
+        }
 
     def with_chat_template(self, source: str, origin: str = "template") -> Tokenizer:
         """A copy that renders chats with the Jinja template `source` instead of the model's (ChatTemplateError
@@ -228,8 +241,9 @@ class Tokenizer:
         clone.special_tokens_in_content = bool(allowed)
         return clone
 
-    def encode_chat(self, messages: Any, add_generation_prompt: bool = True, *, add_bos: bool | None = False,
-                    **kwargs: Any) -> list[int]:
+    def encode_chat(
+        self, messages: Any, add_generation_prompt: bool = True, *, add_bos: bool | None = False, **kwargs: Any
+    ) -> list[int]:
         """Token ids of the rendered chat. Special-token text inside `messages` or `kwargs` (tools,
         documents, template variables) is tokenized as plain text: only the template's markup becomes
         special ids (unless `special_tokens_in_content`). `add_bos`: like HF, the template supplies BOS
@@ -244,8 +258,14 @@ class Tokenizer:
         if shield.active:
             messages, kwargs = shield.shield(messages), shield.shield(kwargs)
         text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **kwargs)
-        ids = encode_shielded(text, shield, parsing=self._tok, literal=self._tok_literal,
-                              continuation=self._tok_continuation, special_ids=self.special_ids)
+        ids = encode_shielded(
+            text,
+            shield,
+            parsing=self._tok,
+            literal=self._tok_literal,
+            continuation=self._tok_continuation,
+            special_ids=self.special_ids,
+        )
         return self._with_bos(ids, add_bos)
 
     @functools.cached_property

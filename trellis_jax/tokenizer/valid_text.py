@@ -18,8 +18,10 @@ def text_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        return (f"holds a lone surrogate U+{ord(text[error.start]):04X} at character {error.start}; "
-                "text must be valid Unicode (encodable as UTF-8)")
+        return (
+            f"holds a lone surrogate U+{ord(text[error.start]):04X} at character {error.start}; "
+            "text must be valid Unicode (encodable as UTF-8)"
+        )
     return None
 
 

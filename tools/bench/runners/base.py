@@ -26,7 +26,7 @@ class RequestResult:
     finish_s: float
     num_prompt_tokens: int
     num_output_tokens: int
-    prompt_tokens_computed: int | None     # None: the system does not say
+    prompt_tokens_computed: int | None  # None: the system does not say
     output_token_ids: list[int] = field(default_factory=list)
 
     @property
@@ -36,8 +36,8 @@ class RequestResult:
 
 @dataclass
 class MemoryView:
-    kv_bytes: int | None     # KV held now (cache pages / DynamicCaches / context + RAM cache)
-    pid: int                 # process to sample RSS from
+    kv_bytes: int | None  # KV held now (cache pages / DynamicCaches / context + RAM cache)
+    pid: int  # process to sample RSS from
 
 
 class Runner:

@@ -20,8 +20,17 @@ _F16_BYTES = 2
 
 
 class LlamaCppRunner(Runner):
-    def __init__(self, gguf_path, *, ram_cache: bool, threads: int, n_ctx: int = 2048,
-                 ram_cache_bytes: int = 2 << 30, ban_token_ids=(0, 1, 2), name: str | None = None):
+    def __init__(
+        self,
+        gguf_path,
+        *,
+        ram_cache: bool,
+        threads: int,
+        n_ctx: int = 2048,
+        ram_cache_bytes: int = 2 << 30,
+        ban_token_ids=(0, 1, 2),
+        name: str | None = None,
+    ):
         self.gguf_path = gguf_path
         self.ram_cache = ram_cache
         self.threads = threads
@@ -31,30 +40,39 @@ class LlamaCppRunner(Runner):
         quant = next((q for q in ("F32", "BF16") if f".{q}." in Path(gguf_path).name), "Q4_1")
         self.name = name or f"llama.cpp-{quant}" + ("-ramcache" if ram_cache else "")
         self.description = f"llama-cpp-python, {quant} GGUF, " + (
-            "prefix reuse + LlamaRAMCache" if ram_cache else "prefix reuse of the previous prompt")
+            "prefix reuse + LlamaRAMCache" if ram_cache else "prefix reuse of the previous prompt"
+        )
         self._evaluated = 0
         self.llm = None
 
     def start(self) -> None:
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(self.gguf_path), n_ctx=self.n_ctx, n_threads=self.threads,
-                         n_threads_batch=self.threads, n_batch=512, seed=0, verbose=False)
+        self.llm = Llama(
+            model_path=str(self.gguf_path),
+            n_ctx=self.n_ctx,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            n_batch=512,
+            seed=0,
+            verbose=False,
+        )
         inner_eval = self.llm.eval
 
         def counting_eval(tokens):
             self._evaluated += len(tokens)
             return inner_eval(tokens)
-        self.llm.eval = counting_eval        # instance attribute shadows the method inside generate()
+
+        self.llm.eval = counting_eval  # instance attribute shadows the method inside generate()
         self._context_kv_bytes = self._kv_bytes_of_context()
-        for _ in self._complete([1, 2, 3, 4], 2):   # warm-up
+        for _ in self._complete([1, 2, 3, 4], 2):  # warm-up
             pass
         self.reset()
 
     def reset(self) -> None:
         from llama_cpp import LlamaRAMCache
 
-        self.llm.reset()                      # forget the tokens in context: no reuse across runs
+        self.llm.reset()  # forget the tokens in context: no reuse across runs
         self.llm.set_cache(LlamaRAMCache(capacity_bytes=self.ram_cache_bytes) if self.ram_cache else None)
 
     def run_wave(self, requests, t0) -> list[RequestResult]:
@@ -68,9 +86,18 @@ class LlamaCppRunner(Runner):
                     first_token_s = now() - t0
                     prefill = self._evaluated - start_count
             decode_evals = self._evaluated - start_count - (prefill or 0)
-            results.append(RequestResult(
-                request.id, request.wave, arrival, first_token_s if first_token_s is not None else now() - t0,
-                now() - t0, request.num_prompt_tokens, decode_evals + 1, prefill))
+            results.append(
+                RequestResult(
+                    request.id,
+                    request.wave,
+                    arrival,
+                    first_token_s if first_token_s is not None else now() - t0,
+                    now() - t0,
+                    request.num_prompt_tokens,
+                    decode_evals + 1,
+                    prefill,
+                )
+            )
         return results
 
     def memory(self) -> MemoryView:
@@ -84,8 +111,9 @@ class LlamaCppRunner(Runner):
             self.llm = None
 
     def _complete(self, prompt_ids, max_tokens):
-        return self.llm.create_completion(prompt=list(prompt_ids), max_tokens=max_tokens, temperature=0.0,
-                                          logit_bias=self.logit_bias, stream=True)
+        return self.llm.create_completion(
+            prompt=list(prompt_ids), max_tokens=max_tokens, temperature=0.0, logit_bias=self.logit_bias, stream=True
+        )
 
     def _kv_bytes_of_context(self) -> int:
         meta = self.llm.metadata

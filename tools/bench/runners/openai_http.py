@@ -35,8 +35,9 @@ class ServerProcess:
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -61,8 +62,16 @@ class ServerProcess:
 
 
 class OpenAIHTTPRunner(Runner):
-    def __init__(self, server: ServerProcess, *, name: str, description: str, extra_body: dict,
-                 model: str | None = None, flush_path: str | None = None):
+    def __init__(
+        self,
+        server: ServerProcess,
+        *,
+        name: str,
+        description: str,
+        extra_body: dict,
+        model: str | None = None,
+        flush_path: str | None = None,
+    ):
         self.server, self.name, self.description = server, name, description
         self.extra_body, self.model, self.flush_path = extra_body, model, flush_path
 
@@ -70,13 +79,14 @@ class OpenAIHTTPRunner(Runner):
         import httpx
 
         self.server.start()
-        if self.model is None:                       # whatever the server serves (it may check the name)
+        if self.model is None:  # whatever the server serves (it may check the name)
             self.model = httpx.get(self.server.base_url + "/v1/models", timeout=10.0).json()["data"][0]["id"]
-        self._stream_one("Hello", 2, now())          # warm-up
+        self._stream_one("Hello", 2, now())  # warm-up
 
     def reset(self) -> None:
         if self.flush_path:
             import httpx
+
             httpx.post(self.server.base_url + self.flush_path, timeout=30.0).raise_for_status()  # else runs reuse
 
     def run_wave(self, requests, t0) -> list[RequestResult]:
@@ -87,10 +97,12 @@ class OpenAIHTTPRunner(Runner):
             try:
                 first, finish, n_out, cached = self._stream_one(request.prompt, request.max_tokens, t0)
                 computed = None if cached is None else request.num_prompt_tokens - cached
-                results[i] = RequestResult(request.id, request.wave, arrival, first, finish,
-                                           request.num_prompt_tokens, n_out, computed)
-            except BaseException as error:    # re-raised in the harness thread below
+                results[i] = RequestResult(
+                    request.id, request.wave, arrival, first, finish, request.num_prompt_tokens, n_out, computed
+                )
+            except BaseException as error:  # re-raised in the harness thread below
                 results[i] = error
+
         threads = [threading.Thread(target=one, args=(i, r)) for i, r in enumerate(requests)]
         for t in threads:
             t.start()
@@ -110,8 +122,15 @@ class OpenAIHTTPRunner(Runner):
     def _stream_one(self, prompt: str, max_tokens: int, t0: float):
         import httpx
 
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
-                "stream": True, "stream_options": {"include_usage": True}, **self.extra_body}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self.extra_body,
+        }
         first = None
         text_chunks, usage = 0, None
         with httpx.stream("POST", self.server.base_url + "/v1/completions", json=body, timeout=600.0) as resp:
@@ -138,7 +157,7 @@ def _die_with_parent() -> None:
     import signal
 
     try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 

@@ -36,8 +36,9 @@ class TrellisRunner(Runner):
         from trellis_jax.engine.api import LLM, SamplingParams
 
         self._sampling = SamplingParams
-        self.llm = llm or LLM(model=str(self.gguf_path) if self.gguf_path else None,
-                       disable_radix_cache=not self.cache, **self.options)
+        self.llm = llm or LLM(
+            model=str(self.gguf_path) if self.gguf_path else None, disable_radix_cache=not self.cache, **self.options
+        )
         self.llm.generate([[1, 2, 3, 4]], SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True))
         self.precision = getattr(getattr(self.llm.engine.runner, "config", None), "dtype", None)
         if self.precision:
@@ -82,9 +83,17 @@ class TrellisRunner(Runner):
     @staticmethod
     def _result(entry, arrival) -> RequestResult:
         request = entry["request"]
-        return RequestResult(request.id, request.wave, arrival, entry["first"] or entry["finish"], entry["finish"],
-                             request.num_prompt_tokens, len(entry["ids"]),
-                             request.num_prompt_tokens - entry["cached"], entry["ids"])
+        return RequestResult(
+            request.id,
+            request.wave,
+            arrival,
+            entry["first"] or entry["finish"],
+            entry["finish"],
+            request.num_prompt_tokens,
+            len(entry["ids"]),
+            request.num_prompt_tokens - entry["cached"],
+            entry["ids"],
+        )
 
     def memory(self) -> MemoryView:
         if self.llm is None:
@@ -101,22 +110,31 @@ class TrellisRunner(Runner):
         before = self._stats_at_reset or {k: 0 for k in now_counts}
         run = {k: now_counts[k] - before[k] for k in now_counts}
         prompt = run["num_prompt_tokens"]
-        return {"cache_hit_rate": run["num_cached_prompt_tokens"] / prompt if prompt else 0.0,
-                "prefill_tokens_computed_by_scheduler": run["num_prefill_tokens_computed"],
-                "preemptions": run["num_preemptions"]}
+        return {
+            "cache_hit_rate": run["num_cached_prompt_tokens"] / prompt if prompt else 0.0,
+            "prefill_tokens_computed_by_scheduler": run["num_prefill_tokens_computed"],
+            "preemptions": run["num_preemptions"],
+        }
 
 
 def _counters(stats) -> dict:
-    return {k: getattr(stats, k) for k in ("num_prompt_tokens", "num_cached_prompt_tokens",
-                                           "num_prefill_tokens_computed", "num_preemptions")}
+    return {
+        k: getattr(stats, k)
+        for k in ("num_prompt_tokens", "num_cached_prompt_tokens", "num_prefill_tokens_computed", "num_preemptions")
+    }
 
 
 def trellis_http_runner(gguf_path, *, cache: bool, port: int, server_args: list[str], log_dir) -> OpenAIHTTPRunner:
     args = ["--port", str(port), *server_args] + ([] if cache else ["--disable-radix-cache"])
     if gguf_path:
         args += ["--model", str(gguf_path)]
-    server = ServerProcess(python_module_command("trellis_jax.serve", *args), port,
-                           os.path.join(log_dir, f"trellis-serve-{port}.log"))
-    return OpenAIHTTPRunner(server, name="trellis-http" if cache else "trellis-http-nocache",
-                            description="Trellis-JAX OpenAI server over HTTP, radix cache " + ("on" if cache else "off"),
-                            extra_body={"ignore_eos": True}, flush_path="/flush_cache")
+    server = ServerProcess(
+        python_module_command("trellis_jax.serve", *args), port, os.path.join(log_dir, f"trellis-serve-{port}.log")
+    )
+    return OpenAIHTTPRunner(
+        server,
+        name="trellis-http" if cache else "trellis-http-nocache",
+        description="Trellis-JAX OpenAI server over HTTP, radix cache " + ("on" if cache else "off"),
+        extra_body={"ignore_eos": True},
+        flush_path="/flush_cache",
+    )

@@ -95,4 +95,4 @@ def _page_signature(node: TreeNode, page: int) -> tuple:
     """(owner, token position where page ``page`` of ``node`` ends, hash of its tokens)."""
     page_size = node.num_tokens // node.num_pages
     start = node.depth - node.num_tokens + page * page_size
-    return node.owner, start + page_size, hash(node.key[page * page_size:(page + 1) * page_size])
+    return node.owner, start + page_size, hash(node.key[page * page_size : (page + 1) * page_size])
