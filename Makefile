@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: setup serve test bench clean
+.PHONY: setup serve test lint bench clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ setup: $(STAMP)
 serve: setup
 	$(BIN)/python -m trellis_jax.serve $(ARGS)
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
