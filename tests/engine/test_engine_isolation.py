@@ -12,6 +12,7 @@ from trellis_jax.engine.api import AsyncEngine, SamplingParams
 from trellis_jax.engine.engine import RequestFailed
 from trellis_jax.engine.isolation import without_rows
 from trellis_jax.step_plan import SequenceWork, StepPlan
+from trellis_testing.drive import run_all
 from trellis_testing.fakes import FakeRunner, make_fake_engine
 
 GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
@@ -35,14 +36,6 @@ class PoisonRunner(FakeRunner):
 def poison_engine(mode: str = "sum", **options):
     runner = PoisonRunner(128, 4, mode=mode)
     return make_fake_engine(num_pages=128, page_size=4, runner=runner, **options)
-
-
-def run_all(engine) -> dict:
-    outputs = {}
-    while engine.has_unfinished():
-        engine.step()
-        outputs.update({o.request_id: o for o in engine.pop_finished()})
-    return outputs
 
 
 def assert_idle_and_intact(cache) -> None:

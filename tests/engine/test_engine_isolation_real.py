@@ -9,6 +9,7 @@ import pytest
 from trellis_jax.engine.api import EngineConfig, SamplingParams
 from trellis_jax.engine.builder import build_engine, make_runner
 from trellis_jax.engine.engine import RequestFailed
+from trellis_testing.drive import run_all
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +43,6 @@ def shared(tiny_model):
 def fresh_engine(shared):
     loaded, runner = shared
     return build_engine(CONFIG, loaded, runner)[0]
-
-
-def run_all(engine) -> dict:
-    outputs = {}
-    while engine.has_unfinished():
-        engine.step()
-        outputs.update({o.request_id: o for o in engine.pop_finished()})
-    return outputs
 
 
 @pytest.fixture(scope="module")
