@@ -149,3 +149,9 @@ def test_the_issue_s_list_leaves_llama_cpp_bf16_out_of_the_shared_targets():
     (issue,) = [v for v in verdicts(_result(rows), issue_peers_only=True) if v["workload"] == "shared_system"]
     assert every["status"] == "MISSED" and every["best_peer"] == "llama.cpp-BF16"
     assert issue["status"] == "met" and issue["best_peer"] == "llama.cpp-F32" and issue["ratio"] == 3.0
+
+
+def test_update_section_starts_a_missing_page_with_its_heading(tmp_path):
+    path = tmp_path / "latest-run.md"
+    update_section(path, f"{SECTION_TITLE}\nnew\n", heading="# Latest run")
+    assert path.read_text() == f"# Latest run\n\n{SECTION_TITLE}\nnew\n"

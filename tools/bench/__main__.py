@@ -1,11 +1,13 @@
-"""`python -m tools.bench` — the CPU comparison, workload files, and the BENCHMARKS.md section.
+"""`python -m tools.bench` — the CPU comparison, workload files, and its page under docs/benchmarks/.
 
     python -m tools.bench run [--preset cpu] [--systems a,b] [--workloads a,b] [--repeats 2] [--out results/bench]
-                              [--update-benchmarks]    # also rewrite BENCHMARKS.md's "Against other engines"
+                              [--update-benchmarks]    # also write docs/benchmarks/latest-run.md
     python -m tools.bench workloads --preset cpu --seed 0 --out results/bench/workloads   # JSONL only
     python -m tools.bench report results/bench/results.json [--update-benchmarks]        # re-render
 
 `run` prints which systems it found and skips, writes results.json, report.md and PNGs into --out.
+`--update-benchmarks` puts the report (its "Against other engines" section) on docs/benchmarks/latest-run.md
+and its plots in docs/bench/; BENCHMARKS.md's headline table is a reader's summary, edited by hand from it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from . import systems as system_registry
 from .model_files import converted_gguf, default_gguf
 from .workloads import PRESETS, WORKLOADS
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+LATEST_RUN_MD = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "latest-run.md"
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "bench"
 DEFAULT_SYSTEMS = (
     "trellis",
@@ -77,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="directory holding a llama_cpp package to use if the venv has none (put first on sys.path)",
     )
-    run.add_argument("--update-benchmarks", action="store_true")
+    run.add_argument("--update-benchmarks", action="store_true", help="also write docs/benchmarks/latest-run.md")
     run.add_argument("--note", action="append", default=[], help="a line quoted at the top of the report")
     wl = sub.add_parser("workloads", help="write the workload JSONL files only")
     wl.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
@@ -85,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     wl.add_argument("--out", type=Path, default=Path("results/bench/workloads"))
     rep = sub.add_parser("report", help="re-render report.md / plots from a results.json")
     rep.add_argument("results", type=Path)
-    rep.add_argument("--update-benchmarks", action="store_true")
+    rep.add_argument("--update-benchmarks", action="store_true", help="also write docs/benchmarks/latest-run.md")
     rep.add_argument("--note", action="append", default=[], help="a line quoted at the top of the report")
     return p.parse_args(argv)
 
@@ -188,9 +190,9 @@ def _report(result: dict, out_dir: Path, command: str, update_benchmarks: bool) 
         DOCS_DIR.mkdir(parents=True, exist_ok=True)
         for plot in plots:
             shutil.copy(plot, DOCS_DIR / plot.name)
-        rel = [f"docs/bench/{p.name}" for p in plots]
-        update_section(BENCHMARKS_MD, markdown(result, command, rel))
-        print(f"updated {BENCHMARKS_MD}")
+        rel = [f"../bench/{p.name}" for p in plots]  # relative to LATEST_RUN_MD
+        update_section(LATEST_RUN_MD, markdown(result, command, rel), heading="# The latest `tools.bench` run")
+        print(f"updated {LATEST_RUN_MD}; BENCHMARKS.md's headline table is updated by hand from it")
 
 
 if __name__ == "__main__":

@@ -266,10 +266,11 @@ def _pct(value) -> str:
     return "" if value is None else f"{100 * value:.0f}%"
 
 
-def update_section(path: Path, text: str) -> None:
-    """Replace the '## Against other engines' section of `path` (up to the next '## '), or append it."""
+def update_section(path: Path, text: str, heading: str = "# Benchmarks") -> None:
+    """Replace the '## Against other engines' section of `path` (up to the next '## '), or append it (to a
+    new page titled `heading` when `path` does not exist yet)."""
     path = Path(path)
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    doc = path.read_text() if path.exists() else heading + "\n"
     pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(doc):
         doc = pattern.sub(lambda _: text.rstrip() + "\n\n", doc, count=1)
