@@ -157,7 +157,7 @@ class AsyncEngine:
             elif not idle_checked:
                 idle_checked = True
                 if self.check_integrity_when_idle:
-                    self.engine.scheduler.kv.cache.check_integrity()
+                    self.engine.scheduler.check_integrity()
         self._fail_all(EngineShutDown("the engine shut down"))
         self._fail_queued_flushes()
 

@@ -144,6 +144,10 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
+    def check_integrity(self) -> None:
+        """The prefix cache's invariants (RadixCache.check_integrity); IntegrityError if one is broken."""
+        self.kv.cache.check_integrity()
+
     def flush_cache(self, namespace: str | None = None) -> int:
         """Evict the cached pages no request holds, of every namespace (None) or of one tenant's namespace
         and those nested under it; integrity is checked after. Returns the pages freed (KVManager.flush)."""

@@ -74,49 +74,30 @@ class LogprobFormatter:
         return entry
 
 
-def completion_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
+def _envelope(kind, request_id, model, created, choices, usage_dict, system_fingerprint) -> dict:
+    """The fields every completion and chat response (or stream chunk) carries around its choices."""
     return {
         "id": request_id,
-        "object": "text_completion",
+        "object": kind,
         "created": created,
         "model": model,
         "choices": choices,
         "usage": usage_dict,
         "system_fingerprint": system_fingerprint,
     }
+
+
+def completion_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
+    return _envelope("text_completion", request_id, model, created, choices, usage_dict, system_fingerprint)
 
 
 def chat_body(request_id, model, created, choices, usage_dict, system_fingerprint=None) -> dict:
-    return {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_dict,
-        "system_fingerprint": system_fingerprint,
-    }
+    return _envelope("chat.completion", request_id, model, created, choices, usage_dict, system_fingerprint)
 
 
 def completion_chunk(request_id, model, created, choices, usage_dict=None, system_fingerprint=None) -> dict:
-    return {
-        "id": request_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_dict,
-        "system_fingerprint": system_fingerprint,
-    }
+    return _envelope("text_completion", request_id, model, created, choices, usage_dict, system_fingerprint)
 
 
 def chat_chunk(request_id, model, created, choices, usage_dict=None, system_fingerprint=None) -> dict:
-    return {
-        "id": request_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_dict,
-        "system_fingerprint": system_fingerprint,
-    }
+    return _envelope("chat.completion.chunk", request_id, model, created, choices, usage_dict, system_fingerprint)
