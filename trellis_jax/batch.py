@@ -158,8 +158,7 @@ def _run_items(
         for output in engine.pop_finished():
             item = in_flight.pop(output.request_id)
             if output.request_id in failed:
-                message = str(failed[output.request_id]).replace(repr(item.key), repr(item.request_id))
-                report.failed(LineError(item.line_number, item.request_id, message, item.line_sha256))
+                report.failed(_line_error(item, failed[output.request_id]))
             else:
                 report.finished(item, output)
             on_finished()
@@ -173,9 +172,15 @@ def _submit(engine: Engine, tokenizer, item: BatchItem, report: _Report) -> bool
         engine.add_request(item.key, tokens, item.sampling)
         return True
     except (ValueError, TypeError, KeyError) as error:  # ChatTemplateError, TokenizerError, too long, ...
-        message = str(error).replace(repr(item.key), repr(item.request_id))  # the engine names its key, not the id
-        report.failed(LineError(item.line_number, item.request_id, message, item.line_sha256))
+        report.failed(_line_error(item, error))
         return False
+
+
+def _line_error(item: BatchItem, error: Exception) -> LineError:
+    """The error record of a line the engine refused or could not run (the engine names the line's key, a
+    JSON spelling of its id; the record names the id as the line gave it)."""
+    message = str(error).replace(repr(item.key), repr(item.request_id))
+    return LineError(item.line_number, item.request_id, message, item.line_sha256)
 
 
 def _progress(bar, summary: BatchSummary, start: float) -> None:
