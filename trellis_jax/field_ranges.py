@@ -26,6 +26,7 @@ WIRE_FLOAT = np.dtype(np.float32)  # temperature, top_p, min_p, penalties: bit-c
 WIRE_SEED = np.dtype(np.uint32)  # the PRNG seed, bit-cast into the int32 buffer
 
 MAX_LOGPROBS = 20  # top alternatives per token a request may ask for
+MAX_LOGIT_BIAS = 300  # logit_bias entries per request (OpenAI's limit; the sampler's fixed table width)
 
 
 class FieldRangeError(ValueError):
@@ -93,6 +94,7 @@ FIELD_RANGES: dict[str, FieldRange] = {
     "presence_penalty": FieldRange(WIRE_FLOAT, lo=-2.0, hi=2.0),
     "frequency_penalty": FieldRange(WIRE_FLOAT, lo=-2.0, hi=2.0),
     "repetition_penalty": FieldRange(WIRE_FLOAT, lo=0.0, lo_open=True),
+    "logit_bias": FieldRange(WIRE_FLOAT, lo=-100.0, hi=100.0),  # each bias value (OpenAI's range)
 }
 
 

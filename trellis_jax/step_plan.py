@@ -32,6 +32,8 @@ class SamplingArrays:
     repetition_penalty: float = 1.0
     seed: int = 0
     num_logprobs: int = 0  # top-N logprobs to return (0 = only the sampled token's logprob)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit), at most MAX_LOGIT_BIAS
+    structured: bool = False  # a grammar constrains the output: the engine sets each step's SequenceWork.bitmask
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class SequenceWork:
     (repetition penalty also covers it); both may be empty when no penalty is active.
     `rng_step` is the number of tokens this sequence has sampled so far: with `sampling.seed`, it makes
     sampling reproducible regardless of batch composition.
+    `bitmask` (sample rows of `sampling.structured` sequences; the engine sets it after schedule()): the
+    tokens its grammar allows next, packed int32 words (runner/constraints.py), any int32 sequence such as a
+    numpy array. Not None = this row's token must reach the host before the sequence's next mask can be
+    computed (an overlapped loop falls back to a synchronous step for it).
     """
 
     request_id: str
@@ -57,6 +63,7 @@ class SequenceWork:
     rng_step: int = 0
     penalty_context: list[int] = field(default_factory=list)
     prompt_token_ids: list[int] = field(default_factory=list)
+    bitmask: object = None
 
     @property
     def kv_len(self) -> int:

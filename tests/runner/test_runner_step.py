@@ -70,6 +70,18 @@ def mixed_workload():
     yield [
         SequenceWork(f"c{i}", [i + 1], 0, [20 + i], True, SamplingArrays(temperature=0.1 * i, seed=i)) for i in range(4)
     ]
+    biased = SamplingArrays(temperature=0.5, seed=2, logit_bias=((3, 5.0), (4, -100.0)))
+    grammar = SamplingArrays(temperature=1.0, seed=4, structured=True)
+    yield [  # a grammar row and a logit_bias row beside a plain one
+        SequenceWork("g", [1, 2], 0, [30], True, grammar, bitmask=[0b1010, 0, 0]),
+        SequenceWork("l", [3], 0, [31], True, biased),
+        SequenceWork("p", [4], 0, [32], True, greedy),
+    ]
+
+
+def test_grammar_row_samples_only_allowed_tokens(runner):
+    work = SequenceWork("g", [1, 2], 0, [33], True, SamplingArrays(temperature=1.0, seed=5), bitmask=[0b1010])
+    assert runner.run(StepPlan([work])).tokens["g"].token_id in (1, 3)
 
 
 def test_mixed_workload_after_warmup_never_compiles(runner):

@@ -2,8 +2,8 @@
 
 Contract: `pack(plan, buckets, page_size=, num_pages=, vocab_size=, max_logprobs=)` validates the plan
 (clear ValueError on bad ids, pages, positions or knobs; BucketOverflowError past the largest bucket)
-and returns a `PackedStep`: the bucket, the model's `StepInputs`, the sampling knobs and which rows
-sample. Padding follows docs/CONTRACTS.md: padded token rows write to slot 0 of the sink page 0, padded
+and returns a `PackedStep`: the bucket, the model's `StepInputs`, the sampling knobs, the penalty and
+constraint arrays (None where no row needs them) and which rows sample. Padding follows docs/CONTRACTS.md: padded token rows write to slot 0 of the sink page 0, padded
 page-table entries are 0, padded sequences have kv_len 0 and an empty query range. Only the pages a
 sequence needs (ceil(kv_len / page_size)) enter its page-table row, so the page bucket is the smallest
 that covers the step's longest context.
@@ -18,6 +18,7 @@ import numpy as np
 from trellis_jax.field_ranges import FIELD_RANGES, WIRE_FLOAT, WIRE_INT, WIRE_SEED
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.buckets import Bucket, BucketSet
+from trellis_jax.runner.constraints import constraint_arrays
 from trellis_jax.runner.penalties import has_penalty, penalty_arrays
 from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
 
@@ -30,6 +31,8 @@ class PackedStep:
     model_inputs: StepInputs  # numpy int32 arrays, bucket-shaped
     knobs: dict  # SamplingInputs field -> numpy array of shape [S]; penalties separately
     penalties: tuple | None  # (output_counts [S, V] i32, prompt_mask [S, V] bool) or None: none active
+    bitmask: np.ndarray | None  # [S, ceil(V/32)] i32 (constraints.py) or None: no grammar row
+    logit_bias: np.ndarray | None  # [S, 2 * MAX_LOGIT_BIAS] i32 or None: no row has a logit_bias
     sampled_rows: list[tuple[int, str, int]]  # (row, request_id, num_logprobs) for sample=True rows
 
 
@@ -67,8 +70,9 @@ def pack(
     penalties = penalty_arrays(
         [s.penalty_context for s in seqs], [s.prompt_token_ids for s in seqs], active, bucket.num_seqs, vocab_size
     )
+    bitmask, logit_bias = constraint_arrays(seqs, bucket.num_seqs, vocab_size)
     sampled = [(row, s.request_id, s.sampling.num_logprobs) for row, s in enumerate(seqs) if s.sample]
-    return PackedStep(bucket, model_inputs, knobs, penalties, sampled)
+    return PackedStep(bucket, model_inputs, knobs, penalties, bitmask, logit_bias, sampled)
 
 
 def _pages_needed(seq: SequenceWork, page_size: int) -> int:

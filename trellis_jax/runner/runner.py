@@ -42,6 +42,7 @@ from trellis_jax.model.params import with_fused_projections, with_materialised_h
 from trellis_jax.runner import wire
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.compile_cache import enable_persistent_compile_cache
+from trellis_jax.runner.constraints import neutral_bitmask, neutral_logit_bias
 from trellis_jax.runner.invariance import INVARIANT_ATTENTION, batch_invariance_problem
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
@@ -180,6 +181,7 @@ class Runner:
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
         self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
+        self._no_constraints: dict[int, tuple[jax.Array, jax.Array]] = {}
         self.num_compilations = 0
         self.compile_seconds = 0.0
 
@@ -259,6 +261,7 @@ class Runner:
         self._executables[bucket] = executable
         self.num_compilations += 1
         self._zero_penalty_arrays(bucket.num_seqs)
+        self._neutral_constraints(bucket.num_seqs)
         return executable
 
     def _zero_penalty_arrays(self, rows: int) -> tuple[jax.Array, jax.Array]:
@@ -270,6 +273,15 @@ class Runner:
                 jax.device_put(np.zeros((rows, vocab), np.bool_)),
             )
         return self._zero_penalties[rows]
+
+    def _neutral_constraints(self, rows: int) -> tuple[jax.Array, jax.Array]:
+        """Device-resident all-ones bitmask and empty logit_bias per row count (constraints.py), made once."""
+        if rows not in self._no_constraints:
+            self._no_constraints[rows] = (
+                jax.device_put(neutral_bitmask(rows, self.config.vocab_size)),
+                jax.device_put(neutral_logit_bias(rows)),
+            )
+        return self._no_constraints[rows]
 
     # ---- stepping -------------------------------------------------------------------------------
     def run(self, plan: StepPlan) -> StepOutputs:
@@ -302,9 +314,14 @@ class Runner:
         )
 
     def _inputs(self, packed: PackedStep) -> tuple:
-        """The step's arguments after (params, kv_pages): the two wire buffers and the penalty arrays."""
-        counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(packed.bucket.num_seqs)
-        return (*wire.encode(packed.model_inputs, packed.knobs), counts, prompt_mask)
+        """The step's arguments after (params, kv_pages): the two wire buffers, the penalty arrays and the
+        constraint arrays (the device-resident neutral ones where no row needs them: nothing uploaded)."""
+        rows = packed.bucket.num_seqs
+        counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(rows)
+        bitmask, logit_bias = self._neutral_constraints(rows)
+        bitmask = bitmask if packed.bitmask is None else packed.bitmask
+        logit_bias = logit_bias if packed.logit_bias is None else packed.logit_bias
+        return (*wire.encode(packed.model_inputs, packed.knobs), counts, prompt_mask, bitmask, logit_bias)
 
 
 def _to_host(outputs: SamplerOutputs) -> SamplerOutputs:

@@ -3,10 +3,12 @@
 Contract: every knob is a per-row array, so a new temperature, top-p or seed never recompiles; only
 `max_logprobs` (the static top-N width) is part of the compiled shape. Shapes: S rows, V vocab.
 
-Order of processing for one row (vLLM's order):
-  raw logits -> penalties -> greedy? argmax : (temperature -> min-p -> top-k -> top-p -> Gumbel-max draw)
+Order of processing for one row (vLLM's order, with the constraints first):
+  raw logits -> logit_bias -> grammar bitmask (-inf) -> penalties
+             -> greedy? argmax : (temperature -> min-p -> top-k -> top-p -> Gumbel-max draw)
 The returned logprobs (the sampled token's and the top-N) are the model's raw distribution,
-log_softmax of the unprocessed logits (vLLM's "raw_logprobs"), so they do not depend on sampling knobs.
+log_softmax of the unprocessed logits (vLLM's "raw_logprobs"), so they do not depend on sampling knobs,
+logit_bias or a grammar (a forced token may have a low raw logprob).
 
 Randomness: row b's noise is a hash of (seed[b], rng_step[b]) (rng.py), so a request with a seed gets the
 same tokens whatever else shares its batch and wherever its row sits.
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.greedy_stats import argmax_rows, greedy_stats
+from trellis_jax.runner.constraints import constrain, constraints_active
 from trellis_jax.runner.filters import min_p_mask, top_k_mask, top_p_mask
 from trellis_jax.runner.penalties import penalise, penalties_active
 from trellis_jax.runner.rng import gumbel_noise
@@ -44,6 +47,8 @@ class SamplingInputs(NamedTuple):
     num_logprobs: jax.Array  # [S] i32, top-N wanted (0 = none)
     output_counts: jax.Array  # [S, V] i32, times each token was generated (presence / frequency)
     prompt_mask: jax.Array  # [S, V] bool, token occurs in the prompt (repetition)
+    bitmask: jax.Array | None = None  # [S, ceil(V/32)] i32 allowed tokens, -1 = all (constraints.py); None: none
+    logit_bias: jax.Array | None = None  # [S, 2 * MAX_LOGIT_BIAS] i32 ids + bit-cast f32 biases; None: none
 
 
 class SamplerOutputs(NamedTuple):
@@ -57,8 +62,9 @@ def sample(logits: jax.Array, knobs: SamplingInputs, *, max_logprobs: int) -> Sa
     """logits [S, V] float32 -> the next token of every row, with its raw logprob and the raw top-N."""
     logits = logits.astype(jnp.float32)
     raw_ids, log_normalizer = greedy_stats(logits)  # [S], [S]
-    processed, greedy_ids = jax.lax.cond(  # [S, V], [S]: penalised logits and their argmax, or the raw ones
-        penalties_active(knobs), lambda: _with_argmax(penalise(logits, knobs)), lambda: (logits, raw_ids)
+    base, base_ids = _constrained(logits, raw_ids, knobs)
+    processed, greedy_ids = jax.lax.cond(  # [S, V], [S]: penalised logits and their argmax, or the base ones
+        penalties_active(knobs), lambda: _with_argmax(penalise(base, knobs)), lambda: (base, base_ids)
     )
     token_ids = jax.lax.cond(
         jnp.any(knobs.temperature > 0), lambda: _draw_or_greedy(processed, greedy_ids, knobs), lambda: greedy_ids
@@ -66,6 +72,17 @@ def sample(logits: jax.Array, knobs: SamplingInputs, *, max_logprobs: int) -> Sa
     token_logprobs = jnp.take_along_axis(logits, token_ids[:, None], axis=-1)[:, 0] - log_normalizer  # [S]
     top_ids, top_values = _top_logprobs(logits, log_normalizer, knobs.num_logprobs, max_logprobs)
     return SamplerOutputs(token_ids, token_logprobs, top_ids, top_values)
+
+
+def _constrained(logits: jax.Array, raw_ids: jax.Array, knobs: SamplingInputs) -> tuple[jax.Array, jax.Array]:
+    """logit_bias and the grammar bitmask applied, with their argmax; the raw logits when no row has either."""
+    if knobs.bitmask is None or knobs.logit_bias is None:
+        return logits, raw_ids
+    return jax.lax.cond(
+        constraints_active(knobs.bitmask, knobs.logit_bias),
+        lambda: _with_argmax(constrain(logits, knobs.bitmask, knobs.logit_bias)),
+        lambda: (logits, raw_ids),
+    )
 
 
 def _with_argmax(logits: jax.Array) -> tuple[jax.Array, jax.Array]:

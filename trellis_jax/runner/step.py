@@ -1,14 +1,14 @@
 """The pure device step: forward + sampling fused in one program.
 
 Contract: `make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant)` returns
-    step(params, kv_pages, tokens, seqs, output_counts, prompt_mask) -> (SamplerOutputs, kv_pages)
+    step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias) -> (SamplerOutputs, kv_pages)
 with no side effects, its inputs in the two-buffer wire format of runner/wire.py (plus the [S, V] penalty
-arrays); the runner jits it with kv_pages donated (argument 1) and compiles it once per bucket. Static:
+arrays and the constraint arrays of runner/constraints.py); the runner jits it with kv_pages donated (argument 1) and compiles it once per bucket. Static:
 config, attn_impl, max_logprobs, unroll_layers, batch_invariant and the bucket shapes. Everything else
 (lengths, page tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through
 the LM head.
 `abstract_inputs(bucket, vocab_size)` gives the ShapeDtypeStructs (tokens, seqs, output_counts,
-prompt_mask) the runner lowers with.
+prompt_mask, bitmask, logit_bias) the runner lowers with.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from trellis_jax.field_ranges import MAX_LOGIT_BIAS
 from trellis_jax.model import forward
 from trellis_jax.runner import wire
 from trellis_jax.runner.buckets import Bucket
+from trellis_jax.runner.constraints import bitmask_words
 from trellis_jax.runner.sampling import sample
 
 
 def make_step(
     config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False, batch_invariant: bool = False
 ):
-    def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask):
-        inputs = wire.decode(tokens, seqs, output_counts, prompt_mask)
+    def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias):
+        inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
         logits, kv_pages = forward(
             params,
             kv_pages,
@@ -49,4 +51,6 @@ def abstract_inputs(bucket: Bucket, vocab_size: int) -> tuple:
         jax.ShapeDtypeStruct((rows, pages + wire.NUM_COLUMNS), jnp.int32),
         jax.ShapeDtypeStruct((rows, vocab_size), jnp.int32),
         jax.ShapeDtypeStruct((rows, vocab_size), jnp.bool_),
+        jax.ShapeDtypeStruct((rows, bitmask_words(vocab_size)), jnp.int32),
+        jax.ShapeDtypeStruct((rows, 2 * MAX_LOGIT_BIAS), jnp.int32),
     )

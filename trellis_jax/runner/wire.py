@@ -5,13 +5,14 @@ PackedStep's StepInputs and sampling knobs: per token row (token id, position, K
 row its page-table row, then kv_len, its end in cu_q_lens, its logits index, top_k, rng_step,
 num_logprobs, the number of sequences (the same in every row), and the seed and the float knobs
 bit-cast to int32. The dtypes are field_ranges.WIRE_INT / WIRE_FLOAT / WIRE_SEED, which also bound what a
-request may ask for (field_ranges.FIELD_RANGES). `decode(tokens, seqs, output_counts, prompt_mask) -> RunnerInputs` runs inside the
+request may ask for (field_ranges.FIELD_RANGES). `decode(tokens, seqs, output_counts, prompt_mask, bitmask,
+logit_bias) -> RunnerInputs` runs inside the
 jitted step and slices them back out (static offsets: the bucket is the buffers' shapes).
 
 Why: every input array of a jitted call is its own host-to-device copy; on a GPU that is a transfer and
 a dispatch each, and host work was much of an H200 decode step's time (docs/benchmarks/gpu.md,
-"Whole model"). The [S, V] penalty arrays stay separate: they are
-device-resident zeros unless a row has a penalty.
+"Whole model"). The [S, V] penalty arrays and the constraint arrays (runner/constraints.py) stay
+separate: they are device-resident neutral arrays unless a row has a penalty, a grammar or a logit_bias.
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ def encode(model: StepInputs, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(tokens), np.ascontiguousarray(seqs)
 
 
-def decode(tokens: jax.Array, seqs: jax.Array, output_counts: jax.Array, prompt_mask: jax.Array):
+def decode(
+    tokens: jax.Array,
+    seqs: jax.Array,
+    output_counts: jax.Array,
+    prompt_mask: jax.Array,
+    bitmask: jax.Array | None = None,
+    logit_bias: jax.Array | None = None,
+):
     pages = seqs.shape[1] - NUM_COLUMNS
     column = {name: seqs[:, pages + i] for i, name in enumerate(INT_COLUMNS + BITCAST_COLUMNS)}
 
@@ -94,5 +102,7 @@ def decode(tokens: jax.Array, seqs: jax.Array, output_counts: jax.Array, prompt_
         num_logprobs=column["num_logprobs"],
         output_counts=output_counts,
         prompt_mask=prompt_mask,
+        bitmask=bitmask,
+        logit_bias=logit_bias,
     )
     return RunnerInputs(model, sampling)
