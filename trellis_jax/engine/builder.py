@@ -14,6 +14,7 @@ import logging
 from trellis_jax.cache import RadixCache
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
+from trellis_jax.engine.grammar import GrammarCompiler
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         runner,
         make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
         eos_token_ids=tuple(tokenizer.eos_token_ids),
+        grammar=GrammarCompiler(tokenizer),
     )
     return engine, tokenizer
 

@@ -45,10 +45,12 @@ class CompletionState:
             self.finish(finish_reason)
         return hit_stop
 
-    def finish(self, reason: str) -> None:
+    def finish(self, reason: str, flush: bool = False) -> None:
+        """End the completion; the detokenizer's held-back bytes are kept unless a stop token or string
+        ended it (`flush`: keep them anyway, e.g. when a completed grammar ended it)."""
         if self.finished:
             return
-        if reason != "stop":
+        if reason != "stop" or flush:
             self._text += self._detokenizer.flush()  # a truncated completion keeps what it decoded
         self.output.finish_reason = reason
         self.output.text = self._text

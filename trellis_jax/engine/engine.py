@@ -12,6 +12,12 @@ and publishes them to the radix tree, the others wait for them and match them (s
     flush_cache(namespace=None) -> pages freed   (between steps; None = every namespace)
     pop_failures() -> {id: RequestFailed}   requests a step could not run (finished with "abort")
 
+Structured outputs (SamplingParams.structured_output): each constrained sequence has a grammar state
+(grammar.py), made at add_request (a grammar that does not compile is a ValueError there), advanced
+with every token it emits, dropped when it finishes or is aborted. Each step's sample rows of those
+sequences carry the allowed-token bitmask to the sampler; a completed grammar finishes the sequence
+with "stop". The masks for the next step are computed on a worker thread right after each step.
+
 A step whose runner raises is retried without the requests whose rows fail alone (isolation.py): only
 those fail (RequestFailed, with the cause); if none can be singled out, step() raises as before.
 
@@ -25,10 +31,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trellis_jax.engine.completion import CompletionState
+from trellis_jax.engine.grammar import GrammarCompiler, GrammarError, GrammarRows
 from trellis_jax.engine.isolation import run_isolated
 from trellis_jax.engine.outputs import OutputDelta, RequestOutput
 from trellis_jax.engine.sampling_params import SamplingParams
-from trellis_jax.field_ranges import check_field
+from trellis_jax.field_ranges import FieldRangeError, check_field
 from trellis_jax.scheduler import RequestEvent, Scheduler
 from trellis_jax.scheduler.scheduler import DRAFT_MARK
 from trellis_jax.step_plan import StepOutputs
@@ -68,8 +75,10 @@ class Engine:
         *,
         make_detokenizer: Callable[[bool], object],
         eos_token_ids: tuple[int, ...] = (),
+        grammar: GrammarCompiler | None = None,
     ) -> None:
-        """make_detokenizer(skip_special_tokens) -> an object with push(token_id) -> str and flush() -> str."""
+        """make_detokenizer(skip_special_tokens) -> an object with push(token_id) -> str and flush() -> str.
+        `grammar` builds the matchers of requests with a structured_output (None: such requests are refused)."""
         self.scheduler = scheduler
         self.runner = runner
         self.eos_token_ids = tuple(eos_token_ids)
@@ -80,6 +89,8 @@ class Engine:
         self._pending: list[OutputDelta] = []
         self._failures: dict[str, RequestFailed] = {}
         self.num_steps = 0
+        self._grammar = grammar
+        self._grammar_rows = GrammarRows()  # scheduler id -> its grammar state, for constrained sequences
         self._kv_generation_after_last_run: int | None = None  # None: this engine has not run the runner yet
 
     def add_request(
@@ -103,6 +114,7 @@ class Engine:
         ]
         state = _RequestState(request_id, list(prompt_token_ids), sampling, completions)
         seq_ids = self._sequence_ids(request_id, sampling.n)
+        grammars = self._grammars_for(sampling)
         try:
             for index, seq_id in enumerate(seq_ids):
                 self.scheduler.add_request(
@@ -115,12 +127,31 @@ class Engine:
                     priority=priority,
                 )
                 self._sequences[seq_id] = (state, index)
+                if grammars:
+                    self._grammar_rows.add(seq_id, grammars[index])
         except ValueError:
             for seq_id in seq_ids:
+                self._grammar_rows.drop(seq_id)
                 if self._sequences.pop(seq_id, None) is not None:
                     self.scheduler.finish(seq_id, "abort")
             raise
         self._requests[request_id] = state
+
+    def _grammars_for(self, sampling: SamplingParams) -> list:
+        """One grammar state per completion (ValueError if the grammar does not compile), and the logit_bias
+        ids checked against the vocabulary: both refused here, before the request is queued."""
+        vocab = getattr(getattr(self.runner, "config", None), "vocab_size", None)
+        bad = [token for token, _ in sampling.logit_bias if vocab is not None and token >= vocab]
+        if bad:
+            raise FieldRangeError(
+                "logit_bias", f"logit_bias token id {bad[0]} is outside the vocabulary (size {vocab})"
+            )
+        if sampling.structured_output is None:
+            return []
+        if self._grammar is None:
+            raise ValueError("this engine was built without a tokenizer for grammars: structured_output is unsupported")
+        first = self._grammar.matcher(sampling.structured_output)
+        return [first] + [first.copy() for _ in range(sampling.n - 1)]
 
     @staticmethod
     def _sequence_ids(request_id: str, n: int) -> list[str]:
@@ -137,6 +168,7 @@ class Engine:
         for seq_id in self._sequence_ids(request_id, state.sampling.n):
             end_sequence(seq_id)
             self._sequences.pop(seq_id, None)
+            self._grammar_rows.drop(seq_id)
         for completion in state.completions:
             completion.finish("abort")
         self._collect(state, self._pending)
@@ -212,7 +244,7 @@ class Engine:
         deltas, self._pending = self._pending, []
         if not self.scheduler.has_unfinished():
             return deltas
-        plan = ran = self.scheduler.schedule()
+        plan = ran = self._grammar_rows.attach(self.scheduler.schedule())
         if plan.is_empty:
             outputs = StepOutputs({})
         else:
@@ -228,6 +260,7 @@ class Engine:
                 touched[state.request_id] = state
         for state in touched.values():
             self._collect(state, deltas)
+        self._grammar_rows.prefetch()  # the next masks, computed while the caller handles these deltas
         return deltas
 
     def _apply(self, event: RequestEvent) -> _RequestState | None:
@@ -239,10 +272,21 @@ class Engine:
         completion.output.num_cached_tokens = event.num_cached_tokens
         if event.token is None:
             completion.finish(event.finish_reason or "abort")
-        elif completion.on_token(event.token, event.finish_reason):
-            self.scheduler.finish(event.request_id, "stop")  # a stop string: the scheduler did not see it
+            grammar_done = False
+        else:
+            try:
+                grammar_done = self._grammar_rows.advance(event.request_id, event.token.token_id)
+            except GrammarError as error:
+                self._fail_rows({event.request_id: error})
+                return None
+            if completion.on_token(event.token, event.finish_reason):
+                self.scheduler.finish(event.request_id, "stop")  # a stop string: the scheduler did not see it
+        if grammar_done and not completion.finished:
+            self.scheduler.finish(event.request_id, "stop")  # the grammar is complete: nothing more may follow
+            completion.finish("stop", flush=True)
         if completion.finished:
             del self._sequences[event.request_id]
+            self._grammar_rows.drop(event.request_id)
         return state
 
     def _collect(self, state: _RequestState, deltas: list[OutputDelta]) -> None:

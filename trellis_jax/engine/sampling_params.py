@@ -7,13 +7,15 @@ touches jax. Defaults follow the OpenAI API where it has one (temperature 1, top
 
 from __future__ import annotations
 
+import numbers
 import random
 from dataclasses import dataclass, field, replace
 
-from trellis_jax.field_ranges import MAX_LOGPROBS, check_field
+from trellis_jax.engine.structured import StructuredOutput
+from trellis_jax.field_ranges import MAX_LOGIT_BIAS, MAX_LOGPROBS, FieldRangeError, check_field
 from trellis_jax.step_plan import SamplingArrays
 
-__all__ = ["MAX_LOGPROBS", "SamplingParams"]
+__all__ = ["MAX_LOGPROBS", "SamplingParams", "StructuredOutput"]
 _SEED_RANGE = 2**31 - 1
 
 
@@ -28,6 +30,10 @@ class SamplingParams:
     on the detokenized text across token boundaries. stop_token_ids end it too (as do the model's EOS
     ids unless ignore_eos). max_tokens None means "until the context length cap". logprobs None returns
     none; 0 returns the sampled token's logprob; N adds the top-N alternatives.
+    logit_bias: {token id: bias in [-100, 100]} (at most MAX_LOGIT_BIAS entries; OpenAI's string keys are
+    accepted), added to the logits before penalties and sampling; stored as sorted (id, bias) pairs.
+    structured_output: the output must match this grammar (structured.py); the sequence ends with "stop"
+    when the grammar is complete. With n > 1 each completion has its own grammar state.
     """
 
     n: int = 1
@@ -45,12 +51,21 @@ class SamplingParams:
     logprobs: int | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)
+    structured_output: StructuredOutput | None = None
 
     def __post_init__(self) -> None:
         # Accept the convenient spellings (a single stop string, lists) but store tuples: frozen + hashable.
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
+        object.__setattr__(self, "logit_bias", _bias_pairs(self.logit_bias))
+        _check(
+            self.structured_output is None or isinstance(self.structured_output, StructuredOutput),
+            "structured_output",
+            self.structured_output,
+            "a StructuredOutput or None",
+        )
         self._check_ranges()
         if self.top_k == -1:
             object.__setattr__(self, "top_k", 0)
@@ -89,6 +104,8 @@ class SamplingParams:
             repetition_penalty=float(self.repetition_penalty),
             seed=(int(base_seed) + completion_index) % _SEED_RANGE,
             num_logprobs=int(self.logprobs or 0),
+            logit_bias=self.logit_bias,
+            structured=self.structured_output is not None,
         )
 
     @classmethod
@@ -97,7 +114,8 @@ class SamplingParams:
 
         Chat's `logprobs: bool` + `top_logprobs: int` and completions' `logprobs: int` both map to
         `logprobs`. vLLM-style extras (top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos)
-        are accepted too. `defaults` fill fields the body does not set.
+        are accepted too, and so are `logit_bias` and `response_format` (StructuredOutput.from_response_format).
+        `defaults` fill fields the body does not set.
         """
         fields = dict(defaults)
         for key in (
@@ -113,9 +131,13 @@ class SamplingParams:
             "stop_token_ids",
             "ignore_eos",
             "skip_special_tokens",
+            "logit_bias",
         ):
             if body.get(key) is not None:
                 fields[key] = body[key]
+        structured = StructuredOutput.from_response_format(body.get("response_format"))
+        if structured is not None:
+            fields["structured_output"] = structured
         if body.get("stop") is not None:
             fields["stop"] = body["stop"]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -156,6 +178,34 @@ def _check_types(fields: dict) -> None:
         and not (isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))
     ):
         raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
+
+
+def _bias_pairs(bias) -> tuple[tuple[int, float], ...]:
+    """{id: bias} (int or decimal-string ids) or (id, bias) pairs -> sorted pairs; FieldRangeError naming logit_bias."""
+    items = bias.items() if isinstance(bias, dict) else bias
+    try:
+        items = list(items or ())
+    except TypeError:
+        raise FieldRangeError("logit_bias", f"logit_bias must map token ids to numbers, got {bias!r}") from None
+    if len(items) > MAX_LOGIT_BIAS:
+        raise FieldRangeError("logit_bias", f"logit_bias has {len(items)} entries, at most {MAX_LOGIT_BIAS}")
+    pairs = {}
+    for entry in items:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+            raise FieldRangeError("logit_bias", f"logit_bias must map token ids to numbers, got {bias!r}")
+        token, value = _bias_token(entry[0]), entry[1]
+        if token in pairs:
+            raise FieldRangeError("logit_bias", f"logit_bias names token {token} twice")
+        pairs[token] = float(check_field("logit_bias", value))
+    return tuple(sorted(pairs.items()))
+
+
+def _bias_token(key) -> int:
+    if isinstance(key, str) and key.strip().isdigit():
+        key = int(key)
+    if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key <= 2**31 - 1:
+        raise FieldRangeError("logit_bias", f"logit_bias keys must be token ids (integers >= 0), got {key!r}")
+    return int(key)
 
 
 def _check(ok: bool, name: str, value, expected: str) -> None:

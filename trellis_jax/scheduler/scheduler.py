@@ -398,5 +398,7 @@ def _penalized(s: SamplingArrays) -> bool:
 
 
 def _plain_greedy(s: SamplingArrays) -> bool:
-    """Greedy without penalties: the next token depends only on the context, so guesses can be verified."""
-    return s.temperature == 0.0 and not _penalized(s)
+    """Greedy without penalties: the next token depends only on the context, so guesses can be verified.
+    A grammar-constrained sequence gets no drafts: its mask for guess i would need the grammar state after
+    guesses 0..i-1, which the engine computes only for tokens that were actually sampled."""
+    return s.temperature == 0.0 and not _penalized(s) and not s.structured
