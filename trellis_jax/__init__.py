@@ -5,11 +5,17 @@ cache/ and the scheduler are pure host Python; model/, runner and pallas_kernels
 engine/ joins them; serve/ and tools/ sit on top.
 
     from trellis_jax import LLM, SamplingParams   # the offline API (engine/api.py), loaded on first use
+    from trellis_jax import StructuredOutput      # SamplingParams(structured_output=StructuredOutput(...))
 """
 
 __version__ = "0.1.0"
 
-_LAZY = {"LLM", "SamplingParams", "RequestOutput"}  # from trellis_jax.engine.api, loaded on first use
+_LAZY = {
+    "LLM",
+    "SamplingParams",
+    "StructuredOutput",
+    "RequestOutput",
+}  # from trellis_jax.engine.api, loaded on first use
 
 
 def __getattr__(name: str):

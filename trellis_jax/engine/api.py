@@ -31,6 +31,7 @@ from trellis_jax.engine.engine import Engine, RequestFailed
 from trellis_jax.engine.llm import LLM
 from trellis_jax.engine.outputs import FINISH_REASONS, CompletionOutput, OutputDelta, RequestOutput, TokenLogprob
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.engine.structured import StructuredOutput
 from trellis_jax.field_ranges import FieldRangeError
 from trellis_jax.scheduler import RequestRejected
 
@@ -48,5 +49,6 @@ __all__ = [
     "RequestOutput",
     "RequestRejected",
     "SamplingParams",
+    "StructuredOutput",
     "TokenLogprob",
 ]

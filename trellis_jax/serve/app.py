@@ -273,6 +273,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             requested_max=body.max_tokens,
             default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS,
             logprobs=body.logprobs,
+            vocab_size=engine.tokenizer.vocab_size,
         )
         echo = requests_prep.echo_texts(body, prompts, engine.tokenizer) if body.echo else None
         job = Job(
@@ -304,6 +305,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             requested_max=body.max_completion_tokens or body.max_tokens,
             default_max=None,
             logprobs=logprobs,
+            vocab_size=engine.tokenizer.vocab_size,
         )
         job = Job(
             "chat",

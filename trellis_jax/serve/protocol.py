@@ -3,7 +3,8 @@
 Types are strict where a wrong type would be silently coerced into something else (a string for a
 number); unknown fields are ignored, as OpenAI-compatible servers commonly do, so newer clients work.
 Ranges follow the OpenAI reference; extras: top_k, min_p, repetition_penalty, cache_salt, ignore_eos,
-stop_token_ids, skip_special_tokens. What the step can carry (ints past int32, floats past float32) is
+stop_token_ids, skip_special_tokens, and vLLM's guided_json / guided_regex / guided_choice. response_format
+and those are checked (compiled) by requests_prep.structured_output: an unsupported construct is a 400. What the step can carry (ints past int32, floats past float32) is
 checked once, by SamplingParams against trellis_jax/field_ranges.py (requests_prep turns it into a 400).
 """
 
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from trellis_jax.field_ranges import MAX_LOGPROBS  # one bound for the server and the engine
+from trellis_jax.field_ranges import MAX_LOGIT_BIAS, MAX_LOGPROBS  # one bound for the server and the engine
 
 MAX_N = 16
 MAX_STOP_STRINGS = 16
@@ -61,7 +62,12 @@ class SamplingFields(BaseModel):
     stop_token_ids: list[Annotated[StrictInt, Field(ge=0)]] | None = None
     skip_special_tokens: StrictBool | None = None
     cache_salt: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
-    logit_bias: dict[str, Any] | None = None
+    logit_bias: Annotated[dict[StrictStr, Number], Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    response_format: dict[str, Any] | None = None
+    # extras (vLLM-style guided decoding): at most one of these and response_format
+    guided_json: dict[str, Any] | StrictStr | None = None
+    guided_regex: Annotated[StrictStr, Field(min_length=1)] | None = None
+    guided_choice: Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -73,9 +79,10 @@ class SamplingFields(BaseModel):
 
     @field_validator("logit_bias")
     @classmethod
-    def _no_logit_bias(cls, bias):
-        if bias:
-            raise ValueError("logit_bias is not supported by this server; leave it out")
+    def _logit_bias_keys(cls, bias):
+        for key in bias or {}:
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys must be token ids (decimal strings), got {key!r}")
         return bias
 
     @property

@@ -8,7 +8,11 @@ yields special tokens) unless the server runs with --allow-special-tokens-in-con
 
 from __future__ import annotations
 
+import json
+import re
+
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.engine.structured import StructuredOutput
 from trellis_jax.field_ranges import FieldRangeError, check_field, check_token_ids
 from trellis_jax.serve.errors import APIError
 from trellis_jax.serve.protocol import (
@@ -110,9 +114,11 @@ def sampling_params(
     requested_max: int | None,
     default_max: int | None,
     logprobs: int | None,
+    vocab_size: int | None = None,
 ) -> SamplingParams:
     """SamplingParams for the request; max_tokens is capped so prompt + output fit the context. Every number
-    is checked against field_ranges.FIELD_RANGES (max_tokens before the cap): a 400 naming the field."""
+    is checked against field_ranges.FIELD_RANGES (max_tokens before the cap): a 400 naming the field.
+    logit_bias ids must be below `vocab_size`; response_format (or a guided_* extra) must compile."""
     if requested_max is not None:
         _checked(lambda: check_field("max_tokens", requested_max))
     longest = max(len(p) for p in prompts)
@@ -134,6 +140,8 @@ def sampling_params(
         "seed": req.seed,
         "stop": req.stop or (),
         "stop_token_ids": req.stop_token_ids or (),
+        "logit_bias": _logit_bias(req.logit_bias, vocab_size),
+        "structured_output": structured_output(req),
     }
     for name in (
         "temperature",
@@ -150,6 +158,47 @@ def sampling_params(
         if value is not None:
             fields[name] = value
     return _checked(lambda: SamplingParams(**fields))
+
+
+def _logit_bias(bias: dict | None, vocab_size: int | None) -> dict[int, float]:
+    pairs = {int(token): value for token, value in (bias or {}).items()}
+    outside = [token for token in pairs if vocab_size is not None and token >= vocab_size]
+    if outside:
+        raise APIError(
+            400, f"logit_bias token id {outside[0]} is outside the vocabulary (size {vocab_size})", param="logit_bias"
+        )
+    return pairs
+
+
+GUIDED_FIELDS = ("response_format", "guided_json", "guided_regex", "guided_choice")
+
+
+def structured_output(req: SamplingFields) -> StructuredOutput | None:
+    """The request's output constraint, compiled once here so an unsupported construct is a 400 naming it."""
+    given = [name for name in GUIDED_FIELDS if getattr(req, name) is not None]
+    if req.response_format is not None and req.response_format.get("type") == "text":
+        given.remove("response_format")  # plain text: no constraint, and no conflict with a guided_* extra
+    if len(given) > 1:
+        raise APIError(400, f"give at most one of {', '.join(given)}", param=given[1])
+    if not given:
+        return None
+    field = given[0]
+    try:
+        structured = _structured(field, getattr(req, field))
+        structured.validate()
+    except ValueError as error:
+        raise APIError(400, f"{field}: {error}", param=field) from error
+    return structured
+
+
+def _structured(field: str, value) -> StructuredOutput:
+    if field == "response_format":
+        return StructuredOutput.from_response_format(value)
+    if field == "guided_json":
+        return StructuredOutput("json_schema", value if isinstance(value, str) else json.dumps(value))
+    if field == "guided_regex":
+        return StructuredOutput("regex", value)
+    return StructuredOutput("regex", "|".join(re.escape(choice) for choice in value))  # guided_choice
 
 
 def _checked(build):
