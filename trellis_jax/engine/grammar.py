@@ -72,17 +72,15 @@ class SequenceGrammar:
 
     def mask(self) -> np.ndarray:
         """[ceil(tokenizer vocab / 32)] int32: the tokens allowed next (llguidance's bit layout)."""
-        from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
-
-        mask = allocate_token_bitmask(1, self.vocab_size)
-        fill_next_token_bitmask(self.matcher, mask)
-        return mask[0]
+        return _masks({"": self})[""]
 
 
 class GrammarRows:
-    def __init__(self) -> None:
+    def __init__(self, overlap: bool = True) -> None:
+        self.overlap = overlap
         self._matchers: dict[str, SequenceGrammar] = {}
-        self._masks: dict[str, Future] = {}
+        self._ready: dict[str, np.ndarray] = {}  # seq id -> the mask of its matcher's current state
+        self._pending: Future | None = None  # a prefetch: {seq id: mask}
         self._pool: ThreadPoolExecutor | None = None
 
     def __contains__(self, seq_id: str) -> bool:
@@ -96,45 +94,62 @@ class GrammarRows:
 
     def drop(self, seq_id: str) -> None:
         self._matchers.pop(seq_id, None)
-        self._masks.pop(seq_id, None)
+        self._ready.pop(seq_id, None)
 
     def attach(self, plan: StepPlan) -> StepPlan:
         """The plan with `bitmask` set on the sample rows of constrained sequences (unchanged if none)."""
-        if not self._matchers:
+        wanted = [w.request_id for w in plan.sequences if w.sample and w.request_id in self._matchers]
+        if not wanted:
             return plan
+        self._collect_prefetch()
+        missing = [s for s in wanted if s not in self._ready]
+        if missing:
+            self._ready.update(_masks({s: self._matchers[s] for s in missing}))
         rows = [
-            dataclasses.replace(w, bitmask=self._mask(w.request_id)) if w.sample and w.request_id in self else w
+            dataclasses.replace(w, bitmask=self._ready[w.request_id]) if w.sample and w.request_id in self else w
             for w in plan.sequences
         ]
         return dataclasses.replace(plan, sequences=rows)
 
     def advance(self, seq_id: str, token_id: int) -> bool:
         """Consume the token; True when the grammar is complete (the sequence ends with "stop")."""
-        matcher = self._matchers.get(seq_id)
-        if matcher is None:
+        grammar = self._matchers.get(seq_id)
+        if grammar is None:
             return False
-        pending = self._masks.pop(seq_id, None)  # computed for the state before this token
-        if pending is not None:
-            pending.result()  # never advance a matcher the worker is still reading
-        if not matcher.matcher.consume_token(token_id):
-            error = matcher.matcher.get_error()
+        self._collect_prefetch()  # never advance a matcher the worker is still reading
+        self._ready.pop(seq_id, None)  # computed for the state before this token
+        if not grammar.matcher.consume_token(token_id):
+            error = grammar.matcher.get_error()
             raise GrammarError(f"sequence {seq_id!r}: token {token_id} breaks its grammar: {error}")
-        return matcher.matcher.is_stopped()
+        return grammar.matcher.is_stopped()
 
     def prefetch(self) -> None:
-        """Start the next mask of every constrained sequence that has none on the worker thread."""
-        missing = [s for s in self._matchers if s not in self._masks]
-        if not missing:
+        """With `overlap`, start the masks of every live constrained sequence that has none on the worker."""
+        missing = {s: g for s, g in self._matchers.items() if s not in self._ready}
+        if not (self.overlap and missing) or self._pending is not None:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar-masks")
-        for seq_id in missing:
-            self._masks[seq_id] = self._pool.submit(self._matchers[seq_id].mask)
+        self._pending = self._pool.submit(_masks, missing)
 
-    def _mask(self, seq_id: str) -> np.ndarray:
-        future = self._masks.get(seq_id)
-        if future is None:
-            future = Future()
-            future.set_result(self._matchers[seq_id].mask())
-            self._masks[seq_id] = future
-        return future.result()
+    def _collect_prefetch(self) -> None:
+        if self._pending is not None:
+            done, self._pending = self._pending.result(), None
+            self._ready.update({s: mask for s, mask in done.items() if s in self._matchers})
+
+
+_EXECUTOR = None
+
+
+def _masks(grammars: dict[str, SequenceGrammar]) -> dict[str, np.ndarray]:
+    """The next-token masks of several matchers in one llguidance call (its threads, without the GIL)."""
+    global _EXECUTOR
+    import llguidance
+    from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask_par
+
+    if _EXECUTOR is None:
+        _EXECUTOR = llguidance.LLExecutor()
+    ids = list(grammars)
+    masks = allocate_token_bitmask(len(ids), next(iter(grammars.values())).vocab_size)
+    fill_next_token_bitmask_par(_EXECUTOR, [(grammars[s].matcher, i) for i, s in enumerate(ids)], masks)
+    return {s: masks[i] for i, s in enumerate(ids)}

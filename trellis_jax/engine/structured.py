@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 KINDS = ("json_object", "json_schema", "lark", "regex")
-# JSON output without stray whitespace: OpenAI-style separators, no newlines or indentation to wander into.
-_JSON_OPTIONS = {"whitespace_flexible": False}
+# JSON without free whitespace (a model cannot wander into endless newlines), with the separators
+# json.dumps writes by default, which instruct models tend to produce anyway.
+_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 @dataclass(frozen=True)
