@@ -155,3 +155,16 @@ def test_grammar_and_bias_rows_after_warmup_compile_nothing(llm):
     )
     assert problems(json.loads(outs[0].outputs[0].text), PERSON) == []
     assert backend_compile_count() == before
+
+
+def test_prefetched_masks_give_what_inline_masks_give(llm):
+    params = SamplingParams(structured_output=SCHEMA, n=2, seed=21, **HOT)
+    rows = llm.engine._grammar_rows
+    assert rows.overlap  # the default
+    prefetched = [c.text for c in llm.generate("Same", params)[0].outputs]
+    rows.overlap = False
+    try:
+        inline = [c.text for c in llm.generate("Same", params)[0].outputs]
+    finally:
+        rows.overlap = True
+    assert prefetched == inline
