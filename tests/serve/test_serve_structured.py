@@ -15,6 +15,7 @@ from serve_harness import ServerThread
 from trellis_jax.engine.api import AsyncEngine
 from trellis_jax.serve.app import ServerSettings, create_app
 from trellis_testing.schema_check import problems
+from trellis_testing.schemas import varied_schemas
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +148,19 @@ def test_unsupported_schema_construct_is_a_400_naming_it(client):
         client.chat.completions.create(
             model=MODEL, messages=CHAT, response_format=json_schema({"type": "array", "uniqueItems": True})
         )
+
+
+def test_fifty_varied_schemas_all_parse_and_conform(client):
+    failures = []
+    for i, schema in enumerate(varied_schemas(50, seed=1)):
+        r = client.chat.completions.create(
+            model=MODEL, messages=CHAT, temperature=0.8, seed=i, max_tokens=200, response_format=json_schema(schema)
+        )
+        choice = r.choices[0]
+        try:
+            found = problems(json.loads(choice.message.content), schema)
+        except json.JSONDecodeError as error:
+            found = [f"{choice.finish_reason}: {error}"]
+        if found:
+            failures.append((i, found))
+    assert failures == []
