@@ -7,6 +7,7 @@ outputs parsing and conforming on every seed is the grammar mask at work, not th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -36,6 +37,10 @@ PERSON = {
     "additionalProperties": False,
 }
 SCHEMA = StructuredOutput("json_schema", json.dumps(PERSON))
+# Long and repetitive: prompt lookup finds guesses in the output so far.
+REPEATS = StructuredOutput(
+    "json_schema", json.dumps({"type": "array", "items": {"enum": ["alpha", "beta"]}, "minItems": 12, "maxItems": 12})
+)
 HOT = dict(temperature=1.0, max_tokens=160)
 
 
@@ -91,13 +96,28 @@ def test_regex_and_lark_grammars(llm):
     assert json.loads(call.text[len("<call>") : -len("</call>")])["x"] in (1, 2)
 
 
-def test_greedy_grammar_rows_are_not_speculated_and_match_across_cache_hits(llm):
-    drafts = llm.engine.scheduler.stats.num_draft_tokens
-    first = completions(llm, "A shared prompt", structured_output=SCHEMA, temperature=0, max_tokens=160)[0]
-    again = llm.generate("A shared prompt", SamplingParams(structured_output=SCHEMA, temperature=0, max_tokens=160))[0]
-    assert again.outputs[0].text == first.text
+def test_greedy_grammar_output_is_the_same_with_prompt_lookup_drafts(llm):
+    """Draft rows carry the grammar's mask after their guesses, so speculation changes no token."""
+    params = SamplingParams(structured_output=REPEATS, temperature=0, max_tokens=120)
+    accepted = llm.engine.scheduler.stats.num_accepted_draft_tokens
+    speculated = llm.generate("Lookup", params)[0].outputs[0]
+    assert llm.engine.scheduler.stats.num_accepted_draft_tokens > accepted
+    config = llm.engine.scheduler.config
+    llm.engine.scheduler.config = dataclasses.replace(config, num_lookup_tokens=0)
+    try:
+        plain = llm.generate("Lookup", params)[0].outputs[0]
+    finally:
+        llm.engine.scheduler.config = config
+    assert speculated.token_ids == plain.token_ids
+    assert problems(json.loads(plain.text), json.loads(REPEATS.spec)) == []
+
+
+def test_cached_prefix_reuse_leaves_greedy_grammar_output_unchanged(llm):
+    params = SamplingParams(structured_output=SCHEMA, temperature=0, max_tokens=160)
+    first = llm.generate("A shared prompt that spans a page", params)[0]
+    again = llm.generate("A shared prompt that spans a page", params)[0]
     assert again.num_cached_tokens > 0
-    assert llm.engine.scheduler.stats.num_draft_tokens == drafts
+    assert again.outputs[0].text == first.outputs[0].text
 
 
 def test_streamed_deltas_reassemble_the_output(llm):

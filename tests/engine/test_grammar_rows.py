@@ -7,6 +7,7 @@ import pytest
 
 from trellis_jax.engine.grammar import GrammarCompiler, GrammarError, GrammarRows
 from trellis_jax.engine.structured import StructuredOutput
+from trellis_jax.scheduler.scheduler import draft_row_id
 from trellis_jax.step_plan import SequenceWork, StepPlan
 from trellis_jax.tokenizer import Tokenizer
 
@@ -60,3 +61,18 @@ def test_dropped_sequences_leave_nothing_behind(rows):
     rows.prefetch()
     rows.drop("g")
     assert len(rows) == 0 and rows.advance("g", 5) is False
+
+
+def test_draft_rows_get_the_mask_after_their_guesses_and_the_matcher_is_not_moved(rows, tokenizer):
+    a, b = (tokenizer.encode(t, add_bos=False)[0] for t in "ab")
+    plan = StepPlan(
+        [
+            SequenceWork("g", [1], 0, [1], True),
+            SequenceWork(draft_row_id("g", 0), [a], 1, [1], True),
+            SequenceWork(draft_row_id("g", 1), [a], 2, [1], True),  # "aa": the grammar rejects it
+        ]
+    )
+    masks = [w.bitmask for w in rows.attach(plan).sequences]
+    assert allowed(masks[0]) == [a] and allowed(masks[1]) == [b]
+    assert (np.asarray(masks[2]) == -1).all()  # never accepted: the row before it cannot sample a second "a"
+    assert rows.advance("g", a) is False  # the matcher still stood before "a"

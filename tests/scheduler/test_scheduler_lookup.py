@@ -134,13 +134,3 @@ def test_a_request_id_with_nul_is_rejected(harness):
 def test_a_bad_lookup_token_count_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="num_lookup_tokens"):
         SchedulerConfig(num_lookup_tokens=bad)
-
-
-def test_grammar_constrained_sequences_get_no_drafts(harness):
-    h = harness(num_lookup_tokens=3)
-    h.runner.mode = "increment"  # the same run as the test above, where guesses are made and accepted
-    h.scheduler.add_request("g", RUN + RUN[:3], SamplingArrays(structured=True), max_tokens=8)
-    h.outputs["g"] = []
-    h.run()
-    assert not any(DRAFT_MARK in work.request_id for plan in h.plans for work in plan.sequences)
-    assert h.scheduler.stats.num_draft_tokens == 0

@@ -15,8 +15,9 @@ and publishes them to the radix tree, the others wait for them and match them (s
 Structured outputs (SamplingParams.structured_output): each constrained sequence has a grammar state
 (grammar.py), made at add_request (a grammar that does not compile is a ValueError there), advanced
 with every token it emits, dropped when it finishes or is aborted. Each step's sample rows of those
-sequences carry the allowed-token bitmask to the sampler; a completed grammar finishes the sequence
-with "stop". The masks for the next step are computed on a worker thread right after each step.
+sequences (their prompt-lookup draft rows included) carry the allowed-token bitmask to the sampler; a
+completed grammar finishes the sequence with "stop". The masks for the next step are computed on a worker
+thread right after each step.
 
 A step whose runner raises is retried without the requests whose rows fail alone (isolation.py): only
 those fail (RequestFailed, with the cause); if none can be singled out, step() raises as before.

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from trellis_jax.engine.structured import StructuredOutput
+from trellis_jax.scheduler.scheduler import DRAFT_MARK, draft_row_id
 from trellis_jax.step_plan import StepPlan
 
 
@@ -99,17 +100,27 @@ class GrammarRows:
         self._ready.pop(seq_id, None)
 
     def attach(self, plan: StepPlan) -> StepPlan:
-        """The plan with `bitmask` set on the sample rows of constrained sequences (unchanged if none)."""
-        wanted = [w.request_id for w in plan.sequences if w.sample and w.request_id in self._matchers]
+        """The plan with `bitmask` set on the sample rows of constrained sequences (unchanged if none).
+
+        A prompt-lookup draft row i of a constrained sequence gets the mask of the state after guesses
+        0..i (computed by advancing the matcher through them and rolling it back). Past a guess the grammar
+        rejects, rows keep an all-ones mask: the scheduler never accepts them, since the token sampled
+        before them (under a mask) cannot equal that guess."""
+        wanted = [w.request_id for w in plan.sequences if w.sample and _owner(w.request_id) in self._matchers]
         if not wanted:
             return plan
         self._collect_prefetch()
-        missing = [s for s in wanted if s not in self._ready]
+        guesses: dict[str, list[int]] = {}
+        for w in plan.sequences:
+            if DRAFT_MARK in w.request_id and _owner(w.request_id) in self._matchers:
+                guesses.setdefault(_owner(w.request_id), []).append(w.token_ids[0])
+        masks = _draft_masks({s: (self._matchers[s], g) for s, g in guesses.items()}) if guesses else {}
+        missing = [s for s in wanted if s not in self._ready and s not in masks]
         if missing:
             self._ready.update(_masks({s: self._matchers[s] for s in missing}))
+        masks = {**self._ready, **masks}
         rows = [
-            dataclasses.replace(w, bitmask=self._ready[w.request_id]) if w.sample and w.request_id in self else w
-            for w in plan.sequences
+            dataclasses.replace(w, bitmask=masks[w.request_id]) if w.request_id in masks else w for w in plan.sequences
         ]
         return dataclasses.replace(plan, sequences=rows)
 
@@ -140,18 +151,41 @@ class GrammarRows:
             self._ready.update({s: mask for s, mask in done.items() if s in self._matchers})
 
 
+def _owner(row_id: str) -> str:
+    """The sequence a plan row belongs to (a draft row's id is "<sequence id>\\x00draft<i>")."""
+    return row_id.split(DRAFT_MARK)[0]
+
+
 _EXECUTOR = None
+
+
+def _executor():
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        import llguidance
+
+        _EXECUTOR = llguidance.LLExecutor()
+    return _EXECUTOR
 
 
 def _masks(grammars: dict[str, SequenceGrammar]) -> dict[str, np.ndarray]:
     """The next-token masks of several matchers in one llguidance call (its threads, without the GIL)."""
-    global _EXECUTOR
-    import llguidance
     from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask_par
 
-    if _EXECUTOR is None:
-        _EXECUTOR = llguidance.LLExecutor()
     ids = list(grammars)
     masks = allocate_token_bitmask(len(ids), next(iter(grammars.values())).vocab_size)
-    fill_next_token_bitmask_par(_EXECUTOR, [(grammars[s].matcher, i) for i, s in enumerate(ids)], masks)
+    fill_next_token_bitmask_par(_executor(), [(grammars[s].matcher, i) for i, s in enumerate(ids)], masks)
     return {s: masks[i] for i, s in enumerate(ids)}
+
+
+def _draft_masks(chains: dict[str, tuple[SequenceGrammar, list[int]]]) -> dict[str, np.ndarray]:
+    """Per sequence with guesses: its own row's mask and each draft row's (after guesses 0..i), one call."""
+    from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask_par_with_draft_tokens
+
+    entries, row_ids = [], []
+    for seq_id, (grammar, guesses) in chains.items():
+        entries.append((grammar.matcher, len(row_ids), list(guesses)))
+        row_ids += [seq_id] + [draft_row_id(seq_id, i) for i in range(len(guesses))]
+    masks = allocate_token_bitmask(len(row_ids), next(iter(chains.values()))[0].vocab_size)  # all ones
+    fill_next_token_bitmask_par_with_draft_tokens(_executor(), entries, masks)
+    return {row: masks[i] for i, row in enumerate(row_ids)}

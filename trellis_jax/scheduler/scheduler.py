@@ -399,6 +399,6 @@ def _penalized(s: SamplingArrays) -> bool:
 
 def _plain_greedy(s: SamplingArrays) -> bool:
     """Greedy without penalties: the next token depends only on the context, so guesses can be verified.
-    A grammar-constrained sequence gets no drafts: its mask for guess i would need the grammar state after
-    guesses 0..i-1, which the engine computes only for tokens that were actually sampled."""
-    return s.temperature == 0.0 and not _penalized(s) and not s.structured
+    A grammar-constrained sequence speculates too: the engine gives draft row i the grammar's mask after
+    guesses 0..i (SequenceWork.bitmask), so each row's greedy token is the one plain decoding would pick."""
+    return s.temperature == 0.0 and not _penalized(s)
