@@ -1,0 +1,89 @@
+"""`tool_choice` against `tools`: what a chat request asks of tool calls, checked (a 400 naming the field
+for anything we cannot honour) and turned into what the engine and the response need.
+
+    none                  tools are rendered, calls are not parsed: the reply is content only
+    auto (default)        calls the model writes are parsed out of the text
+    required              a grammar lets the model write only calls (one or more) to the tools offered
+    {"type": "function", "function": {"name": f}}   the same, to f only
+
+A grammar needs the engine's structured outputs (`SamplingParams.structured_output`); a build without
+them answers 400 for required / named rather than a reply that may not be a call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from trellis_jax.serve.errors import APIError
+from trellis_jax.serve.tool_calls.formats import ToolFormat
+from trellis_jax.serve.tool_calls.grammar import grammar_error, lark_grammar
+from trellis_jax.serve.tool_calls.schema import NamedToolChoice, ToolSpec
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """A request whose reply is parsed for calls; `grammar` (Lark text) when calls are forced."""
+
+    parser: str
+    grammar: str | None = None
+
+
+def plan_tools(tools: list[ToolSpec] | None, tool_choice, fmt: ToolFormat) -> ToolPlan | None:
+    """None when the reply is content only (no tools, or tool_choice none)."""
+    if tool_choice is not None and not tools:
+        raise APIError(400, "tool_choice needs tools; send tools or leave tool_choice out", param="tool_choice")
+    if not tools:
+        return None
+    _check_unique(tools)
+    choice = tool_choice or "auto"
+    if choice == "none":
+        return None
+    if fmt.parser is None:
+        raise APIError(
+            400,
+            "this model's chat template renders tools in a format the server does not know how to parse; "
+            "start the server with --tool-call-parser hermes or llama3_json (or send tool_choice 'none')",
+            param="tools",
+        )
+    if choice == "auto":
+        return ToolPlan(fmt.parser)
+    functions = [(t.function.name, t.function.parameters) for t in tools]
+    if isinstance(choice, NamedToolChoice):
+        wanted = choice.function.name
+        functions = [f for f in functions if f[0] == wanted]
+        if not functions:
+            raise APIError(400, f"tool_choice names function {wanted!r}, which is not in tools", param="tool_choice")
+    grammar = lark_grammar(functions, fmt.parser)
+    problem = grammar_error(grammar)
+    if problem is not None:
+        raise APIError(400, f"cannot constrain the reply to these tools' parameters: {problem}", param="tools")
+    return ToolPlan(fmt.parser, grammar)
+
+
+def _check_unique(tools: list[ToolSpec]) -> None:
+    seen = set()
+    for i, tool in enumerate(tools):
+        if tool.function.name in seen:
+            raise APIError(
+                400, f"function name {tool.function.name!r} appears twice in tools", param=f"tools[{i}].function.name"
+            )
+        seen.add(tool.function.name)
+
+
+def constrained(sampling, plan: ToolPlan | None):
+    """`sampling` with the plan's grammar as its structured output (unchanged without a grammar)."""
+    if plan is None or plan.grammar is None:
+        return sampling
+    try:
+        from trellis_jax.engine.sampling_params import StructuredOutput
+    except ImportError:
+        StructuredOutput = None  # noqa: N806
+    if StructuredOutput is None or "structured_output" not in {f.name for f in dataclasses.fields(sampling)}:
+        raise APIError(
+            400,
+            "tool_choice 'required' or a named function needs constrained decoding, which this server "
+            "build lacks; send tool_choice 'auto'",
+            param="tool_choice",
+        )
+    return dataclasses.replace(sampling, structured_output=StructuredOutput(kind="lark", spec=plan.grammar))
