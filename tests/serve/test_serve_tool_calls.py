@@ -163,3 +163,10 @@ def test_a_call_cut_off_by_max_tokens_is_content_with_length(client):
     said = call_text("get_weather", city="Paris")
     choice = ask(client, said, max_tokens=20).choices[0]
     assert choice.message.content == said[:20] and choice.finish_reason == "length"
+
+
+def test_parallel_tool_calls_false_returns_one_call(client):
+    said = call_text("get_weather", city="Oslo") + call_text("get_time")
+    whole = ask(client, said, parallel_tool_calls=False).choices[0]
+    final = streamed(client, said, parallel_tool_calls=False).choices[0]
+    assert calls_of(whole.message) == calls_of(final.message) == [("get_weather", {"city": "Oslo"})]

@@ -215,3 +215,16 @@ def test_auto_leaves_sampling_alone():
 
     sampling = SamplingParams()
     assert constrained(sampling, plan_tools(tools("f"), "auto", HERMES)) is sampling
+
+
+def test_parallel_false_allows_one_forced_call():
+    plan = plan_tools(tools("f"), "required", HERMES, parallel=False)
+    assert plan.grammar.startswith("start: call\n")
+
+
+def test_parallel_false_keeps_the_first_call_of_a_free_reply():
+    from trellis_jax.serve.tool_calls.calls import extract
+
+    call = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+    plan = plan_tools(tools("f"), "auto", HERMES, parallel=False)
+    assert len(extract(plan.extractor(), call + call).calls) == 1

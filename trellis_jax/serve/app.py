@@ -302,7 +302,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
         body: ChatCompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)
     ):  # noqa: B008
         handlers.check_model(body.model)
-        tools = tool_calls.plan_tools(body.tools, body.tool_choice, handlers.tool_format)
+        tools = tool_calls.plan_tools(body.tools, body.tool_choice, handlers.tool_format, body.parallel_tool_calls)
         prompts = [requests_prep.chat_prompt(body, engine.tokenizer, handlers.tool_format)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         sampling = requests_prep.sampling_params(

@@ -147,7 +147,7 @@ def _choice_json(job: Job, index: int, text: str, logprobs, finish_reason, forma
     if job.kind == "chat":
         message = {"role": "assistant", "content": text}
         if job.tools is not None:
-            message, finish_reason = tool_message(job.tools.parser, text, finish_reason)
+            message, finish_reason = tool_message(job.tools, text, finish_reason)
         return {
             "index": index,
             "message": message,
@@ -178,7 +178,7 @@ async def stream_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel,
     first = _first_chunk_choices(job, len(progress.choices))
     if first:
         yield sse(chunk(first))
-    calls = [ChoiceStream(job.tools.parser, i) for i in range(len(offsets))] if job.tools is not None else None
+    calls = [ChoiceStream(job.tools, i) for i in range(len(offsets))] if job.tools is not None else None
     try:
         async for group, delta in _merged(engine, job):
             index = progress.apply(group, delta)

@@ -160,6 +160,7 @@ class ChatCompletionRequest(SamplingFields):
     add_generation_prompt: StrictBool = True
     tools: list[ToolSpec] | None = None
     tool_choice: ToolChoice | None = None  # checked against tools in tool_calls/choice.py
+    parallel_tool_calls: StrictBool = True  # False: at most one call per reply
     chat_template_kwargs: dict[str, Any] | None = None
 
     @field_validator("top_logprobs")

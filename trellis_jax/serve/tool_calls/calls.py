@@ -38,6 +38,29 @@ class Extractor(Protocol):
     def finish(self) -> list[Piece]: ...
 
 
+class FirstCallOnly:
+    """`parallel_tool_calls: false`: the reply keeps its first call; later ones are dropped."""
+
+    def __init__(self, inner: Extractor):
+        self.inner, self.seen_call = inner, False
+
+    def feed(self, text: str) -> list[Piece]:
+        return self._keep(self.inner.feed(text))
+
+    def finish(self) -> list[Piece]:
+        return self._keep(self.inner.finish())
+
+    def _keep(self, pieces: list[Piece]) -> list[Piece]:
+        kept = []
+        for piece in pieces:
+            if isinstance(piece, ToolCall):
+                if self.seen_call:
+                    continue
+                self.seen_call = True
+            kept.append(piece)
+        return kept
+
+
 @dataclass
 class Extracted:
     content: str | None  # None when calls were found and no other text was

@@ -16,20 +16,28 @@ import dataclasses
 from dataclasses import dataclass
 
 from trellis_jax.serve.errors import APIError
-from trellis_jax.serve.tool_calls.formats import ToolFormat
+from trellis_jax.serve.tool_calls.calls import Extractor, FirstCallOnly
+from trellis_jax.serve.tool_calls.formats import EXTRACTORS, ToolFormat
 from trellis_jax.serve.tool_calls.grammar import grammar_error, lark_grammar
 from trellis_jax.serve.tool_calls.schema import NamedToolChoice, ToolSpec
 
 
 @dataclass(frozen=True)
 class ToolPlan:
-    """A request whose reply is parsed for calls; `grammar` (Lark text) when calls are forced."""
+    """A request whose reply is parsed for calls; `grammar` (Lark text) when calls are forced;
+    `parallel` False (`parallel_tool_calls: false`): at most one call (the grammar allows one; a free
+    reply keeps its first)."""
 
     parser: str
     grammar: str | None = None
+    parallel: bool = True
+
+    def extractor(self) -> Extractor:
+        extractor = EXTRACTORS[self.parser]()
+        return extractor if self.parallel else FirstCallOnly(extractor)
 
 
-def plan_tools(tools: list[ToolSpec] | None, tool_choice, fmt: ToolFormat) -> ToolPlan | None:
+def plan_tools(tools: list[ToolSpec] | None, tool_choice, fmt: ToolFormat, parallel: bool = True) -> ToolPlan | None:
     """None when the reply is content only (no tools, or tool_choice none)."""
     if tool_choice is not None and not tools:
         raise APIError(400, "tool_choice needs tools; send tools or leave tool_choice out", param="tool_choice")
@@ -47,18 +55,18 @@ def plan_tools(tools: list[ToolSpec] | None, tool_choice, fmt: ToolFormat) -> To
             param="tools",
         )
     if choice == "auto":
-        return ToolPlan(fmt.parser)
+        return ToolPlan(fmt.parser, parallel=parallel)
     functions = [(t.function.name, t.function.parameters) for t in tools]
     if isinstance(choice, NamedToolChoice):
         wanted = choice.function.name
         functions = [f for f in functions if f[0] == wanted]
         if not functions:
             raise APIError(400, f"tool_choice names function {wanted!r}, which is not in tools", param="tool_choice")
-    grammar = lark_grammar(functions, fmt.parser)
+    grammar = lark_grammar(functions, fmt.parser, parallel=parallel)
     problem = grammar_error(grammar)
     if problem is not None:
         raise APIError(400, f"cannot constrain the reply to these tools' parameters: {problem}", param="tools")
-    return ToolPlan(fmt.parser, grammar)
+    return ToolPlan(fmt.parser, grammar, parallel)
 
 
 def _check_unique(tools: list[ToolSpec]) -> None:

@@ -4,6 +4,7 @@ Text in llguidance's Lark dialect (`%json{...}` embeds a JSON Schema), handed to
 `StructuredOutput(kind="lark", spec=...)`.
 
     hermes:      start: call ("\\n" call)*      call: "<tool_call>\\n" %json{<one call>} "\\n</tool_call>"
+                 (start: call, with parallel_tool_calls false)
     llama3_json: start: %json{<one call>}       ("parameters" instead of "arguments")
 
 <one call> = {"type": "object", "properties": {"name": {"const": f}, "arguments": <f's parameters>},
@@ -31,12 +32,14 @@ def call_schema(functions: list[tuple[str, dict | None]], arguments_key: str) ->
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def lark_grammar(functions: list[tuple[str, dict | None]], parser: str) -> str:
-    """The Lark text for calls to `functions` in `parser`'s format ("hermes" or "llama3_json")."""
+def lark_grammar(functions: list[tuple[str, dict | None]], parser: str, *, parallel: bool = True) -> str:
+    """The Lark text for calls to `functions` in `parser`'s format ("hermes" or "llama3_json"); one call
+    only unless `parallel` (Hermes)."""
     if parser == "llama3_json":
         return f"start: %json{json.dumps(call_schema(functions, 'parameters'))}\n"
     schema = json.dumps(call_schema(functions, "arguments"))
-    return f'start: call ("\\n" call)*\ncall: "<tool_call>\\n" %json{schema} "\\n</tool_call>"\n'
+    calls = 'call ("\\n" call)*' if parallel else "call"
+    return f'start: {calls}\ncall: "<tool_call>\\n" %json{schema} "\\n</tool_call>"\n'
 
 
 def grammar_error(lark: str) -> str | None:

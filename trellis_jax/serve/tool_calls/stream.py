@@ -11,16 +11,16 @@ reassemble to the whole reply's message.
 from __future__ import annotations
 
 from trellis_jax.serve.tool_calls.calls import ToolCall, extract
-from trellis_jax.serve.tool_calls.formats import EXTRACTORS
+from trellis_jax.serve.tool_calls.choice import ToolPlan
 
 
 def finish_reason(reason: str | None, made_calls: bool) -> str | None:
     return "tool_calls" if made_calls and reason == "stop" else reason
 
 
-def message(parser: str, text: str, reason: str | None) -> tuple[dict, str | None]:
+def message(plan: ToolPlan, text: str, reason: str | None) -> tuple[dict, str | None]:
     """(the assistant message, its finish_reason) of a whole reply."""
-    found = extract(EXTRACTORS[parser](), text)
+    found = extract(plan.extractor(), text)
     body: dict = {"role": "assistant", "content": found.content}
     if found.calls:
         body["tool_calls"] = [call.as_json() for call in found.calls]
@@ -30,8 +30,8 @@ def message(parser: str, text: str, reason: str | None) -> tuple[dict, str | Non
 class ChoiceStream:
     """One choice's stream: text deltas in, OpenAI choice deltas out."""
 
-    def __init__(self, parser: str, index: int):
-        self.extractor = EXTRACTORS[parser]()
+    def __init__(self, plan: ToolPlan, index: int):
+        self.extractor = plan.extractor()
         self.index = index
         self.num_calls = 0
 
