@@ -170,3 +170,14 @@ def test_parallel_tool_calls_false_returns_one_call(client):
     whole = ask(client, said, parallel_tool_calls=False).choices[0]
     final = streamed(client, said, parallel_tool_calls=False).choices[0]
     assert calls_of(whole.message) == calls_of(final.message) == [("get_weather", {"city": "Oslo"})]
+
+
+def test_tokenize_renders_tools_as_the_chat_route_does(scripted_server):
+    messages = [{"role": "user", "content": "hi"}]
+    ids = scripted_server.post("/tokenize", json={"messages": messages, "tools": [WEATHER]}).json()["tokens"]
+    said = scripted_server.post("/detokenize", json={"tokens": ids}).json()["prompt"]
+    assert (
+        said.startswith("<system># Tools")
+        and '"name": "get_weather"' in said
+        and said.endswith("<user>hi</s><assistant>")
+    )
