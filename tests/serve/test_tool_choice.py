@@ -228,3 +228,24 @@ def test_parallel_false_keeps_the_first_call_of_a_free_reply():
     call = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
     plan = plan_tools(tools("f"), "auto", HERMES, parallel=False)
     assert len(extract(plan.extractor(), call + call).calls) == 1
+
+
+def test_special_tool_call_tags_are_kept_in_the_text():
+    from trellis_jax.engine.sampling_params import SamplingParams
+    from trellis_jax.serve.tool_calls.choice import constrained
+
+    fmt = tool_format("auto", "<tool_call>", special_tokens={"<tool_call>", "</tool_call>"})
+    plan = plan_tools(tools("f"), "auto", fmt)
+    assert constrained(SamplingParams(), plan).skip_special_tokens is False
+
+
+def test_a_client_choice_of_skip_special_tokens_wins():
+    from trellis_jax.engine.sampling_params import SamplingParams
+    from trellis_jax.serve.tool_calls.choice import constrained
+
+    plan = plan_tools(tools("f"), "auto", tool_format("auto", "<tool_call>", special_tokens={"<tool_call>"}))
+    assert constrained(SamplingParams(), plan, skip_special_tokens_given=True).skip_special_tokens is True
+
+
+def test_plain_text_tags_leave_special_tokens_skipped():
+    assert tool_format("auto", "<tool_call>", special_tokens={"<|im_end|>"}).keep_special_tokens is False

@@ -88,6 +88,13 @@ def _fingerprint(engine, settings: ServerSettings) -> str:
     return responses.fingerprint(settings.model_name, __version__, None if dtype is None else str(dtype))
 
 
+def _tool_format(tokenizer, parser: str):
+    """The served tool-call format, from the flag, the chat template and the special tokens."""
+    template = getattr(tokenizer, "chat_template", None)
+    specials = {tokenizer.id_to_token(i) for i in getattr(tokenizer, "special_ids", ())}
+    return tool_calls.tool_format(parser, getattr(template, "source", None), specials)
+
+
 def _running_batch(engine):
     scheduler = getattr(getattr(engine, "engine", None), "scheduler", None)
     return (lambda: max(1, len(scheduler.running))) if scheduler is not None else (lambda: 1)
@@ -107,8 +114,7 @@ class _Handlers:
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
         self.fingerprint = _fingerprint(engine, settings)
-        template = getattr(engine.tokenizer, "chat_template", None)
-        self.tool_format = tool_calls.tool_format(settings.tool_call_parser, getattr(template, "source", None))
+        self.tool_format = _tool_format(engine.tokenizer, settings.tool_call_parser)
         self.started = time.time()
 
     def caller(self, request: Request) -> Caller:
@@ -313,7 +319,9 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             default_max=None,
             logprobs=logprobs,
         )
-        sampling = tool_calls.constrained(sampling, tools)
+        sampling = tool_calls.constrained(
+            sampling, tools, skip_special_tokens_given=body.skip_special_tokens is not None
+        )
         job = Job(
             "chat",
             f"chatcmpl-{uuid.uuid4().hex}",

@@ -31,6 +31,7 @@ class ToolPlan:
     parser: str
     grammar: str | None = None
     parallel: bool = True
+    keep_special_tokens: bool = False  # ToolFormat's: the parser's tags are special tokens
 
     def extractor(self) -> Extractor:
         extractor = EXTRACTORS[self.parser]()
@@ -55,7 +56,7 @@ def plan_tools(tools: list[ToolSpec] | None, tool_choice, fmt: ToolFormat, paral
             param="tools",
         )
     if choice == "auto":
-        return ToolPlan(fmt.parser, parallel=parallel)
+        return ToolPlan(fmt.parser, parallel=parallel, keep_special_tokens=fmt.keep_special_tokens)
     functions = [(t.function.name, t.function.parameters) for t in tools]
     if isinstance(choice, NamedToolChoice):
         wanted = choice.function.name
@@ -66,7 +67,7 @@ def plan_tools(tools: list[ToolSpec] | None, tool_choice, fmt: ToolFormat, paral
     problem = grammar_error(grammar)
     if problem is not None:
         raise APIError(400, f"cannot constrain the reply to these tools' parameters: {problem}", param="tools")
-    return ToolPlan(fmt.parser, grammar, parallel)
+    return ToolPlan(fmt.parser, grammar, parallel, fmt.keep_special_tokens)
 
 
 def _check_unique(tools: list[ToolSpec]) -> None:
@@ -79,9 +80,14 @@ def _check_unique(tools: list[ToolSpec]) -> None:
         seen.add(tool.function.name)
 
 
-def constrained(sampling, plan: ToolPlan | None):
-    """`sampling` with the plan's grammar as its structured output (unchanged without a grammar)."""
-    if plan is None or plan.grammar is None:
+def constrained(sampling, plan: ToolPlan | None, *, skip_special_tokens_given: bool = False):
+    """`sampling` as the plan needs it: the grammar as its structured output, and special tokens kept in
+    the text where the format's tags are special (unless the client set skip_special_tokens itself)."""
+    if plan is None:
+        return sampling
+    if plan.keep_special_tokens and not skip_special_tokens_given:
+        sampling = dataclasses.replace(sampling, skip_special_tokens=False)
+    if plan.grammar is None:
         return sampling
     try:
         from trellis_jax.engine.sampling_params import StructuredOutput
