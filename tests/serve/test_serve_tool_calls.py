@@ -181,3 +181,12 @@ def test_tokenize_renders_tools_as_the_chat_route_does(scripted_server):
         and '"name": "get_weather"' in said
         and said.endswith("<user>hi</s><assistant>")
     )
+
+
+def test_stream_logprobs_cover_every_token_even_held_back_ones(client):
+    said = "Hi <tool_x " + call_text("get_time")
+    final = streamed(client, said, logprobs=True).choices[0]
+    whole = ask(client, said, logprobs=True).choices[0]
+    assert [e.token for e in final.logprobs.content] == [e.token for e in whole.logprobs.content]
+    assert len(final.logprobs.content) == len(said.encode()) + 1  # a byte token each, and the EOS
+    assert final.message.content == "Hi <tool_x"
