@@ -1,5 +1,9 @@
 """Run the real serving path (uvicorn + signal handling + app shutdown) over a slow fake engine, for
-the SIGTERM test: prints the URL, serves until SIGTERM, then prints a summary of the engine's state."""
+the SIGTERM test and tools/overload_test.py --fake: prints the URL, serves until SIGTERM, then prints a
+summary of the engine's state.
+
+    fake_server_main.py [STEP_S [MAX_WAITING_REQUESTS [MAX_NUM_SEQS]]]
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,14 @@ from trellis_jax.serve.server import bind_socket, serve, url_of  # noqa: E402
 
 
 def main() -> int:
-    engine = fake_engine(step_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.02)
+    step_s = float(sys.argv[1]) if len(sys.argv) > 1 else 0.02
+    max_waiting = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    options = {"max_num_seqs": int(sys.argv[3])} if len(sys.argv) > 3 else {}
+    engine = fake_engine(step_s=step_s, **options)
     sock = bind_socket("127.0.0.1", 0)
     print(f"URL {url_of(sock)}", flush=True)
-    serve(create_app(engine, ServerSettings(model_name="fake-model")), sock, graceful_timeout_s=10, log_level="warning")
+    settings = ServerSettings(model_name="fake-model", max_waiting_requests=max_waiting)
+    serve(create_app(engine, settings), sock, graceful_timeout_s=10, log_level="warning")
     engine.engine.scheduler.kv.cache.check_integrity()
     print(f"STOPPED idle={engine_idle(engine)} thread_alive={engine.is_running}", flush=True)
     return 0

@@ -56,7 +56,7 @@ SCHEMAS = [
 @pytest.fixture(scope="module")
 def server():
     engine = AsyncEngine.from_options(
-        str(TINY), max_num_seqs=4, max_num_batched_tokens=64, max_model_len=256, compile_cache_dir=None
+        str(TINY), max_num_seqs=4, max_num_batched_tokens=64, max_model_len=1024, compile_cache_dir=None
     )
     with ServerThread(create_app(engine, ServerSettings(model_name=MODEL))) as thread:
         yield thread
@@ -164,3 +164,64 @@ def test_fifty_varied_schemas_all_parse_and_conform(client):
         if found:
             failures.append((i, found))
     assert failures == []
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "maximum": 7}},
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_named_tool_choice_always_yields_a_parsing_call(client, seed):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=CHAT,
+        temperature=1.0,
+        seed=seed,
+        max_tokens=120,
+        tools=[WEATHER, CLOCK],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert problems(json.loads(call.function.arguments), WEATHER["function"]["parameters"]) == []
+
+
+def test_required_tool_choice_streams_calls_to_offered_tools(client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=CHAT,
+        temperature=1.0,
+        seed=4,
+        max_tokens=160,
+        tools=[WEATHER, CLOCK],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        stream=True,
+    )
+    names, arguments, finish = {}, {}, None
+    for chunk in stream:
+        choice = chunk.choices[0] if chunk.choices else None
+        if choice is None:
+            continue
+        for call in choice.delta.tool_calls or []:
+            if call.function.name:
+                names[call.index] = call.function.name
+            arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")
+        finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert names and set(names.values()) <= {"get_weather", "get_time"}
+    for index, name in names.items():
+        assert isinstance(json.loads(arguments[index]), dict), name

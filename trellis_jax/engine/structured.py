@@ -21,7 +21,7 @@ from typing import Literal
 KINDS = ("json_object", "json_schema", "lark", "regex")
 # JSON without free whitespace (a model cannot wander into endless newlines), with the separators
 # json.dumps writes by default, which instruct models tend to produce anyway.
-_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ class StructuredOutput:
         from llguidance import LLMatcher
 
         if self.kind == "json_object":
-            return LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=_JSON_OPTIONS)
+            return LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=JSON_OPTIONS)
         if self.kind == "json_schema":
-            return LLMatcher.grammar_from_json_schema(self.spec, defaults=_JSON_OPTIONS)
+            return LLMatcher.grammar_from_json_schema(self.spec, defaults=JSON_OPTIONS)
         if self.kind == "lark":
             return LLMatcher.grammar_from_lark(self.spec)
         return LLMatcher.grammar_from_regex(self.spec)

@@ -20,6 +20,7 @@ import time
 from trellis_jax.cli import new_parser
 from trellis_jax.engine import flags
 from trellis_jax.engine.flags import add_engine_flags, parse_engine_args
+from trellis_jax.serve.tool_calls.formats import PARSER_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="generation requests queued beyond the running batch; past it 429 with Retry-After "
         "(default: the quarter-context requests the KV pool holds, at least --max-num-seqs)",
+    )
+    http.add_argument(
+        "--tool-call-parser",
+        default="auto",
+        choices=PARSER_CHOICES,
+        help="how tool calls are read out of replies: hermes (<tool_call> JSON), llama3_json, or auto "
+        "(from the chat template; a template without tools gets them in the system message, Hermes format)",
     )
     http.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     http.add_argument(
@@ -204,6 +212,7 @@ def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: t
         max_body_bytes=args.max_body_bytes,
         body_read_timeout_s=args.body_read_timeout,
         max_waiting_requests=args.max_waiting_requests,
+        tool_call_parser=args.tool_call_parser,
         cost=CostModel(runner.config),
         ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps),
     )

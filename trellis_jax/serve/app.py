@@ -30,7 +30,7 @@ from fastapi.responses import (
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trellis_jax import __version__
-from trellis_jax.serve import requests_prep, responses
+from trellis_jax.serve import requests_prep, responses, tool_calls
 from trellis_jax.serve.admission import admission_for
 from trellis_jax.serve.costs import Ceilings, CostModel
 from trellis_jax.serve.errors import APIError, install_error_handlers
@@ -63,8 +63,13 @@ class ServerSettings:
     ceilings: Ceilings | None = None
     shutdown_engine: bool = True  # stop the engine thread when the app shuts down
     max_waiting_requests: int | None = None  # requests queued beyond the running batch (None: admission.py's default)
+    tool_call_parser: str = "auto"  # tool_calls/formats.py: auto (from the chat template), hermes, llama3_json
 
     def __post_init__(self) -> None:  # the middleware is built at the first request: fail at start-up instead
+        if self.tool_call_parser not in tool_calls.PARSER_CHOICES:
+            raise ValueError(
+                f"tool_call_parser must be one of {', '.join(tool_calls.PARSER_CHOICES)}, got {self.tool_call_parser!r}"
+            )
         if not self.body_read_timeout_s > 0:
             raise ValueError(f"body_read_timeout_s must be > 0, got {self.body_read_timeout_s!r}")
         if self.max_waiting_requests is not None and self.max_waiting_requests < 0:
@@ -81,6 +86,13 @@ def _fingerprint(engine, settings: ServerSettings) -> str:
     runner = getattr(getattr(engine, "engine", None), "runner", None)
     dtype = getattr(getattr(runner, "config", None), "dtype", None)
     return responses.fingerprint(settings.model_name, __version__, None if dtype is None else str(dtype))
+
+
+def _tool_format(tokenizer, parser: str):
+    """The served tool-call format, from the flag, the chat template and the special tokens."""
+    template = getattr(tokenizer, "chat_template", None)
+    specials = {tokenizer.id_to_token(i) for i in getattr(tokenizer, "special_ids", ())}
+    return tool_calls.tool_format(parser, getattr(template, "source", None), specials)
 
 
 def _running_batch(engine):
@@ -102,6 +114,7 @@ class _Handlers:
         self.max_model_len = _max_model_len(engine)
         self.running_batch = _running_batch(engine)
         self.fingerprint = _fingerprint(engine, settings)
+        self.tool_format = _tool_format(engine.tokenizer, settings.tool_call_parser)
         self.started = time.time()
 
     def caller(self, request: Request) -> Caller:
@@ -296,7 +309,8 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
         body: ChatCompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)
     ):  # noqa: B008
         handlers.check_model(body.model)
-        prompts = [requests_prep.chat_prompt(body, engine.tokenizer)]
+        tools = tool_calls.plan_tools(body.tools, body.tool_choice, handlers.tool_format, body.parallel_tool_calls)
+        prompts = [requests_prep.chat_prompt(body, engine.tokenizer, handlers.tool_format)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         sampling = requests_prep.sampling_params(
             body,
@@ -306,6 +320,9 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             default_max=None,
             logprobs=logprobs,
             vocab_size=engine.tokenizer.vocab_size,
+        )
+        sampling = tool_calls.constrained(
+            sampling, tools, skip_special_tokens_given=body.skip_special_tokens is not None
         )
         job = Job(
             "chat",
@@ -318,6 +335,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
             body.include_usage,
             body.logprobs,
             fingerprint=handlers.fingerprint,
+            tools=tools,
         )
         return await handlers.respond(job, body.stream, request)
 

@@ -17,6 +17,8 @@ from trellis_jax.serve import responses
 from trellis_jax.serve.costs import CostModel
 from trellis_jax.serve.errors import APIError, error_body
 from trellis_jax.serve.metrics import RequestMetrics
+from trellis_jax.serve.tool_calls import ChoiceStream, ToolPlan
+from trellis_jax.serve.tool_calls import message as tool_message
 
 _DONE = object()
 
@@ -34,6 +36,7 @@ class Job:
     logprobs: bool = False
     echo: list[str] | None = None  # completions with echo: each prompt's text, prepended to its choices' text
     fingerprint: str | None = None  # system_fingerprint of every response body and chunk
+    tools: ToolPlan | None = None  # chat: parse tool calls out of each choice's text (tool_calls/)
 
 
 @dataclass
@@ -142,9 +145,12 @@ def _echoed(job: Job, index: int) -> str:
 
 def _choice_json(job: Job, index: int, text: str, logprobs, finish_reason, formatter) -> dict:
     if job.kind == "chat":
+        message = {"role": "assistant", "content": text}
+        if job.tools is not None:
+            message, finish_reason = tool_message(job.tools, text, finish_reason)
         return {
             "index": index,
-            "message": {"role": "assistant", "content": text},
+            "message": message,
             "logprobs": formatter.chat(logprobs) if job.logprobs else None,
             "finish_reason": finish_reason,
         }
@@ -172,9 +178,15 @@ async def stream_job(engine, job: Job, tracker: RequestMetrics, cost: CostModel,
     first = _first_chunk_choices(job, len(progress.choices))
     if first:
         yield sse(chunk(first))
+    calls = [ChoiceStream(job.tools, i) for i in range(len(offsets))] if job.tools is not None else None
     try:
         async for group, delta in _merged(engine, job):
             index = progress.apply(group, delta)
+            if calls is not None:
+                logprobs = formatter.chat(delta.logprobs) if job.logprobs and delta.logprobs else None
+                for choice in calls[index].choices(delta.text, delta.finish_reason, logprobs):
+                    yield sse(chunk([choice]))
+                continue
             if not delta.text and not delta.finish_reason and not (job.logprobs and delta.logprobs):
                 continue
             choice = _chunk_choice(job, index, delta, formatter, offsets[index])

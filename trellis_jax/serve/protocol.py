@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from trellis_jax.field_ranges import MAX_LOGIT_BIAS, MAX_LOGPROBS  # one bound for the server and the engine
+from trellis_jax.serve.tool_calls.schema import ToolChoice, ToolSpec
 
 MAX_N = 16
 MAX_STOP_STRINGS = 16
@@ -164,7 +165,9 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: StrictBool = False
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     add_generation_prompt: StrictBool = True
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: ToolChoice | None = None  # checked against tools in tool_calls/choice.py
+    parallel_tool_calls: StrictBool = True  # False: at most one call per reply
     chat_template_kwargs: dict[str, Any] | None = None
 
     @field_validator("top_logprobs")
@@ -186,7 +189,7 @@ class TokenizeRequest(BaseModel):
     add_special_tokens: StrictBool = True  # False: no BOS beyond what the text or template holds
     add_generation_prompt: StrictBool = True
     chat_template_kwargs: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolSpec] | None = None
 
     @model_validator(mode="after")
     def _one_input(self):

@@ -20,6 +20,7 @@ from trellis_jax.serve.protocol import (
     CompletionRequest,
     SamplingFields,
 )
+from trellis_jax.serve.tool_calls import ToolFormat, tool_prompt, tools_for_template
 from trellis_jax.tokenizer.valid_text import find_invalid_text
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat defaults to the context left
@@ -66,14 +67,15 @@ def echo_texts(req: CompletionRequest, prompts: list[list[int]], tokenizer) -> l
     ]
 
 
-def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
+def chat_prompt(req: ChatCompletionRequest, tokenizer, tool_format: ToolFormat | None = None) -> list[int]:
     check_text_fields(req)
     return encode_messages(
         req.messages,
         tokenizer,
         add_generation_prompt=req.add_generation_prompt,
         template_kwargs=req.chat_template_kwargs,
-        tools=req.tools,
+        tools=tools_for_template(req.tools),
+        tool_format=tool_format,
     )
 
 
@@ -85,15 +87,20 @@ def encode_messages(
     template_kwargs: dict | None = None,
     tools: list | None = None,
     add_bos: bool | None = None,
+    tool_format: ToolFormat | None = None,
 ) -> list[int]:
-    """The chat's token ids through the model's template (a 400 naming `messages` if it cannot render)."""
+    """The chat's token ids through the model's template (a 400 naming `messages` if it cannot render).
+    With `tool_format`, tools and past calls the template does not render are written in as text."""
+    rendered = [m.for_template() for m in messages]
+    if tool_format is not None:
+        rendered, tools = tool_prompt.prepare(rendered, tools, tool_format)
     extras = dict(template_kwargs or {})
     if tools:
         extras["tools"] = tools
     try:
         ids = list(
             tokenizer.encode_chat(
-                [m.for_template() for m in messages],
+                rendered,
                 add_generation_prompt=add_generation_prompt,
                 add_bos=add_bos,
                 **extras,

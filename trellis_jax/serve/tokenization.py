@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from trellis_jax.serve.errors import APIError
 from trellis_jax.serve.protocol import DetokenizeRequest, TokenizeRequest
 from trellis_jax.serve.requests_prep import check_text_fields, encode_messages
+from trellis_jax.serve.tool_calls import tools_for_template
 
 
 def add_tokenization_routes(app: FastAPI, handlers) -> None:
@@ -35,8 +36,9 @@ def add_tokenization_routes(app: FastAPI, handlers) -> None:
                 tokenizer,
                 add_generation_prompt=body.add_generation_prompt,
                 template_kwargs=body.chat_template_kwargs,
-                tools=body.tools,
+                tools=tools_for_template(body.tools),
                 add_bos=add_bos,
+                tool_format=handlers.tool_format,
             )
         else:
             ids = list(tokenizer.encode(body.prompt, parse_special=True, add_bos=add_bos))
