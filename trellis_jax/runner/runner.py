@@ -345,7 +345,7 @@ class Runner:
             max_context_len=self.max_context_len,
         )
 
-    def _inputs(self, packed: PackedStep, feed: np.ndarray) -> tuple:
+    def _inputs(self, packed: PackedStep, feed: np.ndarray | None = None) -> tuple:
         """The step's arguments after (params, kv_pages), less the fed tokens: the two wire buffers and the
         penalty arrays."""
         counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(packed.bucket.num_seqs)
