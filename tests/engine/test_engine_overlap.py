@@ -145,3 +145,20 @@ def test_overlap_needs_a_runner_that_can_dispatch():
 
     with pytest.raises(ValueError, match="dispatch"):
         make_fake_engine(overlap=True, runner=RunOnly())
+
+
+def test_a_row_that_cannot_be_packed_fails_alone_while_others_overlap():
+    from test_engine_isolation import GREEDY as SHORT
+    from test_engine_isolation import VICTIMS, PoisonRunner, victims_alone
+
+    runner = PoisonRunner(128, 4)
+    engine, _, cache, _ = make_fake_engine(num_pages=128, page_size=4, runner=runner, overlap=True)
+    for rid, prompt in VICTIMS.items():
+        engine.add_request(rid, prompt, SHORT)
+    engine.step()
+    engine.add_request("poison", [7, 8, 9], SHORT)  # joins while the others' tokens are in flight
+    outputs = run_all(engine)
+    assert {rid: outputs[rid].outputs[0].token_ids for rid in VICTIMS} == victims_alone()
+    assert outputs["poison"].outputs[0].finish_reason == "abort" and list(engine.pop_failures()) == ["poison"]
+    cache.check_integrity()
+    assert cache.num_locked_pages == 0 and cache.num_private_pages == 0
