@@ -162,3 +162,23 @@ def test_a_row_that_cannot_be_packed_fails_alone_while_others_overlap():
     assert outputs["poison"].outputs[0].finish_reason == "abort" and list(engine.pop_failures()) == ["poison"]
     cache.check_integrity()
     assert cache.num_locked_pages == 0 and cache.num_private_pages == 0
+
+
+@pytest.mark.parametrize(("flag", "value"), [("auto", None), ("on", True), ("off", False)])
+def test_the_overlap_flag_sets_the_config(flag, value):
+    import argparse
+
+    from trellis_jax.engine.flags import add_engine_flags, engine_config
+
+    parser = argparse.ArgumentParser()
+    add_engine_flags(parser)
+    assert engine_config(parser.parse_args(["--overlap", flag])).overlap is value
+
+
+def test_auto_overlaps_on_an_accelerator_only():
+    from trellis_jax.engine.builder import overlap_by_default
+
+    class Accelerated(FakeRunner):
+        platform = "gpu"
+
+    assert overlap_by_default(Accelerated(8, 4)) and not overlap_by_default(FakeRunner(8, 4))
