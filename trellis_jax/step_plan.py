@@ -7,7 +7,8 @@ loads the scheduler or the cache, and the scheduler never loads jax.
 
 Lifecycle of a step: `Scheduler.schedule() -> StepPlan`, `Runner.run(plan) -> StepOutputs`,
 `Scheduler.commit(plan, outputs)`. Overlapped (engine/engine.py): `schedule()`, `Runner.dispatch(plan)`,
-`Scheduler.advance(plan)`, then the previous step's `Runner.collect(launch)` and `Scheduler.resolve(plan, outputs)`.
+`Scheduler.advance(plan) -> pending`, then the previous step's `Runner.collect(launch)` and
+`Scheduler.resolve(pending, outputs)`.
 
 `PENDING_TOKEN` in a `SequenceWork.token_ids` (only as the single token of a decode row) stands for the token
 the previous dispatched step sampled for the same request id: it is still on the device, and the runner feeds

@@ -182,3 +182,18 @@ def test_auto_overlaps_on_an_accelerator_only():
         platform = "gpu"
 
     assert overlap_by_default(Accelerated(8, 4)) and not overlap_by_default(FakeRunner(8, 4))
+
+
+def test_an_id_aborted_and_reused_while_its_token_is_in_flight_gets_only_its_own_tokens():
+    def reuse(overlap):
+        engine, _, cache, _ = make_fake_engine(num_pages=48, page_size=4, overlap=overlap)
+        engine.add_request("r", SHARED + [10], GREEDY)
+        engine.step()
+        engine.step()
+        engine.abort("r")
+        engine.add_request("r", [40, 41, 42], GREEDY)  # the old r's last token may still be in flight
+        outputs = run_all(engine)
+        cache.check_integrity()
+        return outputs["r"].outputs[0].token_ids
+
+    assert reuse(True) == reuse(False)

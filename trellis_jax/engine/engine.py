@@ -84,7 +84,7 @@ class Engine:
         self.scheduler = scheduler
         self.runner = runner
         self.overlap = bool(overlap)
-        self._inflight: tuple | None = None  # (advanced plan, its launch): dispatched, tokens not read yet
+        self._inflight: tuple | None = None  # (Scheduler.advance's pending rows, launch): tokens not read yet
         self.eos_token_ids = tuple(eos_token_ids)
         self._make_detokenizer = make_detokenizer
         self._requests: dict[str, _RequestState] = {}
@@ -257,17 +257,17 @@ class Engine:
             if plan.is_empty and not events and not was_inflight:
                 raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
             return events
-        self.scheduler.advance(ran)
+        pending = self.scheduler.advance(ran)
         events += self._resolve_inflight()
-        self._inflight = (ran, launch)
+        self._inflight = (pending, launch)
         return events
 
     def _resolve_inflight(self) -> list[RequestEvent]:
         """Read the step in flight back and resolve its placeholders (or only the queued events if none)."""
         if self._inflight is None:
             return self.scheduler.resolve(None, StepOutputs({}))
-        (plan, launch), self._inflight = self._inflight, None
-        return self.scheduler.resolve(plan, self.runner.collect(launch))
+        (pending, launch), self._inflight = self._inflight, None
+        return self.scheduler.resolve(pending, self.runner.collect(launch))
 
     def _apply_events(self, events: list[RequestEvent], deltas: list[OutputDelta]) -> None:
         touched = {}

@@ -31,7 +31,7 @@ A request that cannot fit alone in the pool finishes with "length"; none ever le
 Overlapped loop (engine/engine.py): `commit` split in two, one step apart. `advance(plan)` right after the
 plan is dispatched: computed lengths move on, pages whose tokens are all known are published, and each
 sampled row appends a PENDING_TOKEN placeholder (the runner feeds the real token to the next step on the
-device). `resolve(plan, outputs)` once that step's tokens are read back, after the next plan was dispatched:
+device). `resolve(pending, outputs)` once that step's tokens are read back, after the next plan was dispatched:
 placeholders are filled in order, stop conditions apply, newly known pages are published. A request that
 stops at step n was already scheduled into step n+1: that row's token is never emitted, and `_finish` rolls
 its state back to the stop token (pages the in-flight step still writes may be freed and handed out again:
@@ -220,13 +220,16 @@ class Scheduler:
         s = request.sampling
         return _penalized(s) or (self.config.num_lookup_tokens > 0 and _plain_greedy(s))
 
-    def advance(self, plan: StepPlan) -> None:
+    def advance(self, plan: StepPlan) -> list[tuple[str, Request]]:
         """The first half of commit, right after `plan` was dispatched: every row's KV counts as computed
-        (the device runs steps in order), and each sampled row appends a PENDING_TOKEN placeholder."""
+        (the device runs steps in order), and each sampled row appends a PENDING_TOKEN placeholder.
+        Returns what `resolve` takes: (row id, request) per placeholder, the request held by identity (an
+        id aborted and reused meanwhile names another request)."""
         if self.must_sync(plan):
             raise ValueError("a plan with prompt-lookup draft rows must be committed, not advanced")
         for request in self.running:
             self.kv.copy_done(request)
+        pending = []
         for work in plan.sequences:
             request = self.requests.get(work.request_id)
             if request is None or request.status is not RequestStatus.RUNNING or request.num_computed != work.start_pos:
@@ -235,19 +238,21 @@ class Scheduler:
             if work.sample:
                 request.token_ids.append(PENDING_TOKEN)
                 request.num_pending += 1
+                pending.append((work.request_id, request))
+        return pending
 
-    def resolve(self, plan: StepPlan | None, outputs: StepOutputs) -> list[RequestEvent]:
-        """The second half, once an advanced plan's tokens are on the host (None: no step in flight; only
-        the events schedule() queued). Fills each sampled row's oldest placeholder, applies stop token
-        ids, max_tokens and the context cap, publishes the pages that became known."""
+    def resolve(self, pending: list[tuple[str, Request]] | None, outputs: StepOutputs) -> list[RequestEvent]:
+        """The second half, once an advanced plan's tokens are on the host (`pending`: what its advance
+        returned; None: no step in flight, only the events schedule() queued). Fills each request's oldest
+        placeholder, applies stop token ids, max_tokens and the context cap, publishes the pages that
+        became known."""
         events, self._events = self._events, []
-        for work in plan.sequences if plan is not None else ():
-            request = self.requests.get(work.request_id)
-            if not work.sample or request is None or not request.num_pending:
+        for row_id, request in pending or ():
+            if request.status is RequestStatus.FINISHED:
                 continue  # finished (or failed) since the plan was made
-            if work.request_id not in outputs.tokens:
-                raise ValueError(f"runner returned no token for row {work.request_id!r} (sample=True)")
-            token = outputs.tokens[work.request_id]
+            if row_id not in outputs.tokens:
+                raise ValueError(f"runner returned no token for row {row_id!r} (sample=True)")
+            token = outputs.tokens[row_id]
             request.token_ids[request.num_known_tokens] = token.token_id
             request.num_pending -= 1
             reason = self._stop_reason(request, token.token_id)
