@@ -6,12 +6,20 @@ A neutral module both sides import: it imports only the standard library, so loa
 loads the scheduler or the cache, and the scheduler never loads jax.
 
 Lifecycle of a step: `Scheduler.schedule() -> StepPlan`, `Runner.run(plan) -> StepOutputs`,
-`Scheduler.commit(plan, outputs)`.
+`Scheduler.commit(plan, outputs)`. Overlapped (engine/engine.py): `schedule()`, `Runner.dispatch(plan)`,
+`Scheduler.advance(plan) -> pending`, then the previous step's `Runner.collect(launch)` and
+`Scheduler.resolve(pending, outputs)`.
+
+`PENDING_TOKEN` in a `SequenceWork.token_ids` (only as the single token of a decode row) stands for the token
+the previous dispatched step sampled for the same request id: it is still on the device, and the runner feeds
+it into this step without a host round trip.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+PENDING_TOKEN = -1  # "the token the previous step sampled for this request id" (token ids are never negative)
 
 
 @dataclass(frozen=True)

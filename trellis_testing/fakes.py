@@ -7,15 +7,18 @@ wrong page or a wrong copy (a cache bug) changes the output. Formulas (V = vocab
   "sum":       next = (sum of the sequence's tokens at positions 0 .. kv_len-1) % V
   "increment": next = (last token + 1) % V
 With temperature > 0 a seeded offset is added: random.Random(f"{seed}:{rng_step}").randrange(V).
+`dispatch(plan) -> launch` / `collect(launch) -> StepOutputs` as the Runner's overlapped pair: a PENDING_TOKEN
+row takes the token the previous dispatch sampled for its request id (a ValueError if there is none).
 `ByteTokenizer` is a tiny tokenizer over UTF-8 bytes (ids 0-255) plus BOS "<s>" 256 and EOS "</s>" 257.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import random
 
-from trellis_jax.step_plan import SampledToken, SequenceWork, StepOutputs, StepPlan
+from trellis_jax.step_plan import PENDING_TOKEN, SampledToken, SequenceWork, StepOutputs, StepPlan
 
 BOS_ID = 256
 EOS_ID = 257
@@ -43,10 +46,19 @@ class FakeRunner:
         self.num_tokens_computed = 0
         self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
         self.kv_generation = 0  # as Runner: bumped by every run()
+        self._last_sampled: dict[str, int] = {}  # request id -> token the last run sampled (PENDING_TOKEN feed)
+
+    def dispatch(self, plan: StepPlan) -> StepOutputs:
+        """As Runner.dispatch; the fake computes at once, so the launch is the outputs."""
+        return self.run(plan)
+
+    def collect(self, launch: StepOutputs) -> StepOutputs:
+        return launch
 
     def run(self, plan: StepPlan) -> StepOutputs:
         self.kv_generation += 1
         self._check(plan)
+        plan = self._fed(plan)
         for src, dst in plan.page_copies:  # before any write, as the real runner
             for offset in range(self.page_size):
                 slot = src * self.page_size + offset
@@ -63,11 +75,24 @@ class FakeRunner:
             self._write(work)
             if work.sample:
                 tokens[work.request_id] = self._sample(work)
+        self._last_sampled = {rid: t.token_id for rid, t in tokens.items()}
         return StepOutputs(tokens)
+
+    def _fed(self, plan: StepPlan) -> StepPlan:
+        """The plan with every PENDING_TOKEN replaced by the previous run's token for that request id."""
+        rows = []
+        for work in plan.sequences:
+            if PENDING_TOKEN in work.token_ids:
+                if work.token_ids != [PENDING_TOKEN] or work.request_id not in self._last_sampled:
+                    raise ValueError(f"row {work.request_id!r}: no token of the previous step to feed")
+                work = dataclasses.replace(work, token_ids=[self._last_sampled[work.request_id]])
+            rows.append(work)
+        return dataclasses.replace(plan, sequences=rows)
 
     def check_plan(self, plan: StepPlan) -> None:
         """As Runner.check_plan: raise what run() would raise for this plan, changing nothing."""
         self._check(plan)
+        self._fed(plan)
 
     def _check(self, plan: StepPlan) -> None:
         if plan.num_tokens > self.max_num_tokens or len(plan.sequences) > self.max_num_seqs:
@@ -170,6 +195,7 @@ def make_fake_engine(
     enable_prefix_cache: bool = True,
     eviction_policy: str = "lru",
     runner: FakeRunner | None = None,
+    overlap: bool = False,
     **scheduler_options,
 ):
     """An Engine over FakeRunner + ByteTokenizer: returns (engine, runner, cache, tokenizer). `runner`: take
@@ -188,5 +214,6 @@ def make_fake_engine(
         runner,
         make_detokenizer=lambda skip: ByteDetokenizer(skip_special_tokens=skip),
         eos_token_ids=(EOS_ID,),
+        overlap=overlap,
     )
     return engine, runner, cache, ByteTokenizer()

@@ -1,4 +1,5 @@
-"""AsyncEngine over the fake runner: streaming, abort at any stage, early exit, errors."""
+"""AsyncEngine over the fake runner: streaming, abort at any stage, early exit, errors; each test with the
+synchronous and the overlapped engine loop."""
 
 import asyncio
 import threading
@@ -10,9 +11,9 @@ from trellis_jax.engine.api import AsyncEngine, RequestRejected, SamplingParams
 from trellis_testing.fakes import make_fake_engine
 
 
-@pytest.fixture
-def engine():
-    inner, runner, cache, tokenizer = make_fake_engine(mode="increment", num_pages=64)
+@pytest.fixture(params=[False, True], ids=["sync", "overlap"])
+def engine(request):
+    inner, runner, cache, tokenizer = make_fake_engine(mode="increment", num_pages=64, overlap=request.param)
     async_engine = AsyncEngine(inner, tokenizer)
     yield async_engine
     async_engine.shutdown()

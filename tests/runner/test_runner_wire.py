@@ -38,7 +38,7 @@ def test_round_trip_through_jit_is_exact():
     model, knobs = _inputs()
     counts, mask = np.zeros((3, 8), np.int32), np.zeros((3, 8), np.bool_)
     tokens, seqs = wire.encode(model, knobs)
-    assert tokens.shape == (6, 3) and seqs.shape == (3, 4 + wire.NUM_COLUMNS)
+    assert tokens.shape == (6, 4) and seqs.shape == (3, 4 + wire.NUM_COLUMNS)
     decoded = jax.jit(wire.decode)(tokens, seqs, counts, mask)
     for name, value in model._asdict().items():
         np.testing.assert_array_equal(getattr(decoded.model, name), value, err_msg=name)

@@ -70,8 +70,14 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         make_detokenizer=lambda skip: IncrementalDetokenizer(tokenizer, skip_special_tokens=skip),
         eos_token_ids=tuple(tokenizer.eos_token_ids),
         grammar=GrammarCompiler(tokenizer),
+        overlap=overlap_by_default(runner) if config.overlap is None else config.overlap,
     )
     return engine, tokenizer
+
+
+def overlap_by_default(runner) -> bool:
+    """Whether `overlap=None` (auto) turns the overlapped loop on for this runner (docs/benchmarks/overlap.md)."""
+    return getattr(runner, "platform", "cpu") != "cpu" and hasattr(runner, "dispatch")
 
 
 def read_chat_template(path: str) -> str:

@@ -16,6 +16,9 @@ output is plain greedy decoding's, in fewer steps when the continuation repeats 
 allow_special_tokens_in_content: chat messages' special-token text (`<|im_start|>`) acts as the model's
 control tokens, as the rendered template's own markup does. Off (default): it is tokenized as plain
 text, so a user cannot open a system turn. Raw string prompts always parse special tokens.
+overlap: the overlapped engine loop (engine/engine.py): the host schedules and dispatches step n+1 before
+it reads step n's tokens, which stay on the device as step n+1's inputs. True / False force it; None
+(default, "auto") turns it on where it pays (engine/builder.py `overlap_by_default`).
 chat_template: the path of a Jinja chat template (Hugging Face semantics) that replaces the model's own
 for every chat; read when the engine is built (a missing file or a template that does not parse fails then).
 """
@@ -75,6 +78,7 @@ class EngineConfig:
     check_integrity_when_idle: bool = True
     allow_special_tokens_in_content: bool = False  # chat content's special-token text acts as control tokens
     chat_template: str | None = None  # a Jinja chat template file used instead of the model's
+    overlap: bool | None = None  # overlapped engine loop; None: where it pays (builder.overlap_by_default)
 
     def __post_init__(self) -> None:
         for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens"):
@@ -97,6 +101,8 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
+        if self.overlap not in (None, True, False):
+            raise ValueError(f"overlap must be True, False or None (auto), got {self.overlap!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
 
     @property

@@ -22,6 +22,13 @@ thread right after each step.
 A step whose runner raises is retried without the requests whose rows fail alone (isolation.py): only
 those fail (RequestFailed, with the cause); if none can be singled out, step() raises as before.
 
+Overlapped (`overlap=True`, with a runner that has dispatch/collect): while the device runs step n the host
+schedules and dispatches step n+1, whose decode rows take step n's sampled tokens on the device
+(PENDING_TOKEN); only then does it read step n's tokens and apply stop conditions, stop strings, streaming
+and page release (Scheduler.advance / resolve). A sequence that ended at step n computes one token in step
+n+1 that is never emitted. Where the scheduler says a step must sync (`Scheduler.must_sync`: prompt-lookup
+guesses, penalties), the step in flight is read first and the new one committed at once, as without overlap.
+
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
 requests hold pages would read that engine's KV. Its next step raises RuntimeError instead.
@@ -77,11 +84,17 @@ class Engine:
         make_detokenizer: Callable[[bool], object],
         eos_token_ids: tuple[int, ...] = (),
         grammar: GrammarCompiler | None = None,
+        overlap: bool = False,
     ) -> None:
         """make_detokenizer(skip_special_tokens) -> an object with push(token_id) -> str and flush() -> str.
-        `grammar` builds the matchers of requests with a structured_output (None: such requests are refused)."""
+        `grammar` builds the matchers of requests with a structured_output (None: such requests are refused).
+        `overlap`: dispatch each step before reading the previous one's tokens (needs runner.dispatch)."""
+        if overlap and not hasattr(runner, "dispatch"):
+            raise ValueError(f"overlap=True needs a runner with dispatch/collect, got {type(runner).__name__}")
         self.scheduler = scheduler
         self.runner = runner
+        self.overlap = bool(overlap)
+        self._inflight: tuple | None = None  # (Scheduler.advance's pending rows, launch): tokens not read yet
         self.eos_token_ids = tuple(eos_token_ids)
         self._make_detokenizer = make_detokenizer
         self._requests: dict[str, _RequestState] = {}
@@ -183,6 +196,7 @@ class Engine:
         self._pending = []
         self._finished = []
         self._failures = {}
+        self._inflight = None
 
     def _fail_rows(self, errors: dict[str, Exception]) -> set[str]:
         """Abort the requests owning these plan rows (each failed alone), keeping the cause for their
@@ -214,7 +228,7 @@ class Engine:
 
     def has_unfinished(self) -> bool:
         """True while a request runs or a delta (e.g. of an abort) is still to be returned by step()."""
-        return bool(self._requests) or bool(self._pending)
+        return bool(self._requests) or bool(self._pending) or self._inflight is not None
 
     def _holds_kv(self) -> bool:
         """Whether pages on the runner still mean something to this engine (its cache, or running requests)."""
@@ -231,20 +245,33 @@ class Engine:
                 "engine over the runner (trellis_jax.engine.builder.build_engine) instead"
             )
 
-    def _run(self, plan):
-        """(the plan that ran, its outputs): a failure isolation retry runs the runner more than once, so the
-        generation this engine leaves is read after the runs, failed or not."""
+    def _run(self, plan, launch=None):
+        """(the plan that ran, its outputs, or its launch when `launch` is runner.dispatch): a failure
+        isolation retry runs the runner more than once, so the generation this engine leaves is read after
+        the runs, failed or not."""
         self._check_runner_is_ours()
         try:
-            return run_isolated(self.runner, plan, self._fail_rows)
+            return run_isolated(self.runner, plan, self._fail_rows, launch)
         finally:
             self._kv_generation_after_last_run = self.runner.kv_generation
 
     def step(self) -> list[OutputDelta]:
         """One engine step; returns the deltas of every completion that progressed (or was aborted)."""
         deltas, self._pending = self._pending, []
-        if not self.scheduler.has_unfinished():
+        if not self.scheduler.has_unfinished() and self._inflight is None:
             return deltas
+        read_early = self.overlap and self._inflight is not None and self.scheduler.must_sync()
+        if read_early:
+            # The next rows need the tokens in flight (penalties, lookup drafts, grammar masks): read and
+            # apply them first, so the matchers have seen every token before attach() asks for masks.
+            self._apply_events(self._resolve_inflight(), deltas)
+        events = self._step_overlapped(read_early) if self.overlap else self._step_sync()
+        self.num_steps += 1
+        self._apply_events(events, deltas)
+        self._grammar_rows.prefetch()  # the next masks, computed while the caller handles these deltas
+        return deltas
+
+    def _step_sync(self) -> list[RequestEvent]:
         plan = ran = self._grammar_rows.attach(self.scheduler.schedule())
         if plan.is_empty:
             outputs = StepOutputs({})
@@ -253,7 +280,36 @@ class Engine:
         events = self.scheduler.commit(ran, outputs)
         if plan.is_empty and not events:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
-        self.num_steps += 1
+        return events
+
+    def _step_overlapped(self, read_early: bool = False) -> list[RequestEvent]:
+        """Schedule and dispatch this step, then read the previous one (see the module docstring).
+        `read_early`: step() already read the step in flight (progress, even if nothing is scheduled now)."""
+        events = self._resolve_inflight() if self.scheduler.must_sync() else []
+        plan = ran = self._grammar_rows.attach(self.scheduler.schedule())
+        launch, was_inflight = None, self._inflight is not None or read_early
+        if not plan.is_empty:
+            ran, launch = self._run(plan, self.runner.dispatch)  # ran: less the requests that failed alone
+        if ran.is_empty or self.scheduler.must_sync(ran):  # committed now, as without overlap
+            events += self._resolve_inflight()
+            outputs = StepOutputs({}) if launch is None else self.runner.collect(launch)
+            events += self.scheduler.commit(ran, outputs)
+            if plan.is_empty and not events and not was_inflight:
+                raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
+            return events
+        pending = self.scheduler.advance(ran)
+        events += self._resolve_inflight()
+        self._inflight = (pending, launch)
+        return events
+
+    def _resolve_inflight(self) -> list[RequestEvent]:
+        """Read the step in flight back and resolve its placeholders (or only the queued events if none)."""
+        if self._inflight is None:
+            return self.scheduler.resolve(None, StepOutputs({}))
+        (pending, launch), self._inflight = self._inflight, None
+        return self.scheduler.resolve(pending, self.runner.collect(launch))
+
+    def _apply_events(self, events: list[RequestEvent], deltas: list[OutputDelta]) -> None:
         touched = {}
         for event in events:
             state = self._apply(event)
@@ -261,8 +317,6 @@ class Engine:
                 touched[state.request_id] = state
         for state in touched.values():
             self._collect(state, deltas)
-        self._grammar_rows.prefetch()  # the next masks, computed while the caller handles these deltas
-        return deltas
 
     def _apply(self, event: RequestEvent) -> _RequestState | None:
         entry = self._sequences.get(event.request_id)

@@ -23,7 +23,15 @@ NOT_FLAGS = {
     "warmup": "the CLIs always compile ahead, so a request never waits for a compile",
     "check_integrity_when_idle": "a safety check the CLIs always keep on",
 }
-_SPECIAL = {"model", "dtype", "kv_cache_dtype", "materialise_head", "compile_cache_dir"}  # spelled by hand below
+_SPECIAL = {
+    "model",
+    "dtype",
+    "kv_cache_dtype",
+    "materialise_head",
+    "compile_cache_dir",
+    "overlap",
+}  # spelled by hand below
+_OVERLAP = {"auto": None, "on": True, "off": False}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -139,6 +147,13 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         help="keep compiled step programs here so the next start skips compiling (default: %(default)s)",
     )
     group.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
+    group.add_argument(
+        "--overlap",
+        choices=sorted(_OVERLAP),
+        default="auto",
+        help="overlapped engine loop: schedule and dispatch the next step while the device runs this one "
+        "(auto: on where it pays, see docs/benchmarks/overlap.md)",
+    )
 
 
 def _add_field_flag(group, field: Field) -> None:
@@ -155,6 +170,7 @@ def engine_options(args: argparse.Namespace) -> dict:
     options = {f.name: getattr(args, f.name) for f in fields(EngineConfig) if f.name not in NOT_FLAGS}
     options["kv_cache_dtype"] = None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
     options["compile_cache_dir"] = None if args.no_compile_cache else args.compile_cache_dir
+    options["overlap"] = _OVERLAP[args.overlap]
     return options
 
 

@@ -2,7 +2,7 @@
 
 Contract:
     run_isolated(runner, plan, fail_rows) -> (plan that ran, its StepOutputs)
-`runner.run(plan)`; if it raises, every row of the plan is checked alone with the runner's host-side
+`runner.run(plan)` (or `launch(plan)`, e.g. runner.dispatch: packing raises there too); if it raises, every row of the plan is checked alone with the runner's host-side
 packing (`runner.check_plan(StepPlan([row]))`: what `run` does before it touches the device). The rows
 that fail alone are the culprits: `fail_rows({row id: error}) -> ended scheduler ids` ends their
 requests (the engine aborts them, with all their sequences, and hands each stream its error), and the
@@ -28,11 +28,14 @@ from trellis_jax.step_plan import StepOutputs, StepPlan
 logger = logging.getLogger(__name__)
 
 
-def run_isolated(runner, plan: StepPlan, fail_rows) -> tuple[StepPlan, StepOutputs]:
-    """(the plan that ran, its outputs); each retry drops at least one row, so the loop ends."""
+def run_isolated(runner, plan: StepPlan, fail_rows, launch=None) -> tuple[StepPlan, object]:
+    """(the plan that ran, its outputs); each retry drops at least one row, so the loop ends. `launch`: what
+    runs the plan instead of runner.run (the overlapped engine's runner.dispatch: then the second item is
+    its launch, or None when every row failed)."""
+    launch = launch or runner.run
     while True:
         try:
-            return plan, runner.run(plan)
+            return plan, launch(plan)
         except Exception as error:
             culprits = find_culprits(runner, plan)
             if not culprits:
@@ -45,7 +48,7 @@ def run_isolated(runner, plan: StepPlan, fail_rows) -> tuple[StepPlan, StepOutpu
             )
             plan = without_rows(plan, fail_rows(culprits))
             if plan.is_empty:
-                return plan, StepOutputs({})
+                return plan, StepOutputs({}) if launch == runner.run else None
 
 
 def find_culprits(runner, plan: StepPlan) -> dict[str, Exception]:

@@ -3,7 +3,9 @@
 Contract: `pack(plan, buckets, page_size=, num_pages=, vocab_size=, max_logprobs=)` validates the plan
 (clear ValueError on bad ids, pages, positions or knobs; BucketOverflowError past the largest bucket)
 and returns a `PackedStep`: the bucket, the model's `StepInputs`, the sampling knobs, the penalty and
-constraint arrays (None where no row needs them) and which rows sample. Padding follows docs/CONTRACTS.md: padded token rows write to slot 0 of the sink page 0, padded
+constraint arrays (None where no row needs them), which rows sample, and the token rows whose id is a
+PENDING_TOKEN (fed on the device from the previous step; packed as 0). Padding follows docs/CONTRACTS.md:
+padded token rows write to slot 0 of the sink page 0, padded
 page-table entries are 0, padded sequences have kv_len 0 and an empty query range. Only the pages a
 sequence needs (ceil(kv_len / page_size)) enter its page-table row, so the page bucket is the smallest
 that covers the step's longest context.
@@ -20,7 +22,7 @@ from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.buckets import Bucket, BucketSet
 from trellis_jax.runner.constraints import constraint_arrays
 from trellis_jax.runner.penalties import has_penalty, penalty_arrays
-from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepPlan
+from trellis_jax.step_plan import PENDING_TOKEN, SamplingArrays, SequenceWork, StepPlan
 
 SEED_MODULUS = 2**32  # seeds are folded into uint32 (the PRNG key's width)
 
@@ -34,6 +36,7 @@ class PackedStep:
     bitmask: np.ndarray | None  # [S, ceil(V/32)] i32 (constraints.py) or None: no grammar row
     logit_bias: np.ndarray | None  # [S, 2 * MAX_LOGIT_BIAS] i32 or None: no row has a logit_bias
     sampled_rows: list[tuple[int, str, int]]  # (row, request_id, num_logprobs) for sample=True rows
+    pending_rows: list[tuple[int, str]]  # (token row, request_id): PENDING_TOKEN rows, fed on the device
 
 
 def pack(
@@ -72,7 +75,27 @@ def pack(
     )
     bitmask, logit_bias = constraint_arrays(seqs, bucket.num_seqs, vocab_size)
     sampled = [(row, s.request_id, s.sampling.num_logprobs) for row, s in enumerate(seqs) if s.sample]
-    return PackedStep(bucket, model_inputs, knobs, penalties, bitmask, logit_bias, sampled)
+    return PackedStep(
+        bucket,
+        model_inputs,
+        knobs,
+        penalties,
+        bitmask,
+        logit_bias,
+        sampled,
+        _pending_rows(seqs, model_inputs.cu_q_lens),
+    )
+
+
+def _pending_rows(seqs, cu_q_lens) -> list[tuple[int, str]]:
+    """(token row, request id) of every PENDING_TOKEN; only a one-token row may hold one (a decode's input)."""
+    rows = []
+    for b, seq in enumerate(seqs):
+        if PENDING_TOKEN in seq.token_ids:
+            if len(seq.token_ids) != 1:
+                raise ValueError(f"request {seq.request_id!r}: a pending token must be a row's only token")
+            rows.append((int(cu_q_lens[b]), seq.request_id))
+    return rows
 
 
 def _pages_needed(seq: SequenceWork, page_size: int) -> int:
@@ -104,6 +127,7 @@ def _pack_model_inputs(
     slot_mapping = np.zeros(tokens, np.int32)  # padding rows -> slot 0 of the sink page 0
     token_ids = np.zeros(tokens, np.int32)
     new_tokens = np.concatenate([np.asarray(s.token_ids, np.int64) for s in seqs])
+    new_tokens[new_tokens == PENDING_TOKEN] = 0  # fed on the device (pending_rows)
     _check_range(new_tokens, vocab_size, "token ids")
     token_ids[:total] = new_tokens
     for b, (seq, needed) in enumerate(zip(seqs, pages_needed)):

@@ -7,6 +7,10 @@ Contract:
                   materialise_head=None, batch_invariant=False)
   runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
   runner.run(plan) -> StepOutputs                 each call bumps runner.kv_generation by one
+  runner.dispatch(plan) -> Launch; runner.collect(launch) -> StepOutputs    run() in two halves: dispatch
+      returns once the step is queued on the device; collect waits for it and reads its tokens back. A
+      PENDING_TOKEN row takes the token the previous dispatch sampled for its request id, on the device
+      (ValueError if that step sampled none for it): the overlapped engine loop.
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
@@ -27,6 +31,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,10 +179,13 @@ class Runner:
         logger.info("KV pool: %s", self.kv_pool.describe())
         self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size, self.kv_dtype)
         self.unroll_layers = bool(unroll_layers)
+        self._feed_width = self.buckets.max_num_seqs  # the fed-token array every bucket reads and writes
         self._jitted_step = jax.jit(
-            make_step(self.config, attn_impl, max_logprobs, self.unroll_layers, self.batch_invariant),
+            make_step(self.config, attn_impl, max_logprobs, self.unroll_layers, self.batch_invariant, self._feed_width),
             donate_argnums=(1,),
         )
+        self._fed: jax.Array | None = None  # the last dispatched step's sampled ids, on the device
+        self._fed_rows: dict[str, int] = {}  # request id -> its row in self._fed
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
         self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
@@ -202,6 +210,11 @@ class Runner:
     def num_pages(self) -> int:
         """Pages in the pool, including the sink page 0 (the allocator hands out 1..num_pages-1)."""
         return self.kv_pool.num_pages
+
+    @property
+    def platform(self) -> str:
+        """Where the steps run: "cpu", "gpu", ... (the KV pages' device)."""
+        return next(iter(self._kv.k.devices())).platform
 
     @property
     def compiled_buckets(self) -> list[Bucket]:
@@ -248,7 +261,8 @@ class Runner:
         self._kv = self._page_copier()(self._kv, src, dst, np.int32(len(copies)))
 
     def _lower(self, bucket: Bucket) -> jax.stages.Lowered:
-        return self._jitted_step.lower(self.params, self._kv, *abstract_inputs(bucket, self.config.vocab_size))
+        abstract = abstract_inputs(bucket, self.config.vocab_size, self._feed_width)
+        return self._jitted_step.lower(self.params, self._kv, *abstract)
 
     def _compile(self, bucket: Bucket) -> jax.stages.Compiled:
         """Compile one bucket now (a run() that found no executable for its bucket)."""
@@ -287,20 +301,50 @@ class Runner:
     def run(self, plan: StepPlan) -> StepOutputs:
         """Run one step: write the plan's KV, sample for sequences with sample=True. Bumps `kv_generation` by
         one first, even if the step then fails (it may have written pages)."""
+        return self.collect(self.dispatch(plan))
+
+    def dispatch(self, plan: StepPlan) -> Launch:
+        """Queue one step on the device and return without waiting for it (as run(), less the read-back).
+        Raises what run() raises before the device is touched (then the fed tokens stay those of the last
+        step that was dispatched)."""
         self.kv_generation += 1
         packed = self._pack(plan)
+        feed = self._feed_column(packed)
         executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
         if plan.page_copies:  # after pack validated the plan, before the step reads the pages
             self._copy_pages(plan.page_copies)
-        outputs, self._kv = executable(self.params, self._kv, *self._inputs(packed))
-        return _step_outputs(packed, _to_host(outputs))
+        outputs, self._kv, self._fed = executable(
+            self.params, self._kv, *self._inputs(packed, feed), self._fed_tokens()
+        )
+        self._fed_rows = {request_id: row for row, request_id, _ in packed.sampled_rows}
+        return Launch(packed, outputs)
+
+    def collect(self, launch: Launch) -> StepOutputs:
+        """Wait for a dispatched step and read its sampled tokens back."""
+        return _step_outputs(launch.packed, _to_host(launch.outputs))
 
     def check_plan(self, plan: StepPlan) -> None:
         """Pack and encode `plan` on the host as run() would, raising what run() raises before it touches the
-        device (a bad id, page or knob; a value the wire cannot carry). No device work, nothing changes: the
-        engine checks a failed step's rows one by one with it to find the request at fault."""
+        device (a bad id, page or knob; a value the wire cannot carry; a pending token with nothing to feed
+        it). No device work, nothing changes: the engine checks a failed step's rows one by one with it to
+        find the request at fault."""
         packed = self._pack(plan)
-        wire.encode(packed.model_inputs, packed.knobs)
+        wire.encode(packed.model_inputs, packed.knobs, self._feed_column(packed))
+
+    def _feed_column(self, packed: PackedStep) -> np.ndarray:
+        """[T] int32: for each PENDING_TOKEN row its request's row in the last dispatched step's tokens, else -1."""
+        feed = np.full(packed.bucket.num_tokens, -1, np.int32)
+        for token_row, request_id in packed.pending_rows:
+            if request_id not in self._fed_rows:
+                raise ValueError(f"request {request_id!r}: a pending token, but the previous step sampled none for it")
+            feed[token_row] = self._fed_rows[request_id]
+        return feed
+
+    def _fed_tokens(self) -> jax.Array:
+        """The previous step's fed ids (device-resident zeros before the first step)."""
+        if self._fed is None:
+            self._fed = jax.device_put(np.zeros(self._feed_width, np.int32))
+        return self._fed
 
     def _pack(self, plan: StepPlan) -> PackedStep:
         return pack(
@@ -313,15 +357,23 @@ class Runner:
             max_context_len=self.max_context_len,
         )
 
-    def _inputs(self, packed: PackedStep) -> tuple:
-        """The step's arguments after (params, kv_pages): the two wire buffers, the penalty arrays and the
-        constraint arrays (the device-resident neutral ones where no row needs them: nothing uploaded)."""
+    def _inputs(self, packed: PackedStep, feed: np.ndarray | None = None) -> tuple:
+        """The step's arguments after (params, kv_pages), less the fed tokens: the two wire buffers, the
+        penalty arrays and the constraint arrays (the device-resident neutral ones where no row needs them:
+        nothing uploaded)."""
         rows = packed.bucket.num_seqs
         counts, prompt_mask = packed.penalties or self._zero_penalty_arrays(rows)
         bitmask, logit_bias = self._neutral_constraints(rows)
         bitmask = bitmask if packed.bitmask is None else packed.bitmask
         logit_bias = logit_bias if packed.logit_bias is None else packed.logit_bias
-        return (*wire.encode(packed.model_inputs, packed.knobs), counts, prompt_mask, bitmask, logit_bias)
+        return (*wire.encode(packed.model_inputs, packed.knobs, feed), counts, prompt_mask, bitmask, logit_bias)
+
+
+class Launch(NamedTuple):
+    """A dispatched step: its packing (which row is whose) and its outputs, still on the device."""
+
+    packed: PackedStep
+    outputs: SamplerOutputs
 
 
 def _to_host(outputs: SamplerOutputs) -> SamplerOutputs:

@@ -1,9 +1,15 @@
 """The pure device step: forward + sampling fused in one program.
 
-Contract: `make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant)` returns
-    step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias) -> (SamplerOutputs, kv_pages)
+Contract: `make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant, feed_width)` returns
+    step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens)
+        -> (SamplerOutputs, kv_pages, fed)
 with no side effects, its inputs in the two-buffer wire format of runner/wire.py (plus the [S, V] penalty
-arrays and the constraint arrays of runner/constraints.py); the runner jits it with kv_pages donated (argument 1) and compiles it once per bucket. Static:
+arrays and the constraint arrays of runner/constraints.py); the runner jits it with kv_pages donated
+(argument 1) and compiles it once per bucket.
+`fed_tokens` [feed_width] are the previous step's sampled ids (its `fed` output): a token row whose wire feed
+column is r >= 0 takes fed_tokens[r] as its id, so a decode follows its last token without a host round trip
+(the overlapped engine loop). `fed` is this step's sampled ids padded to feed_width (every bucket the same
+shape, so any step can feed any other without a compile). Static:
 config, attn_impl, max_logprobs, unroll_layers, batch_invariant and the bucket shapes. Everything else
 (lengths, page tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through
 the LM head.
@@ -25,32 +31,41 @@ from trellis_jax.runner.sampling import sample
 
 
 def make_step(
-    config, attn_impl: str | None, max_logprobs: int, unroll_layers: bool = False, batch_invariant: bool = False
+    config,
+    attn_impl: str | None,
+    max_logprobs: int,
+    unroll_layers: bool = False,
+    batch_invariant: bool = False,
+    feed_width: int = 1,
 ):
-    def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias):
+    def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
+        token_ids = jnp.where(inputs.feed >= 0, fed_tokens[jnp.maximum(inputs.feed, 0)], inputs.model.token_ids)
         logits, kv_pages = forward(
             params,
             kv_pages,
-            inputs.model,
+            inputs.model._replace(token_ids=token_ids),
             config=config,
             attn_impl=attn_impl,
             unroll_layers=unroll_layers,
             batch_invariant=batch_invariant,
         )  # [S, V]
-        return sample(logits, inputs.sampling, max_logprobs=max_logprobs), kv_pages
+        sampled = sample(logits, inputs.sampling, max_logprobs=max_logprobs)
+        fed = jnp.zeros(feed_width, jnp.int32).at[: sampled.token_ids.shape[0]].set(sampled.token_ids)
+        return sampled, kv_pages, fed
 
     return step
 
 
-def abstract_inputs(bucket: Bucket, vocab_size: int) -> tuple:
+def abstract_inputs(bucket: Bucket, vocab_size: int, feed_width: int = 1) -> tuple:
     """The shapes and dtypes of one bucket's step arguments after (params, kv_pages)."""
     tokens, rows, pages = bucket
     return (
-        jax.ShapeDtypeStruct((tokens, 3), jnp.int32),
+        jax.ShapeDtypeStruct((tokens, 4), jnp.int32),
         jax.ShapeDtypeStruct((rows, pages + wire.NUM_COLUMNS), jnp.int32),
         jax.ShapeDtypeStruct((rows, vocab_size), jnp.int32),
         jax.ShapeDtypeStruct((rows, vocab_size), jnp.bool_),
         jax.ShapeDtypeStruct((rows, bitmask_words(vocab_size)), jnp.int32),
         jax.ShapeDtypeStruct((rows, 2 * MAX_LOGIT_BIAS), jnp.int32),
+        jax.ShapeDtypeStruct((feed_width,), jnp.int32),
     )

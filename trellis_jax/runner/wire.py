@@ -1,7 +1,8 @@
 """The step's host inputs as two int32 buffers: two host-to-device transfers per step instead of eighteen.
 
-Contract: `encode(model_inputs, knobs) -> (tokens [T, 3], seqs [S, P + 14])`, numpy int32, from a
-PackedStep's StepInputs and sampling knobs: per token row (token id, position, KV slot); per sequence
+Contract: `encode(model_inputs, knobs, feed=None) -> (tokens [T, 4], seqs [S, P + 14])`, numpy int32, from a
+PackedStep's StepInputs and sampling knobs: per token row (token id, position, KV slot, feed: the row of the
+previous step's sampled tokens this row takes its id from on the device, -1 = the host id); per sequence
 row its page-table row, then kv_len, its end in cu_q_lens, its logits index, top_k, rng_step,
 num_logprobs, the number of sequences (the same in every row), and the seed and the float knobs
 bit-cast to int32. The dtypes are field_ranges.WIRE_INT / WIRE_FLOAT / WIRE_SEED, which also bound what a
@@ -45,10 +46,12 @@ class RunnerInputs(NamedTuple):
 
     model: StepInputs
     sampling: SamplingInputs
+    feed: jax.Array  # [T] i32: row of the previous step's sampled tokens to take as this row's id; -1: host id
 
 
-def encode(model: StepInputs, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
-    tokens = np.stack([model.token_ids, model.positions, model.slot_mapping], axis=1).astype(WIRE_INT)
+def encode(model: StepInputs, knobs: dict, feed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    feed = np.full(model.token_ids.shape, -1, WIRE_INT) if feed is None else feed
+    tokens = np.stack([model.token_ids, model.positions, model.slot_mapping, feed], axis=1).astype(WIRE_INT)
     rows = model.kv_lens.shape[0]
     ints = {
         "kv_lens": model.kv_lens,
@@ -105,4 +108,4 @@ def decode(
         bitmask=bitmask,
         logit_bias=logit_bias,
     )
-    return RunnerInputs(model, sampling)
+    return RunnerInputs(model, sampling, tokens[:, 3])

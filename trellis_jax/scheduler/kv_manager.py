@@ -11,8 +11,8 @@ The only scheduler module that talks to the cache. With the prefix cache disable
     copy_done(req)        the step has copied: unlock the source
     release(req, keep_tail)  at the end: the partly filled last page may enter the tree (cache_tail_page)
     grow(req, kv_len)     private pages so that page_ids cover kv_len positions (evicts if needed)
-    publish(req)          insert every page filled since the last call; swap to the canonical pages,
-                          move the lock to the new handle
+    publish(req)          insert every page filled since the last call whose tokens are all known (no
+                          pending placeholder); swap to the canonical pages, move the lock to the new handle
     release(req)          unlock, free the private pages; req holds nothing afterwards
     flush(namespace)      evict the tree pages no request holds (all, or one namespace's); check integrity
 """
@@ -129,7 +129,8 @@ class KVManager:
 
     def publish(self, request: Request) -> int:
         """Insert the pages filled since the last publish into the tree; returns the tree page count."""
-        full_pages = request.num_computed // self.page_size
+        # A page holding a PENDING_TOKEN placeholder waits: its key is not known yet (Request.num_pending).
+        full_pages = min(request.num_computed, request.num_known_tokens) // self.page_size
         if not self.cache.enabled or full_pages <= request.num_tree_pages:
             return request.num_tree_pages
         tokens = request.token_ids[: full_pages * self.page_size]

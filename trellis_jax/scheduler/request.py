@@ -10,7 +10,9 @@ Right after admission the first private page may start with positions copied fro
 sibling branch's, or an earlier request's cached last page: `page_copy`, kv_manager.py); the first step
 copies them, and until its commit the source stays locked (`copy_lock`). A waiting request holds no
 pages and no lock. `token_ids` = prompt + generated tokens; the last generated token has no KV yet (it
-is the next step's input).
+is the next step's input). In an overlapped loop `token_ids` may end with `num_pending` PENDING_TOKEN
+placeholders: tokens dispatched steps sampled that the host has not read back yet (Scheduler.resolve fills
+them in order); no placeholder ever enters the radix tree or a page hash.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Request:
     lookup: object = None  # the scheduler's NgramIndex over token_ids (prompt-lookup drafts), made on first use
     page_copy: tuple[int, int] | None = None  # (tree page, own page) to copy before this step computes (see kv_manager)
     copy_lock: object = None  # the tree handle locked until that copy has run
+    num_pending: int = 0  # trailing PENDING_TOKEN placeholders in token_ids (overlapped loop; Scheduler.resolve)
 
     def __post_init__(self) -> None:
         if not self.token_ids:
@@ -78,6 +81,11 @@ class Request:
     @property
     def output_token_ids(self) -> list[int]:
         return self.token_ids[len(self.prompt_token_ids) :]
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Leading tokens whose values the host knows (all but the pending placeholders)."""
+        return len(self.token_ids) - self.num_pending
 
     @property
     def num_to_compute(self) -> int:

@@ -27,6 +27,18 @@ commit(): advances computed lengths, publishes every newly filled page to the tr
   the token that model then sampled after it): KV beyond the kept tokens is never published and is
   overwritten by later steps.
 A request that cannot fit alone in the pool finishes with "length"; none ever leaks a page.
+
+Overlapped loop (engine/engine.py): `commit` split in two, one step apart. `advance(plan)` right after the
+plan is dispatched: computed lengths move on, pages whose tokens are all known are published, and each
+sampled row appends a PENDING_TOKEN placeholder (the runner feeds the real token to the next step on the
+device). `resolve(pending, outputs)` once that step's tokens are read back, after the next plan was dispatched:
+placeholders are filled in order, stop conditions apply, newly known pages are published. A request that
+stops at step n was already scheduled into step n+1: that row's token is never emitted, and `_finish` rolls
+its state back to the stop token (pages the in-flight step still writes may be freed and handed out again:
+the device runs steps in order, so a later step's writes land after it). A running request certain to end
+by length once its pending token arrives is not scheduled again. `must_sync()` says when a step cannot
+overlap: a row needs its last token's value on the host (prompt-lookup guesses, penalty counts; later
+grammar masks), or the plan holds draft rows; the engine then resolves first and commits synchronously.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from trellis_jax.scheduler.lookup import NgramIndex
 from trellis_jax.scheduler.policy import make_policy
 from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
-from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
+from trellis_jax.step_plan import PENDING_TOKEN, SamplingArrays, SequenceWork, StepOutputs, StepPlan
 
 DRAFT_MARK = "\x00draft"  # request ids may not contain NUL, so a draft row's id never names a request
 
@@ -161,6 +173,8 @@ class Scheduler:
         for request in decodes + prefills:
             if request.status is not RequestStatus.RUNNING:
                 continue  # preempted or finished earlier in this loop
+            if request.num_pending and self._ends_by_length(request):
+                continue  # its pending token ends it whatever its value: no row past the caps
             n = min(request.num_to_compute, step.budget)
             if n > 0 and self._grow(request, request.num_computed + n, step):
                 step.add(self._work(request, n), self._prefill_tokens(request, n))
@@ -189,6 +203,65 @@ class Scheduler:
                 events.append(self._append_token(request, outputs, work.request_id))
                 if work.request_id in drafts:
                     events += self._accept_drafts(request, drafts[work.request_id], outputs)
+        return events
+
+    # ---- overlapped loop: commit in two halves, one step apart ---------------------------------------
+    def must_sync(self, plan: StepPlan | None = None) -> bool:
+        """Whether a step cannot overlap the previous one's read-back. Without `plan`: the next schedule needs
+        every sampled token on the host (a running request's next row depends on its last token's value).
+        With `plan`: that plan must be committed before the next schedule (it holds prompt-lookup drafts,
+        whose acceptance moves computed lengths by amounts only the tokens tell, or a grammar row, whose
+        matcher must see its token before the next mask)."""
+        if plan is not None:
+            return any(DRAFT_MARK in work.request_id or work.sampling.structured for work in plan.sequences)
+        return any(self._needs_host_token(r) for r in self.running)
+
+    def _needs_host_token(self, request: Request) -> bool:
+        """Its next row needs its last token's value: penalty counts, a grammar's mask, or prompt-lookup guesses."""
+        s = request.sampling
+        return _penalized(s) or s.structured or (self.config.num_lookup_tokens > 0 and _plain_greedy(s))
+
+    def advance(self, plan: StepPlan) -> list[tuple[str, Request]]:
+        """The first half of commit, right after `plan` was dispatched: every row's KV counts as computed
+        (the device runs steps in order), and each sampled row appends a PENDING_TOKEN placeholder.
+        Returns what `resolve` takes: (row id, request) per placeholder, the request held by identity (an
+        id aborted and reused meanwhile names another request)."""
+        if self.must_sync(plan):
+            raise ValueError("a plan with prompt-lookup draft rows or grammar rows must be committed, not advanced")
+        for request in self.running:
+            self.kv.copy_done(request)
+        pending = []
+        for work in plan.sequences:
+            request = self.requests.get(work.request_id)
+            if request is None or request.status is not RequestStatus.RUNNING or request.num_computed != work.start_pos:
+                continue
+            self._advance(request, work)
+            if work.sample:
+                request.token_ids.append(PENDING_TOKEN)
+                request.num_pending += 1
+                pending.append((work.request_id, request))
+        return pending
+
+    def resolve(self, pending: list[tuple[str, Request]] | None, outputs: StepOutputs) -> list[RequestEvent]:
+        """The second half, once an advanced plan's tokens are on the host (`pending`: what its advance
+        returned; None: no step in flight, only the events schedule() queued). Fills each request's oldest
+        placeholder, applies stop token ids, max_tokens and the context cap, publishes the pages that
+        became known."""
+        events, self._events = self._events, []
+        for row_id, request in pending or ():
+            if request.status is RequestStatus.FINISHED:
+                continue  # finished (or failed) since the plan was made
+            if row_id not in outputs.tokens:
+                raise ValueError(f"runner returned no token for row {row_id!r} (sample=True)")
+            token = outputs.tokens[row_id]
+            request.token_ids[request.num_known_tokens] = token.token_id
+            request.num_pending -= 1
+            reason = self._stop_reason(request, token.token_id)
+            if reason is not None:
+                self._finish(request, reason)
+            elif request.status is RequestStatus.RUNNING and self.kv.prefix_cache_enabled:
+                self.inflight.mark_computed(request, self.kv.publish(request))
+            events.append(RequestEvent(request.request_id, token, reason, request.num_cached_tokens or 0))
         return events
 
     def _accept_drafts(self, request: Request, rows: list[SequenceWork], outputs: StepOutputs) -> list[RequestEvent]:
@@ -222,13 +295,21 @@ class Scheduler:
         return RequestEvent(request.request_id, token, reason, request.num_cached_tokens or 0)
 
     def _stop_reason(self, request: Request, token_id: int) -> str | None:
+        """Why `request` ends with `token_id`, its last known token (placeholders after it do not count)."""
         if token_id in request.stop_token_ids:
             return "stop"
-        if request.max_tokens is not None and request.num_output_tokens >= request.max_tokens:
+        known = request.num_known_tokens
+        if request.max_tokens is not None and known - request.num_prompt_tokens >= request.max_tokens:
             return "length"
-        if len(request.token_ids) >= self.config.max_model_len:
+        if known >= self.config.max_model_len:
             return "length"
         return None
+
+    def _ends_by_length(self, request: Request) -> bool:
+        """Its tokens, placeholders included, already reach max_tokens or the context cap."""
+        if request.max_tokens is not None and request.num_output_tokens >= request.max_tokens:
+            return True
+        return len(request.token_ids) >= self.config.max_model_len
 
     # ---- prompt-lookup drafts ---------------------------------------------------------------------
     def _add_drafts(self, step: StepBuilder) -> None:
@@ -257,7 +338,7 @@ class Scheduler:
 
     def _guesses(self, request: Request, work: SequenceWork, room: int) -> list[int]:
         """Up to `room` guessed tokens after this decode, or [] when it may not speculate."""
-        if not (work.sample and len(work.token_ids) == 1 and _plain_greedy(request.sampling)):
+        if request.num_pending or not (work.sample and len(work.token_ids) == 1 and _plain_greedy(request.sampling)):
             return []
         left = self.config.max_model_len - work.kv_len - 1  # the last guess's own sample must fit too
         if request.max_tokens is not None:
@@ -364,6 +445,10 @@ class Scheduler:
         self.stats.num_preemptions += 1
 
     def _finish(self, request: Request, reason: str, emit: bool = False, keep_tail: bool = True) -> None:
+        if request.num_pending:  # overlapped: drop the placeholders and the in-flight step's advance
+            del request.token_ids[request.num_known_tokens :]
+            request.num_pending = 0
+            request.num_computed = min(request.num_computed, len(request.token_ids) - 1)
         if request.status is RequestStatus.RUNNING:
             self.running.remove(request)
             self.inflight.release(request)

@@ -1,0 +1,192 @@
+"""The overlapped engine loop against the synchronous one, side by side in one run (one runner per model).
+
+    PYTHONPATH=. .venv/bin/python tools/bench_overlap.py                      # tiny preset + default model
+    PYTHONPATH=. .venv/bin/python tools/bench_overlap.py --models tiny-llama --batches 1 --steps 8   # smoke
+
+For each model, batch size and loop (overlap off / on), a fresh engine decodes `batch` greedy requests;
+once every request has its first token, `--steps` engine steps are timed. Printed per row:
+  steps/s        engine steps per wall second (one token per request per step);
+  host ms/step   wall time inside Engine.step() not spent waiting for the device (schedule, pack, encode,
+                 dispatch, read-back, commit, detokenize);
+  idle %         the device's idle share: sum over steps of (dispatch of step n+1 - completion of step n, when
+                 positive) over (completion of the last step - dispatch of the first). Completion is stamped
+                 by a thread blocked on each step's sampled tokens, dispatch when runner.dispatch returns.
+Both loops take turns on one runner per model (identical compiled programs); rows alternate off/on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import statistics
+import threading
+import time
+
+from trellis_jax.engine.api import EngineConfig, SamplingParams
+from trellis_jax.engine.builder import build_engine, make_runner
+from trellis_jax.engine.flags import default_compile_cache_dir
+
+
+class Timeline:
+    """Dispatch and completion stamps of every step, and the time Engine.step() spent waiting for one."""
+
+    def __init__(self) -> None:
+        self.dispatched: list[float] = []
+        self.completed: dict[int, float] = {}
+        self.waited = 0.0
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            index, array = self._queue.get()
+            array.block_until_ready()
+            self.completed[index] = time.perf_counter()
+
+    def on_dispatch(self, launch) -> None:
+        self.dispatched.append(time.perf_counter())
+        self._queue.put((len(self.dispatched) - 1, launch.outputs.token_ids))
+
+    def settle(self) -> None:
+        """Wait until every dispatched step has its completion stamp."""
+        while len(self.completed) < len(self.dispatched):
+            time.sleep(0.001)
+
+    def reset(self) -> None:
+        self.settle()
+        self.dispatched, self.completed, self.waited = [], {}, 0.0
+
+    def idle_share(self) -> float:
+        self.settle()
+        gaps = [max(0.0, self.dispatched[n + 1] - self.completed[n]) for n in range(len(self.dispatched) - 1)]
+        span = self.completed[len(self.dispatched) - 1] - self.dispatched[0]
+        return sum(gaps) / span if span > 0 else 0.0
+
+
+class TimedRunner:
+    """The runner with dispatch stamped and the wait inside collect measured; everything else delegated."""
+
+    def __init__(self, runner, timeline: Timeline) -> None:
+        self._runner, self.timeline = runner, timeline
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
+
+    def dispatch(self, plan):
+        launch = self._runner.dispatch(plan)
+        self.timeline.on_dispatch(launch)
+        return launch
+
+    def collect(self, launch):
+        start = time.perf_counter()
+        launch.outputs.token_ids.block_until_ready()
+        self.timeline.waited += time.perf_counter() - start
+        return self._runner.collect(launch)
+
+    def run(self, plan):
+        return self.collect(self.dispatch(plan))
+
+
+def measure(config: EngineConfig, loaded, runner, batch: int, steps: int, prompt_len: int) -> dict:
+    timeline = Timeline()
+    engine, _ = build_engine(config, loaded, TimedRunner(runner, timeline))
+    params = SamplingParams(temperature=0, max_tokens=steps + 8, ignore_eos=True)
+    for i in range(batch):
+        engine.add_request(f"r{i}", [(7 * i + j) % 200 + 10 for j in range(prompt_len)], params)
+    started: set[str] = set()
+    while len(started) < batch:  # prefill until every request decodes
+        started.update(d.request_id for d in engine.step() if d.token_ids)
+    engine.step()
+    timeline.reset()
+    start = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    wall = time.perf_counter() - start
+    result = {
+        "steps_per_s": steps / wall,
+        "host_ms_per_step": 1000 * (wall - timeline.waited) / steps,
+        "idle_share": timeline.idle_share(),
+    }
+    while engine.has_unfinished():  # the engine is dropped after: let its requests run out
+        engine.step()
+    return result
+
+
+def bench(args) -> list[dict]:
+    from trellis_jax.checkpoints import load_model
+
+    rows = []
+    for model in args.models:
+        loaded = load_model(None if model == "default" else model)
+        base = EngineConfig(
+            max_num_seqs=max(args.batches),
+            max_num_batched_tokens=max(64, max(args.batches) * args.prompt_len),
+            token_buckets=tuple(sorted({2, 8, 32, max(args.batches) * args.prompt_len})),
+            disable_radix_cache=True,
+            compile_cache_dir=default_compile_cache_dir(),
+        )
+        runner = make_runner(base, loaded)
+        for batch in args.batches:
+            for _ in range(args.rounds):
+                for overlap in (False, True):
+                    config = EngineConfig(**{**base.__dict__, "overlap": overlap})
+                    result = measure(config, loaded, runner, batch, args.steps, args.prompt_len)
+                    rows.append({"model": model, "batch": batch, "overlap": overlap, **result})
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """The median of each (model, batch, overlap) over its rounds."""
+    keys = sorted({(r["model"], r["batch"], r["overlap"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    out = []
+    for key in keys:
+        group = [r for r in rows if (r["model"], r["batch"], r["overlap"]) == key]
+        out.append(
+            {
+                "model": key[0],
+                "batch": key[1],
+                "overlap": key[2],
+                **{
+                    m: statistics.median(r[m] for r in group) for m in ("steps_per_s", "host_ms_per_step", "idle_share")
+                },
+            }
+        )
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | batch | overlap | steps/s | host ms/step | device idle |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {'on' if r['overlap'] else 'off'} | {r['steps_per_s']:.1f} "
+            f"| {r['host_ms_per_step']:.2f} | {100 * r['idle_share']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["tiny-llama", "default"], help="presets, specs or 'default'")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--steps", type=int, default=40, help="timed engine steps per row")
+    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs per cell (median reported)")
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--json", default=None, help="also write every row here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    rows = bench(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    print(markdown(summarise(rows)))
+
+
+if __name__ == "__main__":
+    main()
