@@ -46,6 +46,7 @@ from trellis_jax.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trellis_jax.serve.responses import LogprobFormatter
 from trellis_jax.serve.tenancy import Caller, Tenancy
 from trellis_jax.serve.tokenization import add_tokenization_routes
+from trellis_jax.serve.unhonoured import refuse_unhonoured
 
 _DISCONNECT_POLL_S = 0.25
 
@@ -278,6 +279,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     @app.post("/v1/completions", responses=answers)
     async def completions(body: CompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
+        refuse_unhonoured(body)
         prompts = requests_prep.completion_prompts(body, engine.tokenizer)
         sampling = requests_prep.sampling_params(
             body,
@@ -309,6 +311,7 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
         body: ChatCompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)
     ):  # noqa: B008
         handlers.check_model(body.model)
+        refuse_unhonoured(body)
         tools = tool_calls.plan_tools(body.tools, body.tool_choice, handlers.tool_format, body.parallel_tool_calls)
         prompts = [requests_prep.chat_prompt(body, engine.tokenizer, handlers.tool_format)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None

@@ -1,7 +1,9 @@
 """Request bodies of the OpenAI API we serve, as pydantic models (validation = the 400 messages).
 
 Types are strict where a wrong type would be silently coerced into something else (a string for a
-number); unknown fields are ignored, as OpenAI-compatible servers commonly do, so newer clients work.
+number). Completion and chat bodies keep fields they do not declare (`extra="allow"`) so that
+unhonoured.py can answer each with a 400 (or accept it where it has no effect on the reply): nothing a
+client sends is silently dropped.
 Ranges follow the OpenAI reference; extras: top_k, min_p, repetition_penalty, cache_salt, ignore_eos,
 stop_token_ids, skip_special_tokens, and vLLM's guided_json / guided_regex / guided_choice. response_format
 and those are checked (compiled) by requests_prep.structured_output: an unsupported construct is a 400. What the step can carry (ints past int32, floats past float32) is
@@ -41,7 +43,7 @@ class StreamOptions(BaseModel):
 class SamplingFields(BaseModel):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # undeclared fields: unhonoured.refuse_unhonoured
 
     model: StrictStr
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
