@@ -29,6 +29,8 @@ BAD_LINES = {  # what each bad line holds -> a fragment of its error message
     b'{"id": "big", "prompt": "' + b"x" * 30_000 + b'"}': f"longer than {MAX_LINE_BYTES} bytes",
     b'{"id": "long", "prompt": "' + b"x" * 150 + b'"}': "request 'long': needs",  # fits the line, not the KV pool
     b"[" * 5000 + b"]" * 5000: "JSON",  # nested deeper than Python's stack
+    b'{"id": "f1", "prompt": "a", "temprature": 0.5}': "field 'temprature' is not supported",  # never dropped
+    b'{"id": "f2", "messages": [{"role": "user", "content": "a"}], "tools": []}': "field 'tools' is not supported",
 }
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from trellis_jax.engine.outputs import RequestOutput
-from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.engine.sampling_params import SAMPLING_BODY_KEYS, SamplingParams
 from trellis_jax.tokenizer.valid_text import find_invalid_text
 
 PROMPT_KEYS = ("prompt", "messages")
@@ -77,6 +77,24 @@ class DoneInOutput:
     failed_lines: set[str] = field(default_factory=set)
 
 
+# Every key a line may carry; any other is an error record, never silently dropped (a "tools" or a misspelt
+# "temprature" would otherwise give a different reply than the line asks for).
+LINE_KEYS = frozenset(
+    {
+        "id",
+        "model",
+        *PROMPT_KEYS,
+        "max_tokens",
+        "max_completion_tokens",
+        "logprobs",
+        "top_logprobs",
+        "stop",
+        "response_format",
+        *SAMPLING_BODY_KEYS,
+    }
+)
+
+
 def parse_line(line_number: int, line: str, default_sampling: SamplingParams, line_sha256: str = "") -> BatchItem:
     try:
         body = json.loads(line)
@@ -93,6 +111,12 @@ def parse_line(line_number: int, line: str, default_sampling: SamplingParams, li
     if request_id is None:
         raise BadLine('missing or invalid "id" (a non-empty string or an integer)')
     prompt = _prompt_of(body, request_id)
+    unread = sorted(set(body) - LINE_KEYS)
+    if unread:
+        raise BadLine(
+            f"field {unread[0]!r} is not supported by the batch job (it reads {', '.join(sorted(LINE_KEYS))})",
+            request_id,
+        )
     defaults = {f: getattr(default_sampling, f) for f in ("max_tokens", "temperature")}
     try:
         sampling = SamplingParams.from_openai(body, **defaults)

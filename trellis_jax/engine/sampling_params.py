@@ -15,7 +15,24 @@ from trellis_jax.engine.structured import StructuredOutput
 from trellis_jax.field_ranges import MAX_LOGIT_BIAS, MAX_LOGPROBS, FieldRangeError, check_field
 from trellis_jax.step_plan import SamplingArrays
 
-__all__ = ["MAX_LOGPROBS", "SamplingParams", "StructuredOutput"]
+__all__ = ["MAX_LOGPROBS", "SAMPLING_BODY_KEYS", "SamplingParams", "StructuredOutput"]
+
+# The OpenAI / vLLM body keys from_openai copies onto SamplingParams as they are.
+SAMPLING_BODY_KEYS = (
+    "n",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+    "stop_token_ids",
+    "ignore_eos",
+    "skip_special_tokens",
+    "logit_bias",
+)
 _SEED_RANGE = 2**31 - 1
 
 
@@ -118,21 +135,7 @@ class SamplingParams:
         `defaults` fill fields the body does not set.
         """
         fields = dict(defaults)
-        for key in (
-            "n",
-            "temperature",
-            "top_p",
-            "top_k",
-            "min_p",
-            "presence_penalty",
-            "frequency_penalty",
-            "repetition_penalty",
-            "seed",
-            "stop_token_ids",
-            "ignore_eos",
-            "skip_special_tokens",
-            "logit_bias",
-        ):
+        for key in SAMPLING_BODY_KEYS:
             if body.get(key) is not None:
                 fields[key] = body[key]
         structured = StructuredOutput.from_response_format(body.get("response_format"))
