@@ -280,17 +280,22 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     async def completions(body: CompletionRequest, request: Request, caller: Caller = Depends(handlers.caller)):  # noqa: B008
         handlers.check_model(body.model)
         refuse_unhonoured(body)
-        prompts = requests_prep.completion_prompts(body, engine.tokenizer)
-        sampling = requests_prep.sampling_params(
-            body,
-            prompts,
-            handlers.max_model_len,
-            requested_max=body.max_tokens,
-            default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS,
-            logprobs=body.logprobs,
-            vocab_size=engine.tokenizer.vocab_size,
-        )
-        echo = requests_prep.echo_texts(body, prompts, engine.tokenizer) if body.echo else None
+
+        def prepare():  # tokenizing and compiling a grammar take ms to 100s of ms: off the event loop
+            prompts = requests_prep.completion_prompts(body, engine.tokenizer)
+            sampling = requests_prep.sampling_params(
+                body,
+                prompts,
+                handlers.max_model_len,
+                requested_max=body.max_tokens,
+                default_max=requests_prep.COMPLETIONS_DEFAULT_MAX_TOKENS,
+                logprobs=body.logprobs,
+                vocab_size=engine.tokenizer.vocab_size,
+            )
+            echo = requests_prep.echo_texts(body, prompts, engine.tokenizer) if body.echo else None
+            return prompts, sampling, echo
+
+        prompts, sampling, echo = await asyncio.to_thread(prepare)
         job = Job(
             "completions",
             f"cmpl-{uuid.uuid4().hex}",
@@ -312,21 +317,26 @@ def _add_generation_routes(app: FastAPI, handlers: _Handlers) -> None:
     ):  # noqa: B008
         handlers.check_model(body.model)
         refuse_unhonoured(body)
-        tools = tool_calls.plan_tools(body.tools, body.tool_choice, handlers.tool_format, body.parallel_tool_calls)
-        prompts = [requests_prep.chat_prompt(body, engine.tokenizer, handlers.tool_format)]
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
-        sampling = requests_prep.sampling_params(
-            body,
-            prompts,
-            handlers.max_model_len,
-            requested_max=body.max_completion_tokens or body.max_tokens,
-            default_max=None,
-            logprobs=logprobs,
-            vocab_size=engine.tokenizer.vocab_size,
-        )
-        sampling = tool_calls.constrained(
-            sampling, tools, skip_special_tokens_given=body.skip_special_tokens is not None
-        )
+
+        def prepare():  # the template, tokenizing and compiling grammars: off the event loop
+            tools = tool_calls.plan_tools(body.tools, body.tool_choice, handlers.tool_format, body.parallel_tool_calls)
+            prompts = [requests_prep.chat_prompt(body, engine.tokenizer, handlers.tool_format)]
+            sampling = requests_prep.sampling_params(
+                body,
+                prompts,
+                handlers.max_model_len,
+                requested_max=body.max_completion_tokens or body.max_tokens,
+                default_max=None,
+                logprobs=logprobs,
+                vocab_size=engine.tokenizer.vocab_size,
+            )
+            sampling = tool_calls.constrained(
+                sampling, tools, skip_special_tokens_given=body.skip_special_tokens is not None
+            )
+            return tools, prompts, sampling
+
+        tools, prompts, sampling = await asyncio.to_thread(prepare)
         job = Job(
             "chat",
             f"chatcmpl-{uuid.uuid4().hex}",
