@@ -28,11 +28,8 @@ def resolve_dtype(dtype: str) -> str:
 
 
 def native_bfloat16() -> bool:
-    """Whether this machine's default JAX backend multiplies bfloat16 natively (imports jax)."""
-    import jax
+    """Whether this machine's default JAX backend multiplies bfloat16 natively: the matmul op's answer
+    (imports jax)."""
+    from pallas_kernels.matmul.api import prefers_bfloat16
 
-    if jax.default_backend() != "cpu":
-        return True
-    from pallas_kernels.layer_matmul_bf16 import native_available
-
-    return native_available() is None
+    return prefers_bfloat16()
