@@ -36,7 +36,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import native_bf16, native_f32, xla
+from pallas_kernels.matmul import native_bf16, native_f32, quantized, xla
 from pallas_kernels.matmul import prepare as layouts
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ IMPLEMENTATIONS = ("native", "xla")
 
 
 def is_packed_layout(w) -> bool:
-    """Whether stacked `w` is in a layout only `linear` reads: bf16 row pairs or float32 strips."""
-    return native_bf16.is_packed(w) or native_f32.is_strips(w)
+    """Whether stacked `w` is in a layout only `linear` reads: bf16 row pairs, float32 strips, quantized."""
+    return native_bf16.is_packed(w) or native_f32.is_strips(w) or quantized.is_quantized(w)
 
 
 def native_problem(dtype) -> str | None:
@@ -69,7 +69,11 @@ def choose(x, w, implementation=None) -> str:
     if implementation is not None:
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"linear: unknown implementation {implementation!r}; use 'native', 'xla' or None")
+        if implementation == "native" and quantized.is_quantized(w):
+            raise ValueError(f"linear: no native kernel for {w.fmt} weights yet; use 'xla' or None")
         return implementation
+    if quantized.is_quantized(w):
+        return "xla"  # dequantize the layer's matrix inside the step, then XLA's dot
     if native_bf16.is_packed(w):
         return "native" if native_bf16.available() is None else "xla"
     if x.dtype != jnp.float32 or w.dtype != jnp.float32 or native_f32.available() is not None:
@@ -84,6 +88,13 @@ def reads_in_place(x, w, *, batch_invariant=False, unroll=False) -> bool:
 
 
 def _check(x, w, layer):
+    if quantized.is_quantized(w):
+        if x.ndim != 2 or x.shape[1] != w.shape[-2] or w.ndim != (2 if layer is None else 3):
+            raise ValueError(
+                f"linear: x must be [M, K] and {w.fmt} weights [L, K, N] (or [K, N] with layer None), got "
+                f"{x.shape} and {w.shape}"
+            )
+        return
     if native_bf16.is_packed(w):
         k2 = w.shape[-3]
         if x.ndim != 2 or w.ndim != 5 or x.shape[1] not in (2 * k2, 2 * k2 - 1):
@@ -132,6 +143,8 @@ def prepare(
         raise ValueError(f"pack_bf16 needs a bfloat16 model, got {dtype}")
     if pack_f32 and not f32:
         raise ValueError(f"pack_f32 needs a float32 model, got {dtype}")
+    if batch_invariant and any(quantized.is_quantized(v) for v in params["layers"].values()):
+        raise ValueError("batch_invariant=True needs float weights: quantized ones have no native kernel yet")
     pairs = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16.available() is None)
     native = pairs or (f32 and native_f32.available() is None)
     if batch_invariant:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import native_bf16, native_f32
+from pallas_kernels.matmul import native_bf16, native_f32, quantized
 
 FUSED = {"w_qkv": ("wq", "wk", "wv"), "w_gate_up": ("w_gate", "w_up")}
 
@@ -29,14 +29,22 @@ def with_fused_projections(params: dict) -> dict:
     """
     layers = dict(params["layers"])
     for fused, parts in FUSED.items():
-        if fused not in layers:
-            layers[fused] = jnp.concatenate([layers.pop(part) for part in parts], axis=-1)
+        if fused in layers:
+            continue
+        weights = [layers[part] for part in parts]
+        packed = [quantized.is_quantized(w) for w in weights]
+        if any(packed) and not (all(packed) and len({w.fmt for w in weights}) == 1):
+            continue  # mixed formats stay separate (the forward takes either layout)
+        for part in parts:
+            del layers[part]
+        layers[fused] = quantized.concatenate(weights) if any(packed) else jnp.concatenate(weights, axis=-1)
     return {**params, "layers": layers}
 
 
 def packed_matrix_names(params: dict) -> list[str]:
-    """The layer matrices (3-d, [L, in, out]) that `with_packed_matmuls` packs, in params order."""
-    return [name for name, value in params["layers"].items() if value.ndim == 3]
+    """The float layer matrices (3-d, [L, in, out]) that `with_packed_matmuls` packs, in params order
+    (quantized ones are packed already)."""
+    return [name for name, value in params["layers"].items() if value.ndim == 3 and not quantized.is_quantized(value)]
 
 
 def with_packed_matmuls(params: dict) -> dict:

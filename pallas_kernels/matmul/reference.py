@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import native_bf16, native_f32
+from pallas_kernels.matmul import native_bf16, native_f32, quantized
 
 
 def mask_rows(y, rows):
@@ -25,6 +25,8 @@ def mask_rows(y, rows):
 
 def dense(w, layer=None):
     """The float32 [K, N] matrix behind w[layer] (or a plain w when layer is None); see the module docstring."""
+    if quantized.is_quantized(w):
+        return quantized.dequantize(w if layer is None else quantized.take(w, layer)).T
     if layer is None:
         return w.astype(jnp.float32)
     one = jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False)
