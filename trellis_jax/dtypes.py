@@ -15,6 +15,9 @@ that track a float32 reference.
 from __future__ import annotations
 
 MODEL_DTYPES = ("float32", "bfloat16")
+WEIGHT_FORMATS = ("auto", "float", "packed")  # how a quantized GGUF's weights live in memory (load_model)
+# What "auto" means: see docs/benchmarks/quantized.md (packed decode vs float32 on the same machine).
+AUTO_WEIGHT_FORMAT = "float"
 AUTO = "auto"
 DTYPE_CHOICES = (AUTO, *MODEL_DTYPES)
 
@@ -25,6 +28,16 @@ def resolve_dtype(dtype: str) -> str:
     if dtype != AUTO:
         return dtype
     return "bfloat16" if native_bfloat16() else "float32"
+
+
+def resolve_weight_format(weight_format: str, gguf: bool = True) -> str:
+    """The format a checkpoint loads in ("float" or "packed"): anything but "auto" unchanged (after a
+    check); "auto" as AUTO_WEIGHT_FORMAT for a GGUF file (`gguf`), else float (only GGUF holds packed ones)."""
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {weight_format!r}")
+    if weight_format != AUTO:
+        return weight_format
+    return AUTO_WEIGHT_FORMAT if gguf else "float"
 
 
 def native_bfloat16() -> bool:

@@ -3,7 +3,7 @@
 Contract:
   `prepare(params, config, *, materialise_head=None, fuse_projections=None, pack_bf16=None, pack_f32=None,
   batch_invariant=False) -> params`: the one call a runner makes. Chooses the weight layouts this machine's
-  backends read fastest (None = decide here) and returns the prepared tree (prepare.py has the layouts):
+  backends read fastest (None = decide here) and returns the prepared tree (layouts.py has the layouts):
     materialise_head: tied embeddings get a contiguous lm_head (embed.T); default where a native kernel runs.
     fuse_projections: wq/wk/wv -> w_qkv, w_gate/w_up -> w_gate_up; default where a native kernel runs.
     pack_bf16: a bfloat16 model's matrices as row pairs; default where the AVX512_BF16 kernel runs.
@@ -36,8 +36,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import native_bf16, native_f32, quantized, xla
-from pallas_kernels.matmul import prepare as layouts
+from pallas_kernels.matmul import layouts, native_bf16, native_f32, quantized, xla
 
 logger = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ def test_linear_matches_the_dequantized_dot(fmt, rows, k, n, valid):
 
 
 def test_fused_projections_concatenate_along_n():
-    from pallas_kernels.matmul.prepare import with_fused_projections
+    from pallas_kernels.matmul.layouts import with_fused_projections
 
     sizes = {"wq": 32, "wk": 8, "wv": 8, "w_gate": 16, "w_up": 16}
     parts = {name: _random("Q4_1", n, 64, layers=2, seed=i) for i, (name, n) in enumerate(sizes.items())}

@@ -11,7 +11,7 @@ import pytest
 from model_testlib import prefill_then_decode
 
 from pallas_kernels.matmul import native_f32
-from pallas_kernels.matmul.prepare import with_fused_projections, with_materialised_head, with_packed_matmuls
+from pallas_kernels.matmul.layouts import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.model import check_params
 
 PROMPT = np.random.default_rng(5).integers(3, 320, 19).tolist()

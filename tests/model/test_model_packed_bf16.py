@@ -6,7 +6,7 @@ import pytest
 from model_testlib import prefill_then_decode
 
 from pallas_kernels.matmul import native_bf16
-from pallas_kernels.matmul.prepare import with_fused_projections, with_materialised_head, with_packed_matmuls
+from pallas_kernels.matmul.layouts import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.model import check_params
 
 PROMPT = np.random.default_rng(7).integers(3, 320, 21).tolist()

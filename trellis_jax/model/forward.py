@@ -200,7 +200,7 @@ def forward(
     elif batch_invariant:
         raise ValueError(
             "batch_invariant needs the LM head as a matrix: materialise a tied head first "
-            "(pallas_kernels.matmul.prepare.with_materialised_head)"
+            "(pallas_kernels.matmul.layouts.with_materialised_head)"
         )
     else:
         logits = linear(last, params["embed"].T, implementation="xla", out_dtype=jnp.float32)

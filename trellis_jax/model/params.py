@@ -10,7 +10,7 @@ forward computes x @ W, per-layer weights stacked on a leading num_layers axis (
   A runner hands the tree to the matmul op's `pallas_kernels.matmul.prepare`, which may fuse the
   projections that read the same input (w_qkv [L, H, Hq*D + 2*Hkv*D] instead of wq/wk/wv, w_gate_up
   [L, H, 2*I] instead of w_gate/w_up), materialise a tied head, and pack the matrices for its backends
-  (pallas_kernels/matmul/prepare.py); `check_params` accepts those layouts.
+  (pallas_kernels/matmul/layouts.py); `check_params` accepts those layouts.
 Loaders build this from checkpoints and call `check_params`; nothing else knows checkpoint names.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul.prepare import FUSED, packed_shapes
+from pallas_kernels.matmul.layouts import FUSED, packed_shapes
 
 
 def param_shapes(config) -> dict:
