@@ -15,10 +15,11 @@ Contract:
   `linear(x, w, layer=None, rows=None, *, implementation=None, out_dtype=None)`: x [M, K] @ w[layer] ->
   [M, N] in out_dtype (default x's dtype), where w is stacked [L, ...] in any prepared layout, or one plain
   [K, N] matrix with layer None. Rows past `rows` (int32 scalar, may be traced) are zero; the native
-  kernels do not compute them. `implementation`: "native" (native_f32.py / native_bf16.py, by layout),
+  kernels do not compute them. `implementation`: "native" (native_f32.py / native_bf16.py /
+  native_quantized.py, by layout),
   "xla" (xla.py), or None to pick by `choose` at trace time from static shapes.
   `choose(x, w, implementation=None) -> "native" | "xla"`: native for bfloat16 pairs and float32 strips
-  wherever their kernel runs; for plain float32 weights where the float32 kernel runs and M is within the
+  wherever their kernel runs, for quantized weights (quantized.py) where theirs runs and M <= its MAX_ROWS; for plain float32 weights where the float32 kernel runs and M is within the
   rows it was measured to win (native_f32.max_rows()); else xla.
   `reads_in_place(x, w, *, batch_invariant=False, unroll=False)`: whether a scan over layers should hand
   `linear` the stacked weights and the layer index (native kernels read them in place; packed layouts are
@@ -36,7 +37,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import layouts, native_bf16, native_f32, quantized, xla
+from pallas_kernels.matmul import layouts, native_bf16, native_f32, native_quantized, quantized, xla
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,10 @@ def choose(x, w, implementation=None) -> str:
     if implementation is not None:
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"linear: unknown implementation {implementation!r}; use 'native', 'xla' or None")
-        if implementation == "native" and quantized.is_quantized(w):
-            raise ValueError(f"linear: no native kernel for {w.fmt} weights yet; use 'xla' or None")
         return implementation
-    if quantized.is_quantized(w):
-        return "xla"  # dequantize the layer's matrix inside the step, then XLA's dot
+    if quantized.is_quantized(w):  # small steps read the codes in place; big ones dequantize, then GEMM
+        fits = x.shape[0] <= native_quantized.MAX_ROWS
+        return "native" if fits and native_quantized.available() is None else "xla"
     if native_bf16.is_packed(w):
         return "native" if native_bf16.available() is None else "xla"
     if x.dtype != jnp.float32 or w.dtype != jnp.float32 or native_f32.available() is not None:
@@ -119,7 +119,9 @@ def linear(x, w, layer=None, rows=None, *, implementation=None, out_dtype=None):
     if choose(x, w, implementation) == "xla":
         return xla.linear(x, w, layer, rows, out_dtype)
     if layer is None:
-        w, layer = w[None], 0
+        w, layer = jax.tree.map(lambda a: a[None], w), 0
+    if quantized.is_quantized(w):
+        return native_quantized.matmul(x, w, layer, rows).astype(out_dtype or x.dtype)
     if native_bf16.is_packed(w):
         return native_bf16.matmul(x, w, layer, rows, out_dtype)
     return native_f32.matmul(x, w, layer, rows).astype(out_dtype or x.dtype)

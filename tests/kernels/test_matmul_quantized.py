@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels.matmul import api, quantized
+from pallas_kernels.matmul import api, native_quantized, quantized
 from pallas_kernels.matmul.reference import reference_linear
 
 gguf = pytest.importorskip("gguf")
@@ -80,10 +80,23 @@ def test_fused_projections_concatenate_along_n():
     np.testing.assert_array_equal(_bits(quantized.dequantize(fused["w_qkv"])), _bits(expected))
 
 
-def test_a_native_quantized_kernel_is_refused_not_faked():
-    w, _ = _random("Q8_0", 8, 32, layers=1)
-    with pytest.raises(ValueError, match="no native kernel for Q8_0"):
-        api.linear(jnp.zeros((2, 32)), w, 0, implementation="native")
+@pytest.mark.parametrize("fmt", quantized.FORMATS)
+@pytest.mark.parametrize("rows,k,n,valid", [(1, 64, 40, 1), (2, 576, 192, 1), (7, 96, 33, 6), (16, 32, 17, 16)])
+def test_native_matches_the_reference(fmt, rows, k, n, valid):
+    if native_quantized.available() is not None:
+        pytest.skip(native_quantized.available())
+    w, _ = _random(fmt, n, k, layers=3, seed=k + n)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((rows, k)), jnp.float32)
+    for layer in range(3):
+        got = jax.jit(lambda x, w, l: api.linear(x, w, l, valid, implementation="native"))(x, w, jnp.int32(layer))
+        expected = reference_linear(x, w, layer, valid)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+        assert not np.asarray(got)[valid:].any()
+
+
+def test_big_steps_dequantize_then_take_xla_s_dot():
+    w, _ = _random("Q4_1", 8, 32, layers=1)
+    assert api.choose(jnp.zeros((native_quantized.MAX_ROWS + 1, 32)), w) == "xla"
 
 
 def test_mismatched_input_width_is_a_clear_error():
