@@ -138,7 +138,7 @@ def prepare(
     batch_invariant: bool = False,
 ) -> dict:
     """The param tree in the layouts this machine's matmul backends read; see the module docstring."""
-    dtype = params["embed"].dtype
+    dtype = jnp.dtype(config.dtype) if quantized.is_quantized(params["embed"]) else params["embed"].dtype
     bf16, f32 = dtype == jnp.bfloat16, dtype == jnp.float32
     if pack_bf16 and not bf16:
         raise ValueError(f"pack_bf16 needs a bfloat16 model, got {dtype}")

@@ -55,12 +55,12 @@ def with_packed_matmuls(params: dict) -> dict:
     vdpbf16ps reads, twice the multiply-adds per instruction of float32. Both: a strip stored whole makes
     the kernel's walk down K sequential, which a weight-bound decode step needs.
     """
-    pack = native_bf16.pack_pairs if params["embed"].dtype == jnp.bfloat16 else native_f32.pack_strips
+    pack = native_bf16.pack_pairs if _dtype(params) == jnp.bfloat16 else native_f32.pack_strips
     layers = dict(params["layers"])
     for name in packed_matrix_names(params):
         layers[name] = pack(layers[name])
     packed = {**params, "layers": layers}
-    if "lm_head" in params:
+    if "lm_head" in params and not quantized.is_quantized(params["lm_head"]):
         packed["lm_head"] = pack(params["lm_head"])
     return packed
 
@@ -72,9 +72,15 @@ def with_materialised_head(params: dict, config) -> dict:
     embedding inside each step (docs/benchmarks/runner-raw-speed.md, "Native decode kernels"). Costs one
     more embedding in memory (113 MB for SmolLM2-135M in float32).
     """
-    if not config.tie_word_embeddings or "lm_head" in params:
-        return params
+    if not config.tie_word_embeddings or "lm_head" in params or quantized.is_quantized(params["embed"]):
+        return params  # a packed embedding is stored as the head's [H, V] already
     return {**params, "lm_head": jnp.transpose(params["embed"])}  # a new, contiguous array
+
+
+def _dtype(params):
+    """The model's float dtype: its float embedding's, or float32 where the embedding is packed."""
+    embed = params["embed"]
+    return jnp.float32 if quantized.is_quantized(embed) else embed.dtype
 
 
 def packed_shapes(shape: tuple) -> tuple:

@@ -4,7 +4,7 @@ Contract: `matmul(x, w, layer, rows=None)`: x [M, K] @ dequantize(w[layer]) -> [
 sums, by the C++ custom call in native/layer_matmul_q.cc, reading the packed codes in place (the layer
 index is a pointer offset) and widening each 32-group to float32 in registers; rows past `rows` are zero
 and not computed. `available()`: None when the kernel builds here with its AVX2 + FMA + F16C path, else why.
-`MAX_ROWS`: the most rows the op hands it (the kernel reads each column's codes once per 4 rows, so past
+`MAX_ROWS`: the most rows the op hands it (the kernel widens each column's codes once per 8 rows, so past
 a few tiles XLA's dequantize-then-GEMM is cheaper; docs/benchmarks/quantized.md).
 
 Why: decode at small batch is bound by the bytes of weights read, and Q4_1 is 20 bytes per 32 weights
@@ -22,7 +22,7 @@ from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul_q"
 FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2}
-MAX_ROWS = 16
+MAX_ROWS = 64
 
 
 def _load():

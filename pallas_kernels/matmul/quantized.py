@@ -11,7 +11,8 @@ every tensor of the default model bit for bit). It is a pytree (the format is st
 slices it like the float weights, and `shape` / `ndim` give the logical shape params checks expect.
 `from_gguf(raw, fmt, rows, cols)`: one GGUF tensor's raw block bytes -> QuantizedWeight [cols, rows] (numpy).
 `dequantize_numpy(w)` -> the float32 [..., N, K] rows as GGUF lays them out (the oracle's arithmetic);
-`dequantize(w)` the same in jnp; `stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`.
+`dequantize(w)` the same in jnp; `stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`,
+`gather_columns(w, ids)` (an embedding lookup on a packed embedding, stored as its tied head [H, V]).
 """
 
 from __future__ import annotations
@@ -123,6 +124,17 @@ def concatenate(ws) -> QuantizedWeight:
     """Weights reading the same input, joined along N (the fused projections)."""
     _same_format(ws)
     return _map(lambda parts: jnp.concatenate(parts, axis=-3 if parts[0].ndim == ws[0].codes.ndim else -2), *ws)
+
+
+def gather_columns(w: QuantizedWeight, ids):
+    """float32 [len(ids), K]: the dequantized output columns `ids` of an unstacked [K, N] weight, as rows
+    (an embedding kept packed is its tied head's [H, V] weight: a lookup is a gather of head columns)."""
+    return dequantize(jax.tree.map(lambda a: a[ids], w))
+
+
+def to_device(w: QuantizedWeight) -> QuantizedWeight:
+    """A numpy-backed weight as jnp arrays."""
+    return jax.tree.map(jnp.asarray, w)
 
 
 def take(w: QuantizedWeight, index) -> QuantizedWeight:

@@ -12,8 +12,8 @@
 // against float32's 128. Each group's codes are widened to float32 in registers and multiplied there,
 // never written back. The offset terms factor out of the dot: sum_k x_k (d q_k + m) = d (x . q) + m sum_k x_k,
 // so the per-group sums of x (computed once per call) carry Q4_1's m and Q4_0's -8d.
-// Work is split into column blocks across XLA's intra-op pool; each column's groups are read once per
-// tile of kTileRows rows.
+// Work is split into column blocks across XLA's intra-op pool; a column's codes are read from memory once
+// and from L1 for each further tile of kTileRows rows.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -34,7 +34,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kGroup = 32;
-constexpr int kTileRows = 4;
+constexpr int kTileRows = 8;  // 8 accumulators + 4 group vectors + 1 x load of the 16 ymm registers
 enum Format : int32_t { kQ8_0 = 0, kQ4_0 = 1, kQ4_1 = 2 };
 
 float half_to_float(uint16_t h) {
@@ -112,17 +112,18 @@ struct Problem {
   int32_t fmt;
 };
 
-// y[m0 .. m0+rows) x column n, over all K.
-void column_rows(const Problem& p, int64_t n, int64_t m0, int rows) {
+// y[m0 .. m0+MT) x column n, over all K (MT a compile-time count, so the accumulators stay in registers).
+template <int MT>
+void column_tile(const Problem& p, int64_t n, int64_t m0) {
   const uint8_t* codes = p.codes + n * p.G * p.B;
   const uint16_t* d = p.scales + n * p.G;
   const uint16_t* mn = p.mins + n * p.G;
-  float offset[kTileRows] = {0, 0, 0, 0};
+  float offset[MT] = {};
 #if defined(TRELLIS_Q_VECTOR)
-  __m256 acc[kTileRows];
-  for (int r = 0; r < kTileRows; ++r) acc[r] = _mm256_setzero_ps();
+  __m256 acc[MT];
+  for (int r = 0; r < MT; ++r) acc[r] = _mm256_setzero_ps();
 #else
-  float acc[kTileRows] = {0, 0, 0, 0};
+  float acc[MT] = {};
 #endif
   for (int64_t g = 0; g < p.G; ++g, codes += p.B) {
     const float scale = half_to_float(d[g]);
@@ -130,7 +131,7 @@ void column_rows(const Problem& p, int64_t n, int64_t m0, int rows) {
 #if defined(TRELLIS_Q_VECTOR)
     const Group q = load_group(codes, p.fmt);
     const __m256 s = _mm256_set1_ps(scale);
-    for (int r = 0; r < rows; ++r) {
+    for (int r = 0; r < MT; ++r) {
       const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
       __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), q.v[0]);
       t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), q.v[1], t);
@@ -140,7 +141,7 @@ void column_rows(const Problem& p, int64_t n, int64_t m0, int rows) {
       offset[r] += shift * p.x_sums[(m0 + r) * p.G + g];
     }
 #else
-    for (int r = 0; r < rows; ++r) {
+    for (int r = 0; r < MT; ++r) {
       const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
       float t = 0.f;
       for (int j = 0; j < kGroup; ++j) t += xr[j] * code(codes, p.fmt, j);
@@ -149,13 +150,21 @@ void column_rows(const Problem& p, int64_t n, int64_t m0, int rows) {
     }
 #endif
   }
-  for (int r = 0; r < rows; ++r) {
+  for (int r = 0; r < MT; ++r) {
 #if defined(TRELLIS_Q_VECTOR)
     p.y[(m0 + r) * p.N + n] = hsum(acc[r]) + offset[r];
 #else
     p.y[(m0 + r) * p.N + n] = acc[r] + offset[r];
 #endif
   }
+}
+
+// The last tile of rows may be short: pick the tile with exactly that many rows.
+template <int MT>
+void column_rows(const Problem& p, int64_t n, int64_t m0, int rows) {
+  if constexpr (MT > 1)
+    if (rows < MT) return column_rows<MT - 1>(p, n, m0, rows);
+  column_tile<MT>(p, n, m0);
 }
 
 ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer codes, ffi::AnyBuffer scales,
@@ -196,10 +205,9 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, 1, pool.num_threads(), 16);
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width, n1 = std::min<int64_t>(N, n0 + blocks.width);
-    for (int64_t m0 = 0; m0 < M; m0 += kTileRows) {
-      const int tile = static_cast<int>(std::min<int64_t>(kTileRows, M - m0));
-      for (int64_t n = n0; n < n1; ++n) column_rows(p, n, m0, tile);
-    }
+    for (int64_t n = n0; n < n1; ++n)  // a column's codes come from memory once, then from L1 per tile
+      for (int64_t m0 = 0; m0 < M; m0 += kTileRows)
+        column_rows<kTileRows>(p, n, m0, static_cast<int>(std::min<int64_t>(kTileRows, M - m0)));
   };
   trellis::parallel_for(pool, blocks.count, run_block);
   return ffi::Error::Success();

@@ -81,7 +81,9 @@ def test_fused_projections_concatenate_along_n():
 
 
 @pytest.mark.parametrize("fmt", quantized.FORMATS)
-@pytest.mark.parametrize("rows,k,n,valid", [(1, 64, 40, 1), (2, 576, 192, 1), (7, 96, 33, 6), (16, 32, 17, 16)])
+@pytest.mark.parametrize(
+    "rows,k,n,valid", [(1, 64, 40, 1), (2, 576, 192, 1), (7, 96, 33, 6), (16, 32, 17, 16), (21, 64, 9, 19)]
+)
 def test_native_matches_the_reference(fmt, rows, k, n, valid):
     if native_quantized.available() is not None:
         pytest.skip(native_quantized.available())

@@ -106,7 +106,7 @@ def load_gguf_weights(path, dtype: str = "float32", *, reader=None, weight_forma
         if tensor is None:
             return None
         keep = weight_format == "packed" and tensor.tensor_type.name in quantized.FORMATS
-        if keep and hf_name.startswith("model.layers.") and hf_name.endswith("_proj.weight"):
+        if keep and (hf_name.endswith("_proj.weight") or hf_name in ("model.embed_tokens.weight", "lm_head.weight")):
             rows, cols = (int(d) for d in reversed(tensor.shape))
             array = quantized.from_gguf(tensor.data, tensor.tensor_type.name, rows, cols)
         else:

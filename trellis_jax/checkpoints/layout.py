@@ -58,7 +58,12 @@ class _TensorReader:
         self.fetch, self.source, self.display_name, self.dtype = fetch, source, display_name, dtype
 
     def single(self, name, shape, transpose=False):
-        tensor = self.checked(name, shape[::-1] if transpose else shape)
+        # kept packed: a [K, N] weight whose outputs are the tensor's rows (an embedding: its head's [H, V])
+        tensor = self.checked(
+            name, shape[::-1] if transpose else shape, packed_shape=shape if transpose else shape[::-1]
+        )
+        if quantized.is_quantized(tensor):
+            return quantized.to_device(tensor)
         return jnp.asarray(np.asarray(tensor.T if transpose else tensor).astype(self.dtype, copy=False))
 
     def stacked(self, key, shape):

@@ -113,7 +113,10 @@ def _can_be_batch_invariant(config: EngineConfig, loaded) -> bool:
     from trellis_jax.runner.invariance import batch_invariance_problem
 
     problem = batch_invariance_problem(
-        loaded.config, loaded.params["embed"].dtype, config.kv_cache_dtype or loaded.config.dtype, config.page_size
+        loaded.config,
+        getattr(loaded.params["embed"], "dtype", loaded.config.dtype),
+        config.kv_cache_dtype or loaded.config.dtype,
+        config.page_size,
     )
     if problem:
         logger.warning(

@@ -29,7 +29,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import is_packed_layout, linear, reads_in_place
+from pallas_kernels.matmul import is_packed_layout, linear, quantized, reads_in_place
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from pallas_kernels.rms_norm import rms_norm  # Hugging Face's order; a native kernel on CPU
 from trellis_jax.model.inputs import StepInputs
@@ -166,8 +166,13 @@ def forward(
     """
     validate(params, kv, batch, config)
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
-    dtype = params["embed"].dtype  # the matmuls' input dtype; the residual stream is float32
-    x = params["embed"][batch.token_ids].astype(jnp.float32)  # [T, H]
+    embed = params["embed"]
+    if quantized.is_quantized(embed):  # kept packed, as the tied head's [H, V]: look up its columns
+        dtype = jnp.dtype(config.dtype)
+        x = quantized.gather_columns(embed, batch.token_ids)  # [T, H] float32
+    else:
+        dtype = embed.dtype  # the matmuls' input dtype; the residual stream is float32
+        x = embed[batch.token_ids].astype(jnp.float32)  # [T, H]
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
     matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
@@ -203,7 +208,10 @@ def forward(
             "(pallas_kernels.matmul.layouts.with_materialised_head)"
         )
     else:
-        logits = linear(last, params["embed"].T, implementation="xla", out_dtype=jnp.float32)
+        if quantized.is_quantized(embed):  # stored as the head's [H, V]: the op reads it packed
+            logits = linear(last, embed, out_dtype=jnp.float32)
+        else:  # XLA reads embed.T in place; a native kernel would need it materialised (layouts.py)
+            logits = linear(last, embed.T, implementation="xla", out_dtype=jnp.float32)
     return logits.astype(jnp.float32), kv
 
 

@@ -2,7 +2,8 @@
 
 Contract: params is a nested dict of arrays in the config's dtype, matmul weights stored [in, out] so the
 forward computes x @ W, per-layer weights stacked on a leading num_layers axis (the forward scans them):
-  embed [V, H]; final_norm [H]; lm_head [H, V] (with tied embeddings: absent, or a materialised copy of
+  embed [V, H] (a loader may keep a quantized one packed: `pallas_kernels.matmul.quantized`, stored as
+  the tied head's [H, V], so the lookup gathers its columns); final_norm [H]; lm_head [H, V] (with tied embeddings: absent, or a materialised copy of
   embed.T that the matmul op's prepare adds for speed)
   layers: attn_norm [L, H], wq [L, H, Hq*D], wk/wv [L, H, Hkv*D], wo [L, Hq*D, H],
           bq [L, Hq*D], bk/bv [L, Hkv*D] (only with attention_bias),
@@ -19,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.matmul import quantized
 from pallas_kernels.matmul.layouts import FUSED, packed_shapes
 
 
@@ -51,6 +53,8 @@ def check_params(params: dict, config, source: str = "params") -> None:
     expected = param_shapes(config)
     if config.tie_word_embeddings and isinstance(params, dict) and "lm_head" in params:
         expected["lm_head"] = (config.hidden_size, config.vocab_size)  # a materialised embed.T
+    if isinstance(params, dict) and quantized.is_quantized(params.get("embed")):
+        expected["embed"] = expected["embed"][::-1]  # kept packed as its tied head's [H, V] weight
     layers = params.get("layers") if isinstance(params, dict) else None
     for fused, parts in FUSED.items():
         if isinstance(layers, dict) and fused in layers:

@@ -96,7 +96,11 @@ class Runner:
         self.batch_invariant = bool(batch_invariant)
         if self.batch_invariant:
             attn_impl = _invariant_attention(
-                self.config, self.params["embed"].dtype, self.kv_dtype, page_size, attn_impl
+                self.config,
+                getattr(self.params["embed"], "dtype", self.config.dtype),
+                self.kv_dtype,
+                page_size,
+                attn_impl,
             )
         self.params = matmul.prepare(
             self.params,
