@@ -6,7 +6,7 @@ name from `trellis_jax/configs/`, or None for the default model. Weights come ba
 this machine); None means the preset's, else float32, or the saved dtype for an orbax directory. The
 `weight_format` (trellis_jax.dtypes.WEIGHT_FORMATS): "float" dequantizes
 every GGUF tensor at load; "packed" keeps the layers' Q8_0/Q4_0/Q4_1 linear weights packed (the matmul op
-multiplies them as they are); "auto" is the measured choice for a GGUF file (trellis_jax.dtypes), float for a directory. The tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
+multiplies them as they are); "auto" is the measured choice for a GGUF file (trellis_jax.dtypes: packed where the file has such weights), float for a directory. The tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
 """
 
 from __future__ import annotations
@@ -33,15 +33,16 @@ def load_model(
     if dtype is not None:
         dtype = resolve_dtype(dtype)
     path = default_gguf_path() if spec is None else os.fspath(spec)
+    require_packed = weight_format == "packed"  # asked for by name: a file with nothing to pack is an error
     weight_format = resolve_weight_format(weight_format, gguf=not os.path.isdir(path))
     if os.path.isdir(path):
         if weight_format == "packed":
             raise CheckpointError(path, "weight_format='packed' needs a GGUF file in Q8_0/Q4_0/Q4_1, not a directory")
         return _load_directory(path, dtype)
-    return _load_gguf(path, dtype or "float32", weight_format)
+    return _load_gguf(path, dtype or "float32", weight_format, require_packed)
 
 
-def _load_gguf(path: str, dtype: str, weight_format: str) -> LoadedModel:
+def _load_gguf(path: str, dtype: str, weight_format: str, require_packed: bool) -> LoadedModel:
     from trellis_jax.checkpoints.gguf_loader import load_gguf_weights, open_gguf
     from trellis_jax.tokenizer import Tokenizer
 
@@ -49,7 +50,9 @@ def _load_gguf(path: str, dtype: str, weight_format: str) -> LoadedModel:
         if f.read(4) != GGUF_MAGIC:
             raise CheckpointError(path, "not a GGUF file (bad magic); expected a .gguf file or a model directory")
     reader = open_gguf(path)  # parsing the header and vocabulary is slow: share it with the tokenizer
-    config, params = load_gguf_weights(path, dtype, reader=reader, weight_format=weight_format)
+    config, params = load_gguf_weights(
+        path, dtype, reader=reader, weight_format=weight_format, require_packed=require_packed
+    )
     return LoadedModel(config, params, Tokenizer.from_gguf(path, reader=reader), os.path.abspath(path))
 
 

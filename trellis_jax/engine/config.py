@@ -100,6 +100,10 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.weight_format not in WEIGHT_FORMATS:
             raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {self.weight_format!r}")
+        if self.deterministic and self.weight_format == "packed":
+            raise ValueError(
+                "deterministic=True needs float weights (no batch-invariant packed kernel): weight_format 'float' or 'auto'"
+            )
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))

@@ -201,7 +201,8 @@ def forward(
     last = rms_norm(x[batch.logits_indices], final_norm, config.rms_norm_eps).astype(dtype)  # [S, H]
     if "lm_head" in params:  # untied, or tied with embed.T materialised (the matmul op's prepare)
         head = params["lm_head"]
-        logits = linear(last, head[None], 0, batch.num_seqs, implementation=implementation, out_dtype=jnp.float32)
+        stacked, layer = (head, None) if quantized.is_quantized(head) else (head[None], 0)  # packed: [H, V] as is
+        logits = linear(last, stacked, layer, batch.num_seqs, implementation=implementation, out_dtype=jnp.float32)
     elif batch_invariant:
         raise ValueError(
             "batch_invariant needs the LM head as a matrix: materialise a tied head first "
