@@ -4,6 +4,7 @@
     python tools/bench_step.py --compare-native      # native CPU kernels vs pure XLA, alternating
     python tools/bench_step.py --compare-kv-dtype    # float32 vs bfloat16 KV pages, alternating
     python tools/bench_step.py --compare-deterministic   # batch-invariant (--deterministic) vs default kernels
+    python tools/bench_step.py --compare-weight-format   # a quantized GGUF packed vs dequantized to --dtype
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -263,6 +264,25 @@ def compare_deterministic(args) -> dict:
     return alternate(runners, args)
 
 
+def compare_weight_format(args) -> dict:
+    """A quantized GGUF's layer weights kept packed vs dequantized to --dtype at load, alternating step by
+    step in one process; also each runner's resident weight bytes (its prepared params)."""
+    runners = {
+        fmt: make_runner(load_model(args.model, dtype=args.dtype, weight_format=fmt), args)
+        for fmt in ("packed", "float")
+    }
+    for runner in runners.values():
+        runner.warmup()
+    results = alternate(runners, args)
+    results["weight_bytes"] = {fmt: params_bytes(runner.params) for fmt, runner in runners.items()}
+    return results
+
+
+def params_bytes(params) -> int:
+    """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
+    return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
+
+
 def alternate(runners: dict, args) -> dict:
     """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn."""
     steps = args.repeats + 1
@@ -288,7 +308,9 @@ def alternate(runners: dict, args) -> dict:
 
 def compare_markdown(results: dict) -> str:
     a, b = results["compilations_after_warmup"]
-    lines = [
+    sizes = results.get("weight_bytes")
+    lines = [f"resident weights: {a} {sizes[a] / 2**20:.0f} MiB, {b} {sizes[b] / 2**20:.0f} MiB", ""] if sizes else []
+    lines += [
         f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
         f"warm-up {results['compilations_after_warmup']}",
         "",
@@ -362,6 +384,11 @@ def parse_args(argv=None):
         action="store_true",
         help="batch-invariant kernels (--deterministic) vs the default ones, alternating",
     )
+    parser.add_argument(
+        "--compare-weight-format",
+        action="store_true",
+        help="instead: a quantized GGUF's weights packed vs dequantized to --dtype, alternating step by step",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -375,6 +402,8 @@ def main(argv=None) -> None:
         if args.compare_kv_dtype
         else compare_deterministic
         if args.compare_deterministic
+        else compare_weight_format
+        if args.compare_weight_format
         else None
     )
     if comparison:

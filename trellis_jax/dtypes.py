@@ -15,6 +15,10 @@ that track a float32 reference.
 from __future__ import annotations
 
 MODEL_DTYPES = ("float32", "bfloat16")
+WEIGHT_FORMATS = ("auto", "float", "packed")  # how a quantized GGUF's weights live in memory (load_model)
+# What "auto" means for a GGUF file: packed. Decode was measured faster at batch 1, 8 and 32 than the float32
+# engine's on the same file, prefill slower (docs/benchmarks/quantized.md).
+AUTO_WEIGHT_FORMAT = "packed"
 AUTO = "auto"
 DTYPE_CHOICES = (AUTO, *MODEL_DTYPES)
 
@@ -27,12 +31,19 @@ def resolve_dtype(dtype: str) -> str:
     return "bfloat16" if native_bfloat16() else "float32"
 
 
+def resolve_weight_format(weight_format: str, gguf: bool = True) -> str:
+    """The format a checkpoint loads in ("float" or "packed"): anything but "auto" unchanged (after a
+    check); "auto" as AUTO_WEIGHT_FORMAT for a GGUF file (`gguf`), else float (only GGUF holds packed ones)."""
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {weight_format!r}")
+    if weight_format != AUTO:
+        return weight_format
+    return AUTO_WEIGHT_FORMAT if gguf else "float"
+
+
 def native_bfloat16() -> bool:
-    """Whether this machine's default JAX backend multiplies bfloat16 natively (imports jax)."""
-    import jax
+    """Whether this machine's default JAX backend multiplies bfloat16 natively: the matmul op's answer
+    (imports jax)."""
+    from pallas_kernels.matmul.api import prefers_bfloat16
 
-    if jax.default_backend() != "cpu":
-        return True
-    from pallas_kernels.layer_matmul_bf16 import native_available
-
-    return native_available() is None
+    return prefers_bfloat16()

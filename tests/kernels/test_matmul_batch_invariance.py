@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels import layer_matmul as lm
-from pallas_kernels import layer_matmul_bf16 as lmb
+from pallas_kernels.matmul import api, native_bf16, native_f32
 
 K, N = 320, 208  # N: 4 strips of 48 and a partial 16-column vector
 PLACES = [(1, 0), (3, 2), (8, 5), (64, 63), (65, 17), (130, 129), (600, 513)]  # (M, the row's place)
@@ -44,21 +43,21 @@ def _row_outputs(matmul, w, dtype, rows_arg):
 
 @pytest.mark.parametrize("layout", ["plain", "strips"])
 def test_float32_native_row_does_not_depend_on_the_batch(layout):
-    _skip_unless(lm.native_available())
+    _skip_unless(native_f32.available())
     w = jnp.asarray(np.random.default_rng(0).standard_normal((2, K, N)), jnp.float32)
-    w = lm.pack_strips(w) if layout == "strips" else w
+    w = native_f32.pack_strips(w) if layout == "strips" else w
     outputs = _row_outputs(
-        lambda x, w, l, r: lm.layer_matmul(x, w, l, r, implementation="native"), w, jnp.float32, rows_arg=True
+        lambda x, w, l, r: api.linear(x, w, l, r, implementation="native"), w, jnp.float32, rows_arg=True
     )
     for (m, place), y in zip(PLACES, outputs):
         np.testing.assert_array_equal(y, outputs[0], err_msg=f"M={m}, row {place}")
 
 
 def test_bfloat16_packed_row_does_not_depend_on_the_batch():
-    _skip_unless(lmb.native_available())
-    w = lmb.pack_pairs(jnp.asarray(np.random.default_rng(0).standard_normal((2, K, N)), jnp.float32))
+    _skip_unless(native_bf16.available())
+    w = native_bf16.pack_pairs(jnp.asarray(np.random.default_rng(0).standard_normal((2, K, N)), jnp.float32))
     outputs = _row_outputs(
-        lambda x, w, l, r: lmb.packed_matmul(x, w, l, r, implementation="native", out_dtype=jnp.float32),
+        lambda x, w, l, r: api.linear(x, w, l, r, implementation="native", out_dtype=jnp.float32),
         w,
         jnp.bfloat16,
         True,
@@ -68,8 +67,8 @@ def test_bfloat16_packed_row_does_not_depend_on_the_batch():
 
 
 def test_padding_rows_past_rows_do_not_change_a_real_row():
-    _skip_unless(lm.native_available())
+    _skip_unless(native_f32.available())
     w = jnp.asarray(np.random.default_rng(0).standard_normal((2, K, N)), jnp.float32)
     x = _row_in_batch(np.ones(K, np.float32), 64, 3, seed=5)
-    call = jax.jit(lambda x, rows: lm.layer_matmul(x, w, 1, rows, implementation="native"))
+    call = jax.jit(lambda x, rows: api.linear(x, w, 1, rows, implementation="native"))
     np.testing.assert_array_equal(np.asarray(call(x, jnp.int32(4)))[3], np.asarray(call(x, jnp.int32(64)))[3])

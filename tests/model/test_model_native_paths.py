@@ -1,6 +1,6 @@
 """The CPU speed paths compute what the plain XLA forward computes.
 
-Small float32 steps on CPU run their matmuls through the native `layer_matmul` (weights read in place)
+Small float32 steps on CPU run their matmuls through the matmul op's native kernel (weights read in place)
 and, with tied embeddings, can use a materialised embed.T as the LM head; runners may fuse the projections
 that read the same input (w_qkv, w_gate_up) and store the matrices as column strips (with_packed_matmuls). Same prompt, decode step after prefill, with and without
 each: logits and written K/V agree to float32 rounding.
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from model_testlib import prefill_then_decode
 
-from pallas_kernels import layer_matmul as lm
+from pallas_kernels.matmul import native_f32
+from pallas_kernels.matmul.layouts import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.model import check_params
-from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 
 PROMPT = np.random.default_rng(5).integers(3, 320, 19).tolist()
 
@@ -26,7 +26,7 @@ def _prefill_then_decode(config, params):
 def test_native_matmuls_match_xla(tiny_model, monkeypatch, arch):
     loaded = tiny_model(arch)
     native = _prefill_then_decode(loaded.config, loaded.params)
-    monkeypatch.setattr(lm, "native_available", lambda: "turned off for this test")
+    monkeypatch.setattr(native_f32, "available", lambda: "turned off for this test")
     plain = _prefill_then_decode(loaded.config, loaded.params)
     for a, b in zip(native, plain):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
@@ -73,7 +73,7 @@ def test_fused_projections_match_the_separate_ones(tiny_model, monkeypatch, arch
     assert {"w_qkv", "w_gate_up"} <= set(fused["layers"]) and not {"wq", "wk", "w_up"} & set(fused["layers"])
     check_params(fused, loaded.config)
     if not native:
-        monkeypatch.setattr(lm, "native_available", lambda: "turned off for this test")
+        monkeypatch.setattr(native_f32, "available", lambda: "turned off for this test")
     for a, b in zip(_prefill_then_decode(loaded.config, fused), _prefill_then_decode(loaded.config, loaded.params)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
@@ -105,11 +105,11 @@ def test_float32_strips_match_the_plain_layout(tiny_model, monkeypatch, native):
     loaded = tiny_model("qwen2")  # tied: the materialised head is packed too
     plain = with_fused_projections(with_materialised_head(loaded.params, loaded.config))
     strips = with_packed_matmuls(plain)
-    assert lm.is_strips(strips["layers"]["w_qkv"]) and strips["lm_head"].ndim == 3
+    assert native_f32.is_strips(strips["layers"]["w_qkv"]) and strips["lm_head"].ndim == 3
     check_params(strips, loaded.config)
     expected = _prefill_then_decode(loaded.config, plain)
     if not native:
-        monkeypatch.setattr(lm, "native_available", lambda: "turned off for this test")
+        monkeypatch.setattr(native_f32, "available", lambda: "turned off for this test")
     for a, b in zip(_prefill_then_decode(loaded.config, strips), expected):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
@@ -118,7 +118,7 @@ def test_runner_stores_float32_strips_where_the_native_kernel_runs_every_step(ti
     from trellis_jax.runner import Runner
 
     runner = Runner(tiny_model("llama"), num_pages=8, token_buckets=(2,), seq_buckets=(2,))
-    every_step = lm.native_available() is None and lm.native_max_rows() is None
-    assert lm.is_strips(runner.params["layers"]["w_qkv"]) == every_step
+    every_step = native_f32.available() is None and native_f32.max_rows() is None
+    assert native_f32.is_strips(runner.params["layers"]["w_qkv"]) == every_step
     with pytest.raises(ValueError, match="pack_f32 needs a float32 model"):
         Runner(tiny_model("llama", "bfloat16"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_f32=True)

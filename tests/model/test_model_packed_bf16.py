@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from model_testlib import prefill_then_decode
 
-from pallas_kernels import layer_matmul_bf16 as bf
+from pallas_kernels.matmul import native_bf16
+from pallas_kernels.matmul.layouts import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.model import check_params
-from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 
 PROMPT = np.random.default_rng(7).integers(3, 320, 21).tolist()
 
@@ -43,11 +43,11 @@ def test_packed_model_matches_the_unpacked_one(tiny_model, arch):
 
 
 def test_reference_path_matches_the_native_one(tiny_model, monkeypatch):
-    if reason := bf.native_available():
+    if reason := native_bf16.available():
         pytest.skip(reason)
     loaded = tiny_model("llama", "bfloat16")
     native = _prefill_then_decode(loaded.config, _packed(loaded))
-    monkeypatch.setattr(bf, "native_available", lambda: "turned off for this test")
+    monkeypatch.setattr(native_bf16, "available", lambda: "turned off for this test")
     for a, b in zip(native, _prefill_then_decode(loaded.config, _packed(loaded))):
         _assert_bf16_close(a, b)
 
@@ -56,7 +56,7 @@ def test_runner_packs_bf16_pairs_only_for_bfloat16_models(tiny_model):
     from trellis_jax.runner import Runner
 
     packed = Runner(tiny_model("llama", "bfloat16"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=True)
-    assert bf.is_packed(packed.params["layers"]["w_qkv"])
+    assert native_bf16.is_packed(packed.params["layers"]["w_qkv"])
     with pytest.raises(ValueError, match="pack_bf16 needs a bfloat16 model"):
         Runner(tiny_model("llama"), num_pages=8, token_buckets=(2,), seq_buckets=(2,), pack_bf16=True)
 

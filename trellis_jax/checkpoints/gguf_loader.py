@@ -1,8 +1,9 @@
 """GGUF files (llama.cpp) -> (ModelConfig, params). The `gguf` package is imported lazily.
 
-Contract: `load_gguf_weights(path, dtype)` reads metadata into a ModelConfig, dequantizes every tensor
-that `gguf.quants` supports (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, K-quants, F16/BF16/F32, ...) to float32 then to
-the compute dtype, and undoes llama.cpp's Q/K row permutation: for the "llama" architecture the
+Contract: `load_gguf_weights(path, dtype, weight_format="float")` reads metadata into a ModelConfig,
+dequantizes every tensor that `gguf.quants` supports (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, K-quants, F16/BF16/F32,
+...) to float32 then to the compute dtype (with weight_format="packed", the layers' linear weights in
+Q8_0/Q4_0/Q4_1 instead stay packed as the matmul op's `quantized` layout, losslessly), and undoes llama.cpp's Q/K row permutation: for the "llama" architecture the
 converter interleaves the two RoPE halves of every head so llama.cpp can rotate adjacent pairs; our RoPE
 rotates halves (as Hugging Face does), so without the inverse the model loads and talks garbage.
 Every failure raises CheckpointError naming the file: unreadable/truncated file, unknown architecture,
@@ -76,9 +77,14 @@ def scalar_metadata(reader) -> dict:
     return meta
 
 
-def load_gguf_weights(path, dtype: str = "float32", *, reader=None):
-    """-> (ModelConfig, params) from a GGUF file; `reader` reuses an `open_gguf(path)` result."""
-    from trellis_jax.model import ModelConfig
+def load_gguf_weights(path, dtype: str = "float32", *, reader=None, weight_format: str = "float", require_packed=None):
+    """-> (ModelConfig, params) from a GGUF file; `reader` reuses an `open_gguf(path)` result;
+    `weight_format`: "float" or "packed" (see the module docstring); `require_packed` (default: whether
+    weight_format is "packed"): a CheckpointError when no layer weight is in a packed format."""
+    from trellis_jax.model import ModelConfig, quantized
+
+    if weight_format not in ("float", "packed"):
+        raise ValueError(f"weight_format must be 'float' or 'packed', got {weight_format!r}")
 
     reader = reader or open_gguf(path)
     tensors = {t.name: t for t in reader.tensors}
@@ -100,14 +106,26 @@ def load_gguf_weights(path, dtype: str = "float32", *, reader=None):
         tensor = by_hf_name.get(hf_name)
         if tensor is None:
             return None
-        array = _dequantize(tensor, path)
+        keep = weight_format == "packed" and tensor.tensor_type.name in quantized.FORMATS
+        if keep and (hf_name.endswith("_proj.weight") or hf_name in ("model.embed_tokens.weight", "lm_head.weight")):
+            rows, cols = (int(d) for d in reversed(tensor.shape))
+            array = quantized.from_gguf(tensor.data, tensor.tensor_type.name, rows, cols)
+        else:
+            array = _dequantize(tensor, path)
         if permute and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = config.num_heads if "q_proj" in hf_name else config.num_kv_heads
-            array = unpermute_rope_rows(array, heads)
+            array = _map_rows(array, lambda rows: unpermute_rope_rows(rows, heads))
         return array
 
     gguf_name_of = {hf: g for g, hf in _expected_gguf_names(config.num_layers)}
-    return config, assemble_params(fetch, config, str(path), lambda hf: gguf_name_of.get(hf, hf))
+    params = assemble_params(fetch, config, str(path), lambda hf: gguf_name_of.get(hf, hf))
+    require_packed = weight_format == "packed" if require_packed is None else require_packed
+    if require_packed and not any(quantized.is_quantized(w) for w in params["layers"].values()):
+        kinds = sorted({t.tensor_type.name for t in reader.tensors})
+        raise CheckpointError(
+            path, f"weight_format='packed': no layer weights in {quantized.FORMATS} (file has {kinds})"
+        )
+    return config, params
 
 
 def _expected_gguf_names(num_layers: int):
@@ -137,6 +155,13 @@ def _dequantize(tensor, path) -> np.ndarray:
         ) from exc
     shape = tuple(int(d) for d in reversed(tensor.shape))
     return np.asarray(array, np.float32).reshape(shape)
+
+
+def _map_rows(array, fn):
+    """fn applied to a float [out, in] array, or to each part of a packed weight (rows = its outputs)."""
+    from trellis_jax.model import quantized
+
+    return quantized.permute_rows(array, fn) if quantized.is_quantized(array) else fn(array)
 
 
 def unpermute_rope_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:

@@ -3,7 +3,9 @@
 Contract: `assemble_params(fetch, config, source, display_name)` asks `fetch(name)` for each tensor under
 its Hugging Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when
 absent; it checks every shape, transposes linear weights to [in, out], stacks layers and casts to
-config.dtype. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
+config.dtype. `fetch` may instead return a linear weight kept packed (`trellis_jax.model.quantized`,
+already [in, out]): a layer's weights stay packed when every layer's is, in one format; else they are
+dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
 tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
 """
 
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from trellis_jax.checkpoints.errors import CheckpointError
+from trellis_jax.model import quantized
 
 Fetch = Callable[[str], "np.ndarray | None"]
 
@@ -55,22 +58,40 @@ class _TensorReader:
         self.fetch, self.source, self.display_name, self.dtype = fetch, source, display_name, dtype
 
     def single(self, name, shape, transpose=False):
-        tensor = self.checked(name, shape[::-1] if transpose else shape)
+        # kept packed: a [K, N] weight whose outputs are the tensor's rows (an embedding: its head's [H, V])
+        tensor = self.checked(
+            name, shape[::-1] if transpose else shape, packed_shape=shape if transpose else shape[::-1]
+        )
+        if quantized.is_quantized(tensor):
+            return quantized.to_device(tensor)
         return jnp.asarray(np.asarray(tensor.T if transpose else tensor).astype(self.dtype, copy=False))
 
     def stacked(self, key, shape):
         name, transpose = LAYER_TENSORS[key]
         per_layer = shape[1:][::-1] if transpose else shape[1:]
-        out = np.empty(shape, self.dtype)  # filled layer by layer: peak memory ~ one copy of the weights
+        out, packed = None, {}
         for i in range(shape[0]):
-            tensor = self.checked(f"model.layers.{i}.{name}", per_layer)
+            tensor = self.checked(f"model.layers.{i}.{name}", per_layer, packed_shape=shape[1:])
+            if quantized.is_quantized(tensor):
+                packed[i] = tensor
+                continue
+            if out is None:
+                out = np.empty(shape, self.dtype)  # filled layer by layer: peak memory ~ one copy of the weights
             out[i] = tensor.T if transpose else tensor
+        if out is None and len({w.fmt for w in packed.values()}) == 1:
+            return quantized.stack([packed[i] for i in range(shape[0])])
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        for i, tensor in packed.items():  # formats differ between layers: dequantize (losslessly) like the rest
+            out[i] = quantized.dequantize_numpy(tensor).T
         return jnp.asarray(out)
 
-    def checked(self, name, shape):
+    def checked(self, name, shape, packed_shape=None):
         tensor = self.fetch(name)
         if tensor is None:
             raise CheckpointError(self.source, f"missing tensor {self.display_name(name)!r}")
+        if quantized.is_quantized(tensor) and packed_shape is not None:
+            shape = packed_shape  # kept packed: already [in, out]
         if tuple(tensor.shape) != tuple(shape):
             raise CheckpointError(
                 self.source,

@@ -4,7 +4,9 @@
 name from `trellis_jax/configs/`, or None for the default model. Weights come back in `dtype`: "float32",
 "bfloat16", or "auto" (the preset's dtype if it names one, else `trellis_jax.dtypes.resolve_dtype`'s choice for
 this machine); None means the preset's, else float32, or the saved dtype for an orbax directory. The
-tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
+`weight_format` (trellis_jax.dtypes.WEIGHT_FORMATS): "float" dequantizes
+every GGUF tensor at load; "packed" keeps the layers' Q8_0/Q4_0/Q4_1 linear weights packed (the matmul op
+multiplies them as they are); "auto" is the measured choice for a GGUF file (trellis_jax.dtypes: packed where the file has such weights), float for a directory. The tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
 """
 
 from __future__ import annotations
@@ -15,26 +17,32 @@ from trellis_jax.checkpoints.default_model import default_gguf_path
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.loaded import LoadedModel
 from trellis_jax.checkpoints.presets import resolve_preset
-from trellis_jax.dtypes import AUTO, resolve_dtype
+from trellis_jax.dtypes import AUTO, resolve_dtype, resolve_weight_format
 
 GGUF_MAGIC = b"GGUF"
 HF_TOKENIZER_FILE = "tokenizer.json"
 
 
-def load_model(spec: str | os.PathLike | None = None, *, dtype: str | None = None) -> LoadedModel:
-    """Load weights, config and tokenizer (see the module docstring for `spec` and `dtype`)."""
+def load_model(
+    spec: str | os.PathLike | None = None, *, dtype: str | None = None, weight_format: str = "float"
+) -> LoadedModel:
+    """Load weights, config and tokenizer (see the module docstring for `spec`, `dtype`, `weight_format`)."""
     if spec is not None and not os.path.exists(spec):
         spec, preset_dtype = resolve_preset(str(spec))
         dtype = preset_dtype if dtype in (None, AUTO) and preset_dtype else dtype
     if dtype is not None:
         dtype = resolve_dtype(dtype)
     path = default_gguf_path() if spec is None else os.fspath(spec)
+    require_packed = weight_format == "packed"  # asked for by name: a file with nothing to pack is an error
+    weight_format = resolve_weight_format(weight_format, gguf=not os.path.isdir(path))
     if os.path.isdir(path):
+        if weight_format == "packed":
+            raise CheckpointError(path, "weight_format='packed' needs a GGUF file in Q8_0/Q4_0/Q4_1, not a directory")
         return _load_directory(path, dtype)
-    return _load_gguf(path, dtype or "float32")
+    return _load_gguf(path, dtype or "float32", weight_format, require_packed)
 
 
-def _load_gguf(path: str, dtype: str) -> LoadedModel:
+def _load_gguf(path: str, dtype: str, weight_format: str, require_packed: bool) -> LoadedModel:
     from trellis_jax.checkpoints.gguf_loader import load_gguf_weights, open_gguf
     from trellis_jax.tokenizer import Tokenizer
 
@@ -42,7 +50,9 @@ def _load_gguf(path: str, dtype: str) -> LoadedModel:
         if f.read(4) != GGUF_MAGIC:
             raise CheckpointError(path, "not a GGUF file (bad magic); expected a .gguf file or a model directory")
     reader = open_gguf(path)  # parsing the header and vocabulary is slow: share it with the tokenizer
-    config, params = load_gguf_weights(path, dtype, reader=reader)
+    config, params = load_gguf_weights(
+        path, dtype, reader=reader, weight_format=weight_format, require_packed=require_packed
+    )
     return LoadedModel(config, params, Tokenizer.from_gguf(path, reader=reader), os.path.abspath(path))
 
 

@@ -34,7 +34,9 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
 
     # Read before the slow load, so a bad path fails at once.
     template = read_chat_template(config.chat_template) if config.chat_template is not None else None
-    loaded = loaded or load_model(config.model, dtype=config.dtype)
+    # Batch-invariant matmuls exist for float weights only: auto keeps a deterministic engine's weights float.
+    weight_format = "float" if config.deterministic and config.weight_format == "auto" else config.weight_format
+    loaded = loaded or load_model(config.model, dtype=config.dtype, weight_format=weight_format)
     if loaded.tokenizer is None:
         raise ValueError(f"model {loaded.source} has no tokenizer; the engine needs one")
     runner = runner or make_runner(config, loaded)
@@ -121,7 +123,10 @@ def _can_be_batch_invariant(config: EngineConfig, loaded) -> bool:
     from trellis_jax.runner.invariance import batch_invariance_problem
 
     problem = batch_invariance_problem(
-        loaded.config, loaded.params["embed"].dtype, config.kv_cache_dtype or loaded.config.dtype, config.page_size
+        loaded.config,
+        getattr(loaded.params["embed"], "dtype", loaded.config.dtype),
+        config.kv_cache_dtype or loaded.config.dtype,
+        config.page_size,
     )
     if problem:
         logger.warning(

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, fields
 
 from trellis_jax.cache import get_policy
-from trellis_jax.dtypes import DTYPE_CHOICES
+from trellis_jax.dtypes import DTYPE_CHOICES, WEIGHT_FORMATS
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
 # None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
@@ -52,6 +52,9 @@ def parse_bytes(value: int | str) -> int:
 class EngineConfig:
     model: str | None = None  # GGUF file, HF dir, orbax dir or preset; None = the default model
     dtype: str = "auto"  # "auto": bfloat16 where this machine computes it natively, else float32 (trellis_jax.dtypes)
+    # A quantized GGUF's layer weights: "packed" keeps Q8_0/Q4_0/Q4_1 as they are on disk (the matmul op multiplies
+    # them packed), "float" dequantizes them at load, "auto" is the measured choice (trellis_jax.dtypes).
+    weight_format: str = "auto"
     kv_cache_dtype: str | None = None  # KV pages: None = the model's dtype; "bfloat16" halves KV memory and reads
     page_size: int = 16
     num_pages: int | None = None
@@ -99,6 +102,12 @@ class EngineConfig:
             parse_bytes(self.kv_memory)
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {self.weight_format!r}")
+        if self.deterministic and self.weight_format == "packed":
+            raise ValueError(
+                "deterministic=True needs float weights (no batch-invariant packed kernel): weight_format 'float' or 'auto'"
+            )
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
         if self.overlap not in (None, True, False):

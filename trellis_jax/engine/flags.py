@@ -15,6 +15,7 @@ from dataclasses import MISSING, Field, fields
 
 from trellis_jax.cache import get_policy, policy_names
 from trellis_jax.cli import add_model_flags
+from trellis_jax.dtypes import WEIGHT_FORMATS
 from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
 
@@ -59,6 +60,11 @@ _FLAGS: dict[str, dict] = {
     },
     "kv_memory": {
         "help": "KV pool size, e.g. 512MiB or 2GB (default: room for --max-num-seqs full-length sequences, capped)"
+    },
+    "weight_format": {
+        "choices": WEIGHT_FORMATS,
+        "help": "a quantized GGUF's layer weights in memory: packed (Q8_0/Q4_0/Q4_1 as on disk, multiplied "
+        "packed), float (dequantized at load to --dtype), auto (the measured choice: docs/benchmarks/quantized.md)",
     },
     "kv_memory_fraction": {"type": float, "help": "KV pool size as a fraction of free device memory"},
     "max_num_seqs": {"type": int, "help": "sequences per step"},

@@ -2,9 +2,10 @@
 
 Owns: `ModelConfig` (static, hashable), the params pytree layout (`params.py`), `KVPages` and
 `StepInputs` (the data crossing into the forward), `forward` / `jit_forward`. Imports jax, numpy and
-`pallas_kernels` only (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
+`pallas_kernels` only; re-exports the matmul op's `quantized` layout for the loaders (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
 """
 
+from pallas_kernels.matmul import quantized  # weights a loader keeps packed (GGUF Q8_0/Q4_0/Q4_1)
 from trellis_jax.model.config import ModelConfig
 from trellis_jax.model.forward import forward, jit_forward
 from trellis_jax.model.inputs import StepInputs, build_step_inputs, sequential_page_tables
@@ -27,4 +28,5 @@ __all__ = [
     "check_params",
     "param_shapes",
     "copy_pages",
+    "quantized",
 ]

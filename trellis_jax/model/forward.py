@@ -11,13 +11,12 @@ float32, then q is rounded to the params' dtype and k/v to the KV pages'. For a 
 Hugging Face's arithmetic. For a bfloat16 model it is llama.cpp's rather than Hugging Face's (which keeps
 the stream and q/k/v in bfloat16, rounding after every matmul and add): its greedy tokens then track the
 float32 engine's far more often, at no measurable cost (docs/benchmarks/dtype-bf16.md, "bf16 arithmetic").
-On CPU, float32 steps run their matmuls through `pallas_kernels.layer_matmul` wherever it was measured
-faster (`layer_matmul.choose`: any step with AVX-512, up to 64 tokens with AVX2), which reads the stacked
-weights in place (XLA would copy each layer's slice out first). Weights packed by
-`params.with_packed_matmuls` (bf16 row pairs, float32 strips) always go through it (its native kernels,
-or the reference where they cannot run).
+Every matmul is one call to the matmul op (`pallas_kernels.matmul.linear`), on weights in whatever layout
+its `prepare` chose; where the op reads stacked weights in place (`reads_in_place`: its native CPU kernels,
+and the packed layouts only they read), the scan hands it the stacked matrices and the layer index, and
+the step's `rows` real tokens (the bucket's padding rows come out zero); else the scan's slice.
 The LM head uses `lm_head` when present (for tied models, a materialised embed.T).
-`batch_invariant=True` (static; `--deterministic`) sends every matmul and the LM head through the native
+`batch_invariant=True` (static; `--deterministic`) sends every matmul and the LM head through the op's native
 kernel whatever the step's row count: each output element there is one float32 sum over K in a fixed order
 (native/layer_matmul*.cc), so a token row's result does not depend on the other rows, their number or its
 place among them (XLA's GEMM may block K differently per shape). The caller checks that kernel runs here.
@@ -30,8 +29,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.layer_matmul import choose as choose_matmul
-from pallas_kernels.layer_matmul import is_packed_layout, layer_matmul
+from pallas_kernels.matmul import is_packed_layout, linear, quantized, reads_in_place
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention, write_kv
 from pallas_kernels.rms_norm import rms_norm  # Hugging Face's order; a native kernel on CPU
 from trellis_jax.model.inputs import StepInputs
@@ -43,7 +41,7 @@ NORMS = ("attn_norm", "mlp_norm")  # the per-layer norm weights (cast to float32
 
 
 def _project_qkv(h, lp, config):
-    if "w_qkv" in lp:  # fused projections (params.with_fused_projections): one matmul, split after
+    if "w_qkv" in lp:  # fused projections (the matmul op's prepare): one matmul, split after
         qkv = lp.matmul(h, "w_qkv", out_dtype=jnp.float32)
         q, k, v = jnp.split(qkv, [config.q_size, config.q_size + config.kv_size], axis=-1)
     else:
@@ -95,12 +93,13 @@ def _mlp(x, lp, config):
 
 
 class _LayerParams:
-    """One layer's weights inside the scan: the scanned slice, plus (native path) the stacked matrices,
-    which `layer_matmul` reads in place instead of XLA copying each layer's slice out first, computing
-    only the step's `rows` real tokens (the bucket's padding rows come out zero)."""
+    """One layer's weights inside the scan: the scanned slice, plus the stacked matrices the matmul op
+    reads in place (with the layer index and the step's `rows` real tokens; `implementation` "native"
+    when batch-invariant)."""
 
-    def __init__(self, sliced, stacked, layer, rows, dtype):
+    def __init__(self, sliced, stacked, layer, rows, dtype, implementation):
         self.sliced, self.stacked, self.layer, self.rows, self.dtype = sliced, stacked, layer, rows, dtype
+        self.implementation = implementation
 
     def __getitem__(self, name):
         return self.sliced[name]
@@ -114,24 +113,18 @@ class _LayerParams:
         return bool(self.stacked)
 
     def matmul(self, h, name, out_dtype=None):
-        """h @ the layer's matrix `name`, in out_dtype (default h's dtype; the sums are float32 on CPU)."""
+        """h @ the layer's matrix `name`, in out_dtype (default h's dtype)."""
         if name in self.stacked:
-            w = self.stacked[name]  # packed: native where it runs, else the reference
-            return layer_matmul(
-                h,
-                w,
-                self.layer,
-                self.rows,
-                implementation=None if is_packed_layout(w) else "native",
-                out_dtype=out_dtype,
+            return linear(
+                h, self.stacked[name], self.layer, self.rows, implementation=self.implementation, out_dtype=out_dtype
             )
-        return jnp.dot(h, self.sliced[name], preferred_element_type=out_dtype)
+        return linear(h, self.sliced[name], implementation="xla", out_dtype=out_dtype)
 
 
-def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows, dtype):
+def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows, dtype, implementation):
     x, kv = carry
     sliced, layer = layer_inputs
-    lp = _LayerParams(sliced, stacked, layer, rows, dtype)
+    lp = _LayerParams(sliced, stacked, layer, rows, dtype, implementation)
     attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
     x = x + attn_out
     x = x + _mlp(x, lp, config)
@@ -173,19 +166,19 @@ def forward(
     """
     validate(params, kv, batch, config)
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
-    dtype = params["embed"].dtype  # the matmuls' input dtype; the residual stream is float32
-    x = params["embed"][batch.token_ids].astype(jnp.float32)  # [T, H]
+    embed = params["embed"]
+    if quantized.is_quantized(embed):  # kept packed, as the tied head's [H, V]: look up its columns
+        dtype = jnp.dtype(config.dtype)
+        x = quantized.gather_columns(embed, batch.token_ids)  # [T, H] float32
+    else:
+        dtype = embed.dtype  # the matmuls' input dtype; the residual stream is float32
+        x = embed[batch.token_ids].astype(jnp.float32)  # [T, H]
     layer_ids = jnp.arange(config.num_layers, dtype=jnp.int32)
     layers = params["layers"]
-    # CPU float32 steps read the matrices in place (native layer_matmul); the scan slices the rest.
     matrices = [name for name, value in layers.items() if value.ndim == 3 or is_packed_layout(value)]
-    packed = is_packed_layout(layers[matrices[0]])  # params.with_packed_matmuls: only layer_matmul reads them
     matmul_input = jax.ShapeDtypeStruct(x.shape, dtype)  # what the matmuls are fed (chosen at trace time)
-    native = (
-        packed
-        or batch_invariant
-        or (not unroll_layers and choose_matmul(matmul_input, layers[matrices[0]]) == "native")
-    )
+    native = reads_in_place(matmul_input, layers[matrices[0]], batch_invariant=batch_invariant, unroll=unroll_layers)
+    implementation = "native" if batch_invariant else None
     stacked = {name: layers[name] for name in matrices} if native else {}
     sliced = {
         name: value.astype(jnp.float32) if name in NORMS else value
@@ -201,25 +194,25 @@ def forward(
         stacked=stacked,
         rows=batch.cu_q_lens[batch.num_seqs],
         dtype=dtype,
+        implementation=implementation,
     )
     (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
     final_norm = params["final_norm"].astype(jnp.float32)
     last = rms_norm(x[batch.logits_indices], final_norm, config.rms_norm_eps).astype(dtype)  # [S, H]
-    if "lm_head" in params:  # untied, or tied with embed.T materialised (params.with_materialised_head)
+    if "lm_head" in params:  # untied, or tied with embed.T materialised (the matmul op's prepare)
         head = params["lm_head"]
-        native_head = batch_invariant or is_packed_layout(head[None]) or choose_matmul(last, head[None]) == "native"
-        logits = (
-            layer_matmul(last, head[None], 0, batch.num_seqs, out_dtype=jnp.float32)
-            if native_head
-            else jnp.dot(last, head, preferred_element_type=jnp.float32)
-        )
+        stacked, layer = (head, None) if quantized.is_quantized(head) else (head[None], 0)  # packed: [H, V] as is
+        logits = linear(last, stacked, layer, batch.num_seqs, implementation=implementation, out_dtype=jnp.float32)
     elif batch_invariant:
         raise ValueError(
             "batch_invariant needs the LM head as a matrix: materialise a tied head first "
-            "(params.with_materialised_head)"
+            "(pallas_kernels.matmul.layouts.with_materialised_head)"
         )
     else:
-        logits = jnp.dot(last, params["embed"].T, preferred_element_type=jnp.float32)
+        if quantized.is_quantized(embed):  # stored as the head's [H, V]: the op reads it packed
+            logits = linear(last, embed, out_dtype=jnp.float32)
+        else:  # XLA reads embed.T in place; a native kernel would need it materialised (layouts.py)
+            logits = linear(last, embed.T, implementation="xla", out_dtype=jnp.float32)
     return logits.astype(jnp.float32), kv
 
 

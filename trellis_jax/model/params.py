@@ -2,17 +2,16 @@
 
 Contract: params is a nested dict of arrays in the config's dtype, matmul weights stored [in, out] so the
 forward computes x @ W, per-layer weights stacked on a leading num_layers axis (the forward scans them):
-  embed [V, H]; final_norm [H]; lm_head [H, V] (with tied embeddings: absent, or a materialised copy of
-  embed.T that a runner adds for speed, see `with_materialised_head`)
+  embed [V, H] (a loader may keep a quantized one packed: `pallas_kernels.matmul.quantized`, stored as
+  the tied head's [H, V], so the lookup gathers its columns); final_norm [H]; lm_head [H, V] (with tied embeddings: absent, or a materialised copy of
+  embed.T that the matmul op's prepare adds for speed)
   layers: attn_norm [L, H], wq [L, H, Hq*D], wk/wv [L, H, Hkv*D], wo [L, Hq*D, H],
           bq [L, Hq*D], bk/bv [L, Hkv*D] (only with attention_bias),
           mlp_norm [L, H], w_gate/w_up [L, H, I], w_down [L, I, H]
-  A runner may fuse the projections that read the same input (`with_fused_projections`): w_qkv
-  [L, H, Hq*D + 2*Hkv*D] instead of wq/wk/wv and w_gate_up [L, H, 2*I] instead of w_gate/w_up.
-  A runner may also pack the matmul weights for the native CPU kernels (`with_packed_matmuls`): every
-  [..., K, N] matrix becomes strips of W columns, each stored whole: [..., N/W, ceil(K/2), W, 2] row pairs
-  for a bfloat16 model (pallas_kernels.layer_matmul_bf16.pack_pairs), [..., N/W, K, W] for float32
-  (pallas_kernels.layer_matmul.pack_strips).
+  A runner hands the tree to the matmul op's `pallas_kernels.matmul.prepare`, which may fuse the
+  projections that read the same input (w_qkv [L, H, Hq*D + 2*Hkv*D] instead of wq/wk/wv, w_gate_up
+  [L, H, 2*I] instead of w_gate/w_up), materialise a tied head, and pack the matrices for its backends
+  (pallas_kernels/matmul/layouts.py); `check_params` accepts those layouts.
 Loaders build this from checkpoints and call `check_params`; nothing else knows checkpoint names.
 """
 
@@ -20,6 +19,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from pallas_kernels.matmul import quantized
+from pallas_kernels.matmul.layouts import FUSED, packed_shapes
 
 
 def param_shapes(config) -> dict:
@@ -45,15 +47,14 @@ def param_shapes(config) -> dict:
     return shapes
 
 
-FUSED = {"w_qkv": ("wq", "wk", "wv"), "w_gate_up": ("w_gate", "w_up")}
-
-
 def check_params(params: dict, config, source: str = "params") -> None:
     """Raise ValueError naming every missing, unexpected or mis-shaped entry (either projection layout)."""
     problems = []
     expected = param_shapes(config)
     if config.tie_word_embeddings and isinstance(params, dict) and "lm_head" in params:
         expected["lm_head"] = (config.hidden_size, config.vocab_size)  # a materialised embed.T
+    if isinstance(params, dict) and quantized.is_quantized(params.get("embed")):
+        expected["embed"] = expected["embed"][::-1]  # kept packed as its tied head's [H, V] weight
     layers = params.get("layers") if isinstance(params, dict) else None
     for fused, parts in FUSED.items():
         if isinstance(layers, dict) and fused in layers:
@@ -76,18 +77,8 @@ def _compare(actual, expected, prefix, problems):
             problems.append(f"unexpected {name}")
         elif isinstance(expected[key], dict):
             _compare(actual[key], expected[key], name + ".", problems)
-        elif tuple(actual[key].shape) not in (expected[key], *_packed_shapes(expected[key])):
+        elif tuple(actual[key].shape) not in (expected[key], *packed_shapes(expected[key])):
             problems.append(f"{name} has shape {tuple(actual[key].shape)}, expected {expected[key]}")
-
-
-def _packed_shapes(shape: tuple) -> tuple:
-    """The shapes `with_packed_matmuls` may give a matrix of `shape` (none for vectors and norms)."""
-    if len(shape) < 2:
-        return ()
-    from pallas_kernels.layer_matmul import strips_shape
-    from pallas_kernels.layer_matmul_bf16 import packed_shape
-
-    return packed_shape(shape), strips_shape(shape)
 
 
 def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
@@ -105,57 +96,3 @@ def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
         for path, shape, k in zip(paths, leaves, keys)
     ]
     return jax.tree_util.tree_unflatten(treedef, arrays)
-
-
-def with_fused_projections(params: dict) -> dict:
-    """params with wq/wk/wv concatenated into w_qkv and w_gate/w_up into w_gate_up (new arrays; the
-    separate ones are dropped from the returned tree).
-
-    A small-batch step then streams the weights that read the same input in one matmul instead of three
-    or two: fewer kernel launches, and no small single-threaded matrix (docs/benchmarks/runner-raw-speed.md,
-    "Fused projections and padding rows"). Same memory once the caller lets the separate arrays go.
-    """
-    layers = dict(params["layers"])
-    for fused, parts in FUSED.items():
-        if fused not in layers:
-            layers[fused] = jnp.concatenate([layers.pop(part) for part in parts], axis=-1)
-    return {**params, "layers": layers}
-
-
-def packed_matrix_names(params: dict) -> list[str]:
-    """The layer matrices (3-d, [L, in, out]) that `with_packed_matmuls` packs, in params order."""
-    return [name for name, value in params["layers"].items() if value.ndim == 3]
-
-
-def with_packed_matmuls(params: dict) -> dict:
-    """params with every layer matrix and a present lm_head packed for the native CPU matmuls: bfloat16 as
-    row pairs in strips (pallas_kernels.layer_matmul_bf16.pack_pairs), float32 as strips
-    (pallas_kernels.layer_matmul.pack_strips); norms, biases and the embedding unchanged.
-
-    Same memory as the matrices they replace. bfloat16 (CPUs with AVX512_BF16): the pairs are what
-    vdpbf16ps reads, twice the multiply-adds per instruction of float32. Both: a strip stored whole makes
-    the kernel's walk down K sequential, which a weight-bound decode step needs.
-    """
-    from pallas_kernels.layer_matmul import pack_strips
-    from pallas_kernels.layer_matmul_bf16 import pack_pairs
-
-    pack = pack_pairs if params["embed"].dtype == jnp.bfloat16 else pack_strips
-    layers = dict(params["layers"])
-    for name in packed_matrix_names(params):
-        layers[name] = pack(layers[name])
-    packed = {**params, "layers": layers}
-    if "lm_head" in params:
-        packed["lm_head"] = pack(params["lm_head"])
-    return packed
-
-
-def with_materialised_head(params: dict, config) -> dict:
-    """Tied embeddings: params plus lm_head = a contiguous copy of embed.T, else params unchanged.
-
-    The LM head then streams [H, V] rows like every other matmul instead of XLA:CPU transposing the whole
-    embedding inside each step (docs/benchmarks/runner-raw-speed.md, "Native decode kernels"). Costs one
-    more embedding in memory (113 MB for SmolLM2-135M in float32).
-    """
-    if not config.tie_word_embeddings or "lm_head" in params:
-        return params
-    return {**params, "lm_head": jnp.transpose(params["embed"])}  # a new, contiguous array

@@ -16,26 +16,18 @@ the reductions over K (matmuls) and over the context (attention) are what this m
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 INVARIANT_ATTENTION = "cpu_batch_invariant"
 
 
 def batch_invariance_problem(config, dtype, kv_dtype, page_size: int) -> str | None:
     """None when a Runner for this model can be batch-invariant here, else why not (see the module docstring)."""
-    from pallas_kernels.layer_matmul import native_available as f32_matmul_problem
-    from pallas_kernels.layer_matmul_bf16 import native_available as bf16_matmul_problem
+    from pallas_kernels.matmul import native_problem
     from pallas_kernels.ragged_paged_attention import cpu_batch_invariant
 
     if jax.devices()[0].platform != "cpu":
         return f"no batch-invariant kernels for {jax.devices()[0].platform} yet (CPU only)"
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float32:
-        matmul = f32_matmul_problem()
-    elif dtype == jnp.bfloat16:
-        matmul = bf16_matmul_problem()
-    else:
-        matmul = f"no native matmul for {dtype.name} weights"
+    matmul = native_problem(dtype)
     if matmul:
         return f"the native matmul cannot run: {matmul}"
     attention = cpu_batch_invariant.check_available("cpu") or cpu_batch_invariant.unsupported_reason(

@@ -38,12 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from pallas_kernels.layer_matmul import native_available as native_matmul_available
-from pallas_kernels.layer_matmul import native_max_rows
-from pallas_kernels.layer_matmul_bf16 import native_available as native_bf16_matmul_available
+from pallas_kernels import matmul
 from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import copy_pages, init_kv_pages
-from trellis_jax.model.params import with_fused_projections, with_materialised_head, with_packed_matmuls
 from trellis_jax.runner import wire
 from trellis_jax.runner.buckets import Bucket, BucketSet, powers_of_two, prefill_friendly
 from trellis_jax.runner.compile_cache import enable_persistent_compile_cache
@@ -93,21 +90,10 @@ class Runner:
     ):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
-        `materialise_head`: with tied embeddings, keep a contiguous copy of embed.T as the LM head (one
-        more embedding in memory, a faster head on CPU); None = only where the native CPU matmul runs.
-        `fuse_projections`: keep wq/wk/wv and w_gate/w_up concatenated (params.with_fused_projections), so
-        a small-batch step streams them in two matmuls instead of five; same memory. None = where the
-        native CPU matmul runs.
-        `pack_bf16`: with a bfloat16 model, pack the matmul weights as row pairs for the native AVX512_BF16
-        kernel (params.with_packed_matmuls; same memory; head materialised and projections fused too).
-        None = where that kernel runs.
-        `pack_f32`: with a float32 model, store the matmul weights as column strips (params.with_packed_matmuls)
-        that the native kernel reads sequentially (faster decode; docs/benchmarks/runner-raw-speed.md). None =
-        where that kernel runs every step (its AVX-512 build; the AVX2 build hands big steps to XLA, which
-        reads only the plain layout).
+        `materialise_head`, `fuse_projections`, `pack_bf16`, `pack_f32`: weight layouts for the matmul op,
+        None = its choice for this machine (`pallas_kernels.matmul.prepare` documents each).
         `batch_invariant`: a token row's floats do not depend on the rest of the step (runner/invariance.py);
-        attn_impl must then be None or "cpu_batch_invariant"; tied heads are materialised, float32 weights
-        stored as strips (every step takes the native matmul).
+        attn_impl must then be None or "cpu_batch_invariant"; every matmul takes the op's native kernel.
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         """
@@ -116,36 +102,21 @@ class Runner:
         self.batch_invariant = bool(batch_invariant)
         if self.batch_invariant:
             attn_impl = _invariant_attention(
-                self.config, self.params["embed"].dtype, self.kv_dtype, page_size, attn_impl
+                self.config,
+                getattr(self.params["embed"], "dtype", self.config.dtype),
+                self.kv_dtype,
+                page_size,
+                attn_impl,
             )
-            materialise_head = True  # the LM head must be a matrix the native kernel reads
-        bf16 = self.params["embed"].dtype == jnp.bfloat16
-        if pack_bf16 and not bf16:
-            raise ValueError(f"pack_bf16 needs a bfloat16 model, got {self.params['embed'].dtype}")
-        f32 = self.params["embed"].dtype == np.float32
-        if pack_f32 and not f32:
-            raise ValueError(f"pack_f32 needs a float32 model, got {self.params['embed'].dtype}")
-        pairs = bf16 and (pack_bf16 if pack_bf16 is not None else native_bf16_matmul_available() is None)
-        native_matmul = pairs or (f32 and native_matmul_available() is None)
-        if self.batch_invariant and not (pairs or f32):
-            raise ValueError("batch_invariant=True needs float32 weights, or bfloat16 ones packed (pack_bf16)")
-        # Strips where the native kernel runs every step: its AVX-512 build, or any build when batch-invariant.
-        strips = f32 and (
-            pack_f32 if pack_f32 is not None else native_matmul and (self.batch_invariant or native_max_rows() is None)
+        self.params = matmul.prepare(
+            self.params,
+            self.config,
+            materialise_head=materialise_head,
+            fuse_projections=fuse_projections,
+            pack_bf16=pack_bf16,
+            pack_f32=pack_f32,
+            batch_invariant=self.batch_invariant,
         )
-        if materialise_head if materialise_head is not None else native_matmul:
-            self.params = with_materialised_head(self.params, self.config)
-        if fuse_projections if fuse_projections is not None else native_matmul:
-            self.params = with_fused_projections(self.params)
-        if pairs or strips:
-            self.params = with_packed_matmuls(self.params)
-        elif bf16 and jax.devices()[0].platform == "cpu":
-            logger.warning(
-                "bfloat16 model without the native bf16 matmul (%s): its matmuls run through XLA's bf16 "
-                "dots, which are several times slower than float32 on CPU (BENCHMARKS.md); "
-                "--dtype float32 is faster here",
-                native_bf16_matmul_available() or "turned off",
-            )
         self.page_size = page_size
         self.kv_generation = 0  # bumped by every run(): whoever shares the runner can tell its pages were rewritten
         self.max_context_len = max_context_len or self.config.max_position_embeddings

@@ -5,18 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pallas_kernels.layer_matmul_bf16 as bf
-from pallas_kernels.layer_matmul import layer_matmul
+from pallas_kernels.matmul import api, native_bf16
 
 
 def _native_or_skip():
-    if reason := bf.native_available():
+    if reason := native_bf16.available():
         pytest.skip(reason)
 
 
 def _built_or_skip():
     """Skip only where the library cannot be built: its portable loops (no AVX512_BF16) must be exact too."""
-    reason = bf.native_available()
+    reason = native_bf16.available()
     if reason and "AVX512_BF16" not in reason:
         pytest.skip(reason)
 
@@ -36,15 +35,15 @@ def _exact(x, w, layer):
 @pytest.mark.parametrize("k,n,width", [(6, 5, 5), (7, 5, 5), (6, 96, 48), (7, 32, 16), (4, 80, 16)])
 def test_pack_round_trip_keeps_every_weight(k, n, width):
     _, w = _inputs(1, k, n)
-    packed = bf.pack_pairs(w)
+    packed = native_bf16.pack_pairs(w)
     assert packed.shape == (3, n // width, (k + 1) // 2, width, 2) and packed.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(bf.unpack_pairs(packed)[:, :k], w)
-    assert not np.asarray(bf.unpack_pairs(packed)[:, k:], np.float32).any()  # odd K: a zero row
+    np.testing.assert_array_equal(native_bf16.unpack_pairs(packed)[:, :k], w)
+    assert not np.asarray(native_bf16.unpack_pairs(packed)[:, k:], np.float32).any()  # odd K: a zero row
 
 
 def test_pack_stores_each_strip_whole():
     _, w = _inputs(1, 4, 96, layers=1)
-    packed = np.asarray(bf.pack_pairs(w), np.float32)[0]  # [S=2, K2=2, W=48, 2]
+    packed = np.asarray(native_bf16.pack_pairs(w), np.float32)[0]  # [S=2, K2=2, W=48, 2]
     w = np.asarray(w, np.float32)[0]
     for s, k2, j, p in [(0, 0, 0, 0), (1, 0, 5, 1), (1, 1, 47, 0), (0, 1, 20, 1)]:
         assert packed[s, k2, j, p] == w[2 * k2 + p, 48 * s + j]
@@ -69,22 +68,22 @@ def test_pack_stores_each_strip_whole():
 def test_native_matches_the_exact_products(rows, k, n):
     _built_or_skip()
     x, w = _inputs(rows, k, n, seed=rows + k + n)
-    y = bf.packed_matmul(x, bf.pack_pairs(w), 1, implementation="native")
+    y = api.linear(x, native_bf16.pack_pairs(w), 1, implementation="native")
     assert y.dtype == jnp.bfloat16
-    y32 = bf.packed_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 1, implementation="native")
+    y32 = api.linear(x.astype(jnp.float32), native_bf16.pack_pairs(w), 1, implementation="native")
     np.testing.assert_allclose(np.asarray(y32), _exact(x, w, 1), rtol=2e-5, atol=2e-4 * np.sqrt(k))
 
 
 def test_reference_matches_the_exact_products():
     x, w = _inputs(5, 33, 40)
-    y = bf.packed_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 2, implementation="xla")
+    y = api.linear(x.astype(jnp.float32), native_bf16.pack_pairs(w), 2, implementation="xla")
     np.testing.assert_allclose(np.asarray(y), _exact(x, w, 2), rtol=1e-5, atol=1e-4)
 
 
 def test_rows_past_the_valid_count_are_zero():
     _native_or_skip()
     x, w = _inputs(11, 48, 64)
-    y = np.asarray(bf.packed_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 0, 5, implementation="native"))
+    y = np.asarray(api.linear(x.astype(jnp.float32), native_bf16.pack_pairs(w), 0, 5, implementation="native"))
     assert not y[5:].any()
     np.testing.assert_allclose(y[:5], _exact(x, w, 0)[:5], rtol=2e-5, atol=2e-3)
 
@@ -92,11 +91,9 @@ def test_rows_past_the_valid_count_are_zero():
 def test_native_inside_a_scan_reads_each_layer():
     _native_or_skip()
     x, w = _inputs(2, 48, 40, layers=5)
-    packed = bf.pack_pairs(w)
+    packed = native_bf16.pack_pairs(w)
     scan = jax.jit(
-        lambda x, w: jax.lax.scan(
-            lambda c, l: (c, bf.packed_matmul(x, w, l, implementation="native")), 0, jnp.arange(5)
-        )[1]
+        lambda x, w: jax.lax.scan(lambda c, l: (c, api.linear(x, w, l, implementation="native")), 0, jnp.arange(5))[1]
     )
     expected = np.einsum("mk,lkn->lmn", np.asarray(x, np.float64), np.asarray(w, np.float64))
     np.testing.assert_allclose(np.asarray(scan(x.astype(jnp.float32), packed)), expected, rtol=2e-5, atol=2e-3)
@@ -104,14 +101,14 @@ def test_native_inside_a_scan_reads_each_layer():
 
 def test_layer_matmul_dispatches_packed_weights():
     x, w = _inputs(3, 16, 24)
-    y = layer_matmul(x.astype(jnp.float32), bf.pack_pairs(w), 1)
+    y = api.linear(x.astype(jnp.float32), native_bf16.pack_pairs(w), 1)
     np.testing.assert_allclose(np.asarray(y), _exact(x, w, 1), rtol=2e-5, atol=1e-3)
 
 
 def test_mismatched_shapes_are_a_clear_error():
     x, w = _inputs(2, 16, 8)
     with pytest.raises(ValueError, match=r"packed w \[L, S, ceil\(K/2\), W, 2\]"):
-        bf.packed_matmul(x[:, :12], bf.pack_pairs(w), 0)
+        api.linear(x[:, :12], native_bf16.pack_pairs(w), 0)
 
 
 def test_a_cpu_without_avx512_bf16_is_not_chosen(monkeypatch):
@@ -119,8 +116,8 @@ def test_a_cpu_without_avx512_bf16_is_not_chosen(monkeypatch):
         def TrellisLayerMatmulBf16IsVectorized(self):
             return 0
 
-    monkeypatch.setattr(bf, "load_target", lambda *_: PortableBuild())
-    assert "AVX512_BF16" in bf.native_available()
+    monkeypatch.setattr(native_bf16, "load_target", lambda *_: PortableBuild())
+    assert "AVX512_BF16" in native_bf16.available()
 
 
 @pytest.mark.parametrize("implementation", ["native", "xla"])
@@ -128,7 +125,7 @@ def test_out_dtype_float32_returns_the_unrounded_sums_of_bf16_inputs(implementat
     if implementation == "native":
         _built_or_skip()
     x, w = _inputs(6, 64, 48, seed=7)
-    y = layer_matmul(x, bf.pack_pairs(w), 0, implementation=implementation, out_dtype=jnp.float32)
+    y = api.linear(x, native_bf16.pack_pairs(w), 0, implementation=implementation, out_dtype=jnp.float32)
     assert y.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(y), _exact(x, w, 0), rtol=2e-5, atol=2e-3)
     assert not np.array_equal(np.asarray(y), np.asarray(y.astype(jnp.bfloat16), np.float32))  # not rounded

@@ -1,13 +1,11 @@
-"""x @ w[layer] for stacked weights packed as bfloat16 row pairs: the bf16 CPU path of `layer_matmul`.
+"""The native bfloat16 CPU backend of the matmul op: x @ w[layer] for weights packed as bfloat16 row pairs.
 
 Contract: `pack_pairs(w)` turns [..., K, N] weights into [..., N/W, ceil(K/2), W, 2] bfloat16: strips of
 W = `strip_width(N)` columns (48 or 16 where they divide N, else all N), each strip stored whole, rows 2i
-and 2i+1 interleaved per column (an odd K gets a zero row). `packed_matmul(x, wp, layer, rows, out_dtype=None)`:
-x [M, K] (any float dtype) @ w[layer] -> [M, N] in out_dtype (default x's dtype), where x is rounded to
-bfloat16 and the products of the bf16 values are summed in float32; rows past `rows` are zero.
-`implementation`: "native" (the C++ CPU custom call in native/layer_matmul_bf16.cc, needs AVX512_BF16),
-"xla" (unpack and a float32 dot: the reference, and the fallback elsewhere), or None to pick native where
-it runs.
+and 2i+1 interleaved per column (an odd K gets a zero row); `unpack_pairs` inverts it. `matmul(x, wp,
+layer, rows, out_dtype)`: x [M, K] (any float dtype), rounded to bfloat16, @ unpack(wp[layer]) -> [M, N],
+the products of the bf16 values summed in float32 by the C++ CPU custom call in native/layer_matmul_bf16.cc
+(needs AVX512_BF16); rows past `rows` are zero and not computed. `available()`: None where it runs, else why.
 
 Why: on CPUs with AVX512_BF16 (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+), one vdpbf16ps does
 twice the multiply-adds of a float32 FMA and the packed weights are half the bytes, so a bfloat16
@@ -29,7 +27,7 @@ TARGET = "trellis_layer_matmul_bf16"
 
 def is_packed(w) -> bool:
     """Whether `w` is in pack_pairs' layout ([..., S, K/2, W, 2] bfloat16)."""
-    return w.ndim >= 4 and w.shape[-1] == 2 and w.dtype == jnp.bfloat16
+    return hasattr(w, "dtype") and w.ndim >= 4 and w.shape[-1] == 2 and w.dtype == jnp.bfloat16
 
 
 def strip_width(n: int) -> int:
@@ -68,53 +66,28 @@ def unpack_pairs(wp):
     return pairs.reshape(*lead, 2 * k2, strips * width)
 
 
-def native_available() -> str | None:
+def _load():
+    return load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
+
+
+def available() -> str | None:
     """None when the native kernel can run here, else the reason."""
-    return cpu_kernel_unavailable(
-        lambda: load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET),
-        "TrellisLayerMatmulBf16IsVectorized",
-        "this CPU (or build) has no AVX512_BF16",
-    )
+    return cpu_kernel_unavailable(_load, "TrellisLayerMatmulBf16IsVectorized", "this CPU (or build) has no AVX512_BF16")
 
 
-def _padded_bf16(x, wp):
+def padded_bf16(x, wp):
+    """x rounded to bfloat16, with a zero column where K is odd (the packed zero row)."""
     x = x.astype(jnp.bfloat16)
     missing = 2 * packed_dims(wp)[0] - x.shape[1]
     return jnp.pad(x, [(0, 0), (0, missing)]) if missing else x
 
 
-def _mask_rows(y, rows):
-    if rows is None:
-        return y
-    return jnp.where(jnp.arange(y.shape[0])[:, None] < rows, y, jnp.zeros((), y.dtype))
-
-
-def reference_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
-    w = unpack_pairs(jax.lax.dynamic_index_in_dim(wp, layer, axis=0, keepdims=False)).astype(jnp.float32)
-    y = jnp.dot(_padded_bf16(x, wp).astype(jnp.float32), w, precision=jax.lax.Precision.HIGHEST)
-    return _mask_rows(y, rows).astype(out_dtype or x.dtype)
-
-
-def native_packed_matmul(x, wp, layer, rows=None, out_dtype=None):
-    load_target("layer_matmul_bf16.cc", "TrellisLayerMatmulBf16", TARGET)
+def matmul(x, wp, layer, rows=None, out_dtype=None):
+    """x [M, K] @ unpack(wp[layer]) (wp [L, S, K2, W, 2]) -> [M, N] in out_dtype (default x's dtype)."""
+    _load()
     call = jax.ffi.ffi_call(
         TARGET, jax.ShapeDtypeStruct((x.shape[0], packed_dims(wp)[1]), jnp.float32), vmap_method="sequential"
     )
     rows = x.shape[0] if rows is None else rows
-    y = call(_padded_bf16(x, wp), wp, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
+    y = call(padded_bf16(x, wp), wp, jnp.asarray(layer, jnp.int32), jnp.asarray(rows, jnp.int32))
     return y.astype(out_dtype or x.dtype)
-
-
-def packed_matmul(x, wp, layer, rows=None, *, implementation=None, out_dtype=None):
-    """x [M, K] @ unpack(wp[layer]) -> [M, N] in out_dtype (default x's dtype); see the module docstring.
-    The sums are float32 either way: out_dtype=float32 skips rounding them to bfloat16."""
-    if x.ndim != 2 or wp.ndim != 5 or not is_packed(wp) or x.shape[1] not in (2 * wp.shape[2], 2 * wp.shape[2] - 1):
-        raise ValueError(
-            f"layer_matmul: x must be [M, K] and packed w [L, S, ceil(K/2), W, 2] bfloat16, got "
-            f"{x.shape} and {wp.shape} {wp.dtype}"
-        )
-    if implementation not in (None, "native", "xla"):
-        raise ValueError(f"layer_matmul: unknown implementation {implementation!r}; use 'native', 'xla' or None")
-    if implementation == "native" or (implementation is None and native_available() is None):
-        return native_packed_matmul(x, wp, layer, rows, out_dtype)
-    return reference_packed_matmul(x, wp, layer, rows, out_dtype)

@@ -1,0 +1,147 @@
+"""GGUF 32-element block quantizations (Q8_0, Q4_0, Q4_1) kept packed: the matmul op's quantized layout.
+
+Contract: a `QuantizedWeight` stands for a float matrix [..., K, N] (K = the input features, grouped by 32
+along K, as GGUF groups each output row) and holds, per output column n and group g:
+  codes  [..., N, K/32, 32] int8 (Q8_0) or [..., N, K/32, 16] uint8 (Q4_0/Q4_1: byte j holds element j in
+         its low nibble and element j+16 in its high one, GGUF's own order);
+  scales [..., N, K/32] float16 (GGUF's d); mins [..., N, K/32] float16 (Q4_1's m; None otherwise).
+Element (k, n) is d*q (Q8_0), d*(q-8) (Q4_0) or d*q + m (Q4_1), computed in float32 exactly as
+`gguf.quants.dequantize` does: the repacking is lossless (tests/kernels/test_matmul_quantized.py checks
+every tensor of the default model bit for bit). It is a pytree (the format is static), so the layer scan
+slices it like the float weights, and `shape` / `ndim` give the logical shape params checks expect.
+`from_gguf(raw, fmt, rows, cols)`: one GGUF tensor's raw block bytes -> QuantizedWeight [cols, rows] (numpy).
+`dequantize_numpy(w)` -> the float32 [..., N, K] rows as GGUF lays them out (the oracle's arithmetic);
+`dequantize(w)` the same in jnp; `stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`,
+`gather_columns(w, ids)` (an embedding lookup on a packed embedding, stored as its tied head [H, V]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+GROUP = 32
+FORMATS = ("Q8_0", "Q4_0", "Q4_1")
+_BLOCK_BYTES = {"Q8_0": 2 + 32, "Q4_0": 2 + 16, "Q4_1": 4 + 16}
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclass(frozen=True)
+class QuantizedWeight:
+    codes: object
+    scales: object
+    mins: object
+    fmt: str
+
+    def tree_flatten(self):
+        return (self.codes, self.scales, self.mins), self.fmt
+
+    @classmethod
+    def tree_unflatten(cls, fmt, children):
+        return cls(*children, fmt)
+
+    @property
+    def shape(self) -> tuple:
+        *lead, n, groups, _ = self.codes.shape
+        return (*lead, groups * GROUP, n)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in (self.codes, self.scales, self.mins) if a is not None)
+
+
+def is_quantized(w) -> bool:
+    return isinstance(w, QuantizedWeight)
+
+
+def from_gguf(raw, fmt: str, rows: int, cols: int) -> QuantizedWeight:
+    """GGUF blocks of a [rows, cols] tensor (torch layout: rows = outputs N, cols = inputs K) -> the packed
+    [K, N] weight, numpy-backed. Lossless: the bytes are split, not converted."""
+    if fmt not in FORMATS:
+        raise ValueError(f"not a packed format: {fmt}; use one of {FORMATS}")
+    if cols % GROUP:
+        raise ValueError(f"{fmt}: {cols} input features are not a whole number of {GROUP}-blocks")
+    blocks = np.asarray(raw, np.uint8).reshape(rows, cols // GROUP, _BLOCK_BYTES[fmt])
+    scales = np.ascontiguousarray(blocks[..., 0:2]).view(np.float16)[..., 0]
+    if fmt == "Q8_0":
+        return QuantizedWeight(np.ascontiguousarray(blocks[..., 2:]).view(np.int8), scales, None, fmt)
+    if fmt == "Q4_0":
+        return QuantizedWeight(np.ascontiguousarray(blocks[..., 2:]), scales, None, fmt)
+    mins = np.ascontiguousarray(blocks[..., 2:4]).view(np.float16)[..., 0]
+    return QuantizedWeight(np.ascontiguousarray(blocks[..., 4:]), scales, mins, fmt)
+
+
+def _dequantize(w: QuantizedWeight, xp):
+    d = w.scales.astype(xp.float32)[..., None]
+    if w.fmt == "Q8_0":
+        q = w.codes.astype(xp.float32)
+        values = q * d
+    else:
+        nibbles = xp.concatenate([w.codes & 0x0F, w.codes >> 4], axis=-1)  # elements 0..15, then 16..31
+        if w.fmt == "Q4_0":
+            values = d * (nibbles.astype(xp.int8) - 8).astype(xp.float32)
+        else:
+            values = d * nibbles.astype(xp.float32) + w.mins.astype(xp.float32)[..., None]
+    *lead, n, groups, _ = values.shape
+    return values.reshape(*lead, n, groups * GROUP)
+
+
+def dequantize_numpy(w: QuantizedWeight) -> np.ndarray:
+    """float32 [..., N, K] (GGUF's row layout), with gguf.quants' arithmetic."""
+    return _dequantize(w, np)
+
+
+def dequantize(w: QuantizedWeight):
+    """float32 [..., N, K] in jnp (inside a jitted step: the layer's matrix, then a dot)."""
+    return _dequantize(w, jnp)
+
+
+def _map(fn, *ws):
+    mins = None if ws[0].mins is None else fn([w.mins for w in ws])
+    return QuantizedWeight(fn([w.codes for w in ws]), fn([w.scales for w in ws]), mins, ws[0].fmt)
+
+
+def _same_format(ws):
+    formats = {w.fmt for w in ws}
+    if len(formats) != 1:
+        raise ValueError(f"cannot combine quantized weights of formats {sorted(formats)}")
+
+
+def stack(ws) -> QuantizedWeight:
+    """Per-layer weights -> one [L, K, N] weight (numpy-backed in, jnp arrays out)."""
+    _same_format(ws)
+    return _map(lambda parts: jnp.asarray(np.stack(parts)), *ws)
+
+
+def concatenate(ws) -> QuantizedWeight:
+    """Weights reading the same input, joined along N (the fused projections)."""
+    _same_format(ws)
+    return _map(lambda parts: jnp.concatenate(parts, axis=-3 if parts[0].ndim == ws[0].codes.ndim else -2), *ws)
+
+
+def gather_columns(w: QuantizedWeight, ids):
+    """float32 [len(ids), K]: the dequantized output columns `ids` of an unstacked [K, N] weight, as rows
+    (an embedding kept packed is its tied head's [H, V] weight: a lookup is a gather of head columns)."""
+    return dequantize(jax.tree.map(lambda a: a[ids], w))
+
+
+def to_device(w: QuantizedWeight) -> QuantizedWeight:
+    """A numpy-backed weight as jnp arrays."""
+    return jax.tree.map(jnp.asarray, w)
+
+
+def take(w: QuantizedWeight, index) -> QuantizedWeight:
+    """w[index] along the leading (layer) axis."""
+    return jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, index, axis=0, keepdims=False), w)
+
+
+def permute_rows(w: QuantizedWeight, permute) -> QuantizedWeight:
+    """w with `permute` (a function of a [N, ...] array) applied to its output rows (numpy)."""
+    return jax.tree_util.tree_map(permute, w)
