@@ -5,7 +5,8 @@ Contract:
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
                   attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False,
                   materialise_head=None, batch_invariant=False)
-  runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
+  runner.warmup(progress=True, workers=None, decode_steps=None)   compiles every bucket ahead of time
+      (and the multi-step programs for decode_steps, default the runner's); idempotent
   runner.run(plan) -> StepOutputs                 each call bumps runner.kv_generation by one
   runner.dispatch(plan) -> Launch; runner.collect(launch) -> StepOutputs    run() in two halves: dispatch
       returns once the step is queued on the device; collect waits for it and reads its tokens back. A
@@ -232,16 +233,18 @@ class Runner:
         return list(self._executables)
 
     # ---- compilation ----------------------------------------------------------------------------
-    def warmup(self, progress: bool = True, workers: int | None = None) -> float:
-        """Compile every bucket not compiled yet; returns the seconds spent.
+    def warmup(self, progress: bool = True, workers: int | None = None, decode_steps: int | None = None) -> float:
+        """Compile every bucket not compiled yet, and the multi-step program of every decode bucket for
+        `decode_steps` (default: the runner's; 1: none); returns the seconds spent.
 
         Tracing runs here, one bucket after another; the XLA compilations (which release the GIL) run on
         `workers` threads (default: one per CPU core), so warm-up scales with the cores.
         """
         start = time.perf_counter()
         missing = [(b, 1) for b in self.buckets.all() if b not in self._executables]
-        if self.decode_steps > 1:
-            missing += [(b, self.decode_steps) for b in self.decode_buckets()]
+        steps = self.decode_steps if decode_steps is None else decode_steps
+        if steps > 1:
+            missing += [(b, steps) for b in self.decode_buckets()]
             missing = [key for key in missing if key[1] == 1 or key not in self._multi_executables]
         workers = max(1, min(workers or os.cpu_count() or 1, len(missing) or 1))
         with (
