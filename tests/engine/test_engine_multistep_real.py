@@ -140,3 +140,19 @@ def test_logprobs_match(loaded, runner):
     assert [t.token_id for t in outputs[K]] == [t.token_id for t in outputs[1]]
     assert [[i for i, _ in t.top_logprobs] for t in outputs[K]] == [[i for i, _ in t.top_logprobs] for t in outputs[1]]
     assert [t.logprob for t in outputs[K]] == pytest.approx([t.logprob for t in outputs[1]], abs=1e-5)
+
+
+def test_grammar_rows_beside_plain_rows_match(loaded, runner):
+    from trellis_jax.engine.structured import StructuredOutput
+
+    json_object = SamplingParams(
+        temperature=1.0, seed=3, max_tokens=12, structured_output=StructuredOutput("json_object")
+    )
+    plain = [(rid, prompt, GREEDY.with_updates(max_tokens=30)) for rid, prompt, _ in prompts(2)]
+    outputs = assert_same(loaded, runner, [("json", prompts(1)[0][1], json_object), *plain])
+    assert outputs["json"][0][2].startswith("{")
+
+
+def test_seeded_sampling_matches(loaded, runner):
+    seeded = SamplingParams(temperature=0.9, top_p=0.9, seed=11, max_tokens=13, ignore_eos=True)
+    assert_same(loaded, runner, prompts(3, params=seeded))
