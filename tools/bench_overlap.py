@@ -1,13 +1,18 @@
-"""The overlapped engine loop against the synchronous one, side by side in one run (one runner per model).
+"""The overlapped engine loop against the synchronous one, and multi-step decode (--decode-steps k), side by
+side in one run (one runner per model).
 
     PYTHONPATH=. .venv/bin/python tools/bench_overlap.py                      # tiny preset + default model
     PYTHONPATH=. .venv/bin/python tools/bench_overlap.py --models tiny-llama --batches 1 --steps 8   # smoke
+    PYTHONPATH=. .venv/bin/python tools/bench_overlap.py --overlap off --decode-steps 1 4 8 16   # multi-step
 
-For each model, batch size and loop (overlap off / on), a fresh engine decodes `batch` greedy requests;
-once every request has its first token, `--steps` engine steps are timed. Printed per row:
-  steps/s        engine steps per wall second (one token per request per step);
+For each model, batch size, loop (overlap off / on) and k (decode steps per device call), a fresh engine
+decodes `batch` greedy requests of max_tokens 1 + `--steps`; once every request has its first token, the
+rest of the run is timed (`--steps` tokens per request: with k = 1 that many engine steps). Printed per row:
+  steps/s        engine steps per wall second;
+  tok/s          output tokens per wall second, all requests together;
   host ms/step   wall time inside Engine.step() not spent waiting for the device (schedule, pack, encode,
-                 dispatch, read-back, commit, detokenize);
+                 dispatch, read-back, commit, detokenize), per engine step;
+  host us/tok    the same, per output token;
   idle %         the device's idle share: sum over steps of (dispatch of step n+1 - completion of step n, when
                  positive) over (completion of the last step - dispatch of the first). Completion is stamped
                  by a thread blocked on each step's sampled tokens, dispatch when runner.dispatch returns.
@@ -91,26 +96,26 @@ class TimedRunner:
 def measure(config: EngineConfig, loaded, runner, batch: int, steps: int, prompt_len: int) -> dict:
     timeline = Timeline()
     engine, _ = build_engine(config, loaded, TimedRunner(runner, timeline))
-    params = SamplingParams(temperature=0, max_tokens=steps + 8, ignore_eos=True)
+    params = SamplingParams(temperature=0, max_tokens=1 + steps, ignore_eos=True)
     for i in range(batch):
         engine.add_request(f"r{i}", [(7 * i + j) % 200 + 10 for j in range(prompt_len)], params)
     started: set[str] = set()
     while len(started) < batch:  # prefill until every request decodes
         started.update(d.request_id for d in engine.step() if d.token_ids)
-    engine.step()
     timeline.reset()
-    start = time.perf_counter()
-    for _ in range(steps):
-        engine.step()
+    start, num_steps, tokens = time.perf_counter(), 0, 0
+    while engine.has_unfinished():  # every request's remaining tokens
+        tokens += sum(len(d.token_ids) for d in engine.step())
+        num_steps += 1
     wall = time.perf_counter() - start
-    result = {
-        "steps_per_s": steps / wall,
-        "host_ms_per_step": 1000 * (wall - timeline.waited) / steps,
+    host = wall - timeline.waited
+    return {
+        "steps_per_s": num_steps / wall,
+        "tokens_per_s": tokens / wall,
+        "host_ms_per_step": 1000 * host / num_steps,
+        "host_us_per_token": 1e6 * host / max(tokens, 1),
         "idle_share": timeline.idle_share(),
     }
-    while engine.has_unfinished():  # the engine is dropped after: let its requests run out
-        engine.step()
-    return result
 
 
 def bench(args) -> list[dict]:
@@ -127,29 +132,32 @@ def bench(args) -> list[dict]:
             compile_cache_dir=default_compile_cache_dir(),
         )
         runner = make_runner(base, loaded)
+        for k in args.decode_steps:
+            runner.warmup(progress=False, decode_steps=k)  # every k's programs before anything is timed
         for batch in args.batches:
             for _ in range(args.rounds):
-                for overlap in (False, True):
-                    config = EngineConfig(**{**base.__dict__, "overlap": overlap})
-                    result = measure(config, loaded, runner, batch, args.steps, args.prompt_len)
-                    rows.append({"model": model, "batch": batch, "overlap": overlap, **result})
+                for overlap in [_OVERLAP[o] for o in args.overlap]:
+                    for k in args.decode_steps:
+                        config = EngineConfig(**{**base.__dict__, "overlap": overlap, "decode_steps": k})
+                        result = measure(config, loaded, runner, batch, args.steps, args.prompt_len)
+                        rows.append({"model": model, "batch": batch, "overlap": overlap, "k": k, **result})
     return rows
 
 
+_OVERLAP = {"off": False, "on": True}
+_METRICS = ("steps_per_s", "tokens_per_s", "host_ms_per_step", "host_us_per_token", "idle_share")
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    """The median of each (model, batch, overlap) over its rounds."""
-    keys = sorted({(r["model"], r["batch"], r["overlap"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    """The median of each (model, batch, overlap, k) over its rounds, in the order they first ran."""
+    keys = list(dict.fromkeys((r["model"], r["batch"], r["overlap"], r["k"]) for r in rows))
     out = []
     for key in keys:
-        group = [r for r in rows if (r["model"], r["batch"], r["overlap"]) == key]
+        group = [r for r in rows if (r["model"], r["batch"], r["overlap"], r["k"]) == key]
         out.append(
             {
-                "model": key[0],
-                "batch": key[1],
-                "overlap": key[2],
-                **{
-                    m: statistics.median(r[m] for r in group) for m in ("steps_per_s", "host_ms_per_step", "idle_share")
-                },
+                **dict(zip(("model", "batch", "overlap", "k"), key)),
+                **{m: statistics.median(r[m] for r in group) for m in _METRICS},
             }
         )
     return out
@@ -157,13 +165,14 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | batch | overlap | steps/s | host ms/step | device idle |",
-        "|---|---:|---|---:|---:|---:|",
+        "| model | batch | overlap | k | steps/s | tok/s | host ms/step | host us/tok | device idle |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['batch']} | {'on' if r['overlap'] else 'off'} | {r['steps_per_s']:.1f} "
-            f"| {r['host_ms_per_step']:.2f} | {100 * r['idle_share']:.1f} % |"
+            f"| {r['model']} | {r['batch']} | {'on' if r['overlap'] else 'off'} | {r['k']} | {r['steps_per_s']:.1f} "
+            f"| {r['tokens_per_s']:.1f} | {r['host_ms_per_step']:.2f} | {r['host_us_per_token']:.0f} "
+            f"| {100 * r['idle_share']:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -172,8 +181,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny-llama", "default"], help="presets, specs or 'default'")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--steps", type=int, default=40, help="timed engine steps per row")
-    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs per cell (median reported)")
+    parser.add_argument("--steps", type=int, default=40, help="timed tokens per request (k = 1: engine steps)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over every loop and k (median reported)")
+    parser.add_argument("--overlap", nargs="+", choices=sorted(_OVERLAP), default=["off", "on"], help="loops to run")
+    parser.add_argument("--decode-steps", type=int, nargs="+", default=[1], help="k values (multi-step decode)")
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--json", default=None, help="also write every row here")
     return parser.parse_args(argv)

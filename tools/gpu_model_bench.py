@@ -9,6 +9,9 @@ Imports only jax/numpy and this repo (the GPU image has no gguf). Runs on CPU to
 `decode_b<N>_fed` rows: the same decode steps pipelined as the overlapped engine loop runs them (step n+1
 dispatched with its tokens fed on the device from step n, before step n's tokens are read back), so the
 host's packing and read-back overlap the device's work (issue 19).
+`decode_b<N>_k<K>` rows: multi-step decode (`--decode-steps K`, default 8): one device call runs K decode
+iterations (StepPlan.decode_steps), so the host's work is paid once per K tokens; ms is per token position
+(the call's wall time / K), tok/s counts all K tokens of every row.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def bench(args) -> dict:
     params = init_params(config, jax.random.key(0))
     steps = args.repeats + 1
     # --profile decodes two steps further than the timed plans: size pages and context for those too.
-    longest = args.context + steps + 3
+    longest = args.context + steps + 3 + args.decode_steps
     per_seq = pages_for(longest, args.page_size)
     num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + max(args.batches) * per_seq
     decode_buckets = {max(MIN_TOKEN_BUCKET, b) for b in args.batches}
@@ -105,6 +108,7 @@ def bench(args) -> dict:
         seq_buckets=sorted(decode_buckets),
         max_context_len=max(args.prefill_tokens, longest),
         attn_impl=args.attn_impl,
+        decode_steps=args.decode_steps,
     )
     results = {
         "device": str(jax.devices()[0]),
@@ -114,6 +118,7 @@ def bench(args) -> dict:
         "warmup_seconds": runner.warmup(),
         "kv_pool": runner.kv_pool.describe(),
     }
+    compiled_at_warmup = runner.num_compilations
     plan = prefill_plan(args.prefill_tokens, args.page_size)
     wall, _ = median_time(lambda: runner.run(plan), args.repeats)
     flops = config.prefill_flops(args.prefill_tokens)
@@ -125,7 +130,7 @@ def bench(args) -> dict:
     }
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
     for batch in args.batches:
-        plans = decode_plans(batch, args.context, steps, args.page_size, first_page)
+        plans = decode_plans(batch, args.context, steps + args.decode_steps, args.page_size, first_page)[:steps]
         runner.run(plans[0])
         wall = statistics.median(median_time(lambda p=p: runner.run(p), 1)[0] for p in plans[1:])
         moved = config.weight_bytes() + batch * (args.context + 1) * config.kv_bytes_per_token()
@@ -138,11 +143,22 @@ def bench(args) -> dict:
         }
         results[f"decode_b{batch}_fed"] = dict(results[f"decode_b{batch}"], **pipelined(runner, plans, batch))
         results[f"decode_b{batch}_fed"]["tbps"] = moved / (results[f"decode_b{batch}_fed"]["ms"] / 1000) / 1e12
+        if args.decode_steps > 1:
+            k = args.decode_steps
+            multi = StepPlan([replace(w, num_steps=k) for w in plans[0].sequences], decode_steps=k)
+            wall, _ = median_time(lambda m=multi: runner.run(m), args.repeats)
+            results[f"decode_b{batch}_k{k}"] = {
+                "batch": batch,
+                "context": args.context,
+                "ms": 1000 * wall / k,
+                "tok/s": batch * k / wall,
+                "tbps": k * moved / wall / 1e12,
+            }
     if args.profile:
         for batch in args.batches:
             plan = decode_plans(batch, args.context, steps + 2, args.page_size, first_page)[-1]
             results[f"profile_decode_b{batch}"] = profile(runner, plan, args.repeats)
-    results["compilations_after_warmup"] = runner.num_compilations - len(runner.compiled_buckets)
+    results["compilations_after_warmup"] = runner.num_compilations - compiled_at_warmup
     return results
 
 
@@ -176,7 +192,7 @@ def table(results: dict) -> str:
     for name, r in results.items():
         if name == "prefill" or (name.startswith("decode_b") and "tbps" in r):
             rate = f"{r['tflops']:.0f} TFLOP/s" if name == "prefill" else f"{r['tbps']:.2f} TB/s"
-            unit, goal = TARGETS.get(name.removesuffix("_fed"), ("", None))
+            unit, goal = TARGETS.get(name.removesuffix("_fed").split("_k")[0], ("", None))
             target = f"{'<=' if unit == 'ms' else '>='} {goal:g} {unit}" if goal else "-"
             lines.append(f"| {name} | {r['ms']:.2f} | {r['tok/s']:.0f} | {rate} | {target} |")
     for key, parts in results.items():
@@ -194,6 +210,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--attn-impl", default=None)
+    parser.add_argument("--decode-steps", type=int, default=8, help="K of the decode_b<N>_k<K> rows (1: none)")
     parser.add_argument(
         "--profile", action="store_true", help="split each decode step: runner vs forward vs attention vs sampler"
     )

@@ -60,6 +60,11 @@ class SequenceWork:
     tokens its grammar allows next, packed int32 words (runner/constraints.py), any int32 sequence such as a
     numpy array. Not None = this row's token must reach the host before the sequence's next mask can be
     computed (an overlapped loop falls back to a synchronous step for it).
+    `num_steps` (a decode row of a multi-step plan, `StepPlan.decode_steps` > 1): how many of the plan's
+    decode_steps tokens this row may keep (max_tokens, the context cap and its pages bound it); `page_ids`
+    then covers the positions of those tokens too. The runner samples decode_steps tokens for every row;
+    the scheduler drops those past num_steps (their KV lands in the row's own pages past what it keeps,
+    or in the sink page, and is never published).
     """
 
     request_id: str
@@ -72,6 +77,7 @@ class SequenceWork:
     penalty_context: list[int] = field(default_factory=list)
     prompt_token_ids: list[int] = field(default_factory=list)
     bitmask: object = None
+    num_steps: int = 1
 
     @property
     def kv_len(self) -> int:
@@ -85,10 +91,15 @@ class StepPlan:
     `page_copies` (src, dst): before computing, copy every position of page src into page dst (all
     layers, K and V). A newly admitted request reuses the first tokens of a cached page that way; its
     work then starts after them, and positions past them are overwritten or never read.
+    `decode_steps` k > 1 (multi-step decode): every row is a one-token decode that samples; the runner runs
+    k forward+sample iterations in one device call, each feeding its sampled ids to the next (positions and
+    KV slots advanced on the device from the page-table rows), and returns k tokens per row
+    (`StepOutputs.more` holds tokens 2..k). No page copies, penalties or grammar rows in such a plan.
     """
 
     sequences: list[SequenceWork]
     page_copies: list[tuple[int, int]] = field(default_factory=list)
+    decode_steps: int = 1
 
     @property
     def num_tokens(self) -> int:
@@ -110,6 +121,8 @@ class SampledToken:
 
 @dataclass(frozen=True)
 class StepOutputs:
-    """request_id -> sampled token, for every sequence of the plan with sample=True."""
+    """request_id -> sampled token, for every sequence of the plan with sample=True; after a multi-step
+    plan (`StepPlan.decode_steps` k > 1) `more[request_id]` are the k - 1 tokens sampled after it, in order."""
 
     tokens: dict[str, SampledToken]
+    more: dict[str, list[SampledToken]] = field(default_factory=dict)  # multi-step: each row's tokens 2..k

@@ -9,6 +9,9 @@ wrong page or a wrong copy (a cache bug) changes the output. Formulas (V = vocab
 With temperature > 0 a seeded offset is added: random.Random(f"{seed}:{rng_step}").randrange(V).
 `dispatch(plan) -> launch` / `collect(launch) -> StepOutputs` as the Runner's overlapped pair: a PENDING_TOKEN
 row takes the token the previous dispatch sampled for its request id (a ValueError if there is none).
+A multi-step plan (StepPlan.decode_steps k > 1) runs k iterations per row as the real runner does: each
+writes its token and samples the next, positions past the row's page_ids write nowhere and sample 0
+(the device's sink page: junk the scheduler must drop); `StepOutputs.more` holds tokens 2..k.
 `ByteTokenizer` is a tiny tokenizer over UTF-8 bytes (ids 0-255) plus BOS "<s>" 256 and EOS "</s>" 257.
 """
 
@@ -69,6 +72,8 @@ class FakeRunner:
         self.num_page_copies += len(plan.page_copies)
         self.num_steps += 1
         self.num_tokens_computed += plan.num_tokens
+        if plan.decode_steps > 1:
+            return self._run_multi_step(plan)
         tokens = {}
         for work in plan.sequences:
             self.computed.append((work.request_id, work.start_pos, len(work.token_ids)))
@@ -77,6 +82,24 @@ class FakeRunner:
                 tokens[work.request_id] = self._sample(work)
         self._last_sampled = {rid: t.token_id for rid, t in tokens.items()}
         return StepOutputs(tokens)
+
+    def _run_multi_step(self, plan: StepPlan) -> StepOutputs:
+        tokens, more = {}, {}
+        for work in plan.sequences:
+            self.computed.append((work.request_id, work.start_pos, plan.decode_steps))
+            sampled = []
+            for _ in range(plan.decode_steps):
+                if work.kv_len <= len(work.page_ids) * self.page_size:
+                    self._write(work)
+                    sampled.append(self._sample(work))
+                else:
+                    sampled.append(SampledToken(0, 0.0))  # past its pages: the sink, junk never to be kept
+                work = dataclasses.replace(
+                    work, token_ids=[sampled[-1].token_id], start_pos=work.kv_len, rng_step=work.rng_step + 1
+                )
+            tokens[work.request_id], more[work.request_id] = sampled[0], sampled[1:]
+        self._last_sampled = {rid: (more[rid][-1] if more[rid] else t).token_id for rid, t in tokens.items()}
+        return StepOutputs(tokens, more)
 
     def _fed(self, plan: StepPlan) -> StepPlan:
         """The plan with every PENDING_TOKEN replaced by the previous run's token for that request id."""

@@ -58,6 +58,7 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
             prefill_saturation_tokens=config.prefill_saturation_tokens,
             num_lookup_tokens=config.num_lookup_tokens,
             lookup_max_step_tokens=config.lookup_max_step_tokens,
+            decode_steps=config.decode_steps,
         ),
         cache,
     )
@@ -113,6 +114,7 @@ def make_runner(config: EngineConfig, loaded):
         materialise_head=config.materialise_head,
         kv_dtype=config.kv_cache_dtype,
         batch_invariant=invariant,
+        decode_steps=config.decode_steps,
     )
     if config.warmup:
         runner.warmup()

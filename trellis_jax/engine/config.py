@@ -19,6 +19,10 @@ text, so a user cannot open a system turn. Raw string prompts always parse speci
 overlap: the overlapped engine loop (engine/engine.py): the host schedules and dispatches step n+1 before
 it reads step n's tokens, which stay on the device as step n+1's inputs. True / False force it; None
 (default, "auto") turns it on where it pays (engine/builder.py `overlap_by_default`).
+decode_steps: multi-step decode (scheduler.py step 4, runner/step.py make_multi_step): a step of one-token
+decodes without penalties, grammars or prompt-lookup guesses, with no request waiting, runs this many
+decode iterations in one device call and returns that many tokens per row (stop ids, max_tokens and stop
+strings still end a sequence at the right token; the extra tokens are dropped). 1: off.
 chat_template: the path of a Jinja chat template (Hugging Face semantics) that replaces the model's own
 for every chat; read when the engine is built (a missing file or a template that does not parse fails then).
 """
@@ -82,9 +86,10 @@ class EngineConfig:
     allow_special_tokens_in_content: bool = False  # chat content's special-token text acts as control tokens
     chat_template: str | None = None  # a Jinja chat template file used instead of the model's
     overlap: bool | None = None  # overlapped engine loop; None: where it pays (builder.overlap_by_default)
+    decode_steps: int = 1  # multi-step decode: decode iterations per device call for plain decode steps (1: off)
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens"):
+        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens", "decode_steps"):
             check_int(self, name, minimum=1)
         check_int(self, "prefill_saturation_tokens", minimum=1, optional=True)
         check_int(self, "num_lookup_tokens", minimum=0)

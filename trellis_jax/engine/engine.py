@@ -28,6 +28,8 @@ schedules and dispatches step n+1, whose decode rows take step n's sampled token
 and page release (Scheduler.advance / resolve). A sequence that ended at step n computes one token in step
 n+1 that is never emitted. Where the scheduler says a step must sync (`Scheduler.must_sync`: prompt-lookup
 guesses, penalties), the step in flight is read first and the new one committed at once, as without overlap.
+Multi-step decode (the scheduler's decode_steps > 1): one step returns up to k tokens per row, applied as k
+events in order (a stop string drops the rest); such steps are committed synchronously, overlap or not.
 
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running

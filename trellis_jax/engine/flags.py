@@ -90,6 +90,12 @@ _FLAGS: dict[str, dict] = {
         "up to this many tokens guessed from their own context (0: off; try 3)",
     },
     "lookup_max_step_tokens": {"type": int, "help": "prompt-lookup guesses only join steps of fewer tokens than this"},
+    "decode_steps": {
+        "type": int,
+        "metavar": "K",
+        "help": "multi-step decode: a step of plain decodes with nobody waiting runs K decode iterations in "
+        "one device call (1: off; docs/benchmarks/multi-step.md)",
+    },
     "disable_radix_cache": {"help": "no prefix reuse (for comparisons)"},
     "deterministic": {
         "help": "batch-invariant greedy outputs: a request's tokens do not depend on what else runs "

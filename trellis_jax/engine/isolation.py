@@ -59,7 +59,7 @@ def find_culprits(runner, plan: StepPlan) -> dict[str, Exception]:
     culprits = {}
     for row in plan.sequences:
         try:
-            check(StepPlan([row]))
+            check(StepPlan([row], decode_steps=plan.decode_steps))
         except Exception as error:  # whatever packing raises, it is this row's
             culprits[row.request_id] = error
     return culprits
@@ -76,4 +76,5 @@ def without_rows(plan: StepPlan, ended: set[str]) -> StepPlan:
     return StepPlan(
         [row for row in plan.sequences if not is_ended(row)],
         [(src, dst) for src, dst in plan.page_copies if dst not in their_pages],
+        plan.decode_steps,
     )

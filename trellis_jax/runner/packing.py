@@ -59,7 +59,8 @@ def pack(
             f"request {longest.request_id!r}: {longest.kv_len} tokens of context exceed "
             f"max_context_len={max_context_len}"
         )
-    pages_needed = [_pages_needed(s, page_size) for s in seqs]
+    _check_multi_step(plan)
+    pages_needed = [_pages_needed(s, page_size, plan.decode_steps) for s in seqs]
     bucket = buckets.select(plan.num_tokens, len(seqs), max(pages_needed))
     model_inputs = _pack_model_inputs(seqs, bucket, pages_needed, page_size, num_pages, vocab_size)
     for s in seqs:
@@ -98,7 +99,31 @@ def _pending_rows(seqs, cu_q_lens) -> list[tuple[int, str]]:
     return rows
 
 
-def _pages_needed(seq: SequenceWork, page_size: int) -> int:
+def _check_multi_step(plan: StepPlan) -> None:
+    """A multi-step plan (decode_steps > 1) holds only one-token decodes that sample, with no page copies,
+    penalties or grammar masks: the device loop feeds each row its own sampled token and nothing else."""
+    k = plan.decode_steps
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"decode_steps must be a positive int, got {k!r}")
+    if k == 1:
+        return
+    if plan.page_copies:
+        raise ValueError("a multi-step plan (decode_steps > 1) cannot copy pages")
+    for s in plan.sequences:
+        if len(s.token_ids) != 1 or not s.sample or s.bitmask is not None or s.penalty_context:
+            raise ValueError(
+                f"request {s.request_id!r}: a multi-step plan holds only one-token decodes that sample, "
+                "without a grammar mask or penalties"
+            )
+        if has_penalty(s.sampling.presence_penalty, s.sampling.frequency_penalty, s.sampling.repetition_penalty):
+            raise ValueError(f"request {s.request_id!r}: penalties cannot run multi-step (counts live on the host)")
+        if not 1 <= s.num_steps <= k:
+            raise ValueError(f"request {s.request_id!r}: num_steps must be in 1..{k}, got {s.num_steps}")
+
+
+def _pages_needed(seq: SequenceWork, page_size: int, decode_steps: int = 1) -> int:
+    """Pages of the row's page-table row: those its kv_len needs, and in a multi-step plan those of the
+    positions its later iterations write, as far as page_ids reach (past them the device writes to the sink)."""
     if not seq.token_ids:
         raise ValueError(f"request {seq.request_id!r}: a SequenceWork needs at least one token")
     if seq.start_pos < 0:
@@ -109,6 +134,14 @@ def _pages_needed(seq: SequenceWork, page_size: int) -> int:
             f"request {seq.request_id!r}: {seq.kv_len} tokens need {needed} pages of "
             f"{page_size}, page_ids has {len(seq.page_ids)}"
         )
+    if decode_steps > 1:
+        ahead = -(-(seq.kv_len + seq.num_steps - 1) // page_size)
+        if len(seq.page_ids) < ahead:
+            raise ValueError(
+                f"request {seq.request_id!r}: {seq.num_steps} decode steps need {ahead} pages of "
+                f"{page_size}, page_ids has {len(seq.page_ids)}"
+            )
+        return min(len(seq.page_ids), -(-(seq.kv_len + decode_steps - 1) // page_size))
     return needed
 
 

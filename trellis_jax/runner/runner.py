@@ -5,12 +5,15 @@ Contract:
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
                   attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False,
                   materialise_head=None, batch_invariant=False)
-  runner.warmup(progress=True, workers=None)   compiles every bucket ahead of time; idempotent
+  runner.warmup(progress=True, workers=None, decode_steps=None)   compiles every bucket ahead of time
+      (and the multi-step programs for decode_steps, default the runner's); idempotent
   runner.run(plan) -> StepOutputs                 each call bumps runner.kv_generation by one
   runner.dispatch(plan) -> Launch; runner.collect(launch) -> StepOutputs    run() in two halves: dispatch
       returns once the step is queued on the device; collect waits for it and reads its tokens back. A
       PENDING_TOKEN row takes the token the previous dispatch sampled for its request id, on the device
       (ValueError if that step sampled none for it): the overlapped engine loop.
+  Runner(decode_steps=k): plans with StepPlan.decode_steps == k run k decode iterations in one device call
+      (step.make_multi_step; compiled at warm-up for each decode bucket) and collect returns k tokens per row.
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
@@ -49,7 +52,7 @@ from trellis_jax.runner.invariance import INVARIANT_ATTENTION, batch_invariance_
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.sampling import SamplerOutputs
-from trellis_jax.runner.step import abstract_inputs, make_step
+from trellis_jax.runner.step import abstract_inputs, make_multi_step, make_step
 from trellis_jax.step_plan import SampledToken, StepOutputs, StepPlan
 
 logger = logging.getLogger(__name__)
@@ -87,6 +90,7 @@ class Runner:
         pack_bf16: bool | None = None,
         pack_f32: bool | None = None,
         batch_invariant: bool = False,
+        decode_steps: int = 1,
     ):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
@@ -94,6 +98,9 @@ class Runner:
         None = its choice for this machine (`pallas_kernels.matmul.prepare` documents each).
         `batch_invariant`: a token row's floats do not depend on the rest of the step (runner/invariance.py);
         attn_impl must then be None or "cpu_batch_invariant"; every matmul takes the op's native kernel.
+        `decode_steps`: k > 1 also compiles, at warm-up, a k-iteration multi-step program (step.make_multi_step)
+        for every decode bucket (the one a step of n one-token rows selects, n = 1..max_num_seqs); plans with
+        StepPlan.decode_steps == k run it. Another k is compiled when first asked for (and counted).
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         """
@@ -158,6 +165,11 @@ class Runner:
         self._fed: jax.Array | None = None  # the last dispatched step's sampled ids, on the device
         self._fed_rows: dict[str, int] = {}  # request id -> its row in self._fed
         self._executables: dict[Bucket, jax.stages.Compiled] = {}
+        if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
+            raise ValueError(f"decode_steps must be a positive int, got {decode_steps!r}")
+        self.decode_steps = decode_steps
+        self._multi_jitted: dict[int, object] = {}  # k -> the jitted k-iteration step
+        self._multi_executables: dict[tuple[Bucket, int], jax.stages.Compiled] = {}
         self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
         self._no_constraints: dict[int, tuple[jax.Array, jax.Array]] = {}
@@ -192,22 +204,27 @@ class Runner:
         return list(self._executables)
 
     # ---- compilation ----------------------------------------------------------------------------
-    def warmup(self, progress: bool = True, workers: int | None = None) -> float:
-        """Compile every bucket not compiled yet; returns the seconds spent.
+    def warmup(self, progress: bool = True, workers: int | None = None, decode_steps: int | None = None) -> float:
+        """Compile every bucket not compiled yet, and the multi-step program of every decode bucket for
+        `decode_steps` (default: the runner's; 1: none); returns the seconds spent.
 
         Tracing runs here, one bucket after another; the XLA compilations (which release the GIL) run on
         `workers` threads (default: one per CPU core), so warm-up scales with the cores.
         """
         start = time.perf_counter()
-        missing = [b for b in self.buckets.all() if b not in self._executables]
+        missing = [(b, 1) for b in self.buckets.all() if b not in self._executables]
+        steps = self.decode_steps if decode_steps is None else decode_steps
+        if steps > 1:
+            missing += [(b, steps) for b in self.decode_buckets()]
+            missing = [key for key in missing if key[1] == 1 or key not in self._multi_executables]
         workers = max(1, min(workers or os.cpu_count() or 1, len(missing) or 1))
         with (
             ThreadPoolExecutor(workers) as pool,
             tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar,
         ):
-            futures = {pool.submit(self._lower(bucket).compile): bucket for bucket in missing}
+            futures = {pool.submit(self._lower(*key).compile): key for key in missing}
             for future in as_completed(futures):
-                self._store(futures[future], future.result())
+                self._store(*futures[future], future.result())
                 bar.update()
         self._page_copier()
         self.compile_seconds += time.perf_counter() - start
@@ -231,19 +248,55 @@ class Runner:
         src[: len(copies)], dst[: len(copies)] = zip(*copies)
         self._kv = self._page_copier()(self._kv, src, dst, np.int32(len(copies)))
 
-    def _lower(self, bucket: Bucket) -> jax.stages.Lowered:
-        abstract = abstract_inputs(bucket, self.config.vocab_size, self._feed_width)
-        return self._jitted_step.lower(self.params, self._kv, *abstract)
+    def decode_buckets(self) -> list[Bucket]:
+        """The buckets a decode-only step selects (n one-token rows, n = 1..max_num_seqs), per page bucket."""
+        found = {
+            self.buckets.select(n, n, pages)
+            for n in range(1, self.max_num_seqs + 1)
+            for pages in self.buckets.page_buckets
+        }
+        return sorted(found)
 
-    def _compile(self, bucket: Bucket) -> jax.stages.Compiled:
+    def _lower(self, bucket: Bucket, steps: int = 1) -> jax.stages.Lowered:
+        abstract = abstract_inputs(bucket, self.config.vocab_size, self._feed_width)
+        return self._jitted(steps).lower(self.params, self._kv, *abstract)
+
+    def _jitted(self, steps: int):
+        """The jitted step (steps=1) or the jitted `steps`-iteration multi-step program."""
+        if steps == 1:
+            return self._jitted_step
+        if steps not in self._multi_jitted:
+            self._multi_jitted[steps] = jax.jit(
+                make_multi_step(
+                    self.config,
+                    self.attn_impl,
+                    self.max_logprobs,
+                    self.unroll_layers,
+                    self.batch_invariant,
+                    self._feed_width,
+                    page_size=self.page_size,
+                    num_steps=steps,
+                ),
+                donate_argnums=(1,),
+            )
+        return self._multi_jitted[steps]
+
+    def _compile(self, bucket: Bucket, steps: int = 1) -> jax.stages.Compiled:
         """Compile one bucket now (a run() that found no executable for its bucket)."""
         start = time.perf_counter()
-        executable = self._store(bucket, self._lower(bucket).compile())
+        executable = self._store(bucket, steps, self._lower(bucket, steps).compile())
         self.compile_seconds += time.perf_counter() - start
         return executable
 
-    def _store(self, bucket: Bucket, executable: jax.stages.Compiled) -> jax.stages.Compiled:
-        self._executables[bucket] = executable
+    def _executable(self, bucket: Bucket, steps: int) -> jax.stages.Compiled:
+        found = self._executables.get(bucket) if steps == 1 else self._multi_executables.get((bucket, steps))
+        return found or self._compile(bucket, steps)
+
+    def _store(self, bucket: Bucket, steps: int, executable: jax.stages.Compiled) -> jax.stages.Compiled:
+        if steps == 1:
+            self._executables[bucket] = executable
+        else:
+            self._multi_executables[(bucket, steps)] = executable
         self.num_compilations += 1
         self._zero_penalty_arrays(bucket.num_seqs)
         self._neutral_constraints(bucket.num_seqs)
@@ -281,18 +334,23 @@ class Runner:
         self.kv_generation += 1
         packed = self._pack(plan)
         feed = self._feed_column(packed)
-        executable = self._executables.get(packed.bucket) or self._compile(packed.bucket)
+        executable = self._executable(packed.bucket, plan.decode_steps)
         if plan.page_copies:  # after pack validated the plan, before the step reads the pages
             self._copy_pages(plan.page_copies)
         outputs, self._kv, self._fed = executable(
             self.params, self._kv, *self._inputs(packed, feed), self._fed_tokens()
         )
         self._fed_rows = {request_id: row for row, request_id, _ in packed.sampled_rows}
-        return Launch(packed, outputs)
+        return Launch(packed, outputs, plan.decode_steps)
 
     def collect(self, launch: Launch) -> StepOutputs:
-        """Wait for a dispatched step and read its sampled tokens back."""
-        return _step_outputs(launch.packed, _to_host(launch.outputs))
+        """Wait for a dispatched step and read its sampled tokens back (every iteration's, multi-step)."""
+        outputs = _to_host(launch.outputs)
+        if launch.steps == 1:
+            return _step_outputs(launch.packed, outputs)
+        per_step = [_step_outputs(launch.packed, SamplerOutputs(*(a[i] for a in outputs))) for i in range(launch.steps)]
+        more = {rid: [later.tokens[rid] for later in per_step[1:]] for rid in per_step[0].tokens}
+        return StepOutputs(per_step[0].tokens, more)
 
     def check_plan(self, plan: StepPlan) -> None:
         """Pack and encode `plan` on the host as run() would, raising what run() raises before it touches the
@@ -345,6 +403,7 @@ class Launch(NamedTuple):
 
     packed: PackedStep
     outputs: SamplerOutputs
+    steps: int = 1  # the plan's decode_steps: outputs stacked [steps, ...] when > 1
 
 
 def _to_host(outputs: SamplerOutputs) -> SamplerOutputs:

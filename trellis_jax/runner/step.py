@@ -13,6 +13,12 @@ shape, so any step can feed any other without a compile). Static:
 config, attn_impl, max_logprobs, unroll_layers, batch_invariant and the bucket shapes. Everything else
 (lengths, page tables, sampling knobs, seeds) is data. Only the S rows named by `logits_indices` go through
 the LM head.
+`make_multi_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant, feed_width, page_size=,
+num_steps=k)` is the same step run k times in one program (multi-step decode; the plan holds one-token
+decodes only, token row b = sequence row b): iteration i feeds iteration i-1's sampled ids back in, moves
+positions, kv_lens and rng_step on by i and takes each row's KV slot from its page-table row; a position past
+that row (the host gave it no page there) writes to the sink page 0. Returns the SamplerOutputs stacked
+[k, ...], the KV pages, and the last iteration's ids as `fed`.
 `abstract_inputs(bucket, vocab_size)` gives the ShapeDtypeStructs (tokens, seqs, output_counts,
 prompt_mask, bitmask, logit_bias) the runner lowers with.
 """
@@ -55,6 +61,63 @@ def make_step(
         return sampled, kv_pages, fed
 
     return step
+
+
+def make_multi_step(
+    config,
+    attn_impl: str | None,
+    max_logprobs: int,
+    unroll_layers: bool = False,
+    batch_invariant: bool = False,
+    feed_width: int = 1,
+    *,
+    page_size: int,
+    num_steps: int,
+):
+    def multi_step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens):
+        inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
+        model = inputs.model
+        num_tokens, (num_rows, num_pages) = tokens.shape[0], model.page_table.shape
+        first_ids = jnp.where(inputs.feed >= 0, fed_tokens[jnp.maximum(inputs.feed, 0)], model.token_ids)
+        rows = jnp.arange(num_tokens)
+        live = rows < model.num_seqs  # decode-only: token row b is sequence row b; the rest is padding
+        table = model.page_table[jnp.minimum(rows, num_rows - 1)]  # [T, P] each token row's page-table row
+        width = min(num_tokens, num_rows)  # live rows are below both
+
+        def iteration(carry, i):
+            kv, ids = carry
+            positions = model.positions + i
+            page_index = positions // page_size
+            page = jnp.take_along_axis(table, jnp.minimum(page_index, num_pages - 1)[:, None], axis=1)[:, 0]
+            writes = live & (page_index < num_pages)  # past the row's pages: the sink page 0
+            step_inputs = model._replace(
+                token_ids=ids,
+                positions=jnp.where(live, positions, 0),
+                slot_mapping=jnp.where(writes, page * page_size + positions % page_size, 0),
+                kv_lens=jnp.where(model.kv_lens > 0, jnp.minimum(model.kv_lens + i, num_pages * page_size), 0),
+            )
+            logits, kv = forward(
+                params,
+                kv,
+                step_inputs,
+                config=config,
+                attn_impl=attn_impl,
+                unroll_layers=unroll_layers,
+                batch_invariant=batch_invariant,
+            )
+            sampled = sample(
+                logits, inputs.sampling._replace(rng_step=inputs.sampling.rng_step + i), max_logprobs=max_logprobs
+            )
+            next_ids = jnp.zeros(num_tokens, jnp.int32).at[:width].set(sampled.token_ids[:width])
+            return (kv, next_ids), sampled
+
+        (kv_pages, last_ids), sampled = jax.lax.scan(
+            iteration, (kv_pages, first_ids.astype(jnp.int32)), jnp.arange(num_steps, dtype=jnp.int32)
+        )
+        fed = jnp.zeros(feed_width, jnp.int32).at[:width].set(last_ids[:width])
+        return sampled, kv_pages, fed
+
+    return multi_step
 
 
 def abstract_inputs(bucket: Bucket, vocab_size: int, feed_width: int = 1) -> tuple:

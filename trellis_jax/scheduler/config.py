@@ -35,6 +35,8 @@ class SchedulerConfig:
     the same step; the guesses the model agrees with are kept (the output is what plain greedy decoding
     gives). 0: off. lookup_max_step_tokens: guesses are added only while the step holds fewer tokens than
     this, so they ride along in steps bound by reading the weights and never push a step into compute.
+    decode_steps: multi-step decode (scheduler.py, step 4): a step of plain one-token decodes with nobody
+    waiting runs this many decode iterations in one device call. 1: off.
     """
 
     page_size: int = 16
@@ -47,6 +49,7 @@ class SchedulerConfig:
     prefill_saturation_tokens: int | None = None
     num_lookup_tokens: int = 0
     lookup_max_step_tokens: int = 8
+    decode_steps: int = 1
 
     def __post_init__(self) -> None:
         for name in (
@@ -56,6 +59,7 @@ class SchedulerConfig:
             "max_model_len",
             "lpm_window",
             "lookup_max_step_tokens",
+            "decode_steps",
         ):
             check_int(self, name, minimum=1)
         check_int(self, "num_lookup_tokens", minimum=0)

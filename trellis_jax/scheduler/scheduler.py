@@ -21,11 +21,16 @@ schedule():
      (prompt lookup, lookup.py) as extra one-token rows ("<id>\\x00draft<i>") at the positions after it,
      over the same pages (grown to cover them). Row i attends to the decode token and guesses < i, whose
      KV the same step writes first, so its sampled token is the greedy successor of guess i.
+  4. With `decode_steps` k > 1, a step of one-token decodes only (no waiting request, no preemption, page
+     copy or draft row, no penalties or grammar) becomes a multi-step plan (StepPlan.decode_steps = k): each
+     row may keep up to k tokens (`SequenceWork.num_steps`), capped by max_tokens, the context cap and the
+     pages it holds or can get without preempting anyone (grown ahead here from free + evictable pages).
 commit(): advances computed lengths, publishes every newly filled page to the tree, appends sampled
   tokens, applies stop token ids / max_tokens / the context cap, releases finished requests. A decode
   with guesses keeps its own token, then each guess while the model's token before it equals it (and
   the token that model then sampled after it): KV beyond the kept tokens is never published and is
-  overwritten by later steps.
+  overwritten by later steps. A multi-step row keeps its tokens in order (`StepOutputs.more`) up to its
+  num_steps or its first stop token id / length; the KV of the ones dropped is never published either.
 A request that cannot fit alone in the pool finishes with "length"; none ever leaks a page.
 
 Overlapped loop (engine/engine.py): `commit` split in two, one step apart. `advance(plan)` right after the
@@ -38,11 +43,13 @@ its state back to the stop token (pages the in-flight step still writes may be f
 the device runs steps in order, so a later step's writes land after it). A running request certain to end
 by length once its pending token arrives is not scheduled again. `must_sync()` says when a step cannot
 overlap: a row needs its last token's value on the host (prompt-lookup guesses, penalty counts; later
-grammar masks), or the plan holds draft rows; the engine then resolves first and commits synchronously.
+grammar masks), or the plan holds draft rows or is multi-step; the engine then resolves first and commits
+synchronously.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable
@@ -182,9 +189,43 @@ class Scheduler:
             self._admit(step)
         if self.config.num_lookup_tokens:
             self._add_drafts(step)
-        self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
         copies = [r.page_copy for r in self.running if r.page_copy is not None]  # admitted in this step
-        return StepPlan(step.sequences(), copies)
+        sequences, steps = step.sequences(), 1
+        if self._multi_step_allowed(sequences, step, copies):
+            sequences, steps = [self._multi_step_work(work) for work in sequences], self.config.decode_steps
+        self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
+        return StepPlan(sequences, copies, decode_steps=steps)
+
+    # ---- multi-step decode ------------------------------------------------------------------------
+    def _multi_step_allowed(self, sequences: list[SequenceWork], step: StepBuilder, copies) -> bool:
+        """Whether this step may run decode_steps iterations: one-token decodes only, nobody waiting (a
+        waiting request would wait k steps for its prefill), nothing preempted or copied, and no row whose
+        next token needs host state (penalty counts, grammar masks) or that speculates."""
+        if self.config.decode_steps == 1 or self.waiting or step.preempted or copies or not sequences:
+            return False
+        for work in sequences:
+            request = self.requests.get(work.request_id)
+            if request is None or len(work.token_ids) != 1 or not work.sample or request.is_prefilling:
+                return False
+            if _penalized(work.sampling) or work.sampling.structured:
+                return False
+        return True
+
+    def _multi_step_work(self, work: SequenceWork) -> SequenceWork:
+        """`work` with num_steps: up to decode_steps tokens, within max_tokens and the context cap, and
+        pages grown for their positions from free + evictable pages (never preempting; else fewer steps)."""
+        request = self.requests[work.request_id]
+        n = min(self.config.decode_steps, self.config.max_model_len - len(request.token_ids))
+        if request.max_tokens is not None:
+            n = min(n, request.max_tokens - request.num_output_tokens)
+        n = max(1, n)
+        ps = self.config.page_size
+        spare = max(0, self.kv.num_available_pages - self._pages_owed_to_prefills())
+        n = min(n, (len(request.page_ids) + spare) * ps - work.kv_len + 1)
+        if not self.kv.grow(request, work.kv_len + n - 1):
+            n = max(1, min(n, len(request.page_ids) * ps - work.kv_len + 1))
+        pages = request.page_ids[: pages_for(work.kv_len + n - 1, ps)]
+        return dataclasses.replace(work, page_ids=pages, num_steps=n)
 
     def commit(self, plan: StepPlan, outputs: StepOutputs) -> list[RequestEvent]:
         events, self._events = self._events, []
@@ -201,8 +242,27 @@ class Scheduler:
             self._advance(request, work)
             if work.sample:
                 events.append(self._append_token(request, outputs, work.request_id))
+                if plan.decode_steps > 1:
+                    events += self._accept_more(request, work, outputs)
                 if work.request_id in drafts:
                     events += self._accept_drafts(request, drafts[work.request_id], outputs)
+        return events
+
+    def _accept_more(self, request: Request, work: SequenceWork, outputs: StepOutputs) -> list[RequestEvent]:
+        """A multi-step row's tokens after its first, in order, while it runs and up to its num_steps: each
+        one's predecessor had its KV written by the iteration that sampled it."""
+        later = outputs.more.get(work.request_id, [])
+        if len(later) < work.num_steps - 1:
+            raise ValueError(
+                f"runner returned {1 + len(later)} tokens for row {work.request_id!r}, expected {work.num_steps}"
+            )
+        events = []
+        for token in later[: work.num_steps - 1]:
+            if request.status is not RequestStatus.RUNNING:
+                break
+            start = request.num_computed
+            self._advance(request, SequenceWork(work.request_id, request.token_ids[start : start + 1], start, [], True))
+            events.append(self._append(request, token))
         return events
 
     # ---- overlapped loop: commit in two halves, one step apart ---------------------------------------
@@ -213,7 +273,10 @@ class Scheduler:
         whose acceptance moves computed lengths by amounts only the tokens tell, or a grammar row, whose
         matcher must see its token before the next mask)."""
         if plan is not None:
-            return any(DRAFT_MARK in work.request_id or work.sampling.structured for work in plan.sequences)
+            drafts_or_grammar = any(
+                DRAFT_MARK in work.request_id or work.sampling.structured for work in plan.sequences
+            )
+            return drafts_or_grammar or plan.decode_steps > 1
         return any(self._needs_host_token(r) for r in self.running)
 
     def _needs_host_token(self, request: Request) -> bool:
@@ -227,7 +290,9 @@ class Scheduler:
         Returns what `resolve` takes: (row id, request) per placeholder, the request held by identity (an
         id aborted and reused meanwhile names another request)."""
         if self.must_sync(plan):
-            raise ValueError("a plan with prompt-lookup draft rows or grammar rows must be committed, not advanced")
+            raise ValueError(
+                "a plan with prompt-lookup draft rows, grammar rows or decode_steps > 1 must be committed, not advanced"
+            )
         for request in self.running:
             self.kv.copy_done(request)
         pending = []
@@ -287,7 +352,9 @@ class Scheduler:
         """Append the token sampled for plan row `row_id` (the request's own row or one of its draft rows)."""
         if row_id not in outputs.tokens:
             raise ValueError(f"runner returned no token for row {row_id!r} (sample=True)")
-        token = outputs.tokens[row_id]
+        return self._append(request, outputs.tokens[row_id])
+
+    def _append(self, request: Request, token) -> RequestEvent:
         request.token_ids.append(token.token_id)
         reason = self._stop_reason(request, token.token_id)
         if reason is not None:
