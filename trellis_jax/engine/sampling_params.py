@@ -15,24 +15,12 @@ from trellis_jax.engine.structured import StructuredOutput
 from trellis_jax.field_ranges import MAX_LOGIT_BIAS, MAX_LOGPROBS, FieldRangeError, check_field
 from trellis_jax.step_plan import SamplingArrays
 
-__all__ = ["MAX_LOGPROBS", "SAMPLING_BODY_KEYS", "SamplingParams", "StructuredOutput"]
+__all__ = ["KNOB_KEYS", "MAX_LOGPROBS", "SAMPLING_BODY_KEYS", "SamplingParams", "StructuredOutput"]
 
-# The OpenAI / vLLM body keys from_openai copies onto SamplingParams as they are.
-SAMPLING_BODY_KEYS = (
-    "n",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "seed",
-    "stop_token_ids",
-    "ignore_eos",
-    "skip_special_tokens",
-    "logit_bias",
-)
+# The per-row sampling knobs a request body sets by name (OpenAI's and vLLM's).
+KNOB_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+# The body keys from_openai copies onto SamplingParams as they are.
+SAMPLING_BODY_KEYS = ("n", *KNOB_KEYS, "seed", "stop_token_ids", "ignore_eos", "skip_special_tokens", "logit_bias")
 _SEED_RANGE = 2**31 - 1
 
 
@@ -156,19 +144,7 @@ class SamplingParams:
         return cls(**fields)
 
 
-_RANGED_FIELDS = (
-    "n",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "seed",
-    "max_tokens",
-    "logprobs",
-)
+_RANGED_FIELDS = ("n", *KNOB_KEYS, "seed", "max_tokens", "logprobs")
 _OPTIONAL_FIELDS = ("seed", "max_tokens", "logprobs")  # None: random seed, up to the context cap, no logprobs
 
 

@@ -25,6 +25,8 @@ prompt_mask, bitmask, logit_bias) the runner lowers with.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -36,6 +38,18 @@ from trellis_jax.runner.constraints import bitmask_words
 from trellis_jax.runner.sampling import sample
 
 
+def _model(config, attn_impl, unroll_layers, batch_invariant):
+    """forward(params, kv_pages, step_inputs) -> (logits [S, V], kv_pages) with the static options bound."""
+    return functools.partial(
+        forward, config=config, attn_impl=attn_impl, unroll_layers=unroll_layers, batch_invariant=batch_invariant
+    )
+
+
+def _input_ids(inputs: wire.RunnerInputs, fed_tokens: jax.Array) -> jax.Array:
+    """Each token row's id: the previous step's fed_tokens[r] where its feed column is r >= 0, else the host's."""
+    return jnp.where(inputs.feed >= 0, fed_tokens[jnp.maximum(inputs.feed, 0)], inputs.model.token_ids)
+
+
 def make_step(
     config,
     attn_impl: str | None,
@@ -44,18 +58,11 @@ def make_step(
     batch_invariant: bool = False,
     feed_width: int = 1,
 ):
+    model = _model(config, attn_impl, unroll_layers, batch_invariant)
+
     def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
-        token_ids = jnp.where(inputs.feed >= 0, fed_tokens[jnp.maximum(inputs.feed, 0)], inputs.model.token_ids)
-        logits, kv_pages = forward(
-            params,
-            kv_pages,
-            inputs.model._replace(token_ids=token_ids),
-            config=config,
-            attn_impl=attn_impl,
-            unroll_layers=unroll_layers,
-            batch_invariant=batch_invariant,
-        )  # [S, V]
+        logits, kv_pages = model(params, kv_pages, inputs.model._replace(token_ids=_input_ids(inputs, fed_tokens)))
         sampled = sample(logits, inputs.sampling, max_logprobs=max_logprobs)
         fed = jnp.zeros(feed_width, jnp.int32).at[: sampled.token_ids.shape[0]].set(sampled.token_ids)
         return sampled, kv_pages, fed
@@ -74,11 +81,13 @@ def make_multi_step(
     page_size: int,
     num_steps: int,
 ):
+    run_model = _model(config, attn_impl, unroll_layers, batch_invariant)
+
     def multi_step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
         model = inputs.model
         num_tokens, (num_rows, num_pages) = tokens.shape[0], model.page_table.shape
-        first_ids = jnp.where(inputs.feed >= 0, fed_tokens[jnp.maximum(inputs.feed, 0)], model.token_ids)
+        first_ids = _input_ids(inputs, fed_tokens)
         rows = jnp.arange(num_tokens)
         live = rows < model.num_seqs  # decode-only: token row b is sequence row b; the rest is padding
         table = model.page_table[jnp.minimum(rows, num_rows - 1)]  # [T, P] each token row's page-table row
@@ -96,15 +105,7 @@ def make_multi_step(
                 slot_mapping=jnp.where(writes, page * page_size + positions % page_size, 0),
                 kv_lens=jnp.where(model.kv_lens > 0, jnp.minimum(model.kv_lens + i, num_pages * page_size), 0),
             )
-            logits, kv = forward(
-                params,
-                kv,
-                step_inputs,
-                config=config,
-                attn_impl=attn_impl,
-                unroll_layers=unroll_layers,
-                batch_invariant=batch_invariant,
-            )
+            logits, kv = run_model(params, kv, step_inputs)
             sampled = sample(
                 logits, inputs.sampling._replace(rng_step=inputs.sampling.rng_step + i), max_logprobs=max_logprobs
             )

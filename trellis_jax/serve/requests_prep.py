@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.engine.sampling_params import KNOB_KEYS, SamplingParams
 from trellis_jax.engine.structured import StructuredOutput
 from trellis_jax.field_ranges import FieldRangeError, check_field, check_token_ids
 from trellis_jax.serve.errors import APIError
@@ -150,17 +150,7 @@ def sampling_params(
         "logit_bias": _logit_bias(req.logit_bias, vocab_size),
         "structured_output": structured_output(req),
     }
-    for name in (
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "repetition_penalty",
-        "ignore_eos",
-        "skip_special_tokens",
-    ):
+    for name in (*KNOB_KEYS, "ignore_eos", "skip_special_tokens"):
         value = getattr(req, name)
         if value is not None:
             fields[name] = value
