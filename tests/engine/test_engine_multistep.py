@@ -12,6 +12,7 @@ import pytest
 
 from trellis_jax.engine.api import SamplingParams
 from trellis_jax.step_plan import StepPlan
+from trellis_testing.drive import run_streaming
 from trellis_testing.fakes import FakeRunner, make_fake_engine
 
 K = 5
@@ -42,18 +43,7 @@ def drive(steps: int, requests, *, overlap=False, num_pages=48, abort_after=None
         decode_steps=steps,
         **options,
     )
-    for rid, prompt, params in requests:
-        engine.add_request(rid, prompt, params)
-    outputs, streamed, abort_after = {}, {}, dict(abort_after or {})
-    while engine.has_unfinished():
-        for delta in engine.step():
-            streamed[delta.request_id] = streamed.get(delta.request_id, 0) + len(delta.token_ids)
-        for rid, at in list(abort_after.items()):
-            if streamed.get(rid, 0) >= at:
-                engine.abort(rid)
-                del abort_after[rid]
-        outputs.update({o.request_id: o for o in engine.pop_finished()})
-        cache.check_integrity()
+    outputs = run_streaming(engine, requests, abort_after=abort_after, each_step=cache.check_integrity)
     assert cache.num_locked_pages == 0 and cache.num_private_pages == 0
     summary = {
         rid: [(c.token_ids, c.finish_reason, c.logprobs, c.num_cached_tokens) for c in out.outputs]

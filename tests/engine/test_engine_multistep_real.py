@@ -12,6 +12,7 @@ import pytest
 
 from trellis_jax.engine.api import EngineConfig, SamplingParams
 from trellis_jax.engine.builder import build_engine, make_runner
+from trellis_testing.drive import run_streaming
 
 K = 8
 CONFIG = EngineConfig(
@@ -58,17 +59,7 @@ def run(loaded, runner, steps: int, requests, *, overlap: bool = False, abort_at
 
     runner.dispatch = spy
     try:
-        for rid, prompt, params in requests:
-            engine.add_request(rid, prompt, params)
-        outputs, streamed = {}, {}
-        while engine.has_unfinished():
-            for delta in engine.step():
-                streamed[delta.request_id] = streamed.get(delta.request_id, 0) + len(delta.token_ids)
-            for rid, k in list((abort_at or {}).items()):
-                if streamed.get(rid, 0) >= k:
-                    engine.abort(rid)
-                    del abort_at[rid]
-            outputs.update({o.request_id: o for o in engine.pop_finished()})
+        outputs = run_streaming(engine, requests, abort_after=abort_at)
     finally:
         del runner.dispatch
     engine.scheduler.check_integrity()

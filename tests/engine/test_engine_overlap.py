@@ -11,7 +11,7 @@ import pytest
 from trellis_jax.engine.api import SamplingParams
 from trellis_jax.scheduler.scheduler import DRAFT_MARK
 from trellis_jax.step_plan import PENDING_TOKEN, StepPlan
-from trellis_testing.drive import run_all
+from trellis_testing.drive import run_all, run_streaming
 from trellis_testing.fakes import FakeRunner, make_fake_engine
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
@@ -37,17 +37,7 @@ def drive(overlap: bool, requests, *, num_pages=48, abort_after: dict | None = N
     engine, _, cache, _ = make_fake_engine(
         num_pages=num_pages, page_size=4, overlap=overlap, runner=runner, max_num_batched_tokens=64, **options
     )
-    for rid, prompt, params in requests:
-        engine.add_request(rid, prompt, params)
-    outputs, streamed = {}, {}
-    while engine.has_unfinished():
-        for delta in engine.step():
-            streamed[delta.request_id] = streamed.get(delta.request_id, 0) + len(delta.token_ids)
-        for rid, at in (abort_after or {}).items():
-            if streamed.get(rid) == at:
-                engine.abort(rid)
-        outputs.update({o.request_id: o for o in engine.pop_finished()})
-        cache.check_integrity()
+    outputs = run_streaming(engine, requests, abort_after=abort_after, each_step=cache.check_integrity)
     assert cache.num_locked_pages == 0 and cache.num_private_pages == 0
     summary = {
         rid: [(c.token_ids, c.finish_reason, c.logprobs, c.num_cached_tokens) for c in out.outputs]
