@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from trellis_jax.checkpoints import load_model
+from trellis_jax.model.params import streamed_weight_bytes
 from trellis_jax.runner import Runner
 from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
 from trellis_jax.step_plan import SequenceWork, StepPlan
@@ -142,7 +143,7 @@ def bench(args) -> dict:
     }
 
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
-    weight_bytes = config.weight_bytes()
+    weight_bytes = streamed_weight_bytes(runner.params)  # as loaded: packed weights read a fraction
     for batch in args.batches:
         plans = decode_plans(batch, args.context, steps, args.page_size, first_page)
         run_plans(runner, plans[:1])

@@ -58,6 +58,17 @@ def test_packed_weights_take_under_a_fifth_of_the_float32_bytes(packed_model, de
     assert weight_bytes(packed_model.params) * 5 < weight_bytes(default_model.params)  # measured: 96.6 vs 538 MB
 
 
+def test_a_step_reads_the_packed_bytes_and_not_the_table_beside_a_separate_head(packed_model, default_model):
+    from trellis_jax.model.params import streamed_weight_bytes
+
+    config = default_model.config
+    float_params = layouts.with_materialised_head(default_model.params, config)
+    embed = config.vocab_size * config.hidden_size * 4
+    every_leaf = sum(int(leaf.nbytes) for leaf in jax.tree.leaves(float_params))
+    assert streamed_weight_bytes(float_params) == every_leaf - embed  # the head is read, the table is not
+    assert streamed_weight_bytes(packed_model.params) * 5 < streamed_weight_bytes(float_params)
+
+
 def test_the_prepared_packed_model_keeps_one_packed_embedding(packed_model):
     params = layouts.with_materialised_head(packed_model.params, packed_model.config)
     assert "lm_head" not in params  # the packed embedding is the head already: no float copy

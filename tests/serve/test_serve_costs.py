@@ -68,3 +68,20 @@ def test_device_peaks_and_the_counters_behind_utilisation_are_exported():
     assert (value("trellis_device_peak_flops_per_second"), value("trellis_device_peak_bytes_per_second")) == (1e12, 1e9)
     assert value("trellis_prefill_computed_flops_total") == cost.prefill_flops(SMOLLM2_135M, len(body["prompt"]))
     assert value("trellis_decode_read_bytes_total") > 0
+
+
+def test_decode_bytes_count_the_weights_as_loaded_when_given():
+    config = ModelConfig.from_hf_config(
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 256,
+        }
+    )
+    floats, packed = CostModel(config), CostModel(config, weight_bytes=1000)
+    kv = floats.decode_bytes(10, 1) - config.weight_bytes()
+    assert packed.decode_bytes(10, 4) == kv + 1000 / 4

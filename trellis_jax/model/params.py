@@ -24,6 +24,16 @@ from pallas_kernels.matmul import quantized
 from pallas_kernels.matmul.layouts import FUSED, packed_shapes
 
 
+def streamed_weight_bytes(params: dict) -> int:
+    """Bytes of weights one step reads in full, as the params hold them (packed weights count their codes,
+    scales and mins): every layer matrix and norm and the LM head (a separate `lm_head`, or the tied
+    embedding), but not the embedding table beside a separate head (a step reads only its rows)."""
+    total = sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
+    if "lm_head" in params:
+        total -= sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params["embed"]))
+    return total
+
+
 def param_shapes(config) -> dict:
     """The expected pytree of shapes (tuples) for `config`."""
     c = config

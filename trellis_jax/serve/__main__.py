@@ -198,6 +198,7 @@ def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: t
     """Load the model, compile, and build the app (on the loading thread); prints the start-up line."""
     start = time.perf_counter()
     from trellis_jax.engine.api import AsyncEngine
+    from trellis_jax.model.params import streamed_weight_bytes
     from trellis_jax.serve.app import ServerSettings, create_app
     from trellis_jax.serve.costs import CostModel, ceilings_for
 
@@ -213,7 +214,7 @@ def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: t
         body_read_timeout_s=args.body_read_timeout,
         max_waiting_requests=args.max_waiting_requests,
         tool_call_parser=args.tool_call_parser,
-        cost=CostModel(runner.config),
+        cost=CostModel(runner.config, weight_bytes=streamed_weight_bytes(runner.params)),
         ceilings=ceilings_for(_device_kind(), args.peak_tflops, args.peak_gbps),
     )
     app = create_app(engine, settings)

@@ -41,11 +41,14 @@ def ceilings_for(device_kind: str | None, peak_tflops: float | None = None, peak
 
 
 class CostModel:
-    """Cost formulas bound to one model config and KV dtype (None config: every figure is 0)."""
+    """Cost formulas bound to one model config and KV dtype (None config: every figure is 0).
+    `weight_bytes`: what a step reads of the weights as loaded (model.params.streamed_weight_bytes: packed
+    weights are a fraction of the config's float size); None = the config's float weights."""
 
-    def __init__(self, config=None, dtype: str | None = None):
+    def __init__(self, config=None, dtype: str | None = None, weight_bytes: int | None = None):
         self.config = config
         self.dtype = dtype or getattr(config, "dtype", "float32")
+        self.weight_bytes = weight_bytes
         if config is not None:  # imported only with a real model: the package pulls in jax
             from trellis_jax.model import cost
 
@@ -67,4 +70,7 @@ class CostModel:
         if not self.config:
             return 0.0
         kv = self._cost.kv_bytes_per_token(self.config, self.dtype) * context_len
-        return kv + self._cost.weight_bytes(self.config, self.dtype) / max(1, batch_size)
+        weights = (
+            self.weight_bytes if self.weight_bytes is not None else self._cost.weight_bytes(self.config, self.dtype)
+        )
+        return kv + weights / max(1, batch_size)
