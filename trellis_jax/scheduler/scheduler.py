@@ -10,12 +10,8 @@ schedule():
      unless the caller sets them) is preempted (recompute: its private pages freed, its tree
      pages unlocked but kept, it goes back to waiting and later re-matches them).
   2. If nothing was preempted, waiting requests in policy order are admitted while budget, sequence
-     slots and pages (free + evictable minus what running prefills still need) allow, and (with
-     `prefill_saturation_tokens`) while the step's prompt tokens are below that saturation point. A request whose
-     first uncached page another running request is computing right now is deferred one step: that
-     page enters the tree as soon as it is filled, and the deferred request matches it then. An
-     admitted request whose next page starts like a cached sibling page gets those positions copied
-     into its first private page by the step (`StepPlan.page_copies`) and computes only the rest.
+     slots and pages allow (admission.py); one may be deferred a step for a page another request is
+     computing, or get a cached sibling page's first positions copied (`StepPlan.page_copies`).
   3. With `num_lookup_tokens`, greedy decodes without penalties get prompt-lookup guesses as extra
      one-token draft rows (drafts.py).
   4. With `decode_steps` k > 1, a step of one-token decodes only becomes a multi-step plan
@@ -33,11 +29,10 @@ Overlapped loop (engine/engine.py): `commit` split in two, one step apart, `adva
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterable
 
 from trellis_jax.cache import RadixCache
-from trellis_jax.scheduler import drafts, multistep, overlap
+from trellis_jax.scheduler import admission, drafts, multistep, overlap
 from trellis_jax.scheduler.config import SchedulerConfig
 from trellis_jax.scheduler.drafts import DRAFT_MARK, draft_row_id
 from trellis_jax.scheduler.inflight import InflightPrefixes
@@ -171,7 +166,7 @@ class Scheduler:
             if n > 0 and self._grow(request, request.num_computed + n, step):
                 step.add(self._work(request, n), self._prefill_tokens(request, n))
         if not step.preempted:
-            self._admit(step)
+            admission.admit(self, step)
         if self.config.num_lookup_tokens:
             drafts.add_drafts(self, step)
         copies = [r.page_copy for r in self.running if r.page_copy is not None]  # admitted in this step
@@ -259,65 +254,11 @@ class Scheduler:
             return True
         return len(request.token_ids) >= self.config.max_model_len
 
-    # ---- admission --------------------------------------------------------------------------------
-    def _admit(self, step: StepBuilder) -> None:
-        if not self.waiting:
-            return
-        saturation = self.config.prefill_saturation_tokens
-        for request in self.policy.order(list(self.waiting.values()), self._cached_prefix_length):
-            if step.budget <= 0 or len(self.running) >= self.config.max_num_seqs:
-                return
-            if saturation is not None and step.prefill_tokens >= saturation:
-                return
-            if not self._try_admit(request, step):
-                return
-
-    def _cached_prefix_length(self, request: Request) -> int:
-        if not self.kv.prefix_cache_enabled:
-            return 0
-        return self.kv.cached_prefix_length(request.token_ids, request.namespace)
-
-    def _try_admit(self, request: Request, step: StepBuilder) -> bool:
-        """Admit `request` if it fits; True to keep admitting others, False to stop this step."""
-        total_pages = pages_for(len(request.token_ids), self.config.page_size)
-        if total_pages > self.kv.num_usable_pages:  # grew past the pool while preempted
-            self._finish(request, "length", emit=True)
-            return True
-        cached = self.kv.acquire_prefix(request)
-        if self.kv.prefix_cache_enabled and self.inflight.blocks(request, cached):
-            self.kv.release(request)
-            return True
-        spare = self.kv.num_available_pages - self._pages_owed_to_prefills() - (total_pages - len(request.page_ids))
-        if spare < 0:
-            self.kv.release(request)
-            return False
-        copied = self.kv.acquire_partial_page(request, spare)  # 0 with the cache off (nothing matches)
-        cached += copied
-        if request.num_cached_tokens is None:  # first admission: counted with the cached prompt tokens
-            self.stats.num_partial_page_tokens += copied
-        n = min(request.num_to_compute, step.budget)
-        if not self.kv.grow(request, request.num_computed + n):
-            self.kv.release(request)
-            return False
-        self._start_running(request, cached)
-        step.add(self._work(request, n), self._prefill_tokens(request, n))
-        return True
-
+    # ---- admission (admission.py) -----------------------------------------------------------------
     @staticmethod
     def _prefill_tokens(request: Request, n: int) -> int:
         """The next `n` tokens `request` computes as prefill work (a decode's one token is not)."""
         return n if request.is_prefilling else 0
-
-    def _start_running(self, request: Request, cached: int) -> None:
-        del self.waiting[request.request_id]
-        self.running.append(request)
-        request.status = RequestStatus.RUNNING
-        if request.num_cached_tokens is None:
-            request.num_cached_tokens = cached
-            self.stats.observe_admitted(request.num_prompt_tokens, cached)
-            self.stats.queue_time_s.observe(time.monotonic() - request.queued_at)
-        if self.kv.prefix_cache_enabled:
-            self.inflight.register(request)
 
     def _pages_owed_to_prefills(self) -> int:
         """Pages running prefills will still allocate to finish their prompts."""
