@@ -5,7 +5,9 @@ then `run(plan) -> StepOutputs` once per engine step. Imports: jax, the model pa
 and the plan contract (trellis_jax.step_plan, plain data); never the scheduler or the cache.
 Modules: buckets (shapes), packing (plan -> padded arrays), penalties + sampling (on device),
 step (the fused pure program), kv_pool (sizing), compile_count (XLA compile events), compile_cache (the
-persistent compile cache, damaged entries replaced), runner (the class).
+persistent compile cache, damaged entries replaced), programs (compiling and warming up the step and
+multi-step programs), feed (the overlapped loop's fed tokens), launch (a dispatched step's read-back),
+runner (the class).
 """
 
 from trellis_jax.runner.buckets import Bucket, BucketOverflowError, BucketSet, powers_of_two

@@ -10,69 +10,49 @@ schedule():
      unless the caller sets them) is preempted (recompute: its private pages freed, its tree
      pages unlocked but kept, it goes back to waiting and later re-matches them).
   2. If nothing was preempted, waiting requests in policy order are admitted while budget, sequence
-     slots and pages (free + evictable minus what running prefills still need) allow, and (with
-     `prefill_saturation_tokens`) while the step's prompt tokens are below that saturation point. A request whose
-     first uncached page another running request is computing right now is deferred one step: that
-     page enters the tree as soon as it is filled, and the deferred request matches it then. An
-     admitted request whose next page starts like a cached sibling page gets those positions copied
-     into its first private page by the step (`StepPlan.page_copies`) and computes only the rest.
-  3. With `num_lookup_tokens`, while the step holds fewer than `lookup_max_step_tokens` tokens and has
-     sequence slots left, each greedy decode without penalties gets up to that many guessed tokens
-     (prompt lookup, lookup.py) as extra one-token rows ("<id>\\x00draft<i>") at the positions after it,
-     over the same pages (grown to cover them). Row i attends to the decode token and guesses < i, whose
-     KV the same step writes first, so its sampled token is the greedy successor of guess i.
-  4. With `decode_steps` k > 1, a step of one-token decodes only (no waiting request, no preemption, page
-     copy or draft row, no penalties or grammar) becomes a multi-step plan (StepPlan.decode_steps = k): each
-     row may keep up to k tokens (`SequenceWork.num_steps`), capped by max_tokens, the context cap and the
-     pages it holds or can get without preempting anyone (grown ahead here from free + evictable pages).
+     slots and pages allow (admission.py); one may be deferred a step for a page another request is
+     computing, or get a cached sibling page's first positions copied (`StepPlan.page_copies`).
+  3. With `num_lookup_tokens`, greedy decodes without penalties get prompt-lookup guesses as extra
+     one-token draft rows (drafts.py).
+  4. With `decode_steps` k > 1, a step of one-token decodes only becomes a multi-step plan
+     (StepPlan.decode_steps = k) whose rows each keep up to k tokens (multistep.py).
 commit(): advances computed lengths, publishes every newly filled page to the tree, appends sampled
-  tokens, applies stop token ids / max_tokens / the context cap, releases finished requests. A decode
-  with guesses keeps its own token, then each guess while the model's token before it equals it (and
-  the token that model then sampled after it): KV beyond the kept tokens is never published and is
-  overwritten by later steps. A multi-step row keeps its tokens in order (`StepOutputs.more`) up to its
-  num_steps or its first stop token id / length; the KV of the ones dropped is never published either.
+  tokens, applies stop token ids / max_tokens / the context cap, releases finished requests; a decode's
+  accepted guesses (drafts.py) and a multi-step row's later tokens (multistep.py) are kept in order, and
+  KV beyond the kept tokens is never published and is overwritten by later steps.
 A request that cannot fit alone in the pool finishes with "length"; none ever leaks a page.
 
-Overlapped loop (engine/engine.py): `commit` split in two, one step apart. `advance(plan)` right after the
-plan is dispatched: computed lengths move on, pages whose tokens are all known are published, and each
-sampled row appends a PENDING_TOKEN placeholder (the runner feeds the real token to the next step on the
-device). `resolve(pending, outputs)` once that step's tokens are read back, after the next plan was dispatched:
-placeholders are filled in order, stop conditions apply, newly known pages are published. A request that
-stops at step n was already scheduled into step n+1: that row's token is never emitted, and `_finish` rolls
-its state back to the stop token (pages the in-flight step still writes may be freed and handed out again:
-the device runs steps in order, so a later step's writes land after it). A running request certain to end
-by length once its pending token arrives is not scheduled again. `must_sync()` says when a step cannot
-overlap: a row needs its last token's value on the host (prompt-lookup guesses, penalty counts; later
-grammar masks), or the plan holds draft rows or is multi-step; the engine then resolves first and commits
-synchronously.
+Overlapped loop (engine/engine.py): `commit` split in two, one step apart, `advance(plan)` and
+`resolve(pending, outputs)`, with `must_sync()` saying when a step cannot overlap (overlap.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import time
 from collections.abc import Iterable
 
 from trellis_jax.cache import RadixCache
+from trellis_jax.scheduler import admission, drafts, multistep, overlap
 from trellis_jax.scheduler.config import SchedulerConfig
+from trellis_jax.scheduler.drafts import DRAFT_MARK, draft_row_id
 from trellis_jax.scheduler.inflight import InflightPrefixes
 from trellis_jax.scheduler.kv_manager import KVManager, pages_for
-from trellis_jax.scheduler.lookup import NgramIndex
 from trellis_jax.scheduler.policy import make_policy
 from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
+from trellis_jax.scheduler.sampling_needs import penalized
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
-from trellis_jax.step_plan import PENDING_TOKEN, SamplingArrays, SequenceWork, StepOutputs, StepPlan
+from trellis_jax.step_plan import SamplingArrays, SequenceWork, StepOutputs, StepPlan
 
-DRAFT_MARK = "\x00draft"  # request ids may not contain NUL, so a draft row's id never names a request
+__all__ = [
+    "DRAFT_MARK",
+    "RequestRejected",
+    "Scheduler",
+    "draft_row_id",
+]  # the draft-row names: engine and tests import them here
 
 
 class RequestRejected(ValueError):
     """The request can never run here (too long for the context cap or the KV pool)."""
-
-
-def draft_row_id(request_id: str, index: int) -> str:
-    return f"{request_id}{DRAFT_MARK}{index}"
 
 
 class Scheduler:
@@ -186,55 +166,21 @@ class Scheduler:
             if n > 0 and self._grow(request, request.num_computed + n, step):
                 step.add(self._work(request, n), self._prefill_tokens(request, n))
         if not step.preempted:
-            self._admit(step)
+            admission.admit(self, step)
         if self.config.num_lookup_tokens:
-            self._add_drafts(step)
+            drafts.add_drafts(self, step)
         copies = [r.page_copy for r in self.running if r.page_copy is not None]  # admitted in this step
         sequences, steps = step.sequences(), 1
-        if self._multi_step_allowed(sequences, step, copies):
-            sequences, steps = [self._multi_step_work(work) for work in sequences], self.config.decode_steps
+        if multistep.multi_step_allowed(self, sequences, step, copies):
+            sequences, steps = [multistep.multi_step_work(self, work) for work in sequences], self.config.decode_steps
         self.stats.observe_pages(self.kv.num_usable_pages - self.kv.num_available_pages)
         return StepPlan(sequences, copies, decode_steps=steps)
-
-    # ---- multi-step decode ------------------------------------------------------------------------
-    def _multi_step_allowed(self, sequences: list[SequenceWork], step: StepBuilder, copies) -> bool:
-        """Whether this step may run decode_steps iterations: one-token decodes only, nobody waiting (a
-        waiting request would wait k steps for its prefill), nothing preempted or copied, and no row whose
-        next token needs host state (penalty counts, grammar masks) or that speculates."""
-        if self.config.decode_steps == 1 or self.waiting or step.preempted or copies or not sequences:
-            return False
-        for work in sequences:
-            request = self.requests.get(work.request_id)
-            if request is None or len(work.token_ids) != 1 or not work.sample or request.is_prefilling:
-                return False
-            if _penalized(work.sampling) or work.sampling.structured:
-                return False
-        return True
-
-    def _multi_step_work(self, work: SequenceWork) -> SequenceWork:
-        """`work` with num_steps: up to decode_steps tokens, within max_tokens and the context cap, and
-        pages grown for their positions from free + evictable pages (never preempting; else fewer steps)."""
-        request = self.requests[work.request_id]
-        n = min(self.config.decode_steps, self.config.max_model_len - len(request.token_ids))
-        if request.max_tokens is not None:
-            n = min(n, request.max_tokens - request.num_output_tokens)
-        n = max(1, n)
-        ps = self.config.page_size
-        spare = max(0, self.kv.num_available_pages - self._pages_owed_to_prefills())
-        n = min(n, (len(request.page_ids) + spare) * ps - work.kv_len + 1)
-        if not self.kv.grow(request, work.kv_len + n - 1):
-            n = max(1, min(n, len(request.page_ids) * ps - work.kv_len + 1))
-        pages = request.page_ids[: pages_for(work.kv_len + n - 1, ps)]
-        return dataclasses.replace(work, page_ids=pages, num_steps=n)
 
     def commit(self, plan: StepPlan, outputs: StepOutputs) -> list[RequestEvent]:
         events, self._events = self._events, []
         for request in self.running:
             self.kv.copy_done(request)  # the step copied every pending page (all were admitted in it)
-        drafts: dict[str, list[SequenceWork]] = {}
-        for work in plan.sequences:
-            if DRAFT_MARK in work.request_id:
-                drafts.setdefault(work.request_id.split(DRAFT_MARK)[0], []).append(work)
+        draft_rows = drafts.drafts_by_owner(plan)
         for work in plan.sequences:
             request = self.requests.get(work.request_id)
             if request is None or request.status is not RequestStatus.RUNNING or request.num_computed != work.start_pos:
@@ -243,103 +189,33 @@ class Scheduler:
             if work.sample:
                 events.append(self._append_token(request, outputs, work.request_id))
                 if plan.decode_steps > 1:
-                    events += self._accept_more(request, work, outputs)
-                if work.request_id in drafts:
-                    events += self._accept_drafts(request, drafts[work.request_id], outputs)
+                    events += multistep.accept_more(self, request, work, outputs)
+                if work.request_id in draft_rows:
+                    events += drafts.accept_drafts(self, request, draft_rows[work.request_id], outputs)
         return events
 
-    def _accept_more(self, request: Request, work: SequenceWork, outputs: StepOutputs) -> list[RequestEvent]:
-        """A multi-step row's tokens after its first, in order, while it runs and up to its num_steps: each
-        one's predecessor had its KV written by the iteration that sampled it."""
-        later = outputs.more.get(work.request_id, [])
-        if len(later) < work.num_steps - 1:
-            raise ValueError(
-                f"runner returned {1 + len(later)} tokens for row {work.request_id!r}, expected {work.num_steps}"
-            )
-        events = []
-        for token in later[: work.num_steps - 1]:
-            if request.status is not RequestStatus.RUNNING:
-                break
-            start = request.num_computed
-            self._advance(request, SequenceWork(work.request_id, request.token_ids[start : start + 1], start, [], True))
-            events.append(self._append(request, token))
-        return events
-
-    # ---- overlapped loop: commit in two halves, one step apart ---------------------------------------
+    # ---- overlapped loop: commit in two halves, one step apart (overlap.py) -------------------------
     def must_sync(self, plan: StepPlan | None = None) -> bool:
         """Whether a step cannot overlap the previous one's read-back. Without `plan`: the next schedule needs
         every sampled token on the host (a running request's next row depends on its last token's value).
         With `plan`: that plan must be committed before the next schedule (it holds prompt-lookup drafts,
         whose acceptance moves computed lengths by amounts only the tokens tell, or a grammar row, whose
         matcher must see its token before the next mask)."""
-        if plan is not None:
-            drafts_or_grammar = any(
-                DRAFT_MARK in work.request_id or work.sampling.structured for work in plan.sequences
-            )
-            return drafts_or_grammar or plan.decode_steps > 1
-        return any(self._needs_host_token(r) for r in self.running)
-
-    def _needs_host_token(self, request: Request) -> bool:
-        """Its next row needs its last token's value: penalty counts, a grammar's mask, or prompt-lookup guesses."""
-        s = request.sampling
-        return _penalized(s) or s.structured or (self.config.num_lookup_tokens > 0 and _plain_greedy(s))
+        return overlap.must_sync(self, plan)
 
     def advance(self, plan: StepPlan) -> list[tuple[str, Request]]:
         """The first half of commit, right after `plan` was dispatched: every row's KV counts as computed
         (the device runs steps in order), and each sampled row appends a PENDING_TOKEN placeholder.
         Returns what `resolve` takes: (row id, request) per placeholder, the request held by identity (an
         id aborted and reused meanwhile names another request)."""
-        if self.must_sync(plan):
-            raise ValueError(
-                "a plan with prompt-lookup draft rows, grammar rows or decode_steps > 1 must be committed, not advanced"
-            )
-        for request in self.running:
-            self.kv.copy_done(request)
-        pending = []
-        for work in plan.sequences:
-            request = self.requests.get(work.request_id)
-            if request is None or request.status is not RequestStatus.RUNNING or request.num_computed != work.start_pos:
-                continue
-            self._advance(request, work)
-            if work.sample:
-                request.token_ids.append(PENDING_TOKEN)
-                request.num_pending += 1
-                pending.append((work.request_id, request))
-        return pending
+        return overlap.advance(self, plan)
 
     def resolve(self, pending: list[tuple[str, Request]] | None, outputs: StepOutputs) -> list[RequestEvent]:
         """The second half, once an advanced plan's tokens are on the host (`pending`: what its advance
         returned; None: no step in flight, only the events schedule() queued). Fills each request's oldest
         placeholder, applies stop token ids, max_tokens and the context cap, publishes the pages that
         became known."""
-        events, self._events = self._events, []
-        for row_id, request in pending or ():
-            if request.status is RequestStatus.FINISHED:
-                continue  # finished (or failed) since the plan was made
-            if row_id not in outputs.tokens:
-                raise ValueError(f"runner returned no token for row {row_id!r} (sample=True)")
-            token = outputs.tokens[row_id]
-            request.token_ids[request.num_known_tokens] = token.token_id
-            request.num_pending -= 1
-            reason = self._stop_reason(request, token.token_id)
-            if reason is not None:
-                self._finish(request, reason)
-            elif request.status is RequestStatus.RUNNING and self.kv.prefix_cache_enabled:
-                self.inflight.mark_computed(request, self.kv.publish(request))
-            events.append(RequestEvent(request.request_id, token, reason, request.num_cached_tokens or 0))
-        return events
-
-    def _accept_drafts(self, request: Request, rows: list[SequenceWork], outputs: StepOutputs) -> list[RequestEvent]:
-        """Keep each guess (in order) while the token sampled before it equals it, and the token sampled
-        after it; the first disagreement drops the rest (their KV is past num_computed)."""
-        events = []
-        for row in rows:
-            if request.status is not RequestStatus.RUNNING or request.token_ids[-1] != row.token_ids[0]:
-                break
-            self._advance(request, row)
-            events.append(self._append_token(request, outputs, row.request_id))
-        self.stats.observe_drafts(len(rows), len(events))
-        return events
+        return overlap.resolve(self, pending, outputs)
 
     def _advance(self, request: Request, work: SequenceWork) -> None:
         request.num_computed += len(work.token_ids)
@@ -378,110 +254,11 @@ class Scheduler:
             return True
         return len(request.token_ids) >= self.config.max_model_len
 
-    # ---- prompt-lookup drafts ---------------------------------------------------------------------
-    def _add_drafts(self, step: StepBuilder) -> None:
-        limit = self.config.lookup_max_step_tokens
-        for work in step.sequences():
-            room = min(limit - step.num_tokens, self.config.max_num_seqs - len(step), step.budget)
-            if room <= 0:
-                return
-            request = self.requests[work.request_id]
-            guesses = self._guesses(request, work, room)
-            if not guesses or not self._grow_for_drafts(request, work.kv_len + len(guesses)):
-                continue
-            for i, token in enumerate(guesses):
-                start = work.kv_len + i
-                step.add(
-                    SequenceWork(
-                        request_id=draft_row_id(work.request_id, i),
-                        token_ids=[token],
-                        start_pos=start,
-                        page_ids=request.page_ids[: pages_for(start + 1, self.config.page_size)],
-                        sample=True,
-                        sampling=work.sampling,
-                        rng_step=work.rng_step + 1 + i,
-                    )
-                )
-
-    def _guesses(self, request: Request, work: SequenceWork, room: int) -> list[int]:
-        """Up to `room` guessed tokens after this decode, or [] when it may not speculate."""
-        if request.num_pending or not (work.sample and len(work.token_ids) == 1 and _plain_greedy(request.sampling)):
-            return []
-        left = self.config.max_model_len - work.kv_len - 1  # the last guess's own sample must fit too
-        if request.max_tokens is not None:
-            left = min(left, request.max_tokens - request.num_output_tokens - 1)
-        if min(room, left, self.config.num_lookup_tokens) <= 0:
-            return []
-        if request.lookup is None:
-            request.lookup = NgramIndex()
-        return request.lookup.propose(request.token_ids, min(room, left, self.config.num_lookup_tokens))
-
-    def _grow_for_drafts(self, request: Request, kv_len: int) -> bool:
-        """Pages for the guesses, only from what running prefills will not need (a guess never preempts)."""
-        missing = pages_for(kv_len, self.config.page_size) - len(request.page_ids)
-        if missing > 0 and missing > self.kv.num_available_pages - self._pages_owed_to_prefills():
-            return False
-        return self.kv.grow(request, kv_len)
-
-    # ---- admission --------------------------------------------------------------------------------
-    def _admit(self, step: StepBuilder) -> None:
-        if not self.waiting:
-            return
-        saturation = self.config.prefill_saturation_tokens
-        for request in self.policy.order(list(self.waiting.values()), self._cached_prefix_length):
-            if step.budget <= 0 or len(self.running) >= self.config.max_num_seqs:
-                return
-            if saturation is not None and step.prefill_tokens >= saturation:
-                return
-            if not self._try_admit(request, step):
-                return
-
-    def _cached_prefix_length(self, request: Request) -> int:
-        if not self.kv.prefix_cache_enabled:
-            return 0
-        return self.kv.cached_prefix_length(request.token_ids, request.namespace)
-
-    def _try_admit(self, request: Request, step: StepBuilder) -> bool:
-        """Admit `request` if it fits; True to keep admitting others, False to stop this step."""
-        total_pages = pages_for(len(request.token_ids), self.config.page_size)
-        if total_pages > self.kv.num_usable_pages:  # grew past the pool while preempted
-            self._finish(request, "length", emit=True)
-            return True
-        cached = self.kv.acquire_prefix(request)
-        if self.kv.prefix_cache_enabled and self.inflight.blocks(request, cached):
-            self.kv.release(request)
-            return True
-        spare = self.kv.num_available_pages - self._pages_owed_to_prefills() - (total_pages - len(request.page_ids))
-        if spare < 0:
-            self.kv.release(request)
-            return False
-        copied = self.kv.acquire_partial_page(request, spare)  # 0 with the cache off (nothing matches)
-        cached += copied
-        if request.num_cached_tokens is None:  # first admission: counted with the cached prompt tokens
-            self.stats.num_partial_page_tokens += copied
-        n = min(request.num_to_compute, step.budget)
-        if not self.kv.grow(request, request.num_computed + n):
-            self.kv.release(request)
-            return False
-        self._start_running(request, cached)
-        step.add(self._work(request, n), self._prefill_tokens(request, n))
-        return True
-
+    # ---- admission (admission.py) -----------------------------------------------------------------
     @staticmethod
     def _prefill_tokens(request: Request, n: int) -> int:
         """The next `n` tokens `request` computes as prefill work (a decode's one token is not)."""
         return n if request.is_prefilling else 0
-
-    def _start_running(self, request: Request, cached: int) -> None:
-        del self.waiting[request.request_id]
-        self.running.append(request)
-        request.status = RequestStatus.RUNNING
-        if request.num_cached_tokens is None:
-            request.num_cached_tokens = cached
-            self.stats.observe_admitted(request.num_prompt_tokens, cached)
-            self.stats.queue_time_s.observe(time.monotonic() - request.queued_at)
-        if self.kv.prefix_cache_enabled:
-            self.inflight.register(request)
 
     def _pages_owed_to_prefills(self) -> int:
         """Pages running prefills will still allocate to finish their prompts."""
@@ -531,7 +308,7 @@ class Scheduler:
     def _work(self, request: Request, n: int) -> SequenceWork:
         start = request.num_computed
         s = request.sampling
-        penalized = _penalized(s)
+        has_penalties = penalized(s)
         return SequenceWork(
             request_id=request.request_id,
             token_ids=request.token_ids[start : start + n],
@@ -540,17 +317,6 @@ class Scheduler:
             sample=start + n == len(request.token_ids),
             sampling=s,
             rng_step=request.num_output_tokens,
-            penalty_context=request.output_token_ids if penalized else [],
+            penalty_context=request.output_token_ids if has_penalties else [],
             prompt_token_ids=list(request.prompt_token_ids) if s.repetition_penalty != 1.0 else [],
         )
-
-
-def _penalized(s: SamplingArrays) -> bool:
-    return s.presence_penalty != 0.0 or s.frequency_penalty != 0.0 or s.repetition_penalty != 1.0
-
-
-def _plain_greedy(s: SamplingArrays) -> bool:
-    """Greedy without penalties: the next token depends only on the context, so guesses can be verified.
-    A grammar-constrained sequence speculates too: the engine gives draft row i the grammar's mask after
-    guesses 0..i (SequenceWork.bitmask), so each row's greedy token is the one plain decoding would pick."""
-    return s.temperature == 0.0 and not _penalized(s)

@@ -1,0 +1,175 @@
+"""The runner's compiled programs: what is compiled, when, and the device-resident inputs made with them.
+
+Contract:
+  programs = StepPrograms(config, attn_impl=, max_logprobs=, unroll_layers=, batch_invariant=, feed_width=,
+                          page_size=, max_num_seqs=)
+  programs.warmup(params, kv, buckets, decode_buckets, steps, progress=, workers=)   compiles what is missing
+  programs.executable(bucket, steps, params, kv)   the compiled step (steps=1) or `steps`-iteration multi-step
+      program for a bucket, compiled now (and counted) if warm-up did not
+  programs.page_copier(kv)                          copy_pages compiled once for max_num_seqs copies
+  programs.zero_penalty_arrays(rows), programs.neutral_constraints(rows)   made once per row count, on store
+  programs.executables / multi_executables / num_compilations / compile_seconds
+Lowering reads only the shapes of `params` and `kv` (the Runner's; it owns and replaces them every step).
+The jitted programs donate the KV pages (argument 1).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from trellis_jax.model.kv import copy_pages
+from trellis_jax.runner.buckets import Bucket
+from trellis_jax.runner.constraints import neutral_bitmask, neutral_logit_bias
+from trellis_jax.runner.step import abstract_inputs, make_multi_step, make_step
+
+
+class StepPrograms:
+    """One compiled step per bucket, one multi-step program per (bucket, k), the page copier."""
+
+    def __init__(
+        self,
+        config,
+        *,
+        attn_impl: str | None,
+        max_logprobs: int,
+        unroll_layers: bool,
+        batch_invariant: bool,
+        feed_width: int,
+        page_size: int,
+        max_num_seqs: int,
+    ) -> None:
+        self.config = config
+        self.attn_impl = attn_impl
+        self.max_logprobs = max_logprobs
+        self.unroll_layers = unroll_layers
+        self.batch_invariant = batch_invariant
+        self.feed_width = feed_width
+        self.page_size = page_size
+        self.max_num_seqs = max_num_seqs
+        self._jitted_step = jax.jit(
+            make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant, feed_width),
+            donate_argnums=(1,),
+        )
+        self._multi_jitted: dict[int, object] = {}  # k -> the jitted k-iteration step
+        self.executables: dict[Bucket, jax.stages.Compiled] = {}
+        self.multi_executables: dict[tuple[Bucket, int], jax.stages.Compiled] = {}
+        self._copier: jax.stages.Compiled | None = None  # copy_pages for up to max_num_seqs copies a step
+        self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
+        self._no_constraints: dict[int, tuple[jax.Array, jax.Array]] = {}
+        self.num_compilations = 0
+        self.compile_seconds = 0.0
+
+    def warmup(
+        self,
+        params,
+        kv,
+        buckets: Iterable[Bucket],
+        decode_buckets: Iterable[Bucket],
+        steps: int,
+        *,
+        progress: bool,
+        workers: int | None,
+    ) -> float:
+        """Compile every bucket in `buckets` not compiled yet, and (steps > 1) the `steps`-iteration program of
+        every decode bucket, then the page copier; returns the seconds spent.
+
+        Tracing runs here, one bucket after another; the XLA compilations (which release the GIL) run on
+        `workers` threads (default: one per CPU core), so warm-up scales with the cores.
+        """
+        start = time.perf_counter()
+        missing = [(b, 1) for b in buckets if b not in self.executables]
+        if steps > 1:
+            missing += [(b, steps) for b in decode_buckets]
+            missing = [key for key in missing if key[1] == 1 or key not in self.multi_executables]
+        workers = max(1, min(workers or os.cpu_count() or 1, len(missing) or 1))
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar,
+        ):
+            futures = {pool.submit(self._lower(*key, params, kv).compile): key for key in missing}
+            for future in as_completed(futures):
+                self._store(*futures[future], future.result())
+                bar.update()
+        self.page_copier(kv)
+        self.compile_seconds += time.perf_counter() - start
+        return time.perf_counter() - start
+
+    def page_copier(self, kv) -> jax.stages.Compiled:
+        """copy_pages compiled once for max_num_seqs copies (a step admits at most that many requests)."""
+        if self._copier is None:
+            index = jax.ShapeDtypeStruct((self.max_num_seqs,), jnp.int32)
+            count = jax.ShapeDtypeStruct((), jnp.int32)
+            self._copier = jax.jit(copy_pages, donate_argnums=(0,)).lower(kv, index, index, count).compile()
+        return self._copier
+
+    def executable(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Compiled:
+        found = self.executables.get(bucket) if steps == 1 else self.multi_executables.get((bucket, steps))
+        return found or self._compile(bucket, steps, params, kv)
+
+    def _lower(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Lowered:
+        abstract = abstract_inputs(bucket, self.config.vocab_size, self.feed_width)
+        return self._jitted(steps).lower(params, kv, *abstract)
+
+    def _jitted(self, steps: int):
+        """The jitted step (steps=1) or the jitted `steps`-iteration multi-step program."""
+        if steps == 1:
+            return self._jitted_step
+        if steps not in self._multi_jitted:
+            self._multi_jitted[steps] = jax.jit(
+                make_multi_step(
+                    self.config,
+                    self.attn_impl,
+                    self.max_logprobs,
+                    self.unroll_layers,
+                    self.batch_invariant,
+                    self.feed_width,
+                    page_size=self.page_size,
+                    num_steps=steps,
+                ),
+                donate_argnums=(1,),
+            )
+        return self._multi_jitted[steps]
+
+    def _compile(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Compiled:
+        """Compile one bucket now (a run() that found no executable for its bucket)."""
+        start = time.perf_counter()
+        executable = self._store(bucket, steps, self._lower(bucket, steps, params, kv).compile())
+        self.compile_seconds += time.perf_counter() - start
+        return executable
+
+    def _store(self, bucket: Bucket, steps: int, executable: jax.stages.Compiled) -> jax.stages.Compiled:
+        if steps == 1:
+            self.executables[bucket] = executable
+        else:
+            self.multi_executables[(bucket, steps)] = executable
+        self.num_compilations += 1
+        self.zero_penalty_arrays(bucket.num_seqs)
+        self.neutral_constraints(bucket.num_seqs)
+        return executable
+
+    def zero_penalty_arrays(self, rows: int) -> tuple[jax.Array, jax.Array]:
+        """Device-resident 'no penalty' counts per row count, made once (device_put: no compile)."""
+        if rows not in self._zero_penalties:
+            vocab = self.config.vocab_size
+            self._zero_penalties[rows] = (
+                jax.device_put(np.zeros((rows, vocab), np.int32)),
+                jax.device_put(np.zeros((rows, vocab), np.bool_)),
+            )
+        return self._zero_penalties[rows]
+
+    def neutral_constraints(self, rows: int) -> tuple[jax.Array, jax.Array]:
+        """Device-resident all-ones bitmask and empty logit_bias per row count (constraints.py), made once."""
+        if rows not in self._no_constraints:
+            self._no_constraints[rows] = (
+                jax.device_put(neutral_bitmask(rows, self.config.vocab_size)),
+                jax.device_put(neutral_logit_bias(rows)),
+            )
+        return self._no_constraints[rows]
