@@ -1,4 +1,5 @@
-"""The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py).
+"""The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py); the
+K-quants (Q4_K/Q5_K/Q6_K, float32 scales) are not read here: api.choose sends them to xla.py.
 
 Contract: `matmul(x, w, layer, rows=None)`: x [M, K] @ dequantize(w[layer]) -> [M, N] float32 with float32
 sums, by the C++ custom call in native/layer_matmul_q.cc, reading the packed codes in place (the layer
@@ -36,6 +37,8 @@ def available() -> str | None:
 
 def matmul(x, w: quantized.QuantizedWeight, layer, rows=None):
     """x [M, K] @ dequantize(w[layer]) -> [M, N] float32; see the module docstring."""
+    if w.fmt not in FORMAT_IDS:
+        raise ValueError(f"native quantized matmul reads {tuple(FORMAT_IDS)}, not {w.fmt}: use the xla backend")
     _load()
     n = w.shape[-1]
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32), vmap_method="sequential")
