@@ -1,5 +1,6 @@
-"""The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py); the
-K-quants (Q4_K/Q5_K/Q6_K, float32 scales) are not read here: api.choose sends them to xla.py.
+"""The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py) and
+the K-quants Q4_K/Q5_K (32-groups, float32 scales and mins); Q6_K (16-groups) is not read here: api.choose
+sends it to xla.py.
 
 Contract: `matmul(x, w, layer, rows=None)`: x [M, K] @ dequantize(w[layer]) -> [M, N] float32 with float32
 sums, by the C++ custom call in native/layer_matmul_q.cc, reading the packed codes in place (the layer
@@ -22,7 +23,7 @@ from pallas_kernels.matmul import quantized
 from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul_q"
-FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2}
+FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4}  # Q6_K (16-groups): xla.py
 MAX_ROWS = 64
 
 

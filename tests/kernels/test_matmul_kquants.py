@@ -1,6 +1,6 @@
 """The matmul op's K-quant layouts (GGUF Q4_K, Q5_K, Q6_K repacked into float32-scaled groups): lossless
-against gguf.quants.dequantize, and `linear` on them (the XLA path) against the reference on ragged rows and
-odd N."""
+against gguf.quants.dequantize, and `linear` on them (XLA for all three, the native kernel for Q4_K/Q5_K)
+against the reference on ragged rows and odd N."""
 
 import jax
 import jax.numpy as jnp
@@ -70,10 +70,24 @@ def test_linear_matches_the_reference(fmt, rows, k, n, valid):
     np.testing.assert_allclose(got, reference_linear(x, w, 1, valid), rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
-def test_k_quants_take_the_xla_path_at_decode_sizes(fmt):
-    w, _ = _random(fmt, 8, 256, layers=1)
+def test_q6_k_takes_the_xla_path_at_decode_sizes():
+    w, _ = _random("Q6_K", 8, 256, layers=1)
     assert api.choose(jnp.zeros((1, 256)), w) == "xla"
+
+
+@pytest.mark.parametrize("fmt", ("Q4_K", "Q5_K"))
+@pytest.mark.parametrize("rows,k,n,valid", [(1, 256, 40, 1), (2, 768, 192, 1), (7, 512, 33, 6), (21, 256, 9, 19)])
+def test_native_matches_the_reference(fmt, rows, k, n, valid):
+    if native_quantized.available() is not None:
+        pytest.skip(native_quantized.available())
+    w, _ = _random(fmt, n, k, layers=3, seed=k + n)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((rows, k)), jnp.float32)
+    assert api.choose(x, w) == "native"
+    for layer in range(3):
+        got = jax.jit(lambda x, w, l: api.linear(x, w, l, valid, implementation="native"))(x, w, jnp.int32(layer))
+        expected = reference_linear(x, w, layer, valid)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+        assert not np.asarray(got)[valid:].any()
 
 
 def test_the_native_kernel_refuses_a_k_quant_clearly():
