@@ -1,5 +1,5 @@
-"""The matmul op at decode sizes on K-quant layers (Q4_K, Q6_K: the XLA dequantize-then-dot path) against
-Q4_1 (the native AVX2 kernel) and float32 (the op's choice: the native float32 kernel where it runs).
+"""The matmul op at decode sizes on K-quant layers (Q4_K, Q6_K; the native AVX2 kernel and XLA's
+dequantize-then-dot) against Q4_1 (native) and float32 (the op's choice: the native float32 kernel where it runs).
 
     PYTHONPATH=. python tools/bench_matmul_kquants.py [--k 2048] [--n 5632] [--layers 4] [--rows 1 8]
 
@@ -51,15 +51,18 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=12)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    formats = ("float32", "Q4_1", "Q4_K", "Q6_K")
-    stacked = {fmt: weights(fmt, args.k, args.n, args.layers, rng) for fmt in formats}
+    columns = [("float32", None), ("Q4_1", "native"), ("Q4_K", "native"), ("Q4_K", "xla"), ("Q6_K", "native")]
+    columns.append(("Q6_K", "xla"))
+    stacked = {fmt: weights(fmt, args.k, args.n, args.layers, rng) for fmt in dict(columns)}
     print(f"K={args.k} N={args.n} layers={args.layers}; median ms per call")
-    print("| rows | " + " | ".join(f"{f} ({api.choose(jnp.zeros((1, args.k)), stacked[f])})" for f in formats) + " |")
-    print("|---" * (len(formats) + 1) + "|")
+    print("| rows | " + " | ".join(f"{f} {impl or 'op choice'}" for f, impl in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
     for rows in args.rows:
         x = jnp.asarray(rng.standard_normal((rows, args.k)), jnp.float32)
-        fn = jax.jit(lambda x, w, layer: api.linear(x, w, layer))
-        cells = [median_ms(fn, x, stacked[f], args.layers, args.calls) for f in formats]
+        cells = []
+        for fmt, impl in columns:
+            fn = jax.jit(lambda x, w, layer, impl=impl: api.linear(x, w, layer, implementation=impl))
+            cells.append(median_ms(fn, x, stacked[fmt], args.layers, args.calls))
         print(f"| {rows} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
 

@@ -19,8 +19,7 @@ Contract:
   native_quantized.py, by layout),
   "xla" (xla.py), or None to pick by `choose` at trace time from static shapes.
   `choose(x, w, implementation=None) -> "native" | "xla"`: native for bfloat16 pairs and float32 strips
-  wherever their kernel runs, for quantized weights (quantized.py) where theirs runs, reads the format (all but Q6_K, which goes
-  to xla) and M <= its MAX_ROWS; for plain float32 weights where the float32 kernel runs and M is within the
+  wherever their kernel runs, for quantized weights (quantized.py) where theirs runs, and M <= its MAX_ROWS; for plain float32 weights where the float32 kernel runs and M is within the
   rows it was measured to win (native_f32.max_rows()); else xla.
   `reads_in_place(x, w, *, batch_invariant=False, unroll=False)`: whether a scan over layers should hand
   `linear` the stacked weights and the layer index (native kernels read them in place; packed layouts are
@@ -72,7 +71,7 @@ def choose(x, w, implementation=None) -> str:
             raise ValueError(f"linear: unknown implementation {implementation!r}; use 'native', 'xla' or None")
         return implementation
     if quantized.is_quantized(w):  # small steps read the codes in place; big ones dequantize, then GEMM
-        fits = x.shape[0] <= native_quantized.MAX_ROWS and w.fmt in native_quantized.FORMAT_IDS
+        fits = x.shape[0] <= native_quantized.MAX_ROWS
         return "native" if fits and native_quantized.available() is None else "xla"
     if native_bf16.is_packed(w):
         return "native" if native_bf16.available() is None else "xla"

@@ -1,6 +1,6 @@
 """The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py) and
-the K-quants Q4_K/Q5_K (32-groups, float32 scales and mins); Q6_K (16-groups) is not read here: api.choose
-sends it to xla.py.
+the K-quants Q4_K/Q5_K (32-groups, float32 scales and mins) and Q6_K (its 16-groups' codes handed over as
+32-groups with two float32 scales each).
 
 Contract: `matmul(x, w, layer, rows=None)`: x [M, K] @ dequantize(w[layer]) -> [M, N] float32 with float32
 sums, by the C++ custom call in native/layer_matmul_q.cc, reading the packed codes in place (the layer
@@ -23,7 +23,7 @@ from pallas_kernels.matmul import quantized
 from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul_q"
-FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4}  # Q6_K (16-groups): xla.py
+FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4, "Q6_K": 5}
 MAX_ROWS = 64
 
 
@@ -38,16 +38,18 @@ def available() -> str | None:
 
 def matmul(x, w: quantized.QuantizedWeight, layer, rows=None):
     """x [M, K] @ dequantize(w[layer]) -> [M, N] float32; see the module docstring."""
-    if w.fmt not in FORMAT_IDS:
-        raise ValueError(f"native quantized matmul reads {tuple(FORMAT_IDS)}, not {w.fmt}: use the xla backend")
     _load()
     n = w.shape[-1]
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32), vmap_method="sequential")
     rows = x.shape[0] if rows is None else rows
     mins = w.scales if w.mins is None else w.mins  # unread by Q8_0 / Q4_0
+    codes = w.codes
+    if w.fmt == "Q6_K":  # [..., K/16, 16] -> [..., K/32, 32]: a free view; the kernel reads 2 scales a group
+        *lead, groups, size = codes.shape
+        codes = codes.reshape(*lead, groups // 2, 2 * size)
     return call(
         x.astype(jnp.float32),
-        w.codes,
+        codes,
         w.scales,
         mins,
         jnp.asarray(layer, jnp.int32),
