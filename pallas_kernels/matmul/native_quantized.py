@@ -23,7 +23,7 @@ from pallas_kernels.matmul import quantized
 from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul_q"
-FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4, "Q6_K": 5}
+FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4, "Q6_K": 5, quantized.K16: 6}
 MAX_ROWS = 64
 
 
@@ -44,7 +44,10 @@ def matmul(x, w: quantized.QuantizedWeight, layer, rows=None):
     rows = x.shape[0] if rows is None else rows
     mins = w.scales if w.mins is None else w.mins  # unread by Q8_0 / Q4_0
     codes = w.codes
-    if w.fmt == "Q6_K":  # [..., K/16, 16] -> [..., K/32, 32]: a free view; the kernel reads 2 scales a group
+    if w.fmt in (
+        "Q6_K",
+        quantized.K16,
+    ):  # [..., K/16, 16] -> [..., K/32, 32]: a free view; the kernel reads 2 scales a group
         *lead, groups, size = codes.shape
         codes = codes.reshape(*lead, groups // 2, 2 * size)
     return call(

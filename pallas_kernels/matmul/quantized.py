@@ -33,6 +33,7 @@ import numpy as np
 GROUP = 32
 FORMATS = ("Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
 K_QUANTS = ("Q4_K", "Q5_K", "Q6_K")
+K16 = "K16"  # not a GGUF type: the common layout of a matrix whose layers mix K-quants (`promote`)
 _BLOCK_BYTES = {"Q8_0": 2 + 32, "Q4_0": 2 + 16, "Q4_1": 4 + 16}
 _SUPER = 256  # elements in a K-quant super-block
 _SUPER_BYTES = {"Q4_K": 2 + 2 + 12 + 128, "Q5_K": 2 + 2 + 12 + 32 + 128, "Q6_K": 128 + 64 + 16 + 2}
@@ -40,7 +41,7 @@ _SUPER_BYTES = {"Q4_K": 2 + 2 + 12 + 128, "Q5_K": 2 + 2 + 12 + 32 + 128, "Q6_K":
 
 def group_size(fmt: str) -> int:
     """Elements per scale along K."""
-    return 16 if fmt == "Q6_K" else GROUP
+    return 16 if fmt in ("Q6_K", K16) else GROUP
 
 
 @jax.tree_util.register_pytree_node_class
@@ -136,7 +137,9 @@ def _from_k_quant(raw, fmt, rows, cols):
 
 def _dequantize(w: QuantizedWeight, xp):
     d = w.scales.astype(xp.float32)[..., None]
-    if w.fmt in ("Q8_0", "Q6_K"):
+    if w.fmt == K16:
+        values = d * w.codes.astype(xp.float32) + w.mins[..., None]
+    elif w.fmt in ("Q8_0", "Q6_K"):
         q = w.codes.astype(xp.float32)
         values = q * d
     elif w.fmt == "Q5_K":
@@ -159,6 +162,24 @@ def dequantize_numpy(w: QuantizedWeight) -> np.ndarray:
 def dequantize(w: QuantizedWeight):
     """float32 [..., N, K] in jnp (inside a jitted step: the layer's matrix, then a dot)."""
     return _dequantize(w, jnp)
+
+
+def promote(ws):
+    """Per-layer K-quant weights of differing formats -> the same weights as K16, losslessly; None when
+    any is not a K-quant. K16: codes [N, K/16, 16] int8, scales and mins [N, K/16] float32, element d*q + m:
+    Q4_K/Q5_K's groups split in two (scale and min repeated), Q6_K's min -0.0 (x + -0.0 is x bit for bit)."""
+    if not all(w.fmt in K_QUANTS for w in ws):
+        return None
+    return [_to_k16(w) for w in ws]
+
+
+def _to_k16(w):
+    n, groups, _ = w.codes.shape
+    if w.fmt == "Q6_K":
+        return QuantizedWeight(w.codes, w.scales, np.full(w.scales.shape, -0.0, np.float32), K16)
+    codes = np.concatenate([w.codes & 0x0F, w.codes >> 4], axis=-1) if w.fmt == "Q4_K" else w.codes
+    halves = codes.astype(np.int8).reshape(n, groups * 2, 16)
+    return QuantizedWeight(halves, np.repeat(w.scales, 2, axis=-1), np.repeat(w.mins, 2, axis=-1), K16)
 
 
 def _map(fn, *ws):

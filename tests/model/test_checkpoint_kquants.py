@@ -1,6 +1,6 @@
 """weight_format="packed" on GGUF K-quants (Q4_K, Q5_K, Q6_K): a tiny GGUF whose matrices are random
 K-quant blocks loads them packed, bit-faithful to the float loader's dequantization, and the model computes
-the float model's logits; a file mixing K-quants across layers (as Q4_K_M files do) still loads."""
+the float model's logits; a matrix mixing K-quants across layers (as Q4_K_M files do) loads packed too."""
 
 import numpy as np
 import pytest
@@ -76,9 +76,14 @@ def test_k_quant_layers_load_packed_and_equal_the_float_loader_s(fmt, tmp_path):
     np.testing.assert_array_equal(_dense(packed["lm_head"]), np.asarray(floats["lm_head"]))
 
 
-@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
+def _q4_k_m_like(layer, name):
+    # llama.cpp's Q4_K_M: attn_v and ffn_down in Q6_K on some layers, the head in Q6_K, the rest Q4_K.
+    return "Q6_K" if (layer, name) in ((0, "ffn_down.weight"), (1, "attn_v.weight"), (None, "output")) else "Q4_K"
+
+
+@pytest.mark.parametrize("fmt", (*quantized.K_QUANTS, "Q4_K_M-like"))
 def test_k_quant_model_logits_match_the_float_model(fmt, tmp_path):
-    path = _write(tmp_path / "m.gguf", lambda layer, name: fmt)
+    path = _write(tmp_path / "m.gguf", _q4_k_m_like if fmt == "Q4_K_M-like" else lambda layer, name: fmt)
     models = {
         wf: LoadedModel(*load_gguf_weights(path, weight_format=wf), None, str(path)) for wf in ("float", "packed")
     }
@@ -89,12 +94,12 @@ def test_k_quant_model_logits_match_the_float_model(fmt, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
 
 
-def test_a_matrix_whose_format_differs_between_layers_loads_as_float(tmp_path):
-    # Q4_K_M style: ffn_down in Q6_K on layer 0 only; the stacked [L, K, N] weight needs one format.
-    path = _write(
-        tmp_path / "m.gguf", lambda layer, name: "Q6_K" if (layer, name) == (0, "ffn_down.weight") else "Q4_K"
-    )
+def test_a_matrix_whose_format_differs_between_layers_loads_packed_as_k16(tmp_path):
+    # The stacked [L, K, N] weight needs one format: K16 holds Q4_K and Q6_K layers losslessly.
+    path = _write(tmp_path / "m.gguf", _q4_k_m_like)
     _, floats = load_gguf_weights(path)
     _, packed = load_gguf_weights(path, weight_format="packed")
-    assert not quantized.is_quantized(packed["layers"]["w_down"]) and packed["layers"]["w_up"].fmt == "Q4_K"
-    np.testing.assert_array_equal(np.asarray(packed["layers"]["w_down"]), np.asarray(floats["layers"]["w_down"]))
+    assert packed["layers"]["w_up"].fmt == "Q4_K"
+    for name in ("w_down", "wv"):
+        assert packed["layers"][name].fmt == quantized.K16
+        np.testing.assert_array_equal(_dense(packed["layers"][name]), np.asarray(floats["layers"][name]), err_msg=name)

@@ -80,6 +80,9 @@ class _TensorReader:
             out[i] = tensor.T if transpose else tensor
         if out is None and len({w.fmt for w in packed.values()}) == 1:
             return quantized.stack([packed[i] for i in range(shape[0])])
+        promoted = None if out is not None else quantized.promote([packed[i] for i in range(shape[0])])
+        if promoted is not None:  # layers mixing K-quants (Q4_K_M's attn_v, ffn_down): one lossless layout
+            return quantized.stack(promoted)
         if out is None:
             out = np.empty(shape, self.dtype)
         for i, tensor in packed.items():  # formats differ between layers: dequantize (losslessly) like the rest
