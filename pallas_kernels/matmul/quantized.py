@@ -18,7 +18,9 @@ every tensor of the default model bit for bit). It is a pytree (the format is st
 slices it like the float weights, and `shape` / `ndim` give the logical shape params checks expect.
 `from_gguf(raw, fmt, rows, cols)`: one GGUF tensor's raw block bytes -> QuantizedWeight [cols, rows] (numpy).
 `dequantize_numpy(w)` -> the float32 [..., N, K] rows as GGUF lays them out (the oracle's arithmetic);
-`dequantize(w)` the same in jnp; `stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`,
+`dequantize(w)` the same in jnp; `promote(ws)`: per-layer K-quants of differing formats -> the same in
+K16 (not a GGUF type: 16-groups, int8 codes, float32 scale and min, d*q + m; lossless), or None;
+`stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`,
 `gather_columns(w, ids)` (an embedding lookup on a packed embedding, stored as its tied head [H, V]).
 """
 

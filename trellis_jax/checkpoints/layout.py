@@ -4,8 +4,8 @@ Contract: `assemble_params(fetch, config, source, display_name)` asks `fetch(nam
 its Hugging Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when
 absent; it checks every shape, transposes linear weights to [in, out], stacks layers and casts to
 config.dtype. `fetch` may instead return a linear weight kept packed (`trellis_jax.model.quantized`,
-already [in, out]): a layer's weights stay packed when every layer's is, in one format; else they are
-dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
+already [in, out]): a layer's weights stay packed when every layer's is, in one format (or in K-quants, promoted to
+one: `quantized.promote`); else they are dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
 tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
 """
 
