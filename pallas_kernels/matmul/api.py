@@ -19,7 +19,7 @@ Contract:
   native_quantized.py, by layout),
   "xla" (xla.py), or None to pick by `choose` at trace time from static shapes.
   `choose(x, w, implementation=None) -> "native" | "xla"`: native for bfloat16 pairs and float32 strips
-  wherever their kernel runs, for quantized weights (quantized.py) where theirs runs and M <= its MAX_ROWS; for plain float32 weights where the float32 kernel runs and M is within the
+  wherever their kernel runs, for quantized weights (quantized.py) where theirs runs, and M <= its MAX_ROWS; for plain float32 weights where the float32 kernel runs and M is within the
   rows it was measured to win (native_f32.max_rows()); else xla.
   `reads_in_place(x, w, *, batch_invariant=False, unroll=False)`: whether a scan over layers should hand
   `linear` the stacked weights and the layer index (native kernels read them in place; packed layouts are

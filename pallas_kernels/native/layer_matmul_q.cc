@@ -1,12 +1,17 @@
-// y = x @ w[layer] for stacked weights kept in GGUF's 32-element block formats (Q8_0, Q4_0, Q4_1), as an XLA
-// FFI custom call (target "trellis_layer_matmul_q").
+// y = x @ w[layer] for stacked weights kept in GGUF's 32-element block formats (Q8_0, Q4_0, Q4_1) or the
+// K-quants Q4_K/Q5_K/Q6_K repacked into groups with float32 scales, as an XLA FFI custom call (target
+// "trellis_layer_matmul_q").
 //
 // Contract (pallas_kernels/matmul/native_quantized.py is the only caller): x [M, K] float32; codes
-// [L, N, G, B] (G = K/32 groups per output column; Q8_0: B = 32 int8; Q4_0/Q4_1: B = 16 bytes, element j in
-// the low nibble of byte j and element j+16 in its high nibble); scales [L, N, G] float16 (d); mins
-// [L, N, G] float16 (Q4_1's m; the other formats pass any [L, N, G] float16 array, unread); layer int32[],
-// rows int32[]; attribute fmt (0 Q8_0, 1 Q4_0, 2 Q4_1) -> y [M, N] float32 whose first min(rows, M) rows
-// are x @ dequantize(w[layer]) (element = d*q, d*(q-8), d*q + m) with float32 sums, the rest zero.
+// [L, N, G, B] (G = K/32 groups per output column; Q8_0: B = 32 int8; Q5_K: B = 32 uint8 in [0, 31]; Q6_K:
+// B = 32 int8 in [-32, 31], the op's [L, N, K/16, 16] codes viewed two 16-groups at a time; K16 (layers
+// mixing K-quants) the same with int8 codes in [-32, 31] and a min per 16-group too;
+// Q4_0/Q4_1/Q4_K: B = 16 bytes, element j in the low nibble of byte j and element j+16 in its high nibble);
+// scales [L, N, G] (d: float16, float32 for Q4_K/Q5_K; Q6_K/K16: [L, N, 2G] float32, one per 16 elements); mins
+// [L, N, G] of the scales' type (m of Q4_1/Q4_K/Q5_K; the other formats pass any such array, unread); layer
+// int32[], rows int32[]; attribute fmt (0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q5_K, 5 Q6_K, 6 K16; K16's mins
+// are [L, N, 2G] float32 like its scales) -> y [M, N] float32 whose first min(rows, M) rows are
+// x @ dequantize(w[layer]) (element = d*q, d*(q-8), d*q + m) with float32 sums, the rest zero.
 //
 // Why: decode at small batch is bound by the bytes of weights read; Q4_1 is 20 bytes per 32 weights
 // against float32's 128. Each group's codes are widened to float32 in registers and multiplied there,
@@ -35,7 +40,10 @@ namespace {
 
 constexpr int64_t kGroup = 32;
 constexpr int kTileRows = 8;  // 8 accumulators + 4 group vectors + 1 x load of the 16 ymm registers
-enum Format : int32_t { kQ8_0 = 0, kQ4_0 = 1, kQ4_1 = 2 };
+enum Format : int32_t { kQ8_0 = 0, kQ4_0 = 1, kQ4_1 = 2, kQ4_K = 3, kQ5_K = 4, kQ6_K = 5, kK16 = 6 };
+inline bool has_min(int32_t fmt) { return fmt == kQ4_1 || fmt == kQ4_K || fmt == kQ5_K; }
+inline bool f32_factors(int32_t fmt) { return fmt >= kQ4_K; }
+inline bool signed_bytes(int32_t fmt) { return fmt == kQ8_0 || fmt >= kQ6_K; }
 
 float half_to_float(uint16_t h) {
 #if defined(TRELLIS_Q_VECTOR)
@@ -70,13 +78,22 @@ struct Group {
 };
 inline Group load_group(const uint8_t* codes, int32_t fmt) {
   Group g;
-  if (fmt == kQ8_0) {
+  if (signed_bytes(fmt)) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
     const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
     g.v[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
     g.v[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
     g.v[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
     g.v[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+    return g;
+  }
+  if (fmt == kQ5_K) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    g.v[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    g.v[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    g.v[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    g.v[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
     return g;
   }
   const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
@@ -97,7 +114,8 @@ inline float hsum(__m256 v) {
 #endif
 
 inline float code(const uint8_t* codes, int32_t fmt, int j) {
-  if (fmt == kQ8_0) return static_cast<float>(static_cast<int8_t>(codes[j]));
+  if (signed_bytes(fmt)) return static_cast<float>(static_cast<int8_t>(codes[j]));
+  if (fmt == kQ5_K) return static_cast<float>(codes[j]);
   return static_cast<float>(j < 16 ? codes[j] & 0x0F : codes[j - 16] >> 4);
 }
 
@@ -105,8 +123,8 @@ struct Problem {
   const float* x;        // [M, K]
   const float* x_sums;   // [M, G]: sum of x over each group
   const uint8_t* codes;  // the layer's [N, G, B]
-  const uint16_t* scales;
-  const uint16_t* mins;  // the layer's [N, G]
+  const void* scales;  // the layer's [N, G]: float16, or float32 where f32_factors(fmt)
+  const void* mins;
   float* y;              // [M, N]
   int64_t M, K, N, G, B;
   int32_t fmt;
@@ -116,8 +134,12 @@ struct Problem {
 template <int MT>
 void column_tile(const Problem& p, int64_t n, int64_t m0) {
   const uint8_t* codes = p.codes + n * p.G * p.B;
-  const uint16_t* d = p.scales + n * p.G;
-  const uint16_t* mn = p.mins + n * p.G;
+  const bool f32 = f32_factors(p.fmt), halves = p.fmt >= kQ6_K, k16 = p.fmt == kK16;
+  const int64_t per_column = halves ? 2 * p.G : p.G;
+  auto factor = [&](const void* base, int64_t g) {  // g: the index in the column's scales (or mins)
+    const int64_t i = n * per_column + g;
+    return f32 ? static_cast<const float*>(base)[i] : half_to_float(static_cast<const uint16_t*>(base)[i]);
+  };
   float offset[MT] = {};
 #if defined(TRELLIS_Q_VECTOR)
   __m256 acc[MT];
@@ -126,8 +148,10 @@ void column_tile(const Problem& p, int64_t n, int64_t m0) {
   float acc[MT] = {};
 #endif
   for (int64_t g = 0; g < p.G; ++g, codes += p.B) {
-    const float scale = half_to_float(d[g]);
-    const float shift = p.fmt == kQ4_1 ? half_to_float(mn[g]) : p.fmt == kQ4_0 ? -8.f * scale : 0.f;
+    const float scale = factor(p.scales, halves ? 2 * g : g);
+    const float scale_hi = halves ? factor(p.scales, 2 * g + 1) : scale;  // Q6_K/K16: elements 16..31
+    const float min_lo = k16 ? factor(p.mins, 2 * g) : 0.f, min_hi = k16 ? factor(p.mins, 2 * g + 1) : 0.f;
+    const float shift = has_min(p.fmt) ? factor(p.mins, g) : p.fmt == kQ4_0 ? -8.f * scale : 0.f;
 #if defined(TRELLIS_Q_VECTOR)
     const Group q = load_group(codes, p.fmt);
     const __m256 s = _mm256_set1_ps(scale);
@@ -135,6 +159,19 @@ void column_tile(const Problem& p, int64_t n, int64_t m0) {
       const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
       __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), q.v[0]);
       t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), q.v[1], t);
+      if (halves) {  // two scales a group: close the first 16 elements' sum
+        acc[r] = _mm256_fmadd_ps(s, t, acc[r]);
+        t = _mm256_mul_ps(_mm256_loadu_ps(xr + 16), q.v[2]);
+        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q.v[3], t);
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale_hi), t, acc[r]);
+        if (k16) {  // a min per 16 elements: m times their x sum, in registers
+          const __m256 lo = _mm256_add_ps(_mm256_loadu_ps(xr), _mm256_loadu_ps(xr + 8));
+          const __m256 hi = _mm256_add_ps(_mm256_loadu_ps(xr + 16), _mm256_loadu_ps(xr + 24));
+          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(min_lo), lo, acc[r]);
+          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(min_hi), hi, acc[r]);
+        }
+        continue;  // no per-32 offset term (shift is 0)
+      }
       t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), q.v[2], t);
       t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q.v[3], t);
       acc[r] = _mm256_fmadd_ps(s, t, acc[r]);
@@ -143,9 +180,12 @@ void column_tile(const Problem& p, int64_t n, int64_t m0) {
 #else
     for (int r = 0; r < MT; ++r) {
       const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
-      float t = 0.f;
-      for (int j = 0; j < kGroup; ++j) t += xr[j] * code(codes, p.fmt, j);
-      acc[r] += scale * t;
+      float t = 0.f, t_hi = 0.f, x_lo = 0.f, x_hi = 0.f;
+      for (int j = 0; j < kGroup; ++j) {
+        (j < 16 ? t : t_hi) += xr[j] * code(codes, p.fmt, j);
+        (j < 16 ? x_lo : x_hi) += xr[j];
+      }
+      acc[r] += scale * t + scale_hi * t_hi + min_lo * x_lo + min_hi * x_hi;
       offset[r] += shift * p.x_sums[(m0 + r) * p.G + g];
     }
 #endif
@@ -173,14 +213,18 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   auto x_dims = x.dimensions();
   auto c_dims = codes.dimensions();
   auto s_dims = scales.dimensions();
-  if (fmt < kQ8_0 || fmt > kQ4_1) return ffi::Error::InvalidArgument("layer_matmul_q: fmt must be 0, 1 or 2");
-  const int64_t B = fmt == kQ8_0 ? 32 : 16;
+  if (fmt < kQ8_0 || fmt > kK16) return ffi::Error::InvalidArgument("layer_matmul_q: fmt must be 0 to 6");
+  const int64_t B = fmt == kQ8_0 || fmt >= kQ5_K ? 32 : 16;
+  const int64_t scales_per_group = fmt >= kQ6_K ? 2 : 1;  // Q6_K passes its scales as mins
+  const ffi::DataType factor_type = f32_factors(fmt) ? ffi::DataType::F32 : ffi::DataType::F16;
+  const int64_t factor_bytes = f32_factors(fmt) ? 4 : 2;
   if (x_dims.size() != 2 || c_dims.size() != 4 || c_dims[3] != B || x_dims[1] != c_dims[2] * kGroup ||
-      s_dims.size() != 3 || s_dims[0] != c_dims[0] || s_dims[1] != c_dims[1] || s_dims[2] != c_dims[2] ||
-      mins.dimensions().size() != 3 || scales.element_type() != ffi::DataType::F16 ||
-      mins.element_type() != ffi::DataType::F16)
+      s_dims.size() != 3 || s_dims[0] != c_dims[0] || s_dims[1] != c_dims[1] || s_dims[2] != c_dims[2] * scales_per_group ||
+      mins.dimensions().size() != 3 || scales.element_type() != factor_type || mins.element_type() != factor_type ||
+      (fmt == kK16 && mins.dimensions()[2] != c_dims[2] * 2))
     return ffi::Error::InvalidArgument(
-        "layer_matmul_q: x must be [M, K], codes [L, N, K/32, 32 or 16], scales and mins [L, N, K/32] float16");
+        "layer_matmul_q: x must be [M, K], codes [L, N, K/32, 32 or 16], scales and mins [L, N, K/32] float16 "
+        "(float32 for Q4_K/Q5_K; scales [L, N, K/16] float32 for Q6_K)");
   const int64_t L = c_dims[0], N = c_dims[1], G = c_dims[2], K = x_dims[1];
   const int64_t layer_id = layer.typed_data()[0];
   if (layer_id < 0 || layer_id >= L) return ffi::Error::InvalidArgument("layer_matmul_q: layer out of range");
@@ -199,8 +243,8 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   const Problem p{xs,
                   x_sums.data(),
                   static_cast<const uint8_t*>(codes.untyped_data()) + layer_id * N * G * B,
-                  static_cast<const uint16_t*>(scales.untyped_data()) + layer_id * N * G,
-                  static_cast<const uint16_t*>(mins.untyped_data()) + layer_id * N * G,
+                  static_cast<const char*>(scales.untyped_data()) + layer_id * N * G * scales_per_group * factor_bytes,
+                  static_cast<const char*>(mins.untyped_data()) + layer_id * N * G * scales_per_group * factor_bytes,
                   ys, M, K, N, G, B, fmt};
   const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, 1, pool.num_threads(), 16);
   auto run_block = [&](int64_t i) {

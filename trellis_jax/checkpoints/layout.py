@@ -4,8 +4,8 @@ Contract: `assemble_params(fetch, config, source, display_name)` asks `fetch(nam
 its Hugging Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when
 absent; it checks every shape, transposes linear weights to [in, out], stacks layers and casts to
 config.dtype. `fetch` may instead return a linear weight kept packed (`trellis_jax.model.quantized`,
-already [in, out]): a layer's weights stay packed when every layer's is, in one format; else they are
-dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
+already [in, out]): a layer's weights stay packed when every layer's is, in one format (or in K-quants, promoted to
+one: `quantized.promote`); else they are dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
 tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
 """
 
@@ -80,6 +80,9 @@ class _TensorReader:
             out[i] = tensor.T if transpose else tensor
         if out is None and len({w.fmt for w in packed.values()}) == 1:
             return quantized.stack([packed[i] for i in range(shape[0])])
+        promoted = None if out is not None else quantized.promote([packed[i] for i in range(shape[0])])
+        if promoted is not None:  # layers mixing K-quants (Q4_K_M's attn_v, ffn_down): one lossless layout
+            return quantized.stack(promoted)
         if out is None:
             out = np.empty(shape, self.dtype)
         for i, tensor in packed.items():  # formats differ between layers: dequantize (losslessly) like the rest

@@ -5,7 +5,7 @@ Owns: `ModelConfig` (static, hashable), the params pytree layout (`params.py`), 
 `pallas_kernels` only; re-exports the matmul op's `quantized` layout for the loaders (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
 """
 
-from pallas_kernels.matmul import quantized  # weights a loader keeps packed (GGUF Q8_0/Q4_0/Q4_1)
+from pallas_kernels.matmul import quantized  # weights a loader keeps packed (GGUF Q8_0/Q4_0/Q4_1, K-quants)
 from trellis_jax.model.config import ModelConfig
 from trellis_jax.model.forward import forward, jit_forward
 from trellis_jax.model.inputs import StepInputs, build_step_inputs, sequential_page_tables

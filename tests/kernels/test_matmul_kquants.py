@@ -1,0 +1,122 @@
+"""The matmul op's K-quant layouts (GGUF Q4_K, Q5_K, Q6_K repacked into float32-scaled groups): lossless
+against gguf.quants.dequantize, and `linear` on them (XLA and the native kernel)
+against the reference on ragged rows and odd N."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.matmul import api, native_quantized, quantized
+from pallas_kernels.matmul.reference import reference_linear
+from trellis_testing.kquant_blocks import random_k_quant
+
+gguf = pytest.importorskip("gguf")
+
+
+def _random(fmt, n, k, layers=None, seed=0):
+    """A QuantizedWeight [.., K, N] from random raw blocks, and gguf's dequantization of them [.., N, K]."""
+    rng = np.random.default_rng(seed)
+    qtype = gguf.GGMLQuantizationType[fmt]
+    made = []
+    for _ in range(layers or 1):
+        raw = random_k_quant(fmt, n, k, rng, scale=0.05)
+        made.append((quantized.from_gguf(raw, fmt, n, k), gguf.quants.dequantize(raw, qtype).reshape(n, k)))
+    if layers is None:
+        return made[0]
+    return quantized.stack([w for w, _ in made]), np.stack([d for _, d in made])
+
+
+def _bits(a):
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
+def test_the_repacking_is_gguf_s_dequantization_bit_for_bit(fmt):
+    w, expected = _random(fmt, 37, 768, seed=3)
+    np.testing.assert_array_equal(_bits(quantized.dequantize_numpy(w)), _bits(expected))
+
+
+@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
+def test_the_jnp_dequantization_is_gguf_s_bit_for_bit(fmt):
+    w, expected = _random(fmt, 24, 512, seed=4)
+    got = jax.jit(quantized.dequantize)(quantized.to_device(w))
+    np.testing.assert_array_equal(_bits(got), _bits(expected))
+
+
+@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
+def test_scales_and_mins_are_float32(fmt):
+    # float16 would round d*sc (11 + 8 significant bits): the layout keeps the product exact.
+    w, _ = _random(fmt, 8, 256)
+    assert w.scales.dtype == np.float32 and (w.mins is None or w.mins.dtype == np.float32)
+
+
+@pytest.mark.parametrize("fmt,group,code_bytes", [("Q4_K", 32, 16), ("Q5_K", 32, 32), ("Q6_K", 16, 16)])
+def test_shape_is_the_logical_in_out_matrix(fmt, group, code_bytes):
+    w, _ = _random(fmt, 40, 512, layers=3)
+    assert w.shape == (3, 512, 40) and w.codes.shape == (3, 40, 512 // group, code_bytes)
+
+
+@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
+@pytest.mark.parametrize("rows,k,n,valid", [(1, 256, 40, 1), (5, 512, 33, 3), (8, 256, 7, 8), (70, 768, 9, 66)])
+def test_linear_matches_the_reference(fmt, rows, k, n, valid):
+    w, dense = _random(fmt, n, k, layers=2, seed=rows)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((rows, k)), jnp.float32)
+    got = jax.jit(lambda x, w: api.linear(x, w, 1, valid))(x, w)
+    expected = np.asarray(x, np.float64) @ dense[1].T.astype(np.float64)
+    expected[valid:] = 0
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(got, reference_linear(x, w, 1, valid), rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
+@pytest.mark.parametrize("rows,k,n,valid", [(1, 256, 40, 1), (2, 768, 192, 1), (7, 512, 33, 6), (21, 256, 9, 19)])
+def test_native_matches_the_reference(fmt, rows, k, n, valid):
+    if native_quantized.available() is not None:
+        pytest.skip(native_quantized.available())
+    w, _ = _random(fmt, n, k, layers=3, seed=k + n)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((rows, k)), jnp.float32)
+    assert api.choose(x, w) == "native"
+    for layer in range(3):
+        got = jax.jit(lambda x, w, l: api.linear(x, w, l, valid, implementation="native"))(x, w, jnp.int32(layer))
+        expected = reference_linear(x, w, layer, valid)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+        assert not np.asarray(got)[valid:].any()
+
+
+def _mixed(k=512, n=33, seed=7):
+    """Three layers in Q4_K, Q6_K, Q5_K promoted to K16, and gguf's dequantization of each [3, N, K]."""
+    parts = [_random(fmt, n, k, seed=seed + i) for i, fmt in enumerate(("Q4_K", "Q6_K", "Q5_K"))]
+    return quantized.stack(quantized.promote([w for w, _ in parts])), np.stack([d for _, d in parts])
+
+
+def test_layers_mixing_k_quants_promote_to_k16_bit_for_bit():
+    w, expected = _mixed()
+    assert w.fmt == quantized.K16 and w.shape == (3, 512, 33)
+    np.testing.assert_array_equal(_bits(quantized.dequantize_numpy(jax.tree.map(np.asarray, w))), _bits(expected))
+    np.testing.assert_array_equal(_bits(jax.jit(quantized.dequantize)(w)), _bits(expected))
+
+
+def test_promote_leaves_non_k_quants_alone():
+    w, _ = _random("Q4_K", 8, 256)
+    assert quantized.promote([w, quantized.QuantizedWeight(w.codes, w.scales, w.mins, "Q4_1")]) is None
+
+
+@pytest.mark.parametrize("implementation", ("native", "xla"))
+@pytest.mark.parametrize("rows,valid", [(1, 1), (9, 7)])
+def test_k16_linear_matches_the_reference(implementation, rows, valid):
+    if implementation == "native" and native_quantized.available() is not None:
+        pytest.skip(native_quantized.available())
+    w, dense = _mixed()
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((rows, 512)), jnp.float32)
+    for layer in range(3):
+        got = jax.jit(lambda x, w, l: api.linear(x, w, l, valid, implementation=implementation))(x, w, layer)
+        expected = np.asarray(x, np.float64) @ dense[layer].T.astype(np.float64)
+        expected[valid:] = 0
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+def test_a_width_not_a_whole_super_block_is_refused():
+    with pytest.raises(ValueError, match="not a whole number of 256-element super-blocks"):
+        quantized.from_gguf(np.zeros(144, np.uint8), "Q4_K", 2, 128)
