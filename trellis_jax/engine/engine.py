@@ -262,12 +262,15 @@ class Engine:
         deltas, self._pending = self._pending, []
         if not self.scheduler.has_unfinished() and self._inflight is None:
             return deltas
-        read_early = self.overlap and self._inflight is not None and self.scheduler.must_sync()
-        if read_early:
+        progressed = False
+        if self.overlap and self.scheduler.must_sync():
             # The next rows need the tokens in flight (penalties, lookup drafts, grammar masks): read and
             # apply them first, so the matchers have seen every token before attach() asks for masks.
-            self._apply_events(self._resolve_inflight(), deltas)
-        events = self._step_overlapped(read_early) if self.overlap else self._step_sync()
+            progressed = self._inflight is not None
+            early = self._resolve_inflight()
+            progressed = progressed or bool(early)
+            self._apply_events(early, deltas)
+        events = self._step_overlapped(progressed) if self.overlap else self._step_sync()
         self.num_steps += 1
         self._apply_events(events, deltas)
         self._grammar_rows.prefetch()  # the next masks, computed while the caller handles these deltas
@@ -284,12 +287,13 @@ class Engine:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
         return events
 
-    def _step_overlapped(self, read_early: bool = False) -> list[RequestEvent]:
+    def _step_overlapped(self, progressed: bool = False) -> list[RequestEvent]:
         """Schedule and dispatch this step, then read the previous one (see the module docstring).
-        `read_early`: step() already read the step in flight (progress, even if nothing is scheduled now)."""
-        events = self._resolve_inflight() if self.scheduler.must_sync() else []
+        `progressed`: step() already read a step in flight or queued events (progress, even if nothing is
+        scheduled now)."""
+        events: list[RequestEvent] = []
         plan = ran = self._grammar_rows.attach(self.scheduler.schedule())
-        launch, was_inflight = None, self._inflight is not None or read_early
+        launch, was_inflight = None, self._inflight is not None or progressed
         if not plan.is_empty:
             ran, launch = self._run(plan, self.runner.dispatch)  # ran: less the requests that failed alone
         if ran.is_empty or self.scheduler.must_sync(ran):  # committed now, as without overlap

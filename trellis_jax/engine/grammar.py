@@ -106,6 +106,8 @@ class GrammarRows:
         0..i (computed by advancing the matcher through them and rolling it back). Past a guess the grammar
         rejects, rows keep an all-ones mask: the scheduler never accepts them, since the token sampled
         before them (under a mask) cannot equal that guess."""
+        if not self._matchers:  # every step calls this: no per-row work when no grammar is live
+            return plan
         wanted = [w.request_id for w in plan.sequences if w.sample and _owner(w.request_id) in self._matchers]
         if not wanted:
             return plan

@@ -59,5 +59,6 @@ def refuse_unhonoured(body) -> None:
             if accepts(value):
                 continue
             raise APIError(400, f"{field}={value!r} is not supported by this server", param=field)
-        reason = REFUSED.get(field, f"Unrecognized request argument supplied: {field}")
-        raise APIError(400, f"{field}: {reason}" if field in REFUSED else reason, param=field)
+        if field in REFUSED:
+            raise APIError(400, f"{field}: {REFUSED[field]}", param=field)
+        raise APIError(400, f"Unrecognized request argument supplied: {field}", param=field)

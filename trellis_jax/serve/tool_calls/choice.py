@@ -6,8 +6,8 @@ for anything we cannot honour) and turned into what the engine and the response 
     required              a grammar lets the model write only calls (one or more) to the tools offered
     {"type": "function", "function": {"name": f}}   exactly one call, to f
 
-A grammar needs the engine's structured outputs (`SamplingParams.structured_output`); a build without
-them answers 400 for required / named rather than a reply that may not be a call.
+required / named ride the engine's structured outputs (`SamplingParams.structured_output`, a Lark grammar);
+with a response_format as well they are a 400 (the two constraints would contradict).
 """
 
 from __future__ import annotations
