@@ -31,6 +31,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.step_plan": {},  # the scheduler -> runner contract, shared by both sides
     "trellis_jax.field_ranges": {},  # each request field's range, from the wire dtypes (numpy only): engine, runner, serve
     "trellis_jax.cache": {},
+    "trellis_jax.kvstore": {},  # the pages below the device pool: host Python + numpy, no jax
     "trellis_jax.tokenizer": {},
     "trellis_jax.scheduler": {"trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER},
     "trellis_jax.model": {"pallas_kernels": EAGER},
