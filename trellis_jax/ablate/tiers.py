@@ -69,6 +69,18 @@ def parse_capacity(text: str) -> Capacity:
     return Capacity(int(float(m.group(1)) * _UNITS[unit]), "bytes")
 
 
+def parse_rate(text: str) -> float:
+    """Bytes (or tokens) per second: ``"25e9"``, ``"3GB"`` (= 3e9), ``"2GiB"``. Anything else: ValueError."""
+    m = _CAPACITY.match(text)
+    unit = m.group(2).lower() if m else ""
+    if m and unit in _UNITS:
+        return float(m.group(1)) * _UNITS[unit]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"a rate is a number per second (25e9) or a size (3GB, 2GiB), got {text!r}") from None
+
+
 def _check_rate(name: str, value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
