@@ -39,10 +39,16 @@ from trellis_jax.cache import EvictionPolicy, TreeNode
 
 
 class PageIds:
-    """Interned page identities: id of (parent page id, the page's tokens); a root id per namespace."""
+    """Interned page identities: id of (parent page id, the page's tokens); a root id per namespace.
 
-    def __init__(self) -> None:
+    ``path`` remembers the ids of each live tree node's pages: a node only ever loses pages at its end
+    (an eviction trims it), which keeps a prefix of the list valid; ``forget`` drops the entry when that
+    is not so (a split: the node now starts later) or the node left the tree."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
         self._ids: dict[tuple, int] = {}
+        self._paths: dict[TreeNode, list[int]] = {}
 
     def root(self, owner) -> int:
         return self._ids.setdefault(("root", owner), len(self._ids))
@@ -53,18 +59,20 @@ class PageIds:
     def find(self, parent: int, page: tuple) -> int | None:
         return self._ids.get((parent, page))
 
-    def path(self, node: TreeNode, page_size: int) -> list[int]:
-        """Ids of every page from the root to the end of ``node``, root first."""
-        chain = []
-        while node.parent is not None:
-            chain.append(node)
-            node = node.parent
-        ids, parent = [], self.root(chain[-1].owner)
-        for n in reversed(chain):
-            for j in range(0, len(n.key), page_size):
-                parent = self.child(parent, n.key[j : j + page_size])
+    def path(self, node: TreeNode) -> list[int]:
+        """Ids of the pages of ``node`` (a node in the tree, not its root), in order."""
+        ids = self._paths.get(node)
+        if ids is None or len(ids) < node.num_pages:
+            above, ids, ps = node.parent, [], self.page_size
+            parent = self.root(node.owner) if above.parent is None else self.path(above)[-1]
+            for j in range(0, len(node.key), ps):
+                parent = self.child(parent, node.key[j : j + ps])
                 ids.append(parent)
-        return ids
+            self._paths[node] = ids
+        return ids[: node.num_pages]
+
+    def forget(self, node: TreeNode) -> None:
+        self._paths.pop(node, None)
 
 
 @dataclass
@@ -92,6 +100,8 @@ class LowerTier:
         if len(self.pages) <= self.capacity:
             return None
         self.counters.dropped_pages += 1
+        if not pinned:
+            return self.pages.popitem(last=False)[0]
         victim = next((p for p in self.pages if p not in pinned), page)
         del self.pages[victim]
         return victim
@@ -156,12 +166,15 @@ class TierTap(EvictionPolicy):
         self.inner.on_access(node)
 
     def on_split(self, upper: TreeNode, lower: TreeNode) -> None:
+        self.ids.forget(lower)  # lower now starts after upper's pages
         self.inner.on_split(upper, lower)
 
     def on_evict(self, node: TreeNode, num_pages: int) -> None:
-        leaving = self.ids.path(node, self.hierarchy.page_size)[-num_pages:]
+        leaving = self.ids.path(node)[-num_pages:]
         for page in reversed(leaving):  # deepest first: the shallow pages end up most recent
             self.hierarchy.demote(page)
+        if num_pages == node.num_pages:
+            self.ids.forget(node)
         self.inner.on_evict(node, num_pages)
 
 
@@ -207,7 +220,7 @@ class _TieredSimulator(_Simulator):
         if config.partial_pages:
             raise ValueError("the tier simulation counts whole pages only: use partial_pages=False")
         self.tier = tier
-        self.ids = PageIds()
+        self.ids = PageIds(config.page_size)
         self.hierarchy = Hierarchy(tier, config.page_size)
         self.tier_tokens = np.zeros((3, len(trace)), np.int64)
         super().__init__(trace, config, server, before_admit)
@@ -228,36 +241,41 @@ class _TieredSimulator(_Simulator):
         which must not push these out), then reloads them if the pages were granted."""
         index, ps = self.admitting, self.config.page_size
         request = self.trace.requests[index]
-        plan = list(self._below(request.namespace, request.prompt, len(match.page_ids)))
+        plan, declined = self._below(request.namespace, request.prompt, match.handle, len(match.page_ids))
         self.hierarchy.pinned = {page for page, _ in plan}
         try:
             own = super()._allocate(need, prompt_pages, match, source)
         finally:
             self.hierarchy.pinned = set()
-        if own is not None:
-            for page, tier in plan:
-                self.hierarchy.reload(page, tier)
-                self.tier_tokens[tier - 1, index] += ps
+        if own is None:
+            return None  # retried later or rejected: nothing was reloaded (or declined) yet
+        for page, tier in plan:
+            self.hierarchy.reload(page, tier)
+            self.tier_tokens[tier - 1, index] += ps
+        if declined is not None:
+            self.hierarchy.tiers[declined].counters.declined_pages += 1
         return own
 
-    def _below(self, namespace: str, prompt: np.ndarray, matched: int):
-        """(page id, tier) of the counted pages after the L1 match that are reloaded, in order (see the
-        module docstring)."""
+    def _below(
+        self, namespace: str, prompt: np.ndarray, handle: TreeNode, matched: int
+    ) -> tuple[list[tuple[int, int]], int | None]:
+        """(page id, tier) of the counted pages after the L1 match to reload, in order, and the tier of the
+        page the walk stopped at because the rule recomputes it (None if it stopped otherwise)."""
         ids, ps, hierarchy = self.ids, self.config.page_size, self.hierarchy
-        page = ids.root(namespace)
-        for j in range((len(prompt) - 1) // ps):
-            page = ids.find(page, tuple(prompt[j * ps : (j + 1) * ps].tolist()))
+        plan: list[tuple[int, int]] = []
+        page = ids.root(namespace) if handle.parent is None else ids.path(handle)[-1]
+        tokens = prompt[: (len(prompt) - 1) // ps * ps].tolist()
+        for j in range(matched * ps, len(tokens), ps):
+            page = ids.find(page, tuple(tokens[j : j + ps]))
             if page is None:
-                return
-            if j < matched:
-                continue
+                break
             tier = hierarchy.find(page)
             if tier is None:
-                return
+                break
             if not self.tier.reloads(tier, ps):
-                hierarchy.tiers[tier].counters.declined_pages += 1
-                return
-            yield page, tier
+                return plan, tier
+            plan.append((page, tier))
+        return plan, None
 
 
 def tiered_replay(
