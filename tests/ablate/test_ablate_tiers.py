@@ -135,6 +135,16 @@ def test_cumulative_bounds_are_above_every_policy_per_tier(trace, page_size, l1,
         assert result.time_saved_s() <= time_saved_bound(bounds, savings) + 1e-12
 
 
+@settings(max_examples=30, deadline=None)
+@given(tier_traces(), st.sampled_from([1, 2, 4]), st.integers(21, 30), st.sampled_from(policy_names()))
+def test_an_unbounded_l2_serves_what_an_unbounded_pool_would(trace, page_size, l1, policy):
+    # Every page ever inserted stays in L1 or (inclusive) in L2, so each request gets the hits it would
+    # get from a pool that never evicts. l1 >= 21 pages fits any request of tier_traces (<= 20 tokens).
+    tiered = tiered_replay(trace, ReplayConfig(l1, page_size, policy, check_integrity=True), tiers(l2=10_000))
+    unbounded = replay(trace, ReplayConfig(10_000, page_size, policy))
+    assert tiered.replay.cached_tokens.tolist() == unbounded.cached_tokens.tolist()
+
+
 def test_cumulative_bounds_repeat_for_an_absent_tier_and_grow_with_capacity():
     refs = optimal.page_references(CYCLE, range(len(CYCLE)), 2)
     # 3 pages: keep a, b, c and bypass d (3 hits, where LRU gets none); 4 pages: all four hit
