@@ -6,7 +6,8 @@ hit rate of that cell, arrival times aside):
 - ``l2_pages``, ``l3_pages``: tier capacities at this page size; ``l1_hit_rate``, ``l2_hit_rate``,
   ``l3_hit_rate``: hits served from each tier (``hit_rate`` is their sum);
 - ``l2_reloaded_bytes``, ``l3_reloaded_bytes``, ``l2_written_bytes``, ``l3_written_bytes`` (write-back),
-  ``l2_declined_pages``, ``l3_declined_pages`` (found, recomputed: the cost rule), ``reload_s``;
+  ``l2_declined_pages``, ``l3_declined_pages`` (found, recomputed by the cost rule; the walk below stops
+  at such a page, so at most one per request), ``reload_s``;
 - ``prefill_s``: modelled seconds to prefill every prompt with no cache; ``time_saved_s``: saved by every
   hit net of reloads; ``time_saved_bound_s``: the most any policy could save (``tier_bounds``);
 - ``bound_l1_hit_rate``, ``bound_l12_hit_rate``, ``bound_l123_hit_rate``: ``tier_bounds.cumulative_bounds``
@@ -70,6 +71,6 @@ def tier_table(rows: list[dict]) -> str:
             f"| {_pct(r['hit_rate'])} | {_pct(r['bound_l1_hit_rate'])} / {_pct(r['bound_l12_hit_rate'])} / "
             f"{_pct(r['bound_l123_hit_rate'])} | {_mb(r['l2_reloaded_bytes'])} / {_mb(r['l3_reloaded_bytes'])} "
             f"| {r['l2_declined_pages'] + r['l3_declined_pages']} "
-            f"| {r['time_saved_s']:.2f} ({r['time_saved_bound_s']:.2f}) of {r['prefill_s']:.2f} |"
+            f"| {r['time_saved_s']:.3g} ({r['time_saved_bound_s']:.3g}) of {r['prefill_s']:.3g} |"
         )
     return "\n".join(lines)

@@ -80,7 +80,7 @@ class TierCounters:
     demoted_pages: int = 0  # written into the tier (copies already there are refreshed, not counted)
     dropped_pages: int = 0  # pushed out of the tier (into the next one, or out of the hierarchy)
     reloaded_pages: int = 0
-    declined_pages: int = 0  # found here, recomputed instead (the rule said reloading was slower)
+    declined_pages: int = 0  # found here, recomputed (the rule): the walk stops there, so <= 1 per request
 
 
 @dataclass
