@@ -78,6 +78,7 @@ def test_cli_slow_disk_declines_every_l3_reload(tmp_path):
         (["--l2-pages", "64", "--host-bw", "0"], "host_bytes_per_s must be a finite number > 0"),
         (["--l2-pages", "64", "--disk-read-bw", "fast"], "a rate is a number per second"),
         (["--l2-pages", "64", "--kv-bytes-per-token", "0"], "kv_bytes_per_token must be an int >= 1"),
+        (["--l2-pages", "64", "--from-rows", "rows.json"], "tier flags would not be applied"),
     ],
 )
 def test_cli_refuses_bad_tier_flags(tmp_path, capsys, flags, message):

@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tiers = tier_config(args, parser)
+    if tiers and args.from_rows:
+        parser.error("--from-rows re-renders saved rows: tier flags would not be applied; drop them")
     for module in args.policy_module:
         importlib.import_module(module)
     spec = GridSpec(
