@@ -94,3 +94,24 @@ def test_cli_refuses_tiers_with_shared_namespaces(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and "shared namespaces" in capsys.readouterr().err
+
+
+def test_cli_draws_and_links_the_tier_plot(tmp_path):
+    out = tmp_path / "out"
+    argv = ["--workload", "multi_turn", "--scale", "0.05", "--policies", "lru,lfu", "--capacities", "48,96"]
+    assert main([*argv, "--page-sizes", "8", "--orders", "fcfs", "--l2-pages", "64", "--out", str(out)]) == 0
+    assert (out / "plots" / "tiers_multi_turn_p8.png").stat().st_size > 1000
+    assert "(plots/tiers_multi_turn_p8.png)" in (out / "summary.md").read_text()
+
+
+def test_tier_plot_draws_each_policy_twice_and_the_three_bounds(rows, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from trellis_jax.ablate.tier_plots import _draw
+
+    fig, ax = plt.subplots()
+    _draw(ax, [r for r in rows if r["order"] == "fcfs"], "t")
+    gids = {line.get_gid(): line.get_ydata().tolist() for line in ax.get_lines()}
+    plt.close(fig)
+    assert set(gids) == {"l1:lru", "total:lru", "l1:lfu", "total:lfu", "bound_l1", "bound_l12", "bound_l123"}
+    assert all(t >= b for t, b in zip(gids["total:lru"], gids["l1:lru"]))

@@ -9,7 +9,7 @@ Examples::
     python -m trellis_jax.ablate --workload multi_turn --l2-pages 4096 --l3-pages 64GiB --disk-read-bw 2e9
 
 Outputs in ``--out``: ``rows.csv``, ``rows.json`` (every metric of every cell), ``summary.md`` (tables,
-plots linked), ``plots/<workload>_p<page size>.png``. Traces: ``--workload`` (see ``workloads.py``),
+plots linked), ``plots/<workload>_p<page size>.png`` (and ``plots/tiers_...png`` with tiers). Traces: ``--workload`` (see ``workloads.py``),
 ``--trace`` (JSONL, ``trace.py``), ``--chat-log`` (OpenAI message lists, ``chatlog.py``); text needs
 ``--tokenizer`` (``default`` = the engine's default model, a GGUF file or an HF directory).
 Tiers (``--l2-pages``, ``--l3-pages`` and the rates; ``tiers.py``): each cell's pool is L1, with a
@@ -29,6 +29,7 @@ from trellis_jax.ablate.chatlog import read_chat_log
 from trellis_jax.ablate.grid import GridSpec, run_grid
 from trellis_jax.ablate.plots import plot_grid
 from trellis_jax.ablate.report import markdown_summary, read_json, write_csv, write_json
+from trellis_jax.ablate.tier_plots import plot_tier_grid
 from trellis_jax.ablate.tiers import TierConfig, parse_capacity, parse_rate
 from trellis_jax.ablate.trace import Trace, read_jsonl, write_jsonl
 from trellis_jax.ablate.workloads import WORKLOADS, workload
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_traces(traces, spec, args.out if args.save_traces else None)
         write_csv(rows, args.out / "rows.csv")
         write_json(rows, args.out / "rows.json", meta={"argv": sys.argv[1:] if argv is None else argv})
-    plots = {} if args.no_plots else plot_grid(rows, args.out / "plots")
+    plots = {} if args.no_plots else plot_grid(rows, args.out / "plots") | plot_tier_grid(rows, args.out / "plots")
     relative = {k: p.relative_to(args.out) for k, p in plots.items()}
     (args.out / "summary.md").write_text(markdown_summary(rows, plots=relative))
     print(f"wrote {args.out}/rows.csv, rows.json, summary.md" + (", plots/" if plots else ""), file=sys.stderr)

@@ -167,6 +167,10 @@ def markdown_summary(rows: list[dict], title: str = "Cache-policy ablation", plo
         if "l2_hit_rate" in r0:
             out += ["Tiers (hits served from each tier; bounds for tiers 1, 1..2, 1..3; see docs/ablation.md):", ""]
             out += [tier_table(group), ""]
+            tier_key = (workload, page_size, "tiers")
+            if plots and tier_key in plots and tier_key not in seen_plots:
+                seen_plots.add(tier_key)
+                out += [f"![{workload}, page size {page_size}, tiers]({plots[tier_key]})", ""]
         key = (workload, page_size)
         if plots and key in plots and key not in seen_plots:
             seen_plots.add(key)
