@@ -5,7 +5,9 @@ orders, against an offline optimal bound; plots and a markdown summary. ``python
 Owns: trace formats and generators (``trace``, ``synthetic``, ``workloads``, ``chatlog``), the replay
 (``replay``, ``queueing``), the bounds (``optimal``: relaxed upper bound; ``clairvoyant``: achievable
 with future knowledge), the grid and its outputs (``grid``, ``report``, ``plots``), example policies
-(``policies``), the live comparison with the engine (``live``) and the speed check (``speed``).
+(``policies``), the live comparison with the engine (``live``), the speed check (``speed``), and the
+simulated host/disk tiers below the pool with their bounds (``tiers``, ``tiered_replay``, ``tier_bounds``,
+``tier_rows``).
 May import: ``trellis_jax.cache`` (the same classes the engine uses; no tree is reimplemented here),
 numpy, the model's cost formula (lazily), the tokenizer (text traces), matplotlib (plots only) and, for
 the live mode only, the engine.

@@ -14,6 +14,9 @@
 Fractions are None where the bound is 0 (nothing could hit).
 Capacities are in pages (usable pages; the cache adds the padding sink). ``capacities=None`` picks
 ``auto_capacities``: a geometric ladder up to the trace's working set at that page size.
+With ``tiers`` (a ``TierConfig``) each cell is a ``tiered_replay``: the capacity is L1's, ``hit_rate``
+counts reloads from L2/L3 too, the bounds above are taken at the combined capacity L1 + L2 + L3 (what
+bounds every hit, ``tier_bounds``), and the row gains the tier columns of ``tier_rows``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from trellis_jax.ablate import costs, optimal
 from trellis_jax.ablate.clairvoyant import clairvoyant_replay
 from trellis_jax.ablate.queueing import ORDERS, ServerModel
 from trellis_jax.ablate.replay import ReplayConfig, ReplayResult, kv_len, replay
+from trellis_jax.ablate.tier_rows import tier_columns
+from trellis_jax.ablate.tiered_replay import tiered_replay
+from trellis_jax.ablate.tiers import TierConfig
 from trellis_jax.ablate.trace import Trace
 from trellis_jax.cache import get_policy
 
@@ -42,6 +48,7 @@ class GridSpec:
     window: int = 16
     max_batch: int = 1
     with_optimal: bool = True
+    tiers: TierConfig | None = None  # simulate L2/L3 below each cell's pool
 
     def __post_init__(self):
         for name in self.policies:
@@ -53,6 +60,8 @@ class GridSpec:
             raise ValueError(f"need at least one policy and page sizes >= 1: {self}")
         if self.capacities is not None and (not self.capacities or min(self.capacities) < 1):
             raise ValueError(f"capacities must be >= 1 pages, got {self.capacities}")
+        if self.tiers is not None and not isinstance(self.tiers, TierConfig):
+            raise ValueError(f"tiers must be a TierConfig or None, got {self.tiers!r}")
 
 
 def auto_capacities(trace: Trace, refs: optimal.PageReferences, steps: int = 6) -> tuple[int, ...]:
@@ -100,9 +109,12 @@ def run_grid(
         refs, _ = bounds.refs(page_size, arrival)
         capacities = spec.capacities or auto_capacities(trace, refs)
         ceiling = optimal.ceiling_hits(refs) * page_size / prompt_tokens
+        below = sum(spec.tiers.tier_pages(page_size)) if spec.tiers else 0  # bounds count every tier
         for capacity in capacities:
             fcfs_optimal = (
-                bounds.optimal_hit_tokens(page_size, arrival, capacity) / prompt_tokens if spec.with_optimal else None
+                bounds.optimal_hit_tokens(page_size, arrival, capacity + below) / prompt_tokens
+                if spec.with_optimal
+                else None
             )
             clairvoyant = (
                 clairvoyant_replay(trace, capacity, page_size).hit_rate
@@ -111,7 +123,8 @@ def run_grid(
             )
             for order, policy in itertools.product(spec.orders, spec.policies):
                 config = ReplayConfig(capacity, page_size, policy, order, spec.window, spec.max_batch)
-                result = replay(trace, config, server)
+                tiered = tiered_replay(trace, config, spec.tiers, server) if spec.tiers else None
+                result = tiered.replay if tiered else replay(trace, config, server)
                 row = _row(trace, result, total_flops, model_config)
                 row.update(
                     fcfs_optimal_hit_rate=fcfs_optimal,
@@ -120,7 +133,9 @@ def run_grid(
                     fraction_of_ceiling=row["hit_rate"] / ceiling if ceiling else None,
                 )
                 if spec.with_optimal:
-                    _add_optimal(row, bounds, result)
+                    _add_optimal(row, bounds, result, below)
+                if tiered:
+                    row.update(tier_columns(tiered, *bounds.refs(page_size, result.served_order)))
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -156,10 +171,10 @@ def _row(trace: Trace, result: ReplayResult, total_flops: float, model_config) -
     )
 
 
-def _add_optimal(row: dict, bounds: _Bounds, result: ReplayResult) -> None:
+def _add_optimal(row: dict, bounds: _Bounds, result: ReplayResult, below: int = 0) -> None:
     start = time.perf_counter()
     c = result.config
-    hit_tokens = bounds.optimal_hit_tokens(c.page_size, result.served_order, c.num_pages)
+    hit_tokens = bounds.optimal_hit_tokens(c.page_size, result.served_order, c.num_pages + below)
     row["optimal_hit_tokens"] = hit_tokens
     row["optimal_hit_rate"] = hit_tokens / row["prompt_tokens"]
     row["fraction_of_optimal"] = result.hit_tokens / hit_tokens if hit_tokens else None  # 0/0: nothing to get

@@ -100,7 +100,7 @@ class _Simulator:
         self.cache = RadixCache(
             config.num_pages + 1,
             config.page_size,
-            policy=get_policy(config.policy),
+            policy=self.make_policy(),
             shared_namespaces=trace.shared_namespaces,
         )
         n = len(trace)
@@ -109,6 +109,10 @@ class _Simulator:
         self.rejected: list[int] = []
         self.peak_pages = 0
         self.peek_tokens: dict[int, list[int]] = {}  # id(waiting request) -> prompt[:-1] (lpm only)
+
+    def make_policy(self) -> EvictionPolicy:
+        """The cache's eviction policy (a subclass may wrap it: the tier simulation taps evictions)."""
+        return get_policy(self.config.policy)
 
     def prefix_len(self, request: TraceRequest) -> int:
         # A waiting prompt is peeked at every admission until it runs: convert it to a list once.
@@ -215,6 +219,22 @@ class _Simulator:
         uncached = sum(requests[r.index].prompt_len - int(self.cached[r.index]) for r in running)
         return self.server.batch_seconds(uncached, max(requests[r.index].output_len for r in running))
 
+    def result(self, wall_s: float) -> ReplayResult:
+        stats = self.cache.stats
+        trace = self.trace
+        prompt_tokens = np.fromiter((r.prompt_len for r in trace.requests), np.int64, len(trace))
+        return ReplayResult(
+            self.config,
+            self.cached,
+            prompt_tokens,
+            self.served,
+            self.rejected,
+            stats.evicted_pages,
+            stats.inserted_pages,
+            self.peak_pages,
+            wall_s,
+        )
+
     def run(self) -> None:
         queue = WaitingQueue(self.trace, self.config.order, self.config.window)
         while queue:
@@ -233,17 +253,4 @@ def replay(
     start = time.perf_counter()
     sim = _Simulator(trace, config, server, before_admit)
     sim.run()
-    wall = time.perf_counter() - start
-    stats = sim.cache.stats
-    prompt_tokens = np.fromiter((r.prompt_len for r in trace.requests), np.int64, len(trace))
-    return ReplayResult(
-        config,
-        sim.cached,
-        prompt_tokens,
-        sim.served,
-        sim.rejected,
-        stats.evicted_pages,
-        stats.inserted_pages,
-        sim.peak_pages,
-        wall,
-    )
+    return sim.result(time.perf_counter() - start)

@@ -6,6 +6,7 @@ rate (fraction of the offline optimum for that cell's order)``, then the bounds,
 capacity naming the best policy. The bounds are the ones the fractions divide by (``own_order_bounds``,
 drawn by the plots too): for each policy, the optimum for the order its replay actually served; one row
 when every policy served the same order. The clairvoyant policy runs in arrival order: fcfs tables only.
+Rows of a tiered grid add a tier table per group (``tier_rows.tier_table``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import csv
 import json
 from collections import defaultdict
 from pathlib import Path
+
+from trellis_jax.ablate.tier_rows import tier_table
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
@@ -161,6 +164,13 @@ def markdown_summary(rows: list[dict], title: str = "Cache-policy ablation", plo
         out.append("")
         out.append(markdown_table(group))
         out.append("")
+        if "l2_hit_rate" in r0:
+            out += ["Tiers (hits served from each tier; bounds for tiers 1, 1..2, 1..3; see docs/ablation.md):", ""]
+            out += [tier_table(group), ""]
+            tier_key = (workload, page_size, "tiers")
+            if plots and tier_key in plots and tier_key not in seen_plots:
+                seen_plots.add(tier_key)
+                out += [f"![{workload}, page size {page_size}, tiers]({plots[tier_key]})", ""]
         key = (workload, page_size)
         if plots and key in plots and key not in seen_plots:
             seen_plots.add(key)
