@@ -261,10 +261,11 @@ def _lock_directory(directory: pathlib.Path) -> int:
     return fd
 
 
-def _read_all(path: pathlib.Path) -> bytearray:
+def _read_all(path: pathlib.Path) -> np.ndarray:
+    """The file's bytes, as uint8 (np.empty: no zero-fill of a buffer about to be overwritten)."""
     with open(path, "rb") as f:
-        data = bytearray(os.fstat(f.fileno()).st_size)
-        if f.readinto(data) != len(data):
+        data = np.empty(os.fstat(f.fileno()).st_size, np.uint8)
+        if f.readinto(memoryview(data)) != len(data):
             raise DamagedPage("changed size while being read")
     return data
 

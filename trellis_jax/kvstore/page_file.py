@@ -111,14 +111,16 @@ def parse_header(head: bytes, key: bytes, fingerprint_digest: str) -> tuple[Page
     return PageRecord(entry, dtype, shape, offset, payload_len), crc
 
 
-def decode(data: bytearray, key: bytes, fingerprint_digest: str) -> tuple[PageEntry, np.ndarray]:
-    """The entry and page in a whole file's bytes (the page is a view of `data`); DamagedPage if not valid."""
-    record, crc = parse_header(data, key, fingerprint_digest)
+def decode(data: np.ndarray, key: bytes, fingerprint_digest: str) -> tuple[PageEntry, np.ndarray]:
+    """The entry and page in a whole file's bytes (uint8; the page is a view of them); DamagedPage if not valid."""
+    record, crc = parse_header(data[: HEADER_BYTES + _meta_bytes(data)].tobytes(), key, fingerprint_digest)
     if len(data) != record.file_bytes:
         raise DamagedPage(f"{len(data)} bytes where the header promises {record.file_bytes}")
-    if zlib.crc32(memoryview(data)[HEADER_BYTES:]) != crc:
+    if zlib.crc32(data[HEADER_BYTES:]) != crc:
         raise DamagedPage("checksum mismatch")
-    page = np.frombuffer(
-        data, dtype=record.dtype, count=record.payload_bytes // record.dtype.itemsize, offset=record.payload_offset
-    )
-    return record.entry, page.reshape(record.shape)
+    return record.entry, data[record.payload_offset :].view(record.dtype).reshape(record.shape)
+
+
+def _meta_bytes(data: np.ndarray) -> int:
+    """The metadata length a file's fixed header states (0 when the file is shorter than that header)."""
+    return int(data[8:12].view("<u4")[0]) if len(data) >= HEADER_BYTES else 0
