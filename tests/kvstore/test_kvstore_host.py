@@ -117,3 +117,9 @@ def test_a_closed_store_refuses_puts_and_holds_nothing():
 def test_a_negative_capacity_is_a_value_error():
     with pytest.raises(ValueError, match="capacity_bytes"):
         HostPageStore(-1)
+
+
+def test_a_page_that_is_not_a_numeric_array_is_a_value_error():
+    entry = chain(1)[0]
+    with pytest.raises(ValueError, match="numeric numpy array"):
+        HostPageStore(PAGE_BYTES).put(entry, page_for(entry).tolist())

@@ -143,3 +143,31 @@ def test_a_closed_store_refuses_puts(tmp_path):
     store.close()
     entry = chain(1)[0]
     assert store.put(entry, page_for(entry)) is False
+
+
+class FailingDisk(DiskPageStore):
+    """A disk whose first put fails as a full disk would."""
+
+    failed = False
+
+    def put(self, entry, page):
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return super().put(entry, page)
+
+
+def test_a_failed_disk_write_is_counted_and_write_back_goes_on(tmp_path):
+    pages = chain(4)
+    store = TieredPageStore(HostPageStore(PAGE_BYTES), FailingDisk(tmp_path, FINGERPRINT, 64 * MB))
+    put_all(store, pages)  # demotes pages 0, 1, 2; writing page 0 fails
+    store.flush()
+    assert [e.key in store.disk for e in pages[:3]] == [False, True, True]
+    assert store.stats()["writeback_dropped"] == 1
+
+
+def test_a_bad_key_is_a_value_error_on_the_callers_thread(tmp_path):
+    entry = chain(1)[0]
+    bad = type(entry)(key=b"short", parent=None, tokens=entry.tokens, namespace="")
+    with pytest.raises(ValueError, match="16 bytes"):
+        tiered(tmp_path, write_through=True).put(bad, page_for(entry))

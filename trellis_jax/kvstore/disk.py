@@ -31,7 +31,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from trellis_jax.kvstore import manifest
-from trellis_jax.kvstore.api import PAGE_KEY_BYTES, PageEntry
+from trellis_jax.kvstore.api import PageEntry
+from trellis_jax.kvstore.checks import check_put
 from trellis_jax.kvstore.order import parents_first
 from trellis_jax.kvstore.page_file import HEADER_BYTES, DamagedPage, decode, encode, parse_header
 
@@ -70,10 +71,7 @@ class DiskPageStore:
 
     def put(self, entry: PageEntry, page: np.ndarray) -> bool:
         """Write `page` durably (temporary file, fsync, rename); may evict the least recently used pages."""
-        if not isinstance(entry.key, bytes) or len(entry.key) != PAGE_KEY_BYTES:
-            raise ValueError(f"a page key is {PAGE_KEY_BYTES} bytes, got {entry.key!r}")
-        if page.dtype.hasobject:
-            raise ValueError(f"a KV page holds numbers, not {page.dtype}")
+        check_put(entry, page)
         with self._lock:
             if self._closed or entry.key in self._index:
                 return not self._closed

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from trellis_jax.kvstore.api import PageEntry
+from trellis_jax.kvstore.checks import check_put
 from trellis_jax.kvstore.order import parents_first
 
 EvictHook = Callable[[PageEntry, np.ndarray], None]
@@ -47,6 +48,7 @@ class HostPageStore:
         """Copy `page` into a slot (the least recently used page's when full). Mutates the slab and the LRU order.
 
         Raises ValueError when `page` has another shape or dtype than the pages already held."""
+        check_put(entry, page)
         if self._closed:
             return False
         if entry.key in self._slots:
@@ -122,8 +124,6 @@ class HostPageStore:
         self._slab = None
 
     def _allocate(self, page: np.ndarray) -> None:
-        if page.dtype.hasobject:
-            raise ValueError(f"a KV page holds numbers, not {page.dtype}")
         self._page_bytes = page.nbytes
         num_slots = self.capacity_bytes // page.nbytes if page.nbytes else 0
         self._slab = np.empty((num_slots, *page.shape), dtype=page.dtype)

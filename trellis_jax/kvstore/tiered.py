@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from trellis_jax.kvstore.api import PageEntry
+from trellis_jax.kvstore.checks import check_put
 from trellis_jax.kvstore.disk import DiskPageStore
 from trellis_jax.kvstore.host import HostPageStore
 from trellis_jax.kvstore.order import parents_first
@@ -69,6 +70,7 @@ class TieredPageStore:
 
     def put(self, entry: PageEntry, page: np.ndarray) -> bool:
         """Into host (evicting its least recently used pages to disk); False when closed or no tier takes it."""
+        check_put(entry, page)  # here, not on the writer thread, where a ValueError would reach no caller
         if self._closed:
             return False
         kept = self.host.put(entry, page)
@@ -126,7 +128,7 @@ class TieredPageStore:
         if self.disk is not None:
             for entry, page in self.host.items_oldest_first():  # oldest first: disk evicts those first too
                 if entry.key not in self.disk:
-                    self.disk.put(entry, page)
+                    self._write(entry, page)
             self.flush()
             self._queue.put(_STOP)
             self._writer.join()
@@ -159,10 +161,11 @@ class TieredPageStore:
                 with self._write_lock:
                     with self._lock:
                         held = self._pending.get(key)
-                    written = held is not None and self._write(*held)
+                    if held is None:
+                        continue  # discarded while queued
+                    written = self._write(*held)
                     with self._lock:
-                        self._counts["writeback_written" if written else "writeback_dropped"] += held is not None
-                    with self._lock:
+                        self._counts["writeback_written" if written else "writeback_dropped"] += 1
                         self._forget_pending(key)
             finally:
                 self._queue.task_done()
@@ -171,8 +174,8 @@ class TieredPageStore:
     def _write(self, entry: PageEntry, page: np.ndarray) -> bool:
         try:
             return self.disk.put(entry, page)
-        except OSError as err:  # disk full, directory removed...: the page stays a cache miss, the engine runs on
-            log.warning("kv cache: write-back of page %s failed: %s", entry.key.hex(), err)
+        except Exception:  # disk full, directory removed...: the page stays a miss; the writer must live on
+            log.exception("kv cache: writing page %s to disk failed", entry.key.hex())
             return False
 
     def _forget_pending(self, key: bytes) -> None:
