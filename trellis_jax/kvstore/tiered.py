@@ -3,9 +3,11 @@
     put ──► host (L2) ──evicted──► pending (copies, bounded) ──writer thread──► disk (L3)
     get ◄── host, else pending, else disk (a page found below host is promoted back into host)
 
-The caller never waits on disk in `put`: a demoted page is copied into `pending` and queued. `pending` is
-bounded (`max_pending_bytes`): when the disk falls that far behind, a demotion is dropped and counted
-(`writeback_dropped`, which also counts pages the disk refused or failed to write), as a cache may drop a page but must not grow without bound or stall the engine.
+The caller never waits on disk in `put`: a demoted page is copied into `pending` and queued (into the buffer
+of a page already written when there is one: fresh memory costs page faults). `pending` is bounded
+(`max_pending_bytes`): when the disk falls that far behind, a demotion is dropped and counted
+(`writeback_dropped`, which also counts pages the disk refused or failed to write), as a cache may drop a
+page but must neither grow without bound nor stall the engine.
 `write_through=True` also queues every put for disk at once, so a kill -9 loses only the queue, not every
 page still in host RAM. `flush()` waits for the queue and makes the disk durable; `close()` writes every host
 page down first (a clean stop keeps all of them for the next process), then closes both tiers.
@@ -55,6 +57,7 @@ class TieredPageStore:
         self.max_pending_bytes = max_pending_bytes
         self._pending: dict[bytes, tuple[PageEntry, np.ndarray]] = {}
         self._pending_bytes = 0
+        self._spare: list[np.ndarray] = []  # buffers of pages already written, for the next demotions
         self._lock = threading.Lock()  # guards _pending, _pending_bytes, _counts
         self._write_lock = threading.Lock()  # held while one page goes to disk: discard waits for it
         self._queue: queue.Queue = queue.Queue()
@@ -149,7 +152,7 @@ class TieredPageStore:
             if self._pending_bytes + page.nbytes > self.max_pending_bytes:
                 self._counts["writeback_dropped"] += 1
                 return False
-            self._pending[entry.key] = (entry, np.array(page, copy=True))
+            self._pending[entry.key] = (entry, self._copy_of(page))
             self._pending_bytes += page.nbytes
             self._counts["writeback_queued"] += 1
         self._queue.put(entry.key)
@@ -178,10 +181,20 @@ class TieredPageStore:
             log.exception("kv cache: writing page %s to disk failed", entry.key.hex())
             return False
 
+    def _copy_of(self, page: np.ndarray) -> np.ndarray:
+        """`page` copied into a spare buffer: reusing them spares the caller faulting in fresh memory per page."""
+        while self._spare:
+            buffer = self._spare.pop()
+            if buffer.shape == page.shape and buffer.dtype == page.dtype:
+                np.copyto(buffer, page)
+                return buffer
+        return np.array(page, copy=True)
+
     def _forget_pending(self, key: bytes) -> None:
         held = self._pending.pop(key, None)
         if held is not None:
             self._pending_bytes -= held[1].nbytes
+            self._spare.append(held[1])  # at most max_pending_bytes of them: pending and spare never exceed it
 
     def _from_below(self, key: bytes) -> np.ndarray | None:
         with self._lock:
