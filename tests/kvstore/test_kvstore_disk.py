@@ -39,6 +39,13 @@ def test_a_reopened_store_lists_its_entries_parents_first(tmp_path):
     assert list(open_store(tmp_path).entries()) == pages
 
 
+def test_without_fsync_pages_still_come_back_whole(tmp_path):
+    pages = chain(3)
+    written(tmp_path, pages, fsync=False)
+    store = open_store(tmp_path, fsync=False)
+    assert all(np.array_equal(store.get(e.key), page_for(e)) for e in pages)
+
+
 def test_an_absent_key_is_a_miss(tmp_path):
     store = open_store(tmp_path)
     assert store.get(chain(1)[0].key) is None
