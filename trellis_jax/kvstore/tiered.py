@@ -93,6 +93,15 @@ class TieredPageStore:
     def __contains__(self, key: bytes) -> bool:
         return key in self.host or key in self._pending or (self.disk is not None and key in self.disk)
 
+    def entry(self, key: bytes) -> PageEntry | None:
+        """What is kept beside `key`'s page, from whichever tier holds it (None when none does)."""
+        with self._lock:
+            held = self._pending.get(key)
+        if held is not None:
+            return held[0]
+        found = self.host.entry(key)
+        return found if found is not None or self.disk is None else self.disk.entry(key)
+
     def discard(self, key: bytes) -> None:
         with self._write_lock:  # a write of `key` in flight finishes first, so it cannot resurrect the page
             self.host.discard(key)
