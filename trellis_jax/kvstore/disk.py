@@ -34,7 +34,7 @@ from trellis_jax.kvstore import manifest
 from trellis_jax.kvstore.api import PageEntry
 from trellis_jax.kvstore.checks import check_put
 from trellis_jax.kvstore.order import parents_first
-from trellis_jax.kvstore.page_file import HEADER_BYTES, DamagedPage, decode, encode, parse_header
+from trellis_jax.kvstore.page_file import HEADER_BYTES, DamagedPage, PageRecord, decode, encode, parse_header
 
 log = logging.getLogger(__name__)
 SUFFIX = ".kvp"
@@ -186,7 +186,7 @@ class DiskPageStore:
         (self.directory / "tmp").mkdir(exist_ok=True)
         for partial in (self.directory / "tmp").iterdir():  # writes a killed process never renamed
             partial.unlink()
-        files = sorted((self.directory / "pages").glob(f"*/*{SUFFIX}"))
+        files = _page_files(self.directory / "pages")
         recorded = manifest.read(self.directory)
         differing = manifest.differences(recorded, self.fingerprint)
         if differing and (files or recorded is not None):
@@ -197,7 +197,7 @@ class DiskPageStore:
                 len(files),
             )
             for path in files:
-                path.unlink()
+                os.unlink(path)
             self._counts["refused_corrupt"] += len(files)
             self._counts["refused_foreign"] += len(files)
             files = []
@@ -205,18 +205,19 @@ class DiskPageStore:
             manifest.write(self.directory, self.fingerprint)
         self._index_files(files)
 
-    def _index_files(self, files: list[pathlib.Path]) -> None:
+    def _index_files(self, files: list[str]) -> None:
         found, refused = [], 0
         for path in files:
             try:
-                key = bytes.fromhex(path.stem)
-                record = _read_record(path, key, self.digest)
+                key = bytes.fromhex(os.path.basename(path)[: -len(SUFFIX)])
+                record, mtime_ns = _read_record(path, key, self.digest)
             except (ValueError, OSError) as err:  # DamagedPage is a ValueError
                 log.debug("kv cache: refusing %s at open: %s", path, err)
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
                 refused += 1
                 continue
-            found.append((path.stat().st_mtime_ns, key, record.entry, record.file_bytes))
+            found.append((mtime_ns, key, record.entry, record.file_bytes))
         for _, key, entry, size in sorted(found, key=lambda f: f[0]):
             self._index[key] = (entry, size)
             self._bytes += size
@@ -268,14 +269,28 @@ def _read_all(path: pathlib.Path) -> np.ndarray:
     return data
 
 
-def _read_record(path: pathlib.Path, key: bytes, digest: str):
-    """The header of a page file, checked against its size (the payload's crc is checked when it is read)."""
-    with open(path, "rb") as f:
-        head = f.read(HEADER_BYTES)
-        if len(head) == HEADER_BYTES:
-            head += f.read(int.from_bytes(head[8:12], "little"))
-        size = os.fstat(f.fileno()).st_size
+def _page_files(pages: pathlib.Path) -> list[str]:
+    """Every page file's path under pages/ (os.scandir: a restart lists thousands; pathlib costs more)."""
+    found = []
+    with os.scandir(pages) as shards:
+        for shard in shards:
+            if shard.is_dir(follow_symlinks=False):
+                with os.scandir(shard.path) as names:
+                    found += [f.path for f in names if f.name.endswith(SUFFIX)]
+    return found
+
+
+def _read_record(path: str, key: bytes, digest: str) -> tuple[PageRecord, int]:
+    """A page file's header checked against its size, and its mtime_ns (the payload's crc is checked by get)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.read(fd, 4096)  # the header and, for pages of up to ~500 tokens, all the metadata
+        if len(head) >= HEADER_BYTES and len(head) < HEADER_BYTES + int.from_bytes(head[8:12], "little"):
+            head += os.read(fd, HEADER_BYTES + int.from_bytes(head[8:12], "little") - len(head))
+        stat = os.fstat(fd)
+    finally:
+        os.close(fd)
     record, _ = parse_header(head, key, digest)
-    if size != record.file_bytes:
-        raise DamagedPage(f"{size} bytes where the header promises {record.file_bytes}")
-    return record
+    if stat.st_size != record.file_bytes:
+        raise DamagedPage(f"{stat.st_size} bytes where the header promises {record.file_bytes}")
+    return record, stat.st_mtime_ns

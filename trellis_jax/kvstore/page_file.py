@@ -20,6 +20,7 @@ crc32 detects accidental damage, not tampering: the directory is trusted like th
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def parse_header(head: bytes, key: bytes, fingerprint_digest: str) -> tuple[Page
         raise DamagedPage(f"holds key {entry.key.hex()}, not {key.hex()}")
     if digest != fingerprint_digest:
         raise DamagedPage(f"written under fingerprint {digest}, not {fingerprint_digest}")
-    if dtype.itemsize * int(np.prod(shape)) != payload_len:
+    if dtype.itemsize * math.prod(shape) != payload_len:
         raise DamagedPage(f"payload of {payload_len} bytes does not hold {dtype.name}{list(shape)}")
     offset = HEADER_BYTES + meta_len
     offset += -offset % _ALIGN
