@@ -131,3 +131,13 @@ def test_garbage_in_a_page_file_is_refused(tmp_path, garbage):
     store = open_store(tmp_path)
     assert store.get(entry.key) is None
     assert store.stats()["refused_corrupt"] == 1
+
+
+def test_a_file_truncated_while_the_store_is_open_is_refused_on_get(tmp_path):
+    entry = chain(1)[0]
+    store = open_store(tmp_path)
+    store.put(entry, page_for(entry))
+    path = page_path(tmp_path, entry.key)
+    path.write_bytes(path.read_bytes()[:-1])
+    assert store.get(entry.key) is None
+    assert store.stats()["refused_corrupt"] == 1 and entry.key not in store
