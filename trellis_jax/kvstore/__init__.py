@@ -5,7 +5,7 @@
   atomic writes), with page_file.py (the record format) and manifest.py;
 - tiered.py: TieredPageStore, host in front of disk with write-back on a background thread;
 - fingerprint.py: fingerprint_of, the disk store's fingerprint from plain values;
-- order.py: parents_first, the order entries() lists pages in.
+- order.py: parents_first, the order entries() lists pages in; checks.py: what every put refuses.
 Imports: numpy and ml_dtypes only, no other trellis_jax package. Lifecycle: open, put/get, flush, close.
 """
 
