@@ -3,7 +3,8 @@
     python tools/quantization_error.py [--models tiny_llama tiny_mistral tiny_qwen2 default random]
                                        [--schemes int8 int4] [--json out.json]
 
-For each float model and scheme (checkpoints/quantize.py, the code `--quantization` runs):
+For each float model and scheme (checkpoints/quantize.py, the code `--quantization` runs; int4-head4: int4
+with the embedding / LM head in int4 too, which --quantization int4 keeps in int8):
   tensors: the relative RMS error ||dequantized - W|| / ||W|| of every layer's matrix, the embedding and a
     separate LM head; the median and the worst over them;
   logits, teacher-forced on one text (TEXT, 200-odd tokens; random ids for the random model): at every
@@ -96,13 +97,17 @@ def perplexity(logits, ids) -> float:
     return float(np.exp(-np.mean(logp[np.arange(len(ids) - 1), ids[1:]])))
 
 
+SCHEMES = {"int8": ("int8", "int8"), "int4": ("int4", "int8"), "int4-head4": ("int4", "int4")}  # layers, head
+
+
 def compare(name: str, schemes) -> dict:
     base = float_model(name)
     ids = text_ids(base, name)
     reference = all_position_logits(base, ids)
     out = {"tokens": len(ids), "ppl_float": perplexity(reference, ids)}
     for scheme in schemes:
-        model = quantize_loaded(base, scheme)
+        layers, head = SCHEMES[scheme]
+        model = quantize_loaded(base, layers, head_scheme=head)
         logits = all_position_logits(model, ids)
         errors = tensor_errors(base.params, model.params)
         p, q = log_softmax(reference), log_softmax(logits)
@@ -139,7 +144,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--models", nargs="+", default=["tiny_llama", "tiny_mistral", "tiny_qwen2", "default", "random"]
     )
-    parser.add_argument("--schemes", nargs="+", default=["int8", "int4"], choices=["int8", "int4"])
+    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     results = {name: compare(name, args.schemes) for name in args.models}

@@ -2,14 +2,15 @@
 the matmul op's packed layout (pallas_kernels/matmul/quantize.py has the rounding and its error bound).
 
 Contract:
-  `quantize_params(params, config, scheme) -> params`: a new tree (the input is left as it is) whose layer
-  matrices (wq, wk, wv, wo, w_gate, w_up, w_down) are packed in the scheme's format, int8 -> Q8_0 and
-  int4 -> Q4_1, and whose embedding and separate LM head are packed as Q8_0 (int8 for either scheme, as
-  llama.cpp keeps its 4-bit files' output matrix at 6 or 8 bits: docs/benchmarks/quantized.md, "Quantizing
-  a float checkpoint", measures both). The embedding is stored as the packed path keeps a GGUF one: its
-  tied head's [H, V] weight. Norms and biases stay float. "none": params unchanged. A matrix whose input
-  size is not a multiple of 32 is a ValueError naming it (nothing is left float behind the flag's back).
-  `quantize_loaded(loaded, scheme) -> LoadedModel`: the same on a loaded model.
+  `quantize_params(params, config, scheme, *, head_scheme="int8") -> params`: a new tree (the input is left
+  as it is) whose layer matrices (wq, wk, wv, wo, w_gate, w_up, w_down) are packed in the scheme's format,
+  int8 -> Q8_0 and int4 -> Q4_1, and whose embedding and separate LM head are packed per head_scheme: int8
+  (Q8_0) by default for either scheme, as llama.cpp keeps its 4-bit files' output matrix at 6 or 8 bits
+  (docs/benchmarks/quantized.md, "Quantizing a float checkpoint", measures both). The embedding is stored
+  as the packed path keeps a GGUF one: its tied head's [H, V] weight. Norms and biases stay float.
+  "none": params unchanged. A matrix whose input size is not a multiple of 32 is a ValueError naming it
+  (nothing is left float behind the flag's back).
+  `quantize_loaded(loaded, scheme, *, head_scheme="int8") -> LoadedModel`: the same on a loaded model.
   `refuse_quantized_gguf(reader, path)`: a CheckpointError when a GGUF file's matrices are quantized
   already (quantizing dequantized 4-bit weights again only adds error; --weight-format packed runs the
   file as it is).
@@ -41,8 +42,9 @@ def refuse_quantized_gguf(reader, path) -> None:
         )
 
 
-def quantize_params(params: dict, config, scheme: str) -> dict:
-    """params with its matrices packed per `scheme`; see the module docstring."""
+def quantize_params(params: dict, config, scheme: str, *, head_scheme: str = HEAD_SCHEME) -> dict:
+    """params with its matrices packed per `scheme` (the embedding and LM head per `head_scheme`); see the
+    module docstring."""
     check_quantization(scheme)
     if scheme == NO_QUANTIZATION:
         return params
@@ -50,16 +52,17 @@ def quantize_params(params: dict, config, scheme: str) -> dict:
     for name in MATRICES:
         layers[name] = _stacked(layers[name], scheme, name)
     out = {**params, "layers": layers}
-    out["embed"] = _single(np.asarray(params["embed"]).T, HEAD_SCHEME, "embed")  # as its tied head [H, V]
+    out["embed"] = _single(np.asarray(params["embed"]).T, head_scheme, "embed")  # as its tied head [H, V]
     if "lm_head" in params:
-        out["lm_head"] = _single(params["lm_head"], HEAD_SCHEME, "lm_head")
+        out["lm_head"] = _single(params["lm_head"], head_scheme, "lm_head")
     return out
 
 
-def quantize_loaded(loaded, scheme: str):
+def quantize_loaded(loaded, scheme: str, *, head_scheme: str = HEAD_SCHEME):
     if scheme == NO_QUANTIZATION:
         return loaded
-    return dataclasses.replace(loaded, params=quantize_params(loaded.params, loaded.config, scheme))
+    params = quantize_params(loaded.params, loaded.config, scheme, head_scheme=head_scheme)
+    return dataclasses.replace(loaded, params=params)
 
 
 def _stacked(w, scheme, name):
