@@ -8,7 +8,7 @@ from checkpoint_testlib import write_tiny_gguf
 from model_testlib import logits_at_positions
 
 from pallas_kernels.matmul import quantized
-from trellis_jax.checkpoints import CheckpointError, load_model
+from trellis_jax.checkpoints import CheckpointError, load_model, save_orbax
 from trellis_jax.checkpoints.quantize import MATRICES, quantize_params
 from trellis_jax.engine.config import EngineConfig
 
@@ -42,6 +42,14 @@ def test_logits_stay_close_to_the_float_model(arch, scheme, min_agreement, max_l
     got = logits_at_positions(load_model(str(fixtures_dir / f"tiny_{arch}"), quantization=scheme), PROMPT, POSITIONS)
     assert np.mean(got.argmax(-1) == expected.argmax(-1)) >= min_agreement
     assert np.mean(np.abs(got - expected)) <= max_logit_diff
+
+
+def test_an_orbax_checkpoint_quantizes_like_its_source(tiny_model, tmp_path, fixtures_dir):
+    directory = save_orbax(tiny_model("llama"), tmp_path / "ckpt")
+    got = load_model(directory, quantization="int4").params["layers"]["w_gate"]
+    expected = load_model(str(fixtures_dir / "tiny_llama"), quantization="int4").params["layers"]["w_gate"]
+    assert got.fmt == "Q4_1"
+    np.testing.assert_array_equal(np.asarray(quantized.dequantize(got)), np.asarray(quantized.dequantize(expected)))
 
 
 def test_a_quantized_gguf_is_refused(tmp_path, fixtures_dir):
