@@ -5,6 +5,7 @@
     python tools/bench_step.py --compare-kv-dtype    # float32 vs bfloat16 KV pages, alternating
     python tools/bench_step.py --compare-deterministic   # batch-invariant (--deterministic) vs default kernels
     python tools/bench_step.py --compare-weight-format   # a quantized GGUF packed vs dequantized to --dtype
+    python tools/bench_step.py --compare-quantization    # --dtype floats vs --quantization int8 / int4 of them
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -279,6 +280,23 @@ def compare_weight_format(args) -> dict:
     return results
 
 
+def compare_quantization(args) -> dict:
+    """The float model (--model loaded float in --dtype; a quantized GGUF dequantized) against its matrices
+    quantized at load as --quantization int8 / int4 does (checkpoints/quantize.py), alternating step by
+    step in one process; also each runner's resident weight bytes."""
+    from trellis_jax.checkpoints.quantize import quantize_loaded
+
+    model = load_model(args.model, dtype=args.dtype, weight_format="float")
+    runners = {"float": make_runner(model, args)}
+    for scheme in ("int8", "int4"):
+        runners[scheme] = make_runner(quantize_loaded(model, scheme), args)
+    for runner in runners.values():
+        runner.warmup()
+    results = alternate(runners, args)
+    results["weight_bytes"] = {mode: params_bytes(runner.params) for mode, runner in runners.items()}
+    return results
+
+
 def params_bytes(params) -> int:
     """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
     return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
@@ -308,6 +326,8 @@ def alternate(runners: dict, args) -> dict:
 
 
 def compare_markdown(results: dict) -> str:
+    if len(results["compilations_after_warmup"]) > 2:
+        return compare_many_markdown(results)
     a, b = results["compilations_after_warmup"]
     sizes = results.get("weight_bytes")
     lines = [f"resident weights: {a} {sizes[a] / 2**20:.0f} MiB, {b} {sizes[b] / 2**20:.0f} MiB", ""] if sizes else []
@@ -322,6 +342,41 @@ def compare_markdown(results: dict) -> str:
         if name == "prefill" or name.startswith("decode_"):
             lines.append(
                 f"| {name} | {r[a]:.0f} | {r[b]:.0f} | {r[a] / r[b]:.2f}x | {TARGETS.get(name, float('nan')):.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def compare_many_markdown(results: dict) -> str:
+    """Several runners: tok/s of each, and each one's ratio to the first."""
+    modes = list(results["compilations_after_warmup"])
+    base, sizes = modes[0], results.get("weight_bytes", {})
+    lines = [
+        f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
+        f"warm-up {results['compilations_after_warmup']}",
+        "",
+        "| step | "
+        + " | ".join(f"{m} tok/s" for m in modes)
+        + " | "
+        + " | ".join(f"{m} / {base}" for m in modes[1:])
+        + " |",
+        "|---|" + "---|" * (2 * len(modes) - 1),
+    ]
+    if sizes:
+        lines.append(
+            "| weights MiB | "
+            + " | ".join(f"{sizes[m] / 2**20:.0f}" for m in modes)
+            + " | "
+            + " | ".join(f"{sizes[m] / sizes[base]:.2f}x" for m in modes[1:])
+            + " |"
+        )
+    for name, r in results.items():
+        if name == "prefill" or name.startswith("decode_"):
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{r[m]:.0f}" for m in modes)
+                + " | "
+                + " | ".join(f"{r[m] / r[base]:.2f}x" for m in modes[1:])
+                + " |"
             )
     return "\n".join(lines)
 
@@ -390,6 +445,11 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: a quantized GGUF's weights packed vs dequantized to --dtype, alternating step by step",
     )
+    parser.add_argument(
+        "--compare-quantization",
+        action="store_true",
+        help="instead: the float model vs its matrices quantized at load (int8, int4), alternating step by step",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -405,6 +465,8 @@ def main(argv=None) -> None:
         if args.compare_deterministic
         else compare_weight_format
         if args.compare_weight_format
+        else compare_quantization
+        if args.compare_quantization
         else None
     )
     if comparison:

@@ -20,6 +20,9 @@ WEIGHT_FORMATS = ("auto", "float", "packed")  # how a quantized GGUF's weights l
 # engine's on the same file, prefill slower (docs/benchmarks/quantized.md).
 AUTO_WEIGHT_FORMAT = "packed"
 AUTO = "auto"
+# --quantization: a float checkpoint's matrices quantized at load, per group of 32 (trellis_jax/checkpoints/quantize.py)
+NO_QUANTIZATION = "none"
+QUANTIZATIONS = (NO_QUANTIZATION, "int8", "int4")
 DTYPE_CHOICES = (AUTO, *MODEL_DTYPES)
 
 
@@ -39,6 +42,18 @@ def resolve_weight_format(weight_format: str, gguf: bool = True) -> str:
     if weight_format != AUTO:
         return weight_format
     return AUTO_WEIGHT_FORMAT if gguf else "float"
+
+
+def check_quantization(quantization: str, weight_format: str = AUTO) -> None:
+    """A ValueError for an unknown quantization, or one asked for beside a weight format other than auto
+    (it quantizes a float checkpoint: "float" would ask to keep it float, "packed" for a quantized file)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization != NO_QUANTIZATION and weight_format != AUTO:
+        raise ValueError(
+            f"quantization={quantization!r} quantizes a float checkpoint at load; it cannot be combined with "
+            f"weight_format={weight_format!r} (leave weight_format 'auto')"
+        )
 
 
 def native_bfloat16() -> bool:

@@ -7,6 +7,9 @@ this machine); None means the preset's, else float32, or the saved dtype for an 
 `weight_format` (trellis_jax.dtypes.WEIGHT_FORMATS): "float" dequantizes
 every GGUF tensor at load; "packed" keeps the layers' Q8_0/Q4_0/Q4_1 linear weights packed (the matmul op
 multiplies them as they are); "auto" is the measured choice for a GGUF file (trellis_jax.dtypes: packed where the file has such weights), float for a directory. The tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
+`quantization` (trellis_jax.dtypes.QUANTIZATIONS): "int8" / "int4" load a float checkpoint (HF, orbax, or a
+float GGUF: a quantized one is refused) and quantize its matrices (checkpoints/quantize.py); not with
+weight_format="packed".
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ from trellis_jax.checkpoints.default_model import default_gguf_path
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.loaded import LoadedModel
 from trellis_jax.checkpoints.presets import resolve_preset
-from trellis_jax.dtypes import AUTO, resolve_dtype, resolve_weight_format
+from trellis_jax.dtypes import AUTO, NO_QUANTIZATION, check_quantization, resolve_dtype, resolve_weight_format
 
 GGUF_MAGIC = b"GGUF"
 HF_TOKENIZER_FILE = "tokenizer.json"
 
 
 def load_model(
-    spec: str | os.PathLike | None = None, *, dtype: str | None = None, weight_format: str = "float"
+    spec: str | os.PathLike | None = None,
+    *,
+    dtype: str | None = None,
+    weight_format: str = "float",
+    quantization: str = NO_QUANTIZATION,
 ) -> LoadedModel:
-    """Load weights, config and tokenizer (see the module docstring for `spec`, `dtype`, `weight_format`)."""
+    """Load weights, config and tokenizer (see the module docstring for the arguments)."""
+    if quantization != NO_QUANTIZATION:  # load float, then quantize ("float" is this function's default)
+        check_quantization(quantization, AUTO if weight_format == "float" else weight_format)
+        weight_format = "float"
     if spec is not None and not os.path.exists(spec):
         spec, preset_dtype = resolve_preset(str(spec))
         dtype = preset_dtype if dtype in (None, AUTO) and preset_dtype else dtype
@@ -38,11 +48,19 @@ def load_model(
     if os.path.isdir(path):
         if weight_format == "packed":
             raise CheckpointError(path, "weight_format='packed' needs a GGUF file in Q8_0/Q4_0/Q4_1, not a directory")
-        return _load_directory(path, dtype)
-    return _load_gguf(path, dtype or "float32", weight_format, require_packed)
+        loaded = _load_directory(path, dtype)
+    else:
+        loaded = _load_gguf(path, dtype or "float32", weight_format, require_packed, quantization)
+    if quantization == NO_QUANTIZATION:
+        return loaded
+    from trellis_jax.checkpoints.quantize import quantize_loaded
+
+    return quantize_loaded(loaded, quantization)
 
 
-def _load_gguf(path: str, dtype: str, weight_format: str, require_packed: bool) -> LoadedModel:
+def _load_gguf(
+    path: str, dtype: str, weight_format: str, require_packed: bool, quantization: str = NO_QUANTIZATION
+) -> LoadedModel:
     from trellis_jax.checkpoints.gguf_loader import load_gguf_weights, open_gguf
     from trellis_jax.tokenizer import Tokenizer
 
@@ -50,6 +68,10 @@ def _load_gguf(path: str, dtype: str, weight_format: str, require_packed: bool) 
         if f.read(4) != GGUF_MAGIC:
             raise CheckpointError(path, "not a GGUF file (bad magic); expected a .gguf file or a model directory")
     reader = open_gguf(path)  # parsing the header and vocabulary is slow: share it with the tokenizer
+    if quantization != NO_QUANTIZATION:
+        from trellis_jax.checkpoints.quantize import refuse_quantized_gguf
+
+        refuse_quantized_gguf(reader, path)
     config, params = load_gguf_weights(
         path, dtype, reader=reader, weight_format=weight_format, require_packed=require_packed
     )

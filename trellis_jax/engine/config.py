@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, fields
 
 from trellis_jax.cache import get_policy
-from trellis_jax.dtypes import DTYPE_CHOICES, WEIGHT_FORMATS
+from trellis_jax.dtypes import DTYPE_CHOICES, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
 # None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
@@ -59,6 +59,8 @@ class EngineConfig:
     # A quantized GGUF's layer weights: "packed" keeps Q8_0/Q4_0/Q4_1 as they are on disk (the matmul op multiplies
     # them packed), "float" dequantizes them at load, "auto" is the measured choice (trellis_jax.dtypes).
     weight_format: str = "auto"
+    # "int8" / "int4": a float checkpoint's matrices quantized at load, per group of 32 (checkpoints/quantize.py).
+    quantization: str = "none"
     kv_cache_dtype: str | None = None  # KV pages: None = the model's dtype; "bfloat16" halves KV memory and reads
     page_size: int = 16
     num_pages: int | None = None
@@ -112,6 +114,12 @@ class EngineConfig:
         if self.deterministic and self.weight_format == "packed":
             raise ValueError(
                 "deterministic=True needs float weights (no batch-invariant packed kernel): weight_format 'float' or 'auto'"
+            )
+        check_quantization(self.quantization, self.weight_format)
+        if self.deterministic and self.quantization != NO_QUANTIZATION:
+            raise ValueError(
+                f"deterministic=True needs float weights (no batch-invariant packed kernel): "
+                f"quantization {self.quantization!r} packs them; use quantization 'none'"
             )
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")

@@ -15,7 +15,7 @@ from dataclasses import MISSING, Field, fields
 
 from trellis_jax.cache import get_policy, policy_names
 from trellis_jax.cli import add_model_flags
-from trellis_jax.dtypes import WEIGHT_FORMATS
+from trellis_jax.dtypes import QUANTIZATIONS, WEIGHT_FORMATS
 from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
 
@@ -65,6 +65,11 @@ _FLAGS: dict[str, dict] = {
         "choices": WEIGHT_FORMATS,
         "help": "a quantized GGUF's layer weights in memory: packed (Q8_0/Q4_0/Q4_1 as on disk, multiplied "
         "packed), float (dequantized at load to --dtype), auto (the measured choice: docs/benchmarks/quantized.md)",
+    },
+    "quantization": {
+        "choices": QUANTIZATIONS,
+        "help": "quantize a float checkpoint's matrices at load, per group of 32: int8 (Q8_0-like, symmetric) or "
+        "int4 (Q4_1-like, with a minimum); multiplied packed (docs/benchmarks/quantized.md)",
     },
     "kv_memory_fraction": {"type": float, "help": "KV pool size as a fraction of free device memory"},
     "max_num_seqs": {"type": int, "help": "sequences per step"},

@@ -2,10 +2,13 @@
 
 Owns: `ModelConfig` (static, hashable), the params pytree layout (`params.py`), `KVPages` and
 `StepInputs` (the data crossing into the forward), `forward` / `jit_forward`. Imports jax, numpy and
-`pallas_kernels` only; re-exports the matmul op's `quantized` layout for the loaders (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
+`pallas_kernels` only; re-exports the matmul op's `quantized` layout and its `quantize` (float -> packed) for the loaders (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
 """
 
-from pallas_kernels.matmul import quantized  # weights a loader keeps packed (GGUF Q8_0/Q4_0/Q4_1, K-quants)
+from pallas_kernels.matmul import (
+    quantize,  # float matrices -> packed (--quantization int8|int4)
+    quantized,  # weights a loader keeps packed (GGUF Q8_0/Q4_0/Q4_1, K-quants)
+)
 from trellis_jax.model.config import ModelConfig
 from trellis_jax.model.forward import forward, jit_forward
 from trellis_jax.model.inputs import StepInputs, build_step_inputs, sequential_page_tables
@@ -29,4 +32,5 @@ __all__ = [
     "param_shapes",
     "copy_pages",
     "quantized",
+    "quantize",
 ]
