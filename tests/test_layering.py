@@ -73,6 +73,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cli": EAGER,
         "trellis_jax.model": LAZY,
     },
+    # A separate process in front of several servers: the tokenizer (prompts keyed by the servers' token ids)
+    # and the CLI helpers, nothing of the engine or the server.
+    "trellis_jax.router": {"trellis_jax.tokenizer": LAZY, "trellis_jax.cli": EAGER},
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
     "trellis_jax.generate": {
