@@ -72,6 +72,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.field_ranges": EAGER,
         "trellis_jax.cli": EAGER,
         "trellis_jax.model": LAZY,
+        "trellis_jax.router": LAZY,  # --data-parallel-size: replicas behind the router, in this process
     },
     # A separate process in front of several servers: the tokenizer (prompts keyed by the servers' token ids)
     # and the CLI helpers, nothing of the engine or the server.

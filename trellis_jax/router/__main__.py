@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--health-interval", type=float, default=2.0, help="seconds between health checks")
     p.add_argument("--health-timeout", type=float, default=2.0, help="seconds a health check may take")
-    p.add_argument("--health-failures", type=int, default=1, help="failed checks in a row that drop a worker")
+    p.add_argument("--health-failures", type=int, default=2, help="failed checks in a row that drop a worker")
     p.add_argument("--max-attempts", type=int, default=3, help="workers tried for a request that has not started")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to connect to a worker")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds a worker may stay silent mid-answer")

@@ -45,7 +45,7 @@ class RouterSettings:
     admin_keys: tuple[str, ...] = ()
     health_interval_s: float = 2.0
     health_timeout_s: float = 2.0
-    failures_to_drop: int = 1
+    failures_to_drop: int = 2  # failed health checks in a row (a failed request drops a worker at once)
     max_attempts: int = 3
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 600.0

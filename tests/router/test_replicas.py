@@ -1,0 +1,42 @@
+"""`trellis-serve --data-parallel-size N`: each replica's command line, and the router's."""
+
+import sys
+
+from trellis_jax.serve.__main__ import parse_args
+from trellis_jax.serve.replicas import replica_argv, router_argv
+
+
+def test_a_replica_runs_the_same_flags_without_the_launchers_own_on_its_port():
+    argv = ["--model", "tiny-llama", "--data-parallel-size", "3", "--port=9000", "--host", "0.0.0.0", "--api-key", "k"]
+    assert replica_argv(argv, 4242) == [
+        sys.executable,
+        "-m",
+        "trellis_jax.serve",
+        "--model",
+        "tiny-llama",
+        "--api-key",
+        "k",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "4242",
+    ]
+
+
+def test_the_router_listens_where_the_server_was_asked_to_and_knows_every_replica():
+    assert router_argv([1, 2], "0.0.0.0", 9000, "info") == [
+        "--worker",
+        "http://127.0.0.1:1",
+        "--worker",
+        "http://127.0.0.1:2",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9000",
+        "--log-level",
+        "info",
+    ]
+
+
+def test_the_data_parallel_size_defaults_to_one_server():
+    assert parse_args([]).data_parallel_size == 1
