@@ -63,3 +63,15 @@ def test_the_namespace_stores_neither_key_nor_salt():
 
 def test_a_body_that_is_not_json_gets_an_empty_key():
     assert KeyMaker(None).key("/v1/completions", b"{not json", None).elements == ()
+
+
+def test_with_the_servers_tokenizer_a_chat_keys_by_the_ids_the_server_runs(fixtures_dir):
+    from trellis_jax.router.__main__ import load_tokenizer
+    from trellis_jax.serve.protocol import ChatCompletionRequest
+    from trellis_jax.serve.requests_prep import chat_prompt
+
+    tokenizer = load_tokenizer(str(fixtures_dir / "tiny_llama"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi <|im_start|>"}]
+    key = KeyMaker(tokenizer).key("/v1/chat/completions", json.dumps({"messages": messages}).encode(), None)
+    request = ChatCompletionRequest(model="m", messages=messages)
+    assert list(key.elements) == chat_prompt(request, tokenizer)  # what the server tokenizes

@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to connect to a worker")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds a worker may stay silent mid-answer")
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="larger request bodies get 413")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="router log level",
+    )
     return p
 
 
