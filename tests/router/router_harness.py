@@ -4,7 +4,7 @@ A fake worker answers the generation routes with a reply naming itself (`{"worke
 or, with `"stream": true`, with SSE events `data: {"worker": name, "i": k}` for k < 3 then `data: [DONE]`.
 Its behaviour is switched per test: `healthy` (GET /health 200 or 503), `status` (answer every generation
 request with this error status), `die_after` (a stream raises after that many events: the connection
-is cut mid-body). Every generation request it receives is appended to `received`.
+is cut mid-body), `event_delay_s` (pause between stream events). Every generation request it receives is appended to `received`.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class FakeWorker(ServerThread):
         self.healthy = True
         self.status: int | None = None
         self.die_after: int | None = None
+        self.event_delay_s = 0.01
         self.received: list[dict] = []
         routes = [
             Route("/v1/chat/completions", self._generate, methods=["POST"]),
@@ -95,7 +96,7 @@ class FakeWorker(ServerThread):
             if self.die_after is not None and i >= self.die_after:
                 raise RuntimeError("worker dies mid-stream")
             yield f"data: {json.dumps({'worker': self.name, 'i': i})}\n\n".encode()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(self.event_delay_s)
         yield b"data: [DONE]\n\n"
 
 

@@ -99,6 +99,16 @@ def test_a_stream_cut_mid_way_ends_with_an_error_event_then_done(router, workers
     assert "error" in json.loads(events[1][6:]) and events[2] == b"data: [DONE]" and len(events) == 3
 
 
+def test_a_client_that_hangs_up_mid_stream_frees_its_slot_on_the_worker(router, workers):
+    pool = router.server.config.app.state.pool
+    for w in workers:
+        w.event_delay_s = 2.0
+    with httpx.stream("POST", router.url + "/v1/chat/completions", json={"messages": [], "stream": True}) as r:
+        next(r.iter_raw())
+        assert sum(w.in_flight for w in pool.all) == 1
+    assert wait_until(lambda: sum(w.in_flight for w in pool.all) == 0, timeout=3)  # the stream had 4 s left
+
+
 def test_no_healthy_worker_is_a_503(workers):
     router = start_router([f"http://127.0.0.1:{free_port()}"], health_interval_s=60)
     try:

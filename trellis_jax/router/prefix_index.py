@@ -31,7 +31,8 @@ class PrefixIndex:
         """The chained names of `key`'s full blocks (pure)."""
         names, parent = [], hash(("ns", namespace))
         for start in range(0, len(key) - self.block_size + 1, self.block_size):
-            parent = hash((parent, tuple(key[start : start + self.block_size])))
+            block = key[start : start + self.block_size]  # a str slice hashes as is; a list needs a tuple
+            parent = hash((parent, block if isinstance(block, str) else tuple(block)))
             names.append(parent)
         return names
 
