@@ -15,11 +15,12 @@ questions, interleaved in a seeded random order, sent as chat completions (max_t
 with round_robin, (c) one worker with `--replicas` x the KV pages (one big engine). Reported: the share of
 prompt tokens served from cache (usage.prompt_tokens_details.cached_tokens / prompt_tokens).
 
-Failure: streamed chat completions (`--stream-tokens` tokens, the fake engine slowed to `--step-s` per step)
+Failure: chat completions, every other one streamed (`--stream-tokens` tokens, the fake engine slowed to `--step-s` per step)
 with `--concurrency` in flight; after `--kill-after` seconds worker 0 is SIGKILLed, `--restart-after` seconds
-later it is started again on its port. Reported: requests answered in full, streams cut after they had
-started (each must end with an error event, then [DONE]), requests that failed before starting (must be 0),
-and how long after the restart the router had it back in routing.
+later it is started again on its port. Reported: outcomes (streams: ok, cut after they had started, each of
+which must end with an error event then [DONE], or failed before starting, which must not happen;
+non-streamed: whole_ok or whole_failed, which must not happen: nothing had reached the client, so the router
+retries them), the router's retries, and how long after the restart the router had the worker back.
 """
 
 from __future__ import annotations
@@ -203,6 +204,15 @@ def routed_per_worker(metrics: str) -> dict:
     return dict(sorted(counts.items()))
 
 
+async def whole_one(http: httpx.AsyncClient, url: str, messages: list[dict], max_tokens: int) -> str:
+    body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "ignore_eos": True}
+    try:
+        r = await http.post(url + "/v1/chat/completions", json=body)
+    except httpx.HTTPError:
+        return "whole_failed"
+    return "whole_ok" if r.status_code == 200 else "whole_failed"
+
+
 async def stream_one(http: httpx.AsyncClient, url: str, messages: list[dict], max_tokens: int) -> str:
     body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
     started = False
@@ -258,7 +268,8 @@ def failure(args) -> dict:
 
                 async def client():
                     while queue:
-                        outcome = await stream_one(http, url, queue.pop(), args.stream_tokens)
+                        send = stream_one if len(queue) % 2 else whole_one  # every other request not streamed
+                        outcome = await send(http, url, queue.pop(), args.stream_tokens)
                         outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
                 await asyncio.gather(*(client() for _ in range(args.concurrency)))

@@ -104,7 +104,8 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot_on_the_worker(router, 
     for w in workers:
         w.event_delay_s = 2.0
     with httpx.stream("POST", router.url + "/v1/chat/completions", json={"messages": [], "stream": True}) as r:
-        next(r.iter_raw())
+        chunks = r.iter_raw()  # held: a discarded iterator would close the response at once
+        next(chunks)
         assert sum(w.in_flight for w in pool.all) == 1
     assert wait_until(lambda: sum(w.in_flight for w in pool.all) == 0, timeout=3)  # the stream had 4 s left
 

@@ -122,6 +122,15 @@ class Proxy:
         return decision.worker
 
     def _stream(self, worker: Worker, upstream: Upstream, first: bytes | None) -> StreamingResponse:
+        released = False
+
+        def release() -> None:  # once, whether the stream ended, broke, or never started (client gone)
+            nonlocal released
+            if not released:
+                released = True
+                upstream.close()
+                worker.in_flight -= 1
+
         async def pieces():
             try:
                 chunk = first
@@ -135,10 +144,24 @@ class Proxy:
                     self.policy.index.forget(worker.url)
                 yield stream_error_event(f"the worker serving this stream failed mid-way ({error}); retry the request")
             finally:
-                upstream.close()
-                worker.in_flight -= 1
+                release()
 
-        return StreamingResponse(pieces(), upstream.status, headers=_passed_headers(upstream))
+        return _RelayedStream(pieces(), upstream.status, headers=_passed_headers(upstream), release=release)
+
+
+class _RelayedStream(StreamingResponse):
+    """A StreamingResponse that releases its worker even if its body is never iterated (the client left
+    before the response started), which a generator's own `finally` would not see."""
+
+    def __init__(self, content, status_code: int, *, headers, release):
+        super().__init__(content, status_code, headers=headers)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _is_stream(upstream: Upstream) -> bool:
