@@ -38,5 +38,11 @@ def test_the_router_listens_where_the_server_was_asked_to_and_knows_every_replic
     ]
 
 
+def test_the_router_keys_by_token_ids_when_the_model_is_a_tokenizer_it_can_read(fixtures_dir):
+    hf_dir = str(fixtures_dir / "tiny_llama")
+    assert router_argv([1], "h", 2, "info", hf_dir)[2:4] == ["--tokenizer", hf_dir]
+    assert "--tokenizer" not in router_argv([1], "h", 2, "info", "tiny-llama")  # a preset name: characters
+
+
 def test_the_data_parallel_size_defaults_to_one_server():
     assert parse_args([]).data_parallel_size == 1

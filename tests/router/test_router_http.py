@@ -197,3 +197,13 @@ def test_a_body_over_the_cap_is_413(workers):
         assert workers[0].received == []
     finally:
         router.stop()
+
+
+def test_an_unknown_route_is_a_404_in_the_openai_error_shape(router, workers):
+    r = httpx.post(router.url + "/v1/embeddings", json={})
+    assert r.status_code == 404 and "/v1/embeddings" in r.json()["error"]["message"]
+
+
+def test_a_wrong_method_is_a_405_naming_the_allowed_one(router, workers):
+    r = httpx.get(router.url + "/v1/chat/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == "method_not_allowed"

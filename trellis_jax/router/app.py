@@ -7,7 +7,8 @@
     GET | POST | DELETE /admin/workers   list / add / remove workers: body {"url": "http://HOST:PORT"};
                     needs 'Authorization: Bearer <admin key>' (403 when the router has no --admin-key)
 
-Bodies larger than `max_body_bytes` get 413 before anything is forwarded. The health checks start with
+Bodies larger than `max_body_bytes` get 413 before anything is forwarded; an unknown route 404, a wrong
+method 405 (with `Allow`), both as OpenAI error JSON. The health checks start with
 the app and stop with it.
 """
 
@@ -155,9 +156,19 @@ def create_app(settings: RouterSettings, tokenizer=None) -> Starlette:
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/admin/workers", admin_workers, methods=["GET", "POST", "DELETE"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    handlers = {404: _http_error, 405: _http_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.pool, app.state.index, app.state.policy, app.state.checker = pool, index, policy, checker
     return app
+
+
+async def _http_error(request: Request, error) -> Response:
+    """Unknown route (404) or method (405, with `Allow`) in the servers' error shape, not Starlette's text."""
+    message = (
+        f"no route {request.method} {request.url.path} on the router" if error.status_code == 404 else error.detail
+    )
+    code = "not_found" if error.status_code == 404 else "method_not_allowed"
+    return JSONResponse(error_json(error.status_code, message, code), error.status_code, headers=error.headers)
 
 
 def _admin_refusal(request: Request, admin_keys: tuple[str, ...]) -> Response | None:

@@ -167,7 +167,9 @@ def main(argv=None) -> int:
         from trellis_jax.serve.replicas import run_replicas
 
         given = list(sys.argv[1:] if argv is None else argv)
-        return run_replicas(given, args.data_parallel_size, args.host, args.port, args.log_level, args.graceful_timeout)
+        return run_replicas(
+            given, args.data_parallel_size, args.host, args.port, args.log_level, args.graceful_timeout, args.model
+        )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trellis_jax.serve.server import bind_socket, make_server, run_until_signalled, url_of
     from trellis_jax.serve.startup import LoadingApp

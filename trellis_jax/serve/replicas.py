@@ -4,7 +4,8 @@ Each replica is this same command without --data-parallel-size, as a subprocess 
 port, so every engine flag (model, KV memory, keys...) applies to each replica alike. The router then
 serves on --host/--port in this process; it answers 503 until a replica has loaded (each replica's
 /health is 503 while loading, so the router's health checks add them as they become ready). The router
-keys prompts by characters: it reads no model. On exit (SIGTERM/SIGINT, or the router failing) every
+keys prompts by the model's token ids when --model is a GGUF file or a Hugging Face directory (it reads
+only the tokenizer), by characters otherwise (the default model, presets, orbax directories). On exit (SIGTERM/SIGINT, or the router failing) every
 replica gets SIGTERM and its graceful shutdown, then SIGKILL if it is still running after that.
 
 Sensible only with cores or devices enough for N engines: each replica compiles and holds its own weights.
@@ -12,6 +13,7 @@ Sensible only with cores or devices enough for N engines: each replica compiles 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -45,19 +47,29 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def router_argv(ports: list[int], host: str, port: int, log_level: str) -> list[str]:
+def router_argv(ports: list[int], host: str, port: int, log_level: str, model: str | None = None) -> list[str]:
+    """The router's command line; `model` a GGUF file or Hugging Face directory: prompts keyed by its token ids."""
     workers = [arg for p in ports for arg in ("--worker", f"http://127.0.0.1:{p}")]
-    return [*workers, "--host", host, "--port", str(port), "--log-level", log_level]
+    tokenizer = ["--tokenizer", model] if model and _is_model_path(model) else []
+    return [*workers, *tokenizer, "--host", host, "--port", str(port), "--log-level", log_level]
 
 
-def run_replicas(argv: list[str], count: int, host: str, port: int, log_level: str, graceful_s: float) -> int:
+def _is_model_path(model: str) -> bool:
+    if os.path.isdir(model):
+        return os.path.exists(os.path.join(model, "tokenizer.json"))
+    return model.endswith(".gguf") and os.path.isfile(model)
+
+
+def run_replicas(
+    argv: list[str], count: int, host: str, port: int, log_level: str, graceful_s: float, model: str | None = None
+) -> int:
     from trellis_jax.router.__main__ import main as router_main
 
     ports = free_ports(count)
     children = [subprocess.Popen(replica_argv(argv, p)) for p in ports]
     print(f"trellis-serve: {count} replicas on ports {', '.join(map(str, ports))}, behind the router", flush=True)
     try:
-        return router_main(router_argv(ports, host, port, log_level))
+        return router_main(router_argv(ports, host, port, log_level, model))
     finally:
         for child in children:
             child.terminate()
