@@ -72,11 +72,17 @@ class FakeWorker(ServerThread):
             Route("/v1/completions", self._generate, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
+            Route("/flush_cache", self._flush, methods=["POST"]),
         ]
         super().__init__(Starlette(routes=routes), port)
 
     async def _health(self, request: Request):
         return JSONResponse({"status": "ok" if self.healthy else "loading"}, 200 if self.healthy else 503)
+
+    async def _flush(self, request: Request):
+        if self.status is not None:
+            return JSONResponse({"error": {"message": f"{self.name} refuses"}}, self.status)
+        return JSONResponse({"flushed_pages": 3})
 
     async def _models(self, request: Request):
         return JSONResponse({"object": "list", "data": [{"id": "fake", "owned_by": self.name}]})

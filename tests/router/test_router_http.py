@@ -207,3 +207,13 @@ def test_an_unknown_route_is_a_404_in_the_openai_error_shape(router, workers):
 def test_a_wrong_method_is_a_405_naming_the_allowed_one(router, workers):
     r = httpx.get(router.url + "/v1/chat/completions")
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_flush_cache_reaches_every_worker_and_sums_their_pages(router, workers):
+    r = httpx.post(router.url + "/flush_cache")
+    assert r.status_code == 200 and r.json()["flushed_pages"] == 9 and len(r.json()["workers"]) == 3
+
+
+def test_flush_cache_passes_a_workers_refusal_through(router, workers):
+    workers[1].status = 401
+    assert httpx.post(router.url + "/flush_cache").status_code == 401

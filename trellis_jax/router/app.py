@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions, /v1/completions  routed by the policy (proxy.py)
     GET  /v1/models, /v1/models/{id}; POST /tokenize, /detokenize   to any healthy worker, least loaded
+    POST /flush_cache   to every healthy worker (the caller's key decides what each flushes); pages summed
     GET  /health    200 {"status": "ok", "workers": {url: healthy}} while a worker is routable, else 503
     GET  /metrics   the router's Prometheus text (routing, matches, retries, health; not the workers')
     GET | POST | DELETE /admin/workers   list / add / remove workers: body {"url": "http://HOST:PORT"};
@@ -106,6 +107,12 @@ def create_app(settings: RouterSettings, tokenizer=None) -> Starlette:
 
         return forward
 
+    async def flush_cache(request: Request) -> Response:
+        body = await read_body(request)
+        if body is None:
+            return _error(413, f"the request body is larger than {settings.max_body_bytes} bytes", "body_too_large")
+        return await proxy.broadcast("POST", "/flush_cache", request.headers, body)
+
     async def health(request: Request) -> Response:
         workers = {w.url: w.healthy for w in pool.all}
         ok = any(workers.values())
@@ -152,6 +159,7 @@ def create_app(settings: RouterSettings, tokenizer=None) -> Starlette:
         Route("/v1/models/{model:path}", forwarder(False), methods=["GET"]),
         Route("/tokenize", forwarder(False), methods=["POST"]),
         Route("/detokenize", forwarder(False), methods=["POST"]),
+        Route("/flush_cache", flush_cache, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/admin/workers", admin_workers, methods=["GET", "POST", "DELETE"]),

@@ -14,6 +14,7 @@ arrives, byte for byte; if the worker fails after the first piece, the client ge
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -110,6 +111,39 @@ class Proxy:
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+    async def broadcast(self, method: str, path: str, headers, body: bytes) -> Response:
+        """Send the request to every healthy worker at once (POST /flush_cache: a tenant's prefixes live on
+        any of them). All 200: `{"flushed_pages": sum, "workers": {url: pages}}`; otherwise the first
+        worker's answer that is not 200, as it came (401 for a bad key, ...); no worker reached: 503."""
+        sent = [(k, v) for k, v in headers.items() if k.lower() in FORWARDED_HEADERS]
+        workers = self.pool.healthy
+        answers = await asyncio.gather(*(self._call(w, method, path, sent, body) for w in workers))
+        reached = [(w, a) for w, a in zip(workers, answers) if a is not None]
+        if not reached:
+            return JSONResponse(error_json(503, "no worker could be reached", "no_healthy_worker"), status_code=503)
+        for _, (status, passed, content) in reached:
+            if status != 200:
+                return Response(content, status, headers=passed)
+        pages = {w.url: json.loads(content).get("flushed_pages", 0) for w, (_, _, content) in reached}
+        return JSONResponse({"flushed_pages": sum(pages.values()), "workers": pages})
+
+    async def _call(self, worker: Worker, method: str, path: str, headers, body: bytes):
+        """(status, headers to pass, body) of one whole answer, or None if the worker failed (it is dropped)."""
+        try:
+            upstream = await Upstream.open(
+                worker.address, method, path, headers, body, connect_timeout_s=self.connect_timeout_s
+            )
+            try:
+                content = await asyncio.wait_for(upstream.read_all(), self.read_timeout_s)
+            finally:
+                upstream.close()
+        except (UpstreamError, TimeoutError) as error:
+            if self.pool.request_failed(worker):
+                self.policy.index.forget(worker.url)
+                logger.warning("worker %s dropped from routing: %s", worker.url, error)
+            return None
+        return upstream.status, _passed_headers(upstream), content
 
     def _can_retry(self, tried: set[str]) -> bool:
         return len(tried) < self.max_attempts and any(w.url not in tried for w in self.pool.healthy)
