@@ -39,3 +39,24 @@ def test_an_unknown_policy_is_refused_by_the_parser(capsys):
 def test_the_admin_key_may_come_from_the_environment():
     args = build_parser().parse_args(["--worker", "http://127.0.0.1:1"])
     assert settings_from(args, {"TRELLIS_ROUTER_ADMIN_KEY": "k"}).admin_keys == ("k",)
+
+
+def test_the_command_serves_on_the_port_it_prints_and_exits_0_on_sigterm():
+    import re
+    import signal
+
+    import httpx
+    from router_harness import FakeWorker
+
+    with FakeWorker("w0") as worker:
+        command = [sys.executable, "-m", "trellis_jax.router", "--worker", worker.url, "--port", "0"]
+        router = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            line = router.stdout.readline()
+            url = re.search(r"http://127\.0\.0\.1:\d+", line).group()
+            assert "keyed by characters" in line
+            answer = httpx.post(url + "/v1/completions", json={"prompt": "hi"}, timeout=10)
+            assert answer.json()["worker"] == "w0"
+        finally:
+            router.send_signal(signal.SIGTERM)
+            assert router.wait(20) == 0
