@@ -4,7 +4,8 @@ Counters: `trellis_router_requests_total{policy,worker,reason}` (routing decisio
 imbalance, no_match, round_robin, least_load), `trellis_router_prompt_elements_total{worker,unit}` and
 `trellis_router_matched_elements_total{worker,unit}` (key elements routed, and those the chosen worker's
 index already held; unit is tokens, or chars without a tokenizer), `trellis_router_retries_total{worker}`
-(requests moved off a worker that failed before answering), `trellis_router_stream_errors_total{worker}`
+(attempts that failed on that worker before the client saw a byte: refused, cut, or 502/503; the request
+moves to another worker while one is left), `trellis_router_stream_errors_total{worker}`
 (streams cut after they had started), `trellis_router_upstream_responses_total{worker,status}`.
 Gauges read at scrape time: `trellis_router_worker_healthy{worker}`, `trellis_router_in_flight{worker}`,
 `trellis_router_index_blocks{worker}`, `trellis_router_imbalance` (in-flight spread across healthy workers).
@@ -35,7 +36,10 @@ class RouterMetrics:
             registry=r,
         )
         self.retries = Counter(
-            "trellis_router_retries", "Requests moved off a worker that failed before answering", ["worker"], registry=r
+            "trellis_router_retries",
+            "Attempts that failed on a worker before the client saw a byte",
+            ["worker"],
+            registry=r,
         )
         self.stream_errors = Counter(
             "trellis_router_stream_errors",
