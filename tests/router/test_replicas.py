@@ -1,6 +1,12 @@
 """`trellis-serve --data-parallel-size N`: each replica's command line, and the router's."""
 
+import re
+import signal
+import socket
+import subprocess
 import sys
+
+import pytest
 
 from trellis_jax.serve.__main__ import parse_args
 from trellis_jax.serve.replicas import replica_argv, router_argv
@@ -46,3 +52,28 @@ def test_the_router_keys_by_token_ids_when_the_model_is_a_tokenizer_it_can_read(
 
 def test_the_data_parallel_size_defaults_to_one_server():
     assert parse_args([]).data_parallel_size == 1
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_router_and_every_replica_and_exits_0():
+    command = [
+        sys.executable,
+        "-m",
+        "trellis_jax.serve",
+        "--model",
+        "tiny-llama",
+        "--port",
+        "0",
+        "--graceful-timeout",
+        "5",
+    ]
+    launcher = subprocess.Popen([*command, "--data-parallel-size", "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        ports = [int(p) for p in re.search(r"ports ([\d, ]+),", launcher.stdout.readline()).group(1).split(", ")]
+        assert "trellis-router:" in launcher.stdout.readline()  # the router is up (replicas still loading)
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) == 0  # replicas get 5 s to go, then SIGKILL
+    for port in ports:  # the launcher waited for its replicas: nothing listens there any more
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0

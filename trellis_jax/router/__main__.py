@@ -8,11 +8,13 @@ GGUF file or Hugging Face directory: the same tokenizer and chat template they u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 
 from trellis_jax.cli import new_parser
 from trellis_jax.router.app import RouterSettings, create_app
@@ -122,28 +124,40 @@ def main(argv=None) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     host, port = sock.getsockname()[:2]
-    pool, unit = app.state.pool, "token ids" if args.tokenizer else "characters"
-    print(
-        f"trellis-router: http://{host}:{port}/v1 -> {len(pool.all)} workers, policy={args.policy}, "
-        f"prompts keyed by {unit}",
-        flush=True,
-    )
     config = uvicorn.Config(
         app, log_level=args.log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30
     )
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler that was in
-    # place before it started: a no-op one there lets the process exit 0 after a clean shutdown.
-    previous = {sig: signal.signal(sig, _already_handled) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    server = uvicorn.Server(config)
+    pool, unit = app.state.pool, "token ids" if args.tokenizer else "characters"
+    with _stop_on_signal(server):
+        print(
+            f"trellis-router: http://{host}:{port}/v1 -> {len(pool.all)} workers, policy={args.policy}, "
+            f"prompts keyed by {unit}",
+            flush=True,
+        )
+        server.run(sockets=[sock])
     return 0
 
 
-def _already_handled(signum, frame) -> None:
-    """uvicorn's graceful shutdown already acted on this signal."""
+@contextlib.contextmanager
+def _stop_on_signal(server):
+    """SIGTERM/SIGINT stop `server` gracefully whenever they come: before uvicorn installs its handlers (its
+    loop sees `should_exit` once it starts), while it runs (its own handlers), and after its graceful shutdown,
+    when it re-raises the signal to the handler it found (here: a no-op on a finished server, so the process
+    exits 0 instead of dying by the signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

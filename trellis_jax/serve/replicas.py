@@ -14,9 +14,11 @@ Sensible only with cores or devices enough for N engines: each replica compiles 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 SPLIT_FLAGS = ("--data-parallel-size", "--port", "--host")  # the replicas' own values replace these
 
@@ -66,16 +68,40 @@ def run_replicas(
     from trellis_jax.router.__main__ import main as router_main
 
     ports = free_ports(count)
-    children = [subprocess.Popen(replica_argv(argv, p)) for p in ports]
-    print(f"trellis-serve: {count} replicas on ports {', '.join(map(str, ports))}, behind the router", flush=True)
+    children: list[subprocess.Popen] = []
+    # Until the router takes over SIGTERM/SIGINT (and after it returns), a signal unwinds through the
+    # `finally` below instead of killing this process with the replicas left running.
+    previous = {sig: signal.signal(sig, _unwind) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        children += [subprocess.Popen(replica_argv(argv, p)) for p in ports]
+        print(f"trellis-serve: {count} replicas on ports {', '.join(map(str, ports))}, behind the router", flush=True)
         return router_main(router_argv(ports, host, port, log_level, model))
+    except _Stopped:
+        return 0
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(graceful_s + 5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        for sig in previous:  # a second signal must not cut the replicas' shutdown short
+            signal.signal(sig, signal.SIG_IGN)
+        stop_all(children, graceful_s + 5)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _unwind(signum, frame) -> None:
+    raise _Stopped()
+
+
+def stop_all(children: list[subprocess.Popen], timeout_s: float) -> None:
+    """SIGTERM to every child, then SIGKILL to those still running `timeout_s` later (one deadline for all)."""
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
