@@ -72,7 +72,11 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.field_ranges": EAGER,
         "trellis_jax.cli": EAGER,
         "trellis_jax.model": LAZY,
+        "trellis_jax.router": LAZY,  # --data-parallel-size: replicas behind the router, in this process
     },
+    # A separate process in front of several servers: the tokenizer (prompts keyed by the servers' token ids)
+    # and the CLI helpers, nothing of the engine or the server.
+    "trellis_jax.router": {"trellis_jax.tokenizer": LAZY, "trellis_jax.cli": EAGER},
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
     "trellis_jax.generate": {

@@ -14,6 +14,7 @@ from trellis_jax.batch import build_parser as batch_parser
 from trellis_jax.engine import flags
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.generate import build_parser as generate_parser
+from trellis_jax.router.__main__ import build_parser as router_parser
 from trellis_jax.serve.__main__ import build_parser as serve_parser
 
 PARSERS = {
@@ -21,6 +22,7 @@ PARSERS = {
     "trellis-batch": batch_parser,
     "trellis-generate": generate_parser,
     "trellis-ablate": ablate_parser,
+    "trellis-router": router_parser,
 }
 BATCH_IO = ["--input", "in.jsonl", "--output", "out.jsonl"]
 ENGINE_ARGV = [

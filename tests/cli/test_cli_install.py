@@ -26,7 +26,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_llama"
-SCRIPTS = ("trellis-serve", "trellis-batch", "trellis-generate", "trellis-ablate")
+SCRIPTS = ("trellis-serve", "trellis-batch", "trellis-generate", "trellis-ablate", "trellis-router")
 
 
 def test_importing_the_package_loads_no_layer_and_the_offline_api_loads_on_first_use():

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how tool calls are read out of replies: hermes (<tool_call> JSON), llama3_json, or auto "
         "(from the chat template; a template without tools gets them in the system message, Hermes format)",
     )
+    http.add_argument(
+        "--data-parallel-size",
+        type=_positive(int),
+        default=1,
+        help="run this many replicas (subprocesses) behind the cache-aware router on --host/--port; "
+        "each holds its own engine, so it needs cores or devices enough for all",
+    )
     http.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     http.add_argument(
         "--peak-tflops",
@@ -156,6 +163,13 @@ def _keys(given: list[str], environ, variable: str) -> tuple[str, ...]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.data_parallel_size > 1:
+        from trellis_jax.serve.replicas import run_replicas
+
+        given = list(sys.argv[1:] if argv is None else argv)
+        return run_replicas(
+            given, args.data_parallel_size, args.host, args.port, args.log_level, args.graceful_timeout, args.model
+        )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trellis_jax.serve.server import bind_socket, make_server, run_until_signalled, url_of
     from trellis_jax.serve.startup import LoadingApp
