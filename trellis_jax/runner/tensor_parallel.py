@@ -69,18 +69,7 @@ class TensorParallel:
             intermediate_size=padded.intermediate_size // size,
         )
         if padded != config:
-            logger.warning(
-                "tensor parallel %d: padded %d->%d KV heads (%d->%d query heads) and MLP width %d->%d with zero "
-                "weights (exact); it costs %.0f%% more attention compute and KV memory",
-                size,
-                config.num_kv_heads,
-                padded.num_kv_heads,
-                config.num_heads,
-                padded.num_heads,
-                config.intermediate_size,
-                padded.intermediate_size,
-                100 * (padded.num_kv_heads / config.num_kv_heads - 1),
-            )
+            logger.warning("tensor parallel %d: %s", size, describe_padding(config, padded))
         mesh = Mesh(np.array(devices[:size]), (TP,))
         return cls(size, mesh, padded, local, config)
 
@@ -173,6 +162,20 @@ def padded_config(config, size: int):
         num_heads=kv_heads * config.group_size,
         intermediate_size=-(-config.intermediate_size // size) * size,
     )
+
+
+def describe_padding(config, padded) -> str:
+    """One line: what was padded and what it costs."""
+    parts = []
+    if padded.num_kv_heads != config.num_kv_heads:
+        parts.append(
+            f"KV heads {config.num_kv_heads}->{padded.num_kv_heads} (query heads {config.num_heads}->"
+            f"{padded.num_heads}): {100 * (padded.num_kv_heads / config.num_kv_heads - 1):.0f}% more attention "
+            "compute and KV memory"
+        )
+    if padded.intermediate_size != config.intermediate_size:
+        parts.append(f"MLP width {config.intermediate_size}->{padded.intermediate_size}")
+    return "padded with zero weights (exact): " + "; ".join(parts)
 
 
 def _logical_sizes(config) -> dict[str, int]:
