@@ -20,9 +20,9 @@ from runner_helpers import TINY
 from trellis_jax.checkpoints import CheckpointError
 from trellis_jax.checkpoints.default_model import default_gguf_path
 from trellis_jax.engine.config import EngineConfig
-from trellis_jax.model import init_params
+from trellis_jax.model import build_step_inputs, init_kv_pages, init_params, jit_forward, sequential_page_tables
 from trellis_jax.runner import Runner
-from trellis_jax.runner.tensor_parallel import padded_config
+from trellis_jax.runner.tensor_parallel import pad_params, padded_config, split_params
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -61,6 +61,7 @@ def test_tp_2_and_4_match_tp_1_with_the_cache_off_and_on(arch):
     assert any(row["cached"] > 0 for row in runs["4/cache"])  # the second pass did read cached pages
 
 
+@pytest.mark.slow
 def test_default_model_at_tp_2_matches_tp_1():
     pytest.importorskip("gguf")
     try:
@@ -99,6 +100,28 @@ def test_padding_adds_whole_kv_groups_until_the_size_divides():
     padded = padded_config(config, 2)
     assert (padded.num_heads, padded.num_kv_heads, padded.intermediate_size) == (12, 4, 1536)
     assert padded_config(config, 3) == config
+
+
+def test_padded_heads_and_mlp_columns_leave_the_logits_unchanged():
+    config = TINY.replace(num_heads=6, num_kv_heads=3, intermediate_size=63)  # pads to 8 / 4 heads, 64 columns
+    padded = padded_config(config, 2)
+    params = init_params(config, jax.random.key(1), scale=0.5)
+    tables = sequential_page_tables([7, 3], 4)
+    batch = build_step_inputs([[5, 9, 2, 7, 1, 3, 8], [4, 6, 11]], [0, 0], tables, 4, num_token_rows=16)
+    logits = {}
+    for name, c, p in (("plain", config, params), ("padded", padded, pad_params(params, config, padded))):
+        logits[name], _ = jit_forward(p, init_kv_pages(c, 8, 4), batch, config=c, attn_impl="reference")
+    np.testing.assert_allclose(np.asarray(logits["padded"]), np.asarray(logits["plain"]), atol=1e-5, rtol=0)
+
+
+def test_a_shard_holds_its_heads_columns_and_the_replicated_weights_whole():
+    params = init_params(TINY, jax.random.key(2))
+    shard = split_params(params, 1, 2)  # 4 q heads of 8 dims, 2 KV heads: shard 1 has q heads 2-3, KV head 1
+    np.testing.assert_array_equal(shard["layers"]["wq"], params["layers"]["wq"][:, :, 16:32])
+    np.testing.assert_array_equal(shard["layers"]["wk"], params["layers"]["wk"][:, :, 8:16])
+    np.testing.assert_array_equal(shard["layers"]["wo"], params["layers"]["wo"][:, 16:32, :])
+    np.testing.assert_array_equal(shard["layers"]["w_down"], params["layers"]["w_down"][:, 32:64, :])
+    np.testing.assert_array_equal(shard["embed"], params["embed"])
 
 
 @pytest.mark.parametrize("size", [0, -1, 2])
