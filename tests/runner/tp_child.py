@@ -18,16 +18,21 @@ import sys
 PROMPTS = [[1, 5, 9, 13, 7, 22, 31, 8, 2, 17, 19, 4, 6, 30, 11, 3, 12], [1, 5, 9, 13, 7, 22, 40, 41], [3, 4]]
 
 
-def make_llm(loaded, size, runner=None, **options):
-    """An LLM at tensor-parallel `size` over `loaded`, reusing `runner` (its compiled steps) when given."""
-    from trellis_jax.engine.api import LLM
-    from trellis_jax.engine.builder import build_engine
+def engine_config(size, **options):
+    """Small buckets and pool, float32, tensor-parallel `size`."""
     from trellis_jax.engine.config import EngineConfig
 
     small = dict(max_num_seqs=4, max_num_batched_tokens=16, max_model_len=96, token_buckets=(16,), seq_buckets=(4,))
     small.update(options)
-    config = EngineConfig(dtype="float32", weight_format="float", tensor_parallel_size=size, page_size=4, **small)
-    return LLM.from_engine(*build_engine(config, loaded=loaded, runner=runner))
+    return EngineConfig(dtype="float32", weight_format="float", tensor_parallel_size=size, page_size=4, **small)
+
+
+def make_llm(loaded, size, runner=None, **options):
+    """An LLM at tensor-parallel `size` over `loaded`, reusing `runner` (its compiled steps) when given."""
+    from trellis_jax.engine.api import LLM
+    from trellis_jax.engine.builder import build_engine
+
+    return LLM.from_engine(*build_engine(engine_config(size, **options), loaded=loaded, runner=runner))
 
 
 def generate(loaded, sizes, caches):

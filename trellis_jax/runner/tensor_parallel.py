@@ -92,13 +92,16 @@ class TensorParallel:
         `prepare(shard_params, local_config) -> prepared` is the matmul op's prepare with its options bound.
         """
         params = pad_params(params, self.source_config, self.config)
-        devices = list(self.mesh.devices.flat)
         shards = []
-        for index, device in enumerate(devices):
+        for index, device in self.local_devices():
             local = jax.device_put(split_params(params, index, self.size), device)
             shards.append(prepare(local, self.local_config))
         del params
         return jax.tree.map(self._stack, *shards)
+
+    def local_devices(self) -> list[tuple[int, jax.Device]]:
+        """(shard index, device) of this process's devices (all of them, one process)."""
+        return [(i, d) for i, d in enumerate(self.mesh.devices.flat) if d.process_index == jax.process_index()]
 
     def _stack(self, *per_device) -> jax.Array:
         first = per_device[0]
@@ -114,7 +117,7 @@ class TensorParallel:
         local = (c.num_layers, c.num_kv_heads // self.size, num_pages, page_size, c.head_dim)
 
         def zeros():
-            blocks = [jax.device_put(np.zeros(local, jnp.dtype(dtype)), d) for d in self.mesh.devices.flat]
+            blocks = [jax.device_put(np.zeros(local, jnp.dtype(dtype)), d) for _, d in self.local_devices()]
             return jax.make_array_from_single_device_arrays(shape, self.kv_sharding, blocks)
 
         return KVPages(zeros(), zeros())
