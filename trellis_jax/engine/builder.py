@@ -35,7 +35,9 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
     # Read before the slow load, so a bad path fails at once.
     template = read_chat_template(config.chat_template) if config.chat_template is not None else None
     # Batch-invariant matmuls exist for float weights only: auto keeps a deterministic engine's weights float.
-    weight_format = "float" if config.deterministic and config.weight_format == "auto" else config.weight_format
+    # So do the tensor-parallel splits (runner/tensor_parallel.py).
+    float_only = config.deterministic or config.tensor_parallel_size > 1
+    weight_format = "float" if float_only and config.weight_format == "auto" else config.weight_format
     loaded = loaded or load_model(
         config.model, dtype=config.dtype, weight_format=weight_format, quantization=config.quantization
     )
@@ -117,6 +119,7 @@ def make_runner(config: EngineConfig, loaded):
         kv_dtype=config.kv_cache_dtype,
         batch_invariant=invariant,
         decode_steps=config.decode_steps,
+        tensor_parallel_size=config.tensor_parallel_size,
     )
     if config.warmup:
         runner.warmup()

@@ -23,6 +23,9 @@ decode_steps: multi-step decode (scheduler.py step 4, runner/step.py make_multi_
 decodes without penalties, grammars or prompt-lookup guesses, with no request waiting, runs this many
 decode iterations in one device call and returns that many tokens per row (stop ids, max_tokens and stop
 strings still end a sequence at the right token; the extra tokens are dropped). 1: off.
+tensor_parallel_size: N > 1 splits attention and MLP Megatron-style and the KV pages by KV head over the
+first N devices (runner/tensor_parallel.py); the KV budget is then per device, and a quantized GGUF loads
+as float ("auto" weight format). 1: one device.
 chat_template: the path of a Jinja chat template (Hugging Face semantics) that replaces the model's own
 for every chat; read when the engine is built (a missing file or a template that does not parse fails then).
 """
@@ -89,9 +92,17 @@ class EngineConfig:
     chat_template: str | None = None  # a Jinja chat template file used instead of the model's
     overlap: bool | None = None  # overlapped engine loop; None: where it pays (builder.overlap_by_default)
     decode_steps: int = 1  # multi-step decode: decode iterations per device call for plain decode steps (1: off)
+    tensor_parallel_size: int = 1  # split the model and KV pages over this many devices (runner/tensor_parallel.py)
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "max_num_seqs", "max_num_batched_tokens", "lookup_max_step_tokens", "decode_steps"):
+        for name in (
+            "page_size",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "lookup_max_step_tokens",
+            "decode_steps",
+            "tensor_parallel_size",
+        ):
             check_int(self, name, minimum=1)
         check_int(self, "prefill_saturation_tokens", minimum=1, optional=True)
         check_int(self, "num_lookup_tokens", minimum=0)
@@ -120,6 +131,13 @@ class EngineConfig:
             raise ValueError(
                 f"deterministic=True needs float weights (no batch-invariant packed kernel): "
                 f"quantization {self.quantization!r} packs them; use quantization 'none'"
+            )
+        if self.tensor_parallel_size > 1 and self.weight_format == "packed":
+            raise ValueError("tensor_parallel_size > 1 needs float weights: weight_format 'float' or 'auto'")
+        if self.tensor_parallel_size > 1 and self.quantization != NO_QUANTIZATION:
+            raise ValueError(
+                f"tensor_parallel_size > 1 needs float weights: quantization {self.quantization!r} packs them; "
+                "use quantization 'none'"
             )
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")

@@ -101,6 +101,12 @@ _FLAGS: dict[str, dict] = {
         "help": "multi-step decode: a step of plain decodes with nobody waiting runs K decode iterations in "
         "one device call (1: off; docs/benchmarks/multi-step.md)",
     },
+    "tensor_parallel_size": {
+        "type": int,
+        "metavar": "N",
+        "help": "split the model (Megatron-style) and the KV pages (by KV head) over the first N devices; "
+        "the KV budget is per device (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+    },
     "disable_radix_cache": {"help": "no prefix reuse (for comparisons)"},
     "deterministic": {
         "help": "batch-invariant greedy outputs: a request's tokens do not depend on what else runs "

@@ -56,7 +56,12 @@ def _project_qkv(h, lp, config):
     )
 
 
-def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl):
+def _row_parallel(y, tp_axis):
+    """Add the shards' partial sums of a row-parallel matmul (wo, w_down) under tensor parallelism."""
+    return y if tp_axis is None else jax.lax.psum(y, tp_axis)
+
+
+def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl, tp_axis=None):
     h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps).astype(lp.dtype)
     q, k, v = _project_qkv(h, lp, config)
     q = apply_rope(q, batch.positions, inv_freq)
@@ -75,10 +80,11 @@ def _attention(x, lp, layer, kv, batch: StepInputs, config, inv_freq, attn_impl)
         sliding_window=config.sliding_window,
         implementation=attn_impl,
     )  # [T, Hq, D]
-    return lp.matmul(out.reshape(x.shape[0], config.q_size), "wo", out_dtype=x.dtype), KVPages(k_pages, v_pages)
+    attn = lp.matmul(out.reshape(x.shape[0], config.q_size), "wo", out_dtype=x.dtype)
+    return _row_parallel(attn, tp_axis), KVPages(k_pages, v_pages)
 
 
-def _mlp(x, lp, config):
+def _mlp(x, lp, config, tp_axis=None):
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps).astype(lp.dtype)
     # Where the matmul's sums leave a native kernel as float32 anyway (the CPU kernels), the activation
     # takes them unrounded: in bfloat16, XLA:CPU rounded after every op of silu (a chain of converts that
@@ -89,7 +95,7 @@ def _mlp(x, lp, config):
         gate, up = jnp.split(lp.matmul(h, "w_gate_up", out_dtype=act_dtype), 2, axis=-1)
     else:
         gate, up = lp.matmul(h, "w_gate", out_dtype=act_dtype), lp.matmul(h, "w_up", out_dtype=act_dtype)
-    return lp.matmul((jax.nn.silu(gate) * up).astype(h.dtype), "w_down", out_dtype=x.dtype)
+    return _row_parallel(lp.matmul((jax.nn.silu(gate) * up).astype(h.dtype), "w_down", out_dtype=x.dtype), tp_axis)
 
 
 class _LayerParams:
@@ -121,13 +127,15 @@ class _LayerParams:
         return linear(h, self.sliced[name], implementation="xla", out_dtype=out_dtype)
 
 
-def _decoder_layer(carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows, dtype, implementation):
+def _decoder_layer(
+    carry, layer_inputs, *, batch, config, inv_freq, attn_impl, stacked, rows, dtype, implementation, tp_axis
+):
     x, kv = carry
     sliced, layer = layer_inputs
     lp = _LayerParams(sliced, stacked, layer, rows, dtype, implementation)
-    attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl)
+    attn_out, kv = _attention(x, lp, layer, kv, batch, config, inv_freq, attn_impl, tp_axis)
     x = x + attn_out
-    x = x + _mlp(x, lp, config)
+    x = x + _mlp(x, lp, config, tp_axis)
     return (x, kv), None
 
 
@@ -157,9 +165,13 @@ def forward(
     attn_impl: str | None = None,
     unroll_layers: bool = False,
     batch_invariant: bool = False,
+    tp_axis: str | None = None,
 ):
-    """-> (logits [S, vocab] float32, kv). `config`, `attn_impl`, `unroll_layers` and `batch_invariant` are
-    static under jit (`batch_invariant`: see the module docstring).
+    """-> (logits [S, vocab] float32, kv). `config`, `attn_impl`, `unroll_layers`, `batch_invariant` and
+    `tp_axis` are static under jit (`batch_invariant`: see the module docstring).
+
+    `tp_axis`: the mesh axis of tensor parallelism when run per shard under shard_map (runner/tensor_parallel.py):
+    params, KV pages and `config` are then one shard's, and the row-parallel matmuls (wo, w_down) psum over it.
 
     `unroll_layers` unrolls the layer scan: same math, no while loop. On an H200 it made a 1B model's decode
     step ~1.4x faster and prefill ~10% faster, at ~8x the compile time (docs/benchmarks/gpu.md); off by default.
@@ -195,6 +207,7 @@ def forward(
         rows=batch.cu_q_lens[batch.num_seqs],
         dtype=dtype,
         implementation=implementation,
+        tp_axis=tp_axis,
     )
     (x, kv), _ = jax.lax.scan(step, (x, KVPages(*kv)), (sliced, layer_ids), unroll=bool(unroll_layers))
     final_norm = params["final_norm"].astype(jnp.float32)
@@ -218,5 +231,7 @@ def forward(
 
 # Jitted entry point: config/attn_impl static (hashable), KV pages donated so the scatter is in place.
 jit_forward = jax.jit(
-    forward, static_argnames=("config", "attn_impl", "unroll_layers", "batch_invariant"), donate_argnames=("kv",)
+    forward,
+    static_argnames=("config", "attn_impl", "unroll_layers", "batch_invariant", "tp_axis"),
+    donate_argnames=("kv",),
 )

@@ -17,8 +17,9 @@ from trellis_jax.runner.packing import PackedStep
 class TokenFeed:
     """The previous dispatched step's sampled ids (device) and the row of each request in them (host)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, placement=None) -> None:
         self.width = width
+        self.placement = placement  # a sharding for the first zeros (tensor parallel: whole on every device)
         self._fed: jax.Array | None = None  # the last dispatched step's sampled ids, on the device
         self._fed_rows: dict[str, int] = {}  # request id -> its row in self._fed
 
@@ -34,7 +35,7 @@ class TokenFeed:
     def device_tokens(self) -> jax.Array:
         """The previous step's fed ids (device-resident zeros before the first step)."""
         if self._fed is None:
-            self._fed = jax.device_put(np.zeros(self.width, np.int32))
+            self._fed = jax.device_put(np.zeros(self.width, np.int32), self.placement)
         return self._fed
 
     def record(self, fed: jax.Array, packed: PackedStep) -> None:

@@ -84,7 +84,7 @@ def size_kv_pool(
 
 def default_budget_bytes(device: jax.Device | None = None) -> int:
     """The most KV memory taken when no budget is given."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     if device.platform == "cpu":
         return min(int(free_device_memory(device) * DEFAULT_HOST_FRACTION_CAP), DEFAULT_HOST_BYTES_CAP)
     return int(free_device_memory(device) * DEFAULT_FREE_FRACTION_CAP)
@@ -92,7 +92,7 @@ def default_budget_bytes(device: jax.Device | None = None) -> int:
 
 def free_device_memory(device: jax.Device | None = None) -> int:
     """Free bytes on `device` (allocator stats on accelerators, MemAvailable of the host on CPU)."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))

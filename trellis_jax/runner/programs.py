@@ -2,7 +2,9 @@
 
 Contract:
   programs = StepPrograms(config, attn_impl=, max_logprobs=, unroll_layers=, batch_invariant=, feed_width=,
-                          page_size=, max_num_seqs=)
+                          page_size=, max_num_seqs=, tp=None)
+      tp: a TensorParallel (tensor_parallel.py): every program then runs per shard under shard_map over its
+      mesh, with one shard's config, and the device-resident inputs are placed whole on every device
   programs.warmup(params, kv, buckets, decode_buckets, steps, progress=, workers=)   compiles what is missing
   programs.executable(bucket, steps, params, kv)   the compiled step (steps=1) or `steps`-iteration multi-step
       program for a bucket, compiled now (and counted) if warm-up did not
@@ -26,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from trellis_jax.model.kv import copy_pages
+from trellis_jax.model.logical_axes import TP
 from trellis_jax.runner.buckets import Bucket
 from trellis_jax.runner.constraints import neutral_bitmask, neutral_logit_bias
 from trellis_jax.runner.step import abstract_inputs, make_multi_step, make_step
@@ -45,8 +48,11 @@ class StepPrograms:
         feed_width: int,
         page_size: int,
         max_num_seqs: int,
+        tp=None,
     ) -> None:
         self.config = config
+        self.tp = tp
+        self.placement = None if tp is None else tp.replicated  # where the step's whole inputs live
         self.attn_impl = attn_impl
         self.max_logprobs = max_logprobs
         self.unroll_layers = unroll_layers
@@ -54,9 +60,10 @@ class StepPrograms:
         self.feed_width = feed_width
         self.page_size = page_size
         self.max_num_seqs = max_num_seqs
-        self._jitted_step = jax.jit(
-            make_step(config, attn_impl, max_logprobs, unroll_layers, batch_invariant, feed_width),
-            donate_argnums=(1,),
+        self._jitted_step = self._jit(
+            make_step(
+                self._step_config, attn_impl, max_logprobs, unroll_layers, batch_invariant, feed_width, self._tp_axis
+            )
         )
         self._multi_jitted: dict[int, object] = {}  # k -> the jitted k-iteration step
         self.executables: dict[Bucket, jax.stages.Compiled] = {}
@@ -66,6 +73,26 @@ class StepPrograms:
         self._no_constraints: dict[int, tuple[jax.Array, jax.Array]] = {}
         self.num_compilations = 0
         self.compile_seconds = 0.0
+
+    @property
+    def _step_config(self):
+        return self.config if self.tp is None else self.tp.local_config
+
+    @property
+    def _tp_axis(self) -> str | None:
+        return None if self.tp is None else TP
+
+    def _jit(self, step):
+        """jit with the KV pages donated; under tensor parallelism, run per shard with fixed placements."""
+        if self.tp is None:
+            return jax.jit(step, donate_argnums=(1,))
+        whole = self.tp.replicated
+        return jax.jit(
+            self.tp.wrap(step),
+            donate_argnums=(1,),
+            in_shardings=(self.tp.params_sharding, self.tp.kv_sharding, *([whole] * 7)),
+            out_shardings=(whole, self.tp.kv_sharding, whole),
+        )
 
     def warmup(
         self,
@@ -107,7 +134,8 @@ class StepPrograms:
         if self._copier is None:
             index = jax.ShapeDtypeStruct((self.max_num_seqs,), jnp.int32)
             count = jax.ShapeDtypeStruct((), jnp.int32)
-            self._copier = jax.jit(copy_pages, donate_argnums=(0,)).lower(kv, index, index, count).compile()
+            copier = copy_pages if self.tp is None else self.tp.wrap_kv_only(copy_pages)
+            self._copier = jax.jit(copier, donate_argnums=(0,)).lower(kv, index, index, count).compile()
         return self._copier
 
     def executable(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Compiled:
@@ -123,9 +151,9 @@ class StepPrograms:
         if steps == 1:
             return self._jitted_step
         if steps not in self._multi_jitted:
-            self._multi_jitted[steps] = jax.jit(
+            self._multi_jitted[steps] = self._jit(
                 make_multi_step(
-                    self.config,
+                    self._step_config,
                     self.attn_impl,
                     self.max_logprobs,
                     self.unroll_layers,
@@ -133,8 +161,8 @@ class StepPrograms:
                     self.feed_width,
                     page_size=self.page_size,
                     num_steps=steps,
-                ),
-                donate_argnums=(1,),
+                    tp_axis=self._tp_axis,
+                )
             )
         return self._multi_jitted[steps]
 
@@ -160,8 +188,8 @@ class StepPrograms:
         if rows not in self._zero_penalties:
             vocab = self.config.vocab_size
             self._zero_penalties[rows] = (
-                jax.device_put(np.zeros((rows, vocab), np.int32)),
-                jax.device_put(np.zeros((rows, vocab), np.bool_)),
+                jax.device_put(np.zeros((rows, vocab), np.int32), self.placement),
+                jax.device_put(np.zeros((rows, vocab), np.bool_), self.placement),
             )
         return self._zero_penalties[rows]
 
@@ -169,7 +197,7 @@ class StepPrograms:
         """Device-resident all-ones bitmask and empty logit_bias per row count (constraints.py), made once."""
         if rows not in self._no_constraints:
             self._no_constraints[rows] = (
-                jax.device_put(neutral_bitmask(rows, self.config.vocab_size)),
-                jax.device_put(neutral_logit_bias(rows)),
+                jax.device_put(neutral_bitmask(rows, self.config.vocab_size), self.placement),
+                jax.device_put(neutral_logit_bias(rows), self.placement),
             )
         return self._no_constraints[rows]

@@ -32,6 +32,7 @@ launch.py (a dispatched step and its read-back).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -48,6 +49,7 @@ from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.launch import Launch, read_back
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.programs import StepPrograms
+from trellis_jax.runner.tensor_parallel import TensorParallel
 from trellis_jax.step_plan import StepOutputs, StepPlan
 
 __all__ = [
@@ -95,6 +97,7 @@ class Runner:
         pack_f32: bool | None = None,
         batch_invariant: bool = False,
         decode_steps: int = 1,
+        tensor_parallel_size: int = 1,
     ):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
@@ -107,6 +110,8 @@ class Runner:
         StepPlan.decode_steps == k run it. Another k is compiled when first asked for (and counted).
         `kv_dtype`: the KV pages' dtype (None: the model's). bfloat16 pages halve the KV memory and the
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
+        `tensor_parallel_size`: N > 1 splits the model and the KV pages over the first N devices
+        (tensor_parallel.py); the KV budget (num_pages aside) is then per device. 1: one device, as ever.
         """
         self.config, self.params = _unpack_model(model)
         self.kv_dtype = _check_kv_dtype(kv_dtype or self.config.dtype)
@@ -119,15 +124,19 @@ class Runner:
                 page_size,
                 attn_impl,
             )
-        self.params = matmul.prepare(
-            self.params,
-            self.config,
+        prepare = functools.partial(
+            matmul.prepare,
             materialise_head=materialise_head,
             fuse_projections=fuse_projections,
             pack_bf16=pack_bf16,
             pack_f32=pack_f32,
             batch_invariant=self.batch_invariant,
         )
+        self.tp = _tensor_parallel(self.config, tensor_parallel_size)
+        if self.tp is None:
+            self.params = prepare(self.params, self.config)
+        else:  # split by the rules, then prepared per shard on its device
+            self.params = self.tp.shard_params(self.params, prepare)
         self.page_size = page_size
         self.kv_generation = 0  # bumped by every run(): whoever shares the runner can tell its pages were rewritten
         self.max_context_len = max_context_len or self.config.max_position_embeddings
@@ -150,7 +159,7 @@ class Runner:
         if compile_cache_dir is not None:
             enable_persistent_compile_cache(compile_cache_dir)
         self.kv_pool = size_kv_pool(
-            self.config,
+            self.config if self.tp is None else self.tp.local_config,  # TP: the budget is per device
             page_size=page_size,
             num_pages=num_pages,
             kv_memory_bytes=kv_memory_bytes,
@@ -159,9 +168,16 @@ class Runner:
             kv_dtype=self.kv_dtype,
         )
         logger.info("KV pool: %s", self.kv_pool.describe())
-        self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size, self.kv_dtype)
+        if self.tp is None:
+            self._kv = init_kv_pages(self.config, self.kv_pool.num_pages, page_size, self.kv_dtype)
+        else:
+            logger.info("%s", self.tp.describe_kv(self.kv_pool.num_pages, page_size, self.kv_dtype))
+            self._kv = self.tp.init_kv(self.kv_pool.num_pages, page_size, self.kv_dtype)
         self.unroll_layers = bool(unroll_layers)
-        self._feed = TokenFeed(self.buckets.max_num_seqs)  # the fed-token array every bucket reads and writes
+        placement = None if self.tp is None else self.tp.replicated
+        self._feed = TokenFeed(
+            self.buckets.max_num_seqs, placement
+        )  # the fed-token array every bucket reads and writes
         self._programs = StepPrograms(
             self.config,
             attn_impl=attn_impl,
@@ -171,6 +187,7 @@ class Runner:
             feed_width=self.buckets.max_num_seqs,
             page_size=page_size,
             max_num_seqs=self.buckets.max_num_seqs,
+            tp=self.tp,
         )
         if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
             raise ValueError(f"decode_steps must be a positive int, got {decode_steps!r}")
@@ -317,6 +334,13 @@ def _invariant_attention(config, dtype, kv_dtype, page_size, attn_impl) -> str:
     if attn_impl not in (None, INVARIANT_ATTENTION):
         raise ValueError(f"batch_invariant=True uses attention {INVARIANT_ATTENTION!r}, not {attn_impl!r}")
     return INVARIANT_ATTENTION
+
+
+def _tensor_parallel(config, size):
+    """None for one device (today's path, unchanged), else the TensorParallel plan; ValueError for a bad size."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"tensor_parallel_size must be a positive int, got {size!r}")
+    return None if size == 1 else TensorParallel.create(config, size)
 
 
 def _check_kv_dtype(dtype) -> str:

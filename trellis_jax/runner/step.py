@@ -19,6 +19,8 @@ decodes only, token row b = sequence row b): iteration i feeds iteration i-1's s
 positions, kv_lens and rng_step on by i and takes each row's KV slot from its page-table row; a position past
 that row (the host gave it no page there) writes to the sink page 0. Returns the SamplerOutputs stacked
 [k, ...], the KV pages, and the last iteration's ids as `fed`.
+`tp_axis` (both): the step runs per shard under tensor parallelism (runner/tensor_parallel.py wraps it in
+shard_map; `config` is then one shard's): the forward's row-parallel matmuls psum over that mesh axis.
 `abstract_inputs(bucket, vocab_size)` gives the ShapeDtypeStructs (tokens, seqs, output_counts,
 prompt_mask, bitmask, logit_bias) the runner lowers with.
 """
@@ -38,10 +40,15 @@ from trellis_jax.runner.constraints import bitmask_words
 from trellis_jax.runner.sampling import sample
 
 
-def _model(config, attn_impl, unroll_layers, batch_invariant):
+def _model(config, attn_impl, unroll_layers, batch_invariant, tp_axis=None):
     """forward(params, kv_pages, step_inputs) -> (logits [S, V], kv_pages) with the static options bound."""
     return functools.partial(
-        forward, config=config, attn_impl=attn_impl, unroll_layers=unroll_layers, batch_invariant=batch_invariant
+        forward,
+        config=config,
+        attn_impl=attn_impl,
+        unroll_layers=unroll_layers,
+        batch_invariant=batch_invariant,
+        tp_axis=tp_axis,
     )
 
 
@@ -57,8 +64,9 @@ def make_step(
     unroll_layers: bool = False,
     batch_invariant: bool = False,
     feed_width: int = 1,
+    tp_axis: str | None = None,
 ):
-    model = _model(config, attn_impl, unroll_layers, batch_invariant)
+    model = _model(config, attn_impl, unroll_layers, batch_invariant, tp_axis)
 
     def step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
@@ -80,8 +88,9 @@ def make_multi_step(
     *,
     page_size: int,
     num_steps: int,
+    tp_axis: str | None = None,
 ):
-    run_model = _model(config, attn_impl, unroll_layers, batch_invariant)
+    run_model = _model(config, attn_impl, unroll_layers, batch_invariant, tp_axis)
 
     def multi_step(params, kv_pages, tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias, fed_tokens):
         inputs = wire.decode(tokens, seqs, output_counts, prompt_mask, bitmask, logit_bias)
