@@ -147,7 +147,7 @@ class KVManager:
         and the namespaces nested under it (a tenant and its cache_salt splits). Checks the cache's
         integrity afterwards (IntegrityError); returns the pages freed. Running requests keep their pages."""
         cache = self.cache
-        freed = cache.evict(cache.num_evictable_pages) if namespace is None else cache.evict_namespace(namespace)
+        freed = cache.flush_all() if namespace is None else cache.evict_namespace(namespace)
         cache.check_integrity()
         return freed
 
