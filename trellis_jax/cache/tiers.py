@@ -317,9 +317,9 @@ class TierMethods:
     """RadixCache's lower-tier methods (a mixin over its state; see the module docstring)."""
 
     def enable_tiers(self, tier: str = "host") -> None:
-        """From now on eviction demotes (``tier``: where the store keeps pages first, "host" or "disk")."""
-        if tier not in ("host", "disk"):
-            raise ValueError(f"tier must be 'host' or 'disk', got {tier!r}")
+        """From now on eviction demotes (``tier``: the store's name for where it keeps pages: "host", "disk"...)."""
+        if not isinstance(tier, str) or not tier:
+            raise ValueError(f"tier must be a store's tier name such as 'host' or 'disk', got {tier!r}")
         if not self.enabled:
             raise ValueError("a disabled prefix cache (--disable-radix-cache) has no tiers")
         if self._tiers is None:

@@ -15,6 +15,9 @@ Contract:
   Runner(decode_steps=k): plans with StepPlan.decode_steps == k run k decode iterations in one device call
       (step.make_multi_step; compiled at warm-up for each decode bucket) and collect returns k tokens per row.
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
+  runner.save_pages(ids) -> PageRead (.fetch() -> numpy [n, 2, L, Hkv, S, D]); runner.load_pages(ids, pages)
+      whole pages to and from the host, between steps (page_io.py: the radix cache's lower tiers); a save
+      queued before a step reads the pages as they were before it. page_load_bytes_per_s() times a load.
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
 `batch_invariant=True` (`--deterministic`): a token row's floats do not depend on the rest of the step
@@ -33,6 +36,7 @@ launch.py (a dispatched step and its read-back).
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -47,6 +51,7 @@ from trellis_jax.runner.invariance import INVARIANT_ATTENTION, batch_invariance_
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.launch import Launch, read_back
 from trellis_jax.runner.packing import PackedStep, pack
+from trellis_jax.runner.page_io import PageIO, PageRead
 from trellis_jax.runner.programs import StepPrograms
 from trellis_jax.step_plan import StepOutputs, StepPlan
 
@@ -175,6 +180,7 @@ class Runner:
         if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
             raise ValueError(f"decode_steps must be a positive int, got {decode_steps!r}")
         self.decode_steps = decode_steps
+        self._page_io = PageIO()
 
     # ---- limits the scheduler must respect ------------------------------------------------------
     @property
@@ -239,6 +245,34 @@ class Runner:
         src, dst = np.zeros(self.max_num_seqs, np.int32), np.zeros(self.max_num_seqs, np.int32)
         src[: len(copies)], dst[: len(copies)] = zip(*copies)
         self._kv = self._programs.page_copier(self._kv)(self._kv, src, dst, np.int32(len(copies)))
+
+    # ---- whole pages to and from the host (the radix cache's lower tiers; page_io.py) ------------------
+    def save_pages(self, page_ids: list[int]) -> PageRead:
+        """Queue a copy of these pages to the host (before the step that may overwrite them); no wait."""
+        return self._page_io.save(self._kv, self._check_page_ids(page_ids))
+
+    def load_pages(self, page_ids: list[int], pages) -> None:
+        """Write host pages [n, 2, L, Hkv, S, D] into these page ids (queued; the next step reads them)."""
+        self._kv = self._page_io.load(self._kv, self._check_page_ids(page_ids), np.asarray(pages))
+
+    def page_load_bytes_per_s(self, num_pages: int = 16) -> float:
+        """Host -> device bytes/s of a load of `num_pages` pages, timed on the sink page (after a first,
+        compiling call): the reload cost model's transfer rate."""
+        shape = (num_pages, 2, self.config.num_layers, self.config.num_kv_heads, self.page_size, self.config.head_dim)
+        pages = np.ones(shape, self._kv.k.dtype)
+        seconds = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            self._kv = self._page_io.load(self._kv, [0] * num_pages, pages)
+            self._kv.k.block_until_ready()
+            seconds = min(seconds, time.perf_counter() - start)
+        return pages.nbytes / seconds
+
+    def _check_page_ids(self, page_ids) -> list[int]:
+        ids = [int(p) for p in page_ids]
+        if any(not 0 < p < self.num_pages for p in ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"page ids must be distinct, in 1..{self.num_pages - 1}: got {ids[:8]}")
+        return ids
 
     def decode_buckets(self) -> list[Bucket]:
         """The buckets a decode-only step selects (n one-token rows, n = 1..max_num_seqs), per page bucket."""
