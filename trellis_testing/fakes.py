@@ -133,8 +133,8 @@ class FakeRunner:
                     self.kv[slot] = value
         self.num_pages_loaded += len(page_ids)
 
-    def page_load_bytes_per_s(self, num_pages: int = 16) -> float:
-        return 1e9
+    def page_load_rate(self, num_pages: int = 16) -> tuple[float, float]:
+        return 0.0, 1e9
 
     def _check_pages(self, page_ids) -> None:
         if any(not 0 < p < self.num_pages for p in page_ids):

@@ -10,8 +10,8 @@ waits for the copy only) and put into the store, keyed and described by their De
 schedule() the store holds every page the tree calls demoted, except those it refused (counted; the tree
 prunes those nodes now and then).
 
-Measurements for the reload cost model (scheduler/reload.py): the host -> device rate once at start
-(Runner.page_load_bytes_per_s), the prefill rate from every synchronous step of at least
+Measurements for the reload cost model (scheduler/reload.py): the host -> device rate and the fixed cost of
+a load call once at start (Runner.page_load_rate), the prefill rate from every synchronous step of at least
 `MIN_TIMED_TOKENS` tokens (tokens / wall seconds of run(), an EMA).
 """
 
@@ -30,11 +30,14 @@ PRUNE_EVERY_STEPS = 256
 
 class TierMover:
     def __init__(self, scheduler: Scheduler, runner, store, *, bytes_per_page: int, measure: bool = True) -> None:
-        """Attach `store` (a kvstore PageStore) to `scheduler`; `measure`: time the host -> device rate now."""
+        """Attach `store` (a kvstore PageStore) to `scheduler`; `measure`: compile the runner's page copies and
+        time the host -> device rate now."""
         self.store, self.runner = store, runner
         self.cost = ReloadCost(bytes_per_page)
         if measure:
-            self.cost.h2d_bytes_per_s = runner.page_load_bytes_per_s()
+            if hasattr(runner, "warmup_page_io"):
+                runner.warmup_page_io()
+            self.cost.load_call_seconds, self.cost.h2d_bytes_per_s = runner.page_load_rate()
         self.reloader = scheduler.attach_store(store, self.cost)
         self.counters = self.reloader.counters
         self._steps = 0

@@ -5,6 +5,7 @@
     PageIO(max_pages).save(kv, ids) -> PageRead      a jitted gather queued on the device, its copy to the host
                                                      started at once; PageRead.fetch() -> numpy pages
     PageIO.load(kv, ids, pages) -> kv                 a jitted scatter of host pages (KV donated)
+    PageIO.warmup(kv) -> kv                           both compiled for every padded size, ahead of time
 
 Both pad the page count up to a power of two (at most `max_pages` per call, longer lists are split), so a
 few programs serve every count; padded rows read or write the sink page 0, which nothing reads. A save
@@ -67,6 +68,17 @@ class PageIO:
             block[: len(chunk)] = pages[done : done + len(chunk)]
             kv = self._scatter(kv, ids, block)
             done += len(chunk)
+        return kv
+
+    def warmup(self, kv: KVPages) -> KVPages:
+        """Compile the gather and the scatter for every padded size (on the sink page 0); returns the KV."""
+        size = 1
+        while size <= self.max_pages:
+            self.save(kv, [0] * size).fetch()
+            kv = self.load(
+                kv, [0] * size, np.zeros((size, *gather_pages(kv, np.zeros(1, np.int32)).shape[1:]), kv.k.dtype)
+            )
+            size *= 2
         return kv
 
     def _chunks(self, page_ids: list[int]) -> list[list[int]]:

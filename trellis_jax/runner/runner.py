@@ -17,7 +17,8 @@ Contract:
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
   runner.save_pages(ids) -> PageRead (.fetch() -> numpy [n, 2, L, Hkv, S, D]); runner.load_pages(ids, pages)
       whole pages to and from the host, between steps (page_io.py: the radix cache's lower tiers); a save
-      queued before a step reads the pages as they were before it. page_load_bytes_per_s() times a load.
+      queued before a step reads the pages as they were before it. warmup_page_io() compiles them ahead;
+      page_load_rate() times loads (seconds per call, bytes/s).
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
 `batch_invariant=True` (`--deterministic`): a token row's floats do not depend on the rest of the step
@@ -255,18 +256,28 @@ class Runner:
         """Write host pages [n, 2, L, Hkv, S, D] into these page ids (queued; the next step reads them)."""
         self._kv = self._page_io.load(self._kv, self._check_page_ids(page_ids), np.asarray(pages))
 
-    def page_load_bytes_per_s(self, num_pages: int = 16) -> float:
-        """Host -> device bytes/s of a load of `num_pages` pages, timed on the sink page (after a first,
-        compiling call): the reload cost model's transfer rate."""
+    def warmup_page_io(self) -> None:
+        """Compile save_pages / load_pages for every page count ahead (the lower tiers' engines call it)."""
+        self._kv = self._page_io.warmup(self._kv)
+
+    def page_load_rate(self, num_pages: int = 16) -> tuple[float, float]:
+        """(seconds per load call, bytes/s) of host -> device page loads, fitted from the best of three timed
+        loads of 1 and of `num_pages` pages into the sink page (after warmup_page_io): the reload cost model's
+        fixed cost and transfer rate."""
         shape = (num_pages, 2, self.config.num_layers, self.config.num_kv_heads, self.page_size, self.config.head_dim)
         pages = np.ones(shape, self._kv.k.dtype)
-        seconds = float("inf")
+        one, many = self._time_load(pages[:1]), self._time_load(pages)
+        per_page = max((many - one) / (num_pages - 1), 1e-12)
+        return max(one - per_page, 0.0), pages[0].nbytes / per_page
+
+    def _time_load(self, pages: np.ndarray) -> float:
+        best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            self._kv = self._page_io.load(self._kv, [0] * num_pages, pages)
+            self._kv = self._page_io.load(self._kv, [0] * len(pages), pages)
             self._kv.k.block_until_ready()
-            seconds = min(seconds, time.perf_counter() - start)
-        return pages.nbytes / seconds
+            best = min(best, time.perf_counter() - start)
+        return best
 
     def _check_page_ids(self, page_ids) -> list[int]:
         ids = [int(p) for p in page_ids]

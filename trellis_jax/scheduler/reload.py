@@ -12,9 +12,9 @@ anything overwrites them) and the pages to load (the engine has the runner write
     saves  [Demotion(page_id, key, parent, tokens, namespace, tier), ...]   device -> store
     loads  [(page_id, page), ...]                                          store -> device
 
-Cost model (`ReloadCost`): reload seconds = bytes / the tier's store read rate + bytes / the host -> device
-rate; recompute seconds = tokens / prefill tokens/s; a run is reloaded when reloading is faster. Every rate is
-measured: the host -> device rate by the engine at start-up (Runner.page_load_bytes_per_s), the store read
+Cost model (`ReloadCost`): reload seconds = the fixed cost of a load call + bytes / the tier's store read rate
++ bytes / the host -> device rate; recompute seconds = tokens / prefill tokens/s; a run is reloaded when reloading is faster. Every rate is
+measured: the host -> device rate and call cost by the engine at start-up (Runner.page_load_rate), the store read
 rate here around every read, the prefill rate by the engine from its steps (engine/tiers.py). The defaults
 below only stand until the first measurement.
 """
@@ -40,11 +40,12 @@ class ReloadCost:
     bytes_per_page: int
     prefill_tokens_per_s: float = DEFAULT_PREFILL_TOKENS_PER_S
     h2d_bytes_per_s: float = DEFAULT_H2D_BYTES_PER_S
+    load_call_seconds: float = 0.0  # fixed cost of one load (a device call), whatever its size
     read_bytes_per_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_READ_BYTES_PER_S))
 
     def reload_seconds(self, tiers: tuple[str, ...]) -> float:
         read = sum(1.0 / self.read_bytes_per_s.get(tier, DEFAULT_READ_BYTES_PER_S["disk"]) for tier in tiers)
-        return self.bytes_per_page * (read + len(tiers) / self.h2d_bytes_per_s)
+        return self.load_call_seconds + self.bytes_per_page * (read + len(tiers) / self.h2d_bytes_per_s)
 
     def recompute_seconds(self, num_tokens: int) -> float:
         return num_tokens / self.prefill_tokens_per_s
