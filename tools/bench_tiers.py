@@ -72,6 +72,9 @@ def serve(config: EngineConfig, loaded, runner, prompts, args, tiered: bool) -> 
         "tokens_per_s": (prompt_tokens + outputs) / seconds,
         "reloaded": sum(tier["counters"].reloaded_pages.values()) if tier else 0,
         "demoted": tier["counters"].demoted_pages if tier else 0,
+        "computed": stats.num_prefill_tokens_computed,
+        "preemptions": stats.num_preemptions,
+        "steps": engine.num_steps,
         "prefill_tok_s_seen": tier["prefill_tokens_per_s"] if tier else None,
         "h2d_MBps": tier["h2d_bytes_per_s"] / 1e6 if tier else None,
     }
@@ -109,7 +112,10 @@ def main(argv=None) -> None:
         f"working set ~{working} pages; small pool {small.num_pages - 1} usable pages, "
         f"unlimited {large.num_pages - 1}; {len(prompts)} requests of {len(prompts[0])} prompt tokens"
     )
-    print(f"{'way':12} {'hit rate':>8} {'seconds':>8} {'req/s':>7} {'tok/s':>8} {'reloaded':>8} {'demoted':>8}")
+    print(
+        f"{'way':12} {'hit rate':>8} {'seconds':>8} {'req/s':>7} {'tok/s':>8} {'reloaded':>8} {'demoted':>8} "
+        f"{'computed':>8} {'preempt':>7} {'steps':>6}"
+    )
     for _ in range(args.repeats):
         for name, config, runner, tiered in (
             ("L1 only", small, small_runner, False),
@@ -119,7 +125,8 @@ def main(argv=None) -> None:
             r = serve(config, loaded, runner, prompts, args, tiered)
             print(
                 f"{name:12} {r['hit_rate']:8.3f} {r['seconds']:8.2f} {r['requests_per_s']:7.2f} "
-                f"{r['tokens_per_s']:8.0f} {r['reloaded']:8d} {r['demoted']:8d}"
+                f"{r['tokens_per_s']:8.0f} {r['reloaded']:8d} {r['demoted']:8d} {r['computed']:8d} "
+                f"{r['preemptions']:7d} {r['steps']:6d}"
                 + (
                     f"   (cost model: prefill {r['prefill_tok_s_seen']:.0f} tok/s, h2d {r['h2d_MBps']:.0f} MB/s)"
                     if tiered

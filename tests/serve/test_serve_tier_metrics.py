@@ -55,6 +55,7 @@ def test_tier_series_count_reloads_and_demotions():
     assert samples[("trellis_kv_demoted_pages_total", ())] == store.stats()["pages"] > 0
     assert samples[("trellis_kv_store_pages", ())] == store.stats()["pages"]
     assert samples[("trellis_kv_reload_refusals_total", (("reason", "cost"),))] == 0
+    assert samples[("trellis_kv_store_stat", (("stat", "hits"),))] == store.stats()["hits"] > 0
 
 
 def test_cost_refusals_are_counted():

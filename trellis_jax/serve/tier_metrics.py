@@ -12,6 +12,8 @@ into metric families, read at scrape time like the rest of EngineCollector's (pl
     trellis_kv_demoted_pages                     gauge: demoted pages in the prefix tree
     trellis_kv_store_pages / trellis_kv_store_bytes            gauges: what the store holds
     trellis_kv_store_refused_corrupt_total       pages the store discarded as damaged or foreign
+    trellis_kv_store_stat{stat}                  every number of the store's own stats() (a tiered store's
+                                                 host and disk hits among them), as the store counts them
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def tier_metrics(stats: dict | None):
         "Pages the store discarded as damaged or written under another fingerprint",
         store.get("refused_corrupt", 0),
     )
+    own = GaugeMetricFamily("trellis_kv_store_stat", "The page store's own counters (its stats())", labels=["stat"])
+    for name, value in sorted(store.items()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            own.add_metric([name], float(value))
+    yield own
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
