@@ -53,6 +53,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     # The device side only lazily (builder.py): the engine's API types and the server load without jax.
     "trellis_jax.engine": {
         "trellis_jax.scheduler": EAGER,
+        "trellis_jax.kvstore": EAGER,  # the page-store contract (api.py); the stores themselves lazily
         "trellis_jax.cache": EAGER,
         "trellis_jax.step_plan": EAGER,
         "trellis_jax.field_ranges": EAGER,

@@ -12,6 +12,8 @@ row takes the token the previous dispatch sampled for its request id (a ValueErr
 A multi-step plan (StepPlan.decode_steps k > 1) runs k iterations per row as the real runner does: each
 writes its token and samples the next, positions past the row's page_ids write nowhere and sample 0
 (the device's sink page: junk the scheduler must drop); `StepOutputs.more` holds tokens 2..k.
+`save_pages(ids) -> read` (`read.fetch()` -> one tuple of slot values per page) and `load_pages(ids, pages)` move
+whole pages as the Runner's do (the radix cache's lower tiers), so a wrong reload changes a "sum" output.
 `ByteTokenizer` is a tiny tokenizer over UTF-8 bytes (ids 0-255) plus BOS "<s>" 256 and EOS "</s>" 257.
 """
 
@@ -46,6 +48,7 @@ class FakeRunner:
         self.kv: dict[int, int] = {}  # slot (page * page_size + offset) -> token id
         self.num_steps = 0
         self.num_page_copies = 0
+        self.num_pages_loaded = 0
         self.num_tokens_computed = 0
         self.computed: list[tuple[str, int, int]] = []  # (request id, start_pos, num tokens) per sequence
         self.kv_generation = 0  # as Runner: bumped by every run()
@@ -112,6 +115,31 @@ class FakeRunner:
             rows.append(work)
         return dataclasses.replace(plan, sequences=rows)
 
+    def save_pages(self, page_ids: list[int]) -> _PageRead:
+        """As Runner.save_pages: each page's slots now (None: never written), fetched later."""
+        self._check_pages(page_ids)
+        ps = self.page_size
+        return _PageRead([tuple(self.kv.get(p * ps + o) for o in range(ps)) for p in page_ids])
+
+    def load_pages(self, page_ids: list[int], pages) -> None:
+        """As Runner.load_pages: write saved pages back into these page ids."""
+        self._check_pages(page_ids)
+        for page_id, page in zip(page_ids, pages, strict=True):
+            for offset, value in enumerate(page):
+                slot = page_id * self.page_size + offset
+                if value is None:
+                    self.kv.pop(slot, None)
+                else:
+                    self.kv[slot] = value
+        self.num_pages_loaded += len(page_ids)
+
+    def page_load_rate(self, num_pages: int = 16) -> tuple[float, float]:
+        return 0.0, 1e9
+
+    def _check_pages(self, page_ids) -> None:
+        if any(not 0 < p < self.num_pages for p in page_ids):
+            raise ValueError(f"page ids must be in 1..{self.num_pages - 1}, got {list(page_ids)[:8]}")
+
     def check_plan(self, plan: StepPlan) -> None:
         """As Runner.check_plan: raise what run() would raise for this plan, changing nothing."""
         self._check(plan)
@@ -143,6 +171,14 @@ class FakeRunner:
         token = base % self.vocab_size
         top = [((token + k) % self.vocab_size, -0.5 - k) for k in range(work.sampling.num_logprobs)]
         return SampledToken(token, -0.5, top)
+
+
+class _PageRead:
+    def __init__(self, pages: list[tuple]) -> None:
+        self._pages = pages
+
+    def fetch(self) -> list[tuple]:
+        return self._pages
 
 
 class ByteTokenizer:
@@ -219,10 +255,12 @@ def make_fake_engine(
     eviction_policy: str = "lru",
     runner: FakeRunner | None = None,
     overlap: bool = False,
+    page_store=None,
     **scheduler_options,
 ):
     """An Engine over FakeRunner + ByteTokenizer: returns (engine, runner, cache, tokenizer). `runner`: take
-    turns on an existing FakeRunner instead of a new one."""
+    turns on an existing FakeRunner instead of a new one. `page_store` (e.g. trellis_testing's DictPageStore):
+    the lower tiers on (engine.tiers, a TierMover; a page counts as one byte, so reloading always pays)."""
     from trellis_jax.cache import RadixCache
     from trellis_jax.engine.engine import Engine
     from trellis_jax.scheduler import Scheduler, SchedulerConfig
@@ -232,11 +270,18 @@ def make_fake_engine(
     runner = runner or FakeRunner(
         num_pages, page_size, mode=mode, max_num_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs
     )
+    scheduler = Scheduler(config, cache)
+    tiers = None
+    if page_store is not None:
+        from trellis_jax.engine.tiers import TierMover
+
+        tiers = TierMover(scheduler, runner, page_store, bytes_per_page=1)
     engine = Engine(
-        Scheduler(config, cache),
+        scheduler,
         runner,
         make_detokenizer=lambda skip: ByteDetokenizer(skip_special_tokens=skip),
         eos_token_ids=(EOS_ID,),
         overlap=overlap,
+        tiers=tiers,
     )
     return engine, runner, cache, ByteTokenizer()

@@ -49,8 +49,12 @@ class Request:
 
 
 class Driver:
-    def __init__(self, num_pages: int, page_size: int, policy: str, shared: frozenset[str]) -> None:
+    def __init__(
+        self, num_pages: int, page_size: int, policy: str, shared: frozenset[str], tiers: bool = False
+    ) -> None:
         self.cache = RadixCache(num_pages, page_size, policy=policy, shared_namespaces=shared)
+        if tiers:  # eviction demotes; the oracle tracks device pages only (demoted ones are not in snapshot)
+            self.cache.enable_tiers("host")
         self.ps = page_size
         self.shared = shared
         self.entries: dict[tuple, int] = {}
@@ -180,3 +184,35 @@ class Driver:
         freed = self.cache.evict(n)
         assert freed == min(n, evictable)
         self.adopt_eviction(freed)
+
+    def reload(self, ns: str, tokens: list[int], count: int, drop_rest: bool) -> None:
+        """Match with tiers; reload up to ``count`` of the demoted pages that continue the match."""
+        cache = self.cache
+        m, run = cache.match_tiers(tokens, ns)
+        assert m.num_cached_tokens == len(self.visible(ns, tokens)) * self.ps
+        if run is None:
+            return
+        assert run.num_tokens + m.num_cached_tokens <= len(tokens)
+        cache.lock(m.handle)
+        n, free = min(count, run.num_pages), cache.num_free_pages
+        try:
+            pages = cache.alloc_pages(n)
+        except OutOfPagesError:
+            cache.unlock(m.handle)
+            return
+        self.adopt_eviction(max(0, n - free))
+        cache.reload(run, pages, drop_rest=drop_rest and n < run.num_pages)
+        for i, page in enumerate(pages):
+            node = cache._page_node[page]
+            self.entries[(node.owner, tuple(tokens[: m.num_cached_tokens + (i + 1) * self.ps]))] = page
+        cache.unlock(m.handle)
+        after = cache.match(tokens, ns)
+        assert after.num_cached_tokens >= m.num_cached_tokens + n * self.ps
+        assert after.page_ids[len(m.page_ids) : len(m.page_ids) + n] == pages
+
+    def drain(self) -> None:
+        """Take the demotions: one per page key, each a whole page whose parent key comes before it."""
+        out = self.cache.take_demotions()
+        keys = [d.key for d in out]
+        assert len(set(keys)) == len(keys) and all(len(d.tokens) == self.ps for d in out)
+        assert not any(self.cache.demotion_pending(k) for k in keys)

@@ -34,7 +34,7 @@ def of(files, **changes):
 
 def test_every_field_is_a_string(files):
     fp = of(files)
-    assert set(fp) == {"weights", "tokenizer", "chat_template", "dtype", "kv_dtype", "page_size", "rope"}
+    assert set(fp) == {"weights", "tokenizer", "chat_template", "dtype", "kv_dtype", "page_size", "rope", "arithmetic"}
     assert all(isinstance(v, str) for v in fp.values())
 
 
@@ -51,6 +51,7 @@ def test_the_same_inputs_give_the_same_fingerprint(files):
         {"page_size": 32},
         {"rope": {**ROPE, "theta": 500000.0}},
         {"tokenizer": None},
+        {"arithmetic": {"quantization": "int8"}},
     ],
     ids=lambda c: next(iter(c)),
 )

@@ -4,7 +4,9 @@ Checked: page 0 never free nor in the tree; every page in at most one place (fre
 free + evictable + locked + private == num_pages - 1; the cache's running counters equal recomputed
 ones; node keys, pages, depths, owners and parent/child links consistent; lock_ref >= 0 and a node's
 lock_ref >= the sum of its children's (every lock counts along its whole path); the policy's candidates
-are exactly the unlocked leaves. Cost O(nodes + pages): for tests and idle-time checks, not the hot path.
+are exactly the unlocked device leaves (no device child). Demoted nodes (tiers.py): no device page, never
+locked, only demoted children, one page key per page, their pages summed in the demoted-pages gauge. Cost
+O(nodes + pages): for tests and idle-time checks, not the hot path.
 """
 
 from __future__ import annotations
@@ -31,17 +33,20 @@ def check_integrity(cache) -> None:
 
 def _check_nodes(cache, root: TreeNode, ps: int) -> list[int]:
     tree_pages: list[int] = []
-    evictable = locked = leaves = 0
+    evictable = locked = leaves = demoted = 0
     for node in iter_nodes(root):
         _check_node_shape(node, ps)
         _check_node_links(node, ps)
+        if node.tier is not None:
+            demoted += _check_demoted(cache, node, ps)
+            continue
         tree_pages.extend(node.pages)
         if node.lock_ref:
             locked += len(node.pages)
         else:
             evictable += len(node.pages)
         is_candidate = cache._policy.is_candidate(node)
-        should_be = node.lock_ref == 0 and not node.children
+        should_be = node.lock_ref == 0 and node.is_device_leaf
         leaves += should_be
         _require(is_candidate == should_be, f"policy candidacy {is_candidate}, expected {should_be}: {node!r}")
     _require(
@@ -52,12 +57,23 @@ def _check_nodes(cache, root: TreeNode, ps: int) -> list[int]:
         evictable == cache.num_evictable_pages, f"evictable: counter {cache.num_evictable_pages}, tree {evictable}"
     )
     _require(locked == cache.num_locked_pages, f"locked: counter {cache.num_locked_pages}, tree {locked}")
+    gauge = cache.tier_stats.demoted_pages
+    _require(demoted == gauge, f"demoted pages: gauge {gauge}, tree {demoted}")
     return tree_pages
+
+
+def _check_demoted(cache, node: TreeNode, ps: int) -> int:
+    _require(cache.tiers_enabled, f"a demoted node in a cache without tiers: {node!r}")
+    _require(not node.pages and node.lock_ref == 0, f"a demoted node holds device pages or a lock: {node!r}")
+    _require(len(node.page_keys) * ps == len(node.key), f"demoted node's page keys do not match its key: {node!r}")
+    _require(not cache._policy.is_candidate(node), f"a demoted node is an eviction candidate: {node!r}")
+    _require(all(c.tier is not None for c in node.children.values()), f"device node below a demoted one: {node!r}")
+    return len(node.page_keys)
 
 
 def _check_node_shape(node: TreeNode, ps: int) -> None:
     _require(node.alive, f"dead node still in the tree: {node!r}")
-    _require(len(node.pages) > 0 and len(node.key) == len(node.pages) * ps, f"key/pages mismatch: {node!r}")
+    _require(node.num_pages > 0 and len(node.key) == node.num_pages * ps, f"key/pages mismatch: {node!r}")
     _require(node.lock_ref >= 0, f"negative lock_ref: {node!r}")
     _require(node.depth == node.parent.depth + len(node.key), f"depth inconsistent with parent: {node!r}")
 

@@ -7,7 +7,10 @@ How the cache drives a policy (the whole interface):
 - hooks, called for every node whatever its candidacy: ``on_insert(node)`` (created),
   ``on_access(node)`` (after the cache refreshed its metadata on a match or insert),
   ``on_split(upper, lower)``, ``on_evict(node, num_pages)`` (before the last ``num_pages`` pages of a
-  candidate leave the tree; the whole node when ``num_pages == node.num_pages``).
+  candidate leave the tree; the whole node when ``num_pages == node.num_pages``);
+- with tiers on (tiers.py), ``should_demote(node) -> bool`` right after ``on_evict``: True (the default) keeps
+  the victim's pages in the tree as demoted pages (copied to the store), False drops them. Candidates are the
+  unlocked device nodes without a device child: demoted children do not keep a node from being evicted.
 A stateful policy (ARC-like ghost lists, adaptive segments) keeps its state in these hooks; a simple one
 only defines ``sort_key``.
 
@@ -61,6 +64,10 @@ class EvictionPolicy(ABC):
 
     def on_evict(self, node: TreeNode, num_pages: int) -> None:
         """The last ``num_pages`` pages of ``node`` are about to be evicted."""
+
+    def should_demote(self, node: TreeNode) -> bool:
+        """With tiers on: whether the pages ``on_evict`` just announced go to the lower tier (else dropped)."""
+        return True
 
 
 class HeapPolicy(EvictionPolicy):

@@ -34,7 +34,8 @@ What insert does to the token ranges of one request (P = page_size, | = page bou
 
 Methods (mutation / locking):
 - ``match(tokens, namespace="") -> MatchResult(num_cached_tokens, page_ids, handle)``: longest cached
-  prefix of whole pages visible to ``namespace``. Mutates structure only by splitting the node the match
+  prefix of whole device pages visible to ``namespace`` (``match_tiers`` also returns the demoted pages that
+  continue it: tiers.py). Mutates structure only by splitting the node the match
   ends in (so the handle covers exactly the matched pages) and refreshes access metadata on the path.
   Locks nothing: lock the handle before the next mutating call, or it may be evicted or trimmed.
 - ``peek(tokens, namespace="") -> int``: what match would return in tokens; mutates nothing.
@@ -80,14 +81,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from trellis_jax.cache import integrity
+from trellis_jax.cache import eviction, flush, integrity, tiers
 from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
 from trellis_jax.cache.stats import CacheStats, Counters
+from trellis_jax.cache.tiers import LowerRun
 from trellis_jax.cache.tree import (
     best_partial_child,
-    iter_nodes,
     longest_match,
     path_pages,
     split,
@@ -113,12 +114,13 @@ class InsertResult(NamedTuple):
     handle: TreeNode
 
 
-class RadixCache:
+class RadixCache(tiers.TierMethods):
     """Prefix cache over ``num_pages`` page ids of ``page_size`` tokens (see the module docstring).
 
     ``policy``: a registered name (``policy_names()``) or a fresh ``EvictionPolicy`` instance.
     ``shared_namespaces``: names that write to the public trunk every namespace can match.
     ``enabled=False``: the ``--disable-radix-cache`` mode (nothing is ever cached).
+    Lower tiers (demotion instead of eviction, reload): ``enable_tiers`` and the methods of tiers.TierMethods.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class RadixCache:
         self._logical_locked_tokens = 0
         self._tick = 0
         self._counters = Counters()
+        self._tiers: tiers.TierState | None = None  # set by enable_tiers
 
     def __repr__(self) -> str:
         return (
@@ -185,23 +188,28 @@ class RadixCache:
 
     # ---- match / lock ---------------------------------------------------------------------------
     def match(self, tokens: Sequence[int], namespace: str = "") -> MatchResult:
-        """Longest visible cached prefix (whole pages). Splits the end node; refreshes access. No lock."""
+        """Longest visible cached prefix (whole device pages). Splits the end node; refreshes access. No lock."""
+        return self.match_tiers(tokens, namespace)[0]
+
+    def match_tiers(self, tokens: Sequence[int], namespace: str = "") -> tuple[MatchResult, LowerRun | None]:
+        """``match``, and the demoted pages that continue it (None: none), which ``reload`` can promote."""
         owner = self._owner(namespace)
         self._counters.match_calls += 1
         key = self._page_key(tokens)
         if not self.enabled or not key:
             self._counters.miss_tokens += len(tokens)
-            return MatchResult(0, [], self._root)
+            return MatchResult(0, [], self._root), None
         self._tick += 1
         node, pages_in_node, matched = longest_match(
-            self._root, key, owner, self.page_size, bool(self.shared_namespaces)
+            self._root, key, owner, self.page_size, bool(self.shared_namespaces), device_only=True
         )
         if pages_in_node < len(node.pages):
             node = self._split(node, pages_in_node)
+        run = tiers.continuation(self, node, key, owner) if self._tiers is not None else None
         self._counters.hit_tokens += matched
         self._counters.miss_tokens += len(tokens) - matched
         self._touch(node, hit=True)
-        return MatchResult(matched, path_pages(node, len(node.pages)), node)
+        return MatchResult(matched, path_pages(node, len(node.pages)), node), run
 
     def partial_page(self, handle: TreeNode, tokens: Sequence[int], namespace: str = "") -> PartialPage | None:
         """The cached page that continues a match ending at ``handle`` furthest into its next page.
@@ -234,7 +242,7 @@ class RadixCache:
         owner = self._owner(namespace)
         if not self.enabled or not key:
             return 0
-        return longest_match(self._root, key, owner, self.page_size, bool(self.shared_namespaces))[2]
+        return longest_match(self._root, key, owner, self.page_size, bool(self.shared_namespaces), True)[2]
 
     def lock(self, handle: TreeNode) -> None:
         """Pin the path root..handle: its pages cannot be evicted until the matching unlock."""
@@ -246,7 +254,7 @@ class RadixCache:
             if node.lock_ref == 0:
                 self._evictable -= len(node.pages)
                 self._locked += len(node.pages)
-                if not node.children:
+                if node.is_device_leaf:
                     self._policy.discard_candidate(node)
             node.lock_ref += 1
             node = node.parent
@@ -266,7 +274,7 @@ class RadixCache:
             if node.lock_ref == 0:
                 self._evictable += len(node.pages)
                 self._locked -= len(node.pages)
-                if not node.children:
+                if node.is_device_leaf:
                     self._policy.add_candidate(node)
             node = node.parent
 
@@ -282,7 +290,12 @@ class RadixCache:
             return InsertResult(0, page_ids, self._root)
         self._tick += 1
         ps = self.page_size
-        node, pages_in_node, present_tokens = longest_match(self._root, key, owner, ps, bool(self.shared_namespaces))
+        node, pages_in_node, present_tokens = longest_match(
+            self._root, key, owner, ps, bool(self.shared_namespaces), device_only=True
+        )
+        run = None  # demoted pages that continue the device match: the caller's pages for them promote them
+        if self._tiers is not None and pages_in_node == len(node.pages):
+            run = tiers.continuation(self, node, key, owner, own_only=True)
         present = present_tokens // ps
         canonical = path_pages(node, pages_in_node)
         duplicates = []
@@ -298,16 +311,19 @@ class RadixCache:
         if duplicates:
             self.allocator.free(duplicates)
             self._counters.duplicate_pages_freed += len(duplicates)
+        if run is not None:
+            node = tiers.promote(self, run, page_ids[present : present + run.num_pages], fresh=False)
+            canonical, present = canonical + page_ids[present : present + run.num_pages], present + run.num_pages
         if present < len(page_ids):
-            node = self._add_leaf(node, key[present_tokens:], page_ids[present:], owner, priority)
+            node = self._add_leaf(node, key[present * ps :], page_ids[present:], owner, priority)
         self._touch(node, hit=False, priority=priority)
-        return InsertResult(present_tokens, canonical + page_ids[present:], node)
+        return InsertResult(present_tokens, canonical + page_ids[len(canonical) :], node)
 
     def _check_private(self, page_ids: list[int]) -> None:
         check_private(self.allocator, self._page_node, page_ids)
 
     def _add_leaf(self, parent: TreeNode, key: tuple, pages: list[int], owner, priority: int | None) -> TreeNode:
-        if parent is not self._root and not parent.children and parent.lock_ref == 0:
+        if parent is not self._root and parent.is_device_leaf and parent.lock_ref == 0:
             self._policy.discard_candidate(parent)
         leaf = TreeNode(key, pages, owner, parent, self._tick)
         leaf.access_count = 1  # its creation counts as the first use (LFU/SLRU start new nodes at 1)
@@ -333,7 +349,7 @@ class RadixCache:
                 f"{self._locked} locked, {self.num_private_pages} private (pool of {self.num_pages - 1})"
             )
         if short > 0:
-            self._evict(short)
+            eviction.evict(self, short)
         return self.allocator.alloc(n)
 
     def free_pages(self, page_ids: Sequence[int]) -> None:
@@ -349,77 +365,24 @@ class RadixCache:
         """
         if not isinstance(num_pages, int) or num_pages < 0:
             raise ValueError(f"number of pages must be an int >= 0, got {num_pages!r}")
-        return self._evict(num_pages)
+        return eviction.evict(self, num_pages)
 
     def evict_namespace(self, namespace: str) -> int:
         """Free every unlocked tree page owned by ``namespace`` or a namespace nested under it
         (``namespace + "/..."``); returns how many were freed. A shared namespace means the shared trunk.
+        Never demotes: the namespaces' demoted nodes leave the tree too (flush.py); ``flush_all()`` does
+        this for every namespace.
 
         Unlocked leaves of those namespaces go first, then each parent of theirs that became an unlocked leaf
         of them, up to where the namespace's branch hangs off the root or the shared trunk. Locked paths and
         every other namespace keep their pages. Cost O(nodes in the tree): for flushes, not the hot path.
         """
-        owns = self._owned_by(namespace)
-        victims = [
-            node for node in iter_nodes(self._root) if not node.children and node.lock_ref == 0 and owns(node.owner)
-        ]
-        freed = 0
-        while victims:
-            leaf = victims.pop()
-            parent = leaf.parent
-            self._policy.discard_candidate(leaf)
-            freed += self._free_tail(leaf, len(leaf.pages))
-            if parent is not self._root and not parent.children and parent.lock_ref == 0 and owns(parent.owner):
-                victims.append(parent)
-        self._counters.evicted_pages += freed
-        return freed
+        self._owner(namespace)  # ValueError unless a str
+        return flush.evict_namespace(self, namespace)
 
-    def _owned_by(self, namespace: str):
-        """Predicate on node owners: ``namespace``'s own and those of the namespaces nested under it."""
-        owner = self._owner(namespace)
-        if owner is SHARED:
-            return lambda node_owner: node_owner is SHARED
-        nested = namespace + "/"
-        return lambda node_owner: node_owner == owner or (isinstance(node_owner, str) and node_owner.startswith(nested))
-
-    def _evict(self, num_pages: int) -> int:
-        freed = 0
-        while freed < num_pages:
-            victim = self._policy.pop_victim()
-            if victim is None:
-                break
-            freed += self._free_tail(victim, min(len(victim.pages), num_pages - freed))
-        self._counters.evicted_pages += freed
-        return freed
-
-    def _free_tail(self, leaf: TreeNode, take: int) -> int:
-        """Free the last ``take`` pages of an unlocked leaf no longer a policy candidate; the whole leaf
-        leaves the tree when that is all of them."""
-        self._policy.on_evict(leaf, take)
-        pages = leaf.pages[len(leaf.pages) - take :]
-        if take < len(leaf.pages):
-            self._trim_leaf(leaf, take)
-        else:
-            self._remove_leaf(leaf)
-        for page in pages:
-            self._page_node[page] = None
-        self.allocator.free(pages)
-        self._evictable -= take
-        return take
-
-    def _trim_leaf(self, leaf: TreeNode, num_pages: int) -> None:
-        del leaf.pages[len(leaf.pages) - num_pages :]
-        leaf.key = leaf.key[: len(leaf.pages) * self.page_size]
-        leaf.depth = leaf.parent.depth + len(leaf.key)
-        self._policy.add_candidate(leaf)
-
-    def _remove_leaf(self, leaf: TreeNode) -> None:
-        parent = leaf.parent
-        del parent.children[(leaf.owner, leaf.key[: self.page_size])]
-        leaf.alive = False
-        leaf.parent = None
-        if parent is not self._root and not parent.children and parent.lock_ref == 0:
-            self._policy.add_candidate(parent)
+    def flush_all(self) -> int:
+        """``evict_namespace`` for every namespace: free every unlocked page, drop every demoted one."""
+        return flush.evict_namespace(self, None)
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _owner(self, namespace: str):

@@ -1,5 +1,7 @@
 """Structural operations on the radix tree: longest visible match and node splitting.
 
+The cache matches device nodes first (``device_only``), then the demoted nodes that continue that match.
+
 Pure functions over ``TreeNode``; no locking, counting or policy work happens here (``RadixCache``
 does that). Keys are tuples of token ids already cut to whole pages; positions are in tokens.
 
@@ -37,39 +39,43 @@ def common_pages(node_key: tuple, key: tuple, pos: int, page_size: int) -> int:
     return lo
 
 
-def walk_owner(node: TreeNode, key: tuple, pos: int, owner, page_size: int) -> MatchPoint:
-    """Follow children of one owner from ``node`` (fully matched up to ``pos``) as far as ``key`` goes."""
+def walk_owner(node: TreeNode, key: tuple, pos: int, owner, page_size: int, device_only: bool = False) -> MatchPoint:
+    """Follow children of one owner from ``node`` (fully matched up to ``pos``) as far as ``key`` goes
+    (``device_only``: through device nodes only, node.py)."""
     while pos < len(key):
         child = node.children.get((owner, key[pos : pos + page_size]))
-        if child is None:
+        if child is None or (device_only and child.tier is not None):
             break
         n = common_pages(child.key, key, pos, page_size)
         pos += n * page_size
-        if n < len(child.pages):
+        if n < child.num_pages:
             return child, n, pos
         node = child
-    return node, len(node.pages), pos
+    return node, node.num_pages, pos
 
 
-def longest_match(root: TreeNode, key: tuple, owner, page_size: int, has_shared: bool) -> MatchPoint:
-    """Longest prefix of ``key`` visible to ``owner`` (see the module docstring)."""
+def longest_match(
+    root: TreeNode, key: tuple, owner, page_size: int, has_shared: bool, device_only: bool = False
+) -> MatchPoint:
+    """Longest prefix of ``key`` visible to ``owner`` (see the module docstring) below ``root`` (or any node
+    fully matched so far: ``key`` then starts after it); ``device_only``: through device nodes only."""
     if owner is SHARED or not has_shared:
-        return walk_owner(root, key, 0, owner, page_size)
-    best = walk_owner(root, key, 0, owner, page_size)
+        return walk_owner(root, key, 0, owner, page_size, device_only)
+    best = walk_owner(root, key, 0, owner, page_size, device_only)
     node, pos = root, 0
     while pos < len(key):
         child = node.children.get((SHARED, key[pos : pos + page_size]))
-        if child is None:
+        if child is None or (device_only and child.tier is not None):
             break
         n = common_pages(child.key, key, pos, page_size)
         pos += n * page_size
         if pos >= best[2]:
             best = (child, n, pos)
-        if n < len(child.pages):
+        if n < child.num_pages:
             break
         node = child
         if pos < len(key) and (owner, key[pos : pos + page_size]) in node.children:
-            branch = walk_owner(node, key, pos, owner, page_size)
+            branch = walk_owner(node, key, pos, owner, page_size, device_only)
             if branch[2] > best[2]:
                 best = branch
     return best
@@ -80,7 +86,7 @@ def best_partial_child(node: TreeNode, want: tuple, owner, page_size: int, has_s
     prefix of ``want`` (at most one page of tokens), or None when no child shares even the first token.
 
     Visible children follow ``longest_match``'s rule: the owner's own, plus shared ones while the path is
-    still shared (``node`` is the root or a shared node).
+    still shared (``node`` is the root or a shared node). Demoted children (no device page) are skipped.
     """
     if not want:
         return None
@@ -89,6 +95,8 @@ def best_partial_child(node: TreeNode, want: tuple, owner, page_size: int, has_s
     for (child_owner, first_page), child in node.children.items():
         if first_page[0] != want[0] or not (child_owner == owner or (shared_ok and child_owner is SHARED)):
             continue
+        if child.tier is not None:
+            continue  # a demoted page holds no device KV to copy from
         length = 1
         while length < len(want) and length < page_size and first_page[length] == want[length]:
             length += 1
@@ -114,7 +122,8 @@ def split(node: TreeNode, num_pages: int, page_size: int) -> TreeNode:
     """Cut ``node`` after ``num_pages`` pages; returns the new upper node.
 
     The original object keeps the lower part, so handles to it still mean the same full path; the upper
-    node inherits the lock count (every lock through the lower node passes through it) and metadata.
+    node inherits the lock count (every lock through the lower node passes through it), metadata, tier and
+    page keys. A demoted node (no device page) splits its page keys instead of its pages.
     """
     cut = num_pages * page_size
     parent = node.parent
@@ -124,6 +133,9 @@ def split(node: TreeNode, num_pages: int, page_size: int) -> TreeNode:
     upper.access_count = node.access_count
     upper.priority = node.priority
     upper.policy_value = node.policy_value
+    upper.tier = node.tier
+    if node.page_keys is not None:
+        upper.page_keys, node.page_keys = node.page_keys[:num_pages], node.page_keys[num_pages:]
     parent.children[(node.owner, node.key[:page_size])] = upper
     node.key = node.key[cut:]
     node.pages = node.pages[num_pages:]

@@ -15,6 +15,8 @@ from trellis_jax.cache import RadixCache
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.engine.grammar import GrammarCompiler
+from trellis_jax.engine.page_store import make_page_store
+from trellis_jax.engine.tiers import TierMover
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
 logger = logging.getLogger(__name__)
@@ -78,8 +80,21 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
         eos_token_ids=tuple(tokenizer.eos_token_ids),
         grammar=GrammarCompiler(tokenizer),
         overlap=overlap_by_default(runner) if config.overlap is None else config.overlap,
+        tiers=make_tiers(config, loaded, runner, scheduler),
     )
     return engine, tokenizer
+
+
+def make_tiers(config: EngineConfig, loaded, runner, scheduler) -> TierMover | None:
+    """The lower tiers (engine/page_store.py picks the store); a store that already holds pages (a restart)
+    becomes demoted tree paths at once, so the first request can reload them."""
+    store = make_page_store(config, loaded, runner)
+    if store is None:
+        return None
+    tiers = TierMover(scheduler, runner, store, bytes_per_page=runner.kv_pool.bytes_per_page)
+    rebuilt = tiers.rebuild()
+    logger.info("KV page store %s: %d pages rebuilt into the prefix tree", type(store).__name__, rebuilt)
+    return tiers
 
 
 def overlap_by_default(runner) -> bool:

@@ -26,6 +26,9 @@ strings still end a sequence at the right token; the extra tokens are dropped). 
 tensor_parallel_size: N > 1 splits attention and MLP Megatron-style and the KV pages by KV head over the
 first N devices (runner/tensor_parallel.py); the KV budget is then per device, and a quantized GGUF loads
 as float ("auto" weight format). 1: one device.
+kv_host_bytes / kv_cache_dir: the radix cache's lower tiers (engine/page_store.py): evicted prefix pages are
+demoted to host RAM (at most kv_host_bytes, e.g. "4GiB") and, with kv_cache_dir, written back to disk there;
+a later match reloads them when that beats recomputing, and a restart with the same model reuses the disk's.
 chat_template: the path of a Jinja chat template (Hugging Face semantics) that replaces the model's own
 for every chat; read when the engine is built (a missing file or a template that does not parse fails then).
 """
@@ -93,6 +96,8 @@ class EngineConfig:
     overlap: bool | None = None  # overlapped engine loop; None: where it pays (builder.overlap_by_default)
     decode_steps: int = 1  # multi-step decode: decode iterations per device call for plain decode steps (1: off)
     tensor_parallel_size: int = 1  # split the model and KV pages over this many devices (runner/tensor_parallel.py)
+    kv_host_bytes: int | str | None = None  # L2: host RAM for demoted KV pages (None: none unless kv_cache_dir)
+    kv_cache_dir: str | None = None  # L3: demoted KV pages on disk, kept across restarts
 
     def __post_init__(self) -> None:
         for name in (
@@ -144,6 +149,20 @@ class EngineConfig:
         if self.overlap not in (None, True, False):
             raise ValueError(f"overlap must be True, False or None (auto), got {self.overlap!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
+        self._check_tiers()
+
+    def _check_tiers(self) -> None:
+        if self.kv_host_bytes is not None and parse_bytes(self.kv_host_bytes) <= 0:
+            raise ValueError(f"kv_host_bytes must be > 0, got {self.kv_host_bytes!r}")
+        if self.kv_cache_dir is not None and (not isinstance(self.kv_cache_dir, str) or not self.kv_cache_dir):
+            raise ValueError(f"kv_cache_dir must be a directory path, got {self.kv_cache_dir!r}")
+        tiered = self.kv_host_bytes is not None or self.kv_cache_dir is not None
+        if tiered and self.disable_radix_cache:
+            raise ValueError("kv_host_bytes / kv_cache_dir keep evicted prefix pages: they need the radix cache")
+
+    @property
+    def kv_host_bytes_value(self) -> int | None:
+        return None if self.kv_host_bytes is None else parse_bytes(self.kv_host_bytes)
 
     @property
     def kv_memory_bytes(self) -> int | None:

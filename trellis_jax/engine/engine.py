@@ -31,6 +31,10 @@ guesses, penalties), the step in flight is read first and the new one committed 
 Multi-step decode (the scheduler's decode_steps > 1): one step returns up to k tokens per row, applied as k
 events in order (a stop string drops the rest); such steps are committed synchronously, overlap or not.
 
+Lower tiers (`tiers`, a TierMover over a page store: engine/tiers.py): after each schedule() the pages the
+cache demoted are queued for a copy to the host and the pages admission reloaded are written, both before the
+step; the copies go into the store once the step is dispatched. `tier_stats()` reports the tiers' counters.
+
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
 requests hold pages would read that engine's KV. Its next step raises RuntimeError instead.
@@ -38,6 +42,7 @@ requests hold pages would read that engine's KV. Its next step raises RuntimeErr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from trellis_jax.engine.completion import CompletionState
@@ -45,6 +50,7 @@ from trellis_jax.engine.grammar import GrammarCompiler, GrammarError, GrammarRow
 from trellis_jax.engine.isolation import run_isolated
 from trellis_jax.engine.outputs import OutputDelta, RequestOutput
 from trellis_jax.engine.sampling_params import SamplingParams
+from trellis_jax.engine.tiers import TierMover
 from trellis_jax.field_ranges import FieldRangeError, check_field
 from trellis_jax.scheduler import RequestEvent, Scheduler
 from trellis_jax.scheduler.scheduler import DRAFT_MARK
@@ -87,6 +93,7 @@ class Engine:
         eos_token_ids: tuple[int, ...] = (),
         grammar: GrammarCompiler | None = None,
         overlap: bool = False,
+        tiers: TierMover | None = None,
     ) -> None:
         """make_detokenizer(skip_special_tokens) -> an object with push(token_id) -> str and flush() -> str.
         `grammar` builds the matchers of requests with a structured_output (None: such requests are refused).
@@ -96,6 +103,7 @@ class Engine:
         self.scheduler = scheduler
         self.runner = runner
         self.overlap = bool(overlap)
+        self.tiers = tiers
         self._inflight: tuple | None = None  # (Scheduler.advance's pending rows, launch): tokens not read yet
         self.eos_token_ids = tuple(eos_token_ids)
         self._make_detokenizer = make_detokenizer
@@ -276,12 +284,24 @@ class Engine:
         self._grammar_rows.prefetch()  # the next masks, computed while the caller handles these deltas
         return deltas
 
+    def _move_pages(self):
+        """This step's page saves and loads, queued on the runner before the step (engine/tiers.py)."""
+        return None if self.tiers is None else self.tiers.before_step(self.scheduler.take_page_moves())
+
+    def tier_stats(self) -> dict | None:
+        """The lower tiers' counters and rates (TierMover.stats), None without a page store."""
+        return None if self.tiers is None else self.tiers.stats()
+
     def _step_sync(self) -> list[RequestEvent]:
         plan = ran = self._grammar_rows.attach(self.scheduler.schedule())
+        moves, start = self._move_pages(), time.perf_counter()
         if plan.is_empty:
             outputs = StepOutputs({})
         else:
             ran, outputs = self._run(plan)  # ran: the plan less the requests that failed alone
+        if self.tiers is not None:
+            self.tiers.after_dispatch(moves)
+            self.tiers.observe_step(ran, time.perf_counter() - start)
         events = self.scheduler.commit(ran, outputs)
         if plan.is_empty and not events:
             raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.requests)} requests queued")
@@ -294,8 +314,11 @@ class Engine:
         events: list[RequestEvent] = []
         plan = ran = self._grammar_rows.attach(self.scheduler.schedule())
         launch, was_inflight = None, self._inflight is not None or progressed
+        moves = self._move_pages()
         if not plan.is_empty:
             ran, launch = self._run(plan, self.runner.dispatch)  # ran: less the requests that failed alone
+        if self.tiers is not None:
+            self.tiers.after_dispatch(moves)
         if ran.is_empty or self.scheduler.must_sync(ran):  # committed now, as without overlap
             events += self._resolve_inflight()
             outputs = StepOutputs({}) if launch is None else self.runner.collect(launch)

@@ -131,6 +131,16 @@ _FLAGS: dict[str, dict] = {
         "help": "let special-token text in chat messages (<|im_start|>...) act "
         "as control tokens; by default it is plain text"
     },
+    "kv_host_bytes": {
+        "metavar": "BYTES",
+        "help": "keep evicted prefix pages in host RAM, up to this size (e.g. 4GiB), and reload them "
+        "when that beats recomputing (default: off, or 1GiB with --kv-cache-dir)",
+    },
+    "kv_cache_dir": {
+        "metavar": "DIR",
+        "help": "also write evicted prefix pages back to disk here (checksummed, fingerprinted by the model), "
+        "so a restart with the same model reuses them (default: off)",
+    },
     "chat_template": {
         "metavar": "FILE",
         "help": "a Jinja chat template (Hugging Face semantics) used instead of the model's (default: the model's)",

@@ -29,11 +29,14 @@ def fingerprint_of(
     kv_dtype: str,
     page_size: int,
     rope: Mapping[str, object],
+    arithmetic: Mapping[str, object] | None = None,
     hash_cache_dir: PathLike | None = None,
 ) -> dict[str, str]:
     """Fingerprint fields, each a str. `weights`: a file, or the files of a sharded checkpoint (hashed in the
     order given); `tokenizer`: its file (None when it lives inside the weights, as in GGUF); `rope`: the
-    model's RoPE parameters (theta, scaling...), any JSON-serializable mapping."""
+    model's RoPE parameters (theta, scaling...), any JSON-serializable mapping; `arithmetic`: the engine settings
+    that change how KV is computed from the same weights (weight format, quantization, tensor parallelism...),
+    any JSON-serializable mapping, so pages computed another way are not served as a cold run's."""
     for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"{name} must be a non-empty dtype name, got {value!r}")
@@ -43,6 +46,8 @@ def fingerprint_of(
         raise ValueError(f"chat_template must be the template's text or None, got {type(chat_template).__name__}")
     if not isinstance(rope, Mapping):
         raise ValueError(f"rope must be a mapping of RoPE parameters, got {rope!r}")
+    if arithmetic is not None and not isinstance(arithmetic, Mapping):
+        raise ValueError(f"arithmetic must be a mapping of engine settings, got {arithmetic!r}")
     files = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
     if not files:
         raise ValueError("weights names no file")
@@ -56,6 +61,7 @@ def fingerprint_of(
         "kv_dtype": kv_dtype,
         "page_size": str(page_size),
         "rope": json.dumps(dict(rope), sort_keys=True, separators=(",", ":")),
+        "arithmetic": json.dumps(dict(arithmetic or {}), sort_keys=True, separators=(",", ":")),
     }
     cache.save()
     return fingerprint

@@ -15,6 +15,10 @@ Contract:
   Runner(decode_steps=k): plans with StepPlan.decode_steps == k run k decode iterations in one device call
       (step.make_multi_step; compiled at warm-up for each decode bucket) and collect returns k tokens per row.
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
+  runner.save_pages(ids) -> PageRead (.fetch() -> numpy [n, 2, L, Hkv, S, D]); runner.load_pages(ids, pages)
+      whole pages to and from the host, between steps (page_io.py: the radix cache's lower tiers); a save
+      queued before a step reads the pages as they were before it. warmup_page_io() compiles them ahead;
+      page_load_rate() times loads (seconds per call, bytes/s).
   limits for the scheduler: max_num_tokens, max_num_seqs, max_pages_per_seq, max_context_len, num_pages
   (page 0 is the padding sink: the allocator hands out 1..num_pages-1); kv_pool.describe() for the log.
 `batch_invariant=True` (`--deterministic`): a token row's floats do not depend on the rest of the step
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import numpy as np
 
@@ -48,6 +53,7 @@ from trellis_jax.runner.invariance import INVARIANT_ATTENTION, batch_invariance_
 from trellis_jax.runner.kv_pool import size_kv_pool
 from trellis_jax.runner.launch import Launch, read_back
 from trellis_jax.runner.packing import PackedStep, pack
+from trellis_jax.runner.page_io import PageIO, PageRead
 from trellis_jax.runner.programs import StepPrograms
 from trellis_jax.runner.tensor_parallel import TensorParallel
 from trellis_jax.step_plan import StepOutputs, StepPlan
@@ -192,6 +198,7 @@ class Runner:
         if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
             raise ValueError(f"decode_steps must be a positive int, got {decode_steps!r}")
         self.decode_steps = decode_steps
+        self._page_io = PageIO()
 
     # ---- limits the scheduler must respect ------------------------------------------------------
     @property
@@ -256,6 +263,44 @@ class Runner:
         src, dst = np.zeros(self.max_num_seqs, np.int32), np.zeros(self.max_num_seqs, np.int32)
         src[: len(copies)], dst[: len(copies)] = zip(*copies)
         self._kv = self._programs.page_copier(self._kv)(self._kv, src, dst, np.int32(len(copies)))
+
+    # ---- whole pages to and from the host (the radix cache's lower tiers; page_io.py) ------------------
+    def save_pages(self, page_ids: list[int]) -> PageRead:
+        """Queue a copy of these pages to the host (before the step that may overwrite them); no wait."""
+        return self._page_io.save(self._kv, self._check_page_ids(page_ids))
+
+    def load_pages(self, page_ids: list[int], pages) -> None:
+        """Write host pages [n, 2, L, Hkv, S, D] into these page ids (queued; the next step reads them)."""
+        self._kv = self._page_io.load(self._kv, self._check_page_ids(page_ids), np.asarray(pages))
+
+    def warmup_page_io(self) -> None:
+        """Compile save_pages / load_pages for every page count ahead (the lower tiers' engines call it)."""
+        self._kv = self._page_io.warmup(self._kv)
+
+    def page_load_rate(self, num_pages: int = 16) -> tuple[float, float]:
+        """(seconds per load call, bytes/s) of host -> device page loads, fitted from the best of three timed
+        loads of 1 and of `num_pages` pages into the sink page (after warmup_page_io): the reload cost model's
+        fixed cost and transfer rate."""
+        shape = (num_pages, 2, self.config.num_layers, self.config.num_kv_heads, self.page_size, self.config.head_dim)
+        pages = np.ones(shape, self._kv.k.dtype)
+        one, many = self._time_load(pages[:1]), self._time_load(pages)
+        per_page = max((many - one) / (num_pages - 1), 1e-12)
+        return max(one - per_page, 0.0), pages[0].nbytes / per_page
+
+    def _time_load(self, pages: np.ndarray) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            self._kv = self._page_io.load(self._kv, [0] * len(pages), pages)
+            self._kv.k.block_until_ready()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    def _check_page_ids(self, page_ids) -> list[int]:
+        ids = [int(p) for p in page_ids]
+        if any(not 0 < p < self.num_pages for p in ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"page ids must be distinct, in 1..{self.num_pages - 1}: got {ids[:8]}")
+        return ids
 
     def decode_buckets(self) -> list[Bucket]:
         """The buckets a decode-only step selects (n one-token rows, n = 1..max_num_seqs), per page bucket."""

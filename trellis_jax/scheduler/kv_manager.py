@@ -4,7 +4,8 @@ The only scheduler module that talks to the cache. With the prefix cache disable
 `enabled=False`: nothing matches, nothing enters the tree, every page stays private and is freed at the end.
 
     acquire_prefix(req)   match req.token_ids[:-1] and lock it (at least one token is always computed:
-                          its logits give the next token); sets page_ids/num_computed
+                          its logits give the next token); sets page_ids/num_computed. With a page store
+                          (`reloader`, reload.py) demoted pages that continue the match may be reloaded.
     acquire_partial_page(req, spare)  where a tree page of a sibling branch starts with the next tokens,
                           take the next private page as its copy (req.page_copy; the source locked in
                           req.copy_lock) and count those positions as computed
@@ -47,6 +48,7 @@ class KVManager:
     def __init__(self, cache: RadixCache) -> None:
         self.cache = cache
         self.page_size = cache.page_size
+        self.reloader = None  # a reload.Reloader once a page store is attached (Scheduler.attach_store)
 
     @property
     def prefix_cache_enabled(self) -> bool:
@@ -68,13 +70,14 @@ class KVManager:
     def acquire_prefix(self, request: Request) -> int:
         """Match and lock the request's cached prefix (whole pages); returns the number of cached tokens."""
         tokens = request.token_ids
-        match = self.cache.match(tokens[: len(tokens) - 1], request.namespace or "")
+        match, run = self.cache.match_tiers(tokens[: len(tokens) - 1], request.namespace or "")
         self.cache.lock(match.handle)
-        request.handle = match.handle
-        request.page_ids = list(match.page_ids)
-        request.num_tree_pages = len(match.page_ids)
-        request.num_computed = match.num_cached_tokens
-        return match.num_cached_tokens
+        handle, reloaded = (match.handle, []) if self.reloader is None else self.reloader.reload(match.handle, run)
+        request.handle = handle
+        request.page_ids = list(match.page_ids) + reloaded
+        request.num_tree_pages = len(request.page_ids)
+        request.num_computed = match.num_cached_tokens + len(reloaded) * self.page_size
+        return request.num_computed
 
     def acquire_partial_page(self, request: Request, spare_pages: int) -> int:
         """After acquire_prefix: where a tree page of a sibling branch starts with the request's next tokens,
@@ -147,7 +150,7 @@ class KVManager:
         and the namespaces nested under it (a tenant and its cache_salt splits). Checks the cache's
         integrity afterwards (IntegrityError); returns the pages freed. Running requests keep their pages."""
         cache = self.cache
-        freed = cache.evict(cache.num_evictable_pages) if namespace is None else cache.evict_namespace(namespace)
+        freed = cache.flush_all() if namespace is None else cache.evict_namespace(namespace)
         cache.check_integrity()
         return freed
 

@@ -24,6 +24,9 @@ A request that cannot fit alone in the pool finishes with "length"; none ever le
 
 Overlapped loop (engine/engine.py): `commit` split in two, one step apart, `advance(plan)` and
 `resolve(pending, outputs)`, with `must_sync()` saying when a step cannot overlap (overlap.py).
+Lower tiers (reload.py): with a page store attached (`attach_store`), the cache demotes what it evicts, and
+admission reloads demoted pages when the cost model says that beats recomputing; after each schedule(),
+`take_page_moves()` says which pages the engine saves to the store and loads before the step.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from trellis_jax.scheduler.drafts import DRAFT_MARK, draft_row_id
 from trellis_jax.scheduler.inflight import InflightPrefixes
 from trellis_jax.scheduler.kv_manager import KVManager, pages_for
 from trellis_jax.scheduler.policy import make_policy
+from trellis_jax.scheduler.reload import PageMoves, ReloadCost, Reloader
 from trellis_jax.scheduler.request import Request, RequestEvent, RequestStatus
 from trellis_jax.scheduler.sampling_needs import penalized
 from trellis_jax.scheduler.stats import SchedulerStats, StepBuilder
@@ -142,6 +146,16 @@ class Scheduler:
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
+
+    def attach_store(self, store, cost: ReloadCost) -> Reloader:
+        """Keep evicted pages in `store` (a kvstore PageStore) and reload them when `cost` says so (reload.py);
+        the engine carries each step's page moves out (`take_page_moves`). Before the first step."""
+        self.kv.reloader = Reloader(self.kv.cache, store, cost)
+        return self.kv.reloader
+
+    def take_page_moves(self) -> PageMoves | None:
+        """After schedule(): the pages to save to the store and to load before the step (None: no store)."""
+        return None if self.kv.reloader is None else self.kv.reloader.take_moves()
 
     def check_integrity(self) -> None:
         """The prefix cache's invariants (RadixCache.check_integrity); IntegrityError if one is broken."""

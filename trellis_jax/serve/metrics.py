@@ -5,7 +5,8 @@ Names follow Prometheus conventions: the unit last (`_seconds`, `_bytes`, `_toke
 as deltas stream in (TTFT, inter-token latency, end-to-end latency, tokens, prefix-cache query/hit
 tokens, FLOPs saved, KV bytes re-read, prefill FLOPs, decode bytes). Engine state is read at scrape
 time by `EngineCollector`: pages by state, running/waiting requests, the scheduler's queue-time histogram
-(add_request -> first admission), preemptions, evictions, compilations, the admission cap's state.
+(add_request -> first admission), preemptions, evictions, compilations, the admission cap's state, and the
+prefix cache's lower tiers (tier_metrics.py).
 Ratio gauges are derived from cumulative counters, so they are the same whoever scrapes and however
 often: prefix-cache hit ratio, prompt-lookup acceptance ratio, KV pool use. Utilisation over an interval
 is the scraper's to take: with known device ceilings, `trellis_device_peak_flops_per_second` and
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from trellis_jax.serve.costs import Ceilings, CostModel
+from trellis_jax.serve.tier_metrics import tier_metrics
 
 disable_created_metrics()  # the *_created series only add noise to a scrape
 
@@ -128,6 +130,8 @@ class EngineCollector:
         scheduler = getattr(inner, "scheduler", None)
         if scheduler is not None:
             yield from self._scheduler_metrics(scheduler)
+        if getattr(inner, "tier_stats", None) is not None:
+            yield from tier_metrics(inner.tier_stats())
         runner = getattr(inner, "runner", None)
         yield _counter(
             "trellis_compilations", "Step compilations by the runner", getattr(runner, "num_compilations", 0)
