@@ -13,6 +13,7 @@ to the cache).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from trellis_jax.engine.batch_io import (
 )
 from trellis_jax.engine.engine import Engine
 from trellis_jax.engine.flags import add_engine_flags, parse_engine_args
+from trellis_jax.engine.multihost_flags import Job
 from trellis_jax.engine.prompts import to_token_ids
 from trellis_jax.engine.sampling_params import SamplingParams
 
@@ -220,16 +222,32 @@ def main(argv=None) -> int:
     from trellis_jax.engine.builder import build_engine
 
     config = engine_config(args)
-    engine, tokenizer = build_engine(config)
-    run_batch(
-        engine,
-        tokenizer,
-        args.input,
-        args.output,
-        default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
-        max_line_bytes=args.max_line_bytes,
-        progress=not args.no_progress,
-    )
+    job = Job.from_args(args, os.environ)  # None: one process (multihost_flags.py)
+    if job is None:
+        engine, tokenizer = build_engine(config)
+    else:
+        job.join(config)
+        if not job.is_leader:
+            return job.run_follower(config)  # no input or output: the leader's plans only
+        engine, tokenizer = job.build_leader_engine(config)
+    try:
+        run_batch(
+            engine,
+            tokenizer,
+            args.input,
+            args.output,
+            default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
+            max_line_bytes=args.max_line_bytes,
+            progress=not args.no_progress,
+        )
+    except RuntimeError as error:
+        if job is None:
+            raise
+        print(f"trellis-batch: the job stopped: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1  # results so far are in the output: a rerun resumes there
+    finally:
+        if job is not None:
+            job.close()
     return 0
 
 

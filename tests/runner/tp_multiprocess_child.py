@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from trellis_jax.runner import multihost  # noqa: E402
 
+SECRET = b"a test secret, 16+ bytes"
+
 
 def main(process_id: int, coordinator_port: int, link_port: int, model: str) -> None:
     multihost.initialize(f"127.0.0.1:{coordinator_port}", 2, process_id)
@@ -29,9 +31,9 @@ def main(process_id: int, coordinator_port: int, link_port: int, model: str) -> 
     config = engine_config(2)
     runner = make_runner(config, loaded)
     if process_id:
-        multihost.follow(runner, multihost.PlanLink.connect("127.0.0.1", link_port))
+        multihost.follow(runner, multihost.PlanLink.connect("127.0.0.1", link_port, secret=SECRET))
         return
-    leader = multihost.LeaderRunner(runner, multihost.PlanLink.listen(link_port, 1))
+    leader = multihost.LeaderRunner(runner, multihost.PlanLink.listen(link_port, 1, secret=SECRET))
     llm = LLM.from_engine(*build_engine(config, loaded=loaded, runner=leader))
     params = SamplingParams(temperature=0, max_tokens=10)
     tokens = [out.outputs[0].token_ids for _ in range(2) for out in llm.generate(PROMPTS, params)]

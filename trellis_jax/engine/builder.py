@@ -31,18 +31,11 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
     engine's cache starts empty, so it writes every page before reading it; an engine whose pages another
     engine has since written must not be used again (its radix tree would read the other's KV).
     """
-    from trellis_jax.checkpoints import load_model
     from trellis_jax.tokenizer import IncrementalDetokenizer
 
     # Read before the slow load, so a bad path fails at once.
     template = read_chat_template(config.chat_template) if config.chat_template is not None else None
-    # Batch-invariant matmuls exist for float weights only: auto keeps a deterministic engine's weights float.
-    # So do the tensor-parallel splits (runner/tensor_parallel.py).
-    float_only = config.deterministic or config.tensor_parallel_size > 1
-    weight_format = "float" if float_only and config.weight_format == "auto" else config.weight_format
-    loaded = loaded or load_model(
-        config.model, dtype=config.dtype, weight_format=weight_format, quantization=config.quantization
-    )
+    loaded = loaded or load_for(config)
     if loaded.tokenizer is None:
         raise ValueError(f"model {loaded.source} has no tokenizer; the engine needs one")
     runner = runner or make_runner(config, loaded)
@@ -95,6 +88,17 @@ def make_tiers(config: EngineConfig, loaded, runner, scheduler) -> TierMover | N
     rebuilt = tiers.rebuild()
     logger.info("KV page store %s: %d pages rebuilt into the prefix tree", type(store).__name__, rebuilt)
     return tiers
+
+
+def load_for(config: EngineConfig):
+    """The model as `config` asks for it (what build_engine loads; multi-process followers load the same)."""
+    from trellis_jax.checkpoints import load_model
+
+    # Batch-invariant matmuls exist for float weights only: auto keeps a deterministic engine's weights float.
+    # So do the tensor-parallel splits (runner/tensor_parallel.py).
+    float_only = config.deterministic or config.tensor_parallel_size > 1
+    weight_format = "float" if float_only and config.weight_format == "auto" else config.weight_format
+    return load_model(config.model, dtype=config.dtype, weight_format=weight_format, quantization=config.quantization)
 
 
 def overlap_by_default(runner) -> bool:

@@ -17,6 +17,7 @@ from trellis_jax.cache import get_policy, policy_names
 from trellis_jax.cli import add_model_flags
 from trellis_jax.dtypes import QUANTIZATIONS, WEIGHT_FORMATS
 from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
+from trellis_jax.engine.multihost_flags import add_multihost_flags, multihost_problem
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
 
 NOT_FLAGS = {
@@ -187,6 +188,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         help="overlapped engine loop: schedule and dispatch the next step while the device runs this one "
         "(auto: on where it pays, see docs/benchmarks/overlap.md)",
     )
+    add_multihost_flags(parser)
 
 
 def _add_field_flag(group, field: Field) -> None:
@@ -218,4 +220,7 @@ def parse_engine_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
         engine_config(args)
     except (ValueError, TypeError) as error:
         parser.error(str(error))
+    problem = multihost_problem(args, os.environ)
+    if problem:
+        parser.error(problem)
     return args

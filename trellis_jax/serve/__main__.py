@@ -20,6 +20,7 @@ import time
 from trellis_jax.cli import new_parser
 from trellis_jax.engine import flags
 from trellis_jax.engine.flags import add_engine_flags, parse_engine_args
+from trellis_jax.engine.multihost_flags import Job
 from trellis_jax.serve.tool_calls.formats import PARSER_CHOICES
 
 
@@ -163,6 +164,14 @@ def _keys(given: list[str], environ, variable: str) -> tuple[str, ...]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    job = Job.from_args(args, os.environ)  # None: one process (engine/multihost_flags.py)
+    if job is not None and args.data_parallel_size > 1:
+        print("trellis-serve: --data-parallel-size and --num-processes do not combine", file=sys.stderr)
+        return 2
+    if job is not None and not job.is_leader:  # a follower: no HTTP server, the leader's plans only
+        config = flags.engine_config(args)
+        job.join(config)
+        return job.run_follower(config)
     if args.data_parallel_size > 1:
         from trellis_jax.serve.replicas import run_replicas
 
@@ -200,23 +209,35 @@ def main(argv=None) -> int:
         print(f"trellis-serve: loading failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         server.should_exit = True
 
-    gate.load_in_background(lambda: build_app(args, api_keys, admin_keys, url_of(sock)), on_failure=stop)
-    run_until_signalled(server, sock)
+    gate.load_in_background(lambda: build_app(args, api_keys, admin_keys, url_of(sock), job), on_failure=stop)
+    try:
+        run_until_signalled(server, sock)
+    finally:
+        if job is not None:
+            job.close()  # the followers exit 0
     if gate.error is not None:
         return 1
     print("trellis-serve: shut down cleanly", flush=True)
     return 0
 
 
-def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: tuple[str, ...], url: str):
-    """Load the model, compile, and build the app (on the loading thread); prints the start-up line."""
+def build_app(args: argparse.Namespace, api_keys: tuple[str, ...], admin_keys: tuple[str, ...], url: str, job=None):
+    """Load the model, compile, and build the app (on the loading thread); prints the start-up line.
+    `job`: process 0 of a multi-process job: join it, and wait for the followers, first."""
     start = time.perf_counter()
     from trellis_jax.engine.api import AsyncEngine
     from trellis_jax.model.params import streamed_weight_bytes
     from trellis_jax.serve.app import ServerSettings, create_app
     from trellis_jax.serve.costs import CostModel, ceilings_for
 
-    engine = AsyncEngine.from_options(**engine_options(args))
+    if job is None:
+        engine = AsyncEngine.from_options(**engine_options(args))
+    else:
+        config = flags.engine_config(args)
+        job.join(config)
+        engine = AsyncEngine(
+            *job.build_leader_engine(config), check_integrity_when_idle=config.check_integrity_when_idle
+        )
     runner = engine.engine.runner
     settings = ServerSettings(
         model_name=served_name(args),

@@ -116,6 +116,8 @@ def engine_error(error: Exception) -> APIError:
     name = type(error).__name__
     if name == "EngineShutDown":
         return APIError(503, "the server is shutting down; retry on another instance")
+    if name == "FollowerLost":  # a multi-process job lost a process (runner/multihost.py): no step can run
+        return APIError(503, f"a process of this multi-process job is gone ({error}); the job must be restarted")
     if isinstance(error, ValueError):  # RequestRejected, bad prompt or parameters
         return APIError(400, str(error))
     return APIError(500, f"generation failed ({name}); see the server log")
