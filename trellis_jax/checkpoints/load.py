@@ -7,6 +7,8 @@ this machine); None means the preset's, else float32, or the saved dtype for an 
 `weight_format` (trellis_jax.dtypes.WEIGHT_FORMATS): "float" dequantizes
 every GGUF tensor at load; "packed" keeps the layers' Q8_0/Q4_0/Q4_1 linear weights packed (the matmul op
 multiplies them as they are); "auto" is the measured choice for a GGUF file (trellis_jax.dtypes: packed where the file has such weights), float for a directory. The tokenizer is the one the checkpoint carries (None for a directory without tokenizer files).
+`prepared_cache_dir`: a GGUF file's loaded model is kept there and mapped back on the next load
+(prepared_cache.py: what invalidates an entry, what happens to a damaged one); None: no cache.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from trellis_jax.checkpoints.default_model import default_gguf_path
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.loaded import LoadedModel
+from trellis_jax.checkpoints.prepared_cache import load_or_build
 from trellis_jax.checkpoints.presets import resolve_preset
 from trellis_jax.dtypes import AUTO, resolve_dtype, resolve_weight_format
 
@@ -24,9 +27,14 @@ HF_TOKENIZER_FILE = "tokenizer.json"
 
 
 def load_model(
-    spec: str | os.PathLike | None = None, *, dtype: str | None = None, weight_format: str = "float"
+    spec: str | os.PathLike | None = None,
+    *,
+    dtype: str | None = None,
+    weight_format: str = "float",
+    prepared_cache_dir: str | None = None,
 ) -> LoadedModel:
-    """Load weights, config and tokenizer (see the module docstring for `spec`, `dtype`, `weight_format`)."""
+    """Load weights, config and tokenizer (see the module docstring for `spec`, `dtype`, `weight_format`,
+    `prepared_cache_dir`)."""
     if spec is not None and not os.path.exists(spec):
         spec, preset_dtype = resolve_preset(str(spec))
         dtype = preset_dtype if dtype in (None, AUTO) and preset_dtype else dtype
@@ -39,7 +47,15 @@ def load_model(
         if weight_format == "packed":
             raise CheckpointError(path, "weight_format='packed' needs a GGUF file in Q8_0/Q4_0/Q4_1, not a directory")
         return _load_directory(path, dtype)
-    return _load_gguf(path, dtype or "float32", weight_format, require_packed)
+    dtype = dtype or "float32"
+    return load_or_build(
+        path,
+        dtype,
+        weight_format,
+        require_packed,
+        prepared_cache_dir,
+        lambda: _load_gguf(path, dtype, weight_format, require_packed),
+    )
 
 
 def _load_gguf(path: str, dtype: str, weight_format: str, require_packed: bool) -> LoadedModel:
