@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from trellis_jax.cli import add_model_flags, new_parser
+from trellis_jax.cli import add_model_flags, new_parser, prepared_cache_dir
 from trellis_jax.model import KVPages, build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
 
 PAGE_SIZE = 16
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     try:  # bad checkpoints (CheckpointError), empty or too long prompts: one line, no traceback
-        loaded = load_model(args.model, dtype=args.dtype)
+        loaded = load_model(args.model, dtype=args.dtype, prepared_cache_dir=prepared_cache_dir(args))
         if loaded.tokenizer is None:
             raise ValueError(f"{loaded.source} has no tokenizer files; cannot tokenize a text prompt")
         tokenizer = loaded.tokenizer

@@ -13,7 +13,7 @@ from checkpoint_testlib import write_tiny_gguf
 from pallas_kernels.matmul import quantized
 from trellis_jax.checkpoints import LoadedModel, load_model
 from trellis_jax.checkpoints.gguf_loader import load_gguf_weights
-from trellis_jax.checkpoints.prepared_cache import default_cache_dir, entry_key, load_or_build
+from trellis_jax.checkpoints.prepared_cache import entry_key, load_or_build
 from trellis_jax.checkpoints.prepared_store import INDEX, WEIGHTS
 from trellis_jax.generate import generate_tokens
 
@@ -148,13 +148,6 @@ def test_an_unwritable_directory_costs_only_a_warning(tiny_gguf, tmp_path, caplo
         loaded = load_or_build(build.path, "float32", "packed", False, str(blocker / "cache"), build)
     assert quantized.is_quantized(loaded.params["layers"]["wq"])
     assert "cannot write" in caplog.text
-
-
-def test_the_environment_chooses_or_turns_off_the_default_directory(monkeypatch, tmp_path):
-    monkeypatch.setenv("TRELLIS_PREPARED_CACHE_DIR", str(tmp_path))
-    assert default_cache_dir() == str(tmp_path)
-    monkeypatch.setenv("TRELLIS_PREPARED_CACHE", "0")
-    assert default_cache_dir() is None
 
 
 def test_greedy_tokens_are_the_same_from_a_cached_tiny_model(tiny_gguf, tmp_path):

@@ -18,8 +18,7 @@ Contract:
       The code: FORMAT, the versions of gguf, tokenizers and numpy, and the source text of every module whose
       output the entry holds (the loaders, the quantized layout, the model config, the tokenizer builders),
       so an upgrade or a local fix never reads an entry an older loader wrote.
-  default_cache_dir() -> str   $TRELLIS_PREPARED_CACHE_DIR, else <user cache>/trellis-jax/prepared (beside the
-      compile cache); None when $TRELLIS_PREPARED_CACHE is 0/off/false.
+The directory and the switch come from the command line (trellis_jax/cli.py) or EngineConfig.prepared_cache_dir.
 Entries are written into a temporary directory and renamed into place, so a reader never sees half an
 entry and two processes storing the same key at once both succeed (the second's copy is dropped).
 """
@@ -56,17 +55,6 @@ PRODUCERS = (
     "trellis_jax.tokenizer.pretokenizers",
 )
 PACKAGES = ("gguf", "tokenizers", "numpy")
-_OFF = ("0", "off", "false", "no")
-
-
-def default_cache_dir() -> str | None:
-    if os.environ.get("TRELLIS_PREPARED_CACHE", "").strip().lower() in _OFF:
-        return None
-    chosen = os.environ.get("TRELLIS_PREPARED_CACHE_DIR")
-    if chosen:
-        return chosen
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "trellis-jax", "prepared")
 
 
 def load_or_build(

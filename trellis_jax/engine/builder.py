@@ -36,7 +36,9 @@ def build_engine(config: EngineConfig, loaded=None, runner=None) -> tuple[Engine
     template = read_chat_template(config.chat_template) if config.chat_template is not None else None
     # Batch-invariant matmuls exist for float weights only: auto keeps a deterministic engine's weights float.
     weight_format = "float" if config.deterministic and config.weight_format == "auto" else config.weight_format
-    loaded = loaded or load_model(config.model, dtype=config.dtype, weight_format=weight_format)
+    loaded = loaded or load_model(
+        config.model, dtype=config.dtype, weight_format=weight_format, prepared_cache_dir=config.prepared_cache_dir
+    )
     if loaded.tokenizer is None:
         raise ValueError(f"model {loaded.source} has no tokenizer; the engine needs one")
     runner = runner or make_runner(config, loaded)

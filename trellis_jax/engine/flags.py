@@ -14,7 +14,7 @@ import os
 from dataclasses import MISSING, Field, fields
 
 from trellis_jax.cache import get_policy, policy_names
-from trellis_jax.cli import add_model_flags
+from trellis_jax.cli import add_model_flags, prepared_cache_dir
 from trellis_jax.dtypes import WEIGHT_FORMATS
 from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
@@ -30,6 +30,7 @@ _SPECIAL = {
     "kv_cache_dtype",
     "materialise_head",
     "compile_cache_dir",
+    "prepared_cache_dir",
     "overlap",
 }  # spelled by hand below
 _OVERLAP = {"auto": None, "on": True, "off": False}
@@ -182,6 +183,7 @@ def engine_options(args: argparse.Namespace) -> dict:
     options = {f.name: getattr(args, f.name) for f in fields(EngineConfig) if f.name not in NOT_FLAGS}
     options["kv_cache_dtype"] = None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
     options["compile_cache_dir"] = None if args.no_compile_cache else args.compile_cache_dir
+    options["prepared_cache_dir"] = prepared_cache_dir(args)
     options["overlap"] = _OVERLAP[args.overlap]
     return options
 
