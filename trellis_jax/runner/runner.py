@@ -33,6 +33,7 @@ launch.py (a dispatched step and its read-back).
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -171,6 +172,7 @@ class Runner:
             feed_width=self.buckets.max_num_seqs,
             page_size=page_size,
             max_num_seqs=self.buckets.max_num_seqs,
+            executable_dir=None if compile_cache_dir is None else os.path.join(compile_cache_dir, "executables"),
         )
         if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
             raise ValueError(f"decode_steps must be a positive int, got {decode_steps!r}")
