@@ -8,6 +8,10 @@ Contract:
       unreadable, or does not load here (its native kernels cannot be registered, the runtime refuses it):
       such an entry is deleted with one warning line and the caller compiles as on a miss.
   cache.save(name, compiled)                         best effort: a failure costs one warning line.
+  compile_fresh(lowered) -> (compiled, fresh)        lowered.compile(), and whether XLA compiled it here:
+      False when JAX loaded it from its persistent cache. Save only fresh executables: one that JAX's cache
+      deserialized serializes again without all of its code (XLA:CPU, JAX 0.10: a later process loads it, then
+      fails on its first run with "Function ... not found").
   fingerprint(*parts) -> str   a digest of `parts` (reprs) and of what every program depends on: jax and
       jaxlib versions, the backend (platform, version, device kinds), XLA_FLAGS and TRELLIS_NATIVE, the CPU's
       feature flags (XLA compiles for the host's), and the text of every source file a program is traced from
@@ -26,6 +30,7 @@ import logging
 import os
 import pickle
 import tempfile
+import threading
 from pathlib import Path
 
 import jax
@@ -72,6 +77,26 @@ class ExecutableCache:
             os.replace(tmp.name, self.directory / name)
         except Exception as error:  # unwritable directory, an executable the backend cannot serialize
             logger.warning("executable cache: cannot store %s (%s: %s)", name, type(error).__name__, error)
+
+
+_hits = threading.local()  # JAX reports a persistent-cache hit in the thread that compiles
+_listening = False
+_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+def _count_hit(event: str, **kwargs) -> None:
+    if event == _HIT_EVENT:
+        _hits.count = getattr(_hits, "count", 0) + 1
+
+
+def compile_fresh(lowered) -> tuple[jax.stages.Compiled, bool]:
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_listener(_count_hit)
+        _listening = True
+    before = getattr(_hits, "count", 0)
+    compiled = lowered.compile()
+    return compiled, getattr(_hits, "count", 0) == before
 
 
 def _serialize(compiled) -> bytes:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from trellis_jax.model.kv import copy_pages
 from trellis_jax.runner.buckets import Bucket
 from trellis_jax.runner.constraints import neutral_bitmask, neutral_logit_bias
-from trellis_jax.runner.executable_cache import ExecutableCache, fingerprint
+from trellis_jax.runner.executable_cache import ExecutableCache, compile_fresh, fingerprint
 from trellis_jax.runner.step import abstract_inputs, make_multi_step, make_step
 
 
@@ -103,10 +103,12 @@ class StepPrograms:
             ThreadPoolExecutor(workers) as pool,
             tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar,
         ):
-            futures = {pool.submit(self._lower(*key, params, kv).compile): key for key in missing}
+            futures = {pool.submit(compile_fresh, self._lower(*key, params, kv)): key for key in missing}
             for future in as_completed(futures):
-                self._store(*futures[future], future.result())
-                self._save(*futures[future], params, kv)
+                executable, fresh = future.result()
+                self._store(*futures[future], executable)
+                if fresh:
+                    self._save(*futures[future], params, kv)
                 bar.update()
         self.page_copier(kv)
         self.compile_seconds += time.perf_counter() - start
@@ -120,8 +122,9 @@ class StepPrograms:
             if self._copier is None:
                 index = jax.ShapeDtypeStruct((self.max_num_seqs,), jnp.int32)
                 count = jax.ShapeDtypeStruct((), jnp.int32)
-                self._copier = jax.jit(copy_pages, donate_argnums=(0,)).lower(kv, index, index, count).compile()
-                if self._saved is not None:
+                lowered = jax.jit(copy_pages, donate_argnums=(0,)).lower(kv, index, index, count)
+                self._copier, fresh = compile_fresh(lowered)
+                if self._saved is not None and fresh:
                     self._saved.save(name, self._copier)
         return self._copier
 
@@ -158,9 +161,11 @@ class StepPrograms:
     def _compile(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Compiled:
         """Compile one bucket now (a run() that found no executable for its bucket)."""
         start = time.perf_counter()
-        executable = self._store(bucket, steps, self._lower(bucket, steps, params, kv).compile())
+        executable, fresh = compile_fresh(self._lower(bucket, steps, params, kv))
+        self._store(bucket, steps, executable)
         self.compile_seconds += time.perf_counter() - start
-        self._save(bucket, steps, params, kv)
+        if fresh:
+            self._save(bucket, steps, params, kv)
         return executable
 
     # ---- serialized executables (executable_cache.py) ------------------------------------------
