@@ -82,6 +82,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
     "trellis_jax.generate": {
         "trellis_jax.model": EAGER,
+        "trellis_jax.runner": LAZY,  # the persistent compile cache, when the flags ask for it
         "trellis_jax.checkpoints": EAGER,
         "trellis_jax.dtypes": EAGER,
         "trellis_jax.cli": EAGER,

@@ -2,6 +2,8 @@
 
     python -m trellis_jax.generate --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--json]
                                    [--model GGUF|HF_DIR|ORBAX_DIR|PRESET] [--dtype float32|bfloat16]
+                                   [--compile-cache-dir DIR | --no-compile-cache]
+                                   [--prepared-cache-dir DIR | --no-prepared-cache]
 
 Contract: `generate_tokens(loaded, prompts, max_tokens, ...)` prefills every prompt in one call, then
 decodes all sequences together with fixed shapes (one compile for prefill, one for decode), greedy at
@@ -9,6 +11,8 @@ temperature 0, else sampling from softmax(logits / T) with a seeded numpy genera
 after one of `stop_ids` (kept in the output) or max_tokens. The prompt text is tokenized with the
 model's special tokens recognised, so a pre-rendered chat prompt works as given; `--chat` wraps it as
 one user message with the model's chat template. The engine (trellis_jax/engine) is the real server path.
+Like the engine CLIs, `main` keeps compiled programs and the loaded model in the user cache directory by
+default (trellis_jax/cli.py), so a second run neither compiles nor parses the model file.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from trellis_jax.cli import add_model_flags, new_parser
+from trellis_jax.cli import add_compile_cache_flags, add_model_flags, compile_cache_dir, new_parser, prepared_cache_dir
 from trellis_jax.model import KVPages, build_step_inputs, init_kv_pages, jit_forward, sequential_page_tables
 
 PAGE_SIZE = 16
@@ -123,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(
         parser, dtype_default="float32", dtype_help="model dtype (default: float32: this is the plain reference loop)"
     )
+    add_compile_cache_flags(parser)
     return parser
 
 
@@ -138,8 +143,12 @@ def main(argv=None) -> int:
     from trellis_jax.checkpoints import load_model
 
     args = parse_args(argv)
+    if compile_cache_dir(args) is not None:  # the prefill and decode programs load instead of compiling
+        from trellis_jax.runner.compile_cache import enable_persistent_compile_cache
+
+        enable_persistent_compile_cache(compile_cache_dir(args))
     try:  # bad checkpoints (CheckpointError), empty or too long prompts: one line, no traceback
-        loaded = load_model(args.model, dtype=args.dtype)
+        loaded = load_model(args.model, dtype=args.dtype, prepared_cache_dir=prepared_cache_dir(args))
         if loaded.tokenizer is None:
             raise ValueError(f"{loaded.source} has no tokenizer files; cannot tokenize a text prompt")
         tokenizer = loaded.tokenizer

@@ -2,7 +2,7 @@
 
 Contract: `load_target(source, symbol, target)` compiles `source` (a file here) once per machine into a
 shared library cached under `cache_dir()`, registers `symbol` as the CPU FFI custom-call `target`, and
-returns the loaded library; on any failure it raises `NativeUnavailable` with the reason (no compiler,
+returns the loaded library (`registered_targets()` lists what this process registered); on any failure it raises `NativeUnavailable` with the reason (no compiler,
 compile error, unwritable cache, disabled by TRELLIS_NATIVE=0), remembered for the process, and logs it
 as one warning line (except when disabled). Callers treat that as "use the XLA path". Nothing is built at
 import time.
@@ -45,6 +45,7 @@ FLAGS = (
 )
 _lock = threading.Lock()
 _registered: dict[str, ctypes.CDLL] = {}  # target -> its library
+_arguments: dict[str, tuple[str, str, str]] = {}  # target -> the load_target arguments that registered it
 _failed: dict[str, str] = {}  # target -> why it could not be built (not retried in this process)
 logger = logging.getLogger(__name__)
 
@@ -128,12 +129,20 @@ def load_target(source: str, symbol: str, target: str) -> ctypes.CDLL:
             raise NativeUnavailable(_failed[target])
         try:
             _registered[target] = _build_and_register(source, symbol, target)
+            _arguments[target] = (source, symbol, target)
         except NativeUnavailable as error:
             if str(error) not in _failed.values():  # "no C++ compiler found" once, not once per kernel
                 logger.warning("native kernel %s unavailable, using the XLA path: %s", source, _one_line(str(error)))
             _failed[target] = str(error)
             raise
         return _registered[target]
+
+
+def registered_targets() -> list[tuple[str, str, str]]:
+    """(source, symbol, target) of every target registered in this process: what a serialized executable
+    that calls them needs registered again (by `load_target`) before it loads in another process."""
+    with _lock:
+        return sorted(_arguments.values())
 
 
 def _one_line(text: str, limit: int = 600) -> str:

@@ -75,8 +75,14 @@ def test_serve_and_batch_build_the_same_engine_config_from_the_same_flags():
 
 def test_flag_defaults_are_the_engine_configs_own(monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
+    monkeypatch.delenv("TRELLIS_PREPARED_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRELLIS_PREPARED_CACHE", raising=False)
     parsed = flags.engine_config(batch_parser().parse_args(BATCH_IO))
-    assert parsed == dataclasses.replace(EngineConfig(), compile_cache_dir="/tmp/xdg/trellis-jax/xla")
+    assert parsed == dataclasses.replace(
+        EngineConfig(),
+        compile_cache_dir="/tmp/xdg/trellis-jax/xla",
+        prepared_cache_dir="/tmp/xdg/trellis-jax/prepared",
+    )
 
 
 @pytest.mark.parametrize("prog", PARSERS)
@@ -124,3 +130,25 @@ def test_a_bad_engine_value_is_a_usage_error_listing_the_choices(argv, expected,
 def test_the_engine_config_refuses_an_unknown_eviction_policy_from_python_too():
     with pytest.raises(ValueError, match="unknown eviction policy 'lruu'"):
         EngineConfig(eviction_policy="lruu")
+
+
+@pytest.mark.parametrize("name", ["trellis-serve", "trellis-batch", "trellis-generate"])
+def test_prepared_cache_is_on_by_default_under_the_user_cache_and_can_be_turned_off(name, monkeypatch):
+    from trellis_jax.cli import prepared_cache_dir
+
+    extra = BATCH_IO if name == "trellis-batch" else ["--prompt", "hi"] if name == "trellis-generate" else []
+    monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
+    monkeypatch.delenv("TRELLIS_PREPARED_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRELLIS_PREPARED_CACHE", raising=False)
+    assert prepared_cache_dir(PARSERS[name]().parse_args(extra)) == "/tmp/xdg/trellis-jax/prepared"
+    assert prepared_cache_dir(PARSERS[name]().parse_args([*extra, "--no-prepared-cache"])) is None
+    monkeypatch.setenv("TRELLIS_PREPARED_CACHE_DIR", "/tmp/chosen")
+    assert prepared_cache_dir(PARSERS[name]().parse_args(extra)) == "/tmp/chosen"
+    monkeypatch.setenv("TRELLIS_PREPARED_CACHE", "0")
+    assert prepared_cache_dir(PARSERS[name]().parse_args(extra)) is None
+
+
+def test_the_engine_config_carries_the_prepared_cache_dir(monkeypatch):
+    monkeypatch.delenv("TRELLIS_PREPARED_CACHE", raising=False)
+    args = serve_parser().parse_args(["--prepared-cache-dir", "/tmp/p"])
+    assert flags.engine_config(args).prepared_cache_dir == "/tmp/p"

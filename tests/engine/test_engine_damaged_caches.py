@@ -75,6 +75,8 @@ def test_damaged_caches_are_repaired_and_serve_the_same_tokens(tmp_path):
     step_entry = next(compile_cache.glob("jit_step-*-cache"))
     content = step_entry.read_bytes()
     step_entry.write_bytes(content[:100] + b"garbled!" * 8 + content[164:])
+    # Without the serialized programs (runner/executable_cache.py, tested on their own), so the start reads JAX's.
+    shutil.rmtree(compile_cache / "executables")
 
     damaged = start(compile_cache, TRELLIS_NATIVE_CACHE=str(native_cache))
     assert damaged["tokens"] == clean["tokens"]

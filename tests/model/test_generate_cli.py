@@ -1,6 +1,9 @@
 """python -m trellis_jax.generate: JSON output, special-token parsing, chat wrapping, sampling."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -9,7 +12,8 @@ from trellis_jax.generate import generate_tokens, prompt_token_ids
 
 
 def run_cli(capsys, *args):
-    assert generate.main(list(args)) == 0
+    # no persistent compile cache: turning it on is process-wide and would change the rest of the session
+    assert generate.main([*args, "--no-compile-cache"]) == 0
     return capsys.readouterr().out
 
 
@@ -65,5 +69,18 @@ def test_bad_arguments_are_rejected(capsys):
 
 
 def test_an_empty_prompt_is_a_one_line_error(capsys, fixtures_dir):
-    assert generate.main(["--model", str(fixtures_dir / "tiny_llama"), "--prompt", ""]) == 2
+    assert generate.main(["--model", str(fixtures_dir / "tiny_llama"), "--prompt", "", "--no-compile-cache"]) == 2
     assert "non-empty prompts" in capsys.readouterr().err
+
+
+def test_the_compile_cache_keeps_the_programs_for_the_next_run(tmp_path, fixtures_dir):
+    argv = ["--model", str(fixtures_dir / "tiny_llama"), "--prompt", "hi", "--max-tokens", "2"]
+    cache = tmp_path / "xla"
+    done = subprocess.run(
+        [sys.executable, "-m", "trellis_jax.generate", *argv, "--compile-cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(name.endswith("-cache") for name in os.listdir(cache))  # prefill and decode, stored

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -31,7 +32,11 @@ print(json.dumps({"hits": events.count("/jax/compilation_cache/cache_hits"),
 
 
 def run_child(cache_dir: pathlib.Path) -> dict:
-    """-> the child's counts, plus "logs": its log lines (and JAX's warnings about the cache)."""
+    """-> the child's counts, plus "logs": its log lines (and JAX's warnings about the cache).
+
+    The serialized executables the runner keeps beside JAX's entries (runner/executable_cache.py) are removed
+    first: with them a restart never reaches JAX's cache, which is what these tests are about."""
+    shutil.rmtree(cache_dir / "executables", ignore_errors=True)
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(cache_dir), str(pathlib.Path(__file__).parent)],
         capture_output=True,

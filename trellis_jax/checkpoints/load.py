@@ -10,6 +10,9 @@ multiplies them as they are); "auto" is the measured choice for a GGUF file (tre
 `quantization` (trellis_jax.dtypes.QUANTIZATIONS): "int8" / "int4" load a float checkpoint (HF, orbax, or a
 float GGUF: a quantized one is refused) and quantize its matrices (checkpoints/quantize.py); not with
 weight_format="packed".
+`prepared_cache_dir`: a GGUF file's loaded model is kept there and mapped back on the next load
+(prepared_cache.py: what invalidates an entry, what happens to a damaged one); None: no cache (nor with
+`quantization`: the float GGUF is read afresh, so a quantized one is always refused).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 from trellis_jax.checkpoints.default_model import default_gguf_path
 from trellis_jax.checkpoints.errors import CheckpointError
 from trellis_jax.checkpoints.loaded import LoadedModel
+from trellis_jax.checkpoints.prepared_cache import load_or_build
 from trellis_jax.checkpoints.presets import resolve_preset
 from trellis_jax.dtypes import AUTO, NO_QUANTIZATION, check_quantization, resolve_dtype, resolve_weight_format
 
@@ -32,11 +36,13 @@ def load_model(
     dtype: str | None = None,
     weight_format: str = "float",
     quantization: str = NO_QUANTIZATION,
+    prepared_cache_dir: str | None = None,
 ) -> LoadedModel:
     """Load weights, config and tokenizer (see the module docstring for the arguments)."""
     if quantization != NO_QUANTIZATION:  # load float, then quantize ("float" is this function's default)
         check_quantization(quantization, AUTO if weight_format == "float" else weight_format)
         weight_format = "float"
+        prepared_cache_dir = None  # the cache would skip the GGUF read that refuses an already quantized file
     if spec is not None and not os.path.exists(spec):
         spec, preset_dtype = resolve_preset(str(spec))
         dtype = preset_dtype if dtype in (None, AUTO) and preset_dtype else dtype
@@ -50,7 +56,15 @@ def load_model(
             raise CheckpointError(path, "weight_format='packed' needs a GGUF file in Q8_0/Q4_0/Q4_1, not a directory")
         loaded = _load_directory(path, dtype)
     else:
-        loaded = _load_gguf(path, dtype or "float32", weight_format, require_packed, quantization)
+        dtype = dtype or "float32"
+        loaded = load_or_build(
+            path,
+            dtype,
+            weight_format,
+            require_packed,
+            prepared_cache_dir,
+            lambda: _load_gguf(path, dtype, weight_format, require_packed, quantization),
+        )
     if quantization == NO_QUANTIZATION:
         return loaded
     from trellis_jax.checkpoints.quantize import quantize_loaded

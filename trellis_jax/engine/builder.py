@@ -98,7 +98,13 @@ def load_for(config: EngineConfig):
     # So do the tensor-parallel splits (runner/tensor_parallel.py).
     float_only = config.deterministic or config.tensor_parallel_size > 1
     weight_format = "float" if float_only and config.weight_format == "auto" else config.weight_format
-    return load_model(config.model, dtype=config.dtype, weight_format=weight_format, quantization=config.quantization)
+    return load_model(
+        config.model,
+        dtype=config.dtype,
+        weight_format=weight_format,
+        quantization=config.quantization,
+        prepared_cache_dir=config.prepared_cache_dir,
+    )
 
 
 def overlap_by_default(runner) -> bool:

@@ -89,6 +89,7 @@ class EngineConfig:
     unroll_layers: bool = False  # faster steps on GPU, much longer compiles (see model.forward)
     materialise_head: bool | None = None  # tied models: keep embed.T for the LM head (None: where it pays, CPU)
     compile_cache_dir: str | None = None
+    prepared_cache_dir: str | None = None  # a GGUF model's loaded weights kept here between starts (None: off)
     warmup: bool = True
     check_integrity_when_idle: bool = True
     allow_special_tokens_in_content: bool = False  # chat content's special-token text acts as control tokens

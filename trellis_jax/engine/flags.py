@@ -14,7 +14,13 @@ import os
 from dataclasses import MISSING, Field, fields
 
 from trellis_jax.cache import get_policy, policy_names
-from trellis_jax.cli import add_model_flags
+from trellis_jax.cli import (
+    add_compile_cache_flags,
+    add_model_flags,
+    compile_cache_dir,
+    default_compile_cache_dir,  # noqa: F401 (tools import it from here)
+    prepared_cache_dir,
+)
 from trellis_jax.dtypes import QUANTIZATIONS, WEIGHT_FORMATS
 from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
 from trellis_jax.engine.multihost_flags import add_multihost_flags, multihost_problem
@@ -31,6 +37,7 @@ _SPECIAL = {
     "kv_cache_dtype",
     "materialise_head",
     "compile_cache_dir",
+    "prepared_cache_dir",
     "overlap",
 }  # spelled by hand below
 _OVERLAP = {"auto": None, "on": True, "off": False}
@@ -149,11 +156,6 @@ _FLAGS: dict[str, dict] = {
 }
 
 
-def default_compile_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "trellis-jax", "xla")
-
-
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
     add_model_flags(group)
@@ -175,12 +177,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         help="tied-embedding models: no transposed copy of the embedding as LM head "
         "(saves its memory; the CPU head gets slower)",
     )
-    group.add_argument(
-        "--compile-cache-dir",
-        default=default_compile_cache_dir(),
-        help="keep compiled step programs here so the next start skips compiling (default: %(default)s)",
-    )
-    group.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
+    add_compile_cache_flags(group)
     group.add_argument(
         "--overlap",
         choices=sorted(_OVERLAP),
@@ -204,7 +201,8 @@ def engine_options(args: argparse.Namespace) -> dict:
     """The EngineConfig keywords the parsed flags ask for."""
     options = {f.name: getattr(args, f.name) for f in fields(EngineConfig) if f.name not in NOT_FLAGS}
     options["kv_cache_dtype"] = None if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
-    options["compile_cache_dir"] = None if args.no_compile_cache else args.compile_cache_dir
+    options["compile_cache_dir"] = compile_cache_dir(args)
+    options["prepared_cache_dir"] = prepared_cache_dir(args)
     options["overlap"] = _OVERLAP[args.overlap]
     return options
 

@@ -2,9 +2,12 @@
 
 Contract:
   programs = StepPrograms(config, attn_impl=, max_logprobs=, unroll_layers=, batch_invariant=, feed_width=,
-                          page_size=, max_num_seqs=, tp=None)
+                          page_size=, max_num_seqs=, tp=None,
+                          executable_dir=None)
       tp: a TensorParallel (tensor_parallel.py): every program then runs per shard under shard_map over its
       mesh, with one shard's config, and the device-resident inputs are placed whole on every device
+      executable_dir: where compiled programs are serialized and loaded back (executable_cache.py); not
+      under tensor parallelism, whose programs are keyed by their mesh too
   programs.warmup(params, kv, buckets, decode_buckets, steps, progress=, workers=)   compiles what is missing
   programs.executable(bucket, steps, params, kv)   the compiled step (steps=1) or `steps`-iteration multi-step
       program for a bucket, compiled now (and counted) if warm-up did not
@@ -12,6 +15,9 @@ Contract:
   programs.zero_penalty_arrays(rows), programs.neutral_constraints(rows)   made once per row count, on store
   programs.executables / multi_executables / num_compilations / compile_seconds
 Lowering reads only the shapes of `params` and `kv` (the Runner's; it owns and replaces them every step).
+`executable_dir`: step programs are also kept there serialized (executable_cache.py), keyed by everything
+they depend on, so a later process loads them instead of tracing and compiling; loaded ones count in
+`num_loaded`, not in `num_compilations`.
 The jitted programs donate the KV pages (argument 1).
 """
 
@@ -31,6 +37,7 @@ from trellis_jax.model.kv import copy_pages
 from trellis_jax.model.logical_axes import TP
 from trellis_jax.runner.buckets import Bucket
 from trellis_jax.runner.constraints import neutral_bitmask, neutral_logit_bias
+from trellis_jax.runner.executable_cache import ExecutableCache, compile_fresh, fingerprint
 from trellis_jax.runner.step import abstract_inputs, make_multi_step, make_step
 
 
@@ -49,6 +56,7 @@ class StepPrograms:
         page_size: int,
         max_num_seqs: int,
         tp=None,
+        executable_dir: str | None = None,
     ) -> None:
         self.config = config
         self.tp = tp
@@ -72,7 +80,10 @@ class StepPrograms:
         self._zero_penalties: dict[int, tuple[jax.Array, jax.Array]] = {}
         self._no_constraints: dict[int, tuple[jax.Array, jax.Array]] = {}
         self.num_compilations = 0
+        self.num_loaded = 0
         self.compile_seconds = 0.0
+        self._executable_dir = executable_dir if tp is None else None  # the key does not cover a mesh
+        self._saved: ExecutableCache | None = None  # made at the first lowering: its key reads params' shapes
 
     @property
     def _step_config(self):
@@ -116,14 +127,18 @@ class StepPrograms:
         if steps > 1:
             missing += [(b, steps) for b in decode_buckets]
             missing = [key for key in missing if key[1] == 1 or key not in self.multi_executables]
+        missing = [key for key in missing if not self._load_saved(*key, params, kv)]
         workers = max(1, min(workers or os.cpu_count() or 1, len(missing) or 1))
         with (
             ThreadPoolExecutor(workers) as pool,
             tqdm(total=len(missing), desc="compiling step buckets", unit="bucket", disable=not progress) as bar,
         ):
-            futures = {pool.submit(self._lower(*key, params, kv).compile): key for key in missing}
+            futures = {pool.submit(compile_fresh, self._lower(*key, params, kv)): key for key in missing}
             for future in as_completed(futures):
-                self._store(*futures[future], future.result())
+                executable, fresh = future.result()
+                self._store(*futures[future], executable)
+                if fresh:
+                    self._save(*futures[future], params, kv)
                 bar.update()
         self.page_copier(kv)
         self.compile_seconds += time.perf_counter() - start
@@ -132,14 +147,22 @@ class StepPrograms:
     def page_copier(self, kv) -> jax.stages.Compiled:
         """copy_pages compiled once for max_num_seqs copies (a step admits at most that many requests)."""
         if self._copier is None:
-            index = jax.ShapeDtypeStruct((self.max_num_seqs,), jnp.int32)
-            count = jax.ShapeDtypeStruct((), jnp.int32)
-            copier = copy_pages if self.tp is None else self.tp.wrap_kv_only(copy_pages)
-            self._copier = jax.jit(copier, donate_argnums=(0,)).lower(kv, index, index, count).compile()
+            name = f"copy-pages-{self.max_num_seqs}"  # serialized beside the steps once warm-up keyed them
+            self._copier = self._saved.load(name) if self._saved is not None else None
+            if self._copier is None:
+                index = jax.ShapeDtypeStruct((self.max_num_seqs,), jnp.int32)
+                count = jax.ShapeDtypeStruct((), jnp.int32)
+                copier = copy_pages if self.tp is None else self.tp.wrap_kv_only(copy_pages)
+                lowered = jax.jit(copier, donate_argnums=(0,)).lower(kv, index, index, count)
+                self._copier, fresh = compile_fresh(lowered)
+                if self._saved is not None and fresh:
+                    self._saved.save(name, self._copier)
         return self._copier
 
     def executable(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Compiled:
         found = self.executables.get(bucket) if steps == 1 else self.multi_executables.get((bucket, steps))
+        if found is None and self._load_saved(bucket, steps, params, kv):
+            return self.executable(bucket, steps, params, kv)
         return found or self._compile(bucket, steps, params, kv)
 
     def _lower(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Lowered:
@@ -169,16 +192,64 @@ class StepPrograms:
     def _compile(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Compiled:
         """Compile one bucket now (a run() that found no executable for its bucket)."""
         start = time.perf_counter()
-        executable = self._store(bucket, steps, self._lower(bucket, steps, params, kv).compile())
+        executable, fresh = compile_fresh(self._lower(bucket, steps, params, kv))
+        self._store(bucket, steps, executable)
         self.compile_seconds += time.perf_counter() - start
+        if fresh:
+            self._save(bucket, steps, params, kv)
         return executable
 
-    def _store(self, bucket: Bucket, steps: int, executable: jax.stages.Compiled) -> jax.stages.Compiled:
+    # ---- serialized executables (executable_cache.py) ------------------------------------------
+    def _saved_cache(self, params, kv) -> ExecutableCache | None:
+        if self._executable_dir is None:
+            return None
+        if self._saved is None:
+            shapes = jax.tree.map(lambda a: (a.shape, str(a.dtype)), (params, kv))
+            key = fingerprint(
+                self.config,
+                self.attn_impl,
+                self.max_logprobs,
+                self.unroll_layers,
+                self.batch_invariant,
+                self.feed_width,
+                self.page_size,
+                self.max_num_seqs,
+                jax.tree.structure((params, kv)),
+                jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple)),
+            )
+            self._saved = ExecutableCache(self._executable_dir, key)
+        return self._saved
+
+    @staticmethod
+    def _name(bucket: Bucket, steps: int) -> str:
+        return f"step-t{bucket.num_tokens}-s{bucket.num_seqs}-p{bucket.pages_per_seq}-k{steps}"
+
+    def _load_saved(self, bucket: Bucket, steps: int, params, kv) -> bool:
+        """Whether the program was found serialized and is now stored (counted in num_loaded)."""
+        cache = self._saved_cache(params, kv)
+        executable = cache.load(self._name(bucket, steps)) if cache is not None else None
+        if executable is None:
+            return False
+        self._store(bucket, steps, executable, compiled=False)
+        return True
+
+    def _save(self, bucket: Bucket, steps: int, params, kv) -> None:
+        cache = self._saved_cache(params, kv)
+        if cache is not None:
+            found = self.executables[bucket] if steps == 1 else self.multi_executables[(bucket, steps)]
+            cache.save(self._name(bucket, steps), found)
+
+    def _store(
+        self, bucket: Bucket, steps: int, executable: jax.stages.Compiled, *, compiled: bool = True
+    ) -> jax.stages.Compiled:
         if steps == 1:
             self.executables[bucket] = executable
         else:
             self.multi_executables[(bucket, steps)] = executable
-        self.num_compilations += 1
+        if compiled:
+            self.num_compilations += 1
+        else:
+            self.num_loaded += 1
         self.zero_penalty_arrays(bucket.num_seqs)
         self.neutral_constraints(bucket.num_seqs)
         return executable

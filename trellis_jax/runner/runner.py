@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 
 import numpy as np
@@ -194,6 +195,11 @@ class Runner:
             page_size=page_size,
             max_num_seqs=self.buckets.max_num_seqs,
             tp=self.tp,
+            executable_dir=(  # not under tensor parallelism: the cache's key does not cover the mesh
+                None
+                if compile_cache_dir is None or self.tp is not None
+                else os.path.join(compile_cache_dir, "executables")
+            ),
         )
         if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
             raise ValueError(f"decode_steps must be a positive int, got {decode_steps!r}")

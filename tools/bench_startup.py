@@ -1,0 +1,117 @@
+"""Start-up time of the three commands, warm caches, several source trees side by side (docs/benchmarks/startup.md).
+
+    python tools/bench_startup.py [--tree NAME=PATH ...] [--rounds 3] [--only generate,batch,serve]
+
+For each round and each tree in turn (interleaved, so a busy machine slows every tree alike), it times:
+  generate  `python -m trellis_jax.generate --chat --max-tokens 1`: process start -> first token printed
+            (the process exits right after it);
+  batch     `python -m trellis_jax.batch` on one request of one token: process start -> the job's exit;
+  serve     `python -m trellis_jax.serve`: process start -> GET /health answers 200; it notes whether /health
+            answered 503 before (it should while the engine loads).
+Besides the wall time it records the CPU time (user + system) the command's process used: on a shared machine
+the wall time includes waiting for a core, the CPU time much less so. Each tree runs with PYTHONPATH=PATH and its own cache directory (XDG_CACHE_HOME=<tmp>/<name>), warmed by one
+untimed run of each command first. Prints the median and the range per tree and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+PROMPT = "What is the capital of France?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH (default: this tree as 'this')")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="generate,batch,serve")
+    parser.add_argument("--port", type=int, default=8137)
+    args = parser.parse_args()
+    trees = dict(t.split("=", 1) for t in args.tree) or {"this": os.getcwd()}
+    commands = args.only.split(",")
+    work = tempfile.mkdtemp(prefix="startup-")
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for round_ in range(args.rounds + 1):  # round 0 warms the caches, untimed
+        for name, path in trees.items():
+            env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": os.path.join(work, name)}
+            for command in commands:
+                before = _children_cpu()
+                seconds = RUNNERS[command](env, work, args.port)
+                cpu = _children_cpu() - before
+                label = "warm-up" if round_ == 0 else f"round {round_}"
+                print(f"{label:8s} {name:12s} {command:9s} wall {seconds:6.2f} s  cpu {cpu:6.2f} s", flush=True)
+                if round_:
+                    times.setdefault((name, command), []).append((seconds, cpu))
+    print("\ntree          command   wall: median   min    max   cpu: median   min    max   (s)")
+    for (name, command), values in times.items():
+        wall, cpu = [v[0] for v in values], [v[1] for v in values]
+        print(
+            f"{name:12s}  {command:9s}       {statistics.median(wall):6.2f} {min(wall):6.2f} {max(wall):6.2f}"
+            f"        {statistics.median(cpu):6.2f} {min(cpu):6.2f} {max(cpu):6.2f}"
+        )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_generate(env, work, port) -> float:
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "trellis_jax.generate", "--prompt", PROMPT, "--chat", "--max-tokens", "1"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def time_batch(env, work, port) -> float:
+    source = os.path.join(work, "requests.jsonl")
+    with open(source, "w") as f:
+        f.write(json.dumps({"id": 1, "prompt": PROMPT, "max_tokens": 1}) + "\n")
+    output = os.path.join(work, "results.jsonl")
+    if os.path.exists(output):
+        os.remove(output)
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "trellis_jax.batch", "--input", source, "--output", output]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def time_serve(env, work, port) -> float:
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "trellis_jax.serve", "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loading = None
+    try:
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited with {server.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        print(f"  /health: 503 first seen at {loading} s" if loading else "  /health: no 503 seen")
+                        return time.perf_counter() - start
+            except urllib.error.HTTPError as error:
+                if error.code == 503 and loading is None:
+                    loading = round(time.perf_counter() - start, 2)
+            except OSError:  # not listening yet
+                pass
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+RUNNERS = {"generate": time_generate, "batch": time_batch, "serve": time_serve}
+
+if __name__ == "__main__":
+    main()
