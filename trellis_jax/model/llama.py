@@ -12,6 +12,8 @@ the matmul op's native kernel (model/forward.py's docstring).
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -68,8 +70,9 @@ class LMHead(nn.Module):
         c = self.config
         final_norm = weight(self, "final_norm", (c.hidden_size,), PARAM_AXES["final_norm"], None)
         last = rms_norm(x, final_norm.astype(jnp.float32), c.rms_norm_eps).astype(dtype)  # [S, H]
-        untied = not c.tie_word_embeddings and self.is_initializing()
-        if untied or (not self.is_initializing() and self.has_variable("params", "lm_head")):
+        # Declared for untied models; when applied, a given lm_head (untied, or tied and materialised) is used.
+        has_head = not c.tie_word_embeddings if self.is_initializing() else self.has_variable("params", "lm_head")
+        if has_head:
             head = weight(self, "lm_head", (c.hidden_size, c.vocab_size), PARAM_AXES["lm_head"], self.init_scale)
             stacked, layer = (head, None) if quantized.is_quantized(head) else (head[None], 0)  # packed: [H, V]
             return linear(last, stacked, layer, rows, implementation=self.implementation, out_dtype=jnp.float32)
@@ -82,6 +85,8 @@ class LMHead(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    """Embedding -> decoder layers (nn.scan, params broadcast whole, KV pages in the carry) -> LM head."""
+
     config: object
     attn_impl: str | None = None
     unroll_layers: bool = False
@@ -126,7 +131,7 @@ class LlamaModel(nn.Module):
         """Whether the layers hand the matmul op the stacked matrices (decided on the first one given)."""
         if self.is_initializing():
             return False
-        layers = self.variables["params"]["layers"]
+        layers = nn.unbox(self.variables["params"]["layers"])
         first = next(value for value in layers.values() if is_packed_layout(value) or value.ndim == 3)
         return reads_in_place(matmul_input, first, batch_invariant=self.batch_invariant, unroll=self.unroll_layers)
 
@@ -136,6 +141,8 @@ def init_inputs(config) -> tuple[KVPages, StepInputs]:
     return init_kv_pages(config, 2, 1), build_step_inputs([[0]], [0], [[1]], 1)
 
 
+@functools.partial(jax.jit, static_argnames=("config", "scale"))
 def init_variables(config, key: jax.Array, scale: float = 0.02) -> dict:
-    """`LlamaModel.init` jitted (the forward it traces is dead code there): {"params": boxed tree}."""
-    return jax.jit(LlamaModel(config, init_scale=scale).init)(key, *init_inputs(config))
+    """`LlamaModel.init` on `init_inputs`, jitted once per (config, scale) (the forward it traces is dead code
+    there): {"params": the boxed tree}."""
+    return LlamaModel(config, init_scale=scale).init(key, *init_inputs(config))

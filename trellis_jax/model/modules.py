@@ -60,7 +60,7 @@ class _LayerPart(nn.Module):
 
     def stacked(self, name, shape, *, ones=False):
         """The stacked [num_layers, *shape] weight `name`, as given (declared at init: ones or normal * scale)."""
-        axes = PARAM_AXES["layers"][name]
+        axes = PARAM_AXES["layers"].get(name)  # fused layouts (w_qkv, w_gate_up) are never declared, only read
         return weight(self, name, (self.config.num_layers, *shape), axes, None if ones else self.init_scale)
 
     def has(self, name) -> bool:
