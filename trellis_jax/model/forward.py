@@ -3,7 +3,7 @@
 Contract (docs/CONTRACTS.md, "Model"): `forward(params, kv, batch, *, config, attn_impl)` checks the inputs
 (`validate`: the params' layout, the KV pages and the step inputs, with chex; ValueError), then applies the
 Flax model, `LlamaModel(config, ...).apply({"params": params}, kv, batch)` (model/llama.py, model/modules.py):
-it embeds batch.token_ids, runs the decoder layers under `nn.scan` over the stacked layer weights (compile
+it embeds batch.token_ids, runs the decoder layers under `lax.scan` over the stacked layer weights (compile
 time flat in depth), carrying the KV pages through the scan, and returns float32 logits [S, vocab] for the
 rows batch.logits_indices plus the updated pages. Each layer writes its new K/V with `write_kv(...,
 layer=i)` and attends with `ragged_paged_attention(..., layer=i)`: the single attention dispatch point

@@ -14,8 +14,8 @@ applied, reads the given value as is (flax's own `param` would compare it with t
 packed ones); `check_params` is what checks shapes. The scope layout keeps the tree flat: Attention and MLP
 share their DecoderLayer's scope ("layers"), the embedding and the head the model's.
 
-Layers run under `nn.scan` with the params broadcast whole: each layer module declares the stacked
-[num_layers, ...] weights and takes its layer index. Where the matmul op reads stacked weights in place
+The layer stack is a scan over the layer index with the params whole (model/llama.py): each layer module
+declares the stacked [num_layers, ...] weights and takes its layer index. Where the matmul op reads stacked weights in place
 (`reads_in_place`: its native CPU kernels, and the packed layouts only they read) it gets the stacked matrix,
 the index and the step's `rows` real tokens; else the layer's slice (the dynamic slice lax.scan would take).
 Arithmetic: see model/forward.py's docstring (float32 stream, norms and RoPE; matmul inputs in the params' dtype).
