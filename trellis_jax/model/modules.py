@@ -69,9 +69,7 @@ class _LayerPart(nn.Module):
 
     def vector(self, name, shape, layer, *, ones=False):
         """The layer's slice of a norm or bias, float32 (they act on the float32 stream)."""
-        return jax.lax.dynamic_index_in_dim(self.stacked(name, shape, ones=ones), layer, keepdims=False).astype(
-            jnp.float32
-        )
+        return _slice(self.stacked(name, shape, ones=ones), layer).astype(jnp.float32)
 
     def matmul(self, h, name, shape, layer, rows, out_dtype):
         """h @ the layer's matrix `name` (canonical [K, N] `shape`), in out_dtype."""
@@ -82,7 +80,10 @@ class _LayerPart(nn.Module):
 
 
 def _slice(w, layer):
-    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, layer, keepdims=False), w)
+    """w[layer] as lax.scan slices its xs: the index is a layer id, never negative, so no wrap-around select."""
+    return jax.tree.map(
+        lambda a: jax.lax.dynamic_index_in_dim(a, layer, keepdims=False, allow_negative_indices=False), w
+    )
 
 
 class Attention(_LayerPart):
