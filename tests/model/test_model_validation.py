@@ -42,3 +42,25 @@ def test_kv_pages_of_another_config_are_rejected():
 def test_builder_rejects_a_sequence_longer_than_its_pages():
     with pytest.raises(ValueError, match="need more than its 1 pages"):
         build_step_inputs([[1, 2, 3, 4, 5]], [0], [[1]], 4)
+
+
+def test_step_inputs_of_another_dtype_are_rejected():
+    params = init_params(CONFIG, jax.random.key(0))
+    bad = batch()._replace(positions=batch().positions.astype("float32"))
+    with pytest.raises(ValueError, match="step inputs must be int32") as error:
+        forward(params, init_kv_pages(CONFIG, 4, 4), bad, config=CONFIG)
+    assert "float32" in str(error.value)  # chex's detail names the offending dtype
+
+
+def test_step_inputs_whose_token_rows_disagree_are_rejected():
+    params = init_params(CONFIG, jax.random.key(0))
+    bad = batch()._replace(slot_mapping=batch().slot_mapping[:2])
+    with pytest.raises(ValueError, match=r"token_ids/positions/slot_mapping \[T\].*'slot_mapping': \(2,\)"):
+        forward(params, init_kv_pages(CONFIG, 4, 4), bad, config=CONFIG)
+
+
+def test_kv_pages_whose_k_and_v_differ_in_dtype_are_rejected():
+    params = init_params(CONFIG, jax.random.key(0))
+    kv = init_kv_pages(CONFIG, 4, 4)
+    with pytest.raises(ValueError, match="KV pages must be"):
+        forward(params, kv._replace(v=kv.v.astype("bfloat16")), batch(), config=CONFIG)

@@ -1,7 +1,9 @@
 """The Llama-family model: config, parameter layout, paged-KV forward and cost model.
 
 Owns: `ModelConfig` (static, hashable), the params pytree layout (`params.py`), `KVPages` and
-`StepInputs` (the data crossing into the forward), `forward` / `jit_forward`. Imports jax, numpy and
+`StepInputs` (the data crossing into the forward), the Flax modules (`llama.py`: `LlamaModel`; `modules.py`:
+the decoder layer's parts), `forward` / `jit_forward` (which apply them), the weights' logical axes
+(`logical_axes.py`) and their NamedShardings on a mesh (`sharding.py`). Imports jax, flax, chex, numpy and
 `pallas_kernels` only; re-exports the matmul op's `quantized` layout and its `quantize` (float -> packed) for the loaders (see docs/CONTRACTS.md, "Model"). Checkpoint formats live in `trellis_jax.checkpoints`.
 """
 

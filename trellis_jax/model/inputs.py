@@ -1,6 +1,6 @@
 """StepInputs: the ragged batch one forward call consumes, and a simple builder for it.
 
-Contract (docs/CONTRACTS.md, "Model"): all int32 arrays; T token rows, S sequence rows, P pages per row.
+Contract (docs/CONTRACTS.md, "Model"): all int32 arrays (`check_step_inputs`); T token rows, S sequence rows, P pages per row.
   token_ids [T], positions [T], slot_mapping [T], page_table [S, P], kv_lens [S], cu_q_lens [S+1],
   num_seqs [], logits_indices [S]
 Sequence b's new tokens are rows cu_q_lens[b]:cu_q_lens[b+1]; they sit at positions
@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from trellis_jax.model.checks import as_value_error
 
 
 class StepInputs(NamedTuple):
@@ -28,6 +31,21 @@ class StepInputs(NamedTuple):
     cu_q_lens: jax.Array  # [S+1]
     num_seqs: jax.Array  # [] sequences b >= num_seqs are padding
     logits_indices: jax.Array  # [S] token row whose logits are returned for sequence b
+
+
+def check_step_inputs(batch: StepInputs) -> None:
+    """ValueError unless every field is int32 and the shapes agree: [T] token rows, [S] sequence rows."""
+    shapes = {name: tuple(value.shape) for name, value in batch._asdict().items()}
+    with as_value_error(
+        f"step inputs must be int32, token_ids/positions/slot_mapping [T], page_table [S, P], "
+        f"kv_lens/logits_indices [S], cu_q_lens [S+1], num_seqs []; got {shapes}"
+    ):
+        chex.assert_rank([batch.token_ids, batch.kv_lens, batch.page_table], [1, 1, 2])
+        rows, seqs = batch.token_ids.shape[0], batch.kv_lens.shape[0]
+        chex.assert_shape([batch.positions, batch.slot_mapping], (rows,))
+        chex.assert_shape([batch.page_table, batch.cu_q_lens], [(seqs, None), (seqs + 1,)])
+        chex.assert_shape([batch.num_seqs, batch.logits_indices], [(), (seqs,)])
+        chex.assert_type(list(batch), jnp.int32)
 
 
 def sequential_page_tables(max_lens: Sequence[int], page_size: int) -> list[list[int]]:

@@ -1,7 +1,7 @@
 """KVPages: the device KV cache as pages, and allocation of an empty one.
 
 Contract (docs/CONTRACTS.md, "KV pages"): `KVPages(k, v)` is a NamedTuple pytree, each array
-[num_layers, num_kv_heads, num_pages, page_size, head_dim] in the model's dtype. Page 0 is the padding
+[num_layers, num_kv_heads, num_pages, page_size, head_dim] in the model's dtype (`check_kv_pages`). Page 0 is the padding
 sink: the allocator never hands it out; padded tokens write there. `copy_pages` copies whole pages (the
 radix cache's partial-page reuse: a request starts its page as a copy of a sibling's).
 """
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from pallas_kernels.ragged_paged_attention.copy_pages import copy_pages as copy_page_slices
+from trellis_jax.model.checks import as_value_error
 
 
 class KVPages(NamedTuple):
@@ -36,6 +38,17 @@ def init_kv_pages(config, num_pages: int, page_size: int, dtype: str | None = No
     shape = (config.num_layers, config.num_kv_heads, num_pages, page_size, config.head_dim)
     zeros = jnp.zeros(shape, jnp.dtype(dtype or config.dtype))
     return KVPages(zeros, jnp.zeros_like(zeros))
+
+
+def check_kv_pages(kv, config) -> None:
+    """ValueError unless kv is (k, v) of one shape and dtype, [L, Hkv, P, S, D] with the config's L, Hkv and D."""
+    L, Hkv, D = config.num_layers, config.num_kv_heads, config.head_dim
+    shapes = [tuple(x.shape) for x in kv]
+    with as_value_error(f"KV pages must be [L={L}, Hkv={Hkv}, P, S, D={D}] for this config, got {shapes}"):
+        chex.assert_equal(len(kv), 2)
+        chex.assert_shape(list(kv), (L, Hkv, None, None, D))
+        chex.assert_equal_shape(list(kv))
+        chex.assert_trees_all_equal_dtypes(*kv)
 
 
 def kv_pages_bytes(config, num_pages: int, page_size: int, dtype: str | None = None) -> int:

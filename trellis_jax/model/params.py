@@ -17,11 +17,12 @@ Loaders build this from checkpoints and call `check_params`; nothing else knows 
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from pallas_kernels.matmul import quantized
 from pallas_kernels.matmul.layouts import FUSED, packed_shapes
+from trellis_jax.model.llama import init_variables
 
 
 def streamed_weight_bytes(params: dict) -> int:
@@ -92,17 +93,6 @@ def _compare(actual, expected, prefix, problems):
 
 
 def init_params(config, key: jax.Array, scale: float = 0.02) -> dict:
-    """Random params (normal * scale, norms at 1) for tests and benchmarks without a checkpoint."""
-    shapes = param_shapes(config)
-    leaves, treedef = jax.tree_util.tree_flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    paths = [
-        jax.tree_util.keystr(p)
-        for p, _ in jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]
-    ]
-    keys = jax.random.split(key, len(leaves))
-    dtype = jnp.dtype(config.dtype)
-    arrays = [
-        jnp.ones(shape, dtype) if "norm" in path else (scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
-        for path, shape, k in zip(paths, leaves, keys)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, arrays)
+    """Random params (normal * scale, norms at 1, the config's dtype) for tests and benchmarks without a
+    checkpoint: the model's own init (model/llama.py), its logical-axis boxes dropped."""
+    return nn.unbox(init_variables(config, key, scale)["params"])
