@@ -98,7 +98,13 @@ def load_for(config: EngineConfig):
     # So do the tensor-parallel splits (runner/tensor_parallel.py).
     float_only = config.deterministic or config.tensor_parallel_size > 1
     weight_format = "float" if float_only and config.weight_format == "auto" else config.weight_format
-    return load_model(config.model, dtype=config.dtype, weight_format=weight_format, quantization=config.quantization)
+    return load_model(
+        config.model,
+        dtype=config.dtype,
+        weight_format=weight_format,
+        quantization=config.quantization,
+        tensor_parallel_size=config.tensor_parallel_size,  # each shard straight onto its device
+    )
 
 
 def overlap_by_default(runner) -> bool:
