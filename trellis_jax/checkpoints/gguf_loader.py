@@ -78,10 +78,13 @@ def scalar_metadata(reader) -> dict:
     return meta
 
 
-def load_gguf_weights(path, dtype: str = "float32", *, reader=None, weight_format: str = "float", require_packed=None):
+def load_gguf_weights(
+    path, dtype: str = "float32", *, reader=None, weight_format: str = "float", require_packed=None, host=False
+):
     """-> (ModelConfig, params) from a GGUF file; `reader` reuses an `open_gguf(path)` result;
     `weight_format`: "float" or "packed" (see the module docstring); `require_packed` (default: whether
-    weight_format is "packed"): a CheckpointError when no layer weight is in a packed format."""
+    weight_format is "packed"): a CheckpointError when no layer weight is in a packed format; `host`: float
+    weights stay host numpy arrays (layout.assemble_params)."""
     from trellis_jax.model import ModelConfig, quantized
 
     if weight_format not in ("float", "packed"):
@@ -119,7 +122,7 @@ def load_gguf_weights(path, dtype: str = "float32", *, reader=None, weight_forma
         return array
 
     gguf_name_of = {hf: g for g, hf in _expected_gguf_names(config.num_layers)}
-    params = assemble_params(fetch, config, str(path), lambda hf: gguf_name_of.get(hf, hf))
+    params = assemble_params(fetch, config, str(path), lambda hf: gguf_name_of.get(hf, hf), host=host)
     require_packed = weight_format == "packed" if require_packed is None else require_packed
     if require_packed and not any(quantized.is_quantized(w) for w in params["layers"].values()):
         kinds = sorted({t.tensor_type.name for t in reader.tensors})

@@ -1,10 +1,12 @@
 """Hugging Face model directories -> (ModelConfig, params): `config.json` + `*.safetensors`.
 
-Contract: `load_hf_weights(directory, dtype)` reads `config.json`, then the weights from
+Contract: `load_hf_weights(directory, dtype, host=False)` reads `config.json`, then the weights from
 `model.safetensors.index.json` (sharded: its weight_map names the shard of every tensor) or else every
 `*.safetensors` file in the directory. Tensors are read lazily by name, so only the ones the model needs
 are touched. Errors are CheckpointError naming the file: no config, bad JSON, unknown architecture, no
 weights, truncated/corrupt safetensors, missing tensor, wrong shape. The tokenizer is loaded elsewhere.
+Tensors are read as numpy (safetensors' numpy reader holds bfloat16 too), so reading puts nothing on a
+device; `host=True` keeps the assembled weights on the host as well (layout.assemble_params).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def read_json(path) -> dict:
         raise CheckpointError(path, f"invalid JSON: {exc}") from exc
 
 
-def load_hf_weights(directory, dtype: str = "float32"):
+def load_hf_weights(directory, dtype: str = "float32", host: bool = False):
     """-> (ModelConfig, params) from a Hugging Face directory."""
     from trellis_jax.model import ModelConfig
 
@@ -62,7 +64,7 @@ def load_hf_weights(directory, dtype: str = "float32"):
         if os.path.exists(os.path.join(directory, INDEX_FILE))
         else ", ".join(sorted(set(shard_of.values())))
     )
-    return config, assemble_params(fetch, config, source)
+    return config, assemble_params(fetch, config, source, host=host)
 
 
 def _shard_map(directory) -> dict:
@@ -87,8 +89,8 @@ def _open_safetensors(path):
     from safetensors import safe_open
 
     try:
-        # "flax" hands back jax arrays, which (unlike plain numpy) can hold bfloat16.
-        return safe_open(path, framework="flax")
+        # numpy, not "flax": a flax tensor is a jax array, put whole on the default device as it is read.
+        return safe_open(path, framework="numpy")
     except FileNotFoundError as exc:
         raise CheckpointError(path, "file not found (listed in the shard index)") from exc
     except Exception as exc:

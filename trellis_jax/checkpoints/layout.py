@@ -1,12 +1,14 @@
 """Checkpoint tensor names -> the model's params pytree (shared by the GGUF and safetensors loaders).
 
-Contract: `assemble_params(fetch, config, source, display_name)` asks `fetch(name)` for each tensor under
+Contract: `assemble_params(fetch, config, source, display_name, host=False)` asks `fetch(name)` for each tensor under
 its Hugging Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when
 absent; it checks every shape, transposes linear weights to [in, out], stacks layers and casts to
 config.dtype. `fetch` may instead return a linear weight kept packed (`trellis_jax.model.quantized`,
 already [in, out]): a layer's weights stay packed when every layer's is, in one format (or in K-quants, promoted to
 one: `quantized.promote`); else they are dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
 tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
+`host=True` leaves the float weights as host numpy arrays (nothing placed on a device): the tensor-parallel
+runner then slices each shard on the host and places it straight onto its own device.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ LAYER_TENSORS = {
 }
 
 
-def assemble_params(fetch: Fetch, config, source: str, display_name: Callable[[str], str] = str) -> dict:
+def assemble_params(
+    fetch: Fetch, config, source: str, display_name: Callable[[str], str] = str, host: bool = False
+) -> dict:
     from trellis_jax.model import param_shapes  # the single statement of the layout
 
     shapes = param_shapes(config)
-    reader = _TensorReader(fetch, source, display_name, jnp.dtype(config.dtype))
+    reader = _TensorReader(fetch, source, display_name, jnp.dtype(config.dtype), np.asarray if host else jnp.asarray)
     params = {
         "embed": reader.single("model.embed_tokens.weight", shapes["embed"]),
         "final_norm": reader.single("model.norm.weight", shapes["final_norm"]),
@@ -54,8 +58,9 @@ def assemble_params(fetch: Fetch, config, source: str, display_name: Callable[[s
 
 
 class _TensorReader:
-    def __init__(self, fetch, source, display_name, dtype):
+    def __init__(self, fetch, source, display_name, dtype, place):
         self.fetch, self.source, self.display_name, self.dtype = fetch, source, display_name, dtype
+        self.place = place  # jnp.asarray (onto the default device) or np.asarray (stays on the host)
 
     def single(self, name, shape, transpose=False):
         # kept packed: a [K, N] weight whose outputs are the tensor's rows (an embedding: its head's [H, V])
@@ -64,7 +69,7 @@ class _TensorReader:
         )
         if quantized.is_quantized(tensor):
             return quantized.to_device(tensor)
-        return jnp.asarray(np.asarray(tensor.T if transpose else tensor).astype(self.dtype, copy=False))
+        return self.place(np.asarray(tensor.T if transpose else tensor).astype(self.dtype, copy=False))
 
     def stacked(self, key, shape):
         name, transpose = LAYER_TENSORS[key]
@@ -87,7 +92,7 @@ class _TensorReader:
             out = np.empty(shape, self.dtype)
         for i, tensor in packed.items():  # formats differ between layers: dequantize (losslessly) like the rest
             out[i] = quantized.dequantize_numpy(tensor).T
-        return jnp.asarray(out)
+        return self.place(out)
 
     def checked(self, name, shape, packed_shape=None):
         tensor = self.fetch(name)

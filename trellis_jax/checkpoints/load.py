@@ -12,7 +12,12 @@ float GGUF: a quantized one is refused) and quantize its matrices (checkpoints/q
 weight_format="packed".
 `prepared_cache_dir`: a GGUF file's loaded model is kept there and mapped back on the next load
 (prepared_cache.py: what invalidates an entry, what happens to a damaged one); None: no cache (nor with
-`quantization`: the float GGUF is read afresh, so a quantized one is always refused).
+`quantization`: the float GGUF is read afresh, so a quantized one is always refused; nor with
+`tensor_parallel_size` > 1: the cache maps weights back onto one device).
+`tensor_parallel_size` N > 1: nothing is placed whole on a device. GGUF and Hugging Face float weights come
+back as host numpy arrays (the runner slices each shard on the host and puts it on its own device); an
+orbax directory is restored with a NamedSharding over the first N devices, split per model/logical_axes.py
+(orbax_io.load_orbax).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def load_model(
     weight_format: str = "float",
     quantization: str = NO_QUANTIZATION,
     prepared_cache_dir: str | None = None,
+    tensor_parallel_size: int = 1,
 ) -> LoadedModel:
     """Load weights, config and tokenizer (see the module docstring for the arguments)."""
     if quantization != NO_QUANTIZATION:  # load float, then quantize ("float" is this function's default)
@@ -54,7 +60,7 @@ def load_model(
     if os.path.isdir(path):
         if weight_format == "packed":
             raise CheckpointError(path, "weight_format='packed' needs a GGUF file in Q8_0/Q4_0/Q4_1, not a directory")
-        loaded = _load_directory(path, dtype)
+        loaded = _load_directory(path, dtype, tensor_parallel_size)
     else:
         dtype = dtype or "float32"
         loaded = load_or_build(
@@ -62,8 +68,8 @@ def load_model(
             dtype,
             weight_format,
             require_packed,
-            prepared_cache_dir,
-            lambda: _load_gguf(path, dtype, weight_format, require_packed, quantization),
+            None if tensor_parallel_size > 1 else prepared_cache_dir,  # the cache puts whole weights on device 0
+            lambda: _load_gguf(path, dtype, weight_format, require_packed, quantization, tensor_parallel_size),
         )
     if quantization == NO_QUANTIZATION:
         return loaded
@@ -73,7 +79,12 @@ def load_model(
 
 
 def _load_gguf(
-    path: str, dtype: str, weight_format: str, require_packed: bool, quantization: str = NO_QUANTIZATION
+    path: str,
+    dtype: str,
+    weight_format: str,
+    require_packed: bool,
+    quantization: str = NO_QUANTIZATION,
+    tensor_parallel_size: int = 1,
 ) -> LoadedModel:
     from trellis_jax.checkpoints.gguf_loader import load_gguf_weights, open_gguf
     from trellis_jax.tokenizer import Tokenizer
@@ -87,22 +98,27 @@ def _load_gguf(
 
         refuse_quantized_gguf(reader, path)
     config, params = load_gguf_weights(
-        path, dtype, reader=reader, weight_format=weight_format, require_packed=require_packed
+        path,
+        dtype,
+        reader=reader,
+        weight_format=weight_format,
+        require_packed=require_packed,
+        host=tensor_parallel_size > 1,
     )
     return LoadedModel(config, params, Tokenizer.from_gguf(path, reader=reader), os.path.abspath(path))
 
 
-def _load_directory(path: str, dtype: str | None) -> LoadedModel:
+def _load_directory(path: str, dtype: str | None, tensor_parallel_size: int = 1) -> LoadedModel:
     from trellis_jax.checkpoints.hf_loader import load_hf_weights
     from trellis_jax.checkpoints.orbax_io import is_orbax_dir, load_orbax
 
     if is_orbax_dir(path):
-        return load_orbax(path, dtype)
+        return load_orbax(path, dtype, tensor_parallel_size=tensor_parallel_size)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise CheckpointError(
             path, "not a model directory: no config.json (Hugging Face) and no trellis_model.json (orbax checkpoint)"
         )
-    config, params = load_hf_weights(path, dtype or "float32")
+    config, params = load_hf_weights(path, dtype or "float32", host=tensor_parallel_size > 1)
     tokenizer = None
     if os.path.isfile(os.path.join(path, HF_TOKENIZER_FILE)):
         from trellis_jax.tokenizer import Tokenizer

@@ -6,7 +6,11 @@ Layout of a saved directory:
   tokenizer/           tokenizer.json + tokenizer_config.json (+ generation_config.json), readable by
                        Tokenizer.from_hf_dir; absent for weights-only models
 Restore builds the target tree from the config (shapes, dtypes, this process's first device), so a
-checkpoint written on CPU restores on GPU. Errors are CheckpointError naming the directory.
+checkpoint written on CPU restores on GPU. With tensor_parallel_size N > 1 the target is a NamedSharding
+over the first N devices (mesh axis "tp", split per model/logical_axes.py): orbax reads each device's slice
+straight onto it, no device gets a whole split weight. Where N does not divide the KV heads or the MLP width
+the runner pads the weights first, so the restore goes to host numpy instead and the runner splits there.
+Errors are CheckpointError naming the directory.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ def save_orbax(model: LoadedModel, directory, *, overwrite: bool = False) -> str
     return directory
 
 
-def load_orbax(directory, dtype: str | None = None) -> LoadedModel:
-    """Restore a directory written by `save_orbax`; `dtype` casts if it differs from the saved one."""
+def load_orbax(directory, dtype: str | None = None, *, tensor_parallel_size: int = 1) -> LoadedModel:
+    """Restore a directory written by `save_orbax`; `dtype` casts if it differs from the saved one;
+    `tensor_parallel_size` > 1: split onto the first N devices, or host numpy (see the module docstring)."""
     import orbax.checkpoint as ocp
 
     from trellis_jax.model import param_shapes
@@ -62,14 +67,20 @@ def load_orbax(directory, dtype: str | None = None) -> LoadedModel:
     if meta.get("format") != FORMAT:
         raise CheckpointError(directory, f"unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     config = _config_from_dict(meta["config"], os.path.join(directory, MARKER))
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-        lambda shape: jax.ShapeDtypeStruct(shape, config.dtype, sharding=sharding),
-        param_shapes(config),
-        is_leaf=lambda x: isinstance(x, tuple),
-    )
+    shapes = param_shapes(config)
+    sharding_of = _restore_shardings(config, shapes, tensor_parallel_size)
+    path = os.path.join(os.path.abspath(directory), "params")
     try:
-        params = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "params"), target)
+        if sharding_of is None:  # host numpy: the runner pads, then splits
+            params = _restore_numpy(ocp, path, config, shapes)
+        else:
+            target = jax.tree.map(
+                lambda shape, sharding: jax.ShapeDtypeStruct(shape, config.dtype, sharding=sharding),
+                shapes,
+                sharding_of,
+                is_leaf=lambda x: isinstance(x, tuple),
+            )
+            params = ocp.StandardCheckpointer().restore(path, target)
     except Exception as exc:
         raise CheckpointError(os.path.join(directory, "params"), f"cannot restore params: {exc}") from exc
     if dtype is not None and dtype != config.dtype:
@@ -82,6 +93,40 @@ def load_orbax(directory, dtype: str | None = None) -> LoadedModel:
 
         tokenizer = Tokenizer.from_hf_dir(tokenizer_dir)
     return LoadedModel(config, params, tokenizer, os.path.abspath(directory))
+
+
+def _restore_shardings(config, shapes, size: int):
+    """Each leaf's sharding: one device (size 1), split on "tp" per the rules (size N), None: host numpy."""
+    if size <= 1:
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.tree.map(lambda _: one, shapes, is_leaf=lambda x: isinstance(x, tuple))
+    if config.num_kv_heads % size or config.intermediate_size % size or size > len(jax.devices()):
+        return None  # padded first (runner/tensor_parallel.py); a bad size is the runner's clear error
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from trellis_jax.model.logical_axes import PARAM_AXES, TP, mesh_axes
+
+    mesh = Mesh(jax.devices()[:size], (TP,))  # the same devices, in order, as TensorParallel.create's mesh
+
+    def sharding(path, _shape):
+        axes = PARAM_AXES
+        for key in path:
+            axes = axes[key.key]
+        return NamedSharding(mesh, PartitionSpec(*mesh_axes(axes)))
+
+    return jax.tree_util.tree_map_with_path(sharding, shapes, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _restore_numpy(ocp, path, config, shapes) -> dict:
+    """The params as host numpy arrays (orbax's restore_type), never placed on a device."""
+    import numpy as np
+
+    args = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray, dtype=config.dtype),
+        shapes,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+    return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
 
 
 def _config_to_dict(config) -> dict:

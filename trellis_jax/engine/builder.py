@@ -104,6 +104,7 @@ def load_for(config: EngineConfig):
         weight_format=weight_format,
         quantization=config.quantization,
         prepared_cache_dir=config.prepared_cache_dir,
+        tensor_parallel_size=config.tensor_parallel_size,  # each shard straight onto its device
     )
 
 

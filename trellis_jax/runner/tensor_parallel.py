@@ -14,6 +14,9 @@ The split follows model/logical_axes.py (PARAM_AXES, KV_AXES, RULES): no second 
 slice is moved to its device first and then prepared there by the matmul op (`prepare`), so fused and packed
 layouts are per shard (w_qkv is [q_s|k_s|v_s]) and no device ever holds another's shard or a full copy
 of a split weight. Replicated weights (embedding, norms, LM head) are one copy per device.
+Where the weights come from (checkpoints.load_model with tensor_parallel_size): host numpy leaves are
+sliced on the host (numpy views, no copy) and each slice is put on its own device; a leaf already split
+over this mesh (an orbax restore with NamedSharding) gives each device the shard it already holds.
 Padding: where size does not divide the KV heads, whole dummy KV groups (a KV head and its query heads) are
 appended with zero wq/wk/wv columns and zero wo rows; their queries, keys and values are zero, so their
 attention output is zero and wo adds nothing: the math is exactly the unpadded model's. The MLP width is
@@ -94,7 +97,7 @@ class TensorParallel:
         params = pad_params(params, self.source_config, self.config)
         shards = []
         for index, device in self.local_devices():
-            local = jax.device_put(split_params(params, index, self.size), device)
+            local = jax.device_put(split_params(params, index, self.size, device), device)
             shards.append(prepare(local, self.local_config))
         del params
         return jax.tree.map(self._stack, *shards)
@@ -201,22 +204,45 @@ def pad_params(params: dict, config, padded) -> dict:
 
     def pad(path, leaf):
         widths = [(0, after[name] - before[name]) if name in before else (0, 0) for name in _axes(path)]
-        return jnp.pad(leaf, widths) if any(w for _, w in widths) else leaf
+        if not any(w for _, w in widths):
+            return leaf
+        return np.pad(leaf, widths) if isinstance(leaf, np.ndarray) else jnp.pad(leaf, widths)  # host stays host
 
     return jax.tree_util.tree_map_with_path(pad, params)
 
 
-def split_params(params: dict, index: int, size: int) -> dict:
-    """Shard `index` of `size`: each leaf sliced along the axis the rules map to "tp" (others whole)."""
+def split_params(params: dict, index: int, size: int, device=None) -> dict:
+    """Shard `index` of `size`: each leaf sliced along the axis the rules map to "tp" (others whole).
+
+    A numpy leaf is sliced on the host (a view); a leaf spread over several devices (restored with a
+    NamedSharding) gives `device`'s own shard, which must be exactly that slice; one on a single device is
+    sliced there."""
 
     def split(path, leaf):
         if quantized.is_quantized(leaf):
             raise ValueError("tensor parallelism needs float weights: load a quantized GGUF with weight_format='float'")
         axes = mesh_axes(_axes(path))
-        if TP not in axes:
+        axis = axes.index(TP) if TP in axes else None
+        width = None if axis is None else leaf.shape[axis] // size
+        if isinstance(leaf, jax.Array) and device is not None and len(leaf.sharding.device_set) > 1:
+            return _own_shard(leaf, device, axis, width, index)
+        if axis is None:
             return leaf
-        axis = axes.index(TP)
-        width = leaf.shape[axis] // size
+        if isinstance(leaf, np.ndarray):
+            return leaf[(slice(None),) * axis + (slice(index * width, (index + 1) * width),)]
         return jax.lax.slice_in_dim(leaf, index * width, (index + 1) * width, axis=axis)
 
     return jax.tree_util.tree_map_with_path(split, params, is_leaf=quantized.is_quantized)
+
+
+def _own_shard(leaf: jax.Array, device, axis, width, index) -> jax.Array:
+    """The block of `leaf` that `device` holds, checked to be shard `index` (or the whole, unsplit)."""
+    for shard in leaf.addressable_shards:
+        if shard.device == device:
+            start = 0 if axis is None else index * width
+            expected = leaf.shape if axis is None else leaf.shape[:axis] + (width,) + leaf.shape[axis + 1 :]
+            found = 0 if axis is None else (shard.index[axis].start or 0)
+            if shard.data.shape != expected or found != start:
+                raise ValueError(f"a weight is split as {leaf.sharding}, not as the rules split it over this mesh")
+            return shard.data
+    raise ValueError(f"a weight is placed on {leaf.sharding.device_set}, which does not hold {device}")
