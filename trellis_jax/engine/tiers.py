@@ -46,6 +46,19 @@ class TierMover:
         """Warm restart: the store's pages become demoted tree paths (namespaces kept); returns the pages."""
         return self.reloader.cache.rebuild_demoted(self.store.entries())
 
+    def persist(self) -> int:
+        """Clean stop: demote every unlocked device page of the tree (eviction with tiers on), put those the
+        store does not hold yet, then flush and close the store (a TieredPageStore writes its host pages to
+        disk), so a restart on the same store rebuilds them. Returns the pages put. Call once, with no step
+        in flight that still writes those pages (the runner's copy is queued after any dispatched step)."""
+        cache = self.reloader.cache
+        cache.evict(cache.num_evictable_pages)
+        before = self.counters.demoted_pages
+        self.after_dispatch(self.before_step(self.reloader.take_moves()))
+        self.store.flush()
+        self.store.close()
+        return self.counters.demoted_pages - before
+
     def before_step(self, moves: PageMoves | None):
         """Queue this step's saves and loads on the runner; returns what `after_dispatch` takes."""
         if moves is None or moves.is_empty:
