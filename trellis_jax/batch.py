@@ -221,15 +221,18 @@ def main(argv=None) -> int:
 
     config = engine_config(args)
     engine, tokenizer = build_engine(config)
-    run_batch(
-        engine,
-        tokenizer,
-        args.input,
-        args.output,
-        default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
-        max_line_bytes=args.max_line_bytes,
-        progress=not args.no_progress,
-    )
+    try:
+        run_batch(
+            engine,
+            tokenizer,
+            args.input,
+            args.output,
+            default_sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
+            max_line_bytes=args.max_line_bytes,
+            progress=not args.no_progress,
+        )
+    finally:
+        engine.close()  # a --kv-cache-dir keeps the job's cached prefixes for the next run
     return 0
 
 

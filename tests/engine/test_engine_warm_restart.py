@@ -8,9 +8,12 @@ comes from a page that does not hold the KV its key names."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from trellis_jax.engine.api import EngineConfig, SamplingParams
+from trellis_jax.engine.async_engine import AsyncEngine
 from trellis_jax.engine.builder import build_engine, make_runner
 from trellis_jax.kvstore import HostPageStore, TieredPageStore
 from trellis_testing.drive import run_all
@@ -81,5 +84,26 @@ def test_close_twice_is_harmless_and_refuses_new_requests(loaded, runner, tmp_pa
     engine, _ = build_engine(config(kv_cache_dir=str(tmp_path)), loaded, runner)
     engine.close()
     engine.close()
+    with pytest.raises(ValueError, match="closed"):
+        engine.add_request("late", SYSTEM, GREEDY)
+
+
+def test_async_engine_shutdown_persists_for_the_next_start(loaded, runner, tmp_path):
+    first, tokenizer = build_engine(config(kv_cache_dir=str(tmp_path)), loaded, runner)
+    served = AsyncEngine(first, tokenizer)
+
+    async def one():
+        return [d async for d in served.generate(SYSTEM + [200, 201, 202], GREEDY, request_id="a")]
+
+    asyncio.run(one())
+    served.shutdown()
+    second, _ = build_engine(config(kv_cache_dir=str(tmp_path)), loaded, runner)
+    assert second.tier_stats()["demoted_pages_in_tree"] >= len(SYSTEM) // 16
+    second.close()
+
+
+def test_async_engine_never_started_still_closes_its_engine(loaded, runner, tmp_path):
+    engine, tokenizer = build_engine(config(kv_cache_dir=str(tmp_path)), loaded, runner)
+    AsyncEngine(engine, tokenizer).shutdown()
     with pytest.raises(ValueError, match="closed"):
         engine.add_request("late", SYSTEM, GREEDY)
