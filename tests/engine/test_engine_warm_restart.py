@@ -16,6 +16,7 @@ from trellis_jax.engine.api import EngineConfig, SamplingParams
 from trellis_jax.engine.async_engine import AsyncEngine
 from trellis_jax.engine.builder import build_engine, make_runner
 from trellis_jax.kvstore import HostPageStore, TieredPageStore
+from trellis_jax.serve.tier_metrics import tier_metrics
 from trellis_testing.drive import run_all
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
@@ -77,6 +78,21 @@ def test_restart_after_a_clean_stop_hits_and_matches_cold(loaded, runner, tmp_pa
     output = ask(second, "b", 1)
     assert output.num_cached_tokens >= len(SYSTEM)
     assert output.token_ids == expected.token_ids
+    second.close()
+
+
+def test_reloads_are_counted_per_tier_in_stats_and_metrics(loaded, runner, tmp_path):
+    first, _ = build_engine(config(kv_cache_dir=str(tmp_path)), loaded, runner)
+    ask(first, "a", 0)
+    first.close()
+    second, _ = build_engine(config(kv_cache_dir=str(tmp_path)), loaded, runner)
+    second.tiers.cost.prefill_tokens_per_s = 1.0
+    ask(second, "b", 1)  # after a restart host RAM is empty: every page comes from disk
+    stats = second.tier_stats()
+    assert stats["counters"].hit_tokens == {"disk": len(SYSTEM)}
+    families = {f.name: f for f in tier_metrics(stats)}
+    samples = {s.labels["tier"]: s.value for s in families["trellis_kv_tier_hit_tokens"].samples}
+    assert samples == {"disk": float(len(SYSTEM))}
     second.close()
 
 
