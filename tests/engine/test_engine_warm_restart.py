@@ -12,29 +12,12 @@ import asyncio
 
 import pytest
 
-from trellis_jax.engine.api import EngineConfig, SamplingParams
 from trellis_jax.engine.async_engine import AsyncEngine
 from trellis_jax.engine.builder import build_engine, make_runner
 from trellis_jax.kvstore import HostPageStore, TieredPageStore
 from trellis_jax.serve.tier_metrics import tier_metrics
-from trellis_testing.drive import run_all
-
-GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
-SYSTEM = [(5 * j) % 240 + 7 for j in range(64)]  # 4 whole pages of a shared system prompt
-
-
-def config(**tiers) -> EngineConfig:
-    return EngineConfig(
-        num_pages=24,
-        page_size=16,
-        max_num_seqs=2,
-        max_num_batched_tokens=64,
-        token_buckets=(8, 64),
-        seq_buckets=(2,),
-        max_model_len=256,
-        deterministic=True,
-        **tiers,
-    )
+from trellis_testing.kv_restart import GREEDY, SYSTEM, ask
+from trellis_testing.kv_restart import restart_config as config
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +28,6 @@ def loaded(tiny_model):
 @pytest.fixture(scope="module")
 def runner(loaded):
     return make_runner(config(), loaded)
-
-
-def ask(engine, request_id: str, question: int):
-    engine.add_request(request_id, SYSTEM + [200 + question, 201, 202], GREEDY)
-    return run_all(engine)[request_id].outputs[0]
 
 
 def test_host_bytes_alone_builds_a_host_store(loaded, runner):
