@@ -163,9 +163,19 @@ class AsyncEngine:
                 idle_checked = True
                 if self.check_integrity_when_idle:
                     self.engine.scheduler.check_integrity()
+                self._checkpoint()
         self._fail_all(EngineShutDown("the engine shut down"))
         self._fail_queued_flushes()
         self._close_engine()
+
+    def _checkpoint(self) -> None:
+        checkpoint = getattr(self.engine, "checkpoint", None)  # test doubles may have none
+        if checkpoint is None:
+            return
+        try:
+            checkpoint()
+        except Exception:  # a failing store costs the next start its warm cache, never the server
+            logger.exception("checkpointing the cached prefixes into the page store failed")
 
     def _close_engine(self) -> None:
         close = getattr(self.engine, "close", None)  # test doubles may have none

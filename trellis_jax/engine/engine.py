@@ -303,6 +303,11 @@ class Engine:
         if self.tiers is not None:
             self.tiers.persist()
 
+    def checkpoint(self) -> int:
+        """Between steps: copy the cached prefixes a disk-backed page store lacks into it (TierMover.checkpoint),
+        so a crash after this loses only newer ones; returns the pages copied (0 without such a store)."""
+        return 0 if self.tiers is None or self._closed else self.tiers.checkpoint()
+
     def tier_stats(self) -> dict | None:
         """The lower tiers' counters and rates (TierMover.stats), None without a page store."""
         return None if self.tiers is None else self.tiers.stats()

@@ -79,6 +79,7 @@ class TierCounters:
     missing_pages: int = 0  # pages the store no longer held (or refused as damaged) when reloaded
     store_refused_pages: int = 0  # pages the store would not take (put returned False)
     resaved_pages_skipped: int = 0  # demoted pages not copied again: the store already held their key
+    checkpointed_pages: int = 0  # device pages copied to the store while they stay on the device
 
     def add(self, table: dict[str, int], tier: str, amount: int) -> None:
         table[tier] = table.get(tier, 0) + amount
