@@ -246,6 +246,7 @@ def main(argv=None) -> int:
         print(f"trellis-batch: the job stopped: {type(error).__name__}: {error}", file=sys.stderr)
         return 1  # results so far are in the output: a rerun resumes there
     finally:
+        engine.close()  # a --kv-cache-dir keeps the job's cached prefixes for the next run
         if job is not None:
             job.close()
     return 0

@@ -71,3 +71,9 @@ def test_short_secret_is_refused(monkeypatch, capsys):
 
 def test_job_flags_without_num_processes_are_refused_not_ignored(capsys):
     assert "only apply with --num-processes > 1" in usage_error(serve_args, ["--process-id", "0"], capsys)
+
+
+@pytest.mark.parametrize("tier_flag", [["--kv-host-bytes", "1GiB"], ["--kv-cache-dir", "/tmp/kv"]])
+def test_kv_tiers_are_refused_in_a_multi_process_job(secret, capsys, tier_flag):
+    error = usage_error(serve_args, [*JOB, "--process-id", "0", *tier_flag], capsys)
+    assert "do not work with --num-processes 2" in error

@@ -186,3 +186,17 @@ def test_pages_written_back_through_reused_buffers_stay_whole(tmp_path):
     assert store.stats()["writeback_dropped"] == 0
     for entry in pages[:-1]:
         np.testing.assert_array_equal(store.disk.get(entry.key), page_for(entry))
+
+
+def test_tier_of_names_the_tier_a_get_would_read(tmp_path):
+    a, b, c, d = chain(4)
+    disk = GatedDisk(tmp_path, FINGERPRINT, 64 * MB)
+    store = TieredPageStore(HostPageStore(2 * PAGE_BYTES), disk)
+    put_all(store, [a, b, c])  # a evicted from host, queued while the disk is shut: still in RAM
+    assert [store.tier_of(e.key) for e in (a, b, c, d)] == ["host", "host", "host", None]
+    disk.gate.set()
+    store.flush()
+    assert store.tier_of(a.key) == "disk"
+    store.get(a.key)  # promoted back into host
+    assert store.tier_of(a.key) == "host"
+    store.close()

@@ -133,6 +133,25 @@ def demote_tail(cache, leaf: TreeNode, take: int) -> None:
         cache._policy.add_candidate(upper)
 
 
+def unsaved_pages(cache, holds: Callable[[bytes], bool]) -> list[Demotion]:
+    """Copies of device pages to checkpoint: every whole page of the tree's device nodes (a padded tail page
+    and those after it excluded, as for demotion) whose key ``holds`` is False, parents first. Nothing
+    changes in the tree: the pages stay on the device."""
+    state, ps, out = cache._tiers, cache.page_size, []
+    for node in iter_nodes(cache._root):
+        if node.tier is not None or not node.pages or not cache._policy.should_demote(node):
+            continue
+        keys, namespace, parent = node_keys(cache, node), key_namespace(cache, node.owner), parent_key(cache, node)
+        for i, (page, key) in enumerate(zip(node.pages, keys)):
+            tokens = node.key[i * ps : (i + 1) * ps]
+            if min(tokens) < 0:
+                break
+            if not holds(key):
+                out.append(Demotion(page, key, parent, tokens, namespace, state.tier))
+            parent = key
+    return out
+
+
 def take_demotions(cache) -> list[Demotion]:
     """The Demotions since the last call (in eviction order); clears the outbox and the reloaded-page set."""
     state = cache._tiers
@@ -354,6 +373,13 @@ class TierMethods:
         """Pages demoted since the last call: the caller copies each page's KV to the store before any step
         writes the page again (its id is free now). Also ends the "reloaded this step" marks (tiers.py)."""
         return take_demotions(self)
+
+    def unsaved_pages(self, holds: Callable[[bytes], bool]) -> list[Demotion]:
+        """Device pages to copy to the store now (a checkpoint; tiers.unsaved_pages): the tree's whole device
+        pages whose key ``holds`` is False, parents first. Read only; nothing locked needed (between steps)."""
+        if self._tiers is None:
+            raise ValueError("enable_tiers first: a checkpoint copies pages to the tiers' store")
+        return unsaved_pages(self, holds)
 
     def demotion_pending(self, key: bytes) -> bool:
         """Whether a demoted page's KV is still on its way to the store (not taken yet)."""

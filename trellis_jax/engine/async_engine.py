@@ -129,11 +129,16 @@ class AsyncEngine:
         return await asyncio.wrap_future(done)
 
     def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Stop the engine thread; the engine is then closed (Engine.close: the page store keeps the cached
+        prefixes), on the engine thread, or here if it never started."""
         with self._lock:
             self._stopped = True
+            thread = self._thread
         self._commands.put(("stop",))
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if thread is not None:
+            thread.join(timeout)
+        else:
+            self._close_engine()
 
     @property
     def is_running(self) -> bool:
@@ -141,7 +146,7 @@ class AsyncEngine:
 
     def _ensure_thread(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None and not self._stopped:  # after shutdown, shutdown closes the engine
                 self._thread = threading.Thread(target=self._loop, name="trellis-engine", daemon=True)
                 self._thread.start()
 
@@ -158,8 +163,28 @@ class AsyncEngine:
                 idle_checked = True
                 if self.check_integrity_when_idle:
                     self.engine.scheduler.check_integrity()
+                self._checkpoint()
         self._fail_all(EngineShutDown("the engine shut down"))
         self._fail_queued_flushes()
+        self._close_engine()
+
+    def _checkpoint(self) -> None:
+        checkpoint = getattr(self.engine, "checkpoint", None)  # test doubles may have none
+        if checkpoint is None:
+            return
+        try:
+            checkpoint()
+        except Exception:  # a failing store costs the next start its warm cache, never the server
+            logger.exception("checkpointing the cached prefixes into the page store failed")
+
+    def _close_engine(self) -> None:
+        close = getattr(self.engine, "close", None)  # test doubles may have none
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:  # a failing store must not keep the server from stopping; the next start is cold
+            logger.exception("closing the engine (writing its cached prefixes to the page store) failed")
 
     def _apply_commands(self, block: bool) -> bool:
         """Apply queued adds/aborts; False on stop."""

@@ -116,6 +116,7 @@ class Engine:
         self._grammar = grammar
         self._grammar_rows = GrammarRows()  # scheduler id -> its grammar state, for constrained sequences
         self._kv_generation_after_last_run: int | None = None  # None: this engine has not run the runner yet
+        self._closed = False
 
     def add_request(
         self,
@@ -126,6 +127,8 @@ class Engine:
         namespace: str = "",
         priority: int = 0,
     ) -> None:
+        if self._closed:
+            raise ValueError("the engine is closed")
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
         check_field("priority", priority)
@@ -287,6 +290,23 @@ class Engine:
     def _move_pages(self):
         """This step's page saves and loads, queued on the runner before the step (engine/tiers.py)."""
         return None if self.tiers is None else self.tiers.before_step(self.scheduler.take_page_moves())
+
+    def close(self) -> None:
+        """Stop for good (server shutdown, end of a batch job): with a page store, the cached prefixes are
+        written to it and it is closed (TierMover.persist), so a restart on the same store starts warm.
+        Pages of requests still running stay locked and are not written; a step still in flight needs no
+        wait (the copy reads the KV after it on the device). Later calls do nothing; add_request is refused
+        after."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.tiers is not None:
+            self.tiers.persist()
+
+    def checkpoint(self) -> int:
+        """Between steps: copy the cached prefixes a disk-backed page store lacks into it (TierMover.checkpoint),
+        so a crash after this loses only newer ones; returns the pages copied (0 without such a store)."""
+        return 0 if self.tiers is None or self._closed else self.tiers.checkpoint()
 
     def tier_stats(self) -> dict | None:
         """The lower tiers' counters and rates (TierMover.stats), None without a page store."""

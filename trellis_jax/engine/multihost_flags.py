@@ -75,6 +75,11 @@ def multihost_problem(args: argparse.Namespace, environ) -> str | None:
             f"--tensor-parallel-size {args.tensor_parallel_size} is less than --num-processes {n}: the mesh spans "
             "every process's devices (set it to the job's global device count)"
         )
+    if getattr(args, "kv_host_bytes", None) is not None or getattr(args, "kv_cache_dir", None) is not None:
+        return (
+            f"--kv-host-bytes / --kv-cache-dir do not work with --num-processes {n} yet: their page copies run "
+            "outside the plans the followers receive, so process 0 would wait on them alone"
+        )
     port = _plan_port(args)
     if not 0 < port < 65536 or port == _host_port(args.coordinator)[1]:
         return f"--plan-port must be a free port other than the coordinator's, got {port}"

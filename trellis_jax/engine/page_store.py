@@ -3,7 +3,8 @@
 The one place where the radix cache's lower tiers meet the stores of trellis_jax/kvstore:
   --kv-host-bytes N     L2: HostPageStore(N) in RAM
   --kv-cache-dir DIR    L3: DiskPageStore(DIR, fingerprint, DISK_CAPACITY_BYTES) behind the host store
-                        (TieredPageStore: write-back to disk), the host store sized by --kv-host-bytes or
+                        (TieredPageStore, write-through: every page put is queued for disk at once, so
+                        a kill -9 loses only the queue), the host store sized by --kv-host-bytes or
                         DEFAULT_HOST_BYTES; its fingerprint covers everything that changes KV (weights,
                         tokenizer, chat template, dtypes, page size, RoPE), so another model's pages are refused
 neither               None: eviction drops pages, as without tiers.
@@ -50,7 +51,7 @@ def make_page_store(config: EngineConfig, loaded, runner):
         hash_cache_dir=config.kv_cache_dir,
     )
     disk = DiskPageStore(config.kv_cache_dir, fingerprint, DISK_CAPACITY_BYTES)
-    return TieredPageStore(host, disk)
+    return TieredPageStore(host, disk, write_through=True)  # every put queued for disk: kill -9 loses the queue
 
 
 def _weight_files(source: str) -> list[str]:

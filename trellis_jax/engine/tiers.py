@@ -10,6 +10,9 @@ waits for the copy only) and put into the store, keyed and described by their De
 schedule() the store holds every page the tree calls demoted, except those it refused (counted; the tree
 prunes those nodes now and then).
 
+Checkpoints (`checkpoint()`, when the engine is idle, for a store on disk): the tree's device pages the
+store lacks are copied to it and stay on the device, so a process killed later loses only what came after.
+
 Measurements for the reload cost model (scheduler/reload.py): the host -> device rate and the fixed cost of
 a load call once at start (Runner.page_load_rate), the prefill rate from every synchronous step of at least
 `MIN_TIMED_TOKENS` tokens (tokens / wall seconds of run(), an EMA).
@@ -29,10 +32,13 @@ PRUNE_EVERY_STEPS = 256
 
 
 class TierMover:
-    def __init__(self, scheduler: Scheduler, runner, store, *, bytes_per_page: int, measure: bool = True) -> None:
+    def __init__(
+        self, scheduler: Scheduler, runner, store, *, bytes_per_page: int, measure: bool = True, checkpoint=False
+    ) -> None:
         """Attach `store` (a kvstore PageStore) to `scheduler`; `measure`: compile the runner's page copies and
-        time the host -> device rate now."""
-        self.store, self.runner = store, runner
+        time the host -> device rate now; `checkpoint`: `checkpoint()` copies device pages (a store that
+        outlives the process: so a kill -9 loses less), else it does nothing."""
+        self.store, self.runner, self.checkpoints = store, runner, checkpoint
         self.cost = ReloadCost(bytes_per_page)
         if measure:
             if hasattr(runner, "warmup_page_io"):
@@ -45,6 +51,34 @@ class TierMover:
     def rebuild(self) -> int:
         """Warm restart: the store's pages become demoted tree paths (namespaces kept); returns the pages."""
         return self.reloader.cache.rebuild_demoted(self.store.entries())
+
+    def persist(self) -> int:
+        """Clean stop: demote every unlocked device page of the tree (eviction with tiers on), put those the
+        store does not hold yet, then flush and close the store (a TieredPageStore writes its host pages to
+        disk), so a restart on the same store rebuilds them. Returns the pages put. Call once, with no step
+        in flight that still writes those pages (the runner's copy is queued after any dispatched step)."""
+        cache = self.reloader.cache
+        cache.evict(cache.num_evictable_pages)
+        before = self.counters.demoted_pages
+        self.after_dispatch(self.before_step(self.reloader.take_moves()))
+        self.store.flush()
+        self.store.close()
+        return self.counters.demoted_pages - before
+
+    def checkpoint(self) -> int:
+        """Between steps (the engine idle): copy the tree's device pages the store does not hold yet into it,
+        leaving them on the device; returns the pages put. Nothing unless built with checkpoint=True."""
+        if not self.checkpoints:
+            return 0
+        copies = self.reloader.cache.unsaved_pages(self.store.__contains__)
+        if not copies:
+            return 0
+        put = 0
+        for copy, page in zip(copies, self.runner.save_pages([c.page_id for c in copies]).fetch()):
+            put += bool(self.store.put(PageEntry(copy.key, copy.parent, copy.tokens, copy.namespace), page))
+        self.counters.checkpointed_pages += put
+        self.counters.store_refused_pages += len(copies) - put
+        return put
 
     def before_step(self, moves: PageMoves | None):
         """Queue this step's saves and loads on the runner; returns what `after_dispatch` takes."""

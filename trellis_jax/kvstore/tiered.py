@@ -93,6 +93,16 @@ class TieredPageStore:
     def __contains__(self, key: bytes) -> bool:
         return key in self.host or key in self._pending or (self.disk is not None and key in self.disk)
 
+    def tier_of(self, key: bytes) -> str | None:
+        """The tier a `get(key)` now would read from: "host" (host RAM, or a copy queued for disk: RAM too),
+        "disk", or None. Ask before the get, which promotes a page found on disk into host."""
+        if key in self.host:
+            return "host"
+        with self._lock:
+            if key in self._pending:
+                return "host"
+        return "disk" if self.disk is not None and key in self.disk else None
+
     def entry(self, key: bytes) -> PageEntry | None:
         """What is kept beside `key`'s page, from whichever tier holds it (None when none does)."""
         with self._lock:

@@ -79,6 +79,7 @@ class TierCounters:
     missing_pages: int = 0  # pages the store no longer held (or refused as damaged) when reloaded
     store_refused_pages: int = 0  # pages the store would not take (put returned False)
     resaved_pages_skipped: int = 0  # demoted pages not copied again: the store already held their key
+    checkpointed_pages: int = 0  # device pages copied to the store while they stay on the device
 
     def add(self, table: dict[str, int], tier: str, amount: int) -> None:
         table[tier] = table.get(tier, 0) + amount
@@ -99,7 +100,9 @@ class Reloader:
     """The scheduler's side of the lower tiers: reload decisions at admission and each step's page moves.
 
     `store`: any object with the kvstore PageStore protocol's `tier`, `get(key)` and `__contains__` (the
-    scheduler never imports the stores: they are the engine's)."""
+    scheduler never imports the stores: they are the engine's). A store of several tiers may also have
+    `tier_of(key)`: reloads are then counted under the tier each page came from ("host", "disk"), not under
+    the store's one name."""
 
     def __init__(self, cache: RadixCache, store, cost: ReloadCost) -> None:
         if not cache.enabled:
@@ -118,7 +121,7 @@ class Reloader:
         if not self.cost.should_reload(run.tiers, run.num_tokens):
             self.counters.refused_pages += run.num_pages
             return handle, []
-        pages, lost = self._read(run)
+        pages, tiers, lost = self._read(run)
         if not pages and not lost:
             return handle, []  # its first page is still on its way to the store: recompute
         try:
@@ -128,28 +131,33 @@ class Reloader:
         end = self.cache.reload(run, page_ids, drop_rest=lost)
         self.cache.lock(end)
         self.cache.unlock(handle)
-        for page_id, page, tier in zip(page_ids, pages, run.tiers):
+        for page_id, page, tier in zip(page_ids, pages, tiers):
             self._loads[page_id] = page
             self.counters.add(self.counters.reloaded_pages, tier, 1)
             self.counters.add(self.counters.reloaded_bytes, tier, self.cost.bytes_per_page)
             self.counters.add(self.counters.hit_tokens, tier, self.cache.page_size)
         return end, page_ids
 
-    def _read(self, run: LowerRun) -> tuple[list[object], bool]:
-        """The run's pages from the store up to the first one missing; True if that one is lost (not merely
-        still on its way: a demotion not yet saved)."""
-        pages, lost, start = [], False, time.perf_counter()
-        for key in run.keys:
+    def _read(self, run: LowerRun) -> tuple[list[object], list[str], bool]:
+        """The run's pages from the store up to the first one missing, the tier each came from (a store of
+        several tiers says which: `tier_of`), and True if the missing one is lost (not merely still on its
+        way: a demotion not yet saved)."""
+        pages, tiers, lost, start = [], [], False, time.perf_counter()
+        tier_of = getattr(self.store, "tier_of", None)
+        for key, tier in zip(run.keys, run.tiers):
+            if tier_of is not None:
+                tier = tier_of(key) or tier
             page = self.store.get(key)
             if page is None:
                 lost = not self.cache.demotion_pending(key)
                 self.counters.missing_pages += lost
                 break
             pages.append(page)
-        if pages:
+            tiers.append(tier)
+        if pages:  # the cost model prices a run by the tree's tier names (run.tiers): its rate goes there
             tier = run.tiers[0]
             self.cost.observe_read(tier, len(pages) * self.cost.bytes_per_page, time.perf_counter() - start)
-        return pages, lost
+        return pages, tiers, lost
 
     def take_moves(self) -> PageMoves:
         """This step's saves and loads (each once); call after schedule(), before the step runs."""

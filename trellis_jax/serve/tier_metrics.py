@@ -4,6 +4,7 @@
 into metric families, read at scrape time like the rest of EngineCollector's (plain counter reads):
 
     trellis_kv_tier_hit_tokens_total{tier}       prompt tokens reloaded from a tier instead of recomputed
+                                                 (a tiered store's pages under "host" or "disk")
     trellis_kv_tier_reloaded_pages_total{tier}   ...and their pages, and bytes (_reloaded_bytes_total)
     trellis_kv_demoted_pages_total / _demoted_bytes_total      pages copied from the device pool to the store
     trellis_kv_reload_refusals_total{reason}     demoted pages not reloaded: "cost" (recomputing was cheaper),
