@@ -8,10 +8,13 @@ do not take is refused up front with the choices.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import pytest
+from runner_helpers import TINY
 
 from trellis_jax.engine.config import EngineConfig
+from trellis_jax.model import init_params
 from trellis_jax.runner import Runner
 from trellis_jax.step_plan import SequenceWork, StepPlan
 
@@ -44,10 +47,13 @@ def test_bfloat16_pages_hold_twice_the_tokens_for_the_same_budget(tiny_random_mo
     assert f32._kv.k.dtype == jnp.float32 and bf16._kv.k.dtype == jnp.bfloat16
 
 
-def test_bfloat16_pages_generate_like_float32_pages(tiny_random_model):
+def test_bfloat16_pages_generate_like_float32_pages():
+    # Random weights give near-flat logits; key 1's first six greedy tokens have clear margins (key 0's first
+    # token, under the Flax init's values, is a near tie that bf16 rounding flips: -1.98 against -2.00).
+    model = (TINY, init_params(TINY, jax.random.key(1), scale=0.5))
     prompt = [7, 3, 99, 42, 5, 8, 13, 21, 2]
-    f32_tokens, f32_logprobs = greedy_run(make_runner(tiny_random_model, "float32", num_pages=16), prompt, 6)
-    bf16_tokens, bf16_logprobs = greedy_run(make_runner(tiny_random_model, "bfloat16", num_pages=16), prompt, 6)
+    f32_tokens, f32_logprobs = greedy_run(make_runner(model, "float32", num_pages=16), prompt, 6)
+    bf16_tokens, bf16_logprobs = greedy_run(make_runner(model, "bfloat16", num_pages=16), prompt, 6)
     assert bf16_tokens == f32_tokens
     assert bf16_logprobs == pytest.approx(f32_logprobs, abs=0.05)
 
