@@ -20,9 +20,11 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from trellis_jax.serve.costs import Ceilings, CostModel
+from trellis_jax.serve.metric_families import counter as _counter
+from trellis_jax.serve.metric_families import gauge as _gauge
 from trellis_jax.serve.tier_metrics import tier_metrics
 
 disable_created_metrics()  # the *_created series only add noise to a scrape
@@ -98,18 +100,6 @@ class _WithLabel:
         for family in self.registry.collect():
             family.samples = [s._replace(labels={self.name: self.value, **s.labels}) for s in family.samples]
             yield family
-
-
-def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc)
-    family.add_metric([], float(value))
-    return family
-
-
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc)
-    family.add_metric([], float(value))
-    return family
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from trellis_jax.serve.metric_families import counter as _counter
+from trellis_jax.serve.metric_families import gauge as _gauge
+
 
 def tier_metrics(stats: dict | None):
     if stats is None:
@@ -59,15 +62,3 @@ def tier_metrics(stats: dict | None):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             own.add_metric([name], float(value))
     yield own
-
-
-def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc)
-    family.add_metric([], float(value))
-    return family
-
-
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc)
-    family.add_metric([], float(value))
-    return family
