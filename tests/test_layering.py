@@ -32,6 +32,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.field_ranges": {},  # each request field's range, from the wire dtypes (numpy only): engine, runner, serve
     "trellis_jax.sizes": {},  # "512MiB" -> bytes: the engine's memory options and the disk caches' caps
     "trellis_jax.disk_lru": {"trellis_jax.sizes": EAGER},  # the on-disk caches' size cap (checkpoints, runner)
+    "trellis_jax.http_server": {},  # uvicorn launch and SIGTERM handling: the server's and the router's
     "trellis_jax.cache": {},
     "trellis_jax.kvstore": {},  # the pages below the device pool: host Python + numpy, no jax
     "trellis_jax.tokenizer": {},
@@ -79,10 +80,11 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cli": EAGER,
         "trellis_jax.model": LAZY,
         "trellis_jax.router": LAZY,  # --data-parallel-size: replicas behind the router, in this process
+        "trellis_jax.http_server": EAGER,
     },
     # A separate process in front of several servers: the tokenizer (prompts keyed by the servers' token ids)
     # and the CLI helpers, nothing of the engine or the server.
-    "trellis_jax.router": {"trellis_jax.tokenizer": LAZY, "trellis_jax.cli": EAGER},
+    "trellis_jax.router": {"trellis_jax.tokenizer": LAZY, "trellis_jax.cli": EAGER, "trellis_jax.http_server": LAZY},
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
     "trellis_jax.generate": {
