@@ -30,6 +30,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.cli": {"trellis_jax.dtypes": EAGER},
     "trellis_jax.step_plan": {},  # the scheduler -> runner contract, shared by both sides
     "trellis_jax.field_ranges": {},  # each request field's range, from the wire dtypes (numpy only): engine, runner, serve
+    "trellis_jax.sizes": {},  # "512MiB" -> bytes: the engine's memory options and the disk caches' caps
+    "trellis_jax.disk_lru": {"trellis_jax.sizes": EAGER},  # the on-disk caches' size cap (checkpoints, runner)
+    "trellis_jax.http_server": {},  # uvicorn launch and SIGTERM handling: the server's and the router's
     "trellis_jax.cache": {},
     "trellis_jax.kvstore": {},  # the pages below the device pool: host Python + numpy, no jax
     "trellis_jax.tokenizer": {},
@@ -42,6 +45,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.step_plan": EAGER,
         "trellis_jax.field_ranges": EAGER,
         "trellis_jax.model": EAGER,
+        "trellis_jax.disk_lru": EAGER,
         "pallas_kernels": EAGER,
     },
     "trellis_jax.checkpoints": {
@@ -49,6 +53,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.tokenizer": EAGER,
         "trellis_jax.dtypes": EAGER,
         "trellis_jax.cli": EAGER,
+        "trellis_jax.disk_lru": EAGER,
     },
     # The device side only lazily (builder.py): the engine's API types and the server load without jax.
     "trellis_jax.engine": {
@@ -60,6 +65,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.tokenizer": EAGER,
         "trellis_jax.dtypes": EAGER,
         "trellis_jax.cli": EAGER,
+        "trellis_jax.sizes": EAGER,
         "trellis_jax.runner": LAZY,
         "trellis_jax.checkpoints": LAZY,
         "trellis_jax.model": LAZY,
@@ -74,10 +80,11 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cli": EAGER,
         "trellis_jax.model": LAZY,
         "trellis_jax.router": LAZY,  # --data-parallel-size: replicas behind the router, in this process
+        "trellis_jax.http_server": EAGER,
     },
     # A separate process in front of several servers: the tokenizer (prompts keyed by the servers' token ids)
     # and the CLI helpers, nothing of the engine or the server.
-    "trellis_jax.router": {"trellis_jax.tokenizer": LAZY, "trellis_jax.cli": EAGER},
+    "trellis_jax.router": {"trellis_jax.tokenizer": LAZY, "trellis_jax.cli": EAGER, "trellis_jax.http_server": LAZY},
     "trellis_jax.llm": {"trellis_jax.engine": EAGER},
     "trellis_jax.batch": {"trellis_jax.engine": EAGER, "trellis_jax.dtypes": EAGER, "trellis_jax.cli": EAGER},
     "trellis_jax.generate": {
@@ -99,7 +106,13 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cli": EAGER,
     },
 }
-STDLIB_ONLY = ("trellis_jax.step_plan", "trellis_jax.cache", "trellis_jax.scheduler")  # no jax, no numpy
+STDLIB_ONLY = (
+    "trellis_jax.step_plan",
+    "trellis_jax.cache",
+    "trellis_jax.scheduler",
+    "trellis_jax.disk_lru",
+    "trellis_jax.sizes",
+)  # no jax, no numpy
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,8 @@ def run_worker(args) -> int:
     """A server over the fake engine (`bench_router.py worker --port P --pages N`), until SIGTERM."""
     sys.path[:0] = [ROOT]
     from trellis_jax.engine.api import AsyncEngine
+    from trellis_jax.http_server import bind_socket, serve
     from trellis_jax.serve.app import ServerSettings, create_app
-    from trellis_jax.serve.server import bind_socket, serve
     from trellis_testing.fakes import make_fake_engine
 
     engine, runner, _cache, tokenizer = make_fake_engine(

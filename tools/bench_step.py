@@ -95,18 +95,23 @@ def run_plans(runner: Runner, plans) -> None:
         runner.run(plan)
 
 
-def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False) -> Runner:
-    """A Runner with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
+def plan_runner_options(args) -> dict:
+    """Runner options with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
     steps = args.repeats + 1
     decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
-    num_pages = 2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages
     decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
+    return {
+        "page_size": args.page_size,
+        "num_pages": 2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages,
+        "token_buckets": sorted(decode_buckets | {args.prefill_tokens}),
+        "seq_buckets": sorted(decode_buckets),
+    }
+
+
+def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False) -> Runner:
     return Runner(
         model,
-        page_size=args.page_size,
-        num_pages=num_pages,
-        token_buckets=sorted(decode_buckets | {args.prefill_tokens}),
-        seq_buckets=sorted(decode_buckets),
+        **plan_runner_options(args),
         attn_impl=args.attn_impl,
         kv_dtype=kv_dtype or args.kv_dtype,
         batch_invariant=batch_invariant,
@@ -409,8 +414,8 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """The model, the plans `alternate` times (their sizes and repeats) and --json: every step bench's flags."""
     parser.add_argument("--model", default=None, help="checkpoint spec (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--page-size", type=int, default=16)
@@ -418,6 +423,20 @@ def parse_args(argv=None):
     parser.add_argument("--prefill-tokens", type=int, default=1024)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the results here")
+
+
+def report(results: dict, text: str, json_path: str | None) -> None:
+    """Print the table; write the results as JSON too when asked."""
+    print(text)
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(results, out, indent=2)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_plan_flags(parser)
     parser.add_argument("--attn-impl", default=None)
     parser.add_argument("--kv-dtype", default=None, help="KV page dtype (default: the model's)")
     parser.add_argument(
@@ -450,7 +469,6 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: the float model vs its matrices quantized at load (int8, int4), alternating step by step",
     )
-    parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
 
@@ -471,13 +489,10 @@ def main(argv=None) -> None:
     )
     if comparison:
         results = comparison(args)
-        print(compare_markdown(results))
+        report(results, compare_markdown(results), args.json)
     else:
         results = bench(args)
-        print(markdown(results))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
+        report(results, markdown(results), args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ visible device count. On a multi-GPU machine: `python tools/bench_tp.py --dtype 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -24,7 +23,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_step import MIN_TOKEN_BUCKET, alternate, pages_for  # noqa: E402
+from bench_step import add_plan_flags, alternate, plan_runner_options, report  # noqa: E402
 
 from trellis_jax.checkpoints import load_model  # noqa: E402
 from trellis_jax.runner import Runner  # noqa: E402
@@ -39,17 +38,7 @@ def default_sizes() -> list[int]:
 
 def make_runner(loaded, args, size: int) -> Runner:
     """A Runner at tensor-parallel `size` with pages and buckets for exactly the bench's plans."""
-    steps = args.repeats + 1
-    decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
-    decode_buckets = {max(MIN_TOKEN_BUCKET, batch) for batch in args.batches}
-    runner = Runner(
-        loaded,
-        page_size=args.page_size,
-        num_pages=2 + pages_for(args.prefill_tokens, args.page_size) + decode_pages,
-        token_buckets=sorted(decode_buckets | {args.prefill_tokens}),
-        seq_buckets=sorted(decode_buckets),
-        tensor_parallel_size=size,
-    )
+    runner = Runner(loaded, **plan_runner_options(args), tensor_parallel_size=size)
     runner.warmup(progress=False)
     return runner
 
@@ -102,14 +91,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--sizes", default=None, help="comma-separated TP sizes (default: 1, 2, 4, ... up to the devices)"
     )
-    parser.add_argument("--model", default=None, help="checkpoint spec (default: SmolLM2-135M-Instruct)")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--page-size", type=int, default=16)
-    parser.add_argument("--context", type=int, default=1024, help="context of every decoding sequence")
-    parser.add_argument("--prefill-tokens", type=int, default=1024)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", default=None, help="also write the results here")
+    add_plan_flags(parser)
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
     return args
@@ -118,10 +100,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     results = bench(args)
-    print(markdown(results))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
+    report(results, markdown(results), args.json)
 
 
 if __name__ == "__main__":

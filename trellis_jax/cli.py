@@ -70,7 +70,8 @@ def add_model_flags(
         "--prepared-cache-dir",
         default=default_prepared_cache_dir(),
         help="keep a GGUF model's loaded weights, config and tokenizer here, so the next start maps them "
-        "instead of parsing and converting the file (default: %(default)s; env TRELLIS_PREPARED_CACHE_DIR)",
+        "instead of parsing and converting the file; past env TRELLIS_PREPARED_CACHE_MAX_BYTES (64GiB) the "
+        "least recently used entries are deleted (default: %(default)s; env TRELLIS_PREPARED_CACHE_DIR)",
     )
     parser.add_argument(
         "--no-prepared-cache",
@@ -103,7 +104,9 @@ def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile-cache-dir",
         default=default_compile_cache_dir(),
-        help="keep compiled step programs here so the next start skips compiling (default: %(default)s)",
+        help="keep compiled step programs here so the next start skips compiling; past env "
+        "TRELLIS_EXECUTABLE_CACHE_MAX_BYTES (8GiB) the least recently used code versions' programs are deleted "
+        "(default: %(default)s)",
     )
     parser.add_argument("--no-compile-cache", action="store_true", help="compile from scratch, keep nothing")
 

@@ -15,8 +15,8 @@ sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]  # serve_harness, 
 
 from serve_harness import engine_idle, fake_engine  # noqa: E402
 
+from trellis_jax.http_server import bind_socket, serve, url_of  # noqa: E402
 from trellis_jax.serve.app import ServerSettings, create_app  # noqa: E402
-from trellis_jax.serve.server import bind_socket, serve, url_of  # noqa: E402
 
 
 def main() -> int:

@@ -13,8 +13,8 @@ import time
 import httpx
 
 from trellis_jax.engine.api import AsyncEngine
+from trellis_jax.http_server import bind_socket, make_server, url_of
 from trellis_jax.serve.app import ServerSettings, create_app
-from trellis_jax.serve.server import bind_socket, make_server, url_of
 from trellis_testing.fakes import make_fake_engine
 
 

@@ -2,11 +2,14 @@
 kept on disk, so a warm start maps it instead of parsing the file and converting every tensor again.
 
 Contract:
-  load_or_build(path, dtype, weight_format, require_packed, directory, build) -> LoadedModel
+  load_or_build(path, dtype, weight_format, require_packed, directory, build, max_bytes=None) -> LoadedModel
       directory None: `build()` alone. Else the entry for `entry_key(...)` under `directory` when it reads
       back whole (prepared_store.read_entry); a missing entry is built with `build()` and stored; a damaged
       one (truncated, garbled, foreign) is deleted with one warning line, rebuilt and stored afresh. A
       failure to store (disk full, read-only directory) costs only the next start's speed: one warning.
+      Size cap (disk_lru.py): after a store, the entries used longest ago (read or written) are deleted until
+      the directory holds at most `max_bytes`; None: $TRELLIS_PREPARED_CACHE_MAX_BYTES ("64GiB" style), else
+      DEFAULT_MAX_BYTES. The entry just stored and entries another process is reading are never deleted.
   entry_key(path, dtype, weight_format, require_packed) -> hex str   what an entry is valid for:
       the file: its size, its mtime_ns and the SHA-256 of its first and last 16 MiB. GGUF puts every piece
       of metadata and the whole tensor table (names, types, shapes, offsets) in the head, so a different
@@ -35,6 +38,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+from trellis_jax import disk_lru
 from trellis_jax.checkpoints.loaded import LoadedModel
 from trellis_jax.checkpoints.prepared_store import FORMAT, DamagedEntry, read_entry, write_entry
 
@@ -55,6 +59,8 @@ PRODUCERS = (
     "trellis_jax.tokenizer.pretokenizers",
 )
 PACKAGES = ("gguf", "tokenizers", "numpy")
+DEFAULT_MAX_BYTES = 64 << 30  # a few models' entries: an 8B model dequantized to bfloat16 takes ~16 GB
+MAX_BYTES_ENV = "TRELLIS_PREPARED_CACHE_MAX_BYTES"
 
 
 def load_or_build(
@@ -64,18 +70,36 @@ def load_or_build(
     require_packed: bool,
     directory: str | None,
     build: Callable[[], LoadedModel],
+    max_bytes: int | None = None,
 ) -> LoadedModel:
     if directory is None:
         return build()
-    entry = os.path.join(directory, entry_key(path, dtype, weight_format, require_packed))
-    if os.path.isdir(entry):
-        try:
-            return read_entry(entry)
-        except DamagedEntry as damage:
-            logger.warning("prepared-weight cache: %s; deleted it, rebuilding", damage)
-            shutil.rmtree(entry, ignore_errors=True)
+    max_bytes = disk_lru.cap_from_env(MAX_BYTES_ENV, DEFAULT_MAX_BYTES) if max_bytes is None else max_bytes
+    key = entry_key(path, dtype, weight_format, require_packed)
+    entry = os.path.join(directory, key)
+    loaded = _read(entry)
+    if loaded is not None:
+        return loaded
     loaded = build()
-    _store(entry, loaded)
+    if _store(entry, loaded):
+        disk_lru.evict_to_cap(directory, max_bytes, keep=(key,))
+    return loaded
+
+
+def _read(entry: str) -> LoadedModel | None:
+    """The entry's model, None on a miss (absent, evicted meanwhile, or damaged: then deleted)."""
+    if not os.path.isdir(entry):
+        return None
+    try:
+        with disk_lru.using(entry):
+            loaded = read_entry(entry)
+    except FileNotFoundError:
+        return None
+    except DamagedEntry as damage:
+        logger.warning("prepared-weight cache: %s; deleted it, rebuilding", damage)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    disk_lru.record_use(entry)
     return loaded
 
 
@@ -117,19 +141,23 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _store(entry: str, loaded: LoadedModel) -> None:
+def _store(entry: str, loaded: LoadedModel) -> bool:
+    """Write the entry; -> whether it is in place (written here or by another process first)."""
     parent = os.path.dirname(entry)
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
     except OSError as error:
         logger.warning("prepared-weight cache: cannot write under %s (%s); the next start rebuilds", parent, error)
-        return
+        return False
     try:
         write_entry(os.path.join(staging, "entry"), loaded)
         os.rename(os.path.join(staging, "entry"), entry)
     except (OSError, TypeError) as error:
         if not os.path.isdir(entry):  # else another process stored the same entry first: nothing lost
             logger.warning("prepared-weight cache: cannot store %s (%s); the next start rebuilds", entry, error)
+            return False
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    disk_lru.record_use(entry)
+    return True

@@ -8,6 +8,7 @@
                            SamplingParams(temperature=0, max_tokens=32))
     outputs[0].text, .token_ids, .logprobs, .finish_reason, .num_prompt_tokens, .num_cached_tokens
     outputs[0].outputs  # the n CompletionOutputs (index, text, token_ids, logprobs, finish_reason, ...)
+    llm.close()  # or `with LLM(...) as llm:`; persists the KV page store, if any; generate is refused after
 
     engine = AsyncEngine.from_options(model=None, **same options)
     async for delta in engine.generate(prompt_or_token_ids_or_messages, SamplingParams(...),

@@ -35,27 +35,16 @@ for every chat; read when the engine is built (a missing file or a template that
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 
 from trellis_jax.cache import get_policy
 from trellis_jax.dtypes import DTYPE_CHOICES, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
+from trellis_jax.sizes import parse_bytes
 
 # None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
 # engine API keeps out of its import (tests/scheduler); tests/serve checks the two lists agree.
 KV_CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def parse_bytes(value: int | str) -> int:
-    """1048576, "1048576", "512MiB", "2GB" -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot read {value!r} as a memory size (e.g. 536870912, '512MiB', '2GB')")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 @dataclass(frozen=True)

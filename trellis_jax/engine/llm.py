@@ -2,6 +2,10 @@
 
 Runs the same Engine as the server, synchronously on the caller's thread, until every request is done.
 Outputs come back in the order of the prompts.
+
+Lifecycle: `close()` (or leaving a `with LLM(...) as llm:` block) closes the engine, which writes the
+cached prefixes to its page store if it has one (Engine.close). Closing twice does nothing; generate after
+close raises RuntimeError. An LLM made with `from_engine` closes that engine too.
 """
 
 from __future__ import annotations
@@ -26,13 +30,27 @@ class LLM:
         self.config = EngineConfig.from_options(model=model, **options)
         self.engine, self.tokenizer = build_engine(self.config)
         self._ids = itertools.count()
+        self._closed = False
 
     @classmethod
     def from_engine(cls, engine: Engine, tokenizer) -> LLM:
         """Wrap an existing engine (tests, fakes)."""
         llm = cls.__new__(cls)
         llm.config, llm.engine, llm.tokenizer, llm._ids = None, engine, tokenizer, itertools.count()
+        llm._closed = False
         return llm
+
+    def close(self) -> None:
+        """Close the engine (persisting the KV page store, if any). Idempotent; generate is refused after."""
+        if not self._closed:
+            self._closed = True
+            self.engine.close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def generate(
         self,
@@ -46,6 +64,8 @@ class LLM:
 
         Every prompt is validated and tokenized before any runs: a bad one raises and nothing is queued.
         """
+        if self._closed:
+            raise RuntimeError("this LLM is closed; make a new one to generate again")
         prompts = split_prompts(prompts)
         params = self._per_prompt(sampling_params, len(prompts))
         token_ids = [to_token_ids(p, self.tokenizer) for p in prompts]

@@ -8,13 +8,9 @@ GGUF file or Hugging Face directory: the same tokenizer and chat template they u
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
-import socket
 import sys
-import threading
 
 from trellis_jax.cli import new_parser
 from trellis_jax.router.app import RouterSettings, create_app
@@ -118,46 +114,19 @@ def main(argv=None) -> int:
         app = create_app(settings_from(args, os.environ), load_tokenizer(args.tokenizer))
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    import uvicorn
+    from trellis_jax.http_server import bind_socket, make_server, stop_on_signal, url_of
 
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30
-    )
-    server = uvicorn.Server(config)
-    pool, unit = app.state.pool, "token ids" if args.tokenizer else "characters"
-    with _stop_on_signal(server):
+    sock = bind_socket(args.host, args.port)
+    server = make_server(app, graceful_timeout_s=30, log_level=args.log_level)
+    unit = "token ids" if args.tokenizer else "characters"
+    with stop_on_signal(server):
         print(
-            f"trellis-router: http://{host}:{port}/v1 -> {len(pool.all)} workers, policy={args.policy}, "
+            f"trellis-router: {url_of(sock)}/v1 -> {len(app.state.pool.all)} workers, policy={args.policy}, "
             f"prompts keyed by {unit}",
             flush=True,
         )
         server.run(sockets=[sock])
     return 0
-
-
-@contextlib.contextmanager
-def _stop_on_signal(server):
-    """SIGTERM/SIGINT stop `server` gracefully whenever they come: before uvicorn installs its handlers (its
-    loop sees `should_exit` once it starts), while it runs (its own handlers), and after its graceful shutdown,
-    when it re-raises the signal to the handler it found (here: a no-op on a finished server, so the process
-    exits 0 instead of dying by the signal)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame) -> None:
-        server.should_exit = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

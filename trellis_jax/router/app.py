@@ -5,7 +5,7 @@
     POST /flush_cache   to every healthy worker (the caller's key decides what each flushes); pages summed
     GET  /health    200 {"status": "ok", "workers": {url: healthy}} while a worker is routable, else 503
     GET  /metrics   the router's Prometheus text (routing, matches, retries, health; not the workers')
-    GET | POST | DELETE /admin/workers   list / add / remove workers: body {"url": "http://HOST:PORT"};
+    GET | POST | DELETE /admin/workers   list / add / remove workers (admin.py): body {"url": "http://HOST:PORT"};
                     needs 'Authorization: Bearer <admin key>' (403 when the router has no --admin-key)
 
 Bodies larger than `max_body_bytes` get 413 before anything is forwarded; an unknown route 404, a wrong
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from trellis_jax.router.admin import AdminWorkers, error_response
 from trellis_jax.router.health import HealthChecker
 from trellis_jax.router.keys import KeyMaker
 from trellis_jax.router.metrics import RouterMetrics
@@ -55,14 +54,31 @@ class RouterSettings:
     workers_file: str | None = None
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    return JSONResponse(error_json(status, message, code), status_code=status)
+@dataclass(frozen=True)
+class RouterParts:
+    """What the routes work with, built once per app from the settings."""
+
+    keys: KeyMaker
+    index: PrefixIndex
+    pool: WorkerPool
+    policy: Policy
+    metrics: RouterMetrics
+    proxy: Proxy
+    checker: HealthChecker
 
 
 def create_app(settings: RouterSettings, tokenizer=None) -> Starlette:
+    parts = build_parts(settings, tokenizer)
+    handlers = {404: _http_error, 405: _http_error}
+    app = Starlette(routes=_routes(settings, parts), lifespan=_lifespan(parts.checker), exception_handlers=handlers)
+    for name in ("pool", "index", "policy", "checker"):  # what tests and the CLI look at
+        setattr(app.state, name, getattr(parts, name))
+    return app
+
+
+def build_parts(settings: RouterSettings, tokenizer=None) -> RouterParts:
     keys = KeyMaker(tokenizer)
-    block_size = settings.block_size or (16 if tokenizer is not None else 64)
-    index = PrefixIndex(block_size, settings.max_index_blocks)
+    index = PrefixIndex(settings.block_size or (16 if tokenizer is not None else 64), settings.max_index_blocks)
     pool = WorkerPool(list(settings.workers), failures_to_drop=settings.failures_to_drop)
     policy = Policy(
         settings.policy,
@@ -87,60 +103,84 @@ def create_app(settings: RouterSettings, tokenizer=None) -> Starlette:
         timeout_s=settings.health_timeout_s,
         workers_file=settings.workers_file,
     )
+    return RouterParts(keys, index, pool, policy, metrics, proxy, checker)
 
-    async def read_body(request: Request) -> bytes | None:
-        parts, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                return None
-            parts.append(chunk)
-        return b"".join(parts)
 
-    def forwarder(routed: bool):
+def _routes(settings: RouterSettings, parts: RouterParts) -> list[Route]:
+    forwarding = Forwarding(parts.proxy, settings.max_body_bytes)
+    routed, any_worker = forwarding.route(routed=True), forwarding.route(routed=False)
+    return [
+        Route("/v1/chat/completions", routed, methods=["POST"]),
+        Route("/v1/completions", routed, methods=["POST"]),
+        Route("/v1/models", any_worker, methods=["GET"]),
+        Route("/v1/models/{model:path}", any_worker, methods=["GET"]),
+        Route("/tokenize", any_worker, methods=["POST"]),
+        Route("/detokenize", any_worker, methods=["POST"]),
+        Route("/flush_cache", forwarding.flush_cache, methods=["POST"]),
+        Route("/health", _health_route(parts.pool), methods=["GET"]),
+        Route("/metrics", _metrics_route(parts.metrics), methods=["GET"]),
+        Route(
+            "/admin/workers",
+            AdminWorkers(parts.pool, parts.index, settings.admin_keys).route,
+            methods=["GET", "POST", "DELETE"],
+        ),
+    ]
+
+
+class Forwarding:
+    """The routes that pass a request on to workers, its body read first (413 past `max_body_bytes`)."""
+
+    def __init__(self, proxy: Proxy, max_body_bytes: int) -> None:
+        self.proxy, self.max_body_bytes = proxy, max_body_bytes
+
+    def route(self, routed: bool):
+        """To the worker the policy picks (`routed`), else to any healthy worker, least loaded."""
+
         async def forward(request: Request) -> Response:
-            body = await read_body(request)
-            if body is None:
-                return _error(413, f"the request body is larger than {settings.max_body_bytes} bytes", "body_too_large")
+            body = await self._body(request)
+            if isinstance(body, Response):
+                return body
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return await proxy.forward(request.method, target, request.headers, body, routed=routed)
+            return await self.proxy.forward(request.method, target, request.headers, body, routed=routed)
 
         return forward
 
-    async def flush_cache(request: Request) -> Response:
-        body = await read_body(request)
-        if body is None:
-            return _error(413, f"the request body is larger than {settings.max_body_bytes} bytes", "body_too_large")
-        return await proxy.broadcast("POST", "/flush_cache", request.headers, body)
+    async def flush_cache(self, request: Request) -> Response:
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        return await self.proxy.broadcast("POST", "/flush_cache", request.headers, body)
 
+    async def _body(self, request: Request) -> bytes | Response:
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return error_response(
+                    413, f"the request body is larger than {self.max_body_bytes} bytes", "body_too_large"
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _health_route(pool: WorkerPool):
     async def health(request: Request) -> Response:
         workers = {w.url: w.healthy for w in pool.all}
         ok = any(workers.values())
         return JSONResponse({"status": "ok" if ok else "no_healthy_worker", "workers": workers}, 200 if ok else 503)
 
+    return health
+
+
+def _metrics_route(metrics: RouterMetrics):
     async def metrics_route(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def admin_workers(request: Request) -> Response:
-        refused = _admin_refusal(request, settings.admin_keys)
-        if refused is not None:
-            return refused
-        if request.method == "GET":
-            return JSONResponse({"workers": [_describe(w, index) for w in pool.all]})
-        url = await _url_of(request)
-        if isinstance(url, Response):
-            return url
-        try:
-            if request.method == "POST":
-                worker = pool.add(url)
-                return JSONResponse({"added": worker.url, "workers": [w.url for w in pool.all]})
-            removed = pool.remove(url)
-        except ValueError as error:
-            return _error(400, str(error), "invalid_worker_url")
-        if removed is None:
-            return _error(404, f"{url} is not a worker of this router", "worker_not_found")
-        index.forget(removed.url)
-        return JSONResponse({"removed": removed.url, "workers": [w.url for w in pool.all]})
+    return metrics_route
+
+
+def _lifespan(checker: HealthChecker):
+    """The health checks run while the app does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -152,22 +192,7 @@ def create_app(settings: RouterSettings, tokenizer=None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    routes = [
-        Route("/v1/chat/completions", forwarder(True), methods=["POST"]),
-        Route("/v1/completions", forwarder(True), methods=["POST"]),
-        Route("/v1/models", forwarder(False), methods=["GET"]),
-        Route("/v1/models/{model:path}", forwarder(False), methods=["GET"]),
-        Route("/tokenize", forwarder(False), methods=["POST"]),
-        Route("/detokenize", forwarder(False), methods=["POST"]),
-        Route("/flush_cache", flush_cache, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics_route, methods=["GET"]),
-        Route("/admin/workers", admin_workers, methods=["GET", "POST", "DELETE"]),
-    ]
-    handlers = {404: _http_error, 405: _http_error}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
-    app.state.pool, app.state.index, app.state.policy, app.state.checker = pool, index, policy, checker
-    return app
+    return lifespan
 
 
 async def _http_error(request: Request, error) -> Response:
@@ -177,42 +202,3 @@ async def _http_error(request: Request, error) -> Response:
     )
     code = "not_found" if error.status_code == 404 else "method_not_allowed"
     return JSONResponse(error_json(error.status_code, message, code), error.status_code, headers=error.headers)
-
-
-def _admin_refusal(request: Request, admin_keys: tuple[str, ...]) -> Response | None:
-    if not admin_keys:
-        return _error(403, "worker administration is off: start the router with --admin-key", "admin_disabled")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    presented = token.strip().encode()
-    matched = False
-    for key in admin_keys:  # compare against every key: timing tells nothing
-        matched |= hmac.compare_digest(presented, key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        return JSONResponse(
-            error_json(401, "this route needs 'Authorization: Bearer <admin key>'", "invalid_api_key"),
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return None
-
-
-async def _url_of(request: Request) -> str | Response:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return _error(400, 'the body must be JSON: {"url": "http://HOST:PORT"}', "invalid_json")
-    url = body.get("url") if isinstance(body, dict) else None
-    if not isinstance(url, str):
-        url = request.query_params.get("url")
-    if not url:
-        return _error(400, 'name the worker: {"url": "http://HOST:PORT"} (or ?url=)', "missing_url")
-    return url
-
-
-def _describe(worker, index: PrefixIndex) -> dict:
-    return {
-        "url": worker.url,
-        "healthy": worker.healthy,
-        "in_flight": worker.in_flight,
-        "index_blocks": index.size(worker.url),
-    }

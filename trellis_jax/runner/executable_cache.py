@@ -1,9 +1,13 @@
 """Compiled step programs serialized to disk, so a warm start loads them without tracing, lowering or compiling.
 
 Contract:
-  cache = ExecutableCache(directory, fingerprint)   fingerprint: everything the programs depend on besides
-                                                    their name (`fingerprint(...)` below); entries live in
-                                                    directory/<fingerprint>/<name>
+  cache = ExecutableCache(directory, fingerprint, max_bytes=None)
+      fingerprint: everything the programs depend on besides their name (`fingerprint(...)` below); entries
+      live in directory/<fingerprint>/<name>. Size cap (disk_lru.py): each save deletes whole fingerprint
+      directories, those used (loaded from or saved to) longest ago first, until `directory` holds at most
+      `max_bytes`; None: $TRELLIS_EXECUTABLE_CACHE_MAX_BYTES ("8GiB" style), else DEFAULT_MAX_BYTES. A
+      fingerprint directory some live ExecutableCache uses, in any process, is never deleted (it holds a
+      shared lock on it from its first load or save until it is garbage-collected).
   cache.load(name) -> jax.stages.Compiled | None     None on a miss, or for an entry that is damaged (checksum),
       unreadable, or does not load here (its native kernels cannot be registered, the runtime refuses it):
       such an entry is deleted with one warning line and the caller compiles as on a miss.
@@ -31,9 +35,12 @@ import os
 import pickle
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 
 import jax
+
+from trellis_jax import disk_lru
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +48,31 @@ _ROOT = Path(__file__).resolve().parents[2]  # the folder holding trellis_jax/ a
 SOURCE_DIRS = ("trellis_jax/model", "trellis_jax/runner", "pallas_kernels")
 SOURCE_SUFFIXES = (".py", ".cc", ".h")
 _DIGEST_BYTES = 32
+DEFAULT_MAX_BYTES = 8 << 30  # a model's step programs take tens of MB; this keeps many code versions
+MAX_BYTES_ENV = "TRELLIS_EXECUTABLE_CACHE_MAX_BYTES"
 
 
 class ExecutableCache:
-    def __init__(self, directory: str | os.PathLike, fingerprint: str) -> None:
-        self.directory = Path(directory) / fingerprint
+    def __init__(self, directory: str | os.PathLike, fingerprint: str, max_bytes: int | None = None) -> None:
+        self.root = Path(directory)
+        self.directory = self.root / fingerprint
+        self.max_bytes = disk_lru.cap_from_env(MAX_BYTES_ENV, DEFAULT_MAX_BYTES) if max_bytes is None else max_bytes
+        self._held = False
+
+    def _hold(self) -> None:
+        """Record this fingerprint's use and keep it from eviction while this object lives (once)."""
+        if self._held or not self.directory.is_dir():
+            return
+        try:
+            fd = disk_lru.hold(self.directory)
+        except OSError:
+            return  # evicted meanwhile: the next save makes it again
+        weakref.finalize(self, os.close, fd)
+        disk_lru.record_use(self.directory)
+        self._held = True
 
     def load(self, name: str) -> jax.stages.Compiled | None:
+        self._hold()
         path = self.directory / name
         try:
             blob = path.read_bytes()
@@ -77,6 +102,9 @@ class ExecutableCache:
             os.replace(tmp.name, self.directory / name)
         except Exception as error:  # unwritable directory, an executable the backend cannot serialize
             logger.warning("executable cache: cannot store %s (%s: %s)", name, type(error).__name__, error)
+            return
+        self._hold()
+        disk_lru.evict_to_cap(self.root, self.max_bytes, keep=(self.directory.name,))
 
 
 _hits = threading.local()  # JAX reports a persistent-cache hit in the thread that compiles

@@ -4,7 +4,7 @@ Owns HTTP only: request validation (protocol.py), OpenAI error JSON (errors.py),
 namespaces (tenancy.py), completions/chat execution and SSE streaming (generation.py, responses.py),
 Prometheus metrics (metrics.py), body size and read-time limits (limits.py), the API document and docs
 pages (openapi.py), the app (app.py) and the process
-(server.py, __main__.py). Imports the engine (`AsyncEngine` or anything with the same generate/abort/
+(__main__.py, launched by trellis_jax/http_server.py as the router is). Imports the engine (`AsyncEngine` or anything with the same generate/abort/
 shutdown/tokenizer surface) and the model's cost formulas; never jax directly.
 """
 

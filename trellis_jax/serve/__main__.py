@@ -180,7 +180,7 @@ def main(argv=None) -> int:
             given, args.data_parallel_size, args.host, args.port, args.log_level, args.graceful_timeout, args.model
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from trellis_jax.serve.server import bind_socket, make_server, run_until_signalled, url_of
+    from trellis_jax.http_server import bind_socket, make_server, run_until_signalled, url_of
     from trellis_jax.serve.startup import LoadingApp
 
     api_keys, admin_keys = api_keys_from(args, os.environ), admin_api_keys_from(args, os.environ)

@@ -19,6 +19,8 @@ from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from .parts import part_spec
+
 _PLACEHOLDER_BASE = 0xF0000  # Supplementary Private Use Area-A: no tokenizer gives these a meaning
 
 
@@ -118,9 +120,11 @@ def continuation_tokenizer(literal: HFTokenizer) -> HFTokenizer:
     """`literal`, or a copy whose Metaspace pre-tokenizer never prepends its marker: with prepend_scheme
     "first" the tokenizer prepends it only to a piece at the very start of the text, and a piece
     encoded on its own would otherwise always look like one."""
-    spec = json.loads(literal.to_str())
-    if not _never_prepend(spec.get("pre_tokenizer")):
+    pre_tokenizer = part_spec(literal.pre_tokenizer)
+    if not _never_prepend(pre_tokenizer):
         return literal
+    spec = json.loads(literal.to_str())  # the whole tokenizer, only where a copy must be built
+    spec["pre_tokenizer"] = pre_tokenizer
     copy = HFTokenizer.from_str(json.dumps(spec))
     copy.encode_special_tokens = True
     return copy

@@ -17,6 +17,8 @@ import re
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from .parts import part_spec
+
 
 @functools.lru_cache(maxsize=1)
 def byte_alphabet() -> dict[str, int]:
@@ -34,19 +36,19 @@ def byte_alphabet() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-def has_byte_level_decoder(tok: HFTokenizer) -> bool:
-    decoder = json.loads(tok.to_str()).get("decoder") or {}
+def has_byte_level_decoder(decoder: dict) -> bool:
+    """`decoder`: the tokenizer's decoder spec (parts.part_spec)."""
     return decoder.get("type") == "ByteLevel"
 
 
 _BYTE_FALLBACK_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
-def byte_fallback_ids(tok: HFTokenizer) -> frozenset[int]:
-    """Ids of sentencepiece byte tokens (`<0xE2>`) when the decoder has a ByteFallback step, else empty.
-    ByteFallback decodes each run of consecutive byte tokens as a whole: one invalid byte in a run turns
-    every byte of the run into U+FFFD, so a run's text is only final once a non-byte token ends it."""
-    if '"ByteFallback"' not in json.dumps(json.loads(tok.to_str()).get("decoder")):
+def byte_fallback_ids(tok: HFTokenizer, decoder: dict) -> frozenset[int]:
+    """Ids of sentencepiece byte tokens (`<0xE2>`) when the decoder (its spec) has a ByteFallback step, else
+    empty. ByteFallback decodes each run of consecutive byte tokens as a whole: one invalid byte in a run
+    turns every byte of the run into U+FFFD, so a run's text is only final once a non-byte token ends it."""
+    if '"ByteFallback"' not in json.dumps(decoder):
         return frozenset()
     return frozenset(
         i for token, i in tok.get_vocab(with_added_tokens=False).items() if _BYTE_FALLBACK_TOKEN.fullmatch(token)
@@ -85,9 +87,10 @@ def decoding_tables(tokenizer) -> tuple[TokenBytes | None, frozenset[int]]:
     tables = tokenizer.__dict__.get("_detokenizer_tables")
     if tables is None:
         hf = tokenizer.hf_tokenizer
-        if has_byte_level_decoder(hf):
+        decoder = part_spec(hf.decoder)
+        if has_byte_level_decoder(decoder):
             tables = (TokenBytes(hf, tokenizer.special_ids), frozenset())
         else:
-            tables = (None, byte_fallback_ids(hf))
+            tables = (None, byte_fallback_ids(hf, decoder))
         tokenizer.__dict__["_detokenizer_tables"] = tables
     return tables

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from .chat_encoding import ContentShield, continuation_tokenizer, encode_shielded
 from .chat_template import ChatTemplate
 from .errors import ChatTemplateError, TokenizerError
+from .parts import literal_copy
 from .token_bytes import decoding_tables
 from .valid_text import check_text, find_invalid_text
 
@@ -56,10 +57,7 @@ class Tokenizer:
     ):
         self.source = source
         self._tok = hf_tokenizer
-        # A copy that treats special-token text as plain text (parse_special=False); a separate object
-        # because the flag lives on the Rust tokenizer and flipping it would race between threads.
-        self._tok_literal = HFTokenizer.from_str(hf_tokenizer.to_str())
-        self._tok_literal.encode_special_tokens = True
+        self._tok_literal = literal_copy(hf_tokenizer)  # for parse_special=False and the caller's chat content
         self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
         added_tokens = hf_tokenizer.get_added_tokens_decoder()
         self.special_ids = frozenset(token_id for token_id, added in added_tokens.items() if added.special)

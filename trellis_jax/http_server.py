@@ -1,19 +1,26 @@
-"""Run an app under uvicorn with graceful shutdown and a cap on concurrent connections.
+"""Run an ASGI app under uvicorn with graceful shutdown and a cap on concurrent connections: the one launch
+the server (serve/__main__.py) and the router (router/__main__.py) share. Imports nothing of trellis_jax.
+
+    sock = bind_socket(host, port); server = make_server(app, graceful_timeout_s=, log_level=, limit_concurrency=)
+    run_until_signalled(server, sock)        or, both at once: serve(app, sock, ...)
+    with stop_on_signal(server): print(url_of(sock)); server.run(sockets=[sock])   (the URL printed safely)
 
 `limit_concurrency`: once uvicorn holds that many connections (or tasks), a new request is answered 503
 at once instead of queueing without bound (uvicorn counts the request's own connection: with N, up to
 N - 1 others may be open). None: no cap.
 
 SIGTERM / SIGINT (uvicorn's handlers): stop accepting connections, let in-flight requests finish for
-up to `graceful_timeout_s`, then cancel what is left (their engine requests are aborted, pages
-freed), run the app's shutdown (the engine thread stops) and return, so the process exits 0.
+up to `graceful_timeout_s`, then cancel what is left (the server's engine requests are aborted, pages
+freed), run the app's shutdown (the server's engine thread stops) and return, so the process exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -77,19 +84,28 @@ def serve(
 
 
 def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:
-    """Run `server` on `sock` until SIGTERM/SIGINT (or `server.should_exit`), then return.
-
-    uvicorn re-raises the captured signal after its graceful shutdown, to the handler that was in place
-    before it started; a no-op handler there keeps that from killing the process (exit status 0
-    instead of -15) once everything has been shut down properly."""
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, _already_handled) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
-    try:
+    """Run `server` on `sock` until SIGTERM/SIGINT (or `server.should_exit`), then return."""
+    with stop_on_signal(server):
         server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def stop_on_signal(server: uvicorn.Server) -> Iterator[None]:
+    """Within the block, SIGTERM/SIGINT stop `server` gracefully whenever they come: before uvicorn installs
+    its handlers (its loop sees `should_exit` once it starts), while it runs (uvicorn's own handlers), and
+    after its graceful shutdown, when uvicorn re-raises the signal to the handler it found: ours, a no-op on
+    a finished server, so the process exits 0 instead of dying by the signal. Print the URL inside the block:
+    a signal sent on reading it is then handled. Off the main thread (which alone may set handlers): nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _already_handled(signum, frame) -> None:
-    """uvicorn's graceful shutdown already acted on this signal."""
