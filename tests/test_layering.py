@@ -30,17 +30,19 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.cli": {"trellis_jax.dtypes": EAGER},
     "trellis_jax.step_plan": {},  # the scheduler -> runner contract, shared by both sides
     "trellis_jax.field_ranges": {},  # each request field's range, from the wire dtypes (numpy only): engine, runner, serve
+    "trellis_jax.layer_unroll": {},  # the --unroll-layers spellings (stdlib only): engine config, runner, model
     "trellis_jax.cache": {},
     "trellis_jax.kvstore": {},  # the pages below the device pool: host Python + numpy, no jax
     "trellis_jax.tokenizer": {},
     "trellis_jax.scheduler": {"trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER},
-    "trellis_jax.model": {"pallas_kernels": EAGER},
+    "trellis_jax.model": {"pallas_kernels": EAGER, "trellis_jax.layer_unroll": EAGER},
     # Exception: a config helper beside the layers. "auto" is bfloat16 where the native bf16 kernel runs, so it
     # asks pallas_kernels, lazily: the CLIs import it for their --dtype choices without loading jax.
     "trellis_jax.dtypes": {"pallas_kernels": LAZY},
     "trellis_jax.runner": {
         "trellis_jax.step_plan": EAGER,
         "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.layer_unroll": EAGER,
         "trellis_jax.model": EAGER,
         "pallas_kernels": EAGER,
     },
@@ -57,6 +59,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cache": EAGER,
         "trellis_jax.step_plan": EAGER,
         "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.layer_unroll": EAGER,
         "trellis_jax.tokenizer": EAGER,
         "trellis_jax.dtypes": EAGER,
         "trellis_jax.cli": EAGER,
@@ -99,7 +102,12 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cli": EAGER,
     },
 }
-STDLIB_ONLY = ("trellis_jax.step_plan", "trellis_jax.cache", "trellis_jax.scheduler")  # no jax, no numpy
+STDLIB_ONLY = (
+    "trellis_jax.step_plan",
+    "trellis_jax.cache",
+    "trellis_jax.scheduler",
+    "trellis_jax.layer_unroll",
+)  # no jax, no numpy
 
 
 @dataclass(frozen=True)
