@@ -6,6 +6,7 @@
     python tools/bench_step.py --compare-deterministic   # batch-invariant (--deterministic) vs default kernels
     python tools/bench_step.py --compare-weight-format   # a quantized GGUF packed vs dequantized to --dtype
     python tools/bench_step.py --compare-quantization    # --dtype floats vs --quantization int8 / int4 of them
+    python tools/bench_step.py --compare-unroll scan 2 4 full   # the layer loop scanned vs unrolled, alternating
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -32,6 +33,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from trellis_jax import layer_unroll
 from trellis_jax.checkpoints import load_model
 from trellis_jax.model.params import streamed_weight_bytes
 from trellis_jax.runner import Runner
@@ -95,7 +97,7 @@ def run_plans(runner: Runner, plans) -> None:
         runner.run(plan)
 
 
-def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False) -> Runner:
+def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False, unroll_layers=1) -> Runner:
     """A Runner with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
     steps = args.repeats + 1
     decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
@@ -110,6 +112,7 @@ def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool 
         attn_impl=args.attn_impl,
         kv_dtype=kv_dtype or args.kv_dtype,
         batch_invariant=batch_invariant,
+        unroll_layers=unroll_layers,
     )
 
 
@@ -191,7 +194,9 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
     state = {}  # the runner's pages, borrowed after its own timing and handed back at the end
 
     def forward_only():
-        logits, state["kv"] = jit_forward(runner.params, state["kv"], batch, config=config)
+        logits, state["kv"] = jit_forward(
+            runner.params, state["kv"], batch, config=config, unroll_layers=runner.unroll_layers
+        )
         logits.block_until_ready()
 
     def attention_layer():
@@ -297,6 +302,19 @@ def compare_quantization(args) -> dict:
     return results
 
 
+def compare_unroll(args) -> dict:
+    """The layer loop as --unroll-layers values (scan, N per iteration, full), alternating step by step in one
+    process; also each runner's compile time, its programs compiled one after another (workers=1)."""
+    model = load_model(args.model, dtype=args.dtype)
+    runners = {layer_unroll.describe(u): make_runner(model, args, unroll_layers=u) for u in args.compare_unroll}
+    compiles = {mode: {"seconds": runner.warmup(progress=False, workers=1)} for mode, runner in runners.items()}
+    for mode, runner in runners.items():
+        compiles[mode]["programs"] = runner.num_compilations
+    results = alternate(runners, args)
+    results["compile"] = compiles
+    return results
+
+
 def params_bytes(params) -> int:
     """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
     return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
@@ -326,7 +344,7 @@ def alternate(runners: dict, args) -> dict:
 
 
 def compare_markdown(results: dict) -> str:
-    if len(results["compilations_after_warmup"]) > 2:
+    if len(results["compilations_after_warmup"]) > 2 or "compile" in results:
         return compare_many_markdown(results)
     a, b = results["compilations_after_warmup"]
     sizes = results.get("weight_bytes")
@@ -361,6 +379,16 @@ def compare_many_markdown(results: dict) -> str:
         + " |",
         "|---|" + "---|" * (2 * len(modes) - 1),
     ]
+    compiles = results.get("compile")
+    if compiles:
+        seconds = {m: compiles[m]["seconds"] / compiles[m]["programs"] for m in modes}
+        lines.append(
+            "| compile s per program | "
+            + " | ".join(f"{seconds[m]:.1f}" for m in modes)
+            + " | "
+            + " | ".join(f"{seconds[m] / seconds[base]:.2f}x" for m in modes[1:])
+            + " |"
+        )
     if sizes:
         lines.append(
             "| weights MiB | "
@@ -450,6 +478,14 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: the float model vs its matrices quantized at load (int8, int4), alternating step by step",
     )
+    parser.add_argument(
+        "--compare-unroll",
+        nargs="+",
+        type=layer_unroll.parse_flag,
+        metavar="N|full",
+        help="instead: the layer loop at these --unroll-layers values (e.g. scan 2 4 full), alternating step by "
+        "step, with each one's compile seconds per program",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -467,6 +503,8 @@ def main(argv=None) -> None:
         if args.compare_weight_format
         else compare_quantization
         if args.compare_quantization
+        else compare_unroll
+        if args.compare_unroll
         else None
     )
     if comparison:
