@@ -75,9 +75,11 @@ def pages_for(tokens: int, page_size: int) -> int:
     return -(-tokens // page_size)
 
 
-def prefill_plan(num_tokens: int, page_size: int) -> StepPlan:
+def prefill_plan(num_tokens: int, page_size: int, vocab_size: int = 1010) -> StepPlan:
+    """One prompt of num_tokens ids in [10, min(vocab_size, 1010)) (a tiny preset's vocabulary is 320)."""
     pages = list(range(1, 1 + pages_for(num_tokens, page_size)))
-    return StepPlan([SequenceWork("prefill", [(7 * i + 1) % 1000 + 10 for i in range(num_tokens)], 0, pages, True)])
+    spread = min(vocab_size, 1010) - 10
+    return StepPlan([SequenceWork("prefill", [(7 * i + 1) % spread + 10 for i in range(num_tokens)], 0, pages, True)])
 
 
 def decode_plans(batch: int, context: int, steps: int, page_size: int, first_page: int):
@@ -321,23 +323,28 @@ def params_bytes(params) -> int:
 
 
 def alternate(runners: dict, args) -> dict:
-    """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn."""
+    """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn; also the
+    median process CPU ms per step ("cpu_ms"), which a loaded machine's neighbours disturb less than wall time."""
     steps = args.repeats + 1
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
-    work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size)] * steps}
+    vocab_size = next(iter(runners.values())).config.vocab_size
+    work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size, vocab_size)] * steps}
     for batch in args.batches:
         work[f"decode_b{batch}"] = decode_plans(batch, args.context, steps, args.page_size, first_page)
-    results = {"loadavg_start": os.getloadavg()[0]}
+    results, cpu_ms = {"loadavg_start": os.getloadavg()[0]}, {}
     for name, plans in work.items():
-        walls = {mode: [] for mode in runners}
+        walls, cpus = {mode: [] for mode in runners}, {mode: [] for mode in runners}
         for i, plan in enumerate(plans):
             for mode, runner in runners.items():
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 runner.run(plan)
                 if i:  # the first step of each kind is a warm-up
                     walls[mode].append(time.perf_counter() - start)
+                    cpus[mode].append(time.process_time() - cpu)
         tokens = args.prefill_tokens if name == "prefill" else int(name.split("_b")[1])
         results[name] = {mode: tokens / statistics.median(w) for mode, w in walls.items()}
+        cpu_ms[name] = {mode: 1000 * statistics.median(c) for mode, c in cpus.items()}
+    results["cpu_ms"] = cpu_ms
     results["loadavg_end"] = os.getloadavg()[0]
     results["compilations_after_warmup"] = {m: r.num_compilations - len(r.compiled_buckets) for m, r in runners.items()}
     return results
@@ -406,6 +413,14 @@ def compare_many_markdown(results: dict) -> str:
                 + " | ".join(f"{r[m] / r[base]:.2f}x" for m in modes[1:])
                 + " |"
             )
+    for name, ms in results.get("cpu_ms", {}).items():  # lower is better: the ratio is base / mode, as tok/s's
+        lines.append(
+            f"| {name} CPU ms/step | "
+            + " | ".join(f"{ms[m]:.1f}" for m in modes)
+            + " | "
+            + " | ".join(f"{ms[base] / ms[m]:.2f}x" for m in modes[1:])
+            + " |"
+        )
     return "\n".join(lines)
 
 
