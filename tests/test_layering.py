@@ -33,17 +33,19 @@ ALLOWED: dict[str, dict[str, str]] = {
     "trellis_jax.sizes": {},  # "512MiB" -> bytes: the engine's memory options and the disk caches' caps
     "trellis_jax.disk_lru": {"trellis_jax.sizes": EAGER},  # the on-disk caches' size cap (checkpoints, runner)
     "trellis_jax.http_server": {},  # uvicorn launch and SIGTERM handling: the server's and the router's
+    "trellis_jax.layer_unroll": {},  # the --unroll-layers spellings (stdlib only): engine config, runner, model
     "trellis_jax.cache": {},
     "trellis_jax.kvstore": {},  # the pages below the device pool: host Python + numpy, no jax
     "trellis_jax.tokenizer": {},
     "trellis_jax.scheduler": {"trellis_jax.cache": EAGER, "trellis_jax.step_plan": EAGER},
-    "trellis_jax.model": {"pallas_kernels": EAGER},
+    "trellis_jax.model": {"pallas_kernels": EAGER, "trellis_jax.layer_unroll": EAGER},
     # Exception: a config helper beside the layers. "auto" is bfloat16 where the native bf16 kernel runs, so it
     # asks pallas_kernels, lazily: the CLIs import it for their --dtype choices without loading jax.
     "trellis_jax.dtypes": {"pallas_kernels": LAZY},
     "trellis_jax.runner": {
         "trellis_jax.step_plan": EAGER,
         "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.layer_unroll": EAGER,
         "trellis_jax.model": EAGER,
         "trellis_jax.disk_lru": EAGER,
         "pallas_kernels": EAGER,
@@ -62,6 +64,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "trellis_jax.cache": EAGER,
         "trellis_jax.step_plan": EAGER,
         "trellis_jax.field_ranges": EAGER,
+        "trellis_jax.layer_unroll": EAGER,
         "trellis_jax.tokenizer": EAGER,
         "trellis_jax.dtypes": EAGER,
         "trellis_jax.cli": EAGER,
@@ -112,6 +115,7 @@ STDLIB_ONLY = (
     "trellis_jax.scheduler",
     "trellis_jax.disk_lru",
     "trellis_jax.sizes",
+    "trellis_jax.layer_unroll",
 )  # no jax, no numpy
 
 

@@ -6,6 +6,7 @@
     python tools/bench_step.py --compare-deterministic   # batch-invariant (--deterministic) vs default kernels
     python tools/bench_step.py --compare-weight-format   # a quantized GGUF packed vs dequantized to --dtype
     python tools/bench_step.py --compare-quantization    # --dtype floats vs --quantization int8 / int4 of them
+    python tools/bench_step.py --compare-unroll scan 2 4 full   # the layer loop scanned vs unrolled, alternating
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -32,6 +33,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from trellis_jax import layer_unroll
 from trellis_jax.checkpoints import load_model
 from trellis_jax.model.params import streamed_weight_bytes
 from trellis_jax.runner import Runner
@@ -73,9 +75,11 @@ def pages_for(tokens: int, page_size: int) -> int:
     return -(-tokens // page_size)
 
 
-def prefill_plan(num_tokens: int, page_size: int) -> StepPlan:
+def prefill_plan(num_tokens: int, page_size: int, vocab_size: int = 1010) -> StepPlan:
+    """One prompt of num_tokens ids in [10, min(vocab_size, 1010)) (a tiny preset's vocabulary is 320)."""
     pages = list(range(1, 1 + pages_for(num_tokens, page_size)))
-    return StepPlan([SequenceWork("prefill", [(7 * i + 1) % 1000 + 10 for i in range(num_tokens)], 0, pages, True)])
+    spread = min(vocab_size, 1010) - 10
+    return StepPlan([SequenceWork("prefill", [(7 * i + 1) % spread + 10 for i in range(num_tokens)], 0, pages, True)])
 
 
 def decode_plans(batch: int, context: int, steps: int, page_size: int, first_page: int):
@@ -108,13 +112,14 @@ def plan_runner_options(args) -> dict:
     }
 
 
-def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False) -> Runner:
+def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False, unroll_layers=1) -> Runner:
     return Runner(
         model,
         **plan_runner_options(args),
         attn_impl=args.attn_impl,
         kv_dtype=kv_dtype or args.kv_dtype,
         batch_invariant=batch_invariant,
+        unroll_layers=unroll_layers,
     )
 
 
@@ -196,7 +201,9 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
     state = {}  # the runner's pages, borrowed after its own timing and handed back at the end
 
     def forward_only():
-        logits, state["kv"] = jit_forward(runner.params, state["kv"], batch, config=config)
+        logits, state["kv"] = jit_forward(
+            runner.params, state["kv"], batch, config=config, unroll_layers=runner.unroll_layers
+        )
         logits.block_until_ready()
 
     def attention_layer():
@@ -302,36 +309,54 @@ def compare_quantization(args) -> dict:
     return results
 
 
+def compare_unroll(args) -> dict:
+    """The layer loop as --unroll-layers values (scan, N per iteration, full), alternating step by step in one
+    process; also each runner's compile time, its programs compiled one after another (workers=1)."""
+    model = load_model(args.model, dtype=args.dtype)
+    runners = {layer_unroll.describe(u): make_runner(model, args, unroll_layers=u) for u in args.compare_unroll}
+    compiles = {mode: {"seconds": runner.warmup(progress=False, workers=1)} for mode, runner in runners.items()}
+    for mode, runner in runners.items():
+        compiles[mode]["programs"] = runner.num_compilations
+    results = alternate(runners, args)
+    results["compile"] = compiles
+    return results
+
+
 def params_bytes(params) -> int:
     """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
     return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
 
 
 def alternate(runners: dict, args) -> dict:
-    """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn."""
+    """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn; also the
+    median process CPU ms per step ("cpu_ms"), which a loaded machine's neighbours disturb less than wall time."""
     steps = args.repeats + 1
     first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
-    work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size)] * steps}
+    vocab_size = next(iter(runners.values())).config.vocab_size
+    work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size, vocab_size)] * steps}
     for batch in args.batches:
         work[f"decode_b{batch}"] = decode_plans(batch, args.context, steps, args.page_size, first_page)
-    results = {"loadavg_start": os.getloadavg()[0]}
+    results, cpu_ms = {"loadavg_start": os.getloadavg()[0]}, {}
     for name, plans in work.items():
-        walls = {mode: [] for mode in runners}
+        walls, cpus = {mode: [] for mode in runners}, {mode: [] for mode in runners}
         for i, plan in enumerate(plans):
             for mode, runner in runners.items():
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 runner.run(plan)
                 if i:  # the first step of each kind is a warm-up
                     walls[mode].append(time.perf_counter() - start)
+                    cpus[mode].append(time.process_time() - cpu)
         tokens = args.prefill_tokens if name == "prefill" else int(name.split("_b")[1])
         results[name] = {mode: tokens / statistics.median(w) for mode, w in walls.items()}
+        cpu_ms[name] = {mode: 1000 * statistics.median(c) for mode, c in cpus.items()}
+    results["cpu_ms"] = cpu_ms
     results["loadavg_end"] = os.getloadavg()[0]
     results["compilations_after_warmup"] = {m: r.num_compilations - len(r.compiled_buckets) for m, r in runners.items()}
     return results
 
 
 def compare_markdown(results: dict) -> str:
-    if len(results["compilations_after_warmup"]) > 2:
+    if len(results["compilations_after_warmup"]) > 2 or "compile" in results:
         return compare_many_markdown(results)
     a, b = results["compilations_after_warmup"]
     sizes = results.get("weight_bytes")
@@ -366,6 +391,16 @@ def compare_many_markdown(results: dict) -> str:
         + " |",
         "|---|" + "---|" * (2 * len(modes) - 1),
     ]
+    compiles = results.get("compile")
+    if compiles:
+        seconds = {m: compiles[m]["seconds"] / compiles[m]["programs"] for m in modes}
+        lines.append(
+            "| compile s per program | "
+            + " | ".join(f"{seconds[m]:.1f}" for m in modes)
+            + " | "
+            + " | ".join(f"{seconds[m] / seconds[base]:.2f}x" for m in modes[1:])
+            + " |"
+        )
     if sizes:
         lines.append(
             "| weights MiB | "
@@ -383,6 +418,14 @@ def compare_many_markdown(results: dict) -> str:
                 + " | ".join(f"{r[m] / r[base]:.2f}x" for m in modes[1:])
                 + " |"
             )
+    for name, ms in results.get("cpu_ms", {}).items():  # lower is better: the ratio is base / mode, as tok/s's
+        lines.append(
+            f"| {name} CPU ms/step | "
+            + " | ".join(f"{ms[m]:.1f}" for m in modes)
+            + " | "
+            + " | ".join(f"{ms[base] / ms[m]:.2f}x" for m in modes[1:])
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -469,6 +512,14 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: the float model vs its matrices quantized at load (int8, int4), alternating step by step",
     )
+    parser.add_argument(
+        "--compare-unroll",
+        nargs="+",
+        type=layer_unroll.parse_flag,
+        metavar="N|full",
+        help="instead: the layer loop at these --unroll-layers values (e.g. scan 2 4 full), alternating step by "
+        "step, with each one's compile seconds per program",
+    )
     return parser.parse_args(argv)
 
 
@@ -485,6 +536,8 @@ def main(argv=None) -> None:
         if args.compare_weight_format
         else compare_quantization
         if args.compare_quantization
+        else compare_unroll
+        if args.compare_unroll
         else None
     )
     if comparison:

@@ -12,6 +12,19 @@ host's packing and read-back overlap the device's work (issue 19).
 `decode_b<N>_k<K>` rows: multi-step decode (`--decode-steps K`, default 8): one device call runs K decode
 iterations (StepPlan.decode_steps), so the host's work is paid once per K tokens; ms is per token position
 (the call's wall time / K), tok/s counts all K tokens of every row.
+
+The layer loop (issue 19 item 4): `--unroll V [V ...]` runs the bench once per value of --unroll-layers
+(scan, N layers per loop iteration, full; the bare flag: full), `--command-buffers C [C ...]` adds runs of
+the scan under XLA GPU command buffers: `off` (XLA_FLAGS --xla_gpu_enable_command_buffer=, none), `while`
+(+WHILE,+CONDITIONAL, so the layer loop itself is captured into one CUDA graph, with
+--xla_gpu_graph_min_graph_size=1), `default` (XLA's own list). With more than one variant each runs in a
+child process of its own (XLA reads XLA_FLAGS once per process; compile times start from nothing) and a
+summary table sets them side by side, each with its compile time: warm-up compiles one program after
+another (workers=1), so seconds / programs is the mean compile time of one bucket's program. On a CPU
+the command-buffer flags are parsed and ignored: `--tiny --unroll scan 2 full --command-buffers off while`
+checks the whole path.
+
+    PYTHONPATH=. python3 tools/gpu_model_bench.py --unroll scan 2 4 8 full --command-buffers off while --json out.json
 """
 
 from __future__ import annotations
@@ -20,7 +33,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
@@ -30,6 +45,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_step import decode_plans, median_time, pages_for, prefill_plan, profile, sgemm_gflops  # noqa: E402
 
+from trellis_jax import layer_unroll  # noqa: E402
 from trellis_jax.model.config import ModelConfig  # noqa: E402
 from trellis_jax.model.params import init_params  # noqa: E402
 from trellis_jax.runner import Runner  # noqa: E402
@@ -82,16 +98,27 @@ def read_tbps(gib: float = 2.0, repeats: int = 10) -> float:
     return data.nbytes / wall / 1e12
 
 
-def unroll_layer_scan() -> None:
-    """Experiment: unroll every lax.scan (the layer loop included) to see what the loop costs on a GPU."""
-    import functools
+# XLA GPU command buffers (CUDA graphs) per variant: the flags a child process runs under. The flag takes a
+# list of command types, or +/- edits of XLA's default list; an empty value turns command buffers off.
+COMMAND_BUFFERS = {
+    "default": "",
+    "off": "--xla_gpu_enable_command_buffer=",
+    "while": "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_graph_min_graph_size=1",
+}
 
-    jax.lax.scan = functools.partial(jax.lax.scan, unroll=True)
+
+def ceilings() -> dict:
+    """The device's bf16 matmul and read rates; small sizes on a CPU (an 8192^3 bf16 product takes minutes
+    there), so the CPU mode checks the script, not the machine."""
+    big = jax.default_backend() != "cpu"
+    return {
+        "bf16_matmul_tflops": matmul_tflops(8192 if big else 512),
+        "read_tbps": read_tbps(2.0 if big else 0.125),
+    }
 
 
 def bench(args) -> dict:
-    if args.unroll:
-        unroll_layer_scan()
+    unroll = args.unroll[0]
     config = ModelConfig.from_hf_config(TINY if args.tiny else LLAMA_32_1B, dtype="bfloat16")
     params = init_params(config, jax.random.key(0))
     steps = args.repeats + 1
@@ -109,13 +136,17 @@ def bench(args) -> dict:
         max_context_len=max(args.prefill_tokens, longest),
         attn_impl=args.attn_impl,
         decode_steps=args.decode_steps,
+        unroll_layers=unroll,
     )
     results = {
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
-        "config": ("tiny" if args.tiny else "llama-3.2-1b") + (" unrolled" if args.unroll else ""),
-        "ceilings": {"bf16_matmul_tflops": matmul_tflops(), "read_tbps": read_tbps()},
-        "warmup_seconds": runner.warmup(),
+        "config": ("tiny" if args.tiny else "llama-3.2-1b") + f", layers {layer_unroll.describe(unroll)}",
+        "unroll_layers": layer_unroll.describe(unroll),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "ceilings": ceilings(),
+        "warmup_seconds": runner.warmup(progress=False, workers=1),  # one compile at a time: per-program seconds
+        "compiled_programs": runner.num_compilations,
         "kv_pool": runner.kv_pool.describe(),
     }
     compiled_at_warmup = runner.num_compilations
@@ -184,7 +215,8 @@ def table(results: dict) -> str:
     lines = [
         f"{results['device']} jax {results['jax']} model {results['config']}: bf16 matmul "
         f"{c['bf16_matmul_tflops']:.0f} TFLOP/s, read {c['read_tbps']:.2f} TB/s; warm-up "
-        f"{results['warmup_seconds']:.0f} s; compilations after warm-up {results['compilations_after_warmup']}",
+        f"{results['warmup_seconds']:.0f} s for {results['compiled_programs']} programs; compilations after warm-up "
+        f"{results['compilations_after_warmup']}; XLA_FLAGS {results['xla_flags'] or '-'}",
         "",
         "| step | ms | tok/s | achieved | target |",
         "|---|---|---|---|---|",
@@ -214,16 +246,79 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--profile", action="store_true", help="split each decode step: runner vs forward vs attention vs sampler"
     )
-    parser.add_argument("--unroll", action="store_true", help="experiment: unroll the layer scan")
+    parser.add_argument(
+        "--unroll",
+        nargs="*",
+        type=layer_unroll.parse_flag,
+        default=[layer_unroll.SCAN],
+        metavar="N|full",
+        help="--unroll-layers values to run, each its own variant (scan, N, full; the bare flag: full)",
+    )
+    parser.add_argument(
+        "--command-buffers",
+        nargs="+",
+        choices=sorted(COMMAND_BUFFERS),
+        default=["default"],
+        help="XLA GPU command-buffer settings to run the scan under, each its own variant (child process)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one variant, flags set by the parent
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    args.unroll = args.unroll or [layer_unroll.FULL]  # the old switch spelling, `--unroll` alone
+    variants = [(u, "default") for u in args.unroll] + [
+        (layer_unroll.SCAN, c) for c in args.command_buffers if c != "default"
+    ]
     start = time.perf_counter()
-    results = bench(args)
-    results["total_seconds"] = time.perf_counter() - start
-    print(table(results), flush=True)
+    if args.child or variants == [(args.unroll[0], "default")]:
+        results = bench(args)
+        results["total_seconds"] = time.perf_counter() - start
+        print(table(results), flush=True)
+    else:
+        results = {"variants": [run_child(args, *variant) for variant in variants]}
+        results["total_seconds"] = time.perf_counter() - start
+        print("\n" + summary(results["variants"]), flush=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)
+
+
+def run_child(args, unroll: int, command_buffers: str) -> dict:
+    """One variant in a fresh process (its own XLA_FLAGS, its compiles from nothing): its results."""
+    argv = [sys.executable, os.path.abspath(__file__), "--child", "--unroll", layer_unroll.describe(unroll)]
+    argv += ["--page-size", str(args.page_size), "--context", str(args.context)]
+    argv += ["--prefill-tokens", str(args.prefill_tokens), "--batches", *map(str, args.batches)]
+    argv += ["--repeats", str(args.repeats), "--decode-steps", str(args.decode_steps)]
+    argv += ["--tiny"] * args.tiny + ["--profile"] * args.profile
+    argv += ["--attn-impl", args.attn_impl] if args.attn_impl else []
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS", ""), COMMAND_BUFFERS[command_buffers]]))
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "variant.json")
+        subprocess.run([*argv, "--json", out], env=env, check=True)
+        with open(out) as f:
+            results = json.load(f)
+    results["command_buffers"] = command_buffers
+    return results
+
+
+def summary(variants: list[dict]) -> str:
+    """The variants side by side: compile time, prefill and decode ms per step (tok/s)."""
+    batches = [key for key in variants[0] if key.startswith("decode_b") and key[8:].isdigit()]
+    lines = [
+        "| layers | command buffers | warm-up s (programs, s each) | prefill ms | "
+        + " | ".join(f"{b} ms (tok/s) | {b} fed ms" for b in batches)
+        + " | compiles after warm-up |",
+        "|---|---|---|---|" + "---|---|" * len(batches) + "---|",
+    ]
+    for v in variants:
+        seconds, programs = v["warmup_seconds"], v["compiled_programs"]
+        cells = [v["unroll_layers"], v["command_buffers"], f"{seconds:.1f} ({programs}, {seconds / programs:.2f})"]
+        cells.append(f"{v['prefill']['ms']:.2f}")
+        for b in batches:
+            cells += [f"{v[b]['ms']:.2f} ({v[b]['tok/s']:.0f})", f"{v[b + '_fed']['ms']:.2f}"]
+        cells.append(str(v["compilations_after_warmup"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

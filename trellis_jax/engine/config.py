@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from trellis_jax import layer_unroll
 from trellis_jax.cache import get_policy
 from trellis_jax.dtypes import DTYPE_CHOICES, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
@@ -75,7 +76,8 @@ class EngineConfig:
     token_buckets: tuple[int, ...] | None = None  # None: runner.buckets.prefill_friendly(8, max_num_batched_tokens)
     seq_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_seqs
     attn_impl: str | None = None
-    unroll_layers: bool = False  # faster steps on GPU, much longer compiles (see model.forward)
+    # The layer loop: 1 a scan, N layers per iteration, -1 full (trellis_jax/layer_unroll.py; True/False too).
+    unroll_layers: int = 1
     materialise_head: bool | None = None  # tied models: keep embed.T for the LM head (None: where it pays, CPU)
     compile_cache_dir: str | None = None
     prepared_cache_dir: str | None = None  # a GGUF model's loaded weights kept here between starts (None: off)
@@ -139,6 +141,7 @@ class EngineConfig:
         if self.overlap not in (None, True, False):
             raise ValueError(f"overlap must be True, False or None (auto), got {self.overlap!r}")
         object.__setattr__(self, "shared_namespaces", tuple(self.shared_namespaces))
+        object.__setattr__(self, "unroll_layers", layer_unroll.normalize(self.unroll_layers))  # ValueError if bad
         self._check_tiers()
 
     def _check_tiers(self) -> None:

@@ -13,6 +13,7 @@ import argparse
 import os
 from dataclasses import MISSING, Field, fields
 
+from trellis_jax import layer_unroll
 from trellis_jax.cache import get_policy, policy_names
 from trellis_jax.cli import (
     add_compile_cache_flags,
@@ -134,7 +135,15 @@ _FLAGS: dict[str, dict] = {
         "help": "attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
         "pallas_interpret (default: the platform's)"
     },
-    "unroll_layers": {"help": "unroll the layer loop: faster steps on GPU, ~8x longer compiles"},
+    "unroll_layers": {
+        "type": layer_unroll.parse_flag,
+        "nargs": "?",
+        "const": layer_unroll.FULL,  # the old switch spelling, `--unroll-layers` alone: a full unroll
+        "metavar": "N|full",
+        "help": "the layer loop: 1 a scan, N layers per loop iteration, full (or -1, or the flag alone) no loop; "
+        "on GPU fewer loop iterations are faster steps at longer compiles (full: ~8x; "
+        "docs/benchmarks/runner-raw-speed.md)",
+    },
     "allow_special_tokens_in_content": {
         "help": "let special-token text in chat messages (<|im_start|>...) act "
         "as control tokens; by default it is plain text"

@@ -48,7 +48,7 @@ def forward(
     *,
     config,
     attn_impl: str | None = None,
-    unroll_layers: bool = False,
+    unroll_layers: int | bool = 1,
     batch_invariant: bool = False,
     tp_axis: str | None = None,
 ):
@@ -58,8 +58,10 @@ def forward(
     `tp_axis`: the mesh axis of tensor parallelism when run per shard under shard_map (runner/tensor_parallel.py):
     params, KV pages and `config` are then one shard's, and the row-parallel matmuls (wo, w_down) psum over it.
 
-    `unroll_layers` unrolls the layer scan: same math, no while loop. On an H200 it made a 1B model's decode
-    step ~1.4x faster and prefill ~10% faster, at ~8x the compile time (docs/benchmarks/gpu.md); off by default.
+    `unroll_layers` (trellis_jax/layer_unroll.py): 1 keeps the layer scan, N >= 2 runs N layers per loop
+    iteration, -1 (or True) unrolls it fully; same math either way. On an H200 the full unroll made a 1B model's
+    decode step ~1.4x faster and prefill ~10% faster, at ~8x the compile time (docs/benchmarks/gpu.md);
+    scan by default. Pass the canonical value (layer_unroll.normalize) so equal spellings share a compile.
     """
     validate(params, kv, batch, config)
     model = LlamaModel(

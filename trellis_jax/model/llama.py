@@ -1,13 +1,15 @@
 """LlamaModel: the embedding, the scanned decoder stack and the LM head, as one Flax linen module.
 
-Contract: `LlamaModel(config, attn_impl=None, unroll_layers=False, batch_invariant=False, init_scale=0.02)`;
+Contract: `LlamaModel(config, attn_impl=None, unroll_layers=1, batch_invariant=False, init_scale=0.02)`;
 `.apply({"params": params}, kv, batch) -> (logits [S, vocab] float32, kv)` for the rows batch.logits_indices
 (model/forward.py validates first and is what callers use); `.init(rng, kv, batch)` declares the params of
 model/params.py with their logical axes (see model/modules.py for how modules read a given tree);
 `init_variables(config, key, scale)` runs it on `init_inputs(config)`, the smallest step.
 The layers run under `lax.scan` over the layer index, the KV pages in the carry (compile time flat in depth),
 each iteration applying `DecoderLayer` functionally to the stacked weights (`nn.scan` traced the body twice:
-+0.2 s per compiled bucket on the default model); at init one direct call declares them; `unroll_layers` unrolls it (same math, no while loop). `batch_invariant`: every matmul and the LM head through
++0.2 s per compiled bucket on the default model); at init one direct call declares them. `unroll_layers`
+(trellis_jax/layer_unroll.py: 1 scan, N layers per loop iteration, -1 full; the old True/False too) is the
+scan's `unroll=`: same math, fewer or no while-loop iterations. `batch_invariant`: every matmul and the LM head through
 the matmul op's native kernel (model/forward.py's docstring).
 """
 
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 
 from pallas_kernels.matmul import is_packed_layout, linear, quantized, reads_in_place
 from pallas_kernels.rms_norm import rms_norm
+from trellis_jax import layer_unroll
 from trellis_jax.model.inputs import StepInputs, build_step_inputs
 from trellis_jax.model.kv import KVPages, init_kv_pages
 from trellis_jax.model.logical_axes import PARAM_AXES
@@ -90,7 +93,7 @@ class LlamaModel(nn.Module):
 
     config: object
     attn_impl: str | None = None
-    unroll_layers: bool = False
+    unroll_layers: int | bool = layer_unroll.SCAN  # any layer_unroll spelling
     batch_invariant: bool = False
     init_scale: float = 0.02
     tp_axis: str | None = None  # per shard under shard_map: the layers' row-parallel matmuls psum over it
@@ -127,7 +130,7 @@ class LlamaModel(nn.Module):
                 return apply(weights, carry, index, rows, batch, inv_freq)
 
             layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
-            unroll = c.num_layers if self.unroll_layers else 1
+            unroll = layer_unroll.scan_unroll(self.unroll_layers, c.num_layers)
             (x, kv), _ = jax.lax.scan(body, (x, KVPages(*kv)), layer_ids, unroll=unroll)
         logits = head(x[batch.logits_indices], embedding, batch.num_seqs, dtype)
         return logits.astype(jnp.float32), kv
@@ -138,7 +141,10 @@ class LlamaModel(nn.Module):
             return False
         layers = nn.unbox(self.variables["params"]["layers"])
         first = next(value for value in layers.values() if is_packed_layout(value) or value.ndim == 3)
-        return reads_in_place(matmul_input, first, batch_invariant=self.batch_invariant, unroll=self.unroll_layers)
+        # A partial unroll still slices the weights by a traced layer index, as the scan does: only a full one
+        # makes the slices static.
+        unrolled = layer_unroll.fully_unrolled(self.unroll_layers, self.config.num_layers)
+        return reads_in_place(matmul_input, first, batch_invariant=self.batch_invariant, unroll=unrolled)
 
 
 def init_inputs(config) -> tuple[KVPages, StepInputs]:

@@ -50,7 +50,7 @@ class StepPrograms:
         *,
         attn_impl: str | None,
         max_logprobs: int,
-        unroll_layers: bool,
+        unroll_layers: int,
         batch_invariant: bool,
         feed_width: int,
         page_size: int,

@@ -3,7 +3,7 @@
 Contract:
   runner = Runner(model, page_size=16, num_pages=... | kv_memory_bytes=... | kv_memory_fraction=...,
                   token_buckets=..., seq_buckets=..., page_buckets=..., max_context_len=...,
-                  attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=False,
+                  attn_impl=None, compile_cache_dir=None, max_logprobs=20, unroll_layers=1,
                   materialise_head=None, batch_invariant=False)
   runner.warmup(progress=True, workers=None, decode_steps=None)   compiles every bucket ahead of time
       (and the multi-step programs for decode_steps, default the runner's); idempotent
@@ -44,6 +44,7 @@ import time
 import numpy as np
 
 from pallas_kernels import matmul
+from trellis_jax import layer_unroll
 from trellis_jax.model.config import KV_DTYPES
 from trellis_jax.model.kv import init_kv_pages
 from trellis_jax.runner import wire
@@ -96,7 +97,7 @@ class Runner:
         attn_impl: str | None = None,
         compile_cache_dir: str | None = None,
         max_logprobs: int = DEFAULT_MAX_LOGPROBS,
-        unroll_layers: bool = False,
+        unroll_layers: int | bool = 1,
         materialise_head: bool | None = None,
         kv_dtype: str | None = None,
         fuse_projections: bool | None = None,
@@ -180,7 +181,7 @@ class Runner:
         else:
             logger.info("%s", self.tp.describe_kv(self.kv_pool.num_pages, page_size, self.kv_dtype))
             self._kv = self.tp.init_kv(self.kv_pool.num_pages, page_size, self.kv_dtype)
-        self.unroll_layers = bool(unroll_layers)
+        self.unroll_layers = layer_unroll.normalize(unroll_layers)  # ValueError for a bad spelling
         placement = None if self.tp is None else self.tp.replicated
         self._feed = TokenFeed(
             self.buckets.max_num_seqs, placement
