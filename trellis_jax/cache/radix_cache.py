@@ -81,7 +81,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from trellis_jax.cache import eviction, flush, integrity, tiers
+from trellis_jax.cache import eviction, flush, integrity, prefetch, tiers
 from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
@@ -114,7 +114,7 @@ class InsertResult(NamedTuple):
     handle: TreeNode
 
 
-class RadixCache(tiers.TierMethods):
+class RadixCache(tiers.TierMethods, prefetch.PrefetchMethods):
     """Prefix cache over ``num_pages`` page ids of ``page_size`` tokens (see the module docstring).
 
     ``policy``: a registered name (``policy_names()``) or a fresh ``EvictionPolicy`` instance.

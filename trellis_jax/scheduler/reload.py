@@ -80,6 +80,9 @@ class TierCounters:
     store_refused_pages: int = 0  # pages the store would not take (put returned False)
     resaved_pages_skipped: int = 0  # demoted pages not copied again: the store already held their key
     checkpointed_pages: int = 0  # device pages copied to the store while they stay on the device
+    prefetched_pages: int = 0  # persisted pages put onto the device at start, before a request asked
+    prefetch_refused_pages: int = 0  # ...that the store refused (damaged, missing) when prefetch read them
+    prefetch_skipped_pages: int = 0  # ...read but not placed (a request reloaded them first, or no free page)
 
     def add(self, table: dict[str, int], tier: str, amount: int) -> None:
         table[tier] = table.get(tier, 0) + amount
