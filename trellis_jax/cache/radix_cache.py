@@ -59,6 +59,8 @@ Methods (mutation / locking):
 - ``evict_namespace(namespace) -> int``: frees every unlocked page of ``namespace`` and of the namespaces
   nested under it (see below), whatever the policy says; other namespaces, the shared trunk and locked
   paths are untouched. Returns the pages freed.
+- Lower tiers (demotion, reload, warm restart): tiers.py; a restart's prefetch of demoted pages into free
+  pages (``prefetch_plan``, ``place_prefetched``): prefetch.py.
 - Counts ``num_free_pages``, ``num_evictable_pages``, ``num_locked_pages``, ``num_private_pages``,
   ``num_pages``; ``stats`` (CacheStats snapshot), ``reset_stats()``, ``check_integrity()``.
 
