@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from trellis_jax.engine.async_engine import AsyncEngine
 from trellis_jax.engine.builder import build_engine, make_runner
 from trellis_jax.kvstore.api import chain_key
 from trellis_jax.kvstore.disk import page_path
@@ -97,14 +98,16 @@ def test_a_damaged_page_is_not_prefetched_and_is_counted(llama, cold_output, tmp
     engine.close()
 
 
-def test_a_request_during_prefetch_reloads_the_rest_and_matches_cold(llama, cold_output, tmp_path):
-    fill(tmp_path, llama)
-    engine = restart(tmp_path, llama, prefetch=0.0)
-    disk, first, release = engine.tiers.store.disk, system_keys()[0], threading.Event()
+def started_slowly(engine, delay_s: float):
+    """Prefetch on `engine` through a read whose first page arrives at once and the others `delay_s` later
+    (a slow disk), once the first page is on the device; -> {key: times read}."""
+    disk, first, reads = engine.tiers.store.disk, system_keys()[0], {}
+    released = threading.Event()
 
-    def slow_read(key):  # the first page arrives at once, the others only after the request is served
+    def slow_read(key):
         if key != first:
-            release.wait(30)
+            released.wait(30)
+        reads[key] = reads.get(key, 0) + 1
         return disk.get(key)
 
     engine.tiers.start_prefetch(SYSTEM_PAGES, slow_read)
@@ -112,16 +115,34 @@ def test_a_request_during_prefetch_reloads_the_rest_and_matches_cold(llama, cold
     while engine.tier_stats()["counters"].prefetched_pages == 0 and time.monotonic() < deadline:
         engine.prefetch_turn()  # what the idle server does, until the first page is on the device
         time.sleep(0.01)
+    threading.Timer(delay_s, released.set).start()
+    return reads
+
+
+def test_a_request_during_prefetch_waits_for_the_pages_in_flight_and_matches_cold(llama, cold_output, tmp_path):
+    fill(tmp_path, llama)
+    engine = restart(tmp_path, llama, prefetch=0.0)
+    reads = started_slowly(engine, 0.3)
     output = ask(engine, "b", 1)
-    release.set()
     assert engine.wait_prefetch(30)
     counters = engine.tier_stats()["counters"]
-    assert counters.prefetched_pages == 1
-    assert counters.hit_tokens == {"disk": len(SYSTEM) - 16}  # the request reloaded the pages not yet read
-    assert counters.prefetch_skipped_pages == SYSTEM_PAGES - 1  # ...and their late copies were dropped
+    assert counters.prefetched_pages == 1  # placed before the request
+    assert counters.hit_tokens == {"disk": len(SYSTEM) - 16}  # the rest handed over to the request's reload...
+    assert reads == dict.fromkeys(system_keys(), 1)  # ...each page read from disk once
     assert output.token_ids == cold_output.token_ids
     engine.scheduler.check_integrity()
     engine.close()
+
+
+def test_an_idle_server_puts_the_prefetched_pages_on_the_device(llama, tmp_path):
+    fill(tmp_path, llama)
+    engine = restart(tmp_path, llama)
+    served = AsyncEngine(engine, None)  # no request: its idle loop alone places the pages
+    deadline = time.monotonic() + 30
+    while engine.prefetching and time.monotonic() < deadline:
+        time.sleep(0.05)
+    served.shutdown()
+    assert engine.tier_stats()["counters"].prefetched_pages == SYSTEM_PAGES
 
 
 def test_the_fraction_of_the_pool_bounds_the_prefetch(llama, tmp_path):

@@ -9,8 +9,10 @@
 
 Only the reader touches the store (a thread-safe disk store); only the engine thread touches the tree and
 the runner, so a step never sees a page whose node is on the device before its KV was written. A request
-that arrives meanwhile matches what is placed and reloads the rest itself, as without prefetch; pages the
-reader brings for nodes that request reloaded are dropped (counted as skipped). A page the store refuses
+that arrives meanwhile matches what is placed and reloads the rest (Reloader), asking `take(key)` first:
+a page the reader has staged is handed over, one it is about to read (within WAIT_AHEAD_PAGES of its place)
+is waited for, so the two never read the same page; any other page the reload reads itself, and the
+reader's later copy is dropped (counted as skipped). A page the store refuses
 (damaged, missing) is counted, and the pages below it are not read. When no device page is free, the rest
 is given up (skipped): prefetch fills free pages, it never evicts.
 
@@ -28,6 +30,7 @@ from trellis_jax.cache.prefetch import PrefetchPlan
 
 log = logging.getLogger(__name__)
 MAX_STAGED_BYTES = 256 << 20  # pages read but not yet placed: the reader waits past this
+WAIT_AHEAD_PAGES = 64  # take() waits for a page at most this far ahead of the reader, else reads it itself
 _WAIT_SLICE_S = 0.05  # wait() wakes at least this often (the reader notifies each page; this is a backstop)
 
 
@@ -39,6 +42,8 @@ class Prefetcher:
         self._staged: dict[bytes, object] = {}
         self._staged_bytes = 0
         self._dead: set[bytes] = set()  # refused or given up: their descendants are not read
+        self._index = {key: i for i, key in enumerate(plan.keys)}
+        self._position = 0  # the reader has dealt with plan.keys[:_position]
         self._changed = threading.Condition()
         self._stop = False
         self._reading = True  # until the reader has finished (set under the lock: is_alive() lags behind)
@@ -87,6 +92,20 @@ class Prefetcher:
                     return False
                 self._changed.wait(_WAIT_SLICE_S if left is None else min(left, _WAIT_SLICE_S))
 
+    def take(self, key: bytes) -> object | None:
+        """Engine thread (a reload): the page for `key` if the reader has staged it or is about to (waited
+        for), handed over (it is not placed then); None when it is not planned, refused, or far ahead."""
+        with self._changed:
+            i = self._index.get(key)
+            if i is None or i - self._position > WAIT_AHEAD_PAGES:
+                return None
+            while self._reading and self._position <= i and self._staged_bytes < MAX_STAGED_BYTES:
+                self._changed.wait()  # the reader notifies after every page (and when it ends)
+            page = self._staged.get(key)
+            self._unstage(key)
+            self._changed.notify_all()
+            return page
+
     def stop(self) -> None:
         """Stop reading and drop what is staged (before the store closes). Idempotent."""
         with self._changed:
@@ -114,6 +133,7 @@ class Prefetcher:
                     return
                 if self.plan.parent[key] in self._dead:
                     self._dead.add(key)
+                    self._position = self._index[key] + 1
                     continue
             try:
                 page = self._read(key)
@@ -127,6 +147,7 @@ class Prefetcher:
                 else:
                     self._staged[key] = page
                     self._staged_bytes += page.nbytes if hasattr(page, "nbytes") else 0
+                self._position = self._index[key] + 1
                 self._changed.notify_all()
 
     # -- helpers (the caller holds self._changed) ------------------------------------------------------

@@ -68,6 +68,7 @@ class TierMover:
         plan = self.reloader.cache.prefetch_plan(budget_pages, lambda key: rank.get(key, -1))
         if plan.keys:
             self.prefetcher = Prefetcher(self.reloader.cache, self.runner, plan, read, self.counters, stack=_stack)
+            self.reloader.read_ahead = self.prefetcher.take  # a request's reload waits for pages in flight
         return len(plan.keys)
 
     def prefetch_turn(self) -> bool:
@@ -88,6 +89,7 @@ class TierMover:
         in flight that still writes those pages (the runner's copy is queued after any dispatched step)."""
         if self.prefetcher is not None:
             self.prefetcher.stop()  # its pages are on disk already; it must not read a closing store
+            self.reloader.read_ahead = None
         cache = self.reloader.cache
         cache.evict(cache.num_evictable_pages)
         before = self.counters.demoted_pages

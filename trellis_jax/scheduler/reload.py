@@ -105,7 +105,8 @@ class Reloader:
     `store`: any object with the kvstore PageStore protocol's `tier`, `get(key)` and `__contains__` (the
     scheduler never imports the stores: they are the engine's). A store of several tiers may also have
     `tier_of(key)`: reloads are then counted under the tier each page came from ("host", "disk"), not under
-    the store's one name."""
+    the store's one name. `read_ahead(key)`, when set, is asked first: pages already read from the store
+    (after a restart, the engine's prefetch hands over those it has read or is about to)."""
 
     def __init__(self, cache: RadixCache, store, cost: ReloadCost) -> None:
         if not cache.enabled:
@@ -113,6 +114,7 @@ class Reloader:
         self.cache, self.store, self.cost = cache, store, cost
         self.counters = TierCounters()
         self._loads: dict[int, object] = {}  # page id -> page to write before the step (the last one wins)
+        self.read_ahead = None  # key -> page or None: asked before the store (a restart's prefetch, engine side)
         cache.enable_tiers(store.tier)
 
     def reload(self, handle, run: LowerRun | None) -> tuple[object, list[int]]:
@@ -150,7 +152,9 @@ class Reloader:
         for key, tier in zip(run.keys, run.tiers):
             if tier_of is not None:
                 tier = tier_of(key) or tier
-            page = self.store.get(key)
+            page = self.read_ahead(key) if self.read_ahead is not None else None
+            if page is None:
+                page = self.store.get(key)
             if page is None:
                 lost = not self.cache.demotion_pending(key)
                 self.counters.missing_pages += lost
