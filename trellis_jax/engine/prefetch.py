@@ -109,11 +109,9 @@ class Prefetcher:
     def stop(self) -> None:
         """Stop reading and drop what is staged (before the store closes). Idempotent."""
         with self._changed:
-            self._stop = True
-            self._changed.notify_all()
-        self._thread.join()
-        with self._changed:
             self._give_up()
+            self._changed.notify_all()
+        self._thread.join()  # at most the page being read; it is not staged after this
 
     # -- reader thread --------------------------------------------------------------------------------
     def _read_all(self) -> None:
@@ -141,6 +139,8 @@ class Prefetcher:
                 log.exception("kv prefetch: reading page %s failed", key.hex())
                 page = None
             with self._changed:
+                if self._stop:
+                    return  # given up meanwhile: this page was counted then
                 if page is None:
                     self._dead.add(key)
                     self.counters.prefetch_refused_pages += 1
@@ -157,8 +157,10 @@ class Prefetcher:
             self._staged_bytes -= page.nbytes if hasattr(page, "nbytes") else 0
 
     def _give_up(self) -> None:
-        """No room (or stopping): drop what is staged, read nothing more."""
-        self.counters.prefetch_skipped_pages += len(self._staged)
+        """No room (or stopping): drop what is staged, read nothing more; all of it counted as skipped."""
+        if self._stop:
+            return
+        self.counters.prefetch_skipped_pages += len(self._staged) + len(self.plan.keys) - self._position
         self._dead.update(self._staged)
         self._staged.clear()
         self._staged_bytes = 0
