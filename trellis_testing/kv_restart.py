@@ -16,7 +16,8 @@ SYSTEM = [(5 * j) % 240 + 7 for j in range(64)]
 
 def restart_config(**overrides) -> EngineConfig:
     """deterministic=True: a hit and a recompute give the same floats, so any difference in outputs comes
-    from a page that does not hold the KV its key names."""
+    from a page that does not hold the KV its key names. kv_prefetch=0: a restarted engine's first request
+    reloads the persisted pages itself (the path these tests check); the prefetch tests turn it on."""
     options = dict(
         num_pages=24,
         page_size=16,
@@ -26,6 +27,7 @@ def restart_config(**overrides) -> EngineConfig:
         seq_buckets=(2,),
         max_model_len=256,
         deterministic=True,
+        kv_prefetch=0.0,
     )
     return EngineConfig(**{**options, **overrides})
 

@@ -115,6 +115,7 @@ def test_version_names_the_command_and_the_release(prog, capsys):
         (["--kv-cache-dtype", "int8"], "choose from 'auto', 'float32', 'bfloat16', 'float16'"),
         (["--kv-memory", "1GiB", "--num-pages", "64"], "at most one KV budget"),
         (["--max-num-seqs", "0"], "max_num_seqs"),
+        (["--kv-prefetch", "2"], "kv_prefetch must be a fraction"),
     ],
 )
 def test_a_bad_engine_value_is_a_usage_error_listing_the_choices(argv, expected, capsys):

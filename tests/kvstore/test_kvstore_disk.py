@@ -131,3 +131,12 @@ def test_stats_count_bytes_written_and_read(tmp_path):
     stats = store.stats()
     assert stats["pages"] == 1 and stats["hits"] == 1
     assert stats["bytes_written"] == stats["bytes_read"] == stats["bytes"] > page_for(entry).nbytes
+
+
+def test_keys_by_recency_lists_the_least_recently_used_first(tmp_path):
+    entries = chain(3)
+    store = open_store(tmp_path)  # one open store: file mtimes (the order at reopen) may tie within a tick
+    for entry in entries:
+        store.put(entry, page_for(entry))
+    store.get(entries[0].key)  # now the most recently used
+    assert store.keys_by_recency() == [entries[1].key, entries[2].key, entries[0].key]

@@ -3,6 +3,7 @@
 import logging
 import shutil
 
+import numpy as np
 import pytest
 from kv_pages import FINGERPRINT, chain, page_for
 
@@ -43,7 +44,7 @@ def test_a_flipped_payload_byte_is_refused_counted_and_deleted_on_get(tmp_path):
 def test_a_flipped_metadata_byte_is_refused(tmp_path):
     entry, path = one_page(tmp_path)
     data = bytearray(path.read_bytes())
-    data[data.index(b'"namespace"') + 2] ^= 0x01  # still parses as a header, fails the checksum
+    data[data.index(np.asarray(entry.tokens[-1:], "<i8").tobytes())] ^= 0x01  # a token: parses, fails the crc
     path.write_bytes(bytes(data))
     store = open_store(tmp_path)
     assert store.get(entry.key) is None

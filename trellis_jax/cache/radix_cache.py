@@ -59,6 +59,8 @@ Methods (mutation / locking):
 - ``evict_namespace(namespace) -> int``: frees every unlocked page of ``namespace`` and of the namespaces
   nested under it (see below), whatever the policy says; other namespaces, the shared trunk and locked
   paths are untouched. Returns the pages freed.
+- Lower tiers (demotion, reload, warm restart): tiers.py; a restart's prefetch of demoted pages into free
+  pages (``prefetch_plan``, ``place_prefetched``): prefetch.py.
 - Counts ``num_free_pages``, ``num_evictable_pages``, ``num_locked_pages``, ``num_private_pages``,
   ``num_pages``; ``stats`` (CacheStats snapshot), ``reset_stats()``, ``check_integrity()``.
 
@@ -81,7 +83,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from trellis_jax.cache import eviction, flush, integrity, tiers
+from trellis_jax.cache import eviction, flush, integrity, prefetch, tiers
 from trellis_jax.cache.allocator import OutOfPagesError, PageAllocator
 from trellis_jax.cache.node import SHARED, TreeNode
 from trellis_jax.cache.policy import EvictionPolicy, get_policy
@@ -114,7 +116,7 @@ class InsertResult(NamedTuple):
     handle: TreeNode
 
 
-class RadixCache(tiers.TierMethods):
+class RadixCache(tiers.TierMethods, prefetch.PrefetchMethods):
     """Prefix cache over ``num_pages`` page ids of ``page_size`` tokens (see the module docstring).
 
     ``policy``: a registered name (``policy_names()``) or a fresh ``EvictionPolicy`` instance.

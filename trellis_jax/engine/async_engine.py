@@ -35,6 +35,7 @@ from trellis_jax.engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 _IDLE_WAIT_S = 0.5
+_PREFETCH_WAIT_S = 0.01  # while a restart's prefetch reads pages, the idle loop places them this often
 
 
 class EngineShutDown(RuntimeError):
@@ -64,6 +65,8 @@ class AsyncEngine:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        if getattr(engine, "prefetching", False):
+            self._ensure_thread()  # the idle loop puts a restart's prefetched pages onto the device at once
 
     @classmethod
     def from_options(cls, model: str | None = None, **options) -> AsyncEngine:
@@ -152,13 +155,15 @@ class AsyncEngine:
 
     # ---- engine thread --------------------------------------------------------------------------------
     def _loop(self) -> None:
-        idle_checked = True
+        idle_checked, prefetching = True, True
         while True:
-            if not self._apply_commands(block=not self.engine.has_unfinished()):
+            if not self._apply_commands(block=not self.engine.has_unfinished(), prefetching=prefetching):
                 break
             if self.engine.has_unfinished():
                 self._step()
                 idle_checked = False
+            elif prefetching:
+                prefetching = self._prefetch_turn()
             elif not idle_checked:
                 idle_checked = True
                 if self.check_integrity_when_idle:
@@ -186,10 +191,22 @@ class AsyncEngine:
         except Exception:  # a failing store must not keep the server from stopping; the next start is cold
             logger.exception("closing the engine (writing its cached prefixes to the page store) failed")
 
-    def _apply_commands(self, block: bool) -> bool:
-        """Apply queued adds/aborts; False on stop."""
+    def _prefetch_turn(self) -> bool:
+        """Idle: put the pages a restart's prefetch has read onto the device; False once it is done."""
+        turn = getattr(self.engine, "prefetch_turn", None)  # test doubles may have none
+        if turn is None:
+            return False
         try:
-            command = self._commands.get(timeout=_IDLE_WAIT_S) if block else self._commands.get_nowait()
+            return turn()
+        except Exception:  # a failing prefetch costs the first requests their warm cache, never the server
+            logger.exception("prefetching the persisted prefixes onto the device failed")
+            return False
+
+    def _apply_commands(self, block: bool, prefetching: bool = False) -> bool:
+        """Apply queued adds/aborts; False on stop. `prefetching`: wait briefly (the idle loop places pages)."""
+        wait = _PREFETCH_WAIT_S if prefetching else _IDLE_WAIT_S
+        try:
+            command = self._commands.get(timeout=wait) if block else self._commands.get_nowait()
         except queue.Empty:
             return True
         while True:

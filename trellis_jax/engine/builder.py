@@ -15,7 +15,7 @@ from trellis_jax.cache import RadixCache
 from trellis_jax.engine.config import EngineConfig
 from trellis_jax.engine.engine import Engine
 from trellis_jax.engine.grammar import GrammarCompiler
-from trellis_jax.engine.page_store import make_page_store
+from trellis_jax.engine.page_store import make_page_store, persisted_source
 from trellis_jax.engine.tiers import TierMover
 from trellis_jax.scheduler import Scheduler, SchedulerConfig
 
@@ -94,6 +94,11 @@ def make_tiers(config: EngineConfig, loaded, runner, scheduler) -> TierMover | N
     )
     rebuilt = tiers.rebuild()
     logger.info("KV page store %s: %d pages rebuilt into the prefix tree", type(store).__name__, rebuilt)
+    disk = persisted_source(store)
+    if rebuilt and disk is not None and config.kv_prefetch > 0:
+        budget = int(config.kv_prefetch * tiers.reloader.cache.num_free_pages)
+        planned = tiers.start_prefetch(budget, disk.get, disk.keys_by_recency())
+        logger.info("KV prefetch: reading %d persisted pages back onto the device in the background", planned)
     return tiers
 
 

@@ -29,6 +29,9 @@ as float ("auto" weight format). 1: one device.
 kv_host_bytes / kv_cache_dir: the radix cache's lower tiers (engine/page_store.py): evicted prefix pages are
 demoted to host RAM (at most kv_host_bytes, e.g. "4GiB") and, with kv_cache_dir, written back to disk there;
 a later match reloads them when that beats recomputing, and a restart with the same model reuses the disk's.
+kv_prefetch: on such a restart, the persisted prefixes (most recently used first) are read back in the
+background onto free device pages, at most this fraction of the pool, so the first request finds them on the
+device (engine/prefetch.py). 0: off (a request reloads them when it matches them).
 chat_template: the path of a Jinja chat template (Hugging Face semantics) that replaces the model's own
 for every chat; read when the engine is built (a missing file or a template that does not parse fails then).
 """
@@ -90,6 +93,7 @@ class EngineConfig:
     tensor_parallel_size: int = 1  # split the model and KV pages over this many devices (runner/tensor_parallel.py)
     kv_host_bytes: int | str | None = None  # L2: host RAM for demoted KV pages (None: none unless kv_cache_dir)
     kv_cache_dir: str | None = None  # L3: demoted KV pages on disk, kept across restarts
+    kv_prefetch: float = 0.5  # a restart reads persisted prefixes back onto up to this fraction of the pool (0: off)
 
     def __post_init__(self) -> None:
         for name in (
@@ -149,6 +153,10 @@ class EngineConfig:
             raise ValueError(f"kv_host_bytes must be > 0, got {self.kv_host_bytes!r}")
         if self.kv_cache_dir is not None and (not isinstance(self.kv_cache_dir, str) or not self.kv_cache_dir):
             raise ValueError(f"kv_cache_dir must be a directory path, got {self.kv_cache_dir!r}")
+        if isinstance(self.kv_prefetch, bool) or not isinstance(self.kv_prefetch, (int, float)):
+            raise ValueError(f"kv_prefetch must be a fraction of the KV pool in [0, 1], got {self.kv_prefetch!r}")
+        if not 0 <= self.kv_prefetch <= 1:
+            raise ValueError(f"kv_prefetch must be a fraction of the KV pool in [0, 1], got {self.kv_prefetch!r}")
         tiered = self.kv_host_bytes is not None or self.kv_cache_dir is not None
         if tiered and self.disable_radix_cache:
             raise ValueError("kv_host_bytes / kv_cache_dir keep evicted prefix pages: they need the radix cache")

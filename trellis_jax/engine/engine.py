@@ -34,6 +34,8 @@ events in order (a stop string drops the rest); such steps are committed synchro
 Lower tiers (`tiers`, a TierMover over a page store: engine/tiers.py): after each schedule() the pages the
 cache demoted are queued for a copy to the host and the pages admission reloaded are written, both before the
 step; the copies go into the store once the step is dispatched. `tier_stats()` reports the tiers' counters.
+After a warm restart, each step (and `prefetch_turn()`, which an idle server calls) first puts the persisted
+pages the background prefetch has read onto the device (engine/prefetch.py).
 
 Several engines may take turns on one runner (tests and benchmarks share a compiled runner), but the KV
 pages are the runner's: once another engine has run a step, an engine whose prefix cache or running
@@ -273,6 +275,7 @@ class Engine:
         deltas, self._pending = self._pending, []
         if not self.scheduler.has_unfinished() and self._inflight is None:
             return deltas
+        self.prefetch_turn()  # before schedule(): a request matches the prefetched pages already placed
         progressed = False
         if self.overlap and self.scheduler.must_sync():
             # The next rows need the tokens in flight (penalties, lookup drafts, grammar masks): read and
@@ -302,6 +305,21 @@ class Engine:
         self._closed = True
         if self.tiers is not None:
             self.tiers.persist()
+
+    @property
+    def prefetching(self) -> bool:
+        """Whether a restart's prefetch is still reading or placing pages."""
+        return self.tiers is not None and self.tiers.prefetcher is not None and self.tiers.prefetcher.running
+
+    def prefetch_turn(self) -> bool:
+        """Between steps: put the persisted pages a restart's prefetch has read onto the device (TierMover);
+        True while prefetch goes on (an idle server calls this until False)."""
+        return self.tiers is not None and not self._closed and self.tiers.prefetch_turn()
+
+    def wait_prefetch(self, timeout: float | None = None) -> bool:
+        """Between steps: wait until the restart's prefetch is done (every planned page on the device or
+        dropped); False on timeout. True at once without a prefetch."""
+        return self.tiers is None or self._closed or self.tiers.wait_prefetch(timeout)
 
     def checkpoint(self) -> int:
         """Between steps: copy the cached prefixes a disk-backed page store lacks into it (TierMover.checkpoint),

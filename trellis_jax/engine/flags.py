@@ -158,6 +158,12 @@ _FLAGS: dict[str, dict] = {
         "help": "also write evicted prefix pages back to disk here (checksummed, fingerprinted by the model), "
         "so a restart with the same model reuses them (default: off)",
     },
+    "kv_prefetch": {
+        "type": float,
+        "metavar": "FRACTION",
+        "help": "with --kv-cache-dir, a restart reads the persisted prefixes back onto up to this fraction of "
+        "the KV pool in the background, most recently used first, before a request asks (0: off)",
+    },
     "chat_template": {
         "metavar": "FILE",
         "help": "a Jinja chat template (Hugging Face semantics) used instead of the model's (default: the model's)",

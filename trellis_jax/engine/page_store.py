@@ -9,6 +9,7 @@ The one place where the radix cache's lower tiers meet the stores of trellis_jax
                         tokenizer, chat template, dtypes, page size, RoPE), so another model's pages are refused
 neither               None: eviction drops pages, as without tiers.
 Any object with the kvstore.api PageStore protocol works in its place (Engine / TierMover take any).
+`persisted_source(store)`: where a restart's prefetch reads (the disk tier), or None for a store in RAM only.
 """
 
 from __future__ import annotations
@@ -73,3 +74,12 @@ def _template_text(config: EngineConfig) -> str | None:
 
 def _plain(value):
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def persisted_source(store):
+    """The disk store below `store` (itself if it is one): what a restart's pages are read back from by the
+    prefetch thread (DiskPageStore.get is thread-safe and checks each page); None without a disk tier."""
+    from trellis_jax.kvstore import DiskPageStore
+
+    disk = getattr(store, "disk", store)
+    return disk if isinstance(disk, DiskPageStore) else None

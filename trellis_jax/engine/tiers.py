@@ -13,6 +13,10 @@ prunes those nodes now and then).
 Checkpoints (`checkpoint()`, when the engine is idle, for a store on disk): the tree's device pages the
 store lacks are copied to it and stay on the device, so a process killed later loses only what came after.
 
+Prefetch (`start_prefetch`, a warm restart): the store's persisted pages, rebuilt into the tree as demoted
+paths, are read back in the background and put onto free device pages between steps (engine/prefetch.py),
+so the first request finds them on the device; `prefetch_turn()` does the engine thread's part.
+
 Measurements for the reload cost model (scheduler/reload.py): the host -> device rate and the fixed cost of
 a load call once at start (Runner.page_load_rate), the prefill rate from every synchronous step of at least
 `MIN_TIMED_TOKENS` tokens (tokens / wall seconds of run(), an EMA).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trellis_jax.engine.prefetch import Prefetcher
 from trellis_jax.kvstore.api import PageEntry
 from trellis_jax.scheduler import Scheduler
 from trellis_jax.scheduler.reload import PageMoves, ReloadCost
@@ -46,17 +51,45 @@ class TierMover:
             self.cost.load_call_seconds, self.cost.h2d_bytes_per_s = runner.page_load_rate()
         self.reloader = scheduler.attach_store(store, self.cost)
         self.counters = self.reloader.counters
+        self.prefetcher: Prefetcher | None = None
         self._steps = 0
 
     def rebuild(self) -> int:
         """Warm restart: the store's pages become demoted tree paths (namespaces kept); returns the pages."""
         return self.reloader.cache.rebuild_demoted(self.store.entries())
 
+    def start_prefetch(self, budget_pages: int, read, keys_by_recency: list[bytes] = ()) -> int:
+        """Start reading up to `budget_pages` demoted pages back in the background, most recently used branches
+        first (`keys_by_recency`: least recent first; `read(key)`: a thread-safe, checked read of the store
+        that holds them); returns the pages planned. Call once, after `rebuild`."""
+        if self.prefetcher is not None:
+            raise ValueError("prefetch already started")
+        rank = {key: i for i, key in enumerate(keys_by_recency)}
+        plan = self.reloader.cache.prefetch_plan(budget_pages, lambda key: rank.get(key, -1))
+        if plan.keys:
+            self.prefetcher = Prefetcher(self.reloader.cache, self.runner, plan, read, self.counters, stack=_stack)
+            self.reloader.read_ahead = self.prefetcher.take  # a request's reload waits for pages in flight
+        return len(plan.keys)
+
+    def prefetch_turn(self) -> bool:
+        """Between steps: put the prefetched pages that arrived onto the device; True while prefetch goes on."""
+        if self.prefetcher is None:
+            return False
+        self.prefetcher.turn()
+        return self.prefetcher.running
+
+    def wait_prefetch(self, timeout: float | None = None) -> bool:
+        """Between steps: wait until every prefetched page is on the device (or dropped); False on timeout."""
+        return self.prefetcher is None or self.prefetcher.wait(timeout)
+
     def persist(self) -> int:
         """Clean stop: demote every unlocked device page of the tree (eviction with tiers on), put those the
         store does not hold yet, then flush and close the store (a TieredPageStore writes its host pages to
         disk), so a restart on the same store rebuilds them. Returns the pages put. Call once, with no step
         in flight that still writes those pages (the runner's copy is queued after any dispatched step)."""
+        if self.prefetcher is not None:
+            self.prefetcher.stop()  # its pages are on disk already; it must not read a closing store
+            self.reloader.read_ahead = None
         cache = self.reloader.cache
         cache.evict(cache.num_evictable_pages)
         before = self.counters.demoted_pages

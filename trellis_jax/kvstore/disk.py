@@ -141,6 +141,11 @@ class DiskPageStore:
         with self._lock:
             self._drop(key)
 
+    def keys_by_recency(self) -> list[bytes]:
+        """Every key held, least recently used first (at open: by file mtime, which `get` refreshes)."""
+        with self._lock:
+            return list(self._index)
+
     def entries(self) -> Iterator[PageEntry]:
         with self._lock:
             held = [entry for entry, _ in self._index.values()]

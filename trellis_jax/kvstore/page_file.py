@@ -3,11 +3,15 @@
 Layout (little-endian), one file per page:
 
     0   magic b"TKVP"                 4 bytes
-    4   format version                u16, then u16 zero
+    4   format version (2)            u16, then u16 zero
     8   metadata length M             u32
     12  payload length N              u64
     20  crc32 of all that follows     u32
-    24  metadata: JSON, UTF-8         M bytes  {key, parent, tokens, namespace, dtype, shape, fingerprint}
+    24  metadata, M bytes:
+          key 16 bytes, parent 16 bytes (zeros when none), fingerprint digest 16 bytes,
+          flags u8 (bit 0: has a parent), ndim u8, dtype name length u8, namespace length u16,
+          token count u32; then the dtype name (ASCII), the shape (u64 each), the tokens (i64 each),
+          the namespace (UTF-8)
     .   zero padding to a multiple of 64
     .   payload: the page's bytes     N bytes  (C order, `dtype`, `shape`)
 
@@ -15,11 +19,14 @@ The checksum covers everything after the fixed header (padding included), so a f
 header pointing past the end is refused. The metadata carries the key (a file renamed onto another key is
 refused) and the store's fingerprint digest (a file copied in from another model's directory is refused).
 crc32 detects accidental damage, not tampering: the directory is trusted like the weights file is.
+Why binary, not JSON (format 1): a restart parses every file's metadata when it opens the directory, and
+JSON's parse and its token list cost most of that (docs/benchmarks/tiers.md). A file of another format
+version is refused (DamagedPage) like a damaged one; a directory of another version is refused whole by its
+manifest, whose fingerprint carries the version.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import zlib
@@ -28,12 +35,14 @@ from dataclasses import dataclass
 import ml_dtypes  # noqa: F401  (registers "bfloat16" and the other ml_dtypes names with numpy)
 import numpy as np
 
-from trellis_jax.kvstore.api import PageEntry
+from trellis_jax.kvstore.api import PAGE_KEY_BYTES, PageEntry
 
 MAGIC = b"TKVP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FIXED = struct.Struct("<4sHHIQI")
 HEADER_BYTES = _FIXED.size  # 24
+_META = struct.Struct(f"<{PAGE_KEY_BYTES}s{PAGE_KEY_BYTES}s16sBBBHI")  # key, parent, digest, flags, ndim, ...
+_HAS_PARENT = 1
 _ALIGN = 64
 
 
@@ -57,18 +66,19 @@ class PageRecord:
 def encode(entry: PageEntry, page: np.ndarray, fingerprint_digest: str) -> tuple[bytes, memoryview]:
     """(header + metadata + padding, payload view): write both, in order, to make the file."""
     page = np.ascontiguousarray(page)
-    meta = json.dumps(
-        {
-            "key": entry.key.hex(),
-            "parent": None if entry.parent is None else entry.parent.hex(),
-            "tokens": list(entry.tokens),
-            "namespace": entry.namespace,
-            "dtype": page.dtype.name,
-            "shape": list(page.shape),
-            "fingerprint": fingerprint_digest,
-        },
-        separators=(",", ":"),
-    ).encode("utf-8")
+    dtype, namespace = page.dtype.name.encode("ascii"), entry.namespace.encode("utf-8")
+    tokens = np.asarray(entry.tokens, dtype="<i8")
+    fixed = _META.pack(
+        entry.key,
+        entry.parent or b"\0" * PAGE_KEY_BYTES,
+        bytes.fromhex(fingerprint_digest),
+        _HAS_PARENT if entry.parent is not None else 0,
+        page.ndim,
+        len(dtype),
+        len(namespace),
+        len(tokens),
+    )
+    meta = fixed + dtype + struct.pack(f"<{page.ndim}Q", *page.shape) + tokens.tobytes() + namespace
     payload = memoryview(page.reshape(-1).view(np.uint8))  # bytes view: the buffer protocol has no bfloat16
     pad = b"\0" * (-(HEADER_BYTES + len(meta)) % _ALIGN)
     crc = zlib.crc32(payload, zlib.crc32(meta + pad))
@@ -85,28 +95,29 @@ def parse_header(head: bytes, key: bytes, fingerprint_digest: str) -> tuple[Page
     magic, version, _, meta_len, payload_len, crc = _FIXED.unpack_from(head)
     if magic != MAGIC or version != FORMAT_VERSION:
         raise DamagedPage(f"not a format-{FORMAT_VERSION} page record (magic {magic!r}, version {version})")
-    if len(head) < HEADER_BYTES + meta_len:
+    if len(head) < HEADER_BYTES + meta_len or meta_len < _META.size:
         raise DamagedPage("truncated inside its metadata")
+    found, parent, digest, flags, ndim, dtype_len, ns_len, num_tokens = _META.unpack_from(head, HEADER_BYTES)
+    if found != key:
+        raise DamagedPage(f"holds key {found.hex()}, not {key.hex()}")
+    if digest.hex() != fingerprint_digest:
+        raise DamagedPage(f"written under fingerprint {digest.hex()}, not {fingerprint_digest}")
+    at = HEADER_BYTES + _META.size
+    ends = (at + dtype_len, at + dtype_len + 8 * ndim, at + dtype_len + 8 * (ndim + num_tokens))
+    if ends[2] + ns_len != HEADER_BYTES + meta_len:
+        raise DamagedPage(f"metadata of {meta_len} bytes does not hold what its lengths state")
     try:
-        meta = json.loads(head[HEADER_BYTES : HEADER_BYTES + meta_len])
-        entry = PageEntry(
-            key=bytes.fromhex(meta["key"]),
-            parent=None if meta["parent"] is None else bytes.fromhex(meta["parent"]),
-            tokens=tuple(int(t) for t in meta["tokens"]),
-            namespace=str(meta["namespace"]),
-        )
-        dtype, shape = np.dtype(meta["dtype"]), tuple(int(d) for d in meta["shape"])
-        digest = meta["fingerprint"]
-    except (ValueError, KeyError, TypeError) as err:
+        dtype = np.dtype(head[at : ends[0]].decode("ascii"))
+        shape = struct.unpack_from(f"<{ndim}Q", head, ends[0])
+        tokens = tuple(np.frombuffer(head, "<i8", num_tokens, ends[1]).tolist())
+        namespace = head[ends[2] : ends[2] + ns_len].decode("utf-8")
+    except (ValueError, TypeError) as err:  # UnicodeDecodeError is a ValueError
         raise DamagedPage(f"unreadable metadata ({err})") from None
     if dtype.hasobject:
         raise DamagedPage("an object dtype is not a KV page")
-    if entry.key != key:
-        raise DamagedPage(f"holds key {entry.key.hex()}, not {key.hex()}")
-    if digest != fingerprint_digest:
-        raise DamagedPage(f"written under fingerprint {digest}, not {fingerprint_digest}")
     if dtype.itemsize * math.prod(shape) != payload_len:
         raise DamagedPage(f"payload of {payload_len} bytes does not hold {dtype.name}{list(shape)}")
+    entry = PageEntry(key=found, parent=parent if flags & _HAS_PARENT else None, tokens=tokens, namespace=namespace)
     offset = HEADER_BYTES + meta_len
     offset += -offset % _ALIGN
     return PageRecord(entry, dtype, shape, offset, payload_len), crc

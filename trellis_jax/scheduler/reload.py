@@ -80,6 +80,9 @@ class TierCounters:
     store_refused_pages: int = 0  # pages the store would not take (put returned False)
     resaved_pages_skipped: int = 0  # demoted pages not copied again: the store already held their key
     checkpointed_pages: int = 0  # device pages copied to the store while they stay on the device
+    prefetched_pages: int = 0  # persisted pages put onto the device at start, before a request asked
+    prefetch_refused_pages: int = 0  # ...that the store refused (damaged, missing) when prefetch read them
+    prefetch_skipped_pages: int = 0  # ...read but not placed (a request reloaded them first, or no free page)
 
     def add(self, table: dict[str, int], tier: str, amount: int) -> None:
         table[tier] = table.get(tier, 0) + amount
@@ -102,7 +105,8 @@ class Reloader:
     `store`: any object with the kvstore PageStore protocol's `tier`, `get(key)` and `__contains__` (the
     scheduler never imports the stores: they are the engine's). A store of several tiers may also have
     `tier_of(key)`: reloads are then counted under the tier each page came from ("host", "disk"), not under
-    the store's one name."""
+    the store's one name. `read_ahead(key)`, when set, is asked first: pages already read from the store
+    (after a restart, the engine's prefetch hands over those it has read or is about to)."""
 
     def __init__(self, cache: RadixCache, store, cost: ReloadCost) -> None:
         if not cache.enabled:
@@ -110,6 +114,7 @@ class Reloader:
         self.cache, self.store, self.cost = cache, store, cost
         self.counters = TierCounters()
         self._loads: dict[int, object] = {}  # page id -> page to write before the step (the last one wins)
+        self.read_ahead = None  # key -> page or None: asked before the store (a restart's prefetch, engine side)
         cache.enable_tiers(store.tier)
 
     def reload(self, handle, run: LowerRun | None) -> tuple[object, list[int]]:
@@ -147,7 +152,9 @@ class Reloader:
         for key, tier in zip(run.keys, run.tiers):
             if tier_of is not None:
                 tier = tier_of(key) or tier
-            page = self.store.get(key)
+            page = self.read_ahead(key) if self.read_ahead is not None else None
+            if page is None:
+                page = self.store.get(key)
             if page is None:
                 lost = not self.cache.demotion_pending(key)
                 self.counters.missing_pages += lost

@@ -10,6 +10,11 @@ into metric families, read at scrape time like the rest of EngineCollector's (pl
     trellis_kv_reload_refusals_total{reason}     demoted pages not reloaded: "cost" (recomputing was cheaper),
                                                  "missing" (the store no longer held them), "store_full"
                                                  (the store refused a demoted page)
+    trellis_kv_prefetched_pages_total            persisted pages a restart put onto the device before a request
+                                                 asked (engine/prefetch.py)
+    trellis_kv_prefetch_dropped_pages_total{reason}   planned pages not prefetched: "refused" (the store
+                                                 refused them: damaged, missing), "skipped" (a request
+                                                 reloaded them first, or no device page was free)
     trellis_kv_demoted_pages                     gauge: demoted pages in the prefix tree
     trellis_kv_store_pages / trellis_kv_store_bytes            gauges: what the store holds
     trellis_kv_store_refused_corrupt_total       pages the store discarded as damaged or foreign
@@ -48,6 +53,13 @@ def tier_metrics(stats: dict | None):
     ):
         refusals.add_metric([reason], float(value))
     yield refusals
+    yield _counter("trellis_kv_prefetched_pages", "Persisted KV pages prefetched onto the device", c.prefetched_pages)
+    dropped = CounterMetricFamily(
+        "trellis_kv_prefetch_dropped_pages", "Planned prefetch pages not prefetched", labels=["reason"]
+    )
+    dropped.add_metric(["refused"], float(c.prefetch_refused_pages))
+    dropped.add_metric(["skipped"], float(c.prefetch_skipped_pages))
+    yield dropped
     yield _gauge("trellis_kv_demoted_pages", "Demoted pages in the prefix tree", stats["demoted_pages_in_tree"])
     store = stats["store"]
     yield _gauge("trellis_kv_store_pages", "KV pages the page store holds", store.get("pages", 0))
