@@ -25,8 +25,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# --durations=25: every log (CI's too) ends with the slowest tests, so a test that grows shows where.
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -103,6 +103,18 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
+def _start(bin_dir: pathlib.Path, *argv: str) -> subprocess.Popen:
+    """`argv` started from the installed bin directory, without waiting for it; stdout and stderr piped."""
+    return subprocess.Popen(
+        [str(bin_dir / argv[0]), *argv[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+        cwd=bin_dir,
+    )
+
+
 def _run(bin_dir: pathlib.Path, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(bin_dir / argv[0]), *argv[1:]],
@@ -117,9 +129,17 @@ def _run(bin_dir: pathlib.Path, *argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_pip_install_gives_every_console_script_with_help_and_version(installed):
+    # The scripts start side by side: each is mostly an interpreter start and imports, waiting for a core.
+    started = {script: _start(installed, script, "--version") for script in SCRIPTS}
+    started["help"] = _start(installed, "trellis-serve", "--help")
+    try:
+        output = {name: process.communicate(timeout=120) for name, process in started.items()}
+    finally:
+        for process in started.values():
+            process.kill()
     for script in SCRIPTS:
-        assert _run(installed, script, "--version").stdout.strip() == f"{script} (trellis-jax) 0.1.0"
-    assert "--max-waiting-requests" in _run(installed, "trellis-serve", "--help").stdout
+        assert output[script][0].strip() == f"{script} (trellis-jax) 0.1.0", output[script]
+    assert "--max-waiting-requests" in output["help"][0], output["help"][1]
 
 
 @pytest.mark.slow

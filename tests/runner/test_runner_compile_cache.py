@@ -51,17 +51,21 @@ def run_child(cache_dir: pathlib.Path) -> dict:
     return result
 
 
-@pytest.fixture
-def filled_cache(tmp_path):
-    """-> (a cache directory one process filled, that process's counts). Not shared between tests: the
-    cache keys depend on the directory's path, so a copy elsewhere would be a cold cache."""
-    return tmp_path, run_child(tmp_path)
+@pytest.fixture(scope="module")
+def two_starts(tmp_path_factory):
+    """-> (a cache directory one process filled, that process's counts, the counts of a second start on it).
+
+    Shared by the module: the first start fills the directory and the second only reads it (its writes are
+    asserted to be 0); the damage test then damages that same directory. The cache keys depend on the
+    directory's path, so a copy elsewhere would be a cold cache: the tests share the directory itself."""
+    cache_dir = tmp_path_factory.mktemp("compile_cache")
+    first = run_child(cache_dir)
+    return cache_dir, first, run_child(cache_dir)
 
 
-def test_restart_loads_the_compiled_step_from_the_cache_dir(filled_cache):
-    cache_dir, first = filled_cache
+def test_restart_loads_the_compiled_step_from_the_cache_dir(two_starts):
+    _, first, second = two_starts
     assert first["hits"] == 0 and first["writes"] >= 1
-    second = run_child(cache_dir)
     assert second["hits"] == first["writes"] and second["writes"] == 0
     assert second["compilations"] == first["compilations"] == 1
 
@@ -79,8 +83,8 @@ def empty(data: bytes) -> bytes:
     return b""
 
 
-def test_damaged_entries_are_rewritten_so_the_next_start_compiles_nothing(filled_cache):
-    cache_dir = filled_cache[0]
+def test_damaged_entries_are_rewritten_so_the_next_start_compiles_nothing(two_starts):
+    cache_dir = two_starts[0]
     entries = sorted(cache_dir.glob("*-cache"))
     damages = [truncate, garble, empty]
     for i, entry in enumerate(entries):

@@ -2,7 +2,8 @@
 
 Each child process has one CPU device; the TP 2 mesh spans both, its collectives through gloo. Process 0
 runs the engine and sends each step's plan to process 1 (tp_multiprocess_child.py). The reference is one
-process at TP 1 (tp_child.py), same prompts, buckets and pool.
+process at TP 1 with the cache on (tp_child.py's tiny_llama job, shared with the tensor-parallel tests through
+the session fixture `tp_results`), same prompts, buckets and pool.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from test_runner_tensor_parallel import FIXTURES, HERE, ROOT, run_child
+from tp_jobs import FIXTURES, HERE, ROOT, job_result
 
 TIMEOUT = 600  # a hang guard: the run itself takes ~30 s of CPU
 
@@ -24,7 +25,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_generate_what_one_process_generates():
+def test_two_processes_generate_what_one_process_generates(tp_results):
     model = str(FIXTURES / "tiny_llama")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
@@ -47,5 +48,5 @@ def test_two_processes_generate_what_one_process_generates():
     finally:
         follower.kill()
     tokens = json.loads(leader.stdout.strip().splitlines()[-1])
-    reference = run_child("generate", model, "1", "on")["1/cache"]
+    reference = job_result(tp_results, "tiny_llama")["1/cache"]
     assert tokens == [row["tokens"] for row in reference]

@@ -1,21 +1,17 @@
 """Tensor parallelism (runner/tensor_parallel.py): TP 2 and 4 on forced CPU devices match TP 1.
 
 The multi-device runs need XLA_FLAGS set before jax starts, so they run in a child process (tp_child.py)
-with four forced CPU devices; the size checks run here, on this process's single device.
+with four forced CPU devices: one child runs every tiny-model job (the session fixture `tp_results`), each
+test reads its own job; the size checks run here, on this process's single device.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 from runner_helpers import TINY
+from tp_jobs import job_result, run_job
 
 from trellis_jax.checkpoints import CheckpointError
 from trellis_jax.checkpoints.default_model import default_gguf_path
@@ -24,25 +20,7 @@ from trellis_jax.model import build_step_inputs, init_kv_pages, init_params, jit
 from trellis_jax.runner import Runner
 from trellis_jax.runner.tensor_parallel import pad_params, padded_config, split_params
 
-HERE = pathlib.Path(__file__).parent
-ROOT = HERE.parents[1]
-FIXTURES = HERE.parent / "fixtures"
 LOGPROB_TOLERANCE = 1e-5
-
-
-def run_child(mode: str, model: str, sizes: str, *extra: str, timeout: int = 600) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, str(HERE / "tp_child.py"), mode, model, sizes, *extra],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def assert_same_as_tp1(runs: dict, tolerance: float = LOGPROB_TOLERANCE) -> None:
@@ -55,8 +33,8 @@ def assert_same_as_tp1(runs: dict, tolerance: float = LOGPROB_TOLERANCE) -> None
 
 
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2", "tiny_mistral"])
-def test_tp_2_and_4_match_tp_1_with_the_cache_off_and_on(arch):
-    runs = run_child("generate", str(FIXTURES / arch), "1,2,4")
+def test_tp_2_and_4_match_tp_1_with_the_cache_off_and_on(arch, tp_results):
+    runs = job_result(tp_results, arch)
     assert_same_as_tp1(runs)
     assert any(row["cached"] > 0 for row in runs["4/cache"])  # the second pass did read cached pages
 
@@ -69,19 +47,19 @@ def test_default_model_at_tp_2_matches_tp_1():
     except CheckpointError as error:
         pytest.skip(str(error))
     # 30 layers of psum-reordered float32 sums: logprobs of magnitude ~10 moved by up to 4e-5 (measured).
-    runs = run_child("generate", "", "1,2", "on")
+    runs = run_job("generate", "", "1,2", "on")
     assert_same_as_tp1(runs, tolerance=1e-4)
 
 
-def test_no_compiles_after_warm_up_at_tp_2_and_4():
-    counts = run_child("compiles", str(FIXTURES / "tiny_llama"), "2,4")
+def test_no_compiles_after_warm_up_at_tp_2_and_4(tp_results):
+    counts = job_result(tp_results, "compiles")
     assert counts == {"2": {"xla": 0, "runner": 0}, "4": {"xla": 0, "runner": 0}}
 
 
 @pytest.fixture(scope="module")
-def kv_bytes() -> dict:
+def kv_bytes(tp_results) -> dict:
     """size -> the KV pool's bytes in all and per device, tiny_llama (2 KV heads) at TP 1, 2 and 4."""
-    return run_child("kv_bytes", str(FIXTURES / "tiny_llama"), "1,2,4")
+    return job_result(tp_results, "kv_bytes")
 
 
 def test_kv_bytes_per_device_are_one_nth_where_the_heads_divide(kv_bytes):

@@ -1,8 +1,10 @@
 """Loading for tensor parallelism: each shard goes from the file straight onto its device (checkpoints.load_model
 with tensor_parallel_size, runner/tensor_parallel.py), and the tokens are those of one device.
 
-Two forced CPU devices need XLA_FLAGS before jax starts, so each case runs in a child (tp_load_child.py) that
-records every device_put / jnp.asarray during the load and the engine's construction.
+Two forced CPU devices need XLA_FLAGS before jax starts, so the cases run in a child (tp_load_child.py) that
+records every device_put / jnp.asarray during each load and the engine's construction. One child runs all the
+cases (one start and jax import, not one per case); each test reads its case's result, and a case that raised
+fails its own tests with the child's traceback.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ ROOT = HERE.parents[1]
 FIXTURES = HERE.parent / "fixtures"
 
 
-def run_child(model: str, fmt: str) -> dict:
+def run_child(cases: dict[str, list[str]]) -> dict:
+    """name -> [MODEL, FORMAT] -> name -> {"result": ...} or {"error": ...} (tp_load_child.py, TP 2)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), env.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [sys.executable, str(HERE / "tp_load_child.py"), model, fmt, "2"],
+        [sys.executable, str(HERE / "tp_load_child.py"), "2", json.dumps(cases)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=360,
         env=env,
         cwd=ROOT,
     )
@@ -40,10 +43,17 @@ def run_child(model: str, fmt: str) -> dict:
 CASES = [("tiny_llama", "direct"), ("tiny_llama", "orbax"), ("tiny_qwen2", "orbax")]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])
-def loaded(request):
+@pytest.fixture(scope="module")
+def every_case() -> dict:
+    return run_child({"-".join(case): [str(FIXTURES / case[0]), case[1]] for case in CASES})
+
+
+@pytest.fixture(params=CASES, ids=["-".join(c) for c in CASES])
+def loaded(request, every_case):
     arch, fmt = request.param
-    return fmt, arch, run_child(str(FIXTURES / arch), fmt)
+    outcome = every_case["-".join(request.param)]
+    assert "error" not in outcome, f"the case {arch}/{fmt} failed in the child:\n{outcome.get('error')}"
+    return fmt, arch, outcome["result"]
 
 
 def test_no_device_is_given_a_whole_split_weight(loaded):

@@ -1,6 +1,10 @@
-"""The tensor-parallel tests' child process: run with N forced CPU devices, print one JSON line.
+"""The tensor-parallel tests' child process: run jobs with N forced CPU devices, print one JSON line.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/runner/tp_child.py MODE MODEL SIZES [CACHE]
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/runner/tp_child.py JOBS
+
+JOBS: a JSON object, name -> [MODE, MODEL, SIZES] or [MODE, MODEL, SIZES, "on"]. The jobs run one after another
+in this one process (one start, one jax import, each model loaded once), and the line printed is an object,
+name -> {"result": ...} or {"error": the job's traceback}: a failing job fails only the tests that read it.
 
 MODE "generate": for each size in SIZES (comma-separated) and the radix cache off and on (CACHE "on": on
 only), greedy-generate the same prompts twice (the second pass hits the cache when it is on) -> tokens and
@@ -12,8 +16,10 @@ MODEL: a checkpoint path, or "" for the default model, loaded once (float32). Sm
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import traceback
 
 PROMPTS = [[1, 5, 9, 13, 7, 22, 31, 8, 2, 17, 19, 4, 6, 30, 11, 3, 12], [1, 5, 9, 13, 7, 22, 40, 41], [3, 4]]
 
@@ -82,11 +88,22 @@ def kv_bytes(loaded, sizes, _):
     return found
 
 
-if __name__ == "__main__":
+@functools.cache
+def load(model: str):
     from trellis_jax.checkpoints import load_model
 
-    mode, model, sizes = sys.argv[1], sys.argv[2] or None, [int(s) for s in sys.argv[3].split(",")]
-    caches = (True,) if sys.argv[4:] == ["on"] else (False, True)
-    loaded = load_model(model, dtype="float32", weight_format="float")
-    result = {"generate": generate, "compiles": compiles, "kv_bytes": kv_bytes}[mode](loaded, sizes, caches)
-    print(json.dumps(result))
+    return load_model(model or None, dtype="float32", weight_format="float")
+
+
+def run_job(mode: str, model: str, sizes: str, *cache: str) -> dict:
+    """One job -> {"result": ...}, or {"error": its traceback} (the jobs after it still run)."""
+    try:
+        caches = (True,) if list(cache) == ["on"] else (False, True)
+        job = {"generate": generate, "compiles": compiles, "kv_bytes": kv_bytes}[mode]
+        return {"result": job(load(model), [int(s) for s in sizes.split(",")], caches)}
+    except Exception:
+        return {"error": traceback.format_exc()}
+
+
+if __name__ == "__main__":
+    print(json.dumps({name: run_job(*job) for name, job in json.loads(sys.argv[1]).items()}))

@@ -1,12 +1,15 @@
-"""The tensor-parallel loading tests' child: load a checkpoint for TP `size`, watch what lands on each device.
+"""The tensor-parallel loading tests' child: load checkpoints for TP `size`, watch what lands on each device.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/runner/tp_load_child.py MODEL FORMAT SIZE
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/runner/tp_load_child.py SIZE CASES
 
-MODEL: a Hugging Face directory ("" for the default GGUF model). FORMAT "direct" loads it as it is; "orbax"
-first saves it with save_orbax (loaded at TP 1) and loads that directory. The child loads the model with
+CASES: a JSON object, name -> [MODEL, FORMAT], run one after another in this one process (one start, one jax
+import). MODEL: a Hugging Face directory ("" for the default GGUF model). FORMAT "direct" loads it as it is;
+"orbax" first saves it with save_orbax (loaded at TP 1) and loads that directory. Each case loads the model with
 `load_model(..., tensor_parallel_size=SIZE)` while every `jax.device_put` and `jnp.asarray` is recorded,
 builds a TP-`SIZE` engine on it, greedy-generates tp_child.PROMPTS, and compares with a TP-1 engine on the
-plain load. One JSON line: the leaf kinds the loader returned, the largest share of a split weight one device\nholds in them, how many whole split weights each device got (must be 0), bytes placed per device, peak RSS, and the tokens of both runs.
+plain load. One JSON line, name -> {"error": the case's traceback} or {"result": the leaf kinds the loader
+returned, the largest share of a split weight one device holds in them, how many whole split weights each
+device got (must be 0), bytes placed per device, the process's peak RSS so far, and the tokens of both runs}.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import resource
 import sys
 import tempfile
+import traceback
 
 
 def split_weight_shapes(config) -> dict:
@@ -35,6 +39,10 @@ class Recorder:
     (a params tree put whole names its leaves: the runner puts each shard's tree onto its device)."""
 
     def __init__(self):
+        self.bytes, self.named = {}, {}
+
+    def reset(self):
+        """Forget what was recorded: the next case starts counting from nothing."""
         self.bytes, self.named = {}, {}
 
     def note(self, array):
@@ -108,15 +116,14 @@ def tokens(loaded, size) -> list:
     return [out.outputs[0].token_ids for out in outs]
 
 
-def main(model, fmt, size):
+def run_case(recorder, model, fmt, size):
     from trellis_jax.checkpoints import load_model
     from trellis_jax.checkpoints.orbax_io import save_orbax
 
     with tempfile.TemporaryDirectory() as tmp:
         if fmt == "orbax":
             model = save_orbax(load_model(model, dtype="float32"), f"{tmp}/orbax")
-        recorder = Recorder()
-        recorder.install()
+        recorder.reset()
         loaded = load_model(model, dtype="float32", tensor_parallel_size=size)
         kinds = leaf_kinds(loaded.params)
         share = loaded_split_share(loaded.params, loaded.config)
@@ -136,5 +143,18 @@ def main(model, fmt, size):
     }
 
 
+def main(size, cases):
+    """name -> [MODEL, FORMAT] -> name -> {"result": ...} or {"error": ...} (the cases after a failure still run)."""
+    recorder = Recorder()
+    recorder.install()
+    found = {}
+    for name, (model, fmt) in cases.items():
+        try:
+            found[name] = {"result": run_case(recorder, model or None, fmt, size)}
+        except Exception:
+            found[name] = {"error": traceback.format_exc()}
+    return found
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1] or None, sys.argv[2], int(sys.argv[3]))))
+    print(json.dumps(main(int(sys.argv[1]), json.loads(sys.argv[2]))))
