@@ -1,6 +1,7 @@
 """Start-up time of the three commands, warm caches, several source trees side by side (docs/benchmarks/startup.md).
 
     python tools/bench_startup.py [--tree NAME=PATH ...] [--rounds 3] [--only generate,batch,serve]
+                                  [--cache-root DIR] [--port 8137]
 
 For each round and each tree in turn (interleaved, so a busy machine slows every tree alike), it times:
   generate  `python -m trellis_jax.generate --chat --max-tokens 1`: process start -> first token printed
@@ -9,7 +10,8 @@ For each round and each tree in turn (interleaved, so a busy machine slows every
   serve     `python -m trellis_jax.serve`: process start -> GET /health answers 200; it notes whether /health
             answered 503 before (it should while the engine loads).
 Besides the wall time it records the CPU time (user + system) the command's process used: on a shared machine
-the wall time includes waiting for a core, the CPU time much less so. Each tree runs with PYTHONPATH=PATH and its own cache directory (XDG_CACHE_HOME=<tmp>/<name>), warmed by one
+the wall time includes waiting for a core, the CPU time much less so. Each tree runs with PYTHONPATH=PATH and its own cache directory (XDG_CACHE_HOME=<root>/<name>,
+<root> a fresh temporary folder, or --cache-root DIR to keep and reuse caches between invocations), warmed by one
 untimed run of each command first. Prints the median and the range per tree and command.
 """
 
@@ -36,14 +38,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="generate,batch,serve")
     parser.add_argument("--port", type=int, default=8137)
+    parser.add_argument("--cache-root", default=None, help="per-tree cache folders DIR/NAME (default: a fresh temp)")
     args = parser.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": os.getcwd()}
     commands = args.only.split(",")
     work = tempfile.mkdtemp(prefix="startup-")
+    caches = args.cache_root or work
     times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for round_ in range(args.rounds + 1):  # round 0 warms the caches, untimed
         for name, path in trees.items():
-            env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": os.path.join(work, name)}
+            env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": os.path.join(caches, name)}
             for command in commands:
                 before = _children_cpu()
                 seconds = RUNNERS[command](env, work, args.port)
