@@ -4,8 +4,10 @@
 
 Times, in one process: importing jax and the engine, loading the model (load_model with the prepared-weight cache
 where this tree has one), the Runner (weight preparation by the matmul op, the KV pool), warm-up (the step
-programs: loaded serialized, from JAX's compile cache, or compiled) and the engine. Run it twice with the same
-XDG_CACHE_HOME: the second run is the warm start. The caches live under $XDG_CACHE_HOME/trellis-jax.
+programs: loaded serialized, from JAX's compile cache, or compiled) and the engine, each with the process's
+resident memory after it (a KV pool written at allocation shows up there whole). Run it twice with the same
+XDG_CACHE_HOME: the second run is the warm start. The caches live under $XDG_CACHE_HOME/trellis-jax. The
+script imports the engine from PYTHONPATH, so one copy of it times any source tree.
 """
 
 from __future__ import annotations
@@ -57,8 +59,13 @@ class Marks:
 
     def __call__(self, what: str) -> None:
         now = time.perf_counter()
-        print(f"{now - self.last:6.2f} s  (at {now - T0:6.2f})  {what}", flush=True)
+        print(f"{now - self.last:6.2f} s  (at {now - T0:6.2f})  rss {_resident_mib():6.0f} MiB  {what}", flush=True)
         self.last = now
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 if __name__ == "__main__":
