@@ -1,7 +1,7 @@
 """Start-up time of the three commands, warm caches, several source trees side by side (docs/benchmarks/startup.md).
 
     python tools/bench_startup.py [--tree NAME=PATH ...] [--rounds 3] [--only generate,batch,serve]
-                                  [--cache-root DIR] [--port 8137]
+                                  [--cache-root DIR] [--port 8137] [--kv-memory 2GiB]
 
 For each round and each tree in turn (interleaved, so a busy machine slows every tree alike), it times:
   generate  `python -m trellis_jax.generate --chat --max-tokens 1`: process start -> first token printed
@@ -12,7 +12,8 @@ For each round and each tree in turn (interleaved, so a busy machine slows every
 Besides the wall time it records the CPU time (user + system) the command's process used: on a shared machine
 the wall time includes waiting for a core, the CPU time much less so. Each tree runs with PYTHONPATH=PATH and its own cache directory (XDG_CACHE_HOME=<root>/<name>,
 <root> a fresh temporary folder, or --cache-root DIR to keep and reuse caches between invocations), warmed by one
-untimed run of each command first. Prints the median and the range per tree and command.
+untimed run of each command first. --kv-memory fixes the batch job's and the server's KV pool (by default it follows
+the host's free RAM, and another pool shape means other programs to load or compile). Prints the median and the range per tree and command.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="generate,batch,serve")
     parser.add_argument("--port", type=int, default=8137)
+    parser.add_argument("--kv-memory", default=None, help="the batch job's and server's KV pool size")
     parser.add_argument("--cache-root", default=None, help="per-tree cache folders DIR/NAME (default: a fresh temp)")
     args = parser.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": os.getcwd()}
@@ -50,7 +52,7 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": os.path.join(caches, name)}
             for command in commands:
                 before = _children_cpu()
-                seconds = RUNNERS[command](env, work, args.port)
+                seconds = RUNNERS[command](env, work, args.port, _kv_flags(args.kv_memory, command))
                 cpu = _children_cpu() - before
                 label = "warm-up" if round_ == 0 else f"round {round_}"
                 print(f"{label:8s} {name:12s} {command:9s} wall {seconds:6.2f} s  cpu {cpu:6.2f} s", flush=True)
@@ -70,14 +72,19 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_generate(env, work, port) -> float:
+def _kv_flags(kv_memory: str | None, command: str) -> list[str]:
+    """--kv-memory for the engine commands (generate sizes its own pool to the prompt)."""
+    return ["--kv-memory", kv_memory] if kv_memory and command != "generate" else []
+
+
+def time_generate(env, work, port, extra) -> float:
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "trellis_jax.generate", "--prompt", PROMPT, "--chat", "--max-tokens", "1"]
+    cmd = [sys.executable, "-m", "trellis_jax.generate", "--prompt", PROMPT, "--chat", "--max-tokens", "1", *extra]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def time_batch(env, work, port) -> float:
+def time_batch(env, work, port, extra) -> float:
     source = os.path.join(work, "requests.jsonl")
     with open(source, "w") as f:
         f.write(json.dumps({"id": 1, "prompt": PROMPT, "max_tokens": 1}) + "\n")
@@ -85,14 +92,14 @@ def time_batch(env, work, port) -> float:
     if os.path.exists(output):
         os.remove(output)
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "trellis_jax.batch", "--input", source, "--output", output]
+    cmd = [sys.executable, "-m", "trellis_jax.batch", "--input", source, "--output", output, *extra]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def time_serve(env, work, port) -> float:
+def time_serve(env, work, port, extra) -> float:
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "trellis_jax.serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "trellis_jax.serve", "--port", str(port), *extra]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     loading = None
     try:

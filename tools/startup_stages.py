@@ -1,6 +1,6 @@
 """Where an engine's start-up time goes, stage by stage (docs/benchmarks/startup.md).
 
-    XDG_CACHE_HOME=DIR python tools/startup_stages.py [--model SPEC] [--dtype auto]
+    XDG_CACHE_HOME=DIR python tools/startup_stages.py [--model SPEC] [--dtype auto] [--kv-memory 2GiB]
 
 Times, in one process: importing jax and the engine, loading the model (load_model with the prepared-weight cache
 where this tree has one), the Runner (weight preparation by the matmul op, the KV pool), warm-up (the step
@@ -24,6 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--kv-memory", default=None, help="KV pool size (default: the engine's, which follows free RAM)"
+    )
     args = parser.parse_args()
     mark = Marks()
     import jax
@@ -39,7 +42,13 @@ def main() -> None:
     extra = {}
     if "prepared_cache_dir" in inspect.signature(load_model).parameters:
         extra["prepared_cache_dir"] = os.path.join(base, "prepared")
-    config = EngineConfig(model=args.model, dtype=args.dtype, compile_cache_dir=os.path.join(base, "xla"), warmup=False)
+    config = EngineConfig(
+        model=args.model,
+        dtype=args.dtype,
+        compile_cache_dir=os.path.join(base, "xla"),
+        warmup=False,
+        kv_memory=args.kv_memory,
+    )
     loaded = load_model(config.model, dtype=config.dtype, weight_format=config.weight_format, **extra)
     jax.block_until_ready(loaded.params)
     mark("load model" + (" (prepared cache)" if extra else ""))
