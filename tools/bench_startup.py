@@ -1,6 +1,6 @@
 """Start-up time of the three commands, warm caches, several source trees side by side (docs/benchmarks/startup.md).
 
-    python tools/bench_startup.py [--tree NAME=PATH ...] [--rounds 3] [--only generate,batch,serve]
+    python tools/bench_startup.py [--tree NAME=PATH ...] [--rounds 3] [--only generate,batch,serve,first]
                                   [--cache-root DIR] [--port 8137] [--kv-memory 2GiB]
 
 For each round and each tree in turn (interleaved, so a busy machine slows every tree alike), it times:
@@ -9,11 +9,15 @@ For each round and each tree in turn (interleaved, so a busy machine slows every
   batch     `python -m trellis_jax.batch` on one request of one token: process start -> the job's exit;
   serve     `python -m trellis_jax.serve`: process start -> GET /health answers 200; it notes whether /health
             answered 503 before (it should while the engine loads).
+  first     the same server: process start -> the reply to one /v1/completions request of one token, sent once
+            /health answers 200 (what a healthy server still had to do before it can answer shows up here).
 Besides the wall time it records the CPU time (user + system) the command's process used: on a shared machine
-the wall time includes waiting for a core, the CPU time much less so. Each tree runs with PYTHONPATH=PATH and its own cache directory (XDG_CACHE_HOME=<root>/<name>,
+the wall time includes waiting for a core, the CPU time much less so. Each tree runs with PYTHONPATH=PATH and
+its own cache directory (XDG_CACHE_HOME=<root>/<name>,
 <root> a fresh temporary folder, or --cache-root DIR to keep and reuse caches between invocations), warmed by one
 untimed run of each command first. --kv-memory fixes the batch job's and the server's KV pool (by default it follows
-the host's free RAM, and another pool shape means other programs to load or compile). Prints the median and the range per tree and command.
+the host's free RAM, and another pool shape means other programs to load or compile). Prints the median and
+the range per tree and command (--only defaults to the first three).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _children_cpu() -> float:
 
 def _kv_flags(kv_memory: str | None, command: str) -> list[str]:
     """--kv-memory for the engine commands (generate sizes its own pool to the prompt)."""
-    return ["--kv-memory", kv_memory] if kv_memory and command != "generate" else []
+    return ["--kv-memory", kv_memory] if kv_memory and command != "generate" else []  # batch, serve, first
 
 
 def time_generate(env, work, port, extra) -> float:
@@ -97,7 +101,7 @@ def time_batch(env, work, port, extra) -> float:
     return time.perf_counter() - start
 
 
-def time_serve(env, work, port, extra) -> float:
+def time_serve(env, work, port, extra, first_request: bool = False) -> float:
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "trellis_jax.serve", "--port", str(port), *extra]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,6 +114,8 @@ def time_serve(env, work, port, extra) -> float:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
                     if reply.status == 200:
                         print(f"  /health: 503 first seen at {loading} s" if loading else "  /health: no 503 seen")
+                        if first_request:
+                            _complete(port)
                         return time.perf_counter() - start
             except urllib.error.HTTPError as error:
                 if error.code == 503 and loading is None:
@@ -122,7 +128,21 @@ def time_serve(env, work, port, extra) -> float:
         server.wait(timeout=60)
 
 
-RUNNERS = {"generate": time_generate, "batch": time_batch, "serve": time_serve}
+def _complete(port: int) -> None:
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 1}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=600) as reply:
+        if reply.status != 200:
+            raise RuntimeError(f"/v1/completions answered {reply.status}")
+
+
+def time_first(env, work, port, extra) -> float:
+    return time_serve(env, work, port, extra, first_request=True)
+
+
+RUNNERS = {"generate": time_generate, "batch": time_batch, "serve": time_serve, "first": time_first}
 
 if __name__ == "__main__":
     main()
