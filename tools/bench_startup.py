@@ -105,31 +105,39 @@ def time_serve(env, work, port, extra, first_request: bool = False) -> float:
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "trellis_jax.serve", "--port", str(port), *extra]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    loading = None
     try:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with {server.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        print(f"  /health: 503 first seen at {loading} s" if loading else "  /health: no 503 seen")
-                        if first_request:
-                            _complete(port)
-                        return time.perf_counter() - start
-            except urllib.error.HTTPError as error:
-                if error.code == 503 and loading is None:
-                    loading = round(time.perf_counter() - start, 2)
-            except OSError:  # not listening yet
-                pass
-            time.sleep(0.05)
+        loading = _wait_healthy(server, port, start)
+        print(f"  /health: 503 first seen at {loading} s" if loading else "  /health: no 503 seen")
+        if first_request:
+            _complete(port)
+        return time.perf_counter() - start
     finally:
         server.terminate()
         server.wait(timeout=60)
 
 
+def _wait_healthy(server, port: int, start: float) -> float | None:
+    """Poll /health until it answers 200; -> when it first answered 503 (None: never)."""
+    loading = None
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return loading
+        except urllib.error.HTTPError as error:
+            if error.code == 503 and loading is None:
+                loading = round(time.perf_counter() - start, 2)
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.05)
+
+
 def _complete(port: int) -> None:
-    body = json.dumps({"prompt": PROMPT, "max_tokens": 1}).encode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=60) as reply:
+        model = json.load(reply)["data"][0]["id"]
+    body = json.dumps({"model": model, "prompt": PROMPT, "max_tokens": 1}).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/completions", body, {"Content-Type": "application/json"}
     )
