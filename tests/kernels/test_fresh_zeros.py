@@ -69,3 +69,10 @@ def test_unknown_implementation_is_a_clear_error():
 def test_negative_dimension_is_a_clear_error():
     with pytest.raises(ValueError, match="negative dimension"):
         fz.fresh_zeros((2, -1), jnp.float32)
+
+
+def test_without_the_native_kernel_it_is_jnp_zeros(monkeypatch):
+    monkeypatch.setattr(fz, "native_available", lambda: "no C++ compiler found")
+    monkeypatch.setattr(fz, "_native", lambda *args: pytest.fail("the native path ran"))
+    got = fz.fresh_zeros((4, 3), jnp.bfloat16)
+    assert got.dtype == jnp.bfloat16 and not np.asarray(got, np.float32).any()
