@@ -1,11 +1,13 @@
 """Where an engine's start-up time goes, stage by stage (docs/benchmarks/startup.md).
 
-    XDG_CACHE_HOME=DIR python tools/startup_stages.py [--model SPEC] [--dtype auto]
+    XDG_CACHE_HOME=DIR python tools/startup_stages.py [--model SPEC] [--dtype auto] [--kv-memory 2GiB]
 
 Times, in one process: importing jax and the engine, loading the model (load_model with the prepared-weight cache
 where this tree has one), the Runner (weight preparation by the matmul op, the KV pool), warm-up (the step
-programs: loaded serialized, from JAX's compile cache, or compiled) and the engine. Run it twice with the same
-XDG_CACHE_HOME: the second run is the warm start. The caches live under $XDG_CACHE_HOME/trellis-jax.
+programs: loaded serialized, from JAX's compile cache, or compiled) and the engine, each with the process's
+resident memory after it (a KV pool written at allocation shows up there whole). Run it twice with the same
+XDG_CACHE_HOME: the second run is the warm start. The caches live under $XDG_CACHE_HOME/trellis-jax. The
+script imports the engine from PYTHONPATH, so one copy of it times any source tree.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--kv-memory", default=None, help="KV pool size (default: the engine's, which follows free RAM)"
+    )
     args = parser.parse_args()
     mark = Marks()
     import jax
@@ -37,7 +42,13 @@ def main() -> None:
     extra = {}
     if "prepared_cache_dir" in inspect.signature(load_model).parameters:
         extra["prepared_cache_dir"] = os.path.join(base, "prepared")
-    config = EngineConfig(model=args.model, dtype=args.dtype, compile_cache_dir=os.path.join(base, "xla"), warmup=False)
+    config = EngineConfig(
+        model=args.model,
+        dtype=args.dtype,
+        compile_cache_dir=os.path.join(base, "xla"),
+        warmup=False,
+        kv_memory=args.kv_memory,
+    )
     loaded = load_model(config.model, dtype=config.dtype, weight_format=config.weight_format, **extra)
     jax.block_until_ready(loaded.params)
     mark("load model" + (" (prepared cache)" if extra else ""))
@@ -57,8 +68,13 @@ class Marks:
 
     def __call__(self, what: str) -> None:
         now = time.perf_counter()
-        print(f"{now - self.last:6.2f} s  (at {now - T0:6.2f})  {what}", flush=True)
+        print(f"{now - self.last:6.2f} s  (at {now - T0:6.2f})  rss {_resident_mib():6.0f} MiB  {what}", flush=True)
         self.last = now
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ cannot load a half-written library.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -81,9 +82,15 @@ def _flags() -> tuple[str, ...]:
     return FLAGS + tuple(os.environ.get("TRELLIS_NATIVE_CFLAGS", "").split())
 
 
+@functools.cache
+def _compiler_version(compiler: str) -> str:
+    """`compiler --version`, run once per process (a process start keys every kernel it loads)."""
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+
+
 def _entry(source: Path, compiler: str, include: str) -> Path:
     """The cache entry (see `cache_entry`) for `source` built here: a path without suffix."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+    version = _compiler_version(compiler)
     import jaxlib  # the FFI headers' version
 
     key = hashlib.sha256()

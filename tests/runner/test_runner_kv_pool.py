@@ -6,6 +6,7 @@ import jax
 import pytest
 from runner_helpers import TINY
 
+from trellis_jax.runner import kv_pool
 from trellis_jax.runner.kv_pool import default_budget_bytes, size_kv_pool
 
 PAGE_BYTES = 4 * TINY.kv_bytes_per_token()  # page_size 4
@@ -48,3 +49,18 @@ def test_two_budgets_at_once_are_rejected():
 def test_budget_below_two_pages_is_rejected():
     with pytest.raises(ValueError, match="need >= 2"):
         size_kv_pool(TINY, page_size=4, kv_memory_bytes=PAGE_BYTES, default_pages=99)
+
+
+def test_cpu_default_budget_is_the_same_when_available_ram_moves_a_little(monkeypatch):
+    budgets = set()
+    for available in (11.6 * 2**30, 11.8 * 2**30, 11.9 * 2**30):  # a quarter of it: 2.9-2.975 GiB
+        monkeypatch.setattr(kv_pool, "_host_available_memory", lambda available=available: int(available))
+        budgets.add(default_budget_bytes(jax.devices("cpu")[0]))
+    assert budgets == {int(2.5 * 2**30)}
+
+
+@pytest.mark.parametrize("available_gib", [0.3, 1.0, 6.9, 11.6, 15.9, 64.0])
+def test_cpu_default_budget_keeps_at_least_80_percent_of_its_cap(monkeypatch, available_gib):
+    monkeypatch.setattr(kv_pool, "_host_available_memory", lambda: int(available_gib * 2**30))
+    cap = min(int(available_gib * 2**30 / 4), 4 * 2**30)
+    assert 0.8 * cap <= default_budget_bytes(jax.devices("cpu")[0]) <= cap

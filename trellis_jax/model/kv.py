@@ -3,7 +3,8 @@
 Contract (docs/CONTRACTS.md, "KV pages"): `KVPages(k, v)` is a NamedTuple pytree, each array
 [num_layers, num_kv_heads, num_pages, page_size, head_dim] in the model's dtype (`check_kv_pages`). Page 0 is the padding
 sink: the allocator never hands it out; padded tokens write there. `copy_pages` copies whole pages (the
-radix cache's partial-page reuse: a request starts its page as a copy of a sibling's).
+radix cache's partial-page reuse: a request starts its page as a copy of a sibling's). On CPU the zeroed
+pages of `init_kv_pages` take host memory only as they are first written (pallas_kernels.fresh_zeros).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.fresh_zeros import fresh_zeros
 from pallas_kernels.ragged_paged_attention.copy_pages import copy_pages as copy_page_slices
 from trellis_jax.model.checks import as_value_error
 
@@ -36,8 +38,9 @@ def init_kv_pages(config, num_pages: int, page_size: int, dtype: str | None = No
     if num_pages < 2 or page_size < 1:
         raise ValueError(f"need num_pages >= 2 (page 0 is the sink) and page_size >= 1, got {num_pages}, {page_size}")
     shape = (config.num_layers, config.num_kv_heads, num_pages, page_size, config.head_dim)
-    zeros = jnp.zeros(shape, jnp.dtype(dtype or config.dtype))
-    return KVPages(zeros, jnp.zeros_like(zeros))
+    dtype = jnp.dtype(dtype or config.dtype)
+    # Not jnp.zeros: on CPU that writes the whole pool (gigabytes) before the first step.
+    return KVPages(fresh_zeros(shape, dtype), fresh_zeros(shape, dtype))
 
 
 def check_kv_pages(kv, config) -> None:

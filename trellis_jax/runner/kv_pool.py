@@ -4,7 +4,9 @@ Contract: `size_kv_pool(config, page_size=, num_pages=, kv_memory_bytes=, kv_mem
 default_pages=, kv_dtype=)` (kv_dtype: the pages' dtype, default the model's) takes at most one of the three budgets (a page count, bytes, or a fraction of the
 device's free memory) and returns a `KVPoolSize`; with none it uses `default_pages`, capped at half the
 free memory of an accelerator, or on a CPU host at a quarter of the available RAM and at most 4 GiB
-(vLLM's CPU default: the host is shared with everything else). The count includes the sink page 0, so usable pages are num_pages - 1. A budget too small
+(vLLM's CPU default: the host is shared with everything else), rounded down to a coarse step (a power of
+two times 1, 1.25, 1.5 or 1.75): the pool's shape is part of every step program's key, and a host's
+available RAM moves between runs, so an unrounded pool would make a warm start compile every program. The count includes the sink page 0, so usable pages are num_pages - 1. A budget too small
 for two pages (the sink plus one usable page) raises ValueError.
 """
 
@@ -86,8 +88,16 @@ def default_budget_bytes(device: jax.Device | None = None) -> int:
     """The most KV memory taken when no budget is given."""
     device = device or jax.local_devices()[0]
     if device.platform == "cpu":
-        return min(int(free_device_memory(device) * DEFAULT_HOST_FRACTION_CAP), DEFAULT_HOST_BYTES_CAP)
+        return _coarse(min(int(free_device_memory(device) * DEFAULT_HOST_FRACTION_CAP), DEFAULT_HOST_BYTES_CAP))
     return int(free_device_memory(device) * DEFAULT_FREE_FRACTION_CAP)
+
+
+def _coarse(num_bytes: int) -> int:
+    """num_bytes rounded down to a power of two times 1, 1.25, 1.5 or 1.75 (at most 20% less)."""
+    if num_bytes < 4:
+        return num_bytes
+    step = 1 << (num_bytes.bit_length() - 3)  # a quarter of the power of two below num_bytes
+    return num_bytes // step * step
 
 
 def free_device_memory(device: jax.Device | None = None) -> int:
