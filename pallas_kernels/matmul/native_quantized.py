@@ -1,6 +1,5 @@
 """The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py) and
-the K-quants Q4_K/Q5_K (32-groups, float32 scales and mins) and Q6_K (its 16-groups' codes handed over as
-32-groups with two float32 scales each).
+the K-quants Q4_K/Q5_K/Q6_K in their own super-block factors (kquants.py; the kernel forms d*sc and dmin*m).
 
 Contract: `matmul(x, w, layer, rows=None)`: x [M, K] @ dequantize(w[layer]) -> [M, N] float32 with float32
 sums, by the C++ custom call in native/layer_matmul_q.cc, reading the packed codes in place (the layer
@@ -44,10 +43,7 @@ def matmul(x, w: quantized.QuantizedWeight, layer, rows=None):
     rows = x.shape[0] if rows is None else rows
     mins = w.scales if w.mins is None else w.mins  # unread by Q8_0 / Q4_0
     codes = w.codes
-    if w.fmt in (
-        "Q6_K",
-        quantized.K16,
-    ):  # [..., K/16, 16] -> [..., K/32, 32]: a free view; the kernel reads 2 scales a group
+    if w.fmt == quantized.K16:  # [..., K/16, 16] -> [..., K/32, 32]: a free view; the kernel reads 2 scales a group
         *lead, groups, size = codes.shape
         codes = codes.reshape(*lead, groups // 2, 2 * size)
     return call(

@@ -1,4 +1,4 @@
-"""The matmul op's K-quant layouts (GGUF Q4_K, Q5_K, Q6_K repacked into float32-scaled groups): lossless
+"""The matmul op's K-quant layouts (GGUF Q4_K, Q5_K, Q6_K kept in their own super-block factors): lossless
 against gguf.quants.dequantize, and `linear` on them (XLA and the native kernel)
 against the reference on ragged rows and odd N."""
 
@@ -44,17 +44,25 @@ def test_the_jnp_dequantization_is_gguf_s_bit_for_bit(fmt):
     np.testing.assert_array_equal(_bits(got), _bits(expected))
 
 
-@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
-def test_scales_and_mins_are_float32(fmt):
-    # float16 would round d*sc (11 + 8 significant bits): the layout keeps the product exact.
-    w, _ = _random(fmt, 8, 256)
-    assert w.scales.dtype == np.float32 and (w.mins is None or w.mins.dtype == np.float32)
+@pytest.mark.parametrize("fmt,ints", [("Q4_K", np.uint8), ("Q5_K", np.uint8), ("Q6_K", np.int8)])
+def test_factors_are_the_file_s_float16_super_block_ones_and_8_bit_group_ones(fmt, ints):
+    # not float32 products per group: the kernel forms d*sc (exact in float32) from these
+    w, _ = _random(fmt, 8, 512)
+    per_super = 1 if fmt == "Q6_K" else 2
+    assert w.scales.dtype == np.float16 and w.scales.shape == (8, 2, per_super)
+    assert w.mins.dtype == ints and w.mins.shape == (8, 16, 2)
 
 
-@pytest.mark.parametrize("fmt,group,code_bytes", [("Q4_K", 32, 16), ("Q5_K", 32, 32), ("Q6_K", 16, 16)])
-def test_shape_is_the_logical_in_out_matrix(fmt, group, code_bytes):
+@pytest.mark.parametrize("fmt,bytes_per_weight", [("Q4_K", 0.578), ("Q5_K", 1.078), ("Q6_K", 0.820)])
+def test_bytes_per_weight(fmt, bytes_per_weight):
+    w, _ = _random(fmt, 16, 1024)
+    assert w.nbytes / (16 * 1024) == pytest.approx(bytes_per_weight, abs=1e-3)
+
+
+@pytest.mark.parametrize("fmt,code_bytes", [("Q4_K", 16), ("Q5_K", 32), ("Q6_K", 24)])
+def test_shape_is_the_logical_in_out_matrix(fmt, code_bytes):
     w, _ = _random(fmt, 40, 512, layers=3)
-    assert w.shape == (3, 512, 40) and w.codes.shape == (3, 40, 512 // group, code_bytes)
+    assert w.shape == (3, 512, 40) and w.codes.shape == (3, 40, 512 // 32, code_bytes)
 
 
 @pytest.mark.parametrize("fmt", quantized.K_QUANTS)
