@@ -14,8 +14,9 @@ format is static), so the layer scan slices it like the float weights, and `shap
 logical shape params checks expect.
 `from_gguf(raw, fmt, rows, cols)`: one GGUF tensor's raw block bytes -> QuantizedWeight [cols, rows] (numpy).
 `dequantize_numpy(w)` -> the float32 [..., N, K] rows as GGUF lays them out (the oracle's arithmetic);
-`dequantize(w)` the same in jnp; `promote(ws)`: per-layer K-quants of differing formats -> the same in
-K16 (not a GGUF type: 16-groups, int8 codes, float32 scale and min, d*q + m; lossless), or None;
+`dequantize(w)` the same in jnp; `dequantize_layer(w, layer)` one stacked layer's rows (a LayerMix too);
+`mix(ws)`: per-layer weights of differing formats -> a `LayerMix` (each format's layers stacked as they
+are; `select(w, layer, fn)` runs fn on the part holding a layer); `is_quantized` is true of both kinds;
 `stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`,
 `gather_columns(w, ids)` (an embedding lookup on a packed embedding, stored as its tied head [H, V]).
 """
@@ -33,13 +34,7 @@ from pallas_kernels.matmul import kquants
 GROUP = 32
 FORMATS = ("Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
 K_QUANTS = ("Q4_K", "Q5_K", "Q6_K")
-K16 = "K16"  # not a GGUF type: the common layout of a matrix whose layers mix K-quants (`promote`)
 _BLOCK_BYTES = {"Q8_0": 2 + 32, "Q4_0": 2 + 16, "Q4_1": 4 + 16}
-
-
-def group_size(fmt: str) -> int:
-    """Elements per scale along K."""
-    return 16 if fmt == K16 else GROUP
 
 
 @jax.tree_util.register_pytree_node_class
@@ -60,7 +55,7 @@ class QuantizedWeight:
     @property
     def shape(self) -> tuple:
         *lead, n, groups, _ = self.codes.shape
-        return (*lead, groups * group_size(self.fmt), n)
+        return (*lead, groups * GROUP, n)
 
     @property
     def ndim(self) -> int:
@@ -71,8 +66,51 @@ class QuantizedWeight:
         return sum(int(a.nbytes) for a in (self.codes, self.scales, self.mins) if a is not None)
 
 
+@jax.tree_util.register_pytree_node_class
+@dataclass(frozen=True)
+class LayerMix:
+    """Stacked layers whose formats differ (Q4_K_M's attn_v and ffn_down: Q6_K on some layers, Q4_K on the
+    rest), each kept in its own: `parts`, one stacked [L_i, K, N] QuantizedWeight per format, and `which`
+    (static), the part holding each layer; a layer's index in its part is its rank among that part's."""
+
+    parts: tuple
+    which: tuple
+
+    def tree_flatten(self):
+        return self.parts, self.which
+
+    @classmethod
+    def tree_unflatten(cls, which, parts):
+        return cls(tuple(parts), which)
+
+    @property
+    def index(self) -> tuple:
+        return tuple(self.which[:i].count(part) for i, part in enumerate(self.which))
+
+    @property
+    def fmt(self) -> str:
+        return "+".join(part.fmt for part in self.parts)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.which), *self.parts[0].shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.parts)
+
+
 def is_quantized(w) -> bool:
-    return isinstance(w, QuantizedWeight)
+    """Whether w is a packed weight: a QuantizedWeight or a LayerMix of them."""
+    return isinstance(w, (QuantizedWeight, LayerMix))
+
+
+def is_layer_mix(w) -> bool:
+    return isinstance(w, LayerMix)
 
 
 def from_gguf(raw, fmt: str, rows: int, cols: int) -> QuantizedWeight:
@@ -98,9 +136,7 @@ def _dequantize(w: QuantizedWeight, xp):
     if w.fmt in K_QUANTS:
         return kquants.dequantize(w.codes, w.scales, w.mins, w.fmt, xp)
     d = w.scales.astype(xp.float32)[..., None]
-    if w.fmt == K16:
-        values = d * w.codes.astype(xp.float32) + w.mins[..., None]
-    elif w.fmt == "Q8_0":
+    if w.fmt == "Q8_0":
         values = w.codes.astype(xp.float32) * d
     else:
         nibbles = xp.concatenate([w.codes & 0x0F, w.codes >> 4], axis=-1)  # elements 0..15, then 16..31
@@ -122,21 +158,28 @@ def dequantize(w: QuantizedWeight):
     return _dequantize(w, jnp)
 
 
-def promote(ws):
-    """Per-layer K-quant weights of differing formats -> the same weights as K16, losslessly; None when
-    any is not a K-quant. K16: codes [N, K/16, 16] int8, scales and mins [N, K/16] float32, element d*q + m:
-    Q4_K/Q5_K's groups split in two (scale and min repeated), Q6_K's min -0.0 (x + -0.0 is x bit for bit)."""
-    if not all(w.fmt in K_QUANTS for w in ws):
-        return None
-    return [_to_k16(w) for w in ws]
+def mix(ws) -> LayerMix:
+    """Per-layer weights of differing formats -> a LayerMix: each format's layers stacked as they are."""
+    formats = list(dict.fromkeys(w.fmt for w in ws))  # in order of first appearance
+    parts = tuple(stack([w for w in ws if w.fmt == fmt]) for fmt in formats)
+    return LayerMix(parts, tuple(formats.index(w.fmt) for w in ws))
 
 
-def _to_k16(w):
-    n, groups, _ = w.codes.shape
-    scale, low = kquants.group_factors(w.scales, w.mins, w.fmt, np)
-    low = np.full(scale.shape, -0.0, np.float32) if low is None else low
-    halves = kquants.codes_q(w.codes, w.fmt, np).astype(np.int8).reshape(n, groups * 2, 16)
-    return QuantizedWeight(halves, scale, low, K16)
+def select(w, layer, fn):
+    """fn(part, index) for the stacked weight holding `layer` (traced or not): `w` itself at `layer`, or a
+    LayerMix's part for it at its index there (a switch over the parts when `layer` is traced)."""
+    if not is_layer_mix(w):
+        return fn(w, layer)
+    if isinstance(layer, int):
+        return fn(w.parts[w.which[layer]], w.index[layer])
+    which = jnp.asarray(w.which, jnp.int32)[layer]
+    index = jnp.asarray(w.index, jnp.int32)[layer]
+    return jax.lax.switch(which, [lambda i, part=part: fn(part, i) for part in w.parts], index)
+
+
+def dequantize_layer(w, layer):
+    """float32 [N, K]: the rows of stacked w's `layer` (any packed weight, a LayerMix included)."""
+    return select(w, layer, lambda part, i: dequantize(take(part, i)))
 
 
 def _map(fn, *ws):

@@ -6,12 +6,11 @@
 // [L, N, G, B] (G = K/32 groups per output column; Q8_0: B = 32 int8; Q4_0/Q4_1/Q4_K: B = 16 bytes,
 // element j in the low nibble of byte j and element j+16 in its high nibble; Q5_K: B = 32 uint8 in [0, 31];
 // Q6_K: B = 24, those 16 nibble bytes then 8 bytes holding element j's high 2 bits at byte 16 + j % 8, bits
-// 2 * (j / 8), q in [0, 63]; K16 (layers mixing K-quants): B = 32 int8 in [-32, 31]); scales and mins:
+// 2 * (j / 8), q in [0, 63]); scales and mins:
 //   Q8_0/Q4_0/Q4_1: [L, N, G] float16 d and m (mins unread but for Q4_1);
 //   Q4_K/Q5_K: scales [L, N, G/8, 2] float16 (d, dmin per super-block), mins [L, N, G, 2] uint8 (sc, m);
 //   Q6_K: scales [L, N, G/8, 1] float16 d, mins [L, N, G, 2] int8 (sc of elements 0..15, of 16..31);
-//   K16: [L, N, 2G] float32 scale and min per 16 elements;
-// layer int32[], rows int32[]; attribute fmt (0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q5_K, 5 Q6_K, 6 K16) ->
+// layer int32[], rows int32[]; attribute fmt (0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q5_K, 5 Q6_K) ->
 // y [M, N] float32 whose first min(rows, M) rows are x @ dequantize(w[layer]) (element d*q, d*(q-8),
 // d*q + m, (d*sc)*q - dmin*m, (d*sc)*(q-32)) with float32 sums, the rest zero. The K-quants' d*sc and
 // dmin*m are formed in float32 per group, exactly (11 x 8 significant bits), as gguf forms them.
@@ -43,12 +42,12 @@ namespace {
 
 constexpr int64_t kGroup = 32;
 constexpr int kTileRows = 8;  // 8 accumulators + 4 group vectors + 1 x load of the 16 ymm registers
-enum Format : int32_t { kQ8_0 = 0, kQ4_0 = 1, kQ4_1 = 2, kQ4_K = 3, kQ5_K = 4, kQ6_K = 5, kK16 = 6 };
+enum Format : int32_t { kQ8_0 = 0, kQ4_0 = 1, kQ4_1 = 2, kQ4_K = 3, kQ5_K = 4, kQ6_K = 5 };
 inline bool has_min(int32_t fmt) { return fmt == kQ4_1 || fmt == kQ4_K || fmt == kQ5_K; }
 inline bool k_quant(int32_t fmt) { return fmt == kQ4_K || fmt == kQ5_K || fmt == kQ6_K; }
-inline bool signed_bytes(int32_t fmt) { return fmt == kQ8_0 || fmt == kK16; }
+inline bool signed_bytes(int32_t fmt) { return fmt == kQ8_0; }
 inline int64_t code_bytes(int32_t fmt) {
-  return fmt == kQ6_K ? 24 : fmt == kQ8_0 || fmt == kQ5_K || fmt == kK16 ? 32 : 16;
+  return fmt == kQ6_K ? 24 : fmt == kQ8_0 || fmt == kQ5_K ? 32 : 16;
 }
 
 float half_to_float(uint16_t h) {
@@ -137,7 +136,7 @@ struct Problem {
   const float* x;        // [M, K]
   const float* x_sums;   // [M, G]: sum of x over each group
   const uint8_t* codes;  // the layer's [N, G, B]
-  const void* scales;  // the layer's [N, G] float16 (K16: [N, 2G] float32; K-quants: [N, G/8, F] float16)
+  const void* scales;  // the layer's [N, G] float16 (K-quants: [N, G/8, F] float16)
   const void* mins;    // the same as scales (K-quants: [N, G, 2] 8-bit integer factors)
   float* y;              // [M, N]
   int64_t M, K, N, G, B;
@@ -148,11 +147,9 @@ struct Problem {
 template <int MT>
 void column_tile(const Problem& p, int64_t n, int64_t m0) {
   const uint8_t* codes = p.codes + n * p.G * p.B;
-  const bool halves = p.fmt >= kQ6_K, k16 = p.fmt == kK16;
-  const int64_t per_column = halves ? 2 * p.G : p.G;
-  auto factor = [&](const void* base, int64_t g) {  // g: the index in the column's scales (or mins)
-    const int64_t i = n * per_column + g;
-    return k16 ? static_cast<const float*>(base)[i] : half_to_float(static_cast<const uint16_t*>(base)[i]);
+  const bool halves = p.fmt == kQ6_K;  // two scales a group, one per 16 elements
+  auto factor = [&](const void* base, int64_t g) {  // g: the group's index in the column's scales (or mins)
+    return half_to_float(static_cast<const uint16_t*>(base)[n * p.G + g]);
   };
   // K-quants: float32 d*sc and dmin*m from the super-block's float16 d, dmin and the group's sc, m (exact)
   const int64_t per_super = p.fmt == kQ6_K ? 1 : 2;
@@ -172,10 +169,8 @@ void column_tile(const Problem& p, int64_t n, int64_t m0) {
 #endif
   for (int64_t g = 0; g < p.G; ++g, codes += p.B) {
     const bool kq = k_quant(p.fmt);
-    const float scale = kq ? k_factor(g, 0, 0) : factor(p.scales, halves ? 2 * g : g);
-    // Q6_K/K16: a second scale for elements 16..31
-    const float scale_hi = p.fmt == kQ6_K ? k_factor(g, 0, 1) : halves ? factor(p.scales, 2 * g + 1) : scale;
-    const float min_lo = k16 ? factor(p.mins, 2 * g) : 0.f, min_hi = k16 ? factor(p.mins, 2 * g + 1) : 0.f;
+    const float scale = kq ? k_factor(g, 0, 0) : factor(p.scales, g);
+    const float scale_hi = halves ? k_factor(g, 0, 1) : scale;  // Q6_K: elements 16..31's own scale
     const float shift = kq && p.fmt != kQ6_K ? -k_factor(g, 1, 1)
                         : has_min(p.fmt)     ? factor(p.mins, g)
                         : p.fmt == kQ4_0     ? -8.f * scale
@@ -192,12 +187,6 @@ void column_tile(const Problem& p, int64_t n, int64_t m0) {
         t = _mm256_mul_ps(_mm256_loadu_ps(xr + 16), q.v[2]);
         t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q.v[3], t);
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale_hi), t, acc[r]);
-        if (k16) {  // a min per 16 elements: m times their x sum, in registers
-          const __m256 lo = _mm256_add_ps(_mm256_loadu_ps(xr), _mm256_loadu_ps(xr + 8));
-          const __m256 hi = _mm256_add_ps(_mm256_loadu_ps(xr + 16), _mm256_loadu_ps(xr + 24));
-          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(min_lo), lo, acc[r]);
-          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(min_hi), hi, acc[r]);
-        }
         continue;  // no per-32 offset term (shift is 0)
       }
       t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), q.v[2], t);
@@ -208,12 +197,11 @@ void column_tile(const Problem& p, int64_t n, int64_t m0) {
 #else
     for (int r = 0; r < MT; ++r) {
       const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
-      float t = 0.f, t_hi = 0.f, x_lo = 0.f, x_hi = 0.f;
+      float t = 0.f, t_hi = 0.f;
       for (int j = 0; j < kGroup; ++j) {
         (j < 16 ? t : t_hi) += xr[j] * code(codes, p.fmt, j);
-        (j < 16 ? x_lo : x_hi) += xr[j];
       }
-      acc[r] += scale * t + scale_hi * t_hi + min_lo * x_lo + min_hi * x_hi;
+      acc[r] += scale * t + scale_hi * t_hi;
       offset[r] += shift * p.x_sums[(m0 + r) * p.G + g];
     }
 #endif
@@ -249,10 +237,8 @@ bool factors_fit(int32_t fmt, ffi::Span<const int64_t> c_dims, const ffi::AnyBuf
            dims_are(m_dims, {c_dims[0], c_dims[1], G, 2}) && scales.element_type() == ffi::DataType::F16 &&
            mins.element_type() == ints;
   }
-  const int64_t per_column = fmt == kK16 ? 2 * G : G;
-  const ffi::DataType type = fmt == kK16 ? ffi::DataType::F32 : ffi::DataType::F16;
-  return dims_are(s_dims, {c_dims[0], c_dims[1], per_column}) && dims_are(m_dims, {c_dims[0], c_dims[1], per_column}) &&
-         scales.element_type() == type && mins.element_type() == type;
+  return dims_are(s_dims, {c_dims[0], c_dims[1], G}) && dims_are(m_dims, {c_dims[0], c_dims[1], G}) &&
+         scales.element_type() == ffi::DataType::F16 && mins.element_type() == ffi::DataType::F16;
 }
 
 ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer codes, ffi::AnyBuffer scales,
@@ -260,7 +246,7 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
                         ffi::ResultBuffer<ffi::F32> y) {
   auto x_dims = x.dimensions();
   auto c_dims = codes.dimensions();
-  if (fmt < kQ8_0 || fmt > kK16) return ffi::Error::InvalidArgument("layer_matmul_q: fmt must be 0 to 6");
+  if (fmt < kQ8_0 || fmt > kQ6_K) return ffi::Error::InvalidArgument("layer_matmul_q: fmt must be 0 to 5");
   const int64_t B = code_bytes(fmt);
   if (x_dims.size() != 2 || c_dims.size() != 4 || c_dims[3] != B || x_dims[1] != c_dims[2] * kGroup ||
       !factors_fit(fmt, c_dims, scales, mins))

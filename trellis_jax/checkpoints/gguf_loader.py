@@ -4,7 +4,7 @@ Contract: `load_gguf_weights(path, dtype, weight_format="float")` reads metadata
 dequantizes every tensor that `gguf.quants` supports (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, K-quants, F16/BF16/F32,
 ...) to float32 then to the compute dtype (with weight_format="packed", the layers' linear weights in
 Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K instead stay packed as the matmul op's `quantized` layout, losslessly; a
-matrix whose layers mix K-quants, as in Q4_K_M files, as its K16 layout), and undoes llama.cpp's Q/K row permutation: for the "llama" architecture the
+matrix whose layers mix formats, as in Q4_K_M files, as a `LayerMix` of them), and undoes llama.cpp's Q/K row permutation: for the "llama" architecture the
 converter interleaves the two RoPE halves of every head so llama.cpp can rotate adjacent pairs; our RoPE
 rotates halves (as Hugging Face does), so without the inverse the model loads and talks garbage.
 Every failure raises CheckpointError naming the file: unreadable/truncated file, unknown architecture,
