@@ -2,7 +2,8 @@
 LayerMix; the native AVX2 kernel and XLA's dequantize-then-dot) against Q4_1 (native) and float32 (the op's
 choice: the native float32 kernel where it runs).
 
-    PYTHONPATH=. python tools/bench_matmul_kquants.py [--k 2048] [--n 5632] [--layers 4] [--rows 1 8]
+    PYTHONPATH=. python tools/bench_matmul_kquants.py [--k 2048] [--n 5632] [--layers 4] [--rows 1 8] \
+        [--calls 12] [--native-only]
 
 Median wall milliseconds of `--calls` calls after one warm call, each on a different stacked layer so
 that several layers' bytes (float32: --layers x K x N x 4) exceed the caches: the memory-bound case a
@@ -55,10 +56,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--calls", type=int, default=12)
+    parser.add_argument("--native-only", action="store_true", help="only the native kernel's columns (no XLA)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     columns = [("float32", None), ("Q4_1", "native"), ("Q4_K", "native"), ("Q4_K", "xla"), ("Q6_K", "native")]
     columns += [("Q6_K", "xla"), (MIX, "native")]
+    if args.native_only:
+        columns = [(fmt, impl) for fmt, impl in columns if impl == "native"]
     stacked = {fmt: weights(fmt, args.k, args.n, args.layers, rng) for fmt in dict(columns)}
     print(f"K={args.k} N={args.n} layers={args.layers}; median ms per call")
     print("| rows | " + " | ".join(f"{f} {impl or 'op choice'}" for f, impl in columns) + " |")
