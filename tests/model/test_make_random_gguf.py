@@ -40,3 +40,14 @@ def test_written_file_loads_packed_with_its_tokenizer_and_gives_finite_logits(tm
 def test_unknown_mix_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown mix"):
         mk.write(tmp_path / "m.gguf", mk.SHAPES["tiny"], mix="Q3_K")
+
+
+def test_prepare_fuses_one_format_projections_and_leaves_a_layer_mix_alone(tmp_path):
+    # wv is a LayerMix (Q4_K and Q6_K layers): no fused w_qkv; w_gate and w_up are both Q4_K: fused
+    from pallas_kernels.matmul import api, quantized
+
+    mk.write(tmp_path / "m.gguf", mk.SHAPES["tiny"])
+    model = load_model(str(tmp_path / "m.gguf"), weight_format="packed")
+    layers = api.prepare(model.params, model.config, fuse_projections=True)["layers"]
+    assert "w_qkv" not in layers and quantized.is_layer_mix(layers["wv"])
+    assert layers["w_gate_up"].fmt == "Q4_K" and "w_gate" not in layers
