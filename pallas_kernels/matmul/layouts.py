@@ -33,7 +33,8 @@ def with_fused_projections(params: dict) -> dict:
             continue
         weights = [layers[part] for part in parts]
         packed = [quantized.is_quantized(w) for w in weights]
-        if any(packed) and not (all(packed) and len({w.fmt for w in weights}) == 1):
+        one_format = all(packed) and len({w.fmt for w in weights}) == 1
+        if any(packed) and not (one_format and not any(map(quantized.is_layer_mix, weights))):
             continue  # mixed formats stay separate (the forward takes either layout)
         for part in parts:
             del layers[part]

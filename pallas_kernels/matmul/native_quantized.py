@@ -1,6 +1,5 @@
 """The native CPU backend of the matmul op for GGUF Q8_0/Q4_0/Q4_1 weights kept packed (quantized.py) and
-the K-quants Q4_K/Q5_K (32-groups, float32 scales and mins) and Q6_K (its 16-groups' codes handed over as
-32-groups with two float32 scales each).
+the K-quants Q4_K/Q5_K/Q6_K in their own super-block factors (kquants.py; the kernel forms d*sc and dmin*m).
 
 Contract: `matmul(x, w, layer, rows=None)`: x [M, K] @ dequantize(w[layer]) -> [M, N] float32 with float32
 sums, by the C++ custom call in native/layer_matmul_q.cc, reading the packed codes in place (the layer
@@ -23,7 +22,7 @@ from pallas_kernels.matmul import quantized
 from pallas_kernels.native.build import cpu_kernel_unavailable, load_target
 
 TARGET = "trellis_layer_matmul_q"
-FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4, "Q6_K": 5, quantized.K16: 6}
+FORMAT_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q4_K": 3, "Q5_K": 4, "Q6_K": 5}
 MAX_ROWS = 64
 
 
@@ -36,23 +35,19 @@ def available() -> str | None:
     return cpu_kernel_unavailable(_load, "TrellisLayerMatmulQIsVectorized", "this CPU (or build) lacks AVX2+FMA+F16C")
 
 
-def matmul(x, w: quantized.QuantizedWeight, layer, rows=None):
-    """x [M, K] @ dequantize(w[layer]) -> [M, N] float32; see the module docstring."""
+def matmul(x, w, layer, rows=None):
+    """x [M, K] @ dequantize(w[layer]) -> [M, N] float32; see the module docstring. A LayerMix runs the
+    kernel on the part holding the layer, in that part's format."""
+    if quantized.is_layer_mix(w):
+        return quantized.select(w, layer, lambda part, index: matmul(x, part, index, rows))
     _load()
     n = w.shape[-1]
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32), vmap_method="sequential")
     rows = x.shape[0] if rows is None else rows
     mins = w.scales if w.mins is None else w.mins  # unread by Q8_0 / Q4_0
-    codes = w.codes
-    if w.fmt in (
-        "Q6_K",
-        quantized.K16,
-    ):  # [..., K/16, 16] -> [..., K/32, 32]: a free view; the kernel reads 2 scales a group
-        *lead, groups, size = codes.shape
-        codes = codes.reshape(*lead, groups // 2, 2 * size)
     return call(
         x.astype(jnp.float32),
-        codes,
+        w.codes,
         w.scales,
         mins,
         jnp.asarray(layer, jnp.int32),

@@ -1,25 +1,22 @@
 """GGUF block quantizations kept packed: the matmul op's quantized layout. Q8_0, Q4_0, Q4_1 as the file has
-them; the K-quants Q4_K, Q5_K, Q6_K repacked into the same group layout with float32 scales.
+them; the K-quants Q4_K, Q5_K, Q6_K in their own super-block factors (kquants.py has their layout).
 
-Contract: a `QuantizedWeight` stands for a float matrix [..., K, N] (K = the input features, grouped by G
-along K, as GGUF groups each output row; G = 16 for Q6_K, 32 otherwise, `group_size(fmt)`) and holds, per
-output column n and group g:
-  codes  [..., N, K/G, G] int8 (Q8_0; Q6_K: q-32 in [-32, 31]), [..., N, K/32, 32] uint8 (Q5_K: q in
-         [0, 31]) or [..., N, K/32, 16] uint8 (Q4_0/Q4_1/Q4_K: byte j holds element j in its low nibble and
-         element j+16 in its high one, GGUF's own order for Q4_0/Q4_1);
-  scales [..., N, K/G]: float16 GGUF d (Q8_0/Q4_0/Q4_1), float32 d*sc (K-quants: the super-block's f16 d
-         times the group's 6- or 8-bit scale, which float32 holds exactly: 11 x 8 significant bits);
-  mins   [..., N, K/32]: float16 m (Q4_1), float32 -(dmin*m) (Q4_K/Q5_K), None otherwise.
-Element (k, n) is d*q (Q8_0, Q6_K), d*(q-8) (Q4_0) or d*q + m (Q4_1, Q4_K, Q5_K; d*q + -(dm) is
-d*q - dm bit for bit), computed in float32 exactly as `gguf.quants.dequantize` does: the repacking is lossless
-(K-quant memory: Q4_K 24 bytes per 32 weights against the file's 18, Q5_K 40 against 22, Q6_K 24 per 16
-against 13.1: the float32 scales and byte-wide 5/6-bit codes; docs/benchmarks/quantized.md) (tests/kernels/test_matmul_quantized.py checks
-every tensor of the default model bit for bit). It is a pytree (the format is static), so the layer scan
-slices it like the float weights, and `shape` / `ndim` give the logical shape params checks expect.
+Contract: a `QuantizedWeight` stands for a float matrix [..., K, N] (K = the input features, grouped by 32
+along K, as GGUF groups each output row) and holds, per output column n and group g:
+  codes  [..., N, K/32, 32] int8 (Q8_0) or [..., N, K/32, 16] uint8 (Q4_0/Q4_1: byte j holds element j in
+         its low nibble and element j+16 in its high one, GGUF's own order); K-quants: kquants.py;
+  scales [..., N, K/32] float16 GGUF d (K-quants: the super-blocks' float16 factors, kquants.py);
+  mins   [..., N, K/32]: float16 m (Q4_1), None (Q8_0/Q4_0); K-quants: the groups' 8-bit factors.
+Element (k, n) is d*q (Q8_0), d*(q-8) (Q4_0) or d*q + m (Q4_1), computed in float32 exactly as
+`gguf.quants.dequantize` does: the repacking is lossless (tests/kernels/test_matmul_quantized.py checks
+every tensor of the default model bit for bit; test_matmul_kquants.py the K-quants). It is a pytree (the
+format is static), so the layer scan slices it like the float weights, and `shape` / `ndim` give the
+logical shape params checks expect.
 `from_gguf(raw, fmt, rows, cols)`: one GGUF tensor's raw block bytes -> QuantizedWeight [cols, rows] (numpy).
 `dequantize_numpy(w)` -> the float32 [..., N, K] rows as GGUF lays them out (the oracle's arithmetic);
-`dequantize(w)` the same in jnp; `promote(ws)`: per-layer K-quants of differing formats -> the same in
-K16 (not a GGUF type: 16-groups, int8 codes, float32 scale and min, d*q + m; lossless), or None;
+`dequantize(w)` the same in jnp; `dequantize_layer(w, layer)` one stacked layer's rows (a LayerMix too);
+`mix(ws)`: per-layer weights of differing formats -> a `LayerMix` (each format's layers stacked as they
+are; `select(w, layer, fn)` runs fn on the part holding a layer); `is_quantized` is true of both kinds;
 `stack`, `concatenate` (along N), `take(w, i)`, `permute_rows`,
 `gather_columns(w, ids)` (an embedding lookup on a packed embedding, stored as its tied head [H, V]).
 """
@@ -32,18 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.matmul import kquants
+
 GROUP = 32
 FORMATS = ("Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
 K_QUANTS = ("Q4_K", "Q5_K", "Q6_K")
-K16 = "K16"  # not a GGUF type: the common layout of a matrix whose layers mix K-quants (`promote`)
 _BLOCK_BYTES = {"Q8_0": 2 + 32, "Q4_0": 2 + 16, "Q4_1": 4 + 16}
-_SUPER = 256  # elements in a K-quant super-block
-_SUPER_BYTES = {"Q4_K": 2 + 2 + 12 + 128, "Q5_K": 2 + 2 + 12 + 32 + 128, "Q6_K": 128 + 64 + 16 + 2}
-
-
-def group_size(fmt: str) -> int:
-    """Elements per scale along K."""
-    return 16 if fmt in ("Q6_K", K16) else GROUP
 
 
 @jax.tree_util.register_pytree_node_class
@@ -64,7 +55,7 @@ class QuantizedWeight:
     @property
     def shape(self) -> tuple:
         *lead, n, groups, _ = self.codes.shape
-        return (*lead, groups * group_size(self.fmt), n)
+        return (*lead, groups * GROUP, n)
 
     @property
     def ndim(self) -> int:
@@ -75,8 +66,51 @@ class QuantizedWeight:
         return sum(int(a.nbytes) for a in (self.codes, self.scales, self.mins) if a is not None)
 
 
+@jax.tree_util.register_pytree_node_class
+@dataclass(frozen=True)
+class LayerMix:
+    """Stacked layers whose formats differ (Q4_K_M's attn_v and ffn_down: Q6_K on some layers, Q4_K on the
+    rest), each kept in its own: `parts`, one stacked [L_i, K, N] QuantizedWeight per format, and `which`
+    (static), the part holding each layer; a layer's index in its part is its rank among that part's."""
+
+    parts: tuple
+    which: tuple
+
+    def tree_flatten(self):
+        return self.parts, self.which
+
+    @classmethod
+    def tree_unflatten(cls, which, parts):
+        return cls(tuple(parts), which)
+
+    @property
+    def index(self) -> tuple:
+        return tuple(self.which[:i].count(part) for i, part in enumerate(self.which))
+
+    @property
+    def fmt(self) -> str:
+        return "+".join(part.fmt for part in self.parts)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.which), *self.parts[0].shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.parts)
+
+
 def is_quantized(w) -> bool:
-    return isinstance(w, QuantizedWeight)
+    """Whether w is a packed weight: a QuantizedWeight or a LayerMix of them."""
+    return isinstance(w, (QuantizedWeight, LayerMix))
+
+
+def is_layer_mix(w) -> bool:
+    return isinstance(w, LayerMix)
 
 
 def from_gguf(raw, fmt: str, rows: int, cols: int) -> QuantizedWeight:
@@ -85,7 +119,7 @@ def from_gguf(raw, fmt: str, rows: int, cols: int) -> QuantizedWeight:
     if fmt not in FORMATS:
         raise ValueError(f"not a packed format: {fmt}; use one of {FORMATS}")
     if fmt in K_QUANTS:
-        return _from_k_quant(raw, fmt, rows, cols)
+        return QuantizedWeight(*kquants.from_gguf(raw, fmt, rows, cols), fmt)
     if cols % GROUP:
         raise ValueError(f"{fmt}: {cols} input features are not a whole number of {GROUP}-blocks")
     blocks = np.asarray(raw, np.uint8).reshape(rows, cols // GROUP, _BLOCK_BYTES[fmt])
@@ -98,54 +132,12 @@ def from_gguf(raw, fmt: str, rows: int, cols: int) -> QuantizedWeight:
     return QuantizedWeight(np.ascontiguousarray(blocks[..., 4:]), scales, mins, fmt)
 
 
-def _scale_min(scales):
-    """The 8 six-bit (scale, min) pairs packed in a Q4_K/Q5_K super-block's 12 bytes [B, 12] -> two [B, 8]."""
-    d, m, m_d = scales[:, 0:4], scales[:, 4:8], scales[:, 8:12]
-    sc = np.concatenate([d & 0x3F, (m_d & 0x0F) | ((d >> 2) & 0x30)], axis=-1)
-    mn = np.concatenate([m & 0x3F, (m_d >> 4) | ((m >> 2) & 0x30)], axis=-1)
-    return sc, mn
-
-
-def _from_k_quant(raw, fmt, rows, cols):
-    # Decodes the super-blocks' bit fields as gguf.quants does, keeping codes and per-group float32 factors.
-    if cols % _SUPER:
-        raise ValueError(f"{fmt}: {cols} input features are not a whole number of {_SUPER}-element super-blocks")
-    blocks = np.asarray(raw, np.uint8).reshape(-1, _SUPER_BYTES[fmt])
-    nb = blocks.shape[0]
-    if fmt == "Q6_K":
-        ql, qh = blocks[:, 0:128], blocks[:, 128:192]
-        sc = np.ascontiguousarray(blocks[:, 192:208]).view(np.int8).astype(np.float32)
-        d = np.ascontiguousarray(blocks[:, 208:210]).view(np.float16).astype(np.float32)
-        low = (ql.reshape(nb, 2, 1, 64) >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0x0F
-        high = (qh.reshape(nb, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1)) & 0x03
-        q = (low.reshape(nb, 8, 32) | (high.reshape(nb, 8, 32) << 4)).astype(np.int8) - np.int8(32)
-        codes = q.reshape(rows, cols // 16, 16)
-        return QuantizedWeight(codes, (d * sc).reshape(rows, cols // 16), None, fmt)
-    d = np.ascontiguousarray(blocks[:, 0:2]).view(np.float16).astype(np.float32)
-    dmin = np.ascontiguousarray(blocks[:, 2:4]).view(np.float16).astype(np.float32)
-    sc, mn = _scale_min(blocks[:, 4:16])
-    scales = (d * sc.astype(np.float32)).reshape(rows, cols // GROUP)
-    mins = -(dmin * mn.astype(np.float32)).reshape(rows, cols // GROUP)
-    qs = blocks[:, -128:]
-    q = ((qs.reshape(nb, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 0x0F).reshape(nb, 8, 32)
-    if fmt == "Q5_K":
-        qh = blocks[:, 16:48]
-        bits = (qh.reshape(nb, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 0x01
-        q = q | (bits << 4)
-        return QuantizedWeight(np.ascontiguousarray(q.reshape(rows, cols // GROUP, GROUP)), scales, mins, fmt)
-    q = q.reshape(rows, cols // GROUP, GROUP)
-    return QuantizedWeight(np.ascontiguousarray(q[..., :16] | (q[..., 16:] << 4)), scales, mins, fmt)
-
-
 def _dequantize(w: QuantizedWeight, xp):
+    if w.fmt in K_QUANTS:
+        return kquants.dequantize(w.codes, w.scales, w.mins, w.fmt, xp)
     d = w.scales.astype(xp.float32)[..., None]
-    if w.fmt == K16:
-        values = d * w.codes.astype(xp.float32) + w.mins[..., None]
-    elif w.fmt in ("Q8_0", "Q6_K"):
-        q = w.codes.astype(xp.float32)
-        values = q * d
-    elif w.fmt == "Q5_K":
-        values = d * w.codes.astype(xp.float32) + w.mins[..., None]
+    if w.fmt == "Q8_0":
+        values = w.codes.astype(xp.float32) * d
     else:
         nibbles = xp.concatenate([w.codes & 0x0F, w.codes >> 4], axis=-1)  # elements 0..15, then 16..31
         if w.fmt == "Q4_0":
@@ -166,22 +158,28 @@ def dequantize(w: QuantizedWeight):
     return _dequantize(w, jnp)
 
 
-def promote(ws):
-    """Per-layer K-quant weights of differing formats -> the same weights as K16, losslessly; None when
-    any is not a K-quant. K16: codes [N, K/16, 16] int8, scales and mins [N, K/16] float32, element d*q + m:
-    Q4_K/Q5_K's groups split in two (scale and min repeated), Q6_K's min -0.0 (x + -0.0 is x bit for bit)."""
-    if not all(w.fmt in K_QUANTS for w in ws):
-        return None
-    return [_to_k16(w) for w in ws]
+def mix(ws) -> LayerMix:
+    """Per-layer weights of differing formats -> a LayerMix: each format's layers stacked as they are."""
+    formats = list(dict.fromkeys(w.fmt for w in ws))  # in order of first appearance
+    parts = tuple(stack([w for w in ws if w.fmt == fmt]) for fmt in formats)
+    return LayerMix(parts, tuple(formats.index(w.fmt) for w in ws))
 
 
-def _to_k16(w):
-    n, groups, _ = w.codes.shape
-    if w.fmt == "Q6_K":
-        return QuantizedWeight(w.codes, w.scales, np.full(w.scales.shape, -0.0, np.float32), K16)
-    codes = np.concatenate([w.codes & 0x0F, w.codes >> 4], axis=-1) if w.fmt == "Q4_K" else w.codes
-    halves = codes.astype(np.int8).reshape(n, groups * 2, 16)
-    return QuantizedWeight(halves, np.repeat(w.scales, 2, axis=-1), np.repeat(w.mins, 2, axis=-1), K16)
+def select(w, layer, fn):
+    """fn(part, index) for the stacked weight holding `layer` (traced or not): `w` itself at `layer`, or a
+    LayerMix's part for it at its index there (a switch over the parts when `layer` is traced)."""
+    if not is_layer_mix(w):
+        return fn(w, layer)
+    if isinstance(layer, int):
+        return fn(w.parts[w.which[layer]], w.index[layer])
+    which = jnp.asarray(w.which, jnp.int32)[layer]
+    index = jnp.asarray(w.index, jnp.int32)[layer]
+    return jax.lax.switch(which, [lambda i, part=part: fn(part, i) for part in w.parts], index)
+
+
+def dequantize_layer(w, layer):
+    """float32 [N, K]: the rows of stacked w's `layer` (any packed weight, a LayerMix included)."""
+    return select(w, layer, lambda part, i: dequantize(take(part, i)))
 
 
 def _map(fn, *ws):
@@ -198,7 +196,8 @@ def _same_format(ws):
 def stack(ws) -> QuantizedWeight:
     """Per-layer weights -> one [L, K, N] weight (numpy-backed in, jnp arrays out)."""
     _same_format(ws)
-    return _map(lambda parts: jnp.asarray(np.stack(parts)), *ws)
+    # device_put: one copy onto the device; jnp.asarray of a big numpy array peaks at two (an 8B's w_down: 1.3 GB)
+    return _map(lambda parts: jax.device_put(np.stack(parts)), *ws)
 
 
 def concatenate(ws) -> QuantizedWeight:
@@ -214,8 +213,8 @@ def gather_columns(w: QuantizedWeight, ids):
 
 
 def to_device(w: QuantizedWeight) -> QuantizedWeight:
-    """A numpy-backed weight as jnp arrays."""
-    return jax.tree.map(jnp.asarray, w)
+    """A numpy-backed weight as jax arrays (one copy each, as `stack`)."""
+    return jax.tree.map(jax.device_put, w)
 
 
 def take(w: QuantizedWeight, index) -> QuantizedWeight:

@@ -26,7 +26,7 @@ def mask_rows(y, rows):
 def dense(w, layer=None):
     """The float32 [K, N] matrix behind w[layer] (or a plain w when layer is None); see the module docstring."""
     if quantized.is_quantized(w):
-        return quantized.dequantize(w if layer is None else quantized.take(w, layer)).T
+        return (quantized.dequantize(w) if layer is None else quantized.dequantize_layer(w, layer)).T
     if layer is None:
         return w.astype(jnp.float32)
     one = jax.lax.dynamic_index_in_dim(w, layer, axis=0, keepdims=False)

@@ -26,7 +26,7 @@ from pallas_kernels.matmul.reference import mask_rows, reference_linear
 def linear(x, w, layer=None, rows=None, out_dtype=None):
     """x [M, K] @ w[layer] -> [M, N]; see the module docstring."""
     if quantized.is_quantized(w):
-        rows_nk = quantized.dequantize(w if layer is None else quantized.take(w, layer))  # [N, K] float32
+        rows_nk = quantized.dequantize(w) if layer is None else quantized.dequantize_layer(w, layer)  # [N, K]
         y = jax.lax.dot_general(x.astype(jnp.float32), rows_nk, (((1,), (1,)), ((), ())))
         return mask_rows(y, rows).astype(out_dtype or x.dtype)
     if native_bf16.is_packed(w):

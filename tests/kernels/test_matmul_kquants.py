@@ -1,4 +1,4 @@
-"""The matmul op's K-quant layouts (GGUF Q4_K, Q5_K, Q6_K repacked into float32-scaled groups): lossless
+"""The matmul op's K-quant layouts (GGUF Q4_K, Q5_K, Q6_K kept in their own super-block factors): lossless
 against gguf.quants.dequantize, and `linear` on them (XLA and the native kernel)
 against the reference on ragged rows and odd N."""
 
@@ -44,17 +44,25 @@ def test_the_jnp_dequantization_is_gguf_s_bit_for_bit(fmt):
     np.testing.assert_array_equal(_bits(got), _bits(expected))
 
 
-@pytest.mark.parametrize("fmt", quantized.K_QUANTS)
-def test_scales_and_mins_are_float32(fmt):
-    # float16 would round d*sc (11 + 8 significant bits): the layout keeps the product exact.
-    w, _ = _random(fmt, 8, 256)
-    assert w.scales.dtype == np.float32 and (w.mins is None or w.mins.dtype == np.float32)
+@pytest.mark.parametrize("fmt,ints", [("Q4_K", np.uint8), ("Q5_K", np.uint8), ("Q6_K", np.int8)])
+def test_factors_are_the_file_s_float16_super_block_ones_and_8_bit_group_ones(fmt, ints):
+    # not float32 products per group: the kernel forms d*sc (exact in float32) from these
+    w, _ = _random(fmt, 8, 512)
+    per_super = 1 if fmt == "Q6_K" else 2
+    assert w.scales.dtype == np.float16 and w.scales.shape == (8, 2, per_super)
+    assert w.mins.dtype == ints and w.mins.shape == (8, 16, 2)
 
 
-@pytest.mark.parametrize("fmt,group,code_bytes", [("Q4_K", 32, 16), ("Q5_K", 32, 32), ("Q6_K", 16, 16)])
-def test_shape_is_the_logical_in_out_matrix(fmt, group, code_bytes):
+@pytest.mark.parametrize("fmt,bytes_per_weight", [("Q4_K", 0.578), ("Q5_K", 1.078), ("Q6_K", 0.820)])
+def test_bytes_per_weight(fmt, bytes_per_weight):
+    w, _ = _random(fmt, 16, 1024)
+    assert w.nbytes / (16 * 1024) == pytest.approx(bytes_per_weight, abs=1e-3)
+
+
+@pytest.mark.parametrize("fmt,code_bytes", [("Q4_K", 16), ("Q5_K", 32), ("Q6_K", 24)])
+def test_shape_is_the_logical_in_out_matrix(fmt, code_bytes):
     w, _ = _random(fmt, 40, 512, layers=3)
-    assert w.shape == (3, 512, 40) and w.codes.shape == (3, 40, 512 // group, code_bytes)
+    assert w.shape == (3, 512, 40) and w.codes.shape == (3, 40, 512 // 32, code_bytes)
 
 
 @pytest.mark.parametrize("fmt", quantized.K_QUANTS)
@@ -86,32 +94,35 @@ def test_native_matches_the_reference(fmt, rows, k, n, valid):
 
 
 def _mixed(k=512, n=33, seed=7):
-    """Three layers in Q4_K, Q6_K, Q5_K promoted to K16, and gguf's dequantization of each [3, N, K]."""
-    parts = [_random(fmt, n, k, seed=seed + i) for i, fmt in enumerate(("Q4_K", "Q6_K", "Q5_K"))]
-    return quantized.stack(quantized.promote([w for w, _ in parts])), np.stack([d for _, d in parts])
+    """Four layers in Q4_K, Q6_K, Q5_K, Q6_K as a LayerMix, and gguf's dequantization of each [4, N, K]."""
+    parts = [_random(fmt, n, k, seed=seed + i) for i, fmt in enumerate(("Q4_K", "Q6_K", "Q5_K", "Q6_K"))]
+    return quantized.mix([w for w, _ in parts]), np.stack([d for _, d in parts])
 
 
-def test_layers_mixing_k_quants_promote_to_k16_bit_for_bit():
+def test_layers_of_differing_formats_stay_each_in_its_own():
+    w, _ = _mixed()
+    assert [part.fmt for part in w.parts] == ["Q4_K", "Q6_K", "Q5_K"] and w.which == (0, 1, 2, 1)
+    assert w.index == (0, 0, 0, 1) and w.shape == (4, 512, 33)
+    assert w.nbytes == sum(part.nbytes for part in w.parts)
+
+
+def test_a_layer_mix_dequantizes_each_layer_as_gguf_does_bit_for_bit():
     w, expected = _mixed()
-    assert w.fmt == quantized.K16 and w.shape == (3, 512, 33)
-    np.testing.assert_array_equal(_bits(quantized.dequantize_numpy(jax.tree.map(np.asarray, w))), _bits(expected))
-    np.testing.assert_array_equal(_bits(jax.jit(quantized.dequantize)(w)), _bits(expected))
-
-
-def test_promote_leaves_non_k_quants_alone():
-    w, _ = _random("Q4_K", 8, 256)
-    assert quantized.promote([w, quantized.QuantizedWeight(w.codes, w.scales, w.mins, "Q4_1")]) is None
+    for layer in range(4):
+        got = jax.jit(quantized.dequantize_layer)(w, jnp.int32(layer))
+        np.testing.assert_array_equal(_bits(got), _bits(expected[layer]), err_msg=f"layer {layer}")
 
 
 @pytest.mark.parametrize("implementation", ("native", "xla"))
 @pytest.mark.parametrize("rows,valid", [(1, 1), (9, 7)])
-def test_k16_linear_matches_the_reference(implementation, rows, valid):
+def test_layer_mix_linear_matches_the_reference(implementation, rows, valid):
     if implementation == "native" and native_quantized.available() is not None:
         pytest.skip(native_quantized.available())
     w, dense = _mixed()
     x = jnp.asarray(np.random.default_rng(5).standard_normal((rows, 512)), jnp.float32)
-    for layer in range(3):
-        got = jax.jit(lambda x, w, l: api.linear(x, w, l, valid, implementation=implementation))(x, w, layer)
+    step = jax.jit(lambda x, w, l: api.linear(x, w, l, valid, implementation=implementation))
+    for layer in range(4):
+        got = step(x, w, jnp.int32(layer))
         expected = np.asarray(x, np.float64) @ dense[layer].T.astype(np.float64)
         expected[valid:] = 0
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))

@@ -1,6 +1,7 @@
 """weight_format="packed" on GGUF K-quants (Q4_K, Q5_K, Q6_K): a tiny GGUF whose matrices are random
 K-quant blocks loads them packed, bit-faithful to the float loader's dequantization, and the model computes
-the float model's logits; a matrix mixing K-quants across layers (as Q4_K_M files do) loads packed too."""
+the float model's logits; a matrix mixing K-quants across layers (as Q4_K_M files do) loads packed too,
+each layer in its own format."""
 
 import numpy as np
 import pytest
@@ -94,12 +95,15 @@ def test_k_quant_model_logits_match_the_float_model(fmt, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
 
 
-def test_a_matrix_whose_format_differs_between_layers_loads_packed_as_k16(tmp_path):
-    # The stacked [L, K, N] weight needs one format: K16 holds Q4_K and Q6_K layers losslessly.
+def test_a_matrix_whose_format_differs_between_layers_keeps_each_layer_in_its_own(tmp_path):
+    # Q4_K_M's attn_v and ffn_down: Q6_K on some layers, Q4_K on the others; no common (bigger) layout
     path = _write(tmp_path / "m.gguf", _q4_k_m_like)
     _, floats = load_gguf_weights(path)
     _, packed = load_gguf_weights(path, weight_format="packed")
     assert packed["layers"]["w_up"].fmt == "Q4_K"
-    for name in ("w_down", "wv"):
-        assert packed["layers"][name].fmt == quantized.K16
-        np.testing.assert_array_equal(_dense(packed["layers"][name]), np.asarray(floats["layers"][name]), err_msg=name)
+    for name, formats in (("w_down", ["Q6_K", "Q4_K"]), ("wv", ["Q4_K", "Q6_K"])):  # layer 0's first
+        w = packed["layers"][name]
+        assert quantized.is_layer_mix(w) and [p.fmt for p in w.parts] == formats and w.which == (0, 1)
+        for layer in range(LAYERS):
+            got = np.asarray(quantized.dequantize_layer(w, layer)).T
+            np.testing.assert_array_equal(got, np.asarray(floats["layers"][name][layer]), err_msg=f"{name} {layer}")

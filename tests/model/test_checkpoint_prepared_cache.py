@@ -70,6 +70,17 @@ def test_float_weights_round_trip_too(tiny_gguf, tmp_path):
     _assert_same_params(first.params, second.params)
 
 
+def test_a_q4_k_m_like_model_s_layer_mixes_round_trip(tmp_path):
+    from tools.make_random_gguf import SHAPES, write
+
+    write(tmp_path / "k.gguf", SHAPES["tiny"])
+    build = CountingBuild(tmp_path / "k.gguf")
+    first, second = build.load(tmp_path / "cache"), build.load(tmp_path / "cache")
+    assert build.calls == 1 and quantized.is_layer_mix(second.params["layers"]["w_down"])
+    assert second.params["layers"]["w_down"].which == first.params["layers"]["w_down"].which
+    _assert_same_params(first.params, second.params)
+
+
 @pytest.mark.parametrize(
     "damage",
     [

@@ -4,8 +4,9 @@ Contract: `assemble_params(fetch, config, source, display_name, host=False)` ask
 its Hugging Face name in torch layout ([out, in] for linear weights) as a numpy array, or None when
 absent; it checks every shape, transposes linear weights to [in, out], stacks layers and casts to
 config.dtype. `fetch` may instead return a linear weight kept packed (`trellis_jax.model.quantized`,
-already [in, out]): a layer's weights stay packed when every layer's is, in one format (or in K-quants, promoted to
-one: `quantized.promote`); else they are dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
+already [in, out]): a layer's weights stay packed when every layer's is: stacked when in one format, else a
+`quantized.LayerMix` (each format's layers stacked as they are, as Q4_K_M files mix Q4_K and Q6_K); when
+only some layers are packed, those are dequantized (bit-faithfully) like the rest. A missing or mis-shaped tensor raises CheckpointError naming the source file and the
 tensor as `display_name(hf_name)` spells it (the GGUF loader shows GGUF names).
 `host=True` leaves the float weights as host numpy arrays (nothing placed on a device): the tensor-parallel
 runner then slices each shard on the host and places it straight onto its own device.
@@ -85,12 +86,9 @@ class _TensorReader:
             out[i] = tensor.T if transpose else tensor
         if out is None and len({w.fmt for w in packed.values()}) == 1:
             return quantized.stack([packed[i] for i in range(shape[0])])
-        promoted = None if out is not None else quantized.promote([packed[i] for i in range(shape[0])])
-        if promoted is not None:  # layers mixing K-quants (Q4_K_M's attn_v, ffn_down): one lossless layout
-            return quantized.stack(promoted)
-        if out is None:
-            out = np.empty(shape, self.dtype)
-        for i, tensor in packed.items():  # formats differ between layers: dequantize (losslessly) like the rest
+        if out is None:  # formats differ between layers (Q4_K_M's attn_v, ffn_down): each kept in its own
+            return quantized.mix([packed[i] for i in range(shape[0])])
+        for i, tensor in packed.items():  # some layers float: dequantize (losslessly) like the rest
             out[i] = quantized.dequantize_numpy(tensor).T
         return self.place(out)
 

@@ -54,6 +54,7 @@ PRODUCERS = (
     "trellis_jax.model.params",
     "trellis_jax.model.rope",
     "pallas_kernels.matmul.quantized",
+    "pallas_kernels.matmul.kquants",
     "trellis_jax.tokenizer.gguf_builder",
     "trellis_jax.tokenizer.gguf_vocab",
     "trellis_jax.tokenizer.pretokenizers",

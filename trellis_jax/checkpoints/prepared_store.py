@@ -8,7 +8,7 @@ Contract: an entry is a directory holding two files:
   read_entry(directory) -> LoadedModel   maps weights.bin, checks each leaf's size and CRC-32, and puts the
       leaves on the default device; raises DamagedEntry (what is wrong, naming the file) for a missing,
       truncated, garbled or foreign entry. Never returns a partly read model.
-The tree may hold dicts, arrays (numpy or jax) and the matmul op's QuantizedWeight; anything else is a
+The tree may hold dicts, arrays (numpy or jax) and the matmul op's QuantizedWeight and LayerMix; anything else is a
 TypeError at write time (so a new kind of leaf is noticed, never silently dropped).
 Why CRC-32 of every leaf on every read: a flipped byte in a weight would not fail anything, it would make the
 model talk differently; zlib's CRC-32 reads ~2 GB/s here, so checking costs less than copying the weights.
@@ -106,6 +106,8 @@ def _encode(node, leaves: list) -> object:
     """The tree's structure as JSON; arrays are appended to `leaves` and referenced by position."""
     if isinstance(node, dict):
         return {"dict": {str(key): _encode(value, leaves) for key, value in node.items()}}
+    if quantized.is_layer_mix(node):
+        return {"layer_mix": list(node.which), "parts": [_encode(part, leaves) for part in node.parts]}
     if quantized.is_quantized(node):
         return {
             "quantized": node.fmt,
@@ -124,6 +126,8 @@ def _decode(node, leaves: list) -> object:
         return None
     if "dict" in node:
         return {key: _decode(value, leaves) for key, value in node["dict"].items()}
+    if "layer_mix" in node:
+        return quantized.LayerMix(tuple(_decode(part, leaves) for part in node["parts"]), tuple(node["layer_mix"]))
     if "quantized" in node:
         codes, scales, mins = (_decode(part, leaves) for part in node["parts"])
         return quantized.QuantizedWeight(codes, scales, mins, node["quantized"])
