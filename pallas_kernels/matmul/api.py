@@ -37,7 +37,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import layouts, native_bf16, native_f32, native_quantized, quantized, xla
+from pallas_kernels.matmul import calibrate, choices, layouts, native_bf16, native_f32, native_quantized, quantized, xla
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ def native_problem(dtype) -> str | None:
 
 
 def prefers_bfloat16() -> bool:
-    """Whether this machine's default JAX backend multiplies bfloat16 natively."""
-    return jax.default_backend() != "cpu" or native_bf16.available() is None
+    """Whether `--dtype auto` should load bfloat16 here: on an accelerator, yes; on a CPU as measured
+    (calibrate.prefers_bfloat16), or where calibration is off whether the AVX512_BF16 kernel runs."""
+    if jax.default_backend() != "cpu":
+        return True
+    measured = calibrate.prefers_bfloat16()
+    return native_bf16.available() is None if measured is None else measured
 
 
 def choose(x, w, implementation=None) -> str:
@@ -70,6 +74,9 @@ def choose(x, w, implementation=None) -> str:
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"linear: unknown implementation {implementation!r}; use 'native', 'xla' or None")
         return implementation
+    measured = choices.lookup(w, x.shape[0])  # calibrate.apply installed it when `prepare` ran
+    if measured is not None:
+        return measured
     if quantized.is_quantized(w):  # small steps read the codes in place; big ones dequantize, then GEMM
         fits = x.shape[0] <= native_quantized.MAX_ROWS
         return "native" if fits and native_quantized.available() is None else "xla"
@@ -137,7 +144,16 @@ def prepare(
     pack_f32: bool | None = None,
     batch_invariant: bool = False,
 ) -> dict:
-    """The param tree in the layouts this machine's matmul backends read; see the module docstring."""
+    """The param tree in the layouts this machine's matmul backends read, with the backends for its
+    matrices chosen (calibrate.apply); see the module docstring."""
+    prepared = _with_layouts(params, config, materialise_head, fuse_projections, pack_bf16, pack_f32, batch_invariant)
+    embed = prepared["embed"]
+    dtype = jnp.dtype(config.dtype) if quantized.is_quantized(embed) else embed.dtype
+    calibrate.apply(prepared, dtype, batch_invariant=batch_invariant)
+    return prepared
+
+
+def _with_layouts(params, config, materialise_head, fuse_projections, pack_bf16, pack_f32, batch_invariant):
     dtype = jnp.dtype(config.dtype) if quantized.is_quantized(params["embed"]) else params["embed"].dtype
     bf16, f32 = dtype == jnp.bfloat16, dtype == jnp.float32
     if pack_bf16 and not bf16:
