@@ -1,7 +1,7 @@
 """The matmul op's backend, and `auto`'s dtype, chosen by timing them on this machine.
 
 Contract:
-  `apply(params, *, batch_invariant=False, measure=timed) -> dict[Entry, str]`: what `api.prepare` runs on the
+  `apply(params, dtype, *, batch_invariant=False, measure=None) -> dict[Entry, str]`: what `api.prepare` runs on the
       tree it prepared; returns what it installed in choices.py (before any step is traced, so no recompile).
       The pin first: $TRELLIS_MATMUL_BACKEND "native" or "xla" installs that backend for every matrix and row
       class (a ValueError where native cannot multiply one of them here, or xla beside batch_invariant, whose
@@ -16,11 +16,11 @@ Contract:
       with calibration_store (keyed by the groups' kinds and shapes and this machine) and read back on the
       next start; `last_report()` holds the latest timings ({group: {class: {backend: seconds}}}), seconds
       spent and whether they came from the cache.
-  `prefers_bfloat16(measure=timed) -> bool | None`: whether `auto` should load bfloat16 weights on this CPU:
+  `prefers_bfloat16(measure=None) -> bool | None`: whether `auto` should load bfloat16 weights on this CPU:
       one representative layer's matmuls (DTYPE_SHAPES) timed in float32 and bfloat16, each on its fastest
       backend, per row class; bfloat16 iff its mean time ratio to float32 over the classes is below 1. None
       when calibration is off (the caller keeps the ISA rule). Cached like `apply`'s choices.
-  `Measure = (label, call) -> seconds`: `timed` runs `call` (compiled by a first call) a few times and keeps
+  `Measure = (label, call) -> seconds` (None: `timed`): `timed` runs `call` (compiled by a first call) a few times and keeps
       the fastest; tests pass a function of `label` = (group, row class, backend) instead of a clock.
 Budget: every program is small (one layer's matrices), each timed at most REPEATS times and REPEAT_BUDGET_S;
 docs/benchmarks/calibration.md has the first-start cost measured for the default model.
@@ -273,9 +273,9 @@ def _pinned(found: list[Group], backend: str, batch_invariant: bool) -> dict:
     return chosen
 
 
-def apply(params, dtype, *, batch_invariant: bool = False, measure: Measure = timed) -> dict:
+def apply(params, dtype, *, batch_invariant: bool = False, measure: Measure | None = None) -> dict:
     """Install this machine's choices for the prepared `params` (matmul inputs in `dtype`); see the module
-    docstring."""
+    docstring. `measure` None: `timed`."""
     found = groups(params)
     backend = pin()
     if backend != "auto":
@@ -291,7 +291,7 @@ def apply(params, dtype, *, batch_invariant: bool = False, measure: Measure = ti
         chosen, timings = stored
         _report.update(timings=timings, seconds=0.0, cached=True)
     else:
-        chosen, timings, seconds = _measure_all(found, dtype, measure)
+        chosen, timings, seconds = _measure_all(found, dtype, measure or timed)
         calibration_store.write(
             where,
             name,
@@ -354,7 +354,7 @@ def _parse_dtype(record: dict) -> bool:
     return record["bfloat16"]
 
 
-def prefers_bfloat16(measure: Measure = timed) -> bool | None:
+def prefers_bfloat16(measure: Measure | None = None) -> bool | None:
     """Whether `auto` should pick bfloat16 here, by measurement; see the module docstring."""
     where = calibration_store.directory()
     if where is None:
@@ -365,8 +365,8 @@ def prefers_bfloat16(measure: Measure = timed) -> bool | None:
         return stored
     start = time.perf_counter()
     found = _dtype_groups()
-    f32 = _best_per_class(found["float32"], jnp.float32, measure)
-    bf16 = _best_per_class(found["bfloat16"], jnp.bfloat16, measure)
+    f32 = _best_per_class(found["float32"], jnp.float32, measure or timed)
+    bf16 = _best_per_class(found["bfloat16"], jnp.bfloat16, measure or timed)
     ratio = float(np.mean([bf16[name] / f32[name] for name in f32]))
     seconds = time.perf_counter() - start
     calibration_store.write(
