@@ -24,6 +24,9 @@ AUTO = "auto"
 NO_QUANTIZATION = "none"
 QUANTIZATIONS = (NO_QUANTIZATION, "int8", "int4")
 DTYPE_CHOICES = (AUTO, *MODEL_DTYPES)
+# --matmul-backend: "auto" = measured on this machine (pallas_kernels/matmul/calibrate.py; $TRELLIS_MATMUL_BACKEND
+# may pin it), "native" / "xla" = that backend for every matrix.
+MATMUL_BACKENDS = (AUTO, "native", "xla")
 
 
 def resolve_dtype(dtype: str) -> str:

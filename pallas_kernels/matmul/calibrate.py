@@ -1,29 +1,31 @@
 """The matmul op's backend, and `auto`'s dtype, chosen by timing them on this machine.
 
 Contract:
-  `apply(params, dtype, *, batch_invariant=False, measure=None) -> dict[Entry, str]`: what `api.prepare` runs on the
-      tree it prepared; returns what it installed in choices.py (before any step is traced, so no recompile).
-      The pin first: $TRELLIS_MATMUL_BACKEND "native" or "xla" installs that backend for every matrix and row
-      class (a ValueError where native cannot multiply one of them here, or xla beside batch_invariant, whose
-      matmuls are all native). "auto" (the default) measures, unless calibration is off
-      ($TRELLIS_CALIBRATION=off: calibration_store.directory() is None) or batch_invariant: then nothing is
-      installed and the op's rules stand. Measuring: the tree's matrices in groups (each kind of layer matrix;
-      the LM head) and, for each row class of choices.ROW_CLASSES (the head: the decode classes only; its
-      rows are sequences), one step's worth of the group's matmuls timed on each backend that runs here;
-      the fastest is installed for each of the group's matrices. Where native and XLA disagree (beyond
-      TOLERANCE, on the first class) XLA is installed, with a warning line. A group with one candidate is
-      not timed (the rules pick it). The result is stored
-      with calibration_store (keyed by the groups' kinds and shapes and this machine) and read back on the
-      next start; `last_report()` holds the latest timings ({group: {class: {backend: seconds}}}), seconds
-      spent and whether they came from the cache.
+  `apply(params, dtype, *, batch_invariant=False, pin=None, measure=None) -> dict[Entry, str]`: what
+      `api.prepare` runs on the tree it prepared (matmul inputs in `dtype`); installs its choices in
+      choices.py before any step is traced (so nothing recompiles) and returns them.
+      - The pin first (`pinned(pin)`: `pin` unless None or "auto", else $TRELLIS_MATMUL_BACKEND, default
+        "auto"): "native" or "xla" is installed for every matrix and row class; a ValueError where native
+        cannot multiply one of them here, or for xla beside batch_invariant (whose matmuls are all native).
+      - "auto" measures, unless calibration is off ($TRELLIS_CALIBRATION=off: calibration_store.directory()
+        is None) or batch_invariant: then nothing is installed and the op's rules stand.
+      - Measuring: the tree's matrices in groups (each kind of layer matrix; the LM head). For each row
+        class of choices.ROW_CLASSES (the head: the decode classes only, its rows are sequences), the group's
+        largest matrix (`timed_weights`) is timed on each backend that runs here, and the fastest is
+        installed for all of the group's matrices. A group with one candidate is not timed (the rules pick
+        it); where native and XLA disagree beyond TOLERANCE (first class) XLA is installed, with a warning.
+      - Stored with calibration_store (keyed by the groups' kinds and shapes and this machine) and read back
+        on the next start. `last_report()`: the latest timings ({group: {class: {backend: seconds}}}), the
+        seconds spent, and whether they came from the store.
   `prefers_bfloat16(measure=None) -> bool | None`: whether `auto` should load bfloat16 weights on this CPU:
-      one representative layer's matmuls (DTYPE_SHAPES) timed in float32 and bfloat16, each on its fastest
-      backend, per row class; bfloat16 iff its mean time ratio to float32 over the classes is below 1. None
-      when calibration is off (the caller keeps the ISA rule). Cached like `apply`'s choices.
-  `Measure = (label, call) -> seconds` (None: `timed`): `timed` runs `call` (compiled by a first call) a few times and keeps
-      the fastest; tests pass a function of `label` = (group, row class, backend) instead of a clock.
-Budget: every program is small (one layer's matrices), each timed at most REPEATS times and REPEAT_BUDGET_S;
-docs/benchmarks/calibration.md has the first-start cost measured for the default model.
+      a representative layer matrix (DTYPE_SHAPES) timed in float32 and in bfloat16, each on its fastest
+      backend, for DTYPE_CLASSES; bfloat16 iff its mean time ratio to float32 is below 1. None when
+      calibration is off (the caller keeps the ISA rule). Stored like `apply`'s choices.
+  `Measure = (label, call) -> seconds` (None: `timed`): `timed` runs `call` (compiled by a first call) up to
+      REPEATS times within REPEAT_BUDGET_S and keeps the fastest; tests pass a function of `label` =
+      (group, row class, backend) instead of a clock.
+Cost: one program per group, backend and class, of one matrix capped at MAX_TIMED_WEIGHTS elements; mostly
+XLA compiles. docs/benchmarks/calibration.md has the first start's seconds for the default model.
 """
 
 from __future__ import annotations
@@ -85,7 +87,12 @@ def timed(label, call) -> float:
     return best
 
 
-def pin() -> str:
+def pinned(given: str | None = None) -> str:
+    """The pin in force: `given` unless None or "auto", else $TRELLIS_MATMUL_BACKEND (default "auto")."""
+    if given not in (None, "auto"):
+        if given not in PINS:
+            raise ValueError(f"matmul backend must be one of {PINS}, got {given!r}")
+        return given
     value = os.environ.get(PIN_ENV, "auto").strip().lower() or "auto"
     if value not in PINS:
         raise ValueError(f"{PIN_ENV} must be one of {PINS}, got {value!r}")
@@ -273,11 +280,13 @@ def _pinned(found: list[Group], backend: str, batch_invariant: bool) -> dict:
     return chosen
 
 
-def apply(params, dtype, *, batch_invariant: bool = False, measure: Measure | None = None) -> dict:
+def apply(
+    params, dtype, *, batch_invariant: bool = False, pin: str | None = None, measure: Measure | None = None
+) -> dict:
     """Install this machine's choices for the prepared `params` (matmul inputs in `dtype`); see the module
     docstring. `measure` None: `timed`."""
     found = groups(params)
-    backend = pin()
+    backend = pinned(pin)
     if backend != "auto":
         chosen = _pinned(found, backend, batch_invariant)
         choices.install(chosen)

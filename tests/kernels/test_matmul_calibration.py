@@ -130,6 +130,12 @@ def test_a_pin_overrides_measurement_in_every_row_class(monkeypatch, backend):
     assert {chosen_for(m) for m in (2, 64, 1024)} == {backend}
 
 
+def test_a_pin_given_by_the_caller_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv(calibrate.PIN_ENV, "native")
+    calibrate.apply(params(), jnp.float32, pin="xla")
+    assert {chosen_for(m) for m in (2, 64, 1024)} == {"xla"}
+
+
 def test_a_native_pin_where_no_native_kernel_runs_is_refused(monkeypatch):
     monkeypatch.setenv(calibrate.PIN_ENV, "native")
     with pytest.raises(ValueError, match="no native kernel"):

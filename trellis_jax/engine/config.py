@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, fields
 
 from trellis_jax.cache import get_policy
-from trellis_jax.dtypes import DTYPE_CHOICES, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
+from trellis_jax.dtypes import DTYPE_CHOICES, MATMUL_BACKENDS, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 
 # None + model.config.KV_DTYPES, spelled out: importing trellis_jax.model would pull in jax, which the
@@ -88,6 +88,7 @@ class EngineConfig:
     attn_impl: str | None = None
     unroll_layers: bool = False  # faster steps on GPU, much longer compiles (see model.forward)
     materialise_head: bool | None = None  # tied models: keep embed.T for the LM head (None: where it pays, CPU)
+    matmul_backend: str = "auto"  # "auto": timed per shape class on this machine; "native" / "xla": pinned
     compile_cache_dir: str | None = None
     prepared_cache_dir: str | None = None  # a GGUF model's loaded weights kept here between starts (None: off)
     warmup: bool = True
@@ -124,6 +125,8 @@ class EngineConfig:
             raise ValueError(f"give at most one KV budget, got {budgets}")
         if self.kv_memory is not None:
             parse_bytes(self.kv_memory)
+        if self.matmul_backend not in MATMUL_BACKENDS:
+            raise ValueError(f"matmul_backend must be one of {MATMUL_BACKENDS}, got {self.matmul_backend!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.weight_format not in WEIGHT_FORMATS:
