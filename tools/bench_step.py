@@ -6,6 +6,7 @@
     python tools/bench_step.py --compare-deterministic   # batch-invariant (--deterministic) vs default kernels
     python tools/bench_step.py --compare-weight-format   # a quantized GGUF packed vs dequantized to --dtype
     python tools/bench_step.py --compare-quantization    # --dtype floats vs --quantization int8 / int4 of them
+    python tools/bench_step.py --compare-matmul-backend  # calibrated backends vs native / xla pinned
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -95,7 +96,9 @@ def run_plans(runner: Runner, plans) -> None:
         runner.run(plan)
 
 
-def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False) -> Runner:
+def make_runner(
+    model, args, kv_dtype: str | None = None, batch_invariant: bool = False, matmul_backend: str = "auto"
+) -> Runner:
     """A Runner with pages for one prefill and max(batches) decoding sequences, buckets for exactly those."""
     steps = args.repeats + 1
     decode_pages = max(args.batches) * pages_for(args.context + steps + 2, args.page_size)
@@ -110,6 +113,7 @@ def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool 
         attn_impl=args.attn_impl,
         kv_dtype=kv_dtype or args.kv_dtype,
         batch_invariant=batch_invariant,
+        matmul_backend=matmul_backend,
     )
 
 
@@ -297,6 +301,39 @@ def compare_quantization(args) -> dict:
     return results
 
 
+def compare_matmul_backend(args) -> dict:
+    """The matmul backends calibration chose (auto) against each backend pinned for every matrix, alternating
+    step by step; also what calibration timed per shape class and its seconds (0 when read from its store).
+    Each runner compiles every bucket at warm-up, before the next one installs its own choice."""
+    from pallas_kernels.matmul import calibrate
+
+    model = load_model(args.model, dtype=args.dtype, weight_format=args.weight_format)
+    runners = {}
+    for backend in ("auto", "native", "xla"):
+        runners[backend] = make_runner(model, args, matmul_backend=backend)
+        if backend == "auto":
+            report = calibrate.last_report()
+        runners[backend].warmup()
+    results = alternate(runners, args)
+    results["calibration"] = report
+    return results
+
+
+def calibration_markdown(report: dict) -> str:
+    lines = [
+        f"calibration: {report.get('seconds', 0):.2f} s ({'read from its store' if report.get('cached') else 'measured'})",
+        "",
+        "| group | row class | native ms | xla ms | chosen |",
+        "|---|---|---|---|---|",
+    ]
+    for group, classes in report.get("timings", {}).items():
+        for row_class, by_backend in classes.items():
+            chosen = min(by_backend, key=by_backend.get)
+            cells = " | ".join(f"{1000 * by_backend[b]:.2f}" if b in by_backend else "-" for b in ("native", "xla"))
+            lines.append(f"| {group} | {row_class} | {cells} | {chosen} |")
+    return "\n".join(lines)
+
+
 def params_bytes(params) -> int:
     """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
     return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
@@ -450,6 +487,12 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: the float model vs its matrices quantized at load (int8, int4), alternating step by step",
     )
+    parser.add_argument(
+        "--compare-matmul-backend",
+        action="store_true",
+        help="instead: the calibrated matmul backends vs native and xla pinned, alternating step by step",
+    )
+    parser.add_argument("--weight-format", default="float", help="a quantized GGUF's weights: float or packed")
     parser.add_argument("--json", default=None, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -467,11 +510,15 @@ def main(argv=None) -> None:
         if args.compare_weight_format
         else compare_quantization
         if args.compare_quantization
+        else compare_matmul_backend
+        if args.compare_matmul_backend
         else None
     )
     if comparison:
         results = comparison(args)
         print(compare_markdown(results))
+        if "calibration" in results:
+            print("\n" + calibration_markdown(results["calibration"]))
     else:
         results = bench(args)
         print(markdown(results))
