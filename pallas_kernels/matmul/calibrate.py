@@ -8,7 +8,8 @@ Contract:
         "auto"): "native" or "xla" is installed for every matrix and row class; a ValueError where native
         cannot multiply one of them here, or for xla beside batch_invariant (whose matmuls are all native).
       - "auto" measures, unless calibration is off ($TRELLIS_CALIBRATION=off: calibration_store.directory()
-        is None) or batch_invariant: then nothing is installed and the op's rules stand.
+        is None), batch_invariant, or the job has several processes (each would time its own and could
+        choose differently, so their programs would differ): then nothing is installed and the rules stand.
       - Measuring: the tree's matrices in groups (each kind of layer matrix; the LM head). For each row
         class of choices.ROW_CLASSES (the head: the decode classes only, its rows are sequences), the group's
         largest matrix (`timed_weights`) is timed on each backend that runs here, and the fastest is
@@ -20,7 +21,7 @@ Contract:
   `prefers_bfloat16(measure=None) -> bool | None`: whether `auto` should load bfloat16 weights on this CPU:
       a representative layer matrix (DTYPE_SHAPES) timed in float32 and in bfloat16, each on its fastest
       backend, for DTYPE_CLASSES; bfloat16 iff its mean time ratio to float32 is below 1. None when
-      calibration is off (the caller keeps the ISA rule). Stored like `apply`'s choices.
+      calibration is off or the job has several processes (the caller keeps the ISA rule). Stored like `apply`'s choices.
   `Measure = (label, call) -> seconds` (None: `timed`): `timed` runs `call` (compiled by a first call) up to
       REPEATS times within REPEAT_BUDGET_S and keeps the fastest; tests pass a function of `label` =
       (group, row class, backend) instead of a clock.
@@ -292,7 +293,7 @@ def apply(
         choices.install(chosen)
         return chosen
     where = calibration_store.directory()
-    if where is None or batch_invariant:
+    if where is None or batch_invariant or jax.process_count() > 1:
         return {}
     name = calibration_store.key(_subject(found, dtype))
     stored = calibration_store.read(where, name, _parse_choices)
@@ -366,7 +367,7 @@ def _parse_dtype(record: dict) -> bool:
 def prefers_bfloat16(measure: Measure | None = None) -> bool | None:
     """Whether `auto` should pick bfloat16 here, by measurement; see the module docstring."""
     where = calibration_store.directory()
-    if where is None:
+    if where is None or jax.process_count() > 1:  # as in `apply`: every process must pick the same
         return None
     name = calibration_store.key(("dtype", DTYPE_SHAPES, ROW_CLASSES, native_bf16.available() is None))
     stored = calibration_store.read(where, name, _parse_dtype)
