@@ -38,7 +38,8 @@ def dtype_calibration() -> dict:
 
 def markdown(name: str, report: dict) -> str:
     lines = [
-        f"{name}: calibration {report['seconds']:.2f} s (prepare in all {report['prepare_seconds']:.2f} s)",
+        f"{name}: calibration {report['seconds']:.2f} s wall, {report['cpu_seconds']:.2f} s process CPU "
+        f"(prepare in all {report['prepare_seconds']:.2f} s)",
         "",
         "| group | row class (rows timed) | native ms | xla ms | chosen |",
         "|---|---|---|---|---|",

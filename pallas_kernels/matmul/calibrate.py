@@ -17,7 +17,7 @@ Contract:
         it); where native and XLA disagree beyond TOLERANCE (first class) XLA is installed, with a warning.
       - Stored with calibration_store (keyed by the groups' kinds and shapes and this machine) and read back
         on the next start. `last_report()`: the latest timings ({group: {class: {backend: seconds}}}), the
-        seconds spent, and whether they came from the store.
+        wall and process CPU seconds spent, and whether they came from the store.
   `prefers_bfloat16(measure=None) -> bool | None`: whether `auto` should load bfloat16 weights on this CPU:
       a representative layer matrix (DTYPE_SHAPES) timed in float32 and in bfloat16, each on its fastest
       backend, for DTYPE_CLASSES; bfloat16 iff its mean time ratio to float32 is below 1. None when
@@ -299,15 +299,17 @@ def apply(
     stored = calibration_store.read(where, name, _parse_choices)
     if stored is not None:
         chosen, timings = stored
-        _report.update(timings=timings, seconds=0.0, cached=True)
+        _report.update(timings=timings, seconds=0.0, cpu_seconds=0.0, cached=True)
     else:
+        cpu = time.process_time()
         chosen, timings, seconds = _measure_all(found, dtype, measure or timed)
+        cpu = time.process_time() - cpu
         calibration_store.write(
             where,
             name,
             {"choices": [[*key, value] for key, value in chosen.items()], "timings": timings, "seconds": seconds},
         )
-        _report.update(timings=timings, seconds=seconds, cached=False)
+        _report.update(timings=timings, seconds=seconds, cpu_seconds=cpu, cached=False)
         logger.info("matmul calibration: %d choices measured in %.2f s, stored in %s", len(chosen), seconds, where)
     choices.install(chosen)
     return chosen
