@@ -349,8 +349,10 @@ def alternate(runners: dict, args) -> dict:
     results = {"loadavg_start": os.getloadavg()[0]}
     for name, plans in work.items():
         walls = {mode: [] for mode in runners}
+        order = list(runners.items())
         for i, plan in enumerate(plans):
-            for mode, runner in runners.items():
+            # rotated each step: a step right after a cache-thrashing one (an XLA dequantize) starts cold
+            for mode, runner in order[i % len(order) :] + order[: i % len(order)]:
                 start = time.perf_counter()
                 runner.run(plan)
                 if i:  # the first step of each kind is a warm-up

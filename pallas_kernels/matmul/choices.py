@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from pallas_kernels.matmul import native_bf16, native_f32, quantized
 
 BACKENDS = ("native", "xla")
-ROW_CLASSES = (("decode", 16, 16), ("batch", 64, 64), ("prefill", None, 256))
+ROW_CLASSES = (("decode", 16, 16), ("batch", 32, 32), ("wide", 64, 64), ("prefill", None, 256))
 
 
 class Entry(NamedTuple):

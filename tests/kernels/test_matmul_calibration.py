@@ -17,6 +17,7 @@ from pallas_kernels.matmul import api, calibrate, calibration_store, choices, na
 pytestmark = pytest.mark.skipif(native_f32.available() is not None, reason="needs the native float32 kernel")
 K, N = 32, 48
 GROUP = "layers/float32"
+TIMINGS = 2 * len(choices.ROW_CLASSES)  # a float32 group's timings: each row class on native and xla
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +46,9 @@ class FakeClock:
         return self.seconds[label]
 
 
-def clock(decode, batch, prefill):
-    """Each class's winner named: the other backend takes twice as long."""
-    winners = {"decode": decode, "batch": batch, "prefill": prefill}
+def clock(decode, batch, prefill, wide=None):
+    """Each class's winner named (wide: batch's unless given): the other backend takes twice as long."""
+    winners = {"decode": decode, "batch": batch, "wide": wide or batch, "prefill": prefill}
     return FakeClock(
         {(GROUP, c, b): 1.0 if b == winner else 2.0 for c, winner in winners.items() for b in ("native", "xla")}
     )
@@ -59,8 +60,9 @@ def chosen_for(rows, w=None):
 
 
 def test_choose_returns_the_fastest_measured_backend_per_row_class():
-    calibrate.apply(params(), jnp.float32, measure=clock(decode="xla", batch="native", prefill="native"))
-    assert [chosen_for(m) for m in (2, 16, 17, 64, 65, 1024)] == ["xla", "xla", "native", "native", "native", "native"]
+    calibrate.apply(params(), jnp.float32, measure=clock(decode="xla", batch="native", wide="xla", prefill="native"))
+    rows = (2, 16, 17, 32, 33, 64, 65, 1024)
+    assert [chosen_for(m) for m in rows] == ["xla", "xla", "native", "native", "xla", "xla", "native", "native"]
 
 
 def test_calibration_off_installs_nothing_and_keeps_the_rules(monkeypatch):
@@ -86,7 +88,7 @@ def test_other_cpu_flags_measure_again(monkeypatch):
     monkeypatch.setattr(calibration_store, "_cpu", lambda: ("Another CPU", "fpu sse2 avx512f amx_bf16"))
     again = clock(decode="native", batch="native", prefill="native")
     calibrate.apply(params(), jnp.float32, measure=again)
-    assert again.calls == 6  # 3 row classes x 2 backends
+    assert again.calls == TIMINGS
     assert chosen_for(2) == "native"
 
 
@@ -94,7 +96,7 @@ def test_other_shapes_measure_again():
     calibrate.apply(params(), jnp.float32, measure=clock(decode="xla", batch="xla", prefill="xla"))
     again = clock(decode="native", batch="native", prefill="native")
     calibrate.apply(params(n=2 * N), jnp.float32, measure=again)
-    assert again.calls == 6
+    assert again.calls == TIMINGS
 
 
 def test_a_damaged_cache_file_is_logged_deleted_and_measured_again(tmp_path, caplog):
@@ -105,7 +107,7 @@ def test_a_damaged_cache_file_is_logged_deleted_and_measured_again(tmp_path, cap
     again = clock(decode="native", batch="native", prefill="native")
     with caplog.at_level(logging.WARNING, logger=calibration_store.__name__):
         calibrate.apply(params(), jnp.float32, measure=again)
-    assert again.calls == 6
+    assert again.calls == TIMINGS
     assert "damaged" in caplog.text
     assert json.loads(stored.read_text())["choices"]  # rewritten whole
 
@@ -118,7 +120,7 @@ def test_a_record_with_an_unknown_backend_is_damaged(tmp_path):
     stored.write_text(json.dumps(record))
     again = clock(decode="native", batch="native", prefill="native")
     calibrate.apply(params(), jnp.float32, measure=again)
-    assert again.calls == 6
+    assert again.calls == TIMINGS
 
 
 @pytest.mark.parametrize("backend", ["native", "xla"])

@@ -61,7 +61,7 @@ def parse_bytes(value: int | str) -> int:
 @dataclass(frozen=True)
 class EngineConfig:
     model: str | None = None  # GGUF file, HF dir, orbax dir or preset; None = the default model
-    dtype: str = "auto"  # "auto": bfloat16 where this machine computes it natively, else float32 (trellis_jax.dtypes)
+    dtype: str = "auto"  # "auto": bfloat16 where this machine computes it faster, else float32 (trellis_jax.dtypes)
     # A quantized GGUF's layer weights: "packed" keeps Q8_0/Q4_0/Q4_1 as they are on disk (the matmul op multiplies
     # them packed), "float" dequantizes them at load, "auto" is the measured choice (trellis_jax.dtypes).
     weight_format: str = "auto"
