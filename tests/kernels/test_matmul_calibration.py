@@ -185,3 +185,11 @@ def test_auto_dtype_measurement_is_stored():
 def test_auto_dtype_with_calibration_off_is_left_to_the_rule(monkeypatch):
     monkeypatch.setenv("TRELLIS_CALIBRATION", "off")
     assert calibrate.prefers_bfloat16(measure=dtype_clock(0.5)) is None
+
+
+def test_installed_choices_change_the_serialized_executables_key():
+    from trellis_jax.runner.executable_cache import fingerprint
+
+    before = fingerprint("same program")
+    choices.install({choices.Entry("float32", K, N, "decode"): "xla"})
+    assert fingerprint("same program") != before
