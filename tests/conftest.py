@@ -7,11 +7,15 @@ tiny_model     factory: tiny_model("llama" | "qwen2" | "mistral") -> LoadedModel
 """
 
 import functools
+import os
 import pathlib
 
 import pytest
 
 FIXTURES_DIR = pathlib.Path(__file__).parent / "fixtures"
+# The matmul backend by the op's rules, not by timing (pallas_kernels/matmul/calibrate.py): a timed choice
+# would make which kernel a test runs a race. Child processes inherit it. The calibration tests turn it on.
+os.environ.setdefault("TRELLIS_CALIBRATION", "off")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@
     python tools/bench_step.py --compare-weight-format   # a quantized GGUF packed vs dequantized to --dtype
     python tools/bench_step.py --compare-quantization    # --dtype floats vs --quantization int8 / int4 of them
     python tools/bench_step.py --compare-unroll scan 2 4 full   # the layer loop scanned vs unrolled, alternating
+    python tools/bench_step.py --compare-matmul-backend  # calibrated backends vs native / xla pinned
 
 Measures, on the default model in float32 unless told otherwise:
   * ceilings: sgemm GFLOP/s (a jitted 2048^3 matmul) and memory read GB/s (a jitted sum over 512 MiB);
@@ -112,7 +113,9 @@ def plan_runner_options(args) -> dict:
     }
 
 
-def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool = False, unroll_layers=1) -> Runner:
+def make_runner(
+    model, args, kv_dtype: str | None = None, batch_invariant: bool = False, unroll_layers=1, matmul_backend="auto"
+) -> Runner:
     return Runner(
         model,
         **plan_runner_options(args),
@@ -120,6 +123,7 @@ def make_runner(model, args, kv_dtype: str | None = None, batch_invariant: bool 
         kv_dtype=kv_dtype or args.kv_dtype,
         batch_invariant=batch_invariant,
         unroll_layers=unroll_layers,
+        matmul_backend=matmul_backend,
     )
 
 
@@ -322,6 +326,39 @@ def compare_unroll(args) -> dict:
     return results
 
 
+def compare_matmul_backend(args) -> dict:
+    """The matmul backends calibration chose (auto) against each backend pinned for every matrix, alternating
+    step by step; also what calibration timed per shape class and its seconds (0 when read from its store).
+    Each runner compiles every bucket at warm-up, before the next one installs its own choice."""
+    from pallas_kernels.matmul import calibrate
+
+    model = load_model(args.model, dtype=args.dtype, weight_format=args.weight_format)
+    runners = {}
+    for backend in ("auto", "native", "xla"):
+        runners[backend] = make_runner(model, args, matmul_backend=backend)
+        if backend == "auto":
+            report = calibrate.last_report()
+        runners[backend].warmup()
+    results = alternate(runners, args)
+    results["calibration"] = report
+    return results
+
+
+def calibration_markdown(report: dict) -> str:
+    lines = [
+        f"calibration: {report.get('seconds', 0):.2f} s ({'read from its store' if report.get('cached') else 'measured'})",
+        "",
+        "| group | row class | native ms | xla ms | chosen |",
+        "|---|---|---|---|---|",
+    ]
+    for group, classes in report.get("timings", {}).items():
+        for row_class, by_backend in classes.items():
+            chosen = min(by_backend, key=by_backend.get)
+            cells = " | ".join(f"{1000 * by_backend[b]:.2f}" if b in by_backend else "-" for b in ("native", "xla"))
+            lines.append(f"| {group} | {row_class} | {cells} | {chosen} |")
+    return "\n".join(lines)
+
+
 def params_bytes(params) -> int:
     """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
     return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
@@ -339,8 +376,10 @@ def alternate(runners: dict, args) -> dict:
     results, cpu_ms = {"loadavg_start": os.getloadavg()[0]}, {}
     for name, plans in work.items():
         walls, cpus = {mode: [] for mode in runners}, {mode: [] for mode in runners}
+        order = list(runners.items())
         for i, plan in enumerate(plans):
-            for mode, runner in runners.items():
+            # rotated each step: a step right after a cache-thrashing one (an XLA dequantize) starts cold
+            for mode, runner in order[i % len(order) :] + order[: i % len(order)]:
                 start, cpu = time.perf_counter(), time.process_time()
                 runner.run(plan)
                 if i:  # the first step of each kind is a warm-up
@@ -520,6 +559,12 @@ def parse_args(argv=None):
         help="instead: the layer loop at these --unroll-layers values (e.g. scan 2 4 full), alternating step by "
         "step, with each one's compile seconds per program",
     )
+    parser.add_argument(
+        "--compare-matmul-backend",
+        action="store_true",
+        help="instead: the calibrated matmul backends vs native and xla pinned, alternating step by step",
+    )
+    parser.add_argument("--weight-format", default="float", help="a quantized GGUF's weights: float or packed")
     return parser.parse_args(argv)
 
 
@@ -538,11 +583,16 @@ def main(argv=None) -> None:
         if args.compare_quantization
         else compare_unroll
         if args.compare_unroll
+        else compare_matmul_backend
+        if args.compare_matmul_backend
         else None
     )
     if comparison:
         results = comparison(args)
-        report(results, compare_markdown(results), args.json)
+        text = compare_markdown(results)
+        if "calibration" in results:
+            text += "\n\n" + calibration_markdown(results["calibration"])
+        report(results, text, args.json)
     else:
         results = bench(args)
         report(results, markdown(results), args.json)

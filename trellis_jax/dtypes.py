@@ -2,8 +2,9 @@
 
 Contract: `MODEL_DTYPES` are the dtypes weights load in; `DTYPE_CHOICES` adds "auto", the engine's
 default. `resolve_dtype(dtype)` returns a model dtype: anything but "auto" unchanged, and "auto" as
-bfloat16 where this machine computes it natively (any accelerator; a CPU whose AVX512_BF16 matmul
-kernel runs here), else float32.
+bfloat16 where the matmul op says so (`pallas_kernels.matmul.prefers_bfloat16`: any accelerator; on a
+CPU, where bfloat16 matmuls measured faster than float32 ones on the first start, or with calibration
+off, where the AVX512_BF16 kernel runs), else float32.
 
 Why auto is the default: SmolLM2 and most Llama-family models are trained and published in bfloat16,
 and on such machines it is ~1.7x the float32 engine's speed (half the weight bytes every decode step
@@ -24,6 +25,9 @@ AUTO = "auto"
 NO_QUANTIZATION = "none"
 QUANTIZATIONS = (NO_QUANTIZATION, "int8", "int4")
 DTYPE_CHOICES = (AUTO, *MODEL_DTYPES)
+# --matmul-backend: "auto" = measured on this machine (pallas_kernels/matmul/calibrate.py; $TRELLIS_MATMUL_BACKEND
+# may pin it), "native" / "xla" = that backend for every matrix.
+MATMUL_BACKENDS = (AUTO, "native", "xla")
 
 
 def resolve_dtype(dtype: str) -> str:

@@ -2,8 +2,10 @@
 
 Contract:
   `prepare(params, config, *, materialise_head=None, fuse_projections=None, pack_bf16=None, pack_f32=None,
-  batch_invariant=False) -> params`: the one call a runner makes. Chooses the weight layouts this machine's
-  backends read fastest (None = decide here) and returns the prepared tree (layouts.py has the layouts):
+  batch_invariant=False, backend=None) -> params`: the one call a runner makes. Chooses the weight layouts
+  this machine's backends read fastest (None = decide here) and returns the prepared tree (layouts.py has the
+  layouts), after calibrate.apply chose each matrix's backend per row class (`backend` None or "auto":
+  measured, or $TRELLIS_MATMUL_BACKEND; "native" / "xla": pinned):
     materialise_head: tied embeddings get a contiguous lm_head (embed.T); default where a native kernel runs.
     fuse_projections: wq/wk/wv -> w_qkv, w_gate/w_up -> w_gate_up; default where a native kernel runs.
     pack_bf16: a bfloat16 model's matrices as row pairs; default where the AVX512_BF16 kernel runs.
@@ -18,15 +20,18 @@ Contract:
   kernels do not compute them. `implementation`: "native" (native_f32.py / native_bf16.py /
   native_quantized.py, by layout),
   "xla" (xla.py), or None to pick by `choose` at trace time from static shapes.
-  `choose(x, w, implementation=None) -> "native" | "xla"`: native for bfloat16 pairs and float32 strips
-  wherever their kernel runs, for quantized weights (quantized.py) where theirs runs, and M <= its MAX_ROWS; for plain float32 weights where the float32 kernel runs and M is within the
-  rows it was measured to win (native_f32.max_rows()); else xla.
+  `choose(x, w, implementation=None) -> "native" | "xla"`: `implementation` where given; else what
+  calibrate.py installed for w's kind and shape and x's row class (choices.py: measured on this machine, or
+  pinned); else the rules: native for bfloat16 pairs and float32 strips wherever their kernel runs, for
+  quantized weights (quantized.py) where theirs runs and M <= its MAX_ROWS; for plain float32 weights where
+  the float32 kernel runs and M is within the rows it was measured to win (native_f32.max_rows()); else xla.
   `reads_in_place(x, w, *, batch_invariant=False, unroll=False)`: whether a scan over layers should hand
   `linear` the stacked weights and the layer index (native kernels read them in place; packed layouts are
   read no other way) rather than the scan's slice.
   `native_problem(dtype)`: None where a native kernel multiplies weights of `dtype` here, else why.
-  `prefers_bfloat16()`: whether bfloat16 weights are native on this machine (any accelerator; a CPU where
-  the AVX512_BF16 kernel runs): what `--dtype auto` asks.
+  `prefers_bfloat16()`: what `--dtype auto` asks: True on an accelerator; on a CPU, whether bfloat16 matmuls
+  measured faster than float32 ones (calibrate.prefers_bfloat16), or with calibration off whether the
+  AVX512_BF16 kernel runs.
 `reference.py` is the oracle; one file per backend.
 """
 
@@ -37,7 +42,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import layouts, native_bf16, native_f32, native_quantized, quantized, xla
+from pallas_kernels.matmul import calibrate, choices, layouts, native_bf16, native_f32, native_quantized, quantized, xla
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +65,12 @@ def native_problem(dtype) -> str | None:
 
 
 def prefers_bfloat16() -> bool:
-    """Whether this machine's default JAX backend multiplies bfloat16 natively."""
-    return jax.default_backend() != "cpu" or native_bf16.available() is None
+    """Whether `--dtype auto` should load bfloat16 here: on an accelerator, yes; on a CPU as measured
+    (calibrate.prefers_bfloat16), or where calibration is off whether the AVX512_BF16 kernel runs."""
+    if jax.default_backend() != "cpu":
+        return True
+    measured = calibrate.prefers_bfloat16()
+    return native_bf16.available() is None if measured is None else measured
 
 
 def choose(x, w, implementation=None) -> str:
@@ -70,6 +79,9 @@ def choose(x, w, implementation=None) -> str:
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"linear: unknown implementation {implementation!r}; use 'native', 'xla' or None")
         return implementation
+    measured = choices.lookup(w, x.shape[0])  # calibrate.apply installed it when `prepare` ran
+    if measured is not None:
+        return measured
     if quantized.is_quantized(w):  # small steps read the codes in place; big ones dequantize, then GEMM
         fits = x.shape[0] <= native_quantized.MAX_ROWS
         return "native" if fits and native_quantized.available() is None else "xla"
@@ -136,8 +148,18 @@ def prepare(
     pack_bf16: bool | None = None,
     pack_f32: bool | None = None,
     batch_invariant: bool = False,
+    backend: str | None = None,
 ) -> dict:
-    """The param tree in the layouts this machine's matmul backends read; see the module docstring."""
+    """The param tree in the layouts this machine's matmul backends read, with the backends for its
+    matrices chosen (calibrate.apply); see the module docstring."""
+    prepared = _with_layouts(params, config, materialise_head, fuse_projections, pack_bf16, pack_f32, batch_invariant)
+    embed = prepared["embed"]
+    dtype = jnp.dtype(config.dtype) if quantized.is_quantized(embed) else embed.dtype
+    calibrate.apply(prepared, dtype, batch_invariant=batch_invariant, pin=backend)
+    return prepared
+
+
+def _with_layouts(params, config, materialise_head, fuse_projections, pack_bf16, pack_f32, batch_invariant):
     dtype = jnp.dtype(config.dtype) if quantized.is_quantized(params["embed"]) else params["embed"].dtype
     bf16, f32 = dtype == jnp.bfloat16, dtype == jnp.float32
     if pack_bf16 and not bf16:

@@ -116,6 +116,7 @@ def test_version_names_the_command_and_the_release(prog, capsys):
         (["--kv-memory", "1GiB", "--num-pages", "64"], "at most one KV budget"),
         (["--max-num-seqs", "0"], "max_num_seqs"),
         (["--kv-prefetch", "2"], "kv_prefetch must be a fraction"),
+        (["--matmul-backend", "gpu"], "choose from 'auto', 'native', 'xla'"),
     ],
 )
 def test_a_bad_engine_value_is_a_usage_error_listing_the_choices(argv, expected, capsys):
@@ -126,6 +127,11 @@ def test_a_bad_engine_value_is_a_usage_error_listing_the_choices(argv, expected,
         with pytest.raises(SystemExit) as exited:
             parse(argv)
         assert exited.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_the_engine_config_refuses_an_unknown_matmul_backend_from_python_too():
+    with pytest.raises(ValueError, match="matmul_backend must be one of"):
+        EngineConfig(matmul_backend="gpu")
 
 
 def test_the_engine_config_refuses_an_unknown_eviction_policy_from_python_too():

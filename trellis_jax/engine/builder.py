@@ -154,6 +154,7 @@ def make_runner(config: EngineConfig, loaded):
         compile_cache_dir=config.compile_cache_dir,
         unroll_layers=config.unroll_layers,
         materialise_head=config.materialise_head,
+        matmul_backend=config.matmul_backend,
         kv_dtype=config.kv_cache_dtype,
         batch_invariant=invariant,
         decode_steps=config.decode_steps,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, fields
 
 from trellis_jax import layer_unroll
 from trellis_jax.cache import get_policy
-from trellis_jax.dtypes import DTYPE_CHOICES, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
+from trellis_jax.dtypes import DTYPE_CHOICES, MATMUL_BACKENDS, NO_QUANTIZATION, WEIGHT_FORMATS, check_quantization
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES, check_int
 from trellis_jax.sizes import parse_bytes
 
@@ -54,7 +54,7 @@ KV_CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
 @dataclass(frozen=True)
 class EngineConfig:
     model: str | None = None  # GGUF file, HF dir, orbax dir or preset; None = the default model
-    dtype: str = "auto"  # "auto": bfloat16 where this machine computes it natively, else float32 (trellis_jax.dtypes)
+    dtype: str = "auto"  # "auto": bfloat16 where this machine computes it faster, else float32 (trellis_jax.dtypes)
     # A quantized GGUF's layer weights: "packed" keeps Q8_0/Q4_0/Q4_1 as they are on disk (the matmul op multiplies
     # them packed), "float" dequantizes them at load, "auto" is the measured choice (trellis_jax.dtypes).
     weight_format: str = "auto"
@@ -82,6 +82,7 @@ class EngineConfig:
     # The layer loop: 1 a scan, N layers per iteration, -1 full (trellis_jax/layer_unroll.py; True/False too).
     unroll_layers: int = 1
     materialise_head: bool | None = None  # tied models: keep embed.T for the LM head (None: where it pays, CPU)
+    matmul_backend: str = "auto"  # "auto": timed per shape class on this machine; "native" / "xla": pinned
     compile_cache_dir: str | None = None
     prepared_cache_dir: str | None = None  # a GGUF model's loaded weights kept here between starts (None: off)
     warmup: bool = True
@@ -119,6 +120,8 @@ class EngineConfig:
             raise ValueError(f"give at most one KV budget, got {budgets}")
         if self.kv_memory is not None:
             parse_bytes(self.kv_memory)
+        if self.matmul_backend not in MATMUL_BACKENDS:
+            raise ValueError(f"matmul_backend must be one of {MATMUL_BACKENDS}, got {self.matmul_backend!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.weight_format not in WEIGHT_FORMATS:

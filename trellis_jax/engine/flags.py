@@ -22,7 +22,7 @@ from trellis_jax.cli import (
     default_compile_cache_dir,  # noqa: F401 (tools import it from here)
     prepared_cache_dir,
 )
-from trellis_jax.dtypes import QUANTIZATIONS, WEIGHT_FORMATS
+from trellis_jax.dtypes import MATMUL_BACKENDS, QUANTIZATIONS, WEIGHT_FORMATS
 from trellis_jax.engine.config import KV_CACHE_DTYPES, EngineConfig
 from trellis_jax.engine.multihost_flags import add_multihost_flags, multihost_problem
 from trellis_jax.scheduler.config import SCHEDULE_POLICIES
@@ -74,6 +74,12 @@ _FLAGS: dict[str, dict] = {
         "choices": WEIGHT_FORMATS,
         "help": "a quantized GGUF's layer weights in memory: packed (Q8_0/Q4_0/Q4_1 as on disk, multiplied "
         "packed), float (dequantized at load to --dtype), auto (the measured choice: docs/benchmarks/quantized.md)",
+    },
+    "matmul_backend": {
+        "choices": MATMUL_BACKENDS,
+        "help": "the matmul op's CPU backend: auto (timed per shape class on the first start, stored under "
+        "~/.cache/trellis-jax/calibration; env TRELLIS_MATMUL_BACKEND, TRELLIS_CALIBRATION=off for the fixed "
+        "rules), native (the C++ kernels for every matrix) or xla (docs/benchmarks/calibration.md)",
     },
     "quantization": {
         "choices": QUANTIZATIONS,

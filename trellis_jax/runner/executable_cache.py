@@ -18,7 +18,7 @@ Contract:
       fails on its first run with "Function ... not found").
   fingerprint(*parts) -> str   a digest of `parts` (reprs) and of what every program depends on: jax and
       jaxlib versions, the backend (platform, version, device kinds), XLA_FLAGS and TRELLIS_NATIVE, the CPU's
-      feature flags (XLA compiles for the host's), and the text of every source file a program is traced from
+      feature flags (XLA compiles for the host's), the matmul op's installed backend choices (choices.py), and the text of every source file a program is traced from
       (trellis_jax/model, trellis_jax/runner, pallas_kernels: .py, .cc, .h), so any code change starts afresh.
 Why beside JAX's persistent compile cache: that cache still traces and lowers every program to find its key
 (most of a warm start's warm-up on CPU); this one is keyed before tracing. An entry is a pickle written by
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import jax
 
+from pallas_kernels.matmul import choices
 from trellis_jax import disk_lru
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def fingerprint(*parts) -> str:
         os.environ.get("TRELLIS_NATIVE", "1"),
         bool(jax.config.jax_enable_x64),
         _cpu_flags(),
+        choices.signature(),  # the matmul backends calibrated or pinned for this process's shapes
     )
     for part in (*environment, *parts):
         digest.update(repr(part).encode() + b"\0")

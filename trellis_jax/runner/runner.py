@@ -99,6 +99,7 @@ class Runner:
         max_logprobs: int = DEFAULT_MAX_LOGPROBS,
         unroll_layers: int | bool = 1,
         materialise_head: bool | None = None,
+        matmul_backend: str = "auto",
         kv_dtype: str | None = None,
         fuse_projections: bool | None = None,
         pack_bf16: bool | None = None,
@@ -111,6 +112,8 @@ class Runner:
 
         `materialise_head`, `fuse_projections`, `pack_bf16`, `pack_f32`: weight layouts for the matmul op,
         None = its choice for this machine (`pallas_kernels.matmul.prepare` documents each).
+        `matmul_backend`: "auto" (timed on this machine, or $TRELLIS_MATMUL_BACKEND), "native" or "xla" for
+        every matrix; installed for this process (`pallas_kernels.matmul.calibrate`) before any step is traced.
         `batch_invariant`: a token row's floats do not depend on the rest of the step (runner/invariance.py);
         attn_impl must then be None or "cpu_batch_invariant"; every matmul takes the op's native kernel.
         `decode_steps`: k > 1 also compiles, at warm-up, a k-iteration multi-step program (step.make_multi_step)
@@ -139,6 +142,7 @@ class Runner:
             pack_bf16=pack_bf16,
             pack_f32=pack_f32,
             batch_invariant=self.batch_invariant,
+            backend=matmul_backend,
         )
         self.tp = _tensor_parallel(self.config, tensor_parallel_size)
         if self.tp is None:
