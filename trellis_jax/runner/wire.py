@@ -39,6 +39,7 @@ BITCAST_COLUMNS = (
     "repetition_penalty",
 )
 NUM_COLUMNS = len(INT_COLUMNS) + len(BITCAST_COLUMNS)  # after the page-table row
+COLUMN = {name: i for i, name in enumerate(INT_COLUMNS + BITCAST_COLUMNS)}  # offset after the page-table row
 
 
 class RunnerInputs(NamedTuple):
