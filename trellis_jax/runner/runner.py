@@ -241,6 +241,16 @@ class Runner:
         return next(iter(self._kv.k.devices())).platform
 
     @property
+    def resident_state(self) -> bool:
+        """Whether decode steps read their rows from the device-resident slots (settable between steps: the
+        programs are the same either way, so A/B runs share one runner)."""
+        return self._slots.enabled
+
+    @resident_state.setter
+    def resident_state(self, on: bool) -> None:
+        self._slots.enabled = bool(on)
+
+    @property
     def resident_stats(self) -> dict[str, int]:
         """Resident decode steps so far and their rows: joined (whole row sent), continued (slot only), grown
         (a new page sent); all 0 with resident_state=False."""
