@@ -37,8 +37,8 @@ class Bench:
         )
 
     def step(self, plan: StepPlan):
-        """Expand the resident upload (or pass the full wire through, as the device does); returns the step
-        and the wire the model would read."""
+        """Expand the resident upload, or the full wire with its stored rows' slots, as the device does; check
+        the wire the model reads against pack()'s (less the slot column, which the model never reads)."""
         resident = self.slots.prepare(
             plan,
             self.pack,
@@ -52,12 +52,17 @@ class Bench:
         feed = np.full(packed.bucket.num_tokens, -1, np.int32)
         for row, _ in packed.pending_rows:
             feed[row] = row  # any fed row: the wire carries it either way
-        full = wire.encode(packed.model_inputs, packed.knobs, feed)
-        buffers = full if resident is None else self.slots.upload(resident, feed)
+        expected = wire.encode(packed.model_inputs, packed.knobs, feed)
+        if resident is None:
+            stored = self.slots.full_step(plan, packed, PAGE_SIZE)
+            buffers = wire.encode(packed.model_inputs, packed.knobs, feed, stored and stored.joins)
+        else:
+            stored, buffers = resident, self.slots.upload(resident, feed)
         tokens, seqs, self.state = expand(*(jnp.asarray(b) for b in buffers), self.state, page_size=PAGE_SIZE)
-        self.slots.record(self.state, resident)
-        np.testing.assert_array_equal(np.asarray(tokens), full[0])
-        np.testing.assert_array_equal(np.asarray(seqs), full[1])
+        self.slots.record(self.state, stored)
+        np.testing.assert_array_equal(np.asarray(tokens), expected[0])
+        model_columns = np.arange(expected[1].shape[1]) != expected[1].shape[1] - wire.NUM_COLUMNS + wire.COLUMN["slot"]
+        np.testing.assert_array_equal(np.asarray(seqs)[:, model_columns], expected[1][:, model_columns])
         return resident
 
 
@@ -91,13 +96,16 @@ def test_a_row_that_does_not_continue_its_slot_joins_again():
     assert bench.slots.stats["joined"] == 4 and bench.slots.stats["continued"] == 1
 
 
-def test_full_steps_leave_the_slot_rows_alone():
+def test_a_full_step_stores_its_sampling_rows_and_leaves_the_others():
     bench = Bench()
-    bench.step(StepPlan([decode("a", 1, 6, 10), decode("b", 2, 9, 30)]))
-    prefill = SequenceWork("a", [7, 8], 7, [10, 11, 12], True)  # two tokens: a full step
-    assert bench.step(StepPlan([prefill, SequenceWork("c", [1, 2, 3], 0, [50], True)])) is None
-    bench.step(StepPlan([decode("a", 4, 9, 10), decode("b", 5, 10, 30)]))
-    assert bench.slots.stats["joined"] == 3  # a moved on in the full step; b continues from its last row
+    bench.step(StepPlan([decode("a", 1, 6, 10), decode("b", 2, 9, 30), decode("d", 3, 2, 70)]))
+    prefill = SequenceWork("a", [7, 8], 7, [10, 11, 12], True, rng_step=7)  # two tokens: a full step
+    chunk = SequenceWork("d", [4, 5], 3, [70, 71], False)  # moves d on without sampling: not stored
+    assert bench.step(StepPlan([prefill, chunk, SequenceWork("c", [1, 2, 3], 0, [50], True)])) is None
+    assert bench.slots.stats["stored"] == 2
+    rows = [decode("a", 4, 9, 10, rng_step=8), decode("b", 5, 10, 30), decode("c", 6, 3, 50, rng_step=1)]
+    bench.step(StepPlan([*rows, decode("d", 6, 5, 70, rng_step=3)]))
+    assert bench.slots.stats["joined"] == 4  # a, b, d at first; then only d (a and c were stored, b untouched)
 
 
 def test_slots_of_ids_a_plan_lacks_are_reused_least_recently_used_first():

@@ -12,12 +12,16 @@ Contract:
   slots.upload(step, feed) -> (tokens [T, 4], seqs [S, P + C])   the step's two wire buffers (seqs is a
       device-resident constant when no row joins: nothing but the tokens buffer is sent)
   slots.device_state() -> the state the next step takes; slots.record(state, step | None) after each dispatch
-  slots.stats   {"steps", "joined", "continued", "grown"}: resident steps so far and their rows by kind
+  slots.full_step(plan, packed, page_size) -> ResidentStep | None   for a step that packs its whole wire: the
+      slot column (step.joins) that makes the device store its sampling rows, so their next decodes continue
+  slots.stats   {"steps", "joined", "continued", "grown"}: resident steps so far and their rows by kind;
+      "stored": rows full steps stored
 The mirror holds per request id its slot, the page ids its device row holds, the kv_len and rng_step of the last
 step it ran in, and its SamplingArrays. A decode row whose start_pos, rng_step, sampling and pages continue the
 mirror (at most one new page) travels as (token, slot, grown page); any other row joins: its whole wire row is
-sent and stored. Full steps leave the device rows alone, so the mirror stays true across them (a row they moved
-on joins again). Rows never leave explicitly: slots of ids a plan lacks are reused, least recently used first.
+sent and stored. A full step stores its sampling rows too (their next decode continues them); its other rows'
+slot rows stay as they were, so the mirror stays true (such a row joins at its next decode). Rows never leave
+explicitly: slots of ids a plan lacks are reused, least recently used first.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class _Row:
 @dataclass(frozen=True)
 class ResidentStep:
     packed: PackedStep
-    tokens: np.ndarray  # [T, 4] int32: (token id, slot, grown page or 0, feed: filled by upload)
+    tokens: np.ndarray | None  # [T, 4] int32: (token id, slot, grown page or 0, feed: filled by upload); None:
+    # a full step (full_step), whose `joins` is then the [S] slot column its rows are stored in
     joins: np.ndarray | None  # [S, P + C] int32 joined rows' wire rows, None: no row joins
     rows: tuple[tuple[str, _Row], ...]  # each row's mirror entry after this step
     evicted: tuple[str, ...]  # ids whose slots this step reuses
@@ -67,7 +72,7 @@ class ResidentSlots:
         self._rows: dict[str, _Row] = {}
         self._clock = 0
         self._no_joins: dict[tuple[int, int], jax.Array] = {}
-        self.stats = {"steps": 0, "joined": 0, "continued": 0, "grown": 0}  # resident steps and their rows
+        self.stats = {"steps": 0, "joined": 0, "continued": 0, "grown": 0, "stored": 0}
 
     @property
     def num_resident(self) -> int:
@@ -88,6 +93,9 @@ class ResidentSlots:
             del self._rows[request_id]
         self._rows.update(step.rows)
         self._clock += 1
+        if step.tokens is None:
+            self.stats["stored"] += len(step.rows)
+            return
         joined = 0 if step.joins is None else int(np.sum(step.joins[:, -wire.NUM_COLUMNS + _C["cu_q_end"]] == JOINED))
         self.stats["steps"] += 1
         self.stats["joined"] += joined
@@ -134,6 +142,24 @@ class ResidentSlots:
             [(b, s.request_id) for b, s in enumerate(seqs) if s.token_ids[0] == PENDING_TOKEN],
         )
         return ResidentStep(packed, tokens, self._joins(joined, joining, seqs, bucket), tuple(rows), evicted)
+
+    def full_step(self, plan: StepPlan, packed: PackedStep, page_size: int) -> ResidentStep | None:
+        """A step that travels as a full wire: slots for its sampling rows, whose rows the device then stores
+        (so each one's next decode continues it), as `slots` for wire.encode; None: none stored (disabled, a
+        multi-step plan, no sampling row)."""
+        rows = [s for s in plan.sequences if s.sample]
+        if not self.enabled or plan.decode_steps != 1 or not rows:
+            return None
+        slots, evicted = self._assign([s.request_id for s in rows], {s.request_id for s in plan.sequences})
+        column = np.full(packed.bucket.num_seqs, -1, np.int32)
+        where = {s.request_id: b for b, s in enumerate(plan.sequences)}
+        records = []
+        for s in rows:
+            slot = slots[s.request_id] if s.request_id in slots else self._rows[s.request_id].slot
+            column[where[s.request_id]] = slot
+            pages = [int(p) for p in s.page_ids[: -(-s.kv_len // page_size)]]
+            records.append((s.request_id, _Row(slot, pages, s.kv_len, s.rng_step, s.sampling, self._clock)))
+        return ResidentStep(packed, None, column, tuple(records), evicted)
 
     def upload(self, step: ResidentStep, feed: np.ndarray):
         """The step's (tokens, seqs) arguments: feed (TokenFeed.column) filled in; seqs a device constant

@@ -4,7 +4,8 @@ Contract:
   initial_state(num_slots, max_pages) -> np.ndarray   zeros [num_slots + 1, max_pages + wire.NUM_COLUMNS] int32;
       row num_slots is the dump row that padding rows read and write
   expand(tokens, seqs, state, *, page_size) -> (tokens, seqs, state)   runs first inside the jitted step
-A full step (seqs' num_seqs column >= 1: the wire of runner/wire.py) passes through with the state unchanged.
+A full step (seqs' num_seqs column >= 1: the wire of runner/wire.py) passes through; each of its rows with a slot
+column s >= 0 is stored in slot row s (its page-table row padded with zeros), so its next decode continues it.
 A resident step (seqs[0]'s num_seqs column == RESIDENT; decode only, so token row b is sequence row b) carries
 per token row (token id, slot, grown page or 0, feed); seqs row b is either zeros or a joined row (its cu_q_end
 column == JOINED): this step's whole wire row for that sequence, as pack() made it. Each live row takes its
@@ -55,8 +56,20 @@ def expand(tokens: jax.Array, seqs: jax.Array, state: jax.Array, *, page_size: i
     return (
         jnp.where(resident, rebuilt_tokens, tokens),
         jnp.where(resident, rebuilt_seqs, seqs),
-        jnp.where(resident, moved_state, state),
+        jnp.where(resident, moved_state, _store_full(seqs, state)),
     )
+
+
+def _store_full(seqs, state):
+    """A full step's rows stored in the slots their slot column names (the others land in the dump row)."""
+    pages, max_pages = seqs.shape[1] - wire.NUM_COLUMNS, state.shape[1] - wire.NUM_COLUMNS
+    dump = state.shape[0] - 1
+    slot = seqs[:, pages + _C["slot"]]
+    slot = jnp.where((slot >= 0) & (slot < dump), slot, dump)
+    rows = jnp.concatenate(
+        [seqs[:, :pages], jnp.zeros((seqs.shape[0], max_pages - pages), jnp.int32), seqs[:, pages:]], axis=1
+    )
+    return state.at[slot].set(rows)
 
 
 def _rebuild(tokens, seqs, state, page_size):
@@ -92,6 +105,8 @@ def _rebuild(tokens, seqs, state, page_size):
         .set(jnp.where(live, index, 0))
         .at[:, _C["num_seqs"]]
         .set(count)
+        .at[:, _C["slot"]]
+        .set(-1)
     )
     rebuilt_seqs = jnp.concatenate([jnp.where(live[:, None], table[:, :pages], 0), columns], axis=1)
 

@@ -366,11 +366,13 @@ class Runner:
         )
         packed = self._pack(plan) if resident is None else resident.packed
         feed = self._feed_column(packed)
-        wire_buffers = wire.encode(packed.model_inputs, packed.knobs, feed) if resident is None else None
+        if resident is None:  # a full step; its sampling rows are stored in slots for their next decodes
+            resident = self._slots.full_step(plan, packed, self.page_size)
+            wire_buffers = wire.encode(packed.model_inputs, packed.knobs, feed, resident and resident.joins)
         executable = self._programs.executable(packed.bucket, plan.decode_steps, self.params, self._kv)
         if plan.page_copies:  # after pack validated the plan, before the step reads the pages
             self._copy_pages(plan.page_copies)
-        if resident is not None:
+        if resident is not None and resident.tokens is not None:
             wire_buffers = self._slots.upload(resident, feed)
         carried = (self._feed.device_tokens(), self._slots.device_state())
         outputs, self._kv, (fed, state) = executable(
