@@ -4,6 +4,7 @@ side in one run (one runner per model).
     PYTHONPATH=. .venv/bin/python tools/bench_overlap.py                      # tiny preset + default model
     PYTHONPATH=. .venv/bin/python tools/bench_overlap.py --models tiny-llama --batches 1 --steps 8   # smoke
     PYTHONPATH=. .venv/bin/python tools/bench_overlap.py --overlap off --decode-steps 1 4 8 16   # multi-step
+    PYTHONPATH=. .venv/bin/python tools/bench_overlap.py --resident off on     # resident decode rows A/B
 
 For each model, batch size, loop (overlap off / on) and k (decode steps per device call), a fresh engine
 decodes `batch` greedy requests of max_tokens 1 + `--steps`; once every request has its first token, the
@@ -16,7 +17,9 @@ rest of the run is timed (`--steps` tokens per request: with k = 1 that many eng
   idle %         the device's idle share: sum over steps of (dispatch of step n+1 - completion of step n, when
                  positive) over (completion of the last step - dispatch of the first). Completion is stamped
                  by a thread blocked on each step's sampled tokens, dispatch when runner.dispatch returns.
-Both loops take turns on one runner per model (identical compiled programs); rows alternate off/on.
+Both loops take turns on one runner per model (identical compiled programs); rows alternate off/on. With
+`--resident off on` each cell also runs with the runner's resident decode rows off and on (Runner.resident_state,
+the same programs), alternating within every round.
 """
 
 from __future__ import annotations
@@ -138,9 +141,14 @@ def bench(args) -> list[dict]:
             for _ in range(args.rounds):
                 for overlap in [_OVERLAP[o] for o in args.overlap]:
                     for k in args.decode_steps:
-                        config = EngineConfig(**{**base.__dict__, "overlap": overlap, "decode_steps": k})
-                        result = measure(config, loaded, runner, batch, args.steps, args.prompt_len)
-                        rows.append({"model": model, "batch": batch, "overlap": overlap, "k": k, **result})
+                        for resident in [_OVERLAP[r] for r in args.resident]:
+                            runner.resident_state = resident
+                            config = EngineConfig(**{**base.__dict__, "overlap": overlap, "decode_steps": k})
+                            result = measure(config, loaded, runner, batch, args.steps, args.prompt_len)
+                            rows.append(
+                                {"model": model, "batch": batch, "overlap": overlap, "k": k, "resident": resident}
+                                | result
+                            )
     return rows
 
 
@@ -150,13 +158,14 @@ _METRICS = ("steps_per_s", "tokens_per_s", "host_ms_per_step", "host_us_per_toke
 
 def summarise(rows: list[dict]) -> list[dict]:
     """The median of each (model, batch, overlap, k) over its rounds, in the order they first ran."""
-    keys = list(dict.fromkeys((r["model"], r["batch"], r["overlap"], r["k"]) for r in rows))
+    names = ("model", "batch", "overlap", "k", "resident")
+    keys = list(dict.fromkeys(tuple(r[n] for n in names) for r in rows))
     out = []
     for key in keys:
-        group = [r for r in rows if (r["model"], r["batch"], r["overlap"], r["k"]) == key]
+        group = [r for r in rows if tuple(r[n] for n in names) == key]
         out.append(
             {
-                **dict(zip(("model", "batch", "overlap", "k"), key)),
+                **dict(zip(names, key)),
                 **{m: statistics.median(r[m] for r in group) for m in _METRICS},
             }
         )
@@ -165,12 +174,13 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | batch | overlap | k | steps/s | tok/s | host ms/step | host us/tok | device idle |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| model | batch | overlap | k | resident | steps/s | tok/s | host ms/step | host us/tok | device idle |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['batch']} | {'on' if r['overlap'] else 'off'} | {r['k']} | {r['steps_per_s']:.1f} "
+            f"| {r['model']} | {r['batch']} | {'on' if r['overlap'] else 'off'} | {r['k']} "
+            f"| {'on' if r['resident'] else 'off'} | {r['steps_per_s']:.1f} "
             f"| {r['tokens_per_s']:.1f} | {r['host_ms_per_step']:.2f} | {r['host_us_per_token']:.0f} "
             f"| {100 * r['idle_share']:.1f} % |"
         )
@@ -185,6 +195,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every loop and k (median reported)")
     parser.add_argument("--overlap", nargs="+", choices=sorted(_OVERLAP), default=["off", "on"], help="loops to run")
     parser.add_argument("--decode-steps", type=int, nargs="+", default=[1], help="k values (multi-step decode)")
+    parser.add_argument(
+        "--resident", nargs="+", choices=sorted(_OVERLAP), default=["on"], help="resident decode rows (A/B)"
+    )
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--json", default=None, help="also write every row here")
     return parser.parse_args(argv)

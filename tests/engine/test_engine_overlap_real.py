@@ -1,4 +1,5 @@
-"""The overlapped loop on the real runner (tiny Llama): greedy outputs equal the synchronous loop's across
+"""The overlapped loop and the runner's resident decode rows on the real runner (tiny Llama): greedy outputs of
+both loops with resident rows equal the synchronous loop's without them (every step's whole wire packed) across
 the engine workloads, the cache ends intact, and nothing compiles after warm-up.
 
 One batch-invariant runner (a row's floats do not depend on the rest of the step, so the extra never-emitted
@@ -74,9 +75,17 @@ def prompts(n: int, length: int = 20):
 
 
 def assert_same(loaded, runner, requests, **options):
-    sync = run(loaded, runner, False, requests, **options)
-    assert run(loaded, runner, True, requests, **options) == sync
-    return sync
+    """Both loops with the runner's resident decode rows give what the synchronous loop gives without them."""
+    runner.resident_state = False
+    try:
+        whole_wire = run(loaded, runner, False, requests, **options)
+    finally:
+        runner.resident_state = True
+    resident = runner.resident_stats["continued"]
+    assert run(loaded, runner, False, requests, **options) == whole_wire
+    assert run(loaded, runner, True, requests, **options) == whole_wire
+    assert runner.resident_stats["continued"] > resident
+    return whole_wire
 
 
 @pytest.mark.parametrize("cache", [True, False])

@@ -67,9 +67,19 @@ def mixed_workload():
             ),
         ]
         yield batch[: 1 + step % 2]
-    yield [
-        SequenceWork(f"c{i}", [i + 1], 0, [20 + i], True, SamplingArrays(temperature=0.1 * i, seed=i)) for i in range(4)
-    ]
+    for pos in range(6):  # decodes the device continues from its resident rows (a new page at position 4)
+        yield [
+            SequenceWork(
+                f"c{i}",
+                [i + 1],
+                pos,
+                [20 + i, 40 + i][: pos // 4 + 1],
+                True,
+                SamplingArrays(temperature=0.1 * i, seed=i),
+                rng_step=pos,
+            )
+            for i in range(4)
+        ]
     biased = SamplingArrays(temperature=0.5, seed=2, logit_bias=((3, 5.0), (4, -100.0)))
     grammar = SamplingArrays(temperature=1.0, seed=4, structured=True)
     yield [  # a grammar row and a logit_bias row beside a plain one
@@ -86,11 +96,14 @@ def test_grammar_row_samples_only_allowed_tokens(runner):
 
 def test_mixed_workload_after_warmup_never_compiles(runner):
     compiles, backend = runner.num_compilations, backend_compile_count()
+    resident = runner.resident_stats
     for sequences in mixed_workload():
         outputs = runner.run(StepPlan(sequences))
         assert set(outputs.tokens) == {s.request_id for s in sequences if s.sample}
     assert runner.num_compilations == compiles
     assert backend_compile_count() == backend, compiled_functions(backend)
+    assert runner.resident_stats["continued"] - resident["continued"] >= 20  # the delta path ran
+    assert runner.resident_stats["grown"] > resident["grown"]
 
 
 def reference_greedy(config, params, tokens: list[int]) -> tuple[int, float]:

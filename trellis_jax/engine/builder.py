@@ -159,6 +159,7 @@ def make_runner(config: EngineConfig, loaded):
         batch_invariant=invariant,
         decode_steps=config.decode_steps,
         tensor_parallel_size=config.tensor_parallel_size,
+        resident_state=not config.disable_resident_state,
     )
     if config.warmup:
         runner.warmup()

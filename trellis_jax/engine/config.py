@@ -23,6 +23,8 @@ decode_steps: multi-step decode (scheduler.py step 4, runner/step.py make_multi_
 decodes without penalties, grammars or prompt-lookup guesses, with no request waiting, runs this many
 decode iterations in one device call and returns that many tokens per row (stop ids, max_tokens and stop
 strings still end a sequence at the right token; the extra tokens are dropped). 1: off.
+disable_resident_state: decode steps normally send only each row's token, slot and new page (page tables,
+positions and sampling knobs stay on the device, runner/resident.py); True packs every step's whole wire.
 tensor_parallel_size: N > 1 splits attention and MLP Megatron-style and the KV pages by KV head over the
 first N devices (runner/tensor_parallel.py); the KV budget is then per device, and a quantized GGUF loads
 as float ("auto" weight format). 1: one device.
@@ -91,6 +93,7 @@ class EngineConfig:
     chat_template: str | None = None  # a Jinja chat template file used instead of the model's
     overlap: bool | None = None  # overlapped engine loop; None: where it pays (builder.overlap_by_default)
     decode_steps: int = 1  # multi-step decode: decode iterations per device call for plain decode steps (1: off)
+    disable_resident_state: bool = False  # pack every step's whole wire, not only what changed (A/B runs)
     tensor_parallel_size: int = 1  # split the model and KV pages over this many devices (runner/tensor_parallel.py)
     kv_host_bytes: int | str | None = None  # L2: host RAM for demoted KV pages (None: none unless kv_cache_dir)
     kv_cache_dir: str | None = None  # L3: demoted KV pages on disk, kept across restarts

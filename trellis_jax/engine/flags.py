@@ -116,6 +116,10 @@ _FLAGS: dict[str, dict] = {
         "help": "multi-step decode: a step of plain decodes with nobody waiting runs K decode iterations in "
         "one device call (1: off; docs/benchmarks/multi-step.md)",
     },
+    "disable_resident_state": {
+        "help": "decode steps pack and send every row's page table and sampling knobs, instead of only what "
+        "changed since the rows the device keeps (for A/B runs; docs/benchmarks/overlap.md)"
+    },
     "tensor_parallel_size": {
         "type": int,
         "metavar": "N",

@@ -30,8 +30,8 @@ SEED_MODULUS = 2**32  # seeds are folded into uint32 (the PRNG key's width)
 @dataclass(frozen=True)
 class PackedStep:
     bucket: Bucket
-    model_inputs: StepInputs  # numpy int32 arrays, bucket-shaped
-    knobs: dict  # SamplingInputs field -> numpy array of shape [S]; penalties separately
+    model_inputs: StepInputs | None  # numpy int32 arrays, bucket-shaped (None: a resident step, resident.py)
+    knobs: dict | None  # SamplingInputs field -> numpy array of shape [S]; penalties separately
     penalties: tuple | None  # (output_counts [S, V] i32, prompt_mask [S, V] bool) or None: none active
     bitmask: np.ndarray | None  # [S, ceil(V/32)] i32 (constraints.py) or None: no grammar row
     logit_bias: np.ndarray | None  # [S, 2 * MAX_LOGIT_BIAS] i32 or None: no row has a logit_bias
@@ -66,15 +66,7 @@ def pack(
     for s in seqs:
         _check_sampling(s, max_logprobs)
     knobs = _pack_knobs(seqs, bucket.num_seqs)
-    active = [
-        s.sample
-        and has_penalty(s.sampling.presence_penalty, s.sampling.frequency_penalty, s.sampling.repetition_penalty)
-        for s in seqs
-    ]
-    penalties = penalty_arrays(
-        [s.penalty_context for s in seqs], [s.prompt_token_ids for s in seqs], active, bucket.num_seqs, vocab_size
-    )
-    bitmask, logit_bias = constraint_arrays(seqs, bucket.num_seqs, vocab_size)
+    penalties, bitmask, logit_bias = side_arrays(seqs, bucket.num_seqs, vocab_size)
     sampled = [(row, s.request_id, s.sampling.num_logprobs) for row, s in enumerate(seqs) if s.sample]
     return PackedStep(
         bucket,
@@ -86,6 +78,19 @@ def pack(
         sampled,
         _pending_rows(seqs, model_inputs.cu_q_lens),
     )
+
+
+def side_arrays(seqs, rows: int, vocab_size: int) -> tuple:
+    """(penalties, bitmask, logit_bias) of PackedStep for these sequences in a bucket of `rows` rows."""
+    active = [
+        s.sample
+        and has_penalty(s.sampling.presence_penalty, s.sampling.frequency_penalty, s.sampling.repetition_penalty)
+        for s in seqs
+    ]
+    penalties = penalty_arrays(
+        [s.penalty_context for s in seqs], [s.prompt_token_ids for s in seqs], active, rows, vocab_size
+    )
+    return (penalties, *constraint_arrays(seqs, rows, vocab_size))
 
 
 def _pending_rows(seqs, cu_q_lens) -> list[tuple[int, str]]:

@@ -2,7 +2,7 @@
 
 Contract:
   programs = StepPrograms(config, attn_impl=, max_logprobs=, unroll_layers=, batch_invariant=, feed_width=,
-                          page_size=, max_num_seqs=, tp=None,
+                          page_size=, max_num_seqs=, state_shape=, tp=None,
                           executable_dir=None)
       tp: a TensorParallel (tensor_parallel.py): every program then runs per shard under shard_map over its
       mesh, with one shard's config, and the device-resident inputs are placed whole on every device
@@ -18,7 +18,7 @@ Lowering reads only the shapes of `params` and `kv` (the Runner's; it owns and r
 `executable_dir`: step programs are also kept there serialized (executable_cache.py), keyed by everything
 they depend on, so a later process loads them instead of tracing and compiling; loaded ones count in
 `num_loaded`, not in `num_compilations`.
-The jitted programs donate the KV pages (argument 1).
+The jitted programs donate the KV pages (argument 1) and the carried (fed tokens, resident state) pair (8).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class StepPrograms:
         feed_width: int,
         page_size: int,
         max_num_seqs: int,
+        state_shape: tuple[int, int],
         tp=None,
         executable_dir: str | None = None,
     ) -> None:
@@ -68,9 +69,17 @@ class StepPrograms:
         self.feed_width = feed_width
         self.page_size = page_size
         self.max_num_seqs = max_num_seqs
+        self.state_shape = tuple(state_shape)  # the resident slot state (resident_view.initial_state)
         self._jitted_step = self._jit(
             make_step(
-                self._step_config, attn_impl, max_logprobs, unroll_layers, batch_invariant, feed_width, self._tp_axis
+                self._step_config,
+                attn_impl,
+                max_logprobs,
+                unroll_layers,
+                batch_invariant,
+                feed_width,
+                self._tp_axis,
+                page_size=page_size,
             )
         )
         self._multi_jitted: dict[int, object] = {}  # k -> the jitted k-iteration step
@@ -94,13 +103,14 @@ class StepPrograms:
         return None if self.tp is None else TP
 
     def _jit(self, step):
-        """jit with the KV pages donated; under tensor parallelism, run per shard with fixed placements."""
+        """jit with the KV pages and the carried (fed tokens, resident state) donated; under tensor parallelism,
+        run per shard with fixed placements."""
         if self.tp is None:
-            return jax.jit(step, donate_argnums=(1,))
+            return jax.jit(step, donate_argnums=(1, 8))
         whole = self.tp.replicated
         return jax.jit(
             self.tp.wrap(step),
-            donate_argnums=(1,),
+            donate_argnums=(1, 8),
             in_shardings=(self.tp.params_sharding, self.tp.kv_sharding, *([whole] * 7)),
             out_shardings=(whole, self.tp.kv_sharding, whole),
         )
@@ -166,7 +176,7 @@ class StepPrograms:
         return found or self._compile(bucket, steps, params, kv)
 
     def _lower(self, bucket: Bucket, steps: int, params, kv) -> jax.stages.Lowered:
-        abstract = abstract_inputs(bucket, self.config.vocab_size, self.feed_width)
+        abstract = abstract_inputs(bucket, self.config.vocab_size, self.feed_width, self.state_shape)
         return self._jitted(steps).lower(params, kv, *abstract)
 
     def _jitted(self, steps: int):
@@ -214,6 +224,7 @@ class StepPrograms:
                 self.feed_width,
                 self.page_size,
                 self.max_num_seqs,
+                self.state_shape,
                 jax.tree.structure((params, kv)),
                 jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple)),
             )

@@ -14,6 +14,9 @@ Contract:
       (ValueError if that step sampled none for it): the overlapped engine loop.
   Runner(decode_steps=k): plans with StepPlan.decode_steps == k run k decode iterations in one device call
       (step.make_multi_step; compiled at warm-up for each decode bucket) and collect returns k tokens per row.
+  Runner(resident_state=True): a step of one-token sampling decodes sends per row only its slot and a new page
+      (resident.py, resident_view.py): page tables, positions and sampling knobs stay on the device between
+      steps; other steps pack their whole wire. `resident_stats` counts the rows of each kind.
   runner.check_plan(plan)   the host half of run (pack + encode), raising what run would; no device work
   runner.save_pages(ids) -> PageRead (.fetch() -> numpy [n, 2, L, Hkv, S, D]); runner.load_pages(ids, pages)
       whole pages to and from the host, between steps (page_io.py: the radix cache's lower tiers); a save
@@ -57,6 +60,7 @@ from trellis_jax.runner.launch import Launch, read_back
 from trellis_jax.runner.packing import PackedStep, pack
 from trellis_jax.runner.page_io import PageIO, PageRead
 from trellis_jax.runner.programs import StepPrograms
+from trellis_jax.runner.resident import ResidentSlots
 from trellis_jax.runner.tensor_parallel import TensorParallel
 from trellis_jax.step_plan import StepOutputs, StepPlan
 
@@ -107,6 +111,7 @@ class Runner:
         batch_invariant: bool = False,
         decode_steps: int = 1,
         tensor_parallel_size: int = 1,
+        resident_state: bool = True,
     ):
         """`model`: a LoadedModel (anything with .config and .params) or a (config, params) pair.
 
@@ -123,6 +128,8 @@ class Runner:
         bytes a decode step reads; new K/V are rounded to it when written (attention math stays float32).
         `tensor_parallel_size`: N > 1 splits the model and the KV pages over the first N devices
         (tensor_parallel.py); the KV budget (num_pages aside) is then per device. 1: one device, as ever.
+        `resident_state`: decode steps read page tables, positions and sampling knobs from rows kept on the
+        device and send only what changed (resident.py); False packs every step's whole wire (for A/B runs).
         """
         self.config, self.params = _unpack_model(model)
         self.kv_dtype = _check_kv_dtype(kv_dtype or self.config.dtype)
@@ -190,6 +197,9 @@ class Runner:
         self._feed = TokenFeed(
             self.buckets.max_num_seqs, placement
         )  # the fed-token array every bucket reads and writes
+        self._slots = ResidentSlots(  # decode rows kept on the device between steps (resident.py)
+            self.buckets.max_num_seqs, self.buckets.max_pages_per_seq, placement, enabled=bool(resident_state)
+        )
         self._programs = StepPrograms(
             self.config,
             attn_impl=attn_impl,
@@ -199,6 +209,7 @@ class Runner:
             feed_width=self.buckets.max_num_seqs,
             page_size=page_size,
             max_num_seqs=self.buckets.max_num_seqs,
+            state_shape=self._slots.state_shape,
             tp=self.tp,
             executable_dir=(  # not under tensor parallelism: the cache's key does not cover the mesh
                 None
@@ -233,6 +244,22 @@ class Runner:
     def platform(self) -> str:
         """Where the steps run: "cpu", "gpu", ... (the KV pages' device)."""
         return next(iter(self._kv.k.devices())).platform
+
+    @property
+    def resident_state(self) -> bool:
+        """Whether decode steps read their rows from the device-resident slots (settable between steps: the
+        programs are the same either way, so A/B runs share one runner)."""
+        return self._slots.enabled
+
+    @resident_state.setter
+    def resident_state(self, on: bool) -> None:
+        self._slots.enabled = bool(on)
+
+    @property
+    def resident_stats(self) -> dict[str, int]:
+        """Resident decode steps so far and their rows: joined (whole row sent), continued (slot only), grown
+        (a new page sent); all 0 with resident_state=False."""
+        return dict(self._slots.stats)
 
     @property
     def compiled_buckets(self) -> list[Bucket]:
@@ -333,15 +360,31 @@ class Runner:
         Raises what run() raises before the device is touched (then the fed tokens stay those of the last
         step that was dispatched)."""
         self.kv_generation += 1
-        packed = self._pack(plan)
+        resident = self._slots.prepare(
+            plan,
+            self._pack,
+            self.buckets,
+            page_size=self.page_size,
+            num_pages=self.num_pages,
+            vocab_size=self.config.vocab_size,
+            max_context_len=self.max_context_len,
+        )
+        packed = self._pack(plan) if resident is None else resident.packed
         feed = self._feed_column(packed)
+        if resident is None:  # a full step; its sampling rows are stored in slots for their next decodes
+            resident = self._slots.full_step(plan, packed, self.page_size)
+            wire_buffers = wire.encode(packed.model_inputs, packed.knobs, feed, resident and resident.joins)
         executable = self._programs.executable(packed.bucket, plan.decode_steps, self.params, self._kv)
         if plan.page_copies:  # after pack validated the plan, before the step reads the pages
             self._copy_pages(plan.page_copies)
-        outputs, self._kv, fed = executable(
-            self.params, self._kv, *self._inputs(packed, feed), self._feed.device_tokens()
+        if resident is not None and resident.tokens is not None:
+            wire_buffers = self._slots.upload(resident, feed)
+        carried = (self._feed.device_tokens(), self._slots.device_state())
+        outputs, self._kv, (fed, state) = executable(
+            self.params, self._kv, *self._inputs(packed, wire_buffers), carried
         )
         self._feed.record(fed, packed)
+        self._slots.record(state, resident)
         return Launch(packed, outputs, plan.decode_steps)
 
     def collect(self, launch: Launch) -> StepOutputs:
@@ -370,16 +413,17 @@ class Runner:
             max_context_len=self.max_context_len,
         )
 
-    def _inputs(self, packed: PackedStep, feed: np.ndarray | None = None) -> tuple:
-        """The step's arguments after (params, kv_pages), less the fed tokens: the two wire buffers, the
-        penalty arrays and the constraint arrays (the device-resident neutral ones where no row needs them:
-        nothing uploaded)."""
+    def _inputs(self, packed: PackedStep, wire_buffers: tuple | None = None) -> tuple:
+        """The step's arguments after (params, kv_pages), less the carried pair: the two wire buffers (default:
+        the packed step's whole wire), the penalty arrays and the constraint arrays (the device-resident neutral
+        ones where no row needs them: nothing uploaded)."""
         rows = packed.bucket.num_seqs
         counts, prompt_mask = packed.penalties or self._programs.zero_penalty_arrays(rows)
         bitmask, logit_bias = self._programs.neutral_constraints(rows)
         bitmask = bitmask if packed.bitmask is None else packed.bitmask
         logit_bias = logit_bias if packed.logit_bias is None else packed.logit_bias
-        return (*wire.encode(packed.model_inputs, packed.knobs, feed), counts, prompt_mask, bitmask, logit_bias)
+        wire_buffers = wire_buffers or wire.encode(packed.model_inputs, packed.knobs)
+        return (*wire_buffers, counts, prompt_mask, bitmask, logit_bias)
 
 
 def _invariant_attention(config, dtype, kv_dtype, page_size, attn_impl) -> str:

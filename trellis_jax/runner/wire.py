@@ -1,10 +1,11 @@
 """The step's host inputs as two int32 buffers: two host-to-device transfers per step instead of eighteen.
 
-Contract: `encode(model_inputs, knobs, feed=None) -> (tokens [T, 4], seqs [S, P + 14])`, numpy int32, from a
-PackedStep's StepInputs and sampling knobs: per token row (token id, position, KV slot, feed: the row of the
+Contract: `encode(model_inputs, knobs, feed=None, slots=None) -> (tokens [T, 4], seqs [S, P + 15])`, numpy int32,
+from a PackedStep's StepInputs and sampling knobs: per token row (token id, position, KV slot, feed: the row of the
 previous step's sampled tokens this row takes its id from on the device, -1 = the host id); per sequence
 row its page-table row, then kv_len, its end in cu_q_lens, its logits index, top_k, rng_step,
-num_logprobs, the number of sequences (the same in every row), and the seed and the float knobs
+num_logprobs, the number of sequences (the same in every row), the resident slot the step stores the row in
+(-1: none; runner/resident.py; the model never reads it), and the seed and the float knobs
 bit-cast to int32. The dtypes are field_ranges.WIRE_INT / WIRE_FLOAT / WIRE_SEED, which also bound what a
 request may ask for (field_ranges.FIELD_RANGES). `decode(tokens, seqs, output_counts, prompt_mask, bitmask,
 logit_bias) -> RunnerInputs` runs inside the
@@ -28,7 +29,7 @@ from trellis_jax.field_ranges import WIRE_FLOAT, WIRE_INT, WIRE_SEED
 from trellis_jax.model.inputs import StepInputs
 from trellis_jax.runner.sampling import SamplingInputs
 
-INT_COLUMNS = ("kv_lens", "cu_q_end", "logits_indices", "top_k", "rng_step", "num_logprobs", "num_seqs")
+INT_COLUMNS = ("kv_lens", "cu_q_end", "logits_indices", "top_k", "rng_step", "num_logprobs", "num_seqs", "slot")
 BITCAST_COLUMNS = (
     "seed",
     "temperature",
@@ -39,6 +40,7 @@ BITCAST_COLUMNS = (
     "repetition_penalty",
 )
 NUM_COLUMNS = len(INT_COLUMNS) + len(BITCAST_COLUMNS)  # after the page-table row
+COLUMN = {name: i for i, name in enumerate(INT_COLUMNS + BITCAST_COLUMNS)}  # offset after the page-table row
 
 
 class RunnerInputs(NamedTuple):
@@ -49,7 +51,9 @@ class RunnerInputs(NamedTuple):
     feed: jax.Array  # [T] i32: row of the previous step's sampled tokens to take as this row's id; -1: host id
 
 
-def encode(model: StepInputs, knobs: dict, feed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode(
+    model: StepInputs, knobs: dict, feed: np.ndarray | None = None, slots: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     feed = np.full(model.token_ids.shape, -1, WIRE_INT) if feed is None else feed
     tokens = np.stack([model.token_ids, model.positions, model.slot_mapping, feed], axis=1).astype(WIRE_INT)
     rows = model.kv_lens.shape[0]
@@ -61,6 +65,7 @@ def encode(model: StepInputs, knobs: dict, feed: np.ndarray | None = None) -> tu
         "rng_step": knobs["rng_step"],
         "num_logprobs": knobs["num_logprobs"],
         "num_seqs": np.full(rows, model.num_seqs, np.int32),
+        "slot": np.full(rows, -1, np.int32) if slots is None else slots,
     }
     columns = [np.asarray(ints[name], WIRE_INT) for name in INT_COLUMNS]
     columns += [np.ascontiguousarray(knobs[name]).view(WIRE_INT) for name in BITCAST_COLUMNS]
