@@ -5,12 +5,12 @@ Contract: docs/CONTRACTS.md, "Kernel API"; semantics: `reference.py` (the oracle
 `implementation=` names a backend; a named backend that cannot run here raises `UnavailableError`
 at once (no silent fallback). `None` picks by platform, first usable in this order:
   * GPU, Hopper (compute capability >= 9.0): "pallas_triton" (the fastest measured Pallas path on the
-    H200, docs/benchmarks/gpu.md; "pallas_mosaic" is experimental there), then "xla";
+    H200, docs/benchmarks/gpu.md), then "xla";
   * GPU, pre-Hopper: "pallas_triton", then "xla";
   * CPU (and anything else): "cpu_native" (C++ kernels, where they build), then "xla".
 Names: "reference" (jnp oracle), "xla" (CPU-tuned XLA), "cpu_native" (C++ kernels), "cpu_batch_invariant"
-(every row through the decode kernel, one fixed order: `--deterministic` on CPU), "pallas_triton" (GPU), "pallas_mosaic"
-(Hopper, needs experimental=True), "pallas_interpret" (the Triton kernel in the Pallas interpreter).
+(every row through the decode kernel, one fixed order: `--deterministic` on CPU), "pallas_triton" (GPU),
+"pallas_interpret" (the Triton kernel in the Pallas interpreter).
 Backends are imported lazily, so importing this module never needs a GPU toolchain.
 """
 
@@ -38,7 +38,6 @@ _BACKENDS = {
     ),
     "pallas_triton": (f"{_PACKAGE}.pallas_triton", "triton_ragged_paged_attention", "check_available"),
     "pallas_interpret": (f"{_PACKAGE}.pallas_triton", "interpret_ragged_paged_attention", "check_interpret_available"),
-    "pallas_mosaic": (f"{_PACKAGE}.pallas_mosaic_gpu", "mosaic_ragged_paged_attention", "check_available"),
 }
 _FALLBACK_ORDER = {
     "hopper": ("pallas_triton", "xla"),

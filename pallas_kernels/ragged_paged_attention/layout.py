@@ -1,9 +1,8 @@
 """Array layouts shared by the Pallas kernels (plain jnp, run around the kernels inside the same jit).
 
-The Mosaic kernel sees queries as row blocks of a 2-d matrix per KV head: q [T, Hq, D] becomes
-[Hkv, (T + pad) * Gp, D], row r of a kv head = token r // Gp, q head (within the group) r % Gp, where Gp
-is the group size G = Hq / Hkv rounded up to a power of two (the padding rows are zeros and are never
-used). The Triton kernel gathers the same tile rows straight from [T, Hq, D].
+The Triton kernel gathers its query tile rows straight from [T, Hq, D]: row r of a KV head's tile is token
+r // Gp, q head (within the group) r % Gp, where Gp is the group size G = Hq / Hkv rounded up to a power of
+two (the padding rows are masked and never stored).
 Pages become [L * Hkv * P, S, D] so one vector of flat page ids gathers a KV chunk.
 Partial results of KV splits are merged with the usual log-sum-exp rule.
 """
@@ -15,15 +14,6 @@ import jax.numpy as jnp
 
 def next_power_of_two(n):
     return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def group_rows(q, num_kv_heads, padded_group, extra_rows):
-    """q [T, Hq, D] -> [Hkv, (T + extra_rows) * Gp, D]."""
-    num_rows, num_q_heads, head_dim = q.shape
-    group = num_q_heads // num_kv_heads
-    qg = q.reshape(num_rows, num_kv_heads, group, head_dim)
-    qg = jnp.pad(qg, ((0, extra_rows), (0, 0), (0, padded_group - group), (0, 0)))
-    return jnp.swapaxes(qg, 0, 1).reshape(num_kv_heads, -1, head_dim)
 
 
 def flat_pages(pages):

@@ -142,7 +142,7 @@ _FLAGS: dict[str, dict] = {
         "help": "compiled sequence-count buckets (default: powers of two)",
     },
     "attn_impl": {
-        "help": "attention backend: reference, xla, cpu_native, pallas_triton, pallas_mosaic, "
+        "help": "attention backend: reference, xla, cpu_native, pallas_triton, "
         "pallas_interpret (default: the platform's)"
     },
     "unroll_layers": {
