@@ -16,3 +16,11 @@ def test_summary_counts_prompts_identical_to_each_reference():
     assert rows["trellis-bf16"]["identical_to_llama.cpp-F32"] == 1
     assert rows["trellis-bf16"]["first_divergence"] == [1, 1]
     assert rows["trellis-f32"]["identical_to_trellis-f32"] == 2
+
+
+def test_summary_counts_agreement_with_llama_cpp_q4_1_where_it_ran():
+    runs = {"trellis-f32": [[1, 2], [3, 4]], "llama.cpp-Q4_1": [[1, 2], [3, 5]], "trellis-packed": [[1, 2], [3, 5]]}
+    rows = {r["system"]: r for r in summary(runs)}
+    assert rows["trellis-packed"]["identical_to_llama.cpp-Q4_1"] == 2
+    assert rows["trellis-packed"]["identical_to_trellis-f32"] == 1
+    assert "identical_to_llama.cpp-F32" not in rows["trellis-packed"]
