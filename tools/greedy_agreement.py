@@ -50,11 +50,17 @@ def trellis_tokens(dtype: str, weight_format: str, prompts, max_tokens: int) -> 
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
-def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int]]:
+def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int, threads: int = 2) -> list[list[int]]:
     from llama_cpp import Llama
 
     llm = Llama(
-        model_path=str(gguf_path), n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, seed=0, verbose=False
+        model_path=str(gguf_path),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=512,
+        seed=0,
+        verbose=False,
     )
     try:
         runs = []
@@ -70,7 +76,7 @@ def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int
         llm.close()
 
 
-def generate_all(systems, prompts, max_tokens: int, cache_dir: Path) -> dict[str, list[list[int]]]:
+def generate_all(systems, prompts, max_tokens: int, cache_dir: Path, threads: int = 2) -> dict[str, list[list[int]]]:
     from tools.bench.model_files import converted_gguf, default_gguf
 
     out = {}
@@ -80,7 +86,7 @@ def generate_all(systems, prompts, max_tokens: int, cache_dir: Path) -> dict[str
         else:
             precision = name.split("-", 1)[1]
             path = default_gguf() if precision == "Q4_1" else converted_gguf(cache_dir, precision)
-            out[name] = llama_cpp_tokens(path, prompts, max_tokens)
+            out[name] = llama_cpp_tokens(path, prompts, max_tokens, threads)
     return out
 
 
@@ -107,6 +113,17 @@ def main(argv=None) -> None:
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--cache-dir", type=Path, default=Path("results/bench-cache"), help="where the F32/BF16 GGUFs go")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--llama-cpp-threads",
+        type=int,
+        default=2,
+        help="llama.cpp's threads (1 where other jobs share the cores: 2 threads then stall at each sync)",
+    )
+    p.add_argument(
+        "--add-runs",
+        type=Path,
+        help="a --json file of an earlier run (same prompts and --max-tokens): its systems join this run's",
+    )
     p.add_argument("--llama-cpp-path", type=Path, help="directory holding a llama_cpp package (put first on sys.path)")
     args = p.parse_args(argv)
     if args.llama_cpp_path:
@@ -117,8 +134,15 @@ def main(argv=None) -> None:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    if args.llama_cpp_threads < 1:
+        p.error("--llama-cpp-threads must be >= 1")
     prompts = bench_prompts()
-    runs = generate_all(systems, prompts, args.max_tokens, args.cache_dir)
+    runs = {}
+    if args.add_runs:
+        runs = json.loads(args.add_runs.read_text())["tokens"]
+        if any(len(seqs) != len(prompts) or any(len(t) != args.max_tokens for t in seqs) for seqs in runs.values()):
+            p.error(f"{args.add_runs} was not made with these prompts and --max-tokens {args.max_tokens}")
+    runs.update(generate_all(systems, prompts, args.max_tokens, args.cache_dir, args.llama_cpp_threads))
     rows = summary(runs)
     print(f"{len(prompts)} prompts x {args.max_tokens} greedy tokens")
     print(

@@ -1,6 +1,10 @@
 """tools.greedy_agreement's counting: identical runs and the first token where they part."""
 
-from tools.greedy_agreement import first_divergence, summary
+import json
+
+import pytest
+
+from tools.greedy_agreement import bench_prompts, first_divergence, main, summary
 
 
 def test_first_divergence_is_the_first_differing_position_or_the_common_length():
@@ -24,3 +28,10 @@ def test_summary_counts_agreement_with_llama_cpp_q4_1_where_it_ran():
     assert rows["trellis-packed"]["identical_to_llama.cpp-Q4_1"] == 2
     assert rows["trellis-packed"]["identical_to_trellis-f32"] == 1
     assert "identical_to_llama.cpp-F32" not in rows["trellis-packed"]
+
+
+def test_add_runs_refuses_a_file_made_with_another_max_tokens(tmp_path):
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"tokens": {"trellis-f32": [[1, 2]] * len(bench_prompts())}}))
+    with pytest.raises(SystemExit):
+        main(["--systems", "", "--max-tokens", "3", "--add-runs", str(earlier)])
