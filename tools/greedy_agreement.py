@@ -1,13 +1,15 @@
 """How closely each precision's greedy output tracks the float32 model's, on the bench's prompts.
 
-    python -m tools.greedy_agreement [--max-tokens 32] [--systems trellis-f32,trellis-bf16,llama.cpp-F32,...]
-                                     [--cache-dir results/bench-cache] [--json out.json]
+    python -m tools.greedy_agreement [--max-tokens 32] [--systems trellis-f32,trellis-packed,llama.cpp-Q4_1,...]
+                                     [--cache-dir results/bench-cache] [--json out.json] [--llama-cpp-path DIR]
 
 Every prompt of the `cpu` preset's five workloads (seed 0) gets `--max-tokens` greedy tokens from each
-system, EOS included (nothing stops early), one prompt at a time. Systems: Trellis' engine pinned to float32
-or bfloat16, and llama.cpp (llama-cpp-python, if installed) on the F32 and BF16 GGUFs written from the
-default model and on the original Q4_1. For each system it prints how many prompts' tokens are identical to
-Trellis float32's and to llama.cpp F32's, and where each prompt first diverges from Trellis float32's.
+system, EOS included (nothing stops early), one prompt at a time. Systems: Trellis' engine on float weights
+(the Q4_1 file dequantized at load) pinned to float32 or bfloat16, Trellis on the Q4_1 weights kept packed
+(`trellis-packed`, float32 activations), and llama.cpp (llama-cpp-python, if installed; `--llama-cpp-path`
+names a directory holding it) on the F32 and BF16 GGUFs written from the default model and on the original
+Q4_1. For each system it prints how many prompts' tokens are identical to Trellis float32's, to llama.cpp
+F32's and to llama.cpp Q4_1's, and where each prompt first diverges from Trellis float32's.
 Greedy decoding flips at near-ties, so this counts how often a precision's rounding changes the text.
 """
 
@@ -15,10 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-SYSTEMS = ("trellis-f32", "trellis-bf16", "llama.cpp-F32", "llama.cpp-BF16", "llama.cpp-Q4_1")
-REFERENCE, PEER_REFERENCE = "trellis-f32", "llama.cpp-F32"
+SYSTEMS = ("trellis-f32", "trellis-bf16", "trellis-packed", "llama.cpp-F32", "llama.cpp-BF16", "llama.cpp-Q4_1")
+REFERENCE = "trellis-f32"
+# Each system is also compared with these, where they ran: llama.cpp F32 (its BF16 against it is the bar
+# for a precision's rounding) and llama.cpp Q4_1 (the same file multiplied packed by another engine).
+REFERENCES = (REFERENCE, "llama.cpp-F32", "llama.cpp-Q4_1")
+# name -> (model dtype, weight format); the float ones dequantize the file at load, whatever `auto` picks.
+TRELLIS_SYSTEMS = {
+    "trellis-f32": ("float32", "float"),
+    "trellis-bf16": ("bfloat16", "float"),
+    "trellis-packed": ("float32", "packed"),
+}
 
 
 def bench_prompts() -> list[list[int]]:
@@ -30,19 +42,25 @@ def bench_prompts() -> list[list[int]]:
     return [list(r.prompt_token_ids) for w in WORKLOADS for r in generate(w, 0, PRESETS["cpu"][w], tokenizer)]
 
 
-def trellis_tokens(dtype: str, prompts, max_tokens: int) -> list[list[int]]:
+def trellis_tokens(dtype: str, weight_format: str, prompts, max_tokens: int) -> list[list[int]]:
     from trellis_jax.engine.api import LLM, SamplingParams
 
-    llm = LLM(dtype=dtype, kv_memory="256MiB")
-    outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
+    with LLM(dtype=dtype, weight_format=weight_format, kv_memory="256MiB") as llm:
+        outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
-def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int]]:
+def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int, threads: int = 2) -> list[list[int]]:
     from llama_cpp import Llama
 
     llm = Llama(
-        model_path=str(gguf_path), n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, seed=0, verbose=False
+        model_path=str(gguf_path),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=512,
+        seed=0,
+        verbose=False,
     )
     try:
         runs = []
@@ -58,18 +76,17 @@ def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int) -> list[list[int
         llm.close()
 
 
-def generate_all(systems, prompts, max_tokens: int, cache_dir: Path) -> dict[str, list[list[int]]]:
+def generate_all(systems, prompts, max_tokens: int, cache_dir: Path, threads: int = 2) -> dict[str, list[list[int]]]:
     from tools.bench.model_files import converted_gguf, default_gguf
-    from tools.bench.systems import PINNED_DTYPES
 
     out = {}
     for name in systems:
-        if name.startswith("trellis-"):
-            out[name] = trellis_tokens(PINNED_DTYPES[name], prompts, max_tokens)
+        if name in TRELLIS_SYSTEMS:
+            out[name] = trellis_tokens(*TRELLIS_SYSTEMS[name], prompts, max_tokens)
         else:
             precision = name.split("-", 1)[1]
             path = default_gguf() if precision == "Q4_1" else converted_gguf(cache_dir, precision)
-            out[name] = llama_cpp_tokens(path, prompts, max_tokens)
+            out[name] = llama_cpp_tokens(path, prompts, max_tokens, threads)
     return out
 
 
@@ -81,7 +98,7 @@ def summary(runs: dict[str, list[list[int]]]) -> list[dict]:
     rows = []
     for name, seqs in runs.items():
         row = {"system": name, "prompts": len(seqs)}
-        for ref in (REFERENCE, PEER_REFERENCE):
+        for ref in REFERENCES:
             if ref in runs:
                 row[f"identical_to_{ref}"] = sum(a == b for a, b in zip(seqs, runs[ref]))
         if REFERENCE in runs:
@@ -96,25 +113,47 @@ def main(argv=None) -> None:
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--cache-dir", type=Path, default=Path("results/bench-cache"), help="where the F32/BF16 GGUFs go")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--llama-cpp-threads",
+        type=int,
+        default=2,
+        help="llama.cpp's threads (1 where other jobs share the cores: 2 threads then stall at each sync)",
+    )
+    p.add_argument(
+        "--add-runs",
+        type=Path,
+        help="a --json file of an earlier run (same prompts and --max-tokens): its systems join this run's",
+    )
+    p.add_argument("--llama-cpp-path", type=Path, help="directory holding a llama_cpp package (put first on sys.path)")
     args = p.parse_args(argv)
+    if args.llama_cpp_path:
+        if not (args.llama_cpp_path / "llama_cpp").is_dir():
+            p.error(f"--llama-cpp-path {args.llama_cpp_path} holds no llama_cpp package")
+        sys.path.insert(0, str(args.llama_cpp_path.resolve()))
     systems = [s for s in args.systems.split(",") if s]
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    if args.llama_cpp_threads < 1:
+        p.error("--llama-cpp-threads must be >= 1")
     prompts = bench_prompts()
-    runs = generate_all(systems, prompts, args.max_tokens, args.cache_dir)
+    runs = {}
+    if args.add_runs:
+        runs = json.loads(args.add_runs.read_text())["tokens"]
+        if any(len(seqs) != len(prompts) or any(len(t) != args.max_tokens for t in seqs) for seqs in runs.values()):
+            p.error(f"{args.add_runs} was not made with these prompts and --max-tokens {args.max_tokens}")
+    runs.update(generate_all(systems, prompts, args.max_tokens, args.cache_dir, args.llama_cpp_threads))
     rows = summary(runs)
     print(f"{len(prompts)} prompts x {args.max_tokens} greedy tokens")
     print(
-        "| system | identical to trellis-f32 | identical to llama.cpp-F32 | first divergence from trellis-f32 (sorted) |"
+        "| system | "
+        + " | ".join(f"identical to {ref}" for ref in REFERENCES)
+        + " | first divergence from trellis-f32 (sorted) |"
     )
-    print("|---|---|---|---|")
+    print("|---" * (len(REFERENCES) + 2) + "|")
     for r in rows:
-        cells = [
-            f"{r[key]}/{r['prompts']}" if (key := f"identical_to_{ref}") in r else "n/a"
-            for ref in (REFERENCE, PEER_REFERENCE)
-        ]
-        print(f"| {r['system']} | {cells[0]} | {cells[1]} | {r.get('first_divergence', 'n/a')} |")
+        cells = [f"{r[key]}/{r['prompts']}" if (key := f"identical_to_{ref}") in r else "n/a" for ref in REFERENCES]
+        print(f"| {r['system']} | " + " | ".join(cells) + f" | {r.get('first_divergence', 'n/a')} |")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "tokens": runs}, indent=1))
 
