@@ -415,6 +415,14 @@ def compare_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _ratio_row(label: str, values: dict, modes: list, fmt: str, lower_is_better: bool = False) -> str:
+    """One table row: each mode's value, then each later mode's ratio to the first (oriented so > 1 is better)."""
+    base = values[modes[0]]
+    ratios = [base / values[m] if lower_is_better else values[m] / base for m in modes[1:]]
+    cells = [format(values[m], fmt) for m in modes] + [f"{r:.2f}x" for r in ratios]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def compare_many_markdown(results: dict) -> str:
     """Several runners: tok/s of each, and each one's ratio to the first."""
     modes = list(results["compilations_after_warmup"])
@@ -433,38 +441,14 @@ def compare_many_markdown(results: dict) -> str:
     compiles = results.get("compile")
     if compiles:
         seconds = {m: compiles[m]["seconds"] / compiles[m]["programs"] for m in modes}
-        lines.append(
-            "| compile s per program | "
-            + " | ".join(f"{seconds[m]:.1f}" for m in modes)
-            + " | "
-            + " | ".join(f"{seconds[m] / seconds[base]:.2f}x" for m in modes[1:])
-            + " |"
-        )
+        lines.append(_ratio_row("compile s per program", seconds, modes, ".1f"))
     if sizes:
-        lines.append(
-            "| weights MiB | "
-            + " | ".join(f"{sizes[m] / 2**20:.0f}" for m in modes)
-            + " | "
-            + " | ".join(f"{sizes[m] / sizes[base]:.2f}x" for m in modes[1:])
-            + " |"
-        )
+        lines.append(_ratio_row("weights MiB", {m: sizes[m] / 2**20 for m in modes}, modes, ".0f"))
     for name, r in results.items():
         if name == "prefill" or name.startswith("decode_"):
-            lines.append(
-                f"| {name} | "
-                + " | ".join(f"{r[m]:.0f}" for m in modes)
-                + " | "
-                + " | ".join(f"{r[m] / r[base]:.2f}x" for m in modes[1:])
-                + " |"
-            )
-    for name, ms in results.get("cpu_ms", {}).items():  # lower is better: the ratio is base / mode, as tok/s's
-        lines.append(
-            f"| {name} CPU ms/step | "
-            + " | ".join(f"{ms[m]:.1f}" for m in modes)
-            + " | "
-            + " | ".join(f"{ms[base] / ms[m]:.2f}x" for m in modes[1:])
-            + " |"
-        )
+            lines.append(_ratio_row(name, r, modes, ".0f"))
+    for name, ms in results.get("cpu_ms", {}).items():
+        lines.append(_ratio_row(f"{name} CPU ms/step", ms, modes, ".1f", lower_is_better=True))
     return "\n".join(lines)
 
 
