@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from trellis_jax import layer_unroll
 from trellis_jax.checkpoints import load_model
+from trellis_jax.dtypes import WEIGHT_FORMATS
 from trellis_jax.model.params import streamed_weight_bytes
 from trellis_jax.runner import Runner
 from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
@@ -127,10 +128,15 @@ def make_runner(
     )
 
 
+def load_bench_model(args):
+    """--model in --dtype with --weight-format: what every mode times, unless it compares formats itself."""
+    return load_model(args.model, dtype=args.dtype, weight_format=args.weight_format)
+
+
 def bench(args) -> dict:
     load_start = os.getloadavg()[0]
+    model = load_bench_model(args)  # first: a bad spec or format fails before the ceilings' seconds
     ceilings = {"sgemm_gflops": sgemm_gflops(), "mem_read_gbps": memory_read_gbps()}
-    model = load_model(args.model, dtype=args.dtype)
     config = model.config
     steps = args.repeats + 1
     runner = make_runner(model, args)
@@ -139,6 +145,7 @@ def bench(args) -> dict:
     results = {
         "model": model.source,
         "dtype": args.dtype,
+        "weight_format": args.weight_format,
         "page_size": args.page_size,
         "context": args.context,
         "ceilings": ceilings,
@@ -254,7 +261,7 @@ def compare_native(args) -> dict:
     Both runners live in one process and alternate step by step, so load from neighbours hits both alike;
     the kernels are chosen at trace time, so the flag only has to be set while each runner compiles.
     """
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_bench_model(args)
     runners = {}
     for mode, flag in (("native", "1"), ("xla", "0")):
         os.environ["TRELLIS_NATIVE"] = flag
@@ -266,7 +273,7 @@ def compare_native(args) -> dict:
 
 def compare_kv_dtype(args) -> dict:
     """float32 vs bfloat16 KV pages (same float32 model), alternating step by step in one process."""
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_bench_model(args)
     runners = {kv: make_runner(model, args, kv_dtype=kv) for kv in ("float32", "bfloat16")}
     for runner in runners.values():
         runner.warmup()
@@ -275,7 +282,7 @@ def compare_kv_dtype(args) -> dict:
 
 def compare_deterministic(args) -> dict:
     """Batch-invariant kernels (what --deterministic runs) vs the default ones, alternating step by step."""
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_bench_model(args)
     runners = {mode: make_runner(model, args, batch_invariant=mode == "invariant") for mode in ("invariant", "default")}
     for runner in runners.values():
         runner.warmup()
@@ -316,7 +323,7 @@ def compare_quantization(args) -> dict:
 def compare_unroll(args) -> dict:
     """The layer loop as --unroll-layers values (scan, N per iteration, full), alternating step by step in one
     process; also each runner's compile time, its programs compiled one after another (workers=1)."""
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_bench_model(args)
     runners = {layer_unroll.describe(u): make_runner(model, args, unroll_layers=u) for u in args.compare_unroll}
     compiles = {mode: {"seconds": runner.warmup(progress=False, workers=1)} for mode, runner in runners.items()}
     for mode, runner in runners.items():
@@ -332,7 +339,7 @@ def compare_matmul_backend(args) -> dict:
     Each runner compiles every bucket at warm-up, before the next one installs its own choice."""
     from pallas_kernels.matmul import calibrate
 
-    model = load_model(args.model, dtype=args.dtype, weight_format=args.weight_format)
+    model = load_bench_model(args)
     runners = {}
     for backend in ("auto", "native", "xla"):
         runners[backend] = make_runner(model, args, matmul_backend=backend)
@@ -548,8 +555,16 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: the calibrated matmul backends vs native and xla pinned, alternating step by step",
     )
-    parser.add_argument("--weight-format", default="float", help="a quantized GGUF's weights: float or packed")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--weight-format",
+        choices=WEIGHT_FORMATS,
+        default="float",
+        help="a quantized GGUF's weights as load_model keeps them (default: float, dequantized to --dtype)",
+    )
+    args = parser.parse_args(argv)
+    if args.weight_format != "float" and (args.compare_weight_format or args.compare_quantization):
+        parser.error("--compare-weight-format and --compare-quantization choose the weight formats themselves")
+    return args
 
 
 def main(argv=None) -> None:
