@@ -1,6 +1,7 @@
-"""tools/bench_step.py's flags: --weight-format reaches the loader in every mode that times one model, and is
-refused beside the comparisons that pick the weight formats themselves."""
+"""tools/bench_step.py: --weight-format reaches the loader in every mode that times one model, and is refused
+beside the comparisons that pick the weight formats themselves; `report`, the output every step bench shares."""
 
+import json
 import pathlib
 import sys
 
@@ -58,3 +59,16 @@ def test_an_unknown_weight_format_is_refused(capsys):
     with pytest.raises(SystemExit):
         bench_step.parse_args(TINY + ["--weight-format", "q4"])
     assert "invalid choice: 'q4'" in capsys.readouterr().err
+
+
+def test_report_prints_the_table_and_writes_the_results_as_json(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    bench_step.report([{"batch": 1}], "| table |", str(path))
+    assert capsys.readouterr().out == "| table |\n"
+    assert json.loads(path.read_text()) == [{"batch": 1}]
+
+
+def test_report_without_a_path_writes_no_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bench_step.report({"a": 1}, "text", None)
+    assert capsys.readouterr().out == "text\n" and not list(tmp_path.iterdir())
