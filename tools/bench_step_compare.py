@@ -22,6 +22,19 @@ from trellis_jax import layer_unroll  # noqa: E402
 from trellis_jax.checkpoints import load_model  # noqa: E402
 
 
+def warm_and_alternate(runners: dict, args) -> dict:
+    """Compile every runner's buckets, one runner after another, then `alternate` them."""
+    for runner in runners.values():
+        runner.warmup()
+    return alternate(runners, args)
+
+
+def with_weight_bytes(results: dict, runners: dict) -> dict:
+    """`results` with each runner's resident weight bytes (its prepared params) added as "weight_bytes"."""
+    results["weight_bytes"] = {mode: params_bytes(runner.params) for mode, runner in runners.items()}
+    return results
+
+
 def compare_native(args) -> dict:
     """Native CPU kernels on vs off (TRELLIS_NATIVE=0 gives the pure-XLA paths), one step of each in turn.
 
@@ -42,18 +55,14 @@ def compare_kv_dtype(args) -> dict:
     """float32 vs bfloat16 KV pages (same float32 model), alternating step by step in one process."""
     model = load_bench_model(args)
     runners = {kv: make_runner(model, args, kv_dtype=kv) for kv in ("float32", "bfloat16")}
-    for runner in runners.values():
-        runner.warmup()
-    return alternate(runners, args)
+    return warm_and_alternate(runners, args)
 
 
 def compare_deterministic(args) -> dict:
     """Batch-invariant kernels (what --deterministic runs) vs the default ones, alternating step by step."""
     model = load_bench_model(args)
     runners = {mode: make_runner(model, args, batch_invariant=mode == "invariant") for mode in ("invariant", "default")}
-    for runner in runners.values():
-        runner.warmup()
-    return alternate(runners, args)
+    return warm_and_alternate(runners, args)
 
 
 def compare_weight_format(args) -> dict:
@@ -63,11 +72,7 @@ def compare_weight_format(args) -> dict:
         fmt: make_runner(load_model(args.model, dtype=args.dtype, weight_format=fmt), args)
         for fmt in ("packed", "float")
     }
-    for runner in runners.values():
-        runner.warmup()
-    results = alternate(runners, args)
-    results["weight_bytes"] = {fmt: params_bytes(runner.params) for fmt, runner in runners.items()}
-    return results
+    return with_weight_bytes(warm_and_alternate(runners, args), runners)
 
 
 def compare_quantization(args) -> dict:
@@ -80,11 +85,7 @@ def compare_quantization(args) -> dict:
     runners = {"float": make_runner(model, args)}
     for scheme in ("int8", "int4"):
         runners[scheme] = make_runner(quantize_loaded(model, scheme), args)
-    for runner in runners.values():
-        runner.warmup()
-    results = alternate(runners, args)
-    results["weight_bytes"] = {mode: params_bytes(runner.params) for mode, runner in runners.items()}
-    return results
+    return with_weight_bytes(warm_and_alternate(runners, args), runners)
 
 
 def compare_unroll(args) -> dict:
