@@ -1,6 +1,6 @@
 """Batch-1 decode speed, end to end: Trellis packed and float against llama.cpp on the same GGUF, alternated.
 
-    python tools/bench_decode_llamacpp.py [--max-tokens 128] [--rounds 3] [--threads 2]
+    python tools/bench_decode_llamacpp.py [--max-tokens 128] [--rounds 3] [--threads N]
                                           [--llama-cpp-path DIR] [--json out.json]
 
 One process holds three systems on the default model's Q4_1 file: Trellis' offline engine with
@@ -21,6 +21,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from tools.bench.runners.llamacpp import DEFAULT_THREADS, THREADS_HELP
 
 
 def prompt_tokens(limit: int) -> list[int]:
@@ -91,7 +93,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="llama.cpp's threads")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.add_argument("--prompt-tokens", type=int, default=64, help="the prompt is cut to this many tokens")
     p.add_argument("--llama-cpp-path", type=Path, help="directory holding a llama_cpp package (put first on sys.path)")
     p.add_argument("--json", type=Path)

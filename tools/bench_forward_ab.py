@@ -5,9 +5,9 @@
 
 A is loaded from the given file under its own module name (it imports this tree's trellis_jax for everything
 else) and swapped into runner/step.py while its Runner is built; both runners then take the same plans one
-step of each in turn (tools/bench_step.py's `alternate`), so load from neighbours hits both alike. Compile
-time: each runner's warm-up (every bucket, forward + sampling), then `jit(forward).lower(...).compile()` of
-one decode bucket with the caches cleared, A and B alternating `--compile-repeats` times. Also checks that
+step of each in turn (tools/bench_step_compare.py's `alternate`), so load from neighbours hits both alike.
+Compile time: each runner's warm-up (every bucket, forward + sampling), then `jit(forward).lower(...).compile()`
+of one decode bucket with the caches cleared, A and B alternating `--compile-repeats` times. Also checks that
 A and B give bitwise equal logits on that bucket.
 """
 
@@ -20,7 +20,8 @@ import time
 
 import jax
 import numpy as np
-from bench_step import alternate, compare_markdown, make_runner, parse_args
+from bench_step import make_runner, parse_args
+from bench_step_compare import alternate, compare_markdown
 
 from trellis_jax.checkpoints import load_model
 from trellis_jax.model import build_step_inputs, forward, init_kv_pages, sequential_page_tables

@@ -25,15 +25,19 @@ the same programs), alternating within every round.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import queue
 import statistics
+import sys
 import threading
 import time
 
-from trellis_jax.engine.api import EngineConfig, SamplingParams
-from trellis_jax.engine.builder import build_engine, make_runner
-from trellis_jax.engine.flags import default_compile_cache_dir
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_step import report  # noqa: E402
+
+from trellis_jax.engine.api import EngineConfig, SamplingParams  # noqa: E402
+from trellis_jax.engine.builder import build_engine, make_runner  # noqa: E402
+from trellis_jax.engine.flags import default_compile_cache_dir  # noqa: E402
 
 
 class Timeline:
@@ -206,10 +210,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     rows = bench(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    print(markdown(summarise(rows)))
+    report(rows, markdown(summarise(rows)), args.json)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ dispatch beside them (rounds alternate off/on, so a neighbour's load hits both a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step import decode_plans, pages_for  # noqa: E402
+from bench_step import decode_plans, pages_for, report  # noqa: E402
 
 from trellis_jax.checkpoints import load_model  # noqa: E402
 from trellis_jax.runner import Runner  # noqa: E402
@@ -114,10 +113,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     rows = bench(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    print(markdown(rows))
+    report(rows, markdown(rows), args.json)
 
 
 if __name__ == "__main__":

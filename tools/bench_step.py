@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from trellis_jax import layer_unroll
 from trellis_jax.checkpoints import load_model
+from trellis_jax.dtypes import WEIGHT_FORMATS
 from trellis_jax.model.params import streamed_weight_bytes
 from trellis_jax.runner import Runner
 from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
@@ -127,10 +128,15 @@ def make_runner(
     )
 
 
+def load_bench_model(args):
+    """--model in --dtype with --weight-format: what every mode times, unless it compares formats itself."""
+    return load_model(args.model, dtype=args.dtype, weight_format=args.weight_format)
+
+
 def bench(args) -> dict:
     load_start = os.getloadavg()[0]
+    model = load_bench_model(args)  # first: a bad spec or format fails before the ceilings' seconds
     ceilings = {"sgemm_gflops": sgemm_gflops(), "mem_read_gbps": memory_read_gbps()}
-    model = load_model(args.model, dtype=args.dtype)
     config = model.config
     steps = args.repeats + 1
     runner = make_runner(model, args)
@@ -139,6 +145,7 @@ def bench(args) -> dict:
     results = {
         "model": model.source,
         "dtype": args.dtype,
+        "weight_format": args.weight_format,
         "page_size": args.page_size,
         "context": args.context,
         "ceilings": ceilings,
@@ -248,210 +255,6 @@ def profile(runner: Runner, plan: StepPlan, repeats: int) -> dict:
     return {name: {"cpu_ms": 1000 * cpu, "wall_ms": 1000 * wall} for name, (wall, cpu) in timings.items()}
 
 
-def compare_native(args) -> dict:
-    """Native CPU kernels on vs off (TRELLIS_NATIVE=0 gives the pure-XLA paths), one step of each in turn.
-
-    Both runners live in one process and alternate step by step, so load from neighbours hits both alike;
-    the kernels are chosen at trace time, so the flag only has to be set while each runner compiles.
-    """
-    model = load_model(args.model, dtype=args.dtype)
-    runners = {}
-    for mode, flag in (("native", "1"), ("xla", "0")):
-        os.environ["TRELLIS_NATIVE"] = flag
-        runners[mode] = make_runner(model, args)
-        runners[mode].warmup()
-    os.environ.pop("TRELLIS_NATIVE")
-    return alternate(runners, args)
-
-
-def compare_kv_dtype(args) -> dict:
-    """float32 vs bfloat16 KV pages (same float32 model), alternating step by step in one process."""
-    model = load_model(args.model, dtype=args.dtype)
-    runners = {kv: make_runner(model, args, kv_dtype=kv) for kv in ("float32", "bfloat16")}
-    for runner in runners.values():
-        runner.warmup()
-    return alternate(runners, args)
-
-
-def compare_deterministic(args) -> dict:
-    """Batch-invariant kernels (what --deterministic runs) vs the default ones, alternating step by step."""
-    model = load_model(args.model, dtype=args.dtype)
-    runners = {mode: make_runner(model, args, batch_invariant=mode == "invariant") for mode in ("invariant", "default")}
-    for runner in runners.values():
-        runner.warmup()
-    return alternate(runners, args)
-
-
-def compare_weight_format(args) -> dict:
-    """A quantized GGUF's layer weights kept packed vs dequantized to --dtype at load, alternating step by
-    step in one process; also each runner's resident weight bytes (its prepared params)."""
-    runners = {
-        fmt: make_runner(load_model(args.model, dtype=args.dtype, weight_format=fmt), args)
-        for fmt in ("packed", "float")
-    }
-    for runner in runners.values():
-        runner.warmup()
-    results = alternate(runners, args)
-    results["weight_bytes"] = {fmt: params_bytes(runner.params) for fmt, runner in runners.items()}
-    return results
-
-
-def compare_quantization(args) -> dict:
-    """The float model (--model loaded float in --dtype; a quantized GGUF dequantized) against its matrices
-    quantized at load as --quantization int8 / int4 does (checkpoints/quantize.py), alternating step by
-    step in one process; also each runner's resident weight bytes."""
-    from trellis_jax.checkpoints.quantize import quantize_loaded
-
-    model = load_model(args.model, dtype=args.dtype, weight_format="float")
-    runners = {"float": make_runner(model, args)}
-    for scheme in ("int8", "int4"):
-        runners[scheme] = make_runner(quantize_loaded(model, scheme), args)
-    for runner in runners.values():
-        runner.warmup()
-    results = alternate(runners, args)
-    results["weight_bytes"] = {mode: params_bytes(runner.params) for mode, runner in runners.items()}
-    return results
-
-
-def compare_unroll(args) -> dict:
-    """The layer loop as --unroll-layers values (scan, N per iteration, full), alternating step by step in one
-    process; also each runner's compile time, its programs compiled one after another (workers=1)."""
-    model = load_model(args.model, dtype=args.dtype)
-    runners = {layer_unroll.describe(u): make_runner(model, args, unroll_layers=u) for u in args.compare_unroll}
-    compiles = {mode: {"seconds": runner.warmup(progress=False, workers=1)} for mode, runner in runners.items()}
-    for mode, runner in runners.items():
-        compiles[mode]["programs"] = runner.num_compilations
-    results = alternate(runners, args)
-    results["compile"] = compiles
-    return results
-
-
-def compare_matmul_backend(args) -> dict:
-    """The matmul backends calibration chose (auto) against each backend pinned for every matrix, alternating
-    step by step; also what calibration timed per shape class and its seconds (0 when read from its store).
-    Each runner compiles every bucket at warm-up, before the next one installs its own choice."""
-    from pallas_kernels.matmul import calibrate
-
-    model = load_model(args.model, dtype=args.dtype, weight_format=args.weight_format)
-    runners = {}
-    for backend in ("auto", "native", "xla"):
-        runners[backend] = make_runner(model, args, matmul_backend=backend)
-        if backend == "auto":
-            report = calibrate.last_report()
-        runners[backend].warmup()
-    results = alternate(runners, args)
-    results["calibration"] = report
-    return results
-
-
-def calibration_markdown(report: dict) -> str:
-    lines = [
-        f"calibration: {report.get('seconds', 0):.2f} s ({'read from its store' if report.get('cached') else 'measured'})",
-        "",
-        "| group | row class | native ms | xla ms | chosen |",
-        "|---|---|---|---|---|",
-    ]
-    for group, classes in report.get("timings", {}).items():
-        for row_class, by_backend in classes.items():
-            chosen = min(by_backend, key=by_backend.get)
-            cells = " | ".join(f"{1000 * by_backend[b]:.2f}" if b in by_backend else "-" for b in ("native", "xla"))
-            lines.append(f"| {group} | {row_class} | {cells} | {chosen} |")
-    return "\n".join(lines)
-
-
-def params_bytes(params) -> int:
-    """Resident bytes of a param tree (packed weights count their codes, scales and mins)."""
-    return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))
-
-
-def alternate(runners: dict, args) -> dict:
-    """Median tok/s of each runner on the same prefill and decode plans, one step of each in turn; also the
-    median process CPU ms per step ("cpu_ms"), which a loaded machine's neighbours disturb less than wall time."""
-    steps = args.repeats + 1
-    first_page = 1 + pages_for(args.prefill_tokens, args.page_size)
-    vocab_size = next(iter(runners.values())).config.vocab_size
-    work = {"prefill": [prefill_plan(args.prefill_tokens, args.page_size, vocab_size)] * steps}
-    for batch in args.batches:
-        work[f"decode_b{batch}"] = decode_plans(batch, args.context, steps, args.page_size, first_page)
-    results, cpu_ms = {"loadavg_start": os.getloadavg()[0]}, {}
-    for name, plans in work.items():
-        walls, cpus = {mode: [] for mode in runners}, {mode: [] for mode in runners}
-        order = list(runners.items())
-        for i, plan in enumerate(plans):
-            # rotated each step: a step right after a cache-thrashing one (an XLA dequantize) starts cold
-            for mode, runner in order[i % len(order) :] + order[: i % len(order)]:
-                start, cpu = time.perf_counter(), time.process_time()
-                runner.run(plan)
-                if i:  # the first step of each kind is a warm-up
-                    walls[mode].append(time.perf_counter() - start)
-                    cpus[mode].append(time.process_time() - cpu)
-        tokens = args.prefill_tokens if name == "prefill" else int(name.split("_b")[1])
-        results[name] = {mode: tokens / statistics.median(w) for mode, w in walls.items()}
-        cpu_ms[name] = {mode: 1000 * statistics.median(c) for mode, c in cpus.items()}
-    results["cpu_ms"] = cpu_ms
-    results["loadavg_end"] = os.getloadavg()[0]
-    results["compilations_after_warmup"] = {m: r.num_compilations - len(r.compiled_buckets) for m, r in runners.items()}
-    return results
-
-
-def compare_markdown(results: dict) -> str:
-    if len(results["compilations_after_warmup"]) > 2 or "compile" in results:
-        return compare_many_markdown(results)
-    a, b = results["compilations_after_warmup"]
-    sizes = results.get("weight_bytes")
-    lines = [f"resident weights: {a} {sizes[a] / 2**20:.0f} MiB, {b} {sizes[b] / 2**20:.0f} MiB", ""] if sizes else []
-    lines += [
-        f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
-        f"warm-up {results['compilations_after_warmup']}",
-        "",
-        f"| step | {a} tok/s | {b} tok/s | {a} / {b} | target |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        if name == "prefill" or name.startswith("decode_"):
-            lines.append(
-                f"| {name} | {r[a]:.0f} | {r[b]:.0f} | {r[a] / r[b]:.2f}x | {TARGETS.get(name, float('nan')):.0f} |"
-            )
-    return "\n".join(lines)
-
-
-def _ratio_row(label: str, values: dict, modes: list, fmt: str, lower_is_better: bool = False) -> str:
-    """One table row: each mode's value, then each later mode's ratio to the first (oriented so > 1 is better)."""
-    base = values[modes[0]]
-    ratios = [base / values[m] if lower_is_better else values[m] / base for m in modes[1:]]
-    cells = [format(values[m], fmt) for m in modes] + [f"{r:.2f}x" for r in ratios]
-    return f"| {label} | " + " | ".join(cells) + " |"
-
-
-def compare_many_markdown(results: dict) -> str:
-    """Several runners: tok/s of each, and each one's ratio to the first."""
-    modes = list(results["compilations_after_warmup"])
-    base, sizes = modes[0], results.get("weight_bytes", {})
-    lines = [
-        f"load average {results['loadavg_start']:.1f} -> {results['loadavg_end']:.1f}; compilations after "
-        f"warm-up {results['compilations_after_warmup']}",
-        "",
-        "| step | "
-        + " | ".join(f"{m} tok/s" for m in modes)
-        + " | "
-        + " | ".join(f"{m} / {base}" for m in modes[1:])
-        + " |",
-        "|---|" + "---|" * (2 * len(modes) - 1),
-    ]
-    compiles = results.get("compile")
-    if compiles:
-        seconds = {m: compiles[m]["seconds"] / compiles[m]["programs"] for m in modes}
-        lines.append(_ratio_row("compile s per program", seconds, modes, ".1f"))
-    if sizes:
-        lines.append(_ratio_row("weights MiB", {m: sizes[m] / 2**20 for m in modes}, modes, ".0f"))
-    for name, r in results.items():
-        if name == "prefill" or name.startswith("decode_"):
-            lines.append(_ratio_row(name, r, modes, ".0f"))
-    for name, ms in results.get("cpu_ms", {}).items():
-        lines.append(_ratio_row(f"{name} CPU ms/step", ms, modes, ".1f", lower_is_better=True))
-    return "\n".join(lines)
-
-
 def markdown(results: dict) -> str:
     c = results["ceilings"]
     lines = [
@@ -548,12 +351,33 @@ def parse_args(argv=None):
         action="store_true",
         help="instead: the calibrated matmul backends vs native and xla pinned, alternating step by step",
     )
-    parser.add_argument("--weight-format", default="float", help="a quantized GGUF's weights: float or packed")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--weight-format",
+        choices=WEIGHT_FORMATS,
+        default="float",
+        help="a quantized GGUF's weights as load_model keeps them (default: float, dequantized to --dtype)",
+    )
+    args = parser.parse_args(argv)
+    if args.weight_format != "float" and (args.compare_weight_format or args.compare_quantization):
+        parser.error("--compare-weight-format and --compare-quantization choose the weight formats themselves")
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # Imported here, not at the top: bench_step_compare imports this module's plans and runners.
+    from bench_step_compare import (
+        calibration_markdown,
+        compare_deterministic,
+        compare_kv_dtype,
+        compare_markdown,
+        compare_matmul_backend,
+        compare_native,
+        compare_quantization,
+        compare_unroll,
+        compare_weight_format,
+    )
+
     comparison = (
         compare_native
         if args.compare_native

@@ -7,10 +7,10 @@
 
 One Runner per size over the same loaded model (float weights: a quantized GGUF is dequantized), warmed up,
 then each plan (one prefill of --prefill-tokens, decode steps of every --batches size at --context tokens of
-context) runs on every runner in turn, step by step, so a neighbour's load hits all sizes alike (bench_step's
-`alternate`). Prints tok/s per size, each size's speed-up over TP 1, the weights and KV pages held per
-device, and the compilations after warm-up (0 expected). Default sizes: 1 and every power of two up to the
-visible device count. On a multi-GPU machine: `python tools/bench_tp.py --dtype bfloat16 --sizes 1,2,4,8`.
+context) runs on every runner in turn, step by step, so a neighbour's load hits all sizes alike
+(bench_step_compare's `alternate`). Prints tok/s per size, each size's speed-up over TP 1, the weights and KV
+pages held per device, and the compilations after warm-up (0 expected). Default sizes: 1 and every power of two
+up to the visible device count. On a multi-GPU machine: `python tools/bench_tp.py --dtype bfloat16 --sizes 1,2,4,8`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_step import add_plan_flags, alternate, plan_runner_options, report  # noqa: E402
+from bench_step import add_plan_flags, plan_runner_options, report  # noqa: E402
+from bench_step_compare import alternate  # noqa: E402
 
 from trellis_jax.checkpoints import load_model  # noqa: E402
 from trellis_jax.runner import Runner  # noqa: E402

@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from tools.bench.runners.llamacpp import DEFAULT_THREADS, THREADS_HELP
+
 SYSTEMS = ("trellis-f32", "trellis-bf16", "trellis-packed", "llama.cpp-F32", "llama.cpp-BF16", "llama.cpp-Q4_1")
 REFERENCE = "trellis-f32"
 # Each system is also compared with these, where they ran: llama.cpp F32 (its BF16 against it is the bar
@@ -50,7 +52,7 @@ def trellis_tokens(dtype: str, weight_format: str, prompts, max_tokens: int) -> 
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
-def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int, threads: int = 2) -> list[list[int]]:
+def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int, threads: int = DEFAULT_THREADS) -> list[list[int]]:
     from llama_cpp import Llama
 
     llm = Llama(
@@ -76,7 +78,9 @@ def llama_cpp_tokens(gguf_path: Path, prompts, max_tokens: int, threads: int = 2
         llm.close()
 
 
-def generate_all(systems, prompts, max_tokens: int, cache_dir: Path, threads: int = 2) -> dict[str, list[list[int]]]:
+def generate_all(
+    systems, prompts, max_tokens: int, cache_dir: Path, threads: int = DEFAULT_THREADS
+) -> dict[str, list[list[int]]]:
     from tools.bench.model_files import converted_gguf, default_gguf
 
     out = {}
@@ -116,8 +120,8 @@ def main(argv=None) -> None:
     p.add_argument(
         "--llama-cpp-threads",
         type=int,
-        default=2,
-        help="llama.cpp's threads (1 where other jobs share the cores: 2 threads then stall at each sync)",
+        default=DEFAULT_THREADS,
+        help=THREADS_HELP,
     )
     p.add_argument(
         "--add-runs",

@@ -26,3 +26,16 @@ def test_llama_cpp_runner_is_named_after_its_file_precision(file, label):
 
     runner = LlamaCppRunner(file, ram_cache=True, threads=1)
     assert runner.name == f"llama.cpp-{label}-ramcache" and f"{label} GGUF" in runner.description
+
+
+SETTINGS = {"gguf_q4": "m.Q4_1.gguf", "trellis_options": {"kv_memory": "1MiB"}}
+
+
+@pytest.mark.parametrize("name,dtype", [("trellis-f32", "float32"), ("trellis-bf16", "bfloat16")])
+def test_a_pinned_dtype_system_runs_float_weights_of_that_dtype(name, dtype):
+    runner = systems.build(name, SETTINGS)
+    assert runner.options == {"kv_memory": "1MiB", "dtype": dtype, "weight_format": "float"}
+
+
+def test_the_default_system_takes_the_engine_s_weight_format():
+    assert "weight_format" not in systems.build("trellis", SETTINGS).options

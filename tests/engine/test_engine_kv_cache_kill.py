@@ -11,18 +11,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from trellis_jax.engine.builder import build_engine, make_runner
+from trellis_jax.engine.builder import build_engine
 from trellis_testing.kv_restart import SYSTEM, ask, restart_config
 
 DEADLINE_S = 120  # the child's imports and compiles on a loaded machine
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_model):
-    loaded = tiny_model("llama")
-    return loaded, make_runner(restart_config(), loaded)
 
 
 def serve_then_kill(model_dir, cache_dir, served: int) -> None:
@@ -47,9 +39,7 @@ def serve_then_kill(model_dir, cache_dir, served: int) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
-def test_restart_after_kill_9_serves_valid_pages_only(llama, fixtures_dir, tmp_path):
-    cold, _ = build_engine(restart_config(), *llama)
-    expected = ask(cold, "cold", 1)
+def test_restart_after_kill_9_serves_valid_pages_only(llama, cold_output, fixtures_dir, tmp_path):
     serve_then_kill(fixtures_dir / "tiny_llama", tmp_path, served=6)
     engine, _ = build_engine(restart_config(kv_cache_dir=str(tmp_path)), *llama)
     engine.tiers.cost.prefill_tokens_per_s = 1.0  # reload whatever it can: a bad page must not slip through
@@ -58,4 +48,4 @@ def test_restart_after_kill_9_serves_valid_pages_only(llama, fixtures_dir, tmp_p
     engine.close()
     assert store["refused_corrupt"] == 0
     assert output.num_cached_tokens >= len(SYSTEM)  # flushed before the kill
-    assert output.token_ids == expected.token_ids
+    assert output.token_ids == cold_output.token_ids

@@ -6,23 +6,9 @@ from __future__ import annotations
 
 import pathlib
 
-import pytest
-
 from trellis_jax.engine.builder import build_engine, make_runner
 from trellis_jax.serve.tier_metrics import tier_metrics
 from trellis_testing.kv_restart import ask, restart_config
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_model):
-    loaded = tiny_model("llama")
-    return loaded, make_runner(restart_config(), loaded)
-
-
-@pytest.fixture(scope="module")
-def cold_output(llama):
-    engine, _ = build_engine(restart_config(), *llama)
-    return ask(engine, "cold", 1)
 
 
 def fill(directory, loaded, runner, **overrides) -> list[pathlib.Path]:

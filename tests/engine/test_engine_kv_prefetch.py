@@ -12,25 +12,13 @@ import time
 import pytest
 
 from trellis_jax.engine.async_engine import AsyncEngine
-from trellis_jax.engine.builder import build_engine, make_runner
+from trellis_jax.engine.builder import build_engine
 from trellis_jax.kvstore.api import chain_key
 from trellis_jax.kvstore.disk import page_path
 from trellis_jax.serve.tier_metrics import tier_metrics
 from trellis_testing.kv_restart import SYSTEM, ask, restart_config
 
 SYSTEM_PAGES = len(SYSTEM) // 16
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_model):
-    loaded = tiny_model("llama")
-    return loaded, make_runner(restart_config(), loaded)
-
-
-@pytest.fixture(scope="module")
-def cold_output(llama):
-    engine, _ = build_engine(restart_config(), *llama)
-    return ask(engine, "cold", 1)
 
 
 def fill(directory, llama) -> None:

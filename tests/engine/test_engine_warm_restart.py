@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from trellis_jax.engine.async_engine import AsyncEngine
-from trellis_jax.engine.builder import build_engine, make_runner
+from trellis_jax.engine.builder import build_engine
 from trellis_jax.kvstore import HostPageStore, TieredPageStore
 from trellis_jax.serve.tier_metrics import tier_metrics
 from trellis_testing.kv_restart import GREEDY, SYSTEM, ask
@@ -21,13 +21,13 @@ from trellis_testing.kv_restart import restart_config as config
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model):
-    return tiny_model("llama")
+def loaded(llama):
+    return llama[0]
 
 
 @pytest.fixture(scope="module")
-def runner(loaded):
-    return make_runner(config(), loaded)
+def runner(llama):  # conftest's: built for restart_config(), the `config` here
+    return llama[1]
 
 
 def test_host_bytes_alone_builds_a_host_store(loaded, runner):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import systems as system_registry
 from .model_files import converted_gguf, default_gguf
+from .runners.llamacpp import DEFAULT_THREADS, THREADS_HELP
 from .workloads import PRESETS, WORKLOADS
 
 LATEST_RUN_MD = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "latest-run.md"
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--workloads", type=_csv, default=WORKLOADS)
     run.add_argument("--repeats", type=int, default=2)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    run.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     run.add_argument("--out", type=Path, default=Path("results/bench"))
     run.add_argument(
         "--cache-dir",

@@ -23,6 +23,7 @@ from . import systems as system_registry
 from .metrics import run_metrics, summarize
 from .requests import write_jsonl
 from .runners.base import RequestResult
+from .runners.llamacpp import DEFAULT_THREADS
 from .worker import Worker, WorkerError
 from .workloads import PRESETS, WORKLOADS, generate
 
@@ -35,7 +36,7 @@ class BenchConfig:
     workloads: tuple[str, ...] = WORKLOADS
     repeats: int = 2
     seed: int = 0
-    threads: int = os.cpu_count() or 1
+    threads: int = DEFAULT_THREADS
     run_timeout_s: float = 900.0
     start_timeout_s: float = 3600.0
     time_budget_s: float | None = None  # after this, no new run starts; the rest are listed as not run

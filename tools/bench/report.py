@@ -177,7 +177,8 @@ def _targets(result) -> list[str]:
         "Targets (issue 7): shared-prefix workloads need Trellis (cache on) >= 2.0x the output tok/s of the best",
         "llama.cpp configuration and a lower p50 TTFT than every llama.cpp configuration; `no_share` needs >= 1.0x",
         "llama.cpp in the same precision (F32 for a float32 model, BF16 for a bfloat16 one). `trellis` is the",
-        "engine's defaults (dtype auto); `trellis-f32` and `trellis-bf16` pin the model dtype.",
+        "engine's defaults (dtype and weight format auto: a quantized GGUF stays packed); `trellis-f32` and",
+        "`trellis-bf16` pin the model dtype, with float weights (the GGUF dequantized to that dtype).",
     ]
     for system in TRELLIS_SYSTEMS:
         if system == "trellis" or system in result["config"]["systems"]:

@@ -29,7 +29,8 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "llama.cpp-http": ("llama_cpp", "httpx", "sse_starlette", "starlette_context", "pydantic_settings"),
 }
 SYSTEMS = tuple(REQUIREMENTS)
-# Trellis systems that pin the model dtype ("trellis" and "trellis-nocache" take the engine's dtype="auto").
+# Trellis systems that pin the model dtype, with float weights (a quantized GGUF dequantized to that dtype);
+# "trellis" and "trellis-nocache" take the engine's defaults (dtype and weight_format "auto").
 PINNED_DTYPES = {"trellis-f32": "float32", "trellis-bf16": "bfloat16"}
 
 
@@ -61,9 +62,9 @@ def build(name: str, settings: dict):
     if name in ("trellis", "trellis-nocache"):
         return trellis.TrellisRunner(trellis_model, cache=name == "trellis", options=settings["trellis_options"])
     if name in PINNED_DTYPES:
-        return trellis.TrellisRunner(
-            trellis_model, cache=True, name=name, options={**settings["trellis_options"], "dtype": PINNED_DTYPES[name]}
-        )
+        # Float weights too: the engine's "auto" keeps a quantized GGUF packed, which the name would not say.
+        options = {**settings["trellis_options"], "dtype": PINNED_DTYPES[name], "weight_format": "float"}
+        return trellis.TrellisRunner(trellis_model, cache=True, name=name, options=options)
     if name == "trellis-http":
         return trellis.trellis_http_runner(
             trellis_model,

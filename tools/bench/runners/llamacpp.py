@@ -17,6 +17,13 @@ from pathlib import Path
 from .base import MemoryView, RequestResult, Runner, now
 
 _F16_BYTES = 2
+# Peers' threads unless a flag says otherwise: every core, as Trellis' XLA thread pool takes them all.
+DEFAULT_THREADS = os.cpu_count() or 1
+THREADS_HELP = (
+    f"llama.cpp's threads (and transformers' in `python -m tools.bench`); default os.cpu_count(), "
+    f"{DEFAULT_THREADS} here, the cores Trellis' XLA uses. Pass 1 where other jobs share the cores: llama.cpp's "
+    "threads meet at a barrier after every op and stall while a neighbour holds a core"
+)
 
 
 class LlamaCppRunner(Runner):
