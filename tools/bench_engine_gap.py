@@ -13,16 +13,19 @@ activations, weights packed):
   each `--variant NAME=JSON` another engine with those EngineConfig options on top of the engine's (its own
                runner: an engine owns its runner's KV). Options that change the loaded weights are refused.
 Each round, every engine takes B greedy requests on the same --prompt-tokens prompt (EOS ignored) and steps
-until each has its first token; then --steps decode steps are timed, one step of each system in turn (the order
-rotates each step, so a neighbour's load falls on all alike), and the requests are run to their end.
-Printed per batch and system: the median step in wall ms and in process CPU ms (less disturbed by other jobs
-on a shared machine), tok/s = B / median wall step, the ratio to bare, and the bucket the decode steps ran in.
+until each has its first token; then the systems step in turn (the order rotates each step, so a neighbour's
+load falls on all alike), each until it has made --steps tokens per request (an engine with decode_steps=k
+takes ~1/k as many steps), and the requests are run to their end untimed.
+Printed per batch and system: tok/s (tokens over the wall seconds of its timed steps), its ratio to bare, the
+median step in wall ms, the process CPU ms per token (less disturbed than wall time by other jobs on a shared
+machine), and the buckets its steps ran in (the last round's).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import statistics
 import time
@@ -57,7 +60,7 @@ class EngineSystem:
     def start(self, prompt: list[int], batch: int, steps: int) -> None:
         """Queue the requests and step until each has its first token (prefill done, decoding from here)."""
         self.rounds += 1
-        sampling = SamplingParams(temperature=0.0, max_tokens=steps + 4, ignore_eos=True)
+        sampling = SamplingParams(temperature=0.0, max_tokens=steps + 33, ignore_eos=True)  # room for k <= 32 extra
         waiting = {f"r{self.rounds}-{b}" for b in range(batch)}
         for request_id in sorted(waiting):
             self.engine.add_request(request_id, prompt, sampling)
@@ -65,8 +68,9 @@ class EngineSystem:
             waiting -= {d.request_id for d in self.engine.step() if d.token_ids}
         self.buckets.clear()
 
-    def step(self) -> None:
-        self.engine.step()
+    def step(self) -> int:
+        """One engine step; -> the tokens it delivered (k per row for a multi-step decode step)."""
+        return sum(len(delta.token_ids) for delta in self.engine.step())
 
     def finish(self) -> None:
         while self.engine.has_unfinished():
@@ -105,9 +109,11 @@ class BareSystem:
             self.runner.run(self.plans[0])
             self.index = 1
 
-    def step(self) -> None:
-        self.runner.run(self.plans[self.index])
+    def step(self) -> int:
+        plan = self.plans[self.index]
+        self.runner.run(plan)
         self.index += 1
+        return len(plan.sequences)
 
     def finish(self) -> None:
         pass
@@ -126,6 +132,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
         raise argparse.ArgumentTypeError(f"--variant {name}: bad JSON ({error})") from None
     if not isinstance(options, dict):
         raise argparse.ArgumentTypeError(f"--variant {name}: JSON must be an object of EngineConfig options")
+    if options.get("overlap"):  # its step n runs on during the next system's turn: no per-system time to take
+        raise argparse.ArgumentTypeError(f"--variant {name}: an overlapped engine cannot be timed step by step")
     refused = sorted(set(options) & set(LOAD_OPTIONS))
     if refused:
         raise argparse.ArgumentTypeError(f"--variant {name}: {refused} change the loaded weights; give them once")
@@ -145,36 +153,47 @@ def base_config(args, **options) -> EngineConfig:
 
 
 def measure(systems: dict, prompt: list[int], batch: int, args) -> dict:
-    """{system: (wall seconds, cpu seconds) per timed step} over every round, steps alternated."""
-    walls = {name: [] for name in systems}
-    cpus = {name: [] for name in systems}
+    """{system: (wall seconds, cpu seconds, tokens) per timed step} over every round: one step of each system
+    not done yet in turn, until each has made --steps tokens per request."""
+    timings = {name: ([], [], []) for name in systems}
     order = list(systems.items())
     for _ in range(args.rounds):
         for system in systems.values():
             system.start(prompt, batch, args.steps)
-        for i in range(args.steps):
-            for name, system in order[i % len(order) :] + order[: i % len(order)]:
+        made = dict.fromkeys(systems, 0)
+        for i in itertools.count():
+            todo = [
+                (n, s) for n, s in order[i % len(order) :] + order[: i % len(order)] if made[n] < args.steps * batch
+            ]
+            if not todo:
+                break
+            for name, system in todo:
                 wall, cpu = time.perf_counter(), time.process_time()
-                system.step()
-                walls[name].append(time.perf_counter() - wall)
-                cpus[name].append(time.process_time() - cpu)
+                tokens = system.step()
+                walls, cpus, counts = timings[name]
+                walls.append(time.perf_counter() - wall)
+                cpus.append(time.process_time() - cpu)
+                counts.append(tokens)
+                made[name] += tokens
         for system in systems.values():
             system.finish()
-    return {name: (walls[name], cpus[name]) for name in systems}
+    return timings
 
 
 def report(batch: int, timings: dict, systems: dict) -> list[str]:
-    bare = statistics.median(timings["bare"][0])
+    def rate(name: str) -> float:
+        walls, _, counts = timings[name]
+        return sum(counts) / sum(walls)
+
     lines = [
         f"batch {batch}:",
-        "| system | step ms (wall) | step ms (CPU) | tok/s | / bare | decode bucket (T, S, P) |",
+        "| system | tok/s | / bare | step ms (wall, median) | CPU ms per token | decode bucket (T, S, P) x steps |",
         "|---|---|---|---|---|---|",
     ]
-    for name, (walls, cpus) in timings.items():
-        wall, cpu = statistics.median(walls), statistics.median(cpus)
+    for name, (walls, cpus, counts) in timings.items():
         lines.append(
-            f"| {name} | {1000 * wall:.1f} | {1000 * cpu:.1f} | {batch / wall:.1f} | {bare / wall:.2f} | "
-            f"{systems[name].bucket()} |"
+            f"| {name} | {rate(name):.1f} | {rate(name) / rate('bare'):.2f} | {1000 * statistics.median(walls):.1f} | "
+            f"{1000 * sum(cpus) / sum(counts):.1f} | {systems[name].bucket()} |"
         )
     return lines
 
@@ -200,9 +219,9 @@ def main(argv=None) -> None:
         engines[name] = EngineSystem(base_config(args, **options), loaded)
     results, lines = {}, []
     for batch in args.batches:
-        systems = {"bare": BareSystem(loaded, batch, args.prompt_tokens, args.rounds * args.steps)} | engines
+        systems = {"bare": BareSystem(loaded, batch, args.prompt_tokens, args.rounds * args.steps + 1)} | engines
         timings = measure(systems, prompt, batch, args)
-        results[batch] = {name: {"wall_s": w, "cpu_s": c} for name, (w, c) in timings.items()}
+        results[batch] = {name: {"wall_s": w, "cpu_s": c, "tokens": n} for name, (w, c, n) in timings.items()}
         lines += report(batch, timings, systems) + [""]
     print("\n".join(lines))
     if args.json:
