@@ -39,6 +39,7 @@ from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
 from trellis_jax.step_plan import SequenceWork, StepPlan
 
 LOAD_OPTIONS = ("model", "dtype", "weight_format", "quantization", "tensor_parallel_size")
+RESERVED = ("bare", "engine")  # the systems every run has
 
 
 class EngineSystem:
@@ -123,9 +124,12 @@ class BareSystem:
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
+    """NAME=JSON -> (name, EngineConfig options); argparse.ArgumentTypeError for what cannot be timed here."""
     name, sep, body = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--variant takes NAME=JSON, got {text!r}")
+    if name in RESERVED:
+        raise argparse.ArgumentTypeError(f"--variant {name}: {RESERVED} are taken")
     try:
         options = json.loads(body)
     except json.JSONDecodeError as error:
@@ -140,7 +144,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
-def base_config(args, **options) -> EngineConfig:
+def base_config(args) -> EngineConfig:
     return EngineConfig(
         model=args.model,
         dtype=args.dtype,
@@ -148,7 +152,6 @@ def base_config(args, **options) -> EngineConfig:
         kv_memory="64MiB",
         disable_radix_cache=True,
         compile_cache_dir=default_compile_cache_dir(),
-        **options,
     )
 
 
@@ -204,7 +207,7 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--weight-format", default="packed")
     p.add_argument("--batches", type=int, nargs="+", default=[1])
-    p.add_argument("--steps", type=int, default=32, help="timed decode steps per round")
+    p.add_argument("--steps", type=int, default=32, help="timed decode tokens per request and round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--variant", type=parse_variant, action="append", default=[], help="NAME=JSON engine options")
@@ -212,11 +215,19 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if min(args.batches) < 1 or args.steps < 1 or args.rounds < 1 or args.prompt_tokens < 1:
         p.error("--batches, --steps, --rounds and --prompt-tokens must be >= 1")
+    names = [name for name, _ in args.variant]
+    if len(set(names)) != len(names):
+        p.error(f"--variant names must differ, got {names}")
+    for name, options in args.variant:  # a bad option stops the run before the model loads
+        try:
+            EngineConfig.from_options(**{**base_config(args).__dict__, **options})
+        except (TypeError, ValueError) as error:
+            p.error(f"--variant {name}: {error}")
     loaded = load_for(base_config(args))
     prompt = [100 + (7 * i) % 900 for i in range(args.prompt_tokens)]
     engines = {"engine": EngineSystem(base_config(args), loaded)}
     for name, options in args.variant:
-        engines[name] = EngineSystem(base_config(args, **options), loaded)
+        engines[name] = EngineSystem(EngineConfig(**{**base_config(args).__dict__, **options}), loaded)
     results, lines = {}, []
     for batch in args.batches:
         systems = {"bare": BareSystem(loaded, batch, args.prompt_tokens, args.rounds * args.steps + 1)} | engines
