@@ -185,7 +185,10 @@ def _can_be_batch_invariant(config: EngineConfig, loaded) -> bool:
 
 
 def _buckets(config: EngineConfig, one_bucket: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Token buckets from the runner's smallest (2 rows) up: a decode of b sequences runs in the bucket of
+    about b rows (a batch-1 decode in 2, not 8: every layer and the LM head and sampler run on its rows)."""
     from trellis_jax.runner.buckets import powers_of_two, prefill_friendly
+    from trellis_jax.runner.runner import MIN_TOKEN_BUCKET
 
     tokens, seqs = config.max_num_batched_tokens, config.max_num_seqs
     if one_bucket:
@@ -196,6 +199,6 @@ def _buckets(config: EngineConfig, one_bucket: bool) -> tuple[tuple[int, ...], t
             )
         return (tokens,), (seqs,)
     return (
-        config.token_buckets or prefill_friendly(min(8, tokens), tokens),
+        config.token_buckets or prefill_friendly(min(MIN_TOKEN_BUCKET, tokens), tokens),
         config.seq_buckets or powers_of_two(1, seqs),
     )

@@ -78,7 +78,7 @@ class EngineConfig:
     disable_radix_cache: bool = False
     shared_namespaces: tuple[str, ...] = ()
     deterministic: bool = False
-    token_buckets: tuple[int, ...] | None = None  # None: runner.buckets.prefill_friendly(8, max_num_batched_tokens)
+    token_buckets: tuple[int, ...] | None = None  # None: runner.buckets.prefill_friendly(2, max_num_batched_tokens)
     seq_buckets: tuple[int, ...] | None = None  # None: powers of two up to max_num_seqs
     attn_impl: str | None = None
     # The layer loop: 1 a scan, N layers per iteration, -1 full (trellis_jax/layer_unroll.py; True/False too).

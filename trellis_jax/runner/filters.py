@@ -7,6 +7,10 @@ Why no sort: XLA's CPU sort of 32 x 49k logits takes ~0.6 s. Instead each thresh
 32-step binary search over an order-preserving uint32 view of the float32 logits (so it is exact, not
 approximate), each step one fused count/sum over the rows: ~tens of ms for a full decode batch, and the
 program stays small (one while loop), which keeps the per-bucket compile time down.
+Top-k with every row's k <= TOP_K_WIDTH (or off) takes its k-th largest value from one `lax.top_k` of that
+width instead (XLA CPU's partial sort: ~5x cheaper than the search for a 49k vocabulary); the same
+threshold, so the same tokens kept. A row whose k-th value is a zero (+0 and -0 are one float but two keys)
+sends the batch to the search.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import jax.numpy as jnp
 
 NEG_INF = -jnp.inf
 _SEARCH_STEPS = 32  # bits of the keys: enough to pin down any threshold exactly
+TOP_K_WIDTH = 64  # top-k up to this k reads its threshold off one lax.top_k of this width
 
 
 def sortable_keys(logits: jax.Array) -> jax.Array:
@@ -37,8 +42,17 @@ def top_k_mask(logits: jax.Array, top_k: jax.Array) -> jax.Array:
     vocab = logits.shape[-1]
     k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab).astype(jnp.int32)  # [S]
     keys = sortable_keys(logits)
-    # Largest key t with count(keys >= t) >= k: the k-th largest value.
-    kth = _largest_true(keys, lambda t: jnp.sum(keys >= t[:, None], axis=-1) >= k)
+    width = min(TOP_K_WIDTH, vocab)
+    values = jax.lax.top_k(logits.astype(jnp.float32), width)[0]  # [S, width], largest first
+    kth_value = jnp.take_along_axis(values, jnp.clip(k - 1, 0, width - 1)[:, None], axis=1)[:, 0]  # [S]
+    keep_all = k >= vocab
+    fast_kth = jnp.where(keep_all, jnp.uint32(0), sortable_keys(kth_value))  # key 0: below every logit's
+    fits = jnp.all(keep_all | ((k <= width) & (kth_value != 0)))
+
+    def search():  # largest key t with count(keys >= t) >= k: the k-th largest value
+        return _largest_true(keys, lambda t: jnp.sum(keys >= t[:, None], axis=-1) >= k)
+
+    kth = jax.lax.cond(fits, lambda: fast_kth, search)
     return jnp.where(keys >= kth[:, None], logits, NEG_INF)
 
 
