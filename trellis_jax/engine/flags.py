@@ -134,7 +134,7 @@ _FLAGS: dict[str, dict] = {
     "token_buckets": {
         "type": _ints,
         "metavar": "N,N,...",
-        "help": "compiled token-count buckets (default: the runner's)",
+        "help": "compiled token-count buckets (default: powers of two from 2, then 4 per doubling above 128, up to --max-num-batched-tokens)",
     },
     "seq_buckets": {
         "type": _ints,
