@@ -4,13 +4,16 @@ output columns at a time inside a loop, each chunk dotted while it is still in c
 Contract: `linear(x, w, layer=None) -> [M, N] float32`: x [M, K] float32 @ dequantize(w[layer]) (or of a
 plain [K, N] packed w when layer is None), with float32 sums; any format quantized.py holds, a LayerMix
 included. Within the op's tolerance of reference.py (the sums run in another order), not bit for bit.
-`CHUNK_BYTES`: the most float32 bytes one chunk's dequantized columns take.
+`CHUNK_BYTES`: the float32 bytes of one chunk's dequantized columns at M <= 31; `chunk_bytes(m)` scales it
+with M (x1 to x16 at M >= 256).
 
 Why chunks (docs/benchmarks/quantized.md, "the XLA path"): XLA:CPU gives every buffer of a program fresh
 pages each run, and here a page fault costs ~4 us, ~3.7 ns per float32 written; dequantizing a whole
 matrix (the Q8_0 LM head alone is 113 MB of float32) spent most of a decode step faulting. A lax.map over
 fixed-size column chunks keeps every temporary under CHUNK_BYTES (L2-sized), so the only big reads are
-the packed codes. Why halves: each format's group is dequantized as pieces of contiguous elements (Q4's
+the packed codes. Bigger steps take bigger chunks: each chunk's dot re-packs x, and a wide dot can use
+both cores, while a fault's cost is spread over M rows of work (measured at M = 64 and 256: 4 MiB
+chunks ~25 % faster than 256 KiB ones, in wall time ~2x). Why halves: each format's group is dequantized as pieces of contiguous elements (Q4's
 low and high nibbles, Q6_K's four quarters), each multiplied with the matching slice of x, because joining
 the nibbles back into element order (a concatenate along the minor axis) halves the dequantize's speed.
 Why M = 1 is padded to 2 rows: XLA:CPU's one-row dot on a transposed operand is ~2.5x slower than its
@@ -27,6 +30,11 @@ from pallas_kernels.matmul import kquants, quantized
 CHUNK_BYTES = 1 << 18
 
 
+def chunk_bytes(m: int) -> int:
+    """The float32 bytes of one chunk's columns for an M-row step; see the module docstring."""
+    return CHUNK_BYTES * min(16, max(1, m // 16))
+
+
 def linear(x, w, layer=None):
     """x [M, K] @ dequantize(w[layer]) -> [M, N] float32; see the module docstring."""
     x = x.astype(jnp.float32)
@@ -38,9 +46,9 @@ def linear(x, w, layer=None):
 
 
 def _chunked(x, w, layer):
-    """x @ the packed [.., K, N] w (at `layer` when stacked), CHUNK_BYTES of columns per loop iteration."""
+    """x @ the packed [.., K, N] w (at `layer` when stacked), chunk_bytes(M) of columns per loop iteration."""
     k, n = w.shape[-2:]
-    width = max(1, min(n, CHUNK_BYTES // (4 * k)))
+    width = max(1, min(n, chunk_bytes(x.shape[0]) // (4 * k)))
     count, tail = divmod(n, width)
     pieces = _x_pieces(x, w.fmt)
 

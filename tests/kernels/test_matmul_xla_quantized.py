@@ -66,4 +66,4 @@ def test_no_float32_copy_of_the_whole_matrix_is_written():
     x = jnp.zeros((8, k), jnp.float32)
     compiled = jax.jit(lambda x, w: api.linear(x, w, implementation="xla")).lower(x, w).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
-    assert temp < 4 * xla_quantized.CHUNK_BYTES < 4 * k * n
+    assert temp < 4 * xla_quantized.chunk_bytes(8) < 4 * k * n
