@@ -3,8 +3,11 @@ step of this many rows, as calibrate.py measured it on this machine (or as a use
 
 Contract:
   `ROW_CLASSES`: the shape classes, as (name, most rows, rows timed): a step of M rows belongs to the first
-      class whose bound is >= M (the last has no bound). Decode steps fall in the first two, prefill chunks
-      in the last.
+      class whose bound is >= M (the last has no bound). Decode steps fall in the first three, prefill
+      chunks in the last. "small" (timed at 2 rows, batch-1 decode's bucket) is apart from "decode" because
+      the backends cost differently in M: the native kernels skip padding rows and read the codes once per
+      row tile, XLA's packed path dequantizes every weight once per step whatever M, so at 16 rows the
+      two can tie while at 2 the native kernel is ~3x faster (docs/benchmarks/quantized.md).
   `row_class(m) -> name`; `weight_kind(w) -> str` (the layout: "float32", "bfloat16", "float32-strips",
       "bfloat16-pairs", or a quantized format such as "Q4_1"); `dims(w) -> (K, N)` of the matrix w stands for.
   `Entry(kind, k, n, row_class)`: a table key. `install(choices)`: add {Entry: "native" | "xla"} to this
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 from pallas_kernels.matmul import native_bf16, native_f32, quantized
 
 BACKENDS = ("native", "xla")
-ROW_CLASSES = (("decode", 16, 16), ("batch", 32, 32), ("wide", 64, 64), ("prefill", None, 256))
+ROW_CLASSES = (("small", 4, 2), ("decode", 16, 16), ("batch", 32, 32), ("wide", 64, 64), ("prefill", None, 256))
 
 
 class Entry(NamedTuple):

@@ -47,8 +47,9 @@ class FakeClock:
 
 
 def clock(decode, batch, prefill, wide=None):
-    """Each class's winner named (wide: batch's unless given): the other backend takes twice as long."""
-    winners = {"decode": decode, "batch": batch, "wide": wide or batch, "prefill": prefill}
+    """Each class's winner named (wide: batch's unless given, small: decode's): the other backend takes
+    twice as long."""
+    winners = {"small": decode, "decode": decode, "batch": batch, "wide": wide or batch, "prefill": prefill}
     return FakeClock(
         {(GROUP, c, b): 1.0 if b == winner else 2.0 for c, winner in winners.items() for b in ("native", "xla")}
     )

@@ -17,7 +17,13 @@ from trellis_jax.step_plan import SequenceWork, StepPlan
 gguf = pytest.importorskip("gguf")
 pytestmark = pytest.mark.skipif(native_quantized.available() is not None, reason="needs the native quantized kernel")
 PAGE_SIZE = 4
-REVERSED = {"decode": "xla", "batch": "xla", "wide": "xla", "prefill": "native"}  # rules: native to 64 rows
+REVERSED = {
+    "small": "xla",
+    "decode": "xla",
+    "batch": "xla",
+    "wide": "xla",
+    "prefill": "native",
+}  # rules: native to 64 rows
 
 
 def reversed_clock(label, call):

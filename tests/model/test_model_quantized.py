@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from model_testlib import prefill_then_decode
 
-from pallas_kernels.matmul import layouts, quantized
+from pallas_kernels.matmul import api, layouts, native_quantized, quantized
 from trellis_jax.model import check_params
 
 PROMPT = np.random.default_rng(11).integers(3, 40000, 23).tolist()
@@ -39,6 +39,14 @@ def test_every_layer_matrix_and_the_embedding_stay_packed(packed_model):
 
 
 def test_packed_logits_match_the_dequantized_model(packed_model, float_logits):
+    for got, expected in zip(prefill_then_decode(packed_model.config, packed_model.params, PROMPT)[:2], float_logits):
+        _assert_close(got, expected)
+
+
+def test_packed_logits_on_the_pure_xla_path_match_the_dequantized_model(packed_model, float_logits, monkeypatch):
+    monkeypatch.setattr(native_quantized, "available", lambda: "turned off: the XLA fallback under test")
+    w = packed_model.params["layers"]["w_up"]
+    assert api.choose(jax.ShapeDtypeStruct((1, w.shape[-2]), np.float32), w) == "xla"
     for got, expected in zip(prefill_then_decode(packed_model.config, packed_model.params, PROMPT)[:2], float_logits):
         _assert_close(got, expected)
 

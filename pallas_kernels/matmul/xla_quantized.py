@@ -1,0 +1,135 @@
+"""The matmul op's XLA backend for packed weights (quantized.py) on CPU: the codes dequantized a chunk of
+output columns at a time inside a loop, each chunk dotted while it is still in cache.
+
+Contract: `linear(x, w, layer=None) -> [M, N] float32`: x [M, K] float32 @ dequantize(w[layer]) (or of a
+plain [K, N] packed w when layer is None), with float32 sums; any format quantized.py holds, a LayerMix
+included. Within the op's tolerance of reference.py (the sums run in another order), not bit for bit.
+`CHUNK_BYTES`: the float32 bytes of one chunk's dequantized columns at M <= 31; `chunk_bytes(m)` scales it
+with M (x1 to x16 at M >= 256).
+
+Why chunks (docs/benchmarks/quantized.md, "the XLA path"): XLA:CPU gives every buffer of a program fresh
+pages each run, and here a page fault costs ~4 us, ~3.7 ns per float32 written; dequantizing a whole
+matrix (the Q8_0 LM head alone is 113 MB of float32) spent most of a decode step faulting. A lax.map over
+fixed-size column chunks keeps every temporary under CHUNK_BYTES (L2-sized), so the only big reads are
+the packed codes. Bigger steps take bigger chunks: each chunk's dot re-packs x, and a wide dot can use
+both cores, while a fault's cost is spread over M rows of work (measured at M = 64 and 256: 4 MiB
+chunks ~25 % faster than 256 KiB ones, in wall time ~2x). Why halves: each format's group is dequantized as pieces of contiguous elements (Q4's
+low and high nibbles, Q6_K's four quarters), each multiplied with the matching slice of x, because joining
+the nibbles back into element order (a concatenate along the minor axis) halves the dequantize's speed.
+Why M = 1 is padded to 2 rows: XLA:CPU's one-row dot on a transposed operand is ~2.5x slower than its
+two-row one on this CPU (measured; the spare row is zeros and dropped).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.matmul import kquants, quantized
+
+CHUNK_BYTES = 1 << 18
+
+
+def chunk_bytes(m: int) -> int:
+    """The float32 bytes of one chunk's columns for an M-row step; see the module docstring."""
+    return CHUNK_BYTES * min(16, max(1, m // 16))
+
+
+def linear(x, w, layer=None):
+    """x [M, K] @ dequantize(w[layer]) -> [M, N] float32; see the module docstring."""
+    x = x.astype(jnp.float32)
+    if x.shape[0] == 1:
+        return linear(jnp.concatenate([x, jnp.zeros_like(x)]), w, layer)[:1]
+    if layer is None:
+        return _chunked(x, w, None)
+    return quantized.select(w, layer, lambda part, index: _chunked(x, part, index))
+
+
+def _chunked(x, w, layer):
+    """x @ the packed [.., K, N] w (at `layer` when stacked), chunk_bytes(M) of columns per loop iteration."""
+    k, n = w.shape[-2:]
+    width = max(1, min(n, chunk_bytes(x.shape[0]) // (4 * k)))
+    count, tail = divmod(n, width)
+    pieces = _x_pieces(x, w.fmt)
+
+    def columns(start, size):
+        return _dot(pieces, _columns(w, layer, start, size))
+
+    body = jax.lax.map(lambda c: columns(c * width, width), jnp.arange(count, dtype=jnp.int32))  # [C, M, W]
+    y = body.transpose(1, 0, 2).reshape(x.shape[0], count * width)
+    return jnp.concatenate([y, columns(count * width, tail)], axis=1) if tail else y
+
+
+def _columns(w, layer, start, size):
+    """Output columns [start, start + size) of w (at `layer`) as a QuantizedWeight [size, ...], sliced in
+    place (every field has the output columns on the axis after the layer's)."""
+
+    def cut(a):
+        if a is None:
+            return None
+        if layer is not None:
+            a = jax.lax.dynamic_index_in_dim(a, layer, axis=0, keepdims=False)
+        return jax.lax.dynamic_slice_in_dim(a, start, size, axis=0)
+
+    return quantized.QuantizedWeight(cut(w.codes), cut(w.scales), cut(w.mins), w.fmt)
+
+
+def _dot(x_pieces, part):
+    """sum over pieces of x_piece [M, G*S] @ values [size, G*S].T -> [M, size] float32."""
+    total = None
+    for xs, values in zip(x_pieces, _value_pieces(part), strict=True):
+        size = values.shape[0]
+        y = xs @ values.reshape(size, -1).T
+        total = y if total is None else total + y
+    return total
+
+
+def _spans(fmt):
+    """The (start, length) runs of each 32-group's elements that `_value_pieces` yields, in order."""
+    if fmt == "Q8_0":
+        return ((0, 32),)
+    if fmt == "Q6_K":
+        return ((0, 8), (8, 8), (16, 8), (24, 8))
+    return ((0, 16), (16, 16))
+
+
+def _x_pieces(x, fmt):
+    """x [M, K] cut into the element runs `_spans(fmt)` of every 32-group, each [M, K/32 * length]."""
+    m = x.shape[0]
+    groups = x.reshape(m, -1, quantized.GROUP)
+    return [groups[:, :, s : s + n].reshape(m, -1) for s, n in _spans(fmt)]
+
+
+def _value_pieces(w):
+    """The dequantized values of `_spans(w.fmt)`, each float32 [N, G, length], with the arithmetic
+    quantized.py / kquants.py use (so each value is gguf's, bit for bit)."""
+    if w.fmt in quantized.K_QUANTS:
+        return _kquant_pieces(w)
+    d = w.scales.astype(jnp.float32)[..., None]
+    if w.fmt == "Q8_0":
+        return [w.codes.astype(jnp.float32) * d]
+    halves = (w.codes & 0x0F, w.codes >> 4)  # elements 0..15, 16..31
+    if w.fmt == "Q4_0":
+        return [d * (h.astype(jnp.int8) - 8).astype(jnp.float32) for h in halves]
+    m = w.mins.astype(jnp.float32)[..., None]
+    return [d * h.astype(jnp.float32) + m for h in halves]
+
+
+def _kquant_pieces(w):
+    scale, low = kquants.group_factors(w.scales, w.mins, w.fmt, jnp)  # [N, K/16]: one pair per 16 elements
+    n, groups = w.codes.shape[:2]
+    scale = scale.reshape(n, groups, 2, 1)
+    low = None if low is None else low.reshape(n, groups, 2, 1)
+    if w.fmt == "Q6_K":
+        quarters = []
+        for i in range(4):
+            nibbles = w.codes[..., 8 * (i % 2) : 8 * (i % 2) + 8]
+            nibbles = nibbles & 0x0F if i < 2 else nibbles >> 4
+            q = nibbles | (((w.codes[..., 16:24] >> (2 * i)) & 0x03) << 4)
+            quarters.append(scale[:, :, i // 2] * (q.astype(jnp.int8) - jnp.int8(32)).astype(jnp.float32))
+        return quarters
+    if w.fmt == "Q5_K":
+        halves = (w.codes[..., :16], w.codes[..., 16:])
+    else:
+        halves = (w.codes & 0x0F, w.codes >> 4)
+    return [scale[:, :, h] * q.astype(jnp.float32) + low[:, :, h] for h, q in enumerate(halves)]
