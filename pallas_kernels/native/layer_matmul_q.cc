@@ -213,20 +213,64 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// acc[r] += scale(g) * (x[m0 + r] . q) over group g's 32 (permuted) elements.
-template <int32_t F, int MT>
-inline void group_tile(const Problem& p, int64_t g, const uint8_t* codes, const float* scale, int64_t m0,
-                       __m256 (&acc)[MT]) {
-  __m256 q[4];
-  load_group<F>(codes, q);
-  const __m256 s = F == kQ6_K ? _mm256_loadu_ps(scale + 8 * g) : _mm256_broadcast_ss(scale + g);
+// acc[r] += s * (x[r] . q) over one group's 32 (permuted) elements, x[r] at x + r * K.
+template <int MT>
+inline void group_rows(const float* x, int64_t K, const __m256 (&q)[4], __m256 s, __m256 (&acc)[MT]) {
   for (int r = 0; r < MT; ++r) {
-    const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
+    const float* xr = x + r * K;
     __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), q[0]);
     t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), q[1], t);
     t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), q[2], t);
     t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q[3], t);
     acc[r] = _mm256_fmadd_ps(s, t, acc[r]);
+  }
+}
+
+template <int32_t F>
+inline __m256 group_scale(const float* scale, int64_t g) {
+  return F == kQ6_K ? _mm256_loadu_ps(scale + 8 * g) : _mm256_broadcast_ss(scale + g);
+}
+
+// Four sums' totals as one vector: lane c = the sum of v[c]'s lanes.
+inline __m128 hsum4(const __m256 (&v)[4]) {
+  const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+}
+
+// y[m, n .. n+4) for one row m (decode at batch 1): the four columns share each group's x loads and keep
+// four independent sums. scale and shift hold the columns' factors one after another (G * scale_width and
+// G apart).
+template <int32_t F>
+void row_quad(const Problem& p, int64_t n, int64_t m, const float* scale, const float* shift) {
+  constexpr int64_t B = code_bytes(F);
+  constexpr int W = scale_width(F);
+  const int64_t G = p.G;
+  const uint8_t* codes = p.codes + n * G * B;
+  const float* x = p.x + m * p.K;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  // not an array: kept in registers
+  for (int64_t g = 0; g < G; ++g, x += kGroup, codes += B) {
+    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+                 x3 = _mm256_loadu_ps(x + 24);
+    auto column = [&](int c, __m256& acc) {
+      __m256 q[4];
+      load_group<F>(codes + c * G * B, q);
+      __m256 t = _mm256_mul_ps(x0, q[0]);
+      t = _mm256_fmadd_ps(x1, q[1], t);
+      t = _mm256_fmadd_ps(x2, q[2], t);
+      t = _mm256_fmadd_ps(x3, q[3], t);
+      acc = _mm256_fmadd_ps(group_scale<F>(scale + c * G * W, g), t, acc);
+    };
+    column(0, a0);
+    column(1, a1);
+    column(2, a2);
+    column(3, a3);
+  }
+  const __m256 acc[4] = {a0, a1, a2, a3};
+  float out[4];
+  _mm_storeu_ps(out, hsum4(acc));
+  for (int c = 0; c < 4; ++c) {
+    const float extra = has_shift(F) ? offset(shift + c * G, p.x_sums + m * G, G) : 0.f;
+    p.y[m * p.N + n + c] = out[c] + extra;
   }
 }
 #endif
@@ -240,14 +284,23 @@ void column_tile(const Problem& p, int64_t n, int64_t m0, const float* scale, co
 #if defined(TRELLIS_Q_VECTOR)
   // Up to 4 rows, two accumulator sets on alternate groups: the sum's chain of dependent adds halves.
   constexpr int kSets = MT <= 4 ? 2 : 1;
+  constexpr int64_t B = code_bytes(F);
   __m256 acc[kSets][MT];
   for (auto& set : acc)
     for (auto& a : set) a = _mm256_setzero_ps();
+  const float* x = p.x + m0 * p.K;
   int64_t g = 0;
   for (; g + kSets <= p.G; g += kSets)
-    for (int set = 0; set < kSets; ++set)
-      group_tile<F, MT>(p, g + set, codes + (g + set) * p.B, scale, m0, acc[set]);
-  for (; g < p.G; ++g) group_tile<F, MT>(p, g, codes + g * p.B, scale, m0, acc[0]);
+    for (int set = 0; set < kSets; ++set) {
+      __m256 q[4];
+      load_group<F>(codes + (g + set) * B, q);
+      group_rows<MT>(x + (g + set) * kGroup, p.K, q, group_scale<F>(scale, g + set), acc[set]);
+    }
+  for (; g < p.G; ++g) {
+    __m256 q[4];
+    load_group<F>(codes + g * B, q);
+    group_rows<MT>(x + g * kGroup, p.K, q, group_scale<F>(scale, g), acc[0]);
+  }
   for (int r = 0; r < MT; ++r) out[r] = hsum(kSets == 2 ? _mm256_add_ps(acc[0][r], acc[kSets - 1][r]) : acc[0][r]);
 #else
   for (int r = 0; r < MT; ++r) {
@@ -276,11 +329,22 @@ void column_rows(const Problem& p, int64_t n, int64_t m0, int rows, const float*
   column_tile<F, MT>(p, n, m0, scale, shift);
 }
 
-// Columns [n0, n1) for every row: each column's factors once, then its tiles of rows.
+// Columns [n0, n1) for every row: each column's factors once, then its tiles of rows (one row: four
+// columns at a time where the vector build has row_quad).
 template <int32_t F>
 void column_block(const Problem& p, int64_t n0, int64_t n1) {
-  std::vector<float> scale(p.G * scale_width(F)), shift(has_shift(F) ? p.G : 0);
-  for (int64_t n = n0; n < n1; ++n) {  // a column's codes come from memory once, then from L1 per tile
+  constexpr int kQuad = 4;
+  const int64_t width = p.G * scale_width(F), shifts = has_shift(F) ? p.G : 0;
+  std::vector<float> scale(kQuad * width), shift(kQuad * shifts);
+  int64_t n = n0;
+#if defined(TRELLIS_Q_VECTOR)
+  if (p.M == 1)
+    for (; n + kQuad <= n1; n += kQuad) {
+      for (int c = 0; c < kQuad; ++c) column_factors<F>(p, n + c, scale.data() + c * width, shift.data() + c * shifts);
+      row_quad<F>(p, n, 0, scale.data(), shift.data());
+    }
+#endif
+  for (; n < n1; ++n) {  // a column's codes come from memory once, then from L1 per tile
     column_factors<F>(p, n, scale.data(), shift.data());
     for (int64_t m0 = 0; m0 < p.M; m0 += kTileRows)
       column_rows<F, kTileRows>(p, n, m0, static_cast<int>(std::min<int64_t>(kTileRows, p.M - m0)), scale.data(),
