@@ -27,6 +27,7 @@
 // same products. Work is split into column blocks across XLA's intra-op pool; a column's codes are read
 // from memory once and from L1 for each further tile of kTileRows rows.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -99,6 +100,7 @@ inline float code(const uint8_t* codes, int32_t fmt, int j) {
 struct Problem {
   const float* x;        // [M, K], permuted group by group to the format's order (the vector build)
   const float* x_sums;   // [M, G]: sum of x over each group
+  const float* unscale;  // [M]: what each row's outputs are multiplied by (prepare_x)
   const uint8_t* codes;  // the layer's [N, G, B]
   const void* scales;    // the layer's [N, G] float16 (K-quants: [N, G/8, F] float16)
   const void* mins;      // the same as scales (K-quants: [N, G, 2] 8-bit integer factors)
@@ -182,7 +184,18 @@ inline void load_group(const uint8_t* codes, __m256 (&v)[4]) {
     v[1] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(w, 8), byte));
     v[2] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(w, 16), byte));
     v[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 24));
-  } else {  // 16 nibble bytes in both halves; lanes 4..7 take the high nibble of the same byte as 0..3
+  }
+  else if constexpr (F != kQ6_K) {  // mask only: lane values are q * 2^(position), x carries 2^-(position)
+    const __m256i w = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+    const __m256i w16 = _mm256_srli_epi32(w, 16);  // bytes 2 and 3 of each word, moved to 0 and 1
+    const __m256i lo = _mm256_setr_epi32(0xF, 0xF, 0xF, 0xF, 0xF0, 0xF0, 0xF0, 0xF0);
+    const __m256i hi = _mm256_setr_epi32(0xF00, 0xF00, 0xF00, 0xF00, 0xF000, 0xF000, 0xF000, 0xF000);
+    v[0] = _mm256_cvtepi32_ps(_mm256_and_si256(w, lo));
+    v[1] = _mm256_cvtepi32_ps(_mm256_and_si256(w, hi));
+    v[2] = _mm256_cvtepi32_ps(_mm256_and_si256(w16, lo));
+    v[3] = _mm256_cvtepi32_ps(_mm256_and_si256(w16, hi));
+  }
+  else {  // Q6_K: 16 nibble bytes in both halves; lanes 4..7 take the high nibble of the byte lanes 0..3 do
     const __m256i w = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
     const __m256i nibble = _mm256_set1_epi32(0x0F);
     __m256i q[4];
@@ -246,6 +259,7 @@ void row_quad(const Problem& p, int64_t n, int64_t m, const float* scale, const 
   constexpr int W = scale_width(F);
   const int64_t G = p.G;
   const uint8_t* codes = p.codes + n * G * B;
+  const uint8_t* ahead = codes + 2 * 4 * G * B;  // prefetching past the end of the codes is harmless
   const float* x = p.x + m * p.K;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  // not an array: kept in registers
   for (int64_t g = 0; g < G; ++g, x += kGroup, codes += B) {
@@ -260,6 +274,10 @@ void row_quad(const Problem& p, int64_t n, int64_t m, const float* scale, const 
       t = _mm256_fmadd_ps(x3, q[3], t);
       acc = _mm256_fmadd_ps(group_scale<F>(scale + c * G * W, g), t, acc);
     };
+    // The quad two ahead, a group's share of it per group (its 4 * G * B bytes in G steps): the four
+    // interleaved column streams of a quad are more than the hardware prefetcher keeps ahead of.
+    for (int64_t line = 0; line < 4 * B; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + g * 4 * B + line), _MM_HINT_T0);
     column(0, a0);
     column(1, a1);
     column(2, a2);
@@ -270,7 +288,7 @@ void row_quad(const Problem& p, int64_t n, int64_t m, const float* scale, const 
   _mm_storeu_ps(out, hsum4(acc));
   for (int c = 0; c < 4; ++c) {
     const float extra = has_shift(F) ? offset(shift + c * G, p.x_sums + m * G, G) : 0.f;
-    p.y[m * p.N + n + c] = out[c] + extra;
+    p.y[m * p.N + n + c] = (out[c] + extra) * p.unscale[m];
   }
 }
 #endif
@@ -317,7 +335,7 @@ void column_tile(const Problem& p, int64_t n, int64_t m0, const float* scale, co
 #endif
   for (int r = 0; r < MT; ++r) {
     const float extra = has_shift(F) ? offset(shift, p.x_sums + (m0 + r) * p.G, p.G) : 0.f;
-    p.y[(m0 + r) * p.N + n] = out[r] + extra;
+    p.y[(m0 + r) * p.N + n] = (out[r] + extra) * p.unscale[m0 + r];
   }
 }
 
@@ -352,26 +370,46 @@ void column_block(const Problem& p, int64_t n0, int64_t n1) {
   }
 }
 
+// The power of two a position's x carries in the vector build: Q4_0/Q4_1/Q4_K codes are masked in place
+// (load_group), so lane p's code arrives as q * 2^(8 * (vector % 2) + 4 * (lane >= 4)); x is scaled by the
+// inverse, exactly (a power of two), and each product x * q is the same float as unscaled.
+float position_factor(int32_t fmt, int p) {
+#if defined(TRELLIS_Q_VECTOR)
+  if (!byte_codes(fmt) && fmt != kQ6_K) return 1.f / static_cast<float>(1 << (8 * ((p / 8) % 2) + 4 * (p % 8 >= 4)));
+#endif
+  return 1.f;
+}
+
 // x [M, K] -> out [M, K], each group's 32 elements in the format's vector order (the vector build; else
-// copied as is), and sums [M, G] of each group.
-void prepare_x(const float* x, int64_t M, int64_t K, int32_t fmt, float* out, float* sums) {
+// copied as is) times position_factor, and sums [M, G] of each group. A row whose largest |x| is below
+// 2^-100 is first scaled by 2^100 (exact), so that the factors down to 2^-12 keep every bit of it (no
+// subnormals); unscale[m] is then 2^-100, by which its outputs are multiplied back (else 1).
+void prepare_x(const float* x, int64_t M, int64_t K, int32_t fmt, float* out, float* sums, float* unscale) {
   int order[kGroup];
+  float factor[kGroup];
   for (int p = 0; p < kGroup; ++p) {
 #if defined(TRELLIS_Q_VECTOR)
     order[p] = byte_codes(fmt) ? byte_order(p) : nibble_order(p);
 #else
     order[p] = p;
 #endif
+    factor[p] = position_factor(fmt, p);
   }
+  constexpr float kTiny = 0x1p-100f, kUp = 0x1p100f;
   const int64_t G = K / kGroup;
-  for (int64_t m = 0; m < M; ++m)
+  for (int64_t m = 0; m < M; ++m) {
+    float largest = 0.f;
+    for (int64_t k = 0; k < K; ++k) largest = std::max(largest, std::abs(x[m * K + k]));
+    const float row = largest > 0.f && largest < kTiny ? kUp : 1.f;
+    unscale[m] = 1.f / row;
     for (int64_t g = 0; g < G; ++g) {
       const float* in = x + m * K + g * kGroup;
       float s = 0.f;
-      for (int j = 0; j < kGroup; ++j) s += in[j];
-      for (int p = 0; p < kGroup; ++p) out[m * K + g * kGroup + p] = in[order[p]];
+      for (int j = 0; j < kGroup; ++j) s += in[j] * row;
+      for (int p = 0; p < kGroup; ++p) out[m * K + g * kGroup + p] = in[order[p]] * row * factor[p];
       sums[m * G + g] = s;
     }
+  }
 }
 
 using BlockFn = void (*)(const Problem&, int64_t, int64_t);
@@ -415,10 +453,11 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
-  std::vector<float> xs(M * K), x_sums(M * G);
-  prepare_x(x.typed_data(), M, K, fmt, xs.data(), x_sums.data());
+  std::vector<float> xs(M * K), x_sums(M * G), unscale(M);
+  prepare_x(x.typed_data(), M, K, fmt, xs.data(), x_sums.data(), unscale.data());
   const Problem p{xs.data(),
                   x_sums.data(),
+                  unscale.data(),
                   static_cast<const uint8_t*>(codes.untyped_data()) + layer_id * N * G * B,
                   static_cast<const char*>(scales.untyped_data()) + layer_id * (scales.size_bytes() / L),
                   static_cast<const char*>(mins.untyped_data()) + layer_id * (mins.size_bytes() / L),
