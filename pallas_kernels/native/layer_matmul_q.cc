@@ -315,9 +315,11 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
                   static_cast<const char*>(scales.untyped_data()) + layer_id * (scales.size_bytes() / L),
                   static_cast<const char*>(mins.untyped_data()) + layer_id * (mins.size_bytes() / L),
                   ys, M, K, N, G, B};
-  // One thread multiplies a middling matrix (576 x 960 at one row: ~50 us) in about what waking a second
-  // one and sharing it would take: parallel from about a million weights, as for a byte per weight.
-  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, 1, pool.num_threads(), 16);
+  // Widening a code costs about what streaming 4 bytes of float32 weight does: split the columns as the
+  // float32 kernels would for weights that size, so a middling matrix (576 x 960 at one row, ~40 us on one
+  // thread) uses both threads (docs/benchmarks/quantized-kernel.md: faster on a quiet machine, slower
+  // when the second core is busy with other work).
+  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, 4, pool.num_threads(), 16);
   const BlockFn block = kBlocks[fmt];
   auto run_block = [&](int64_t i) {
     const int64_t n0 = i * blocks.width;
