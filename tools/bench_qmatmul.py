@@ -7,8 +7,9 @@ machine's weight-streaming rate.
 Each matrix is multiplied for every layer in turn, inside one jitted loop (so the layers' weights stream
 from memory as in a decode step, and the jit dispatch is paid once per loop, not per call); the time per
 call is the median loop time over the calls in it. Rows: q/k/v fused, o, gate/up fused, down (30 layers
-each), the tied LM head (Q8_0, one matrix, [576, 49152]), "tiny" (K 32, N 16: the per-call overhead), and
-"step": every layer's four matrices and the head in one loop, the matmuls of one decode step.
+each), the tied LM head (Q8_0, one matrix, [576, 49152]), "tiny" (K 32, N 16, 30 layers: the per-call
+overhead inside a loop), and "step": every layer's four matrices and the head in one loop, the matmuls of
+one decode step.
 Columns: microseconds per call, G weights/s (K x N per call, whatever the rows) and GB/s of packed bytes
 (codes, scales, mins). `--baseline OLD.cc` builds another version of native/layer_matmul_q.cc (e.g.
 `git show REV:pallas_kernels/native/layer_matmul_q.cc > /tmp/old.cc`) as a second target and times it
@@ -48,7 +49,8 @@ def benches(params) -> list[tuple[str, list]]:
     named = [(name, [layers[key]]) for name, key in (("qkv", "w_qkv"), ("o", "wo"), ("gate_up", "w_gate_up"))]
     named += [("down", [layers["w_down"]]), ("head", [jax.tree.map(lambda a: a[None], params["embed"])])]
     step = [ws[0] for _, ws in named]
-    named.append(("tiny", [jax.tree.map(lambda a: jnp.asarray(a)[None], tiny_q4_1(16, 32))]))
+    layers = step[0].codes.shape[0]  # "tiny" as many layers deep, so its loop times calls, not the dispatch
+    named.append(("tiny", [jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * layers), tiny_q4_1(16, 32))]))
     return [*named, ("step", step)]
 
 
