@@ -18,210 +18,256 @@
 // Why: decode at small batch is bound by the bytes of weights read; Q4_1 is 20 bytes per 32 weights
 // against float32's 128. Each group's codes are widened to float32 in registers and multiplied there,
 // never written back. The offset terms factor out of the dot: sum_k x_k (d q_k + m) = d (x . q) + m sum_k x_k,
-// so the per-group sums of x (computed once per call) carry Q4_1's m and Q4_0's -8d.
-// Work is split into column blocks across XLA's intra-op pool; a column's codes are read from memory once
-// and from L1 for each further tile of kTileRows rows.
+// so the per-group sums of x (computed once per call) carry Q4_1's m and Q4_0's -8d (and the K-quants'
+// -dmin*m); a column's float32 factors are formed once per column, 8 at a time where the file has them as
+// float16, before its groups are multiplied.
+// Codes are widened without shuffles into a permuted element order, x permuted to match once per call
+// (quant_groups.h). One row (batch-1 decode) takes four columns at a time, sharing each group's x loads
+// and keeping four independent sums; more rows take one column at a time in tiles of kTileRows rows, so a
+// column's codes are read from memory once and from L1 for each further tile. Work is split into column
+// blocks across XLA's intra-op pool.
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
-
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define TRELLIS_Q_VECTOR 1
-#endif
 
 #include "column_blocks.h"
 #include "ffi_binding.h"
 #include "parallel_for.h"
+#include "quant_groups.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kGroup = 32;
-constexpr int kTileRows = 8;  // 8 accumulators + 4 group vectors + 1 x load of the 16 ymm registers
-enum Format : int32_t { kQ8_0 = 0, kQ4_0 = 1, kQ4_1 = 2, kQ4_K = 3, kQ5_K = 4, kQ6_K = 5 };
-inline bool has_min(int32_t fmt) { return fmt == kQ4_1 || fmt == kQ4_K || fmt == kQ5_K; }
-inline bool k_quant(int32_t fmt) { return fmt == kQ4_K || fmt == kQ5_K || fmt == kQ6_K; }
-inline bool signed_bytes(int32_t fmt) { return fmt == kQ8_0; }
-inline int64_t code_bytes(int32_t fmt) {
-  return fmt == kQ6_K ? 24 : fmt == kQ8_0 || fmt == kQ5_K ? 32 : 16;
-}
+using namespace trellis::quant;  // the formats, load_group and prepare_x
 
-float half_to_float(uint16_t h) {
-#if defined(TRELLIS_Q_VECTOR)
-  return _cvtsh_ss(h);
-#else
-  const uint32_t sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-  uint32_t bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      int e = -1;
-      uint32_t m = mantissa;
-      do { ++e; m <<= 1; } while ((m & 0x400) == 0);
-      bits = sign | ((127 - 15 - e) << 23) | ((m & 0x3FF) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-#endif
-}
+constexpr int kTileRows = 8;  // 8 accumulators + 4 group vectors + 1 partial sum + 1 scale of 16 ymm registers
 
-// One group's 32 codes as float32 (q, before scale and offset), in element order.
-#if defined(TRELLIS_Q_VECTOR)
-struct Group {
-  __m256 v[4];
+struct Problem {
+  const float* x;        // [M, K], permuted group by group to the format's order (the vector build)
+  const float* x_sums;   // [M, G]: sum of x over each group
+  const float* unscale;  // [M]: what each row's outputs are multiplied by (prepare_x)
+  const uint8_t* codes;  // the layer's [N, G, B]
+  const void* scales;    // the layer's [N, G] float16 (K-quants: [N, G/8, F] float16)
+  const void* mins;      // the same as scales (K-quants: [N, G, 2] 8-bit integer factors)
+  float* y;              // [M, N]
+  int64_t M, K, N, G, B;
 };
-inline Group load_group(const uint8_t* codes, int32_t fmt) {
-  Group g;
-  if (signed_bytes(fmt)) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    g.v[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
-    g.v[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
-    g.v[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
-    g.v[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
-    return g;
-  }
-  if (fmt == kQ5_K) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    g.v[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    g.v[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-    g.v[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    g.v[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-    return g;
-  }
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
-  const __m128i nibble = _mm_set1_epi8(0x0F);
-  const __m128i lo = _mm_and_si128(bytes, nibble), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
-  __m256i q[4] = {_mm256_cvtepu8_epi32(lo), _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)),
-                  _mm256_cvtepu8_epi32(hi), _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))};
-  if (fmt == kQ6_K) {  // the high 2 bits of element j at byte 16 + j % 8, bits 2 * (j / 8); then q - 32
-    const __m256i top = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 16)));
-    for (int i = 0; i < 4; ++i) {
-      const __m256i bits = _mm256_and_si256(_mm256_srli_epi32(top, 2 * i), _mm256_set1_epi32(3));
-      q[i] = _mm256_sub_epi32(_mm256_or_si256(q[i], _mm256_slli_epi32(bits, 4)), _mm256_set1_epi32(32));
+
+// Column n's float32 factors: scale[g * scale_width + i] multiplies group g's dot with its codes (Q6_K: one
+// per lane, lanes 0..3 holding elements 0..15 and 4..7 elements 16..31 in either order) and shift[g]
+// multiplies its sum of x (Q8_0 and Q6_K: none).
+template <int32_t F>
+void column_factors(const Problem& p, int64_t n, float* scale, float* shift) {
+  if constexpr (k_quant(F)) {
+    constexpr int64_t per_super = F == kQ6_K ? 1 : 2;
+    const uint16_t* supers = static_cast<const uint16_t*>(p.scales) + n * (p.G / 8) * per_super;
+    const uint8_t* ints = static_cast<const uint8_t*>(p.mins) + n * p.G * 2;
+    for (int64_t s = 0; s < p.G / 8; ++s) {
+      const float d = half_to_float(supers[s * per_super]);
+      const float dmin = F == kQ6_K ? 0.f : half_to_float(supers[s * per_super + 1]);
+      for (int64_t g = 8 * s; g < 8 * s + 8; ++g) {
+        if constexpr (F == kQ6_K) {  // d * sc exactly, as gguf forms it
+          const float lo = d * static_cast<int8_t>(ints[2 * g]), hi = d * static_cast<int8_t>(ints[2 * g + 1]);
+          for (int i = 0; i < 8; ++i) scale[8 * g + i] = i < 4 ? lo : hi;
+        } else {
+          scale[g] = d * static_cast<float>(ints[2 * g]);
+          shift[g] = -(dmin * static_cast<float>(ints[2 * g + 1]));
+        }
+      }
     }
+    return;
   }
-  for (int i = 0; i < 4; ++i) g.v[i] = _mm256_cvtepi32_ps(q[i]);
-  return g;
+  const uint16_t* d = static_cast<const uint16_t*>(p.scales) + n * p.G;
+  const uint16_t* m = static_cast<const uint16_t*>(p.mins) + n * p.G;
+  int64_t g = 0;
+#if defined(TRELLIS_Q_VECTOR)
+  for (; g + 8 <= p.G; g += 8) {  // 8 float16 factors at a time
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + g)));
+    _mm256_storeu_ps(scale + g, dv);
+    if constexpr (F == kQ4_1)
+      _mm256_storeu_ps(shift + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + g))));
+    if constexpr (F == kQ4_0) _mm256_storeu_ps(shift + g, _mm256_mul_ps(dv, _mm256_set1_ps(-8.f)));
+  }
+#endif
+  for (; g < p.G; ++g) {
+    scale[g] = half_to_float(d[g]);
+    if constexpr (F == kQ4_1) shift[g] = half_to_float(m[g]);
+    if constexpr (F == kQ4_0) shift[g] = -8.f * scale[g];
+  }
 }
+
+// sum_g shift[g] * x_sums[g] over a row's G groups: the offset terms of one output.
+inline float offset(const float* shift, const float* x_sums, int64_t G) {
+  int64_t g = 0;
+  float total = 0.f;
+#if defined(TRELLIS_Q_VECTOR)
+  __m256 acc = _mm256_setzero_ps();
+  for (; g + 8 <= G; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(shift + g), _mm256_loadu_ps(x_sums + g), acc);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  total = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+#endif
+  for (; g < G; ++g) total += shift[g] * x_sums[g];
+  return total;
+}
+
+#if defined(TRELLIS_Q_VECTOR)
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-#endif
 
-inline float code(const uint8_t* codes, int32_t fmt, int j) {
-  if (signed_bytes(fmt)) return static_cast<float>(static_cast<int8_t>(codes[j]));
-  if (fmt == kQ5_K) return static_cast<float>(codes[j]);
-  const int low = j < 16 ? codes[j] & 0x0F : codes[j - 16] >> 4;
-  if (fmt != kQ6_K) return static_cast<float>(low);
-  return static_cast<float>((low | ((codes[16 + j % 8] >> (2 * (j / 8))) & 3) << 4) - 32);
+// acc[r] += s * (x[r] . q) over one group's 32 (permuted) elements, x[r] at x + r * K.
+template <int MT>
+inline void group_rows(const float* x, int64_t K, const __m256 (&q)[4], __m256 s, __m256 (&acc)[MT]) {
+  for (int r = 0; r < MT; ++r) {
+    const float* xr = x + r * K;
+    __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), q[0]);
+    t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), q[1], t);
+    t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), q[2], t);
+    t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q[3], t);
+    acc[r] = _mm256_fmadd_ps(s, t, acc[r]);
+  }
 }
 
-struct Problem {
-  const float* x;        // [M, K]
-  const float* x_sums;   // [M, G]: sum of x over each group
-  const uint8_t* codes;  // the layer's [N, G, B]
-  const void* scales;  // the layer's [N, G] float16 (K-quants: [N, G/8, F] float16)
-  const void* mins;    // the same as scales (K-quants: [N, G, 2] 8-bit integer factors)
-  float* y;              // [M, N]
-  int64_t M, K, N, G, B;
-  int32_t fmt;
-};
+template <int32_t F>
+inline __m256 group_scale(const float* scale, int64_t g) {
+  return F == kQ6_K ? _mm256_loadu_ps(scale + 8 * g) : _mm256_broadcast_ss(scale + g);
+}
 
-// y[m0 .. m0+MT) x column n, over all K (MT a compile-time count, so the accumulators stay in registers).
-template <int MT>
-void column_tile(const Problem& p, int64_t n, int64_t m0) {
-  const uint8_t* codes = p.codes + n * p.G * p.B;
-  const bool halves = p.fmt == kQ6_K;  // two scales a group, one per 16 elements
-  auto factor = [&](const void* base, int64_t g) {  // g: the group's index in the column's scales (or mins)
-    return half_to_float(static_cast<const uint16_t*>(base)[n * p.G + g]);
-  };
-  // K-quants: float32 d*sc and dmin*m from the super-block's float16 d, dmin and the group's sc, m (exact)
-  const int64_t per_super = p.fmt == kQ6_K ? 1 : 2;
-  const uint16_t* supers = static_cast<const uint16_t*>(p.scales) + n * (p.G / 8) * per_super;
-  const uint8_t* group_ints = static_cast<const uint8_t*>(p.mins) + n * p.G * 2;
-  auto k_factor = [&](int64_t g, int f, int i) {  // f: d (0) or dmin (1); i: the group's integer 0 or 1
-    const uint8_t v = group_ints[2 * g + i];
-    const float q = p.fmt == kQ6_K ? static_cast<float>(static_cast<int8_t>(v)) : static_cast<float>(v);
-    return half_to_float(supers[(g / 8) * per_super + f]) * q;
-  };
-  float offset[MT] = {};
-#if defined(TRELLIS_Q_VECTOR)
-  __m256 acc[MT];
-  for (int r = 0; r < MT; ++r) acc[r] = _mm256_setzero_ps();
-#else
-  float acc[MT] = {};
-#endif
-  for (int64_t g = 0; g < p.G; ++g, codes += p.B) {
-    const bool kq = k_quant(p.fmt);
-    const float scale = kq ? k_factor(g, 0, 0) : factor(p.scales, g);
-    const float scale_hi = halves ? k_factor(g, 0, 1) : scale;  // Q6_K: elements 16..31's own scale
-    const float shift = kq && p.fmt != kQ6_K ? -k_factor(g, 1, 1)
-                        : has_min(p.fmt)     ? factor(p.mins, g)
-                        : p.fmt == kQ4_0     ? -8.f * scale
-                                             : 0.f;
-#if defined(TRELLIS_Q_VECTOR)
-    const Group q = load_group(codes, p.fmt);
-    const __m256 s = _mm256_set1_ps(scale);
-    for (int r = 0; r < MT; ++r) {
-      const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
-      __m256 t = _mm256_mul_ps(_mm256_loadu_ps(xr), q.v[0]);
-      t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), q.v[1], t);
-      if (halves) {  // two scales a group: close the first 16 elements' sum
-        acc[r] = _mm256_fmadd_ps(s, t, acc[r]);
-        t = _mm256_mul_ps(_mm256_loadu_ps(xr + 16), q.v[2]);
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q.v[3], t);
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale_hi), t, acc[r]);
-        continue;  // no per-32 offset term (shift is 0)
-      }
-      t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), q.v[2], t);
-      t = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), q.v[3], t);
-      acc[r] = _mm256_fmadd_ps(s, t, acc[r]);
-      offset[r] += shift * p.x_sums[(m0 + r) * p.G + g];
-    }
-#else
-    for (int r = 0; r < MT; ++r) {
-      const float* xr = p.x + (m0 + r) * p.K + g * kGroup;
-      float t = 0.f, t_hi = 0.f;
-      for (int j = 0; j < kGroup; ++j) {
-        (j < 16 ? t : t_hi) += xr[j] * code(codes, p.fmt, j);
-      }
-      acc[r] += scale * t + scale_hi * t_hi;
-      offset[r] += shift * p.x_sums[(m0 + r) * p.G + g];
-    }
-#endif
+// Four sums' totals as one vector: lane c = the sum of v[c]'s lanes.
+inline __m128 hsum4(const __m256 (&v)[4]) {
+  const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+}
+
+// y[m, n .. n+4) for one row m (decode at batch 1): the four columns share each group's x loads and keep
+// four independent sums. scale and shift hold the columns' factors one after another (G * scale_width and
+// G apart).
+template <int32_t F>
+void row_quad(const Problem& p, int64_t n, int64_t m, const float* scale, const float* shift) {
+  constexpr int64_t B = code_bytes(F);
+  constexpr int W = scale_width(F);
+  const int64_t G = p.G;
+  const uint8_t* codes = p.codes + n * G * B;
+  const uint8_t* ahead = codes + 2 * 4 * G * B;  // prefetching past the end of the codes is harmless
+  const float* x = p.x + m * p.K;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  // not an array: kept in registers
+  for (int64_t g = 0; g < G; ++g, x += kGroup, codes += B) {
+    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+                 x3 = _mm256_loadu_ps(x + 24);
+    auto column = [&](int c, __m256& acc) {
+      __m256 q[4];
+      load_group<F>(codes + c * G * B, q);
+      __m256 t = _mm256_mul_ps(x0, q[0]);
+      t = _mm256_fmadd_ps(x1, q[1], t);
+      t = _mm256_fmadd_ps(x2, q[2], t);
+      t = _mm256_fmadd_ps(x3, q[3], t);
+      acc = _mm256_fmadd_ps(group_scale<F>(scale + c * G * W, g), t, acc);
+    };
+    // The quad two ahead, a group's share of it per group (its 4 * G * B bytes in G steps): the four
+    // interleaved column streams of a quad are more than the hardware prefetcher keeps ahead of.
+    for (int64_t line = 0; line < 4 * B; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + g * 4 * B + line), _MM_HINT_T0);
+    column(0, a0);
+    column(1, a1);
+    column(2, a2);
+    column(3, a3);
   }
-  for (int r = 0; r < MT; ++r) {
-#if defined(TRELLIS_Q_VECTOR)
-    p.y[(m0 + r) * p.N + n] = hsum(acc[r]) + offset[r];
-#else
-    p.y[(m0 + r) * p.N + n] = acc[r] + offset[r];
+  const __m256 acc[4] = {a0, a1, a2, a3};
+  float out[4];
+  _mm_storeu_ps(out, hsum4(acc));
+  for (int c = 0; c < 4; ++c) {
+    const float extra = has_shift(F) ? offset(shift + c * G, p.x_sums + m * G, G) : 0.f;
+    p.y[m * p.N + n + c] = (out[c] + extra) * p.unscale[m];
+  }
+}
 #endif
+
+// y[m0 .. m0+MT) x column n, over all K (MT a compile-time count, so the accumulators stay in registers),
+// from the column's factors (column_factors).
+template <int32_t F, int MT>
+void column_tile(const Problem& p, int64_t n, int64_t m0, const float* scale, const float* shift) {
+  const uint8_t* codes = p.codes + n * p.G * p.B;
+  float out[MT];
+#if defined(TRELLIS_Q_VECTOR)
+  // Up to 4 rows, two accumulator sets on alternate groups: the sum's chain of dependent adds halves.
+  constexpr int kSets = MT <= 4 ? 2 : 1;
+  constexpr int64_t B = code_bytes(F);
+  __m256 acc[kSets][MT];
+  for (auto& set : acc)
+    for (auto& a : set) a = _mm256_setzero_ps();
+  const float* x = p.x + m0 * p.K;
+  int64_t g = 0;
+  for (; g + kSets <= p.G; g += kSets)
+    for (int set = 0; set < kSets; ++set) {
+      __m256 q[4];
+      load_group<F>(codes + (g + set) * B, q);
+      group_rows<MT>(x + (g + set) * kGroup, p.K, q, group_scale<F>(scale, g + set), acc[set]);
+    }
+  for (; g < p.G; ++g) {
+    __m256 q[4];
+    load_group<F>(codes + g * B, q);
+    group_rows<MT>(x + g * kGroup, p.K, q, group_scale<F>(scale, g), acc[0]);
+  }
+  for (int r = 0; r < MT; ++r) out[r] = hsum(kSets == 2 ? _mm256_add_ps(acc[0][r], acc[kSets - 1][r]) : acc[0][r]);
+#else
+  for (int r = 0; r < MT; ++r) {
+    const float* xr = p.x + (m0 + r) * p.K;
+    float total = 0.f;
+    for (int64_t g = 0; g < p.G; ++g) {
+      float t = 0.f, t_hi = 0.f;
+      for (int j = 0; j < kGroup; ++j) (j < 16 ? t : t_hi) += xr[g * kGroup + j] * code(codes + g * p.B, F, j);
+      const float lo_scale = scale[g * scale_width(F)], hi_scale = scale[g * scale_width(F) + scale_width(F) - 1];
+      total += lo_scale * t + hi_scale * t_hi;
+    }
+    out[r] = total;
+  }
+#endif
+  for (int r = 0; r < MT; ++r) {
+    const float extra = has_shift(F) ? offset(shift, p.x_sums + (m0 + r) * p.G, p.G) : 0.f;
+    p.y[(m0 + r) * p.N + n] = (out[r] + extra) * p.unscale[m0 + r];
   }
 }
 
 // The last tile of rows may be short: pick the tile with exactly that many rows.
-template <int MT>
-void column_rows(const Problem& p, int64_t n, int64_t m0, int rows) {
+template <int32_t F, int MT>
+void column_rows(const Problem& p, int64_t n, int64_t m0, int rows, const float* scale, const float* shift) {
   if constexpr (MT > 1)
-    if (rows < MT) return column_rows<MT - 1>(p, n, m0, rows);
-  column_tile<MT>(p, n, m0);
+    if (rows < MT) return column_rows<F, MT - 1>(p, n, m0, rows, scale, shift);
+  column_tile<F, MT>(p, n, m0, scale, shift);
 }
+
+// Columns [n0, n1) for every row: each column's factors once, then its tiles of rows (one row: four
+// columns at a time where the vector build has row_quad).
+template <int32_t F>
+void column_block(const Problem& p, int64_t n0, int64_t n1) {
+  constexpr int kQuad = 4;
+  const int64_t width = p.G * scale_width(F), shifts = has_shift(F) ? p.G : 0;
+  std::vector<float> scale(kQuad * width), shift(kQuad * shifts);
+  int64_t n = n0;
+#if defined(TRELLIS_Q_VECTOR)
+  if (p.M == 1)
+    for (; n + kQuad <= n1; n += kQuad) {
+      for (int c = 0; c < kQuad; ++c) column_factors<F>(p, n + c, scale.data() + c * width, shift.data() + c * shifts);
+      row_quad<F>(p, n, 0, scale.data(), shift.data());
+    }
+#endif
+  for (; n < n1; ++n) {  // a column's codes come from memory once, then from L1 per tile
+    column_factors<F>(p, n, scale.data(), shift.data());
+    for (int64_t m0 = 0; m0 < p.M; m0 += kTileRows)
+      column_rows<F, kTileRows>(p, n, m0, static_cast<int>(std::min<int64_t>(kTileRows, p.M - m0)), scale.data(),
+                                shift.data());
+  }
+}
+
+using BlockFn = void (*)(const Problem&, int64_t, int64_t);
+constexpr BlockFn kBlocks[] = {column_block<kQ8_0>, column_block<kQ4_0>, column_block<kQ4_1>,
+                               column_block<kQ4_K>, column_block<kQ5_K>, column_block<kQ6_K>};
 
 // Whether scales and mins have the dims and types the format's contract gives them (for codes c_dims).
 bool factors_fit(int32_t fmt, ffi::Span<const int64_t> c_dims, const ffi::AnyBuffer& scales,
@@ -260,26 +306,24 @@ ffi::Error LayerMatmulQ(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyB
   float* ys = y->typed_data();
   std::fill(ys + M * N, ys + x_dims[0] * N, 0.f);
   if (M == 0) return ffi::Error::Success();
-  const float* xs = x.typed_data();
-  std::vector<float> x_sums(M * G);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0.f;
-      for (int64_t j = 0; j < kGroup; ++j) s += xs[m * K + g * kGroup + j];
-      x_sums[m * G + g] = s;
-    }
-  const Problem p{xs,
+  std::vector<float> xs(M * K), x_sums(M * G), unscale(M);
+  prepare_x(x.typed_data(), M, K, fmt, xs.data(), x_sums.data(), unscale.data());
+  const Problem p{xs.data(),
                   x_sums.data(),
+                  unscale.data(),
                   static_cast<const uint8_t*>(codes.untyped_data()) + layer_id * N * G * B,
                   static_cast<const char*>(scales.untyped_data()) + layer_id * (scales.size_bytes() / L),
                   static_cast<const char*>(mins.untyped_data()) + layer_id * (mins.size_bytes() / L),
-                  ys, M, K, N, G, B, fmt};
-  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, 1, pool.num_threads(), 16);
+                  ys, M, K, N, G, B};
+  // Widening a code costs about what streaming 4 bytes of float32 weight does: split the columns as the
+  // float32 kernels would for weights that size, so a middling matrix (576 x 960 at one row, ~40 us on one
+  // thread) uses both threads (docs/benchmarks/quantized-kernel.md: faster on a quiet machine, slower
+  // when the second core is busy with other work).
+  const trellis::ColumnBlocks blocks = trellis::column_blocks(M, K, N, 4, pool.num_threads(), 16);
+  const BlockFn block = kBlocks[fmt];
   auto run_block = [&](int64_t i) {
-    const int64_t n0 = i * blocks.width, n1 = std::min<int64_t>(N, n0 + blocks.width);
-    for (int64_t n = n0; n < n1; ++n)  // a column's codes come from memory once, then from L1 per tile
-      for (int64_t m0 = 0; m0 < M; m0 += kTileRows)
-        column_rows<kTileRows>(p, n, m0, static_cast<int>(std::min<int64_t>(kTileRows, M - m0)));
+    const int64_t n0 = i * blocks.width;
+    block(p, n0, std::min<int64_t>(N, n0 + blocks.width));
   };
   trellis::parallel_for(pool, blocks.count, run_block);
   return ffi::Error::Success();

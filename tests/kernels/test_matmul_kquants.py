@@ -79,7 +79,9 @@ def test_linear_matches_the_reference(fmt, rows, k, n, valid):
 
 
 @pytest.mark.parametrize("fmt", quantized.K_QUANTS)
-@pytest.mark.parametrize("rows,k,n,valid", [(1, 256, 40, 1), (2, 768, 192, 1), (7, 512, 33, 6), (21, 256, 9, 19)])
+@pytest.mark.parametrize(
+    "rows,k,n,valid", [(1, 256, 40, 1), (1, 1536, 203, 1), (2, 768, 192, 1), (7, 512, 33, 6), (21, 256, 9, 19)]
+)
 def test_native_matches_the_reference(fmt, rows, k, n, valid):
     if native_quantized.available() is not None:
         pytest.skip(native_quantized.available())

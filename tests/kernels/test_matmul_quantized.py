@@ -84,7 +84,16 @@ def test_fused_projections_concatenate_along_n():
 
 @pytest.mark.parametrize("fmt", BLOCK_FORMATS)
 @pytest.mark.parametrize(
-    "rows,k,n,valid", [(1, 64, 40, 1), (2, 576, 192, 1), (7, 96, 33, 6), (16, 32, 17, 16), (21, 64, 9, 19)]
+    "rows,k,n,valid",
+    [
+        (1, 64, 40, 1),
+        (1, 96, 43, 1),
+        (1, 1536, 203, 1),
+        (2, 576, 192, 1),
+        (7, 96, 33, 6),
+        (16, 32, 17, 16),
+        (21, 64, 9, 19),
+    ],
 )
 def test_native_matches_the_reference(fmt, rows, k, n, valid):
     if native_quantized.available() is not None:
@@ -96,6 +105,20 @@ def test_native_matches_the_reference(fmt, rows, k, n, valid):
         expected = reference_linear(x, w, layer, valid)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
         assert not np.asarray(got)[valid:].any()
+
+
+@pytest.mark.parametrize("fmt", BLOCK_FORMATS)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_native_keeps_rows_of_tiny_inputs_exact(fmt, rows):
+    """The kernel scales x by powers of two down to 2^-12 (layer_matmul_q.cc, position_factor): a row of
+    inputs near the bottom of float32's range must come out as precise as any other (no subnormals)."""
+    if native_quantized.available() is not None:
+        pytest.skip(native_quantized.available())
+    w, dense = _random(fmt, 20, 96, layers=1, seed=5)
+    x = np.random.default_rng(6).uniform(0.5, 1.0, (rows, 96)).astype(np.float32) * np.float32(2.0**-115)
+    got = np.asarray(api.linear(jnp.asarray(x), w, 0, implementation="native"), np.float64)
+    expected = x.astype(np.float64) @ dense[0].T.astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
 
 
 def test_big_steps_dequantize_then_take_xla_s_dot():
