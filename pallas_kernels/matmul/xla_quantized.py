@@ -4,8 +4,9 @@ output columns at a time inside a loop, each chunk dotted while it is still in c
 Contract: `linear(x, w, layer=None) -> [M, N] float32`: x [M, K] float32 @ dequantize(w[layer]) (or of a
 plain [K, N] packed w when layer is None), with float32 sums; any format quantized.py holds, a LayerMix
 included. Within the op's tolerance of reference.py (the sums run in another order), not bit for bit.
-`CHUNK_BYTES`: the float32 bytes of one chunk's dequantized columns at M <= 31; `chunk_bytes(m)` scales it
-with M (x1 to x16 at M >= 256).
+`CHUNK_BYTES`: the float32 bytes of one chunk's dequantized columns at 9 <= M <= 31; `chunk_bytes(m)` scales
+it with M (x1 to x16 at M >= 256). At M <= SMALL_ROWS (decode) chunks are SMALL_CHUNK_BYTES and the columns
+are cut into SPLITS contiguous spans, each its own loop.
 
 Why chunks (docs/benchmarks/quantized.md, "the XLA path"): XLA:CPU gives every buffer of a program fresh
 pages each run, and here a page fault costs ~4 us, ~3.7 ns per float32 written; dequantizing a whole
@@ -18,6 +19,11 @@ low and high nibbles, Q6_K's four quarters), each multiplied with the matching s
 the nibbles back into element order (a concatenate along the minor axis) halves the dequantize's speed.
 Why M = 1 is padded to 2 rows: XLA:CPU's one-row dot on a transposed operand is ~2.5x slower than its
 two-row one on this CPU (measured; the spare row is zeros and dropped).
+Why smaller chunks and two loops at M <= 8: measured on the model-shaped step (tools/
+bench_matmul_xla_packed.py, A/B in one process) at M = 1, fastest of 15: 256 KiB one loop 71 ms, 128 KiB one
+loop 54, 128 KiB in two loops 47 (64 KiB 65, 256 KiB 62, four loops 47); at M = 8: 122, 79, 68. The two
+loops run one after the other (wall = CPU), so the gain is not the second core; the spans just give XLA
+two shorter loops, which it schedules better (not explained further).
 """
 
 from __future__ import annotations
@@ -28,11 +34,21 @@ import jax.numpy as jnp
 from pallas_kernels.matmul import kquants, quantized
 
 CHUNK_BYTES = 1 << 18
+SMALL_ROWS = 8
+SMALL_CHUNK_BYTES = 1 << 17
+SPLITS = 2
 
 
 def chunk_bytes(m: int) -> int:
     """The float32 bytes of one chunk's columns for an M-row step; see the module docstring."""
+    if m <= SMALL_ROWS:
+        return SMALL_CHUNK_BYTES
     return CHUNK_BYTES * min(16, max(1, m // 16))
+
+
+def splits(m: int) -> int:
+    """How many contiguous column spans, each its own chunk loop, an M-row step cuts N into."""
+    return SPLITS if m <= SMALL_ROWS else 1
 
 
 def linear(x, w, layer=None):
@@ -46,18 +62,28 @@ def linear(x, w, layer=None):
 
 
 def _chunked(x, w, layer):
-    """x @ the packed [.., K, N] w (at `layer` when stacked), chunk_bytes(M) of columns per loop iteration."""
+    """x @ the packed [.., K, N] w (at `layer` when stacked): N cut into splits(M) spans, each a loop over
+    chunk_bytes(M) of columns per iteration, then a tail chunk where the width does not divide the span."""
+    m = x.shape[0]
     k, n = w.shape[-2:]
-    width = max(1, min(n, chunk_bytes(x.shape[0]) // (4 * k)))
-    count, tail = divmod(n, width)
     pieces = _x_pieces(x, w.fmt)
 
     def columns(start, size):
         return _dot(pieces, _columns(w, layer, start, size))
 
-    body = jax.lax.map(lambda c: columns(c * width, width), jnp.arange(count, dtype=jnp.int32))  # [C, M, W]
-    y = body.transpose(1, 0, 2).reshape(x.shape[0], count * width)
-    return jnp.concatenate([y, columns(count * width, tail)], axis=1) if tail else y
+    span = -(-n // splits(m))
+    outs = []
+    for first in range(0, n, span):
+        size = min(span, n - first)
+        width = max(1, min(size, chunk_bytes(m) // (4 * k)))
+        count, tail = divmod(size, width)
+        body = jax.lax.map(
+            lambda c, first=first, width=width: columns(first + c * width, width), jnp.arange(count, dtype=jnp.int32)
+        )  # [C, M, W]
+        outs.append(body.transpose(1, 0, 2).reshape(m, count * width))
+        if tail:
+            outs.append(columns(first + count * width, tail))
+    return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
 
 
 def _columns(w, layer, start, size):

@@ -46,12 +46,20 @@ def test_matches_the_reference_on_ragged_rows_and_odd_n(fmt, rows, n, valid):
         assert not np.asarray(got)[valid:].any()
 
 
-@pytest.mark.parametrize("n", [1, 200, 384])  # one column; whole chunks and a tail; whole chunks only
-def test_the_chunk_loop_covers_every_column(monkeypatch, n):
+# one column; whole chunks and a tail (in each span at M <= SMALL_ROWS); whole chunks only
+@pytest.mark.parametrize("n", [1, 200, 384])
+@pytest.mark.parametrize("rows", [1, 3, 20])  # padded to 2 and split; split; one loop
+def test_the_chunk_loops_cover_every_column(monkeypatch, n, rows):
     monkeypatch.setattr(xla_quantized, "CHUNK_BYTES", 4 * 64 * 128)  # 128 columns of K = 64 per chunk
+    monkeypatch.setattr(xla_quantized, "SMALL_CHUNK_BYTES", 4 * 64 * 64)  # 64 columns, two spans
     w = _random("Q4_1", n, 64, layers=1, seed=n)
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 64)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((rows, 64)), jnp.float32)
     _assert_close(jax.jit(xla_quantized.linear)(x, w, jnp.int32(0)), reference_linear(x, w, 0))
+
+
+def test_small_steps_take_smaller_chunks_in_two_spans():
+    assert xla_quantized.chunk_bytes(2) < xla_quantized.chunk_bytes(9)
+    assert (xla_quantized.splits(1), xla_quantized.splits(8), xla_quantized.splits(9)) == (2, 2, 1)
 
 
 def test_an_unstacked_weight_is_read_without_a_layer():
