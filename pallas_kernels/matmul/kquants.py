@@ -13,8 +13,8 @@ Element j of group g in super-block s is (d_s*sc_g)*q - (dmin_s*m_g) (Q4_K, Q5_K
 sc 6 or 8: d*sc is exact in float32), so the layout is lossless and the arithmetic the same bit for bit.
 Memory per weight: Q4_K 0.578 bytes (the file: 0.5625), Q5_K 1.08 (0.6875), Q6_K 0.82 (0.8203).
 `from_gguf(raw, fmt, rows, cols) -> (codes, scales, mins)` numpy; `group_factors(scales, mins, fmt, xp)`
--> float32 (scale, min) per 16 elements [..., N, K/16] (min None for Q6_K); `codes_q(codes, fmt, xp)` ->
-the codes as [..., N, K/32, 32] integers (Q6_K: q - 32).
+-> float32 (scale, min) per 16 elements [..., N, K/16] (min None for Q6_K); `value_pieces(codes, scales,
+mins, fmt, xp)` -> the dequantized values as runs of contiguous elements (quantized.value_pieces).
 """
 
 from __future__ import annotations
@@ -84,23 +84,22 @@ def group_factors(scales, mins, fmt: str, xp):
     return twice(scale), twice(low)
 
 
-def codes_q(codes, fmt: str, xp):
-    """[..., N, K/32, 32] integer codes in element order (Q6_K: q - 32, int8; else uint8 q)."""
-    if fmt == "Q5_K":
-        return codes
-    low = xp.concatenate([codes[..., :16] & 0x0F, codes[..., :16] >> 4], axis=-1)
-    if fmt == "Q4_K":
-        return low
-    top = codes[..., 16:24]
-    high = xp.concatenate([(top >> s) & 0x03 for s in (0, 2, 4, 6)], axis=-1)  # element j: byte j % 8
-    return (low | (high << 4)).astype(xp.int8) - xp.int8(32)
-
-
-def dequantize(codes, scales, mins, fmt: str, xp):
-    """float32 [..., N, K] with gguf's arithmetic: (d*sc)*q + (-(dmin*m)), or (d*sc)*(q-32) for Q6_K."""
-    scale, low = group_factors(scales, mins, fmt, xp)
-    q = codes_q(codes, fmt, xp).astype(xp.float32)
-    *lead, n, groups, _ = q.shape
-    q = q.reshape(*lead, n, groups * 2, 16)
-    values = scale[..., None] * q if low is None else scale[..., None] * q + low[..., None]
-    return values.reshape(*lead, n, groups * 32)
+def value_pieces(codes, scales, mins, fmt: str, xp):
+    """The dequantized values of each 32-group as runs of contiguous elements, float32 [..., N, K/32, length]
+    each, whose concatenation on the last axis is element order: Q4_K / Q5_K two halves (0..15, 16..31),
+    Q6_K four quarters of 8. gguf's arithmetic: (d*sc)*q + (-(dmin*m)), or (d*sc)*(q-32) for Q6_K.
+    Why runs: a dot can take each run with the matching slice of x, never joining the nibbles back."""
+    scale, low = group_factors(scales, mins, fmt, xp)  # [..., N, K/16]: one pair per 16 elements
+    *lead, n, groups, _ = codes.shape
+    scale = scale.reshape(*lead, n, groups, 2, 1)
+    low = None if low is None else low.reshape(*lead, n, groups, 2, 1)
+    if fmt == "Q6_K":
+        quarters = []
+        for i in range(4):  # elements 8i .. 8i+7: nibbles of bytes 8(i%2).., high bits at shift 2i
+            nibbles = codes[..., 8 * (i % 2) : 8 * (i % 2) + 8]
+            nibbles = nibbles & 0x0F if i < 2 else nibbles >> 4
+            q = nibbles | (((codes[..., 16:24] >> (2 * i)) & 0x03) << 4)
+            quarters.append(scale[..., i // 2, :] * (q.astype(xp.int8) - xp.int8(32)).astype(xp.float32))
+        return quarters
+    halves = (codes[..., :16], codes[..., 16:]) if fmt == "Q5_K" else (codes & 0x0F, codes >> 4)
+    return [scale[..., h, :] * q.astype(xp.float32) + low[..., h, :] for h, q in enumerate(halves)]

@@ -132,18 +132,34 @@ def from_gguf(raw, fmt: str, rows: int, cols: int) -> QuantizedWeight:
     return QuantizedWeight(np.ascontiguousarray(blocks[..., 4:]), scales, mins, fmt)
 
 
-def _dequantize(w: QuantizedWeight, xp):
+def piece_spans(fmt: str) -> tuple:
+    """The (start, length) runs of each 32-group's elements that `value_pieces` yields, in order."""
+    if fmt == "Q8_0":
+        return ((0, 32),)
+    if fmt == "Q6_K":
+        return ((0, 8), (8, 8), (16, 8), (24, 8))
+    return ((0, 16), (16, 16))
+
+
+def value_pieces(w: QuantizedWeight, xp) -> list:
+    """w's dequantized values as the runs `piece_spans(w.fmt)` of each group, float32 [..., N, K/32, length]
+    each, with gguf.quants' arithmetic: the one place each format's arithmetic lives (dequantize joins the
+    runs; xla_quantized.py dots each run with its slice of x)."""
     if w.fmt in K_QUANTS:
-        return kquants.dequantize(w.codes, w.scales, w.mins, w.fmt, xp)
+        return kquants.value_pieces(w.codes, w.scales, w.mins, w.fmt, xp)
     d = w.scales.astype(xp.float32)[..., None]
     if w.fmt == "Q8_0":
-        values = w.codes.astype(xp.float32) * d
-    else:
-        nibbles = xp.concatenate([w.codes & 0x0F, w.codes >> 4], axis=-1)  # elements 0..15, then 16..31
-        if w.fmt == "Q4_0":
-            values = d * (nibbles.astype(xp.int8) - 8).astype(xp.float32)
-        else:
-            values = d * nibbles.astype(xp.float32) + w.mins.astype(xp.float32)[..., None]
+        return [w.codes.astype(xp.float32) * d]
+    halves = (w.codes & 0x0F, w.codes >> 4)  # elements 0..15, 16..31
+    if w.fmt == "Q4_0":
+        return [d * (h.astype(xp.int8) - 8).astype(xp.float32) for h in halves]
+    m = w.mins.astype(xp.float32)[..., None]
+    return [d * h.astype(xp.float32) + m for h in halves]
+
+
+def _dequantize(w: QuantizedWeight, xp):
+    pieces = value_pieces(w, xp)
+    values = pieces[0] if len(pieces) == 1 else xp.concatenate(pieces, axis=-1)
     *lead, n, groups, size = values.shape
     return values.reshape(*lead, n, groups * size)
 

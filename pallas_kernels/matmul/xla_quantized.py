@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.matmul import kquants, quantized
+from pallas_kernels.matmul import quantized
 
 CHUNK_BYTES = 1 << 18
 SMALL_ROWS = 8
@@ -103,59 +103,15 @@ def _columns(w, layer, start, size):
 def _dot(x_pieces, part):
     """sum over pieces of x_piece [M, G*S] @ values [size, G*S].T -> [M, size] float32."""
     total = None
-    for xs, values in zip(x_pieces, _value_pieces(part), strict=True):
+    for xs, values in zip(x_pieces, quantized.value_pieces(part, jnp), strict=True):
         size = values.shape[0]
         y = xs @ values.reshape(size, -1).T
         total = y if total is None else total + y
     return total
 
 
-def _spans(fmt):
-    """The (start, length) runs of each 32-group's elements that `_value_pieces` yields, in order."""
-    if fmt == "Q8_0":
-        return ((0, 32),)
-    if fmt == "Q6_K":
-        return ((0, 8), (8, 8), (16, 8), (24, 8))
-    return ((0, 16), (16, 16))
-
-
 def _x_pieces(x, fmt):
-    """x [M, K] cut into the element runs `_spans(fmt)` of every 32-group, each [M, K/32 * length]."""
+    """x [M, K] cut into the element runs `quantized.piece_spans(fmt)` of every 32-group, each [M, K/32 * length]."""
     m = x.shape[0]
     groups = x.reshape(m, -1, quantized.GROUP)
-    return [groups[:, :, s : s + n].reshape(m, -1) for s, n in _spans(fmt)]
-
-
-def _value_pieces(w):
-    """The dequantized values of `_spans(w.fmt)`, each float32 [N, G, length], with the arithmetic
-    quantized.py / kquants.py use (so each value is gguf's, bit for bit)."""
-    if w.fmt in quantized.K_QUANTS:
-        return _kquant_pieces(w)
-    d = w.scales.astype(jnp.float32)[..., None]
-    if w.fmt == "Q8_0":
-        return [w.codes.astype(jnp.float32) * d]
-    halves = (w.codes & 0x0F, w.codes >> 4)  # elements 0..15, 16..31
-    if w.fmt == "Q4_0":
-        return [d * (h.astype(jnp.int8) - 8).astype(jnp.float32) for h in halves]
-    m = w.mins.astype(jnp.float32)[..., None]
-    return [d * h.astype(jnp.float32) + m for h in halves]
-
-
-def _kquant_pieces(w):
-    scale, low = kquants.group_factors(w.scales, w.mins, w.fmt, jnp)  # [N, K/16]: one pair per 16 elements
-    n, groups = w.codes.shape[:2]
-    scale = scale.reshape(n, groups, 2, 1)
-    low = None if low is None else low.reshape(n, groups, 2, 1)
-    if w.fmt == "Q6_K":
-        quarters = []
-        for i in range(4):
-            nibbles = w.codes[..., 8 * (i % 2) : 8 * (i % 2) + 8]
-            nibbles = nibbles & 0x0F if i < 2 else nibbles >> 4
-            q = nibbles | (((w.codes[..., 16:24] >> (2 * i)) & 0x03) << 4)
-            quarters.append(scale[:, :, i // 2] * (q.astype(jnp.int8) - jnp.int8(32)).astype(jnp.float32))
-        return quarters
-    if w.fmt == "Q5_K":
-        halves = (w.codes[..., :16], w.codes[..., 16:])
-    else:
-        halves = (w.codes & 0x0F, w.codes >> 4)
-    return [scale[:, :, h] * q.astype(jnp.float32) + low[:, :, h] for h, q in enumerate(halves)]
+    return [groups[:, :, s : s + n].reshape(m, -1) for s, n in quantized.piece_spans(fmt)]
